@@ -1,0 +1,65 @@
+#!/bin/sh
+# tools/test.sh: set up, build and run every snapfs test.
+#
+# Two builds are tested: the normal one (build/) and one under AddressSanitizer
+# and UndefinedBehaviorSanitizer with leak checking (build-asan/).  Tests that
+# need /dev/kvm exit 77 (skip) where it is missing; we then run exactly those
+# suites again inside tests/vm/run-in-vm, a QEMU VM that has KVM, so that in
+# the end nothing real is skipped.  A skip that survives is a failure.
+#
+# usage: tools/test.sh [--vm] [--no-asan] [MESON-TEST-ARGS...]
+#   --vm       run the KVM suite in the VM even where /dev/kvm exists here
+#   --no-asan  only the normal build (quicker while developing)
+set -eu
+cd "$(dirname "$0")/.."
+
+force_vm=0 asan=1
+while [ $# -gt 0 ]; do
+	case $1 in
+	--vm) force_vm=1; shift ;;
+	--no-asan) asan=0; shift ;;
+	*) break ;;
+	esac
+done
+
+need_vm=0
+if [ "$force_vm" = 1 ] || ! tools/kvm-usable; then need_vm=1; fi
+if [ "$need_vm" = 1 ]; then tools/setup.sh --vm; else tools/setup.sh; fi
+
+builds="build"
+[ "$asan" = 1 ] && builds="build build-asan"
+
+for b in $builds; do
+	if [ ! -f "$b/build.ninja" ]; then
+		if [ "$b" = build-asan ]; then
+			meson setup "$b" -Db_sanitize=address,undefined -Db_lundef=false
+		else
+			meson setup "$b"
+		fi
+	fi
+	meson compile -C "$b"
+done
+
+# LeakSanitizer is part of ASan; fail on any report, and make UBSan fatal.
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+export MALLOC_PERTURB_=0
+
+status=0
+for b in $builds; do
+	echo "== $b: tests on this machine"
+	if [ "$need_vm" = 1 ]; then
+		SNAPFS_NO_KVM=1 meson test -C "$b" --no-rebuild --print-errorlogs "$@" || status=1
+	else
+		meson test -C "$b" --no-rebuild --print-errorlogs "$@" || status=1
+	fi
+	tools/test-report "$b" native "$need_vm" || status=1
+	if [ "$need_vm" = 1 ]; then
+		echo "== $b: KVM tests inside the QEMU VM harness"
+		tests/vm/run-in-vm --mem 3072 -- meson test -C "$b" --no-rebuild --print-errorlogs \
+			--suite kvm --timeout-multiplier 10 "$@" || status=1
+		tools/test-report "$b" vm 0 || status=1
+	fi
+done
+[ "$status" = 0 ] && echo "== all tests passed" || echo "== FAILED"
+exit "$status"
