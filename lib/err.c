@@ -23,13 +23,14 @@ int err_prefix(struct err *e, const char *fmt, ...)
 {
 	if (!e)
 		return 0;
-	char prefix[ERR_MSG_MAX], rest[ERR_MSG_MAX];
+	char rest[ERR_MSG_MAX];
+	memcpy(rest, e->msg, sizeof(rest));
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(prefix, sizeof(prefix), fmt, ap);
+	int n = vsnprintf(e->msg, sizeof(e->msg), fmt, ap);
 	va_end(ap);
-	memcpy(rest, e->msg, sizeof(rest));
-	snprintf(e->msg, sizeof(e->msg), "%s: %s", prefix, rest);
+	if (n >= 0 && (size_t)n < sizeof(e->msg))
+		snprintf(e->msg + n, sizeof(e->msg) - n, ": %.*s", (int)(sizeof(e->msg) - n), rest);
 	return e->code;
 }
 
