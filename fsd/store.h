@@ -1,0 +1,434 @@
+/*
+ * fsd/store.h: the snapfs page store, the library under the FUSE daemon.
+ *
+ * A store is a folder:
+ *
+ *	STORE/index.db        SQLite (WAL): inodes, names, xattrs, symlink
+ *	                      targets, each file's page map, the page index
+ *	STORE/packs/*.pack    page data, every page at a 4 KiB-aligned offset
+ *	STORE/lock            flock()ed by the one process that opens it writable
+ *
+ * File contents are kept as 4 KiB pages named by the SHA-256 of their bytes
+ * and stored once however many files hold them.  An all-zero page is never
+ * stored: it is a hole in the file's page map.
+ *
+ * Conventions for every function below:
+ *  - Returns 0 (or a count where said) on success and a negative errno on
+ *    failure.  Nothing prints, nothing exits.  Functions taking a struct err
+ *    also describe the failure there (NULL is allowed).
+ *  - Inode numbers are the store's own ids: stable for the life of the inode,
+ *    never reused, root = STORE_ROOT_INO.
+ *  - Names are single path components (no '/', not "." or ".."), at most
+ *    STORE_NAME_MAX bytes; otherwise -EINVAL / -ENAMETOOLONG.
+ *  - Changes to anything inside a sealed inode (STORE_INODE_SEALED) fail
+ *    with -EPERM; see store_seal().
+ *  - A store opened STORE_RDONLY answers every change with -EROFS.
+ *
+ * Durability: namespace changes (create, rename, setattr, xattrs...) are
+ * committed to SQLite when the call returns.  File data and the size and
+ * times that writes change are kept pending in memory and committed in
+ * batches: by store_flush(), store_sync(), the last store_file_release() of
+ * a file, and automatically whenever enough pages are pending.  Every read
+ * sees pending writes.  A commit first makes the page data it refers to
+ * durable (fdatasync of the packs), then commits one SQLite transaction, so
+ * after a crash the store holds exactly its last committed state; data
+ * appended to packs but never committed is garbage that store_gc() frees.
+ * store_sync() and store_flush() also make the commit durable against power
+ * loss.  After a commit fails the store refuses further changes with -EIO
+ * (reads go on); close and reopen it.
+ *
+ * Threads: one struct store may be used by many threads at once.  Namespace
+ * changes and commits are serialised by a store-wide lock.  File data state
+ * (page maps, pending pages) has its own short-held lock, and page hashing
+ * runs outside every lock, so writers to different files hash in parallel.
+ * Reads of page locations already cached in memory (store_read, store_map)
+ * do not wait for a commit in progress; a read that must load a page map
+ * from SQLite uses a separate connection and does not wait either.
+ * store_gc() excludes everything else while it moves pages.
+ */
+#ifndef SNAPFS_STORE_H
+#define SNAPFS_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
+
+#include "err.h"
+
+#define STORE_PAGE_SIZE 4096u
+#define STORE_PAGE_SHIFT 12
+#define STORE_HASH_SIZE 32u		/* SHA-256 */
+#define STORE_ROOT_INO 1u
+#define STORE_NAME_MAX 255u
+#define STORE_SYMLINK_MAX 4095u
+#define STORE_XATTR_NAME_MAX 255u
+#define STORE_XATTR_SIZE_MAX 65536u
+
+struct store;
+
+/* ---- opening ------------------------------------------------------------ */
+
+enum store_open_flags {
+	/* Create a new store if dir is missing or an empty folder (mode 0700).
+	 * Without it a missing store is -ENOENT.  A folder that is neither
+	 * empty nor a store is -ENOTEMPTY, with a message, either way. */
+	STORE_CREATE = 1 << 0,
+	/* Open read-only: no lock is taken, so it works beside a live
+	 * writer (fsck, stats); it sees the last committed state.  Orphan
+	 * reclaim and migrations are not run. */
+	STORE_RDONLY = 1 << 1,
+};
+
+/*
+ * Open (or create) the store in folder dir.
+ * A writable open takes an exclusive flock on STORE/lock; if another
+ * process holds it the open fails with -EBUSY ("store X is in use by
+ * another process").  A store whose schema version is newer than this
+ * program's is refused with -EPROTONOSUPPORT and a message naming the store
+ * and both versions; an older one is migrated (writable opens only; a
+ * read-only open of an older store is refused the same way).  A writable
+ * open also reclaims orphans: inodes with no links left by a crash.
+ * On success *out is set; close it with store_close().
+ */
+int store_open(const char *dir, unsigned flags, struct store **out, struct err *e);
+
+/*
+ * Commit everything pending and close.  Returns the commit's result (the
+ * store is closed and freed either way).  NULL is allowed.
+ * No other thread may use st during or after this call.
+ */
+int store_close(struct store *st, struct err *e);
+
+/* The folder the store was opened from (for messages). */
+const char *store_dir(const struct store *st);
+
+/* The schema version this program writes (PRAGMA user_version). */
+int store_schema_version(void);
+
+/* ---- inodes and the namespace ------------------------------------------- */
+
+enum store_inode_flags {
+	/* Immutable: see store_seal(). */
+	STORE_INODE_SEALED = 1 << 0,
+};
+
+struct store_attr {
+	uint64_t ino;
+	uint32_t mode;		/* S_IFMT bits | permission bits */
+	uint32_t nlink;
+	uint32_t uid, gid;
+	uint64_t size;		/* bytes (symlinks: target length) */
+	uint64_t rdev;
+	uint64_t pages;		/* pages stored for this file (holes excluded);
+				 * st_blocks = pages * (STORE_PAGE_SIZE / 512) */
+	struct timespec atime, mtime, ctime;
+	uint32_t flags;		/* enum store_inode_flags */
+};
+
+/* Look up name in directory parent.  -ENOENT, -ENOTDIR. */
+int store_lookup(struct store *st, uint64_t parent, const char *name, struct store_attr *out);
+
+/* Attributes of ino, including size and times changed by pending writes.
+ * -ENOENT if there is no such inode. */
+int store_getattr(struct store *st, uint64_t ino, struct store_attr *out);
+
+/*
+ * Create name in directory parent: a regular file, directory, device,
+ * fifo or socket as mode's S_IFMT says (S_IFLNK is refused: use
+ * store_symlink).  rdev is used for devices only.  Times are set to now.
+ * -EEXIST if name exists, -ENOTDIR, -ENOENT (no parent), -EPERM (sealed).
+ * out (may be NULL) receives the new inode's attributes.
+ */
+int store_mknod(struct store *st, uint64_t parent, const char *name, uint32_t mode,
+		uint64_t rdev, uint32_t uid, uint32_t gid, struct store_attr *out);
+
+/* store_mknod(parent, name, S_IFDIR | (mode & 07777), 0, ...). */
+int store_mkdir(struct store *st, uint64_t parent, const char *name, uint32_t mode,
+		uint32_t uid, uint32_t gid, struct store_attr *out);
+
+/* Create a symlink name -> target (1..STORE_SYMLINK_MAX bytes), mode 0777. */
+int store_symlink(struct store *st, uint64_t parent, const char *name, const char *target,
+		  uint32_t uid, uint32_t gid, struct store_attr *out);
+
+/* Copy the target of symlink ino into buf (NUL-terminated, truncated to
+ * size-1).  Returns the target's full length; -EINVAL if not a symlink. */
+int store_readlink(struct store *st, uint64_t ino, char *buf, size_t size);
+
+/* New hard link newparent/newname to ino (not a directory: -EPERM).
+ * -EEXIST, -EMLINK past 65000 links. */
+int store_link(struct store *st, uint64_t ino, uint64_t newparent, const char *newname,
+	       struct store_attr *out);
+
+/*
+ * Remove name (not a directory: -EISDIR) from parent.  If that was the
+ * inode's last link, *gone (may be NULL) is set to its number, else to 0.
+ * An inode without links is NOT deleted yet: its data stays readable and
+ * writable until store_inode_release() (and the last store_file_release()).
+ */
+int store_unlink(struct store *st, uint64_t parent, const char *name, uint64_t *gone);
+
+/* Remove empty directory name from parent: -ENOTDIR, -ENOTEMPTY,
+ * -EBUSY for the root.  *gone as for store_unlink. */
+int store_rmdir(struct store *st, uint64_t parent, const char *name, uint64_t *gone);
+
+enum store_rename_flags {
+	STORE_RENAME_NOREPLACE = 1 << 0,	/* = RENAME_NOREPLACE */
+	STORE_RENAME_EXCHANGE = 1 << 1,		/* = RENAME_EXCHANGE */
+};
+
+/*
+ * rename(2) / renameat2(2) semantics: replaces an existing target (a file
+ * by a file, an empty directory by a directory; otherwise -EISDIR,
+ * -ENOTDIR, -ENOTEMPTY); NOREPLACE fails with -EEXIST if the target exists;
+ * EXCHANGE swaps the two names (target must exist: -ENOENT).  Moving a
+ * directory into itself or below itself is -EINVAL.  Renaming a name onto
+ * itself or onto another link of the same inode succeeds and does nothing.
+ * If a replaced target lost its last link, *gone is set to its number
+ * (see store_unlink), else 0.
+ */
+int store_rename(struct store *st, uint64_t parent, const char *name, uint64_t newparent,
+		 const char *newname, unsigned flags, uint64_t *gone);
+
+/*
+ * The filesystem no longer references ino (the kernel forgot it).  If the
+ * inode has no links it is deleted now (or at its last store_file_release
+ * if handles remain), and its pages are released.  Otherwise nothing
+ * happens.  -ENOENT if no such inode.
+ */
+int store_inode_release(struct store *st, uint64_t ino);
+
+enum store_set {
+	STORE_SET_MODE = 1 << 0,	/* permission bits only; type kept */
+	STORE_SET_UID = 1 << 1,
+	STORE_SET_GID = 1 << 2,
+	STORE_SET_SIZE = 1 << 3,	/* as store_truncate() */
+	STORE_SET_ATIME = 1 << 4,
+	STORE_SET_MTIME = 1 << 5,
+	STORE_SET_CTIME = 1 << 6,	/* else ctime = now on any change */
+};
+
+/* Change the attributes selected by mask (enum store_set) to those in in;
+ * out (may be NULL) receives the result.  -EPERM on a sealed inode,
+ * -EISDIR for SIZE on a directory, -EINVAL for SIZE on other non-files. */
+int store_setattr(struct store *st, uint64_t ino, const struct store_attr *in, unsigned mask,
+		  struct store_attr *out);
+
+/*
+ * Seal ino and, if it is a directory, everything below it: sets
+ * STORE_INODE_SEALED, after which every change to them fails with -EPERM
+ * (data, attributes, xattrs, names inside sealed directories, renaming or
+ * unlinking them).  Pending data is committed first.  Sealing cannot be
+ * undone.  Sealing a sealed inode succeeds.
+ */
+int store_seal(struct store *st, uint64_t ino);
+
+/*
+ * List directory ino from position cookie (0 = start).  For each entry,
+ * "." and ".." first, cb is called with its name, attributes and the
+ * cookie that resumes after it; a non-zero return from cb stops the
+ * listing (the entry it was given counts as not delivered).  Cookies stay
+ * valid while entries are added and removed.  Returns 0 or -errno
+ * (-ENOTDIR).  cb must not call back into the store.
+ */
+typedef int (*store_readdir_fn)(void *arg, const char *name, const struct store_attr *attr,
+				uint64_t next_cookie);
+int store_readdir(struct store *st, uint64_t ino, uint64_t cookie, store_readdir_fn cb, void *arg);
+
+/* ---- extended attributes (any name; the filesystem picks namespaces) ---- */
+
+/* Value of name on ino into buf.  size 0: return the value's length only.
+ * Returns the length, -ENODATA if absent, -ERANGE if size is too small. */
+int store_xattr_get(struct store *st, uint64_t ino, const char *name, void *buf, size_t size);
+
+/* flags: 0, XATTR_CREATE (-EEXIST if present) or XATTR_REPLACE (-ENODATA
+ * if absent).  -ERANGE past STORE_XATTR_*_MAX. */
+int store_xattr_set(struct store *st, uint64_t ino, const char *name, const void *value,
+		    size_t size, int flags);
+
+/* Names of ino's xattrs, each NUL-terminated, into buf.  size 0: return the
+ * length needed.  Returns the length or -ERANGE. */
+int store_xattr_list(struct store *st, uint64_t ino, char *buf, size_t size);
+
+/* -ENODATA if absent. */
+int store_xattr_remove(struct store *st, uint64_t ino, const char *name);
+
+/* ---- filesystem figures ------------------------------------------------- */
+
+struct store_statfs {
+	uint64_t stored_bytes;		/* space the pack files take */
+	uint64_t free_bytes;		/* free space of the host filesystem */
+	uint64_t avail_bytes;		/* of which usable without privilege */
+	uint64_t inodes;		/* inodes in the store */
+};
+
+int store_statfs(struct store *st, struct store_statfs *out);
+
+/* ---- file data ------------------------------------------------------------
+ * All of these act on regular files (-EISDIR / -EINVAL otherwise) and see
+ * and produce pending state (see "Durability" above).
+ */
+
+/*
+ * Keep ino's page map cached while the file is open (optional: every data
+ * call works without it).  Each store_file_open needs one
+ * store_file_release; the last release commits the file's pending changes
+ * (and the store's), and deletes the inode if it has no links and
+ * store_inode_release was already called for it.
+ */
+int store_file_open(struct store *st, uint64_t ino);
+int store_file_release(struct store *st, uint64_t ino);
+
+/* Write len bytes at off (extending the file as needed).  Whole pages are
+ * hashed and deduplicated; partial pages are read, patched and rehashed.
+ * Returns len or -errno (-EFBIG beyond 2^50 bytes). */
+ssize_t store_write(struct store *st, uint64_t ino, const void *buf, size_t len, uint64_t off);
+
+/* Read up to len bytes at off into buf; holes read as zeros.  Returns the
+ * number of bytes read (short only at end of file, 0 past it). */
+ssize_t store_read(struct store *st, uint64_t ino, void *buf, size_t len, uint64_t off);
+
+/* One piece of a file range, for splicing: len bytes that are either zeros
+ * (fd == -1) or at byte pos of the open file fd. */
+struct store_extent {
+	int fd;
+	uint64_t pos;
+	size_t len;
+};
+
+/*
+ * Describe bytes [off, off+len) of ino (clipped at end of file) as at most
+ * max extents, merging neighbours that are contiguous in one pack.  Returns
+ * the number of extents; *covered (may be NULL) receives the number of
+ * bytes they describe, which is the whole clipped range if max >=
+ * len / STORE_PAGE_SIZE + 2.  The fds belong to the store: do not close
+ * them.  On success (return >= 0) the caller MUST call store_map_done()
+ * once it has finished reading from the fds: until then they stay valid
+ * and the data at those positions unchanged (it holds off store_gc).
+ * Returns -EOPNOTSUPP if the page backend cannot give file descriptors
+ * (then use store_read); nothing is held after an error.
+ */
+int store_map(struct store *st, uint64_t ino, uint64_t off, size_t len,
+	      struct store_extent *ext, size_t max, size_t *covered);
+void store_map_done(struct store *st);
+
+/* Set the size (shrinking drops whole pages past it and zeroes the tail of
+ * the last page; growing adds holes). */
+int store_truncate(struct store *st, uint64_t ino, uint64_t size);
+
+/* Make [off, off+len) read as zeros without changing the size; whole pages
+ * become holes, partial ones are rewritten.  Clipped at end of file. */
+int store_punch(struct store *st, uint64_t ino, uint64_t off, uint64_t len);
+
+/*
+ * copy_file_range(2): copy len bytes from src at src_off to dst at dst_off
+ * (clipped at the end of src; the destination grows as needed).  Whole
+ * pages that are page-aligned in both files are shared by reference (no
+ * bytes copied, no space used); other bytes are copied.  src == dst with
+ * overlapping ranges is -EINVAL.  Returns the number of bytes copied.
+ */
+ssize_t store_clone(struct store *st, uint64_t src, uint64_t src_off, uint64_t dst,
+		    uint64_t dst_off, uint64_t len);
+
+/* lseek SEEK_DATA / SEEK_HOLE with page granularity: the offset of the
+ * first data (non-hole page) / hole at or after off; the end of file
+ * counts as a hole.  -ENXIO if off >= size (or no data after off). */
+int64_t store_seek_data(struct store *st, uint64_t ino, uint64_t off);
+int64_t store_seek_hole(struct store *st, uint64_t ino, uint64_t off);
+
+struct store_file_info {
+	uint64_t size;
+	uint64_t pages;		/* pages stored (not holes) */
+	uint64_t zero_pages;	/* holes below size */
+	uint64_t shared_pages;	/* stored pages whose page is referenced more
+				 * than once in the store (by any file, this
+				 * one included), counted per page of the file */
+	/* SHA-256 over: size as 8 bytes little-endian, then for each page
+	 * i < ceil(size / 4096) the page's 32-byte hash, 32 zero bytes for a
+	 * hole.  A page's hash is SHA-256 of its 4096 bytes, zero-padded past
+	 * the end of file.  Equal for equal contents, whatever the history. */
+	uint8_t digest[STORE_HASH_SIZE];
+};
+
+/* Figures for ino.  Commits pending changes first (it needs the store's
+ * reference counts). */
+int store_file_info(struct store *st, uint64_t ino, struct store_file_info *out);
+
+/* Commit pending changes if ino has any (flush / fsync of one file; this
+ * may commit other files' pending changes too) and make them durable. */
+int store_flush(struct store *st, uint64_t ino, struct err *e);
+
+/* Commit all pending changes and make them durable. */
+int store_sync(struct store *st, struct err *e);
+
+/* ---- administration ------------------------------------------------------ */
+
+/* Called now and then during long runs: done of total units. */
+typedef void (*store_progress_fn)(void *arg, const char *phase, uint64_t done, uint64_t total);
+
+struct store_fsck_problem {
+	const char *path;	/* a path of the file ("/a/b"), or NULL */
+	uint64_t ino;		/* 0 if not about a file */
+	int64_t page;		/* page index in the file, -1 if none */
+	const uint8_t *hash;	/* the page concerned, or NULL */
+	const char *what;	/* what is wrong, one line */
+};
+typedef void (*store_fsck_fn)(void *arg, const struct store_fsck_problem *p);
+
+struct store_fsck_result {
+	uint64_t problems;
+	uint64_t pages_checked;
+	uint64_t files_checked;
+};
+
+/*
+ * Check the store: every stored page's bytes against its hash, every
+ * page-map reference resolves to an indexed page at the same location,
+ * every reference count equals the references, every inode is reachable
+ * and its link count right, directory entries point to inodes.  Each
+ * problem is passed to report (may be NULL) as it is found.  Works on a
+ * read-only open beside a live writer (it then checks the last committed
+ * state).  Returns 0 when the check ran (problems are counted in res, not
+ * an error), -errno if it could not run.
+ */
+int store_fsck(struct store *st, store_fsck_fn report, store_progress_fn progress, void *arg,
+	       struct store_fsck_result *res, struct err *e);
+
+struct store_gc_result {
+	uint64_t pages_freed;		/* page index entries without references removed */
+	uint64_t bytes_before;		/* pack space before */
+	uint64_t bytes_after;		/* and after */
+};
+
+/*
+ * Reclaim space: remove pages nobody references from the index, then
+ * rewrite pack files so that they hold only live pages (this also frees
+ * data that was appended but never committed), and delete emptied packs.
+ * Needs a writable open (so no other process has the store open for
+ * writing); within the process it commits pending changes and excludes
+ * every other store call while it runs.  Crash-safe at every step.
+ */
+int store_gc(struct store *st, store_progress_fn progress, void *arg,
+	     struct store_gc_result *res, struct err *e);
+
+struct store_stats {
+	uint64_t files;			/* regular files */
+	uint64_t dirs;
+	uint64_t inodes;
+	uint64_t logical_bytes;		/* sum of file sizes */
+	uint64_t logical_pages;		/* sum of ceil(size / 4096) */
+	uint64_t zero_pages;		/* of those, holes */
+	uint64_t referenced_pages;	/* of those, stored (= logical - zero) */
+	uint64_t unique_pages;		/* distinct pages in the index */
+	uint64_t unreferenced_pages;	/* index entries gc would remove */
+	uint64_t stored_bytes;		/* unique_pages * 4096 */
+	uint64_t pack_bytes;		/* space the pack files take */
+	uint64_t packs;
+	double dedup_ratio;		/* referenced_pages / live unique pages (1 if none) */
+};
+
+/* Figures for the whole store (committed state).  Works read-only. */
+int store_stats(struct store *st, struct store_stats *out, struct err *e);
+
+#endif

@@ -1,0 +1,93 @@
+/*
+ * fsd/store_backend.h: where page bytes live, behind a table of functions.
+ *
+ * The store keeps the page index (hash -> location, reference count) in
+ * SQLite; a backend only keeps bytes.  It hands out a 64-bit location for
+ * each page it stores, and the store gives that location back to read it.
+ * The pack backend (store_pack.c) appends pages to pack files; the memory
+ * backend (store_mem.c) is for tests; a remote tier (pages fetched by hash
+ * from an object store) can be added behind the same table.
+ *
+ * Location 0 means "no page" and is never handed out.
+ *
+ * Threads: put, get and fd_of may be called from many threads at once;
+ * sync, compact, release and close are called with no other call running
+ * (the store serialises them).
+ */
+#ifndef SNAPFS_STORE_BACKEND_H
+#define SNAPFS_STORE_BACKEND_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#include "err.h"
+#include "store.h"
+
+struct store_backend;
+
+/* One live page, as handed to compact/release. */
+struct store_live_page {
+	uint8_t hash[STORE_HASH_SIZE];
+	uint64_t loc;
+};
+
+struct store_backend_ops {
+	const char *name;
+
+	/* Store one page (STORE_PAGE_SIZE bytes) whose hash is given and set
+	 * *loc.  Not durable until sync().  Returns 0 or -errno. */
+	int (*put)(struct store_backend *be, const uint8_t *hash, const void *page, uint64_t *loc);
+
+	/* Store n pages given as iovecs of STORE_PAGE_SIZE each, hashes[i]
+	 * being page i's; locs[i] receives each location.  May be NULL: the
+	 * store then calls put() n times. */
+	int (*put_many)(struct store_backend *be, const uint8_t (*hashes)[STORE_HASH_SIZE],
+			const struct iovec *pages, unsigned n, uint64_t *locs);
+
+	/* Read the page at loc (whose hash is given) into page.  -ENOENT if
+	 * the backend has nothing there, -EIO on a short or failed read. */
+	int (*get)(struct store_backend *be, const uint8_t *hash, uint64_t loc, void *page);
+
+	/* Optional (NULL: not available).  The file descriptor and byte
+	 * position holding the page at loc, for splicing.  The fd stays
+	 * valid until the next compact/release/close. */
+	int (*fd_of)(struct store_backend *be, uint64_t loc, int *fd, uint64_t *pos);
+
+	/* Make every page put so far durable. */
+	int (*sync)(struct store_backend *be, struct err *e);
+
+	/*
+	 * Garbage collection, step 1.  live[0..n) is every page the index
+	 * references, sorted by loc.  The backend may copy pages to new
+	 * places to free space; for each one it moves it updates live[i].loc.
+	 * Moved copies are durable when it returns, and the old copies are
+	 * still in place (the store commits the new locations before step 2).
+	 */
+	int (*compact)(struct store_backend *be, struct store_live_page *live, size_t n,
+		       store_progress_fn progress, void *arg, struct err *e);
+
+	/* Step 2: free everything not in live[0..n) (sorted by loc). */
+	int (*release)(struct store_backend *be, const struct store_live_page *live, size_t n,
+		       struct err *e);
+
+	/* Space used, in bytes, and the number of containers (packs). */
+	int (*usage)(struct store_backend *be, uint64_t *bytes, uint64_t *containers);
+
+	/* Free the backend (after sync if the store wants durability). */
+	void (*close)(struct store_backend *be);
+};
+
+struct store_backend {
+	const struct store_backend_ops *ops;
+};
+
+/* Pack files in folder dir (created if create).  rdonly: no writes. */
+int store_pack_open(const char *dir, bool create, bool rdonly, struct store_backend **out,
+		    struct err *e);
+
+/* Pages in memory, for tests. */
+int store_mem_open(struct store_backend **out);
+
+#endif

@@ -1,0 +1,84 @@
+-- schema/store.sql: the SQLite schema of a snapfs store (index.db).
+--
+-- version: 1
+--
+-- The line above is the schema version; the build embeds this file and the
+-- version into the store library, which writes it to PRAGMA user_version
+-- when it creates a store.  Changing the schema means: raise the version
+-- here and add schema/migrate-<old>.sql that turns version <old> into
+-- <old>+1 (the library runs them in order on older stores).
+--
+-- Conventions: times are nanoseconds since the epoch; hashes are 32-byte
+-- SHA-256 blobs; page locations are opaque 64-bit numbers handed out by the
+-- page backend (0 = none).
+
+-- Store-wide facts: 'page_size', 'created_ns'.
+CREATE TABLE meta (
+	key   TEXT PRIMARY KEY,
+	value ANY
+) WITHOUT ROWID;
+
+-- One row per inode.  Inode numbers are never reused (AUTOINCREMENT).
+-- parent: for directories, the directory holding it (root: itself).
+-- pages: pages stored for the file (holes not counted).
+-- flags: bit 0 = sealed.
+CREATE TABLE inode (
+	ino      INTEGER PRIMARY KEY AUTOINCREMENT,
+	mode     INTEGER NOT NULL,
+	nlink    INTEGER NOT NULL,
+	uid      INTEGER NOT NULL,
+	gid      INTEGER NOT NULL,
+	size     INTEGER NOT NULL DEFAULT 0,
+	rdev     INTEGER NOT NULL DEFAULT 0,
+	pages    INTEGER NOT NULL DEFAULT 0,
+	atime_ns INTEGER NOT NULL,
+	mtime_ns INTEGER NOT NULL,
+	ctime_ns INTEGER NOT NULL,
+	flags    INTEGER NOT NULL DEFAULT 0,
+	parent   INTEGER
+);
+CREATE INDEX inode_orphan ON inode(nlink) WHERE nlink = 0;
+
+-- Directory entries.  id orders a listing and is its resume cookie.
+CREATE TABLE dentry (
+	id     INTEGER PRIMARY KEY AUTOINCREMENT,
+	parent INTEGER NOT NULL,
+	name   TEXT NOT NULL,
+	ino    INTEGER NOT NULL,
+	UNIQUE (parent, name)
+);
+CREATE INDEX dentry_ino ON dentry(ino);
+
+CREATE TABLE symlink (
+	ino    INTEGER PRIMARY KEY,
+	target BLOB NOT NULL
+);
+
+CREATE TABLE xattr (
+	ino   INTEGER NOT NULL,
+	name  TEXT NOT NULL,
+	value BLOB NOT NULL,
+	PRIMARY KEY (ino, name)
+) WITHOUT ROWID;
+
+-- A file's page map, in chunks of 128 pages (512 KiB of file): page i of
+-- the file is slot i % 128 of chunk i / 128.  hashes holds 32 bytes per
+-- slot (all zero = hole), locs 8 bytes little-endian per slot (the page's
+-- location, a copy of page.loc kept so reads need no index lookups).  Both
+-- blobs may stop early; missing slots are holes.  A chunk of holes only has
+-- no row.
+CREATE TABLE chunk (
+	ino    INTEGER NOT NULL,
+	idx    INTEGER NOT NULL,
+	hashes BLOB NOT NULL,
+	locs   BLOB NOT NULL,
+	PRIMARY KEY (ino, idx)
+) WITHOUT ROWID;
+
+-- The page index: every stored page, where it is, and how many page-map
+-- slots refer to it.  refs = 0: garbage that gc removes.
+CREATE TABLE page (
+	hash BLOB PRIMARY KEY,
+	loc  INTEGER NOT NULL,
+	refs INTEGER NOT NULL
+) WITHOUT ROWID;
