@@ -1,0 +1,840 @@
+/*
+ * fsd/fs.c: the FUSE request handlers of snapfs (libfuse3 low-level API).
+ *
+ * Every handler turns one kernel request into store calls and replies
+ * exactly once.  Inode numbers are the store's ids (the root is 1 in both),
+ * so the kernel sees numbers that stay the same across mounts.  The store
+ * enforces sealing and POSIX semantics of names; the kernel checks
+ * permissions (default_permissions).  What is decided here:
+ *
+ *  - caching: sealed inodes get long entry/attribute timeouts and always
+ *    keep their page cache; other files keep it unless they are open for
+ *    writing or changed since the cache was last kept;
+ *  - reads: splice from the pack files (fd buffers, zeros from memory),
+ *    or copy through store_read when splicing is off or unavailable;
+ *  - lifetime: the inode table counts lookups so that the store learns
+ *    when the kernel forgets an inode, which is when an unlinked file's
+ *    pages go (see fs_inode.h);
+ *  - the user.snapfs.* attributes (fs_xattr.c).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/xattr.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fs_i.h"
+
+/* Reads are at most this large (the kernel's ceiling is 1 MiB). */
+#define FS_READ_MAX (1u << 20)
+#define FS_EXT_MAX (FS_READ_MAX / STORE_PAGE_SIZE + 2)
+
+/* Zeros for holes in spliced replies. */
+static const char fs_zeros[FS_READ_MAX];
+
+/* Log a store failure in debug mode; the kernel only sees the errno. */
+static void fs_log_err(struct fs *fs, const char *what, uint64_t ino, int r)
+{
+	if (fs->cfg.debug)
+		fuse_log(FUSE_LOG_DEBUG, "snapfs: %s of inode %llu: %s\n", what,
+			 (unsigned long long)ino, strerror(-r));
+}
+
+static struct fs *fs_of(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+void fs_attr_to_stat(const struct store_attr *a, struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_ino = a->ino;
+	st->st_mode = a->mode;
+	st->st_nlink = a->nlink;
+	st->st_uid = a->uid;
+	st->st_gid = a->gid;
+	st->st_size = (off_t)a->size;
+	st->st_rdev = a->rdev;
+	st->st_blksize = STORE_PAGE_SIZE;
+	st->st_blocks = (blkcnt_t)(a->pages * (STORE_PAGE_SIZE / 512));
+	st->st_atim = a->atime;
+	st->st_mtim = a->mtime;
+	st->st_ctim = a->ctime;
+}
+
+static double fs_timeout(const struct fs *fs, const struct store_attr *a)
+{
+	return (a->flags & STORE_INODE_SEALED) ? fs->cfg.sealed_timeout : fs->cfg.timeout;
+}
+
+/*
+ * Reply with an entry for a, counting the kernel's new lookup first (a
+ * forget can only come after the reply, never before the count).
+ */
+static void fs_reply_entry(fuse_req_t req, const struct store_attr *a)
+{
+	struct fs *fs = fs_of(req);
+	struct fuse_entry_param e = { 0 };
+	if (fs_inode_lookup(&fs->inodes, a->ino, 1) < 0)
+		return (void)fuse_reply_err(req, ENOMEM);
+	e.ino = a->ino;
+	e.generation = 1;
+	fs_attr_to_stat(a, &e.attr);
+	e.attr_timeout = e.entry_timeout = fs_timeout(fs, a);
+	if (fuse_reply_entry(req, &e) != 0)
+		fs_forget_ino(fs, a->ino, 1);
+}
+
+void fs_forget_ino(struct fs *fs, uint64_t ino, uint64_t n)
+{
+	if (fs_inode_forget(&fs->inodes, ino, n)) {
+		int r = store_inode_release(fs->store, ino);
+		if (r < 0 && r != -ENOENT)
+			fs_log_err(fs, "release", ino, r);
+	}
+}
+
+/* ---- lifetime ----------------------------------------------------------- */
+
+static void fs_op_init(void *userdata, struct fuse_conn_info *conn)
+{
+	struct fs *fs = userdata;
+	if (fs->cfg.splice && (conn->capable & FUSE_CAP_SPLICE_WRITE))
+		conn->want |= FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE;
+	else
+		conn->want &= ~(FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
+	/* Writes must reach the store in order with reads; the kernel page
+	 * cache stays coherent for mmap without writeback caching. */
+	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
+		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+	if (conn->capable & FUSE_CAP_CACHE_SYMLINKS)
+		conn->want |= FUSE_CAP_CACHE_SYMLINKS;
+	if (conn->capable & FUSE_CAP_READDIRPLUS)
+		conn->want |= FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO;
+	conn->max_write = FS_READ_MAX;
+	conn->max_readahead = FS_READ_MAX;
+}
+
+static void fs_op_destroy(void *userdata)
+{
+	struct fs *fs = userdata;
+	struct err e = { 0 };
+	int r = store_sync(fs->store, &e);
+	if (r < 0)
+		fuse_log(FUSE_LOG_ERR, "snapfs: %s\n", err_str(&e, r));
+}
+
+static void fs_op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	fs_forget_ino(fs_of(req), ino, nlookup);
+	fuse_reply_none(req);
+}
+
+static void fs_op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+{
+	for (size_t i = 0; i < count; i++)
+		fs_forget_ino(fs_of(req), forgets[i].ino, forgets[i].nlookup);
+	fuse_reply_none(req);
+}
+
+/* ---- names -------------------------------------------------------------- */
+
+static void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct fs *fs = fs_of(req);
+	struct store_attr a;
+	int r = store_lookup(fs->store, parent, name, &a);
+	if (r == -ENOENT) {
+		/* In a sealed directory a missing name stays missing. */
+		struct store_attr p;
+		if (store_getattr(fs->store, parent, &p) == 0 && (p.flags & STORE_INODE_SEALED)) {
+			struct fuse_entry_param e = { .entry_timeout = fs->cfg.sealed_timeout };
+			return (void)fuse_reply_entry(req, &e);
+		}
+	}
+	if (r < 0)
+		return (void)fuse_reply_err(req, -r);
+	fs_reply_entry(req, &a);
+}
+
+static void fs_op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+			dev_t rdev)
+{
+	const struct fuse_ctx *c = fuse_req_ctx(req);
+	struct store_attr a;
+	int r = store_mknod(fs_of(req)->store, parent, name, mode, rdev, c->uid, c->gid, &a);
+	if (r < 0)
+		return (void)fuse_reply_err(req, -r);
+	fs_reply_entry(req, &a);
+}
+
+static void fs_op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+	const struct fuse_ctx *c = fuse_req_ctx(req);
+	struct store_attr a;
+	int r = store_mkdir(fs_of(req)->store, parent, name, mode, c->uid, c->gid, &a);
+	if (r < 0)
+		return (void)fuse_reply_err(req, -r);
+	fs_reply_entry(req, &a);
+}
+
+static void fs_op_symlink(fuse_req_t req, const char *target, fuse_ino_t parent,
+			  const char *name)
+{
+	const struct fuse_ctx *c = fuse_req_ctx(req);
+	struct store_attr a;
+	int r = store_symlink(fs_of(req)->store, parent, name, target, c->uid, c->gid, &a);
+	if (r < 0)
+		return (void)fuse_reply_err(req, -r);
+	fs_reply_entry(req, &a);
+}
+
+static void fs_op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+{
+	struct store_attr a;
+	int r = store_link(fs_of(req)->store, ino, newparent, newname, &a);
+	if (r < 0)
+		return (void)fuse_reply_err(req, -r);
+	fs_reply_entry(req, &a);
+}
+
+static void fs_op_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	char buf[STORE_SYMLINK_MAX + 1];
+	int r = store_readlink(fs_of(req)->store, ino, buf, sizeof(buf));
+	if (r < 0)
+		return (void)fuse_reply_err(req, -r);
+	fuse_reply_readlink(req, buf);
+}
+
+static void fs_op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	fuse_reply_err(req, -store_unlink(fs_of(req)->store, parent, name, NULL));
+}
+
+static void fs_op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	fuse_reply_err(req, -store_rmdir(fs_of(req)->store, parent, name, NULL));
+}
+
+static void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
+			 fuse_ino_t newparent, const char *newname, unsigned int flags)
+{
+	if (flags & ~(unsigned)(RENAME_NOREPLACE | RENAME_EXCHANGE))
+		return (void)fuse_reply_err(req, EINVAL);
+	unsigned sf = 0;
+	if (flags & RENAME_NOREPLACE)
+		sf |= STORE_RENAME_NOREPLACE;
+	if (flags & RENAME_EXCHANGE)
+		sf |= STORE_RENAME_EXCHANGE;
+	fuse_reply_err(req, -store_rename(fs_of(req)->store, parent, name, newparent, newname, sf,
+					  NULL));
+}
+
+/* ---- attributes --------------------------------------------------------- */
+
+static void fs_reply_attr(fuse_req_t req, const struct store_attr *a)
+{
+	struct stat st;
+	fs_attr_to_stat(a, &st);
+	fuse_reply_attr(req, &st, fs_timeout(fs_of(req), a));
+}
+
+static void fs_op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)fi;
+	struct store_attr a;
+	int r = store_getattr(fs_of(req)->store, ino, &a);
+	if (r < 0)
+		return (void)fuse_reply_err(req, -r);
+	fs_reply_attr(req, &a);
+}
+
+static void fs_now(struct timespec *ts)
+{
+	clock_gettime(CLOCK_REALTIME, ts);
+}
+
+static void fs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+			  struct fuse_file_info *fi)
+{
+	(void)fi;
+	struct fs *fs = fs_of(req);
+	struct store_attr in = { 0 }, out;
+	unsigned mask = 0;
+	if (to_set & FUSE_SET_ATTR_MODE) {
+		in.mode = attr->st_mode;
+		mask |= STORE_SET_MODE;
+	}
+	if (to_set & FUSE_SET_ATTR_UID) {
+		in.uid = attr->st_uid;
+		mask |= STORE_SET_UID;
+	}
+	if (to_set & FUSE_SET_ATTR_GID) {
+		in.gid = attr->st_gid;
+		mask |= STORE_SET_GID;
+	}
+	if (to_set & FUSE_SET_ATTR_SIZE) {
+		in.size = (uint64_t)attr->st_size;
+		mask |= STORE_SET_SIZE;
+	}
+	if (to_set & FUSE_SET_ATTR_ATIME_NOW) {
+		fs_now(&in.atime);
+		mask |= STORE_SET_ATIME;
+	} else if (to_set & FUSE_SET_ATTR_ATIME) {
+		in.atime = attr->st_atim;
+		mask |= STORE_SET_ATIME;
+	}
+	if (to_set & FUSE_SET_ATTR_MTIME_NOW) {
+		fs_now(&in.mtime);
+		mask |= STORE_SET_MTIME;
+	} else if (to_set & FUSE_SET_ATTR_MTIME) {
+		in.mtime = attr->st_mtim;
+		mask |= STORE_SET_MTIME;
+	}
+	if (to_set & FUSE_SET_ATTR_CTIME) {
+		in.ctime = attr->st_ctim;
+		mask |= STORE_SET_CTIME;
+	}
+	int r = store_setattr(fs->store, ino, &in, mask, &out);
+	if (r < 0)
+		return (void)fuse_reply_err(req, -r);
+	if (mask & STORE_SET_SIZE)
+		fs_inode_mark_changed(&fs->inodes, ino);
+	fs_reply_attr(req, &out);
+}
+
+static void fs_op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	(void)ino;
+	struct store_statfs s;
+	int r = store_statfs(fs_of(req)->store, &s);
+	if (r < 0)
+		return (void)fuse_reply_err(req, -r);
+	struct statvfs v = { 0 };
+	v.f_bsize = v.f_frsize = STORE_PAGE_SIZE;
+	v.f_bfree = s.free_bytes / STORE_PAGE_SIZE;
+	v.f_bavail = s.avail_bytes / STORE_PAGE_SIZE;
+	v.f_blocks = (s.stored_bytes + s.free_bytes) / STORE_PAGE_SIZE;
+	/* Inodes are rows: as many as the host filesystem has room for. */
+	v.f_files = s.inodes + v.f_bfree;
+	v.f_ffree = v.f_favail = v.f_bfree;
+	v.f_namemax = STORE_NAME_MAX;
+	fuse_reply_statfs(req, &v);
+}
+
+/* ---- directories -------------------------------------------------------- */
+
+struct fs_dirbuf {
+	fuse_req_t req;
+	struct fs *fs;
+	bool plus;
+	char *buf;
+	size_t size, used;
+	int err;
+};
+
+static int fs_dir_fill(void *arg, const char *name, const struct store_attr *attr,
+		       uint64_t next_cookie)
+{
+	struct fs_dirbuf *d = arg;
+	char *p = d->buf + d->used;
+	size_t room = d->size - d->used;
+	size_t n;
+	if (d->plus) {
+		struct fuse_entry_param e = { 0 };
+		bool dot = !strcmp(name, ".") || !strcmp(name, "..");
+		fs_attr_to_stat(attr, &e.attr);
+		if (!dot) {
+			e.ino = attr->ino;
+			e.generation = 1;
+			e.attr_timeout = e.entry_timeout = fs_timeout(d->fs, attr);
+		}
+		n = fuse_add_direntry_plus(d->req, p, room, name, &e, (off_t)next_cookie);
+		if (n > room)
+			return 1;
+		/* The kernel takes a lookup for every entry but "." and "..". */
+		if (!dot && fs_inode_lookup(&d->fs->inodes, attr->ino, 1) < 0) {
+			d->err = -ENOMEM;
+			return 1;
+		}
+	} else {
+		struct stat st = { .st_ino = attr->ino, .st_mode = attr->mode };
+		n = fuse_add_direntry(d->req, p, room, name, &st, (off_t)next_cookie);
+		if (n > room)
+			return 1;
+	}
+	d->used += n;
+	return 0;
+}
+
+static void fs_readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus)
+{
+	struct fs *fs = fs_of(req);
+	struct fs_dirbuf d = { .req = req, .fs = fs, .plus = plus, .size = size };
+	d.buf = malloc(size);
+	if (!d.buf)
+		return (void)fuse_reply_err(req, ENOMEM);
+	int r = store_readdir(fs->store, ino, (uint64_t)off, fs_dir_fill, &d);
+	if (r == 0 && d.err)
+		r = d.err;
+	if (r < 0 && d.used == 0)
+		fuse_reply_err(req, -r);
+	else
+		fuse_reply_buf(req, d.buf, d.used);
+	free(d.buf);
+}
+
+static void fs_op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+			  struct fuse_file_info *fi)
+{
+	(void)fi;
+	fs_readdir_common(req, ino, size, off, false);
+}
+
+static void fs_op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+			      struct fuse_file_info *fi)
+{
+	(void)fi;
+	fs_readdir_common(req, ino, size, off, true);
+}
+
+static void fs_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct store_attr a;
+	int r = store_getattr(fs_of(req)->store, ino, &a);
+	if (r < 0)
+		return (void)fuse_reply_err(req, -r);
+	if (!S_ISDIR(a.mode))
+		return (void)fuse_reply_err(req, ENOTDIR);
+	/* A sealed directory's listing cannot change. */
+	fi->cache_readdir = fi->keep_cache = !!(a.flags & STORE_INODE_SEALED);
+	fuse_reply_open(req, fi);
+}
+
+static void fs_op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync,
+			   struct fuse_file_info *fi)
+{
+	(void)ino, (void)datasync, (void)fi;
+	struct fs *fs = fs_of(req);
+	struct err e = { 0 };
+	int r = store_sync(fs->store, &e);
+	if (r < 0 && fs->cfg.debug)
+		fuse_log(FUSE_LOG_DEBUG, "snapfs: fsyncdir: %s\n", err_str(&e, r));
+	fuse_reply_err(req, -r);
+}
+
+/* ---- files -------------------------------------------------------------- */
+
+/*
+ * What fi->fh of an open file points to.  fi itself is a per-request copy,
+ * so state that outlives a request lives here.
+ */
+struct fs_handle {
+	bool writer;		/* opened for writing */
+	bool dirty;		/* written through: flush commits */
+};
+
+static struct fs_handle *fs_handle(const struct fuse_file_info *fi)
+{
+	return (struct fs_handle *)(uintptr_t)fi->fh;
+}
+
+/* Mark the handle written; handlers may race, and any of them setting it is enough. */
+static void fs_handle_dirty(const struct fuse_file_info *fi)
+{
+	if (fi && fi->fh)
+		__atomic_store_n(&fs_handle(fi)->dirty, true, __ATOMIC_RELAXED);
+}
+
+static bool fs_open_writes(int flags)
+{
+	return (flags & O_ACCMODE) != O_RDONLY;
+}
+
+/* Shared by open and create: count the handle and choose caching. */
+static int fs_open_file(struct fs *fs, const struct store_attr *a, struct fuse_file_info *fi)
+{
+	bool writer = fs_open_writes(fi->flags);
+	if (writer && (a->flags & STORE_INODE_SEALED))
+		return -EPERM;
+	int r = store_file_open(fs->store, a->ino);
+	if (r < 0)
+		return r;
+	struct fs_handle *h = calloc(1, sizeof(*h));
+	if (!h) {
+		store_file_release(fs->store, a->ino);
+		return -ENOMEM;
+	}
+	h->writer = writer;
+	r = fs_inode_open(&fs->inodes, a->ino, writer);
+	if (r < 0) {
+		free(h);
+		store_file_release(fs->store, a->ino);
+		return r;
+	}
+	fi->fh = (uintptr_t)h;
+	fi->direct_io = 0;
+	if (a->flags & STORE_INODE_SEALED)
+		fi->keep_cache = 1;
+	else if (writer || fs_inode_writers(&fs->inodes, a->ino) > 0)
+		fi->keep_cache = 0;
+	else
+		fi->keep_cache = fs_inode_take_keep_cache(&fs->inodes, a->ino);
+	/* Nothing to commit when a read-only handle is closed. */
+	fi->noflush = !writer;
+	return 0;
+}
+
+static void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+	struct store_attr a;
+	int r = store_getattr(fs->store, ino, &a);
+	if (r == 0 && S_ISDIR(a.mode))
+		r = -EISDIR;
+	if (r == 0)
+		r = fs_open_file(fs, &a, fi);
+	if (r < 0)
+		return (void)fuse_reply_err(req, -r);
+	if (fuse_reply_open(req, fi) != 0)
+		fs_release_file(fs, ino, fi->fh);
+}
+
+static void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+			 struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+	const struct fuse_ctx *c = fuse_req_ctx(req);
+	struct store_attr a;
+	int r = store_mknod(fs->store, parent, name, S_IFREG | (mode & 07777), 0, c->uid, c->gid,
+			    &a);
+	if (r < 0)
+		return (void)fuse_reply_err(req, -r);
+	r = fs_open_file(fs, &a, fi);
+	if (r < 0)
+		return (void)fuse_reply_err(req, -r);
+	if (fs_inode_lookup(&fs->inodes, a.ino, 1) < 0) {
+		fs_release_file(fs, a.ino, fi->fh);
+		return (void)fuse_reply_err(req, ENOMEM);
+	}
+	struct fuse_entry_param e = { .ino = a.ino, .generation = 1 };
+	fs_attr_to_stat(&a, &e.attr);
+	e.attr_timeout = e.entry_timeout = fs_timeout(fs, &a);
+	if (fuse_reply_create(req, &e, fi) != 0) {
+		fs_release_file(fs, a.ino, fi->fh);
+		fs_forget_ino(fs, a.ino, 1);
+	}
+}
+
+void fs_release_file(struct fs *fs, uint64_t ino, uint64_t fh)
+{
+	struct fs_handle *h = (struct fs_handle *)(uintptr_t)fh;
+	bool writer = h && h->writer;
+	free(h);
+	int r = store_file_release(fs->store, ino);
+	if (r < 0)
+		fs_log_err(fs, "commit at release", ino, r);
+	if (fs_inode_release(&fs->inodes, ino, writer)) {
+		r = store_inode_release(fs->store, ino);
+		if (r < 0 && r != -ENOENT)
+			fs_log_err(fs, "release", ino, r);
+	}
+}
+
+static void fs_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	fs_release_file(fs_of(req), ino, fi->fh);
+	fuse_reply_err(req, 0);
+}
+
+/*
+ * close(2) waits for flush but not for release, so a file that was
+ * written and closed is committed here: after close returns, a crash of
+ * the daemon cannot lose it.
+ */
+static void fs_op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+	int r = 0;
+	if (fi->fh && __atomic_load_n(&fs_handle(fi)->dirty, __ATOMIC_RELAXED)) {
+		struct err e = { 0 };
+		r = store_flush(fs->store, ino, &e);
+		if (r < 0 && fs->cfg.debug)
+			fuse_log(FUSE_LOG_DEBUG, "snapfs: flush: %s\n", err_str(&e, r));
+	}
+	fuse_reply_err(req, -r);
+}
+
+static void fs_op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	(void)datasync, (void)fi;
+	struct fs *fs = fs_of(req);
+	struct err e = { 0 };
+	int r = store_flush(fs->store, ino, &e);
+	if (r < 0 && fs->cfg.debug)
+		fuse_log(FUSE_LOG_DEBUG, "snapfs: fsync: %s\n", err_str(&e, r));
+	fuse_reply_err(req, -r);
+}
+
+/* Copying read: the fallback when splicing is off or impossible. */
+static void fs_read_copy(fuse_req_t req, struct fs *fs, fuse_ino_t ino, size_t size, off_t off)
+{
+	char *buf = malloc(size ? size : 1);
+	if (!buf)
+		return (void)fuse_reply_err(req, ENOMEM);
+	ssize_t n = store_read(fs->store, ino, buf, size, (uint64_t)off);
+	if (n < 0)
+		fuse_reply_err(req, (int)-n);
+	else
+		fuse_reply_buf(req, buf, (size_t)n);
+	free(buf);
+}
+
+static void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi)
+{
+	(void)fi;
+	struct fs *fs = fs_of(req);
+	if (size > FS_READ_MAX)
+		size = FS_READ_MAX;
+	if (!fs->cfg.splice)
+		return fs_read_copy(req, fs, ino, size, off);
+
+	struct {
+		struct fuse_bufvec v;
+		struct fuse_buf more[FS_EXT_MAX];
+	} bv;
+	struct store_extent ext[FS_EXT_MAX];
+	size_t covered = 0;
+	int n = store_map(fs->store, ino, (uint64_t)off, size, ext, FS_EXT_MAX, &covered);
+	if (n == -EOPNOTSUPP)
+		return fs_read_copy(req, fs, ino, size, off);
+	if (n < 0)
+		return (void)fuse_reply_err(req, -n);
+
+	memset(&bv, 0, sizeof(bv));
+	bv.v.count = (size_t)n;
+	for (int i = 0; i < n; i++) {
+		struct fuse_buf *b = &bv.v.buf[i];
+		b->size = ext[i].len;
+		if (ext[i].fd < 0) {
+			b->mem = (void *)fs_zeros;
+		} else {
+			b->flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+			b->fd = ext[i].fd;
+			b->pos = (off_t)ext[i].pos;
+		}
+	}
+	if (n == 0) {
+		bv.v.count = 1;
+		bv.v.buf[0].mem = (void *)fs_zeros;
+		bv.v.buf[0].size = 0;
+	}
+	fuse_reply_data(req, &bv.v, FUSE_BUF_SPLICE_MOVE);
+	store_map_done(fs->store);
+}
+
+static void fs_op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+			struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+	ssize_t n = store_write(fs->store, ino, buf, size, (uint64_t)off);
+	if (n < 0)
+		return (void)fuse_reply_err(req, (int)-n);
+	fs_handle_dirty(fi);
+	fs_inode_mark_changed(&fs->inodes, ino);
+	fuse_reply_write(req, (size_t)n);
+}
+
+static void fs_op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
+			    struct fuse_file_info *fi)
+{
+	struct fs *fs = fs_of(req);
+	if (off < 0 || len <= 0)
+		return (void)fuse_reply_err(req, EINVAL);
+	if (mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE))
+		return (void)fuse_reply_err(req, EOPNOTSUPP);
+	struct store_attr a;
+	int r = store_getattr(fs->store, ino, &a);
+	if (r < 0)
+		return (void)fuse_reply_err(req, -r);
+	if (a.flags & STORE_INODE_SEALED)
+		return (void)fuse_reply_err(req, EPERM);
+	if (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) {
+		r = store_punch(fs->store, ino, (uint64_t)off, (uint64_t)len);
+		if (r < 0)
+			return (void)fuse_reply_err(req, -r);
+	}
+	/* Holes cost nothing, so allocating only grows the size. */
+	uint64_t end = (uint64_t)off + (uint64_t)len;
+	if (!(mode & FALLOC_FL_KEEP_SIZE) && end > a.size) {
+		r = store_truncate(fs->store, ino, end);
+		if (r < 0)
+			return (void)fuse_reply_err(req, -r);
+	}
+	fs_handle_dirty(fi);
+	fs_inode_mark_changed(&fs->inodes, ino);
+	fuse_reply_err(req, 0);
+}
+
+static void fs_op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
+			struct fuse_file_info *fi)
+{
+	(void)fi;
+	struct fs *fs = fs_of(req);
+	if (off < 0)
+		return (void)fuse_reply_err(req, ENXIO);
+	int64_t r;
+	if (whence == SEEK_DATA)
+		r = store_seek_data(fs->store, ino, (uint64_t)off);
+	else if (whence == SEEK_HOLE)
+		r = store_seek_hole(fs->store, ino, (uint64_t)off);
+	else
+		r = -EINVAL;
+	if (r < 0)
+		return (void)fuse_reply_err(req, (int)-r);
+	fuse_reply_lseek(req, (off_t)r);
+}
+
+static void fs_op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
+				  struct fuse_file_info *fi_in, fuse_ino_t ino_out,
+				  off_t off_out, struct fuse_file_info *fi_out, size_t len,
+				  int flags)
+{
+	(void)fi_in;
+	struct fs *fs = fs_of(req);
+	if (flags != 0 || off_in < 0 || off_out < 0)
+		return (void)fuse_reply_err(req, EINVAL);
+	ssize_t n = store_clone(fs->store, ino_in, (uint64_t)off_in, ino_out, (uint64_t)off_out,
+				len);
+	if (n < 0)
+		return (void)fuse_reply_err(req, (int)-n);
+	fs_handle_dirty(fi_out);
+	fs_inode_mark_changed(&fs->inodes, ino_out);
+	fuse_reply_write(req, (size_t)n);
+}
+
+/* ---- extended attributes ------------------------------------------------ */
+
+static void fs_op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+			   size_t size, int flags)
+{
+	fuse_reply_err(req, -fs_xattr_set(fs_of(req), ino, name, value, size, flags));
+}
+
+/* Reply to getxattr/listxattr: r is the length or -errno. */
+static void fs_reply_xattr(fuse_req_t req, const char *buf, size_t size, ssize_t r)
+{
+	if (r < 0)
+		fuse_reply_err(req, (int)-r);
+	else if (size == 0)
+		fuse_reply_xattr(req, (size_t)r);
+	else
+		fuse_reply_buf(req, buf, (size_t)r);
+}
+
+static void fs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+	char *buf = size ? malloc(size) : NULL;
+	if (size && !buf)
+		return (void)fuse_reply_err(req, ENOMEM);
+	ssize_t r = fs_xattr_get(fs_of(req), ino, name, buf, size);
+	fs_reply_xattr(req, buf, size, r);
+	free(buf);
+}
+
+static void fs_op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	char *buf = size ? malloc(size) : NULL;
+	if (size && !buf)
+		return (void)fuse_reply_err(req, ENOMEM);
+	ssize_t r = fs_xattr_list(fs_of(req), ino, buf, size);
+	fs_reply_xattr(req, buf, size, r);
+	free(buf);
+}
+
+static void fs_op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	fuse_reply_err(req, -fs_xattr_remove(fs_of(req), ino, name));
+}
+
+static const struct fuse_lowlevel_ops fs_ops = {
+	.init = fs_op_init,
+	.destroy = fs_op_destroy,
+	.lookup = fs_op_lookup,
+	.forget = fs_op_forget,
+	.forget_multi = fs_op_forget_multi,
+	.getattr = fs_op_getattr,
+	.setattr = fs_op_setattr,
+	.readlink = fs_op_readlink,
+	.mknod = fs_op_mknod,
+	.mkdir = fs_op_mkdir,
+	.unlink = fs_op_unlink,
+	.rmdir = fs_op_rmdir,
+	.symlink = fs_op_symlink,
+	.rename = fs_op_rename,
+	.link = fs_op_link,
+	.open = fs_op_open,
+	.create = fs_op_create,
+	.read = fs_op_read,
+	.write = fs_op_write,
+	.flush = fs_op_flush,
+	.release = fs_op_release,
+	.fsync = fs_op_fsync,
+	.opendir = fs_op_opendir,
+	.readdir = fs_op_readdir,
+	.readdirplus = fs_op_readdirplus,
+	.fsyncdir = fs_op_fsyncdir,
+	.statfs = fs_op_statfs,
+	.setxattr = fs_op_setxattr,
+	.getxattr = fs_op_getxattr,
+	.listxattr = fs_op_listxattr,
+	.removexattr = fs_op_removexattr,
+	.fallocate = fs_op_fallocate,
+	.lseek = fs_op_lseek,
+	.copy_file_range = fs_op_copy_file_range,
+};
+
+const struct fuse_lowlevel_ops *fs_lowlevel_ops(void)
+{
+	return &fs_ops;
+}
+
+/* ---- setup and teardown ------------------------------------------------- */
+
+int fs_new(struct store *store, const struct fs_config *cfg, struct fs **out)
+{
+	struct fs *fs = calloc(1, sizeof(*fs));
+	if (!fs)
+		return -ENOMEM;
+	fs->store = store;
+	fs->cfg = *cfg;
+	int r = fs_inode_table_init(&fs->inodes);
+	if (r < 0) {
+		free(fs);
+		return r;
+	}
+	*out = fs;
+	return 0;
+}
+
+static void fs_free_one(uint64_t ino, void *arg)
+{
+	struct fs *fs = arg;
+	store_inode_release(fs->store, ino);
+}
+
+void fs_free(struct fs *fs)
+{
+	if (!fs)
+		return;
+	fs_inode_table_destroy(&fs->inodes, fs_free_one, fs);
+	free(fs);
+}

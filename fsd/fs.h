@@ -1,0 +1,47 @@
+/*
+ * fsd/fs.h: the snapfs filesystem, served over the libfuse3 low-level API.
+ *
+ * struct fs sits between the kernel's FUSE requests and the page store:
+ * it keeps the in-memory inode table (lookup counts, open counts, whether
+ * a file is being written), decides caching (long timeouts and kept page
+ * cache for sealed content), and turns each request into store calls.
+ * main() in snapfs.c owns the session, the mount and the store; this
+ * module owns nothing but its own table.
+ */
+#ifndef SNAPFS_FS_H
+#define SNAPFS_FS_H
+
+#include <stdbool.h>
+
+#define FUSE_USE_VERSION 312
+#include <fuse_lowlevel.h>
+
+struct store;
+
+/* Tunables from the command line (see snapfs(8)). */
+struct fs_config {
+	double timeout;		/* attr/entry timeout of ordinary content, s */
+	double sealed_timeout;	/* the same for sealed content */
+	bool splice;		/* reply to reads with pack-file fd buffers */
+	bool debug;		/* log store errors through fuse_log */
+};
+
+struct fs;
+
+/*
+ * Make the filesystem for an open store.  The store must stay open until
+ * fs_free(); fs never closes it.  Returns 0 or -errno (-ENOMEM).
+ */
+int fs_new(struct store *store, const struct fs_config *cfg, struct fs **out);
+
+/*
+ * Free the inode table.  Inodes still remembered (the kernel never sent
+ * forget, as on unmount) are released to the store first, so files that
+ * were unlinked while open give their pages back.  NULL is allowed.
+ */
+void fs_free(struct fs *fs);
+
+/* The request handlers; the userdata of the session must be the struct fs. */
+const struct fuse_lowlevel_ops *fs_lowlevel_ops(void);
+
+#endif

@@ -1,0 +1,49 @@
+/*
+ * fsd/fs_i.h: what the files of the filesystem module share privately
+ * (fs.c handlers, fs_xattr.c attributes, fs_inode.c table).
+ */
+#ifndef SNAPFS_FS_I_H
+#define SNAPFS_FS_I_H
+
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include "fs.h"
+#include "fs_inode.h"
+#include "store.h"
+
+struct fs {
+	struct store *store;
+	struct fs_config cfg;
+	struct fs_inode_table inodes;
+};
+
+/* Fill a struct stat from store attributes (st_blocks from pages stored). */
+void fs_attr_to_stat(const struct store_attr *a, struct stat *st);
+
+/* Drop n kernel lookups of ino; tells the store when the last one goes. */
+void fs_forget_ino(struct fs *fs, uint64_t ino, uint64_t n);
+
+/* Undo an open: free the handle fh, release the store's file, and the
+ * inode if nothing holds it any more. */
+void fs_release_file(struct fs *fs, uint64_t ino, uint64_t fh);
+
+/*
+ * Extended attributes as the filesystem shows them (fs_xattr.c).  user.*
+ * names are kept in the store.  user.snapfs.* are the filesystem's own:
+ * "sealed" (setting it seals, see store_seal(); it reads "1" once set),
+ * and, on regular files, the read-only figures "digest" (hex), "pages",
+ * "shared_pages" and "zero_pages" (decimal).  They can be read by name but
+ * are not listed, so tools that copy xattrs (cp -a, rsync -X, tar
+ * --xattrs) do not carry them to other files.  Other namespaces are not
+ * supported.  All return -errno on failure; get and list return the
+ * value's length (size 0: only the length; -ERANGE if size is too small).
+ */
+ssize_t fs_xattr_get(struct fs *fs, uint64_t ino, const char *name, char *buf, size_t size);
+ssize_t fs_xattr_list(struct fs *fs, uint64_t ino, char *buf, size_t size);
+int fs_xattr_set(struct fs *fs, uint64_t ino, const char *name, const char *value, size_t size,
+		 int flags);
+int fs_xattr_remove(struct fs *fs, uint64_t ino, const char *name);
+
+#endif

@@ -1,0 +1,76 @@
+/*
+ * fsd/fs_inode.h: the daemon's table of inodes the kernel knows about.
+ *
+ * The kernel holds a lookup count on every inode it was given in an entry
+ * reply and drops it with forget; open files hold a second count.  An
+ * inode stays in this table while either count is non-zero, which is what
+ * keeps the pages of a file that was unlinked while open or mapped: the
+ * store is told to let go only when the last count drops (fs_inode_put()
+ * returns true then).  The table also remembers per-inode facts the
+ * handlers need quickly: how many handles write the file, whether its
+ * content changed since it was last opened with a kept page cache.
+ *
+ * Locking: every function takes the table's own mutex; none calls out to
+ * the store or the kernel while holding it.
+ */
+#ifndef SNAPFS_FS_INODE_H
+#define SNAPFS_FS_INODE_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+struct fs_inode {
+	uint64_t ino;
+	uint64_t nlookup;	/* kernel lookup count */
+	uint32_t opens;		/* open handles (files and directories) */
+	uint32_t writers;	/* open handles that may write */
+	bool changed;		/* written since the last kept-cache open */
+	struct fs_inode *next;	/* hash chain */
+};
+
+struct fs_inode_table {
+	pthread_mutex_t lock;
+	struct fs_inode **bucket;
+	size_t nbucket;
+	size_t count;
+};
+
+/* Returns 0 or -ENOMEM. */
+int fs_inode_table_init(struct fs_inode_table *t);
+
+/*
+ * Call fn for every inode still in the table (in no order), removing each,
+ * then free the table.  Used at unmount, where the kernel sends no forgets.
+ */
+void fs_inode_table_destroy(struct fs_inode_table *t, void (*fn)(uint64_t ino, void *arg), void *arg);
+
+/* Add n lookups to ino (creating its entry).  Returns 0 or -ENOMEM. */
+int fs_inode_lookup(struct fs_inode_table *t, uint64_t ino, uint64_t n);
+
+/* Count an open handle; writer says whether it may write.  0 or -ENOMEM. */
+int fs_inode_open(struct fs_inode_table *t, uint64_t ino, bool writer);
+
+/*
+ * Drop n lookups (forget) or one open handle (release; writer as at open).
+ * Returns true when both counts reached zero and the entry is gone: the
+ * caller must then tell the store the kernel no longer uses ino.
+ */
+bool fs_inode_forget(struct fs_inode_table *t, uint64_t ino, uint64_t n);
+bool fs_inode_release(struct fs_inode_table *t, uint64_t ino, bool writer);
+
+/* Number of handles writing ino now (0 if unknown). */
+uint32_t fs_inode_writers(struct fs_inode_table *t, uint64_t ino);
+
+/* Note that ino's content changed through this mount. */
+void fs_inode_mark_changed(struct fs_inode_table *t, uint64_t ino);
+
+/*
+ * For an open: may the kernel keep the page cache it has for ino?  True
+ * unless the content changed since the last time this said true; the call
+ * clears the mark.  Files open for writing never keep it (the caller
+ * checks writers).
+ */
+bool fs_inode_take_keep_cache(struct fs_inode_table *t, uint64_t ino);
+
+#endif

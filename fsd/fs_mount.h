@@ -1,0 +1,41 @@
+/*
+ * fsd/fs_mount.h: the parts of mounting that are not request handling:
+ * checking or creating the store folder, the mount options snapfs always
+ * wants, and tuning the mount's read-ahead once it exists.
+ */
+#ifndef SNAPFS_FS_MOUNT_H
+#define SNAPFS_FS_MOUNT_H
+
+#include <limits.h>
+
+#define FUSE_USE_VERSION 312
+#include <fuse_lowlevel.h>
+
+struct err;
+
+/*
+ * Resolve the store folder PATH to an absolute path in abs[PATH_MAX],
+ * creating it (mode 0700) if it is missing and its parent exists.  Whether
+ * the folder is a store, or empty and may become one, is for store_open()
+ * to decide.  Returns 0 or -errno with a message in e naming PATH.
+ */
+int fs_mount_prepare_store(const char *path, char abs[PATH_MAX], struct err *e);
+
+/*
+ * Put in front of the user's -o options the ones snapfs mounts with:
+ * fsname=STORE (escaped), subtype=snapfs, default_permissions (the kernel
+ * checks modes; the handlers do not), max_read=READ_KB KiB.  Options the
+ * user gives later on the command line override these.
+ * Returns 0 or -ENOMEM.
+ */
+int fs_mount_add_options(struct fuse_args *args, const char *store, unsigned read_kb);
+
+/*
+ * Set /sys/class/bdi/MAJ:MIN/read_ahead_kb of the FUSE mount at
+ * MOUNTPOINT.  The device number is read from /proc/self/mountinfo rather
+ * than by stat()ing the mount point, which would send a request to a
+ * session that is not serving yet.  Returns 0 or -errno.
+ */
+int fs_mount_set_readahead(const char *mountpoint, unsigned kb);
+
+#endif

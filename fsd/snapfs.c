@@ -1,0 +1,261 @@
+/*
+ * fsd/snapfs.c: the snapfs command, `snapfs STORE MOUNTPOINT [-o OPTIONS]`.
+ *
+ * Parses the command line in the conventions of sshfs and squashfuse (so
+ * mount.fuse3 and /etc/fstab can start it), opens or creates the store,
+ * mounts it and serves requests until unmounted (fusermount3 -u, umount,
+ * SIGTERM, SIGINT).  Everything is set up here in one order and torn down
+ * in the reverse order, so an unmount leaves nothing behind.
+ *
+ * Going to the background is done by our own fork before anything is
+ * opened: the child opens the store, mounts, and only then tells the
+ * waiting parent to exit, so every error reaches the terminal and the
+ * parent's exit status says whether the mount exists.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "fs.h"
+#include "fs_mount.h"
+#include "lib/err.h"
+#include "store.h"
+
+struct snapfs_opts {
+	char *store;		/* first non-option argument */
+	unsigned readahead_kb;	/* read_ahead_kb of the mount, 0 = kernel's */
+	unsigned read_kb;	/* largest read request, KiB */
+	int nosplice;
+	double timeout;
+	double sealed_timeout;
+};
+
+#define SNAPFS_OPT(t, p) { t, offsetof(struct snapfs_opts, p), 1 }
+static const struct fuse_opt snapfs_opt_spec[] = {
+	SNAPFS_OPT("readahead=%u", readahead_kb),
+	SNAPFS_OPT("read_size=%u", read_kb),
+	SNAPFS_OPT("nosplice", nosplice),
+	SNAPFS_OPT("timeout=%lf", timeout),
+	SNAPFS_OPT("sealed_timeout=%lf", sealed_timeout),
+	FUSE_OPT_END
+};
+
+static int snapfs_opt_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
+{
+	(void)outargs;
+	struct snapfs_opts *o = data;
+	if (key == FUSE_OPT_KEY_NONOPT && !o->store) {
+		o->store = strdup(arg);
+		return o->store ? 0 : -1;
+	}
+	return 1;
+}
+
+static void snapfs_usage(const char *prog)
+{
+	printf("usage: %s STORE MOUNTPOINT [options]\n\n"
+	       "Mount the snapfs page store in the folder STORE at MOUNTPOINT.\n"
+	       "STORE is created (mode 0700) if it is missing or an empty folder.\n\n"
+	       "snapfs options:\n"
+	       "    -o readahead=KB        read_ahead_kb of the mount (default 1024, 0 keeps the kernel's)\n"
+	       "    -o read_size=KB        largest read request (default 512, at most 1004 so splice works)\n"
+	       "    -o nosplice            copy read data instead of splicing it from pack files\n"
+	       "    -o timeout=S           attribute and entry timeout (default 1)\n"
+	       "    -o sealed_timeout=S    the same for sealed content (default 86400)\n\n",
+	       prog);
+}
+
+/*
+ * Daemon handling: the parent waits on a pipe for one status byte from the
+ * child; 0 means "mounted".  A child that dies before writing anything
+ * closes the pipe, and the parent reports failure.
+ */
+static int snapfs_fork(int *notify_fd)
+{
+	int p[2];
+	if (pipe2(p, O_CLOEXEC) < 0) {
+		perror("snapfs: pipe");
+		return -1;
+	}
+	pid_t pid = fork();
+	if (pid < 0) {
+		perror("snapfs: fork");
+		return -1;
+	}
+	if (pid > 0) {
+		close(p[1]);
+		char status = 1;
+		ssize_t n;
+		do
+			n = read(p[0], &status, 1);
+		while (n < 0 && errno == EINTR);
+		if (n != 1) {
+			int ws;
+			waitpid(pid, &ws, 0);
+			status = 1;
+		}
+		_exit(status ? 1 : 0);
+	}
+	close(p[0]);
+	*notify_fd = p[1];
+	return 0;
+}
+
+static void snapfs_detach(int notify_fd)
+{
+	char ok = 0;
+	if (setsid() < 0)
+		perror("snapfs: setsid");
+	if (chdir("/") < 0)
+		perror("snapfs: chdir /");
+	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (null >= 0) {
+		dup2(null, STDIN_FILENO);
+		dup2(null, STDOUT_FILENO);
+		dup2(null, STDERR_FILENO);
+		if (null > STDERR_FILENO)
+			close(null);
+	}
+	if (write(notify_fd, &ok, 1) != 1) {
+		/* The parent is gone; nobody is left to tell. */
+	}
+	close(notify_fd);
+}
+
+int main(int argc, char *argv[])
+{
+	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	struct snapfs_opts opts = {
+		.readahead_kb = 1024,
+		.read_kb = 512,
+		.timeout = 1.0,
+		.sealed_timeout = 86400.0,
+	};
+	struct fuse_cmdline_opts cmd = { 0 };
+	struct fuse_session *se = NULL;
+	struct store *store = NULL;
+	struct fs *fs = NULL;
+	struct err e = { 0 };
+	char store_path[PATH_MAX];
+	int notify_fd = -1;
+	int ret = 1;
+
+	if (fuse_opt_parse(&args, &opts, snapfs_opt_spec, snapfs_opt_proc) != 0)
+		goto out_args;
+	if (fuse_parse_cmdline(&args, &cmd) != 0)
+		goto out_args;
+	if (cmd.show_help) {
+		snapfs_usage(argv[0]);
+		fuse_cmdline_help();
+		fuse_lowlevel_help();
+		ret = 0;
+		goto out_args;
+	}
+	if (cmd.show_version) {
+		printf("snapfs version %s\n", SNAPFS_VERSION);
+		fuse_lowlevel_version();
+		ret = 0;
+		goto out_args;
+	}
+	if (!opts.store || !cmd.mountpoint) {
+		fprintf(stderr, "usage: %s STORE MOUNTPOINT [options]  (try --help)\n", argv[0]);
+		goto out_args;
+	}
+	if (opts.read_kb < 4 || opts.read_kb > 1004) {
+		fprintf(stderr, "snapfs: read_size=%u: must be 4..1004 KiB\n", opts.read_kb);
+		goto out_args;
+	}
+	if (opts.readahead_kb > 1024 * 1024) {
+		fprintf(stderr, "snapfs: readahead=%u: too large\n", opts.readahead_kb);
+		goto out_args;
+	}
+	if (fs_mount_prepare_store(opts.store, store_path, &e) < 0) {
+		fprintf(stderr, "snapfs: %s\n", e.msg);
+		goto out_args;
+	}
+	if (fs_mount_add_options(&args, store_path, opts.read_kb) < 0) {
+		fprintf(stderr, "snapfs: out of memory\n");
+		goto out_args;
+	}
+
+	if (!cmd.foreground && snapfs_fork(&notify_fd) < 0)
+		goto out_args;
+
+	int r = store_open(store_path, STORE_CREATE, &store, &e);
+	if (r < 0) {
+		fprintf(stderr, "snapfs: %s\n", err_str(&e, r));
+		goto out_args;
+	}
+	struct fs_config cfg = {
+		.timeout = opts.timeout,
+		.sealed_timeout = opts.sealed_timeout,
+		.splice = !opts.nosplice,
+		.debug = cmd.debug,
+	};
+	if (fs_new(store, &cfg, &fs) < 0) {
+		fprintf(stderr, "snapfs: out of memory\n");
+		goto out_store;
+	}
+	se = fuse_session_new(&args, fs_lowlevel_ops(), sizeof(struct fuse_lowlevel_ops), fs);
+	if (!se)
+		goto out_fs;
+	if (fuse_set_signal_handlers(se) != 0)
+		goto out_session;
+	if (fuse_session_mount(se, cmd.mountpoint) != 0)
+		goto out_signals;
+	if (opts.readahead_kb) {
+		r = fs_mount_set_readahead(cmd.mountpoint, opts.readahead_kb);
+		if (r < 0)
+			fprintf(stderr, "snapfs: %s: cannot set read_ahead_kb=%u: %s (continuing)\n",
+				cmd.mountpoint, opts.readahead_kb, strerror(-r));
+	}
+	if (notify_fd >= 0) {
+		snapfs_detach(notify_fd);
+		notify_fd = -1;
+	}
+
+	if (cmd.singlethread) {
+		ret = fuse_session_loop(se);
+	} else {
+		struct fuse_loop_config *lc = fuse_loop_cfg_create();
+		if (!lc) {
+			ret = -ENOMEM;
+		} else {
+			fuse_loop_cfg_set_clone_fd(lc, cmd.clone_fd);
+			fuse_loop_cfg_set_max_threads(lc, cmd.max_threads);
+			fuse_loop_cfg_set_idle_threads(lc, cmd.max_idle_threads);
+			ret = fuse_session_loop_mt(se, lc);
+			fuse_loop_cfg_destroy(lc);
+		}
+	}
+	/* A signal ends the loop with its number: that is a clean stop. */
+	ret = ret < 0 ? 1 : 0;
+
+	fuse_session_unmount(se);
+out_signals:
+	fuse_remove_signal_handlers(se);
+out_session:
+	fuse_session_destroy(se);
+out_fs:
+	fs_free(fs);
+out_store:
+	r = store_close(store, &e);
+	if (r < 0) {
+		fprintf(stderr, "snapfs: closing %s: %s\n", store_path, err_str(&e, r));
+		ret = 1;
+	}
+out_args:
+	free(cmd.mountpoint);
+	free(opts.store);
+	fuse_opt_free_args(&args);
+	return ret;
+}

@@ -1,0 +1,109 @@
+# tests/e2e/lib.sh: shared part of the snapfs end-to-end tests.
+#
+# Each test script sources this file, mounts a fresh store in a temporary
+# folder with fs_mount, runs real tools against the mount, reports TAP
+# lines through ok/check, and ends with finish.  The EXIT trap unmounts and
+# removes the folder whatever happens, so a failing test leaves no mount.
+# fs_umount insists that the daemon exits with status 0 and that its log
+# holds no sanitizer report, so a leak at teardown fails the test.
+#
+# Environment: SNAPFS_BUILD_ROOT (set by meson) locates the binaries.
+set -u
+
+BUILD=${SNAPFS_BUILD_ROOT:?SNAPFS_BUILD_ROOT must point at the build folder}
+SNAPFS=$BUILD/fsd/snapfs
+ADMIN=$BUILD/fsd/snapfs-admin
+PROBE=$BUILD/tests/e2e-probe
+
+if [ ! -w /dev/fuse ] || ! command -v fusermount3 >/dev/null; then
+	echo "1..0 # SKIP no usable /dev/fuse or fusermount3"
+	exit 0
+fi
+
+T=$(mktemp -d "${TMPDIR:-/tmp}/snapfs-e2e.XXXXXX")
+STORE=$T/store
+MNT=$T/mnt
+mkdir -p "$MNT"
+DPID=
+tap_n=0
+tap_failed=0
+
+e2e_cleanup() {
+	if grep -q " $MNT fuse" /proc/mounts 2>/dev/null; then
+		fusermount3 -u "$MNT" 2>/dev/null || umount -l "$MNT" 2>/dev/null
+	fi
+	if [ -n "$DPID" ] && kill -0 "$DPID" 2>/dev/null; then
+		kill "$DPID" 2>/dev/null
+		wait "$DPID" 2>/dev/null
+	fi
+	rm -rf "$T"
+}
+trap e2e_cleanup EXIT
+trap 'exit 130' INT TERM
+
+ok() {	# ok NAME STATUS [DIAGNOSTIC]
+	tap_n=$((tap_n + 1))
+	if [ "$2" = 0 ]; then
+		echo "ok $tap_n - $1"
+	else
+		echo "not ok $tap_n - $1"
+		[ -n "${3:-}" ] && printf '%s\n' "$3" | sed 's/^/# /'
+		tap_failed=$((tap_failed + 1))
+	fi
+}
+
+check() {	# check NAME COMMAND...: ok if COMMAND succeeds; its output goes to diagnostics
+	name=$1
+	shift
+	out=$("$@" 2>&1)
+	ok "$name" $? "$out"
+}
+
+check_fails() {	# check_fails NAME COMMAND...: ok if COMMAND fails
+	name=$1
+	shift
+	out=$("$@" 2>&1)
+	if [ $? -ne 0 ]; then ok "$name" 0; else ok "$name" 1 "succeeded: $out"; fi
+}
+
+is_mounted() {
+	grep -q " $MNT fuse.snapfs " /proc/mounts
+}
+
+fs_mount() {	# fs_mount [SNAPFS OPTIONS...]: serve $STORE at $MNT in the foreground, in the background
+	"$SNAPFS" "$STORE" "$MNT" -f "$@" >>"$T/daemon.log" 2>&1 &
+	DPID=$!
+	i=0
+	while ! is_mounted; do
+		if ! kill -0 "$DPID" 2>/dev/null || [ $i -ge 200 ]; then
+			echo "# snapfs did not mount:"
+			sed 's/^/# /' "$T/daemon.log"
+			DPID=
+			return 1
+		fi
+		sleep 0.05
+		i=$((i + 1))
+	done
+}
+
+fs_umount() {	# unmount, wait for the daemon; ok if it exited 0 with a clean log
+	fusermount3 -u "$MNT"
+	wait "$DPID"
+	st=$?
+	DPID=
+	if [ $st -ne 0 ] || grep -qE "Sanitizer|runtime error|LeakSanitizer" "$T/daemon.log"; then
+		ok "daemon exits cleanly at unmount" 1 "status $st; $(tail -n 40 "$T/daemon.log")"
+		return 1
+	fi
+	ok "daemon exits cleanly at unmount" 0
+}
+
+store_bytes() {	# bytes of page data the store holds on disk
+	du -sb --apparent-size "$STORE/packs" 2>/dev/null | cut -f1
+}
+
+finish() {
+	echo "1..$tap_n"
+	[ "$tap_failed" = 0 ]
+	exit $?
+}
