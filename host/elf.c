@@ -191,6 +191,11 @@ static int load_segments(struct loader *l, const GElf_Ehdr *eh, uint64_t load_ba
 		return bad(l, "program headers: %s", elf_errmsg(-1));
 	if (phnum == 0)
 		return bad(l, "no program headers");
+	if (eh->e_phentsize != sizeof(Elf64_Phdr))
+		return bad(l, "e_phentsize %u, want %zu", eh->e_phentsize, sizeof(Elf64_Phdr));
+	if (eh->e_phoff > l->len || phnum > (l->len - eh->e_phoff) / sizeof(Elf64_Phdr))
+		return bad(l, "program header table 0x%llx+%zu entries beyond the end of the file",
+			   (ull)eh->e_phoff, phnum);
 	img->segs = calloc(ELF_SEGMENTS_MAX, sizeof(*img->segs));
 	if (!img->segs)
 		return err_set(l->e, -ENOMEM, "%s: out of memory", l->name);
@@ -266,10 +271,13 @@ static int load_segments(struct loader *l, const GElf_Ehdr *eh, uint64_t load_ba
 		return bad(l, "entry point 0x%llx is not inside an executable segment", (ull)eh->e_entry);
 	img->entry = eh->e_entry + img->bias;
 
-	img->mem = calloc(1, hi - lo);
-	if (!img->mem)
+	/* anonymous pages: zeroed, page aligned (usable as a KVM memory slot as
+	 * is) and untouched until written, so a big .bss costs nothing */
+	void *mem = mmap(NULL, hi - lo, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (mem == MAP_FAILED)
 		return err_set(l->e, -ENOMEM, "%s: out of memory for a 0x%llx-byte image", l->name,
 			       (ull)(hi - lo));
+	img->mem = mem;
 	for (size_t i = 0; i < img->nsegs; i++) {
 		struct elf_segment *s = &img->segs[i];
 		memcpy(img->mem + (s->vaddr - lo), l->buf + s->offset, s->filesz);
@@ -385,16 +393,38 @@ static int load_dynamic(struct loader *l, const GElf_Phdr *dyn)
 }
 
 /* The section called SNAPVM_EXPORT_SECTION, or NULL; *r < 0 on a bad file. */
-static Elf_Scn *find_export_section(struct loader *l, GElf_Shdr *sh, int *r)
+static Elf_Scn *find_export_section(struct loader *l, const GElf_Ehdr *eh, GElf_Shdr *sh, int *r)
 {
 	*r = 0;
 	size_t shnum, shstrndx;
+	if (eh->e_shoff == 0 && eh->e_shnum == 0)
+		return NULL;	/* no section headers at all: no exports */
+	/* libelf quietly drops a table that does not fit: say so instead */
+	uint64_t want = eh->e_shnum ? eh->e_shnum : 1;
+	if (eh->e_shoff > l->len || want > (l->len - eh->e_shoff) / sizeof(Elf64_Shdr)) {
+		*r = bad(l, "section header table 0x%llx+%llu entries beyond the end of the file",
+			 (ull)eh->e_shoff, (ull)want);
+		return NULL;
+	}
 	if (elf_getshdrnum(l->elf, &shnum) != 0) {
 		*r = bad(l, "section headers: %s", elf_errmsg(-1));
 		return NULL;
 	}
+	if (eh->e_shnum && shnum != eh->e_shnum) {
+		*r = bad(l, "section headers: libelf reads %zu, e_shnum says %u", shnum, eh->e_shnum);
+		return NULL;
+	}
 	if (shnum == 0)
 		return NULL;
+	if (eh->e_shentsize != sizeof(Elf64_Shdr)) {
+		*r = bad(l, "e_shentsize %u, want %zu", eh->e_shentsize, sizeof(Elf64_Shdr));
+		return NULL;
+	}
+	if (eh->e_shoff > l->len || shnum > (l->len - eh->e_shoff) / sizeof(Elf64_Shdr)) {
+		*r = bad(l, "section header table 0x%llx+%zu entries beyond the end of the file",
+			 (ull)eh->e_shoff, shnum);
+		return NULL;
+	}
 	if (elf_getshdrstrndx(l->elf, &shstrndx) != 0) {
 		*r = bad(l, "section name table: %s", elf_errmsg(-1));
 		return NULL;
@@ -407,7 +437,11 @@ static Elf_Scn *find_export_section(struct loader *l, GElf_Shdr *sh, int *r)
 			return NULL;
 		}
 		const char *name = elf_strptr(l->elf, shstrndx, s.sh_name);
-		if (!name || strcmp(name, SNAPVM_EXPORT_SECTION) != 0)
+		if (!name) {
+			*r = bad(l, "section %zu: name: %s", elf_ndxscn(scn), elf_errmsg(-1));
+			return NULL;
+		}
+		if (strcmp(name, SNAPVM_EXPORT_SECTION) != 0)
 			continue;
 		if (found) {
 			*r = bad(l, "more than one %s section", SNAPVM_EXPORT_SECTION);
@@ -455,12 +489,12 @@ static int check_unique_exports(struct loader *l)
 }
 
 /* The export table, read from the relocated image. */
-static int load_exports(struct loader *l)
+static int load_exports(struct loader *l, const GElf_Ehdr *eh)
 {
 	struct elf_image *img = l->img;
 	GElf_Shdr sh = { 0 };
 	int r;
-	if (!find_export_section(l, &sh, &r))
+	if (!find_export_section(l, eh, &sh, &r))
 		return r;
 	const char *sec = SNAPVM_EXPORT_SECTION;
 	if (!(sh.sh_flags & SHF_ALLOC))
@@ -532,7 +566,7 @@ static int load_private(uint8_t *buf, size_t len, const char *name, uint64_t loa
 	else if ((r = check_ehdr(&l, &eh)) == 0 &&
 		 (r = load_segments(&l, &eh, load_base, &dyn, &have_dyn)) == 0 &&
 		 (!have_dyn || (r = load_dynamic(&l, &dyn)) == 0))
-		r = load_exports(&l);
+		r = load_exports(&l, &eh);
 	elf_end(l.elf);
 	return r;
 }
@@ -606,7 +640,8 @@ void elf_image_free(struct elf_image *img)
 {
 	if (!img)
 		return;
-	free(img->mem);
+	if (img->mem)
+		munmap(img->mem, img->hi - img->lo);
 	free(img->segs);
 	free(img->exports);
 	memset(img, 0, sizeof(*img));

@@ -61,7 +61,8 @@ struct elf_image {
 	int type;				/* ET_EXEC or ET_DYN */
 	uint64_t bias;				/* added to every file vaddr: 0 for ET_EXEC */
 	uint64_t lo, hi;			/* page-aligned span of all PT_LOAD segments, after bias */
-	uint8_t *mem;				/* hi - lo bytes: segments copied, bss zeroed, relocated */
+	uint8_t *mem;				/* hi - lo bytes: segments copied, bss zeroed, relocated;
+						 * page aligned, released only by elf_image_free */
 	uint64_t entry;				/* after bias */
 	struct elf_segment *segs;		/* PT_LOAD segments in file order, after bias */
 	size_t nsegs;
