@@ -1,0 +1,375 @@
+/*
+ * bench/bench-fs.c: how fast a snapfs mount serves and takes file data,
+ * against baselines measured in the same run.
+ *
+ *   read     sequential read() of a file through the mount, cold (its page
+ *            cache dropped with POSIX_FADV_DONTNEED) and warm, vs the same
+ *            bytes in a tmpfs file
+ *   mmap     first touch of every page of a fresh MAP_SHARED mapping, cold
+ *            and warm, vs a tmpfs file
+ *   copy-in  writing a file of random bytes and one of zeros into the
+ *            mount vs the SHA-256 rate of this machine (OpenSSL EVP, one
+ *            thread, 4 KiB pages), the ceiling of a store that hashes
+ *            every page
+ *
+ * The store and the baselines live on tmpfs (/dev/shm), so the figures are
+ * the cost of the filesystem, not of a disk.  Each measurement is run
+ * several times; min and median are printed (the first cold run is often
+ * slow on this kind of machine).  The mount is served both multi-threaded
+ * (the default) and single-threaded (-s) for the read figures.
+ *
+ * usage: bench-fs [--size MIB] [--runs N] [--snapfs PATH]
+ * (meson benchmark passes --snapfs; tools/bench-fs.sh runs it by hand.)
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <openssl/evp.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MIB (1024.0 * 1024.0)
+#define GIB (1024.0 * MIB)
+#define BUF (1u << 20)
+
+static size_t bench_size = 1024u << 20;
+static int bench_runs = 5;
+static char bench_dir[PATH_MAX];
+static const char *snapfs_bin = "snapfs";
+
+static double now(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+static void die(const char *what)
+{
+	fprintf(stderr, "bench-fs: %s: %s\n", what, strerror(errno));
+	exit(1);
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return x < y ? -1 : x > y;
+}
+
+struct result {
+	double min, median;	/* seconds */
+};
+
+static struct result summarise(double *t, int n)
+{
+	qsort(t, (size_t)n, sizeof(*t), cmp_double);
+	return (struct result){ t[0], t[n / 2] };
+}
+
+/* Fill buf with fast pseudo-random bytes (xorshift). */
+static void fill_random(char *buf, size_t len, uint64_t *s)
+{
+	for (size_t i = 0; i + 8 <= len; i += 8) {
+		*s ^= *s << 13;
+		*s ^= *s >> 7;
+		*s ^= *s << 17;
+		memcpy(buf + i, s, 8);
+	}
+}
+
+static void make_random_file(const char *path, size_t size)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	if (fd < 0)
+		die(path);
+	char *buf = malloc(BUF);
+	uint64_t s = 0x9e3779b97f4a7c15ull;
+	for (size_t done = 0; done < size; done += BUF) {
+		fill_random(buf, BUF, &s);
+		if (write(fd, buf, BUF) != BUF)
+			die(path);
+	}
+	free(buf);
+	close(fd);
+}
+
+/* Copy src to dst with 1 MiB writes; returns seconds including close. */
+static double copy_file(const char *src, const char *dst)
+{
+	int in = open(src, O_RDONLY), out = open(dst, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	if (in < 0 || out < 0)
+		die(dst);
+	char *buf = malloc(BUF);
+	double t0 = now();
+	ssize_t n;
+	while ((n = read(in, buf, BUF)) > 0)
+		if (write(out, buf, (size_t)n) != n)
+			die(dst);
+	if (close(out) != 0)
+		die(dst);
+	double t = now() - t0;
+	close(in);
+	free(buf);
+	return t;
+}
+
+static double read_file(const char *path, bool drop)
+{
+	int fd = open(path, O_RDONLY);
+	if (fd < 0)
+		die(path);
+	if (drop)
+		posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+	char *buf = malloc(BUF);
+	double t0 = now();
+	size_t total = 0;
+	ssize_t n;
+	while ((n = read(fd, buf, BUF)) > 0)
+		total += (size_t)n;
+	double t = now() - t0;
+	if (total != bench_size)
+		die("short read");
+	free(buf);
+	close(fd);
+	return t;
+}
+
+static double mmap_touch(const char *path, bool drop)
+{
+	int fd = open(path, O_RDONLY);
+	if (fd < 0)
+		die(path);
+	if (drop)
+		posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+	double t0 = now();
+	volatile char *m = mmap(NULL, bench_size, PROT_READ, MAP_SHARED, fd, 0);
+	if (m == MAP_FAILED)
+		die("mmap");
+	unsigned sum = 0;
+	for (size_t i = 0; i < bench_size; i += 4096)
+		sum += (unsigned char)m[i];
+	double t = now() - t0;
+	munmap((void *)m, bench_size);
+	close(fd);
+	(void)sum;
+	return t;
+}
+
+/* SHA-256 of size bytes in 4 KiB pages, one context reused: seconds. */
+static double sha256_ceiling(const char *path)
+{
+	int fd = open(path, O_RDONLY);
+	char *buf = malloc(BUF);
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	unsigned char md[32];
+	double best = 1e9;
+	for (int r = 0; r < 3; r++) {
+		lseek(fd, 0, SEEK_SET);
+		double t0 = now();
+		ssize_t n;
+		while ((n = read(fd, buf, BUF)) > 0) {
+			for (ssize_t o = 0; o < n; o += 4096) {
+				EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
+				EVP_DigestUpdate(ctx, buf + o, 4096);
+				EVP_DigestFinal_ex(ctx, md, NULL);
+			}
+		}
+		double t = now() - t0;
+		if (t < best)
+			best = t;
+	}
+	EVP_MD_CTX_free(ctx);
+	free(buf);
+	close(fd);
+	return best;
+}
+
+static pid_t mount_snapfs(const char *store, const char *mnt, bool single)
+{
+	pid_t pid = fork();
+	if (pid == 0) {
+		if (single)
+			execl(snapfs_bin, "snapfs", store, mnt, "-f", "-s", (char *)NULL);
+		else
+			execl(snapfs_bin, "snapfs", store, mnt, "-f", (char *)NULL);
+		_exit(127);
+	}
+	/* Mounted once the mount point's device differs from its parent's. */
+	struct stat a, b;
+	stat(bench_dir, &a);
+	for (int i = 0; i < 500; i++) {
+		if (stat(mnt, &b) == 0 && b.st_dev != a.st_dev)
+			return pid;
+		usleep(10000);
+	}
+	fprintf(stderr, "bench-fs: snapfs did not mount\n");
+	exit(1);
+}
+
+static void umount_snapfs(const char *mnt, pid_t pid)
+{
+	char cmd[PATH_MAX + 32];
+	snprintf(cmd, sizeof(cmd), "fusermount3 -u %s", mnt);
+	if (system(cmd) != 0)
+		fprintf(stderr, "bench-fs: unmount failed\n");
+	waitpid(pid, NULL, 0);
+}
+
+static double gibps(double secs)
+{
+	return (double)bench_size / GIB / secs;
+}
+
+static void report(const char *what, struct result r, struct result base)
+{
+	printf("%-34s min %6.3f s %6.2f GiB/s  median %6.3f s %6.2f GiB/s  ratio(best) %.2f\n",
+	       what, r.min, gibps(r.min), r.median, gibps(r.median), base.min / r.min);
+}
+
+static void bench_reads(const char *file, const char *base_file, bool single,
+			struct result *cold_ratio_out, struct result *mmap_ratio_out)
+{
+	double t[16], b[16];
+	int n = bench_runs;
+	const char *mode = single ? "single-thread" : "multi-thread";
+	char name[96];
+
+	for (int i = 0; i < n; i++) {
+		b[i] = read_file(base_file, false);
+		t[i] = read_file(file, true);
+	}
+	struct result base = summarise(b, n), cold = summarise(t, n);
+	printf("tmpfs read                         min %6.3f s %6.2f GiB/s  median %6.3f s %6.2f GiB/s\n",
+	       base.min, gibps(base.min), base.median, gibps(base.median));
+	snprintf(name, sizeof(name), "snapfs cold read (%s)", mode);
+	report(name, cold, base);
+	for (int i = 0; i < n; i++)
+		t[i] = read_file(file, false);
+	struct result warm = summarise(t, n);
+	snprintf(name, sizeof(name), "snapfs warm read (%s)", mode);
+	report(name, warm, base);
+	*cold_ratio_out = (struct result){ base.min / cold.min, base.median / cold.median };
+
+	for (int i = 0; i < n; i++) {
+		b[i] = mmap_touch(base_file, false);
+		t[i] = mmap_touch(file, true);
+	}
+	base = summarise(b, n);
+	cold = summarise(t, n);
+	printf("tmpfs mmap first touch             min %6.3f s %6.2f GiB/s  median %6.3f s %6.2f GiB/s\n",
+	       base.min, gibps(base.min), base.median, gibps(base.median));
+	snprintf(name, sizeof(name), "snapfs mmap cold (%s)", mode);
+	report(name, cold, base);
+	for (int i = 0; i < n; i++)
+		t[i] = mmap_touch(file, false);
+	warm = summarise(t, n);
+	snprintf(name, sizeof(name), "snapfs mmap warm (%s)", mode);
+	report(name, warm, base);
+	*mmap_ratio_out = (struct result){ base.min / cold.min, base.median / cold.median };
+}
+
+int main(int argc, char **argv)
+{
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--size") && i + 1 < argc)
+			bench_size = (size_t)atol(argv[++i]) << 20;
+		else if (!strcmp(argv[i], "--runs") && i + 1 < argc)
+			bench_runs = atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--snapfs") && i + 1 < argc)
+			snapfs_bin = argv[++i];
+		else {
+			fprintf(stderr, "usage: bench-fs [--size MIB] [--runs N] [--snapfs PATH]\n");
+			return 2;
+		}
+	}
+	if (bench_runs < 1 || bench_runs > 16 || bench_size < BUF) {
+		fprintf(stderr, "bench-fs: --runs 1..16, --size >= 1\n");
+		return 2;
+	}
+	if (access("/dev/fuse", R_OK | W_OK)) {
+		printf("bench-fs: no /dev/fuse, skipped\n");
+		return 0;
+	}
+	snprintf(bench_dir, sizeof(bench_dir), "/dev/shm/bench-fs.XXXXXX");
+	if (!mkdtemp(bench_dir))
+		die("mkdtemp");
+	char store[PATH_MAX + 16], mnt[PATH_MAX + 16], base[PATH_MAX + 16], zeros[PATH_MAX + 16];
+	char file[PATH_MAX + 32], zfile[PATH_MAX + 32];
+	snprintf(store, sizeof(store), "%s/store", bench_dir);
+	snprintf(mnt, sizeof(mnt), "%s/mnt", bench_dir);
+	snprintf(base, sizeof(base), "%s/base", bench_dir);
+	snprintf(zeros, sizeof(zeros), "%s/zeros", bench_dir);
+	snprintf(file, sizeof(file), "%s/file", mnt);
+	snprintf(zfile, sizeof(zfile), "%s/zeros", mnt);
+	mkdir(mnt, 0755);
+	printf("bench-fs: %.0f MiB files, %d runs, store and baselines on tmpfs\n",
+	       (double)bench_size / MIB, bench_runs);
+	make_random_file(base, bench_size);
+	int zfd = open(zeros, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	char *zb = calloc(1, BUF);
+	for (size_t d = 0; d < bench_size; d += BUF)
+		if (write(zfd, zb, BUF) != BUF)
+			die(zeros);
+	free(zb);
+	close(zfd);
+
+	double sha = sha256_ceiling(base);
+	printf("SHA-256 ceiling (1 thread, 4 KiB pages)  %.3f s  %.2f GiB/s\n", sha, gibps(sha));
+
+	pid_t pid = mount_snapfs(store, mnt, false);
+	double t[16];
+	int n = bench_runs < 3 ? bench_runs : 3;
+	for (int i = 0; i < n; i++) {
+		unlink(file);
+		t[i] = copy_file(base, file);
+	}
+	struct result cin = summarise(t, n);
+	/* Only the first copy stores pages; later ones find them stored. */
+	for (int i = 0; i < n; i++) {
+		unlink(zfile);
+		t[i] = copy_file(zeros, zfile);
+	}
+	struct result zin = summarise(t, n);
+	printf("copy-in random (repeat: dedup hits) min %6.3f s %6.2f GiB/s  ratio to SHA-256 %.2f\n",
+	       cin.min, gibps(cin.min), sha / cin.min);
+	printf("copy-in zeros                      min %6.3f s %6.2f GiB/s  ratio to SHA-256 %.2f\n",
+	       zin.min, gibps(zin.min), sha / zin.min);
+	unlink(zfile);
+
+	struct result cold_mt, mmap_mt, cold_st, mmap_st;
+	bench_reads(file, base, false, &cold_mt, &mmap_mt);
+	umount_snapfs(mnt, pid);
+	pid = mount_snapfs(store, mnt, true);
+	bench_reads(file, base, true, &cold_st, &mmap_st);
+	umount_snapfs(mnt, pid);
+
+	/* New random content: every page is new to the store. */
+	make_random_file(base, bench_size);
+	pid = mount_snapfs(store, mnt, false);
+	char fresh[PATH_MAX + 48];
+	snprintf(fresh, sizeof(fresh), "%s/fresh", mnt);
+	double tf = copy_file(base, fresh);
+	umount_snapfs(mnt, pid);
+	printf("copy-in random (new pages)         %6.3f s %6.2f GiB/s  ratio to SHA-256 %.2f\n", tf,
+	       gibps(tf), sha / tf);
+
+	printf("\nsummary (targets: cold read >= 0.5, mmap first touch >= 0.7, copy-in >= 0.6)\n");
+	printf("  cold read / tmpfs read:        multi %.2f (median %.2f), single %.2f (median %.2f)\n",
+	       cold_mt.min, cold_mt.median, cold_st.min, cold_st.median);
+	printf("  mmap cold / tmpfs first touch: multi %.2f (median %.2f), single %.2f (median %.2f)\n",
+	       mmap_mt.min, mmap_mt.median, mmap_st.min, mmap_st.median);
+	printf("  copy-in / SHA-256:             new pages %.2f, repeated %.2f, zeros %.2f\n", sha / tf,
+	       sha / cin.min, sha / zin.min);
+
+	char cmd[PATH_MAX + 32];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", bench_dir);
+	return system(cmd) == 0 ? 0 : 1;
+}

@@ -1,0 +1,239 @@
+/*
+ * fsd/admin.c: snapfs-admin, the store maintenance commands.
+ *
+ *	snapfs-admin fsck STORE           check every page and reference
+ *	snapfs-admin gc STORE             reclaim unreferenced pages and pack space
+ *	snapfs-admin stats [--json] STORE figures: logical and stored bytes, dedup
+ *
+ * fsck and stats open the store read-only, which takes no lock, so they
+ * run safely beside a mounted snapfs (they see its last committed state).
+ * gc rewrites pack files and needs the store to itself: while snapfs has
+ * it mounted the writable open fails and gc says so.  On a terminal, long
+ * runs show their progress on stderr.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "lib/err.h"
+#include "store.h"
+
+struct admin_progress {
+	bool tty;
+	bool shown;
+	struct timespec last;
+};
+
+static double admin_since(const struct timespec *t)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (double)(now.tv_sec - t->tv_sec) + (double)(now.tv_nsec - t->tv_nsec) / 1e9;
+}
+
+static void admin_progress_cb(void *arg, const char *phase, uint64_t done, uint64_t total)
+{
+	struct admin_progress *p = arg;
+	if (!p->tty || (admin_since(&p->last) < 0.2 && done != total))
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &p->last);
+	if (total)
+		fprintf(stderr, "\r\033[K%s: %" PRIu64 "/%" PRIu64 " (%.0f%%)", phase, done, total,
+			100.0 * (double)done / (double)total);
+	else
+		fprintf(stderr, "\r\033[K%s: %" PRIu64, phase, done);
+	p->shown = true;
+}
+
+static void admin_progress_end(struct admin_progress *p)
+{
+	if (p->shown)
+		fprintf(stderr, "\r\033[K");
+	p->shown = false;
+}
+
+struct admin_fsck {
+	struct admin_progress progress;
+	const char *store;
+};
+
+static void admin_fsck_report(void *arg, const struct store_fsck_problem *pb)
+{
+	struct admin_fsck *f = arg;
+	admin_progress_end(&f->progress);
+	printf("%s:", f->store);
+	if (pb->path)
+		printf(" %s", pb->path);
+	else if (pb->ino)
+		printf(" inode %" PRIu64, pb->ino);
+	if (pb->page >= 0)
+		printf(" page %" PRId64, pb->page);
+	if (pb->hash) {
+		printf(" (page ");
+		for (int i = 0; i < 8; i++)
+			printf("%02x", pb->hash[i]);
+		printf("...)");
+	}
+	printf(": %s\n", pb->what);
+	fflush(stdout);
+}
+
+static int admin_open(const char *dir, unsigned flags, struct store **st)
+{
+	struct err e = { 0 };
+	int r = store_open(dir, flags, st, &e);
+	if (r == -EBUSY)
+		fprintf(stderr, "snapfs-admin: %s is in use by another process (mounted by snapfs?); "
+			"unmount it first\n", dir);
+	else if (r < 0)
+		fprintf(stderr, "snapfs-admin: %s\n", err_str(&e, r));
+	return r;
+}
+
+static int admin_fsck(const char *dir)
+{
+	struct store *st;
+	if (admin_open(dir, STORE_RDONLY, &st) < 0)
+		return 2;
+	struct admin_fsck f = { .progress.tty = isatty(STDERR_FILENO), .store = dir };
+	clock_gettime(CLOCK_MONOTONIC, &f.progress.last);
+	struct store_fsck_result res = { 0 };
+	struct err e = { 0 };
+	int r = store_fsck(st, admin_fsck_report, admin_progress_cb, &f, &res, &e);
+	admin_progress_end(&f.progress);
+	store_close(st, NULL);
+	if (r < 0) {
+		fprintf(stderr, "snapfs-admin: fsck %s: %s\n", dir, err_str(&e, r));
+		return 2;
+	}
+	printf("%s: %" PRIu64 " files, %" PRIu64 " pages checked, %" PRIu64 " problem%s\n", dir,
+	       res.files_checked, res.pages_checked, res.problems, res.problems == 1 ? "" : "s");
+	return res.problems ? 1 : 0;
+}
+
+static int admin_gc(const char *dir)
+{
+	struct store *st;
+	if (admin_open(dir, 0, &st) < 0)
+		return 2;
+	struct admin_progress p = { .tty = isatty(STDERR_FILENO) };
+	clock_gettime(CLOCK_MONOTONIC, &p.last);
+	struct store_gc_result res = { 0 };
+	struct err e = { 0 };
+	int r = store_gc(st, admin_progress_cb, &p, &res, &e);
+	admin_progress_end(&p);
+	struct err ce = { 0 };
+	int rc = store_close(st, &ce);
+	if (r < 0) {
+		fprintf(stderr, "snapfs-admin: gc %s: %s\n", dir, err_str(&e, r));
+		return 2;
+	}
+	if (rc < 0) {
+		fprintf(stderr, "snapfs-admin: closing %s: %s\n", dir, err_str(&ce, rc));
+		return 2;
+	}
+	printf("%s: %" PRIu64 " pages freed, packs %" PRIu64 " -> %" PRIu64 " bytes\n", dir,
+	       res.pages_freed, res.bytes_before, res.bytes_after);
+	return 0;
+}
+
+static void admin_json_string(const char *s)
+{
+	putchar('"');
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c == '"' || c == '\\')
+			printf("\\%c", c);
+		else if (c < 0x20)
+			printf("\\u%04x", c);
+		else
+			putchar(c);
+	}
+	putchar('"');
+}
+
+static int admin_stats(const char *dir, bool json)
+{
+	struct store *st;
+	if (admin_open(dir, STORE_RDONLY, &st) < 0)
+		return 2;
+	struct store_stats s;
+	struct err e = { 0 };
+	int r = store_stats(st, &s, &e);
+	store_close(st, NULL);
+	if (r < 0) {
+		fprintf(stderr, "snapfs-admin: stats %s: %s\n", dir, err_str(&e, r));
+		return 2;
+	}
+	if (json) {
+		printf("{\"store\": ");
+		admin_json_string(dir);
+		printf(", \"files\": %" PRIu64 ", \"dirs\": %" PRIu64 ", \"inodes\": %" PRIu64
+		       ", \"logical_bytes\": %" PRIu64 ", \"logical_pages\": %" PRIu64
+		       ", \"zero_pages\": %" PRIu64 ", \"referenced_pages\": %" PRIu64
+		       ", \"unique_pages\": %" PRIu64 ", \"unreferenced_pages\": %" PRIu64
+		       ", \"stored_bytes\": %" PRIu64 ", \"pack_bytes\": %" PRIu64
+		       ", \"packs\": %" PRIu64 ", \"dedup_ratio\": %.4f}\n",
+		       s.files, s.dirs, s.inodes, s.logical_bytes, s.logical_pages, s.zero_pages,
+		       s.referenced_pages, s.unique_pages, s.unreferenced_pages, s.stored_bytes,
+		       s.pack_bytes, s.packs, s.dedup_ratio);
+		return 0;
+	}
+	printf("store:              %s\n"
+	       "files:              %" PRIu64 "\n"
+	       "directories:        %" PRIu64 "\n"
+	       "inodes:             %" PRIu64 "\n"
+	       "logical bytes:      %" PRIu64 " (%.1f MiB)\n"
+	       "logical pages:      %" PRIu64 "\n"
+	       "zero pages:         %" PRIu64 "\n"
+	       "referenced pages:   %" PRIu64 "\n"
+	       "unique pages:       %" PRIu64 "\n"
+	       "unreferenced pages: %" PRIu64 " (gc frees them)\n"
+	       "stored bytes:       %" PRIu64 " (%.1f MiB)\n"
+	       "pack files:         %" PRIu64 " holding %" PRIu64 " bytes\n"
+	       "dedup ratio:        %.2f\n",
+	       dir, s.files, s.dirs, s.inodes, s.logical_bytes, (double)s.logical_bytes / 1048576.0,
+	       s.logical_pages, s.zero_pages, s.referenced_pages, s.unique_pages,
+	       s.unreferenced_pages, s.stored_bytes, (double)s.stored_bytes / 1048576.0, s.packs,
+	       s.pack_bytes, s.dedup_ratio);
+	return 0;
+}
+
+static void admin_usage(FILE *f)
+{
+	fprintf(f, "usage: snapfs-admin fsck STORE\n"
+		   "       snapfs-admin gc STORE\n"
+		   "       snapfs-admin stats [--json] STORE\n"
+		   "       snapfs-admin --help | --version\n"
+		   "fsck and stats work beside a mounted store; gc needs it unmounted.\n"
+		   "fsck exits 0 if clean, 1 if it found problems, 2 if it could not run.\n");
+}
+
+int main(int argc, char *argv[])
+{
+	if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+		admin_usage(stdout);
+		return 0;
+	}
+	if (argc == 2 && (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-V"))) {
+		printf("snapfs-admin version %s (store schema %d)\n", SNAPFS_VERSION,
+		       store_schema_version());
+		return 0;
+	}
+	if (argc == 3 && !strcmp(argv[1], "fsck"))
+		return admin_fsck(argv[2]);
+	if (argc == 3 && !strcmp(argv[1], "gc"))
+		return admin_gc(argv[2]);
+	if (argc == 3 && !strcmp(argv[1], "stats"))
+		return admin_stats(argv[2], false);
+	if (argc == 4 && !strcmp(argv[1], "stats") && !strcmp(argv[2], "--json"))
+		return admin_stats(argv[3], true);
+	if (argc == 4 && !strcmp(argv[1], "stats") && !strcmp(argv[3], "--json"))
+		return admin_stats(argv[2], true);
+	admin_usage(stderr);
+	return 2;
+}

@@ -1,0 +1,82 @@
+#!/bin/sh
+# tests/e2e/cli.sh: the snapfs command line and the ways a mount starts and
+# ends: --help/--version, store creation and refusal, going to the
+# background, fusermount3 -u, SIGTERM, mount -t fuse.snapfs through
+# mount.fuse3 and an fstab line, and snapfs-admin beside a live mount.
+. "$(dirname "$0")/lib.sh"
+
+check "--help names the usage" sh -c '"$1" --help | grep -q "STORE MOUNTPOINT"' sh "$SNAPFS"
+check "--version prints the version" sh -c '"$1" --version | grep -q "snapfs version"' sh "$SNAPFS"
+check_fails "no arguments is an error" "$SNAPFS"
+
+# Refusals: a file, and a folder that holds something else.
+echo hello >"$T/afile"
+out=$("$SNAPFS" "$T/afile" "$MNT" -f 2>&1)
+st=$?
+ok "a file as STORE is refused with its name" $([ $st -ne 0 ] && echo "$out" | grep -q "$T/afile" && echo 0 || echo 1) "$out"
+mkdir "$T/other"
+echo x >"$T/other/notes.txt"
+out=$("$SNAPFS" "$T/other" "$MNT" -f 2>&1)
+st=$?
+ok "a non-empty non-store folder is refused with a message" \
+	$([ $st -ne 0 ] && echo "$out" | grep -q "$T/other" && echo 0 || echo 1) "$out"
+ok "the refused folder is left untouched" $([ "$(ls "$T/other")" = notes.txt ] && echo 0 || echo 1)
+ok "nothing was mounted by refusals" $(is_mounted && echo 1 || echo 0)
+
+# A missing store is created with mode 0700 (daemon mode: parent exits 0
+# only once the mount exists).
+"$SNAPFS" "$STORE" "$MNT"
+ok "snapfs goes to the background and returns 0" $?
+ok "the mount exists when snapfs returns" $(is_mounted && echo 0 || echo 1)
+ok "the store was created with mode 0700" $([ "$(stat -c %a "$STORE")" = 700 ] && echo 0 || echo 1)
+check "/proc/mounts shows fsname STORE and type fuse.snapfs" grep -q "^$STORE $MNT fuse.snapfs " /proc/mounts
+echo data >"$MNT/kept"
+pid=$(pgrep -f "^$SNAPFS $STORE $MNT\$" | head -n 1)
+fusermount3 -u "$MNT"
+ok "fusermount3 -u unmounts" $(is_mounted && echo 1 || echo 0)
+i=0
+while [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+ok "the daemon exits after fusermount3 -u" $([ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null && echo 0 || echo 1) "pid '$pid'"
+
+# An empty folder becomes a store too.
+mkdir "$T/empty"
+chmod 755 "$T/empty"
+"$SNAPFS" "$T/empty" "$MNT" && fusermount3 -u "$MNT"
+ok "an empty folder becomes a store" $([ -f "$T/empty/index.db" ] && echo 0 || echo 1)
+
+# SIGTERM unmounts cleanly; the data written before is there next time.
+fs_mount || exit 1
+check "data survives a remount" grep -qx data "$MNT/kept"
+echo more >"$MNT/more"
+kill -TERM "$DPID"
+wait "$DPID"
+st=$?
+DPID=
+ok "SIGTERM: daemon exits with status 0" $st "$(tail -n 20 "$T/daemon.log")"
+ok "SIGTERM: the mount is gone" $(is_mounted && echo 1 || echo 0)
+
+# mount.fuse3 and fstab, with the binary found through PATH.
+mkdir "$T/bin"
+ln -s "$SNAPFS" "$T/bin/snapfs"
+PATH="$T/bin:$PATH" mount -t fuse.snapfs "$STORE" "$MNT" 2>"$T/mount.err"
+ok "mount -t fuse.snapfs STORE MOUNTPOINT" $? "$(cat "$T/mount.err")"
+check "mounted through mount.fuse3, data readable" grep -qx more "$MNT/more"
+umount "$MNT"
+ok "umount unmounts" $(is_mounted && echo 1 || echo 0)
+echo "$STORE $MNT fuse.snapfs defaults 0 0" >"$T/fstab"
+PATH="$T/bin:$PATH" mount -T "$T/fstab" "$MNT" 2>"$T/mount.err"
+ok "mount from an fstab line 'STORE MOUNTPOINT fuse.snapfs defaults 0 0'" $? "$(cat "$T/mount.err")"
+check "fstab mount serves the store" grep -qx data "$MNT/kept"
+
+# Admin commands beside the live mount: stats and fsck work, gc refuses.
+check "snapfs-admin stats works on a mounted store" sh -c '"$1" stats "$2" | grep -q "dedup ratio"' sh "$ADMIN" "$STORE"
+check "snapfs-admin stats --json is JSON" sh -c '"$1" stats --json "$2" | python3 -c "import json,sys; d=json.load(sys.stdin); assert d[\"files\"] >= 2"' sh "$ADMIN" "$STORE"
+check "snapfs-admin fsck works on a mounted store" "$ADMIN" fsck "$STORE"
+out=$("$ADMIN" gc "$STORE" 2>&1)
+st=$?
+ok "snapfs-admin gc refuses a mounted store, saying why" \
+	$([ $st -ne 0 ] && echo "$out" | grep -q "in use" && echo 0 || echo 1) "$out"
+umount "$MNT"
+check "snapfs-admin gc runs once unmounted" "$ADMIN" gc "$STORE"
+check "fsck is clean after gc" "$ADMIN" fsck "$STORE"
+finish

@@ -1,0 +1,48 @@
+#!/bin/sh
+# tests/e2e/crash.sh: kill -9 of the daemon in the middle of a large
+# copy-in.  After remounting, fsck must be clean and every file whose copy
+# completed (cp returned, so close() had returned) must be intact.
+. "$(dirname "$0")/lib.sh"
+
+fs_mount || exit 1
+M=$MNT
+mkdir "$T/src"
+for i in $(seq 1 40); do
+	head -c $((1048576 + i * 4099)) /dev/urandom >"$T/src/f$i"
+done
+(cd "$T/src" && sha256sum f* >"$T/sums")
+
+# Copy file by file, logging each completed copy, and kill the daemon
+# while the copy goes on.
+(
+	for i in $(seq 1 40); do
+		cp "$T/src/f$i" "$M/f$i" 2>/dev/null || exit 0
+		echo "f$i" >>"$T/done"
+	done
+) &
+cpid=$!
+i=0
+while [ "$(wc -l <"$T/done" 2>/dev/null || echo 0)" -lt 12 ] && [ $i -lt 600 ]; do
+	sleep 0.02
+	i=$((i + 1))
+done
+kill -9 "$DPID"
+wait "$DPID" 2>/dev/null
+DPID=
+wait $cpid
+fusermount3 -u "$MNT" 2>/dev/null || umount -l "$MNT"
+ndone=$(wc -l <"$T/done")
+ok "the daemon was killed during the copy ($ndone of 40 files completed)" \
+	$([ "$ndone" -ge 12 ] && [ "$ndone" -lt 40 ] && echo 0 || echo 1)
+
+check "fsck is clean after kill -9" "$ADMIN" fsck "$STORE"
+fs_mount || exit 1
+bad=0
+for f in $(cat "$T/done"); do
+	cmp -s "$T/src/$f" "$M/$f" || { bad=1; echo "# $f differs"; }
+done
+ok "every completed file is intact after kill -9 and remount" $bad
+check "the store takes new files after recovery" sh -c 'cp "$1/f40" "$2/after" && cmp "$1/f40" "$2/after"' sh "$T/src" "$M"
+fs_umount
+check "fsck is clean at the end" "$ADMIN" fsck "$STORE"
+finish

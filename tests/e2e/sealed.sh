@@ -1,0 +1,75 @@
+#!/bin/sh
+# tests/e2e/sealed.sh: setting user.snapfs.sealed on a directory makes it
+# and everything below it immutable: every kind of change fails with EPERM
+# and the content stays as it was, across a remount too.
+. "$(dirname "$0")/lib.sh"
+
+fs_mount || exit 1
+M=$MNT
+S=$M/snap
+mkdir -p "$S/sub"
+head -c 300000 /dev/urandom >"$S/mem"
+echo manifest >"$S/manifest"
+echo inner >"$S/sub/inner"
+ln -s mem "$S/link"
+setfattr -n user.note -v kept "$S/mem"
+mkdir "$M/outside"
+echo free >"$M/outside/file"
+(cd "$S" && find . -type f -exec sha256sum {} + | sort) >"$T/before"
+
+check "sealing a directory" setfattr -n user.snapfs.sealed -v 1 "$S"
+check "the seal reads back" sh -c '[ "$(getfattr --only-values -n user.snapfs.sealed "$1")" = 1 ]' sh "$S"
+check "files below are sealed too" sh -c '[ "$(getfattr --only-values -n user.snapfs.sealed "$1/sub/inner")" = 1 ]' sh "$S"
+
+eperm() {	# eperm NAME COMMAND...: the command fails and says EPERM
+	name=$1
+	shift
+	out=$("$@" 2>&1)
+	st=$?
+	if [ $st -ne 0 ] && echo "$out" | grep -q "Operation not permitted"; then
+		ok "sealed: $name fails with EPERM" 0
+	else
+		ok "sealed: $name fails with EPERM" 1 "status $st: $out"
+	fi
+}
+eperm "write" sh -c 'echo x >>"$1/mem"' sh "$S"
+eperm "overwrite in place" dd if=/dev/zero of="$S/mem" bs=1 count=1 conv=notrunc status=none
+eperm "truncate" truncate -s 0 "$S/mem"
+eperm "create inside" touch "$S/new"
+eperm "create inside a subdirectory" sh -c 'echo x >"$1/sub/new"' sh "$S"
+eperm "mkdir inside" mkdir "$S/newdir"
+eperm "symlink inside" ln -s x "$S/newlink"
+eperm "hard link into" ln "$M/outside/file" "$S/hl"
+eperm "rename inside" mv "$S/mem" "$S/mem2"
+eperm "rename out" mv "$S/manifest" "$M/outside/stolen"
+eperm "rename in" mv "$M/outside/file" "$S/file"
+eperm "rename of the sealed directory" mv "$S" "$M/snap2"
+eperm "replace by rename" mv "$M/outside/file" "$S/manifest"
+eperm "unlink" rm -f "$S/manifest"
+eperm "unlink a symlink" rm -f "$S/link"
+eperm "rmdir" rmdir "$S/sub" 
+eperm "rm -rf" rm -rf "$S"
+eperm "chmod" chmod 0777 "$S/mem"
+eperm "chown" chown 1:1 "$S/mem"
+eperm "touch (utimens)" touch "$S/mem"
+eperm "setfattr" setfattr -n user.x -v y "$S/mem"
+eperm "setfattr replacing" setfattr -n user.note -v changed "$S/mem"
+eperm "removexattr" setfattr -x user.note "$S/mem"
+eperm "removing the seal" setfattr -x user.snapfs.sealed "$S"
+eperm "fallocate --punch-hole" fallocate --punch-hole --offset 0 --length 4096 "$S/mem"
+eperm "cp onto a sealed file" cp "$M/outside/file" "$S/mem"
+
+(cd "$S" && find . -type f -exec sha256sum {} + | sort) >"$T/after"
+check "content unchanged after every attempt" cmp "$T/before" "$T/after"
+check "xattr unchanged" sh -c '[ "$(getfattr --only-values -n user.note "$1/mem")" = kept ]' sh "$S"
+check "reading sealed files works" "$PROBE" mmap "$S/mem" "$S/mem"
+check "copying out of a sealed directory works" cp -a "$S" "$T/copy-out"
+check "cloning out of a sealed directory works" sh -c 'cp "$1/mem" "$2/mem-copy" && cmp "$1/mem" "$2/mem-copy"' sh "$S" "$M/outside"
+check "outside the seal, changes still work" sh -c 'echo y >>"$1/file" && rm "$1/file"' sh "$M/outside"
+fs_umount
+fs_mount || exit 1
+eperm "write after a remount" sh -c 'echo x >>"$1/mem"' sh "$S"
+(cd "$S" && find . -type f -exec sha256sum {} + | sort) >"$T/after2"
+check "content unchanged after a remount" cmp "$T/before" "$T/after2"
+fs_umount
+finish

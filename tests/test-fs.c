@@ -1,0 +1,537 @@
+/*
+ * tests/test-fs.c: system-call level tests of a mounted snapfs.
+ *
+ * Each test mounts a fresh store (the snapfs binary of this build, in the
+ * foreground, as a child process), makes the calls whose exact results
+ * matter (errno values, renameat2 flags, SEEK_DATA/SEEK_HOLE offsets,
+ * xattr size rules, st_blocks, page cache kept across opens, pages kept
+ * for unlinked files until the last user lets go), and unmounts; the
+ * daemon must then exit with status 0.  Shell-level tests with real tools
+ * are in tests/e2e/.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/wait.h>
+#include <sys/xattr.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "testutil.h"
+
+struct mnt {
+	char dir[PATH_MAX];
+	char store[PATH_MAX + 8];
+	char mnt[PATH_MAX + 8];
+	pid_t pid;
+};
+
+static bool mnt_mounted(const char *path)
+{
+	FILE *f = fopen("/proc/mounts", "re");
+	char line[4096];
+	bool found = false;
+	while (f && fgets(line, sizeof(line), f)) {
+		char dev[2048], mp[2048], type[64];
+		if (sscanf(line, "%2047s %2047s %63s", dev, mp, type) == 3 && !strcmp(mp, path) &&
+		    !strcmp(type, "fuse.snapfs"))
+			found = true;
+	}
+	if (f)
+		fclose(f);
+	return found;
+}
+
+static void mnt_start(struct mnt *m)
+{
+	char bin[PATH_MAX];
+	snprintf(bin, sizeof(bin), "%s/fsd/snapfs", getenv("SNAPFS_BUILD_ROOT"));
+	m->pid = fork();
+	assert_true(m->pid >= 0);
+	if (m->pid == 0) {
+		execl(bin, "snapfs", m->store, m->mnt, "-f", (char *)NULL);
+		_exit(127);
+	}
+	for (int i = 0; i < 400 && !mnt_mounted(m->mnt); i++) {
+		int st;
+		assert_int_equal(waitpid(m->pid, &st, WNOHANG), 0);
+		usleep(10000);
+	}
+	assert_true(mnt_mounted(m->mnt));
+}
+
+static void mnt_stop(struct mnt *m)
+{
+	char cmd[PATH_MAX + 64];
+	snprintf(cmd, sizeof(cmd), "fusermount3 -u '%s'", m->mnt);
+	assert_int_equal(system(cmd), 0);
+	int st;
+	assert_int_equal(waitpid(m->pid, &st, 0), m->pid);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+}
+
+static int setup(void **state)
+{
+	struct mnt *m = calloc(1, sizeof(*m));
+	snprintf(m->dir, sizeof(m->dir), "%s/snapfs-test-fs.XXXXXX",
+		 getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+	if (!mkdtemp(m->dir))
+		return -1;
+	snprintf(m->store, sizeof(m->store), "%s/store", m->dir);
+	snprintf(m->mnt, sizeof(m->mnt), "%s/mnt", m->dir);
+	mkdir(m->mnt, 0755);
+	mnt_start(m);
+	*state = m;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct mnt *m = *state;
+	if (mnt_mounted(m->mnt))
+		mnt_stop(m);
+	char cmd[PATH_MAX + 32];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", m->dir);
+	int r = system(cmd);
+	free(m);
+	return r == 0 ? 0 : -1;
+}
+
+/* Path inside the mount (a few rotating buffers). */
+static const char *P(struct mnt *m, const char *fmt, ...)
+{
+	static char buf[4][PATH_MAX + 64];
+	static int next;
+	char rel[PATH_MAX];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(rel, sizeof(rel), fmt, ap);
+	va_end(ap);
+	char *b = buf[next++ % 4];
+	snprintf(b, sizeof(buf[0]), "%s/%s", m->mnt, rel);
+	return b;
+}
+
+static void put_file(const char *path, const void *data, size_t len)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, data, len), (ssize_t)len);
+	assert_int_equal(close(fd), 0);
+}
+
+static size_t get_file(const char *path, void *buf, size_t size)
+{
+	int fd = open(path, O_RDONLY);
+	assert_true(fd >= 0);
+	ssize_t n = read(fd, buf, size);
+	assert_true(n >= 0);
+	close(fd);
+	return (size_t)n;
+}
+
+static void random_bytes(void *buf, size_t len, unsigned seed)
+{
+	unsigned char *p = buf;
+	for (size_t i = 0; i < len; i++) {
+		seed = seed * 1103515245u + 12345u;
+		p[i] = (unsigned char)(seed >> 16);
+	}
+}
+
+static long xattr_num(const char *path, const char *name)
+{
+	char v[64] = { 0 };
+	ssize_t n = getxattr(path, name, v, sizeof(v) - 1);
+	assert_true(n > 0);
+	return strtol(v, NULL, 10);
+}
+
+/* Wait (at most 5 s) until user.snapfs.shared_pages of path equals want. */
+static long wait_shared(const char *path, long want)
+{
+	long v = -1;
+	for (int i = 0; i < 500; i++) {
+		v = xattr_num(path, "user.snapfs.shared_pages");
+		if (v == want)
+			break;
+		usleep(10000);
+	}
+	return v;
+}
+
+static void test_fs_rename_flags(void **state)
+{
+	struct mnt *m = *state;
+	put_file(P(m, "a"), "AAAA", 4);
+	put_file(P(m, "b"), "BB", 2);
+	assert_int_equal(renameat2(AT_FDCWD, P(m, "a"), AT_FDCWD, P(m, "b"), RENAME_NOREPLACE), -1);
+	assert_int_equal(errno, EEXIST);
+	assert_int_equal(renameat2(AT_FDCWD, P(m, "a"), AT_FDCWD, P(m, "b"), RENAME_EXCHANGE), 0);
+	char buf[8] = { 0 };
+	assert_int_equal(get_file(P(m, "a"), buf, sizeof(buf)), 2);
+	assert_memory_equal(buf, "BB", 2);
+	assert_int_equal(get_file(P(m, "b"), buf, sizeof(buf)), 4);
+	assert_memory_equal(buf, "AAAA", 4);
+	assert_int_equal(renameat2(AT_FDCWD, P(m, "a"), AT_FDCWD, P(m, "none"), RENAME_EXCHANGE), -1);
+	assert_int_equal(errno, ENOENT);
+	assert_int_equal(renameat2(AT_FDCWD, P(m, "a"), AT_FDCWD, P(m, "c"), RENAME_NOREPLACE), 0);
+	assert_int_equal(access(P(m, "a"), F_OK), -1);
+
+	/* Directories: into itself, onto a non-empty one, file onto dir. */
+	assert_int_equal(mkdir(P(m, "d"), 0755), 0);
+	assert_int_equal(mkdir(P(m, "d/sub"), 0755), 0);
+	assert_int_equal(mkdir(P(m, "e"), 0755), 0);
+	put_file(P(m, "e/x"), "x", 1);
+	assert_int_equal(rename(P(m, "d"), P(m, "d/sub/in")), -1);
+	assert_int_equal(errno, EINVAL);
+	assert_int_equal(rename(P(m, "d"), P(m, "e")), -1);
+	assert_int_equal(errno, ENOTEMPTY);
+	assert_int_equal(rename(P(m, "c"), P(m, "d")), -1);
+	assert_int_equal(errno, EISDIR);
+	/* Exchanging a file and a directory works and moves both. */
+	assert_int_equal(renameat2(AT_FDCWD, P(m, "c"), AT_FDCWD, P(m, "e"), RENAME_EXCHANGE), 0);
+	struct stat st;
+	assert_int_equal(stat(P(m, "c/x"), &st), 0);
+	assert_int_equal(stat(P(m, "e"), &st), 0);
+	assert_true(S_ISREG(st.st_mode));
+}
+
+static void test_fs_errors(void **state)
+{
+	struct mnt *m = *state;
+	assert_int_equal(mkdir(P(m, "d"), 0755), 0);
+	assert_int_equal(mkdir(P(m, "d"), 0755), -1);
+	assert_int_equal(errno, EEXIST);
+	put_file(P(m, "d/f"), "f", 1);
+	assert_int_equal(rmdir(P(m, "d")), -1);
+	assert_int_equal(errno, ENOTEMPTY);
+	assert_int_equal(unlink(P(m, "d")), -1);
+	assert_int_equal(errno, EISDIR);
+	assert_int_equal(open(P(m, "d"), O_WRONLY), -1);
+	assert_int_equal(errno, EISDIR);
+	assert_int_equal(open(P(m, "missing"), O_RDONLY), -1);
+	assert_int_equal(errno, ENOENT);
+	assert_int_equal(rmdir(P(m, "d/f")), -1);
+	assert_int_equal(errno, ENOTDIR);
+	char name[300];
+	memset(name, 'n', 256);
+	name[256] = 0;
+	assert_int_equal(open(P(m, "%s", name), O_WRONLY | O_CREAT, 0644), -1);
+	assert_int_equal(errno, ENAMETOOLONG);
+	char buf[16];
+	assert_int_equal(readlink(P(m, "d/f"), buf, sizeof(buf)), -1);
+	assert_int_equal(errno, EINVAL);
+	assert_int_equal(symlink("d/f", P(m, "l")), 0);
+	assert_int_equal(readlink(P(m, "l"), buf, sizeof(buf)), 3);
+	assert_int_equal(link(P(m, "d"), P(m, "dl")), -1);
+	assert_int_equal(errno, EPERM);
+	assert_int_equal(mknod(P(m, "fifo"), S_IFIFO | 0600, 0), 0);
+	struct stat st;
+	assert_int_equal(lstat(P(m, "fifo"), &st), 0);
+	assert_true(S_ISFIFO(st.st_mode));
+}
+
+static void test_fs_seek_data_hole(void **state)
+{
+	struct mnt *m = *state;
+	const char *f = P(m, "sparse");
+	int fd = open(f, O_RDWR | O_CREAT, 0644);
+	assert_true(fd >= 0);
+	char page[4096];
+	random_bytes(page, sizeof(page), 1);
+	assert_int_equal(pwrite(fd, page, sizeof(page), 0), 4096);
+	assert_int_equal(pwrite(fd, page, 100, 5 * 4096 + 10), 100);
+	assert_int_equal(ftruncate(fd, 10 * 4096), 0);
+	assert_int_equal(lseek(fd, 0, SEEK_DATA), 0);
+	assert_int_equal(lseek(fd, 0, SEEK_HOLE), 4096);
+	assert_int_equal(lseek(fd, 4096, SEEK_DATA), 5 * 4096);
+	assert_int_equal(lseek(fd, 5 * 4096, SEEK_HOLE), 6 * 4096);
+	assert_int_equal(lseek(fd, 6 * 4096, SEEK_DATA), -1);
+	assert_int_equal(errno, ENXIO);
+	assert_int_equal(lseek(fd, 10 * 4096, SEEK_HOLE), -1);
+	assert_int_equal(errno, ENXIO);
+	/* A page of zeros written is a hole too. */
+	memset(page, 0, sizeof(page));
+	assert_int_equal(pwrite(fd, page, sizeof(page), 0), 4096);
+	assert_int_equal(lseek(fd, 0, SEEK_DATA), 5 * 4096);
+	struct stat st;
+	assert_int_equal(fstat(fd, &st), 0);
+	assert_int_equal(st.st_blocks, 8);
+	assert_int_equal(st.st_size, 10 * 4096);
+	close(fd);
+}
+
+static void test_fs_xattrs(void **state)
+{
+	struct mnt *m = *state;
+	const char *f = P(m, "x");
+	char data[3 * 4096 + 5];
+	random_bytes(data, sizeof(data), 2);
+	put_file(f, data, sizeof(data));
+	assert_int_equal(setxattr(f, "user.a", "12345", 5, 0), 0);
+	assert_int_equal(setxattr(f, "user.b", "", 0, 0), 0);
+	assert_int_equal(setxattr(f, "user.a", "z", 1, XATTR_CREATE), -1);
+	assert_int_equal(errno, EEXIST);
+	assert_int_equal(setxattr(f, "user.c", "z", 1, XATTR_REPLACE), -1);
+	assert_int_equal(errno, ENODATA);
+	char v[128];
+	assert_int_equal(getxattr(f, "user.a", NULL, 0), 5);
+	assert_int_equal(getxattr(f, "user.a", v, 2), -1);
+	assert_int_equal(errno, ERANGE);
+	assert_int_equal(getxattr(f, "user.a", v, sizeof(v)), 5);
+	assert_memory_equal(v, "12345", 5);
+	assert_int_equal(getxattr(f, "user.b", v, sizeof(v)), 0);
+	char list[256];
+	ssize_t n = listxattr(f, list, sizeof(list));
+	assert_int_equal(n, (ssize_t)sizeof("user.a") + (ssize_t)sizeof("user.b"));
+	assert_null(memmem(list, (size_t)n, "snapfs", 6));
+	assert_int_equal(setxattr(f, "security.test", "x", 1, 0), -1);
+	assert_int_equal(errno, EOPNOTSUPP);
+	assert_int_equal(removexattr(f, "user.a"), 0);
+	assert_int_equal(getxattr(f, "user.a", v, sizeof(v)), -1);
+	assert_int_equal(errno, ENODATA);
+
+	/* The filesystem's own figures. */
+	assert_int_equal(xattr_num(f, "user.snapfs.pages"), 4);
+	assert_int_equal(xattr_num(f, "user.snapfs.shared_pages"), 0);
+	assert_int_equal(getxattr(f, "user.snapfs.digest", v, sizeof(v)), 64);
+	assert_int_equal(getxattr(f, "user.snapfs.digest", v, 10), -1);
+	assert_int_equal(errno, ERANGE);
+	assert_int_equal(setxattr(f, "user.snapfs.digest", "0", 1, 0), -1);
+	assert_int_equal(errno, EPERM);
+	assert_int_equal(removexattr(f, "user.snapfs.pages"), -1);
+	assert_int_equal(errno, EPERM);
+	assert_int_equal(getxattr(f, "user.snapfs.sealed", v, sizeof(v)), -1);
+	assert_int_equal(errno, ENODATA);
+	/* Same bytes, same digest; the copy shares every page. */
+	put_file(P(m, "y"), data, sizeof(data));
+	char w[128];
+	assert_int_equal(getxattr(P(m, "y"), "user.snapfs.digest", w, sizeof(w)), 64);
+	assert_memory_equal(v, w, 64);
+	assert_int_equal(xattr_num(f, "user.snapfs.shared_pages"), 4);
+	data[0] ^= 1;
+	put_file(P(m, "y"), data, sizeof(data));
+	assert_int_equal(getxattr(P(m, "y"), "user.snapfs.digest", w, sizeof(w)), 64);
+	assert_memory_not_equal(v, w, 64);
+}
+
+static void test_fs_blocks_statfs(void **state)
+{
+	struct mnt *m = *state;
+	struct statvfs a, b;
+	assert_int_equal(statvfs(m->mnt, &a), 0);
+	assert_int_equal(a.f_bsize, 4096);
+	assert_true(a.f_blocks > 0);
+	size_t len = 8u << 20;
+	char *data = malloc(len);
+	random_bytes(data, len, 3);
+	memset(data + 4096, 0, 3 * 4096);	/* three zero pages */
+	put_file(P(m, "big"), data, len);
+	struct stat st;
+	assert_int_equal(stat(P(m, "big"), &st), 0);
+	assert_int_equal(st.st_blocks, (blkcnt_t)(len / 4096 - 3) * 8);
+	assert_int_equal(statvfs(m->mnt, &b), 0);
+	uint64_t used_a = (a.f_blocks - a.f_bfree) * 4096, used_b = (b.f_blocks - b.f_bfree) * 4096;
+	assert_true(used_b >= used_a + len - 3 * 4096);
+	free(data);
+}
+
+/* Pages of a file unlinked while open or mapped stay until the last user
+ * lets go: visible as the sharing count of another file with the same
+ * content. */
+static void test_fs_unlinked_keeps_pages(void **state)
+{
+	struct mnt *m = *state;
+	size_t len = 16 * 4096;
+	char *data = malloc(len), *back = malloc(len);
+	random_bytes(data, len, 4);
+	put_file(P(m, "keep"), data, len);
+	put_file(P(m, "gone"), data, len);
+	assert_int_equal(wait_shared(P(m, "keep"), 16), 16);
+
+	int fd = open(P(m, "gone"), O_RDWR);
+	assert_true(fd >= 0);
+	assert_int_equal(unlink(P(m, "gone")), 0);
+	struct stat st;
+	assert_int_equal(fstat(fd, &st), 0);
+	assert_int_equal(st.st_nlink, 0);
+	posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+	assert_int_equal(pread(fd, back, len, 0), (ssize_t)len);
+	assert_memory_equal(back, data, len);
+	assert_int_equal(xattr_num(P(m, "keep"), "user.snapfs.shared_pages"), 16);
+	/* Still writable, still readable. */
+	assert_int_equal(pwrite(fd, "hello", 5, 4096 * 20), 5);
+	assert_int_equal(pread(fd, back, 5, 4096 * 20), 5);
+	assert_memory_equal(back, "hello", 5);
+	close(fd);
+	assert_int_equal(wait_shared(P(m, "keep"), 0), 0);
+
+	/* The same with a mapping that outlives the descriptor. */
+	put_file(P(m, "mapped"), data, len);
+	assert_int_equal(wait_shared(P(m, "keep"), 16), 16);
+	fd = open(P(m, "mapped"), O_RDONLY);
+	char *map = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
+	assert_true(map != MAP_FAILED);
+	close(fd);
+	assert_int_equal(unlink(P(m, "mapped")), 0);
+	usleep(200000);
+	assert_int_equal(xattr_num(P(m, "keep"), "user.snapfs.shared_pages"), 16);
+	madvise(map, len, MADV_DONTNEED);
+	assert_memory_equal(map, data, len);
+	munmap(map, len);
+	assert_int_equal(wait_shared(P(m, "keep"), 0), 0);
+	free(data);
+	free(back);
+}
+
+/* FOPEN_KEEP_CACHE: a file nobody writes keeps its page cache across
+ * opens (seen with mincore() on a fresh mapping). */
+static void test_fs_keep_cache(void **state)
+{
+	struct mnt *m = *state;
+	size_t len = 64 * 4096;
+	char *data = malloc(len);
+	random_bytes(data, len, 5);
+	put_file(P(m, "cached"), data, len);
+	char *back = malloc(len);
+	assert_int_equal(get_file(P(m, "cached"), back, len), len);
+	assert_int_equal(get_file(P(m, "cached"), back, len), len);
+	int fd = open(P(m, "cached"), O_RDONLY);
+	char *map = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
+	assert_true(map != MAP_FAILED);
+	unsigned char vec[64];
+	assert_int_equal(mincore(map, len, vec), 0);
+	int resident = 0;
+	for (int i = 0; i < 64; i++)
+		resident += vec[i] & 1;
+	assert_int_equal(resident, 64);
+	munmap(map, len);
+	close(fd);
+
+	/* After a change through the mount, readers see the new bytes. */
+	fd = open(P(m, "cached"), O_WRONLY);
+	assert_int_equal(pwrite(fd, "changed", 7, 8192), 7);
+	close(fd);
+	memcpy(data + 8192, "changed", 7);
+	assert_int_equal(get_file(P(m, "cached"), back, len), len);
+	assert_memory_equal(back, data, len);
+	free(data);
+	free(back);
+}
+
+static void test_fs_copy_file_range(void **state)
+{
+	struct mnt *m = *state;
+	size_t len = 40 * 4096 + 123;
+	char *data = malloc(len), *back = malloc(len + 10000);
+	random_bytes(data, len, 6);
+	put_file(P(m, "src"), data, len);
+	int in = open(P(m, "src"), O_RDONLY), out = open(P(m, "dst"), O_RDWR | O_CREAT, 0644);
+	assert_true(in >= 0 && out >= 0);
+	/* Aligned: whole pages are shared. */
+	loff_t oi = 0, oo = 0;
+	assert_int_equal(copy_file_range(in, &oi, out, &oo, len, 0), (ssize_t)len);
+	assert_int_equal(pread(out, back, len, 0), (ssize_t)len);
+	assert_memory_equal(back, data, len);
+	close(out);
+	assert_int_equal(xattr_num(P(m, "dst"), "user.snapfs.shared_pages"), 40);
+	/* Unaligned on both sides: bytes copied exactly. */
+	out = open(P(m, "dst2"), O_RDWR | O_CREAT, 0644);
+	oi = 1000;
+	oo = 77;
+	assert_int_equal(copy_file_range(in, &oi, out, &oo, 3 * 4096, 0), 3 * 4096);
+	assert_int_equal(pread(out, back, 77 + 3 * 4096, 0), 77 + 3 * 4096);
+	for (int i = 0; i < 77; i++)
+		assert_int_equal(back[i], 0);
+	assert_memory_equal(back + 77, data + 1000, 3 * 4096);
+	close(out);
+	close(in);
+	free(data);
+	free(back);
+}
+
+static void test_fs_inode_numbers_stable(void **state)
+{
+	struct mnt *m = *state;
+	assert_int_equal(mkdir(P(m, "dir"), 0755), 0);
+	put_file(P(m, "dir/file"), "x", 1);
+	struct stat a, b, r;
+	assert_int_equal(stat(P(m, "dir/file"), &a), 0);
+	assert_int_equal(stat(m->mnt, &r), 0);
+	assert_int_equal(r.st_ino, 1);
+	mnt_stop(m);
+	mnt_start(m);
+	assert_int_equal(stat(P(m, "dir/file"), &b), 0);
+	assert_int_equal(a.st_ino, b.st_ino);
+	/* Many lookups and forgets: the table must not lose the root. */
+	for (int i = 0; i < 200; i++) {
+		char n[32];
+		snprintf(n, sizeof(n), "dir/f%d", i);
+		put_file(P(m, "%s", n), n, strlen(n));
+	}
+	assert_int_equal(stat(P(m, "dir/f199"), &b), 0);
+}
+
+static void test_fs_sealed(void **state)
+{
+	struct mnt *m = *state;
+	assert_int_equal(mkdir(P(m, "s"), 0755), 0);
+	put_file(P(m, "s/f"), "sealed", 6);
+	assert_int_equal(setxattr(P(m, "s"), "user.snapfs.sealed", "1", 1, 0), 0);
+	assert_int_equal(open(P(m, "s/f"), O_WRONLY), -1);
+	assert_int_equal(errno, EPERM);
+	assert_int_equal(open(P(m, "s/new"), O_WRONLY | O_CREAT, 0644), -1);
+	assert_int_equal(errno, EPERM);
+	assert_int_equal(truncate(P(m, "s/f"), 0), -1);
+	assert_int_equal(errno, EPERM);
+	assert_int_equal(unlink(P(m, "s/f")), -1);
+	assert_int_equal(errno, EPERM);
+	assert_int_equal(chmod(P(m, "s/f"), 0600), -1);
+	assert_int_equal(errno, EPERM);
+	assert_int_equal(removexattr(P(m, "s"), "user.snapfs.sealed"), -1);
+	assert_int_equal(errno, EPERM);
+	assert_int_equal(rename(P(m, "s/f"), P(m, "moved")), -1);
+	assert_int_equal(errno, EPERM);
+	char buf[8];
+	assert_int_equal(get_file(P(m, "s/f"), buf, sizeof(buf)), 6);
+	assert_memory_equal(buf, "sealed", 6);
+	/* A missing name in a sealed directory stays missing. */
+	assert_int_equal(access(P(m, "s/nothing"), F_OK), -1);
+	assert_int_equal(errno, ENOENT);
+}
+
+int main(void)
+{
+	tu_require_fuse();
+	if (!getenv("SNAPFS_BUILD_ROOT"))
+		tu_skip_all("SNAPFS_BUILD_ROOT is not set");
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_fs_rename_flags, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fs_errors, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fs_seek_data_hole, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fs_xattrs, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fs_blocks_statfs, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fs_unlinked_keeps_pages, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fs_keep_cache, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fs_copy_file_range, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fs_inode_numbers_stable, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fs_sealed, setup, teardown),
+	};
+	return cmocka_run_group_tests_name("fs", tests, NULL, NULL);
+}
