@@ -5,7 +5,7 @@
  *
  *	STORE/index.db        SQLite (WAL): inodes, names, xattrs, symlink
  *	                      targets, each file's page map, the page index
- *	STORE/packs/*.pack    page data, every page at a 4 KiB-aligned offset
+ *	STORE/packs/NNNNNNNN.pack  page data, every page at a 4 KiB-aligned offset
  *	STORE/lock            flock()ed by the one process that opens it writable
  *
  * File contents are kept as 4 KiB pages named by the SHA-256 of their bytes

@@ -1,0 +1,446 @@
+/*
+ * fsd/store.c: opening and closing a store: the folder, the writer's lock,
+ * the SQLite connections, schema creation and migration, orphan reclaim,
+ * and making commits durable (store_sync).
+ *
+ * Set-up order in store_open, undone in reverse by store_free:
+ * folder -> lock file -> pack backend -> main connection (schema) ->
+ * read connection -> orphans -> prefix set of known pages.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "store_i.h"
+#include "store_schema.h"
+
+int64_t store_now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int store_schema_version(void)
+{
+	return store_schema_version_current;
+}
+
+const char *store_dir(const struct store *st)
+{
+	return st->dir;
+}
+
+/* Map an SQLite result to -errno and describe it. */
+int store_sql_err(struct store *st, sqlite3 *db, int rc, struct err *e, const char *what)
+{
+	int code;
+	switch (rc & 0xff) {
+	case SQLITE_BUSY:
+	case SQLITE_LOCKED:
+		code = -EBUSY;
+		break;
+	case SQLITE_NOMEM:
+		code = -ENOMEM;
+		break;
+	case SQLITE_FULL:
+		code = -ENOSPC;
+		break;
+	case SQLITE_READONLY:
+		code = -EROFS;
+		break;
+	case SQLITE_CONSTRAINT:
+		code = -EEXIST;
+		break;
+	case SQLITE_CORRUPT:
+	case SQLITE_NOTADB:
+		code = -EUCLEAN;
+		break;
+	default:
+		code = -EIO;
+	}
+	return err_set(e, code, "store %s: %s: %s", st ? st->dir : "?", what,
+		       db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+}
+
+sqlite3_stmt *store_stmt(struct store *st, sqlite3 *db, const char *sql)
+{
+	struct stmt_cache *c = db == st->db ? &st->dbc : &st->rdbc;
+	for (unsigned i = 0; i < c->n; i++)
+		if (c->sql[i] == sql) {
+			sqlite3_reset(c->stmt[i]);
+			sqlite3_clear_bindings(c->stmt[i]);
+			return c->stmt[i];
+		}
+	sqlite3_stmt *s;
+	if (sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s, NULL) != SQLITE_OK)
+		return NULL;
+	if (c->n < STORE_STMTS) {
+		c->sql[c->n] = sql;
+		c->stmt[c->n++] = s;
+	} else {
+		/* Full (more distinct statements than expected): replace the
+		 * last slot, which stays correct, only slower. */
+		sqlite3_finalize(c->stmt[STORE_STMTS - 1]);
+		c->sql[STORE_STMTS - 1] = sql;
+		c->stmt[STORE_STMTS - 1] = s;
+	}
+	return s;
+}
+
+static void stmt_cache_free(struct stmt_cache *c)
+{
+	for (unsigned i = 0; i < c->n; i++)
+		sqlite3_finalize(c->stmt[i]);
+	c->n = 0;
+}
+
+struct store_hasher *store_hasher_get(struct store *st)
+{
+	struct store_hasher *h = NULL;
+	pthread_mutex_lock(&st->hasher_lock);
+	if (st->nhashers)
+		h = st->hashers[--st->nhashers];
+	pthread_mutex_unlock(&st->hasher_lock);
+	return h ? h : store_hasher_new();
+}
+
+void store_hasher_put(struct store *st, struct store_hasher *h)
+{
+	if (!h)
+		return;
+	pthread_mutex_lock(&st->hasher_lock);
+	if (st->nhashers < STORE_HASHERS) {
+		st->hashers[st->nhashers++] = h;
+		h = NULL;
+	}
+	pthread_mutex_unlock(&st->hasher_lock);
+	store_hasher_free(h);
+}
+
+static int exec_sql(struct store *st, sqlite3 *db, const char *sql, struct err *e, const char *what)
+{
+	int rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+	return rc == SQLITE_OK ? 0 : store_sql_err(st, db, rc, e, what);
+}
+
+static int user_version(struct store *st, sqlite3 *db, int *out, struct err *e)
+{
+	sqlite3_stmt *s;
+	int rc = sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &s, NULL);
+	if (rc != SQLITE_OK)
+		return store_sql_err(st, db, rc, e, "reading the schema version");
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		*out = sqlite3_column_int(s, 0);
+	sqlite3_finalize(s);
+	return rc == SQLITE_ROW ? 0 : store_sql_err(st, db, rc, e, "reading the schema version");
+}
+
+/* A new store: the whole schema, its version and the root directory, in
+ * one transaction so a crash leaves either nothing or a complete store. */
+static int create_schema(struct store *st, struct err *e)
+{
+	int r = exec_sql(st, st->db, "BEGIN IMMEDIATE", e, "creating the schema");
+	if (r)
+		return r;
+	r = exec_sql(st, st->db, store_schema_sql, e, "creating the schema");
+	if (!r) {
+		char sql[160];
+		snprintf(sql, sizeof(sql),
+			 "PRAGMA user_version = %d;"
+			 "INSERT INTO meta(key, value) VALUES('page_size', %u), ('created_ns', %lld);",
+			 store_schema_version_current, STORE_PAGE_SIZE, (long long)store_now_ns());
+		r = exec_sql(st, st->db, sql, e, "creating the schema");
+	}
+	if (!r)
+		r = store_ns_init_root(st, e);
+	if (!r)
+		r = exec_sql(st, st->db, "COMMIT", e, "creating the schema");
+	if (r)
+		sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+	return r;
+}
+
+static int migrate(struct store *st, int from, struct err *e)
+{
+	int r = exec_sql(st, st->db, "BEGIN IMMEDIATE", e, "migrating the schema");
+	if (r)
+		return r;
+	for (const struct store_migration *m = store_migrations; m->sql && !r; m++) {
+		if (m->from < from)
+			continue;
+		r = exec_sql(st, st->db, m->sql, e, "migrating the schema");
+		from = m->from + 1;
+	}
+	if (!r && from != store_schema_version_current)
+		r = err_set(e, -EPROTONOSUPPORT,
+			    "store %s: no migration from schema version %d to %d", st->dir, from,
+			    store_schema_version_current);
+	if (!r) {
+		char sql[64];
+		snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", store_schema_version_current);
+		r = exec_sql(st, st->db, sql, e, "migrating the schema");
+	}
+	if (!r)
+		r = exec_sql(st, st->db, "COMMIT", e, "migrating the schema");
+	if (r)
+		sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+	return r;
+}
+
+static int check_version(struct store *st, bool fresh, struct err *e)
+{
+	int v = 0;
+	int r = user_version(st, st->db, &v, e);
+	if (r)
+		return r;
+	if (v == 0 && fresh)
+		return create_schema(st, e);
+	if (v == 0)
+		return err_set(e, -EUCLEAN, "store %s: index.db has no schema version (not a store?)",
+			       st->dir);
+	if (v > store_schema_version_current)
+		return err_set(e, -EPROTONOSUPPORT,
+			       "store %s: schema version %d is newer than this program's version %d;"
+			       " use a newer snapfs",
+			       st->dir, v, store_schema_version_current);
+	if (v < store_schema_version_current) {
+		if (st->rdonly)
+			return err_set(e, -EPROTONOSUPPORT,
+				       "store %s: schema version %d is older than this program's version %d;"
+				       " open it writable once to migrate it",
+				       st->dir, v, store_schema_version_current);
+		return migrate(st, v, e);
+	}
+	return 0;
+}
+
+static int open_db(struct store *st, const char *path, bool rdonly, sqlite3 **out, struct err *e)
+{
+	int fl = SQLITE_OPEN_NOMUTEX | (rdonly ? SQLITE_OPEN_READONLY
+					       : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+	sqlite3 *db = NULL;
+	int rc = sqlite3_open_v2(path, &db, fl, NULL);
+	if (rc != SQLITE_OK) {
+		int r = store_sql_err(st, db, rc, e, "opening index.db");
+		sqlite3_close(db);
+		return r;
+	}
+	sqlite3_busy_timeout(db, 10000);
+	sqlite3_extended_result_codes(db, 1);
+	*out = db;
+	return 0;
+}
+
+/* What is at dir: 1 a store, 0 empty or missing, or -errno with message. */
+static int probe_dir(const char *dir, bool create, struct err *e)
+{
+	struct stat sb;
+	if (stat(dir, &sb) < 0) {
+		if (errno != ENOENT)
+			return err_set(e, -errno, "store %s: %s", dir, strerror(errno));
+		if (!create)
+			return err_set(e, -ENOENT, "store %s: no such folder", dir);
+		if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+			return err_set(e, -errno, "store %s: cannot create: %s", dir, strerror(errno));
+		return 0;
+	}
+	if (!S_ISDIR(sb.st_mode))
+		return err_set(e, -ENOTDIR, "store %s: not a folder", dir);
+	char path[4096];
+	snprintf(path, sizeof(path), "%s/index.db", dir);
+	if (access(path, F_OK) == 0)
+		return 1;
+	DIR *d = opendir(dir);
+	if (!d)
+		return err_set(e, -errno, "store %s: %s", dir, strerror(errno));
+	bool empty = true;
+	for (struct dirent *de; (de = readdir(d));)
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+			empty = false;
+	closedir(d);
+	if (!empty)
+		return err_set(e, -ENOTEMPTY,
+			       "store %s: folder is not empty and holds no index.db: not a store", dir);
+	if (!create)
+		return err_set(e, -ENOENT, "store %s: empty folder, not a store", dir);
+	return 0;
+}
+
+static int take_lock(struct store *st, struct err *e)
+{
+	char path[4096];
+	snprintf(path, sizeof(path), "%s/lock", st->dir);
+	st->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (st->lock_fd < 0)
+		return err_set(e, -errno, "store %s: lock file: %s", st->dir, strerror(errno));
+	if (flock(st->lock_fd, LOCK_EX | LOCK_NB) < 0) {
+		if (errno == EWOULDBLOCK)
+			return err_set(e, -EBUSY,
+				       "store %s is in use by another process (opened for writing)",
+				       st->dir);
+		return err_set(e, -errno, "store %s: lock: %s", st->dir, strerror(errno));
+	}
+	return 0;
+}
+
+/* Inodes left without links by a crash (or closed before release). */
+static int reclaim_orphans(struct store *st, struct err *e)
+{
+	for (;;) {
+		sqlite3_stmt *s;
+		int rc = sqlite3_prepare_v2(st->db, "SELECT ino FROM inode WHERE nlink = 0 LIMIT 1", -1,
+					    &s, NULL);
+		if (rc != SQLITE_OK)
+			return store_sql_err(st, st->db, rc, e, "finding orphans");
+		rc = sqlite3_step(s);
+		uint64_t ino = rc == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(s, 0) : 0;
+		sqlite3_finalize(s);
+		if (rc == SQLITE_DONE)
+			return 0;
+		if (rc != SQLITE_ROW)
+			return store_sql_err(st, st->db, rc, e, "finding orphans");
+		int r = store_delete_inode(st, ino);
+		if (r)
+			return err_set(e, r, "store %s: reclaiming orphan inode %llu: %s", st->dir,
+				       (unsigned long long)ino, strerror(-r));
+	}
+}
+
+static void store_free(struct store *st)
+{
+	store_cache_free(st);
+	ptab_free(&st->pending);
+	ptab_free(&st->committing);
+	pset_free(&st->known);
+	stmt_cache_free(&st->dbc);
+	stmt_cache_free(&st->rdbc);
+	if (st->rdb)
+		sqlite3_close(st->rdb);
+	if (st->db)
+		sqlite3_close(st->db);
+	if (st->be)
+		st->be->ops->close(st->be);
+	if (st->lock_fd >= 0)
+		close(st->lock_fd);
+	for (unsigned i = 0; i < st->nhashers; i++)
+		store_hasher_free(st->hashers[i]);
+	pthread_rwlock_destroy(&st->gc_lock);
+	pthread_mutex_destroy(&st->db_lock);
+	pthread_mutex_destroy(&st->mem_lock);
+	pthread_mutex_destroy(&st->rdb_lock);
+	pthread_mutex_destroy(&st->hasher_lock);
+	free(st->dir);
+	free(st);
+}
+
+int store_open(const char *dir, unsigned flags, struct store **out, struct err *e)
+{
+	*out = NULL;
+	if (!dir || !*dir)
+		return err_set(e, -EINVAL, "store: no folder given");
+	bool rdonly = flags & STORE_RDONLY;
+	bool create = (flags & STORE_CREATE) && !rdonly;
+
+	struct store *st = calloc(1, sizeof(*st));
+	if (!st || !(st->dir = strdup(dir))) {
+		free(st);
+		return err_set(e, -ENOMEM, "store %s: out of memory", dir);
+	}
+	st->rdonly = rdonly;
+	st->lock_fd = -1;
+	pthread_rwlock_init(&st->gc_lock, NULL);
+	pthread_mutex_init(&st->db_lock, NULL);
+	pthread_mutex_init(&st->mem_lock, NULL);
+	pthread_mutex_init(&st->rdb_lock, NULL);
+	pthread_mutex_init(&st->hasher_lock, NULL);
+
+	int kind = probe_dir(dir, create, e);
+	int r = kind < 0 ? kind : 0;
+	if (!r && !rdonly)
+		r = take_lock(st, e);
+	/* Probe again under the lock: another creator may have won. */
+	if (!r && !rdonly && kind == 0)
+		kind = probe_dir(dir, create, e);
+	r = kind < 0 ? kind : r;
+
+	char packs[4096], db[4096];
+	snprintf(packs, sizeof(packs), "%s/packs", dir);
+	snprintf(db, sizeof(db), "%s/index.db", dir);
+	if (!r)
+		r = store_pack_open(packs, kind == 0, rdonly, &st->be, e);
+	if (!r)
+		r = open_db(st, db, rdonly, &st->db, e);
+	if (!r && !rdonly)
+		r = exec_sql(st, st->db, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;", e,
+			     "setting WAL mode");
+	if (!r)
+		r = check_version(st, kind == 0, e);
+	if (!r)
+		r = open_db(st, db, true, &st->rdb, e);
+	if (!r && !rdonly)
+		r = reclaim_orphans(st, e);
+	if (!r && !rdonly)
+		r = store_load_known(st, e);
+	if (r) {
+		store_free(st);
+		return r;
+	}
+	*out = st;
+	return 0;
+}
+
+int store_close(struct store *st, struct err *e)
+{
+	if (!st)
+		return 0;
+	int r = 0;
+	if (!st->rdonly) {
+		r = store_sync(st, e);
+		/* Fold the WAL back into index.db so the folder is tidy. */
+		sqlite3_wal_checkpoint_v2(st->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+	}
+	store_free(st);
+	return r;
+}
+
+/* fsync the WAL: with synchronous=NORMAL SQLite leaves commits in the
+ * page cache until a checkpoint; this makes them survive power loss. */
+static int sync_wal(struct store *st, struct err *e)
+{
+	char path[4096];
+	snprintf(path, sizeof(path), "%s/index.db-wal", st->dir);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT ? 0 : err_set(e, -errno, "store %s: %s: %s", st->dir, path,
+						     strerror(errno));
+	int r = fsync(fd) < 0 ? err_set(e, -errno, "store %s: fsync %s: %s", st->dir, path,
+					strerror(errno))
+			      : 0;
+	close(fd);
+	return r;
+}
+
+int store_sync(struct store *st, struct err *e)
+{
+	if (st->rdonly)
+		return 0;
+	int r = store_commit(st, e);
+	if (!r)
+		r = sync_wal(st, e);
+	return r;
+}
+
+int store_flush(struct store *st, uint64_t ino, struct err *e)
+{
+	(void)ino;	/* one commit covers every file */
+	return store_sync(st, e);
+}

@@ -1,0 +1,608 @@
+/*
+ * fsd/store_admin.c: whole-store work: gc (drop unreferenced pages, compact
+ * packs), fsck (re-hash every page, resolve every reference, recount every
+ * reference count and link count) and stats.
+ *
+ * gc runs in the process that has the store open for writing (the lock
+ * keeps every other process out) and excludes all other calls through
+ * gc_lock while it moves pages.  Its steps are ordered for crashes: moved
+ * pages are synced before the transaction that points the index and page
+ * maps at them commits, and old packs are deleted only after that.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "store_i.h"
+
+/* hash -> expected location and counted references, for fsck. */
+struct fpage {
+	uint8_t hash[STORE_HASH_SIZE];
+	uint64_t loc;
+	int64_t refs, seen;
+	bool bad;		/* bytes do not match the hash, or unreadable */
+	bool used;
+};
+
+struct ftab {
+	struct fpage *p;
+	size_t cap, n;
+};
+
+static size_t fslot(const uint8_t *hash, size_t cap)
+{
+	return (size_t)get_le64(hash) & (cap - 1);
+}
+
+static struct fpage *ftab_find(struct ftab *t, const uint8_t *hash)
+{
+	if (!t->cap)
+		return NULL;
+	for (size_t i = fslot(hash, t->cap);; i = (i + 1) & (t->cap - 1)) {
+		if (!t->p[i].used)
+			return NULL;
+		if (!memcmp(t->p[i].hash, hash, STORE_HASH_SIZE))
+			return &t->p[i];
+	}
+}
+
+static struct fpage *ftab_add(struct ftab *t, const uint8_t *hash)
+{
+	if (2 * (t->n + 1) > t->cap) {
+		size_t cap = t->cap ? 2 * t->cap : 4096;
+		struct fpage *p = calloc(cap, sizeof(*p));
+		if (!p)
+			return NULL;
+		for (size_t i = 0; i < t->cap; i++) {
+			if (!t->p[i].used)
+				continue;
+			size_t j = fslot(t->p[i].hash, cap);
+			while (p[j].used)
+				j = (j + 1) & (cap - 1);
+			p[j] = t->p[i];
+		}
+		free(t->p);
+		t->p = p;
+		t->cap = cap;
+	}
+	size_t i = fslot(hash, t->cap);
+	while (t->p[i].used) {
+		if (!memcmp(t->p[i].hash, hash, STORE_HASH_SIZE))
+			return &t->p[i];
+		i = (i + 1) & (t->cap - 1);
+	}
+	memcpy(t->p[i].hash, hash, STORE_HASH_SIZE);
+	t->p[i].used = true;
+	t->n++;
+	return &t->p[i];
+}
+
+/* ---- fsck ------------------------------------------------------------------- */
+
+struct fsck {
+	struct store *st;
+	store_fsck_fn report;
+	store_progress_fn progress;
+	void *arg;
+	struct store_fsck_result *res;
+};
+
+static void problem(struct fsck *f, uint64_t ino, int64_t page, const uint8_t *hash,
+		    const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+static void problem(struct fsck *f, uint64_t ino, int64_t page, const uint8_t *hash,
+		    const char *fmt, ...)
+{
+	f->res->problems++;
+	if (!f->report)
+		return;
+	char what[512], path[4096];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(what, sizeof(what), fmt, ap);
+	va_end(ap);
+	path[0] = 0;
+	if (ino)
+		store_path_of(f->st->db, ino, path, sizeof(path));
+	struct store_fsck_problem p = { .path = path[0] ? path : NULL, .ino = ino, .page = page,
+					.hash = hash, .what = what };
+	f->report(f->arg, &p);
+}
+
+static int64_t count_of(struct store *st, const char *sql)
+{
+	sqlite3_stmt *s;
+	int64_t n = -1;
+	if (sqlite3_prepare_v2(st->db, sql, -1, &s, NULL) != SQLITE_OK)
+		return -1;
+	if (sqlite3_step(s) == SQLITE_ROW)
+		n = sqlite3_column_int64(s, 0);
+	sqlite3_finalize(s);
+	return n;
+}
+
+/* Every indexed page: readable, and its bytes hash to its name. */
+static int fsck_pages(struct fsck *f, struct ftab *t)
+{
+	struct store *st = f->st;
+	int64_t total = count_of(st, "SELECT count(*) FROM page");
+	sqlite3_stmt *s;
+	if (sqlite3_prepare_v2(st->db, "SELECT hash, loc, refs FROM page ORDER BY loc", -1, &s, NULL) !=
+	    SQLITE_OK)
+		return -EIO;
+	struct store_hasher *h = store_hasher_get(st);
+	uint8_t *page = malloc(STORE_PAGE_SIZE);
+	int r = h && page ? 0 : -ENOMEM;
+	int rc = SQLITE_DONE;
+	uint64_t done = 0;
+	while (!r && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+		const uint8_t *hash = sqlite3_column_blob(s, 0);
+		uint64_t loc = (uint64_t)sqlite3_column_int64(s, 1);
+		int64_t refs = sqlite3_column_int64(s, 2);
+		if (sqlite3_column_bytes(s, 0) != STORE_HASH_SIZE) {
+			problem(f, 0, -1, NULL, "page index entry with a %d-byte hash",
+				sqlite3_column_bytes(s, 0));
+			continue;
+		}
+		struct fpage *fp = ftab_add(t, hash);
+		if (!fp) {
+			r = -ENOMEM;
+			break;
+		}
+		fp->loc = loc;
+		fp->refs = refs;
+		if (refs < 0)
+			problem(f, 0, -1, hash, "page has a negative reference count %lld",
+				(long long)refs);
+		int g = st->be->ops->get(st->be, hash, loc, page);
+		uint8_t got[STORE_HASH_SIZE];
+		if (g) {
+			fp->bad = true;
+			if (refs == 0)
+				problem(f, 0, -1, hash, "unreferenced page unreadable: %s", strerror(-g));
+		} else if (!(r = store_hash(h, page, STORE_PAGE_SIZE, got)) &&
+			   memcmp(got, hash, STORE_HASH_SIZE)) {
+			fp->bad = true;
+			if (refs == 0)
+				problem(f, 0, -1, hash, "unreferenced page: content does not match its hash");
+		}
+		f->res->pages_checked++;
+		if (f->progress && (++done % 4096 == 0 || done == (uint64_t)total))
+			f->progress(f->arg, "checking pages", done, (uint64_t)total);
+	}
+	if (!r && rc != SQLITE_DONE)
+		r = -EIO;
+	sqlite3_finalize(s);
+	store_hasher_put(st, h);
+	free(page);
+	return r;
+}
+
+/* Every page-map slot: resolves, at the indexed location, to a good page. */
+static int fsck_maps(struct fsck *f, struct ftab *t)
+{
+	struct store *st = f->st;
+	int64_t total = count_of(st, "SELECT count(*) FROM chunk");
+	sqlite3_stmt *s;
+	if (sqlite3_prepare_v2(st->db,
+			       "SELECT c.ino, c.idx, c.hashes, c.locs, i.mode, i.size, i.pages"
+			       " FROM chunk c LEFT JOIN inode i ON i.ino = c.ino ORDER BY c.ino, c.idx",
+			       -1, &s, NULL) != SQLITE_OK)
+		return -EIO;
+	int rc;
+	uint64_t done = 0, cur = 0, counted = 0, want = 0;
+	bool have = false;
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		uint64_t ino = (uint64_t)sqlite3_column_int64(s, 0);
+		int64_t idx = sqlite3_column_int64(s, 1);
+		const uint8_t *hb = sqlite3_column_blob(s, 2), *lb = sqlite3_column_blob(s, 3);
+		int hn = sqlite3_column_bytes(s, 2), ln = sqlite3_column_bytes(s, 3);
+		bool orphan = sqlite3_column_type(s, 4) == SQLITE_NULL;
+		uint32_t mode = (uint32_t)sqlite3_column_int64(s, 4);
+		uint64_t size = (uint64_t)sqlite3_column_int64(s, 5);
+		if (have && ino != cur && counted != want)
+			problem(f, cur, -1, NULL, "inode records %llu stored pages, its map has %llu",
+				(unsigned long long)want, (unsigned long long)counted);
+		if (!have || ino != cur) {
+			cur = ino;
+			counted = 0;
+			want = (uint64_t)sqlite3_column_int64(s, 6);
+			have = true;
+			f->res->files_checked++;
+		}
+		if (orphan || !S_ISREG(mode)) {
+			problem(f, ino, idx * CHUNK_PAGES, NULL, "page map of %s inode %llu",
+				orphan ? "missing" : "non-file", (unsigned long long)ino);
+			continue;
+		}
+		if (hn % STORE_HASH_SIZE || hn / (int)STORE_HASH_SIZE > (int)CHUNK_PAGES ||
+		    ln != hn / (int)STORE_HASH_SIZE * 8) {
+			problem(f, ino, idx * CHUNK_PAGES, NULL,
+				"damaged page-map row %lld (%d hash bytes, %d location bytes)",
+				(long long)idx, hn, ln);
+			continue;
+		}
+		for (int k = 0; k < hn / (int)STORE_HASH_SIZE; k++) {
+			const uint8_t *hash = hb + k * STORE_HASH_SIZE;
+			uint64_t loc = get_le64(lb + 8 * k);
+			int64_t pg = idx * CHUNK_PAGES + k;
+			if (store_hash_is_hole(hash)) {
+				if (loc)
+					problem(f, ino, pg, NULL, "hole with a location");
+				continue;
+			}
+			counted++;
+			if ((uint64_t)pg * STORE_PAGE_SIZE >= size)
+				problem(f, ino, pg, hash, "page beyond the end of the file (size %llu)",
+					(unsigned long long)size);
+			struct fpage *fp = ftab_find(t, hash);
+			if (!fp) {
+				problem(f, ino, pg, hash, "dangling reference: page not in the index");
+				continue;
+			}
+			fp->seen++;
+			if (fp->bad)
+				problem(f, ino, pg, hash, "page damaged: its bytes do not match its hash");
+			if (loc != fp->loc)
+				problem(f, ino, pg, hash, "page map says location %llx, index says %llx",
+					(unsigned long long)loc, (unsigned long long)fp->loc);
+		}
+		if (f->progress && (++done % 256 == 0 || done == (uint64_t)total))
+			f->progress(f->arg, "checking page maps", done, (uint64_t)total);
+	}
+	if (have && counted != want)
+		problem(f, cur, -1, NULL, "inode records %llu stored pages, its map has %llu",
+			(unsigned long long)want, (unsigned long long)counted);
+	sqlite3_finalize(s);
+	if (rc != SQLITE_DONE)
+		return -EIO;
+
+	for (size_t i = 0; i < t->cap; i++) {
+		struct fpage *fp = &t->p[i];
+		if (fp->used && fp->seen != fp->refs)
+			problem(f, 0, -1, fp->hash, "reference count %lld, but %lld references",
+				(long long)fp->refs, (long long)fp->seen);
+	}
+	return 0;
+}
+
+/* Link counts, entries to missing inodes, directories' parents. */
+static int fsck_tree(struct fsck *f)
+{
+	static const char *const checks[] = {
+		/* entries naming missing inodes */
+		"SELECT d.parent, -1, 'entry \"' || d.name || '\" names missing inode ' || d.ino"
+		" FROM dentry d LEFT JOIN inode i ON i.ino = d.ino WHERE i.ino IS NULL",
+		/* link counts of non-directories */
+		"SELECT i.ino, -1, 'link count ' || i.nlink || ', but ' || count(d.id) || ' names'"
+		" FROM inode i LEFT JOIN dentry d ON d.ino = i.ino"
+		" WHERE (i.mode & 61440) != 16384 AND i.nlink > 0"
+		" GROUP BY i.ino HAVING count(d.id) != i.nlink",
+		/* link counts of directories: 2 + subdirectories */
+		"SELECT i.ino, -1, 'directory link count ' || i.nlink || ', expected ' ||"
+		" (2 + (SELECT count(*) FROM dentry d JOIN inode c ON c.ino = d.ino"
+		"       WHERE d.parent = i.ino AND (c.mode & 61440) = 16384))"
+		" FROM inode i WHERE (i.mode & 61440) = 16384 AND i.nlink > 0 AND i.nlink !="
+		" 2 + (SELECT count(*) FROM dentry d JOIN inode c ON c.ino = d.ino"
+		"      WHERE d.parent = i.ino AND (c.mode & 61440) = 16384)",
+		/* symlinks without targets */
+		"SELECT i.ino, -1, 'symlink without a target' FROM inode i"
+		" LEFT JOIN symlink s ON s.ino = i.ino WHERE (i.mode & 61440) = 40960 AND s.ino IS NULL",
+	};
+	for (size_t c = 0; c < sizeof(checks) / sizeof(checks[0]); c++) {
+		sqlite3_stmt *s;
+		if (sqlite3_prepare_v2(f->st->db, checks[c], -1, &s, NULL) != SQLITE_OK)
+			return -EIO;
+		int rc;
+		while ((rc = sqlite3_step(s)) == SQLITE_ROW)
+			problem(f, (uint64_t)sqlite3_column_int64(s, 0), sqlite3_column_int64(s, 1), NULL,
+				"%s", (const char *)sqlite3_column_text(s, 2));
+		sqlite3_finalize(s);
+		if (rc != SQLITE_DONE)
+			return -EIO;
+	}
+	return 0;
+}
+
+int store_fsck(struct store *st, store_fsck_fn report, store_progress_fn progress, void *arg,
+	       struct store_fsck_result *res, struct err *e)
+{
+	struct store_fsck_result dummy;
+	if (!res)
+		res = &dummy;
+	memset(res, 0, sizeof(*res));
+	int r = store_commit(st, e);
+	if (r)
+		return r;
+	struct fsck f = { .st = st, .report = report, .progress = progress, .arg = arg, .res = res };
+	struct ftab t = { 0 };
+	/* gc_lock keeps in-process gc out; one read transaction gives a
+	 * consistent picture even beside a live writer. */
+	pthread_rwlock_rdlock(&st->gc_lock);
+	pthread_mutex_lock(&st->db_lock);
+	sqlite3_exec(st->db, "BEGIN", NULL, NULL, NULL);
+	r = fsck_pages(&f, &t);
+	if (!r)
+		r = fsck_maps(&f, &t);
+	if (!r)
+		r = fsck_tree(&f);
+	sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL);
+	pthread_mutex_unlock(&st->db_lock);
+	pthread_rwlock_unlock(&st->gc_lock);
+	free(t.p);
+	if (r)
+		return err_set(e, r, "store %s: fsck could not run: %s", st->dir,
+			       r == -EIO ? sqlite3_errmsg(st->db) : strerror(-r));
+	return 0;
+}
+
+/* ---- gc ------------------------------------------------------------------------- */
+
+static int live_cmp(const void *a, const void *b)
+{
+	const struct store_live_page *x = a, *y = b;
+	return x->loc < y->loc ? -1 : x->loc > y->loc;
+}
+
+/* Every page the index holds (all referenced after the delete), by loc. */
+static int live_pages(struct store *st, struct store_live_page **out, size_t *n)
+{
+	sqlite3_stmt *s;
+	*out = NULL;
+	*n = 0;
+	if (sqlite3_prepare_v2(st->db, "SELECT hash, loc FROM page ORDER BY loc", -1, &s, NULL) !=
+	    SQLITE_OK)
+		return -EIO;
+	size_t cap = 0;
+	int rc, r = 0;
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		if (*n == cap) {
+			cap = cap ? 2 * cap : 4096;
+			struct store_live_page *p = realloc(*out, cap * sizeof(*p));
+			if (!p) {
+				r = -ENOMEM;
+				break;
+			}
+			*out = p;
+		}
+		struct store_live_page *lp = &(*out)[(*n)++];
+		memset(lp->hash, 0, sizeof(lp->hash));
+		if (sqlite3_column_bytes(s, 0) == STORE_HASH_SIZE)
+			memcpy(lp->hash, sqlite3_column_blob(s, 0), STORE_HASH_SIZE);
+		lp->loc = (uint64_t)sqlite3_column_int64(s, 1);
+	}
+	if (!r && rc != SQLITE_DONE)
+		r = -EIO;
+	sqlite3_finalize(s);
+	return r;
+}
+
+/* Point the index and every page map at moved pages (transaction open). */
+static int relocate(struct store *st, struct ftab *moved)
+{
+	sqlite3_stmt *up = store_stmt(st, st->db, "UPDATE page SET loc = ? WHERE hash = ?");
+	if (!up)
+		return -EIO;
+	for (size_t i = 0; i < moved->cap; i++) {
+		struct fpage *fp = &moved->p[i];
+		if (!fp->used)
+			continue;
+		sqlite3_reset(up);
+		sqlite3_bind_int64(up, 1, (int64_t)fp->loc);
+		sqlite3_bind_blob(up, 2, fp->hash, STORE_HASH_SIZE, SQLITE_STATIC);
+		if (sqlite3_step(up) != SQLITE_DONE) {
+			sqlite3_reset(up);
+			return -EIO;
+		}
+	}
+	sqlite3_reset(up);
+
+	sqlite3_stmt *s, *w;
+	if (sqlite3_prepare_v2(st->db, "SELECT ino, idx, hashes, locs FROM chunk", -1, &s, NULL) !=
+	    SQLITE_OK)
+		return -EIO;
+	if (sqlite3_prepare_v2(st->db, "UPDATE chunk SET locs = ? WHERE ino = ? AND idx = ?", -1, &w,
+			       NULL) != SQLITE_OK) {
+		sqlite3_finalize(s);
+		return -EIO;
+	}
+	int rc, r = 0;
+	uint8_t locs[CHUNK_PAGES * 8];
+	while (!r && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+		const uint8_t *hb = sqlite3_column_blob(s, 2);
+		int n = sqlite3_column_bytes(s, 2) / (int)STORE_HASH_SIZE;
+		if (n > (int)CHUNK_PAGES || sqlite3_column_bytes(s, 3) != n * 8)
+			continue;	/* damaged: fsck reports it */
+		memcpy(locs, sqlite3_column_blob(s, 3), (size_t)n * 8);
+		bool changed = false;
+		for (int k = 0; k < n; k++) {
+			struct fpage *fp = ftab_find(moved, hb + k * STORE_HASH_SIZE);
+			if (fp && !store_hash_is_hole(fp->hash)) {
+				put_le64(locs + 8 * k, fp->loc);
+				changed = true;
+			}
+		}
+		if (!changed)
+			continue;
+		/* Writing the row being read is safe in SQLite when only
+		 * non-key columns change. */
+		sqlite3_reset(w);
+		sqlite3_bind_blob(w, 1, locs, n * 8, SQLITE_TRANSIENT);
+		sqlite3_bind_int64(w, 2, sqlite3_column_int64(s, 0));
+		sqlite3_bind_int64(w, 3, sqlite3_column_int64(s, 1));
+		if (sqlite3_step(w) != SQLITE_DONE)
+			r = -EIO;
+	}
+	if (!r && rc != SQLITE_DONE)
+		r = -EIO;
+	sqlite3_finalize(s);
+	sqlite3_finalize(w);
+	return r;
+}
+
+/* Cached page maps follow the moved pages too (mem_lock held). */
+static void relocate_cache(struct store *st, struct ftab *moved)
+{
+	for (size_t i = 0; i < st->itab_cap; i++)
+		for (struct sinode *si = st->itab[i]; si; si = si->next)
+			for (size_t c = 0; c < si->nchunks; c++) {
+				struct chunk *ch = si->chunks[c];
+				if (!ch)
+					continue;
+				for (unsigned k = 0; k < CHUNK_PAGES; k++) {
+					if (!ch->loc[k])
+						continue;
+					struct fpage *fp = ftab_find(moved, ch->hash[k]);
+					if (fp)
+						ch->loc[k] = fp->loc;
+				}
+			}
+}
+
+static int gc_locked(struct store *st, store_progress_fn progress, void *arg,
+		     struct store_gc_result *res, struct err *e)
+{
+	uint64_t packs;
+	st->be->ops->usage(st->be, &res->bytes_before, &packs);
+
+	/* 1: forget pages nobody references. */
+	int rc = sqlite3_exec(st->db, "DELETE FROM page WHERE refs = 0", NULL, NULL, NULL);
+	if (rc != SQLITE_OK)
+		return store_sql_err(st, st->db, rc, e, "gc: removing unreferenced pages");
+	res->pages_freed = (uint64_t)sqlite3_changes(st->db);
+
+	/* 2: copy live pages out of packs with dead space (durably). */
+	struct store_live_page *live;
+	size_t n;
+	int r = live_pages(st, &live, &n);
+	if (r)
+		return err_set(e, r, "store %s: gc: listing pages: %s", st->dir, strerror(-r));
+	struct store_live_page *before = n ? malloc(n * sizeof(*before)) : NULL;
+	if (n && !before) {
+		free(live);
+		return err_set(e, -ENOMEM, "store %s: gc: out of memory", st->dir);
+	}
+	if (n)
+		memcpy(before, live, n * sizeof(*before));
+	r = st->be->ops->compact(st->be, live, n, progress, arg, e);
+	if (r) {
+		err_prefix(e, "store %s: gc", st->dir);
+		goto out;
+	}
+
+	/* 3: one transaction points everything at the new places. */
+	struct ftab moved = { 0 };
+	for (size_t i = 0; i < n && !r; i++)
+		if (live[i].loc != before[i].loc) {
+			struct fpage *fp = ftab_add(&moved, live[i].hash);
+			if (!fp)
+				r = -ENOMEM;
+			else
+				fp->loc = live[i].loc;
+		}
+	if (!r && moved.n) {
+		rc = sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+		r = rc == SQLITE_OK ? relocate(st, &moved) : -EIO;
+		if (!r)
+			r = sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK ? 0 : -EIO;
+		if (r) {
+			store_sql_err(st, st->db, sqlite3_errcode(st->db), e, "gc: relocating pages");
+			sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+		} else {
+			pthread_mutex_lock(&st->mem_lock);
+			relocate_cache(st, &moved);
+			pthread_mutex_unlock(&st->mem_lock);
+		}
+	} else if (r) {
+		err_set(e, r, "store %s: gc: out of memory", st->dir);
+	}
+	free(moved.p);
+
+	/* 4: now the old copies and never-committed data can go. */
+	if (!r) {
+		qsort(live, n, sizeof(*live), live_cmp);
+		r = st->be->ops->release(st->be, live, n, e);
+		if (r)
+			err_prefix(e, "store %s: gc", st->dir);
+	}
+	if (!r) {
+		pthread_mutex_lock(&st->mem_lock);
+		r = store_load_known(st, e);
+		pthread_mutex_unlock(&st->mem_lock);
+	}
+	st->be->ops->usage(st->be, &res->bytes_after, &packs);
+out:
+	free(live);
+	free(before);
+	return r;
+}
+
+int store_gc(struct store *st, store_progress_fn progress, void *arg, struct store_gc_result *res,
+	     struct err *e)
+{
+	struct store_gc_result dummy;
+	if (!res)
+		res = &dummy;
+	memset(res, 0, sizeof(*res));
+	if (st->rdonly)
+		return err_set(e, -EROFS, "store %s: gc needs the store opened for writing", st->dir);
+	/* With gc_lock held exclusively no data call is running; commit what
+	 * they left pending, then nothing changes under us. */
+	pthread_rwlock_wrlock(&st->gc_lock);
+	int r = store_commit(st, e);
+	pthread_mutex_lock(&st->db_lock);
+	if (!r)
+		r = gc_locked(st, progress, arg, res, e);
+	pthread_mutex_unlock(&st->db_lock);
+	pthread_rwlock_unlock(&st->gc_lock);
+	return r;
+}
+
+/* ---- stats ---------------------------------------------------------------------- */
+
+int store_stats(struct store *st, struct store_stats *out, struct err *e)
+{
+	memset(out, 0, sizeof(*out));
+	int r = store_commit(st, e);
+	if (r)
+		return r;
+	pthread_mutex_lock(&st->rdb_lock);
+	sqlite3_stmt *s;
+	int rc = sqlite3_prepare_v2(
+		st->rdb,
+		"SELECT"
+		" (SELECT count(*) FROM inode WHERE (mode & 61440) = 32768),"
+		" (SELECT count(*) FROM inode WHERE (mode & 61440) = 16384),"
+		" (SELECT count(*) FROM inode),"
+		" (SELECT total(size) FROM inode WHERE (mode & 61440) = 32768),"
+		" (SELECT total((size + 4095) / 4096) FROM inode WHERE (mode & 61440) = 32768),"
+		" (SELECT total(pages) FROM inode WHERE (mode & 61440) = 32768),"
+		" (SELECT count(*) FROM page WHERE refs > 0),"
+		" (SELECT count(*) FROM page WHERE refs <= 0)",
+		-1, &s, NULL);
+	if (rc == SQLITE_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+		out->files = (uint64_t)sqlite3_column_int64(s, 0);
+		out->dirs = (uint64_t)sqlite3_column_int64(s, 1);
+		out->inodes = (uint64_t)sqlite3_column_int64(s, 2);
+		out->logical_bytes = (uint64_t)sqlite3_column_double(s, 3);
+		out->logical_pages = (uint64_t)sqlite3_column_double(s, 4);
+		out->referenced_pages = (uint64_t)sqlite3_column_double(s, 5);
+		out->unique_pages = (uint64_t)sqlite3_column_int64(s, 6);
+		out->unreferenced_pages = (uint64_t)sqlite3_column_int64(s, 7);
+		rc = SQLITE_OK;
+	}
+	if (rc != SQLITE_OK)
+		r = store_sql_err(st, st->rdb, rc, e, "stats");
+	sqlite3_finalize(s);
+	pthread_mutex_unlock(&st->rdb_lock);
+	if (r)
+		return r;
+	out->zero_pages = out->logical_pages - out->referenced_pages;
+	out->stored_bytes = out->unique_pages * STORE_PAGE_SIZE;
+	out->dedup_ratio = out->unique_pages ? (double)out->referenced_pages / out->unique_pages : 1.0;
+	r = st->be->ops->usage(st->be, &out->pack_bytes, &out->packs);
+	return r ? err_set(e, r, "store %s: stats: pack sizes: %s", st->dir, strerror(-r)) : 0;
+}

@@ -1,0 +1,179 @@
+/*
+ * fsd/store_i.h: the page store's private state, shared by store.c (open,
+ * commit), store_ns.c (namespace), store_data.c (file data) and
+ * store_admin.c (gc, fsck, stats).
+ *
+ * Locks, always taken in this order:
+ *   gc_lock   rwlock.  Every data call holds it shared for its duration (and
+ *             store_map until store_map_done); store_gc holds it exclusive
+ *             while it moves pages, so locations handed out stay valid.
+ *   db_lock   the main SQLite connection (db): namespace changes, commits.
+ *   si->wlock per cached inode: one data change to a file at a time.
+ *   mem_lock  the in-memory data state: inode cache, page maps, pending
+ *             and committing page tables, the prefix set, counters.
+ *   rdb_lock  the second SQLite connection (rdb), used for reads that must
+ *             not wait for a commit: page-map loads, page lookups,
+ *             getattr/lookup/readdir/xattr reads.
+ * A commit holds db_lock throughout but mem_lock only while it copies the
+ * pending state out, so readers and writers go on during the slow part
+ * (fdatasync, SQLite transaction).
+ */
+#ifndef SNAPFS_STORE_I_H
+#define SNAPFS_STORE_I_H
+
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "store.h"
+#include "store_backend.h"
+#include "store_hash.h"
+
+#define CHUNK_SHIFT 7
+#define CHUNK_PAGES (1u << CHUNK_SHIFT)	/* pages per page-map row */
+#define STORE_MAX_FILE_SIZE (1ull << 50)
+
+/* Prepared statements, kept per connection (under that connection's lock). */
+#define STORE_STMTS 48u
+struct stmt_cache {
+	sqlite3 *db;
+	const char *sql[STORE_STMTS];	/* compared by pointer: string literals */
+	sqlite3_stmt *stmt[STORE_STMTS];
+	unsigned n;
+};
+
+/* Pending pages after which a write commits on its own. */
+#define STORE_COMMIT_PAGES 16384u
+/* Page-map chunks kept cached beyond those of open or dirty files. */
+#define STORE_CACHE_CHUNKS 16384u
+#define STORE_HASHERS 8u
+
+/* Part of a file's page map in memory: CHUNK_PAGES slots. */
+struct chunk {
+	uint8_t hash[CHUNK_PAGES][STORE_HASH_SIZE];	/* all zero: hole */
+	uint64_t loc[CHUNK_PAGES];			/* 0: hole */
+	/* While the chunk has uncommitted changes: the hashes as committed
+	 * (what the chunk row holds now); NULL when clean. */
+	uint8_t (*base)[STORE_HASH_SIZE];
+	bool in_db;			/* a chunk row exists */
+};
+
+/* A regular file whose page map is cached (all of it, loaded at once). */
+struct sinode {
+	uint64_t ino;
+	struct sinode *next;		/* hash-bucket chain */
+	unsigned users;			/* calls in progress (pins it) */
+	unsigned opens;			/* store_file_open handles */
+	bool released;			/* store_inode_release was called */
+	bool dirty;			/* size, times or chunks pending */
+	uint32_t flags;			/* enum store_inode_flags */
+	uint64_t size;
+	int64_t mtime_ns, ctime_ns;
+	uint64_t pages;			/* non-hole slots */
+	struct chunk **chunks;		/* NULL entry: all holes, no row */
+	size_t nchunks;
+	pthread_mutex_t wlock;
+};
+
+/* hash -> location of pages put to the backend but not yet committed. */
+struct ptab_ent {
+	uint8_t hash[STORE_HASH_SIZE];
+	uint64_t loc;			/* 0: free slot */
+};
+struct ptab {
+	struct ptab_ent *ents;
+	size_t cap, n;
+};
+
+/* Set of 64-bit hash prefixes of every page in the index or pending:
+ * a miss proves a page is new without asking SQLite. */
+struct pset {
+	uint64_t *slots;		/* 0: free */
+	size_t cap, n;
+};
+
+struct store {
+	char *dir;
+	bool rdonly;
+	int lock_fd;
+	struct store_backend *be;
+
+	pthread_rwlock_t gc_lock;
+	pthread_mutex_t db_lock;
+	pthread_mutex_t mem_lock;
+	pthread_mutex_t rdb_lock;
+	pthread_mutex_t hasher_lock;
+
+	sqlite3 *db;			/* under db_lock */
+	sqlite3 *rdb;			/* under rdb_lock */
+	struct stmt_cache dbc, rdbc;
+
+	/* under mem_lock */
+	struct sinode **itab;
+	size_t itab_cap, ninodes;
+	struct ptab pending, committing;
+	struct pset known;
+	uint64_t pending_pages;		/* slots changed since the last commit */
+	uint64_t cached_chunks;		/* chunk slots of every cached inode */
+	bool commit_active;		/* a commit is between copy-out and COMMIT */
+	int failed;			/* a commit failed: refuse changes */
+
+	struct store_hasher *hashers[STORE_HASHERS];	/* under hasher_lock */
+	unsigned nhashers;
+};
+
+/* store.c */
+int64_t store_now_ns(void);
+/* The cached statement for sql on db (whose lock is held), reset and with
+ * bindings cleared; NULL if it cannot be prepared. */
+sqlite3_stmt *store_stmt(struct store *st, sqlite3 *db, const char *sql);
+int store_sql_err(struct store *st, sqlite3 *db, int rc, struct err *e, const char *what);
+int store_commit(struct store *st, struct err *e);
+struct store_hasher *store_hasher_get(struct store *st);
+void store_hasher_put(struct store *st, struct store_hasher *h);
+
+/* store_data.c */
+/* Find or load the cached inode, pinned (users++).  mem_lock NOT held. */
+int sinode_get(struct store *st, uint64_t ino, struct sinode **out);
+void sinode_put(struct store *st, struct sinode *si);
+/* Cached inode or NULL; mem_lock held. */
+struct sinode *sinode_find(struct store *st, uint64_t ino);
+/* Overlay size, times and pages of a cached inode onto a (mem_lock not held). */
+void store_overlay_attr(struct store *st, struct store_attr *a);
+/* Keep a cached inode's copy of what setattr/seal changed. */
+void store_cached_times(struct store *st, uint64_t ino, const int64_t *mtime_ns,
+			const int64_t *ctime_ns);
+void store_cached_flags(struct store *st, uint64_t ino, uint32_t flags);
+/* Drop ino from the cache and delete it with its pages from the database
+ * (db_lock held, mem_lock not). */
+int store_delete_inode(struct store *st, uint64_t ino);
+/* Delete ino if it has no links and nobody uses it; if in use, mark it to
+ * be deleted at its last release (db_lock held). */
+int store_delete_inode_if_unlinked(struct store *st, uint64_t ino);
+void store_cache_free(struct store *st);
+void ptab_free(struct ptab *t);
+int pset_add(struct pset *s, const uint8_t *hash);
+void pset_free(struct pset *s);
+int store_load_known(struct store *st, struct err *e);
+
+/* store_ns.c */
+int store_ns_init_root(struct store *st, struct err *e);
+/* A path of ino for messages ("/a/b"), or "" if none; db or rdb given. */
+void store_path_of(sqlite3 *db, uint64_t ino, char *buf, size_t size);
+
+/* Little-endian 64-bit in blobs. */
+static inline void put_le64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+static inline uint64_t get_le64(const uint8_t *p)
+{
+	uint64_t v = 0;
+	for (int i = 0; i < 8; i++)
+		v |= (uint64_t)p[i] << (8 * i);
+	return v;
+}
+
+#endif

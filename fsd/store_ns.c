@@ -1,0 +1,1025 @@
+/*
+ * fsd/store_ns.c: the namespace: inodes, directory entries, symlinks,
+ * extended attributes, sealing, statfs.  All of it lives in SQLite; every
+ * change is one transaction on the main connection (under db_lock), and
+ * reads go through the read connection so they never wait for a commit of
+ * file data.  Size, times and page counts of files with pending writes are
+ * overlaid from the data cache (store_data.c).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include "store_i.h"
+
+#define ATTR_COLS "ino, mode, nlink, uid, gid, size, rdev, pages, atime_ns, mtime_ns, ctime_ns, flags"
+#define MAX_LINKS 65000
+
+static struct timespec ts_of(int64_t ns)
+{
+	return (struct timespec){ .tv_sec = ns / 1000000000, .tv_nsec = ns % 1000000000 };
+}
+
+static int64_t ns_of(struct timespec ts)
+{
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Columns ATTR_COLS starting at column c into a. */
+static void attr_from(sqlite3_stmt *s, int c, struct store_attr *a)
+{
+	a->ino = (uint64_t)sqlite3_column_int64(s, c + 0);
+	a->mode = (uint32_t)sqlite3_column_int64(s, c + 1);
+	a->nlink = (uint32_t)sqlite3_column_int64(s, c + 2);
+	a->uid = (uint32_t)sqlite3_column_int64(s, c + 3);
+	a->gid = (uint32_t)sqlite3_column_int64(s, c + 4);
+	a->size = (uint64_t)sqlite3_column_int64(s, c + 5);
+	a->rdev = (uint64_t)sqlite3_column_int64(s, c + 6);
+	a->pages = (uint64_t)sqlite3_column_int64(s, c + 7);
+	a->atime = ts_of(sqlite3_column_int64(s, c + 8));
+	a->mtime = ts_of(sqlite3_column_int64(s, c + 9));
+	a->ctime = ts_of(sqlite3_column_int64(s, c + 10));
+	a->flags = (uint32_t)sqlite3_column_int64(s, c + 11);
+}
+
+/* Attributes of ino as the given connection sees them (its lock held). */
+static int attr_get(struct store *st, sqlite3 *db, uint64_t ino, struct store_attr *a)
+{
+	sqlite3_stmt *s = store_stmt(st, db, "SELECT " ATTR_COLS " FROM inode WHERE ino = ?");
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, (int64_t)ino);
+	int rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		attr_from(s, 0, a);
+	sqlite3_reset(s);
+	return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? -ENOENT : -EIO;
+}
+
+/* The inode name refers to in parent, or -ENOENT (its lock held). */
+static int entry_get(struct store *st, sqlite3 *db, uint64_t parent, const char *name,
+		     uint64_t *ino, int64_t *id)
+{
+	sqlite3_stmt *s = store_stmt(st, db, "SELECT ino, id FROM dentry WHERE parent = ? AND name = ?");
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, (int64_t)parent);
+	sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		*ino = (uint64_t)sqlite3_column_int64(s, 0);
+		if (id)
+			*id = sqlite3_column_int64(s, 1);
+	}
+	sqlite3_reset(s);
+	return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? -ENOENT : -EIO;
+}
+
+static int check_name(const char *name)
+{
+	if (!name || !*name || strchr(name, '/') || !strcmp(name, ".") || !strcmp(name, ".."))
+		return -EINVAL;
+	return strlen(name) > STORE_NAME_MAX ? -ENAMETOOLONG : 0;
+}
+
+/* Run one prepared change with up to four integer arguments. */
+static int exec4(struct store *st, const char *sql, int n, int64_t a, int64_t b, int64_t c,
+		 int64_t d)
+{
+	sqlite3_stmt *s = store_stmt(st, st->db, sql);
+	if (!s)
+		return -EIO;
+	int64_t v[4] = { a, b, c, d };
+	for (int i = 0; i < n; i++)
+		sqlite3_bind_int64(s, i + 1, v[i]);
+	int rc = sqlite3_step(s);
+	sqlite3_reset(s);
+	return rc == SQLITE_DONE ? 0 : rc == SQLITE_CONSTRAINT || (rc & 0xff) == SQLITE_CONSTRAINT ? -EEXIST
+										  : -EIO;
+}
+
+/* Start a change: db_lock and a write transaction. */
+static int tx_begin(struct store *st)
+{
+	if (st->rdonly)
+		return -EROFS;
+	pthread_mutex_lock(&st->db_lock);
+	if (st->failed) {
+		pthread_mutex_unlock(&st->db_lock);
+		return -EIO;
+	}
+	if (sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
+		pthread_mutex_unlock(&st->db_lock);
+		return -EIO;
+	}
+	return 0;
+}
+
+/* Finish a change: commit if r == 0, else roll back; returns r or the
+ * commit's failure. */
+static int tx_end(struct store *st, int r)
+{
+	if (!r && sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+		r = -EIO;
+	if (r)
+		sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+	pthread_mutex_unlock(&st->db_lock);
+	return r;
+}
+
+/* A directory that may be changed (inside a transaction). */
+static int dir_for_change(struct store *st, uint64_t ino, struct store_attr *a)
+{
+	int r = attr_get(st, st->db, ino, a);
+	if (r)
+		return r;
+	if (!S_ISDIR(a->mode))
+		return -ENOTDIR;
+	if (a->nlink == 0)
+		return -ENOENT;	/* removed directories take no new names */
+	return a->flags & STORE_INODE_SEALED ? -EPERM : 0;
+}
+
+static int touch_dir(struct store *st, uint64_t ino, int nlink_delta)
+{
+	int64_t now = store_now_ns();
+	return exec4(st, "UPDATE inode SET nlink = nlink + ?, mtime_ns = ?, ctime_ns = ? WHERE ino = ?", 4,
+		     nlink_delta, now, now, (int64_t)ino);
+}
+
+static int insert_entry(struct store *st, uint64_t parent, const char *name, uint64_t ino)
+{
+	sqlite3_stmt *s = store_stmt(st, st->db, "INSERT INTO dentry(parent, name, ino) VALUES(?, ?, ?)");
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, (int64_t)parent);
+	sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 3, (int64_t)ino);
+	int rc = sqlite3_step(s);
+	sqlite3_reset(s);
+	return rc == SQLITE_DONE ? 0 : (rc & 0xff) == SQLITE_CONSTRAINT ? -EEXIST : -EIO;
+}
+
+int store_ns_init_root(struct store *st, struct err *e)
+{
+	int64_t now = store_now_ns();
+	char sql[256];
+	snprintf(sql, sizeof(sql),
+		 "INSERT INTO inode(ino, mode, nlink, uid, gid, atime_ns, mtime_ns, ctime_ns, parent)"
+		 " VALUES(%u, %u, 2, %u, %u, %lld, %lld, %lld, %u)",
+		 STORE_ROOT_INO, (unsigned)(S_IFDIR | 0755), (unsigned)getuid(), (unsigned)getgid(),
+		 (long long)now, (long long)now, (long long)now, STORE_ROOT_INO);
+	int rc = sqlite3_exec(st->db, sql, NULL, NULL, NULL);
+	return rc == SQLITE_OK ? 0 : store_sql_err(st, st->db, rc, e, "creating the root directory");
+}
+
+/* ---- reading -------------------------------------------------------------- */
+
+int store_getattr(struct store *st, uint64_t ino, struct store_attr *out)
+{
+	pthread_mutex_lock(&st->rdb_lock);
+	int r = attr_get(st, st->rdb, ino, out);
+	pthread_mutex_unlock(&st->rdb_lock);
+	if (!r)
+		store_overlay_attr(st, out);
+	return r;
+}
+
+int store_lookup(struct store *st, uint64_t parent, const char *name, struct store_attr *out)
+{
+	int r = check_name(name);
+	if (r)
+		return r == -EINVAL ? -ENOENT : r;
+	pthread_mutex_lock(&st->rdb_lock);
+	uint64_t ino = 0;
+	r = entry_get(st, st->rdb, parent, name, &ino, NULL);
+	if (r == -ENOENT) {
+		struct store_attr pa;
+		int r2 = attr_get(st, st->rdb, parent, &pa);
+		if (r2 == 0 && !S_ISDIR(pa.mode))
+			r = -ENOTDIR;
+	}
+	if (!r)
+		r = attr_get(st, st->rdb, ino, out);
+	pthread_mutex_unlock(&st->rdb_lock);
+	if (!r)
+		store_overlay_attr(st, out);
+	return r;
+}
+
+int store_readlink(struct store *st, uint64_t ino, char *buf, size_t size)
+{
+	pthread_mutex_lock(&st->rdb_lock);
+	int r = -EINVAL;
+	sqlite3_stmt *s = store_stmt(st, st->rdb, "SELECT target FROM symlink WHERE ino = ?");
+	if (!s) {
+		r = -EIO;
+	} else {
+		sqlite3_bind_int64(s, 1, (int64_t)ino);
+		if (sqlite3_step(s) == SQLITE_ROW) {
+			int n = sqlite3_column_bytes(s, 0);
+			const void *t = sqlite3_column_blob(s, 0);
+			if (size) {
+				size_t c = (size_t)n < size - 1 ? (size_t)n : size - 1;
+				memcpy(buf, t, c);
+				buf[c] = 0;
+			}
+			r = n;
+		}
+		sqlite3_reset(s);
+	}
+	pthread_mutex_unlock(&st->rdb_lock);
+	return r;
+}
+
+struct dent {
+	char name[STORE_NAME_MAX + 1];
+	struct store_attr attr;
+	uint64_t next;
+};
+
+#define READDIR_BATCH 128
+
+int store_readdir(struct store *st, uint64_t ino, uint64_t cookie, store_readdir_fn cb, void *arg)
+{
+	struct dent *d = malloc(READDIR_BATCH * sizeof(*d));
+	if (!d)
+		return -ENOMEM;
+	int r = 0;
+	bool stop = false;
+	while (!r && !stop) {
+		/* Collect a batch under rdb_lock, then overlay and deliver
+		 * without it (the overlay takes mem_lock, which comes first). */
+		size_t n = 0;
+		pthread_mutex_lock(&st->rdb_lock);
+		struct store_attr self;
+		r = attr_get(st, st->rdb, ino, &self);
+		if (!r && !S_ISDIR(self.mode))
+			r = -ENOTDIR;
+		if (!r && cookie == 0) {
+			strcpy(d[n].name, ".");
+			d[n].attr = self;
+			d[n++].next = 1;
+		}
+		if (!r && cookie <= 1) {
+			sqlite3_stmt *s = store_stmt(st, st->rdb, "SELECT parent FROM inode WHERE ino = ?");
+			uint64_t parent = ino;
+			if (s) {
+				sqlite3_bind_int64(s, 1, (int64_t)ino);
+				if (sqlite3_step(s) == SQLITE_ROW && sqlite3_column_type(s, 0) != SQLITE_NULL)
+					parent = (uint64_t)sqlite3_column_int64(s, 0);
+				sqlite3_reset(s);
+			}
+			strcpy(d[n].name, "..");
+			if (attr_get(st, st->rdb, parent, &d[n].attr))
+				d[n].attr = self;
+			d[n++].next = 2;
+		}
+		if (!r) {
+			sqlite3_stmt *s = store_stmt(st, st->rdb,
+						     "SELECT d.id, d.name, i.ino, i.mode, i.nlink, i.uid, i.gid,"
+						     " i.size, i.rdev, i.pages, i.atime_ns, i.mtime_ns,"
+						     " i.ctime_ns, i.flags FROM dentry d JOIN inode i ON"
+						     " i.ino = d.ino WHERE d.parent = ? AND d.id > ?"
+						     " ORDER BY d.id LIMIT ?");
+			if (!s) {
+				r = -EIO;
+			} else {
+				sqlite3_bind_int64(s, 1, (int64_t)ino);
+				sqlite3_bind_int64(s, 2, cookie > 2 ? (int64_t)cookie - 2 : 0);
+				sqlite3_bind_int64(s, 3, (int64_t)(READDIR_BATCH - n));
+				int rc;
+				while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+					const char *name = (const char *)sqlite3_column_text(s, 1);
+					snprintf(d[n].name, sizeof(d[n].name), "%s", name ? name : "");
+					attr_from(s, 2, &d[n].attr);
+					d[n++].next = (uint64_t)sqlite3_column_int64(s, 0) + 2;
+				}
+				if (rc != SQLITE_DONE)
+					r = -EIO;
+				sqlite3_reset(s);
+			}
+		}
+		pthread_mutex_unlock(&st->rdb_lock);
+		if (r)
+			break;
+		if (n == 0)
+			break;
+		for (size_t i = 0; i < n && !stop; i++) {
+			if (S_ISREG(d[i].attr.mode))
+				store_overlay_attr(st, &d[i].attr);
+			if (cb(arg, d[i].name, &d[i].attr, d[i].next))
+				stop = true;
+			else
+				cookie = d[i].next;
+		}
+		if (n < READDIR_BATCH)
+			break;
+	}
+	free(d);
+	return r;
+}
+
+/* ---- creating --------------------------------------------------------------- */
+
+static int create_inode(struct store *st, uint64_t parent, const char *name, uint32_t mode,
+			uint64_t rdev, uint32_t uid, uint32_t gid, const char *target,
+			struct store_attr *out)
+{
+	int r = check_name(name);
+	if (r)
+		return r;
+	r = tx_begin(st);
+	if (r)
+		return r;
+	struct store_attr pa;
+	uint64_t old;
+	r = dir_for_change(st, parent, &pa);
+	if (!r) {
+		r = entry_get(st, st->db, parent, name, &old, NULL);
+		r = r == 0 ? -EEXIST : r == -ENOENT ? 0 : r;
+	}
+	bool dir = S_ISDIR(mode);
+	if (!r && dir && pa.nlink >= MAX_LINKS)
+		r = -EMLINK;
+	int64_t now = store_now_ns();
+	uint64_t ino = 0;
+	if (!r) {
+		sqlite3_stmt *s = store_stmt(st, st->db,
+					     "INSERT INTO inode(mode, nlink, uid, gid, size, rdev,"
+					     " atime_ns, mtime_ns, ctime_ns, parent)"
+					     " VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+		if (!s) {
+			r = -EIO;
+		} else {
+			sqlite3_bind_int64(s, 1, mode);
+			sqlite3_bind_int64(s, 2, dir ? 2 : 1);
+			sqlite3_bind_int64(s, 3, uid);
+			sqlite3_bind_int64(s, 4, gid);
+			sqlite3_bind_int64(s, 5, target ? (int64_t)strlen(target) : 0);
+			sqlite3_bind_int64(s, 6, (S_ISCHR(mode) || S_ISBLK(mode)) ? (int64_t)rdev : 0);
+			sqlite3_bind_int64(s, 7, now);
+			sqlite3_bind_int64(s, 8, now);
+			sqlite3_bind_int64(s, 9, now);
+			if (dir)
+				sqlite3_bind_int64(s, 10, (int64_t)parent);
+			r = sqlite3_step(s) == SQLITE_DONE ? 0 : -EIO;
+			sqlite3_reset(s);
+			ino = (uint64_t)sqlite3_last_insert_rowid(st->db);
+		}
+	}
+	if (!r && target) {
+		sqlite3_stmt *s = store_stmt(st, st->db, "INSERT INTO symlink(ino, target) VALUES(?, ?)");
+		if (!s) {
+			r = -EIO;
+		} else {
+			sqlite3_bind_int64(s, 1, (int64_t)ino);
+			sqlite3_bind_blob(s, 2, target, (int)strlen(target), SQLITE_STATIC);
+			r = sqlite3_step(s) == SQLITE_DONE ? 0 : -EIO;
+			sqlite3_reset(s);
+		}
+	}
+	if (!r)
+		r = insert_entry(st, parent, name, ino);
+	if (!r)
+		r = touch_dir(st, parent, dir ? 1 : 0);
+	if (!r && out)
+		r = attr_get(st, st->db, ino, out);
+	return tx_end(st, r);
+}
+
+int store_mknod(struct store *st, uint64_t parent, const char *name, uint32_t mode, uint64_t rdev,
+		uint32_t uid, uint32_t gid, struct store_attr *out)
+{
+	switch (mode & S_IFMT) {
+	case S_IFREG:
+	case S_IFDIR:
+	case S_IFCHR:
+	case S_IFBLK:
+	case S_IFIFO:
+	case S_IFSOCK:
+		break;
+	case 0:
+		mode |= S_IFREG;
+		break;
+	default:
+		return -EINVAL;
+	}
+	return create_inode(st, parent, name, mode & (S_IFMT | 07777), rdev, uid, gid, NULL, out);
+}
+
+int store_mkdir(struct store *st, uint64_t parent, const char *name, uint32_t mode, uint32_t uid,
+		uint32_t gid, struct store_attr *out)
+{
+	return create_inode(st, parent, name, S_IFDIR | (mode & 07777), 0, uid, gid, NULL, out);
+}
+
+int store_symlink(struct store *st, uint64_t parent, const char *name, const char *target,
+		  uint32_t uid, uint32_t gid, struct store_attr *out)
+{
+	size_t n = target ? strlen(target) : 0;
+	if (n == 0)
+		return -ENOENT;
+	if (n > STORE_SYMLINK_MAX)
+		return -ENAMETOOLONG;
+	return create_inode(st, parent, name, S_IFLNK | 0777, 0, uid, gid, target, out);
+}
+
+int store_link(struct store *st, uint64_t ino, uint64_t newparent, const char *newname,
+	       struct store_attr *out)
+{
+	int r = check_name(newname);
+	if (r)
+		return r;
+	r = tx_begin(st);
+	if (r)
+		return r;
+	struct store_attr a, pa;
+	uint64_t old;
+	r = attr_get(st, st->db, ino, &a);
+	if (!r && S_ISDIR(a.mode))
+		r = -EPERM;
+	if (!r && (a.flags & STORE_INODE_SEALED))
+		r = -EPERM;
+	if (!r && a.nlink == 0)
+		r = -ENOENT;
+	if (!r && a.nlink >= MAX_LINKS)
+		r = -EMLINK;
+	if (!r)
+		r = dir_for_change(st, newparent, &pa);
+	if (!r) {
+		r = entry_get(st, st->db, newparent, newname, &old, NULL);
+		r = r == 0 ? -EEXIST : r == -ENOENT ? 0 : r;
+	}
+	if (!r)
+		r = insert_entry(st, newparent, newname, ino);
+	if (!r)
+		r = exec4(st, "UPDATE inode SET nlink = nlink + 1, ctime_ns = ? WHERE ino = ?", 2,
+			  store_now_ns(), (int64_t)ino, 0, 0);
+	if (!r)
+		r = touch_dir(st, newparent, 0);
+	if (!r && out)
+		r = attr_get(st, st->db, ino, out);
+	r = tx_end(st, r);
+	if (!r && out)
+		store_overlay_attr(st, out);
+	return r;
+}
+
+/* ---- removing ----------------------------------------------------------------- */
+
+static int dir_is_empty(struct store *st, uint64_t ino)
+{
+	sqlite3_stmt *s = store_stmt(st, st->db, "SELECT 1 FROM dentry WHERE parent = ? LIMIT 1");
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, (int64_t)ino);
+	int rc = sqlite3_step(s);
+	sqlite3_reset(s);
+	return rc == SQLITE_DONE ? 1 : rc == SQLITE_ROW ? 0 : -EIO;
+}
+
+/* Drop one link of victim (a's attributes) named by dentry id; parent
+ * loses a subdirectory if victim is one.  *gone if it was the last. */
+static int drop_link(struct store *st, int64_t id, uint64_t parent, const struct store_attr *a,
+		     uint64_t *gone)
+{
+	int r = exec4(st, "DELETE FROM dentry WHERE id = ?", 1, id, 0, 0, 0);
+	bool dir = S_ISDIR(a->mode);
+	uint32_t nlink = dir ? 0 : a->nlink - 1;
+	if (!r)
+		r = exec4(st, "UPDATE inode SET nlink = ?, ctime_ns = ? WHERE ino = ?", 3, nlink,
+			  store_now_ns(), (int64_t)a->ino, 0);
+	if (!r)
+		r = touch_dir(st, parent, dir ? -1 : 0);
+	if (!r && gone)
+		*gone = nlink == 0 ? a->ino : 0;
+	return r;
+}
+
+static int remove_entry(struct store *st, uint64_t parent, const char *name, bool want_dir,
+			uint64_t *gone)
+{
+	if (gone)
+		*gone = 0;
+	int r = check_name(name);
+	if (r)
+		return r == -EINVAL && name && !strcmp(name, ".") ? -EINVAL : r;
+	r = tx_begin(st);
+	if (r)
+		return r;
+	struct store_attr pa, a;
+	uint64_t ino = 0;
+	int64_t id = 0;
+	r = dir_for_change(st, parent, &pa);
+	if (!r)
+		r = entry_get(st, st->db, parent, name, &ino, &id);
+	if (!r)
+		r = attr_get(st, st->db, ino, &a);
+	if (!r && want_dir && !S_ISDIR(a.mode))
+		r = -ENOTDIR;
+	if (!r && !want_dir && S_ISDIR(a.mode))
+		r = -EISDIR;
+	if (!r && ino == STORE_ROOT_INO)
+		r = -EBUSY;
+	if (!r && (a.flags & STORE_INODE_SEALED))
+		r = -EPERM;
+	if (!r && want_dir) {
+		int empty = dir_is_empty(st, ino);
+		r = empty < 0 ? empty : empty ? 0 : -ENOTEMPTY;
+	}
+	if (!r)
+		r = drop_link(st, id, parent, &a, gone);
+	return tx_end(st, r);
+}
+
+int store_unlink(struct store *st, uint64_t parent, const char *name, uint64_t *gone)
+{
+	return remove_entry(st, parent, name, false, gone);
+}
+
+int store_rmdir(struct store *st, uint64_t parent, const char *name, uint64_t *gone)
+{
+	return remove_entry(st, parent, name, true, gone);
+}
+
+int store_inode_release(struct store *st, uint64_t ino)
+{
+	if (st->rdonly)
+		return 0;
+	pthread_mutex_lock(&st->db_lock);
+	int r = store_delete_inode_if_unlinked(st, ino);
+	pthread_mutex_unlock(&st->db_lock);
+	return r;
+}
+
+/* Is dir ino at or below directory top?  (transaction open) */
+static int is_under(struct store *st, uint64_t ino, uint64_t top)
+{
+	sqlite3_stmt *s = store_stmt(st, st->db, "SELECT parent FROM inode WHERE ino = ?");
+	if (!s)
+		return -EIO;
+	for (unsigned depth = 0; depth < 100000; depth++) {
+		if (ino == top)
+			return 1;
+		if (ino == STORE_ROOT_INO)
+			return 0;
+		sqlite3_reset(s);
+		sqlite3_bind_int64(s, 1, (int64_t)ino);
+		int rc = sqlite3_step(s);
+		if (rc != SQLITE_ROW || sqlite3_column_type(s, 0) == SQLITE_NULL) {
+			sqlite3_reset(s);
+			return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : -EIO;
+		}
+		ino = (uint64_t)sqlite3_column_int64(s, 0);
+	}
+	sqlite3_reset(s);
+	return -ELOOP;
+}
+
+/* Move directory entry id to (newparent, newname); a directory moving to
+ * another parent takes its ".." along. */
+static int move_entry(struct store *st, int64_t id, const struct store_attr *a, uint64_t parent,
+		      uint64_t newparent, const char *newname)
+{
+	sqlite3_stmt *s = store_stmt(st, st->db, "UPDATE dentry SET parent = ?, name = ? WHERE id = ?");
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, (int64_t)newparent);
+	sqlite3_bind_text(s, 2, newname, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 3, id);
+	int rc = sqlite3_step(s);
+	sqlite3_reset(s);
+	int r = rc == SQLITE_DONE ? 0 : (rc & 0xff) == SQLITE_CONSTRAINT ? -EEXIST : -EIO;
+	int64_t now = store_now_ns();
+	if (!r)
+		r = exec4(st, "UPDATE inode SET ctime_ns = ? WHERE ino = ?", 2, now, (int64_t)a->ino, 0, 0);
+	bool dir = S_ISDIR(a->mode);
+	if (!r && dir && parent != newparent)
+		r = exec4(st, "UPDATE inode SET parent = ? WHERE ino = ?", 2, (int64_t)newparent,
+			  (int64_t)a->ino, 0, 0);
+	if (!r)
+		r = touch_dir(st, parent, dir && parent != newparent ? -1 : 0);
+	if (!r && parent != newparent)
+		r = touch_dir(st, newparent, dir ? 1 : 0);
+	if (!r)
+		store_cached_times(st, a->ino, NULL, &now);
+	return r;
+}
+
+int store_rename(struct store *st, uint64_t parent, const char *name, uint64_t newparent,
+		 const char *newname, unsigned flags, uint64_t *gone)
+{
+	if (gone)
+		*gone = 0;
+	if (flags & ~(unsigned)(STORE_RENAME_NOREPLACE | STORE_RENAME_EXCHANGE) ||
+	    (flags & STORE_RENAME_NOREPLACE && flags & STORE_RENAME_EXCHANGE))
+		return -EINVAL;
+	int r = check_name(name);
+	if (!r)
+		r = check_name(newname);
+	if (r)
+		return r;
+	r = tx_begin(st);
+	if (r)
+		return r;
+	struct store_attr pa, npa, a, b;
+	uint64_t ino = 0, dino = 0;
+	int64_t id = 0, did = 0;
+	r = dir_for_change(st, parent, &pa);
+	if (!r)
+		r = dir_for_change(st, newparent, &npa);
+	if (!r)
+		r = entry_get(st, st->db, parent, name, &ino, &id);
+	if (!r)
+		r = attr_get(st, st->db, ino, &a);
+	if (!r && (a.flags & STORE_INODE_SEALED))
+		r = -EPERM;
+	bool exists = false;
+	if (!r) {
+		r = entry_get(st, st->db, newparent, newname, &dino, &did);
+		exists = r == 0;
+		r = r == -ENOENT ? 0 : r;
+	}
+	if (!r && exists)
+		r = attr_get(st, st->db, dino, &b);
+	if (r)
+		return tx_end(st, r);
+
+	if (flags & STORE_RENAME_EXCHANGE) {
+		if (!exists)
+			return tx_end(st, -ENOENT);
+		if (id == did)
+			return tx_end(st, 0);
+		if (b.flags & STORE_INODE_SEALED)
+			return tx_end(st, -EPERM);
+		/* Neither directory may end up inside itself. */
+		if (S_ISDIR(a.mode) && parent != newparent) {
+			int u = is_under(st, newparent, ino);
+			if (u)
+				return tx_end(st, u < 0 ? u : -EINVAL);
+		}
+		if (S_ISDIR(b.mode) && parent != newparent) {
+			int u = is_under(st, parent, dino);
+			if (u)
+				return tx_end(st, u < 0 ? u : -EINVAL);
+		}
+		/* Swap which inode each entry names. */
+		r = exec4(st, "UPDATE dentry SET ino = ? WHERE id = ?", 2, (int64_t)dino, id, 0, 0);
+		if (!r)
+			r = exec4(st, "UPDATE dentry SET ino = ? WHERE id = ?", 2, (int64_t)ino, did, 0, 0);
+		int64_t now = store_now_ns();
+		if (!r && parent != newparent) {
+			int delta = S_ISDIR(a.mode) - S_ISDIR(b.mode);
+			if (!r && S_ISDIR(a.mode))
+				r = exec4(st, "UPDATE inode SET parent = ? WHERE ino = ?", 2,
+					  (int64_t)newparent, (int64_t)ino, 0, 0);
+			if (!r && S_ISDIR(b.mode))
+				r = exec4(st, "UPDATE inode SET parent = ? WHERE ino = ?", 2,
+					  (int64_t)parent, (int64_t)dino, 0, 0);
+			if (!r)
+				r = touch_dir(st, parent, -delta);
+			if (!r)
+				r = touch_dir(st, newparent, delta);
+		} else if (!r) {
+			r = touch_dir(st, parent, 0);
+		}
+		if (!r)
+			r = exec4(st, "UPDATE inode SET ctime_ns = ? WHERE ino IN (?, ?)", 3, now,
+				  (int64_t)ino, (int64_t)dino, 0);
+		if (!r) {
+			store_cached_times(st, ino, NULL, &now);
+			store_cached_times(st, dino, NULL, &now);
+		}
+		return tx_end(st, r);
+	}
+
+	if (exists && dino == ino)
+		return tx_end(st, 0);	/* same inode: nothing to do */
+	if (exists && (flags & STORE_RENAME_NOREPLACE))
+		return tx_end(st, -EEXIST);
+	if (S_ISDIR(a.mode) && newparent != parent) {
+		int u = is_under(st, newparent, ino);
+		if (u)
+			return tx_end(st, u < 0 ? u : -EINVAL);
+	}
+	if (exists) {
+		if (b.flags & STORE_INODE_SEALED)
+			r = -EPERM;
+		else if (S_ISDIR(a.mode) && !S_ISDIR(b.mode))
+			r = -ENOTDIR;
+		else if (!S_ISDIR(a.mode) && S_ISDIR(b.mode))
+			r = -EISDIR;
+		else if (S_ISDIR(b.mode)) {
+			int empty = dir_is_empty(st, dino);
+			r = empty < 0 ? empty : empty ? 0 : -ENOTEMPTY;
+		}
+		if (!r)
+			r = drop_link(st, did, newparent, &b, gone);
+	}
+	if (!r)
+		r = move_entry(st, id, &a, parent, newparent, newname);
+	return tx_end(st, r);
+}
+
+/* ---- attributes ------------------------------------------------------------------ */
+
+int store_setattr(struct store *st, uint64_t ino, const struct store_attr *in, unsigned mask,
+		  struct store_attr *out)
+{
+	if (st->rdonly)
+		return -EROFS;
+	int r = 0;
+	if (mask & STORE_SET_SIZE) {
+		struct store_attr a;
+		r = store_getattr(st, ino, &a);
+		if (!r && (a.flags & STORE_INODE_SEALED))
+			r = -EPERM;
+		if (!r && S_ISDIR(a.mode))
+			r = -EISDIR;
+		if (!r && !S_ISREG(a.mode))
+			r = -EINVAL;
+		if (!r)
+			r = store_truncate(st, ino, in->size);
+		if (r)
+			return r;
+	}
+	unsigned rest = mask & ~(unsigned)STORE_SET_SIZE;
+	if (rest) {
+		r = tx_begin(st);
+		if (r)
+			return r;
+		struct store_attr a;
+		r = attr_get(st, st->db, ino, &a);
+		if (!r && (a.flags & STORE_INODE_SEALED))
+			r = -EPERM;
+		int64_t now = store_now_ns();
+		int64_t ctime = rest & STORE_SET_CTIME ? ns_of(in->ctime) : now;
+		int64_t mtime = ns_of(in->mtime);
+		if (!r && (rest & STORE_SET_MODE))
+			r = exec4(st, "UPDATE inode SET mode = ? WHERE ino = ?", 2,
+				  (a.mode & S_IFMT) | (in->mode & 07777), (int64_t)ino, 0, 0);
+		if (!r && (rest & STORE_SET_UID))
+			r = exec4(st, "UPDATE inode SET uid = ? WHERE ino = ?", 2, in->uid, (int64_t)ino, 0, 0);
+		if (!r && (rest & STORE_SET_GID))
+			r = exec4(st, "UPDATE inode SET gid = ? WHERE ino = ?", 2, in->gid, (int64_t)ino, 0, 0);
+		if (!r && (rest & STORE_SET_ATIME))
+			r = exec4(st, "UPDATE inode SET atime_ns = ? WHERE ino = ?", 2, ns_of(in->atime),
+				  (int64_t)ino, 0, 0);
+		if (!r && (rest & STORE_SET_MTIME))
+			r = exec4(st, "UPDATE inode SET mtime_ns = ? WHERE ino = ?", 2, mtime, (int64_t)ino,
+				  0, 0);
+		if (!r)
+			r = exec4(st, "UPDATE inode SET ctime_ns = ? WHERE ino = ?", 2, ctime, (int64_t)ino, 0,
+				  0);
+		if (!r)
+			store_cached_times(st, ino, rest & STORE_SET_MTIME ? &mtime : NULL, &ctime);
+		r = tx_end(st, r);
+	}
+	if (!r && out)
+		r = store_getattr(st, ino, out);
+	return r;
+}
+
+int store_seal(struct store *st, uint64_t ino)
+{
+	if (st->rdonly)
+		return -EROFS;
+	int r = store_commit(st, NULL);
+	if (r)
+		return r;
+	r = tx_begin(st);
+	if (r)
+		return r;
+	struct store_attr a;
+	r = attr_get(st, st->db, ino, &a);
+	sqlite3_stmt *s = NULL;
+	if (!r) {
+		s = store_stmt(st, st->db,
+			       "WITH RECURSIVE sub(ino) AS (SELECT ?1 UNION"
+			       " SELECT d.ino FROM dentry d JOIN sub ON d.parent = sub.ino)"
+			       " UPDATE inode SET flags = flags | ?2 WHERE ino IN sub"
+			       " RETURNING ino, flags");
+		if (!s)
+			r = -EIO;
+	}
+	if (!r) {
+		sqlite3_bind_int64(s, 1, (int64_t)ino);
+		sqlite3_bind_int64(s, 2, STORE_INODE_SEALED);
+		int rc;
+		while ((rc = sqlite3_step(s)) == SQLITE_ROW)
+			store_cached_flags(st, (uint64_t)sqlite3_column_int64(s, 0),
+					   (uint32_t)sqlite3_column_int64(s, 1));
+		if (rc != SQLITE_DONE)
+			r = -EIO;
+		sqlite3_reset(s);
+	}
+	return tx_end(st, r);
+}
+
+/* ---- extended attributes --------------------------------------------------------- */
+
+int store_xattr_get(struct store *st, uint64_t ino, const char *name, void *buf, size_t size)
+{
+	pthread_mutex_lock(&st->rdb_lock);
+	struct store_attr a;
+	int r = attr_get(st, st->rdb, ino, &a);
+	sqlite3_stmt *s = r ? NULL : store_stmt(st, st->rdb, "SELECT value FROM xattr WHERE ino = ? AND name = ?");
+	if (!r && !s)
+		r = -EIO;
+	if (!r) {
+		sqlite3_bind_int64(s, 1, (int64_t)ino);
+		sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
+		int rc = sqlite3_step(s);
+		if (rc == SQLITE_ROW) {
+			int n = sqlite3_column_bytes(s, 0);
+			if (size && (size_t)n > size)
+				r = -ERANGE;
+			else {
+				if (size && n)
+					memcpy(buf, sqlite3_column_blob(s, 0), (size_t)n);
+				r = n;
+			}
+		} else {
+			r = rc == SQLITE_DONE ? -ENODATA : -EIO;
+		}
+		sqlite3_reset(s);
+	}
+	pthread_mutex_unlock(&st->rdb_lock);
+	return r;
+}
+
+int store_xattr_set(struct store *st, uint64_t ino, const char *name, const void *value, size_t size,
+		    int flags)
+{
+	if (!name || !*name)
+		return -EINVAL;
+	if (strlen(name) > STORE_XATTR_NAME_MAX || size > STORE_XATTR_SIZE_MAX)
+		return -ERANGE;
+	if (flags & ~(XATTR_CREATE | XATTR_REPLACE))
+		return -EINVAL;
+	int r = tx_begin(st);
+	if (r)
+		return r;
+	struct store_attr a;
+	r = attr_get(st, st->db, ino, &a);
+	if (!r && (a.flags & STORE_INODE_SEALED))
+		r = -EPERM;
+	sqlite3_stmt *s = NULL;
+	if (!r) {
+		s = store_stmt(st, st->db, "SELECT 1 FROM xattr WHERE ino = ? AND name = ?");
+		if (!s)
+			r = -EIO;
+	}
+	if (!r) {
+		sqlite3_bind_int64(s, 1, (int64_t)ino);
+		sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
+		int rc = sqlite3_step(s);
+		sqlite3_reset(s);
+		if (rc == SQLITE_ROW && (flags & XATTR_CREATE))
+			r = -EEXIST;
+		else if (rc == SQLITE_DONE && (flags & XATTR_REPLACE))
+			r = -ENODATA;
+		else if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+			r = -EIO;
+	}
+	if (!r) {
+		s = store_stmt(st, st->db, "INSERT OR REPLACE INTO xattr(ino, name, value) VALUES(?, ?, ?)");
+		if (!s) {
+			r = -EIO;
+		} else {
+			sqlite3_bind_int64(s, 1, (int64_t)ino);
+			sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
+			sqlite3_bind_blob(s, 3, size ? value : "", (int)size, SQLITE_STATIC);
+			r = sqlite3_step(s) == SQLITE_DONE ? 0 : -EIO;
+			sqlite3_reset(s);
+		}
+	}
+	int64_t now = store_now_ns();
+	if (!r)
+		r = exec4(st, "UPDATE inode SET ctime_ns = ? WHERE ino = ?", 2, now, (int64_t)ino, 0, 0);
+	if (!r)
+		store_cached_times(st, ino, NULL, &now);
+	return tx_end(st, r);
+}
+
+int store_xattr_list(struct store *st, uint64_t ino, char *buf, size_t size)
+{
+	pthread_mutex_lock(&st->rdb_lock);
+	struct store_attr a;
+	int r = attr_get(st, st->rdb, ino, &a);
+	sqlite3_stmt *s = r ? NULL : store_stmt(st, st->rdb, "SELECT name FROM xattr WHERE ino = ? ORDER BY name");
+	if (!r && !s)
+		r = -EIO;
+	if (!r) {
+		size_t total = 0;
+		sqlite3_bind_int64(s, 1, (int64_t)ino);
+		int rc;
+		while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+			size_t n = (size_t)sqlite3_column_bytes(s, 0) + 1;
+			if (size && total + n <= size)
+				memcpy(buf + total, sqlite3_column_text(s, 0), n);
+			total += n;
+		}
+		sqlite3_reset(s);
+		if (rc != SQLITE_DONE)
+			r = -EIO;
+		else if (size && total > size)
+			r = -ERANGE;
+		else
+			r = (int)total;
+	}
+	pthread_mutex_unlock(&st->rdb_lock);
+	return r;
+}
+
+int store_xattr_remove(struct store *st, uint64_t ino, const char *name)
+{
+	int r = tx_begin(st);
+	if (r)
+		return r;
+	struct store_attr a;
+	r = attr_get(st, st->db, ino, &a);
+	if (!r && (a.flags & STORE_INODE_SEALED))
+		r = -EPERM;
+	if (!r) {
+		sqlite3_stmt *s = store_stmt(st, st->db, "DELETE FROM xattr WHERE ino = ? AND name = ?");
+		if (!s) {
+			r = -EIO;
+		} else {
+			sqlite3_bind_int64(s, 1, (int64_t)ino);
+			sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
+			r = sqlite3_step(s) == SQLITE_DONE ? 0 : -EIO;
+			sqlite3_reset(s);
+			if (!r && sqlite3_changes(st->db) == 0)
+				r = -ENODATA;
+		}
+	}
+	int64_t now = store_now_ns();
+	if (!r)
+		r = exec4(st, "UPDATE inode SET ctime_ns = ? WHERE ino = ?", 2, now, (int64_t)ino, 0, 0);
+	if (!r)
+		store_cached_times(st, ino, NULL, &now);
+	return tx_end(st, r);
+}
+
+/* ---- figures --------------------------------------------------------------------- */
+
+int store_statfs(struct store *st, struct store_statfs *out)
+{
+	memset(out, 0, sizeof(*out));
+	uint64_t packs;
+	int r = st->be->ops->usage(st->be, &out->stored_bytes, &packs);
+	if (r)
+		return r;
+	struct statvfs sv;
+	if (statvfs(st->dir, &sv) < 0)
+		return -errno;
+	out->free_bytes = (uint64_t)sv.f_bfree * sv.f_frsize;
+	out->avail_bytes = (uint64_t)sv.f_bavail * sv.f_frsize;
+	pthread_mutex_lock(&st->rdb_lock);
+	sqlite3_stmt *s = store_stmt(st, st->rdb, "SELECT count(*) FROM inode");
+	if (!s) {
+		r = -EIO;
+	} else {
+		if (sqlite3_step(s) == SQLITE_ROW)
+			out->inodes = (uint64_t)sqlite3_column_int64(s, 0);
+		sqlite3_reset(s);
+	}
+	pthread_mutex_unlock(&st->rdb_lock);
+	return r;
+}
+
+void store_path_of(sqlite3 *db, uint64_t ino, char *buf, size_t size)
+{
+	char path[4096] = "";
+	size_t len = 0;
+	sqlite3_stmt *s;
+	buf[0] = 0;
+	if (sqlite3_prepare_v2(db, "SELECT parent, name FROM dentry WHERE ino = ? ORDER BY id LIMIT 1",
+			       -1, &s, NULL) != SQLITE_OK)
+		return;
+	/* Walk up to the root, building the path from its end. */
+	for (unsigned depth = 0; ino != STORE_ROOT_INO && depth < 1000; depth++) {
+		sqlite3_reset(s);
+		sqlite3_bind_int64(s, 1, (int64_t)ino);
+		if (sqlite3_step(s) != SQLITE_ROW)
+			break;
+		const char *name = (const char *)sqlite3_column_text(s, 1);
+		size_t n = strlen(name ? name : "");
+		if (len + n + 1 >= sizeof(path))
+			break;
+		memmove(path + n + 1, path, len + 1);
+		path[0] = '/';
+		memcpy(path + 1, name, n);
+		len += n + 1;
+		ino = (uint64_t)sqlite3_column_int64(s, 0);
+	}
+	sqlite3_finalize(s);
+	snprintf(buf, size, "%s", ino == STORE_ROOT_INO ? (len ? path : "/") : "");
+}

@@ -1,0 +1,534 @@
+/*
+ * fsd/store_pack.c: the pack-file page backend.
+ *
+ * Pages are appended to files packs/XXXXXXXX.pack (hex id, from 1), each
+ * page at a 4 KiB-aligned offset so reads can be spliced straight from the
+ * pack into the FUSE device.  A location is (pack id << 36) | page number.
+ * Packs are append-only; a new pack is started when the current one passes
+ * PACK_MAX_BYTES.  Space is reclaimed only by gc: compact copies the live
+ * pages out of packs that hold dead ones into a new pack, and release
+ * deletes packs that no longer hold live pages.
+ *
+ * Threads: a mutex guards the pack table and the append position; reads
+ * (pread) run outside it.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "store_backend.h"
+
+#define PACK_SHIFT 36
+#define PACK_PAGE_MASK ((1ull << PACK_SHIFT) - 1)
+#define PACK_MAX_BYTES (1ull << 30)
+
+struct pack {
+	uint32_t id;
+	int fd;
+	uint64_t size;		/* bytes, as far as this process knows */
+	bool unsynced;
+};
+
+struct pack_be {
+	struct store_backend be;
+	char *dir;
+	bool rdonly;
+	int dir_fd;
+	bool dir_unsynced;	/* packs created or deleted since the last sync */
+	pthread_mutex_t lock;
+	struct pack *packs;	/* sorted by id */
+	size_t n, cap;
+	struct pack *cur;	/* appended to; NULL: start a new one */
+};
+
+static struct pack_be *pb_of(struct store_backend *be)
+{
+	return (struct pack_be *)be;
+}
+
+static void pack_name(const struct pack_be *pb, uint32_t id, char *buf, size_t size)
+{
+	snprintf(buf, size, "%s/%08x.pack", pb->dir, id);
+}
+
+/* Add pack id with its open fd to the table (lock held). */
+static struct pack *pack_add(struct pack_be *pb, uint32_t id, int fd, uint64_t size)
+{
+	if (pb->n == pb->cap) {
+		size_t cap = pb->cap ? 2 * pb->cap : 16;
+		size_t cur = pb->cur ? (size_t)(pb->cur - pb->packs) : SIZE_MAX;
+		struct pack *p = realloc(pb->packs, cap * sizeof(*p));
+		if (!p)
+			return NULL;
+		pb->packs = p;
+		pb->cap = cap;
+		if (cur != SIZE_MAX)
+			pb->cur = &pb->packs[cur];
+	}
+	size_t i = pb->n;
+	while (i > 0 && pb->packs[i - 1].id > id)
+		i--;
+	size_t cur = pb->cur ? (size_t)(pb->cur - pb->packs) : SIZE_MAX;
+	memmove(&pb->packs[i + 1], &pb->packs[i], (pb->n - i) * sizeof(*pb->packs));
+	pb->n++;
+	if (cur != SIZE_MAX && cur >= i)
+		pb->cur = &pb->packs[cur + 1];
+	pb->packs[i] = (struct pack){ .id = id, .fd = fd, .size = size };
+	return &pb->packs[i];
+}
+
+static struct pack *pack_find(struct pack_be *pb, uint32_t id)
+{
+	size_t lo = 0, hi = pb->n;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		if (pb->packs[mid].id == id)
+			return &pb->packs[mid];
+		if (pb->packs[mid].id < id)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
+}
+
+/* The fd of pack id, opening it if another process created it since
+ * (read-only opens beside a live writer).  -ENOENT if there is no such
+ * pack.  Lock held. */
+static int pack_fd(struct pack_be *pb, uint32_t id, int *fd)
+{
+	struct pack *p = pack_find(pb, id);
+	if (!p) {
+		char path[PATH_MAX];
+		pack_name(pb, id, path, sizeof(path));
+		int f = open(path, (pb->rdonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+		if (f < 0)
+			return -ENOENT;
+		struct stat sb;
+		fstat(f, &sb);
+		p = pack_add(pb, id, f, (uint64_t)sb.st_size);
+		if (!p) {
+			close(f);
+			return -ENOMEM;
+		}
+	}
+	*fd = p->fd;
+	return 0;
+}
+
+/* A new, empty pack to append to (lock held). */
+static int pack_new(struct pack_be *pb, struct pack **out)
+{
+	uint32_t id = pb->n ? pb->packs[pb->n - 1].id + 1 : 1;
+	char path[PATH_MAX];
+	pack_name(pb, id, path, sizeof(path));
+	int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	struct pack *p = pack_add(pb, id, fd, 0);
+	if (!p) {
+		close(fd);
+		unlink(path);
+		return -ENOMEM;
+	}
+	pb->dir_unsynced = true;
+	*out = p;
+	return 0;
+}
+
+/* Reserve room for n pages in the current pack (lock held). */
+static int pack_reserve(struct pack_be *pb, unsigned n, struct pack **out, uint64_t *off)
+{
+	if (pb->rdonly)
+		return -EROFS;
+	if (!pb->cur || pb->cur->size >= PACK_MAX_BYTES) {
+		int r = pack_new(pb, &pb->cur);
+		if (r)
+			return r;
+	}
+	struct pack *p = pb->cur;
+	/* A torn page left by a crash at the end: start at the next page. */
+	*off = (p->size + STORE_PAGE_SIZE - 1) & ~(uint64_t)(STORE_PAGE_SIZE - 1);
+	p->size = *off + (uint64_t)n * STORE_PAGE_SIZE;
+	p->unsynced = true;
+	*out = p;
+	return 0;
+}
+
+static int write_all(int fd, struct iovec *iov, int cnt, uint64_t off)
+{
+	while (cnt > 0) {
+		ssize_t w = pwritev(fd, iov, cnt > IOV_MAX ? IOV_MAX : cnt, (off_t)off);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (w == 0)
+			return -EIO;
+		off += (uint64_t)w;
+		while (cnt > 0 && (size_t)w >= iov->iov_len) {
+			w -= (ssize_t)iov->iov_len;
+			iov++;
+			cnt--;
+		}
+		if (cnt > 0) {
+			iov->iov_base = (char *)iov->iov_base + w;
+			iov->iov_len -= (size_t)w;
+		}
+	}
+	return 0;
+}
+
+static int pb_put_many(struct store_backend *be, const uint8_t (*hashes)[STORE_HASH_SIZE],
+		       const struct iovec *pages, unsigned n, uint64_t *locs)
+{
+	(void)hashes;
+	struct pack_be *pb = pb_of(be);
+	if (n == 0)
+		return 0;
+	struct iovec stack[64], *iov = n <= 64 ? stack : malloc(n * sizeof(*iov));
+	if (!iov)
+		return -ENOMEM;
+	memcpy(iov, pages, n * sizeof(*iov));
+
+	/* The write is done under the lock: pages reserved by one thread
+	 * must be in the file before another thread's fdatasync returns and
+	 * a commit refers to them. */
+	pthread_mutex_lock(&pb->lock);
+	struct pack *p;
+	uint64_t off;
+	int r = pack_reserve(pb, n, &p, &off);
+	if (!r) {
+		r = write_all(p->fd, iov, (int)n, off);
+		if (r)
+			p->size = off;	/* give the room back */
+	}
+	if (!r)
+		for (unsigned i = 0; i < n; i++)
+			locs[i] = ((uint64_t)p->id << PACK_SHIFT) | (off / STORE_PAGE_SIZE + i);
+	pthread_mutex_unlock(&pb->lock);
+	if (iov != stack)
+		free(iov);
+	return r;
+}
+
+static int pb_put(struct store_backend *be, const uint8_t *hash, const void *page, uint64_t *loc)
+{
+	struct iovec iov = { .iov_base = (void *)page, .iov_len = STORE_PAGE_SIZE };
+	return pb_put_many(be, (const uint8_t(*)[STORE_HASH_SIZE])hash, &iov, 1, loc);
+}
+
+static int pb_fd_of(struct store_backend *be, uint64_t loc, int *fd, uint64_t *pos)
+{
+	struct pack_be *pb = pb_of(be);
+	pthread_mutex_lock(&pb->lock);
+	int r = pack_fd(pb, (uint32_t)(loc >> PACK_SHIFT), fd);
+	pthread_mutex_unlock(&pb->lock);
+	*pos = (loc & PACK_PAGE_MASK) * STORE_PAGE_SIZE;
+	return r;
+}
+
+static int pb_get(struct store_backend *be, const uint8_t *hash, uint64_t loc, void *page)
+{
+	(void)hash;
+	int fd;
+	uint64_t pos;
+	int r = pb_fd_of(be, loc, &fd, &pos);
+	if (r)
+		return r;
+	size_t done = 0;
+	while (done < STORE_PAGE_SIZE) {
+		ssize_t n = pread(fd, (char *)page + done, STORE_PAGE_SIZE - done, (off_t)(pos + done));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return -EIO;	/* past the end: the pack was cut short */
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+static int pb_sync(struct store_backend *be, struct err *e)
+{
+	struct pack_be *pb = pb_of(be);
+	int r = 0;
+	pthread_mutex_lock(&pb->lock);
+	for (size_t i = 0; i < pb->n && !r; i++) {
+		struct pack *p = &pb->packs[i];
+		if (!p->unsynced)
+			continue;
+		if (fdatasync(p->fd) < 0)
+			r = err_set(e, -errno, "pack %08x: fdatasync: %s", p->id, strerror(errno));
+		else
+			p->unsynced = false;
+	}
+	if (!r && pb->dir_unsynced) {
+		if (fsync(pb->dir_fd) < 0)
+			r = err_set(e, -errno, "%s: fsync: %s", pb->dir, strerror(errno));
+		else
+			pb->dir_unsynced = false;
+	}
+	pthread_mutex_unlock(&pb->lock);
+	return r;
+}
+
+/* Copy n pages starting at page src_page of pack src into p at dst_off. */
+static int copy_pages(struct pack *src, uint64_t src_page, struct pack *dst, uint64_t dst_off,
+		      unsigned n, void *buf)
+{
+	size_t len = (size_t)n * STORE_PAGE_SIZE;
+	ssize_t got = pread(src->fd, buf, len, (off_t)(src_page * STORE_PAGE_SIZE));
+	if (got < 0)
+		return -errno;
+	if ((size_t)got != len)
+		return -EIO;
+	struct iovec iov = { .iov_base = buf, .iov_len = len };
+	return write_all(dst->fd, &iov, 1, dst_off);
+}
+
+static int pb_compact(struct store_backend *be, struct store_live_page *live, size_t n,
+		      store_progress_fn progress, void *arg, struct err *e)
+{
+	struct pack_be *pb = pb_of(be);
+	enum { BATCH = 64 };
+	void *buf = malloc(BATCH * STORE_PAGE_SIZE);
+	if (!buf)
+		return err_set(e, -ENOMEM, "compacting packs: out of memory");
+
+	pthread_mutex_lock(&pb->lock);
+	int r = 0;
+	struct pack *dst = NULL;
+	uint32_t dst_id = 0;
+	size_t i = 0;
+	while (i < n && !r) {
+		/* The live pages of one pack: live[i..j). */
+		uint32_t id = (uint32_t)(live[i].loc >> PACK_SHIFT);
+		size_t j = i;
+		while (j < n && (uint32_t)(live[j].loc >> PACK_SHIFT) == id)
+			j++;
+		int fd;
+		r = pack_fd(pb, id, &fd);
+		if (r) {
+			r = err_set(e, r, "pack %08x: referenced but missing", id);
+			break;
+		}
+		struct pack *src = pack_find(pb, id);
+		uint64_t live_bytes = (uint64_t)(j - i) * STORE_PAGE_SIZE;
+		if (src->size == live_bytes || id == dst_id) {
+			i = j;
+			continue;
+		}
+		if (!dst) {
+			r = pack_new(pb, &dst);
+			if (r) {
+				r = err_set(e, r, "compacting packs: new pack: %s", strerror(-r));
+				break;
+			}
+			dst_id = dst->id;
+			src = pack_find(pb, id);	/* the table may have moved */
+		}
+		/* Runs of consecutive pages are copied in one go. */
+		for (size_t k = i; k < j && !r;) {
+			uint64_t first = live[k].loc & PACK_PAGE_MASK;
+			unsigned run = 1;
+			while (k + run < j && run < BATCH &&
+			       (live[k + run].loc & PACK_PAGE_MASK) == first + run)
+				run++;
+			uint64_t off = dst->size;
+			r = copy_pages(src, first, dst, off, run, buf);
+			if (r) {
+				r = err_set(e, r, "compacting pack %08x: %s", id, strerror(-r));
+				break;
+			}
+			dst->size += (uint64_t)run * STORE_PAGE_SIZE;
+			dst->unsynced = true;
+			for (unsigned m = 0; m < run; m++)
+				live[k + m].loc = ((uint64_t)dst_id << PACK_SHIFT) |
+						  (off / STORE_PAGE_SIZE + m);
+			k += run;
+		}
+		if (progress)
+			progress(arg, "compacting packs", j, n);
+		i = j;
+	}
+	if (dst)
+		pb->cur = pack_find(pb, dst_id);
+	pthread_mutex_unlock(&pb->lock);
+	free(buf);
+	if (!r)
+		r = pb_sync(be, e);
+	return r;
+}
+
+static int pb_release(struct store_backend *be, const struct store_live_page *live, size_t n,
+		      struct err *e)
+{
+	struct pack_be *pb = pb_of(be);
+	int r = 0;
+	pthread_mutex_lock(&pb->lock);
+	size_t k = 0;	/* live[k] is the first live page at or after pack i */
+	for (size_t i = 0; i < pb->n;) {
+		struct pack *p = &pb->packs[i];
+		while (k < n && (uint32_t)(live[k].loc >> PACK_SHIFT) < p->id)
+			k++;
+		uint64_t last = 0;
+		bool any = false;
+		while (k < n && (uint32_t)(live[k].loc >> PACK_SHIFT) == p->id) {
+			last = live[k].loc & PACK_PAGE_MASK;
+			any = true;
+			k++;
+		}
+		if (any) {
+			uint64_t end = (last + 1) * STORE_PAGE_SIZE;
+			if (p->size > end && p != pb->cur) {
+				if (ftruncate(p->fd, (off_t)end) < 0) {
+					r = err_set(e, -errno, "pack %08x: truncate: %s", p->id,
+						    strerror(errno));
+					break;
+				}
+				p->size = end;
+			}
+			i++;
+			continue;
+		}
+		char path[PATH_MAX];
+		pack_name(pb, p->id, path, sizeof(path));
+		if (unlink(path) < 0 && errno != ENOENT) {
+			r = err_set(e, -errno, "%s: unlink: %s", path, strerror(errno));
+			break;
+		}
+		close(p->fd);
+		size_t cur = pb->cur ? (size_t)(pb->cur - pb->packs) : SIZE_MAX;
+		if (cur == i)
+			pb->cur = NULL;
+		else if (cur != SIZE_MAX && cur > i)
+			pb->cur = &pb->packs[cur - 1];
+		memmove(&pb->packs[i], &pb->packs[i + 1], (pb->n - i - 1) * sizeof(*pb->packs));
+		pb->n--;
+		pb->dir_unsynced = true;
+	}
+	pthread_mutex_unlock(&pb->lock);
+	if (!r)
+		r = pb_sync(be, e);
+	return r;
+}
+
+static int pb_usage(struct store_backend *be, uint64_t *bytes, uint64_t *containers)
+{
+	struct pack_be *pb = pb_of(be);
+	uint64_t total = 0, count = 0;
+	DIR *d = opendir(pb->dir);
+	if (!d)
+		return -errno;
+	/* Ask the folder, not the table: a read-only open beside a writer
+	 * should see the writer's packs too. */
+	for (struct dirent *de; (de = readdir(d));) {
+		size_t len = strlen(de->d_name);
+		if (len < 6 || strcmp(de->d_name + len - 5, ".pack"))
+			continue;
+		struct stat sb;
+		if (fstatat(dirfd(d), de->d_name, &sb, 0) == 0) {
+			total += (uint64_t)sb.st_size;
+			count++;
+		}
+	}
+	closedir(d);
+	*bytes = total;
+	*containers = count;
+	return 0;
+}
+
+static void pb_close(struct store_backend *be)
+{
+	struct pack_be *pb = pb_of(be);
+	for (size_t i = 0; i < pb->n; i++)
+		close(pb->packs[i].fd);
+	if (pb->dir_fd >= 0)
+		close(pb->dir_fd);
+	pthread_mutex_destroy(&pb->lock);
+	free(pb->packs);
+	free(pb->dir);
+	free(pb);
+}
+
+static const struct store_backend_ops pack_ops = {
+	.name = "pack",
+	.put = pb_put,
+	.put_many = pb_put_many,
+	.get = pb_get,
+	.fd_of = pb_fd_of,
+	.sync = pb_sync,
+	.compact = pb_compact,
+	.release = pb_release,
+	.usage = pb_usage,
+	.close = pb_close,
+};
+
+static int scan_packs(struct pack_be *pb, struct err *e)
+{
+	DIR *d = opendir(pb->dir);
+	if (!d)
+		return err_set(e, -errno, "%s: %s", pb->dir, strerror(errno));
+	int r = 0;
+	for (struct dirent *de; (de = readdir(d)) && !r;) {
+		unsigned id;
+		char tail;
+		if (sscanf(de->d_name, "%8x.pac%c", &id, &tail) != 2 || tail != 'k' ||
+		    strlen(de->d_name) != 13 || id == 0)
+			continue;
+		int fd = openat(dirfd(d), de->d_name, (pb->rdonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+		struct stat sb;
+		if (fd < 0 || fstat(fd, &sb) < 0) {
+			r = err_set(e, -errno, "%s/%s: %s", pb->dir, de->d_name, strerror(errno));
+			if (fd >= 0)
+				close(fd);
+			break;
+		}
+		if (!pack_add(pb, id, fd, (uint64_t)sb.st_size)) {
+			close(fd);
+			r = err_set(e, -ENOMEM, "%s: out of memory", pb->dir);
+		}
+	}
+	closedir(d);
+	/* Append to the newest pack while it has room. */
+	if (!r && pb->n && pb->packs[pb->n - 1].size < PACK_MAX_BYTES)
+		pb->cur = &pb->packs[pb->n - 1];
+	return r;
+}
+
+int store_pack_open(const char *dir, bool create, bool rdonly, struct store_backend **out,
+		    struct err *e)
+{
+	*out = NULL;
+	if (create && !rdonly && mkdir(dir, 0700) < 0 && errno != EEXIST)
+		return err_set(e, -errno, "%s: cannot create: %s", dir, strerror(errno));
+	struct pack_be *pb = calloc(1, sizeof(*pb));
+	if (!pb || !(pb->dir = strdup(dir))) {
+		free(pb);
+		return err_set(e, -ENOMEM, "%s: out of memory", dir);
+	}
+	pb->be.ops = &pack_ops;
+	pb->rdonly = rdonly;
+	pthread_mutex_init(&pb->lock, NULL);
+	pb->dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int r = pb->dir_fd < 0 ? err_set(e, -errno, "%s: %s", dir, strerror(errno)) : 0;
+	if (!r)
+		r = scan_packs(pb, e);
+	if (r) {
+		pb_close(&pb->be);
+		return r;
+	}
+	*out = &pb->be;
+	return 0;
+}
