@@ -8,8 +8,12 @@
 
 #define RT_BOOT ((struct snapvm_boot *)(uintptr_t)SNAPVM_SCRATCH_GPA)
 
-/* the call buffer of the current entry, set by rt_entry */
-extern struct snapvm_callbuf *rt_cb;
+/*
+ * The call buffer, found through the boot block rather than kept in a
+ * variable: the runtime writes nothing to the image's data on its own, so
+ * a sandbox made from read-only regions copies no page it does not need.
+ */
+#define rt_cb ((struct snapvm_callbuf *)(uintptr_t)RT_BOOT->callbuf_gpa)
 
 static inline void rt_outb(uint16_t port, uint8_t v)
 {

@@ -12,8 +12,6 @@
  */
 #include "rt.h"
 
-struct snapvm_callbuf *rt_cb;
-
 /* from the linker script */
 extern struct snapvm_export __snapvm_exports_start[], __snapvm_exports_end[];
 
@@ -105,7 +103,6 @@ static const struct snapvm_export *find_export(const char *name)
 
 __attribute__((noreturn)) void rt_entry(struct snapvm_callbuf *cb)
 {
-	rt_cb = cb;
 	cb->out_len = 0;
 	if (cb->op == SNAPVM_OP_BOOT) {
 		trap_init();

@@ -1,0 +1,328 @@
+/*
+ * host/vm.c: KVM VM, memory slots, one vCPU in long mode, and running it
+ * under a deadline.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "kvm_ioctl.h"
+#include "vm.h"
+
+#define CR0_PE (1ull << 0)
+#define CR0_MP (1ull << 1)
+#define CR0_ET (1ull << 4)
+#define CR0_NE (1ull << 5)
+#define CR0_WP (1ull << 16)
+#define CR0_PG (1ull << 31)
+#define CR4_PAE (1ull << 5)
+#define CR4_OSFXSR (1ull << 9)
+#define CR4_OSXMMEXCPT (1ull << 10)
+#define EFER_LME (1ull << 8)
+#define EFER_LMA (1ull << 10)
+#define EFER_NXE (1ull << 11)
+
+/* the running vCPU of this thread, for the timer signal handler */
+static __thread struct kvm_run *volatile tls_run;
+
+static void timer_handler(int sig)
+{
+	(void)sig;
+	struct kvm_run *run = tls_run;
+	if (run)
+		run->immediate_exit = 1;
+}
+
+static pthread_once_t handler_once = PTHREAD_ONCE_INIT;
+static int handler_err;
+
+static void install_handler(void)
+{
+	struct sigaction sa = { .sa_handler = timer_handler };
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(VM_TIMER_SIGNAL, &sa, NULL) < 0)
+		handler_err = -errno;
+}
+
+uint64_t vm_now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* KVM_GET_SUPPORTED_CPUID, asked once per process */
+static pthread_once_t cpuid_once = PTHREAD_ONCE_INIT;
+static struct kvm_cpuid2 *cpuid_cache;
+static int cpuid_err;
+
+static void load_cpuid(void)
+{
+	int kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	if (kvm < 0) {
+		cpuid_err = -errno;
+		return;
+	}
+	for (unsigned n = 64; n <= 4096; n *= 2) {
+		struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + n * sizeof(c->entries[0]));
+		if (!c) {
+			cpuid_err = -ENOMEM;
+			break;
+		}
+		c->nent = n;
+		if (ioctl(kvm, KVM_GET_SUPPORTED_CPUID, c) == 0) {
+			cpuid_cache = c;
+			cpuid_err = 0;
+			break;
+		}
+		cpuid_err = -errno;
+		free(c);
+		if (cpuid_err != -E2BIG)
+			break;
+	}
+	close(kvm);
+}
+
+int vm_new(struct vm **out, struct err *e)
+{
+	int r;
+	*out = NULL;
+	pthread_once(&handler_once, install_handler);
+	if (handler_err)
+		return err_set(e, handler_err, "installing the time-limit signal handler: %s",
+			       strerror(-handler_err));
+	pthread_once(&cpuid_once, load_cpuid);
+	if (!cpuid_cache)
+		return err_set(e, cpuid_err ? cpuid_err : -ENODEV,
+			       "KVM_GET_SUPPORTED_CPUID: %s", strerror(-(cpuid_err ? cpuid_err : -ENODEV)));
+
+	struct vm *vm = calloc(1, sizeof(*vm));
+	if (!vm)
+		return err_set(e, -ENOMEM, "out of memory");
+	vm->vm_fd = vm->vcpu_fd = -1;
+	vm->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	if (vm->kvm_fd < 0) {
+		r = err_set(e, -errno, "/dev/kvm: %s", strerror(errno));
+		goto fail;
+	}
+	r = kvm_ioctl_val(e, vm->kvm_fd, KVM_GET_API_VERSION, 0);
+	if (r < 0)
+		goto fail;
+	if (r != KVM_API_VERSION) {
+		r = err_set(e, -ENOTSUP, "/dev/kvm: API version %d, need %d", r, KVM_API_VERSION);
+		goto fail;
+	}
+	r = kvm_ioctl_val(e, vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_READONLY_MEM);
+	if (r <= 0) {
+		r = err_set(e, -ENOTSUP, "KVM has no read-only memory slots (KVM_CAP_READONLY_MEM)");
+		goto fail;
+	}
+	r = kvm_ioctl_val(e, vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_IMMEDIATE_EXIT);
+	if (r <= 0) {
+		r = err_set(e, -ENOTSUP, "KVM lacks KVM_CAP_IMMEDIATE_EXIT");
+		goto fail;
+	}
+	r = vm->vm_fd = kvm_ioctl_val(e, vm->kvm_fd, KVM_CREATE_VM, 0);
+	if (r < 0)
+		goto fail;
+	r = vm->vcpu_fd = kvm_ioctl_val(e, vm->vm_fd, KVM_CREATE_VCPU, 0);
+	if (r < 0)
+		goto fail;
+	r = kvm_ioctl_val(e, vm->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
+	if (r < 0)
+		goto fail;
+	vm->run_size = (size_t)r;
+	vm->run = mmap(NULL, vm->run_size, PROT_READ | PROT_WRITE, MAP_SHARED, vm->vcpu_fd, 0);
+	if (vm->run == MAP_FAILED) {
+		vm->run = NULL;
+		r = err_set(e, -errno, "mapping the vCPU run area: %s", strerror(errno));
+		goto fail;
+	}
+	r = kvm_ioctl(e, vm->vcpu_fd, KVM_SET_CPUID2, cpuid_cache);
+	if (r < 0)
+		goto fail;
+	*out = vm;
+	return 0;
+fail:
+	vm_free(vm);
+	return r;
+}
+
+void vm_free(struct vm *vm)
+{
+	if (!vm)
+		return;
+	if (vm->timer_ok)
+		timer_delete(vm->timer);
+	if (vm->run)
+		munmap(vm->run, vm->run_size);
+	if (vm->vcpu_fd >= 0)
+		close(vm->vcpu_fd);
+	if (vm->vm_fd >= 0)
+		close(vm->vm_fd);
+	if (vm->kvm_fd >= 0)
+		close(vm->kvm_fd);
+	free(vm);
+}
+
+int vm_add_slot(struct vm *vm, uint64_t gpa, uint64_t size, void *host, int readonly,
+		struct err *e)
+{
+	if (vm->nslots == VM_SLOTS_MAX)
+		return err_set(e, -ENOSPC, "more than %d memory slots", VM_SLOTS_MAX);
+	struct kvm_userspace_memory_region region = {
+		.slot = vm->nslots,
+		.flags = readonly ? KVM_MEM_READONLY : 0,
+		.guest_phys_addr = gpa,
+		.memory_size = size,
+		.userspace_addr = (uintptr_t)host,
+	};
+	int r = kvm_ioctl(e, vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &region);
+	if (r < 0)
+		return err_prefix(e, "slot at 0x%llx, 0x%llx bytes", (unsigned long long)gpa,
+				  (unsigned long long)size);
+	vm->slots[vm->nslots++] = (struct vm_slot){ gpa, size, host, readonly };
+	return 0;
+}
+
+const struct vm_slot *vm_slot_at(const struct vm *vm, uint64_t gpa)
+{
+	for (unsigned i = 0; i < vm->nslots; i++)
+		if (gpa >= vm->slots[i].gpa && gpa - vm->slots[i].gpa < vm->slots[i].size)
+			return &vm->slots[i];
+	return NULL;
+}
+
+int vm_set_long_mode(struct vm *vm, uint64_t cr3, uint64_t gdt, uint16_t gdt_limit,
+		     uint64_t tss, uint64_t idt, uint16_t idt_limit, struct err *e)
+{
+	struct kvm_sregs s;
+	int r = kvm_ioctl(e, vm->vcpu_fd, KVM_GET_SREGS, &s);
+	if (r < 0)
+		return r;
+	struct kvm_segment code = {
+		.base = 0, .limit = 0xffffffff, .selector = 0x08, .type = 11,
+		.present = 1, .dpl = 0, .db = 0, .s = 1, .l = 1, .g = 1,
+	};
+	struct kvm_segment data = {
+		.base = 0, .limit = 0xffffffff, .selector = 0x10, .type = 3,
+		.present = 1, .dpl = 0, .db = 1, .s = 1, .l = 0, .g = 1,
+	};
+	struct kvm_segment tr = {
+		.base = tss, .limit = 103, .selector = 0x18, .type = 11,	/* 64-bit TSS, busy */
+		.present = 1, .s = 0,
+	};
+	struct kvm_segment ldt = { .selector = 0, .type = 2, .present = 1, .limit = 0xffff, .unusable = 1 };
+	s.cs = code;
+	s.ds = s.es = s.fs = s.gs = s.ss = data;
+	s.tr = tr;
+	s.ldt = ldt;
+	s.gdt.base = gdt;
+	s.gdt.limit = gdt_limit;
+	s.idt.base = idt;
+	s.idt.limit = idt_limit;
+	s.cr0 = CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_PG;
+	s.cr3 = cr3;
+	s.cr4 = CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT;
+	s.efer = EFER_LME | EFER_LMA | EFER_NXE;
+	return kvm_ioctl(e, vm->vcpu_fd, KVM_SET_SREGS, &s);
+}
+
+int vm_set_entry(struct vm *vm, uint64_t rip, uint64_t rsp, uint64_t rdi, struct err *e)
+{
+	struct kvm_regs regs = { .rip = rip, .rsp = rsp, .rdi = rdi, .rflags = 0x2 };
+	int r = kvm_ioctl(e, vm->vcpu_fd, KVM_SET_REGS, &regs);
+	return r < 0 ? r : 0;
+}
+
+uint64_t vm_rip(struct vm *vm)
+{
+	struct kvm_regs regs;
+	if (ioctl(vm->vcpu_fd, KVM_GET_REGS, &regs) < 0)
+		return 0;
+	return regs.rip;
+}
+
+/* Arm (ns > 0) or disarm (ns == 0) this thread's timer for vm. */
+static int arm_timer(struct vm *vm, uint64_t ns, struct err *e)
+{
+	pid_t tid = gettid();
+	if (vm->timer_ok && vm->timer_tid != tid) {
+		timer_delete(vm->timer);
+		vm->timer_ok = 0;
+	}
+	if (!vm->timer_ok) {
+		if (ns == 0)
+			return 0;
+		struct sigevent sev = {
+			.sigev_notify = SIGEV_THREAD_ID,
+			.sigev_signo = VM_TIMER_SIGNAL,
+		};
+		sev._sigev_un._tid = tid;
+		if (timer_create(CLOCK_MONOTONIC, &sev, &vm->timer) < 0)
+			return err_set(e, -errno, "timer_create: %s", strerror(errno));
+		vm->timer_ok = 1;
+		vm->timer_tid = tid;
+	}
+	struct itimerspec its = {
+		.it_value = { (time_t)(ns / 1000000000ull), (long)(ns % 1000000000ull) },
+	};
+	if (timer_settime(vm->timer, 0, &its, NULL) < 0)
+		return err_set(e, -errno, "timer_settime: %s", strerror(errno));
+	return 0;
+}
+
+int vm_run(struct vm *vm, uint64_t deadline_ns, struct err *e)
+{
+	int r;
+	if (deadline_ns) {
+		uint64_t now = vm_now_ns();
+		if (now >= deadline_ns)
+			return err_set(e, -ETIMEDOUT, "time limit reached");
+		r = arm_timer(vm, deadline_ns - now, e);
+		if (r < 0)
+			return r;
+	}
+	vm->run->immediate_exit = 0;
+	tls_run = vm->run;
+	for (;;) {
+		r = ioctl(vm->vcpu_fd, KVM_RUN, 0);
+		if (r == 0)
+			break;
+		int err = errno;
+		if (err == EINTR || err == EAGAIN) {
+			vm->run->immediate_exit = 0;
+			if (deadline_ns && vm_now_ns() >= deadline_ns) {
+				r = err_set(e, -ETIMEDOUT, "time limit reached");
+				break;
+			}
+			continue;
+		}
+		r = err_set(e, -err, "KVM_RUN: %s", strerror(err));
+		break;
+	}
+	tls_run = NULL;
+	if (deadline_ns)
+		arm_timer(vm, 0, NULL);
+	return r;
+}
+
+const char *vm_exit_name(uint32_t reason)
+{
+	switch (reason) {
+#define X(n) case n: return #n;
+	X(KVM_EXIT_UNKNOWN) X(KVM_EXIT_EXCEPTION) X(KVM_EXIT_IO) X(KVM_EXIT_HYPERCALL)
+	X(KVM_EXIT_DEBUG) X(KVM_EXIT_HLT) X(KVM_EXIT_MMIO) X(KVM_EXIT_IRQ_WINDOW_OPEN)
+	X(KVM_EXIT_SHUTDOWN) X(KVM_EXIT_FAIL_ENTRY) X(KVM_EXIT_INTR) X(KVM_EXIT_SET_TPR)
+	X(KVM_EXIT_TPR_ACCESS) X(KVM_EXIT_NMI) X(KVM_EXIT_INTERNAL_ERROR) X(KVM_EXIT_OSI)
+	X(KVM_EXIT_SYSTEM_EVENT) X(KVM_EXIT_X86_RDMSR) X(KVM_EXIT_X86_WRMSR)
+#undef X
+	default:
+		return "unknown";
+	}
+}
