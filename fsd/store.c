@@ -196,13 +196,25 @@ static int migrate(struct store *st, int from, struct err *e)
 	return r;
 }
 
+/* Does the database hold any table?  (A creation cut short holds none.) */
+static bool db_is_blank(sqlite3 *db)
+{
+	sqlite3_stmt *s;
+	bool blank = false;
+	if (sqlite3_prepare_v2(db, "SELECT count(*) FROM sqlite_master", -1, &s, NULL) == SQLITE_OK) {
+		blank = sqlite3_step(s) == SQLITE_ROW && sqlite3_column_int(s, 0) == 0;
+		sqlite3_finalize(s);
+	}
+	return blank;
+}
+
 static int check_version(struct store *st, bool fresh, struct err *e)
 {
 	int v = 0;
 	int r = user_version(st, st->db, &v, e);
 	if (r)
 		return r;
-	if (v == 0 && fresh)
+	if (v == 0 && (fresh || (!st->rdonly && db_is_blank(st->db))))
 		return create_schema(st, e);
 	if (v == 0)
 		return err_set(e, -EUCLEAN, "store %s: index.db has no schema version (not a store?)",
@@ -263,8 +275,11 @@ static int probe_dir(const char *dir, bool create, struct err *e)
 	if (!d)
 		return err_set(e, -errno, "store %s: %s", dir, strerror(errno));
 	bool empty = true;
+	/* The lock file and packs folder of a creation cut short count as
+	 * empty. */
 	for (struct dirent *de; (de = readdir(d));)
-		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..") &&
+		    strcmp(de->d_name, "lock") && strcmp(de->d_name, "packs"))
 			empty = false;
 	closedir(d);
 	if (!empty)

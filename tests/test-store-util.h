@@ -1,0 +1,96 @@
+/*
+ * tests/test-store-util.h: helpers for the page-store tests: fresh store
+ * folders under $TMPDIR, removal, deterministic page contents.
+ */
+#ifndef SNAPFS_TEST_STORE_UTIL_H
+#define SNAPFS_TEST_STORE_UTIL_H
+
+#include <errno.h>
+#include <ftw.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "store.h"
+
+static inline int tsu_rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	(void)sb;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+/* Remove a folder tree. */
+static inline void tsu_rmtree(const char *dir)
+{
+	nftw(dir, tsu_rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* A new empty folder name (not created) for a store; free() it. */
+static inline char *tsu_store_path(void)
+{
+	const char *tmp = getenv("TMPDIR");
+	char tmpl[4096];
+	snprintf(tmpl, sizeof(tmpl), "%s/snapfs-store-test-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+	char *d = mkdtemp(tmpl);
+	if (!d)
+		abort();
+	char *out = malloc(strlen(d) + 8);
+	sprintf(out, "%s/store", d);
+	return out;
+}
+
+/* The folder tsu_store_path made for path (its parent), removed. */
+static inline void tsu_store_remove(char *path)
+{
+	char *slash = strrchr(path, '/');
+	*slash = 0;
+	tsu_rmtree(path);
+	free(path);
+}
+
+/* Deterministic bytes: xorshift stream from seed. */
+static inline void tsu_fill(void *buf, size_t len, uint64_t seed)
+{
+	uint64_t x = seed * 0x9e3779b97f4a7c15ull + 1;
+	uint8_t *p = buf;
+	for (size_t i = 0; i < len; i++) {
+		if (i % 8 == 0) {
+			x ^= x << 13;
+			x ^= x >> 7;
+			x ^= x << 17;
+		}
+		p[i] = (uint8_t)(x >> (8 * (i % 8)));
+	}
+}
+
+/* Open a new store at a fresh path (asserting success). */
+static inline struct store *tsu_new_store(char **path)
+{
+	*path = tsu_store_path();
+	struct store *st = NULL;
+	struct err e = { 0 };
+	int r = store_open(*path, STORE_CREATE, &st, &e);
+	if (r) {
+		fprintf(stderr, "store_open: %s\n", err_str(&e, r));
+		abort();
+	}
+	return st;
+}
+
+/* Create a regular file name in the root; returns its inode. */
+static inline uint64_t tsu_file(struct store *st, const char *name)
+{
+	struct store_attr a;
+	int r = store_mknod(st, STORE_ROOT_INO, name, 0100644, 0, 0, 0, &a);
+	if (r) {
+		fprintf(stderr, "mknod %s: %s\n", name, strerror(-r));
+		abort();
+	}
+	return a.ino;
+}
+
+#endif

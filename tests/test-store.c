@@ -1,0 +1,185 @@
+/*
+ * tests/test-store.c: opening a store.  Creation and reopening, the
+ * writer's lock, read-only opens beside a writer, refusal of folders that
+ * are not stores and of a newer schema version (message naming the store
+ * and both versions).
+ */
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <cmocka.h>
+#include <sqlite3.h>
+
+#include "test-store-util.h"
+
+static void test_store_create_reopen(void **state)
+{
+	(void)state;
+	char *path;
+	struct store *st = tsu_new_store(&path);
+	uint64_t ino = tsu_file(st, "f");
+	assert_int_equal(store_write(st, ino, "hello", 5, 0), 5);
+	assert_int_equal(store_close(st, NULL), 0);
+
+	/* The layout on disk. */
+	char p[4200];
+	struct stat sb;
+	snprintf(p, sizeof(p), "%s/index.db", path);
+	assert_int_equal(stat(p, &sb), 0);
+	snprintf(p, sizeof(p), "%s/packs", path);
+	assert_int_equal(stat(p, &sb), 0);
+	assert_true(S_ISDIR(sb.st_mode));
+	assert_int_equal(stat(path, &sb), 0);
+	assert_int_equal(sb.st_mode & 0777, 0700);
+
+	struct err e = { 0 };
+	assert_int_equal(store_open(path, 0, &st, &e), 0);
+	struct store_attr a;
+	assert_int_equal(store_lookup(st, STORE_ROOT_INO, "f", &a), 0);
+	assert_int_equal(a.ino, ino);
+	assert_int_equal(a.size, 5);
+	char buf[8] = { 0 };
+	assert_int_equal(store_read(st, ino, buf, sizeof(buf), 0), 5);
+	assert_string_equal(buf, "hello");
+	assert_int_equal(store_getattr(st, STORE_ROOT_INO, &a), 0);
+	assert_true(S_ISDIR(a.mode));
+	assert_int_equal(store_close(st, NULL), 0);
+	tsu_store_remove(path);
+}
+
+static void test_store_missing_and_not_a_store(void **state)
+{
+	(void)state;
+	char *path = tsu_store_path();
+	struct store *st = NULL;
+	struct err e = { 0 };
+	/* Missing without STORE_CREATE. */
+	assert_int_equal(store_open(path, 0, &st, &e), -ENOENT);
+	assert_null(st);
+	assert_non_null(strstr(e.msg, path));
+
+	/* A folder with other things in it is refused, even with CREATE. */
+	mkdir(path, 0700);
+	char p[4200];
+	snprintf(p, sizeof(p), "%s/notes.txt", path);
+	int fd = open(p, O_CREAT | O_WRONLY, 0600);
+	close(fd);
+	memset(&e, 0, sizeof(e));
+	assert_int_equal(store_open(path, STORE_CREATE, &st, &e), -ENOTEMPTY);
+	assert_non_null(strstr(e.msg, "not a store"));
+	unlink(p);
+	/* Empty folder: created. */
+	assert_int_equal(store_open(path, STORE_CREATE, &st, &e), 0);
+	assert_int_equal(store_close(st, NULL), 0);
+	tsu_store_remove(path);
+}
+
+static void test_store_lock(void **state)
+{
+	(void)state;
+	char *path;
+	struct store *st = tsu_new_store(&path);
+	uint64_t ino = tsu_file(st, "f");
+	assert_int_equal(store_write(st, ino, "abc", 3, 0), 3);
+	assert_int_equal(store_sync(st, NULL), 0);
+
+	/* A second writer is refused with a message... */
+	struct store *two = NULL;
+	struct err e = { 0 };
+	assert_int_equal(store_open(path, 0, &two, &e), -EBUSY);
+	assert_non_null(strstr(e.msg, "in use"));
+	/* ...while a read-only open works and sees committed data. */
+	assert_int_equal(store_open(path, STORE_RDONLY, &two, &e), 0);
+	char buf[4] = { 0 };
+	assert_int_equal(store_read(two, ino, buf, 3, 0), 3);
+	assert_string_equal(buf, "abc");
+	assert_int_equal(store_write(two, ino, "x", 1, 0), -EROFS);
+	assert_int_equal(store_mkdir(two, STORE_ROOT_INO, "d", 0755, 0, 0, NULL), -EROFS);
+	assert_int_equal(store_gc(two, NULL, NULL, NULL, &e), -EROFS);
+	assert_int_equal(store_close(two, NULL), 0);
+
+	assert_int_equal(store_close(st, NULL), 0);
+	/* Free again after close. */
+	assert_int_equal(store_open(path, 0, &two, &e), 0);
+	assert_int_equal(store_close(two, NULL), 0);
+	tsu_store_remove(path);
+}
+
+static void set_user_version(const char *path, int v)
+{
+	char p[4200];
+	snprintf(p, sizeof(p), "%s/index.db", path);
+	sqlite3 *db;
+	assert_int_equal(sqlite3_open(p, &db), SQLITE_OK);
+	char sql[64];
+	snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", v);
+	assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+}
+
+static void test_store_newer_version_refused(void **state)
+{
+	(void)state;
+	char *path;
+	struct store *st = tsu_new_store(&path);
+	assert_int_equal(store_close(st, NULL), 0);
+	int mine = store_schema_version();
+	assert_true(mine >= 1);
+	set_user_version(path, mine + 1);
+
+	struct err e = { 0 };
+	st = NULL;
+	assert_int_equal(store_open(path, 0, &st, &e), -EPROTONOSUPPORT);
+	assert_null(st);
+	char v1[32], v2[32];
+	snprintf(v1, sizeof(v1), "version %d", mine + 1);
+	snprintf(v2, sizeof(v2), "version %d", mine);
+	assert_non_null(strstr(e.msg, path));
+	assert_non_null(strstr(e.msg, v1));
+	assert_non_null(strstr(e.msg, v2));
+	/* Read-only too. */
+	memset(&e, 0, sizeof(e));
+	assert_int_equal(store_open(path, STORE_RDONLY, &st, &e), -EPROTONOSUPPORT);
+	assert_non_null(strstr(e.msg, v1));
+	/* And the lock was given back: putting the version right opens it. */
+	set_user_version(path, mine);
+	assert_int_equal(store_open(path, 0, &st, &e), 0);
+	assert_int_equal(store_close(st, NULL), 0);
+	tsu_store_remove(path);
+}
+
+static void test_store_statfs(void **state)
+{
+	(void)state;
+	char *path;
+	struct store *st = tsu_new_store(&path);
+	uint64_t ino = tsu_file(st, "f");
+	uint8_t page[STORE_PAGE_SIZE];
+	tsu_fill(page, sizeof(page), 5);
+	assert_int_equal(store_write(st, ino, page, sizeof(page), 0), sizeof(page));
+	assert_int_equal(store_sync(st, NULL), 0);
+	struct store_statfs sf;
+	assert_int_equal(store_statfs(st, &sf), 0);
+	assert_int_equal(sf.stored_bytes, STORE_PAGE_SIZE);
+	assert_int_equal(sf.inodes, 2);
+	assert_true(sf.free_bytes > 0);
+	assert_int_equal(store_close(st, NULL), 0);
+	tsu_store_remove(path);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_store_create_reopen),
+		cmocka_unit_test(test_store_missing_and_not_a_store),
+		cmocka_unit_test(test_store_lock),
+		cmocka_unit_test(test_store_newer_version_refused),
+		cmocka_unit_test(test_store_statfs),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
