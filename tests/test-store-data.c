@@ -1,0 +1,444 @@
+/*
+ * tests/test-store-data.c: file contents.  Reads and writes at any offset
+ * against a reference buffer, holes never stored, dedup (one page twice
+ * stored once), reference counts, truncate, punch, clone by reference,
+ * SEEK_DATA/SEEK_HOLE, splice extents, the digest's definition (a known
+ * answer), pending writes visible before and durable after a commit.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <cmocka.h>
+
+#include "test-store-util.h"
+
+#define PG STORE_PAGE_SIZE
+
+struct fixture {
+	char *path;
+	struct store *st;
+};
+
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	f->st = tsu_new_store(&f->path);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+	struct store_fsck_result res;
+	/* Every test leaves a store that checks clean. */
+	assert_int_equal(store_fsck(f->st, NULL, NULL, NULL, &res, NULL), 0);
+	assert_int_equal(res.problems, 0);
+	assert_int_equal(store_close(f->st, NULL), 0);
+	tsu_store_remove(f->path);
+	free(f);
+	return 0;
+}
+
+static struct store_stats stats(struct store *st)
+{
+	struct store_stats s;
+	assert_int_equal(store_stats(st, &s, NULL), 0);
+	return s;
+}
+
+static void check_equal(struct store *st, uint64_t ino, const uint8_t *ref, size_t size)
+{
+	struct store_attr a;
+	assert_int_equal(store_getattr(st, ino, &a), 0);
+	assert_int_equal(a.size, size);
+	uint8_t *buf = malloc(size + 100);
+	assert_int_equal(store_read(st, ino, buf, size + 100, 0), (ssize_t)size);
+	assert_memory_equal(buf, ref, size);
+	free(buf);
+}
+
+static void test_store_data_random_writes(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = f->st;
+	uint64_t ino = tsu_file(st, "f");
+	enum { SIZE = 300 * 1024 };
+	uint8_t *ref = calloc(1, SIZE), *chunk = malloc(SIZE);
+	size_t size = 0;
+	uint64_t x = 12345;
+	for (int i = 0; i < 300; i++) {
+		x = x * 6364136223846793005ull + 1442695040888963407ull;
+		size_t off = (x >> 20) % (SIZE - 1);
+		size_t len = 1 + (x >> 40) % (SIZE - off < 20000 ? SIZE - off : 20000);
+		if (i % 7 == 0)
+			len = (len / PG + 1) * PG, off = off / PG * PG;	/* whole pages too */
+		if (off + len > SIZE)
+			len = SIZE - off;
+		if (i % 5 == 0)
+			memset(chunk, 0, len);	/* zero runs make holes */
+		else
+			tsu_fill(chunk, len, x);
+		assert_int_equal(store_write(st, ino, chunk, len, off), (ssize_t)len);
+		memcpy(ref + off, chunk, len);
+		if (off + len > size)
+			size = off + len;
+		if (i % 50 == 0)
+			check_equal(st, ino, ref, size);
+		if (i == 150)
+			assert_int_equal(store_sync(st, NULL), 0);
+	}
+	check_equal(st, ino, ref, size);
+	/* Unaligned reads in the middle, and past the end. */
+	uint8_t small[5000];
+	assert_int_equal(store_read(st, ino, small, sizeof(small), 4000), sizeof(small));
+	assert_memory_equal(small, ref + 4000, sizeof(small));
+	assert_int_equal(store_read(st, ino, small, sizeof(small), size), 0);
+	assert_int_equal(store_read(st, ino, small, sizeof(small), size - 3), 3);
+
+	/* Survives close and reopen. */
+	assert_int_equal(store_close(st, NULL), 0);
+	assert_int_equal(store_open(f->path, 0, &f->st, NULL), 0);
+	check_equal(f->st, ino, ref, size);
+	free(ref);
+	free(chunk);
+}
+
+static void test_store_data_holes_not_stored(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = f->st;
+	uint64_t ino = tsu_file(st, "sparse");
+	static uint8_t zero[64 * PG];
+	assert_int_equal(store_write(st, ino, zero, sizeof(zero), 0), sizeof(zero));
+	uint8_t page[PG];
+	tsu_fill(page, PG, 1);
+	assert_int_equal(store_write(st, ino, page, PG, 100 * PG), PG);
+	assert_int_equal(store_sync(st, NULL), 0);
+	struct store_stats s = stats(st);
+	assert_int_equal(s.unique_pages, 1);
+	assert_int_equal(s.logical_pages, 101);
+	assert_int_equal(s.zero_pages, 100);
+	assert_int_equal(s.pack_bytes, PG);
+	struct store_attr a;
+	assert_int_equal(store_getattr(st, ino, &a), 0);
+	assert_int_equal(a.pages, 1);
+	/* Overwriting data with zeros frees the page's reference. */
+	memset(page, 0, PG);
+	assert_int_equal(store_write(st, ino, page, PG, 100 * PG), PG);
+	assert_int_equal(store_sync(st, NULL), 0);
+	s = stats(st);
+	assert_int_equal(s.unique_pages, 0);
+	assert_int_equal(s.unreferenced_pages, 1);
+}
+
+static void test_store_data_dedup(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = f->st;
+	uint64_t a = tsu_file(st, "a"), b = tsu_file(st, "b");
+	uint8_t page[PG], other[PG];
+	tsu_fill(page, PG, 42);
+	tsu_fill(other, PG, 43);
+	/* The same page twice in one write, again in another file, once more
+	 * after a commit: stored once. */
+	uint8_t two[2 * PG];
+	memcpy(two, page, PG);
+	memcpy(two + PG, page, PG);
+	assert_int_equal(store_write(st, a, two, sizeof(two), 0), sizeof(two));
+	assert_int_equal(store_write(st, b, page, PG, 0), PG);
+	assert_int_equal(store_sync(st, NULL), 0);
+	assert_int_equal(store_write(st, b, page, PG, 5 * PG), PG);
+	assert_int_equal(store_write(st, b, other, PG, 6 * PG), PG);
+	assert_int_equal(store_sync(st, NULL), 0);
+	struct store_stats s = stats(st);
+	assert_int_equal(s.unique_pages, 2);
+	assert_int_equal(s.referenced_pages, 5);
+	assert_int_equal(s.pack_bytes, 2 * PG);
+	assert_true(s.dedup_ratio > 2.49 && s.dedup_ratio < 2.51);
+
+	struct store_file_info fi;
+	assert_int_equal(store_file_info(st, b, &fi), 0);
+	assert_int_equal(fi.pages, 3);
+	assert_int_equal(fi.zero_pages, 4);
+	assert_int_equal(fi.shared_pages, 2);	/* pages 0 and 5; page 6 is its own */
+
+	/* Reference counts drop as references go. */
+	uint64_t gone;
+	assert_int_equal(store_unlink(st, STORE_ROOT_INO, "a", &gone), 0);
+	assert_int_equal(store_inode_release(st, gone), 0);
+	assert_int_equal(store_file_info(st, b, &fi), 0);
+	assert_int_equal(fi.shared_pages, 2);	/* b holds the page twice */
+	assert_int_equal(store_truncate(st, b, PG), 0);
+	assert_int_equal(store_file_info(st, b, &fi), 0);
+	assert_int_equal(fi.shared_pages, 0);
+	assert_int_equal(fi.pages, 1);
+	s = stats(st);
+	assert_int_equal(s.unique_pages, 1);
+	assert_int_equal(s.unreferenced_pages, 1);
+}
+
+static void test_store_data_truncate(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = f->st;
+	uint64_t ino = tsu_file(st, "t");
+	static uint8_t data[10 * PG];
+	tsu_fill(data, sizeof(data), 9);
+	assert_int_equal(store_write(st, ino, data, sizeof(data), 0), sizeof(data));
+	/* Shrink into a page: the rest of that page reads zero after
+	 * growing again, and pages past the end are gone. */
+	assert_int_equal(store_truncate(st, ino, 3 * PG + 100), 0);
+	assert_int_equal(store_truncate(st, ino, 5 * PG), 0);
+	static uint8_t ref[5 * PG];
+	memcpy(ref, data, 3 * PG + 100);
+	check_equal(st, ino, ref, sizeof(ref));
+	struct store_attr a;
+	assert_int_equal(store_getattr(st, ino, &a), 0);
+	assert_int_equal(a.pages, 4);
+	assert_int_equal(store_sync(st, NULL), 0);
+	assert_int_equal(stats(st).unique_pages, 4);
+	assert_int_equal(store_truncate(st, ino, 0), 0);
+	check_equal(st, ino, ref, 0);
+	assert_int_equal(store_sync(st, NULL), 0);
+	assert_int_equal(stats(st).unique_pages, 0);
+	struct store_attr d;
+	assert_int_equal(store_mkdir(st, STORE_ROOT_INO, "d", 0755, 0, 0, &d), 0);
+	assert_int_equal(store_truncate(st, d.ino, 0), -EISDIR);
+	assert_int_equal(store_write(st, d.ino, "x", 1, 0), -EISDIR);
+	assert_int_equal(store_write(st, ino, "x", 1, 1ull << 52), -EFBIG);
+}
+
+static void test_store_data_punch(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = f->st;
+	uint64_t ino = tsu_file(st, "p");
+	static uint8_t data[8 * PG];
+	tsu_fill(data, sizeof(data), 11);
+	assert_int_equal(store_write(st, ino, data, sizeof(data), 0), sizeof(data));
+	/* From the middle of page 1 to the middle of page 5. */
+	assert_int_equal(store_punch(st, ino, PG + 10, 4 * PG), 0);
+	memset(data + PG + 10, 0, 4 * PG);
+	check_equal(st, ino, data, sizeof(data));
+	struct store_attr a;
+	assert_int_equal(store_getattr(st, ino, &a), 0);
+	assert_int_equal(a.pages, 5);	/* 0, 1, 5, 6, 7: pages 2-4 are holes */
+	assert_int_equal(a.size, sizeof(data));
+	/* Past the end does nothing to the size. */
+	assert_int_equal(store_punch(st, ino, 7 * PG, 100 * PG), 0);
+	assert_int_equal(store_getattr(st, ino, &a), 0);
+	assert_int_equal(a.size, sizeof(data));
+	assert_int_equal(a.pages, 4);
+}
+
+static void test_store_data_clone(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = f->st;
+	uint64_t src = tsu_file(st, "src"), dst = tsu_file(st, "dst");
+	enum { N = 64 };
+	static uint8_t data[N * PG];
+	tsu_fill(data, sizeof(data), 21);
+	assert_int_equal(store_write(st, src, data, sizeof(data), 0), sizeof(data));
+	assert_int_equal(store_sync(st, NULL), 0);
+	uint64_t packs_before = stats(st).pack_bytes;
+
+	/* Aligned: by reference, no bytes stored. */
+	assert_int_equal(store_clone(st, src, 0, dst, 0, sizeof(data)), sizeof(data));
+	check_equal(st, dst, data, sizeof(data));
+	assert_int_equal(store_sync(st, NULL), 0);
+	struct store_stats s = stats(st);
+	assert_int_equal(s.pack_bytes, packs_before);
+	assert_int_equal(s.unique_pages, N);
+	assert_int_equal(s.referenced_pages, 2 * N);
+	struct store_file_info fa, fb;
+	assert_int_equal(store_file_info(st, src, &fa), 0);
+	assert_int_equal(store_file_info(st, dst, &fb), 0);
+	assert_memory_equal(fa.digest, fb.digest, STORE_HASH_SIZE);
+	assert_int_equal(fb.shared_pages, N);
+
+	/* Changing the clone leaves the source alone. */
+	assert_int_equal(store_write(st, dst, "X", 1, 5 * PG), 1);
+	uint8_t c;
+	assert_int_equal(store_read(st, src, &c, 1, 5 * PG), 1);
+	assert_int_equal(c, data[5 * PG]);
+
+	/* Same page offset, unaligned edges: edges copied, middle shared. */
+	uint64_t d2 = tsu_file(st, "d2");
+	assert_int_equal(store_clone(st, src, 100, d2, 3 * PG + 100, 10 * PG), 10 * PG);
+	static uint8_t ref[14 * PG];
+	memcpy(ref + 3 * PG + 100, data + 100, 10 * PG);
+	check_equal(st, d2, ref, 13 * PG + 100);
+	/* Different page offsets: copied. */
+	uint64_t d3 = tsu_file(st, "d3");
+	assert_int_equal(store_clone(st, src, 7, d3, 0, 3 * PG), 3 * PG);
+	check_equal(st, d3, data + 7, 3 * PG);
+	/* Clipped at the end of the source; nothing past it. */
+	assert_int_equal(store_clone(st, src, (N - 1) * PG, d3, 0, 10 * PG), PG);
+	assert_int_equal(store_clone(st, src, N * PG, d3, 0, PG), 0);
+	/* Overlap within one file is refused; disjoint is fine. */
+	assert_int_equal(store_clone(st, src, 0, src, PG, 2 * PG), -EINVAL);
+	assert_int_equal(store_clone(st, src, 0, src, N * PG, 2 * PG), 2 * PG);
+	uint8_t back[2 * PG];
+	assert_int_equal(store_read(st, src, back, sizeof(back), N * PG), sizeof(back));
+	assert_memory_equal(back, data, sizeof(back));
+}
+
+static void test_store_data_seek(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = f->st;
+	uint64_t ino = tsu_file(st, "s");
+	uint8_t page[PG];
+	tsu_fill(page, PG, 5);
+	/* data at pages 2, 3 and 300; size 301 pages + 10. */
+	assert_int_equal(store_write(st, ino, page, PG, 2 * PG), PG);
+	assert_int_equal(store_write(st, ino, page, PG, 3 * PG), PG);
+	assert_int_equal(store_write(st, ino, page, PG, 300 * PG), PG);
+	assert_int_equal(store_truncate(st, ino, 301 * PG + 10), 0);
+	assert_int_equal(store_seek_data(st, ino, 0), 2 * PG);
+	assert_int_equal(store_seek_data(st, ino, 2 * PG + 5), 2 * PG + 5);
+	assert_int_equal(store_seek_data(st, ino, 4 * PG), 300 * PG);
+	assert_int_equal(store_seek_data(st, ino, 301 * PG), -ENXIO);
+	assert_int_equal(store_seek_hole(st, ino, 0), 0);
+	assert_int_equal(store_seek_hole(st, ino, 2 * PG), 4 * PG);
+	assert_int_equal(store_seek_hole(st, ino, 300 * PG + 1), 301 * PG);
+	assert_int_equal(store_seek_hole(st, ino, 301 * PG + 1), 301 * PG + 1);
+	assert_int_equal(store_seek_hole(st, ino, 301 * PG + 10), -ENXIO);
+	/* A file ending in data: the end is the hole. */
+	uint64_t full = tsu_file(st, "full");
+	assert_int_equal(store_write(st, full, page, PG, 0), PG);
+	assert_int_equal(store_seek_hole(st, full, 0), PG);
+}
+
+static void test_store_data_map(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = f->st;
+	uint64_t ino = tsu_file(st, "m");
+	static uint8_t data[6 * PG];
+	tsu_fill(data, sizeof(data), 31);
+	memset(data + 2 * PG, 0, 2 * PG);	/* pages 2, 3: holes */
+	assert_int_equal(store_write(st, ino, data, sizeof(data) - 50, 0), sizeof(data) - 50);
+	struct store_extent ext[16];
+	size_t covered = 0;
+	/* From the middle of page 0 to past the end. */
+	int n = store_map(st, ino, 100, 100 * PG, ext, 16, &covered);
+	assert_true(n >= 3);
+	assert_int_equal(covered, sizeof(data) - 50 - 100);
+	/* Reading the extents gives the file's bytes. */
+	uint8_t *buf = malloc(covered);
+	size_t at = 0;
+	for (int i = 0; i < n; i++) {
+		if (ext[i].fd < 0)
+			memset(buf + at, 0, ext[i].len);
+		else
+			assert_int_equal(pread(ext[i].fd, buf + at, ext[i].len, (off_t)ext[i].pos),
+					 (ssize_t)ext[i].len);
+		at += ext[i].len;
+	}
+	store_map_done(st);
+	assert_int_equal(at, covered);
+	assert_memory_equal(buf, data + 100, covered);
+	/* The holes are one extent without an fd; the first two pages were
+	 * written together, so they are one extent. */
+	assert_true(ext[0].fd >= 0);
+	assert_int_equal(ext[0].len, 2 * PG - 100);
+	assert_int_equal(ext[1].fd, -1);
+	assert_int_equal(ext[1].len, 2 * PG);
+	free(buf);
+	/* Room for only one extent: a prefix. */
+	assert_int_equal(store_map(st, ino, 0, 100 * PG, ext, 1, &covered), 1);
+	store_map_done(st);
+	assert_int_equal(covered, 2 * PG);
+}
+
+static void test_store_data_digest(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = f->st;
+	/* The definition in store.h, checked against a value computed
+	 * independently: page 0 = bytes i*7+3, page 1 zeros, page 2 = ten
+	 * 'x' then the end of file. */
+	uint64_t ino = tsu_file(st, "d");
+	uint8_t page[PG];
+	for (unsigned i = 0; i < PG; i++)
+		page[i] = (uint8_t)(i * 7 + 3);
+	assert_int_equal(store_write(st, ino, page, PG, 0), PG);
+	assert_int_equal(store_write(st, ino, "xxxxxxxxxx", 10, 2 * PG), 10);
+	struct store_file_info fi;
+	assert_int_equal(store_file_info(st, ino, &fi), 0);
+	char hex[65];
+	for (int i = 0; i < 32; i++)
+		sprintf(hex + 2 * i, "%02x", fi.digest[i]);
+	assert_string_equal(hex, "21204c23afc145215e239a7cb7e7869185bc8692b4e218d81d7139e57fc576ae");
+	assert_int_equal(fi.size, 2 * PG + 10);
+	assert_int_equal(fi.pages, 2);
+	assert_int_equal(fi.zero_pages, 1);
+	/* Same content reached another way: same digest. */
+	uint64_t other = tsu_file(st, "e");
+	assert_int_equal(store_write(st, other, "yyyyyyyyyyyyyyyyyyyy", 20, 2 * PG), 20);
+	assert_int_equal(store_truncate(st, other, 2 * PG), 0);
+	assert_int_equal(store_write(st, other, page, PG, 0), PG);
+	assert_int_equal(store_write(st, other, "xxxxxxxxxx", 10, 2 * PG), 10);
+	struct store_file_info fo;
+	assert_int_equal(store_file_info(st, other, &fo), 0);
+	assert_memory_equal(fo.digest, fi.digest, STORE_HASH_SIZE);
+	/* Empty file: SHA-256 of eight zero bytes. */
+	uint64_t empty = tsu_file(st, "empty");
+	assert_int_equal(store_file_info(st, empty, &fo), 0);
+	for (int i = 0; i < 32; i++)
+		sprintf(hex + 2 * i, "%02x", fo.digest[i]);
+	assert_string_equal(hex, "af5570f5a1810b7af78caf4bc70a660f0df51e42baf91d4de5b2328de0e83dfc");
+}
+
+static void test_store_data_big_commit(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = f->st;
+	/* More pages than one automatic commit batch, written in 1 MiB
+	 * pieces, then read back from a fresh open. */
+	uint64_t ino = tsu_file(st, "big");
+	enum { MB = 1 << 20, TOTAL = 80 * MB };
+	uint8_t *buf = malloc(MB);
+	for (uint64_t off = 0; off < TOTAL; off += MB) {
+		tsu_fill(buf, MB, off);
+		assert_int_equal(store_write(st, ino, buf, MB, off), MB);
+	}
+	assert_int_equal(store_close(st, NULL), 0);
+	assert_int_equal(store_open(f->path, 0, &f->st, NULL), 0);
+	st = f->st;
+	uint8_t *back = malloc(MB);
+	for (uint64_t off = 0; off < TOTAL; off += 8 * MB) {
+		tsu_fill(buf, MB, off);
+		assert_int_equal(store_read(st, ino, back, MB, off), MB);
+		assert_memory_equal(back, buf, MB);
+	}
+	struct store_stats s = stats(st);
+	assert_int_equal(s.unique_pages, TOTAL / PG);
+	assert_int_equal(s.pack_bytes, TOTAL);
+	free(buf);
+	free(back);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_store_data_random_writes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_data_holes_not_stored, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_data_dedup, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_data_truncate, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_data_punch, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_data_clone, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_data_seek, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_data_map, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_data_digest, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_data_big_commit, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,440 @@
+/*
+ * tests/test-store-ns.c: the namespace.  Create/lookup of every kind,
+ * link counts, unlink/rmdir (ENOTEMPTY), rename with replace, NOREPLACE
+ * and EXCHANGE and the loop check, setattr, xattrs with CREATE/REPLACE,
+ * readdir cookies that survive changes, sealing, unlink while open.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+
+#include <cmocka.h>
+
+#include "test-store-util.h"
+
+struct fixture {
+	char *path;
+	struct store *st;
+};
+
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	f->st = tsu_new_store(&f->path);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+	assert_int_equal(store_close(f->st, NULL), 0);
+	tsu_store_remove(f->path);
+	free(f);
+	return 0;
+}
+
+#define ROOT STORE_ROOT_INO
+
+static void test_store_ns_create_kinds(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = f->st;
+	struct store_attr a, b;
+	assert_int_equal(store_mknod(st, ROOT, "file", S_IFREG | 0640, 0, 10, 20, &a), 0);
+	assert_true(S_ISREG(a.mode));
+	assert_int_equal(a.mode & 07777, 0640);
+	assert_int_equal(a.uid, 10);
+	assert_int_equal(a.gid, 20);
+	assert_int_equal(a.nlink, 1);
+	assert_true(a.ino > ROOT);
+	assert_int_equal(store_mknod(st, ROOT, "file", S_IFREG | 0640, 0, 0, 0, NULL), -EEXIST);
+
+	assert_int_equal(store_mkdir(st, ROOT, "dir", 0755, 0, 0, &b), 0);
+	assert_true(S_ISDIR(b.mode));
+	assert_int_equal(b.nlink, 2);
+	assert_int_equal(store_getattr(st, ROOT, &a), 0);
+	assert_int_equal(a.nlink, 3);	/* root gained a subdirectory */
+
+	assert_int_equal(store_mknod(st, b.ino, "fifo", S_IFIFO | 0600, 0, 0, 0, &a), 0);
+	assert_true(S_ISFIFO(a.mode));
+	assert_int_equal(store_mknod(st, b.ino, "dev", S_IFCHR | 0600, 0x0103, 0, 0, &a), 0);
+	assert_int_equal(a.rdev, 0x0103);
+	assert_int_equal(store_mknod(st, b.ino, "sock", S_IFSOCK | 0600, 0, 0, 0, NULL), 0);
+	assert_int_equal(store_mknod(st, b.ino, "bad", S_IFLNK | 0777, 0, 0, 0, NULL), -EINVAL);
+
+	assert_int_equal(store_symlink(st, ROOT, "ln", "dir/fifo", 0, 0, &a), 0);
+	assert_true(S_ISLNK(a.mode));
+	assert_int_equal(a.size, 8);
+	char buf[64];
+	assert_int_equal(store_readlink(st, a.ino, buf, sizeof(buf)), 8);
+	assert_string_equal(buf, "dir/fifo");
+	assert_int_equal(store_readlink(st, b.ino, buf, sizeof(buf)), -EINVAL);
+
+	/* Lookups, and what bad names and non-directories give. */
+	assert_int_equal(store_lookup(st, ROOT, "dir", &a), 0);
+	assert_int_equal(a.ino, b.ino);
+	assert_int_equal(store_lookup(st, ROOT, "nope", &a), -ENOENT);
+	assert_int_equal(store_lookup(st, a.ino + 1000, "x", &a), -ENOENT);
+	assert_int_equal(store_mkdir(st, ROOT, "a/b", 0755, 0, 0, NULL), -EINVAL);
+	assert_int_equal(store_mkdir(st, ROOT, "..", 0755, 0, 0, NULL), -EINVAL);
+	char longname[300];
+	memset(longname, 'n', sizeof(longname) - 1);
+	longname[sizeof(longname) - 1] = 0;
+	assert_int_equal(store_mkdir(st, ROOT, longname, 0755, 0, 0, NULL), -ENAMETOOLONG);
+	assert_int_equal(store_lookup(st, ROOT, "file", &a), 0);
+	assert_int_equal(store_mkdir(st, a.ino, "x", 0755, 0, 0, NULL), -ENOTDIR);
+	assert_int_equal(store_lookup(st, a.ino, "x", &b), -ENOTDIR);
+}
+
+static void test_store_ns_links_and_removal(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = f->st;
+	struct store_attr a, d;
+	uint64_t gone = 99;
+	assert_int_equal(store_mknod(st, ROOT, "f", S_IFREG | 0644, 0, 0, 0, &a), 0);
+	assert_int_equal(store_mkdir(st, ROOT, "d", 0755, 0, 0, &d), 0);
+	assert_int_equal(store_link(st, a.ino, d.ino, "g", &a), 0);
+	assert_int_equal(a.nlink, 2);
+	assert_int_equal(store_link(st, d.ino, ROOT, "d2", NULL), -EPERM);	/* no dir links */
+
+	assert_int_equal(store_rmdir(st, ROOT, "d", &gone), -ENOTEMPTY);
+	assert_int_equal(store_rmdir(st, ROOT, "f", &gone), -ENOTDIR);
+	assert_int_equal(store_unlink(st, ROOT, "d", &gone), -EISDIR);
+	assert_int_equal(store_unlink(st, ROOT, "f", &gone), 0);
+	assert_int_equal(gone, 0);	/* still linked as d/g */
+	assert_int_equal(store_getattr(st, a.ino, &a), 0);
+	assert_int_equal(a.nlink, 1);
+	assert_int_equal(store_unlink(st, d.ino, "g", &gone), 0);
+	assert_int_equal(gone, a.ino);
+	/* Without links but not released: still there. */
+	assert_int_equal(store_getattr(st, a.ino, &a), 0);
+	assert_int_equal(a.nlink, 0);
+	assert_int_equal(store_inode_release(st, a.ino), 0);
+	assert_int_equal(store_getattr(st, a.ino, &a), -ENOENT);
+
+	assert_int_equal(store_rmdir(st, ROOT, "d", &gone), 0);
+	assert_int_equal(gone, d.ino);
+	assert_int_equal(store_getattr(st, ROOT, &a), 0);
+	assert_int_equal(a.nlink, 2);
+	/* A removed directory takes no new entries. */
+	assert_int_equal(store_mkdir(st, d.ino, "x", 0755, 0, 0, NULL), -ENOENT);
+	assert_int_equal(store_inode_release(st, d.ino), 0);
+	assert_int_equal(store_getattr(st, d.ino, &a), -ENOENT);
+	assert_int_equal(store_unlink(st, ROOT, "zz", &gone), -ENOENT);
+}
+
+static void test_store_ns_rename(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = f->st;
+	struct store_attr a, b, d, e, x;
+	uint64_t gone;
+	assert_int_equal(store_mknod(st, ROOT, "a", S_IFREG | 0644, 0, 0, 0, &a), 0);
+	assert_int_equal(store_mknod(st, ROOT, "b", S_IFREG | 0644, 0, 0, 0, &b), 0);
+	assert_int_equal(store_mkdir(st, ROOT, "d", 0755, 0, 0, &d), 0);
+	assert_int_equal(store_mkdir(st, d.ino, "e", 0755, 0, 0, &e), 0);
+
+	/* NOREPLACE refuses an existing target and keeps both. */
+	assert_int_equal(store_rename(st, ROOT, "a", ROOT, "b", STORE_RENAME_NOREPLACE, &gone), -EEXIST);
+	assert_int_equal(store_lookup(st, ROOT, "a", &x), 0);
+	assert_int_equal(x.ino, a.ino);
+	/* EXCHANGE swaps. */
+	assert_int_equal(store_rename(st, ROOT, "a", ROOT, "b", STORE_RENAME_EXCHANGE, &gone), 0);
+	assert_int_equal(store_lookup(st, ROOT, "a", &x), 0);
+	assert_int_equal(x.ino, b.ino);
+	assert_int_equal(store_lookup(st, ROOT, "b", &x), 0);
+	assert_int_equal(x.ino, a.ino);
+	assert_int_equal(store_rename(st, ROOT, "a", ROOT, "nope", STORE_RENAME_EXCHANGE, &gone), -ENOENT);
+	assert_int_equal(store_rename(st, ROOT, "a", ROOT, "b",
+				      STORE_RENAME_EXCHANGE | STORE_RENAME_NOREPLACE, &gone),
+			 -EINVAL);
+	/* Plain rename replaces, and reports the replaced inode. */
+	assert_int_equal(store_rename(st, ROOT, "a", ROOT, "b", 0, &gone), 0);
+	assert_int_equal(gone, a.ino);
+	assert_int_equal(store_lookup(st, ROOT, "a", &x), -ENOENT);
+	assert_int_equal(store_lookup(st, ROOT, "b", &x), 0);
+	assert_int_equal(x.ino, b.ino);
+	store_inode_release(st, a.ino);
+
+	/* File over directory and back. */
+	assert_int_equal(store_rename(st, ROOT, "b", d.ino, "e", 0, &gone), -EISDIR);
+	assert_int_equal(store_mkdir(st, ROOT, "d3", 0755, 0, 0, NULL), 0);
+	assert_int_equal(store_rename(st, ROOT, "d3", ROOT, "b", 0, &gone), -ENOTDIR);
+	/* A directory over a non-empty one. */
+	assert_int_equal(store_rename(st, ROOT, "d3", ROOT, "d", 0, &gone), -ENOTEMPTY);
+	/* Into itself or below itself. */
+	assert_int_equal(store_rename(st, ROOT, "d", d.ino, "dd", 0, &gone), -EINVAL);
+	assert_int_equal(store_rename(st, ROOT, "d", e.ino, "dd", 0, &gone), -EINVAL);
+	assert_int_equal(store_rename(st, ROOT, "d3", e.ino, "x", STORE_RENAME_EXCHANGE, &gone), -ENOENT);
+
+	/* Moving a directory moves its "..": link counts follow. */
+	assert_int_equal(store_rename(st, d.ino, "e", ROOT, "e", 0, &gone), 0);
+	assert_int_equal(store_getattr(st, d.ino, &x), 0);
+	assert_int_equal(x.nlink, 2);
+	assert_int_equal(store_getattr(st, ROOT, &x), 0);
+	assert_int_equal(x.nlink, 5);	/* d, d3, e */
+	/* Directory over an empty directory. */
+	assert_int_equal(store_rename(st, ROOT, "e", ROOT, "d3", 0, &gone), 0);
+	assert_true(gone != 0);
+	assert_int_equal(store_getattr(st, ROOT, &x), 0);
+	assert_int_equal(x.nlink, 4);
+	/* Exchange a directory and a file across directories. */
+	assert_int_equal(store_rename(st, ROOT, "d3", d.ino, "x", 0, &gone), 0);
+	assert_int_equal(store_rename(st, ROOT, "b", d.ino, "x", STORE_RENAME_EXCHANGE, &gone), 0);
+	assert_int_equal(store_lookup(st, ROOT, "b", &x), 0);
+	assert_true(S_ISDIR(x.mode));
+	assert_int_equal(store_getattr(st, d.ino, &x), 0);
+	assert_int_equal(x.nlink, 2);
+	assert_int_equal(store_getattr(st, ROOT, &x), 0);
+	assert_int_equal(x.nlink, 4);
+	/* Renaming onto itself changes nothing. */
+	assert_int_equal(store_rename(st, ROOT, "b", ROOT, "b", 0, &gone), 0);
+	assert_int_equal(store_lookup(st, ROOT, "b", &x), 0);
+
+	struct store_fsck_result res;
+	assert_int_equal(store_fsck(st, NULL, NULL, NULL, &res, NULL), 0);
+	assert_int_equal(res.problems, 0);
+}
+
+struct listing {
+	char names[64][32];
+	uint64_t cookies[64];
+	int n, limit;
+};
+
+static int collect(void *arg, const char *name, const struct store_attr *attr, uint64_t next)
+{
+	(void)attr;
+	struct listing *l = arg;
+	if (l->n == l->limit)
+		return 1;
+	snprintf(l->names[l->n], sizeof(l->names[0]), "%s", name);
+	l->cookies[l->n++] = next;
+	return 0;
+}
+
+static bool listed(const struct listing *l, const char *name)
+{
+	for (int i = 0; i < l->n; i++)
+		if (!strcmp(l->names[i], name))
+			return true;
+	return false;
+}
+
+static void test_store_ns_readdir(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = f->st;
+	char name[16];
+	for (int i = 0; i < 10; i++) {
+		snprintf(name, sizeof(name), "n%d", i);
+		assert_int_equal(store_mknod(st, ROOT, name, S_IFREG | 0644, 0, 0, 0, NULL), 0);
+	}
+	struct listing l = { .limit = 64 };
+	assert_int_equal(store_readdir(st, ROOT, 0, collect, &l), 0);
+	assert_int_equal(l.n, 12);
+	assert_string_equal(l.names[0], ".");
+	assert_string_equal(l.names[1], "..");
+
+	/* Stop after 5, change the directory, resume from the cookie. */
+	struct listing a = { .limit = 5 };
+	assert_int_equal(store_readdir(st, ROOT, 0, collect, &a), 0);
+	assert_int_equal(a.n, 5);
+	assert_string_equal(a.names[4], "n2");
+	uint64_t gone;
+	assert_int_equal(store_unlink(st, ROOT, "n1", &gone), 0);	/* already listed */
+	assert_int_equal(store_unlink(st, ROOT, "n5", &gone), 0);	/* not yet listed */
+	assert_int_equal(store_mknod(st, ROOT, "late", S_IFREG | 0644, 0, 0, 0, NULL), 0);
+	struct listing b = { .limit = 64 };
+	assert_int_equal(store_readdir(st, ROOT, a.cookies[4], collect, &b), 0);
+	assert_false(listed(&b, "n2"));
+	assert_false(listed(&b, "n5"));
+	assert_true(listed(&b, "n3"));
+	assert_true(listed(&b, "n9"));
+	assert_true(listed(&b, "late"));
+	assert_int_equal(b.n, 7);	/* n3 n4 n6 n7 n8 n9 late */
+
+	struct store_attr x;
+	assert_int_equal(store_lookup(st, ROOT, "n0", &x), 0);
+	assert_int_equal(store_readdir(st, x.ino, 0, collect, &b), -ENOTDIR);
+}
+
+static void test_store_ns_setattr(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = f->st;
+	struct store_attr a, in = { 0 };
+	assert_int_equal(store_mknod(st, ROOT, "f", S_IFREG | 0644, 0, 0, 0, &a), 0);
+	in.mode = 0600;
+	in.uid = 7;
+	in.gid = 8;
+	in.atime = (struct timespec){ 1000, 5 };
+	in.mtime = (struct timespec){ 2000, 6 };
+	in.size = 10000;
+	assert_int_equal(store_setattr(st, a.ino, &in,
+				       STORE_SET_MODE | STORE_SET_UID | STORE_SET_GID | STORE_SET_ATIME |
+					       STORE_SET_MTIME | STORE_SET_SIZE,
+				       &a),
+			 0);
+	assert_int_equal(a.mode, S_IFREG | 0600);
+	assert_int_equal(a.uid, 7);
+	assert_int_equal(a.gid, 8);
+	assert_int_equal(a.atime.tv_sec, 1000);
+	assert_int_equal(a.atime.tv_nsec, 5);
+	assert_int_equal(a.mtime.tv_sec, 2000);
+	assert_int_equal(a.mtime.tv_nsec, 6);
+	assert_int_equal(a.size, 10000);
+	assert_true(a.ctime.tv_sec > 2000);
+	assert_int_equal(store_sync(st, NULL), 0);
+	assert_int_equal(store_getattr(st, a.ino, &a), 0);
+	assert_int_equal(a.mtime.tv_sec, 2000);	/* the commit kept the set time */
+	assert_int_equal(a.size, 10000);
+
+	struct store_attr d;
+	assert_int_equal(store_mkdir(st, ROOT, "d", 0755, 0, 0, &d), 0);
+	assert_int_equal(store_setattr(st, d.ino, &in, STORE_SET_SIZE, NULL), -EISDIR);
+}
+
+static void test_store_ns_xattrs(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = f->st;
+	struct store_attr a;
+	assert_int_equal(store_mknod(st, ROOT, "f", S_IFREG | 0644, 0, 0, 0, &a), 0);
+	char buf[64];
+	assert_int_equal(store_xattr_get(st, a.ino, "user.k", buf, sizeof(buf)), -ENODATA);
+	assert_int_equal(store_xattr_set(st, a.ino, "user.k", "v1", 2, XATTR_REPLACE), -ENODATA);
+	assert_int_equal(store_xattr_set(st, a.ino, "user.k", "v1", 2, XATTR_CREATE), 0);
+	assert_int_equal(store_xattr_set(st, a.ino, "user.k", "v2", 2, XATTR_CREATE), -EEXIST);
+	assert_int_equal(store_xattr_set(st, a.ino, "user.k", "value2", 6, XATTR_REPLACE), 0);
+	assert_int_equal(store_xattr_get(st, a.ino, "user.k", NULL, 0), 6);
+	assert_int_equal(store_xattr_get(st, a.ino, "user.k", buf, 3), -ERANGE);
+	assert_int_equal(store_xattr_get(st, a.ino, "user.k", buf, sizeof(buf)), 6);
+	assert_memory_equal(buf, "value2", 6);
+	assert_int_equal(store_xattr_set(st, a.ino, "user.empty", "", 0, 0), 0);
+	assert_int_equal(store_xattr_get(st, a.ino, "user.empty", buf, sizeof(buf)), 0);
+
+	assert_int_equal(store_xattr_list(st, a.ino, NULL, 0), 18);
+	assert_int_equal(store_xattr_list(st, a.ino, buf, 5), -ERANGE);
+	assert_int_equal(store_xattr_list(st, a.ino, buf, sizeof(buf)), 18);
+	assert_memory_equal(buf, "user.empty\0user.k\0", 18);
+
+	assert_int_equal(store_xattr_remove(st, a.ino, "user.k"), 0);
+	assert_int_equal(store_xattr_remove(st, a.ino, "user.k"), -ENODATA);
+	assert_int_equal(store_xattr_list(st, a.ino, buf, sizeof(buf)), 11);
+	static char big[STORE_XATTR_SIZE_MAX + 1];
+	assert_int_equal(store_xattr_set(st, a.ino, "user.big", big, sizeof(big), 0), -ERANGE);
+	assert_int_equal(store_xattr_set(st, a.ino + 100, "user.k", "v", 1, 0), -ENOENT);
+}
+
+static void test_store_ns_seal(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = f->st;
+	struct store_attr d, sub, file, outside, x;
+	assert_int_equal(store_mkdir(st, ROOT, "snap", 0755, 0, 0, &d), 0);
+	assert_int_equal(store_mkdir(st, d.ino, "sub", 0755, 0, 0, &sub), 0);
+	assert_int_equal(store_mknod(st, sub.ino, "mem", S_IFREG | 0644, 0, 0, 0, &file), 0);
+	assert_int_equal(store_mknod(st, ROOT, "free", S_IFREG | 0644, 0, 0, 0, &outside), 0);
+	assert_int_equal(store_write(st, file.ino, "data", 4, 0), 4);	/* pending */
+	assert_int_equal(store_seal(st, d.ino), 0);
+
+	assert_int_equal(store_getattr(st, file.ino, &x), 0);
+	assert_true(x.flags & STORE_INODE_SEALED);
+	assert_int_equal(x.size, 4);
+	uint64_t gone;
+	assert_int_equal(store_write(st, file.ino, "x", 1, 0), -EPERM);
+	assert_int_equal(store_truncate(st, file.ino, 0), -EPERM);
+	assert_int_equal(store_punch(st, file.ino, 0, 4), -EPERM);
+	assert_int_equal(store_clone(st, outside.ino, 0, file.ino, 0, 1), -EPERM);
+	assert_int_equal(store_unlink(st, sub.ino, "mem", &gone), -EPERM);
+	assert_int_equal(store_mknod(st, sub.ino, "new", S_IFREG | 0644, 0, 0, 0, NULL), -EPERM);
+	assert_int_equal(store_rename(st, sub.ino, "mem", ROOT, "stolen", 0, &gone), -EPERM);
+	assert_int_equal(store_rename(st, ROOT, "free", sub.ino, "mem", 0, &gone), -EPERM);
+	assert_int_equal(store_rmdir(st, ROOT, "snap", &gone), -EPERM);
+	assert_int_equal(store_link(st, file.ino, ROOT, "l", NULL), -EPERM);
+	assert_int_equal(store_xattr_set(st, file.ino, "user.a", "b", 1, 0), -EPERM);
+	struct store_attr in = { .mode = 0777 };
+	assert_int_equal(store_setattr(st, file.ino, &in, STORE_SET_MODE, NULL), -EPERM);
+	/* Reading works; outside the sealed tree everything works. */
+	char buf[8] = { 0 };
+	assert_int_equal(store_read(st, file.ino, buf, sizeof(buf), 0), 4);
+	assert_string_equal(buf, "data");
+	assert_int_equal(store_write(st, outside.ino, "ok", 2, 0), 2);
+	assert_int_equal(store_seal(st, d.ino), 0);	/* again: fine */
+}
+
+static void test_store_ns_unlink_while_open(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = f->st;
+	uint64_t ino = tsu_file(st, "f");
+	static uint8_t data[3 * STORE_PAGE_SIZE];
+	tsu_fill(data, sizeof(data), 77);
+	assert_int_equal(store_file_open(st, ino), 0);
+	assert_int_equal(store_write(st, ino, data, sizeof(data), 0), sizeof(data));
+	assert_int_equal(store_sync(st, NULL), 0);
+	uint64_t gone = 0;
+	assert_int_equal(store_unlink(st, ROOT, "f", &gone), 0);
+	assert_int_equal(gone, ino);
+	/* The kernel forgot it but a handle is open: the data stays. */
+	assert_int_equal(store_inode_release(st, ino), 0);
+	static uint8_t back[sizeof(data)];
+	assert_int_equal(store_read(st, ino, back, sizeof(back), 0), sizeof(back));
+	assert_memory_equal(back, data, sizeof(data));
+	assert_int_equal(store_write(st, ino, "more", 4, sizeof(data)), 4);
+	struct store_stats s;
+	assert_int_equal(store_stats(st, &s, NULL), 0);
+	assert_int_equal(s.unique_pages, 4);
+	/* The last release deletes it and frees its pages. */
+	assert_int_equal(store_file_release(st, ino), 0);
+	struct store_attr a;
+	assert_int_equal(store_getattr(st, ino, &a), -ENOENT);
+	assert_int_equal(store_stats(st, &s, NULL), 0);
+	assert_int_equal(s.unique_pages, 0);
+	assert_int_equal(s.unreferenced_pages, 4);
+	struct store_fsck_result res;
+	assert_int_equal(store_fsck(st, NULL, NULL, NULL, &res, NULL), 0);
+	assert_int_equal(res.problems, 0);
+}
+
+static void test_store_ns_orphans_reclaimed(void **state)
+{
+	struct fixture *f = *state;
+	uint64_t ino = tsu_file(f->st, "f");
+	uint8_t page[STORE_PAGE_SIZE];
+	tsu_fill(page, sizeof(page), 3);
+	assert_int_equal(store_write(f->st, ino, page, sizeof(page), 0), sizeof(page));
+	uint64_t gone;
+	assert_int_equal(store_unlink(f->st, ROOT, "f", &gone), 0);
+	/* Closed without release, as a crash would leave it. */
+	assert_int_equal(store_close(f->st, NULL), 0);
+	assert_int_equal(store_open(f->path, 0, &f->st, NULL), 0);
+	struct store_attr a;
+	assert_int_equal(store_getattr(f->st, ino, &a), -ENOENT);
+	struct store_stats s;
+	assert_int_equal(store_stats(f->st, &s, NULL), 0);
+	assert_int_equal(s.unique_pages, 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_store_ns_create_kinds, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_ns_links_and_removal, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_ns_rename, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_ns_readdir, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_ns_setattr, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_ns_xattrs, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_ns_seal, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_ns_unlink_while_open, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_ns_orphans_reclaimed, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
