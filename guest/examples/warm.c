@@ -1,7 +1,7 @@
 /*
  * guest/examples/warm.c: a guest whose start-up is expensive.
  *
- *   init   build the table (argument: its size in MiB, default 32); returns
+ *   init   build the table (argument: its size in KiB, default 32768); returns
  *          "ENTRIES entries in MS ms"
  *   query  "I" (decimal) -> table[I % entries] as decimal; builds the table
  *          first if init has not run
@@ -15,7 +15,9 @@
  */
 #include "snapvm.h"
 
-#define ROUNDS 24
+#define ROUNDS 8
+
+#define DEFAULT_KIB 32768
 
 static uint64_t *table;
 static uint64_t entries;
@@ -31,15 +33,15 @@ static uint64_t mix(uint64_t x)
 	return x;
 }
 
-static long build(uint64_t mib)
+static long build(uint64_t kib)
 {
-	if (mib == 0 || mib > 1024)
+	if (kib == 0 || kib > (1u << 20))
 		return -22;
-	uint64_t n = mib * 1024 * 1024 / sizeof(uint64_t);
+	uint64_t n = kib * 1024 / sizeof(uint64_t);
 	uint64_t *t = snapvm_alloc(n * sizeof(uint64_t), 4096);
 	if (!t)
-		snapvm_abort("warm: no heap for a %lu MiB table (%lu bytes free)",
-			     (unsigned long)mib, (unsigned long)snapvm_heap_free());
+		snapvm_abort("warm: no heap for a %lu KiB table (%lu bytes free)",
+			     (unsigned long)kib, (unsigned long)snapvm_heap_free());
 	for (uint64_t i = 0; i < n; i++)
 		t[i] = mix(i);
 	table = t;
@@ -53,9 +55,9 @@ static long init(const void *in, uint64_t in_len, void *out, uint64_t out_cap)
 		return (long)snapvm_snprintf(out, out_cap, "%lu entries (built before)",
 					     (unsigned long)entries);
 	const char *p = in;
-	long mib = in_len ? snapvm_strtol(p, p + in_len, NULL) : 32;
+	long kib = in_len ? snapvm_strtol(p, p + in_len, NULL) : DEFAULT_KIB;
 	uint64_t t0 = snapvm_time_ns();
-	long r = build((uint64_t)mib);
+	long r = build((uint64_t)kib);
 	if (r < 0)
 		return r;
 	uint64_t ms = (snapvm_time_ns() - t0) / 1000000;
@@ -67,7 +69,7 @@ SNAPVM_EXPORT(init);
 static long query(const void *in, uint64_t in_len, void *out, uint64_t out_cap)
 {
 	if (!table) {
-		long r = build(32);
+		long r = build(DEFAULT_KIB);
 		if (r < 0)
 			return r;
 	}

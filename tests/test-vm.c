@@ -1,0 +1,498 @@
+/*
+ * tests/test-vm.c: sandboxes running the example guests under KVM.
+ *
+ * hello's functions give the right answers over many calls on both loader
+ * paths (ET_DYN and ET_EXEC); state persists within a sandbox and not
+ * across sandboxes; with read-only (shared) regions the guest's writes
+ * land in scratch copies and the backing memory stays unchanged; every
+ * misbehaviour of evil ends its sandbox with the right message while the
+ * process goes on to run the next one; a saved state resumes in new
+ * sandboxes made from read-only copies of it.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <cmocka.h>
+
+#include "testutil.h"
+#include "host/sandbox.h"
+#include "host/vm.h"
+
+static char *guest_path(const char *name)
+{
+	const char *root = getenv("SNAPFS_BUILD_ROOT");
+	static char buf[4096];
+	snprintf(buf, sizeof(buf), "%s/guest/%s.elf", root ? root : ".", name);
+	return buf;
+}
+
+static struct guest *open_guest(const char *name, int flags)
+{
+	struct err e = { 0 };
+	struct guest *g = NULL;
+	struct guest_options opt = { .heap_size = 8ull << 20, .flags = flags };
+	int r = guest_open_elf(guest_path(name), &opt, &g, &e);
+	if (r < 0)
+		fail_msg("%s", e.msg);
+	return g;
+}
+
+static const struct sandbox_options default_opt = { .timeout_ms = 60000 };
+
+static struct sandbox *new_sandbox(struct guest *g, const struct sandbox_options *opt)
+{
+	struct err e = { 0 };
+	struct sandbox *sb = NULL;
+	int r = sandbox_new(g, opt ? opt : &default_opt, &sb, &e);
+	if (r < 0)
+		fail_msg("%s", e.msg);
+	return sb;
+}
+
+/* Call fn with a string argument, expect success; result as a string. */
+static const char *call_ok(struct sandbox *sb, const char *fn, const char *arg)
+{
+	static char out[4096];
+	struct err e = { 0 };
+	size_t n;
+	int r = sandbox_call(sb, fn, arg, strlen(arg), out, sizeof(out) - 1, &n, &e);
+	if (r < 0)
+		fail_msg("%s(%s): %s", fn, arg, e.msg);
+	out[n] = 0;
+	return out;
+}
+
+static void hello_values(const char *name)
+{
+	struct guest *g = open_guest(name, 0);
+	struct sandbox *sb = new_sandbox(g, NULL);
+	struct err e = { 0 };
+	char arg[64], want[64];
+
+	srandom(42);
+	for (int i = 0; i < 200; i++) {
+		long a = random() % 2000000 - 1000000, b = random() % 2000000 - 1000000;
+		snprintf(arg, sizeof(arg), "%ld %ld", a, b);
+		snprintf(want, sizeof(want), "%ld", a + b);
+		assert_string_equal(call_ok(sb, "add", arg), want);
+	}
+
+	/* echo: empty, binary, and the largest argument the buffer takes */
+	size_t big = (SANDBOX_CALLBUF_DEFAULT - SNAPVM_CALLBUF_HDR) / 2;
+	uint8_t *in = malloc(big), *out = malloc(big);
+	for (size_t i = 0; i < big; i++)
+		in[i] = (uint8_t)(i * 7 + 3);
+	size_t sizes[] = { 0, 1, 255, 4096, 4097, big };
+	for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+		size_t n = 12345;
+		memset(out, 0, big);
+		assert_int_equal(sandbox_call(sb, "echo", in, sizes[k], out, big, &n, &e), 0);
+		assert_int_equal(n, sizes[k]);
+		assert_memory_equal(out, in, sizes[k]);
+	}
+	size_t n;
+	assert_int_equal(sandbox_call(sb, "echo", in, big + 1, out, big, &n, &e), -E2BIG);
+	free(in);
+	free(out);
+
+	/* the host's clock, through a host call */
+	uint64_t before = vm_now_ns();
+	uint64_t t = strtoull(call_ok(sb, "now", ""), NULL, 10);
+	uint64_t after = vm_now_ns();
+	assert_true(t >= before && t <= after);
+
+	assert_false(sandbox_ended(sb, NULL));
+	struct sandbox_stats st;
+	sandbox_stats(sb, &st);
+	assert_int_equal(st.calls, 200 + 6 + 1);
+	sandbox_free(sb);
+	guest_close(g);
+}
+
+static void test_vm_hello_pie(void **state)
+{
+	(void)state;
+	hello_values("hello");
+}
+
+static void test_vm_hello_exec(void **state)
+{
+	(void)state;
+	hello_values("hello-exec");
+}
+
+struct log {
+	char text[4096];
+	size_t len;
+};
+
+static void log_append(void *ctx, const char *msg, size_t len)
+{
+	struct log *l = ctx;
+	assert_true(l->len + len < sizeof(l->text));
+	memcpy(l->text + l->len, msg, len);
+	l->len += len;
+	l->text[l->len] = 0;
+}
+
+static void test_vm_log_and_state(void **state)
+{
+	(void)state;
+	struct guest *g = open_guest("hello", 0);
+	struct log log = { 0 };
+	struct sandbox_options opt = { .timeout_ms = 60000, .log = log_append, .log_ctx = &log };
+	struct sandbox *a = new_sandbox(g, &opt);
+	struct sandbox *b = new_sandbox(g, &opt);
+
+	assert_string_equal(call_ok(a, "greet", "snap"), "hello, snap");
+	assert_string_equal(log.text, "greeting 4 bytes of name\n");
+
+	char want[32];
+	for (int i = 1; i <= 50; i++) {
+		snprintf(want, sizeof(want), "%d", i);
+		assert_string_equal(call_ok(a, "counter", ""), want);
+	}
+	/* another sandbox of the same guest has its own memory */
+	assert_string_equal(call_ok(b, "counter", ""), "1");
+	assert_string_equal(call_ok(a, "counter", ""), "51");
+	sandbox_free(a);
+	sandbox_free(b);
+	guest_close(g);
+}
+
+static void test_vm_call_errors(void **state)
+{
+	(void)state;
+	struct guest *g = open_guest("evil", 0);
+	struct sandbox *sb = new_sandbox(g, NULL);
+	struct err e = { 0 };
+	char out[8];
+	size_t n;
+	assert_int_equal(sandbox_call(sb, "no_such_fn", "", 0, out, sizeof(out), &n, &e), -ENOENT);
+	assert_non_null(strstr(e.msg, "no function \"no_such_fn\""));
+	assert_int_equal(sandbox_call(sb, "bad name", "", 0, out, sizeof(out), &n, &e), -EINVAL);
+	assert_int_equal(sandbox_call(sb, "fail", "", 0, out, sizeof(out), &n, &e), -EREMOTEIO);
+	assert_non_null(strstr(e.msg, "failed with error -7"));
+	assert_int_equal(sandbox_call(sb, "ok", "", 0, out, 1, &n, &e), -ENOBUFS);
+	assert_int_equal(n, 2);
+	/* none of these ends the sandbox */
+	assert_false(sandbox_ended(sb, NULL));
+	assert_string_equal(call_ok(sb, "ok", ""), "ok");
+	sandbox_free(sb);
+	guest_close(g);
+}
+
+/* Copy every region's bytes, to compare after the guest ran. */
+static uint8_t **copy_regions(const struct guest *g)
+{
+	uint8_t **c = calloc(g->nregions, sizeof(*c));
+	for (size_t i = 0; i < g->nregions; i++) {
+		c[i] = malloc(g->regions[i].size);
+		memcpy(c[i], g->regions[i].mem, g->regions[i].size);
+	}
+	return c;
+}
+
+static void check_regions_unchanged(const struct guest *g, uint8_t **c)
+{
+	for (size_t i = 0; i < g->nregions; i++) {
+		assert_memory_equal(c[i], g->regions[i].mem, g->regions[i].size);
+		free(c[i]);
+	}
+	free(c);
+}
+
+static const struct guest_region *region_named(const struct guest *g, const char *name)
+{
+	for (size_t i = 0; i < g->nregions; i++)
+		if (strcmp(g->regions[i].name, name) == 0)
+			return &g->regions[i];
+	fail_msg("no region %s", name);
+	return NULL;
+}
+
+static void test_vm_copy_on_write(void **state)
+{
+	(void)state;
+	struct guest *g = open_guest("hello", GUEST_SHARED);
+	const struct guest_region *data = region_named(g, "data");
+	assert_true(data->shared);
+	assert_true(region_named(g, "heap")->shared);
+	uint8_t **before = copy_regions(g);
+	struct sandbox *a = new_sandbox(g, NULL);
+	struct sandbox *b = new_sandbox(g, NULL);
+	struct sandbox_stats st;
+	sandbox_stats(a, &st);
+	uint64_t cow_at_boot = st.cow_pages;
+
+	/* before any write the data page maps the shared region, read-only */
+	uint64_t gpa, flags;
+	assert_int_equal(sandbox_translate(a, data->gpa, &gpa, &flags, NULL), 0);
+	assert_int_equal(gpa, data->gpa);
+	assert_true(flags & SNAPVM_PTE_COW);
+	assert_false(flags & SNAPVM_PTE_RW);
+
+	char want[16];
+	for (int i = 1; i <= 20; i++) {
+		snprintf(want, sizeof(want), "%d", i);
+		assert_string_equal(call_ok(a, "counter", ""), want);
+	}
+	assert_string_equal(call_ok(b, "counter", ""), "1");
+
+	/* the written page is now a private copy in scratch */
+	sandbox_stats(a, &st);
+	assert_true(st.cow_pages > cow_at_boot);
+	int copied = 0;
+	for (uint64_t va = data->gpa; va < data->gpa + data->size; va += SNAPVM_PAGE_SIZE) {
+		assert_int_equal(sandbox_translate(a, va, &gpa, &flags, NULL), 0);
+		if (gpa >= SNAPVM_SCRATCH_GPA) {
+			copied++;
+			assert_true(flags & SNAPVM_PTE_RW);
+			assert_false(flags & SNAPVM_PTE_COW);
+		}
+	}
+	assert_true(copied >= 1);
+	/* ...and the shared memory behind every region is exactly as before */
+	check_regions_unchanged(g, before);
+	sandbox_free(a);
+	sandbox_free(b);
+	guest_close(g);
+}
+
+struct evil_case {
+	const char *fn;
+	int flags;		/* GUEST_SHARED or 0 */
+	int code;
+	const char *msg;
+};
+
+static const struct evil_case evil_cases[] = {
+	{ "spin", 0, -ETIMEDOUT, "past the time limit of 1500 ms" },
+	{ "write_rodata", 0, -EPROTO, "guest fault: write to read-only page at address" },
+	{ "cow_off", 0, -EPROTO, "to read-only memory at 0x" },
+	{ "cow_off_data", GUEST_SHARED, -EPROTO, "(region \"data\")" },
+	{ "wild_port", 0, -EPROTO, "unknown I/O port 0x1234 at RIP 0x" },
+	{ "bad_length", 0, -EPROTO, "guest claims a result of" },
+	{ "triple_fault", 0, -EPROTO, "shut down (triple fault) at RIP 0x" },
+	{ "alloc_huge", 0, -EPROTO, "guest aborted: alloc_huge: cannot allocate 1099511627776 bytes" },
+	{ "scratch_fill", GUEST_SHARED, -EPROTO, "out of scratch memory" },
+	{ "null_write", 0, -EPROTO, "page fault (#PF) writing address 0x0 (error 0x2, not mapped)" },
+	{ "divide_zero", 0, -EPROTO, "divide error (#DE)" },
+	{ "stack_overflow", 0, -EPROTO, "double fault (#DF)" },
+	{ "halt", 0, -EPROTO, "guest halted (hlt) at RIP 0x" },
+	{ "abort", 0, -EPROTO, "guest aborted: evil: asked to abort" },
+};
+
+static void test_vm_evil(void **state)
+{
+	(void)state;
+	struct guest *priv = open_guest("evil", 0), *shared = open_guest("evil", GUEST_SHARED);
+	struct sandbox_options opt = { .timeout_ms = 1500, .scratch_size = 1u << 20 };
+	for (size_t i = 0; i < sizeof(evil_cases) / sizeof(evil_cases[0]); i++) {
+		const struct evil_case *c = &evil_cases[i];
+		struct guest *g = c->flags & GUEST_SHARED ? shared : priv;
+		struct sandbox *sb = new_sandbox(g, &opt);
+		struct err e = { 0 };
+		char out[64];
+		size_t n;
+		int r = sandbox_call(sb, c->fn, "", 0, out, sizeof(out), &n, &e);
+		print_message("# %s: %s\n", c->fn, e.msg);
+		if (r != c->code || !strstr(e.msg, c->msg))
+			fail_msg("%s: got %d \"%s\", want %d \"%s\"", c->fn, r, e.msg, c->code, c->msg);
+		assert_non_null(strstr(e.msg, c->fn));	/* says which call */
+		const char *why = NULL;
+		assert_true(sandbox_ended(sb, &why));
+		assert_non_null(strstr(why, c->msg));
+		assert_int_equal(sandbox_call(sb, "ok", "", 0, out, sizeof(out), &n, &e), -ESHUTDOWN);
+		assert_non_null(strstr(e.msg, c->msg));
+		sandbox_free(sb);
+
+		/* the process is fine: the next sandbox works */
+		sb = new_sandbox(g, &opt);
+		assert_string_equal(call_ok(sb, "ok", ""), "ok");
+		sandbox_free(sb);
+	}
+	guest_close(priv);
+	guest_close(shared);
+}
+
+/* Saved region bytes in read-only mappings, as snapshot files would be. */
+struct saved {
+	void *maps[GUEST_REGIONS_MAX];
+	size_t sizes[GUEST_REGIONS_MAX];
+	size_t n;
+};
+
+static void release_saved(void *ctx)
+{
+	struct saved *s = ctx;
+	for (size_t i = 0; i < s->n; i++)
+		munmap(s->maps[i], s->sizes[i]);
+	free(s);
+}
+
+static struct guest *guest_from_state(struct sandbox_state *st, const struct guest *parent)
+{
+	struct saved *s = calloc(1, sizeof(*s));
+	struct guest_region regions[GUEST_REGIONS_MAX];
+	for (size_t i = 0; i < st->nregions; i++) {
+		regions[i] = st->regions[i];
+		assert_true(regions[i].shared);
+		void *m = mmap(NULL, regions[i].size, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		assert_true(m != MAP_FAILED);
+		memcpy(m, regions[i].mem, regions[i].size);
+		assert_int_equal(mprotect(m, regions[i].size, PROT_READ), 0);
+		s->maps[i] = m;
+		s->sizes[i] = regions[i].size;
+		s->n++;
+		regions[i].mem = m;
+	}
+	struct guest_spec spec = {
+		.name = "saved", .entry = st->entry, .regions = regions, .nregions = st->nregions,
+		.exports = (const char (*)[SNAPVM_NAME_MAX])parent->exports,
+		.nexports = parent->nexports,
+		.scratch_image = st->scratch, .scratch_image_len = st->scratch_len,
+		.scratch_size = st->scratch_size, .sregs = &st->sregs,
+		.release = release_saved, .release_ctx = s,
+	};
+	struct guest *g;
+	struct err e = { 0 };
+	if (guest_new(&spec, &g, &e) < 0)
+		fail_msg("%s", e.msg);
+	return g;
+}
+
+static void save_restore(int flags)
+{
+	struct guest *g = open_guest("hello", flags);
+	struct sandbox *sb = new_sandbox(g, NULL);
+	for (int i = 0; i < 3; i++)
+		call_ok(sb, "counter", "");
+	struct sandbox_state st;
+	struct err e = { 0 };
+	if (sandbox_save(sb, &st, &e) < 0)
+		fail_msg("%s", e.msg);
+	assert_true(st.scratch_len < st.scratch_size);
+	struct guest *saved = guest_from_state(&st, g);
+	sandbox_state_release(&st);
+	uint8_t **before = copy_regions(saved);
+
+	/* the original goes on on its own */
+	assert_string_equal(call_ok(sb, "counter", ""), "4");
+	assert_string_equal(call_ok(sb, "counter", ""), "5");
+
+	struct sandbox *r1 = new_sandbox(saved, NULL), *r2 = new_sandbox(saved, NULL);
+	assert_string_equal(call_ok(r1, "counter", ""), "4");
+	assert_string_equal(call_ok(r1, "counter", ""), "5");
+	assert_string_equal(call_ok(r1, "counter", ""), "6");
+	assert_string_equal(call_ok(r2, "counter", ""), "4");
+	assert_string_equal(call_ok(r2, "add", "40 2"), "42");
+	check_regions_unchanged(saved, before);
+
+	/* a state saved from a resumed sandbox resumes too (a second generation) */
+	if (sandbox_save(r1, &st, &e) < 0)
+		fail_msg("%s", e.msg);
+	struct guest *saved2 = guest_from_state(&st, g);
+	sandbox_state_release(&st);
+	struct sandbox *r3 = new_sandbox(saved2, NULL);
+	assert_string_equal(call_ok(r3, "counter", ""), "7");
+	sandbox_free(r3);
+	guest_close(saved2);
+
+	sandbox_free(r1);
+	sandbox_free(r2);
+	sandbox_free(sb);
+	guest_close(saved);
+	guest_close(g);
+}
+
+static void test_vm_save_restore_private(void **state)
+{
+	(void)state;
+	save_restore(0);
+}
+
+static void test_vm_save_restore_shared(void **state)
+{
+	(void)state;
+	save_restore(GUEST_SHARED);
+}
+
+/* warm's table entry, computed here independently */
+static uint64_t warm_mix(uint64_t x)
+{
+	for (int r = 0; r < 8; r++) {
+		x += 0x9e3779b97f4a7c15ull;
+		x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+		x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+		x ^= x >> 31;
+	}
+	return x;
+}
+
+static void test_vm_warm(void **state)
+{
+	(void)state;
+	struct guest *g = open_guest("warm", 0);
+	struct sandbox *sb = new_sandbox(g, NULL);
+	const char *r = call_ok(sb, "init", "64");	/* 64 KiB: 8192 entries */
+	assert_non_null(strstr(r, "8192 entries"));
+	char arg[32], want[32];
+	for (uint64_t i = 0; i < 8192; i += 397) {
+		snprintf(arg, sizeof(arg), "%llu", (unsigned long long)i);
+		snprintf(want, sizeof(want), "%llu", (unsigned long long)warm_mix(i));
+		assert_string_equal(call_ok(sb, "query", arg), want);
+	}
+	/* the table is in the heap region, not in scratch */
+	struct sandbox_stats st;
+	sandbox_stats(sb, &st);
+	assert_true(st.scratch_used < 1u << 20);
+	uint64_t first;
+	assert_int_equal(sandbox_read_phys(sb, SNAPVM_HEAP_GPA, &first, 8, NULL), 0);
+	assert_int_equal(first, warm_mix(0));
+	sandbox_free(sb);
+	guest_close(g);
+}
+
+static void test_vm_bad_guest_files(void **state)
+{
+	(void)state;
+	struct err e = { 0 };
+	struct guest *g;
+	assert_int_equal(guest_open_elf("/nonexistent/x.elf", NULL, &g, &e), -ENOENT);
+	assert_non_null(strstr(e.msg, "/nonexistent/x.elf"));
+	char path[] = "/tmp/test-vm-XXXXXX";
+	int fd = mkstemp(path);
+	assert_true(write(fd, "not an elf file at all", 22) == 22);
+	close(fd);
+	assert_true(guest_open_elf(path, NULL, &g, &e) < 0);
+	assert_non_null(strstr(e.msg, path));
+	unlink(path);
+	struct guest_options opt = { .heap_size = 4097 };
+	assert_int_equal(guest_open_elf(guest_path("hello"), &opt, &g, &e), -EINVAL);
+}
+
+int main(void)
+{
+	tu_require_kvm();
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_vm_hello_pie),
+		cmocka_unit_test(test_vm_hello_exec),
+		cmocka_unit_test(test_vm_log_and_state),
+		cmocka_unit_test(test_vm_call_errors),
+		cmocka_unit_test(test_vm_copy_on_write),
+		cmocka_unit_test(test_vm_evil),
+		cmocka_unit_test(test_vm_save_restore_private),
+		cmocka_unit_test(test_vm_save_restore_shared),
+		cmocka_unit_test(test_vm_warm),
+		cmocka_unit_test(test_vm_bad_guest_files),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
