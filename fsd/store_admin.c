@@ -523,7 +523,8 @@ static int gc_locked(struct store *st, store_progress_fn progress, void *arg,
 
 	/* 4: now the old copies and never-committed data can go. */
 	if (!r) {
-		qsort(live, n, sizeof(*live), live_cmp);
+		if (n > 1)
+			qsort(live, n, sizeof(*live), live_cmp);
 		r = st->be->ops->release(st->be, live, n, e);
 		if (r)
 			err_prefix(e, "store %s: gc", st->dir);

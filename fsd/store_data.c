@@ -1306,7 +1306,8 @@ static size_t dtab_sorted(struct dtab *t)
 	for (size_t i = 0; i < t->cap; i++)
 		if (!hole(t->d[i].hash) && t->d[i].n)
 			t->d[n++] = t->d[i];
-	qsort(t->d, n, sizeof(*t->d), delta_cmp);
+	if (n > 1)
+		qsort(t->d, n, sizeof(*t->d), delta_cmp);
 	return n;
 }
 

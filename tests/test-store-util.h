@@ -38,8 +38,11 @@ static inline char *tsu_store_path(void)
 	char *d = mkdtemp(tmpl);
 	if (!d)
 		abort();
-	char *out = malloc(strlen(d) + 8);
-	sprintf(out, "%s/store", d);
+	size_t n = strlen(d) + 8;
+	char *out = malloc(n);
+	if (!out)
+		abort();
+	snprintf(out, n, "%s/store", d);
 	return out;
 }
 

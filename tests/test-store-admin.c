@@ -1,0 +1,265 @@
+/*
+ * tests/test-store-admin.c: gc, fsck and stats.  gc frees the space of
+ * deleted files and of data appended but never committed, while what
+ * stays reads back unchanged (also through page maps cached before gc);
+ * fsck finds a corrupted pack byte and a dangling page reference and names
+ * the file's path and page index; progress is reported.
+ */
+#include <dirent.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <cmocka.h>
+#include <sqlite3.h>
+
+#include "store_hash.h"
+#include "test-store-util.h"
+
+#define PG STORE_PAGE_SIZE
+
+static uint64_t write_file(struct store *st, uint64_t dir, const char *name, int pages,
+			   uint64_t seed)
+{
+	struct store_attr a;
+	assert_int_equal(store_mknod(st, dir, name, S_IFREG | 0644, 0, 0, 0, &a), 0);
+	uint8_t *buf = malloc((size_t)pages * PG);
+	tsu_fill(buf, (size_t)pages * PG, seed);
+	assert_int_equal(store_write(st, a.ino, buf, (size_t)pages * PG, 0), (ssize_t)pages * PG);
+	free(buf);
+	return a.ino;
+}
+
+static void check_file(struct store *st, uint64_t ino, int pages, uint64_t seed)
+{
+	uint8_t *want = malloc((size_t)pages * PG), *got = malloc((size_t)pages * PG);
+	tsu_fill(want, (size_t)pages * PG, seed);
+	assert_int_equal(store_read(st, ino, got, (size_t)pages * PG, 0), (ssize_t)pages * PG);
+	assert_memory_equal(got, want, (size_t)pages * PG);
+	free(want);
+	free(got);
+}
+
+/* The single pack file of the store at path. */
+static void pack_path(const char *path, char *out, size_t size)
+{
+	char dir[4100];
+	snprintf(dir, sizeof(dir), "%.4000s/packs", path);
+	DIR *d = opendir(dir);
+	assert_non_null(d);
+	int n = 0;
+	for (struct dirent *de; (de = readdir(d));)
+		if (strstr(de->d_name, ".pack")) {
+			snprintf(out, size, "%s/%s", dir, de->d_name);
+			n++;
+		}
+	closedir(d);
+	assert_int_equal(n, 1);
+}
+
+static int progress_calls;
+
+static void progress(void *arg, const char *phase, uint64_t done, uint64_t total)
+{
+	(void)arg;
+	assert_non_null(phase);
+	assert_true(done <= total);
+	progress_calls++;
+}
+
+static void test_store_admin_gc_reclaims(void **state)
+{
+	(void)state;
+	char *path;
+	struct store *st = tsu_new_store(&path);
+	uint64_t a = write_file(st, STORE_ROOT_INO, "a", 100, 1);
+	uint64_t b = write_file(st, STORE_ROOT_INO, "b", 50, 2);
+	assert_int_equal(store_sync(st, NULL), 0);
+	assert_int_equal(store_file_open(st, b), 0);	/* b's map stays cached */
+	uint64_t gone;
+	assert_int_equal(store_unlink(st, STORE_ROOT_INO, "a", &gone), 0);
+	assert_int_equal(store_inode_release(st, a), 0);
+	assert_int_equal(store_sync(st, NULL), 0);
+
+	/* Junk appended to the pack, as a crash before a commit leaves. */
+	char pack[4700];
+	pack_path(path, pack, sizeof(pack));
+	int fd = open(pack, O_WRONLY | O_APPEND);
+	assert_true(fd >= 0);
+	static uint8_t junk[10 * PG];
+	tsu_fill(junk, sizeof(junk), 99);
+	assert_int_equal(write(fd, junk, sizeof(junk)), sizeof(junk));
+	close(fd);
+
+	struct store_stats s;
+	assert_int_equal(store_stats(st, &s, NULL), 0);
+	assert_int_equal(s.pack_bytes, 160 * PG);
+	assert_int_equal(s.unreferenced_pages, 100);
+
+	struct store_gc_result g;
+	struct err e = { 0 };
+	progress_calls = 0;
+	assert_int_equal(store_gc(st, progress, NULL, &g, &e), 0);
+	assert_int_equal(g.pages_freed, 100);
+	assert_int_equal(g.bytes_before, 160 * PG);
+	assert_int_equal(g.bytes_after, 50 * PG);
+	assert_true(progress_calls > 0);
+	assert_int_equal(store_stats(st, &s, NULL), 0);
+	assert_int_equal(s.pack_bytes, 50 * PG);
+	assert_int_equal(s.unique_pages, 50);
+	assert_int_equal(s.unreferenced_pages, 0);
+	/* The space is really gone from the folder. */
+	pack_path(path, pack, sizeof(pack));
+	struct stat sb;
+	assert_int_equal(stat(pack, &sb), 0);
+	assert_int_equal(sb.st_size, 50 * PG);
+
+	/* What stays reads back, through the cached map and after reopen;
+	 * new writes after gc work and dedup against moved pages. */
+	check_file(st, b, 50, 2);
+	uint64_t c = write_file(st, STORE_ROOT_INO, "c", 50, 2);
+	assert_int_equal(store_file_release(st, b), 0);
+	assert_int_equal(store_close(st, NULL), 0);
+	assert_int_equal(store_open(path, 0, &st, NULL), 0);
+	check_file(st, b, 50, 2);
+	check_file(st, c, 50, 2);
+	assert_int_equal(store_stats(st, &s, NULL), 0);
+	assert_int_equal(s.unique_pages, 50);
+	assert_int_equal(s.pack_bytes, 50 * PG);
+	struct store_fsck_result res;
+	assert_int_equal(store_fsck(st, NULL, NULL, NULL, &res, NULL), 0);
+	assert_int_equal(res.problems, 0);
+	/* gc with nothing to do changes nothing. */
+	assert_int_equal(store_gc(st, NULL, NULL, &g, NULL), 0);
+	assert_int_equal(g.pages_freed, 0);
+	assert_int_equal(g.bytes_after, 50 * PG);
+	assert_int_equal(store_close(st, NULL), 0);
+	tsu_store_remove(path);
+}
+
+struct found {
+	int n;
+	char path[8][256];
+	int64_t page[8];
+	char what[8][256];
+};
+
+static void report(void *arg, const struct store_fsck_problem *p)
+{
+	struct found *f = arg;
+	if (f->n < 8) {
+		snprintf(f->path[f->n], sizeof(f->path[0]), "%s", p->path ? p->path : "");
+		f->page[f->n] = p->page;
+		snprintf(f->what[f->n], sizeof(f->what[0]), "%s", p->what);
+	}
+	f->n++;
+}
+
+static bool has(const struct found *f, const char *path, int64_t page, const char *what)
+{
+	for (int i = 0; i < f->n && i < 8; i++)
+		if (!strcmp(f->path[i], path) && f->page[i] == page && strstr(f->what[i], what))
+			return true;
+	return false;
+}
+
+static void test_store_admin_fsck_corrupt_byte(void **state)
+{
+	(void)state;
+	char *path;
+	struct store *st = tsu_new_store(&path);
+	struct store_attr d;
+	assert_int_equal(store_mkdir(st, STORE_ROOT_INO, "snap", 0755, 0, 0, &d), 0);
+	uint64_t ino = write_file(st, d.ino, "mem", 8, 5);
+	write_file(st, STORE_ROOT_INO, "other", 8, 6);
+	assert_int_equal(store_sync(st, NULL), 0);
+	struct store_fsck_result res;
+	struct found f = { 0 };
+	assert_int_equal(store_fsck(st, report, NULL, &f, &res, NULL), 0);
+	assert_int_equal(res.problems, 0);
+	assert_int_equal(res.pages_checked, 16);
+	/* Where page 2 of /snap/mem lives. */
+	struct store_extent ext[2];
+	assert_int_equal(store_map(st, ino, 2 * PG, PG, ext, 2, NULL), 1);
+	uint64_t pos = ext[0].pos;
+	store_map_done(st);
+	assert_int_equal(store_close(st, NULL), 0);
+
+	char pack[4700];
+	pack_path(path, pack, sizeof(pack));
+	int fd = open(pack, O_RDWR);
+	uint8_t byte;
+	assert_int_equal(pread(fd, &byte, 1, (off_t)pos + 1234), 1);
+	byte ^= 0x01;
+	assert_int_equal(pwrite(fd, &byte, 1, (off_t)pos + 1234), 1);
+	close(fd);
+
+	/* A read-only open is enough to check. */
+	assert_int_equal(store_open(path, STORE_RDONLY, &st, NULL), 0);
+	progress_calls = 0;
+	assert_int_equal(store_fsck(st, report, progress, &f, &res, NULL), 0);
+	assert_int_equal(res.problems, 1);
+	assert_int_equal(f.n, 1);
+	assert_true(has(&f, "/snap/mem", 2, "do not match"));
+	assert_true(progress_calls > 0);
+	assert_int_equal(store_close(st, NULL), 0);
+	tsu_store_remove(path);
+}
+
+static void test_store_admin_fsck_dangling(void **state)
+{
+	(void)state;
+	char *path;
+	struct store *st = tsu_new_store(&path);
+	write_file(st, STORE_ROOT_INO, "f", 6, 8);
+	assert_int_equal(store_close(st, NULL), 0);
+
+	/* Drop page 3's index entry behind the store's back. */
+	uint8_t buf[6 * PG], hash[STORE_HASH_SIZE];
+	tsu_fill(buf, sizeof(buf), 8);
+	struct store_hasher *h = store_hasher_new();
+	assert_int_equal(store_hash(h, buf + 3 * PG, PG, hash), 0);
+	store_hasher_free(h);
+	char db[4200];
+	snprintf(db, sizeof(db), "%s/index.db", path);
+	sqlite3 *sq;
+	assert_int_equal(sqlite3_open(db, &sq), SQLITE_OK);
+	sqlite3_stmt *s;
+	assert_int_equal(sqlite3_prepare_v2(sq, "DELETE FROM page WHERE hash = ?", -1, &s, NULL), SQLITE_OK);
+	sqlite3_bind_blob(s, 1, hash, sizeof(hash), SQLITE_STATIC);
+	assert_int_equal(sqlite3_step(s), SQLITE_DONE);
+	sqlite3_finalize(s);
+	assert_int_equal(sqlite3_changes(sq), 1);
+	/* And make another page's count wrong. */
+	assert_int_equal(sqlite3_exec(sq, "UPDATE page SET refs = 7 WHERE rowid IN (SELECT rowid FROM page LIMIT 1)",
+				      NULL, NULL, NULL),
+			 SQLITE_ERROR);	/* WITHOUT ROWID: no rowid */
+	assert_int_equal(sqlite3_exec(sq, "UPDATE page SET refs = 7 WHERE hash = (SELECT hash FROM page LIMIT 1)",
+				      NULL, NULL, NULL),
+			 SQLITE_OK);
+	sqlite3_close(sq);
+
+	assert_int_equal(store_open(path, 0, &st, NULL), 0);
+	struct store_fsck_result res;
+	struct found f = { 0 };
+	assert_int_equal(store_fsck(st, report, NULL, &f, &res, NULL), 0);
+	assert_int_equal(res.problems, 2);
+	assert_true(has(&f, "/f", 3, "dangling"));
+	assert_true(has(&f, "", -1, "reference count 7, but 1"));
+	assert_int_equal(store_close(st, NULL), 0);
+	tsu_store_remove(path);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_store_admin_gc_reclaims),
+		cmocka_unit_test(test_store_admin_fsck_corrupt_byte),
+		cmocka_unit_test(test_store_admin_fsck_dangling),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
