@@ -247,6 +247,8 @@ static int open_db(struct store *st, const char *path, bool rdonly, sqlite3 **ou
 		return r;
 	}
 	sqlite3_busy_timeout(db, 10000);
+	/* The page index is a B-tree of random keys: give it room. */
+	sqlite3_exec(db, "PRAGMA cache_size = -65536", NULL, NULL, NULL);
 	sqlite3_extended_result_codes(db, 1);
 	*out = db;
 	return 0;
@@ -332,6 +334,7 @@ static int reclaim_orphans(struct store *st, struct err *e)
 
 static void store_free(struct store *st)
 {
+	store_committer_stop(st);
 	store_cache_free(st);
 	ptab_free(&st->pending);
 	ptab_free(&st->committing);
@@ -405,6 +408,8 @@ int store_open(const char *dir, unsigned flags, struct store **out, struct err *
 		r = reclaim_orphans(st, e);
 	if (!r && !rdonly)
 		r = store_load_known(st, e);
+	if (!r && !rdonly)
+		r = store_committer_start(st, e);
 	if (r) {
 		store_free(st);
 		return r;
@@ -418,6 +423,7 @@ int store_close(struct store *st, struct err *e)
 	if (!st)
 		return 0;
 	int r = 0;
+	store_committer_stop(st);
 	if (!st->rdonly) {
 		r = store_sync(st, e);
 		/* Fold the WAL back into index.db so the folder is tidy. */

@@ -487,36 +487,61 @@ static void touch(struct sinode *si)
 	si->dirty = true;
 }
 
-/* Where the page with this hash is, or 0 if the store has none (mem_lock
- * held). */
-static int lookup_page(struct store *st, const uint8_t *hash, uint64_t *loc)
+/* Where pages with these hashes are (0: the store has none), for the n
+ * pages with want[i] set (mem_lock held).  Pending pages are found in
+ * memory; pages the prefix set may know are looked up in one read
+ * transaction for the whole batch, as a transaction per lookup costs
+ * several file-lock system calls. */
+static int lookup_pages(struct store *st, const uint8_t (*hashes)[STORE_HASH_SIZE],
+			const bool *want, unsigned n, uint64_t *locs)
 {
-	struct ptab_ent *pe = ptab_find(&st->pending, hash);
-	if (!pe)
-		pe = ptab_find(&st->committing, hash);
-	if (pe) {
-		*loc = pe->loc;
-		return 0;
+	bool db[WRITE_BATCH];
+	unsigned ndb = 0;
+	for (unsigned i = 0; i < n; i++) {
+		locs[i] = 0;
+		db[i] = false;
+		if (!want[i])
+			continue;
+		struct ptab_ent *pe = ptab_find(&st->pending, hashes[i]);
+		if (!pe)
+			pe = ptab_find(&st->committing, hashes[i]);
+		if (pe)
+			locs[i] = pe->loc;
+		else if (pset_has(&st->known, hashes[i]))
+			db[i] = true, ndb++;
 	}
-	*loc = 0;
-	if (!pset_has(&st->known, hash))
+	if (!ndb)
 		return 0;
-	pthread_mutex_lock(&st->rdb_lock);
 	int r = 0;
+	pthread_mutex_lock(&st->rdb_lock);
 	sqlite3_stmt *s = store_stmt(st, st->rdb, "SELECT loc FROM page WHERE hash = ?");
-	if (!s) {
+	if (!s)
 		r = -EIO;
-	} else {
-		sqlite3_bind_blob(s, 1, hash, STORE_HASH_SIZE, SQLITE_STATIC);
+	if (!r && ndb > 1 && sqlite3_exec(st->rdb, "BEGIN", NULL, NULL, NULL) != SQLITE_OK)
+		r = -EIO;
+	for (unsigned i = 0; i < n && !r; i++) {
+		if (!db[i])
+			continue;
+		sqlite3_reset(s);
+		sqlite3_bind_blob(s, 1, hashes[i], STORE_HASH_SIZE, SQLITE_STATIC);
 		int rc = sqlite3_step(s);
 		if (rc == SQLITE_ROW)
-			*loc = (uint64_t)sqlite3_column_int64(s, 0);
+			locs[i] = (uint64_t)sqlite3_column_int64(s, 0);
 		else if (rc != SQLITE_DONE)
 			r = -EIO;
-		sqlite3_reset(s);
 	}
+	if (s)
+		sqlite3_reset(s);
+	if (ndb > 1)
+		sqlite3_exec(st->rdb, "COMMIT", NULL, NULL, NULL);
 	pthread_mutex_unlock(&st->rdb_lock);
 	return r;
+}
+
+static int lookup_page(struct store *st, const uint8_t *hash, uint64_t *loc)
+{
+	static const bool yes = true;
+	return lookup_pages(st, (const uint8_t(*)[STORE_HASH_SIZE])hash, &yes, 1, loc);
 }
 
 /* Put a page new to the store and list it as pending (mem_lock held). */
@@ -606,16 +631,21 @@ static int write_pages(struct store *st, struct sinode *si, uint64_t pg, const u
 	struct iovec iov[WRITE_BATCH];
 	uint8_t newh[WRITE_BATCH][STORE_HASH_SIZE];
 	unsigned nnew = 0;
+	bool data_page[WRITE_BATCH];
+	for (unsigned i = 0; i < n; i++)
+		data_page[i] = !zero[i];
 	pthread_mutex_lock(&st->mem_lock);
+	r = lookup_pages(st, (const uint8_t(*)[STORE_HASH_SIZE])hashes, data_page, n, locs);
 	for (unsigned i = 0; i < n && !r; i++) {
-		locs[i] = 0;
-		if (zero[i])
+		if (zero[i] || locs[i])
 			continue;
-		r = lookup_page(st, hashes[i], &locs[i]);
-		if (r || locs[i])
+		/* A repeat of a page that is new in this batch finds the
+		 * placeholder the first one left. */
+		struct ptab_ent *pe = ptab_find(&st->pending, hashes[i]);
+		if (pe) {
+			locs[i] = pe->loc;
 			continue;
-		/* New: the placeholder lets a repeat inside this batch find
-		 * it. */
+		}
 		r = ptab_add(&st->pending, hashes[i], LOC_TMP | nnew);
 		if (r)
 			break;
@@ -728,13 +758,61 @@ static void data_end(struct store *st, struct sinode *si, bool change)
 		pthread_mutex_unlock(&si->wlock);
 	sinode_put(st, si);
 	pthread_rwlock_unlock(&st->gc_lock);
-	if (change) {
-		pthread_mutex_lock(&st->mem_lock);
-		bool due = st->pending_pages >= STORE_COMMIT_PAGES;
-		pthread_mutex_unlock(&st->mem_lock);
-		if (due)
-			store_commit(st, NULL);	/* a failure sticks in st->failed */
+	if (!change)
+		return;
+	pthread_mutex_lock(&st->mem_lock);
+	bool due = st->pending_pages >= STORE_COMMIT_PAGES;
+	/* Far behind (or no thread): the writer commits itself, which also
+	 * holds writers back while the committer catches up. */
+	bool inline_commit = st->pending_pages >= 4 * STORE_COMMIT_PAGES || !st->committer_running;
+	if (due && !inline_commit) {
+		st->commit_wanted = true;
+		pthread_cond_signal(&st->commit_cond);
 	}
+	pthread_mutex_unlock(&st->mem_lock);
+	if (due && inline_commit)
+		store_commit(st, NULL);	/* a failure sticks in st->failed */
+}
+
+static void *committer_main(void *arg)
+{
+	struct store *st = arg;
+	pthread_mutex_lock(&st->mem_lock);
+	for (;;) {
+		while (!st->commit_wanted && !st->committer_stop)
+			pthread_cond_wait(&st->commit_cond, &st->mem_lock);
+		if (st->committer_stop)
+			break;
+		st->commit_wanted = false;
+		pthread_mutex_unlock(&st->mem_lock);
+		store_commit(st, NULL);	/* a failure sticks in st->failed */
+		pthread_mutex_lock(&st->mem_lock);
+	}
+	pthread_mutex_unlock(&st->mem_lock);
+	return NULL;
+}
+
+int store_committer_start(struct store *st, struct err *e)
+{
+	pthread_cond_init(&st->commit_cond, NULL);
+	int r = pthread_create(&st->committer, NULL, committer_main, st);
+	if (r)
+		return err_set(e, -r, "store %s: committer thread: %s", st->dir, strerror(r));
+	st->committer_running = true;
+	return 0;
+}
+
+void store_committer_stop(struct store *st)
+{
+	if (!st->committer_running)
+		return;
+	pthread_mutex_lock(&st->mem_lock);
+	st->committer_stop = true;
+	pthread_cond_signal(&st->commit_cond);
+	pthread_mutex_unlock(&st->mem_lock);
+	pthread_join(st->committer, NULL);
+	st->committer_running = false;
+	pthread_cond_destroy(&st->commit_cond);
 }
 
 ssize_t store_write(struct store *st, uint64_t ino, const void *buf, size_t len, uint64_t off)

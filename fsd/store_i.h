@@ -119,6 +119,13 @@ struct store {
 	bool commit_active;		/* a commit is between copy-out and COMMIT */
 	int failed;			/* a commit failed: refuse changes */
 
+	/* The committer thread: writers that pass STORE_COMMIT_PAGES wake
+	 * it, so SQLite work overlaps with their hashing (flags under
+	 * mem_lock). */
+	pthread_t committer;
+	pthread_cond_t commit_cond;
+	bool committer_running, commit_wanted, committer_stop;
+
 	struct store_hasher *hashers[STORE_HASHERS];	/* under hasher_lock */
 	unsigned nhashers;
 };
@@ -134,6 +141,8 @@ struct store_hasher *store_hasher_get(struct store *st);
 void store_hasher_put(struct store *st, struct store_hasher *h);
 
 /* store_data.c */
+int store_committer_start(struct store *st, struct err *e);
+void store_committer_stop(struct store *st);
 /* Find or load the cached inode, pinned (users++).  mem_lock NOT held. */
 int sinode_get(struct store *st, uint64_t ino, struct sinode **out);
 void sinode_put(struct store *st, struct sinode *si);
