@@ -20,6 +20,16 @@
 
 #include "host/cpustate.h"
 
+
+/* malloc that stops the test program instead of returning NULL */
+static void *xmalloc(size_t n)
+{
+	void *p = malloc(n);
+	if (!p)
+		abort();
+	return p;
+}
+
 static void make_state(struct cpustate *cs)
 {
 	memset(cs, 0, sizeof(*cs));
@@ -75,12 +85,12 @@ static char *format_ok(const struct cpustate *cs, size_t *len)
  * (NULL deletes it), or with inserted after it. */
 static char *edit(const char *key, const char *with, int insert)
 {
-	struct cpustate *cs = malloc(sizeof(*cs));
+	struct cpustate *cs = xmalloc(sizeof(*cs));
 	make_state(cs);
 	size_t len;
 	char *text = format_ok(cs, &len);
 	free(cs);
-	char *out = malloc(len + 2 * (with ? strlen(with) : 0) + 16);
+	char *out = xmalloc(len + 2 * (with ? strlen(with) : 0) + 16);
 	size_t klen = strlen(key), n = 0;
 	int done = 0;
 	for (char *p = text; *p;) {
@@ -121,7 +131,7 @@ static unsigned line_of(const char *key)
 
 static void expect_bad_text(const char *text, size_t len, const char *want)
 {
-	struct cpustate *cs = malloc(sizeof(*cs));
+	struct cpustate *cs = xmalloc(sizeof(*cs));
 	struct err e = { 0 };
 	int r = cpustate_parse(text, len, "cpu", cs, &e);
 	if (r != -EINVAL || !strstr(e.msg, want))
@@ -143,7 +153,7 @@ static void bad(const char *key, const char *with, const char *want)
 static void test_cpustate_round_trip(void **state)
 {
 	(void)state;
-	struct cpustate *a = malloc(sizeof(*a)), *b = malloc(sizeof(*b));
+	struct cpustate *a = xmalloc(sizeof(*a)), *b = xmalloc(sizeof(*b));
 	make_state(a);
 	size_t len, len2;
 	char *text = format_ok(a, &len);
@@ -189,7 +199,7 @@ static void test_cpustate_round_trip(void **state)
 static void test_cpustate_padding_ignored(void **state)
 {
 	(void)state;
-	struct cpustate *a = malloc(sizeof(*a)), *b = malloc(sizeof(*b));
+	struct cpustate *a = xmalloc(sizeof(*a)), *b = xmalloc(sizeof(*b));
 	make_state(a);
 	make_state(b);
 	b->sregs.cs.padding = 0x55;
@@ -244,7 +254,7 @@ static void test_cpustate_keys(void **state)
 	free(t);
 	/* xcr and msr lines are optional */
 	t = edit("xcr", NULL, 0);
-	struct cpustate *cs = malloc(sizeof(*cs));
+	struct cpustate *cs = xmalloc(sizeof(*cs));
 	struct err e = { 0 };
 	assert_int_equal(cpustate_parse(t, strlen(t), "cpu", cs, &e), 0);
 	assert_int_equal(cs->xcrs.nr_xcrs, 0);
@@ -327,7 +337,7 @@ static void test_cpustate_msrs_and_xcrs(void **state)
 	free(t);
 
 	/* limits: CPUSTATE_MSRS_MAX msr lines and KVM_MAX_XCRS xcr lines */
-	struct cpustate *cs = malloc(sizeof(*cs)), *back = malloc(sizeof(*back));
+	struct cpustate *cs = xmalloc(sizeof(*cs)), *back = xmalloc(sizeof(*back));
 	make_state(cs);
 	cs->nmsrs = CPUSTATE_MSRS_MAX;
 	for (uint32_t i = 0; i < CPUSTATE_MSRS_MAX; i++)
@@ -340,7 +350,7 @@ static void test_cpustate_msrs_and_xcrs(void **state)
 	struct err e = { 0 };
 	assert_int_equal(cpustate_parse(text, len, "cpu", back, &e), 0);
 	assert_true(cpustate_equal(cs, back));
-	char *more = malloc(len + 64);
+	char *more = xmalloc(len + 64);
 	int n = sprintf(more, "%smsr 0x5000 0x1\n", text);
 	expect_bad_text(more, (size_t)n, "more than 64 msr lines");
 	n = sprintf(more, "%sxcr 0x99 0x1\n", text);
@@ -354,7 +364,7 @@ static void test_cpustate_msrs_and_xcrs(void **state)
 static void test_cpustate_prefixes(void **state)
 {
 	(void)state;
-	struct cpustate *cs = malloc(sizeof(*cs));
+	struct cpustate *cs = xmalloc(sizeof(*cs));
 	make_state(cs);
 	size_t len;
 	char *text = format_ok(cs, &len);
@@ -387,7 +397,7 @@ static void expect_bad_struct(const struct cpustate *cs, const char *want)
 static void test_cpustate_check_struct(void **state)
 {
 	(void)state;
-	struct cpustate *cs = malloc(sizeof(*cs));
+	struct cpustate *cs = xmalloc(sizeof(*cs));
 	make_state(cs);
 	cs->sregs.ss.type = 16;
 	expect_bad_struct(cs, "cpu: ss: type 16, more than 15");
@@ -412,7 +422,7 @@ static void test_cpustate_check_struct(void **state)
 static void test_cpustate_load_file(void **state)
 {
 	(void)state;
-	struct cpustate *cs = malloc(sizeof(*cs)), *back = malloc(sizeof(*back));
+	struct cpustate *cs = xmalloc(sizeof(*cs)), *back = xmalloc(sizeof(*back));
 	make_state(cs);
 	size_t len;
 	char *text = format_ok(cs, &len);

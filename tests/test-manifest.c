@@ -26,6 +26,16 @@
 #define D2 "2222222222222222222222222222222222222222222222222222222222222222"
 #define GD "3f7a00000000000000000000000000000000000000000000000000000000abcd"
 
+
+/* malloc that stops the test program instead of returning NULL */
+static void *xmalloc(size_t n)
+{
+	void *p = malloc(n);
+	if (!p)
+		abort();
+	return p;
+}
+
 static const char *const good[] = {
 	"snapfs-snapshot 1",
 	"parent -",
@@ -44,7 +54,7 @@ static const char *const good[] = {
 static char *edit(size_t at, const char *with, int insert)
 {
 	size_t cap = 1 << 16, n = 0;
-	char *s = malloc(cap);
+	char *s = xmalloc(cap);
 	assert_non_null(s);
 	for (size_t i = 0; i <= NGOOD; i++) {
 		const char *line = i < NGOOD ? good[i] : NULL;
@@ -69,7 +79,7 @@ static char *good_text(void)
 
 static void expect_bad_text(const char *text, size_t len, const char *want)
 {
-	struct manifest *m = malloc(sizeof(*m));
+	struct manifest *m = xmalloc(sizeof(*m));
 	struct err e = { 0 };
 	int r = manifest_parse(text, len, "manifest", m, &e);
 	if (r != -EINVAL || !strstr(e.msg, want))
@@ -98,7 +108,7 @@ static void test_manifest_parse_good(void **state)
 {
 	(void)state;
 	char *s = good_text();
-	struct manifest *m = malloc(sizeof(*m));
+	struct manifest *m = xmalloc(sizeof(*m));
 	struct err e = { 0 };
 	assert_int_equal(manifest_parse(s, strlen(s), "manifest", m, &e), 0);
 	assert_int_equal(m->version, 1);
@@ -157,7 +167,7 @@ static void test_manifest_parse_liberal_layout(void **state)
 		"parent -\n"
 		"region scratch 0xC0000000 0x100000 rw- scratch scratch.img " D2 "\n"
 		"#\n";
-	struct manifest *a = malloc(sizeof(*a)), *b = malloc(sizeof(*b));
+	struct manifest *a = xmalloc(sizeof(*a)), *b = xmalloc(sizeof(*b));
 	struct err e = { 0 };
 	char *s = good_text();
 	assert_int_equal(manifest_parse(text, strlen(text), "manifest", a, &e), 0);
@@ -288,13 +298,13 @@ static void test_manifest_too_many_regions(void **state)
 {
 	(void)state;
 	size_t cap = 1 << 16, n = 0;
-	char *s = malloc(cap);
+	char *s = xmalloc(cap);
 	n += (size_t)snprintf(s, cap, "snapfs-snapshot 1\nparent -\ncreated 2026-11-25T08:30:00Z\n"
 				      "guest " GD " hello.elf\nentry 0x1000\n");
 	for (int i = 0; i < MANIFEST_REGIONS_MAX; i++)
 		n += (size_t)snprintf(s + n, cap - n, "region r%d 0x%x 0x1000 r-x %s f%d " D1 "\n", i,
 				      0x1000 * (i + 1), i ? "image" : "scratch", i);
-	struct manifest *m = malloc(sizeof(*m));
+	struct manifest *m = xmalloc(sizeof(*m));
 	struct err e = { 0 };
 	assert_int_equal(manifest_parse(s, n, "manifest", m, &e), 0);
 	assert_int_equal(m->nregions, MANIFEST_REGIONS_MAX);
@@ -324,7 +334,7 @@ static void test_manifest_lexical(void **state)
 	bad_line(4, " entry 0x1000000", "manifest:5: line starts with whitespace");
 	bad_line(4, "entry 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16", "manifest:5: more than 16 fields");
 
-	char *longline = malloc(9000);
+	char *longline = xmalloc(9000);
 	memcpy(longline, "parent ", 7);
 	memset(longline + 7, 'p', 9000 - 8);
 	longline[8999] = 0;
@@ -335,7 +345,7 @@ static void test_manifest_lexical(void **state)
 
 	/* every proper prefix of a good file is refused */
 	for (size_t n = 0; n < len; n++) {
-		struct manifest *m = malloc(sizeof(*m));
+		struct manifest *m = xmalloc(sizeof(*m));
 		struct err e = { 0 };
 		if (manifest_parse(s, n, "manifest", m, &e) != -EINVAL)
 			fail_msg("prefix of %zu bytes accepted", n);
@@ -351,7 +361,7 @@ static void test_manifest_parent(void **state)
 {
 	(void)state;
 	char *s = edit(1, "parent ../snaps/web-warm\xc3\xa9", 0);
-	struct manifest *m = malloc(sizeof(*m));
+	struct manifest *m = xmalloc(sizeof(*m));
 	struct err e = { 0 };
 	assert_int_equal(manifest_parse(s, strlen(s), "manifest", m, &e), 0);
 	assert_string_equal(m->parent, "../snaps/web-warm\xc3\xa9");
@@ -390,7 +400,7 @@ static void expect_bad_struct(const struct manifest *m, const char *want)
 static void test_manifest_check_struct(void **state)
 {
 	(void)state;
-	struct manifest *m = malloc(sizeof(*m));
+	struct manifest *m = xmalloc(sizeof(*m));
 	build_good(m);
 	struct err e = { 0 };
 	assert_int_equal(manifest_check(m, &e), 0);
@@ -465,7 +475,7 @@ static void test_manifest_created_round_trip(void **state)
 		{ 1795595400, "2026-11-25T08:30:00Z" },
 		{ 253402300799, "9999-12-31T23:59:59Z" },
 	};
-	struct manifest *m = malloc(sizeof(*m)), *m2 = malloc(sizeof(*m2));
+	struct manifest *m = xmalloc(sizeof(*m)), *m2 = xmalloc(sizeof(*m2));
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		char line[64];
 		snprintf(line, sizeof(line), "created %s", cases[i].s);
@@ -509,7 +519,7 @@ static void test_manifest_digest_known_answers(void **state)
 	assert_true(fd >= 0);
 	unlink(path);
 	size_t n = (3u << 20) + 3;
-	uint8_t *buf = malloc(n);
+	uint8_t *buf = xmalloc(n);
 	for (size_t i = 0; i < n; i++)
 		buf[i] = (uint8_t)(i * 7 + (i >> 13));
 	assert_int_equal(write(fd, buf, n), (ssize_t)n);
@@ -604,7 +614,7 @@ static void test_manifest_load_file(void **state)
 	char *s = good_text();
 	assert_int_equal(write(fd, s, strlen(s)), (ssize_t)strlen(s));
 	close(fd);
-	struct manifest *m = malloc(sizeof(*m));
+	struct manifest *m = xmalloc(sizeof(*m));
 	struct err e = { 0 };
 	assert_int_equal(manifest_load(path, m, &e), 0);
 	assert_int_equal(m->nregions, 4);
