@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "sandbox.h"
+#include "snapvm_snap.h"
 
 #define EXIT_CALL 1
 #define EXIT_USAGE 2
@@ -235,6 +236,12 @@ int main(int argc, char **argv)
 	}
 	if (strcmp(argv[1], "list") == 0)
 		return cmd_list(argc - 2, argv + 2);
+	if (strcmp(argv[1], "call") == 0 && snap_cmd_is_snapshot_call(argc - 1, argv + 1))
+		return snap_cmd_call(argc - 1, argv + 1);
+	if (strcmp(argv[1], "snapshot") == 0)
+		return snap_cmd_snapshot(argc - 1, argv + 1);
+	if (strcmp(argv[1], "verify") == 0)
+		return snap_cmd_verify(argc - 1, argv + 1);
 	if (strcmp(argv[1], "call") == 0)
 		return cmd_call(argc - 1, argv + 1);
 	fprintf(stderr, "snapvm: unknown command \"%s\" (try --help)\n", argv[1]);
