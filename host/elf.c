@@ -381,6 +381,10 @@ static int load_dynamic(struct loader *l, const GElf_Phdr *dyn)
 	}
 	if (relaent != sizeof(Elf64_Rela))
 		return bad(l, "DT_RELAENT %llu, want %zu", (ull)relaent, sizeof(Elf64_Rela));
+	if (relasz && !have_rela)
+		return bad(l, "DT_RELASZ without DT_RELA");
+	if (pltrelsz && !have_jmprel)
+		return bad(l, "DT_PLTRELSZ without DT_JMPREL");
 	int r = 0;
 	if (have_rela && relasz)
 		r = apply_relocs(l, "DT_RELA", rela, relasz);

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -165,10 +166,17 @@ static int check_complete(const struct where *w, const struct manifest *m)
 {
 	if (m->nregions == 0)
 		return FAIL(w, "no region");
-	for (size_t i = 0; i < m->nregions; i++)
-		if (m->regions[i].kind == MANIFEST_KIND_SCRATCH)
-			return 0;
-	return FAIL(w, "no scratch region");
+	bool scratch = false, entry = false;
+	for (size_t i = 0; i < m->nregions; i++) {
+		const struct manifest_region *r = &m->regions[i];
+		scratch |= r->kind == MANIFEST_KIND_SCRATCH;
+		entry |= (r->prot & PROT_EXEC) && m->entry - r->gpa < r->size;
+	}
+	if (!scratch)
+		return FAIL(w, "no scratch region");
+	if (!entry)
+		return FAIL(w, "entry 0x%llx is not inside an executable region", (ull)m->entry);
+	return 0;
 }
 
 int manifest_check(const struct manifest *m, struct err *e)

@@ -28,7 +28,8 @@
  *     GPA + SIZE at most MANIFEST_GPA_LIMIT; regions do not overlap.  PERM:
  *     "r" then "w" or "-" then "x" or "-".  KIND: image, heap or scratch,
  *     exactly one scratch region.  DIGEST: SHA-256 of FILE's bytes, 64 hex
- *     digits.
+ *     digits;
+ *   - the entry point lies inside a region with "x" permission.
  *
  * The parser refuses anything else with "FILE:LINE: reason" and -EINVAL;
  * manifest_format() writes the canonical form (fixed-width hex numbers,

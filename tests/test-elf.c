@@ -425,6 +425,9 @@ static void test_elf_relocations(void **state)
 	eg_dyn(&g, 2)->d_tag = 36;	/* DT_RELR */
 	expect_bad(&g, "DT_RELR (packed) relocations are not supported");
 	build(&g, ET_DYN);
+	eg_dyn(&g, 0)->d_tag = DT_DEBUG;	/* size without a table */
+	expect_bad(&g, "DT_RELASZ without DT_RELA");
+	build(&g, ET_DYN);
 	eg_phdr(&g, 2)->p_offset = 0x100000;
 	expect_bad(&g, "PT_DYNAMIC: file bytes 0x100000+0x40 beyond the end of the file");
 

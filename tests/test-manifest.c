@@ -290,6 +290,8 @@ static void test_manifest_regions(void **state)
 	bad_insert(NGOOD, "region scratch2 0x80000000 0x1000 rw- scratch s2.img " D2,
 		   "manifest:10: region \"scratch2\": a second scratch region (first \"scratch\")");
 	bad_line(8, NULL, "manifest:8: no scratch region");
+	bad_line(4, "entry 0x1002000", "manifest:9: entry 0x1002000 is not inside an executable region");
+	bad_line(4, "entry 0xfff000", "manifest:9: entry 0xfff000 is not inside an executable region");
 	bad_line(7, "region heap 0x40000000 0x4000000 rw- heap heap.mem " D1 " extra",
 		 "region: 8 fields, want 7");
 }
@@ -456,6 +458,9 @@ static void test_manifest_check_struct(void **state)
 	build_good(m);
 	m->regions[3].kind = MANIFEST_KIND_HEAP;
 	expect_bad_struct(m, "no scratch region");
+	build_good(m);
+	m->entry = 0x1002000;
+	expect_bad_struct(m, "entry 0x1002000 is not inside an executable region");
 	build_good(m);
 	m->regions[3].gpa = 0x1001000;
 	expect_bad_struct(m, "region \"scratch\" (0x1001000+0x100000) overlaps region \"text\"");

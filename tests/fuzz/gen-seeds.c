@@ -81,8 +81,8 @@ static int manifest_seeds(const char *dir)
 	r |= put(dir, "corpus-manifest", "warm", text, len);
 	free(text);
 	strcpy(m.parent, "../web-warm");
-	m.nregions = 1;
-	m.regions[0] = regions[3];
+	m.nregions = 2;
+	m.regions[1] = regions[3];
 	if (manifest_format(&m, &text, &len, &e)) {
 		fprintf(stderr, "%s\n", e.msg);
 		return 1;
