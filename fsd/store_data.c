@@ -730,7 +730,7 @@ static int data_begin(struct store *st, uint64_t ino, bool change, struct sinode
 	if (change && st->rdonly)
 		return -EROFS;
 	pthread_rwlock_rdlock(&st->gc_lock);
-	if (change && st->failed) {
+	if (change && __atomic_load_n(&st->failed, __ATOMIC_RELAXED)) {
 		pthread_rwlock_unlock(&st->gc_lock);
 		return -EIO;
 	}

@@ -109,7 +109,7 @@ static int tx_begin(struct store *st)
 	if (st->rdonly)
 		return -EROFS;
 	pthread_mutex_lock(&st->db_lock);
-	if (st->failed) {
+	if (__atomic_load_n(&st->failed, __ATOMIC_RELAXED)) {
 		pthread_mutex_unlock(&st->db_lock);
 		return -EIO;
 	}

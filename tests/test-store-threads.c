@@ -1,0 +1,153 @@
+/*
+ * tests/test-store-threads.c: the store used from several threads at once,
+ * as the multi-threaded FUSE daemon does: writers on their own files and on
+ * one shared file (page-disjoint ranges), readers and splice maps running
+ * alongside, metadata changes, explicit syncs and the automatic commits.
+ * Every byte is checked afterwards, then again after reopening, and fsck
+ * must find nothing.
+ */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <cmocka.h>
+
+#include "test-store-util.h"
+
+#define PG STORE_PAGE_SIZE
+#define WRITERS 4
+#define FILE_PAGES 6016	/* per writer (a multiple of 64): 4 writers pass a commit batch */
+
+struct ctx {
+	struct store *st;
+	uint64_t own[WRITERS], shared;
+	int stop;
+	int failures;
+};
+
+struct warg {
+	struct ctx *c;
+	int id;
+};
+
+static void *writer(void *p)
+{
+	struct warg *w = p;
+	struct ctx *c = w->c;
+	uint8_t *buf = malloc(64 * PG);
+	for (int off = 0; off < FILE_PAGES; off += 64) {
+		tsu_fill(buf, 64 * PG, (uint64_t)w->id * 100000 + (uint64_t)off);
+		if (store_write(c->st, c->own[w->id], buf, 64 * PG, (uint64_t)off * PG) != 64 * PG)
+			__atomic_add_fetch(&c->failures, 1, __ATOMIC_RELAXED);
+		/* Slot w->id of every group of WRITERS pages in the shared file. */
+		if (store_write(c->st, c->shared, buf, PG, ((uint64_t)off / 64 * WRITERS + w->id) * PG) != PG)
+			__atomic_add_fetch(&c->failures, 1, __ATOMIC_RELAXED);
+		if (off % 1024 == 0 && store_flush(c->st, c->own[w->id], NULL))
+			__atomic_add_fetch(&c->failures, 1, __ATOMIC_RELAXED);
+		char name[32];
+		snprintf(name, sizeof(name), "meta-%d-%d", w->id, off);
+		if (store_mknod(c->st, STORE_ROOT_INO, name, S_IFREG | 0600, 0, 0, 0, NULL))
+			__atomic_add_fetch(&c->failures, 1, __ATOMIC_RELAXED);
+	}
+	free(buf);
+	return NULL;
+}
+
+static void *reader(void *p)
+{
+	struct ctx *c = p;
+	uint8_t *buf = malloc(32 * PG);
+	struct store_extent ext[40];
+	while (!__atomic_load_n(&c->stop, __ATOMIC_RELAXED)) {
+		for (int i = 0; i < WRITERS && !__atomic_load_n(&c->stop, __ATOMIC_RELAXED); i++) {
+			/* Whatever is there must be consistent within a page:
+			 * either all of a page written, or a hole. */
+			ssize_t n = store_read(c->st, c->own[i], buf, 32 * PG, 0);
+			if (n < 0)
+				__atomic_add_fetch(&c->failures, 1, __ATOMIC_RELAXED);
+			int m = store_map(c->st, c->own[i], 0, 32 * PG, ext, 40, NULL);
+			if (m < 0)
+				__atomic_add_fetch(&c->failures, 1, __ATOMIC_RELAXED);
+			else
+				store_map_done(c->st);
+			struct store_attr a;
+			if (store_getattr(c->st, c->own[i], &a))
+				__atomic_add_fetch(&c->failures, 1, __ATOMIC_RELAXED);
+		}
+	}
+	free(buf);
+	return NULL;
+}
+
+static void check(struct store *st, const struct ctx *c)
+{
+	uint8_t *want = malloc(64 * PG), *got = malloc(64 * PG);
+	for (int id = 0; id < WRITERS; id++)
+		for (int off = 0; off < FILE_PAGES; off += 64) {
+			tsu_fill(want, 64 * PG, (uint64_t)id * 100000 + (uint64_t)off);
+			assert_int_equal(store_read(st, c->own[id], got, 64 * PG, (uint64_t)off * PG),
+					 64 * PG);
+			assert_memory_equal(got, want, 64 * PG);
+			assert_int_equal(store_read(st, c->shared, got, PG,
+						    ((uint64_t)off / 64 * WRITERS + id) * PG),
+					 PG);
+			assert_memory_equal(got, want, PG);
+		}
+	free(want);
+	free(got);
+}
+
+static void test_store_threads_writers_and_readers(void **state)
+{
+	(void)state;
+	char *path;
+	struct ctx c = { 0 };
+	c.st = tsu_new_store(&path);
+	char name[16];
+	for (int i = 0; i < WRITERS; i++) {
+		snprintf(name, sizeof(name), "w%d", i);
+		c.own[i] = tsu_file(c.st, name);
+	}
+	c.shared = tsu_file(c.st, "shared");
+	pthread_t wt[WRITERS], rt[2];
+	struct warg wa[WRITERS];
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(pthread_create(&rt[i], NULL, reader, &c), 0);
+	for (int i = 0; i < WRITERS; i++) {
+		wa[i] = (struct warg){ &c, i };
+		assert_int_equal(pthread_create(&wt[i], NULL, writer, &wa[i]), 0);
+	}
+	for (int i = 0; i < WRITERS; i++)
+		pthread_join(wt[i], NULL);
+	__atomic_store_n(&c.stop, 1, __ATOMIC_RELAXED);
+	for (int i = 0; i < 2; i++)
+		pthread_join(rt[i], NULL);
+	assert_int_equal(c.failures, 0);
+	check(c.st, &c);
+	struct store_fsck_result res;
+	assert_int_equal(store_fsck(c.st, NULL, NULL, NULL, &res, NULL), 0);
+	assert_int_equal(res.problems, 0);
+	assert_int_equal(store_close(c.st, NULL), 0);
+
+	assert_int_equal(store_open(path, 0, &c.st, NULL), 0);
+	check(c.st, &c);
+	struct store_stats s;
+	assert_int_equal(store_stats(c.st, &s, NULL), 0);
+	/* Own files plus the shared one, which holds copies of their
+	 * first pages: stored once. */
+	assert_int_equal(s.unique_pages, WRITERS * FILE_PAGES);
+	assert_int_equal(store_close(c.st, NULL), 0);
+	tsu_store_remove(path);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_store_threads_writers_and_readers),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
