@@ -226,6 +226,10 @@ static int load_segments(struct loader *l, const GElf_Ehdr *eh, uint64_t load_ba
 			return r;
 		if (img->nsegs == ELF_SEGMENTS_MAX)
 			return bad(l, "more than %d PT_LOAD segments", ELF_SEGMENTS_MAX);
+		/* the ELF specification orders them; users of segs rely on it */
+		if (img->nsegs && ph.p_vaddr < img->segs[img->nsegs - 1].vaddr)
+			return bad(l, "segment %zu: PT_LOAD at 0x%llx comes after one at 0x%llx (want ascending p_vaddr)",
+				   i, (ull)ph.p_vaddr, (ull)img->segs[img->nsegs - 1].vaddr);
 		l->phdr_index[img->nsegs] = i;
 		img->segs[img->nsegs++] = (struct elf_segment){
 			.vaddr = ph.p_vaddr, .memsz = ph.p_memsz, .filesz = ph.p_filesz,

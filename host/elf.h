@@ -14,7 +14,8 @@
  * "hello.elf: segment 2: p_filesz 0x2000 > p_memsz 0x1000".  What is
  * accepted:
  *   - ELFCLASS64, little endian, EV_CURRENT, EM_X86_64, ET_EXEC or ET_DYN;
- *   - 1..ELF_SEGMENTS_MAX PT_LOAD segments with p_filesz <= p_memsz, file
+ *   - 1..ELF_SEGMENTS_MAX PT_LOAD segments in ascending p_vaddr order (as
+ *     the ELF specification requires) with p_filesz <= p_memsz, file
  *     bytes inside the file, p_align 0, 1 or a power of two with
  *     p_vaddr % p_align == p_offset % p_align, no two segments overlapping
  *     and no page shared by segments of different permissions;
@@ -64,7 +65,7 @@ struct elf_image {
 	uint8_t *mem;				/* hi - lo bytes: segments copied, bss zeroed, relocated;
 						 * page aligned, released only by elf_image_free */
 	uint64_t entry;				/* after bias */
-	struct elf_segment *segs;		/* PT_LOAD segments in file order, after bias */
+	struct elf_segment *segs;		/* PT_LOAD segments, ascending vaddr, after bias */
 	size_t nsegs;
 	struct elf_export *exports;		/* in section order, fn after bias */
 	size_t nexports;

@@ -323,6 +323,12 @@ static void test_elf_segments(void **state)
 	eg_phdr(&g, 1)->p_offset = 0x1800;
 	expect_bad(&g, "segments 0 and 1 share page 0x401000 with different permissions");
 
+	build(&g, ET_EXEC);	/* PT_LOADs out of address order */
+	Elf64_Phdr tmp = *eg_phdr(&g, 0);
+	*eg_phdr(&g, 0) = *eg_phdr(&g, 1);
+	*eg_phdr(&g, 1) = tmp;
+	expect_bad(&g, "segment 1: PT_LOAD at 0x401000 comes after one at 0x402000 (want ascending p_vaddr)");
+
 	build(&g, ET_EXEC);
 	eg_phdr(&g, 1)->p_align = 0x3000;
 	expect_bad(&g, "segment 1: p_align 0x3000 is not a power of two");

@@ -30,6 +30,7 @@ static void check_image(const struct elf_image *img)
 		const struct elf_segment *s = &img->segs[i];
 		FUZZ_CHECK(s->filesz <= s->memsz && s->memsz > 0);
 		FUZZ_CHECK(s->vaddr >= img->lo && s->vaddr + s->memsz <= img->hi);
+		FUZZ_CHECK(i == 0 || s->vaddr >= s[-1].vaddr + s[-1].memsz);	/* ordered, apart */
 	}
 	const struct elf_segment *es = elf_image_segment_at(img, img->entry);
 	FUZZ_CHECK(es && (es->prot & PROT_EXEC));
