@@ -5,7 +5,8 @@
  *
  * Set-up order in store_open, undone in reverse by store_free:
  * folder -> lock file -> pack backend -> main connection (schema) ->
- * read connection -> orphans -> prefix set of known pages.
+ * read connection -> orphans -> prefix set of known pages -> committer
+ * thread.
  */
 #include <dirent.h>
 #include <errno.h>

@@ -28,7 +28,8 @@
  * committed to SQLite when the call returns.  File data and the size and
  * times that writes change are kept pending in memory and committed in
  * batches: by store_flush(), store_sync(), the last store_file_release() of
- * a file, and automatically whenever enough pages are pending.  Every read
+ * a file, and whenever enough pages are pending (by a thread the store
+ * runs for that, so committing overlaps with writing).  Every read
  * sees pending writes.  A commit first makes the page data it refers to
  * durable (fdatasync of the packs), then commits one SQLite transaction, so
  * after a crash the store holds exactly its last committed state; data
