@@ -1,0 +1,377 @@
+/*
+ * tests/test-snapshot-kvm.c: sandboxes from snapshot directories (needs
+ * /dev/kvm; suite kvm).
+ *
+ * A live sandbox of the hello or warm guest is saved with snapshot_take()
+ * into a folder on plain disk, and sandboxes started from it must continue
+ * exactly where the live one was: same results, state that carries on,
+ * writes private to each sandbox, and the snapshot's files unchanged.
+ * The same checks through a snapfs mount are in tests/e2e/snapshot.sh.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "host/snapmap.h"
+#include "host/snapshot.h"
+#include "testutil.h"
+
+static char root[64];
+
+static void guest_path(char *out, size_t cap, const char *name)
+{
+	const char *b = getenv("SNAPFS_BUILD_ROOT");
+	snprintf(out, cap, "%s/guest/%s.elf", b ? b : ".", name);
+}
+
+static void dir_path(char *out, size_t cap, const char *name)
+{
+	snprintf(out, cap, "%s/%s", root, name);
+}
+
+/* Call fn(arg) and return the result as a string in out. */
+static void call(struct sandbox *sb, const char *fn, const char *arg, char *out, size_t cap)
+{
+	struct err e = { 0 };
+	size_t n;
+	int r = sandbox_call(sb, fn, arg, arg ? strlen(arg) : 0, out, cap - 1, &n, &e);
+	if (r < 0)
+		fail_msg("%s(%s): %s", fn, arg ? arg : "", err_str(&e, r));
+	out[n] = 0;
+}
+
+static void expect(struct sandbox *sb, const char *fn, const char *arg, const char *want)
+{
+	char got[256];
+	call(sb, fn, arg, got, sizeof(got));
+	assert_string_equal(got, want);
+}
+
+static struct sandbox *boot_elf(const char *name, struct guest **g, uint64_t heap)
+{
+	char path[512];
+	struct err e = { 0 };
+	struct sandbox *sb;
+	struct guest_options go = { .heap_size = heap };
+	guest_path(path, sizeof(path), name);
+	int r = guest_open_elf(path, &go, g, &e);
+	if (r == 0)
+		r = sandbox_new(*g, NULL, &sb, &e);
+	if (r < 0)
+		fail_msg("%s: %s", path, err_str(&e, r));
+	return sb;
+}
+
+static void take(struct sandbox *sb, const char *elf, const struct snapshot *parent,
+		 const char *name, struct snapshot_stats *st)
+{
+	char path[512], dir[256];
+	struct err e = { 0 };
+	guest_path(path, sizeof(path), elf);
+	dir_path(dir, sizeof(dir), name);
+	struct snapshot_origin o = { .elf_path = parent ? NULL : path, .parent = parent };
+	int r = snapshot_take(sb, &o, dir, st, &e);
+	if (r < 0)
+		fail_msg("snapshot_take %s: %s", dir, err_str(&e, r));
+}
+
+static struct snapshot *open_snap(const char *name)
+{
+	char dir[256];
+	struct err e = { 0 };
+	struct snapshot *s;
+	dir_path(dir, sizeof(dir), name);
+	int r = snapshot_open(dir, &s, &e);
+	if (r < 0)
+		fail_msg("%s", err_str(&e, r));
+	return s;
+}
+
+static struct sandbox *start(const struct snapshot *s)
+{
+	struct err e = { 0 };
+	struct sandbox *sb;
+	int r = sandbox_new(snapshot_guest(s), NULL, &sb, &e);
+	if (r < 0)
+		fail_msg("%s", err_str(&e, r));
+	return sb;
+}
+
+static int setup(void **state)
+{
+	(void)state;
+	strcpy(root, "/tmp/snapfs-test-snapkvm.XXXXXX");
+	assert_non_null(mkdtemp(root));
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
+	assert_int_equal(system(cmd), 0);
+	assert_int_equal(snapmap_count(), 0);
+	return 0;
+}
+
+/* A sandbox from the snapshot answers like the live sandbox it was taken from. */
+static void test_snapshot_same_results_as_live(void **state)
+{
+	(void)state;
+	struct guest *g;
+	struct sandbox *live = boot_elf("hello", &g, 0);
+	expect(live, "counter", NULL, "1");
+	expect(live, "counter", NULL, "2");
+	take(live, "hello", NULL, "h", NULL);
+	struct snapshot *s = open_snap("h");
+	struct sandbox *sb = start(s);
+	const char *calls[][2] = { { "counter", NULL }, { "add", "40 2" }, { "echo", "snap" },
+				   { "counter", NULL }, { "greet", "fs" } };
+	for (size_t i = 0; i < sizeof(calls) / sizeof(calls[0]); i++) {
+		char a[256], b[256];
+		call(live, calls[i][0], calls[i][1], a, sizeof(a));
+		call(sb, calls[i][0], calls[i][1], b, sizeof(b));
+		assert_string_equal(a, b);
+	}
+	expect(sb, "counter", NULL, "5");
+	struct err e = { 0 };
+	char out[16];
+	size_t n;
+	assert_int_equal(sandbox_call(sb, "nosuch", NULL, 0, out, sizeof(out), &n, &e), -ENOENT);
+	sandbox_free(sb);
+	sandbox_free(live);
+	guest_close(g);
+	snapshot_close(s);
+}
+
+/*
+ * The warm guest's table, built by init before the snapshot, is there in
+ * a sandbox started from it: init reports the table as built before (it
+ * does not run again) and lookups return what the live sandbox returns.
+ */
+static void test_snapshot_warm_state(void **state)
+{
+	(void)state;
+	struct guest *g;
+	struct sandbox *live = boot_elf("warm", &g, 8ull << 20);
+	char got[256], want_q[64], want_sum[64];
+	call(live, "init", "64", got, sizeof(got));
+	assert_non_null(strstr(got, "8192 entries in"));
+	call(live, "query", "12345", want_q, sizeof(want_q));
+	call(live, "sum", NULL, want_sum, sizeof(want_sum));
+	assert_string_not_equal(want_sum, "0");
+	take(live, "warm", NULL, "w", NULL);
+	sandbox_free(live);
+	guest_close(g);
+
+	struct snapshot *s = open_snap("w");
+	struct sandbox *sb = start(s);
+	expect(sb, "query", "12345", want_q);
+	expect(sb, "sum", NULL, want_sum);
+	expect(sb, "init", "64", "8192 entries (built before)");
+	struct sandbox_stats st;
+	sandbox_stats(sb, &st);
+	assert_int_equal(st.calls, 3);
+	sandbox_free(sb);
+	snapshot_close(s);
+}
+
+struct digests {
+	size_t n;
+	char file[MANIFEST_REGIONS_MAX][MANIFEST_NAME_MAX];
+	uint8_t d[MANIFEST_REGIONS_MAX][MANIFEST_DIGEST_LEN];
+};
+
+static void digest_files(const char *name, struct digests *out)
+{
+	char dir[256], path[512];
+	dir_path(dir, sizeof(dir), name);
+	struct snapshot *s = open_snap(name);
+	const struct manifest *m = snapshot_manifest(s);
+	out->n = m->nregions;
+	for (size_t i = 0; i < m->nregions; i++) {
+		snprintf(out->file[i], sizeof(out->file[i]), "%s", m->regions[i].file);
+		snprintf(path, sizeof(path), "%s/%s", dir, m->regions[i].file);
+		int fd = open(path, O_RDONLY);
+		assert_true(fd >= 0);
+		struct err e = { 0 };
+		assert_int_equal(manifest_digest_fd(fd, path, out->d[i], NULL, &e), 0);
+		close(fd);
+	}
+	snapshot_close(s);
+}
+
+/* 8 sandboxes from one snapshot: private writes, one mapping, files unchanged. */
+static void test_snapshot_eight_sandboxes_isolated(void **state)
+{
+	(void)state;
+	struct guest *g;
+	struct sandbox *live = boot_elf("hello", &g, 0);
+	expect(live, "counter", NULL, "1");
+	take(live, "hello", NULL, "h", NULL);
+	sandbox_free(live);
+	guest_close(g);
+	struct digests before, after;
+	digest_files("h", &before);
+
+	struct snapshot *s = open_snap("h");
+	size_t maps = snapmap_count();
+	struct sandbox *sb[8];
+	for (int i = 0; i < 8; i++)
+		sb[i] = start(s);
+	assert_int_equal(snapmap_count(), maps);	/* no new mapping per sandbox */
+	/* sandbox i calls counter i + 1 times: each sees only its own calls */
+	for (int i = 0; i < 8; i++)
+		for (int k = 0; k <= i; k++) {
+			char want[16];
+			snprintf(want, sizeof(want), "%d", k + 2);
+			expect(sb[i], "counter", NULL, want);
+		}
+	for (int i = 0; i < 8; i++) {
+		char want[16];
+		snprintf(want, sizeof(want), "%d", i + 3);
+		expect(sb[i], "counter", NULL, want);
+		struct sandbox_stats st;
+		sandbox_stats(sb[i], &st);
+		assert_true(st.cow_pages >= 1);	/* the counter's page was copied */
+	}
+	for (int i = 0; i < 8; i++)
+		sandbox_free(sb[i]);
+	snapshot_close(s);
+	digest_files("h", &after);
+	assert_int_equal(before.n, after.n);
+	for (size_t i = 0; i < before.n; i++)
+		assert_memory_equal(before.d[i], after.d[i], MANIFEST_DIGEST_LEN);
+	char dir[256];
+	struct err e = { 0 };
+	dir_path(dir, sizeof(dir), "h");
+	assert_int_equal(snapshot_verify(dir, NULL, NULL, &e), 0);
+}
+
+/* Three generations: each writes little, clones the rest, and carries state on. */
+static void test_snapshot_derived_generations(void **state)
+{
+	(void)state;
+	struct guest *g;
+	struct sandbox *live = boot_elf("hello", &g, 0);
+	expect(live, "counter", NULL, "1");
+	struct snapshot_stats st;
+	take(live, "hello", NULL, "g1", &st);
+	sandbox_free(live);
+	guest_close(g);
+	uint64_t memory = 0;
+	const char *names[] = { "g1", "g2", "g3" };
+	for (int gen = 1; gen < 3; gen++) {
+		struct snapshot *p = open_snap(names[gen - 1]);
+		const struct manifest *m = snapshot_manifest(p);
+		memory = 0;
+		for (size_t i = 0; i < m->nregions; i++)
+			memory += m->regions[i].size;
+		struct sandbox *sb = start(p);
+		char want[16];
+		snprintf(want, sizeof(want), "%d", gen + 1);
+		expect(sb, "counter", NULL, want);
+		take(sb, "hello", p, names[gen], &st);
+		/* written: scratch image (its non-zero pages), cpu, manifest */
+		assert_true(st.bytes_cloned >= memory - m->regions[m->nregions - 1].size);
+		assert_true(st.bytes_written * 64 < memory);
+		sandbox_free(sb);
+		snapshot_close(p);
+	}
+	struct snapshot *s = open_snap("g3");
+	assert_string_equal(snapshot_manifest(s)->parent, "g2");
+	struct sandbox *sb = start(s);
+	expect(sb, "counter", NULL, "4");
+	/* restore the same sandbox to the snapshot: state back to generation 3 */
+	struct err e = { 0 };
+	assert_int_equal(snapshot_reset(s, NULL, &sb, &e), 0);
+	expect(sb, "counter", NULL, "4");
+	sandbox_free(sb);
+	snapshot_close(s);
+}
+
+/* A derived snapshot of a sandbox that was not made from that parent is refused. */
+static void test_snapshot_derived_wrong_parent(void **state)
+{
+	(void)state;
+	struct guest *g;
+	struct sandbox *live = boot_elf("hello", &g, 0);
+	take(live, "hello", NULL, "p", NULL);
+	struct snapshot *p = open_snap("p");
+	char dir[256];
+	dir_path(dir, sizeof(dir), "child");
+	struct snapshot_origin o = { .parent = p };
+	struct err e = { 0 };
+	assert_int_equal(snapshot_take(live, &o, dir, NULL, &e), -EINVAL);
+	assert_non_null(strstr(e.msg, "was the sandbox made from it"));
+	assert_int_equal(access(dir, F_OK), -1);
+	sandbox_free(live);
+	guest_close(g);
+	snapshot_close(p);
+}
+
+/*
+ * A region file that shrinks under a running sandbox: the guest's next
+ * touch of the lost pages fails the call with an error, the process lives
+ * on, and other sandboxes can still be made from intact snapshots.
+ */
+static void test_snapshot_file_truncated_under_sandbox(void **state)
+{
+	(void)state;
+	struct guest *g;
+	struct sandbox *live = boot_elf("hello", &g, 0);
+	expect(live, "counter", NULL, "1");
+	take(live, "hello", NULL, "t", NULL);
+	take(live, "hello", NULL, "u", NULL);
+	sandbox_free(live);
+	guest_close(g);
+	struct snapshot *s = open_snap("t");
+	struct sandbox *sb = start(s);
+	char path[512];
+	dir_path(path, sizeof(path), "t/data.mem");
+	assert_int_equal(chmod(path, 0644), 0);
+	assert_int_equal(truncate(path, 0), 0);
+	struct err e = { 0 };
+	char out[64];
+	size_t n;
+	int r = sandbox_call(sb, "counter", NULL, 0, out, sizeof(out), &n, &e);
+	assert_true(r < 0);
+	assert_true(sandbox_ended(sb, NULL));
+	sandbox_free(sb);
+	snapshot_close(s);
+	/* the broken snapshot is refused at load; the other one works */
+	char dir[256];
+	dir_path(dir, sizeof(dir), "t");
+	assert_int_equal(snapshot_open(dir, &s, &e), -EINVAL);
+	assert_non_null(strstr(e.msg, "data.mem"));
+	s = open_snap("u");
+	sb = start(s);
+	expect(sb, "counter", NULL, "2");
+	sandbox_free(sb);
+	snapshot_close(s);
+}
+
+int main(void)
+{
+	tu_require_kvm();
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_snapshot_same_results_as_live, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_snapshot_eight_sandboxes_isolated, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_snapshot_derived_generations, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_snapshot_derived_wrong_parent, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_snapshot_file_truncated_under_sandbox, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_snapshot_warm_state, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

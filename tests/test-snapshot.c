@@ -1,0 +1,439 @@
+/*
+ * tests/test-snapshot.c: writing, opening and verifying snapshot
+ * directories without KVM (host/snapshot.h, host/snapmap.h).
+ *
+ * Snapshots here are made from parts in memory (snapshot_write) rather
+ * than from a running sandbox, so every check of the file format, the
+ * sparse writer, the clone path, the mapping cache and each malformed
+ * directory runs on any machine.  Sandboxes from snapshots are tested in
+ * test-snapshot-kvm.c.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "host/snapmap.h"
+#include "host/snapshot.h"
+
+#define PAGE 4096u
+#define HEAP_PAGES 64u
+#define SCRATCH_PAGES 3u
+
+struct fixture {
+	char root[64];
+	uint8_t text[PAGE];
+	uint8_t heap[HEAP_PAGES * PAGE];
+	uint8_t scratch[SCRATCH_PAGES * PAGE];
+	struct snapshot_parts parts;
+};
+
+static void path_of(char *out, size_t cap, const struct fixture *f, const char *a, const char *b)
+{
+	if (b)
+		snprintf(out, cap, "%s/%s/%s", f->root, a, b);
+	else
+		snprintf(out, cap, "%s/%s", f->root, a);
+}
+
+/* A guest with a text page, a mostly-zero heap and a small scratch image. */
+static void make_parts(struct fixture *f)
+{
+	memset(f->text, 0x90, sizeof(f->text));
+	memset(f->heap, 0, sizeof(f->heap));
+	memset(f->heap + 3 * PAGE, 0xab, PAGE);		/* pages 3 and 40 hold data */
+	f->heap[40 * PAGE + 17] = 1;
+	for (size_t i = 0; i < sizeof(f->scratch); i++)
+		f->scratch[i] = (uint8_t)(i * 7);
+
+	struct snapshot_parts *p = &f->parts;
+	memset(p, 0, sizeof(*p));
+	struct manifest *m = &p->m;
+	m->version = MANIFEST_VERSION;
+	m->created = 1764000000;
+	memset(m->guest_digest, 0x5a, sizeof(m->guest_digest));
+	strcpy(m->guest, "test.elf");
+	m->entry = 0x1000000;
+	m->nregions = 3;
+	m->regions[0] = (struct manifest_region){ .name = "text", .gpa = 0x1000000, .size = PAGE,
+		.prot = PROT_READ | PROT_EXEC, .kind = MANIFEST_KIND_IMAGE, .file = "text.mem" };
+	m->regions[1] = (struct manifest_region){ .name = "heap", .gpa = SNAPVM_HEAP_GPA,
+		.size = sizeof(f->heap), .prot = PROT_READ | PROT_WRITE, .kind = MANIFEST_KIND_HEAP,
+		.file = "heap.mem" };
+	m->regions[2] = (struct manifest_region){ .name = "scratch", .gpa = SNAPVM_SCRATCH_GPA,
+		.size = 16 * PAGE, .prot = PROT_READ | PROT_WRITE, .kind = MANIFEST_KIND_SCRATCH,
+		.file = SNAPSHOT_SCRATCH_FILE };
+	p->mem[0] = f->text;
+	p->len[0] = sizeof(f->text);
+	p->mem[1] = f->heap;
+	p->len[1] = sizeof(f->heap);
+	p->mem[2] = f->scratch;
+	p->len[2] = sizeof(f->scratch);
+	p->cpu.regs.rip = 0x1000000;
+	p->cpu.sregs.cr3 = SNAPVM_SCRATCH_GPA + 0x10000;
+	p->cpu.sregs.efer = 0xd01;
+}
+
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	assert_non_null(f);
+	strcpy(f->root, "/tmp/snapfs-test-snapshot.XXXXXX");
+	assert_non_null(mkdtemp(f->root));
+	make_parts(f);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->root);
+	assert_int_equal(system(cmd), 0);
+	free(f);
+	return 0;
+}
+
+static void write_ok(struct fixture *f, const char *name, struct snapshot_stats *st)
+{
+	char dir[256];
+	struct err e = { 0 };
+	path_of(dir, sizeof(dir), f, name, NULL);
+	int r = snapshot_write(dir, &f->parts, st, &e);
+	if (r < 0)
+		fail_msg("snapshot_write: %s", err_str(&e, r));
+}
+
+static void read_file(const char *path, void *buf, size_t len)
+{
+	int fd = open(path, O_RDONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(pread(fd, buf, len, 0), (ssize_t)len);
+	close(fd);
+}
+
+/* Zero pages become holes; bytes and figures are exact; no temporary left. */
+static void test_snapshot_write_sparse(void **state)
+{
+	struct fixture *f = *state;
+	struct snapshot_stats st;
+	write_ok(f, "s1", &st);
+	assert_int_equal(st.bytes_zero, (HEAP_PAGES - 2) * PAGE);
+	assert_true(st.bytes_written >= PAGE + 2 * PAGE + sizeof(f->scratch));
+	assert_int_equal(st.bytes_cloned, 0);
+	assert_int_equal(st.sealed, 0);			/* /tmp is not snapfs */
+	assert_int_equal(st.seal_errno, ENOTSUP);
+
+	char path[256];
+	path_of(path, sizeof(path), f, "s1", "heap.mem");
+	struct stat sb;
+	assert_int_equal(stat(path, &sb), 0);
+	assert_int_equal(sb.st_size, sizeof(f->heap));
+	uint8_t *back = malloc(sizeof(f->heap));
+	assert_non_null(back);
+	read_file(path, back, sizeof(f->heap));
+	assert_memory_equal(back, f->heap, sizeof(f->heap));
+	free(back);
+	int fd = open(path, O_RDONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(lseek(fd, 0, SEEK_DATA), 3 * PAGE);	/* pages 0-2 are a hole */
+	assert_int_equal(lseek(fd, 3 * PAGE, SEEK_HOLE), 4 * PAGE);
+	close(fd);
+
+	/* only the snapshot itself in the folder: no temporary directory left */
+	DIR *d = opendir(f->root);
+	assert_non_null(d);
+	struct dirent *de;
+	int n = 0;
+	while ((de = readdir(d)))
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+			n++, assert_string_equal(de->d_name, "s1");
+	closedir(d);
+	assert_int_equal(n, 1);
+}
+
+static void test_snapshot_write_refuses_existing(void **state)
+{
+	struct fixture *f = *state;
+	char dir[256];
+	struct err e = { 0 };
+	path_of(dir, sizeof(dir), f, "s1", NULL);
+	assert_int_equal(mkdir(dir, 0755), 0);
+	assert_int_equal(snapshot_write(dir, &f->parts, NULL, &e), -EEXIST);
+	assert_non_null(strstr(e.msg, "already exists"));
+}
+
+/* The manifest written names every region with the digest of its bytes. */
+static void test_snapshot_open_roundtrip(void **state)
+{
+	struct fixture *f = *state;
+	write_ok(f, "s1", NULL);
+	char dir[256];
+	path_of(dir, sizeof(dir), f, "s1", NULL);
+	struct err e = { 0 };
+	struct snapshot *s;
+	int r = snapshot_open(dir, &s, &e);
+	if (r < 0)
+		fail_msg("snapshot_open: %s", err_str(&e, r));
+	const struct manifest *m = snapshot_manifest(s);
+	assert_int_equal(m->nregions, 3);
+	uint8_t d[MANIFEST_DIGEST_LEN];
+	assert_int_equal(manifest_digest_buf(f->heap, sizeof(f->heap), d), 0);
+	assert_memory_equal(m->regions[1].digest, d, sizeof(d));
+	assert_true(cpustate_equal(snapshot_cpu(s), &f->parts.cpu));
+
+	const struct guest *g = snapshot_guest(s);
+	assert_int_equal(g->nregions, 2);
+	assert_string_equal(g->regions[1].name, "heap");
+	assert_int_equal(g->regions[1].shared, 1);
+	assert_memory_equal(g->regions[0].mem, f->text, sizeof(f->text));
+	assert_memory_equal(g->regions[1].mem, f->heap, sizeof(f->heap));
+	assert_int_equal(g->scratch_image_len, sizeof(f->scratch));
+	assert_memory_equal(g->scratch_image, f->scratch, sizeof(f->scratch));
+	assert_int_equal(g->scratch_size, 16 * PAGE);
+	assert_int_equal(g->sregs.cr3, f->parts.cpu.sregs.cr3);
+	assert_int_equal(snapshot_verify(dir, NULL, NULL, &e), 0);
+	snapshot_close(s);
+}
+
+/* Two opens of one snapshot share one mapping per region file. */
+static void test_snapshot_maps_each_file_once(void **state)
+{
+	struct fixture *f = *state;
+	write_ok(f, "s1", NULL);
+	char dir[256];
+	path_of(dir, sizeof(dir), f, "s1", NULL);
+	struct err e = { 0 };
+	struct snapshot *a, *b;
+	assert_int_equal(snapmap_count(), 0);
+	assert_int_equal(snapshot_open(dir, &a, &e), 0);
+	assert_int_equal(snapmap_count(), 2);
+	assert_int_equal(snapshot_open(dir, &b, &e), 0);
+	assert_int_equal(snapmap_count(), 2);
+	assert_ptr_equal(snapshot_guest(a)->regions[1].mem, snapshot_guest(b)->regions[1].mem);
+	snapshot_close(a);
+	assert_int_equal(snapmap_count(), 2);
+	assert_memory_equal(snapshot_guest(b)->regions[1].mem, f->heap, sizeof(f->heap));
+
+	/* a file replaced under the name gets its own mapping; the old one lives on */
+	char path[256], tmp[256];
+	path_of(path, sizeof(path), f, "s1", "heap.mem");
+	path_of(tmp, sizeof(tmp), f, "s1", "heap.new");
+	f->heap[40 * PAGE + 17] = 2;
+	int fd = open(tmp, O_WRONLY | O_CREAT, 0444);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, f->heap, sizeof(f->heap)), (ssize_t)sizeof(f->heap));
+	close(fd);
+	assert_int_equal(rename(tmp, path), 0);
+	struct snapshot *c;
+	assert_int_equal(snapshot_open(dir, &c, &e), 0);
+	assert_int_equal(snapmap_count(), 3);
+	assert_int_equal(((const uint8_t *)snapshot_guest(b)->regions[1].mem)[40 * PAGE + 17], 1);
+	assert_int_equal(((const uint8_t *)snapshot_guest(c)->regions[1].mem)[40 * PAGE + 17], 2);
+	snapshot_close(b);
+	snapshot_close(c);
+	assert_int_equal(snapmap_count(), 0);
+}
+
+/* A derived snapshot clones its parent's files and copies their digests. */
+static void test_snapshot_write_clone(void **state)
+{
+	struct fixture *f = *state;
+	write_ok(f, "s1", NULL);
+	char parent[256], child[256], a[256], b[256];
+	path_of(parent, sizeof(parent), f, "s1", NULL);
+	path_of(child, sizeof(child), f, "s2", NULL);
+	struct err e = { 0 };
+	struct snapshot *s;
+	assert_int_equal(snapshot_open(parent, &s, &e), 0);
+	f->parts.m = *snapshot_manifest(s);
+	strcpy(f->parts.m.parent, "s1");
+	f->parts.mem[0] = f->parts.mem[1] = NULL;
+	f->parts.clone_dir = parent;
+	f->scratch[5] ^= 1;
+	struct snapshot_stats st;
+	int r = snapshot_write(child, &f->parts, &st, &e);
+	if (r < 0)
+		fail_msg("%s", err_str(&e, r));
+	assert_int_equal(st.bytes_cloned, PAGE + sizeof(f->heap));
+	/* written: the scratch image, cpu and manifest only */
+	assert_true(st.bytes_written < sizeof(f->scratch) + 3 * PAGE);
+	snapshot_close(s);
+
+	assert_int_equal(snapshot_open(child, &s, &e), 0);
+	assert_string_equal(snapshot_manifest(s)->parent, "s1");
+	assert_memory_equal(snapshot_guest(s)->regions[1].mem, f->heap, sizeof(f->heap));
+	assert_int_equal(((const uint8_t *)snapshot_guest(s)->scratch_image)[5], f->scratch[5]);
+	snapshot_close(s);
+	assert_int_equal(snapshot_verify(child, NULL, NULL, &e), 0);
+	path_of(a, sizeof(a), f, "s1", "heap.mem");
+	path_of(b, sizeof(b), f, "s2", "heap.mem");
+	uint8_t *x = malloc(sizeof(f->heap)), *y = malloc(sizeof(f->heap));
+	assert_non_null(x);
+	assert_non_null(y);
+	read_file(a, x, sizeof(f->heap));
+	read_file(b, y, sizeof(f->heap));
+	assert_memory_equal(x, y, sizeof(f->heap));
+	free(x);
+	free(y);
+}
+
+/* ---- malformed snapshots: each refused, naming the file -------------------- */
+
+static void expect_open_fails(struct fixture *f, int code, const char *needle)
+{
+	char dir[256];
+	path_of(dir, sizeof(dir), f, "s1", NULL);
+	struct err e = { 0 };
+	struct snapshot *s = (struct snapshot *)1;
+	int r = snapshot_open(dir, &s, &e);
+	if (r == 0)
+		fail_msg("snapshot_open accepted a snapshot with a broken %s", needle);
+	assert_null(s);
+	assert_int_equal(r, code);
+	if (!strstr(e.msg, needle))
+		fail_msg("message \"%s\" does not name \"%s\"", e.msg, needle);
+	assert_int_equal(snapmap_count(), 0);
+}
+
+static void put_file(struct fixture *f, const char *name, const char *text)
+{
+	char path[256];
+	path_of(path, sizeof(path), f, "s1", name);
+	unlink(path);
+	int fd = open(path, O_WRONLY | O_CREAT, 0644);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+	close(fd);
+}
+
+static void test_snapshot_open_bad_manifest(void **state)
+{
+	struct fixture *f = *state;
+	write_ok(f, "s1", NULL);
+	put_file(f, "manifest", "snapfs-snapshot 1\nparent -\nbogus line\n");
+	expect_open_fails(f, -EINVAL, "manifest:3");
+}
+
+static void test_snapshot_open_bad_cpu(void **state)
+{
+	struct fixture *f = *state;
+	write_ok(f, "s1", NULL);
+	put_file(f, "cpu", "snapvm-cpu 1\nrax 0x1\n");
+	expect_open_fails(f, -EINVAL, "s1/cpu");
+}
+
+static void test_snapshot_open_missing_region(void **state)
+{
+	struct fixture *f = *state;
+	write_ok(f, "s1", NULL);
+	char path[256];
+	path_of(path, sizeof(path), f, "s1", "heap.mem");
+	assert_int_equal(unlink(path), 0);
+	expect_open_fails(f, -ENOENT, "s1/heap.mem");
+}
+
+static void test_snapshot_open_size_mismatch(void **state)
+{
+	struct fixture *f = *state;
+	write_ok(f, "s1", NULL);
+	char path[256];
+	path_of(path, sizeof(path), f, "s1", "heap.mem");
+	assert_int_equal(truncate(path, 5 * PAGE), 0);
+	expect_open_fails(f, -EINVAL, "s1/heap.mem: 20480 bytes, the manifest says 262144");
+}
+
+static void test_snapshot_open_symlinked_region(void **state)
+{
+	struct fixture *f = *state;
+	write_ok(f, "s1", NULL);
+	char path[256], target[256];
+	path_of(path, sizeof(path), f, "s1", "text.mem");
+	path_of(target, sizeof(target), f, "s1", "text.real");
+	assert_int_equal(rename(path, target), 0);
+	assert_int_equal(symlink("text.real", path), 0);
+	expect_open_fails(f, -ELOOP, "s1/text.mem");
+}
+
+static void test_snapshot_open_scratch_corrupt(void **state)
+{
+	struct fixture *f = *state;
+	write_ok(f, "s1", NULL);
+	char path[256];
+	path_of(path, sizeof(path), f, "s1", SNAPSHOT_SCRATCH_FILE);
+	int fd = open(path, O_WRONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(pwrite(fd, "X", 1, 100), 1);
+	close(fd);
+	expect_open_fails(f, -EINVAL, "scratch.img: digest mismatch");
+}
+
+struct verify_log {
+	int ok, failed;
+	char failed_file[64];
+	char msg[512];
+};
+
+static void log_report(void *ctx, const char *file, int code, const char *msg)
+{
+	struct verify_log *l = ctx;
+	if (code == 0) {
+		l->ok++;
+		return;
+	}
+	l->failed++;
+	snprintf(l->failed_file, sizeof(l->failed_file), "%s", file);
+	snprintf(l->msg, sizeof(l->msg), "%s", msg);
+}
+
+/* A changed byte keeps the size: open maps it, verify names the file. */
+static void test_snapshot_verify_digest_mismatch(void **state)
+{
+	struct fixture *f = *state;
+	write_ok(f, "s1", NULL);
+	char dir[256], path[256];
+	path_of(dir, sizeof(dir), f, "s1", NULL);
+	path_of(path, sizeof(path), f, "s1", "heap.mem");
+	int fd = open(path, O_WRONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(pwrite(fd, "X", 1, 7 * PAGE), 1);
+	close(fd);
+	struct verify_log l = { 0 };
+	struct err e = { 0 };
+	assert_int_equal(snapshot_verify(dir, log_report, &l, &e), -EINVAL);
+	assert_int_equal(l.failed, 1);
+	assert_int_equal(l.ok, 4);	/* manifest, cpu, text, scratch */
+	assert_string_equal(l.failed_file, "heap.mem");
+	assert_non_null(strstr(l.msg, "digest mismatch"));
+	assert_non_null(strstr(e.msg, "1 of 4 files failed"));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_snapshot_write_sparse, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_snapshot_write_refuses_existing, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_snapshot_open_roundtrip, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_snapshot_maps_each_file_once, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_snapshot_write_clone, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_snapshot_open_bad_manifest, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_snapshot_open_bad_cpu, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_snapshot_open_missing_region, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_snapshot_open_size_mismatch, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_snapshot_open_symlinked_region, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_snapshot_open_scratch_corrupt, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_snapshot_verify_digest_mismatch, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
