@@ -10,11 +10,11 @@
 #
 # usage: tools/demo.sh [--vm]      (--vm: run the story in the VM anyway)
 # environment: SNAPFS_DEMO_BUILD   build folder (default build)
-#              SNAPFS_DEMO_KIB     size of warm's table in KiB (default 512)
+#              SNAPFS_DEMO_KIB     size of warm's table in KiB (default 32768)
 set -eu
 cd "$(dirname "$0")/.."
 BUILD=${SNAPFS_DEMO_BUILD:-build}
-KIB=${SNAPFS_DEMO_KIB:-512}
+KIB=${SNAPFS_DEMO_KIB:-32768}
 
 story() {
 	SNAPFS=$BUILD/fsd/snapfs ADMIN=$BUILD/fsd/snapfs-admin SNAPVM=$BUILD/host/snapvm
