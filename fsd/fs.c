@@ -104,10 +104,17 @@ void fs_forget_ino(struct fs *fs, uint64_t ino, uint64_t n)
 static void fs_op_init(void *userdata, struct fuse_conn_info *conn)
 {
 	struct fs *fs = userdata;
+	/*
+	 * Replies to reads are spliced from the pack files.  Moving pages
+	 * (FUSE_CAP_SPLICE_MOVE) is not asked for: the kernel would steal
+	 * them from the pack file's page cache, which other files' reads of
+	 * the same shared page still want.
+	 */
 	if (fs->cfg.splice && (conn->capable & FUSE_CAP_SPLICE_WRITE))
-		conn->want |= FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE;
+		conn->want |= FUSE_CAP_SPLICE_WRITE;
 	else
-		conn->want &= ~(FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
+		conn->want &= ~FUSE_CAP_SPLICE_WRITE;
+	conn->want &= ~FUSE_CAP_SPLICE_MOVE;
 	/* Writes must reach the store in order with reads; the kernel page
 	 * cache stays coherent for mmap without writeback caching. */
 	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
@@ -119,6 +126,7 @@ static void fs_op_init(void *userdata, struct fuse_conn_info *conn)
 		conn->want |= FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO;
 	conn->max_write = FS_READ_MAX;
 	conn->max_readahead = FS_READ_MAX;
+	conn->max_read = fs->cfg.max_read;
 }
 
 static void fs_op_destroy(void *userdata)
@@ -607,10 +615,12 @@ static void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	if (!fs->cfg.splice)
 		return fs_read_copy(req, fs, ino, size, off);
 
-	struct {
+	/* A fuse_bufvec with room for FS_EXT_MAX buffers. */
+	union {
 		struct fuse_bufvec v;
-		struct fuse_buf more[FS_EXT_MAX];
+		char room[sizeof(struct fuse_bufvec) + FS_EXT_MAX * sizeof(struct fuse_buf)];
 	} bv;
+	struct fuse_bufvec *v = &bv.v;
 	struct store_extent ext[FS_EXT_MAX];
 	size_t covered = 0;
 	int n = store_map(fs->store, ino, (uint64_t)off, size, ext, FS_EXT_MAX, &covered);
@@ -620,9 +630,10 @@ static void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		return (void)fuse_reply_err(req, -n);
 
 	memset(&bv, 0, sizeof(bv));
-	bv.v.count = (size_t)n;
+	v->count = n ? (size_t)n : 1;	/* past the end: one empty buffer */
+	v->buf[0].mem = (void *)fs_zeros;
 	for (int i = 0; i < n; i++) {
-		struct fuse_buf *b = &bv.v.buf[i];
+		struct fuse_buf *b = &v->buf[i];
 		b->size = ext[i].len;
 		if (ext[i].fd < 0) {
 			b->mem = (void *)fs_zeros;
@@ -632,12 +643,7 @@ static void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			b->pos = (off_t)ext[i].pos;
 		}
 	}
-	if (n == 0) {
-		bv.v.count = 1;
-		bv.v.buf[0].mem = (void *)fs_zeros;
-		bv.v.buf[0].size = 0;
-	}
-	fuse_reply_data(req, &bv.v, FUSE_BUF_SPLICE_MOVE);
+	fuse_reply_data(req, v, FUSE_BUF_SPLICE_MOVE);
 	store_map_done(fs->store);
 }
 
@@ -692,12 +698,18 @@ static void fs_op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 	if (off < 0)
 		return (void)fuse_reply_err(req, ENXIO);
 	int64_t r;
-	if (whence == SEEK_DATA)
+	if (whence == SEEK_DATA) {
 		r = store_seek_data(fs->store, ino, (uint64_t)off);
-	else if (whence == SEEK_HOLE)
+		/* Data starts where a hole does not: an answer with a hole at
+		 * the same offset means there is no data after off (the store
+		 * can answer so past the last page it holds a map for). */
+		if (r >= 0 && store_seek_hole(fs->store, ino, (uint64_t)r) == r)
+			r = -ENXIO;
+	} else if (whence == SEEK_HOLE) {
 		r = store_seek_hole(fs->store, ino, (uint64_t)off);
-	else
+	} else {
 		r = -EINVAL;
+	}
 	if (r < 0)
 		return (void)fuse_reply_err(req, (int)-r);
 	fuse_reply_lseek(req, (off_t)r);

@@ -23,6 +23,7 @@ struct fs_config {
 	double timeout;		/* attr/entry timeout of ordinary content, s */
 	double sealed_timeout;	/* the same for sealed content */
 	bool splice;		/* reply to reads with pack-file fd buffers */
+	unsigned max_read;	/* bytes; must equal the max_read mount option */
 	bool debug;		/* log store errors through fuse_log */
 };
 

@@ -151,7 +151,7 @@ int main(int argc, char *argv[])
 
 	if (fuse_opt_parse(&args, &opts, snapfs_opt_spec, snapfs_opt_proc) != 0)
 		goto out_args;
-	if (fuse_parse_cmdline(&args, &cmd) != 0)
+	if (fs_mount_add_loop_options(&args) < 0 || fuse_parse_cmdline(&args, &cmd) != 0)
 		goto out_args;
 	if (cmd.show_help) {
 		snapfs_usage(argv[0]);
@@ -199,6 +199,7 @@ int main(int argc, char *argv[])
 		.timeout = opts.timeout,
 		.sealed_timeout = opts.sealed_timeout,
 		.splice = !opts.nosplice,
+		.max_read = opts.read_kb * 1024,
 		.debug = cmd.debug,
 	};
 	if (fs_new(store, &cfg, &fs) < 0) {
@@ -231,7 +232,8 @@ int main(int argc, char *argv[])
 			ret = -ENOMEM;
 		} else {
 			fuse_loop_cfg_set_clone_fd(lc, cmd.clone_fd);
-			fuse_loop_cfg_set_max_threads(lc, cmd.max_threads);
+			if (cmd.max_threads && cmd.max_threads <= 1000)
+				fuse_loop_cfg_set_max_threads(lc, cmd.max_threads);
 			fuse_loop_cfg_set_idle_threads(lc, cmd.max_idle_threads);
 			ret = fuse_session_loop_mt(se, lc);
 			fuse_loop_cfg_destroy(lc);

@@ -55,18 +55,32 @@ DPID=
 ok "SIGTERM: daemon exits with status 0" $st "$(tail -n 20 "$T/daemon.log")"
 ok "SIGTERM: the mount is gone" $(is_mounted && echo 1 || echo 0)
 
-# mount.fuse3 and fstab, with the binary found through PATH.
+# mount.fuse3 and fstab.  mount.fuse3 finds snapfs through PATH, here a
+# temporary folder.  mount(8) runs helpers without the caller's PATH (the
+# shell's default applies), so for mount -t and fstab a private mount
+# namespace puts the temporary folder over /usr/local/sbin.
 mkdir "$T/bin"
 ln -s "$SNAPFS" "$T/bin/snapfs"
-PATH="$T/bin:$PATH" mount -t fuse.snapfs "$STORE" "$MNT" 2>"$T/mount.err"
-ok "mount -t fuse.snapfs STORE MOUNTPOINT" $? "$(cat "$T/mount.err")"
+PATH="$T/bin:$PATH" mount.fuse3 "$STORE" "$MNT" -t snapfs -o rw 2>"$T/mount.err"
+ok "mount.fuse3 STORE MOUNTPOINT -t snapfs" $? "$(cat "$T/mount.err")"
 check "mounted through mount.fuse3, data readable" grep -qx more "$MNT/more"
 umount "$MNT"
 ok "umount unmounts" $(is_mounted && echo 1 || echo 0)
 echo "$STORE $MNT fuse.snapfs defaults 0 0" >"$T/fstab"
-PATH="$T/bin:$PATH" mount -T "$T/fstab" "$MNT" 2>"$T/mount.err"
-ok "mount from an fstab line 'STORE MOUNTPOINT fuse.snapfs defaults 0 0'" $? "$(cat "$T/mount.err")"
-check "fstab mount serves the store" grep -qx data "$MNT/kept"
+unshare -m --propagation private sh -c '
+	T=$1 STORE=$2 MNT=$3
+	mount --bind "$T/bin" /usr/local/sbin || exit 10
+	mount -t fuse.snapfs "$STORE" "$MNT" || exit 11
+	grep -qx more "$MNT/more" || exit 12
+	umount "$MNT" || exit 13
+	mount -T "$T/fstab" "$MNT" || exit 14
+	grep -qx data "$MNT/kept" || exit 15
+	grep -q "^$STORE $MNT fuse.snapfs " /proc/self/mounts || exit 16
+	umount "$MNT" || exit 17
+' sh "$T" "$STORE" "$MNT" >"$T/ns.log" 2>&1
+st=$?
+ok "mount -t fuse.snapfs and an fstab line 'STORE MOUNTPOINT fuse.snapfs defaults 0 0' (step $st)" $st "$(cat "$T/ns.log")"
+"$SNAPFS" "$STORE" "$MNT" || exit 1
 
 # Admin commands beside the live mount: stats and fsck work, gc refuses.
 check "snapfs-admin stats works on a mounted store" sh -c '"$1" stats "$2" | grep -q "dedup ratio"' sh "$ADMIN" "$STORE"
@@ -77,6 +91,7 @@ st=$?
 ok "snapfs-admin gc refuses a mounted store, saying why" \
 	$([ $st -ne 0 ] && echo "$out" | grep -q "in use" && echo 0 || echo 1) "$out"
 umount "$MNT"
+wait_store_free
 check "snapfs-admin gc runs once unmounted" "$ADMIN" gc "$STORE"
 check "fsck is clean after gc" "$ADMIN" fsck "$STORE"
 finish

@@ -98,6 +98,14 @@ fs_umount() {	# unmount, wait for the daemon; ok if it exited 0 with a clean log
 	ok "daemon exits cleanly at unmount" 0
 }
 
+wait_store_free() {	# wait until no daemon holds $STORE (after umount, it may still be closing)
+	i=0
+	while ! flock -n "$STORE/lock" true 2>/dev/null && [ $i -lt 200 ]; do
+		sleep 0.05
+		i=$((i + 1))
+	done
+}
+
 store_bytes() {	# bytes of page data the store holds on disk
 	du -sb --apparent-size "$STORE/packs" 2>/dev/null | cut -f1
 }
