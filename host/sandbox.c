@@ -54,6 +54,7 @@ struct sandbox {
 	uint64_t calls;
 	int ended;
 	char why[ERR_MSG_MAX];
+	struct kvm_sregs power_on;		/* cold boot: the vCPU as KVM made it */
 };
 
 static uint64_t page_up(uint64_t a) { return (a + PAGE - 1) & ~(PAGE - 1); }
@@ -179,6 +180,24 @@ static int load_scratch(struct sandbox *sb, struct err *e)
 			    b->callbuf_size, e);
 }
 
+/*
+ * Make len bytes of anonymous private memory read as zeros again, giving
+ * the pages back to the kernel (KVM drops its mappings of them too).
+ */
+static void zero_pages(void *addr, uint64_t len)
+{
+	if (len && madvise(addr, len, MADV_DONTNEED) != 0)
+		memset(addr, 0, len);
+}
+
+/* A private region's first contents: the guest's bytes (a cold boot's heap is zero). */
+static void fill_private(struct sandbox *sb, size_t i)
+{
+	const struct guest_region *reg = &sb->g->regions[i];
+	if (strcmp(reg->name, "heap") != 0 || sb->g->scratch_image)
+		memcpy(sb->private_mem[i], reg->mem, reg->size);
+}
+
 static int setup_memory(struct sandbox *sb, struct err *e)
 {
 	int r;
@@ -192,8 +211,7 @@ static int setup_memory(struct sandbox *sb, struct err *e)
 				return err_set(e, -errno, "region \"%s\": mapping %llu bytes: %s",
 					       reg->name, (unsigned long long)reg->size, strerror(errno));
 			sb->private_mem[i] = host;
-			if (strcmp(reg->name, "heap") != 0 || sb->g->scratch_image)
-				memcpy(host, reg->mem, reg->size);
+			fill_private(sb, i);
 		}
 		sb->slot_name[sb->vm->nslots] = reg->name;
 		r = vm_add_slot(sb->vm, reg->gpa, reg->size, host, reg->shared, e);
@@ -205,6 +223,30 @@ static int setup_memory(struct sandbox *sb, struct err *e)
 }
 
 static int run_guest(struct sandbox *sb, struct err *e);
+
+/*
+ * Put the vCPU in its starting state, memory being in place: the saved
+ * special registers of a guest with saved state; for a cold boot, the
+ * vCPU as KVM made it, switched to long mode, then the guest's boot run.
+ */
+static int start_vcpu(struct sandbox *sb, struct err *e)
+{
+	const struct guest *g = sb->g;
+	int r;
+	if (g->scratch_image) {
+		r = kvm_ioctl(e, sb->vm->vcpu_fd, KVM_SET_SREGS, &g->sregs);
+		return r < 0 ? r : 0;
+	}
+	r = kvm_ioctl(e, sb->vm->vcpu_fd, KVM_SET_SREGS, &sb->power_on);
+	if (r < 0)
+		return r;
+	r = vm_set_long_mode(sb->vm, sb->pt_root, SNAPVM_SCRATCH_GPA + OFF_GDT, GDT_LIMIT,
+			     SNAPVM_SCRATCH_GPA + OFF_TSS, SNAPVM_SCRATCH_GPA + OFF_IDT, PAGE - 1, e);
+	if (r < 0)
+		return r;
+	callbuf_put_boot(&sb->cb);
+	return run_guest(sb, e);
+}
 
 int sandbox_new(struct guest *g, const struct sandbox_options *opt, struct sandbox **out,
 		struct err *e)
@@ -245,27 +287,51 @@ int sandbox_new(struct guest *g, const struct sandbox_options *opt, struct sandb
 	r = setup_memory(sb, e);
 	if (r < 0)
 		goto fail;
-	if (g->scratch_image) {
-		r = kvm_ioctl(e, sb->vm->vcpu_fd, KVM_SET_SREGS, &g->sregs);
-		if (r < 0)
-			goto fail;
-	} else {
-		r = vm_set_long_mode(sb->vm, sb->pt_root, SNAPVM_SCRATCH_GPA + OFF_GDT, GDT_LIMIT,
-				     SNAPVM_SCRATCH_GPA + OFF_TSS, SNAPVM_SCRATCH_GPA + OFF_IDT,
-				     PAGE - 1, e);
-		if (r < 0)
-			goto fail;
-		callbuf_put_boot(&sb->cb);
-		r = run_guest(sb, e);
+	if (!g->scratch_image) {
+		r = kvm_ioctl(e, sb->vm->vcpu_fd, KVM_GET_SREGS, &sb->power_on);
 		if (r < 0)
 			goto fail;
 	}
+	r = start_vcpu(sb, e);
+	if (r < 0)
+		goto fail;
 	*out = sb;
 	return 0;
 fail:
 	err_prefix(e, "%s: starting a sandbox", g->name);
 	sandbox_free(sb);
 	return r;
+}
+
+int sandbox_reset(struct sandbox *sb, struct err *e)
+{
+	const struct guest *g = sb->g;
+	sb->ended = 0;
+	sb->why[0] = 0;
+	sb->calls = 0;
+	for (size_t i = 0; i < g->nregions; i++)
+		if (sb->private_mem[i]) {
+			zero_pages(sb->private_mem[i], g->regions[i].size);
+			fill_private(sb, i);
+		}
+	/* whatever the guest wrote anywhere in scratch goes, not only what it admits to */
+	zero_pages(sb->scratch, sb->scratch_size);
+	int r = g->scratch_image ? load_scratch(sb, e) : build_scratch(sb, e);
+	if (r == 0)
+		r = vm_clear_events(sb->vm, e);
+	if (r == 0)
+		r = start_vcpu(sb, e);
+	if (r < 0) {
+		if (!sb->ended)
+			sandbox_end(sb, NULL, r, "%s", e ? e->msg : "reset failed");
+		return err_prefix(e, "%s: resetting a sandbox", g->name);
+	}
+	return 0;
+}
+
+const struct guest *sandbox_guest(const struct sandbox *sb)
+{
+	return sb->g;
 }
 
 void sandbox_free(struct sandbox *sb)

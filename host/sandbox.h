@@ -74,6 +74,22 @@ void sandbox_free(struct sandbox *sb);
 int sandbox_call(struct sandbox *sb, const char *fn, const void *in, size_t in_len,
 		 void *out, size_t out_cap, size_t *out_len, struct err *e);
 
+/*
+ * Bring sb back, in place, to the state sandbox_new() gave it: same VM and
+ * vCPU, no new memory mappings.  For a guest with saved state: scratch
+ * holds the saved image again and every other scratch page is zero (and
+ * given back to the kernel), the vCPU has the saved state.  For a cold
+ * boot: private regions are copied from the guest again, scratch is built
+ * again and the guest's boot runs again.  An ended sandbox is usable again
+ * afterwards; the call count starts over.  Options stay as they were.
+ * Returns 0 or -errno (the codes of sandbox_new()); on failure the sandbox
+ * has ended.
+ */
+int sandbox_reset(struct sandbox *sb, struct err *e);
+
+/* The guest sb was made from. */
+const struct guest *sandbox_guest(const struct sandbox *sb);
+
 /* 1 if the sandbox has ended (then *why, if not NULL, says why). */
 int sandbox_ended(const struct sandbox *sb, const char **why);
 

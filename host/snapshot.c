@@ -221,11 +221,12 @@ fail:
 int snapshot_reset(const struct snapshot *s, const struct sandbox_options *opt,
 		   struct sandbox **sb, struct err *e)
 {
-	/*
-	 * The host library has no in-place reset yet, so this makes the
-	 * sandbox again from the snapshot's guest: the region mappings are
-	 * reused, so the cost is a new VM plus copying the scratch image.
-	 */
+	if (*sb && sandbox_guest(*sb) == s->g) {
+		int r = sandbox_reset(*sb, e);
+		if (r == 0)
+			return 0;
+	}
+	/* not made from s, or the reset failed: a new sandbox on the same mappings */
 	sandbox_free(*sb);
 	*sb = NULL;
 	return sandbox_new(s->g, opt, sb, e);

@@ -81,10 +81,12 @@ const struct cpustate *snapshot_cpu(const struct snapshot *s);
 const char *snapshot_dir(const struct snapshot *s);
 
 /*
- * Bring *sb back to the state of snapshot s for reuse: the old sandbox
- * (which may have ended, or be NULL) is freed and a new one made from s's
- * mappings; only scratch and vCPU state are set up again.  On failure *sb
- * is NULL.  Returns 0 or -errno as sandbox_new().
+ * Bring *sb back to the state of snapshot s for reuse.  A sandbox made
+ * from s (ended or not) is reset in place with sandbox_reset(): same VM,
+ * scratch and vCPU state set again, opt ignored.  Otherwise (NULL, made
+ * from something else, or the reset failed) *sb is freed and a new
+ * sandbox made from s's mappings with opt.  On failure *sb is NULL.
+ * Returns 0 or -errno as sandbox_new().
  */
 int snapshot_reset(const struct snapshot *s, const struct sandbox_options *opt,
 		   struct sandbox **sb, struct err *e);

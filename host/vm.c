@@ -88,6 +88,13 @@ static void load_cpuid(void)
 	close(kvm);
 }
 
+static uint64_t created;
+
+uint64_t vm_created(void)
+{
+	return __atomic_load_n(&created, __ATOMIC_RELAXED);
+}
+
 int vm_new(struct vm **out, struct err *e)
 {
 	int r;
@@ -130,6 +137,7 @@ int vm_new(struct vm **out, struct err *e)
 	r = vm->vm_fd = kvm_ioctl_val(e, vm->kvm_fd, KVM_CREATE_VM, 0);
 	if (r < 0)
 		goto fail;
+	__atomic_add_fetch(&created, 1, __ATOMIC_RELAXED);
 	r = vm->vcpu_fd = kvm_ioctl_val(e, vm->vm_fd, KVM_CREATE_VCPU, 0);
 	if (r < 0)
 		goto fail;
@@ -237,6 +245,15 @@ int vm_set_entry(struct vm *vm, uint64_t rip, uint64_t rsp, uint64_t rdi, struct
 {
 	struct kvm_regs regs = { .rip = rip, .rsp = rsp, .rdi = rdi, .rflags = 0x2 };
 	int r = kvm_ioctl(e, vm->vcpu_fd, KVM_SET_REGS, &regs);
+	return r < 0 ? r : 0;
+}
+
+int vm_clear_events(struct vm *vm, struct err *e)
+{
+	struct kvm_vcpu_events ev = {
+		.flags = KVM_VCPUEVENT_VALID_NMI_PENDING | KVM_VCPUEVENT_VALID_SHADOW,
+	};
+	int r = kvm_ioctl(e, vm->vcpu_fd, KVM_SET_VCPU_EVENTS, &ev);
 	return r < 0 ? r : 0;
 }
 

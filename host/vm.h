@@ -46,6 +46,9 @@ int vm_new(struct vm **out, struct err *e);
 /* Close everything.  NULL is fine. */
 void vm_free(struct vm *vm);
 
+/* How many VMs vm_new() has created in this process (any thread). */
+uint64_t vm_created(void);
+
 /*
  * Add a memory slot: size bytes at host address host appear at gpa.
  * readonly: a KVM_MEM_READONLY slot (guest writes become MMIO exits); the
@@ -68,6 +71,13 @@ int vm_set_long_mode(struct vm *vm, uint64_t cr3, uint64_t gdt, uint16_t gdt_lim
 
 /* Set rip, rsp, rdi, clear the other general registers, rflags = 0x2. */
 int vm_set_entry(struct vm *vm, uint64_t rip, uint64_t rsp, uint64_t rdi, struct err *e);
+
+/*
+ * Drop every event KVM holds for the vCPU: pending or injected exceptions,
+ * interrupts and NMIs, interrupt shadows (as after a fault that ended a
+ * run half way).  Returns 0 or -errno.
+ */
+int vm_clear_events(struct vm *vm, struct err *e);
 
 /* The vCPU's rip now (0 if it cannot be read). */
 uint64_t vm_rip(struct vm *vm);

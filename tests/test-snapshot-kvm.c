@@ -23,6 +23,7 @@
 
 #include "host/snapmap.h"
 #include "host/snapshot.h"
+#include "host/vm.h"
 #include "testutil.h"
 
 static char root[64];
@@ -300,6 +301,86 @@ static void test_snapshot_derived_generations(void **state)
 	snapshot_close(s);
 }
 
+/*
+ * snapshot_reset() reuses the sandbox: writes and counter increments are
+ * undone, a sandbox the guest ended is usable again, and no VM is made;
+ * a sandbox of another guest is replaced by one of the snapshot.
+ */
+static void test_snapshot_reset_in_place(void **state)
+{
+	(void)state;
+	struct guest *g;
+	struct sandbox *live = boot_elf("hello", &g, 0);
+	expect(live, "counter", NULL, "1");
+	expect(live, "counter", NULL, "2");
+	take(live, "hello", NULL, "h", NULL);
+	struct snapshot *s = open_snap("h");
+	struct sandbox *sb = start(s), *was = sb;
+	uint64_t vms = vm_created();
+	struct err e = { 0 };
+	struct sandbox_stats st0;
+	sandbox_stats(sb, &st0);
+	for (int round = 0; round < 3; round++) {
+		expect(sb, "counter", NULL, "3");
+		expect(sb, "counter", NULL, "4");
+		char big[4096];
+		memset(big, 'x', sizeof(big) - 1);
+		big[sizeof(big) - 1] = 0;
+		call(sb, "echo", big, big, sizeof(big));
+		assert_int_equal(snapshot_reset(s, NULL, &sb, &e), 0);
+		assert_ptr_equal(sb, was);
+		struct sandbox_stats st;
+		sandbox_stats(sb, &st);
+		assert_int_equal(st.calls, 0);
+		assert_int_equal(st.cow_pages, st0.cow_pages);	/* the guest's own count, in scratch */
+		assert_int_equal(st.scratch_used, st0.scratch_used);
+	}
+	expect(sb, "counter", NULL, "3");
+	assert_int_equal(vm_created(), vms);
+
+	/* a sandbox of the live guest is not the snapshot's: it is replaced */
+	assert_int_equal(snapshot_reset(s, NULL, &live, &e), 0);
+	assert_ptr_equal(sandbox_guest(live), snapshot_guest(s));
+	expect(live, "counter", NULL, "3");
+	assert_int_equal(vm_created(), vms + 1);
+	sandbox_free(live);
+	guest_close(g);
+	sandbox_free(sb);
+	snapshot_close(s);
+
+	/* an evil snapshot: each way of ending the sandbox, then a reset */
+	struct sandbox_options opt = { .timeout_ms = 1500, .scratch_size = 1u << 20 };
+	char path[512];
+	guest_path(path, sizeof(path), "evil");
+	struct guest_options go = { .heap_size = 4u << 20 };	/* more than scratch holds */
+	assert_int_equal(guest_open_elf(path, &go, &g, &e), 0);
+	assert_int_equal(sandbox_new(g, &opt, &live, &e), 0);
+	take(live, "evil", NULL, "e", NULL);
+	sandbox_free(live);
+	guest_close(g);
+	s = open_snap("e");
+	assert_int_equal(sandbox_new(snapshot_guest(s), &opt, &sb, &e), 0);
+	was = sb;
+	vms = vm_created();
+	const char *evil[] = { "spin", "triple_fault", "cow_off_data", "wild_port", "halt",
+			       "stack_overflow", "scratch_fill", "abort" };
+	for (size_t i = 0; i < sizeof(evil) / sizeof(evil[0]); i++) {
+		char out[64];
+		size_t n;
+		if (sandbox_call(sb, evil[i], NULL, 0, out, sizeof(out), &n, &e) >= 0)
+			fail_msg("%s succeeded", evil[i]);
+		if (!sandbox_ended(sb, NULL))
+			fail_msg("%s did not end the sandbox: %s", evil[i], e.msg);
+		assert_int_equal(snapshot_reset(s, NULL, &sb, &e), 0);
+		assert_ptr_equal(sb, was);
+		assert_false(sandbox_ended(sb, NULL));
+		expect(sb, "ok", NULL, "ok");
+	}
+	assert_int_equal(vm_created(), vms);
+	sandbox_free(sb);
+	snapshot_close(s);
+}
+
 /* A derived snapshot of a sandbox that was not made from that parent is refused. */
 static void test_snapshot_derived_wrong_parent(void **state)
 {
@@ -368,6 +449,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_snapshot_same_results_as_live, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_eight_sandboxes_isolated, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_derived_generations, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_snapshot_reset_in_place, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_derived_wrong_parent, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_file_truncated_under_sandbox, setup,
 						teardown),

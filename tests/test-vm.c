@@ -396,6 +396,48 @@ static void save_restore(int flags)
 	assert_string_equal(call_ok(r2, "add", "40 2"), "42");
 	check_regions_unchanged(saved, before);
 
+	/*
+	 * reset in place: every page table entry of data is as in a fresh
+	 * sandbox of the saved state, scratch past the saved image is zero
+	 * (with private regions r2 had copied the counter's page there), and
+	 * the counter starts over
+	 */
+	before = copy_regions(saved);
+	const struct guest_region *data = region_named(saved, "data");
+	uint64_t image_end = SNAPVM_SCRATCH_GPA + saved->scratch_image_len, vms = vm_created();
+	struct sandbox_stats sst;
+	sandbox_stats(r2, &sst);
+	uint64_t used = SNAPVM_SCRATCH_GPA + sst.scratch_used;
+	static uint8_t page[SNAPVM_PAGE_SIZE], zero[SNAPVM_PAGE_SIZE];
+	int dirty = 0;
+	for (uint64_t a = image_end; a < used; a += SNAPVM_PAGE_SIZE) {
+		assert_int_equal(sandbox_read_phys(r2, a, page, sizeof(page), NULL), 0);
+		dirty += memcmp(page, zero, sizeof(page)) != 0;
+	}
+	if (!flags)
+		assert_true(dirty > 0);
+	if (sandbox_reset(r2, &e) < 0)
+		fail_msg("%s", e.msg);
+	assert_int_equal(vm_created(), vms);
+	for (uint64_t a = image_end; a < SNAPVM_SCRATCH_GPA + sst.scratch_size; a += SNAPVM_PAGE_SIZE) {
+		assert_int_equal(sandbox_read_phys(r2, a, page, sizeof(page), NULL), 0);
+		assert_memory_equal(page, zero, sizeof(page));
+	}
+	struct sandbox *fresh = new_sandbox(saved, NULL);
+	for (uint64_t va = data->gpa; va < data->gpa + data->size; va += SNAPVM_PAGE_SIZE) {
+		uint64_t gpa, pte, want_gpa, want_pte;
+		assert_int_equal(sandbox_translate(r2, va, &gpa, &pte, NULL), 0);
+		assert_int_equal(sandbox_translate(fresh, va, &want_gpa, &want_pte, NULL), 0);
+		assert_int_equal(gpa, want_gpa);
+		assert_int_equal(pte, want_pte);
+	}
+	sandbox_free(fresh);
+	sandbox_stats(r2, &sst);
+	assert_int_equal(sst.calls, 0);
+	assert_string_equal(call_ok(r2, "counter", ""), "4");
+	assert_string_equal(call_ok(r2, "counter", ""), "5");
+	check_regions_unchanged(saved, before);
+
 	/* a state saved from a resumed sandbox resumes too (a second generation) */
 	if (sandbox_save(r1, &st, &e) < 0)
 		fail_msg("%s", e.msg);
@@ -461,6 +503,78 @@ static void test_vm_warm(void **state)
 	guest_close(g);
 }
 
+/*
+ * A cold-booted sandbox reset in place starts over: private memory as the
+ * ELF has it, the boot run again, the same VM.
+ */
+static void test_vm_reset_cold(void **state)
+{
+	(void)state;
+	struct guest *g = open_guest("hello", 0);
+	struct sandbox *sb = new_sandbox(g, NULL);
+	for (int i = 1; i <= 5; i++)
+		call_ok(sb, "counter", "");
+	uint64_t vms = vm_created();
+	struct err e = { 0 };
+	for (int round = 0; round < 3; round++) {
+		if (sandbox_reset(sb, &e) < 0)
+			fail_msg("%s", e.msg);
+		struct sandbox_stats st;
+		sandbox_stats(sb, &st);
+		assert_int_equal(st.calls, 0);
+		assert_string_equal(call_ok(sb, "counter", ""), "1");
+		assert_string_equal(call_ok(sb, "counter", ""), "2");
+		assert_string_equal(call_ok(sb, "add", "40 2"), "42");
+	}
+	assert_int_equal(vm_created(), vms);
+	sandbox_free(sb);
+	guest_close(g);
+}
+
+/*
+ * Every way evil ends a sandbox, followed by a reset: the sandbox answers
+ * again, on the same VM.  Both a cold boot and a resumed saved state.
+ */
+static void test_vm_reset_after_ended(void **state)
+{
+	(void)state;
+	struct guest *g = open_guest("evil", GUEST_SHARED);
+	struct sandbox_options opt = { .timeout_ms = 1500, .scratch_size = 1u << 20 };
+	struct sandbox *cold = new_sandbox(g, &opt);
+	struct sandbox_state st;
+	struct err e = { 0 };
+	if (sandbox_save(cold, &st, &e) < 0)
+		fail_msg("%s", e.msg);
+	struct guest *saved = guest_from_state(&st, g);
+	sandbox_state_release(&st);
+	struct sandbox *resumed = new_sandbox(saved, &opt);
+	uint64_t vms = vm_created();
+	struct sandbox *both[] = { cold, resumed };
+	for (size_t k = 0; k < 2; k++) {
+		struct sandbox *sb = both[k];
+		for (size_t i = 0; i < sizeof(evil_cases) / sizeof(evil_cases[0]); i++) {
+			const struct evil_case *c = &evil_cases[i];
+			char out[64];
+			size_t n;
+			int r = sandbox_call(sb, c->fn, "", 0, out, sizeof(out), &n, &e);
+			if (r != c->code)
+				fail_msg("%s: got %d \"%s\", want %d", c->fn, r, e.msg, c->code);
+			assert_true(sandbox_ended(sb, NULL));
+			if (sandbox_reset(sb, &e) < 0)
+				fail_msg("reset after %s: %s", c->fn, e.msg);
+			assert_false(sandbox_ended(sb, NULL));
+			assert_string_equal(call_ok(sb, "ok", ""), "ok");
+			assert_int_equal(sandbox_call(sb, "fail", "", 0, out, sizeof(out), &n, &e),
+					 -EREMOTEIO);
+		}
+	}
+	assert_int_equal(vm_created(), vms);
+	sandbox_free(resumed);
+	sandbox_free(cold);
+	guest_close(saved);
+	guest_close(g);
+}
+
 static void test_vm_bad_guest_files(void **state)
 {
 	(void)state;
@@ -492,6 +606,8 @@ int main(void)
 		cmocka_unit_test(test_vm_save_restore_private),
 		cmocka_unit_test(test_vm_save_restore_shared),
 		cmocka_unit_test(test_vm_warm),
+		cmocka_unit_test(test_vm_reset_cold),
+		cmocka_unit_test(test_vm_reset_after_ended),
 		cmocka_unit_test(test_vm_bad_guest_files),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
