@@ -18,7 +18,8 @@
  * slow on this kind of machine).  The mount is served both multi-threaded
  * (the default) and single-threaded (-s) for the read figures.
  *
- * usage: bench-fs [--size MIB] [--runs N] [--snapfs PATH]
+ * usage: bench-fs [--size MIB] [--runs N] [--snapfs PATH] [-o OPTS]
+ * (-o OPTS is passed to snapfs, e.g. -o read_size=256,readahead=512)
  * (meson benchmark passes --snapfs; tools/bench-fs.sh runs it by hand.)
  */
 #include <errno.h>
@@ -44,6 +45,7 @@ static size_t bench_size = 1024u << 20;
 static int bench_runs = 5;
 static char bench_dir[PATH_MAX];
 static const char *snapfs_bin = "snapfs";
+static const char *snapfs_opts;	/* -o for snapfs, or NULL */
 
 static double now(void)
 {
@@ -196,10 +198,15 @@ static pid_t mount_snapfs(const char *store, const char *mnt, bool single)
 {
 	pid_t pid = fork();
 	if (pid == 0) {
+		const char *argv[9] = { "snapfs", store, mnt, "-f" };
+		int n = 4;
 		if (single)
-			execl(snapfs_bin, "snapfs", store, mnt, "-f", "-s", (char *)NULL);
-		else
-			execl(snapfs_bin, "snapfs", store, mnt, "-f", (char *)NULL);
+			argv[n++] = "-s";
+		if (snapfs_opts) {
+			argv[n++] = "-o";
+			argv[n++] = snapfs_opts;
+		}
+		execv(snapfs_bin, (char *const *)argv);
 		_exit(127);
 	}
 	/* Mounted once the mount point's device differs from its parent's. */
@@ -285,8 +292,10 @@ int main(int argc, char **argv)
 			bench_runs = atoi(argv[++i]);
 		else if (!strcmp(argv[i], "--snapfs") && i + 1 < argc)
 			snapfs_bin = argv[++i];
+		else if (!strcmp(argv[i], "-o") && i + 1 < argc)
+			snapfs_opts = argv[++i];
 		else {
-			fprintf(stderr, "usage: bench-fs [--size MIB] [--runs N] [--snapfs PATH]\n");
+			fprintf(stderr, "usage: bench-fs [--size MIB] [--runs N] [--snapfs PATH] [-o OPTS]\n");
 			return 2;
 		}
 	}
@@ -310,8 +319,8 @@ int main(int argc, char **argv)
 	snprintf(file, sizeof(file), "%s/file", mnt);
 	snprintf(zfile, sizeof(zfile), "%s/zeros", mnt);
 	mkdir(mnt, 0755);
-	printf("bench-fs: %.0f MiB files, %d runs, store and baselines on tmpfs\n",
-	       (double)bench_size / MIB, bench_runs);
+	printf("bench-fs: %.0f MiB files, %d runs, store and baselines on tmpfs, snapfs -o %s\n",
+	       (double)bench_size / MIB, bench_runs, snapfs_opts ? snapfs_opts : "(defaults)");
 	make_random_file(base, bench_size);
 	int zfd = open(zeros, O_WRONLY | O_CREAT | O_TRUNC, 0644);
 	char *zb = calloc(1, BUF);

@@ -50,12 +50,6 @@ int fs_mount_add_options(struct fuse_args *args, const char *store, unsigned rea
 	return r ? -ENOMEM : 0;
 }
 
-int fs_mount_add_loop_options(struct fuse_args *args)
-{
-	/* libfuse 3.14 complains when max_threads is not given at all. */
-	return fuse_opt_insert_arg(args, 1, "-omax_threads=10") ? -ENOMEM : 0;
-}
-
 /* Undo the octal escapes (\040 etc.) of a /proc/self/mountinfo field. */
 static void fs_mount_unescape(char *s)
 {

@@ -31,13 +31,6 @@ int fs_mount_prepare_store(const char *path, char abs[PATH_MAX], struct err *e);
 int fs_mount_add_options(struct fuse_args *args, const char *store, unsigned read_kb);
 
 /*
- * Put the session-loop defaults in front of the user's options
- * (max_threads=10, which libfuse 3.14 warns about when it is missing).
- * Must be called before fuse_parse_cmdline().  Returns 0 or -ENOMEM.
- */
-int fs_mount_add_loop_options(struct fuse_args *args);
-
-/*
  * Set /sys/class/bdi/MAJ:MIN/read_ahead_kb of the FUSE mount at
  * MOUNTPOINT.  The device number is read from /proc/self/mountinfo rather
  * than by stat()ing the mount point, which would send a request to a

@@ -151,7 +151,7 @@ int main(int argc, char *argv[])
 
 	if (fuse_opt_parse(&args, &opts, snapfs_opt_spec, snapfs_opt_proc) != 0)
 		goto out_args;
-	if (fs_mount_add_loop_options(&args) < 0 || fuse_parse_cmdline(&args, &cmd) != 0)
+	if (fuse_parse_cmdline(&args, &cmd) != 0)
 		goto out_args;
 	if (cmd.show_help) {
 		snapfs_usage(argv[0]);
@@ -234,7 +234,9 @@ int main(int argc, char *argv[])
 			fuse_loop_cfg_set_clone_fd(lc, cmd.clone_fd);
 			if (cmd.max_threads && cmd.max_threads <= 1000)
 				fuse_loop_cfg_set_max_threads(lc, cmd.max_threads);
-			fuse_loop_cfg_set_idle_threads(lc, cmd.max_idle_threads);
+			/* UINT_MAX means "not given" (libfuse's own default). */
+			if (cmd.max_idle_threads != UINT_MAX)
+				fuse_loop_cfg_set_idle_threads(lc, cmd.max_idle_threads);
 			ret = fuse_session_loop_mt(se, lc);
 			fuse_loop_cfg_destroy(lc);
 		}

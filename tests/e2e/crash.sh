@@ -12,6 +12,7 @@ for i in $(seq 1 40); do
 done
 (cd "$T/src" && sha256sum f* >"$T/sums")
 
+: >"$T/done"
 # Copy file by file, logging each completed copy, and kill the daemon
 # while the copy goes on.
 (
@@ -22,7 +23,7 @@ done
 ) &
 cpid=$!
 i=0
-while [ "$(wc -l <"$T/done" 2>/dev/null || echo 0)" -lt 12 ] && [ $i -lt 600 ]; do
+while [ "$(wc -l <"$T/done")" -lt 12 ] && [ $i -lt 600 ]; do
 	sleep 0.02
 	i=$((i + 1))
 done
