@@ -180,6 +180,14 @@ int main(int argc, char **argv)
 			return fprintf(stderr, "bench-snapshot: sandboxes disagree\n"), 1;
 	}
 	long rss1 = rss_kib();
+	uint64_t scratch_res = 0;
+	for (int i = 0; i < n; i++) {
+		struct sandbox_stats sst;
+		sandbox_stats(sbs[i], &sst);
+		scratch_res += sst.scratch_resident;
+	}
+	printf("scratch in memory per sandbox: %.1f KiB (the snapshot's scratch image: %.1f KiB)\n",
+	       (double)scratch_res / n / 1024, (double)snapshot_guest(s)->scratch_image_len / 1024);
 	double grown = (double)(rss1 - rss0) * 1024;
 	printf("%d sandboxes from one snapshot, each summing the table: Rss grew %.1f MiB; "
 	       "%d x snapshot data (%.1f MiB each) = %.1f MiB\n", n, grown / 1048576, n,

@@ -68,6 +68,31 @@ static int check_regions(const char *name, const struct guest_region *r, size_t 
 	return 0;
 }
 
+static int page_is_zero(const uint8_t *p)
+{
+	return p[0] == 0 && memcmp(p, p + 1, PAGE - 1) == 0;
+}
+
+/* Find the runs of non-zero pages of g's scratch image. */
+static int find_image_runs(struct guest *g)
+{
+	const uint8_t *img = g->scratch_image;
+	size_t pages = g->scratch_image_len / PAGE, n = 0;
+	g->image_runs = calloc(pages / 2 + 1, sizeof(*g->image_runs));	/* runs are separated */
+	if (!g->image_runs)
+		return -ENOMEM;
+	for (size_t i = 0; i < pages; i++) {
+		if (page_is_zero(img + i * PAGE))
+			continue;
+		if (n && g->image_runs[n - 1].off + g->image_runs[n - 1].len == i * PAGE)
+			g->image_runs[n - 1].len += PAGE;
+		else
+			g->image_runs[n++] = (struct guest_run){ i * PAGE, PAGE };
+	}
+	g->nimage_runs = n;
+	return 0;
+}
+
 int guest_new(const struct guest_spec *spec, struct guest **out, struct err *e)
 {
 	*out = NULL;
@@ -109,6 +134,10 @@ int guest_new(const struct guest_spec *spec, struct guest **out, struct err *e)
 		g->scratch_image_len = spec->scratch_image_len;
 		g->scratch_size = spec->scratch_size;
 		g->sregs = *spec->sregs;
+		if (find_image_runs(g) < 0) {
+			guest_close(g);
+			return err_set(e, -ENOMEM, "out of memory");
+		}
 	}
 	g->release = spec->release;
 	g->release_ctx = spec->release_ctx;
@@ -126,6 +155,7 @@ void guest_close(struct guest *g)
 		munmap(g->heap_map, g->heap_map_size);
 	if (g->image_map)
 		munmap(g->image_map, g->image_map_size);
+	free(g->image_runs);
 	free(g->scratch_image);
 	free(g->exports);
 	free(g->name);

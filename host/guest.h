@@ -66,6 +66,11 @@ struct guest_options {
 	int flags;		/* GUEST_SHARED */
 };
 
+/* A run of pages of the scratch image that are not all zero (bytes). */
+struct guest_run {
+	uint64_t off, len;
+};
+
 struct guest {
 	char *name;
 	uint64_t entry;
@@ -76,6 +81,13 @@ struct guest {
 	void *scratch_image;
 	size_t scratch_image_len;
 	uint64_t scratch_size;
+	/*
+	 * The image's non-zero pages, in address order: a sandbox copies only
+	 * these into its fresh scratch, so the zero pages of the image (most of
+	 * the call buffer and stack) are never touched and cost no memory.
+	 */
+	struct guest_run *image_runs;
+	size_t nimage_runs;
 	struct kvm_sregs sregs;
 	void (*release)(void *ctx);
 	void *release_ctx;

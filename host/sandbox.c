@@ -160,10 +160,16 @@ static int build_scratch(struct sandbox *sb, struct err *e)
 			    sb->opt.callbuf_size, e);
 }
 
-/* Resume: scratch from the saved image; check what the guest left there. */
+/*
+ * Resume: scratch (all zero) from the saved image, its non-zero pages only;
+ * check what the guest left there.
+ */
 static int load_scratch(struct sandbox *sb, struct err *e)
 {
-	memcpy(sb->scratch, sb->g->scratch_image, sb->g->scratch_image_len);
+	const struct guest *g = sb->g;
+	for (size_t i = 0; i < g->nimage_runs; i++)
+		memcpy(sb->scratch + g->image_runs[i].off,
+		       (const uint8_t *)g->scratch_image + g->image_runs[i].off, g->image_runs[i].len);
 	const struct snapvm_boot *b = boot_of(sb);
 	uint64_t base = SNAPVM_SCRATCH_GPA, end = base + sb->scratch_size;
 	if (b->magic != SNAPVM_BOOT_MAGIC || b->version != SNAPVM_ABI_VERSION ||
@@ -497,6 +503,20 @@ int sandbox_call(struct sandbox *sb, const char *fn, const void *in, size_t in_l
 	return 0;
 }
 
+static uint64_t resident_bytes(void *addr, uint64_t len)
+{
+	unsigned char vec[4096];
+	uint64_t n = 0;
+	for (uint64_t off = 0; off < len; off += sizeof(vec) * PAGE) {
+		uint64_t chunk = len - off < sizeof(vec) * PAGE ? len - off : sizeof(vec) * PAGE;
+		if (mincore((uint8_t *)addr + off, chunk, vec) != 0)
+			return 0;
+		for (uint64_t i = 0; i < chunk / PAGE; i++)
+			n += vec[i] & 1;
+	}
+	return n * PAGE;
+}
+
 void sandbox_stats(const struct sandbox *sb, struct sandbox_stats *st)
 {
 	const volatile struct snapvm_boot *b = boot_of(sb);
@@ -507,6 +527,7 @@ void sandbox_stats(const struct sandbox *sb, struct sandbox_stats *st)
 		.scratch_used = next >= SNAPVM_SCRATCH_GPA && next - SNAPVM_SCRATCH_GPA <= sb->scratch_size
 					? next - SNAPVM_SCRATCH_GPA : sb->scratch_size,
 		.scratch_size = sb->scratch_size,
+		.scratch_resident = resident_bytes(sb->scratch, sb->scratch_size),
 	};
 }
 

@@ -98,6 +98,8 @@ struct sandbox_stats {
 	uint64_t cow_pages;		/* pages the guest copied on write (as it reports) */
 	uint64_t scratch_used;		/* bytes of scratch in use (as the guest reports) */
 	uint64_t scratch_size;
+	uint64_t scratch_resident;	/* bytes of scratch in memory (mincore: pages the
+					   host or guest wrote, or read while unwritten) */
 };
 void sandbox_stats(const struct sandbox *sb, struct sandbox_stats *st);
 

@@ -381,6 +381,74 @@ static void test_snapshot_reset_in_place(void **state)
 	snapshot_close(s);
 }
 
+/* Pages of a file that are not all zero. */
+static uint64_t nonzero_pages(const char *path, uint64_t *pages)
+{
+	FILE *f = fopen(path, "rb");
+	assert_non_null(f);
+	static uint8_t page[4096], zero[4096];
+	uint64_t n = 0;
+	*pages = 0;
+	while (fread(page, 1, sizeof(page), f) == sizeof(page)) {
+		n += memcmp(page, zero, sizeof(page)) != 0;
+		(*pages)++;
+	}
+	fclose(f);
+	return n;
+}
+
+/*
+ * A sandbox from a snapshot has only the scratch image's non-zero pages
+ * in memory: the zero pages of the image (call buffer, stack) are not
+ * copied, and a reset gives back what the calls touched.
+ */
+static void test_snapshot_scratch_resident(void **state)
+{
+	(void)state;
+	struct guest *g;
+	struct sandbox *live = boot_elf("hello", &g, 0);
+	expect(live, "counter", NULL, "1");
+	take(live, "hello", NULL, "h", NULL);
+	sandbox_free(live);
+	guest_close(g);
+	char path[512];
+	dir_path(path, sizeof(path), "h/" SNAPSHOT_SCRATCH_FILE);
+	uint64_t pages, nonzero = nonzero_pages(path, &pages);
+	print_message("# scratch image: %llu pages, %llu not zero\n", (unsigned long long)pages,
+		      (unsigned long long)nonzero);
+	assert_true(nonzero > 0 && nonzero * 4 < pages);
+
+	struct snapshot *s = open_snap("h");
+	struct sandbox *sb[4];
+	for (int i = 0; i < 4; i++) {
+		sb[i] = start(s);
+		struct sandbox_stats st;
+		sandbox_stats(sb[i], &st);
+		assert_true(st.scratch_resident >= nonzero * 4096);
+		assert_true(st.scratch_resident <= (nonzero + 1) * 4096);
+	}
+	/* a large argument and result touch many call-buffer pages; reset gives them back */
+	static char big[128 << 10];
+	memset(big, 'z', sizeof(big) - 1);
+	char *out = malloc(sizeof(big));
+	call(sb[0], "echo", big, out, sizeof(big));
+	assert_string_equal(out, big);
+	free(out);
+	struct sandbox_stats st;
+	sandbox_stats(sb[0], &st);
+	print_message("# after a call with 128 KiB in and out: %llu bytes\n",
+		      (unsigned long long)st.scratch_resident);
+	assert_true(st.scratch_resident >= (nonzero + 2 * sizeof(big) / 4096 - 4) * 4096);
+	struct err e = { 0 };
+	assert_int_equal(sandbox_reset(sb[0], &e), 0);
+	sandbox_stats(sb[0], &st);
+	assert_true(st.scratch_resident <= (nonzero + 1) * 4096);
+	expect(sb[0], "counter", NULL, "2");
+	for (int i = 0; i < 4; i++)
+		sandbox_free(sb[i]);
+	snapshot_close(s);
+}
+
 /* A derived snapshot of a sandbox that was not made from that parent is refused. */
 static void test_snapshot_derived_wrong_parent(void **state)
 {
@@ -450,6 +518,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_snapshot_eight_sandboxes_isolated, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_derived_generations, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_reset_in_place, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_snapshot_scratch_resident, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_derived_wrong_parent, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_file_truncated_under_sandbox, setup,
 						teardown),
