@@ -94,4 +94,6 @@ umount "$MNT"
 wait_store_free
 check "snapfs-admin gc runs once unmounted" "$ADMIN" gc "$STORE"
 check "fsck is clean after gc" "$ADMIN" fsck "$STORE"
+check "on a terminal, fsck shows its progress" sh -c 'script -qec "\"$1\" fsck \"$2\"" /dev/null | grep -q "(100%)"' sh "$ADMIN" "$STORE"
+check "without a terminal, fsck prints no progress" sh -c '! "$1" fsck "$2" 2>&1 | grep -q "%)"' sh "$ADMIN" "$STORE"
 finish
