@@ -178,6 +178,16 @@ int main(int argc, char *argv[])
 		fprintf(stderr, "snapfs: readahead=%u: too large\n", opts.readahead_kb);
 		goto out_args;
 	}
+	/* Check the mount point first, so a typo there creates no store. */
+	struct stat mst;
+	if (stat(cmd.mountpoint, &mst) < 0) {
+		fprintf(stderr, "snapfs: mount point %s: %s\n", cmd.mountpoint, strerror(errno));
+		goto out_args;
+	}
+	if (!S_ISDIR(mst.st_mode)) {
+		fprintf(stderr, "snapfs: mount point %s: not a folder\n", cmd.mountpoint);
+		goto out_args;
+	}
 	if (fs_mount_prepare_store(opts.store, store_path, &e) < 0) {
 		fprintf(stderr, "snapfs: %s\n", e.msg);
 		goto out_args;

@@ -21,6 +21,10 @@ st=$?
 ok "a non-empty non-store folder is refused with a message" \
 	$([ $st -ne 0 ] && echo "$out" | grep -q "$T/other" && echo 0 || echo 1) "$out"
 ok "the refused folder is left untouched" $([ "$(ls "$T/other")" = notes.txt ] && echo 0 || echo 1)
+out=$("$SNAPFS" "$T/never" "$T/no-such-mountpoint" 2>&1)
+st=$?
+ok "a missing mount point is refused, naming it, and creates no store" \
+	$([ $st -ne 0 ] && echo "$out" | grep -q "no-such-mountpoint" && [ ! -e "$T/never" ] && echo 0 || echo 1) "$out"
 ok "nothing was mounted by refusals" $(is_mounted && echo 1 || echo 0)
 
 # A missing store is created with mode 0700 (daemon mode: parent exits 0
@@ -67,12 +71,15 @@ check "mounted through mount.fuse3, data readable" grep -qx more "$MNT/more"
 umount "$MNT"
 ok "umount unmounts" $(is_mounted && echo 1 || echo 0)
 echo "$STORE $MNT fuse.snapfs defaults 0 0" >"$T/fstab"
+wait_store_free
 unshare -m --propagation private sh -c '
 	T=$1 STORE=$2 MNT=$3
 	mount --bind "$T/bin" /usr/local/sbin || exit 10
 	mount -t fuse.snapfs "$STORE" "$MNT" || exit 11
 	grep -qx more "$MNT/more" || exit 12
 	umount "$MNT" || exit 13
+	i=0	# the daemon may still be closing the store
+	while ! flock -n "$STORE/lock" true && [ $i -lt 200 ]; do sleep 0.05; i=$((i + 1)); done
 	mount -T "$T/fstab" "$MNT" || exit 14
 	grep -qx data "$MNT/kept" || exit 15
 	grep -q "^$STORE $MNT fuse.snapfs " /proc/self/mounts || exit 16
@@ -80,6 +87,7 @@ unshare -m --propagation private sh -c '
 ' sh "$T" "$STORE" "$MNT" >"$T/ns.log" 2>&1
 st=$?
 ok "mount -t fuse.snapfs and an fstab line 'STORE MOUNTPOINT fuse.snapfs defaults 0 0' (step $st)" $st "$(cat "$T/ns.log")"
+wait_store_free
 "$SNAPFS" "$STORE" "$MNT" || exit 1
 
 # Admin commands beside the live mount: stats and fsck work, gc refuses.
