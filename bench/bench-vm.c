@@ -122,7 +122,7 @@ static struct guest *save(struct sandbox *sb, const struct guest *parent)
 		.exports = (const char (*)[SNAPVM_NAME_MAX])parent->exports,
 		.nexports = parent->nexports,
 		.scratch_image = st.scratch, .scratch_image_len = st.scratch_len,
-		.scratch_size = st.scratch_size, .sregs = &st.sregs,
+		.scratch_size = st.scratch_size, .cpu = &st.cpu,
 		.release = release_saved, .release_ctx = s,
 	};
 	struct guest *g;

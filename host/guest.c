@@ -101,11 +101,13 @@ int guest_new(const struct guest_spec *spec, struct guest **out, struct err *e)
 	if (r < 0)
 		return r;
 	if (spec->scratch_image) {
-		if (!spec->sregs || spec->scratch_size % PAGE || spec->scratch_size > SNAPVM_SCRATCH_MAX ||
+		if (!spec->cpu || spec->scratch_size % PAGE || spec->scratch_size > SNAPVM_SCRATCH_MAX ||
 		    spec->scratch_image_len < PAGE || spec->scratch_image_len > spec->scratch_size)
 			return err_set(e, -EINVAL, "%s: scratch image of %zu bytes does not fit a scratch "
 				       "of %llu bytes (or no cpu state)", name, spec->scratch_image_len,
 				       (unsigned long long)spec->scratch_size);
+		if ((r = cpustate_check(spec->cpu, e)) < 0)
+			return err_prefix(e, "%s", name);
 	}
 	for (size_t i = 0; i < spec->nexports; i++)
 		if (strnlen(spec->exports[i], SNAPVM_NAME_MAX) == SNAPVM_NAME_MAX)
@@ -133,7 +135,7 @@ int guest_new(const struct guest_spec *spec, struct guest **out, struct err *e)
 		memcpy(g->scratch_image, spec->scratch_image, spec->scratch_image_len);
 		g->scratch_image_len = spec->scratch_image_len;
 		g->scratch_size = spec->scratch_size;
-		g->sregs = *spec->sregs;
+		g->cpu = *spec->cpu;
 		if (find_image_runs(g) < 0) {
 			guest_close(g);
 			return err_set(e, -ENOMEM, "out of memory");

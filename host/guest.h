@@ -4,7 +4,7 @@
  * A struct guest is an immutable template: the guest's memory regions (its
  * ELF image split by permission, and the heap), its entry point, the names
  * of its exported functions and, for a guest made from a saved state (a
- * snapshot), the scratch image and vCPU special registers to resume from.
+ * snapshot), the scratch image and vCPU state to resume from.
  * Any number of sandboxes may be made from one guest, from any thread; the
  * guest must outlive them all.
  *
@@ -26,6 +26,7 @@
 #include <stdint.h>
 #include <linux/kvm.h>
 
+#include "cpustate.h"
 #include "err.h"
 #include "snapvm_abi.h"
 
@@ -53,7 +54,7 @@ struct guest_spec {
 	const void *scratch_image;		/* copied */
 	size_t scratch_image_len;		/* bytes of the image (<= scratch_size) */
 	uint64_t scratch_size;			/* scratch size of the saved sandbox */
-	const struct kvm_sregs *sregs;		/* copied; required with scratch_image */
+	const struct cpustate *cpu;		/* vCPU state, copied; required with scratch_image */
 	/* called by guest_close() to release what mem points at (may be NULL) */
 	void (*release)(void *ctx);
 	void *release_ctx;
@@ -81,6 +82,7 @@ struct guest {
 	void *scratch_image;
 	size_t scratch_image_len;
 	uint64_t scratch_size;
+	struct cpustate cpu;
 	/*
 	 * The image's non-zero pages, in address order: a sandbox copies only
 	 * these into its fresh scratch, so the zero pages of the image (most of
@@ -88,7 +90,6 @@ struct guest {
 	 */
 	struct guest_run *image_runs;
 	size_t nimage_runs;
-	struct kvm_sregs sregs;
 	void (*release)(void *ctx);
 	void *release_ctx;
 	/* memory owned when opened from an ELF */

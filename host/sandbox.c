@@ -54,7 +54,7 @@ struct sandbox {
 	uint64_t calls;
 	int ended;
 	char why[ERR_MSG_MAX];
-	struct kvm_sregs power_on;		/* cold boot: the vCPU as KVM made it */
+	struct cpustate power_on;		/* cold boot: the vCPU as KVM made it */
 };
 
 static uint64_t page_up(uint64_t a) { return (a + PAGE - 1) & ~(PAGE - 1); }
@@ -232,18 +232,18 @@ static int run_guest(struct sandbox *sb, struct err *e);
 
 /*
  * Put the vCPU in its starting state, memory being in place: the saved
- * special registers of a guest with saved state; for a cold boot, the
- * vCPU as KVM made it, switched to long mode, then the guest's boot run.
+ * state of a guest that has one; for a cold boot, the vCPU as KVM made it,
+ * switched to long mode, then the guest's boot run.
  */
 static int start_vcpu(struct sandbox *sb, struct err *e)
 {
 	const struct guest *g = sb->g;
 	int r;
 	if (g->scratch_image) {
-		r = kvm_ioctl(e, sb->vm->vcpu_fd, KVM_SET_SREGS, &g->sregs);
-		return r < 0 ? r : 0;
+		r = vm_set_cpu(sb->vm, &g->cpu, e);
+		return r < 0 ? err_prefix(e, "setting the saved vCPU state") : 0;
 	}
-	r = kvm_ioctl(e, sb->vm->vcpu_fd, KVM_SET_SREGS, &sb->power_on);
+	r = vm_set_cpu(sb->vm, &sb->power_on, e);
 	if (r < 0)
 		return r;
 	r = vm_set_long_mode(sb->vm, sb->pt_root, SNAPVM_SCRATCH_GPA + OFF_GDT, GDT_LIMIT,
@@ -294,7 +294,7 @@ int sandbox_new(struct guest *g, const struct sandbox_options *opt, struct sandb
 	if (r < 0)
 		goto fail;
 	if (!g->scratch_image) {
-		r = kvm_ioctl(e, sb->vm->vcpu_fd, KVM_GET_SREGS, &sb->power_on);
+		r = vm_get_cpu(sb->vm, &sb->power_on, e);
 		if (r < 0)
 			goto fail;
 	}
@@ -585,9 +585,7 @@ int sandbox_save(struct sandbox *sb, struct sandbox_state *st, struct err *e)
 	}
 	st->nregions = sb->g->nregions;
 	if (r >= 0)
-		r = kvm_ioctl(e, sb->vm->vcpu_fd, KVM_GET_SREGS, &st->sregs);
-	if (r >= 0)
-		r = kvm_ioctl(e, sb->vm->vcpu_fd, KVM_GET_REGS, &st->regs);
+		r = vm_get_cpu(sb->vm, &st->cpu, e);
 	if (r < 0) {
 		sandbox_state_release(st);
 		return err_prefix(e, "%s: saving state", sb->g->name);

@@ -122,8 +122,9 @@ int sandbox_read_phys(const struct sandbox *sb, uint64_t gpa, void *buf, size_t 
  * ---------------------------------------------------------------------------
  * Saving state (the basis of snapshots).  Between calls a sandbox is fully
  * described by: the contents of each region, the used part of scratch, and
- * the vCPU's special registers (general registers are set at every entry;
- * the guest uses no FPU/vector state).
+ * the vCPU's state — special registers, MSRs, XCRs and the FPU/SSE/AVX
+ * registers, which a guest may leave set from one call to the next
+ * (general registers are set at every entry, but are kept too).
  *
  * sandbox_save() fills *st:
  *   regions[i].mem   the region's current bytes, borrowed from the sandbox
@@ -136,7 +137,7 @@ int sandbox_read_phys(const struct sandbox *sb, uint64_t gpa, void *buf, size_t 
  *                    writable mapping of a private region page becomes
  *                    read-only + SNAPVM_PTE_COW: the image is then right for
  *                    regions that will be read-only files.
- *   sregs            the special registers.
+ *   cpu              the vCPU state (vm_get_cpu()).
  * A guest made with guest_new() from these parts (regions shared, mem =
  * read-only mappings of what was saved) resumes where this sandbox was.
  * ---------------------------------------------------------------------------
@@ -147,8 +148,7 @@ struct sandbox_state {
 	void *scratch;				/* malloc'd, scratch_len bytes */
 	size_t scratch_len;
 	uint64_t scratch_size;			/* the whole scratch the state needs */
-	struct kvm_sregs sregs;
-	struct kvm_regs regs;			/* for the record; not needed to resume */
+	struct cpustate cpu;			/* the whole vCPU state (vm_get_cpu()) */
 	uint64_t entry;
 };
 

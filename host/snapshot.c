@@ -202,7 +202,7 @@ int snapshot_open(const char *dir, struct snapshot **out, struct err *e)
 	struct guest_spec spec = {
 		.name = dir, .entry = s->m.entry, .regions = regions, .nregions = n,
 		.scratch_image = scratch, .scratch_image_len = scratch_len,
-		.scratch_size = scratch_r->size, .sregs = &s->cpu.sregs,
+		.scratch_size = scratch_r->size, .cpu = &s->cpu,
 	};
 	if ((r = guest_new(&spec, &s->g, e)) < 0)
 		goto fail;

@@ -518,8 +518,7 @@ int snapshot_take(struct sandbox *sb, const struct snapshot_origin *o, const cha
 	p->len[s] = state.scratch_len;
 	m->nregions = s + 1;
 
-	p->cpu.regs = state.regs;
-	p->cpu.sregs = state.sregs;
+	p->cpu = state.cpu;
 	r = snapshot_write(dir, p, st, e);
 free_parts:
 	free(p);

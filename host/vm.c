@@ -154,6 +154,8 @@ int vm_new(struct vm **out, struct err *e)
 	r = kvm_ioctl(e, vm->vcpu_fd, KVM_SET_CPUID2, cpuid_cache);
 	if (r < 0)
 		goto fail;
+	vm->has_xsave = kvm_ioctl_val(NULL, vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_XSAVE) > 0;
+	vm->has_xcrs = kvm_ioctl_val(NULL, vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_XCRS) > 0;
 	*out = vm;
 	return 0;
 fail:
@@ -246,6 +248,215 @@ int vm_set_entry(struct vm *vm, uint64_t rip, uint64_t rsp, uint64_t rdi, struct
 	struct kvm_regs regs = { .rip = rip, .rsp = rsp, .rdi = rdi, .rflags = 0x2 };
 	int r = kvm_ioctl(e, vm->vcpu_fd, KVM_SET_REGS, &regs);
 	return r < 0 ? r : 0;
+}
+
+/* ---- the whole vCPU state ---- */
+
+/*
+ * MSRs a resumed guest may depend on.  The TSC goes last: KVM adjusts the
+ * TSC offset when it is written, so the guest's clock carries on from the
+ * saved value.
+ */
+static const uint32_t wanted_msrs[] = {
+	0x00000174,	/* IA32_SYSENTER_CS */
+	0x00000175,	/* IA32_SYSENTER_ESP */
+	0x00000176,	/* IA32_SYSENTER_EIP */
+	0x00000277,	/* IA32_PAT */
+	0x000001a0,	/* IA32_MISC_ENABLE */
+	0xc0000081,	/* STAR */
+	0xc0000082,	/* LSTAR */
+	0xc0000083,	/* CSTAR */
+	0xc0000084,	/* SFMASK */
+	0xc0000102,	/* KERNEL_GS_BASE */
+	0xc0000103,	/* TSC_AUX */
+	0x00000010,	/* IA32_TSC */
+};
+_Static_assert(sizeof(wanted_msrs) / sizeof(wanted_msrs[0]) <= CPUSTATE_MSRS_MAX, "MSRs fit a cpu file");
+
+static pthread_once_t msr_once = PTHREAD_ONCE_INIT;
+static uint32_t msr_list[sizeof(wanted_msrs) / sizeof(wanted_msrs[0])];
+static size_t msr_count;
+static int msr_err;
+
+static void load_msr_list(void)
+{
+	int kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	if (kvm < 0) {
+		msr_err = -errno;
+		return;
+	}
+	struct kvm_msr_list probe = { .nmsrs = 0 };
+	struct kvm_msr_list *l = NULL;
+	if (ioctl(kvm, KVM_GET_MSR_INDEX_LIST, &probe) < 0 && errno != E2BIG) {
+		msr_err = -errno;
+		goto out;
+	}
+	l = calloc(1, sizeof(*l) + probe.nmsrs * sizeof(l->indices[0]));
+	if (!l) {
+		msr_err = -ENOMEM;
+		goto out;
+	}
+	l->nmsrs = probe.nmsrs;
+	if (ioctl(kvm, KVM_GET_MSR_INDEX_LIST, l) < 0) {
+		msr_err = -errno;
+		goto out;
+	}
+	for (size_t w = 0; w < sizeof(wanted_msrs) / sizeof(wanted_msrs[0]); w++)
+		for (uint32_t i = 0; i < l->nmsrs; i++)
+			if (l->indices[i] == wanted_msrs[w]) {
+				msr_list[msr_count++] = wanted_msrs[w];
+				break;
+			}
+out:
+	free(l);
+	close(kvm);
+}
+
+int vm_msr_list(const uint32_t **list, size_t *n, struct err *e)
+{
+	pthread_once(&msr_once, load_msr_list);
+	if (msr_err)
+		return err_set(e, msr_err, "KVM_GET_MSR_INDEX_LIST: %s", strerror(-msr_err));
+	*list = msr_list;
+	*n = msr_count;
+	return 0;
+}
+
+/* struct kvm_msrs with room for a cpu file's MSRs */
+struct msr_buf {
+	struct kvm_msrs hdr;
+	struct kvm_msr_entry entries[CPUSTATE_MSRS_MAX];
+};
+
+/* offsets in the legacy area of an XSAVE (FXSAVE) image */
+#define FX_FCW 0
+#define FX_FSW 2
+#define FX_FTW 4
+#define FX_FOP 6
+#define FX_FIP 8
+#define FX_FDP 16
+#define FX_MXCSR 24
+#define FX_ST 32
+#define FX_XMM 160
+#define FX_LEGACY 512
+#define XSAVE_HDR_BV 512	/* XSTATE_BV: which components the image holds */
+#define XSAVE_EXT 576		/* first byte after the XSAVE header */
+
+void vm_fpu_to_xsave(const struct kvm_fpu *fpu, struct kvm_xsave *x)
+{
+	uint8_t *b = (uint8_t *)x->region;
+	memset(x->region, 0, sizeof(x->region));
+	memcpy(b + FX_FCW, &fpu->fcw, 2);
+	memcpy(b + FX_FSW, &fpu->fsw, 2);
+	b[FX_FTW] = fpu->ftwx;
+	memcpy(b + FX_FOP, &fpu->last_opcode, 2);
+	memcpy(b + FX_FIP, &fpu->last_ip, 8);
+	memcpy(b + FX_FDP, &fpu->last_dp, 8);
+	memcpy(b + FX_MXCSR, &fpu->mxcsr, 4);
+	for (int i = 0; i < 8; i++)
+		memcpy(b + FX_ST + 16 * i, fpu->fpr[i], 16);
+	for (int i = 0; i < 16; i++)
+		memcpy(b + FX_XMM + 16 * i, fpu->xmm[i], 16);
+	uint64_t bv = 3;	/* x87 and SSE */
+	memcpy(b + XSAVE_HDR_BV, &bv, 8);
+}
+
+void vm_xsave_to_fpu(const struct kvm_xsave *x, struct kvm_fpu *fpu)
+{
+	const uint8_t *b = (const uint8_t *)x->region;
+	memset(fpu, 0, sizeof(*fpu));
+	memcpy(&fpu->fcw, b + FX_FCW, 2);
+	memcpy(&fpu->fsw, b + FX_FSW, 2);
+	fpu->ftwx = b[FX_FTW];
+	memcpy(&fpu->last_opcode, b + FX_FOP, 2);
+	memcpy(&fpu->last_ip, b + FX_FIP, 8);
+	memcpy(&fpu->last_dp, b + FX_FDP, 8);
+	memcpy(&fpu->mxcsr, b + FX_MXCSR, 4);
+	for (int i = 0; i < 8; i++)
+		memcpy(fpu->fpr[i], b + FX_ST + 16 * i, 16);
+	for (int i = 0; i < 16; i++)
+		memcpy(fpu->xmm[i], b + FX_XMM + 16 * i, 16);
+}
+
+int vm_get_cpu(struct vm *vm, struct cpustate *cs, struct err *e)
+{
+	const uint32_t *list;
+	size_t n;
+	memset(cs, 0, sizeof(*cs));
+	int r = vm_msr_list(&list, &n, e);
+	if (r == 0)
+		r = kvm_ioctl(e, vm->vcpu_fd, KVM_GET_REGS, &cs->regs);
+	if (r >= 0)
+		r = kvm_ioctl(e, vm->vcpu_fd, KVM_GET_SREGS, &cs->sregs);
+	if (r >= 0 && vm->has_xsave) {
+		r = kvm_ioctl(e, vm->vcpu_fd, KVM_GET_XSAVE, &cs->xsave);
+	} else if (r >= 0) {
+		struct kvm_fpu fpu;
+		r = kvm_ioctl(e, vm->vcpu_fd, KVM_GET_FPU, &fpu);
+		if (r >= 0)
+			vm_fpu_to_xsave(&fpu, &cs->xsave);
+	}
+	if (r >= 0 && vm->has_xcrs)
+		r = kvm_ioctl(e, vm->vcpu_fd, KVM_GET_XCRS, &cs->xcrs);
+	if (r < 0)
+		return r;
+	struct msr_buf buf = { .hdr.nmsrs = (uint32_t)n };
+	for (size_t i = 0; i < n; i++)
+		buf.entries[i].index = list[i];
+	r = kvm_ioctl(e, vm->vcpu_fd, KVM_GET_MSRS, &buf.hdr);
+	if (r < 0)
+		return r;
+	if ((size_t)r != n)
+		return err_set(e, -EIO, "KVM_GET_MSRS: MSR 0x%x could not be read", list[r]);
+	cs->nmsrs = (uint32_t)n;
+	memcpy(cs->msrs, buf.entries, n * sizeof(buf.entries[0]));
+	return 0;
+}
+
+static int all_zero(const uint8_t *p, size_t n)
+{
+	return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
+}
+
+int vm_set_cpu(struct vm *vm, const struct cpustate *cs, struct err *e)
+{
+	int r = cpustate_check(cs, e);
+	if (r < 0)
+		return r;
+	r = kvm_ioctl(e, vm->vcpu_fd, KVM_SET_REGS, &cs->regs);
+	if (r >= 0 && vm->has_xsave) {
+		r = kvm_ioctl(e, vm->vcpu_fd, KVM_SET_XSAVE, &cs->xsave);
+	} else if (r >= 0) {
+		const uint8_t *b = (const uint8_t *)cs->xsave.region;
+		if (!all_zero(b + XSAVE_EXT, sizeof(cs->xsave.region) - XSAVE_EXT))
+			return err_set(e, -ENOTSUP, "the state has AVX or other extended registers; "
+				       "this KVM has no XSAVE to set them");
+		struct kvm_fpu fpu;
+		vm_xsave_to_fpu(&cs->xsave, &fpu);
+		r = kvm_ioctl(e, vm->vcpu_fd, KVM_SET_FPU, &fpu);
+	}
+	if (r >= 0 && vm->has_xcrs) {
+		r = kvm_ioctl(e, vm->vcpu_fd, KVM_SET_XCRS, &cs->xcrs);
+	} else if (r >= 0) {
+		for (uint32_t i = 0; i < cs->xcrs.nr_xcrs; i++)
+			if (cs->xcrs.xcrs[i].xcr != 0 || cs->xcrs.xcrs[i].value != 1)
+				return err_set(e, -ENOTSUP, "the state sets XCR%u to 0x%llx; this KVM "
+					       "cannot set XCRs", cs->xcrs.xcrs[i].xcr,
+					       (unsigned long long)cs->xcrs.xcrs[i].value);
+	}
+	if (r >= 0)
+		r = kvm_ioctl(e, vm->vcpu_fd, KVM_SET_SREGS, &cs->sregs);
+	if (r < 0)
+		return r;
+	struct msr_buf buf = { .hdr.nmsrs = cs->nmsrs };
+	memcpy(buf.entries, cs->msrs, cs->nmsrs * sizeof(buf.entries[0]));
+	r = kvm_ioctl(e, vm->vcpu_fd, KVM_SET_MSRS, &buf.hdr);
+	if (r < 0)
+		return r;
+	if ((uint32_t)r != cs->nmsrs)
+		return err_set(e, -EINVAL, "KVM_SET_MSRS: MSR 0x%x = 0x%llx refused", cs->msrs[r].index,
+			       (unsigned long long)cs->msrs[r].data);
+	return 0;
 }
 
 int vm_clear_events(struct vm *vm, struct err *e)

@@ -18,8 +18,10 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <signal.h>
+#include <time.h>
 #include <linux/kvm.h>
 
+#include "cpustate.h"
 #include "err.h"
 
 #define VM_TIMER_SIGNAL (SIGRTMIN + 2)
@@ -35,6 +37,7 @@ struct vm {
 		void *host;
 		int readonly;
 	} slots[VM_SLOTS_MAX];
+	int has_xsave, has_xcrs;	/* KVM_CAP_XSAVE, KVM_CAP_XCRS */
 	int timer_ok;		/* timer created for timer_tid */
 	pid_t timer_tid;
 	timer_t timer;
@@ -68,6 +71,39 @@ const struct vm_slot *vm_slot_at(const struct vm *vm, uint64_t gpa);
  */
 int vm_set_long_mode(struct vm *vm, uint64_t cr3, uint64_t gdt, uint16_t gdt_limit,
 		     uint64_t tss, uint64_t idt, uint16_t idt_limit, struct err *e);
+
+/*
+ * The vCPU's whole state, as a snapshot's cpu file holds it: general and
+ * special registers, the extended control registers, the FPU/SSE/AVX
+ * state (KVM_GET_XSAVE; where KVM has no XSAVE, KVM_GET_FPU stored in the
+ * legacy area of the XSAVE layout) and the MSRs of vm_msr_list() that a
+ * resumed guest needs.  Returns 0 or -errno.
+ */
+int vm_get_cpu(struct vm *vm, struct cpustate *cs, struct err *e);
+
+/*
+ * Set the vCPU's whole state from cs (what vm_get_cpu() returns, possibly
+ * from another process or host).  Returns 0 or -errno: -ENOTSUP when cs
+ * holds state this KVM cannot take (XCRs or extended XSAVE state without
+ * the capability), -EINVAL naming the first MSR KVM refuses.
+ */
+int vm_set_cpu(struct vm *vm, const struct cpustate *cs, struct err *e);
+
+/*
+ * The MSRs vm_get_cpu() saves: those of the SYSCALL/SYSENTER machinery,
+ * KERNEL_GS_BASE, TSC_AUX, PAT, MISC_ENABLE and the TSC, as far as KVM
+ * lists them (KVM_GET_MSR_INDEX_LIST).  EFER, FS and GS bases and the APIC
+ * base are in the special registers.  *n gets the count; 0 or -errno.
+ */
+int vm_msr_list(const uint32_t **list, size_t *n, struct err *e);
+
+/*
+ * Convert between KVM's FPU view and the legacy (FXSAVE) part of an XSAVE
+ * area, for hosts without XSAVE.  vm_fpu_to_xsave() clears the rest of the
+ * area and marks x87 and SSE state present in its header.
+ */
+void vm_fpu_to_xsave(const struct kvm_fpu *fpu, struct kvm_xsave *x);
+void vm_xsave_to_fpu(const struct kvm_xsave *x, struct kvm_fpu *fpu);
 
 /* Set rip, rsp, rdi, clear the other general registers, rflags = 0x2. */
 int vm_set_entry(struct vm *vm, uint64_t rip, uint64_t rsp, uint64_t rdi, struct err *e);

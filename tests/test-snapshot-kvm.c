@@ -449,6 +449,73 @@ static void test_snapshot_scratch_resident(void **state)
 	snapshot_close(s);
 }
 
+/*
+ * State the guest keeps in the vCPU — MSRs written with wrmsr, an SSE
+ * register — is in the cpu file, comes back in sandboxes started from
+ * the snapshot and after a reset, and is taken from the file: an edited
+ * cpu file gives the guest the edited value.
+ */
+static void test_snapshot_cpu_state(void **state)
+{
+	(void)state;
+	const char *kgs = "0xffff888012345678", *lstar = "0xffffffff81000000";
+	const char *pattern = "00112233445566778899aabbccddeeff";
+	struct guest *g;
+	struct sandbox *live = boot_elf("regs", &g, 1u << 20);
+	char got[256];
+	call(live, "msr", "c0000102 0xffff888012345678", got, sizeof(got));
+	assert_string_equal(got, kgs);
+	call(live, "msr", "c0000082 0xffffffff81000000", got, sizeof(got));
+	assert_string_equal(got, lstar);
+	call(live, "xmm", pattern, got, sizeof(got));
+	assert_string_equal(got, pattern);
+	take(live, "regs", NULL, "r", NULL);
+
+	/* a cold-booted sandbox reset: the vCPU as it was made */
+	struct err e = { 0 };
+	assert_int_equal(sandbox_reset(live, &e), 0);
+	expect(live, "msr", "c0000102", "0x0");
+	expect(live, "xmm", NULL, "00000000000000000000000000000000");
+	sandbox_free(live);
+	guest_close(g);
+
+	char cpu[512];
+	dir_path(cpu, sizeof(cpu), "r/cpu");
+	FILE *f = fopen(cpu, "r");
+	assert_non_null(f);
+	char line[256];
+	int found = 0;
+	while (fgets(line, sizeof(line), f))
+		found += strcmp(line, "msr 0xc0000102 0xffff888012345678\n") == 0;
+	fclose(f);
+	assert_int_equal(found, 1);
+
+	struct snapshot *s = open_snap("r");
+	struct sandbox *sb = start(s);
+	expect(sb, "msr", "c0000102", kgs);
+	expect(sb, "msr", "c0000082", lstar);
+	expect(sb, "xmm", NULL, pattern);
+	call(sb, "msr", "c0000102 0x1000", got, sizeof(got));
+	call(sb, "xmm", "ffffffffffffffffffffffffffffffff", got, sizeof(got));
+	assert_int_equal(snapshot_reset(s, NULL, &sb, &e), 0);
+	expect(sb, "msr", "c0000102", kgs);
+	expect(sb, "xmm", NULL, pattern);
+	sandbox_free(sb);
+	snapshot_close(s);
+
+	/* the value comes from the file */
+	char cmd[1200];
+	snprintf(cmd, sizeof(cmd), "chmod u+w '%s' && sed -i 's/^msr 0xc0000102 .*/msr 0xc0000102 "
+		 "0xffff8880abcdef00/' '%s'", cpu, cpu);
+	assert_int_equal(system(cmd), 0);
+	s = open_snap("r");
+	sb = start(s);
+	expect(sb, "msr", "c0000102", "0xffff8880abcdef00");
+	expect(sb, "xmm", NULL, pattern);
+	sandbox_free(sb);
+	snapshot_close(s);
+}
+
 /* A derived snapshot of a sandbox that was not made from that parent is refused. */
 static void test_snapshot_derived_wrong_parent(void **state)
 {
@@ -519,6 +586,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_snapshot_derived_generations, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_reset_in_place, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_scratch_resident, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_snapshot_cpu_state, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_derived_wrong_parent, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_file_truncated_under_sandbox, setup,
 						teardown),
