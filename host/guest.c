@@ -106,8 +106,10 @@ int guest_new(const struct guest_spec *spec, struct guest **out, struct err *e)
 			return err_set(e, -EINVAL, "%s: scratch image of %zu bytes does not fit a scratch "
 				       "of %llu bytes (or no cpu state)", name, spec->scratch_image_len,
 				       (unsigned long long)spec->scratch_size);
-		if ((r = cpustate_check(spec->cpu, e)) < 0)
-			return err_prefix(e, "%s", name);
+		if ((r = cpustate_check(spec->cpu, e)) < 0) {
+			err_prefix(e, "%s", name);
+			return r;
+		}
 	}
 	for (size_t i = 0; i < spec->nexports; i++)
 		if (strnlen(spec->exports[i], SNAPVM_NAME_MAX) == SNAPVM_NAME_MAX)

@@ -138,9 +138,11 @@ static int build_scratch(struct sandbox *sb, struct err *e)
 	if (r == 0)
 		r = pt_map(&pt, base + OFF_STACK, base + OFF_STACK,
 			   sb->scratch_size - OFF_STACK, rw, e);
-	if (r < 0)
-		return err_prefix(e, "page tables in %llu bytes of scratch",
-				  (unsigned long long)sb->scratch_size);
+	if (r < 0) {
+		err_prefix(e, "page tables in %llu bytes of scratch",
+			   (unsigned long long)sb->scratch_size);
+		return r;
+	}
 
 	struct snapvm_boot *b = boot_of(sb);
 	*b = (struct snapvm_boot){
@@ -221,8 +223,10 @@ static int setup_memory(struct sandbox *sb, struct err *e)
 		}
 		sb->slot_name[sb->vm->nslots] = reg->name;
 		r = vm_add_slot(sb->vm, reg->gpa, reg->size, host, reg->shared, e);
-		if (r < 0)
-			return err_prefix(e, "region \"%s\"", reg->name);
+		if (r < 0) {
+			err_prefix(e, "region \"%s\"", reg->name);
+			return r;
+		}
 	}
 	sb->slot_name[sb->vm->nslots] = "scratch";
 	return vm_add_slot(sb->vm, SNAPVM_SCRATCH_GPA, sb->scratch_size, sb->scratch, 0, e);
@@ -241,7 +245,9 @@ static int start_vcpu(struct sandbox *sb, struct err *e)
 	int r;
 	if (g->scratch_image) {
 		r = vm_set_cpu(sb->vm, &g->cpu, e);
-		return r < 0 ? err_prefix(e, "setting the saved vCPU state") : 0;
+		if (r < 0)
+			err_prefix(e, "setting the saved vCPU state");
+		return r < 0 ? r : 0;
 	}
 	r = vm_set_cpu(sb->vm, &sb->power_on, e);
 	if (r < 0)
@@ -330,7 +336,8 @@ int sandbox_reset(struct sandbox *sb, struct err *e)
 	if (r < 0) {
 		if (!sb->ended)
 			sandbox_end(sb, NULL, r, "%s", e ? e->msg : "reset failed");
-		return err_prefix(e, "%s: resetting a sandbox", g->name);
+		err_prefix(e, "%s: resetting a sandbox", g->name);
+		return r;
 	}
 	return 0;
 }
@@ -476,15 +483,18 @@ int sandbox_call(struct sandbox *sb, const char *fn, const void *in, size_t in_l
 	if (r < 0)
 		return r;
 	r = run_guest(sb, e);
-	if (r < 0)
-		return err_prefix(e, "calling %s", fn);
+	if (r < 0) {
+		err_prefix(e, "calling %s", fn);
+		return r;
+	}
 	int64_t status;
 	const void *res;
 	size_t len;
 	r = callbuf_get_result(&sb->cb, &status, &res, &len, e);
 	if (r < 0) {
 		sandbox_end(sb, NULL, r, "%s", e ? e->msg : "bad result");
-		return err_prefix(e, "calling %s", fn);
+		err_prefix(e, "calling %s", fn);
+		return r;
 	}
 	sb->calls++;
 	if (status == SNAPVM_STATUS_NOFUNC)
@@ -588,7 +598,8 @@ int sandbox_save(struct sandbox *sb, struct sandbox_state *st, struct err *e)
 		r = vm_get_cpu(sb->vm, &st->cpu, e);
 	if (r < 0) {
 		sandbox_state_release(st);
-		return err_prefix(e, "%s: saving state", sb->g->name);
+		err_prefix(e, "%s: saving state", sb->g->name);
+		return r;
 	}
 	st->entry = sb->g->entry;
 	return 0;

@@ -193,9 +193,11 @@ int vm_add_slot(struct vm *vm, uint64_t gpa, uint64_t size, void *host, int read
 		.userspace_addr = (uintptr_t)host,
 	};
 	int r = kvm_ioctl(e, vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &region);
-	if (r < 0)
-		return err_prefix(e, "slot at 0x%llx, 0x%llx bytes", (unsigned long long)gpa,
-				  (unsigned long long)size);
+	if (r < 0) {
+		err_prefix(e, "slot at 0x%llx, 0x%llx bytes", (unsigned long long)gpa,
+			   (unsigned long long)size);
+		return r;
+	}
 	vm->slots[vm->nslots++] = (struct vm_slot){ gpa, size, host, readonly };
 	return 0;
 }
