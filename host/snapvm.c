@@ -1,89 +1,97 @@
 /*
  * host/snapvm.c: the snapvm command — list and call the functions of a
- * guest ELF, each call in a fresh KVM sandbox.
+ * guest ELF, each call in a fresh KVM sandbox; the snapshot subcommands
+ * (snapshot, verify, and call of a snapshot directory) are in
+ * snapvm_snap.c, the option parser in snapvm_opts.c.
  *
  * Exit status: 0 success; 1 the call failed (the function returned an
- * error, or the guest misbehaved and its sandbox was ended); 2 usage error;
- * 3 the guest could not be loaded or started (bad file, no usable KVM).
+ * error, or the guest misbehaved and its sandbox was ended), or a snapshot
+ * could not be written or verified; 2 usage error; 3 the guest or snapshot
+ * could not be loaded or started (bad file, no usable KVM).
  */
 #include <errno.h>
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
+#include <sys/stat.h>
 
 #include "sandbox.h"
+#include "snapvm_opts.h"
 #include "snapvm_snap.h"
-
-#define EXIT_CALL 1
-#define EXIT_USAGE 2
-#define EXIT_LOAD 3
 
 static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: snapvm list GUEST.elf\n"
-		"       snapvm call [OPTIONS] GUEST.elf FUNC [ARG]\n"
+		"       snapvm call [OPTIONS] GUEST.elf | SNAPSHOT FUNC [ARG]\n"
+		"       snapvm snapshot [OPTIONS] GUEST.elf | SNAPSHOT DIR [--init FUNC [ARG]]\n"
+		"                       [--call FUNC [ARG]]...\n"
+		"       snapvm verify SNAPSHOT\n"
 		"       snapvm --help | --version\n"
 		"\n"
-		"Run a freestanding guest in a KVM sandbox and call its exported functions.\n"
+		"Run a freestanding guest in a KVM sandbox and call its exported functions;\n"
+		"save a sandbox as a snapshot directory and start sandboxes from it.\n"
+		"SNAPSHOT is a snapshot directory (written by snapvm snapshot).\n"
 		"\n"
-		"  list   print the functions GUEST.elf exports, one per line\n"
-		"  call   start a sandbox, call FUNC with ARG (or stdin with --stdin) as its\n"
-		"         argument bytes, print the result on stdout\n"
+		"commands:\n"
+		"  list      print the functions GUEST.elf exports, one per line\n"
+		"  call      start a sandbox (a cold boot of GUEST.elf, or resumed from\n"
+		"            SNAPSHOT), call FUNC with ARG (or stdin with --stdin) as its\n"
+		"            argument bytes, print the result on stdout\n"
+		"  snapshot  start a sandbox from GUEST.elf or SNAPSHOT, run the --init and\n"
+		"            --call functions in order (their results on stdout as\n"
+		"            \"FUNC: RESULT\"), write the sandbox as the new snapshot\n"
+		"            directory DIR and seal it in a snapfs mount; from SNAPSHOT the\n"
+		"            region files are clones of its own and its name is the parent\n"
+		"  verify    check SNAPSHOT's manifest, cpu file and every region file's size\n"
+		"            and digest, one line per file\n"
 		"\n"
-		"options for call:\n"
-		"  -t, --timeout MS   stop the guest after MS milliseconds (default 10000, 0 = none)\n"
-		"      --heap MIB     guest heap size (default %llu)\n"
-		"      --scratch MIB  scratch size for stack, page tables and copies (default %llu)\n"
-		"      --shared       map the guest image and heap read-only, copy on write\n"
-		"      --stdin        read the argument from standard input\n"
-		"  -n, --raw          print the result without a trailing newline\n"
-		"  -q, --quiet        do not show the guest's log output (stderr)\n"
+		"options (before the operands):\n"
+		"  -t, --timeout MS     stop the guest after MS milliseconds, for boot and for\n"
+		"                       each call (default %d, 0 = none)      call, snapshot\n"
+		"      --heap MIB       heap of GUEST.elf (default %llu)       call, snapshot\n"
+		"      --scratch MIB    scratch of a GUEST.elf sandbox: stack, page tables,\n"
+		"                       copies on write (default %llu)          call, snapshot\n"
+		"      --shared         map GUEST.elf's image and heap read-only, copy on\n"
+		"                       write, as a snapshot does              call\n"
+		"  -N, --sandboxes N    start N sandboxes from SNAPSHOT at once, call FUNC in\n"
+		"                       each, results as \"sandbox K: RESULT\"  call\n"
+		"      --stdin          read ARG from standard input          call\n"
+		"  -n, --raw            print the result without a newline    call\n"
+		"  -q, --quiet          do not show the guest's log output    call, snapshot\n"
+		"                       (else on stderr as \"guest: ...\")\n"
+		"--heap, --scratch and --shared apply to GUEST.elf only: a snapshot keeps\n"
+		"the sizes it was taken with.\n"
 		"\n"
-		"See snapvm(1).\n",
-		GUEST_HEAP_DEFAULT >> 20, SANDBOX_SCRATCH_DEFAULT >> 20);
+		"exit status: 0 ok; 1 the call failed, or a snapshot could not be written or\n"
+		"did not verify; 2 usage error; 3 the guest or snapshot could not be loaded\n"
+		"or started.  See snapvm(1).\n",
+		SNAPVM_TIMEOUT_DEFAULT_MS, GUEST_HEAP_DEFAULT >> 20, SANDBOX_SCRATCH_DEFAULT >> 20);
 }
 
-static void log_stderr(void *ctx, const char *msg, size_t len)
+static int is_dir(const char *path)
 {
-	(void)ctx;
-	fprintf(stderr, "guest: %.*s", (int)len, msg);
-	if (len == 0 || msg[len - 1] != '\n')
-		fputc('\n', stderr);
-}
-
-static int parse_mib(const char *s, const char *opt, uint64_t *out)
-{
-	char *end;
-	errno = 0;
-	unsigned long long v = strtoull(s, &end, 10);
-	if (errno || end == s || *end || v > (1ull << 20)) {
-		fprintf(stderr, "snapvm: %s: \"%s\" is not a size in MiB\n", opt, s);
-		return -1;
-	}
-	*out = v << 20;
-	return 0;
+	struct stat st;
+	return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
 static int cmd_list(int argc, char **argv)
 {
-	if (argc != 1) {
+	if (argc != 2) {
 		fprintf(stderr, "snapvm: list takes one guest file (try --help)\n");
-		return EXIT_USAGE;
+		return SNAPVM_EXIT_USAGE;
 	}
 	struct err e = { 0 };
 	struct guest *g;
-	int r = guest_open_elf(argv[0], NULL, &g, &e);
+	int r = guest_open_elf(argv[1], NULL, &g, &e);
 	if (r < 0) {
 		fprintf(stderr, "snapvm: %s\n", err_str(&e, r));
-		return EXIT_LOAD;
+		return SNAPVM_EXIT_LOAD;
 	}
 	for (size_t i = 0; i < g->nexports; i++)
 		printf("%s\n", g->exports[i]);
 	guest_close(g);
-	return 0;
+	return fflush(stdout) == 0 ? 0 : SNAPVM_EXIT_CALL;
 }
 
 static int read_stdin(char **buf, size_t *len)
@@ -115,108 +123,85 @@ static int read_stdin(char **buf, size_t *len)
 	return 0;
 }
 
-static int cmd_call(int argc, char **argv)
+/* call GUEST.elf FUNC: one cold-booted sandbox. */
+static int call_elf(const struct snapvm_opts *o, const char *path, const char *fn,
+		    const char *arg, size_t arg_len)
 {
-	static const struct option opts[] = {
-		{ "timeout", required_argument, NULL, 't' },
-		{ "heap", required_argument, NULL, 'H' },
-		{ "scratch", required_argument, NULL, 'S' },
-		{ "shared", no_argument, NULL, 's' },
-		{ "stdin", no_argument, NULL, 'i' },
-		{ "raw", no_argument, NULL, 'n' },
-		{ "quiet", no_argument, NULL, 'q' },
-		{ 0 },
-	};
-	struct guest_options gopt = { 0 };
-	struct sandbox_options sopt = { .timeout_ms = 10000, .log = log_stderr };
-	int from_stdin = 0, raw = 0, c;
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "+t:nq", opts, NULL)) != -1) {
-		switch (c) {
-		case 't': {
-			char *end;
-			errno = 0;
-			sopt.timeout_ms = strtoull(optarg, &end, 10);
-			if (errno || end == optarg || *end) {
-				fprintf(stderr, "snapvm: --timeout: \"%s\" is not milliseconds\n", optarg);
-				return EXIT_USAGE;
-			}
-			break;
-		}
-		case 'H':
-			if (parse_mib(optarg, "--heap", &gopt.heap_size) < 0)
-				return EXIT_USAGE;
-			break;
-		case 'S':
-			if (parse_mib(optarg, "--scratch", &sopt.scratch_size) < 0)
-				return EXIT_USAGE;
-			break;
-		case 's': gopt.flags |= GUEST_SHARED; break;
-		case 'i': from_stdin = 1; break;
-		case 'n': raw = 1; break;
-		case 'q': sopt.log = NULL; break;
-		default:
-			fprintf(stderr, "snapvm: try --help\n");
-			return EXIT_USAGE;
-		}
-	}
-	argc -= optind;
-	argv += optind;
-	if (argc < 2 || argc > 3 || (from_stdin && argc == 3)) {
-		fprintf(stderr, "snapvm: call takes GUEST.elf FUNC [ARG] (try --help)\n");
-		return EXIT_USAGE;
-	}
-
-	char *arg = argc == 3 ? argv[2] : NULL, *in = NULL;
-	size_t in_len = arg ? strlen(arg) : 0;
-	if (from_stdin) {
-		int r = read_stdin(&in, &in_len);
-		if (r < 0) {
-			fprintf(stderr, "snapvm: reading standard input: %s\n", strerror(-r));
-			return EXIT_CALL;
-		}
-		arg = in;
-	}
-
 	struct err e = { 0 };
 	struct guest *g = NULL;
 	struct sandbox *sb = NULL;
 	char *out = NULL;
-	int status = EXIT_LOAD;
-	int r = guest_open_elf(argv[0], &gopt, &g, &e);
+	int status = SNAPVM_EXIT_LOAD;
+	int r = guest_open_elf(path, &o->gopt, &g, &e);
 	if (r < 0)
 		goto fail;
-	if (guest_find_export(g, argv[1]) < 0) {
-		fprintf(stderr, "snapvm: %s has no function \"%s\" (see: snapvm list %s)\n",
-			argv[0], argv[1], argv[0]);
-		status = EXIT_CALL;
+	if (guest_find_export(g, fn) < 0) {
+		fprintf(stderr, "snapvm: %s has no function \"%s\" (see: snapvm list %s)\n", path, fn,
+			path);
+		status = SNAPVM_EXIT_CALL;
 		goto out;
 	}
-	r = sandbox_new(g, &sopt, &sb, &e);
+	r = sandbox_new(g, &o->sopt, &sb, &e);
 	if (r < 0)
 		goto fail;
-	status = EXIT_CALL;
+	status = SNAPVM_EXIT_CALL;
 	size_t cap = SANDBOX_CALLBUF_DEFAULT, len;
 	out = malloc(cap);
 	if (!out) {
 		r = err_set(&e, -ENOMEM, "out of memory");
 		goto fail;
 	}
-	r = sandbox_call(sb, argv[1], arg, in_len, out, cap, &len, &e);
+	r = sandbox_call(sb, fn, arg, arg_len, out, cap, &len, &e);
 	if (r < 0)
 		goto fail;
 	fwrite(out, 1, len, stdout);
-	if (!raw)
+	if (!o->raw)
 		fputc('\n', stdout);
-	status = fflush(stdout) == 0 ? 0 : EXIT_CALL;
+	status = fflush(stdout) == 0 ? 0 : SNAPVM_EXIT_CALL;
 	goto out;
 fail:
 	fprintf(stderr, "snapvm: %s\n", err_str(&e, r));
 out:
 	free(out);
-	free(in);
 	sandbox_free(sb);
 	guest_close(g);
+	return status;
+}
+
+static int cmd_call(int argc, char **argv)
+{
+	struct snapvm_opts o;
+	int i = snapvm_opts_parse(argc, argv, "call", OPT_TIMEOUT | OPT_HEAP | OPT_SCRATCH |
+				  OPT_SHARED | OPT_SANDBOXES | OPT_STDIN | OPT_RAW | OPT_QUIET, &o);
+	if (i < 0)
+		return SNAPVM_EXIT_USAGE;
+	int n = argc - i;
+	if (n < 2 || n > 3 || (o.from_stdin && n == 3)) {
+		fprintf(stderr, "snapvm: call takes GUEST.elf or SNAPSHOT, FUNC and an ARG (or "
+			"--stdin) (try --help)\n");
+		return SNAPVM_EXIT_USAGE;
+	}
+	const char *src = argv[i], *fn = argv[i + 1];
+	int snapshot = is_dir(src);
+	if (snapshot ? snapvm_opts_only(&o, OPT_TIMEOUT | OPT_SANDBOXES | OPT_STDIN | OPT_RAW |
+					OPT_QUIET, "a snapshot (its sizes are fixed)")
+		     : snapvm_opts_only(&o, ~(unsigned)OPT_SANDBOXES, "a guest ELF"))
+		return SNAPVM_EXIT_USAGE;
+
+	char *in = NULL;
+	const char *arg = n == 3 ? argv[i + 2] : NULL;
+	size_t arg_len = arg ? strlen(arg) : 0;
+	if (o.from_stdin) {
+		int r = read_stdin(&in, &arg_len);
+		if (r < 0) {
+			fprintf(stderr, "snapvm: reading standard input: %s\n", strerror(-r));
+			return SNAPVM_EXIT_CALL;
+		}
+		arg = in;
+	}
+	int status = snapshot ? snap_cmd_call(&o, src, fn, arg, arg_len)
+			      : call_elf(&o, src, fn, arg, arg_len);
+	free(in);
 	return status;
 }
 
@@ -224,26 +209,25 @@ int main(int argc, char **argv)
 {
 	if (argc < 2) {
 		usage(stderr);
-		return EXIT_USAGE;
+		return SNAPVM_EXIT_USAGE;
 	}
-	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+	const char *cmd = argv[1];
+	if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
 		usage(stdout);
 		return 0;
 	}
-	if (strcmp(argv[1], "--version") == 0) {
+	if (strcmp(cmd, "--version") == 0) {
 		printf("snapvm %s\n", SNAPFS_VERSION);
 		return 0;
 	}
-	if (strcmp(argv[1], "list") == 0)
-		return cmd_list(argc - 2, argv + 2);
-	if (strcmp(argv[1], "call") == 0 && snap_cmd_is_snapshot_call(argc - 1, argv + 1))
-		return snap_cmd_call(argc - 1, argv + 1);
-	if (strcmp(argv[1], "snapshot") == 0)
-		return snap_cmd_snapshot(argc - 1, argv + 1);
-	if (strcmp(argv[1], "verify") == 0)
-		return snap_cmd_verify(argc - 1, argv + 1);
-	if (strcmp(argv[1], "call") == 0)
+	if (strcmp(cmd, "list") == 0)
+		return cmd_list(argc - 1, argv + 1);
+	if (strcmp(cmd, "call") == 0)
 		return cmd_call(argc - 1, argv + 1);
-	fprintf(stderr, "snapvm: unknown command \"%s\" (try --help)\n", argv[1]);
-	return EXIT_USAGE;
+	if (strcmp(cmd, "snapshot") == 0)
+		return snap_cmd_snapshot(argc - 1, argv + 1);
+	if (strcmp(cmd, "verify") == 0)
+		return snap_cmd_verify(argc - 1, argv + 1);
+	fprintf(stderr, "snapvm: unknown command \"%s\" (try --help)\n", cmd);
+	return SNAPVM_EXIT_USAGE;
 }
