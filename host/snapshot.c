@@ -23,6 +23,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "callbuf.h"
+#include "pagetable.h"
 #include "snapmap.h"
 #include "snapshot.h"
 
@@ -216,6 +218,105 @@ fail:
 		close(dirfd);
 	snapshot_close(s);
 	return r;
+}
+
+/*
+ * Read len bytes at guest-physical gpa, inside one page, as the snapshot
+ * holds them: scratch from the image (zero past its end), region pages by
+ * pread from their files (not through the mappings, which would fault if a
+ * file shrank since it was opened).
+ */
+static int read_phys(const struct snapshot *s, uint64_t gpa, void *buf, size_t len,
+		     struct err *e)
+{
+	const struct guest *g = s->g;
+	if (gpa >= SNAPVM_SCRATCH_GPA && gpa - SNAPVM_SCRATCH_GPA < g->scratch_size) {
+		uint64_t off = gpa - SNAPVM_SCRATCH_GPA;
+		if (off + len <= g->scratch_image_len)
+			memcpy(buf, (const uint8_t *)g->scratch_image + off, len);
+		else
+			memset(buf, 0, len);	/* the image is whole pages: all or nothing */
+		return 0;
+	}
+	for (size_t i = 0; i < s->m.nregions; i++) {
+		const struct manifest_region *r = &s->m.regions[i];
+		if (r->kind == MANIFEST_KIND_SCRATCH || gpa < r->gpa || gpa - r->gpa >= r->size)
+			continue;
+		char path[PATH_MAX];
+		snprintf(path, sizeof(path), "%s/%s", s->dir, r->file);
+		int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+		if (fd < 0)
+			return err_set(e, -errno, "%s: open: %s", path, strerror(errno));
+		ssize_t k = pread(fd, buf, len, (off_t)(gpa - r->gpa));
+		int err = errno;
+		close(fd);
+		if (k < 0)
+			return err_set(e, -err, "%s: read: %s", path, strerror(err));
+		if ((size_t)k != len)
+			return err_set(e, -EIO, "%s: shorter than the manifest says", path);
+		return 0;
+	}
+	return err_set(e, -EINVAL, "guest-physical 0x%llx is in no region", (unsigned long long)gpa);
+}
+
+int snapshot_exports(const struct snapshot *s, char (**names)[SNAPVM_NAME_MAX], size_t *n,
+		     struct err *e)
+{
+	const struct guest *g = s->g;
+	const struct snapvm_boot *b = g->scratch_image;
+	*names = NULL;
+	*n = 0;
+	uint64_t va = b->exports_gva, count = b->exports_count;
+	if (va == 0 && count == 0)
+		return err_set(e, -ENOENT, "%s: the snapshot does not record its guest's export table "
+			       "(its guest runtime predates that)", s->dir);
+	if (count > SNAPSHOT_EXPORTS_MAX || va % 8)
+		return err_set(e, -EINVAL, "%s: scratch image: export table at 0x%llx with %llu "
+			       "entries is not valid", s->dir, (unsigned long long)va,
+			       (unsigned long long)count);
+	struct pt pt;
+	int r = pt_attach(&pt, g->scratch_image, SNAPVM_SCRATCH_GPA, g->scratch_image_len,
+			  b->pt_root, e);
+	if (r < 0) {
+		err_prefix(e, "%s: scratch image", s->dir);
+		return r;
+	}
+	char (*out)[SNAPVM_NAME_MAX] = calloc(count ? count : 1, SNAPVM_NAME_MAX);
+	if (!out)
+		return err_set(e, -ENOMEM, "out of memory");
+	for (uint64_t i = 0; i < count; i++) {
+		struct snapvm_export x;
+		uint8_t *p = (uint8_t *)&x;
+		uint64_t at = va + i * sizeof(x);
+		for (size_t done = 0; done < sizeof(x);) {
+			uint64_t a = at + done, gpa, flags;
+			size_t k = sizeof(x) - done;
+			if (k > SNAPVM_PAGE_SIZE - a % SNAPVM_PAGE_SIZE)
+				k = SNAPVM_PAGE_SIZE - a % SNAPVM_PAGE_SIZE;
+			if ((r = pt_translate(&pt, a, &gpa, &flags, e)) < 0 ||
+			    (r = read_phys(s, gpa, p + done, k, e)) < 0) {
+				free(out);
+				if (r == -ENOENT) {	/* not mapped: the record is wrong */
+					r = -EINVAL;
+					if (e)
+						e->code = r;
+				}
+				err_prefix(e, "%s: export table entry %llu at 0x%llx", s->dir,
+					   (unsigned long long)i, (unsigned long long)a);
+				return r;
+			}
+			done += k;
+		}
+		if (!callbuf_name_ok(x.name)) {
+			free(out);
+			return err_set(e, -EINVAL, "%s: export table entry %llu has no valid name",
+				       s->dir, (unsigned long long)i);
+		}
+		memcpy(out[i], x.name, SNAPVM_NAME_MAX);
+	}
+	*names = out;
+	*n = count;
+	return 0;
 }
 
 int snapshot_reset(const struct snapshot *s, const struct sandbox_options *opt,

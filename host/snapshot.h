@@ -80,6 +80,23 @@ const struct cpustate *snapshot_cpu(const struct snapshot *s);
 /* The directory as given to snapshot_open(). */
 const char *snapshot_dir(const struct snapshot *s);
 
+#define SNAPSHOT_EXPORTS_MAX 4096
+
+/*
+ * The names of the functions the snapshot's guest exports, read from its
+ * files alone (no KVM): the guest runtime records at boot where its export
+ * table is (struct snapvm_boot, in the scratch image), and the table is
+ * read through the saved page tables — from the region file, or from the
+ * scratch image where the guest had written to that page.  Everything is
+ * checked as untrusted.  *names is malloc'd, *n entries of NUL-terminated
+ * names in table order; the caller frees it.  Returns 0; -ENOENT if the
+ * snapshot does not record the table (its guest never booted with a
+ * runtime that records it); -EINVAL if the record, the table or a name is
+ * not valid; or the -errno of reading a region file.
+ */
+int snapshot_exports(const struct snapshot *s, char (**names)[SNAPVM_NAME_MAX], size_t *n,
+		     struct err *e);
+
 /*
  * Bring *sb back to the state of snapshot s for reuse.  A sandbox made
  * from s (ended or not) is reset in place with sandbox_reset(): same VM,

@@ -1,7 +1,7 @@
 /*
  * host/snapvm.c: the snapvm command — list and call the functions of a
  * guest ELF, each call in a fresh KVM sandbox; the snapshot subcommands
- * (snapshot, verify, and call of a snapshot directory) are in
+ * (snapshot, verify, call and list of a snapshot directory) are in
  * snapvm_snap.c, the option parser in snapvm_opts.c.
  *
  * Exit status: 0 success; 1 the call failed (the function returned an
@@ -22,7 +22,7 @@
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: snapvm list GUEST.elf\n"
+		"usage: snapvm list GUEST.elf | SNAPSHOT\n"
 		"       snapvm call [OPTIONS] GUEST.elf | SNAPSHOT FUNC [ARG]\n"
 		"       snapvm snapshot [OPTIONS] GUEST.elf | SNAPSHOT DIR [--init FUNC [ARG]]\n"
 		"                       [--call FUNC [ARG]]...\n"
@@ -34,7 +34,7 @@ static void usage(FILE *f)
 		"SNAPSHOT is a snapshot directory (written by snapvm snapshot).\n"
 		"\n"
 		"commands:\n"
-		"  list      print the functions GUEST.elf exports, one per line\n"
+		"  list      print the functions the guest or snapshot exports, one per line\n"
 		"  call      start a sandbox (a cold boot of GUEST.elf, or resumed from\n"
 		"            SNAPSHOT), call FUNC with ARG (or stdin with --stdin) as its\n"
 		"            argument bytes, print the result on stdout\n"
@@ -78,9 +78,11 @@ static int is_dir(const char *path)
 static int cmd_list(int argc, char **argv)
 {
 	if (argc != 2) {
-		fprintf(stderr, "snapvm: list takes one guest file (try --help)\n");
+		fprintf(stderr, "snapvm: list takes one guest file or snapshot (try --help)\n");
 		return SNAPVM_EXIT_USAGE;
 	}
+	if (is_dir(argv[1]))
+		return snap_cmd_list(argv[1]);
 	struct err e = { 0 };
 	struct guest *g;
 	int r = guest_open_elf(argv[1], NULL, &g, &e);

@@ -10,6 +10,8 @@
  *       mappings) and call FUNC in each.
  *   snapvm verify DIR
  *       check manifest, cpu and every region file's size and digest.
+ *   snapvm list DIR
+ *       the functions the snapshot's guest exports, read from its files.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -82,6 +84,26 @@ int snap_cmd_call(const struct snapvm_opts *o, const char *dir, const char *fn, 
 	free(sb);
 	snapshot_close(s);
 	return status;
+}
+
+int snap_cmd_list(const char *dir)
+{
+	struct err e = { 0 };
+	struct snapshot *s = NULL;
+	char (*names)[SNAPVM_NAME_MAX] = NULL;
+	size_t n = 0;
+	int r = snapshot_open(dir, &s, &e);
+	if (r == 0)
+		r = snapshot_exports(s, &names, &n, &e);
+	snapshot_close(s);
+	if (r < 0) {
+		fprintf(stderr, "snapvm: %s\n", err_str(&e, r));
+		return SNAPVM_EXIT_LOAD;
+	}
+	for (size_t i = 0; i < n; i++)
+		printf("%s\n", names[i]);
+	free(names);
+	return fflush(stdout) == 0 ? 0 : SNAPVM_EXIT_CALL;
 }
 
 struct call_step {

@@ -14,6 +14,9 @@
 /* snapshot [OPTIONS] SOURCE DIR [--init FUNC [ARG]] [--call FUNC [ARG]]...; argv[0] = "snapshot" */
 int snap_cmd_snapshot(int argc, char **argv);
 
+/* list DIR: the functions of the snapshot's guest */
+int snap_cmd_list(const char *dir);
+
 /* verify DIR; argv[0] = "verify" */
 int snap_cmd_verify(int argc, char **argv);
 

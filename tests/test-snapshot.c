@@ -23,6 +23,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "host/pagetable.h"
 #include "host/snapmap.h"
 #include "host/snapshot.h"
 
@@ -205,6 +206,133 @@ static void test_snapshot_open_roundtrip(void **state)
 	assert_true(cpustate_equal(&g->cpu, &f->parts.cpu));
 	assert_int_equal(snapshot_verify(dir, NULL, NULL, &e), 0);
 	snapshot_close(s);
+}
+
+/*
+ * A scratch image of 10 pages for the export-table tests: the boot block,
+ * page tables in pages 1-7 mapping text and heap at
+ * themselves, and the boot block recording a table of count entries at va.
+ * With copy set, heap page 5 is mapped to scratch page 8 instead (a page the
+ * guest wrote: the table is read from the copy).
+ */
+#define EXP_PAGES 10u
+#define EXP_COPY 8u	/* scratch page holding the copy */
+static uint8_t exp_scratch[EXP_PAGES * PAGE];
+
+static void exports_image(struct fixture *f, uint64_t va, uint64_t count, int copy)
+{
+	memset(exp_scratch, 0, sizeof(exp_scratch));
+	struct pt pt;
+	uint64_t base = SNAPVM_SCRATCH_GPA, flags = SNAPVM_PTE_A;
+	assert_int_equal(pt_init(&pt, exp_scratch, base, sizeof(exp_scratch), base + PAGE,
+				 base + EXP_COPY * PAGE, NULL), 0);
+	assert_int_equal(pt_map(&pt, 0x1000000, 0x1000000, PAGE, flags, NULL), 0);
+	uint64_t heap = SNAPVM_HEAP_GPA;
+	assert_int_equal(pt_map(&pt, heap, heap, 5 * PAGE, flags, NULL), 0);
+	assert_int_equal(pt_map(&pt, heap + 5 * PAGE, copy ? base + EXP_COPY * PAGE : heap + 5 * PAGE,
+				PAGE, flags, NULL), 0);
+	assert_int_equal(pt_map(&pt, heap + 6 * PAGE, heap + 6 * PAGE, 2 * PAGE, flags, NULL), 0);
+	struct snapvm_boot *b = (struct snapvm_boot *)exp_scratch;
+	*b = (struct snapvm_boot){ .magic = SNAPVM_BOOT_MAGIC, .version = SNAPVM_ABI_VERSION,
+		.scratch_gpa = base, .scratch_size = 16 * PAGE, .pt_root = pt.root,
+		.exports_gva = va, .exports_count = count };
+	f->parts.mem[2] = exp_scratch;
+	f->parts.len[2] = sizeof(exp_scratch);
+}
+
+/* Write export entries with the given names at guest address va (heap or scratch copy). */
+static void put_exports(struct fixture *f, uint64_t va, const char *const *names, size_t n,
+			int in_copy)
+{
+	uint8_t *at = in_copy ? exp_scratch + EXP_COPY * PAGE + (va - SNAPVM_HEAP_GPA - 5 * PAGE)
+			      : f->heap + (va - SNAPVM_HEAP_GPA);
+	for (size_t i = 0; i < n; i++) {
+		struct snapvm_export x = { .fn = 0x1000010 + i };
+		memcpy(x.name, names[i], strlen(names[i]));
+		memcpy(at + i * sizeof(x), &x, sizeof(x));
+	}
+}
+
+static int exports_of(struct fixture *f, const char *name, char (**names)[SNAPVM_NAME_MAX],
+		      size_t *n, struct err *e)
+{
+	write_ok(f, name, NULL);
+	char dir[256];
+	path_of(dir, sizeof(dir), f, name, NULL);
+	struct snapshot *s;
+	int r = snapshot_open(dir, &s, e);
+	if (r < 0)
+		fail_msg("snapshot_open: %s", err_str(e, r));
+	r = snapshot_exports(s, names, n, e);
+	snapshot_close(s);
+	return r;
+}
+
+/*
+ * The export table is found through the recorded address and the saved
+ * page tables: in a region file, in a scratch copy, across a page
+ * boundary; a missing record, an unmapped table or a bad name is refused.
+ */
+static void test_snapshot_exports(void **state)
+{
+	struct fixture *f = *state;
+	const char *const two[] = { "alpha", "beta" }, *const other[] = { "gamma", "delta" };
+	char (*names)[SNAPVM_NAME_MAX];
+	size_t n;
+	struct err e = { 0 };
+	uint64_t heap = SNAPVM_HEAP_GPA;
+
+	exports_image(f, heap + 5 * PAGE, 2, 0);
+	put_exports(f, heap + 5 * PAGE, two, 2, 0);
+	assert_int_equal(exports_of(f, "plain", &names, &n, &e), 0);
+	assert_int_equal(n, 2);
+	assert_string_equal(names[0], "alpha");
+	assert_string_equal(names[1], "beta");
+	free(names);
+
+	/* the same address, the page now a copy in scratch with other contents */
+	exports_image(f, heap + 5 * PAGE, 2, 1);
+	put_exports(f, heap + 5 * PAGE, other, 2, 1);
+	assert_int_equal(exports_of(f, "copied", &names, &n, &e), 0);
+	assert_int_equal(n, 2);
+	assert_string_equal(names[0], "gamma");
+	assert_string_equal(names[1], "delta");
+	free(names);
+
+	/* an entry across the end of a page: half from the region file, half from the copy */
+	uint64_t va = heap + 5 * PAGE - 96;
+	exports_image(f, va, 2, 1);
+	memset(f->heap + 5 * PAGE - 96, 0, 96);
+	struct snapvm_export x[2] = { { .name = "first" }, { .name = "straddling_name" } };
+	memcpy(f->heap + 5 * PAGE - 96, x, 96);
+	memcpy(exp_scratch + EXP_COPY * PAGE, (uint8_t *)x + 96, 32);
+	assert_int_equal(exports_of(f, "straddle", &names, &n, &e), 0);
+	assert_int_equal(n, 2);
+	assert_string_equal(names[0], "first");
+	assert_string_equal(names[1], "straddling_name");
+	free(names);
+
+	/* no record */
+	exports_image(f, 0, 0, 0);
+	assert_int_equal(exports_of(f, "none", &names, &n, &e), -ENOENT);
+	assert_non_null(strstr(e.msg, "does not record"));
+	assert_null(names);
+	/* a table where nothing is mapped */
+	exports_image(f, heap + 40 * PAGE, 2, 0);
+	assert_int_equal(exports_of(f, "unmapped", &names, &n, &e), -EINVAL);
+	assert_non_null(strstr(e.msg, "export table entry 0"));
+	/* too many entries */
+	exports_image(f, heap + 5 * PAGE, SNAPSHOT_EXPORTS_MAX + 1, 0);
+	assert_int_equal(exports_of(f, "huge", &names, &n, &e), -EINVAL);
+	/* a name that is not one */
+	const char *const bad[] = { "ok", "not a name" };
+	exports_image(f, heap + 5 * PAGE, 2, 0);
+	put_exports(f, heap + 5 * PAGE, bad, 2, 0);
+	assert_int_equal(exports_of(f, "badname", &names, &n, &e), -EINVAL);
+	assert_non_null(strstr(e.msg, "entry 1 has no valid name"));
+	memset(f->heap + 5 * PAGE, 0x41, 2 * sizeof(struct snapvm_export));	/* no NUL */
+	assert_int_equal(exports_of(f, "nonul", &names, &n, &e), -EINVAL);
+	assert_non_null(strstr(e.msg, "entry 0 has no valid name"));
 }
 
 /* Two opens of one snapshot share one mapping per region file. */
@@ -425,6 +553,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_snapshot_write_sparse, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_write_refuses_existing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_open_roundtrip, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_snapshot_exports, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_maps_each_file_once, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_write_clone, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_open_bad_manifest, setup, teardown),

@@ -125,7 +125,7 @@ static void test_cli_help(void **state)
 	run(&r, "--help");
 	expect_status(&r, 0, NULL);
 	const char *words[] = {
-		"snapvm list", "snapvm call [OPTIONS] GUEST.elf | SNAPSHOT FUNC [ARG]",
+		"snapvm list GUEST.elf | SNAPSHOT", "snapvm call [OPTIONS] GUEST.elf | SNAPSHOT FUNC [ARG]",
 		"snapvm snapshot [OPTIONS] GUEST.elf | SNAPSHOT DIR", "--init FUNC", "--call FUNC",
 		"snapvm verify SNAPSHOT", "--timeout MS", "--heap MIB", "--scratch MIB", "--shared",
 		"--sandboxes N", "--stdin", "--raw", "--quiet", "--version", "exit status",
@@ -325,12 +325,20 @@ static void test_cli_snapshot(void **state)
 	run(&r, "call", dir, "nosuch");
 	expect_status(&r, 1, "no function \"nosuch\"");
 
+	/* list reads the functions from the snapshot's files */
+	run(&r, "list", dir);
+	expect_status(&r, 0, NULL);
+	expect_lines(r.out, hello_exports, 5);
+
 	/* derived */
 	run(&r, "snapshot", "-q", dir, dir2, "--call", "counter");
 	expect_status(&r, 0, "cloned");
 	assert_string_equal(r.out, "counter: 3\n");
 	run(&r, "call", dir2, "counter");
 	assert_string_equal(r.out, "4\n");
+	run(&r, "list", dir2);
+	expect_status(&r, 0, NULL);
+	expect_lines(r.out, hello_exports, 5);
 
 	/* verify */
 	run(&r, "verify", dir2);
@@ -355,6 +363,9 @@ static void test_cli_snapshot(void **state)
 	snprintf(cmd, sizeof(cmd), "sed -i 's/^entry .*/entry nowhere/' '%s/manifest'", bad);
 	assert_int_equal(system(cmd), 0);
 	run(&r, "call", bad, "counter");
+	expect_status(&r, 3, "/manifest:");
+	assert_string_equal(r.out, "");
+	run(&r, "list", bad);
 	expect_status(&r, 3, "/manifest:");
 	assert_string_equal(r.out, "");
 }

@@ -80,9 +80,11 @@ typedef long (*snapvm_fn)(const void *in, uint64_t in_len, void *out, uint64_t o
 
 /*
  * struct snapvm_boot sits at SNAPVM_SCRATCH_GPA.  The host fills it before
- * the first entry; afterwards the guest only advances free_next and
- * cow_pages.  The host treats everything in it as untrusted when it reads
- * it back (to take a snapshot).
+ * the first entry; at boot the guest records where its export table is
+ * (so that the functions of a snapshot can be listed from its files);
+ * afterwards the guest only advances free_next and cow_pages.  The host
+ * treats everything in it as untrusted when it reads it back (to take a
+ * snapshot, or to list a snapshot's functions).
  */
 #define SNAPVM_BOOT_MAGIC	0x746f6f626d767073ull	/* "spvmboot" */
 #define SNAPVM_ABI_VERSION	1
@@ -100,6 +102,9 @@ struct snapvm_boot {
 	uint64_t free_next;		/* next free scratch page (CoW copies) */
 	uint64_t free_end;		/* end of the free scratch pages */
 	uint64_t cow_pages;		/* pages copied on write so far */
+	uint64_t exports_gva;		/* guest, at boot: its struct snapvm_export table */
+	uint64_t exports_count;		/* guest, at boot: entries in it (0 with
+					   exports_gva 0: not recorded) */
 };
 
 /*

@@ -106,6 +106,8 @@ __attribute__((noreturn)) void rt_entry(struct snapvm_callbuf *cb)
 	cb->out_len = 0;
 	if (cb->op == SNAPVM_OP_BOOT) {
 		trap_init();
+		RT_BOOT->exports_gva = (uint64_t)(uintptr_t)__snapvm_exports_start;
+		RT_BOOT->exports_count = (uint64_t)(__snapvm_exports_end - __snapvm_exports_start);
 		cb->status = 0;
 	} else if (cb->op == SNAPVM_OP_CALL) {
 		cb->fn[SNAPVM_NAME_MAX - 1] = 0;
