@@ -115,8 +115,12 @@ static void fs_op_init(void *userdata, struct fuse_conn_info *conn)
 	else
 		conn->want &= ~FUSE_CAP_SPLICE_WRITE;
 	conn->want &= ~FUSE_CAP_SPLICE_MOVE;
-	/* Writes must reach the store in order with reads; the kernel page
-	 * cache stays coherent for mmap without writeback caching. */
+	/*
+	 * No writeback caching: with it close() would return before the data
+	 * reached the store (so "closed" would no longer mean "committed"
+	 * when the daemon dies), the kernel would own sizes and times, and
+	 * pages of shared mappings would be written back behind our back.
+	 */
 	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
 	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
 		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
