@@ -44,6 +44,29 @@ for f in $(cat "$T/done"); do
 done
 ok "every completed file is intact after kill -9 and remount" $bad
 check "the store takes new files after recovery" sh -c 'cp "$1/f40" "$2/after" && cmp "$1/f40" "$2/after"' sh "$T/src" "$M"
+
+# fsync() alone must be enough: a file written and fsync()ed, still open
+# (nothing else commits meanwhile) when the daemon is killed.
+head -c 3000000 /dev/urandom >"$T/synced-ref"
+python3 -c '
+import os, sys, time
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT, 0o644)
+os.write(fd, open(sys.argv[2], "rb").read())
+os.fsync(fd)
+open(sys.argv[3], "w").close()
+time.sleep(60)
+' "$M/synced" "$T/synced-ref" "$T/synced-ready" 2>/dev/null &
+wpid=$!
+i=0
+while [ ! -e "$T/synced-ready" ] && [ $i -lt 1000 ]; do sleep 0.02; i=$((i + 1)); done
+kill -9 "$DPID"
+wait "$DPID" 2>/dev/null
+DPID=
+kill "$wpid" 2>/dev/null
+wait "$wpid" 2>/dev/null
+fusermount3 -u "$MNT" 2>/dev/null || umount -l "$MNT"
+fs_mount || exit 1
+check "a file fsync()ed but never closed is intact after kill -9" cmp "$T/synced-ref" "$M/synced"
 fs_umount
 check "fsck is clean at the end" "$ADMIN" fsck "$STORE"
 finish
