@@ -67,7 +67,23 @@ check "copying out of a sealed directory works" cp -a "$S" "$T/copy-out"
 check "cloning out of a sealed directory works" sh -c 'cp "$1/mem" "$2/mem-copy" && cmp "$1/mem" "$2/mem-copy"' sh "$S" "$M/outside"
 check "outside the seal, changes still work" sh -c 'echo y >>"$1/file" && rm "$1/file"' sh "$M/outside"
 fs_umount
-fs_mount || exit 1
+# Served with -d, the daemon logs every request: sealed names and
+# attributes are cached past the ordinary 1 s timeout, others are not.
+# (Counted: every LOOKUP, and GETATTR of anything but the root, which the
+# permission check of a path walk refreshes.)
+fs_mount -d || exit 1
+stat "$S/mem" "$M/outside" >/dev/null
+sleep 1.5
+requests() { grep -E "opcode: (LOOKUP|GETATTR)" "$T/daemon.log" | grep -cv "GETATTR.*nodeid: 1,"; }
+n0=$(requests)
+stat "$S/mem" >/dev/null
+n1=$(requests)
+stat "$M/outside" >/dev/null
+n2=$(requests)
+ok "sealed: after the ordinary timeout, stat is answered from the kernel's cache" \
+	$([ "$n1" = "$n0" ] && echo 0 || echo 1) "$n0 -> $n1 requests"
+ok "unsealed: after the timeout, stat asks the daemon again" \
+	$([ "$n2" -gt "$n1" ] && echo 0 || echo 1) "$n1 -> $n2 requests"
 eperm "write after a remount" sh -c 'echo x >>"$1/mem"' sh "$S"
 (cd "$S" && find . -type f -exec sha256sum {} + | sort) >"$T/after2"
 check "content unchanged after a remount" cmp "$T/before" "$T/after2"
