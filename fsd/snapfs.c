@@ -16,6 +16,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +24,7 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
+#include <syslog.h>
 #include <unistd.h>
 
 #include "fs.h"
@@ -110,6 +112,12 @@ static int snapfs_fork(int *notify_fd)
 	return 0;
 }
 
+/* In the background, messages go to syslog (stderr is /dev/null). */
+static void snapfs_syslog(enum fuse_log_level level, const char *fmt, va_list ap)
+{
+	vsyslog((int)level, fmt, ap);
+}
+
 static void snapfs_detach(int notify_fd)
 {
 	char ok = 0;
@@ -125,6 +133,8 @@ static void snapfs_detach(int notify_fd)
 		if (null > STDERR_FILENO)
 			close(null);
 	}
+	openlog("snapfs", LOG_PID, LOG_DAEMON);
+	fuse_set_log_func(snapfs_syslog);
 	if (write(notify_fd, &ok, 1) != 1) {
 		/* The parent is gone; nobody is left to tell. */
 	}
@@ -264,7 +274,7 @@ out_fs:
 out_store:
 	r = store_close(store, &e);
 	if (r < 0) {
-		fprintf(stderr, "snapfs: closing %s: %s\n", store_path, err_str(&e, r));
+		fuse_log(FUSE_LOG_ERR, "snapfs: closing %s: %s\n", store_path, err_str(&e, r));
 		ret = 1;
 	}
 out_args:
