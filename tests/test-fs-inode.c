@@ -1,0 +1,111 @@
+/*
+ * tests/test-fs-inode.c: the daemon's inode table (fsd/fs_inode.c) on its
+ * own: lookup and open counts, when an inode is reported gone (that is
+ * when the store frees an unlinked file's pages), growth past many
+ * inodes, the kept-cache decision, and teardown reporting what is left.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include <cmocka.h>
+
+#include "fsd/fs_inode.h"
+
+static void test_fs_inode_lookup_forget(void **state)
+{
+	(void)state;
+	struct fs_inode_table t;
+	assert_int_equal(fs_inode_table_init(&t), 0);
+	assert_int_equal(fs_inode_lookup(&t, 7, 1), 0);
+	assert_int_equal(fs_inode_lookup(&t, 7, 2), 0);
+	assert_false(fs_inode_forget(&t, 7, 2));
+	assert_true(fs_inode_forget(&t, 7, 1));
+	/* Gone: forgetting again reports nothing. */
+	assert_false(fs_inode_forget(&t, 7, 1));
+	/* A forget larger than the count clamps to zero. */
+	assert_int_equal(fs_inode_lookup(&t, 8, 1), 0);
+	assert_true(fs_inode_forget(&t, 8, 5));
+	fs_inode_table_destroy(&t, NULL, NULL);
+}
+
+static void test_fs_inode_open_holds(void **state)
+{
+	(void)state;
+	struct fs_inode_table t;
+	assert_int_equal(fs_inode_table_init(&t), 0);
+	assert_int_equal(fs_inode_lookup(&t, 3, 1), 0);
+	assert_int_equal(fs_inode_open(&t, 3, true), 0);
+	assert_int_equal(fs_inode_open(&t, 3, false), 0);
+	assert_int_equal(fs_inode_writers(&t, 3), 1);
+	/* The kernel forgot the name, but handles are still open. */
+	assert_false(fs_inode_forget(&t, 3, 1));
+	assert_false(fs_inode_release(&t, 3, true));
+	assert_int_equal(fs_inode_writers(&t, 3), 0);
+	assert_true(fs_inode_release(&t, 3, false));
+	assert_int_equal(fs_inode_writers(&t, 3), 0);
+	fs_inode_table_destroy(&t, NULL, NULL);
+}
+
+static void test_fs_inode_keep_cache(void **state)
+{
+	(void)state;
+	struct fs_inode_table t;
+	assert_int_equal(fs_inode_table_init(&t), 0);
+	assert_int_equal(fs_inode_lookup(&t, 5, 1), 0);
+	assert_true(fs_inode_take_keep_cache(&t, 5));
+	fs_inode_mark_changed(&t, 5);
+	assert_false(fs_inode_take_keep_cache(&t, 5));
+	/* The mark is taken once: the next open may keep the new cache. */
+	assert_true(fs_inode_take_keep_cache(&t, 5));
+	/* Unknown inodes: nothing changed through this mount. */
+	assert_true(fs_inode_take_keep_cache(&t, 99));
+	fs_inode_table_destroy(&t, NULL, NULL);
+}
+
+struct seen {
+	uint64_t sum;
+	size_t n;
+};
+
+static void count_left(uint64_t ino, void *arg)
+{
+	struct seen *s = arg;
+	s->sum += ino;
+	s->n++;
+}
+
+static void test_fs_inode_many_and_teardown(void **state)
+{
+	(void)state;
+	struct fs_inode_table t;
+	assert_int_equal(fs_inode_table_init(&t), 0);
+	const uint64_t n = 100000;
+	for (uint64_t i = 1; i <= n; i++)
+		assert_int_equal(fs_inode_lookup(&t, i * 4096, 1), 0);
+	assert_true(t.nbucket > 1024);	/* it grew */
+	/* Forget the even ones; every one is found after the growth. */
+	for (uint64_t i = 2; i <= n; i += 2)
+		assert_true(fs_inode_forget(&t, i * 4096, 1));
+	assert_int_equal(t.count, n / 2);
+	struct seen s = { 0 };
+	fs_inode_table_destroy(&t, count_left, &s);
+	assert_int_equal(s.n, n / 2);
+	uint64_t want = 0;
+	for (uint64_t i = 1; i <= n; i += 2)
+		want += i * 4096;
+	assert_int_equal(s.sum, want);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_fs_inode_lookup_forget),
+		cmocka_unit_test(test_fs_inode_open_holds),
+		cmocka_unit_test(test_fs_inode_keep_cache),
+		cmocka_unit_test(test_fs_inode_many_and_teardown),
+	};
+	return cmocka_run_group_tests_name("fs-inode", tests, NULL, NULL);
+}
