@@ -2,6 +2,7 @@
  * fsd/fs_mount.c: store folder checks, default mount options and
  * read-ahead tuning for the snapfs command (see fs_mount.h).
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -12,6 +13,23 @@
 
 #include "fs_mount.h"
 #include "lib/err.h"
+
+/* Is the folder empty?  1 yes, 0 no, -errno if it cannot be read. */
+static int fs_mount_dir_empty(const char *path)
+{
+	DIR *d = opendir(path);
+	if (!d)
+		return -errno;
+	int empty = 1;
+	for (struct dirent *de; (de = readdir(d));) {
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
+			empty = 0;
+			break;
+		}
+	}
+	closedir(d);
+	return empty;
+}
 
 int fs_mount_prepare_store(const char *path, char abs[PATH_MAX], struct err *e)
 {
@@ -26,6 +44,9 @@ int fs_mount_prepare_store(const char *path, char abs[PATH_MAX], struct err *e)
 	}
 	if (!realpath(path, abs))
 		return err_set(e, -errno, "store %s: %s", path, strerror(errno));
+	/* An empty folder becomes a store: make it private like a new one. */
+	if (fs_mount_dir_empty(abs) == 1 && chmod(abs, 0700) < 0)
+		return err_set(e, -errno, "store %s: chmod 0700: %s", abs, strerror(errno));
 	return 0;
 }
 

@@ -15,7 +15,8 @@ struct err;
 
 /*
  * Resolve the store folder PATH to an absolute path in abs[PATH_MAX],
- * creating it (mode 0700) if it is missing and its parent exists.  Whether
+ * creating it (mode 0700) if it is missing and its parent exists, and
+ * making an existing empty folder mode 0700 as well.  Whether
  * the folder is a store, or empty and may become one, is for store_open()
  * to decide.  Returns 0 or -errno with a message in e naming PATH.
  */

@@ -53,7 +53,8 @@ ok "the daemon exits after fusermount3 -u" $([ -n "$pid" ] && ! kill -0 "$pid" 2
 mkdir "$T/empty"
 chmod 755 "$T/empty"
 "$SNAPFS" "$T/empty" "$MNT" && fusermount3 -u "$MNT"
-ok "an empty folder becomes a store" $([ -f "$T/empty/index.db" ] && echo 0 || echo 1)
+ok "an empty folder becomes a store, mode 0700" \
+	$([ -f "$T/empty/index.db" ] && [ "$(stat -c %a "$T/empty")" = 700 ] && echo 0 || echo 1)
 
 # SIGTERM unmounts cleanly; the data written before is there next time.
 fs_mount || exit 1
