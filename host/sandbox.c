@@ -290,6 +290,13 @@ int sandbox_new(struct guest *g, const struct sandbox_options *opt, struct sandb
 			    (unsigned long long)sb->scratch_size, strerror(errno));
 		goto fail;
 	}
+	/*
+	 * Scratch is used sparsely (a few pages of tables, stack and call
+	 * buffer, then copies on write): with transparent huge pages one
+	 * touched page would make 2 MiB resident.  Best effort: a kernel
+	 * without THP refuses the advice and has nothing to avoid.
+	 */
+	madvise(sb->scratch, sb->scratch_size, MADV_NOHUGEPAGE);
 	r = g->scratch_image ? load_scratch(sb, e) : build_scratch(sb, e);
 	if (r < 0)
 		goto fail;
