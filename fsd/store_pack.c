@@ -9,8 +9,22 @@
  * pages out of packs that hold dead ones into a new pack, and release
  * deletes packs that no longer hold live pages.
  *
- * Threads: a mutex guards the pack table and the append position; reads
- * (pread) run outside it.
+ * Appends are staged: put copies the pages into one of a few 1 MiB
+ * staging buffers and hands out their locations at once; the store's pack
+ * writer thread writes each full buffer with one pwrite.  The caller (the
+ * thread that hashed the pages) thus pays a memcpy instead of the page
+ * cache's cost, and on two cores hashing and writing overlap.  Staged
+ * pages are served from memory by get(); sync, fd_of (of a staged page),
+ * compact, release, usage and close first wait until what was staged is
+ * in the files, so durability is as before: nothing is durable before
+ * sync() returns, and sync() returns only once every page put before it is
+ * written and fdatasync'ed.  A failed background write is kept and
+ * returned by the next sync, so no commit can refer to a page that did not
+ * reach its pack.
+ *
+ * Threads: a mutex guards the pack table, the append position and the
+ * staging buffers' states; reads (pread) and the background pwrite run
+ * outside it.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -29,6 +43,20 @@
 #define PACK_SHIFT 36
 #define PACK_PAGE_MASK ((1ull << PACK_SHIFT) - 1)
 #define PACK_MAX_BYTES (1ull << 30)
+#define STAGE_PAGES 256u	/* pages per staging buffer (1 MiB) */
+#define STAGE_BUFS 8u
+
+enum stage_state { STAGE_FREE, STAGE_FILLING, STAGE_FULL, STAGE_WRITING };
+
+/* Pages [off, off + n pages) of pack id, waiting to be written. */
+struct stage {
+	uint8_t *buf;
+	uint32_t id;
+	uint64_t off;
+	unsigned n;
+	enum stage_state state;
+	uint64_t seq;		/* order of hand-over to the writer thread */
+};
 
 struct pack {
 	uint32_t id;
@@ -47,6 +75,16 @@ struct pack_be {
 	struct pack *packs;	/* sorted by id */
 	size_t n, cap;
 	struct pack *cur;	/* appended to; NULL: start a new one */
+
+	/* Staging (writable opens only; under lock). */
+	struct stage stage[STAGE_BUFS];
+	struct stage *filling;	/* taking pages; NULL: none */
+	uint64_t seq_queued;	/* last seq handed to the writer */
+	uint64_t seq_done;	/* last seq written (in order: one writer) */
+	int werr;		/* first failed background write, or 0 */
+	pthread_cond_t cond;	/* any stage changed state */
+	pthread_t writer;
+	bool writer_running, writer_stop;
 };
 
 static struct pack_be *pb_of(struct store_backend *be)
@@ -188,6 +226,145 @@ static int write_all(int fd, struct iovec *iov, int cnt, uint64_t off)
 	return 0;
 }
 
+/* ---- staging -------------------------------------------------------------- */
+
+/* Hand the filling buffer to the writer thread (lock held). */
+static void stage_submit(struct pack_be *pb)
+{
+	struct stage *sg = pb->filling;
+	if (!sg)
+		return;
+	pb->filling = NULL;
+	if (!sg->n) {
+		sg->state = STAGE_FREE;
+		return;
+	}
+	sg->state = STAGE_FULL;
+	sg->seq = ++pb->seq_queued;
+	pthread_cond_broadcast(&pb->cond);
+}
+
+/* Wait until everything staged so far is written; returns the first
+ * background write error, if any (lock held). */
+static int stage_flush(struct pack_be *pb)
+{
+	if (!pb->writer_running)
+		return pb->werr;
+	stage_submit(pb);
+	uint64_t target = pb->seq_queued;
+	while (pb->seq_done < target)
+		pthread_cond_wait(&pb->cond, &pb->lock);
+	return pb->werr;
+}
+
+/* The staging buffer holding byte off of pack id, or NULL (lock held). */
+static struct stage *stage_find(struct pack_be *pb, uint32_t id, uint64_t off)
+{
+	for (unsigned i = 0; i < STAGE_BUFS; i++) {
+		struct stage *sg = &pb->stage[i];
+		if (sg->state != STAGE_FREE && sg->id == id && off >= sg->off &&
+		    off < sg->off + (uint64_t)sg->n * STORE_PAGE_SIZE)
+			return sg;
+	}
+	return NULL;
+}
+
+/* A buffer to stage pages of pack id from off on, waiting for the writer
+ * thread to free one if all are busy (lock held). */
+static struct stage *stage_take(struct pack_be *pb, uint32_t id, uint64_t off)
+{
+	struct stage *sg = pb->filling;
+	if (sg && sg->id == id && sg->n < STAGE_PAGES &&
+	    sg->off + (uint64_t)sg->n * STORE_PAGE_SIZE == off)
+		return sg;
+	stage_submit(pb);
+	for (;;) {
+		for (unsigned i = 0; i < STAGE_BUFS; i++) {
+			sg = &pb->stage[i];
+			if (sg->state == STAGE_FREE) {
+				*sg = (struct stage){ .buf = sg->buf, .id = id, .off = off,
+						      .state = STAGE_FILLING };
+				if (pb->filling)
+					stage_submit(pb);	/* another thread's, taken meanwhile */
+				pb->filling = sg;
+				return sg;
+			}
+		}
+		pthread_cond_wait(&pb->cond, &pb->lock);
+	}
+}
+
+static void *writer_main(void *arg)
+{
+	struct pack_be *pb = arg;
+	pthread_mutex_lock(&pb->lock);
+	for (;;) {
+		/* Oldest full buffer first, so seq_done only ever grows past
+		 * buffers that are written. */
+		struct stage *sg = NULL;
+		for (unsigned i = 0; i < STAGE_BUFS; i++) {
+			struct stage *c = &pb->stage[i];
+			if (c->state == STAGE_FULL && (!sg || c->seq < sg->seq))
+				sg = c;
+		}
+		if (!sg) {
+			if (pb->writer_stop)
+				break;
+			pthread_cond_wait(&pb->cond, &pb->lock);
+			continue;
+		}
+		sg->state = STAGE_WRITING;
+		struct pack *p = pack_find(pb, sg->id);
+		int fd = p ? p->fd : -1;
+		struct iovec iov = { .iov_base = sg->buf, .iov_len = (size_t)sg->n * STORE_PAGE_SIZE };
+		uint64_t off = sg->off;
+		pthread_mutex_unlock(&pb->lock);
+		int r = fd < 0 ? -ENOENT : write_all(fd, &iov, 1, off);
+		pthread_mutex_lock(&pb->lock);
+		if (r && !pb->werr)
+			pb->werr = r;
+		pb->seq_done = sg->seq;
+		sg->state = STAGE_FREE;
+		pthread_cond_broadcast(&pb->cond);
+	}
+	pthread_mutex_unlock(&pb->lock);
+	return NULL;
+}
+
+static int stage_start(struct pack_be *pb, struct err *e)
+{
+	for (unsigned i = 0; i < STAGE_BUFS; i++) {
+		pb->stage[i].buf = aligned_alloc(STORE_PAGE_SIZE, STAGE_PAGES * STORE_PAGE_SIZE);
+		if (!pb->stage[i].buf)
+			return err_set(e, -ENOMEM, "%s: staging buffers: out of memory", pb->dir);
+	}
+	int r = pthread_create(&pb->writer, NULL, writer_main, pb);
+	if (r)
+		return err_set(e, -r, "%s: pack writer thread: %s", pb->dir, strerror(r));
+	pb->writer_running = true;
+	return 0;
+}
+
+/* Write out what is staged and end the writer thread. */
+static void stage_stop(struct pack_be *pb)
+{
+	if (pb->writer_running) {
+		pthread_mutex_lock(&pb->lock);
+		stage_flush(pb);
+		pb->writer_stop = true;
+		pthread_cond_broadcast(&pb->cond);
+		pthread_mutex_unlock(&pb->lock);
+		pthread_join(pb->writer, NULL);
+		pb->writer_running = false;
+	}
+	for (unsigned i = 0; i < STAGE_BUFS; i++) {
+		free(pb->stage[i].buf);
+		pb->stage[i].buf = NULL;
+	}
+}
+
+/* ---- the backend operations ----------------------------------------------- */
+
 static int pb_put_many(struct store_backend *be, const uint8_t (*hashes)[STORE_HASH_SIZE],
 		       const struct iovec *pages, unsigned n, uint64_t *locs)
 {
@@ -195,30 +372,29 @@ static int pb_put_many(struct store_backend *be, const uint8_t (*hashes)[STORE_H
 	struct pack_be *pb = pb_of(be);
 	if (n == 0)
 		return 0;
-	struct iovec stack[64], *iov = n <= 64 ? stack : malloc(n * sizeof(*iov));
-	if (!iov)
-		return -ENOMEM;
-	memcpy(iov, pages, n * sizeof(*iov));
-
-	/* The write is done under the lock: pages reserved by one thread
-	 * must be in the file before another thread's fdatasync returns and
-	 * a commit refers to them. */
 	pthread_mutex_lock(&pb->lock);
+	int r = pb->werr;
 	struct pack *p;
 	uint64_t off;
-	int r = pack_reserve(pb, n, &p, &off);
-	if (!r) {
-		r = write_all(p->fd, iov, (int)n, off);
-		if (r)
-			p->size = off;	/* give the room back */
-	}
 	if (!r)
-		for (unsigned i = 0; i < n; i++)
-			locs[i] = ((uint64_t)p->id << PACK_SHIFT) | (off / STORE_PAGE_SIZE + i);
+		r = pack_reserve(pb, n, &p, &off);
+	if (r) {
+		pthread_mutex_unlock(&pb->lock);
+		return r;
+	}
+	uint32_t id = p->id;	/* p may move while waiting for a buffer */
+	for (unsigned i = 0; i < n; i++) {
+		uint64_t at = off + (uint64_t)i * STORE_PAGE_SIZE;
+		struct stage *sg = stage_take(pb, id, at);
+		memcpy(sg->buf + (size_t)sg->n * STORE_PAGE_SIZE, pages[i].iov_base, STORE_PAGE_SIZE);
+		sg->n++;
+		locs[i] = ((uint64_t)id << PACK_SHIFT) | (at / STORE_PAGE_SIZE);
+	}
+	/* A full buffer goes to the writer now rather than at the next put. */
+	if (pb->filling && pb->filling->n == STAGE_PAGES)
+		stage_submit(pb);
 	pthread_mutex_unlock(&pb->lock);
-	if (iov != stack)
-		free(iov);
-	return r;
+	return 0;
 }
 
 static int pb_put(struct store_backend *be, const uint8_t *hash, const void *page, uint64_t *loc)
@@ -230,21 +406,36 @@ static int pb_put(struct store_backend *be, const uint8_t *hash, const void *pag
 static int pb_fd_of(struct store_backend *be, uint64_t loc, int *fd, uint64_t *pos)
 {
 	struct pack_be *pb = pb_of(be);
-	pthread_mutex_lock(&pb->lock);
-	int r = pack_fd(pb, (uint32_t)(loc >> PACK_SHIFT), fd);
-	pthread_mutex_unlock(&pb->lock);
+	uint32_t id = (uint32_t)(loc >> PACK_SHIFT);
 	*pos = (loc & PACK_PAGE_MASK) * STORE_PAGE_SIZE;
+	pthread_mutex_lock(&pb->lock);
+	/* A staged page must be in the file before anyone reads the fd. */
+	int r = stage_find(pb, id, *pos) ? stage_flush(pb) : 0;
+	if (!r)
+		r = pack_fd(pb, id, fd);
+	pthread_mutex_unlock(&pb->lock);
 	return r;
 }
 
 static int pb_get(struct store_backend *be, const uint8_t *hash, uint64_t loc, void *page)
 {
 	(void)hash;
+	struct pack_be *pb = pb_of(be);
+	uint32_t id = (uint32_t)(loc >> PACK_SHIFT);
+	uint64_t pos = (loc & PACK_PAGE_MASK) * STORE_PAGE_SIZE;
 	int fd;
-	uint64_t pos;
-	int r = pb_fd_of(be, loc, &fd, &pos);
+	pthread_mutex_lock(&pb->lock);
+	struct stage *sg = stage_find(pb, id, pos);
+	if (sg) {
+		memcpy(page, sg->buf + (pos - sg->off), STORE_PAGE_SIZE);
+		pthread_mutex_unlock(&pb->lock);
+		return 0;
+	}
+	int r = pack_fd(pb, id, &fd);
+	pthread_mutex_unlock(&pb->lock);
 	if (r)
 		return r;
+	/* Not staged: written before its buffer was freed, so pread sees it. */
 	size_t done = 0;
 	while (done < STORE_PAGE_SIZE) {
 		ssize_t n = pread(fd, (char *)page + done, STORE_PAGE_SIZE - done, (off_t)(pos + done));
@@ -262,24 +453,51 @@ static int pb_get(struct store_backend *be, const uint8_t *hash, uint64_t loc, v
 static int pb_sync(struct store_backend *be, struct err *e)
 {
 	struct pack_be *pb = pb_of(be);
-	int r = 0;
 	pthread_mutex_lock(&pb->lock);
-	for (size_t i = 0; i < pb->n && !r; i++) {
-		struct pack *p = &pb->packs[i];
-		if (!p->unsynced)
-			continue;
-		if (fdatasync(p->fd) < 0)
-			r = err_set(e, -errno, "pack %08x: fdatasync: %s", p->id, strerror(errno));
-		else
-			p->unsynced = false;
+	int r = stage_flush(pb);
+	if (r) {
+		pthread_mutex_unlock(&pb->lock);
+		return err_set(e, r, "%s: writing pages: %s", pb->dir, strerror(-r));
 	}
-	if (!r && pb->dir_unsynced) {
-		if (fsync(pb->dir_fd) < 0)
-			r = err_set(e, -errno, "%s: fsync: %s", pb->dir, strerror(errno));
-		else
-			pb->dir_unsynced = false;
+	/* The packs to sync, taken under the lock; the fdatasyncs run
+	 * outside it so that puts (and the writer thread) go on meanwhile.
+	 * Pages put after the flush above are not this sync's business: a
+	 * put marks its pack unsynced again for the next one. */
+	struct pack *todo = malloc((pb->n ? pb->n : 1) * sizeof(*todo));
+	if (!todo) {
+		pthread_mutex_unlock(&pb->lock);
+		return err_set(e, -ENOMEM, "%s: sync: out of memory", pb->dir);
 	}
+	size_t n = 0;
+	for (size_t i = 0; i < pb->n; i++)
+		if (pb->packs[i].unsynced) {
+			todo[n++] = pb->packs[i];
+			pb->packs[i].unsynced = false;
+		}
+	bool dir = pb->dir_unsynced;
+	pb->dir_unsynced = false;
 	pthread_mutex_unlock(&pb->lock);
+
+	size_t done = 0;
+	for (; done < n && !r; done++)
+		if (fdatasync(todo[done].fd) < 0)
+			r = err_set(e, -errno, "pack %08x: fdatasync: %s", todo[done].id,
+				    strerror(errno));
+	if (!r && dir && fsync(pb->dir_fd) < 0)
+		r = err_set(e, -errno, "%s: fsync: %s", pb->dir, strerror(errno));
+	if (r) {
+		/* Whatever was not synced stays to be synced. */
+		pthread_mutex_lock(&pb->lock);
+		for (size_t i = done ? done - 1 : 0; i < n; i++) {
+			struct pack *p = pack_find(pb, todo[i].id);
+			if (p)
+				p->unsynced = true;
+		}
+		if (dir)
+			pb->dir_unsynced = true;
+		pthread_mutex_unlock(&pb->lock);
+	}
+	free(todo);
 	return r;
 }
 
@@ -307,7 +525,9 @@ static int pb_compact(struct store_backend *be, struct store_live_page *live, si
 		return err_set(e, -ENOMEM, "compacting packs: out of memory");
 
 	pthread_mutex_lock(&pb->lock);
-	int r = 0;
+	int r = stage_flush(pb);
+	if (r)
+		r = err_set(e, r, "%s: writing pages: %s", pb->dir, strerror(-r));
 	struct pack *dst = NULL;
 	uint32_t dst_id = 0;
 	size_t i = 0;
@@ -375,10 +595,12 @@ static int pb_release(struct store_backend *be, const struct store_live_page *li
 		      struct err *e)
 {
 	struct pack_be *pb = pb_of(be);
-	int r = 0;
 	pthread_mutex_lock(&pb->lock);
+	int r = stage_flush(pb);
+	if (r)
+		r = err_set(e, r, "%s: writing pages: %s", pb->dir, strerror(-r));
 	size_t k = 0;	/* live[k] is the first live page at or after pack i */
-	for (size_t i = 0; i < pb->n;) {
+	for (size_t i = 0; i < pb->n && !r;) {
 		struct pack *p = &pb->packs[i];
 		while (k < n && (uint32_t)(live[k].loc >> PACK_SHIFT) < p->id)
 			k++;
@@ -428,6 +650,10 @@ static int pb_usage(struct store_backend *be, uint64_t *bytes, uint64_t *contain
 {
 	struct pack_be *pb = pb_of(be);
 	uint64_t total = 0, count = 0;
+	/* Staged pages count: they are in the files once this returns. */
+	pthread_mutex_lock(&pb->lock);
+	stage_flush(pb);
+	pthread_mutex_unlock(&pb->lock);
 	DIR *d = opendir(pb->dir);
 	if (!d)
 		return -errno;
@@ -452,10 +678,12 @@ static int pb_usage(struct store_backend *be, uint64_t *bytes, uint64_t *contain
 static void pb_close(struct store_backend *be)
 {
 	struct pack_be *pb = pb_of(be);
+	stage_stop(pb);
 	for (size_t i = 0; i < pb->n; i++)
 		close(pb->packs[i].fd);
 	if (pb->dir_fd >= 0)
 		close(pb->dir_fd);
+	pthread_cond_destroy(&pb->cond);
 	pthread_mutex_destroy(&pb->lock);
 	free(pb->packs);
 	free(pb->dir);
@@ -521,10 +749,13 @@ int store_pack_open(const char *dir, bool create, bool rdonly, struct store_back
 	pb->be.ops = &pack_ops;
 	pb->rdonly = rdonly;
 	pthread_mutex_init(&pb->lock, NULL);
+	pthread_cond_init(&pb->cond, NULL);
 	pb->dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	int r = pb->dir_fd < 0 ? err_set(e, -errno, "%s: %s", dir, strerror(errno)) : 0;
 	if (!r)
 		r = scan_packs(pb, e);
+	if (!r && !rdonly)
+		r = stage_start(pb, e);
 	if (r) {
 		pb_close(&pb->be);
 		return r;

@@ -2,7 +2,9 @@
  * tests/test-store-backend.c: the page backend contract, run against both
  * the pack backend and the memory backend: put/get round trips, put_many,
  * locations, fd_of pointing at the right bytes, compact + release freeing
- * dead pages while live ones stay readable.
+ * dead pages while live ones stay readable; pages read back (get, fd_of)
+ * and counted before any sync, across more data than the pack backend
+ * keeps staged in memory at once.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -123,11 +125,73 @@ static void test_store_backend_roundtrip(void **state)
 	assert_int_equal(bytes, (uint64_t)nlive * STORE_PAGE_SIZE);
 }
 
+/* Enough pages, put in uneven batches, to fill every staging buffer of
+ * the pack backend several times over. */
+#define MANY 5000
+#define MANY_BATCH 77
+
+static void check_page(struct fixture *f, uint64_t loc, uint64_t seed)
+{
+	const struct store_backend_ops *ops = f->be->ops;
+	static uint8_t want[STORE_PAGE_SIZE], got[STORE_PAGE_SIZE + 1];
+	uint8_t hash[STORE_HASH_SIZE] = { 0 };
+	tsu_fill(want, STORE_PAGE_SIZE, seed);
+	/* An unaligned buffer: callers pass any. */
+	assert_int_equal(ops->get(f->be, hash, loc, got + 1), 0);
+	assert_memory_equal(got + 1, want, STORE_PAGE_SIZE);
+	if (ops->fd_of) {
+		int fd;
+		uint64_t pos;
+		assert_int_equal(ops->fd_of(f->be, loc, &fd, &pos), 0);
+		assert_int_equal(pread(fd, got, STORE_PAGE_SIZE, (off_t)pos), STORE_PAGE_SIZE);
+		assert_memory_equal(got, want, STORE_PAGE_SIZE);
+	}
+}
+
+static void test_store_backend_unsynced(void **state)
+{
+	struct fixture *f = *state;
+	const struct store_backend_ops *ops = f->be->ops;
+	static uint8_t pages[MANY_BATCH][STORE_PAGE_SIZE];
+	static uint64_t locs[MANY];
+	uint8_t hashes[MANY_BATCH][STORE_HASH_SIZE] = { { 0 } };
+	for (int i = 0; i < MANY;) {
+		int n = MANY - i < MANY_BATCH ? MANY - i : MANY_BATCH;
+		struct iovec iov[MANY_BATCH];
+		for (int k = 0; k < n; k++) {
+			tsu_fill(pages[k], STORE_PAGE_SIZE, 1000 + (uint64_t)(i + k));
+			iov[k] = (struct iovec){ pages[k], STORE_PAGE_SIZE };
+		}
+		if (ops->put_many) {
+			assert_int_equal(ops->put_many(f->be, (const uint8_t(*)[32])hashes, iov,
+						       (unsigned)n, &locs[i]),
+					 0);
+		} else {
+			for (int k = 0; k < n; k++)
+				assert_int_equal(ops->put(f->be, hashes[k], pages[k], &locs[i + k]), 0);
+		}
+		/* The newest page reads back at once, by copy and by fd. */
+		check_page(f, locs[i + n - 1], 1000 + (uint64_t)(i + n - 1));
+		i += n;
+	}
+	/* Before any sync: every page, first ones included, and the space. */
+	for (int i = 0; i < MANY; i++)
+		check_page(f, locs[i], 1000 + (uint64_t)i);
+	uint64_t bytes, n;
+	assert_int_equal(ops->usage(f->be, &bytes, &n), 0);
+	assert_int_equal(bytes, (uint64_t)MANY * STORE_PAGE_SIZE);
+	assert_int_equal(ops->sync(f->be, NULL), 0);
+	for (int i = 0; i < MANY; i += 97)
+		check_page(f, locs[i], 1000 + (uint64_t)i);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_store_backend_roundtrip, setup_pack, teardown),
 		cmocka_unit_test_setup_teardown(test_store_backend_roundtrip, setup_mem, teardown),
+		cmocka_unit_test_setup_teardown(test_store_backend_unsynced, setup_pack, teardown),
+		cmocka_unit_test_setup_teardown(test_store_backend_unsynced, setup_mem, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
