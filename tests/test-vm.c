@@ -7,7 +7,8 @@
  * land in scratch copies and the backing memory stays unchanged; every
  * misbehaviour of evil ends its sandbox with the right message while the
  * process goes on to run the next one; a saved state resumes in new
- * sandboxes made from read-only copies of it.
+ * sandboxes made from read-only copies of it; a sandbox reset in place
+ * (cold boot or saved state, ended or not) starts over on the same VM.
  */
 #include <errno.h>
 #include <setjmp.h>
