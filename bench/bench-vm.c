@@ -6,6 +6,7 @@
  *   cold         open the guest ELF, create a sandbox (boot), first call
  *   resume       create a sandbox from a saved state of an already booted
  *                one (read-only regions, scratch image), first call
+ *   reset        reset such a sandbox in place after a call, next call
  *   warm cold    warm: boot, init of a table, one query
  *   warm resume  warm: sandbox from the state saved after init, one query
  *
@@ -178,6 +179,21 @@ int main(int argc, char **argv)
 		sandbox_free(c);
 	}
 	struct stat2 s_resume = summarize(t, RUNS);
+
+	/* reset one sandbox of the saved state in place, then call */
+	struct sandbox *rs = new_sandbox(saved);
+	for (int k = 0; k < RUNS; k++) {
+		call(rs, "counter", "");
+		struct err e = { 0 };
+		t0 = vm_now_ns();
+		int r = sandbox_reset(rs, &e);
+		if (r < 0)
+			die("reset", &e, r);
+		call(rs, "echo", "");
+		t[k] = vm_now_ns() - t0;
+	}
+	struct stat2 s_reset = summarize(t, RUNS);
+	sandbox_free(rs);
 	guest_close(saved);
 	sandbox_free(sb);
 	guest_close(hello);
@@ -215,6 +231,8 @@ int main(int argc, char **argv)
 	       s_cold.min, s_cold.median / s_call.median);
 	printf("  resume+call             %10.1f us (%8.1f)   = %.2f x cold\n", s_resume.median,
 	       s_resume.min, s_resume.median / s_cold.median);
+	printf("  reset in place+call     %10.1f us (%8.1f)   = %.2f x resume+call\n",
+	       s_reset.median, s_reset.min, s_reset.median / s_resume.median);
 	printf("  warm %s KiB cold+init   %10.1f us (%8.1f)\n", warm_kib, s_wcold.median,
 	       s_wcold.min);
 	printf("  warm resume+query       %10.1f us (%8.1f)   = %.2e x cold+init (%.0fx faster)\n",
