@@ -27,6 +27,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,11 +38,16 @@
 
 #define PAGE 4096
 
-static int fail(const char *fmt, const char *a, long b)
+static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int fail(const char *fmt, ...)
 {
+	int err = errno;
+	va_list ap;
+	va_start(ap, fmt);
 	fprintf(stderr, "probe: ");
-	fprintf(stderr, fmt, a, b);
-	fprintf(stderr, " (%s)\n", errno ? strerror(errno) : "");
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, err ? " (%s)\n" : "\n", strerror(err));
 	return 1;
 }
 
@@ -70,10 +76,10 @@ static int probe_mmap(const char *file, const char *ref)
 	size_t rlen;
 	char *r = read_all(ref, &rlen);
 	if (!r)
-		return fail("%s: cannot read%ld", ref, 0);
+		return fail("%s: cannot read", ref);
 	int fd = open(file, O_RDONLY);
 	if (fd < 0)
-		return fail("%s: open%ld", file, 0);
+		return fail("%s: open", file);
 	struct stat st;
 	fstat(fd, &st);
 	if ((size_t)st.st_size != rlen)
@@ -83,14 +89,14 @@ static int probe_mmap(const char *file, const char *ref)
 	char *s = mmap(NULL, rlen, PROT_READ, MAP_SHARED, fd, 0);
 	char *p = mmap(NULL, rlen, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
 	if (s == MAP_FAILED || p == MAP_FAILED)
-		return fail("%s: mmap%ld", file, 0);
+		return fail("%s: mmap", file);
 	if (memcmp(s, r, rlen))
-		return fail("%s: MAP_SHARED content differs%ld", file, 0);
+		return fail("%s: MAP_SHARED content differs", file);
 	if (memcmp(p, r, rlen))
-		return fail("%s: MAP_PRIVATE content differs%ld", file, 0);
+		return fail("%s: MAP_PRIVATE content differs", file);
 	memset(p, 0xa5, rlen < PAGE ? rlen : PAGE);
 	if (memcmp(s, r, rlen))
-		return fail("%s: a private write showed in the shared map%ld", file, 0);
+		return fail("%s: a private write showed in the shared map", file);
 	munmap(s, rlen);
 	munmap(p, rlen);
 	close(fd);
@@ -99,7 +105,7 @@ static int probe_mmap(const char *file, const char *ref)
 	int bad = !f || flen != rlen || memcmp(f, r, rlen);
 	free(f);
 	free(r);
-	return bad ? fail("%s: file changed by a private mapping%ld", file, 0) : 0;
+	return bad ? fail("%s: file changed by a private mapping", file) : 0;
 }
 
 static int pwrite_all(int fd, const char *buf, size_t len, off_t off)
@@ -119,7 +125,7 @@ static int probe_randwrite(const char *file, const char *ref, unsigned seed, int
 {
 	int a = open(file, O_RDWR | O_CREAT, 0644), b = open(ref, O_RDWR | O_CREAT, 0644);
 	if (a < 0 || b < 0)
-		return fail("%s: open%ld", file, 0);
+		return fail("%s: open", file);
 	srandom(seed);
 	char *buf = malloc(300000);
 	for (int i = 0; i < count; i++) {
@@ -237,7 +243,7 @@ static int probe_parallel(const char *file, int readers, int writers, int rounds
 {
 	int fd = open(file, O_RDWR | O_CREAT | O_TRUNC, 0644);
 	if (fd < 0 || ftruncate(fd, (off_t)writers * PAR_PAGES * PAGE))
-		return fail("%s: create%ld", file, 0);
+		return fail("%s: create", file);
 	close(fd);
 	int n = readers + writers;
 	pthread_t *t = calloc((size_t)n, sizeof(*t));
@@ -259,7 +265,7 @@ static int probe_parallel(const char *file, int readers, int writers, int rounds
 	for (int i = 0; i < n; i++)
 		bad |= ps[i].bad;
 	if (bad)
-		return fail("%s: a reader saw a torn page or an I/O failed%ld", file, 0);
+		return fail("%s: a reader saw a torn page or an I/O failed", file);
 	fd = open(file, O_RDONLY);
 	char page[PAGE], want[PAGE];
 	for (int w = 0; w < writers; w++) {
@@ -282,15 +288,15 @@ static int probe_unlinked(const char *file, const char *ref)
 	char *r = read_all(ref, &rlen);
 	int fd = open(file, O_RDONLY);
 	if (!r || fd < 0 || rlen == 0)
-		return fail("%s: open%ld", file, 0);
+		return fail("%s: open", file);
 	char *m = mmap(NULL, rlen, PROT_READ, MAP_SHARED, fd, 0);
 	if (m == MAP_FAILED)
-		return fail("%s: mmap%ld", file, 0);
+		return fail("%s: mmap", file);
 	if (unlink(file))
-		return fail("%s: unlink%ld", file, 0);
+		return fail("%s: unlink", file);
 	struct stat st;
 	if (stat(file, &st) == 0)
-		return fail("%s: still there after unlink%ld", file, 0);
+		return fail("%s: still there after unlink", file);
 	/* Drop what the kernel caches so the daemon must serve the pages. */
 	madvise(m, rlen, MADV_DONTNEED);
 	posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
@@ -303,9 +309,9 @@ static int probe_unlinked(const char *file, const char *ref)
 		got += (size_t)n;
 	}
 	if (got != rlen || memcmp(buf, r, rlen))
-		return fail("%s: read after unlink differs%ld", file, 0);
+		return fail("%s: read after unlink differs", file);
 	if (memcmp(m, r, rlen))
-		return fail("%s: mapping after unlink differs%ld", file, 0);
+		return fail("%s: mapping after unlink differs", file);
 	munmap(m, rlen);
 	close(fd);
 	free(buf);
@@ -318,7 +324,7 @@ static int probe_cfr(const char *src, const char *dst)
 	int a = open(src, O_RDONLY), b = open(dst, O_WRONLY | O_CREAT | O_TRUNC, 0644);
 	struct stat st;
 	if (a < 0 || b < 0 || fstat(a, &st))
-		return fail("%s: open%ld", src, 0);
+		return fail("%s: open", src);
 	size_t left = (size_t)st.st_size;
 	while (left) {
 		ssize_t n = copy_file_range(a, NULL, b, NULL, left, 0);
@@ -327,7 +333,7 @@ static int probe_cfr(const char *src, const char *dst)
 		left -= (size_t)n;
 	}
 	close(a);
-	return close(b) ? fail("%s: close%ld", dst, 0) : 0;
+	return close(b) ? fail("%s: close", dst) : 0;
 }
 
 int main(int argc, char **argv)
