@@ -9,7 +9,11 @@
  *
  *  - caching: sealed inodes get long entry/attribute timeouts and always
  *    keep their page cache; other files keep it unless they are open for
- *    writing or changed since the cache was last kept;
+ *    writing or changed since the cache was last kept.  Every change comes
+ *    through this mount's kernel, which updates or drops the cached pages
+ *    it affects itself (writes go through the page cache; truncate, punch
+ *    hole and copy_file_range drop the range), so no change needs a
+ *    fuse_lowlevel_notify_inval_inode();
  *  - reads: splice from the pack files (fd buffers, zeros from memory),
  *    or copy through store_read when splicing is off or unavailable;
  *  - lifetime: the inode table counts lookups so that the store learns
