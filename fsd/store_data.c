@@ -1424,6 +1424,7 @@ struct row {
 	uint64_t ino, idx;
 	uint8_t *blob;		/* hashes then locs; NULL: delete the row */
 	size_t nslots;
+	uint8_t (*base)[STORE_HASH_SIZE];	/* the chunk's committed hashes */
 };
 
 struct irow {
@@ -1441,8 +1442,10 @@ struct batch {
 
 static void batch_free(struct batch *b)
 {
-	for (size_t i = 0; i < b->nrows; i++)
+	for (size_t i = 0; i < b->nrows; i++) {
 		free(b->rows[i].blob);
+		free(b->rows[i].base);
+	}
 	free(b->rows);
 	free(b->inodes);
 	free(b->deltas.d);
@@ -1461,27 +1464,45 @@ static int grow(void **p, size_t *cap, size_t n, size_t size)
 	return 0;
 }
 
-/* Move one dirty chunk into the batch (mem_lock held). */
+/* Reference changes of one chunk going from base to the n slots given
+ * (hashes, then little-endian locations; slots past n are holes). */
+static int chunk_deltas(struct dtab *t, const uint8_t (*base)[STORE_HASH_SIZE],
+			const uint8_t *hashes, const uint8_t *locs, size_t n)
+{
+	static const uint8_t zero[STORE_HASH_SIZE];
+	int r = 0;
+	for (size_t k = 0; k < CHUNK_PAGES && !r; k++) {
+		const uint8_t *h = k < n ? hashes + k * STORE_HASH_SIZE : zero;
+		if (!memcmp(base[k], h, STORE_HASH_SIZE))
+			continue;
+		if (!hole(base[k]))
+			r = dtab_add(t, base[k], 0, -1);
+		uint64_t loc = k < n ? get_le64(locs + 8 * k) : 0;
+		if (!r && loc)
+			r = dtab_add(t, h, loc, 1);
+	}
+	return r;
+}
+
+/* Move one dirty chunk into the batch (mem_lock held).  The row takes the
+ * chunk's committed hashes along, so that the reference changes are
+ * worked out after mem_lock is dropped (batch_deltas), not while writers
+ * wait for it. */
 static int batch_chunk(struct batch *b, struct sinode *si, size_t ci)
 {
 	struct chunk *c = si->chunks[ci];
 	int r = 0;
-	for (unsigned k = 0; k < CHUNK_PAGES && !r; k++) {
-		if (!memcmp(c->base[k], c->hash[k], STORE_HASH_SIZE))
-			continue;
-		if (!hole(c->base[k]))
-			r = dtab_add(&b->deltas, c->base[k], 0, -1);
-		if (!r && c->loc[k])
-			r = dtab_add(&b->deltas, c->hash[k], c->loc[k], 1);
-	}
-	if (r)
-		return r;
 	size_t used = 0;
 	for (unsigned k = 0; k < CHUNK_PAGES; k++)
 		if (c->loc[k])
 			used = k + 1;
-	if (!used && !c->in_db)
+	if (!used && !c->in_db) {
+		/* No row before, none after: only references to settle. */
+		r = chunk_deltas(&b->deltas, c->base, NULL, NULL, 0);
+		if (r)
+			return r;
 		goto clean;
+	}
 	if ((r = grow((void **)&b->rows, &b->caprows, b->nrows, sizeof(*b->rows))))
 		return r;
 	struct row *row = &b->rows[b->nrows];
@@ -1494,6 +1515,8 @@ static int batch_chunk(struct batch *b, struct sinode *si, size_t ci)
 		for (size_t k = 0; k < used; k++)
 			put_le64(row->blob + used * STORE_HASH_SIZE + 8 * k, c->loc[k]);
 	}
+	row->base = c->base;
+	c->base = NULL;
 	b->nrows++;
 	c->in_db = used != 0;
 clean:
@@ -1504,6 +1527,20 @@ clean:
 		si->chunks[ci] = NULL;
 	}
 	return 0;
+}
+
+/* The reference changes of every row in b (no lock needed: b is the
+ * commit's own copy). */
+static int batch_deltas(struct batch *b)
+{
+	int r = 0;
+	for (size_t i = 0; i < b->nrows && !r; i++) {
+		struct row *row = &b->rows[i];
+		r = chunk_deltas(&b->deltas, row->base, row->blob,
+				 row->blob ? row->blob + row->nslots * STORE_HASH_SIZE : NULL,
+				 row->nslots);
+	}
+	return r;
 }
 
 /* Copy everything pending into b and mark it clean (mem_lock held). */
@@ -1598,6 +1635,15 @@ int store_commit(struct store *st, struct err *e)
 			st->failed = r;
 	}
 	pthread_mutex_unlock(&st->mem_lock);
+	if (!r && any) {
+		r = batch_deltas(&b);
+		if (r) {
+			pthread_mutex_lock(&st->mem_lock);
+			st->failed = r;	/* the chunks are marked clean already */
+			st->commit_active = false;
+			pthread_mutex_unlock(&st->mem_lock);
+		}
+	}
 	if (r || !any) {
 		pthread_mutex_unlock(&st->db_lock);
 		batch_free(&b);
