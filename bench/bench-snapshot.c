@@ -117,8 +117,8 @@ int main(int argc, char **argv)
 
 	/* 1. cold boot + init + first query, once (it is the slow path) */
 	double t0 = now_s();
-	struct guest *g;
-	struct sandbox *sb;
+	struct guest *g = NULL;
+	struct sandbox *sb = NULL;
 	struct guest_options go = { .heap_size = 64ull << 20 };
 	if ((r = guest_open_elf(elf, &go, &g, &e)) < 0 || (r = sandbox_new(g, &so, &sb, &e)) < 0)
 		die(elf, &e, r);

@@ -61,7 +61,7 @@ static struct sandbox *boot_elf(const char *name, struct guest **g, uint64_t hea
 {
 	char path[512];
 	struct err e = { 0 };
-	struct sandbox *sb;
+	struct sandbox *sb = NULL;
 	struct guest_options go = { .heap_size = heap };
 	guest_path(path, sizeof(path), name);
 	int r = guest_open_elf(path, &go, g, &e);
