@@ -74,7 +74,7 @@ meson compile -C "$BUILD" >/dev/null
 
 if [ "$need_vm" = 1 ]; then
 	echo "== /dev/kvm is not usable here: running the story inside the QEMU VM harness"
-	exec tests/vm/run-in-vm --mem 3072 -- env SNAPFS_DEMO_BUILD="$BUILD" SNAPFS_DEMO_KIB="$KIB" \
+	exec tests/vm/run-in-vm --mem 3072 --cpus 1 -- env SNAPFS_DEMO_BUILD="$BUILD" SNAPFS_DEMO_KIB="$KIB" \
 		tools/demo.sh --story
 fi
 story

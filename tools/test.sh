@@ -2,14 +2,16 @@
 # tools/test.sh: set up, build and run every snapfs test.
 #
 # Two builds are tested: the normal one (build/) and one under AddressSanitizer
-# and UndefinedBehaviorSanitizer with leak checking (build-asan/).  Tests that
+# and UndefinedBehaviorSanitizer with leak checking (build-asan/); a third,
+# built with clang (build-fuzz/), runs each libFuzzer target for a short
+# while on its seed corpus (suite fuzz).  Tests that
 # need /dev/kvm exit 77 (skip) where it is missing; we then run exactly those
 # suites again inside tests/vm/run-in-vm, a QEMU VM that has KVM, so that in
 # the end nothing real is skipped.  A skip that survives is a failure.
 #
 # usage: tools/test.sh [--vm] [--no-asan] [MESON-TEST-ARGS...]
 #   --vm       run the KVM suite in the VM even where /dev/kvm exists here
-#   --no-asan  only the normal build (quicker while developing)
+#   --no-asan  only the normal build, no fuzzing (quicker while developing)
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -56,10 +58,18 @@ for b in $builds; do
 	tools/test-report "$b" native "$need_vm" || status=1
 	if [ "$need_vm" = 1 ]; then
 		echo "== $b: KVM tests inside the QEMU VM harness"
-		tests/vm/run-in-vm --mem 3072 -- meson test -C "$b" --no-rebuild --print-errorlogs \
+		tests/vm/run-in-vm --mem 3072 --cpus 1 -- meson test -C "$b" --no-rebuild --print-errorlogs \
 			--suite kvm --timeout-multiplier 10 "$@" || status=1
 		tools/test-report "$b" vm 0 || status=1
 	fi
 done
+if [ "$asan" = 1 ]; then
+	echo "== build-fuzz: libFuzzer runs of the ELF loader and snapshot parsers"
+	[ -f build-fuzz/build.ninja ] || CC=clang meson setup build-fuzz -Dfuzzers=true
+	meson compile -C build-fuzz fuzz-elf fuzz-manifest fuzz-cpustate
+	meson test -C build-fuzz --no-rebuild --print-errorlogs --suite fuzz || status=1
+	tools/test-report build-fuzz native 0 || status=1
+fi
+
 [ "$status" = 0 ] && echo "== all tests passed" || echo "== FAILED"
 exit "$status"
