@@ -708,11 +708,6 @@ static void fs_op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 	int64_t r;
 	if (whence == SEEK_DATA) {
 		r = store_seek_data(fs->store, ino, (uint64_t)off);
-		/* Data starts where a hole does not: an answer with a hole at
-		 * the same offset means there is no data after off (the store
-		 * can answer so past the last page it holds a map for). */
-		if (r >= 0 && store_seek_hole(fs->store, ino, (uint64_t)r) == r)
-			r = -ENXIO;
 	} else if (whence == SEEK_HOLE) {
 		r = store_seek_hole(fs->store, ino, (uint64_t)off);
 	} else {

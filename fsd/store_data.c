@@ -1187,8 +1187,12 @@ static int64_t seek(struct store *st, uint64_t ino, uint64_t off, bool data)
 			if (ci >= si->nchunks || !si->chunks[ci]) {
 				if (!data)
 					break;	/* a hole */
-				if (ci >= si->nchunks)
+				if (ci >= si->nchunks) {
+					/* Past the map's last row: holes
+					 * only, so no data at all. */
+					pg = last + 1;
 					break;
+				}
 				pg |= CHUNK_PAGES - 1;
 				continue;
 			}

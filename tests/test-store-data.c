@@ -314,6 +314,21 @@ static void test_store_data_seek(void **state)
 	uint64_t full = tsu_file(st, "full");
 	assert_int_equal(store_write(st, full, page, PG, 0), PG);
 	assert_int_equal(store_seek_hole(st, full, 0), PG);
+	/* Past the last page the map holds (here beyond its first row) there
+	 * is no data: SEEK_DATA must not answer where a hole starts. */
+	uint64_t tail = tsu_file(st, "tail");
+	assert_int_equal(store_write(st, tail, page, PG, 0), PG);
+	assert_int_equal(store_truncate(st, tail, 1000 * PG), 0);
+	assert_int_equal(store_seek_data(st, tail, 0), 0);
+	assert_int_equal(store_seek_data(st, tail, 1), 1);
+	assert_int_equal(store_seek_data(st, tail, PG), -ENXIO);
+	assert_int_equal(store_seek_data(st, tail, 500 * PG + 3), -ENXIO);
+	assert_int_equal(store_seek_data(st, tail, 999 * PG), -ENXIO);
+	assert_int_equal(store_seek_hole(st, tail, 500 * PG + 3), 500 * PG + 3);
+	/* The same once committed and the map is read back. */
+	assert_int_equal(store_sync(st, NULL), 0);
+	assert_int_equal(store_seek_data(st, tail, PG), -ENXIO);
+	assert_int_equal(store_seek_data(st, tail, 500 * PG), -ENXIO);
 }
 
 static void test_store_data_map(void **state)

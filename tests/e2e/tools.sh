@@ -119,6 +119,11 @@ d = os.lseek(fd, 0, os.SEEK_DATA)
 h = os.lseek(fd, d, os.SEEK_HOLE)
 assert (d, h) == (4997120, 5001216), (d, h)
 assert os.lseek(fd, 0, os.SEEK_HOLE) == 0
+try:
+    os.lseek(fd, h, os.SEEK_DATA)
+    raise AssertionError("SEEK_DATA after the last data page found data")
+except OSError as e:
+    assert e.errno == 6, e  # ENXIO
 ' "$M/sp"
 
 # Programs: mmap, random writes, concurrency, unlink while open.
