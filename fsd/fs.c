@@ -777,7 +777,8 @@ static void fs_op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 
 static void fs_op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
-	fuse_reply_err(req, -fs_xattr_remove(fs_of(req), ino, name));
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	fuse_reply_err(req, -fs_xattr_remove(fs_of(req), ino, name, ctx->uid));
 }
 
 static const struct fuse_lowlevel_ops fs_ops = {

@@ -32,7 +32,9 @@ void fs_release_file(struct fs *fs, uint64_t ino, uint64_t fh);
 /*
  * Extended attributes as the filesystem shows them (fs_xattr.c).  user.*
  * names are kept in the store.  user.snapfs.* are the filesystem's own:
- * "sealed" (setting it seals, see store_seal(); it reads "1" once set),
+ * "sealed" (setting it seals, see store_seal(); it reads "1" once set;
+ * removing it from the top of a sealed tree unseals it, see store_unseal(),
+ * for uid 0 only: anyone else, and any other directory, gets -EPERM),
  * and, on regular files, the read-only figures "digest" (hex), "pages",
  * "shared_pages" and "zero_pages" (decimal).  They can be read by name but
  * are not listed, so tools that copy xattrs (cp -a, rsync -X, tar
@@ -44,6 +46,7 @@ ssize_t fs_xattr_get(struct fs *fs, uint64_t ino, const char *name, char *buf, s
 ssize_t fs_xattr_list(struct fs *fs, uint64_t ino, char *buf, size_t size);
 int fs_xattr_set(struct fs *fs, uint64_t ino, const char *name, const char *value, size_t size,
 		 int flags);
-int fs_xattr_remove(struct fs *fs, uint64_t ino, const char *name);
+/* uid: the user asking (unsealing needs 0). */
+int fs_xattr_remove(struct fs *fs, uint64_t ino, const char *name, uint32_t uid);
 
 #endif

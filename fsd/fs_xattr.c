@@ -97,8 +97,16 @@ int fs_xattr_set(struct fs *fs, uint64_t ino, const char *name, const char *valu
 	return store_xattr_set(fs->store, ino, name, value, size, flags);
 }
 
-int fs_xattr_remove(struct fs *fs, uint64_t ino, const char *name)
+int fs_xattr_remove(struct fs *fs, uint64_t ino, const char *name, uint32_t uid)
 {
+	if (!strcmp(name, FS_XATTR_OWN "sealed")) {
+		/* Like chattr -i: only root lifts immutability, and only
+		 * for a whole sealed tree. */
+		if (uid != 0)
+			return -EPERM;
+		int r = store_unseal(fs->store, ino);
+		return r == -EINVAL ? -EPERM : r;
+	}
 	if (!strncmp(name, FS_XATTR_OWN, FS_XATTR_OWN_LEN))
 		return -EPERM;
 	if (!fs_xattr_is_user(name))

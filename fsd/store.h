@@ -221,9 +221,21 @@ int store_setattr(struct store *st, uint64_t ino, const struct store_attr *in, u
  * STORE_INODE_SEALED, after which every change to them fails with -EPERM
  * (data, attributes, xattrs, names inside sealed directories, renaming or
  * unlinking them).  Pending data is committed first.  Sealing cannot be
- * undone.  Sealing a sealed inode succeeds.
+ * undone except by store_unseal() on the top of the sealed tree.  Sealing
+ * a sealed inode succeeds.
  */
 int store_seal(struct store *st, uint64_t ino);
+
+/*
+ * Undo store_seal() on directory ino, the top of a sealed tree (its parent
+ * is not sealed; the root counts as a top): clears STORE_INODE_SEALED on
+ * ino and everything below it in one transaction.  -ENOTDIR if ino is not
+ * a directory, -EINVAL if it is not sealed or its parent is sealed too
+ * (only a whole sealed tree can be unsealed), -EROFS on a read-only store,
+ * -ENOENT if there is no such inode.  Who may do this is the caller's
+ * decision.
+ */
+int store_unseal(struct store *st, uint64_t ino);
 
 /*
  * List directory ino from position cookie (0 = start).  For each entry,

@@ -822,6 +822,70 @@ int store_seal(struct store *st, uint64_t ino)
 	return tx_end(st, r);
 }
 
+/* Is directory ino the top of a sealed subtree: its parent (through the
+ * inode's parent column) not sealed?  The root is always a top.
+ * (transaction open; 1, 0 or -errno) */
+static int is_seal_top(struct store *st, uint64_t ino)
+{
+	if (ino == STORE_ROOT_INO)
+		return 1;
+	sqlite3_stmt *s = store_stmt(st, st->db,
+				     "SELECT p.flags FROM inode i JOIN inode p ON p.ino = i.parent"
+				     " WHERE i.ino = ?");
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, (int64_t)ino);
+	int rc = sqlite3_step(s);
+	int r;
+	if (rc == SQLITE_ROW)
+		r = !(sqlite3_column_int64(s, 0) & STORE_INODE_SEALED);
+	else
+		r = rc == SQLITE_DONE ? 1 : -EIO;	/* no parent recorded */
+	sqlite3_reset(s);
+	return r;
+}
+
+int store_unseal(struct store *st, uint64_t ino)
+{
+	if (st->rdonly)
+		return -EROFS;
+	int r = tx_begin(st);
+	if (r)
+		return r;
+	struct store_attr a;
+	r = attr_get(st, st->db, ino, &a);
+	if (!r && !S_ISDIR(a.mode))
+		r = -ENOTDIR;
+	if (!r && !(a.flags & STORE_INODE_SEALED))
+		r = -EINVAL;
+	if (!r) {
+		int top = is_seal_top(st, ino);
+		r = top < 0 ? top : top ? 0 : -EINVAL;
+	}
+	sqlite3_stmt *s = NULL;
+	if (!r) {
+		s = store_stmt(st, st->db,
+			       "WITH RECURSIVE sub(ino) AS (SELECT ?1 UNION"
+			       " SELECT d.ino FROM dentry d JOIN sub ON d.parent = sub.ino)"
+			       " UPDATE inode SET flags = flags & ~?2 WHERE ino IN sub"
+			       " RETURNING ino, flags");
+		if (!s)
+			r = -EIO;
+	}
+	if (!r) {
+		sqlite3_bind_int64(s, 1, (int64_t)ino);
+		sqlite3_bind_int64(s, 2, STORE_INODE_SEALED);
+		int rc;
+		while ((rc = sqlite3_step(s)) == SQLITE_ROW)
+			store_cached_flags(st, (uint64_t)sqlite3_column_int64(s, 0),
+					   (uint32_t)sqlite3_column_int64(s, 1));
+		if (rc != SQLITE_DONE)
+			r = -EIO;
+		sqlite3_reset(s);
+	}
+	return tx_end(st, r);
+}
+
 /* ---- extended attributes --------------------------------------------------------- */
 
 int store_xattr_get(struct store *st, uint64_t ino, const char *name, void *buf, size_t size)

@@ -515,6 +515,7 @@ static void test_fs_sealed(void **state)
 {
 	struct mnt *m = *state;
 	assert_int_equal(mkdir(P(m, "s"), 0755), 0);
+	assert_int_equal(mkdir(P(m, "s/in"), 0755), 0);
 	put_file(P(m, "s/f"), "sealed", 6);
 	assert_int_equal(setxattr(P(m, "s"), "user.snapfs.sealed", "1", 1, 0), 0);
 	assert_int_equal(open(P(m, "s/f"), O_WRONLY), -1);
@@ -527,7 +528,8 @@ static void test_fs_sealed(void **state)
 	assert_int_equal(errno, EPERM);
 	assert_int_equal(chmod(P(m, "s/f"), 0600), -1);
 	assert_int_equal(errno, EPERM);
-	assert_int_equal(removexattr(P(m, "s"), "user.snapfs.sealed"), -1);
+	/* Only the top of the sealed tree can be unsealed (root is asking). */
+	assert_int_equal(removexattr(P(m, "s/in"), "user.snapfs.sealed"), -1);
 	assert_int_equal(errno, EPERM);
 	assert_int_equal(rename(P(m, "s/f"), P(m, "moved")), -1);
 	assert_int_equal(errno, EPERM);
@@ -537,6 +539,17 @@ static void test_fs_sealed(void **state)
 	/* A missing name in a sealed directory stays missing. */
 	assert_int_equal(access(P(m, "s/nothing"), F_OK), -1);
 	assert_int_equal(errno, ENOENT);
+	/* Unsealed, everything below changes again, the cached missing
+	 * name included. */
+	assert_int_equal(removexattr(P(m, "s"), "user.snapfs.sealed"), 0);
+	assert_int_equal(getxattr(P(m, "s/in"), "user.snapfs.sealed", buf, sizeof(buf)), -1);
+	assert_int_equal(errno, ENODATA);
+	put_file(P(m, "s/nothing"), "new", 3);
+	assert_int_equal(access(P(m, "s/nothing"), F_OK), 0);
+	assert_int_equal(unlink(P(m, "s/f")), 0);
+	assert_int_equal(rmdir(P(m, "s/in")), 0);
+	assert_int_equal(unlink(P(m, "s/nothing")), 0);
+	assert_int_equal(rmdir(P(m, "s")), 0);
 }
 
 int main(void)

@@ -370,6 +370,71 @@ static void test_store_ns_seal(void **state)
 	assert_int_equal(store_seal(st, d.ino), 0);	/* again: fine */
 }
 
+static void test_store_ns_unseal(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = f->st;
+	struct store_attr d, sub, file, other, x;
+	uint64_t gone;
+	assert_int_equal(store_mkdir(st, ROOT, "snap", 0755, 0, 0, &d), 0);
+	assert_int_equal(store_mkdir(st, d.ino, "sub", 0755, 0, 0, &sub), 0);
+	assert_int_equal(store_mknod(st, sub.ino, "mem", S_IFREG | 0644, 0, 0, 0, &file), 0);
+	assert_int_equal(store_mkdir(st, ROOT, "other", 0755, 0, 0, &other), 0);
+	/* Keep the file's state cached: unsealing must reach it too. */
+	assert_int_equal(store_file_open(st, file.ino), 0);
+	assert_int_equal(store_write(st, file.ino, "data", 4, 0), 4);
+	assert_int_equal(store_seal(st, d.ino), 0);
+	assert_int_equal(store_write(st, file.ino, "x", 1, 0), -EPERM);
+
+	/* Only the top of a sealed tree, only directories, only sealed ones. */
+	assert_int_equal(store_unseal(st, file.ino), -ENOTDIR);
+	assert_int_equal(store_unseal(st, sub.ino), -EINVAL);
+	assert_int_equal(store_unseal(st, other.ino), -EINVAL);
+	assert_int_equal(store_unseal(st, 999999), -ENOENT);
+	assert_int_equal(store_getattr(st, sub.ino, &x), 0);
+	assert_true(x.flags & STORE_INODE_SEALED);
+
+	/* A read-only open beside the writer refuses. */
+	struct store *ro;
+	assert_int_equal(store_open(f->path, STORE_RDONLY, &ro, NULL), 0);
+	assert_int_equal(store_unseal(ro, d.ino), -EROFS);
+	assert_int_equal(store_close(ro, NULL), 0);
+
+	assert_int_equal(store_unseal(st, d.ino), 0);
+	assert_int_equal(store_unseal(st, d.ino), -EINVAL);	/* no longer sealed */
+	uint64_t all[] = { d.ino, sub.ino, file.ino };
+	for (size_t i = 0; i < 3; i++) {
+		assert_int_equal(store_getattr(st, all[i], &x), 0);
+		assert_false(x.flags & STORE_INODE_SEALED);
+	}
+	/* Everything changes again, through the cached state too. */
+	assert_int_equal(store_write(st, file.ino, "D", 1, 0), 1);
+	char buf[8] = { 0 };
+	assert_int_equal(store_read(st, file.ino, buf, sizeof(buf), 0), 4);
+	assert_string_equal(buf, "Data");
+	assert_int_equal(store_file_release(st, file.ino), 0);
+	struct store_attr in = { .mode = 0700 };
+	assert_int_equal(store_setattr(st, sub.ino, &in, STORE_SET_MODE, NULL), 0);
+
+	/* It was committed: a reopened store sees it unsealed. */
+	assert_int_equal(store_close(st, NULL), 0);
+	assert_int_equal(store_open(f->path, 0, &f->st, NULL), 0);
+	st = f->st;
+	assert_int_equal(store_getattr(st, file.ino, &x), 0);
+	assert_false(x.flags & STORE_INODE_SEALED);
+	assert_int_equal(store_unlink(st, sub.ino, "mem", &gone), 0);
+	assert_int_equal(store_rmdir(st, d.ino, "sub", &gone), 0);
+	assert_int_equal(store_rmdir(st, ROOT, "snap", &gone), 0);
+
+	/* The root has no parent to be sealed: a sealed root can be unsealed. */
+	assert_int_equal(store_seal(st, ROOT), 0);
+	assert_int_equal(store_mkdir(st, ROOT, "n", 0755, 0, 0, NULL), -EPERM);
+	assert_int_equal(store_unseal(st, other.ino), -EINVAL);
+	assert_int_equal(store_unseal(st, ROOT), 0);
+	assert_int_equal(store_mkdir(st, ROOT, "n", 0755, 0, 0, NULL), 0);
+	assert_int_equal(store_rmdir(st, ROOT, "other", &gone), 0);
+}
+
 static void test_store_ns_unlink_while_open(void **state)
 {
 	struct fixture *f = *state;
@@ -433,6 +498,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_store_ns_setattr, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_ns_xattrs, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_ns_seal, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_ns_unseal, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_ns_unlink_while_open, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_ns_orphans_reclaimed, setup, teardown),
 	};

@@ -1,7 +1,8 @@
 #!/bin/sh
 # tests/e2e/sealed.sh: setting user.snapfs.sealed on a directory makes it
 # and everything below it immutable: every kind of change fails with EPERM
-# and the content stays as it was, across a remount too.
+# and the content stays as it was, across a remount too; only root can
+# remove the seal, and only from the top of the sealed tree.
 . "$(dirname "$0")/lib.sh"
 
 fs_mount || exit 1
@@ -55,7 +56,8 @@ eperm "touch (utimens)" touch "$S/mem"
 eperm "setfattr" setfattr -n user.x -v y "$S/mem"
 eperm "setfattr replacing" setfattr -n user.note -v changed "$S/mem"
 eperm "removexattr" setfattr -x user.note "$S/mem"
-eperm "removing the seal" setfattr -x user.snapfs.sealed "$S"
+eperm "removing the seal of an inner directory" setfattr -x user.snapfs.sealed "$S/sub"
+eperm "removing a seal that is not there" setfattr -x user.snapfs.sealed "$M/outside"
 eperm "fallocate --punch-hole" fallocate --punch-hole --offset 0 --length 4096 "$S/mem"
 eperm "cp onto a sealed file" cp "$M/outside/file" "$S/mem"
 
@@ -87,5 +89,32 @@ ok "unsealed: after the timeout, stat asks the daemon again" \
 eperm "write after a remount" sh -c 'echo x >>"$1/mem"' sh "$S"
 (cd "$S" && find . -type f -exec sha256sum {} + | sort) >"$T/after2"
 check "content unchanged after a remount" cmp "$T/before" "$T/after2"
+fs_umount
+
+# Unsealing, like chattr -i: root removes user.snapfs.sealed from the top
+# of the sealed tree and everything below it can change again.  Mounted
+# with allow_other so that another user can try too.
+chmod 0755 "$T"
+fs_mount -o allow_other || exit 1
+nobody() { setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; }
+check "another user can read sealed files" nobody cmp "$S/mem" "$S/mem"
+# A user's own sealed directory (so the kernel's permission check lets
+# the request through): the seal stays theirs to keep, not to lift.
+O=$M/theirs
+mkdir "$O" && echo mine >"$O/f" && chown -R 65534:65534 "$O"
+check "sealing a user's directory" setfattr -n user.snapfs.sealed -v 1 "$O"
+eperm "removing the seal as its owner, not root" nobody setfattr -x user.snapfs.sealed "$O"
+eperm "the owner cannot remove files below it" nobody rm -f "$O/f"
+check "root lifts the seal of the user's directory" setfattr -x user.snapfs.sealed "$O"
+check "then the owner can remove what is in it" sh -c 'setpriv --reuid=65534 --regid=65534 --clear-groups rm "$1/f" && rmdir "$1"' sh "$O"
+eperm "removing the seal of an inner directory, as root" setfattr -x user.snapfs.sealed "$S/sub"
+check "refused unseals leave it sealed" sh -c '[ "$(getfattr --only-values -n user.snapfs.sealed "$1/sub/inner")" = 1 ]' sh "$S"
+check "root removes the seal from the top" setfattr -x user.snapfs.sealed "$S"
+check "no seal is left below it" sh -c '! getfattr -n user.snapfs.sealed "$1/sub/inner" 2>/dev/null && ! getfattr -n user.snapfs.sealed "$1" 2>/dev/null' sh "$S"
+check "an unsealed file can be written" sh -c 'echo more >>"$1/manifest" && [ "$(tail -n 1 "$1/manifest")" = more ]' sh "$S"
+check "rm -rf of the unsealed directory" sh -c 'rm -rf "$1" && [ ! -e "$1" ]' sh "$S"
+fs_umount
+fs_mount || exit 1
+check "gone after a remount" sh -c '[ ! -e "$1" ] && [ -f "$2/outside/file" ] || [ -d "$2/outside" ]' sh "$S" "$M"
 fs_umount
 finish
