@@ -2,7 +2,7 @@
  * tests/e2e/snapcaller.c: a long-lived process with sandboxes running from
  * one snapshot, driven line by line from standard input.
  *
- * snapshot.sh's "store gone" part needs a process that keeps its region
+ * snapshot-gone.sh needs a process that keeps its region
  * mappings while the mount under them dies or is detached, and then keeps
  * calling.  snapvm call is one-shot, so this small program holds them:
  *
