@@ -6,7 +6,7 @@
  * Set-up order in store_open, undone in reverse by store_free:
  * folder -> lock file -> pack backend -> main connection (schema) ->
  * read connection -> orphans -> prefix set of known pages -> committer
- * thread.
+ * thread -> hashing helper thread.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -336,6 +336,7 @@ static int reclaim_orphans(struct store *st, struct err *e)
 static void store_free(struct store *st)
 {
 	store_committer_stop(st);
+	store_hash_helper_stop(st);
 	store_cache_free(st);
 	ptab_free(&st->pending);
 	ptab_free(&st->committing);
@@ -419,6 +420,8 @@ int store_open(const char *dir, unsigned flags, struct store **out, struct err *
 		r = store_load_known(st, e);
 	if (!r && !rdonly)
 		r = store_committer_start(st, e);
+	if (!r && !rdonly)
+		r = store_hash_helper_start(st, e);
 	if (r) {
 		store_free(st);
 		return r;

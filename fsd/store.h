@@ -41,7 +41,9 @@
  * Threads: one struct store may be used by many threads at once.  Namespace
  * changes and commits are serialised by a store-wide lock.  File data state
  * (page maps, pending pages) has its own short-held lock, and page hashing
- * runs outside every lock, so writers to different files hash in parallel.
+ * runs outside every lock, so writers to different files hash in parallel;
+ * a single large write (32 whole pages or more) also shares its hashing
+ * with a helper thread the store runs, so it uses two cores.
  * Reads of page locations already cached in memory (store_read, store_map)
  * do not wait for a commit in progress; a read that must load a page map
  * from SQLite uses a separate connection and does not wait either.

@@ -12,6 +12,11 @@
  * once (appended, not yet synced) and listed in the pending table, so later
  * writes deduplicate against them and reads find them; the commit syncs the
  * backend before the transaction that refers to them.
+ *
+ * A large write hashes its whole pages on two threads, its own and the
+ * store's hashing helper, before deduplicating them: a FUSE client such as
+ * cp sends one write at a time, so otherwise a single core would do all the
+ * hashing while the other one idles.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -23,6 +28,9 @@
 
 #define LOC_TMP (1ull << 63)	/* pending-table placeholder during a put */
 #define WRITE_BATCH 64u		/* full pages hashed per round */
+#define SPLIT_MIN 32u		/* whole pages from which the helper joins in */
+#define SPLIT_MAX 256u		/* whole pages hashed ahead at most */
+#define HASH_GROUP 8u		/* pages a hashing thread takes at a time */
 
 static bool hole(const uint8_t *h)
 {
@@ -605,27 +613,144 @@ static int patch_page(struct store *st, struct sinode *si, uint64_t pg, unsigned
 
 /* ---- writing ----------------------------------------------------------------- */
 
-/* n (<= WRITE_BATCH) whole pages from data as slots pg.. : hashed with no
- * lock held, then deduplicated, put and mapped under mem_lock. */
-static int write_pages(struct store *st, struct sinode *si, uint64_t pg, const uint8_t *data,
-		       unsigned n)
+/* ---- hashing on two threads ------------------------------------------------ */
+
+/* n whole pages to hash: each thread that works on it takes HASH_GROUP
+ * pages at a time from next until none are left.  hashes[i] is set for
+ * the pages that are not all zero (zero[i]). */
+struct hash_job {
+	const uint8_t *data;
+	size_t n;
+	uint8_t (*hashes)[STORE_HASH_SIZE];
+	bool *zero;
+	size_t next;		/* next page to take (atomic) */
+	int err;		/* a failure (atomic) */
+	bool taken, done;	/* by the helper (under hash_lock) */
+};
+
+static void hash_job_run(struct hash_job *j, struct store_hasher *h)
 {
-	uint8_t hashes[WRITE_BATCH][STORE_HASH_SIZE];
-	uint64_t locs[WRITE_BATCH];
-	bool zero[WRITE_BATCH];
-	struct store_hasher *h = store_hasher_get(st);
-	if (!h)
-		return -ENOMEM;
-	int r = 0;
-	for (unsigned i = 0; i < n && !r; i++) {
-		const uint8_t *p = data + (size_t)i * STORE_PAGE_SIZE;
-		zero[i] = store_page_is_zero(p);
-		if (!zero[i])
-			r = store_hash(h, p, STORE_PAGE_SIZE, hashes[i]);
+	for (;;) {
+		size_t i = __atomic_fetch_add(&j->next, HASH_GROUP, __ATOMIC_RELAXED);
+		if (i >= j->n)
+			return;
+		size_t end = i + HASH_GROUP < j->n ? i + HASH_GROUP : j->n;
+		for (; i < end; i++) {
+			const uint8_t *p = j->data + i * STORE_PAGE_SIZE;
+			j->zero[i] = store_page_is_zero(p);
+			if (j->zero[i])
+				continue;
+			int r = store_hash(h, p, STORE_PAGE_SIZE, j->hashes[i]);
+			if (r)
+				__atomic_store_n(&j->err, r, __ATOMIC_RELAXED);
+		}
 	}
+}
+
+static void *hash_helper_main(void *arg)
+{
+	struct store *st = arg;
+	/* Without a hasher of its own the helper takes jobs but leaves all
+	 * their pages to the writer. */
+	struct store_hasher *h = store_hasher_new();
+	pthread_mutex_lock(&st->hash_lock);
+	for (;;) {
+		while (!st->hash_job && !st->hash_stop)
+			pthread_cond_wait(&st->hash_cond, &st->hash_lock);
+		if (st->hash_stop)
+			break;
+		struct hash_job *j = st->hash_job;
+		st->hash_job = NULL;
+		j->taken = true;
+		pthread_mutex_unlock(&st->hash_lock);
+		if (h)
+			hash_job_run(j, h);
+		pthread_mutex_lock(&st->hash_lock);
+		j->done = true;
+		pthread_cond_broadcast(&st->hash_done);
+	}
+	pthread_mutex_unlock(&st->hash_lock);
+	store_hasher_free(h);
+	return NULL;
+}
+
+int store_hash_helper_start(struct store *st, struct err *e)
+{
+	pthread_mutex_init(&st->hash_lock, NULL);
+	pthread_cond_init(&st->hash_cond, NULL);
+	pthread_cond_init(&st->hash_done, NULL);
+	int r = pthread_create(&st->hash_thread, NULL, hash_helper_main, st);
+	if (r) {
+		pthread_cond_destroy(&st->hash_done);
+		pthread_cond_destroy(&st->hash_cond);
+		pthread_mutex_destroy(&st->hash_lock);
+		return err_set(e, -r, "store %s: hashing thread: %s", st->dir, strerror(r));
+	}
+	st->hash_running = true;
+	return 0;
+}
+
+void store_hash_helper_stop(struct store *st)
+{
+	if (!st->hash_running)
+		return;
+	pthread_mutex_lock(&st->hash_lock);
+	st->hash_stop = true;
+	pthread_cond_signal(&st->hash_cond);
+	pthread_mutex_unlock(&st->hash_lock);
+	pthread_join(st->hash_thread, NULL);
+	st->hash_running = false;
+	pthread_cond_destroy(&st->hash_done);
+	pthread_cond_destroy(&st->hash_cond);
+	pthread_mutex_destroy(&st->hash_lock);
+}
+
+/*
+ * Hash n whole pages of data (no lock held): zero[i] tells all-zero pages,
+ * hashes[i] is set for the others.  From SPLIT_MIN pages on, the helper
+ * thread is asked to take part; if it is busy with another writer's job,
+ * or only gets to this one when it is finished, the caller has done it
+ * all alone and does not wait.
+ */
+static int hash_pages(struct store *st, const uint8_t *data, size_t n,
+		      uint8_t (*hashes)[STORE_HASH_SIZE], bool *zero)
+{
+	struct hash_job j = { .data = data, .n = n, .hashes = hashes, .zero = zero };
+	bool posted = false;
+	if (n >= SPLIT_MIN && st->hash_running) {
+		pthread_mutex_lock(&st->hash_lock);
+		if (!st->hash_job) {
+			st->hash_job = &j;
+			posted = true;
+			pthread_cond_signal(&st->hash_cond);
+		}
+		pthread_mutex_unlock(&st->hash_lock);
+	}
+	struct store_hasher *h = store_hasher_get(st);
+	int r = h ? 0 : -ENOMEM;
+	if (h)
+		hash_job_run(&j, h);
 	store_hasher_put(st, h);
-	if (r)
-		return r;
+	if (posted) {
+		pthread_mutex_lock(&st->hash_lock);
+		if (!j.taken)
+			st->hash_job = NULL;	/* still ours: withdraw it */
+		else
+			while (!j.done)
+				pthread_cond_wait(&st->hash_done, &st->hash_lock);
+		pthread_mutex_unlock(&st->hash_lock);
+	}
+	return r ? r : __atomic_load_n(&j.err, __ATOMIC_RELAXED);
+}
+
+/* n (<= WRITE_BATCH) whole pages from data as slots pg.., their hashes
+ * and zero flags already worked out: deduplicated, put and mapped under
+ * mem_lock. */
+static int write_hashed(struct store *st, struct sinode *si, uint64_t pg, const uint8_t *data,
+			unsigned n, const uint8_t (*hashes)[STORE_HASH_SIZE], const bool *zero)
+{
+	uint64_t locs[WRITE_BATCH];
+	int r;
 
 	/* Pages new to the store go to the backend in one call. */
 	struct iovec iov[WRITE_BATCH];
@@ -709,10 +834,19 @@ static ssize_t write_locked(struct store *st, struct sinode *si, const uint8_t *
 			pos += n;
 			continue;
 		}
+		/* Whole pages: hashed ahead (on two threads if there are
+		 * enough of them), then put in batches. */
 		uint64_t whole = (end - pos) >> STORE_PAGE_SHIFT;
-		unsigned n = whole > WRITE_BATCH ? WRITE_BATCH : (unsigned)whole;
-		r = write_pages(st, si, pg, src, n);
-		pos += (uint64_t)n * STORE_PAGE_SIZE;
+		unsigned n = whole > SPLIT_MAX ? SPLIT_MAX : (unsigned)whole;
+		uint8_t hashes[SPLIT_MAX][STORE_HASH_SIZE];
+		bool zero[SPLIT_MAX];
+		r = hash_pages(st, src, n, hashes, zero);
+		for (unsigned i = 0; i < n && !r; i += WRITE_BATCH) {
+			unsigned b = n - i < WRITE_BATCH ? n - i : WRITE_BATCH;
+			r = write_hashed(st, si, pg + i, src + (size_t)i * STORE_PAGE_SIZE, b,
+					 (const uint8_t(*)[STORE_HASH_SIZE])hashes + i, zero + i);
+			pos += (uint64_t)b * STORE_PAGE_SIZE;
+		}
 	}
 	pthread_mutex_lock(&st->mem_lock);
 	/* Even a failed write may have changed pages up to pos. */

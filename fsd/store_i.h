@@ -126,6 +126,15 @@ struct store {
 	pthread_cond_t commit_cond;
 	bool committer_running, commit_wanted, committer_stop;
 
+	/* The hashing helper thread: a large write shares the hashing of its
+	 * pages with it (store_data.c, hash_pages).  Under hash_lock. */
+	pthread_t hash_thread;
+	pthread_mutex_t hash_lock;
+	pthread_cond_t hash_cond;	/* a job was posted, or stop */
+	pthread_cond_t hash_done;	/* the helper finished a job */
+	struct hash_job *hash_job;	/* posted, not yet taken */
+	bool hash_running, hash_stop;
+
 	struct store_hasher *hashers[STORE_HASHERS];	/* under hasher_lock */
 	unsigned nhashers;
 };
@@ -143,6 +152,9 @@ void store_hasher_put(struct store *st, struct store_hasher *h);
 /* store_data.c */
 int store_committer_start(struct store *st, struct err *e);
 void store_committer_stop(struct store *st);
+/* Start / stop the hashing helper thread (stop: safe if never started). */
+int store_hash_helper_start(struct store *st, struct err *e);
+void store_hash_helper_stop(struct store *st);
 /* Find or load the cached inode, pinned (users++).  mem_lock NOT held. */
 int sinode_get(struct store *st, uint64_t ino, struct sinode **out);
 void sinode_put(struct store *st, struct sinode *si);

@@ -5,10 +5,12 @@
  * SEEK_DATA/SEEK_HOLE, splice extents, the digest's definition (a known
  * answer), pending writes visible before and durable after a commit.
  */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -331,6 +333,97 @@ static void test_store_data_seek(void **state)
 	assert_int_equal(store_seek_data(st, tail, 500 * PG), -ENXIO);
 }
 
+/* A large write: its whole pages are hashed on two threads.  Pages of
+ * every kind (zero, repeated, new), more of them than are hashed ahead at
+ * once, at a page-aligned and at an unaligned offset. */
+struct big_write {
+	struct store *st;
+	uint64_t ino;
+	uint64_t seed;
+	int failed;		/* line of the first failed check, 0 if none */
+};
+
+#define BIG_PAGES 600u
+#define BIG_LEN (BIG_PAGES * PG + 100)
+#define BIG_CHECK(b, cond)                   \
+	do {                                 \
+		if (!(cond) && !(b)->failed) \
+			(b)->failed = __LINE__; \
+	} while (0)
+
+static void *big_write_run(void *arg)
+{
+	struct big_write *b = arg;
+	uint8_t *buf = malloc(BIG_LEN), *back = malloc(BIG_LEN + 3 * PG);
+	BIG_CHECK(b, buf && back);
+	if (!buf || !back)
+		goto out;
+	unsigned stored = 0;
+	for (unsigned i = 0; i < BIG_PAGES; i++) {
+		uint8_t *p = buf + (size_t)i * PG;
+		if (i % 7 == 3) {
+			memset(p, 0, PG);
+			continue;
+		}
+		if (i % 5 == 1 && i > 1)
+			memcpy(p, buf, PG);	/* a repeat of page 0 */
+		else
+			tsu_fill(p, PG, b->seed + i);
+		stored++;
+	}
+	tsu_fill(buf + (size_t)BIG_PAGES * PG, 100, b->seed + BIG_PAGES);
+	/* Page-aligned, after three holes. */
+	BIG_CHECK(b, store_write(b->st, b->ino, buf, BIG_LEN, 3 * PG) == (ssize_t)BIG_LEN);
+	BIG_CHECK(b, store_read(b->st, b->ino, back, BIG_LEN + 3 * PG, 0) ==
+			     (ssize_t)(BIG_LEN + 3 * PG));
+	for (unsigned i = 0; i < 3 * PG; i++)
+		BIG_CHECK(b, back[i] == 0);
+	BIG_CHECK(b, memcmp(back + 3 * PG, buf, BIG_LEN) == 0);
+	struct store_file_info fi;
+	BIG_CHECK(b, store_file_info(b->st, b->ino, &fi) == 0);
+	BIG_CHECK(b, fi.pages == stored + 1);
+	BIG_CHECK(b, fi.zero_pages == 3 + (BIG_PAGES - stored));
+	/* Unaligned: the whole pages inside are not aligned in buf. */
+	BIG_CHECK(b, store_write(b->st, b->ino, buf, BIG_LEN, 5) == (ssize_t)BIG_LEN);
+	BIG_CHECK(b, store_read(b->st, b->ino, back, BIG_LEN, 5) == (ssize_t)BIG_LEN);
+	BIG_CHECK(b, memcmp(back, buf, BIG_LEN) == 0);
+out:
+	free(buf);
+	free(back);
+	return NULL;
+}
+
+static void test_store_data_big_writes(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = f->st;
+	/* One writer alone, then two at once (one of them may find the
+	 * hashing helper busy with the other's pages). */
+	struct big_write one = { .st = st, .ino = tsu_file(st, "big"), .seed = 100 };
+	big_write_run(&one);
+	assert_int_equal(one.failed, 0);
+	struct big_write two[2] = {
+		{ .st = st, .ino = tsu_file(st, "big1"), .seed = 2000 },
+		{ .st = st, .ino = tsu_file(st, "big2"), .seed = 3000 },
+	};
+	pthread_t t;
+	assert_int_equal(pthread_create(&t, NULL, big_write_run, &two[0]), 0);
+	big_write_run(&two[1]);
+	assert_int_equal(pthread_join(t, NULL), 0);
+	assert_int_equal(two[0].failed, 0);
+	assert_int_equal(two[1].failed, 0);
+	assert_int_equal(store_sync(st, NULL), 0);
+	uint8_t a[PG], b[PG];
+	assert_int_equal(store_read(st, two[0].ino, a, PG, 10 * PG), PG);
+	assert_int_equal(store_read(st, two[1].ino, b, PG, 10 * PG), PG);
+	assert_memory_not_equal(a, b, PG);
+	/* Every stored page is filed under its own hash. */
+	struct store_fsck_result res;
+	assert_int_equal(store_fsck(st, NULL, NULL, NULL, &res, NULL), 0);
+	assert_int_equal(res.problems, 0);
+	assert_true(res.pages_checked > BIG_PAGES);
+}
+
 static void test_store_data_map(void **state)
 {
 	struct fixture *f = *state;
@@ -451,6 +544,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_store_data_punch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_data_clone, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_data_seek, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_data_big_writes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_data_map, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_data_digest, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_data_big_commit, setup, teardown),
