@@ -533,7 +533,12 @@ int vm_run(struct vm *vm, uint64_t deadline_ns, struct err *e)
 			}
 			continue;
 		}
-		r = err_set(e, -err, "KVM_RUN: %s", strerror(err));
+		if (err == EFAULT)	/* KVM could not read or map guest memory */
+			r = err_set(e, -err, "KVM_RUN: %s: guest memory is gone from its backing "
+				    "(a region file shrank, or its filesystem went away)",
+				    strerror(err));
+		else
+			r = err_set(e, -err, "KVM_RUN: %s", strerror(err));
 		break;
 	}
 	tls_run = NULL;

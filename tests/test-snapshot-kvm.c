@@ -616,7 +616,8 @@ static void test_snapshot_file_truncated_under_sandbox(void **state)
 	char out[64];
 	size_t n;
 	int r = sandbox_call(sb, "counter", NULL, 0, out, sizeof(out), &n, &e);
-	assert_true(r < 0);
+	assert_int_equal(r, -EFAULT);
+	assert_non_null(strstr(e.msg, "region file"));
 	assert_true(sandbox_ended(sb, NULL));
 	sandbox_free(sb);
 	snapshot_close(s);
