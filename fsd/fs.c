@@ -455,7 +455,31 @@ static void fs_op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync,
 struct fs_handle {
 	bool writer;		/* opened for writing */
 	bool dirty;		/* written through: flush commits */
+	uint64_t ino;
+	struct fs_handle *prev, *next;	/* in fs->handles */
 };
+
+static void fs_handle_link(struct fs *fs, struct fs_handle *h)
+{
+	pthread_mutex_lock(&fs->handles_lock);
+	h->next = fs->handles;
+	if (h->next)
+		h->next->prev = h;
+	fs->handles = h;
+	pthread_mutex_unlock(&fs->handles_lock);
+}
+
+static void fs_handle_unlink(struct fs *fs, struct fs_handle *h)
+{
+	pthread_mutex_lock(&fs->handles_lock);
+	if (h->prev)
+		h->prev->next = h->next;
+	else
+		fs->handles = h->next;
+	if (h->next)
+		h->next->prev = h->prev;
+	pthread_mutex_unlock(&fs->handles_lock);
+}
 
 static struct fs_handle *fs_handle(const struct fuse_file_info *fi)
 {
@@ -495,6 +519,8 @@ static int fs_open_file(struct fs *fs, const struct store_attr *a, struct fuse_f
 		store_file_release(fs->store, a->ino);
 		return r;
 	}
+	h->ino = a->ino;
+	fs_handle_link(fs, h);
 	fi->fh = (uintptr_t)h;
 	fi->direct_io = 0;
 	if (a->flags & STORE_INODE_SEALED)
@@ -553,6 +579,8 @@ void fs_release_file(struct fs *fs, uint64_t ino, uint64_t fh)
 {
 	struct fs_handle *h = (struct fs_handle *)(uintptr_t)fh;
 	bool writer = h && h->writer;
+	if (h)
+		fs_handle_unlink(fs, h);
 	free(h);
 	int r = store_file_release(fs->store, ino);
 	if (r < 0)
@@ -837,6 +865,7 @@ int fs_new(struct store *store, const struct fs_config *cfg, struct fs **out)
 		free(fs);
 		return r;
 	}
+	pthread_mutex_init(&fs->handles_lock, NULL);
 	*out = fs;
 	return 0;
 }
@@ -851,6 +880,11 @@ void fs_free(struct fs *fs)
 {
 	if (!fs)
 		return;
+	/* Handles the kernel never released (the session ended first) are
+	 * released as it would have. */
+	while (fs->handles)
+		fs_release_file(fs, fs->handles->ino, (uintptr_t)fs->handles);
+	pthread_mutex_destroy(&fs->handles_lock);
 	fs_inode_table_destroy(&fs->inodes, fs_free_one, fs);
 	free(fs);
 }

@@ -36,7 +36,8 @@ struct fs;
 int fs_new(struct store *store, const struct fs_config *cfg, struct fs **out);
 
 /*
- * Free the inode table.  Inodes still remembered (the kernel never sent
+ * Free the inode table.  File handles still open (the kernel never sent
+ * release) are released first, as if it had.  Inodes still remembered (the kernel never sent
  * forget, as on unmount) are released to the store first, so files that
  * were unlinked while open give their pages back.  NULL is allowed.
  */

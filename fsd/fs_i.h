@@ -5,6 +5,7 @@
 #ifndef SNAPFS_FS_I_H
 #define SNAPFS_FS_I_H
 
+#include <pthread.h>
 #include <stdint.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -13,10 +14,16 @@
 #include "fs_inode.h"
 #include "store.h"
 
+struct fs_handle;
+
 struct fs {
 	struct store *store;
 	struct fs_config cfg;
 	struct fs_inode_table inodes;
+	/* Open file handles, so that fs_free frees those the kernel never
+	 * released (the session ended with files still open). */
+	pthread_mutex_t handles_lock;
+	struct fs_handle *handles;
 };
 
 /* Fill a struct stat from store attributes (st_blocks from pages stored). */
