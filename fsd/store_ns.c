@@ -786,6 +786,30 @@ int store_setattr(struct store *st, uint64_t ino, const struct store_attr *in, u
 	return r;
 }
 
+/* Set (sealed) or clear STORE_INODE_SEALED on ino and everything below
+ * it, keeping the cached flags in step.  (transaction open; 0 or -errno) */
+static int subtree_set_sealed(struct store *st, uint64_t ino, bool sealed)
+{
+	sqlite3_stmt *s = store_stmt(st, st->db,
+				     "WITH RECURSIVE sub(ino) AS (SELECT ?1 UNION"
+				     " SELECT d.ino FROM dentry d JOIN sub ON d.parent = sub.ino)"
+				     " UPDATE inode SET flags = (flags & ~?2) | ?3 WHERE ino IN sub"
+				     " RETURNING ino, flags");
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, (int64_t)ino);
+	sqlite3_bind_int64(s, 2, STORE_INODE_SEALED);
+	sqlite3_bind_int64(s, 3, sealed ? STORE_INODE_SEALED : 0);
+	int rc, r = 0;
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW)
+		store_cached_flags(st, (uint64_t)sqlite3_column_int64(s, 0),
+				   (uint32_t)sqlite3_column_int64(s, 1));
+	if (rc != SQLITE_DONE)
+		r = -EIO;
+	sqlite3_reset(s);
+	return r;
+}
+
 int store_seal(struct store *st, uint64_t ino)
 {
 	if (st->rdonly)
@@ -798,27 +822,8 @@ int store_seal(struct store *st, uint64_t ino)
 		return r;
 	struct store_attr a;
 	r = attr_get(st, st->db, ino, &a);
-	sqlite3_stmt *s = NULL;
-	if (!r) {
-		s = store_stmt(st, st->db,
-			       "WITH RECURSIVE sub(ino) AS (SELECT ?1 UNION"
-			       " SELECT d.ino FROM dentry d JOIN sub ON d.parent = sub.ino)"
-			       " UPDATE inode SET flags = flags | ?2 WHERE ino IN sub"
-			       " RETURNING ino, flags");
-		if (!s)
-			r = -EIO;
-	}
-	if (!r) {
-		sqlite3_bind_int64(s, 1, (int64_t)ino);
-		sqlite3_bind_int64(s, 2, STORE_INODE_SEALED);
-		int rc;
-		while ((rc = sqlite3_step(s)) == SQLITE_ROW)
-			store_cached_flags(st, (uint64_t)sqlite3_column_int64(s, 0),
-					   (uint32_t)sqlite3_column_int64(s, 1));
-		if (rc != SQLITE_DONE)
-			r = -EIO;
-		sqlite3_reset(s);
-	}
+	if (!r)
+		r = subtree_set_sealed(st, ino, true);
 	return tx_end(st, r);
 }
 
@@ -862,27 +867,8 @@ int store_unseal(struct store *st, uint64_t ino)
 		int top = is_seal_top(st, ino);
 		r = top < 0 ? top : top ? 0 : -EINVAL;
 	}
-	sqlite3_stmt *s = NULL;
-	if (!r) {
-		s = store_stmt(st, st->db,
-			       "WITH RECURSIVE sub(ino) AS (SELECT ?1 UNION"
-			       " SELECT d.ino FROM dentry d JOIN sub ON d.parent = sub.ino)"
-			       " UPDATE inode SET flags = flags & ~?2 WHERE ino IN sub"
-			       " RETURNING ino, flags");
-		if (!s)
-			r = -EIO;
-	}
-	if (!r) {
-		sqlite3_bind_int64(s, 1, (int64_t)ino);
-		sqlite3_bind_int64(s, 2, STORE_INODE_SEALED);
-		int rc;
-		while ((rc = sqlite3_step(s)) == SQLITE_ROW)
-			store_cached_flags(st, (uint64_t)sqlite3_column_int64(s, 0),
-					   (uint32_t)sqlite3_column_int64(s, 1));
-		if (rc != SQLITE_DONE)
-			r = -EIO;
-		sqlite3_reset(s);
-	}
+	if (!r)
+		r = subtree_set_sealed(st, ino, false);
 	return tx_end(st, r);
 }
 
