@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "cpustate.h"
+#include "file.h"
 #include "textparse.h"
 
 typedef unsigned long long ull;
@@ -349,7 +350,7 @@ int cpustate_load(const char *path, struct cpustate *cs, struct err *e)
 	char *text;
 	size_t len;
 	memset(cs, 0, sizeof(*cs));
-	int r = text_read_file(path, CPUSTATE_FILE_MAX, &text, &len, e);
+	int r = file_read_all(path, CPUSTATE_FILE_MAX, -EINVAL, &text, &len, e);
 	if (r < 0)
 		return r;
 	r = cpustate_parse(text, len, path, cs, e);

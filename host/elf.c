@@ -11,7 +11,6 @@
  */
 #include <endian.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <gelf.h>
 #include <libelf.h>
 #include <stdarg.h>
@@ -20,10 +19,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "elf.h"
+#include "file.h"
 
 #ifndef DT_RELR
 #define DT_RELR 36
@@ -597,50 +595,15 @@ int elf_image_load_mem(const void *buf, size_t len, const char *name, uint64_t l
 int elf_image_load(const char *path, uint64_t load_base, struct elf_image *img, struct err *e)
 {
 	memset(img, 0, sizeof(*img));
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return err_set(e, -errno, "%s: open: %s", path, strerror(errno));
-	struct stat st;
-	int r = 0;
-	uint8_t *buf = NULL;
-	if (fstat(fd, &st) != 0) {
-		r = err_set(e, -errno, "%s: stat: %s", path, strerror(errno));
-		goto close_fd;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		r = err_set(e, -ENOEXEC, "%s: not a regular file", path);
-		goto close_fd;
-	}
-	if ((unsigned long long)st.st_size > ELF_FILE_MAX) {
-		r = err_set(e, -EFBIG, "%s: %lld bytes, more than the limit %llu", path,
-			    (long long)st.st_size, ELF_FILE_MAX);
-		goto close_fd;
-	}
-	size_t len = (size_t)st.st_size, got = 0;
-	buf = malloc(len ? len : 1);
-	if (!buf) {
-		r = err_set(e, -ENOMEM, "%s: out of memory for %zu bytes", path, len);
-		goto close_fd;
-	}
-	while (got < len) {
-		ssize_t n = read(fd, buf + got, len - got);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			r = err_set(e, -errno, "%s: read: %s", path, strerror(errno));
-			goto free_buf;
-		}
-		if (n == 0)
-			break;	/* shrank while we read: parse what we got */
-		got += (size_t)n;
-	}
-	r = load_private(buf, got, path, load_base, img, e);
+	char *buf;
+	size_t len;
+	int r = file_read_all(path, ELF_FILE_MAX, -ENOEXEC, &buf, &len, e);
+	if (r < 0)
+		return r;
+	r = load_private((uint8_t *)buf, len, path, load_base, img, e);
 	if (r < 0)
 		elf_image_free(img);
-free_buf:
 	free(buf);
-close_fd:
-	close(fd);
 	return r;
 }
 

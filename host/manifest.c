@@ -23,6 +23,7 @@
 #include <openssl/evp.h>
 
 #include "manifest.h"
+#include "file.h"
 #include "textparse.h"
 
 typedef unsigned long long ull;
@@ -414,7 +415,7 @@ int manifest_load(const char *path, struct manifest *m, struct err *e)
 	char *text;
 	size_t len;
 	memset(m, 0, sizeof(*m));
-	int r = text_read_file(path, MANIFEST_FILE_MAX, &text, &len, e);
+	int r = file_read_all(path, MANIFEST_FILE_MAX, -EINVAL, &text, &len, e);
 	if (r < 0)
 		return r;
 	r = manifest_parse(text, len, path, m, e);

@@ -3,13 +3,10 @@
  * files (rules in textparse.h).
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "textparse.h"
 
@@ -158,61 +155,4 @@ void text_hex_format(const uint8_t *in, size_t n, char *out)
 		out[2 * i + 1] = digits[in[i] & 15];
 	}
 	out[2 * n] = 0;
-}
-
-int text_read_file(const char *path, size_t max, char **text, size_t *len, struct err *e)
-{
-	*text = NULL;
-	*len = 0;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return err_set(e, -errno, "%s: open: %s", path, strerror(errno));
-	struct stat st;
-	int r = 0;
-	char *buf = NULL;
-	if (fstat(fd, &st) != 0) {
-		r = err_set(e, -errno, "%s: stat: %s", path, strerror(errno));
-		goto close_fd;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		r = err_set(e, -EINVAL, "%s: not a regular file", path);
-		goto close_fd;
-	}
-	if ((unsigned long long)st.st_size > max) {
-		r = err_set(e, -EFBIG, "%s: %lld bytes, more than the limit %zu", path,
-			    (long long)st.st_size, max);
-		goto close_fd;
-	}
-	/* read up to max + 1 bytes whatever stat said: the file may change */
-	buf = malloc(max + 2);
-	if (!buf) {
-		r = err_set(e, -ENOMEM, "%s: out of memory", path);
-		goto close_fd;
-	}
-	size_t got = 0;
-	while (got <= max) {
-		ssize_t n = read(fd, buf + got, max + 1 - got);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			r = err_set(e, -errno, "%s: read: %s", path, strerror(errno));
-			goto free_buf;
-		}
-		if (n == 0)
-			break;
-		got += (size_t)n;
-	}
-	if (got > max) {
-		r = err_set(e, -EFBIG, "%s: more than the limit of %zu bytes", path, max);
-		goto free_buf;
-	}
-	buf[got] = 0;
-	*text = buf;
-	*len = got;
-	buf = NULL;
-free_buf:
-	free(buf);
-close_fd:
-	close(fd);
-	return r;
 }

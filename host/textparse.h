@@ -68,11 +68,4 @@ int text_hex(const char *s, uint8_t *out, size_t n);
 /* Write n bytes as 2 * n lowercase hex digits and a NUL into out. */
 void text_hex_format(const uint8_t *in, size_t n, char *out);
 
-/*
- * Read a whole regular file of at most max bytes into a malloc'd buffer
- * (*text, NUL-terminated for convenience; *len excludes the NUL).  Returns
- * 0 or -errno with e set ("PATH: ...").
- */
-int text_read_file(const char *path, size_t max, char **text, size_t *len, struct err *e);
-
 #endif

@@ -1,0 +1,25 @@
+/*
+ * lib/file.h: reading a whole file with a size bound.
+ *
+ * Guest ELF files, manifests and cpu files are read whole before they are
+ * parsed; all of them come from places a user or another process controls,
+ * so the size is bounded and a file that changes while it is read is judged
+ * by what was read, never by what stat() said.
+ */
+#ifndef SNAPFS_FILE_H
+#define SNAPFS_FILE_H
+
+#include <stddef.h>
+
+#include "err.h"
+
+/*
+ * Read the regular file at path, at most max bytes, into a malloc'd buffer
+ * (*buf, with a NUL after the data; *len excludes it).  Returns 0, or
+ * -errno with e set ("PATH: ..."): notreg (e.g. -EINVAL) if path is not a
+ * regular file, -EFBIG if it holds more than max bytes, open/read errors.
+ */
+int file_read_all(const char *path, size_t max, int notreg, char **buf, size_t *len,
+		  struct err *e);
+
+#endif
