@@ -522,10 +522,20 @@ static int fs_open_file(struct fs *fs, const struct store_attr *a, struct fuse_f
 	h->ino = a->ino;
 	fs_handle_link(fs, h);
 	fi->fh = (uintptr_t)h;
-	fi->direct_io = 0;
+	uint32_t writers = fs_inode_writers(&fs->inodes, a->ino);
+	/*
+	 * A write-only handle that is the file's only writer bypasses the
+	 * kernel's page cache: cp, tar and snapshot writes then cost one copy
+	 * into the daemon instead of a copy into newly allocated cache pages
+	 * plus a copy out of them, and the kernel drops cached pages of the
+	 * written range itself.  With another writer (perhaps a shared
+	 * writable mapping whose dirty pages are still to be written back)
+	 * writes keep going through the cache so the two cannot reorder.
+	 */
+	fi->direct_io = (fi->flags & O_ACCMODE) == O_WRONLY && writers == 1;
 	if (a->flags & STORE_INODE_SEALED)
 		fi->keep_cache = 1;
-	else if (writer || fs_inode_writers(&fs->inodes, a->ino) > 0)
+	else if (writers > 0)
 		fi->keep_cache = 0;
 	else
 		fi->keep_cache = fs_inode_take_keep_cache(&fs->inodes, a->ino);

@@ -21,13 +21,21 @@
  *	reads through the fd and the mapping still return REF's bytes.
  *   probe cfr SRC DST
  *	copy_file_range the whole of SRC to DST (created) in one call.
+ *   probe cache DIR
+ *	writes through a write-only handle that is the file's only writer
+ *	leave no pages in the kernel's cache; writes through a read-write
+ *	handle, or beside another writer, do; and a mapping and a reader
+ *	that cached the file's pages before a write-only handle changed
+ *	them see the new bytes afterwards.
  *
  * Exit status 0 on success, 1 with a message on stderr otherwise.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -336,6 +344,97 @@ static int probe_cfr(const char *src, const char *dst)
 	return close(b) ? fail("%s: close", dst) : 0;
 }
 
+/* Pages of the mapping m of len bytes that are in the page cache, or -1. */
+static long cached_pages(void *m, size_t len)
+{
+	unsigned char vec[len / PAGE];
+	if (mincore(m, len, vec))
+		return -1;
+	long n = 0;
+	for (size_t i = 0; i < len / PAGE; i++)
+		n += vec[i] & 1;
+	return n;
+}
+
+/*
+ * Write len bytes of c to a new file at path through a handle opened with
+ * flags (O_WRONLY or O_RDWR), another handle open for writing beside it if
+ * other_writer.  Returns how many of the pages are then in the page cache
+ * (seen through a mapping made before the write, as opening the file anew
+ * may drop its cache), or -1.
+ */
+static long write_new(const char *path, int flags, bool other_writer, char c, size_t len)
+{
+	int o = -1, r = open(path, O_RDONLY | O_CREAT | O_TRUNC, 0644);
+	if (other_writer)
+		o = open(path, O_RDWR);
+	int fd = open(path, flags);
+	if (r < 0 || fd < 0 || (other_writer && o < 0) || ftruncate(fd, (off_t)len))
+		return fail("%s: open", path), -1;
+	void *m = mmap(NULL, len, PROT_READ, MAP_SHARED, r, 0);
+	char *buf = malloc(len);
+	memset(buf, c, len);
+	long n = -1;
+	if (m == MAP_FAILED || pwrite_all(fd, buf, len, 0))
+		fail("%s: write", path);
+	else
+		n = cached_pages(m, len);
+	if (close(fd))
+		n = -1;
+	if (m != MAP_FAILED)
+		munmap(m, len);
+	free(buf);
+	if (o >= 0)
+		close(o);
+	close(r);
+	return n;
+}
+
+static int probe_cache(const char *dir)
+{
+	enum { N = 16 };
+	const size_t len = N * PAGE;
+	char a[PATH_MAX], b[PATH_MAX], c[PATH_MAX];
+	snprintf(a, sizeof(a), "%s/cache-wronly", dir);
+	snprintf(b, sizeof(b), "%s/cache-rdwr", dir);
+	snprintf(c, sizeof(c), "%s/cache-two", dir);
+	long na = write_new(a, O_WRONLY, false, 'a', len);
+	long nb = write_new(b, O_RDWR, false, 'b', len);
+	long nc = write_new(c, O_WRONLY, true, 'c', len);
+	if (na < 0 || nb < 0 || nc < 0)
+		return 1;
+	if (na != 0)
+		return fail("%s: %ld of %d pages cached after a write-only write", a, na, N);
+	if (nb != N)
+		return fail("%s: %ld of %d pages cached after a read-write write", b, nb, N);
+	if (nc != N)
+		return fail("%s: %ld of %d pages cached after a write beside another writer", c,
+			    nc, N);
+
+	/* Cache a's pages through a mapping and a reader, then change the
+	 * middle of the file through a write-only handle. */
+	int fd = open(a, O_RDONLY);
+	char *m = fd < 0 ? MAP_FAILED : mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
+	if (m == MAP_FAILED)
+		return fail("%s: map", a);
+	char ref[N * PAGE], got[N * PAGE];
+	memset(ref, 'a', len);
+	if (memcmp(m, ref, len) || pread(fd, got, len, 0) != (ssize_t)len || memcmp(got, ref, len))
+		return fail("%s: first read differs", a);
+	int w = open(a, O_WRONLY);
+	const size_t off = PAGE + 100, n = 3 * PAGE;
+	memset(ref + off, 'z', n);
+	if (w < 0 || pwrite_all(w, ref + off, n, (off_t)off) || close(w))
+		return fail("%s: rewrite", a);
+	if (memcmp(m, ref, len))
+		return fail("%s: a mapping made before a write-only write still shows old bytes", a);
+	if (pread(fd, got, len, 0) != (ssize_t)len || memcmp(got, ref, len))
+		return fail("%s: a reader open before a write-only write still reads old bytes", a);
+	munmap(m, len);
+	close(fd);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *cmd = argc > 1 ? argv[1] : "";
@@ -349,6 +448,8 @@ int main(int argc, char **argv)
 		return probe_unlinked(argv[2], argv[3]);
 	if (!strcmp(cmd, "cfr") && argc == 4)
 		return probe_cfr(argv[2], argv[3]);
-	fprintf(stderr, "usage: probe mmap|randwrite|parallel|unlinked|cfr ...\n");
+	if (!strcmp(cmd, "cache") && argc == 3)
+		return probe_cache(argv[2]);
+	fprintf(stderr, "usage: probe mmap|randwrite|parallel|unlinked|cfr|cache ...\n");
 	return 2;
 }

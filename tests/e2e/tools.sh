@@ -133,6 +133,7 @@ check "random writes at any offset match a reference file" "$PROBE" randwrite "$
 check "parallel readers and writers never see torn pages" "$PROBE" parallel "$M/par" 3 3 40
 cp "$T/r1" "$M/doomed"
 check "a file unlinked while open and mapped stays readable" "$PROBE" unlinked "$M/doomed" "$T/r1"
+check "write-only writers bypass the page cache and leave no stale pages" "$PROBE" cache "$M"
 check "copy_file_range within the mount" sh -c '"$1" cfr "$2/cp/d1/f3000001" "$2/clone" && cmp "$2/clone" "$3/d1/f3000001"' sh "$PROBE" "$M" "$SRC"
 
 stat -c %i "$M/hl" >"$T/ino"
