@@ -650,6 +650,7 @@ static void hash_job_run(struct hash_job *j, struct store_hasher *h)
 static void *hash_helper_main(void *arg)
 {
 	struct store *st = arg;
+	pthread_setname_np(pthread_self(), "snapfs-hash");
 	/* Without a hasher of its own the helper takes jobs but leaves all
 	 * their pages to the writer. */
 	struct store_hasher *h = store_hasher_new();
@@ -911,6 +912,7 @@ static void data_end(struct store *st, struct sinode *si, bool change)
 static void *committer_main(void *arg)
 {
 	struct store *st = arg;
+	pthread_setname_np(pthread_self(), "snapfs-commit");
 	pthread_mutex_lock(&st->mem_lock);
 	for (;;) {
 		while (!st->commit_wanted && !st->committer_stop)

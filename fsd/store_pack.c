@@ -298,6 +298,7 @@ static struct stage *stage_take(struct pack_be *pb, uint32_t id, uint64_t off)
 static void *writer_main(void *arg)
 {
 	struct pack_be *pb = arg;
+	pthread_setname_np(pthread_self(), "snapfs-pack");
 	pthread_mutex_lock(&pb->lock);
 	for (;;) {
 		/* Oldest full buffer first, so seq_done only ever grows past
