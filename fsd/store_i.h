@@ -1,7 +1,9 @@
 /*
  * fsd/store_i.h: the page store's private state, shared by store.c (open,
- * commit), store_ns.c (namespace), store_data.c (file data) and
- * store_admin.c (gc, fsck, stats).
+ * sync), store_ns.c (namespace), the file-data modules store_cache.c
+ * (pending pages, inode cache, page maps), store_write.c (writing),
+ * store_data.c (reads, truncate, clone, seek, figures) and store_commit.c
+ * (commit, deleting files), and store_admin.c (gc, fsck, stats).
  *
  * Locks, always taken in this order:
  *   gc_lock   rwlock.  Every data call holds it shared for its duration (and
@@ -127,7 +129,7 @@ struct store {
 	bool committer_running, commit_wanted, committer_stop;
 
 	/* The hashing helper thread: a large write shares the hashing of its
-	 * pages with it (store_data.c, hash_pages).  Under hash_lock. */
+	 * pages with it (store_write.c, hash_pages).  Under hash_lock. */
 	pthread_t hash_thread;
 	pthread_mutex_t hash_lock;
 	pthread_cond_t hash_cond;	/* a job was posted, or stop */
@@ -149,34 +151,75 @@ int store_commit(struct store *st, struct err *e);
 struct store_hasher *store_hasher_get(struct store *st);
 void store_hasher_put(struct store *st, struct store_hasher *h);
 
-/* store_data.c */
-int store_committer_start(struct store *st, struct err *e);
-void store_committer_stop(struct store *st);
-/* Start / stop the hashing helper thread (stop: safe if never started). */
-int store_hash_helper_start(struct store *st, struct err *e);
-void store_hash_helper_stop(struct store *st);
+/* store_cache.c: pending table, prefix set, inode cache, slots */
+/* The pending-table entry of hash, or NULL. */
+struct ptab_ent *ptab_find(struct ptab *t, const uint8_t *hash);
+/* Insert hash (not present) with loc != 0. */
+int ptab_add(struct ptab *t, const uint8_t *hash, uint64_t loc);
+void ptab_free(struct ptab *t);
+/* May the store hold a page with this hash?  (false: certainly not) */
+bool pset_has(const struct pset *s, const uint8_t *hash);
+int pset_add(struct pset *s, const uint8_t *hash);
+void pset_free(struct pset *s);
+/* Fill the prefix set from the page index (at open). */
+int store_load_known(struct store *st, struct err *e);
 /* Find or load the cached inode, pinned (users++).  mem_lock NOT held. */
 int sinode_get(struct store *st, uint64_t ino, struct sinode **out);
 void sinode_put(struct store *st, struct sinode *si);
 /* Cached inode or NULL; mem_lock held. */
 struct sinode *sinode_find(struct store *st, uint64_t ino);
+/* Free a page-map chunk (NULL is fine). */
+void chunk_free(struct chunk *c);
+/* Remove si from the cache and free it (mem_lock held, no users). */
+void sinode_drop(struct store *st, struct sinode *si);
+/* Free cached inodes beyond the cache's size that nobody uses and that
+ * have nothing pending (mem_lock held). */
+void cache_trim(struct store *st);
 /* Overlay size, times and pages of a cached inode onto a (mem_lock not held). */
 void store_overlay_attr(struct store *st, struct store_attr *a);
 /* Keep a cached inode's copy of what setattr/seal changed. */
 void store_cached_times(struct store *st, uint64_t ino, const int64_t *mtime_ns,
 			const int64_t *ctime_ns);
 void store_cached_flags(struct store *st, uint64_t ino, uint32_t flags);
+void store_cache_free(struct store *st);
+/* Slot pg of si: its hash and location, a hole (zero hash, loc 0) beyond
+ * the map (mem_lock held). */
+void slot_get(const struct sinode *si, uint64_t pg, const uint8_t **hash, uint64_t *loc);
+/* Set slot pg of si to (hash, loc), a hole if loc == 0; the chunk keeps its
+ * committed hashes for the commit (mem_lock held). */
+int slot_set(struct store *st, struct sinode *si, uint64_t pg, const uint8_t *hash,
+	     uint64_t loc);
+/* The file changed: new mtime and ctime, to be committed. */
+void sinode_touch(struct sinode *si);
+
+/* store_write.c */
+int store_committer_start(struct store *st, struct err *e);
+void store_committer_stop(struct store *st);
+/* Start / stop the hashing helper thread (stop: safe if never started). */
+int store_hash_helper_start(struct store *st, struct err *e);
+void store_hash_helper_stop(struct store *st);
+
+/* Common entry of the data calls: gc_lock shared, the inode pinned and,
+ * if change, its wlock held (refused on a read-only, failed or sealed
+ * store or inode).  Returns -errno with nothing held. */
+int data_begin(struct store *st, uint64_t ino, bool change, struct sinode **out);
+/* Undo data_begin, and commit if enough is pending. */
+void data_end(struct store *st, struct sinode *si, bool change);
+/* Write len bytes at off into si (si->wlock held). */
+ssize_t write_locked(struct store *st, struct sinode *si, const uint8_t *buf, size_t len,
+		     uint64_t off);
+/* Patch len bytes at byte in of page pg with src (zeros if NULL), the rest
+ * of the page kept (mem_lock held). */
+int patch_page(struct store *st, struct sinode *si, uint64_t pg, unsigned in, const void *src,
+	       size_t len);
+
+/* store_commit.c */
 /* Drop ino from the cache and delete it with its pages from the database
  * (db_lock held, mem_lock not). */
 int store_delete_inode(struct store *st, uint64_t ino);
 /* Delete ino if it has no links and nobody uses it; if in use, mark it to
  * be deleted at its last release (db_lock held). */
 int store_delete_inode_if_unlinked(struct store *st, uint64_t ino);
-void store_cache_free(struct store *st);
-void ptab_free(struct ptab *t);
-int pset_add(struct pset *s, const uint8_t *hash);
-void pset_free(struct pset *s);
-int store_load_known(struct store *st, struct err *e);
 
 /* store_ns.c */
 int store_ns_init_root(struct store *st, struct err *e);
@@ -195,6 +238,12 @@ static inline uint64_t get_le64(const uint8_t *p)
 	for (int i = 0; i < 8; i++)
 		v |= (uint64_t)p[i] << (8 * i);
 	return v;
+}
+
+/* Home slot of a hash in an open-addressing table of cap (a power of 2). */
+static inline size_t store_hash_slot(const uint8_t *hash, size_t cap)
+{
+	return (size_t)get_le64(hash) & (cap - 1);
 }
 
 #endif

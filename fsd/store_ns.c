@@ -4,7 +4,7 @@
  * change is one transaction on the main connection (under db_lock), and
  * reads go through the read connection so they never wait for a commit of
  * file data.  Size, times and page counts of files with pending writes are
- * overlaid from the data cache (store_data.c).
+ * overlaid from the data cache (store_cache.c).
  */
 #include <errno.h>
 #include <stdio.h>

@@ -1,0 +1,477 @@
+/*
+ * fsd/store_cache.c: the store's memory of file contents.  The pending
+ * page table (pages new since the last commit, by hash), the prefix set
+ * of every page the store may hold, the cache of inodes with their page
+ * maps in chunks, and getting and setting a page-map slot.
+ *
+ * A cached file's page map is all of its chunks.  A chunk that changed
+ * keeps a copy of its committed hashes ("base"); the commit
+ * (store_commit.c) compares the two to find which pages gained or lost a
+ * reference, so nothing has to track reference counts write by write, and
+ * dropping a file's pending changes is just freeing them.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "store_i.h"
+
+/* ---- pending page table (hash -> loc) ----------------------------------- */
+
+struct ptab_ent *ptab_find(struct ptab *t, const uint8_t *hash)
+{
+	if (!t->n)
+		return NULL;
+	for (size_t i = store_hash_slot(hash, t->cap);; i = (i + 1) & (t->cap - 1)) {
+		struct ptab_ent *e = &t->ents[i];
+		if (!e->loc)
+			return NULL;
+		if (!memcmp(e->hash, hash, STORE_HASH_SIZE))
+			return e;
+	}
+}
+
+static int ptab_grow(struct ptab *t)
+{
+	size_t cap = t->cap ? 2 * t->cap : 1024;
+	struct ptab_ent *ents = calloc(cap, sizeof(*ents));
+	if (!ents)
+		return -ENOMEM;
+	for (size_t i = 0; i < t->cap; i++) {
+		if (!t->ents[i].loc)
+			continue;
+		size_t j = store_hash_slot(t->ents[i].hash, cap);
+		while (ents[j].loc)
+			j = (j + 1) & (cap - 1);
+		ents[j] = t->ents[i];
+	}
+	free(t->ents);
+	t->ents = ents;
+	t->cap = cap;
+	return 0;
+}
+
+/* Insert hash (not present) with loc != 0. */
+int ptab_add(struct ptab *t, const uint8_t *hash, uint64_t loc)
+{
+	if (2 * (t->n + 1) > t->cap) {
+		int r = ptab_grow(t);
+		if (r)
+			return r;
+	}
+	size_t i = store_hash_slot(hash, t->cap);
+	while (t->ents[i].loc)
+		i = (i + 1) & (t->cap - 1);
+	memcpy(t->ents[i].hash, hash, STORE_HASH_SIZE);
+	t->ents[i].loc = loc;
+	t->n++;
+	return 0;
+}
+
+void ptab_free(struct ptab *t)
+{
+	free(t->ents);
+	*t = (struct ptab){ 0 };
+}
+
+/* ---- prefix set ---------------------------------------------------------- */
+
+static uint64_t pkey(const uint8_t *hash)
+{
+	return get_le64(hash) | 1;	/* 0 marks a free slot */
+}
+
+bool pset_has(const struct pset *s, const uint8_t *hash)
+{
+	if (!s->n)
+		return false;
+	uint64_t k = pkey(hash);
+	for (size_t i = (size_t)(k >> 1) & (s->cap - 1);; i = (i + 1) & (s->cap - 1)) {
+		if (s->slots[i] == k)
+			return true;
+		if (!s->slots[i])
+			return false;
+	}
+}
+
+int pset_add(struct pset *s, const uint8_t *hash)
+{
+	if (2 * (s->n + 1) > s->cap) {
+		size_t cap = s->cap ? 2 * s->cap : 4096;
+		uint64_t *slots = calloc(cap, sizeof(*slots));
+		if (!slots)
+			return -ENOMEM;
+		for (size_t i = 0; i < s->cap; i++) {
+			uint64_t k = s->slots[i];
+			if (!k)
+				continue;
+			size_t j = (size_t)(k >> 1) & (cap - 1);
+			while (slots[j])
+				j = (j + 1) & (cap - 1);
+			slots[j] = k;
+		}
+		free(s->slots);
+		s->slots = slots;
+		s->cap = cap;
+	}
+	uint64_t k = pkey(hash);
+	size_t i = (size_t)(k >> 1) & (s->cap - 1);
+	while (s->slots[i]) {
+		if (s->slots[i] == k)
+			return 0;
+		i = (i + 1) & (s->cap - 1);
+	}
+	s->slots[i] = k;
+	s->n++;
+	return 0;
+}
+
+void pset_free(struct pset *s)
+{
+	free(s->slots);
+	*s = (struct pset){ 0 };
+}
+
+int store_load_known(struct store *st, struct err *e)
+{
+	pset_free(&st->known);
+	sqlite3_stmt *s;
+	int rc = sqlite3_prepare_v2(st->db, "SELECT hash FROM page", -1, &s, NULL);
+	if (rc != SQLITE_OK)
+		return store_sql_err(st, st->db, rc, e, "loading the page index");
+	int r = 0;
+	while (!r && (rc = sqlite3_step(s)) == SQLITE_ROW)
+		if (sqlite3_column_bytes(s, 0) == STORE_HASH_SIZE)
+			r = pset_add(&st->known, sqlite3_column_blob(s, 0));
+	sqlite3_finalize(s);
+	if (r)
+		return err_set(e, r, "store %s: loading the page index: out of memory", st->dir);
+	if (rc != SQLITE_DONE)
+		return store_sql_err(st, st->db, rc, e, "loading the page index");
+	return 0;
+}
+
+/* ---- the inode cache ------------------------------------------------------ */
+
+static size_t islot(uint64_t ino, size_t cap)
+{
+	return (size_t)((ino * 0x9e3779b97f4a7c15ull) >> 20) & (cap - 1);
+}
+
+struct sinode *sinode_find(struct store *st, uint64_t ino)
+{
+	if (!st->itab_cap)
+		return NULL;
+	for (struct sinode *si = st->itab[islot(ino, st->itab_cap)]; si; si = si->next)
+		if (si->ino == ino)
+			return si;
+	return NULL;
+}
+
+static int itab_insert(struct store *st, struct sinode *si)
+{
+	if (st->ninodes + 1 > st->itab_cap) {
+		size_t cap = st->itab_cap ? 2 * st->itab_cap : 64;
+		struct sinode **t = calloc(cap, sizeof(*t));
+		if (!t)
+			return -ENOMEM;
+		for (size_t i = 0; i < st->itab_cap; i++)
+			for (struct sinode *s = st->itab[i], *next; s; s = next) {
+				next = s->next;
+				size_t j = islot(s->ino, cap);
+				s->next = t[j];
+				t[j] = s;
+			}
+		free(st->itab);
+		st->itab = t;
+		st->itab_cap = cap;
+	}
+	size_t j = islot(si->ino, st->itab_cap);
+	si->next = st->itab[j];
+	st->itab[j] = si;
+	st->ninodes++;
+	return 0;
+}
+
+static void itab_remove(struct store *st, struct sinode *si)
+{
+	for (struct sinode **pp = &st->itab[islot(si->ino, st->itab_cap)]; *pp; pp = &(*pp)->next)
+		if (*pp == si) {
+			*pp = si->next;
+			st->ninodes--;
+			return;
+		}
+}
+
+void chunk_free(struct chunk *c)
+{
+	if (c) {
+		free(c->base);
+		free(c);
+	}
+}
+
+static void sinode_free(struct store *st, struct sinode *si)
+{
+	for (size_t i = 0; i < si->nchunks; i++)
+		chunk_free(si->chunks[i]);
+	st->cached_chunks -= si->nchunks;
+	free(si->chunks);
+	pthread_mutex_destroy(&si->wlock);
+	free(si);
+}
+
+void sinode_drop(struct store *st, struct sinode *si)
+{
+	itab_remove(st, si);
+	sinode_free(st, si);
+}
+
+void store_cache_free(struct store *st)
+{
+	for (size_t i = 0; i < st->itab_cap; i++)
+		for (struct sinode *s = st->itab[i], *next; s; s = next) {
+			next = s->next;
+			sinode_free(st, s);
+		}
+	free(st->itab);
+	st->itab = NULL;
+	st->itab_cap = st->ninodes = 0;
+}
+
+/* Make room for chunk index idx (mem_lock held). */
+static int chunks_reserve(struct store *st, struct sinode *si, size_t idx)
+{
+	if (idx < si->nchunks)
+		return 0;
+	size_t n = si->nchunks ? si->nchunks : 1;
+	while (n <= idx)
+		n *= 2;
+	struct chunk **c = realloc(si->chunks, n * sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	memset(c + si->nchunks, 0, (n - si->nchunks) * sizeof(*c));
+	st->cached_chunks += n - si->nchunks;
+	si->chunks = c;
+	si->nchunks = n;
+	return 0;
+}
+
+/* Load ino's attributes and page map from the read connection (mem_lock
+ * and rdb_lock held). */
+static int sinode_load(struct store *st, uint64_t ino, struct sinode *si)
+{
+	sqlite3_stmt *s = store_stmt(st, st->rdb,
+				     "SELECT mode, size, mtime_ns, ctime_ns, pages, flags FROM inode"
+				     " WHERE ino = ?");
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, (int64_t)ino);
+	int rc = sqlite3_step(s);
+	if (rc != SQLITE_ROW) {
+		sqlite3_reset(s);
+		return rc == SQLITE_DONE ? -ENOENT : -EIO;
+	}
+	uint32_t mode = (uint32_t)sqlite3_column_int64(s, 0);
+	si->size = (uint64_t)sqlite3_column_int64(s, 1);
+	si->mtime_ns = sqlite3_column_int64(s, 2);
+	si->ctime_ns = sqlite3_column_int64(s, 3);
+	si->pages = (uint64_t)sqlite3_column_int64(s, 4);
+	si->flags = (uint32_t)sqlite3_column_int64(s, 5);
+	sqlite3_reset(s);
+	if (S_ISDIR(mode))
+		return -EISDIR;
+	if (!S_ISREG(mode))
+		return -EINVAL;
+
+	s = store_stmt(st, st->rdb, "SELECT idx, hashes, locs FROM chunk WHERE ino = ?");
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, (int64_t)ino);
+	int r = 0;
+	while (!r && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+		int64_t idx = sqlite3_column_int64(s, 0);
+		int hn = sqlite3_column_bytes(s, 1), ln = sqlite3_column_bytes(s, 2);
+		const uint8_t *hb = sqlite3_column_blob(s, 1), *lb = sqlite3_column_blob(s, 2);
+		if (idx < 0 || idx > (int64_t)(STORE_MAX_FILE_SIZE >> (STORE_PAGE_SHIFT + CHUNK_SHIFT)) ||
+		    hn % STORE_HASH_SIZE || hn / STORE_HASH_SIZE > (int)CHUNK_PAGES ||
+		    ln != hn / (int)STORE_HASH_SIZE * 8) {
+			r = -EUCLEAN;	/* a damaged row: fsck says where */
+			break;
+		}
+		struct chunk *c = calloc(1, sizeof(*c));
+		if (!c || (r = chunks_reserve(st, si, (size_t)idx))) {
+			free(c);
+			r = r ? r : -ENOMEM;
+			break;
+		}
+		if (hn)
+			memcpy(c->hash, hb, (size_t)hn);
+		for (int i = 0; i < hn / (int)STORE_HASH_SIZE; i++)
+			c->loc[i] = get_le64(lb + 8 * i);
+		c->in_db = true;
+		chunk_free(si->chunks[idx]);
+		si->chunks[idx] = c;
+	}
+	sqlite3_reset(s);
+	if (!r && rc != SQLITE_DONE)
+		r = -EIO;
+	return r;
+}
+
+int sinode_get(struct store *st, uint64_t ino, struct sinode **out)
+{
+	pthread_mutex_lock(&st->mem_lock);
+	struct sinode *si = sinode_find(st, ino);
+	if (si) {
+		si->users++;
+		pthread_mutex_unlock(&st->mem_lock);
+		*out = si;
+		return 0;
+	}
+	int r = -ENOMEM;
+	si = calloc(1, sizeof(*si));
+	if (si) {
+		si->ino = ino;
+		pthread_mutex_init(&si->wlock, NULL);
+		pthread_mutex_lock(&st->rdb_lock);
+		r = sinode_load(st, ino, si);
+		pthread_mutex_unlock(&st->rdb_lock);
+		if (!r)
+			r = itab_insert(st, si);
+		if (r) {
+			sinode_free(st, si);
+			si = NULL;
+		} else {
+			si->users = 1;
+		}
+	}
+	pthread_mutex_unlock(&st->mem_lock);
+	*out = si;
+	return r;
+}
+
+/* Drop clean, unused inodes while the cache holds too much (mem_lock held).
+ * Not during a commit: a clean inode may then still be on its way into
+ * the database, and reloading it would read the old state. */
+void cache_trim(struct store *st)
+{
+	if (st->commit_active || st->cached_chunks <= STORE_CACHE_CHUNKS)
+		return;
+	for (size_t i = 0; i < st->itab_cap && st->cached_chunks > STORE_CACHE_CHUNKS; i++)
+		for (struct sinode *s = st->itab[i], *next; s; s = next) {
+			next = s->next;
+			if (s->users || s->opens || s->dirty || s->released)
+				continue;
+			itab_remove(st, s);
+			sinode_free(st, s);
+		}
+}
+
+void sinode_put(struct store *st, struct sinode *si)
+{
+	pthread_mutex_lock(&st->mem_lock);
+	si->users--;
+	cache_trim(st);
+	pthread_mutex_unlock(&st->mem_lock);
+}
+
+void store_overlay_attr(struct store *st, struct store_attr *a)
+{
+	pthread_mutex_lock(&st->mem_lock);
+	struct sinode *si = sinode_find(st, a->ino);
+	if (si) {
+		a->size = si->size;
+		a->mtime.tv_sec = si->mtime_ns / 1000000000;
+		a->mtime.tv_nsec = si->mtime_ns % 1000000000;
+		a->ctime.tv_sec = si->ctime_ns / 1000000000;
+		a->ctime.tv_nsec = si->ctime_ns % 1000000000;
+		a->pages = si->pages;
+	}
+	pthread_mutex_unlock(&st->mem_lock);
+}
+
+void store_cached_times(struct store *st, uint64_t ino, const int64_t *mtime_ns,
+			const int64_t *ctime_ns)
+{
+	pthread_mutex_lock(&st->mem_lock);
+	struct sinode *si = sinode_find(st, ino);
+	if (si) {
+		if (mtime_ns)
+			si->mtime_ns = *mtime_ns;
+		if (ctime_ns)
+			si->ctime_ns = *ctime_ns;
+	}
+	pthread_mutex_unlock(&st->mem_lock);
+}
+
+void store_cached_flags(struct store *st, uint64_t ino, uint32_t flags)
+{
+	pthread_mutex_lock(&st->mem_lock);
+	struct sinode *si = sinode_find(st, ino);
+	if (si)
+		si->flags = flags;
+	pthread_mutex_unlock(&st->mem_lock);
+}
+
+/* ---- slots ---------------------------------------------------------------- */
+
+/* Slot pg of si (mem_lock held); hole if beyond the map. */
+void slot_get(const struct sinode *si, uint64_t pg, const uint8_t **hash, uint64_t *loc)
+{
+	static const uint8_t zero[STORE_HASH_SIZE];
+	size_t ci = (size_t)(pg >> CHUNK_SHIFT);
+	struct chunk *c = ci < si->nchunks ? si->chunks[ci] : NULL;
+	if (!c) {
+		*hash = zero;
+		*loc = 0;
+		return;
+	}
+	*hash = c->hash[pg & (CHUNK_PAGES - 1)];
+	*loc = c->loc[pg & (CHUNK_PAGES - 1)];
+}
+
+/* Set slot pg of si to (hash, loc), a hole if loc == 0 (mem_lock held). */
+int slot_set(struct store *st, struct sinode *si, uint64_t pg, const uint8_t *hash,
+		    uint64_t loc)
+{
+	size_t ci = (size_t)(pg >> CHUNK_SHIFT);
+	unsigned k = pg & (CHUNK_PAGES - 1);
+	struct chunk *c = ci < si->nchunks ? si->chunks[ci] : NULL;
+	if (!c) {
+		if (!loc)
+			return 0;	/* a hole stays a hole */
+		int r = chunks_reserve(st, si, ci);
+		if (r)
+			return r;
+		c = calloc(1, sizeof(*c));
+		if (!c)
+			return -ENOMEM;
+		si->chunks[ci] = c;
+	}
+	bool was = c->loc[k] != 0;
+	if (was == (loc != 0) && (!loc || !memcmp(c->hash[k], hash, STORE_HASH_SIZE)))
+		return 0;	/* unchanged */
+	if (!c->base) {
+		c->base = malloc(sizeof(c->hash));
+		if (!c->base)
+			return -ENOMEM;
+		memcpy(c->base, c->hash, sizeof(c->hash));
+	}
+	if (loc)
+		memcpy(c->hash[k], hash, STORE_HASH_SIZE);
+	else
+		memset(c->hash[k], 0, STORE_HASH_SIZE);
+	c->loc[k] = loc;
+	si->pages += (loc != 0) - was;
+	si->dirty = true;
+	st->pending_pages++;
+	return 0;
+}
+
+void sinode_touch(struct sinode *si)
+{
+	si->mtime_ns = si->ctime_ns = store_now_ns();
+	si->dirty = true;
+}

@@ -1,0 +1,450 @@
+/*
+ * fsd/store_commit.c: the commit, which turns pending page-map changes into
+ * one SQLite transaction.  Changed chunks are compared with their committed
+ * hashes to find reference deltas; the backend is synced first, then the
+ * chunk rows, inode sizes and page reference counts are written.  Deleting
+ * a file takes its references back the same way.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store_i.h"
+
+/* ---- commit ------------------------------------------------------------------ */
+
+struct delta {
+	uint8_t hash[STORE_HASH_SIZE];
+	uint64_t loc;
+	int64_t n;
+};
+
+struct dtab {
+	struct delta *d;
+	size_t cap, n;
+};
+
+static int dtab_add(struct dtab *t, const uint8_t *hash, uint64_t loc, int64_t n)
+{
+	if (2 * (t->n + 1) > t->cap) {
+		size_t cap = t->cap ? 2 * t->cap : 1024;
+		struct delta *d = calloc(cap, sizeof(*d));
+		if (!d)
+			return -ENOMEM;
+		for (size_t i = 0; i < t->cap; i++) {
+			if (store_hash_is_hole(t->d[i].hash))
+				continue;
+			size_t j = store_hash_slot(t->d[i].hash, cap);
+			while (!store_hash_is_hole(d[j].hash))
+				j = (j + 1) & (cap - 1);
+			d[j] = t->d[i];
+		}
+		free(t->d);
+		t->d = d;
+		t->cap = cap;
+	}
+	size_t i = store_hash_slot(hash, t->cap);
+	while (!store_hash_is_hole(t->d[i].hash)) {
+		if (!memcmp(t->d[i].hash, hash, STORE_HASH_SIZE)) {
+			t->d[i].n += n;
+			if (loc)
+				t->d[i].loc = loc;
+			return 0;
+		}
+		i = (i + 1) & (t->cap - 1);
+	}
+	memcpy(t->d[i].hash, hash, STORE_HASH_SIZE);
+	t->d[i].loc = loc;
+	t->d[i].n = n;
+	t->n++;
+	return 0;
+}
+
+static int delta_cmp(const void *a, const void *b)
+{
+	return memcmp(a, b, STORE_HASH_SIZE);
+}
+
+/* Compact the table into a sorted array of non-zero deltas: sorted keys
+ * make the B-tree updates walk the index in order. */
+static size_t dtab_sorted(struct dtab *t)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < t->cap; i++)
+		if (!store_hash_is_hole(t->d[i].hash) && t->d[i].n)
+			t->d[n++] = t->d[i];
+	if (n > 1)
+		qsort(t->d, n, sizeof(*t->d), delta_cmp);
+	return n;
+}
+
+/* Apply reference deltas to the page index (transaction open, db_lock). */
+static int apply_deltas(struct store *st, struct dtab *t)
+{
+	size_t n = dtab_sorted(t);
+	sqlite3_stmt *up = store_stmt(st, st->db,
+				      "INSERT INTO page(hash, loc, refs) VALUES(?1, ?2, ?3)"
+				      " ON CONFLICT(hash) DO UPDATE SET refs = refs + excluded.refs");
+	sqlite3_stmt *down = store_stmt(st, st->db, "UPDATE page SET refs = refs + ?2 WHERE hash = ?1");
+	if (!up || !down)
+		return -EIO;
+	for (size_t i = 0; i < n; i++) {
+		struct delta *d = &t->d[i];
+		sqlite3_stmt *s = d->n > 0 ? up : down;
+		sqlite3_reset(s);
+		sqlite3_bind_blob(s, 1, d->hash, STORE_HASH_SIZE, SQLITE_STATIC);
+		if (d->n > 0) {
+			sqlite3_bind_int64(s, 2, (int64_t)d->loc);
+			sqlite3_bind_int64(s, 3, d->n);
+		} else {
+			sqlite3_bind_int64(s, 2, d->n);
+		}
+		if (sqlite3_step(s) != SQLITE_DONE) {
+			sqlite3_reset(s);
+			return -EIO;
+		}
+	}
+	sqlite3_reset(up);
+	sqlite3_reset(down);
+	return 0;
+}
+
+struct row {
+	uint64_t ino, idx;
+	uint8_t *blob;		/* hashes then locs; NULL: delete the row */
+	size_t nslots;
+	uint8_t (*base)[STORE_HASH_SIZE];	/* the chunk's committed hashes */
+};
+
+struct irow {
+	uint64_t ino, size, pages;
+	int64_t mtime_ns, ctime_ns;
+};
+
+struct batch {
+	struct row *rows;
+	size_t nrows, caprows;
+	struct irow *inodes;
+	size_t ninodes, capinodes;
+	struct dtab deltas;
+};
+
+static void batch_free(struct batch *b)
+{
+	for (size_t i = 0; i < b->nrows; i++) {
+		free(b->rows[i].blob);
+		free(b->rows[i].base);
+	}
+	free(b->rows);
+	free(b->inodes);
+	free(b->deltas.d);
+}
+
+static int grow(void **p, size_t *cap, size_t n, size_t size)
+{
+	if (n < *cap)
+		return 0;
+	size_t c = *cap ? 2 * *cap : 64;
+	void *q = realloc(*p, c * size);
+	if (!q)
+		return -ENOMEM;
+	*p = q;
+	*cap = c;
+	return 0;
+}
+
+/* Reference changes of one chunk going from base to the n slots given
+ * (hashes, then little-endian locations; slots past n are holes). */
+static int chunk_deltas(struct dtab *t, const uint8_t (*base)[STORE_HASH_SIZE],
+			const uint8_t *hashes, const uint8_t *locs, size_t n)
+{
+	static const uint8_t zero[STORE_HASH_SIZE];
+	int r = 0;
+	for (size_t k = 0; k < CHUNK_PAGES && !r; k++) {
+		const uint8_t *h = k < n ? hashes + k * STORE_HASH_SIZE : zero;
+		if (!memcmp(base[k], h, STORE_HASH_SIZE))
+			continue;
+		if (!store_hash_is_hole(base[k]))
+			r = dtab_add(t, base[k], 0, -1);
+		uint64_t loc = k < n ? get_le64(locs + 8 * k) : 0;
+		if (!r && loc)
+			r = dtab_add(t, h, loc, 1);
+	}
+	return r;
+}
+
+/* Move one dirty chunk into the batch (mem_lock held).  The row takes the
+ * chunk's committed hashes along, so that the reference changes are
+ * worked out after mem_lock is dropped (batch_deltas), not while writers
+ * wait for it. */
+static int batch_chunk(struct batch *b, struct sinode *si, size_t ci)
+{
+	struct chunk *c = si->chunks[ci];
+	int r = 0;
+	size_t used = 0;
+	for (unsigned k = 0; k < CHUNK_PAGES; k++)
+		if (c->loc[k])
+			used = k + 1;
+	if (!used && !c->in_db) {
+		/* No row before, none after: only references to settle. */
+		r = chunk_deltas(&b->deltas, c->base, NULL, NULL, 0);
+		if (r)
+			return r;
+		goto clean;
+	}
+	if ((r = grow((void **)&b->rows, &b->caprows, b->nrows, sizeof(*b->rows))))
+		return r;
+	struct row *row = &b->rows[b->nrows];
+	*row = (struct row){ .ino = si->ino, .idx = ci, .nslots = used };
+	if (used) {
+		row->blob = malloc(used * (STORE_HASH_SIZE + 8));
+		if (!row->blob)
+			return -ENOMEM;
+		memcpy(row->blob, c->hash, used * STORE_HASH_SIZE);
+		for (size_t k = 0; k < used; k++)
+			put_le64(row->blob + used * STORE_HASH_SIZE + 8 * k, c->loc[k]);
+	}
+	row->base = c->base;
+	c->base = NULL;
+	b->nrows++;
+	c->in_db = used != 0;
+clean:
+	free(c->base);
+	c->base = NULL;
+	if (!used) {
+		chunk_free(c);
+		si->chunks[ci] = NULL;
+	}
+	return 0;
+}
+
+/* The reference changes of every row in b (no lock needed: b is the
+ * commit's own copy). */
+static int batch_deltas(struct batch *b)
+{
+	int r = 0;
+	for (size_t i = 0; i < b->nrows && !r; i++) {
+		struct row *row = &b->rows[i];
+		r = chunk_deltas(&b->deltas, row->base, row->blob,
+				 row->blob ? row->blob + row->nslots * STORE_HASH_SIZE : NULL,
+				 row->nslots);
+	}
+	return r;
+}
+
+/* Copy everything pending into b and mark it clean (mem_lock held). */
+static int batch_collect(struct store *st, struct batch *b)
+{
+	int r = 0;
+	for (size_t i = 0; i < st->itab_cap && !r; i++)
+		for (struct sinode *si = st->itab[i]; si && !r; si = si->next) {
+			if (!si->dirty)
+				continue;
+			for (size_t ci = 0; ci < si->nchunks && !r; ci++)
+				if (si->chunks[ci] && si->chunks[ci]->base)
+					r = batch_chunk(b, si, ci);
+			if (r)
+				break;
+			r = grow((void **)&b->inodes, &b->capinodes, b->ninodes, sizeof(*b->inodes));
+			if (r)
+				break;
+			b->inodes[b->ninodes++] = (struct irow){ .ino = si->ino, .size = si->size,
+								 .pages = si->pages,
+								 .mtime_ns = si->mtime_ns,
+								 .ctime_ns = si->ctime_ns };
+			si->dirty = false;
+		}
+	return r;
+}
+
+static int batch_write(struct store *st, struct batch *b)
+{
+	sqlite3_stmt *put = store_stmt(st, st->db,
+				       "INSERT OR REPLACE INTO chunk(ino, idx, hashes, locs) VALUES(?, ?, ?, ?)");
+	sqlite3_stmt *del = store_stmt(st, st->db, "DELETE FROM chunk WHERE ino = ? AND idx = ?");
+	sqlite3_stmt *ino = store_stmt(st, st->db,
+				       "UPDATE inode SET size = ?, pages = ?, mtime_ns = ?, ctime_ns = ?"
+				       " WHERE ino = ?");
+	if (!put || !del || !ino)
+		return -EIO;
+	for (size_t i = 0; i < b->nrows; i++) {
+		struct row *row = &b->rows[i];
+		sqlite3_stmt *s = row->blob ? put : del;
+		sqlite3_reset(s);
+		sqlite3_bind_int64(s, 1, (int64_t)row->ino);
+		sqlite3_bind_int64(s, 2, (int64_t)row->idx);
+		if (row->blob) {
+			sqlite3_bind_blob(s, 3, row->blob, (int)(row->nslots * STORE_HASH_SIZE),
+					  SQLITE_STATIC);
+			sqlite3_bind_blob(s, 4, row->blob + row->nslots * STORE_HASH_SIZE,
+					  (int)(row->nslots * 8), SQLITE_STATIC);
+		}
+		int rc = sqlite3_step(s);
+		sqlite3_reset(s);
+		if (rc != SQLITE_DONE)
+			return -EIO;
+	}
+	for (size_t i = 0; i < b->ninodes; i++) {
+		struct irow *ir = &b->inodes[i];
+		sqlite3_reset(ino);
+		sqlite3_bind_int64(ino, 1, (int64_t)ir->size);
+		sqlite3_bind_int64(ino, 2, (int64_t)ir->pages);
+		sqlite3_bind_int64(ino, 3, ir->mtime_ns);
+		sqlite3_bind_int64(ino, 4, ir->ctime_ns);
+		sqlite3_bind_int64(ino, 5, (int64_t)ir->ino);
+		int rc = sqlite3_step(ino);
+		sqlite3_reset(ino);
+		if (rc != SQLITE_DONE)
+			return -EIO;
+	}
+	return apply_deltas(st, &b->deltas);
+}
+
+int store_commit(struct store *st, struct err *e)
+{
+	if (st->rdonly)
+		return 0;
+	pthread_mutex_lock(&st->db_lock);
+	pthread_mutex_lock(&st->mem_lock);
+	int r = st->failed;
+	bool any = false;
+	for (size_t i = 0; i < st->itab_cap && !any; i++)
+		for (struct sinode *si = st->itab[i]; si && !any; si = si->next)
+			any = si->dirty;
+	struct batch b = { 0 };
+	if (!r && any) {
+		r = batch_collect(st, &b);
+		/* The pending pages stay findable while the transaction runs. */
+		ptab_free(&st->committing);
+		st->committing = st->pending;
+		st->pending = (struct ptab){ 0 };
+		st->pending_pages = 0;
+		st->commit_active = true;
+		if (r)
+			st->failed = r;
+	}
+	pthread_mutex_unlock(&st->mem_lock);
+	if (!r && any) {
+		r = batch_deltas(&b);
+		if (r) {
+			pthread_mutex_lock(&st->mem_lock);
+			st->failed = r;	/* the chunks are marked clean already */
+			st->commit_active = false;
+			pthread_mutex_unlock(&st->mem_lock);
+		}
+	}
+	if (r || !any) {
+		pthread_mutex_unlock(&st->db_lock);
+		batch_free(&b);
+		return r ? err_set(e, r, "store %s: commit: earlier failure: %s", st->dir,
+				   strerror(-r))
+			 : 0;
+	}
+
+	/* The page data first, then the transaction that refers to it. */
+	r = st->be->ops->sync(st->be, e);
+	if (!r) {
+		int rc = sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+		r = rc == SQLITE_OK ? batch_write(st, &b) : -EIO;
+		if (!r) {
+			rc = sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL);
+			r = rc == SQLITE_OK ? 0 : -EIO;
+		}
+		if (r) {
+			r = store_sql_err(st, st->db, sqlite3_errcode(st->db), e, "commit");
+			sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+		}
+	}
+	pthread_mutex_lock(&st->mem_lock);
+	ptab_free(&st->committing);
+	st->commit_active = false;
+	if (r)
+		st->failed = r;	/* memory and database disagree now */
+	cache_trim(st);
+	pthread_mutex_unlock(&st->mem_lock);
+	pthread_mutex_unlock(&st->db_lock);
+	batch_free(&b);
+	return r;
+}
+
+/* ---- deleting a file ------------------------------------------------------------- */
+
+int store_delete_inode(struct store *st, uint64_t ino)
+{
+	pthread_mutex_lock(&st->mem_lock);
+	struct sinode *si = sinode_find(st, ino);
+	if (si) {
+		/* Its pending changes die with it: the database never saw
+		 * them, and the commit finds changes only in cached chunks. */
+		sinode_drop(st, si);
+	}
+	pthread_mutex_unlock(&st->mem_lock);
+
+	struct dtab t = { 0 };
+	int r = sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK ? 0 : -EIO;
+	sqlite3_stmt *s = r ? NULL : store_stmt(st, st->db, "SELECT hashes FROM chunk WHERE ino = ?");
+	if (!r && !s)
+		r = -EIO;
+	if (!r) {
+		sqlite3_bind_int64(s, 1, (int64_t)ino);
+		int rc;
+		while (!r && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+			const uint8_t *h = sqlite3_column_blob(s, 0);
+			int n = sqlite3_column_bytes(s, 0) / (int)STORE_HASH_SIZE;
+			for (int k = 0; k < n && !r; k++)
+				if (!store_hash_is_hole(h + k * STORE_HASH_SIZE))
+					r = dtab_add(&t, h + k * STORE_HASH_SIZE, 0, -1);
+		}
+		if (!r && rc != SQLITE_DONE)
+			r = -EIO;
+		sqlite3_reset(s);
+	}
+	if (!r)
+		r = apply_deltas(st, &t);
+	static const char *const dels[] = {
+		"DELETE FROM chunk WHERE ino = ?",
+		"DELETE FROM xattr WHERE ino = ?",
+		"DELETE FROM symlink WHERE ino = ?",
+		"DELETE FROM inode WHERE ino = ?",
+	};
+	for (unsigned i = 0; i < sizeof(dels) / sizeof(dels[0]) && !r; i++) {
+		s = store_stmt(st, st->db, dels[i]);
+		if (!s) {
+			r = -EIO;
+			break;
+		}
+		sqlite3_bind_int64(s, 1, (int64_t)ino);
+		r = sqlite3_step(s) == SQLITE_DONE ? 0 : -EIO;
+		sqlite3_reset(s);
+	}
+	if (!r)
+		r = sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK ? 0 : -EIO;
+	if (r)
+		sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+	free(t.d);
+	return r;
+}
+
+int store_delete_inode_if_unlinked(struct store *st, uint64_t ino)
+{
+	sqlite3_stmt *s = store_stmt(st, st->db, "SELECT nlink FROM inode WHERE ino = ?");
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, (int64_t)ino);
+	int rc = sqlite3_step(s);
+	int64_t nlink = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : -1;
+	sqlite3_reset(s);
+	if (rc == SQLITE_DONE)
+		return -ENOENT;
+	if (rc != SQLITE_ROW)
+		return -EIO;
+	if (nlink > 0)
+		return 0;
+	pthread_mutex_lock(&st->mem_lock);
+	struct sinode *si = sinode_find(st, ino);
+	bool busy = si && (si->opens || si->users);
+	if (si && busy)
+		si->released = true;
+	pthread_mutex_unlock(&st->mem_lock);
+	return busy ? 0 : store_delete_inode(st, ino);
+}

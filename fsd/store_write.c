@@ -1,0 +1,498 @@
+/*
+ * fsd/store_write.c: writing file contents.  Whole pages are hashed outside
+ * every lock, then deduplicated against the pending table, the prefix set
+ * and the page index, and pages new to the store are put to the backend at
+ * once (appended, not yet synced) and listed in the pending table, so later
+ * writes deduplicate against them and reads find them; the commit syncs the
+ * backend before the transaction that refers to them.  Partial pages are
+ * read, patched and stored whole.
+ *
+ * A large write hashes its whole pages on two threads, its own and the
+ * store's hashing helper, before deduplicating them: a FUSE client such as
+ * cp sends one write at a time, so otherwise a single core would do all the
+ * hashing while the other one idles.  The committer thread runs the commit
+ * when enough is pending, so SQLite work overlaps with hashing.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+
+#include "store_i.h"
+
+#define LOC_TMP (1ull << 63)	/* pending-table placeholder during a put */
+#define WRITE_BATCH 64u		/* full pages hashed per round */
+#define SPLIT_MIN 32u		/* whole pages from which the helper joins in */
+#define SPLIT_MAX 256u		/* whole pages hashed ahead at most */
+#define HASH_GROUP 8u		/* pages a hashing thread takes at a time */
+
+/* ---- finding and putting pages ---------------------------------------------- */
+
+/* Where pages with these hashes are (0: the store has none), for the n
+ * pages with want[i] set (mem_lock held).  Pending pages are found in
+ * memory; pages the prefix set may know are looked up in one read
+ * transaction for the whole batch, as a transaction per lookup costs
+ * several file-lock system calls. */
+static int lookup_pages(struct store *st, const uint8_t (*hashes)[STORE_HASH_SIZE],
+			const bool *want, unsigned n, uint64_t *locs)
+{
+	bool db[WRITE_BATCH];
+	unsigned ndb = 0;
+	for (unsigned i = 0; i < n; i++) {
+		locs[i] = 0;
+		db[i] = false;
+		if (!want[i])
+			continue;
+		struct ptab_ent *pe = ptab_find(&st->pending, hashes[i]);
+		if (!pe)
+			pe = ptab_find(&st->committing, hashes[i]);
+		if (pe)
+			locs[i] = pe->loc;
+		else if (pset_has(&st->known, hashes[i]))
+			db[i] = true, ndb++;
+	}
+	if (!ndb)
+		return 0;
+	int r = 0;
+	pthread_mutex_lock(&st->rdb_lock);
+	sqlite3_stmt *s = store_stmt(st, st->rdb, "SELECT loc FROM page WHERE hash = ?");
+	if (!s)
+		r = -EIO;
+	if (!r && ndb > 1 && sqlite3_exec(st->rdb, "BEGIN", NULL, NULL, NULL) != SQLITE_OK)
+		r = -EIO;
+	for (unsigned i = 0; i < n && !r; i++) {
+		if (!db[i])
+			continue;
+		sqlite3_reset(s);
+		sqlite3_bind_blob(s, 1, hashes[i], STORE_HASH_SIZE, SQLITE_STATIC);
+		int rc = sqlite3_step(s);
+		if (rc == SQLITE_ROW)
+			locs[i] = (uint64_t)sqlite3_column_int64(s, 0);
+		else if (rc != SQLITE_DONE)
+			r = -EIO;
+	}
+	if (s)
+		sqlite3_reset(s);
+	if (ndb > 1)
+		sqlite3_exec(st->rdb, "COMMIT", NULL, NULL, NULL);
+	pthread_mutex_unlock(&st->rdb_lock);
+	return r;
+}
+
+static int lookup_page(struct store *st, const uint8_t *hash, uint64_t *loc)
+{
+	static const bool yes = true;
+	return lookup_pages(st, (const uint8_t(*)[STORE_HASH_SIZE])hash, &yes, 1, loc);
+}
+
+/* Put a page new to the store and list it as pending (mem_lock held). */
+static int put_new(struct store *st, const uint8_t *hash, const void *page, uint64_t *loc)
+{
+	int r = st->be->ops->put(st->be, hash, page, loc);
+	if (!r)
+		r = ptab_add(&st->pending, hash, *loc);
+	if (!r)
+		r = pset_add(&st->known, hash);
+	return r;
+}
+
+/* Store one whole page as slot pg (mem_lock held): holes, dedup, put. */
+static int store_page_locked(struct store *st, struct sinode *si, uint64_t pg, const void *page)
+{
+	if (store_page_is_zero(page))
+		return slot_set(st, si, pg, NULL, 0);
+	uint8_t hash[STORE_HASH_SIZE];
+	struct store_hasher *h = store_hasher_get(st);
+	int r = h ? store_hash(h, page, STORE_PAGE_SIZE, hash) : -ENOMEM;
+	store_hasher_put(st, h);
+	uint64_t loc = 0;
+	if (!r)
+		r = lookup_page(st, hash, &loc);
+	if (!r && !loc)
+		r = put_new(st, hash, page, &loc);
+	if (!r)
+		r = slot_set(st, si, pg, hash, loc);
+	return r;
+}
+
+/* Read the page at (hash, loc) into buf; zeros for a hole. */
+static int read_page(struct store *st, const uint8_t *hash, uint64_t loc, void *buf)
+{
+	if (!loc) {
+		memset(buf, 0, STORE_PAGE_SIZE);
+		return 0;
+	}
+	return st->be->ops->get(st->be, hash, loc, buf);
+}
+
+/* Patch len bytes at byte in of page pg with src (zeros if NULL), the
+ * rest of the page kept (mem_lock held). */
+int patch_page(struct store *st, struct sinode *si, uint64_t pg, unsigned in,
+		      const void *src, size_t len)
+{
+	uint8_t page[STORE_PAGE_SIZE] __attribute__((aligned(64)));
+	const uint8_t *hash;
+	uint64_t loc;
+	slot_get(si, pg, &hash, &loc);
+	int r = read_page(st, hash, loc, page);
+	if (r)
+		return r;
+	if (src)
+		memcpy(page + in, src, len);
+	else
+		memset(page + in, 0, len);
+	return store_page_locked(st, si, pg, page);
+}
+
+/* ---- hashing on two threads ------------------------------------------------ */
+
+/* n whole pages to hash: each thread that works on it takes HASH_GROUP
+ * pages at a time from next until none are left.  hashes[i] is set for
+ * the pages that are not all zero (zero[i]). */
+struct hash_job {
+	const uint8_t *data;
+	size_t n;
+	uint8_t (*hashes)[STORE_HASH_SIZE];
+	bool *zero;
+	size_t next;		/* next page to take (atomic) */
+	int err;		/* a failure (atomic) */
+	bool taken, done;	/* by the helper (under hash_lock) */
+};
+
+static void hash_job_run(struct hash_job *j, struct store_hasher *h)
+{
+	for (;;) {
+		size_t i = __atomic_fetch_add(&j->next, HASH_GROUP, __ATOMIC_RELAXED);
+		if (i >= j->n)
+			return;
+		size_t end = i + HASH_GROUP < j->n ? i + HASH_GROUP : j->n;
+		for (; i < end; i++) {
+			const uint8_t *p = j->data + i * STORE_PAGE_SIZE;
+			j->zero[i] = store_page_is_zero(p);
+			if (j->zero[i])
+				continue;
+			int r = store_hash(h, p, STORE_PAGE_SIZE, j->hashes[i]);
+			if (r)
+				__atomic_store_n(&j->err, r, __ATOMIC_RELAXED);
+		}
+	}
+}
+
+static void *hash_helper_main(void *arg)
+{
+	struct store *st = arg;
+	pthread_setname_np(pthread_self(), "snapfs-hash");
+	/* Without a hasher of its own the helper takes jobs but leaves all
+	 * their pages to the writer. */
+	struct store_hasher *h = store_hasher_new();
+	pthread_mutex_lock(&st->hash_lock);
+	for (;;) {
+		while (!st->hash_job && !st->hash_stop)
+			pthread_cond_wait(&st->hash_cond, &st->hash_lock);
+		if (st->hash_stop)
+			break;
+		struct hash_job *j = st->hash_job;
+		st->hash_job = NULL;
+		j->taken = true;
+		pthread_mutex_unlock(&st->hash_lock);
+		if (h)
+			hash_job_run(j, h);
+		pthread_mutex_lock(&st->hash_lock);
+		j->done = true;
+		pthread_cond_broadcast(&st->hash_done);
+	}
+	pthread_mutex_unlock(&st->hash_lock);
+	store_hasher_free(h);
+	return NULL;
+}
+
+int store_hash_helper_start(struct store *st, struct err *e)
+{
+	pthread_mutex_init(&st->hash_lock, NULL);
+	pthread_cond_init(&st->hash_cond, NULL);
+	pthread_cond_init(&st->hash_done, NULL);
+	int r = pthread_create(&st->hash_thread, NULL, hash_helper_main, st);
+	if (r) {
+		pthread_cond_destroy(&st->hash_done);
+		pthread_cond_destroy(&st->hash_cond);
+		pthread_mutex_destroy(&st->hash_lock);
+		return err_set(e, -r, "store %s: hashing thread: %s", st->dir, strerror(r));
+	}
+	st->hash_running = true;
+	return 0;
+}
+
+void store_hash_helper_stop(struct store *st)
+{
+	if (!st->hash_running)
+		return;
+	pthread_mutex_lock(&st->hash_lock);
+	st->hash_stop = true;
+	pthread_cond_signal(&st->hash_cond);
+	pthread_mutex_unlock(&st->hash_lock);
+	pthread_join(st->hash_thread, NULL);
+	st->hash_running = false;
+	pthread_cond_destroy(&st->hash_done);
+	pthread_cond_destroy(&st->hash_cond);
+	pthread_mutex_destroy(&st->hash_lock);
+}
+
+/*
+ * Hash n whole pages of data (no lock held): zero[i] tells all-zero pages,
+ * hashes[i] is set for the others.  From SPLIT_MIN pages on, the helper
+ * thread is asked to take part; if it is busy with another writer's job,
+ * or only gets to this one when it is finished, the caller has done it
+ * all alone and does not wait.
+ */
+static int hash_pages(struct store *st, const uint8_t *data, size_t n,
+		      uint8_t (*hashes)[STORE_HASH_SIZE], bool *zero)
+{
+	struct hash_job j = { .data = data, .n = n, .hashes = hashes, .zero = zero };
+	bool posted = false;
+	if (n >= SPLIT_MIN && st->hash_running) {
+		pthread_mutex_lock(&st->hash_lock);
+		if (!st->hash_job) {
+			st->hash_job = &j;
+			posted = true;
+			pthread_cond_signal(&st->hash_cond);
+		}
+		pthread_mutex_unlock(&st->hash_lock);
+	}
+	struct store_hasher *h = store_hasher_get(st);
+	int r = h ? 0 : -ENOMEM;
+	if (h)
+		hash_job_run(&j, h);
+	store_hasher_put(st, h);
+	if (posted) {
+		pthread_mutex_lock(&st->hash_lock);
+		if (!j.taken)
+			st->hash_job = NULL;	/* still ours: withdraw it */
+		else
+			while (!j.done)
+				pthread_cond_wait(&st->hash_done, &st->hash_lock);
+		pthread_mutex_unlock(&st->hash_lock);
+	}
+	return r ? r : __atomic_load_n(&j.err, __ATOMIC_RELAXED);
+}
+
+/* ---- writing ------------------------------------------------------------------ */
+
+/* n (<= WRITE_BATCH) whole pages from data as slots pg.., their hashes
+ * and zero flags already worked out: deduplicated, put and mapped under
+ * mem_lock. */
+static int write_hashed(struct store *st, struct sinode *si, uint64_t pg, const uint8_t *data,
+			unsigned n, const uint8_t (*hashes)[STORE_HASH_SIZE], const bool *zero)
+{
+	uint64_t locs[WRITE_BATCH];
+	int r;
+
+	/* Pages new to the store go to the backend in one call. */
+	struct iovec iov[WRITE_BATCH];
+	uint8_t newh[WRITE_BATCH][STORE_HASH_SIZE];
+	unsigned nnew = 0;
+	bool data_page[WRITE_BATCH];
+	for (unsigned i = 0; i < n; i++)
+		data_page[i] = !zero[i];
+	pthread_mutex_lock(&st->mem_lock);
+	r = lookup_pages(st, (const uint8_t(*)[STORE_HASH_SIZE])hashes, data_page, n, locs);
+	for (unsigned i = 0; i < n && !r; i++) {
+		if (zero[i] || locs[i])
+			continue;
+		/* A repeat of a page that is new in this batch finds the
+		 * placeholder the first one left. */
+		struct ptab_ent *pe = ptab_find(&st->pending, hashes[i]);
+		if (pe) {
+			locs[i] = pe->loc;
+			continue;
+		}
+		r = ptab_add(&st->pending, hashes[i], LOC_TMP | nnew);
+		if (r)
+			break;
+		memcpy(newh[nnew], hashes[i], STORE_HASH_SIZE);
+		iov[nnew].iov_base = (void *)(data + (size_t)i * STORE_PAGE_SIZE);
+		iov[nnew].iov_len = STORE_PAGE_SIZE;
+		locs[i] = LOC_TMP | nnew++;
+	}
+	uint64_t newloc[WRITE_BATCH];
+	if (!r && nnew) {
+		const struct store_backend_ops *ops = st->be->ops;
+		if (ops->put_many) {
+			r = ops->put_many(st->be, (const uint8_t(*)[STORE_HASH_SIZE])newh, iov, nnew,
+					  newloc);
+		} else {
+			for (unsigned j = 0; j < nnew && !r; j++)
+				r = ops->put(st->be, newh[j], iov[j].iov_base, &newloc[j]);
+		}
+	}
+	if (r && nnew) {
+		/* Drop the placeholders: open addressing cannot just blank a
+		 * slot, so rebuild the table without them. */
+		struct ptab old = st->pending;
+		st->pending = (struct ptab){ 0 };
+		for (size_t i = 0; i < old.cap; i++)
+			if (old.ents[i].loc && !(old.ents[i].loc & LOC_TMP))
+				ptab_add(&st->pending, old.ents[i].hash, old.ents[i].loc);
+		ptab_free(&old);
+	}
+	for (unsigned j = 0; j < nnew && !r; j++) {
+		ptab_find(&st->pending, newh[j])->loc = newloc[j];
+		r = pset_add(&st->known, newh[j]);
+	}
+	for (unsigned i = 0; i < n && !r; i++) {
+		uint64_t loc = locs[i];
+		if (loc & LOC_TMP)
+			loc = newloc[loc & ~LOC_TMP];
+		r = slot_set(st, si, pg + i, hashes[i], zero[i] ? 0 : loc);
+	}
+	pthread_mutex_unlock(&st->mem_lock);
+	return r;
+}
+
+/* The write itself (si->wlock held). */
+ssize_t write_locked(struct store *st, struct sinode *si, const uint8_t *buf, size_t len,
+			    uint64_t off)
+{
+	uint64_t pos = off, end = off + len;
+	int r = 0;
+	while (pos < end && !r) {
+		uint64_t pg = pos >> STORE_PAGE_SHIFT;
+		unsigned in = pos & (STORE_PAGE_SIZE - 1);
+		const uint8_t *src = buf + (pos - off);
+		if (in || end - pos < STORE_PAGE_SIZE) {
+			size_t n = STORE_PAGE_SIZE - in;
+			if (n > end - pos)
+				n = (size_t)(end - pos);
+			pthread_mutex_lock(&st->mem_lock);
+			r = patch_page(st, si, pg, in, src, n);
+			pthread_mutex_unlock(&st->mem_lock);
+			pos += n;
+			continue;
+		}
+		/* Whole pages: hashed ahead (on two threads if there are
+		 * enough of them), then put in batches. */
+		uint64_t whole = (end - pos) >> STORE_PAGE_SHIFT;
+		unsigned n = whole > SPLIT_MAX ? SPLIT_MAX : (unsigned)whole;
+		uint8_t hashes[SPLIT_MAX][STORE_HASH_SIZE];
+		bool zero[SPLIT_MAX];
+		r = hash_pages(st, src, n, hashes, zero);
+		for (unsigned i = 0; i < n && !r; i += WRITE_BATCH) {
+			unsigned b = n - i < WRITE_BATCH ? n - i : WRITE_BATCH;
+			r = write_hashed(st, si, pg + i, src + (size_t)i * STORE_PAGE_SIZE, b,
+					 (const uint8_t(*)[STORE_HASH_SIZE])hashes + i, zero + i);
+			pos += (uint64_t)b * STORE_PAGE_SIZE;
+		}
+	}
+	pthread_mutex_lock(&st->mem_lock);
+	/* Even a failed write may have changed pages up to pos. */
+	if (pos > si->size)
+		si->size = pos;
+	sinode_touch(si);
+	pthread_mutex_unlock(&st->mem_lock);
+	return r ? r : (ssize_t)len;
+}
+
+/* Common entry of the changing data calls: gc_lock shared, the inode
+ * pinned and its wlock held.  Returns -errno with nothing held. */
+int data_begin(struct store *st, uint64_t ino, bool change, struct sinode **out)
+{
+	if (change && st->rdonly)
+		return -EROFS;
+	pthread_rwlock_rdlock(&st->gc_lock);
+	if (change && __atomic_load_n(&st->failed, __ATOMIC_RELAXED)) {
+		pthread_rwlock_unlock(&st->gc_lock);
+		return -EIO;
+	}
+	struct sinode *si;
+	int r = sinode_get(st, ino, &si);
+	if (r) {
+		pthread_rwlock_unlock(&st->gc_lock);
+		return r;
+	}
+	if (change && (si->flags & STORE_INODE_SEALED)) {
+		sinode_put(st, si);
+		pthread_rwlock_unlock(&st->gc_lock);
+		return -EPERM;
+	}
+	if (change)
+		pthread_mutex_lock(&si->wlock);
+	*out = si;
+	return 0;
+}
+
+/* Undo data_begin, and commit if enough is pending. */
+void data_end(struct store *st, struct sinode *si, bool change)
+{
+	if (change)
+		pthread_mutex_unlock(&si->wlock);
+	sinode_put(st, si);
+	pthread_rwlock_unlock(&st->gc_lock);
+	if (!change)
+		return;
+	pthread_mutex_lock(&st->mem_lock);
+	bool due = st->pending_pages >= STORE_COMMIT_PAGES;
+	/* Far behind (or no thread): the writer commits itself, which also
+	 * holds writers back while the committer catches up. */
+	bool inline_commit = st->pending_pages >= 4 * STORE_COMMIT_PAGES || !st->committer_running;
+	if (due && !inline_commit) {
+		st->commit_wanted = true;
+		pthread_cond_signal(&st->commit_cond);
+	}
+	pthread_mutex_unlock(&st->mem_lock);
+	if (due && inline_commit)
+		store_commit(st, NULL);	/* a failure sticks in st->failed */
+}
+
+static void *committer_main(void *arg)
+{
+	struct store *st = arg;
+	pthread_setname_np(pthread_self(), "snapfs-commit");
+	pthread_mutex_lock(&st->mem_lock);
+	for (;;) {
+		while (!st->commit_wanted && !st->committer_stop)
+			pthread_cond_wait(&st->commit_cond, &st->mem_lock);
+		if (st->committer_stop)
+			break;
+		st->commit_wanted = false;
+		pthread_mutex_unlock(&st->mem_lock);
+		store_commit(st, NULL);	/* a failure sticks in st->failed */
+		pthread_mutex_lock(&st->mem_lock);
+	}
+	pthread_mutex_unlock(&st->mem_lock);
+	return NULL;
+}
+
+int store_committer_start(struct store *st, struct err *e)
+{
+	pthread_cond_init(&st->commit_cond, NULL);
+	int r = pthread_create(&st->committer, NULL, committer_main, st);
+	if (r)
+		return err_set(e, -r, "store %s: committer thread: %s", st->dir, strerror(r));
+	st->committer_running = true;
+	return 0;
+}
+
+void store_committer_stop(struct store *st)
+{
+	if (!st->committer_running)
+		return;
+	pthread_mutex_lock(&st->mem_lock);
+	st->committer_stop = true;
+	pthread_cond_signal(&st->commit_cond);
+	pthread_mutex_unlock(&st->mem_lock);
+	pthread_join(st->committer, NULL);
+	st->committer_running = false;
+	pthread_cond_destroy(&st->commit_cond);
+}
+
+ssize_t store_write(struct store *st, uint64_t ino, const void *buf, size_t len, uint64_t off)
+{
+	if (off > STORE_MAX_FILE_SIZE || len > STORE_MAX_FILE_SIZE - off)
+		return -EFBIG;
+	struct sinode *si;
+	int r = data_begin(st, ino, true, &si);
+	if (r)
+		return r;
+	ssize_t n = len ? write_locked(st, si, buf, len, off) : 0;
+	data_end(st, si, true);
+	return n;
+}
