@@ -223,6 +223,18 @@ int store_delete_inode_if_unlinked(struct store *st, uint64_t ino);
 
 /* store_ns.c */
 int store_ns_init_root(struct store *st, struct err *e);
+/* Attributes of ino as the given connection sees them (its lock held). */
+int ns_attr_get(struct store *st, sqlite3 *db, uint64_t ino, struct store_attr *a);
+/* Run one prepared change on db with up to four integer arguments; a
+ * constraint failure is -EEXIST. */
+int ns_exec4(struct store *st, const char *sql, int n, int64_t a, int64_t b, int64_t c,
+	     int64_t d);
+/* Start a change: db_lock and a write transaction (-EROFS, or -EIO after
+ * a failed commit). */
+int ns_tx_begin(struct store *st);
+/* Finish a change: commit if r == 0, else roll back; db_lock released.
+ * Returns r or the commit's failure. */
+int ns_tx_end(struct store *st, int r);
 /* A path of ino for messages ("/a/b"), or "" if none; db or rdb given. */
 void store_path_of(sqlite3 *db, uint64_t ino, char *buf, size_t size);
 

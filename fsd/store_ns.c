@@ -1,18 +1,17 @@
 /*
  * fsd/store_ns.c: the namespace: inodes, directory entries, symlinks,
- * extended attributes, sealing, statfs.  All of it lives in SQLite; every
- * change is one transaction on the main connection (under db_lock), and
- * reads go through the read connection so they never wait for a commit of
- * file data.  Size, times and page counts of files with pending writes are
- * overlaid from the data cache (store_cache.c).
+ * lookup, readdir, create, link, unlink, rename.  All of it lives in
+ * SQLite; every change is one transaction on the main connection (under
+ * db_lock), and reads go through the read connection so they never wait
+ * for a commit of file data.  Size, times and page counts of files with
+ * pending writes are overlaid from the data cache (store_cache.c).
+ * Attributes, sealing and xattrs are in store_attr.c.
  */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/statvfs.h>
-#include <sys/xattr.h>
 #include <unistd.h>
 
 #include "store_i.h"
@@ -23,11 +22,6 @@
 static struct timespec ts_of(int64_t ns)
 {
 	return (struct timespec){ .tv_sec = ns / 1000000000, .tv_nsec = ns % 1000000000 };
-}
-
-static int64_t ns_of(struct timespec ts)
-{
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 /* Columns ATTR_COLS starting at column c into a. */
@@ -48,7 +42,7 @@ static void attr_from(sqlite3_stmt *s, int c, struct store_attr *a)
 }
 
 /* Attributes of ino as the given connection sees them (its lock held). */
-static int attr_get(struct store *st, sqlite3 *db, uint64_t ino, struct store_attr *a)
+int ns_attr_get(struct store *st, sqlite3 *db, uint64_t ino, struct store_attr *a)
 {
 	sqlite3_stmt *s = store_stmt(st, db, "SELECT " ATTR_COLS " FROM inode WHERE ino = ?");
 	if (!s)
@@ -88,7 +82,7 @@ static int check_name(const char *name)
 }
 
 /* Run one prepared change with up to four integer arguments. */
-static int exec4(struct store *st, const char *sql, int n, int64_t a, int64_t b, int64_t c,
+int ns_exec4(struct store *st, const char *sql, int n, int64_t a, int64_t b, int64_t c,
 		 int64_t d)
 {
 	sqlite3_stmt *s = store_stmt(st, st->db, sql);
@@ -104,7 +98,7 @@ static int exec4(struct store *st, const char *sql, int n, int64_t a, int64_t b,
 }
 
 /* Start a change: db_lock and a write transaction. */
-static int tx_begin(struct store *st)
+int ns_tx_begin(struct store *st)
 {
 	if (st->rdonly)
 		return -EROFS;
@@ -122,7 +116,7 @@ static int tx_begin(struct store *st)
 
 /* Finish a change: commit if r == 0, else roll back; returns r or the
  * commit's failure. */
-static int tx_end(struct store *st, int r)
+int ns_tx_end(struct store *st, int r)
 {
 	if (!r && sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
 		r = -EIO;
@@ -135,7 +129,7 @@ static int tx_end(struct store *st, int r)
 /* A directory that may be changed (inside a transaction). */
 static int dir_for_change(struct store *st, uint64_t ino, struct store_attr *a)
 {
-	int r = attr_get(st, st->db, ino, a);
+	int r = ns_attr_get(st, st->db, ino, a);
 	if (r)
 		return r;
 	if (!S_ISDIR(a->mode))
@@ -148,7 +142,7 @@ static int dir_for_change(struct store *st, uint64_t ino, struct store_attr *a)
 static int touch_dir(struct store *st, uint64_t ino, int nlink_delta)
 {
 	int64_t now = store_now_ns();
-	return exec4(st, "UPDATE inode SET nlink = nlink + ?, mtime_ns = ?, ctime_ns = ? WHERE ino = ?", 4,
+	return ns_exec4(st, "UPDATE inode SET nlink = nlink + ?, mtime_ns = ?, ctime_ns = ? WHERE ino = ?", 4,
 		     nlink_delta, now, now, (int64_t)ino);
 }
 
@@ -183,7 +177,7 @@ int store_ns_init_root(struct store *st, struct err *e)
 int store_getattr(struct store *st, uint64_t ino, struct store_attr *out)
 {
 	pthread_mutex_lock(&st->rdb_lock);
-	int r = attr_get(st, st->rdb, ino, out);
+	int r = ns_attr_get(st, st->rdb, ino, out);
 	pthread_mutex_unlock(&st->rdb_lock);
 	if (!r)
 		store_overlay_attr(st, out);
@@ -200,12 +194,12 @@ int store_lookup(struct store *st, uint64_t parent, const char *name, struct sto
 	r = entry_get(st, st->rdb, parent, name, &ino, NULL);
 	if (r == -ENOENT) {
 		struct store_attr pa;
-		int r2 = attr_get(st, st->rdb, parent, &pa);
+		int r2 = ns_attr_get(st, st->rdb, parent, &pa);
 		if (r2 == 0 && !S_ISDIR(pa.mode))
 			r = -ENOTDIR;
 	}
 	if (!r)
-		r = attr_get(st, st->rdb, ino, out);
+		r = ns_attr_get(st, st->rdb, ino, out);
 	pthread_mutex_unlock(&st->rdb_lock);
 	if (!r)
 		store_overlay_attr(st, out);
@@ -258,7 +252,7 @@ int store_readdir(struct store *st, uint64_t ino, uint64_t cookie, store_readdir
 		size_t n = 0;
 		pthread_mutex_lock(&st->rdb_lock);
 		struct store_attr self;
-		r = attr_get(st, st->rdb, ino, &self);
+		r = ns_attr_get(st, st->rdb, ino, &self);
 		if (!r && !S_ISDIR(self.mode))
 			r = -ENOTDIR;
 		if (!r && cookie == 0) {
@@ -276,7 +270,7 @@ int store_readdir(struct store *st, uint64_t ino, uint64_t cookie, store_readdir
 				sqlite3_reset(s);
 			}
 			strcpy(d[n].name, "..");
-			if (attr_get(st, st->rdb, parent, &d[n].attr))
+			if (ns_attr_get(st, st->rdb, parent, &d[n].attr))
 				d[n].attr = self;
 			d[n++].next = 2;
 		}
@@ -334,7 +328,7 @@ static int create_inode(struct store *st, uint64_t parent, const char *name, uin
 	int r = check_name(name);
 	if (r)
 		return r;
-	r = tx_begin(st);
+	r = ns_tx_begin(st);
 	if (r)
 		return r;
 	struct store_attr pa;
@@ -389,8 +383,8 @@ static int create_inode(struct store *st, uint64_t parent, const char *name, uin
 	if (!r)
 		r = touch_dir(st, parent, dir ? 1 : 0);
 	if (!r && out)
-		r = attr_get(st, st->db, ino, out);
-	return tx_end(st, r);
+		r = ns_attr_get(st, st->db, ino, out);
+	return ns_tx_end(st, r);
 }
 
 int store_mknod(struct store *st, uint64_t parent, const char *name, uint32_t mode, uint64_t rdev,
@@ -436,12 +430,12 @@ int store_link(struct store *st, uint64_t ino, uint64_t newparent, const char *n
 	int r = check_name(newname);
 	if (r)
 		return r;
-	r = tx_begin(st);
+	r = ns_tx_begin(st);
 	if (r)
 		return r;
 	struct store_attr a, pa;
 	uint64_t old;
-	r = attr_get(st, st->db, ino, &a);
+	r = ns_attr_get(st, st->db, ino, &a);
 	if (!r && S_ISDIR(a.mode))
 		r = -EPERM;
 	if (!r && (a.flags & STORE_INODE_SEALED))
@@ -459,13 +453,13 @@ int store_link(struct store *st, uint64_t ino, uint64_t newparent, const char *n
 	if (!r)
 		r = insert_entry(st, newparent, newname, ino);
 	if (!r)
-		r = exec4(st, "UPDATE inode SET nlink = nlink + 1, ctime_ns = ? WHERE ino = ?", 2,
+		r = ns_exec4(st, "UPDATE inode SET nlink = nlink + 1, ctime_ns = ? WHERE ino = ?", 2,
 			  store_now_ns(), (int64_t)ino, 0, 0);
 	if (!r)
 		r = touch_dir(st, newparent, 0);
 	if (!r && out)
-		r = attr_get(st, st->db, ino, out);
-	r = tx_end(st, r);
+		r = ns_attr_get(st, st->db, ino, out);
+	r = ns_tx_end(st, r);
 	if (!r && out)
 		store_overlay_attr(st, out);
 	return r;
@@ -489,11 +483,11 @@ static int dir_is_empty(struct store *st, uint64_t ino)
 static int drop_link(struct store *st, int64_t id, uint64_t parent, const struct store_attr *a,
 		     uint64_t *gone)
 {
-	int r = exec4(st, "DELETE FROM dentry WHERE id = ?", 1, id, 0, 0, 0);
+	int r = ns_exec4(st, "DELETE FROM dentry WHERE id = ?", 1, id, 0, 0, 0);
 	bool dir = S_ISDIR(a->mode);
 	uint32_t nlink = dir ? 0 : a->nlink - 1;
 	if (!r)
-		r = exec4(st, "UPDATE inode SET nlink = ?, ctime_ns = ? WHERE ino = ?", 3, nlink,
+		r = ns_exec4(st, "UPDATE inode SET nlink = ?, ctime_ns = ? WHERE ino = ?", 3, nlink,
 			  store_now_ns(), (int64_t)a->ino, 0);
 	if (!r)
 		r = touch_dir(st, parent, dir ? -1 : 0);
@@ -510,7 +504,7 @@ static int remove_entry(struct store *st, uint64_t parent, const char *name, boo
 	int r = check_name(name);
 	if (r)
 		return r == -EINVAL && name && !strcmp(name, ".") ? -EINVAL : r;
-	r = tx_begin(st);
+	r = ns_tx_begin(st);
 	if (r)
 		return r;
 	struct store_attr pa, a;
@@ -520,7 +514,7 @@ static int remove_entry(struct store *st, uint64_t parent, const char *name, boo
 	if (!r)
 		r = entry_get(st, st->db, parent, name, &ino, &id);
 	if (!r)
-		r = attr_get(st, st->db, ino, &a);
+		r = ns_attr_get(st, st->db, ino, &a);
 	if (!r && want_dir && !S_ISDIR(a.mode))
 		r = -ENOTDIR;
 	if (!r && !want_dir && S_ISDIR(a.mode))
@@ -535,7 +529,7 @@ static int remove_entry(struct store *st, uint64_t parent, const char *name, boo
 	}
 	if (!r)
 		r = drop_link(st, id, parent, &a, gone);
-	return tx_end(st, r);
+	return ns_tx_end(st, r);
 }
 
 int store_unlink(struct store *st, uint64_t parent, const char *name, uint64_t *gone)
@@ -598,10 +592,10 @@ static int move_entry(struct store *st, int64_t id, const struct store_attr *a, 
 	int r = rc == SQLITE_DONE ? 0 : (rc & 0xff) == SQLITE_CONSTRAINT ? -EEXIST : -EIO;
 	int64_t now = store_now_ns();
 	if (!r)
-		r = exec4(st, "UPDATE inode SET ctime_ns = ? WHERE ino = ?", 2, now, (int64_t)a->ino, 0, 0);
+		r = ns_exec4(st, "UPDATE inode SET ctime_ns = ? WHERE ino = ?", 2, now, (int64_t)a->ino, 0, 0);
 	bool dir = S_ISDIR(a->mode);
 	if (!r && dir && parent != newparent)
-		r = exec4(st, "UPDATE inode SET parent = ? WHERE ino = ?", 2, (int64_t)newparent,
+		r = ns_exec4(st, "UPDATE inode SET parent = ? WHERE ino = ?", 2, (int64_t)newparent,
 			  (int64_t)a->ino, 0, 0);
 	if (!r)
 		r = touch_dir(st, parent, dir && parent != newparent ? -1 : 0);
@@ -625,7 +619,7 @@ int store_rename(struct store *st, uint64_t parent, const char *name, uint64_t n
 		r = check_name(newname);
 	if (r)
 		return r;
-	r = tx_begin(st);
+	r = ns_tx_begin(st);
 	if (r)
 		return r;
 	struct store_attr pa, npa, a, b;
@@ -637,7 +631,7 @@ int store_rename(struct store *st, uint64_t parent, const char *name, uint64_t n
 	if (!r)
 		r = entry_get(st, st->db, parent, name, &ino, &id);
 	if (!r)
-		r = attr_get(st, st->db, ino, &a);
+		r = ns_attr_get(st, st->db, ino, &a);
 	if (!r && (a.flags & STORE_INODE_SEALED))
 		r = -EPERM;
 	bool exists = false;
@@ -647,40 +641,40 @@ int store_rename(struct store *st, uint64_t parent, const char *name, uint64_t n
 		r = r == -ENOENT ? 0 : r;
 	}
 	if (!r && exists)
-		r = attr_get(st, st->db, dino, &b);
+		r = ns_attr_get(st, st->db, dino, &b);
 	if (r)
-		return tx_end(st, r);
+		return ns_tx_end(st, r);
 
 	if (flags & STORE_RENAME_EXCHANGE) {
 		if (!exists)
-			return tx_end(st, -ENOENT);
+			return ns_tx_end(st, -ENOENT);
 		if (id == did)
-			return tx_end(st, 0);
+			return ns_tx_end(st, 0);
 		if (b.flags & STORE_INODE_SEALED)
-			return tx_end(st, -EPERM);
+			return ns_tx_end(st, -EPERM);
 		/* Neither directory may end up inside itself. */
 		if (S_ISDIR(a.mode) && parent != newparent) {
 			int u = is_under(st, newparent, ino);
 			if (u)
-				return tx_end(st, u < 0 ? u : -EINVAL);
+				return ns_tx_end(st, u < 0 ? u : -EINVAL);
 		}
 		if (S_ISDIR(b.mode) && parent != newparent) {
 			int u = is_under(st, parent, dino);
 			if (u)
-				return tx_end(st, u < 0 ? u : -EINVAL);
+				return ns_tx_end(st, u < 0 ? u : -EINVAL);
 		}
 		/* Swap which inode each entry names. */
-		r = exec4(st, "UPDATE dentry SET ino = ? WHERE id = ?", 2, (int64_t)dino, id, 0, 0);
+		r = ns_exec4(st, "UPDATE dentry SET ino = ? WHERE id = ?", 2, (int64_t)dino, id, 0, 0);
 		if (!r)
-			r = exec4(st, "UPDATE dentry SET ino = ? WHERE id = ?", 2, (int64_t)ino, did, 0, 0);
+			r = ns_exec4(st, "UPDATE dentry SET ino = ? WHERE id = ?", 2, (int64_t)ino, did, 0, 0);
 		int64_t now = store_now_ns();
 		if (!r && parent != newparent) {
 			int delta = S_ISDIR(a.mode) - S_ISDIR(b.mode);
 			if (!r && S_ISDIR(a.mode))
-				r = exec4(st, "UPDATE inode SET parent = ? WHERE ino = ?", 2,
+				r = ns_exec4(st, "UPDATE inode SET parent = ? WHERE ino = ?", 2,
 					  (int64_t)newparent, (int64_t)ino, 0, 0);
 			if (!r && S_ISDIR(b.mode))
-				r = exec4(st, "UPDATE inode SET parent = ? WHERE ino = ?", 2,
+				r = ns_exec4(st, "UPDATE inode SET parent = ? WHERE ino = ?", 2,
 					  (int64_t)parent, (int64_t)dino, 0, 0);
 			if (!r)
 				r = touch_dir(st, parent, -delta);
@@ -690,23 +684,23 @@ int store_rename(struct store *st, uint64_t parent, const char *name, uint64_t n
 			r = touch_dir(st, parent, 0);
 		}
 		if (!r)
-			r = exec4(st, "UPDATE inode SET ctime_ns = ? WHERE ino IN (?, ?)", 3, now,
+			r = ns_exec4(st, "UPDATE inode SET ctime_ns = ? WHERE ino IN (?, ?)", 3, now,
 				  (int64_t)ino, (int64_t)dino, 0);
 		if (!r) {
 			store_cached_times(st, ino, NULL, &now);
 			store_cached_times(st, dino, NULL, &now);
 		}
-		return tx_end(st, r);
+		return ns_tx_end(st, r);
 	}
 
 	if (exists && dino == ino)
-		return tx_end(st, 0);	/* same inode: nothing to do */
+		return ns_tx_end(st, 0);	/* same inode: nothing to do */
 	if (exists && (flags & STORE_RENAME_NOREPLACE))
-		return tx_end(st, -EEXIST);
+		return ns_tx_end(st, -EEXIST);
 	if (S_ISDIR(a.mode) && newparent != parent) {
 		int u = is_under(st, newparent, ino);
 		if (u)
-			return tx_end(st, u < 0 ? u : -EINVAL);
+			return ns_tx_end(st, u < 0 ? u : -EINVAL);
 	}
 	if (exists) {
 		if (b.flags & STORE_INODE_SEALED)
@@ -724,352 +718,5 @@ int store_rename(struct store *st, uint64_t parent, const char *name, uint64_t n
 	}
 	if (!r)
 		r = move_entry(st, id, &a, parent, newparent, newname);
-	return tx_end(st, r);
-}
-
-/* ---- attributes ------------------------------------------------------------------ */
-
-int store_setattr(struct store *st, uint64_t ino, const struct store_attr *in, unsigned mask,
-		  struct store_attr *out)
-{
-	if (st->rdonly)
-		return -EROFS;
-	int r = 0;
-	if (mask & STORE_SET_SIZE) {
-		struct store_attr a;
-		r = store_getattr(st, ino, &a);
-		if (!r && (a.flags & STORE_INODE_SEALED))
-			r = -EPERM;
-		if (!r && S_ISDIR(a.mode))
-			r = -EISDIR;
-		if (!r && !S_ISREG(a.mode))
-			r = -EINVAL;
-		if (!r)
-			r = store_truncate(st, ino, in->size);
-		if (r)
-			return r;
-	}
-	unsigned rest = mask & ~(unsigned)STORE_SET_SIZE;
-	if (rest) {
-		r = tx_begin(st);
-		if (r)
-			return r;
-		struct store_attr a;
-		r = attr_get(st, st->db, ino, &a);
-		if (!r && (a.flags & STORE_INODE_SEALED))
-			r = -EPERM;
-		int64_t now = store_now_ns();
-		int64_t ctime = rest & STORE_SET_CTIME ? ns_of(in->ctime) : now;
-		int64_t mtime = ns_of(in->mtime);
-		if (!r && (rest & STORE_SET_MODE))
-			r = exec4(st, "UPDATE inode SET mode = ? WHERE ino = ?", 2,
-				  (a.mode & S_IFMT) | (in->mode & 07777), (int64_t)ino, 0, 0);
-		if (!r && (rest & STORE_SET_UID))
-			r = exec4(st, "UPDATE inode SET uid = ? WHERE ino = ?", 2, in->uid, (int64_t)ino, 0, 0);
-		if (!r && (rest & STORE_SET_GID))
-			r = exec4(st, "UPDATE inode SET gid = ? WHERE ino = ?", 2, in->gid, (int64_t)ino, 0, 0);
-		if (!r && (rest & STORE_SET_ATIME))
-			r = exec4(st, "UPDATE inode SET atime_ns = ? WHERE ino = ?", 2, ns_of(in->atime),
-				  (int64_t)ino, 0, 0);
-		if (!r && (rest & STORE_SET_MTIME))
-			r = exec4(st, "UPDATE inode SET mtime_ns = ? WHERE ino = ?", 2, mtime, (int64_t)ino,
-				  0, 0);
-		if (!r)
-			r = exec4(st, "UPDATE inode SET ctime_ns = ? WHERE ino = ?", 2, ctime, (int64_t)ino, 0,
-				  0);
-		if (!r)
-			store_cached_times(st, ino, rest & STORE_SET_MTIME ? &mtime : NULL, &ctime);
-		r = tx_end(st, r);
-	}
-	if (!r && out)
-		r = store_getattr(st, ino, out);
-	return r;
-}
-
-/* Set (sealed) or clear STORE_INODE_SEALED on ino and everything below
- * it, keeping the cached flags in step.  (transaction open; 0 or -errno) */
-static int subtree_set_sealed(struct store *st, uint64_t ino, bool sealed)
-{
-	sqlite3_stmt *s = store_stmt(st, st->db,
-				     "WITH RECURSIVE sub(ino) AS (SELECT ?1 UNION"
-				     " SELECT d.ino FROM dentry d JOIN sub ON d.parent = sub.ino)"
-				     " UPDATE inode SET flags = (flags & ~?2) | ?3 WHERE ino IN sub"
-				     " RETURNING ino, flags");
-	if (!s)
-		return -EIO;
-	sqlite3_bind_int64(s, 1, (int64_t)ino);
-	sqlite3_bind_int64(s, 2, STORE_INODE_SEALED);
-	sqlite3_bind_int64(s, 3, sealed ? STORE_INODE_SEALED : 0);
-	int rc, r = 0;
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW)
-		store_cached_flags(st, (uint64_t)sqlite3_column_int64(s, 0),
-				   (uint32_t)sqlite3_column_int64(s, 1));
-	if (rc != SQLITE_DONE)
-		r = -EIO;
-	sqlite3_reset(s);
-	return r;
-}
-
-int store_seal(struct store *st, uint64_t ino)
-{
-	if (st->rdonly)
-		return -EROFS;
-	int r = store_commit(st, NULL);
-	if (r)
-		return r;
-	r = tx_begin(st);
-	if (r)
-		return r;
-	struct store_attr a;
-	r = attr_get(st, st->db, ino, &a);
-	if (!r)
-		r = subtree_set_sealed(st, ino, true);
-	return tx_end(st, r);
-}
-
-/* Is directory ino the top of a sealed subtree: its parent (through the
- * inode's parent column) not sealed?  The root is always a top.
- * (transaction open; 1, 0 or -errno) */
-static int is_seal_top(struct store *st, uint64_t ino)
-{
-	if (ino == STORE_ROOT_INO)
-		return 1;
-	sqlite3_stmt *s = store_stmt(st, st->db,
-				     "SELECT p.flags FROM inode i JOIN inode p ON p.ino = i.parent"
-				     " WHERE i.ino = ?");
-	if (!s)
-		return -EIO;
-	sqlite3_bind_int64(s, 1, (int64_t)ino);
-	int rc = sqlite3_step(s);
-	int r;
-	if (rc == SQLITE_ROW)
-		r = !(sqlite3_column_int64(s, 0) & STORE_INODE_SEALED);
-	else
-		r = rc == SQLITE_DONE ? 1 : -EIO;	/* no parent recorded */
-	sqlite3_reset(s);
-	return r;
-}
-
-int store_unseal(struct store *st, uint64_t ino)
-{
-	if (st->rdonly)
-		return -EROFS;
-	int r = tx_begin(st);
-	if (r)
-		return r;
-	struct store_attr a;
-	r = attr_get(st, st->db, ino, &a);
-	if (!r && !S_ISDIR(a.mode))
-		r = -ENOTDIR;
-	if (!r && !(a.flags & STORE_INODE_SEALED))
-		r = -EINVAL;
-	if (!r) {
-		int top = is_seal_top(st, ino);
-		r = top < 0 ? top : top ? 0 : -EINVAL;
-	}
-	if (!r)
-		r = subtree_set_sealed(st, ino, false);
-	return tx_end(st, r);
-}
-
-/* ---- extended attributes --------------------------------------------------------- */
-
-int store_xattr_get(struct store *st, uint64_t ino, const char *name, void *buf, size_t size)
-{
-	pthread_mutex_lock(&st->rdb_lock);
-	struct store_attr a;
-	int r = attr_get(st, st->rdb, ino, &a);
-	sqlite3_stmt *s = r ? NULL : store_stmt(st, st->rdb, "SELECT value FROM xattr WHERE ino = ? AND name = ?");
-	if (!r && !s)
-		r = -EIO;
-	if (!r) {
-		sqlite3_bind_int64(s, 1, (int64_t)ino);
-		sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
-		int rc = sqlite3_step(s);
-		if (rc == SQLITE_ROW) {
-			int n = sqlite3_column_bytes(s, 0);
-			if (size && (size_t)n > size)
-				r = -ERANGE;
-			else {
-				if (size && n)
-					memcpy(buf, sqlite3_column_blob(s, 0), (size_t)n);
-				r = n;
-			}
-		} else {
-			r = rc == SQLITE_DONE ? -ENODATA : -EIO;
-		}
-		sqlite3_reset(s);
-	}
-	pthread_mutex_unlock(&st->rdb_lock);
-	return r;
-}
-
-int store_xattr_set(struct store *st, uint64_t ino, const char *name, const void *value, size_t size,
-		    int flags)
-{
-	if (!name || !*name)
-		return -EINVAL;
-	if (strlen(name) > STORE_XATTR_NAME_MAX || size > STORE_XATTR_SIZE_MAX)
-		return -ERANGE;
-	if (flags & ~(XATTR_CREATE | XATTR_REPLACE))
-		return -EINVAL;
-	int r = tx_begin(st);
-	if (r)
-		return r;
-	struct store_attr a;
-	r = attr_get(st, st->db, ino, &a);
-	if (!r && (a.flags & STORE_INODE_SEALED))
-		r = -EPERM;
-	sqlite3_stmt *s = NULL;
-	if (!r) {
-		s = store_stmt(st, st->db, "SELECT 1 FROM xattr WHERE ino = ? AND name = ?");
-		if (!s)
-			r = -EIO;
-	}
-	if (!r) {
-		sqlite3_bind_int64(s, 1, (int64_t)ino);
-		sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
-		int rc = sqlite3_step(s);
-		sqlite3_reset(s);
-		if (rc == SQLITE_ROW && (flags & XATTR_CREATE))
-			r = -EEXIST;
-		else if (rc == SQLITE_DONE && (flags & XATTR_REPLACE))
-			r = -ENODATA;
-		else if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-			r = -EIO;
-	}
-	if (!r) {
-		s = store_stmt(st, st->db, "INSERT OR REPLACE INTO xattr(ino, name, value) VALUES(?, ?, ?)");
-		if (!s) {
-			r = -EIO;
-		} else {
-			sqlite3_bind_int64(s, 1, (int64_t)ino);
-			sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
-			sqlite3_bind_blob(s, 3, size ? value : "", (int)size, SQLITE_STATIC);
-			r = sqlite3_step(s) == SQLITE_DONE ? 0 : -EIO;
-			sqlite3_reset(s);
-		}
-	}
-	int64_t now = store_now_ns();
-	if (!r)
-		r = exec4(st, "UPDATE inode SET ctime_ns = ? WHERE ino = ?", 2, now, (int64_t)ino, 0, 0);
-	if (!r)
-		store_cached_times(st, ino, NULL, &now);
-	return tx_end(st, r);
-}
-
-int store_xattr_list(struct store *st, uint64_t ino, char *buf, size_t size)
-{
-	pthread_mutex_lock(&st->rdb_lock);
-	struct store_attr a;
-	int r = attr_get(st, st->rdb, ino, &a);
-	sqlite3_stmt *s = r ? NULL : store_stmt(st, st->rdb, "SELECT name FROM xattr WHERE ino = ? ORDER BY name");
-	if (!r && !s)
-		r = -EIO;
-	if (!r) {
-		size_t total = 0;
-		sqlite3_bind_int64(s, 1, (int64_t)ino);
-		int rc;
-		while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-			size_t n = (size_t)sqlite3_column_bytes(s, 0) + 1;
-			if (size && total + n <= size)
-				memcpy(buf + total, sqlite3_column_text(s, 0), n);
-			total += n;
-		}
-		sqlite3_reset(s);
-		if (rc != SQLITE_DONE)
-			r = -EIO;
-		else if (size && total > size)
-			r = -ERANGE;
-		else
-			r = (int)total;
-	}
-	pthread_mutex_unlock(&st->rdb_lock);
-	return r;
-}
-
-int store_xattr_remove(struct store *st, uint64_t ino, const char *name)
-{
-	int r = tx_begin(st);
-	if (r)
-		return r;
-	struct store_attr a;
-	r = attr_get(st, st->db, ino, &a);
-	if (!r && (a.flags & STORE_INODE_SEALED))
-		r = -EPERM;
-	if (!r) {
-		sqlite3_stmt *s = store_stmt(st, st->db, "DELETE FROM xattr WHERE ino = ? AND name = ?");
-		if (!s) {
-			r = -EIO;
-		} else {
-			sqlite3_bind_int64(s, 1, (int64_t)ino);
-			sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
-			r = sqlite3_step(s) == SQLITE_DONE ? 0 : -EIO;
-			sqlite3_reset(s);
-			if (!r && sqlite3_changes(st->db) == 0)
-				r = -ENODATA;
-		}
-	}
-	int64_t now = store_now_ns();
-	if (!r)
-		r = exec4(st, "UPDATE inode SET ctime_ns = ? WHERE ino = ?", 2, now, (int64_t)ino, 0, 0);
-	if (!r)
-		store_cached_times(st, ino, NULL, &now);
-	return tx_end(st, r);
-}
-
-/* ---- figures --------------------------------------------------------------------- */
-
-int store_statfs(struct store *st, struct store_statfs *out)
-{
-	memset(out, 0, sizeof(*out));
-	uint64_t packs;
-	int r = st->be->ops->usage(st->be, &out->stored_bytes, &packs);
-	if (r)
-		return r;
-	struct statvfs sv;
-	if (statvfs(st->dir, &sv) < 0)
-		return -errno;
-	out->free_bytes = (uint64_t)sv.f_bfree * sv.f_frsize;
-	out->avail_bytes = (uint64_t)sv.f_bavail * sv.f_frsize;
-	pthread_mutex_lock(&st->rdb_lock);
-	sqlite3_stmt *s = store_stmt(st, st->rdb, "SELECT count(*) FROM inode");
-	if (!s) {
-		r = -EIO;
-	} else {
-		if (sqlite3_step(s) == SQLITE_ROW)
-			out->inodes = (uint64_t)sqlite3_column_int64(s, 0);
-		sqlite3_reset(s);
-	}
-	pthread_mutex_unlock(&st->rdb_lock);
-	return r;
-}
-
-void store_path_of(sqlite3 *db, uint64_t ino, char *buf, size_t size)
-{
-	char path[4096] = "";
-	size_t len = 0;
-	sqlite3_stmt *s;
-	buf[0] = 0;
-	if (sqlite3_prepare_v2(db, "SELECT parent, name FROM dentry WHERE ino = ? ORDER BY id LIMIT 1",
-			       -1, &s, NULL) != SQLITE_OK)
-		return;
-	/* Walk up to the root, building the path from its end. */
-	for (unsigned depth = 0; ino != STORE_ROOT_INO && depth < 1000; depth++) {
-		sqlite3_reset(s);
-		sqlite3_bind_int64(s, 1, (int64_t)ino);
-		if (sqlite3_step(s) != SQLITE_ROW)
-			break;
-		const char *name = (const char *)sqlite3_column_text(s, 1);
-		size_t n = strlen(name ? name : "");
-		if (len + n + 1 >= sizeof(path))
-			break;
-		memmove(path + n + 1, path, len + 1);
-		path[0] = '/';
-		memcpy(path + 1, name, n);
-		len += n + 1;
-		ino = (uint64_t)sqlite3_column_int64(s, 0);
-	}
-	sqlite3_finalize(s);
-	snprintf(buf, size, "%s", ino == STORE_ROOT_INO ? (len ? path : "/") : "");
+	return ns_tx_end(st, r);
 }

@@ -1,0 +1,366 @@
+/*
+ * fsd/store_attr.c: what the namespace says about an inode beyond its
+ * entries: setattr, sealing a subtree and lifting a seal, extended
+ * attributes, and statfs.  Like store_ns.c, each change is one transaction
+ * on the main connection (under db_lock).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/xattr.h>
+
+#include "store_i.h"
+
+static int64_t ns_of(struct timespec ts)
+{
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* ---- attributes ------------------------------------------------------------------ */
+
+int store_setattr(struct store *st, uint64_t ino, const struct store_attr *in, unsigned mask,
+		  struct store_attr *out)
+{
+	if (st->rdonly)
+		return -EROFS;
+	int r = 0;
+	if (mask & STORE_SET_SIZE) {
+		struct store_attr a;
+		r = store_getattr(st, ino, &a);
+		if (!r && (a.flags & STORE_INODE_SEALED))
+			r = -EPERM;
+		if (!r && S_ISDIR(a.mode))
+			r = -EISDIR;
+		if (!r && !S_ISREG(a.mode))
+			r = -EINVAL;
+		if (!r)
+			r = store_truncate(st, ino, in->size);
+		if (r)
+			return r;
+	}
+	unsigned rest = mask & ~(unsigned)STORE_SET_SIZE;
+	if (rest) {
+		r = ns_tx_begin(st);
+		if (r)
+			return r;
+		struct store_attr a;
+		r = ns_attr_get(st, st->db, ino, &a);
+		if (!r && (a.flags & STORE_INODE_SEALED))
+			r = -EPERM;
+		int64_t now = store_now_ns();
+		int64_t ctime = rest & STORE_SET_CTIME ? ns_of(in->ctime) : now;
+		int64_t mtime = ns_of(in->mtime);
+		if (!r && (rest & STORE_SET_MODE))
+			r = ns_exec4(st, "UPDATE inode SET mode = ? WHERE ino = ?", 2,
+				  (a.mode & S_IFMT) | (in->mode & 07777), (int64_t)ino, 0, 0);
+		if (!r && (rest & STORE_SET_UID))
+			r = ns_exec4(st, "UPDATE inode SET uid = ? WHERE ino = ?", 2, in->uid, (int64_t)ino, 0, 0);
+		if (!r && (rest & STORE_SET_GID))
+			r = ns_exec4(st, "UPDATE inode SET gid = ? WHERE ino = ?", 2, in->gid, (int64_t)ino, 0, 0);
+		if (!r && (rest & STORE_SET_ATIME))
+			r = ns_exec4(st, "UPDATE inode SET atime_ns = ? WHERE ino = ?", 2, ns_of(in->atime),
+				  (int64_t)ino, 0, 0);
+		if (!r && (rest & STORE_SET_MTIME))
+			r = ns_exec4(st, "UPDATE inode SET mtime_ns = ? WHERE ino = ?", 2, mtime, (int64_t)ino,
+				  0, 0);
+		if (!r)
+			r = ns_exec4(st, "UPDATE inode SET ctime_ns = ? WHERE ino = ?", 2, ctime, (int64_t)ino, 0,
+				  0);
+		if (!r)
+			store_cached_times(st, ino, rest & STORE_SET_MTIME ? &mtime : NULL, &ctime);
+		r = ns_tx_end(st, r);
+	}
+	if (!r && out)
+		r = store_getattr(st, ino, out);
+	return r;
+}
+
+/* Set (sealed) or clear STORE_INODE_SEALED on ino and everything below
+ * it, keeping the cached flags in step.  (transaction open; 0 or -errno) */
+static int subtree_set_sealed(struct store *st, uint64_t ino, bool sealed)
+{
+	sqlite3_stmt *s = store_stmt(st, st->db,
+				     "WITH RECURSIVE sub(ino) AS (SELECT ?1 UNION"
+				     " SELECT d.ino FROM dentry d JOIN sub ON d.parent = sub.ino)"
+				     " UPDATE inode SET flags = (flags & ~?2) | ?3 WHERE ino IN sub"
+				     " RETURNING ino, flags");
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, (int64_t)ino);
+	sqlite3_bind_int64(s, 2, STORE_INODE_SEALED);
+	sqlite3_bind_int64(s, 3, sealed ? STORE_INODE_SEALED : 0);
+	int rc, r = 0;
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW)
+		store_cached_flags(st, (uint64_t)sqlite3_column_int64(s, 0),
+				   (uint32_t)sqlite3_column_int64(s, 1));
+	if (rc != SQLITE_DONE)
+		r = -EIO;
+	sqlite3_reset(s);
+	return r;
+}
+
+int store_seal(struct store *st, uint64_t ino)
+{
+	if (st->rdonly)
+		return -EROFS;
+	int r = store_commit(st, NULL);
+	if (r)
+		return r;
+	r = ns_tx_begin(st);
+	if (r)
+		return r;
+	struct store_attr a;
+	r = ns_attr_get(st, st->db, ino, &a);
+	if (!r)
+		r = subtree_set_sealed(st, ino, true);
+	return ns_tx_end(st, r);
+}
+
+/* Is directory ino the top of a sealed subtree: its parent (through the
+ * inode's parent column) not sealed?  The root is always a top.
+ * (transaction open; 1, 0 or -errno) */
+static int is_seal_top(struct store *st, uint64_t ino)
+{
+	if (ino == STORE_ROOT_INO)
+		return 1;
+	sqlite3_stmt *s = store_stmt(st, st->db,
+				     "SELECT p.flags FROM inode i JOIN inode p ON p.ino = i.parent"
+				     " WHERE i.ino = ?");
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, (int64_t)ino);
+	int rc = sqlite3_step(s);
+	int r;
+	if (rc == SQLITE_ROW)
+		r = !(sqlite3_column_int64(s, 0) & STORE_INODE_SEALED);
+	else
+		r = rc == SQLITE_DONE ? 1 : -EIO;	/* no parent recorded */
+	sqlite3_reset(s);
+	return r;
+}
+
+int store_unseal(struct store *st, uint64_t ino)
+{
+	if (st->rdonly)
+		return -EROFS;
+	int r = ns_tx_begin(st);
+	if (r)
+		return r;
+	struct store_attr a;
+	r = ns_attr_get(st, st->db, ino, &a);
+	if (!r && !S_ISDIR(a.mode))
+		r = -ENOTDIR;
+	if (!r && !(a.flags & STORE_INODE_SEALED))
+		r = -EINVAL;
+	if (!r) {
+		int top = is_seal_top(st, ino);
+		r = top < 0 ? top : top ? 0 : -EINVAL;
+	}
+	if (!r)
+		r = subtree_set_sealed(st, ino, false);
+	return ns_tx_end(st, r);
+}
+
+/* ---- extended attributes --------------------------------------------------------- */
+
+int store_xattr_get(struct store *st, uint64_t ino, const char *name, void *buf, size_t size)
+{
+	pthread_mutex_lock(&st->rdb_lock);
+	struct store_attr a;
+	int r = ns_attr_get(st, st->rdb, ino, &a);
+	sqlite3_stmt *s = r ? NULL : store_stmt(st, st->rdb, "SELECT value FROM xattr WHERE ino = ? AND name = ?");
+	if (!r && !s)
+		r = -EIO;
+	if (!r) {
+		sqlite3_bind_int64(s, 1, (int64_t)ino);
+		sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
+		int rc = sqlite3_step(s);
+		if (rc == SQLITE_ROW) {
+			int n = sqlite3_column_bytes(s, 0);
+			if (size && (size_t)n > size)
+				r = -ERANGE;
+			else {
+				if (size && n)
+					memcpy(buf, sqlite3_column_blob(s, 0), (size_t)n);
+				r = n;
+			}
+		} else {
+			r = rc == SQLITE_DONE ? -ENODATA : -EIO;
+		}
+		sqlite3_reset(s);
+	}
+	pthread_mutex_unlock(&st->rdb_lock);
+	return r;
+}
+
+int store_xattr_set(struct store *st, uint64_t ino, const char *name, const void *value, size_t size,
+		    int flags)
+{
+	if (!name || !*name)
+		return -EINVAL;
+	if (strlen(name) > STORE_XATTR_NAME_MAX || size > STORE_XATTR_SIZE_MAX)
+		return -ERANGE;
+	if (flags & ~(XATTR_CREATE | XATTR_REPLACE))
+		return -EINVAL;
+	int r = ns_tx_begin(st);
+	if (r)
+		return r;
+	struct store_attr a;
+	r = ns_attr_get(st, st->db, ino, &a);
+	if (!r && (a.flags & STORE_INODE_SEALED))
+		r = -EPERM;
+	sqlite3_stmt *s = NULL;
+	if (!r) {
+		s = store_stmt(st, st->db, "SELECT 1 FROM xattr WHERE ino = ? AND name = ?");
+		if (!s)
+			r = -EIO;
+	}
+	if (!r) {
+		sqlite3_bind_int64(s, 1, (int64_t)ino);
+		sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
+		int rc = sqlite3_step(s);
+		sqlite3_reset(s);
+		if (rc == SQLITE_ROW && (flags & XATTR_CREATE))
+			r = -EEXIST;
+		else if (rc == SQLITE_DONE && (flags & XATTR_REPLACE))
+			r = -ENODATA;
+		else if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+			r = -EIO;
+	}
+	if (!r) {
+		s = store_stmt(st, st->db, "INSERT OR REPLACE INTO xattr(ino, name, value) VALUES(?, ?, ?)");
+		if (!s) {
+			r = -EIO;
+		} else {
+			sqlite3_bind_int64(s, 1, (int64_t)ino);
+			sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
+			sqlite3_bind_blob(s, 3, size ? value : "", (int)size, SQLITE_STATIC);
+			r = sqlite3_step(s) == SQLITE_DONE ? 0 : -EIO;
+			sqlite3_reset(s);
+		}
+	}
+	int64_t now = store_now_ns();
+	if (!r)
+		r = ns_exec4(st, "UPDATE inode SET ctime_ns = ? WHERE ino = ?", 2, now, (int64_t)ino, 0, 0);
+	if (!r)
+		store_cached_times(st, ino, NULL, &now);
+	return ns_tx_end(st, r);
+}
+
+int store_xattr_list(struct store *st, uint64_t ino, char *buf, size_t size)
+{
+	pthread_mutex_lock(&st->rdb_lock);
+	struct store_attr a;
+	int r = ns_attr_get(st, st->rdb, ino, &a);
+	sqlite3_stmt *s = r ? NULL : store_stmt(st, st->rdb, "SELECT name FROM xattr WHERE ino = ? ORDER BY name");
+	if (!r && !s)
+		r = -EIO;
+	if (!r) {
+		size_t total = 0;
+		sqlite3_bind_int64(s, 1, (int64_t)ino);
+		int rc;
+		while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+			size_t n = (size_t)sqlite3_column_bytes(s, 0) + 1;
+			if (size && total + n <= size)
+				memcpy(buf + total, sqlite3_column_text(s, 0), n);
+			total += n;
+		}
+		sqlite3_reset(s);
+		if (rc != SQLITE_DONE)
+			r = -EIO;
+		else if (size && total > size)
+			r = -ERANGE;
+		else
+			r = (int)total;
+	}
+	pthread_mutex_unlock(&st->rdb_lock);
+	return r;
+}
+
+int store_xattr_remove(struct store *st, uint64_t ino, const char *name)
+{
+	int r = ns_tx_begin(st);
+	if (r)
+		return r;
+	struct store_attr a;
+	r = ns_attr_get(st, st->db, ino, &a);
+	if (!r && (a.flags & STORE_INODE_SEALED))
+		r = -EPERM;
+	if (!r) {
+		sqlite3_stmt *s = store_stmt(st, st->db, "DELETE FROM xattr WHERE ino = ? AND name = ?");
+		if (!s) {
+			r = -EIO;
+		} else {
+			sqlite3_bind_int64(s, 1, (int64_t)ino);
+			sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
+			r = sqlite3_step(s) == SQLITE_DONE ? 0 : -EIO;
+			sqlite3_reset(s);
+			if (!r && sqlite3_changes(st->db) == 0)
+				r = -ENODATA;
+		}
+	}
+	int64_t now = store_now_ns();
+	if (!r)
+		r = ns_exec4(st, "UPDATE inode SET ctime_ns = ? WHERE ino = ?", 2, now, (int64_t)ino, 0, 0);
+	if (!r)
+		store_cached_times(st, ino, NULL, &now);
+	return ns_tx_end(st, r);
+}
+
+/* ---- figures --------------------------------------------------------------------- */
+
+int store_statfs(struct store *st, struct store_statfs *out)
+{
+	memset(out, 0, sizeof(*out));
+	uint64_t packs;
+	int r = st->be->ops->usage(st->be, &out->stored_bytes, &packs);
+	if (r)
+		return r;
+	struct statvfs sv;
+	if (statvfs(st->dir, &sv) < 0)
+		return -errno;
+	out->free_bytes = (uint64_t)sv.f_bfree * sv.f_frsize;
+	out->avail_bytes = (uint64_t)sv.f_bavail * sv.f_frsize;
+	pthread_mutex_lock(&st->rdb_lock);
+	sqlite3_stmt *s = store_stmt(st, st->rdb, "SELECT count(*) FROM inode");
+	if (!s) {
+		r = -EIO;
+	} else {
+		if (sqlite3_step(s) == SQLITE_ROW)
+			out->inodes = (uint64_t)sqlite3_column_int64(s, 0);
+		sqlite3_reset(s);
+	}
+	pthread_mutex_unlock(&st->rdb_lock);
+	return r;
+}
+
+void store_path_of(sqlite3 *db, uint64_t ino, char *buf, size_t size)
+{
+	char path[4096] = "";
+	size_t len = 0;
+	sqlite3_stmt *s;
+	buf[0] = 0;
+	if (sqlite3_prepare_v2(db, "SELECT parent, name FROM dentry WHERE ino = ? ORDER BY id LIMIT 1",
+			       -1, &s, NULL) != SQLITE_OK)
+		return;
+	/* Walk up to the root, building the path from its end. */
+	for (unsigned depth = 0; ino != STORE_ROOT_INO && depth < 1000; depth++) {
+		sqlite3_reset(s);
+		sqlite3_bind_int64(s, 1, (int64_t)ino);
+		if (sqlite3_step(s) != SQLITE_ROW)
+			break;
+		const char *name = (const char *)sqlite3_column_text(s, 1);
+		size_t n = strlen(name ? name : "");
+		if (len + n + 1 >= sizeof(path))
+			break;
+		memmove(path + n + 1, path, len + 1);
+		path[0] = '/';
+		memcpy(path + 1, name, n);
+		len += n + 1;
+		ino = (uint64_t)sqlite3_column_int64(s, 0);
+	}
+	sqlite3_finalize(s);
+	snprintf(buf, size, "%s", ino == STORE_ROOT_INO ? (len ? path : "/") : "");
+}
