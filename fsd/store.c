@@ -175,9 +175,13 @@ static int migrate(struct store *st, int from, struct err *e)
 	int r = exec_sql(st, st->db, "BEGIN IMMEDIATE", e, "migrating the schema");
 	if (r)
 		return r;
+	/* Each step must start where the last one ended: a store older than
+	 * the oldest migration is not run through the later ones. */
 	for (const struct store_migration *m = store_migrations; m->sql && !r; m++) {
 		if (m->from < from)
 			continue;
+		if (m->from != from)
+			break;
 		r = exec_sql(st, st->db, m->sql, e, "migrating the schema");
 		from = m->from + 1;
 	}

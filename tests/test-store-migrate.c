@@ -1,0 +1,187 @@
+/*
+ * tests/test-store-migrate.c: opening a store of an older schema version.
+ *
+ * This test links a store library built with a schema one version newer
+ * than the real one (tests/schema-next.py): the real migrations plus one
+ * that adds the table migrated_by_test.  A store made by that library and
+ * then put back to the older version (table dropped, user_version
+ * lowered) is what an older snapfs leaves behind; opening it must migrate
+ * it in one transaction and keep every file, and a migration that fails
+ * must leave the store as it was, with a message naming it.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+#include <sqlite3.h>
+
+#include "test-store-util.h"
+
+#define NPAGES 40
+
+/* Run sql on the store's index directly, as an older program's leftovers. */
+static void index_exec(const char *path, const char *sql)
+{
+	char p[4200];
+	snprintf(p, sizeof(p), "%s/index.db", path);
+	sqlite3 *db;
+	assert_int_equal(sqlite3_open(p, &db), SQLITE_OK);
+	char *msg = NULL;
+	int rc = sqlite3_exec(db, sql, NULL, NULL, &msg);
+	if (rc != SQLITE_OK)
+		fail_msg("%s: %s", sql, msg);
+	sqlite3_close(db);
+}
+
+/* An integer the index answers to sql (one row, one column). */
+static int64_t index_int(const char *path, const char *sql)
+{
+	char p[4200];
+	snprintf(p, sizeof(p), "%s/index.db", path);
+	sqlite3 *db;
+	sqlite3_stmt *s;
+	assert_int_equal(sqlite3_open(p, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &s, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+	int64_t v = sqlite3_column_int64(s, 0);
+	sqlite3_finalize(s);
+	sqlite3_close(db);
+	return v;
+}
+
+static int has_test_table(const char *path)
+{
+	return (int)index_int(path, "SELECT count(*) FROM sqlite_master"
+				    " WHERE name = 'migrated_by_test'");
+}
+
+/* A store with one file of NPAGES pages, closed, then turned into a store
+ * of the previous schema version. */
+static char *old_store(void)
+{
+	char *path;
+	struct store *st = tsu_new_store(&path);
+	uint64_t ino = tsu_file(st, "f");
+	uint8_t buf[NPAGES * STORE_PAGE_SIZE];
+	tsu_fill(buf, sizeof(buf), 7);
+	assert_int_equal(store_write(st, ino, buf, sizeof(buf), 0), (ssize_t)sizeof(buf));
+	assert_int_equal(store_close(st, NULL), 0);
+	int v = store_schema_version();
+	assert_int_equal(index_int(path, "PRAGMA user_version"), v);
+	assert_int_equal(has_test_table(path), 1);
+	char sql[128];
+	snprintf(sql, sizeof(sql), "DROP TABLE migrated_by_test; PRAGMA user_version = %d", v - 1);
+	index_exec(path, sql);
+	return path;
+}
+
+/* The file old_store wrote is there, byte for byte, and fsck is clean. */
+static void check_kept(struct store *st)
+{
+	struct store_attr a;
+	assert_int_equal(store_lookup(st, STORE_ROOT_INO, "f", &a), 0);
+	assert_int_equal(a.size, NPAGES * STORE_PAGE_SIZE);
+	uint8_t want[NPAGES * STORE_PAGE_SIZE], got[NPAGES * STORE_PAGE_SIZE];
+	tsu_fill(want, sizeof(want), 7);
+	assert_int_equal(store_read(st, a.ino, got, sizeof(got), 0), (ssize_t)sizeof(got));
+	assert_memory_equal(got, want, sizeof(want));
+	struct store_fsck_result res;
+	assert_int_equal(store_fsck(st, NULL, NULL, NULL, &res, NULL), 0);
+	assert_int_equal(res.problems, 0);
+	assert_int_equal(res.files_checked, 1);
+}
+
+static void test_migrate_older_store(void **state)
+{
+	(void)state;
+	char *path = old_store();
+	int v = store_schema_version();
+	assert_int_equal(has_test_table(path), 0);
+
+	struct store *st = NULL;
+	struct err e = { 0 };
+	assert_int_equal(store_open(path, 0, &st, &e), 0);
+	assert_int_equal(index_int(path, "PRAGMA user_version"), v);
+	assert_int_equal(has_test_table(path), 1);
+	check_kept(st);
+	assert_int_equal(store_close(st, NULL), 0);
+
+	/* Once migrated, opening again changes nothing. */
+	assert_int_equal(store_open(path, 0, &st, &e), 0);
+	check_kept(st);
+	assert_int_equal(store_close(st, NULL), 0);
+	tsu_store_remove(path);
+}
+
+static void test_migrate_readonly_refused(void **state)
+{
+	(void)state;
+	char *path = old_store();
+	struct store *st = NULL;
+	struct err e = { 0 };
+	assert_int_equal(store_open(path, STORE_RDONLY, &st, &e), -EPROTONOSUPPORT);
+	assert_null(st);
+	assert_non_null(strstr(e.msg, path));
+	assert_non_null(strstr(e.msg, "open it writable once to migrate it"));
+	/* Nothing was changed by trying. */
+	assert_int_equal(index_int(path, "PRAGMA user_version"), store_schema_version() - 1);
+	assert_int_equal(has_test_table(path), 0);
+	tsu_store_remove(path);
+}
+
+static void test_migrate_failure_keeps_store(void **state)
+{
+	(void)state;
+	char *path = old_store();
+	int v = store_schema_version();
+	/* Something in the way of the migration's CREATE TABLE. */
+	index_exec(path, "CREATE TABLE migrated_by_test (in_the_way INTEGER)");
+
+	struct store *st = NULL;
+	struct err e = { 0 };
+	int r = store_open(path, 0, &st, &e);
+	assert_true(r < 0);
+	assert_null(st);
+	assert_non_null(strstr(e.msg, path));
+	assert_non_null(strstr(e.msg, "migrating the schema"));
+	assert_non_null(strstr(e.msg, "migrated_by_test"));
+	/* Rolled back: still the old version, the file untouched. */
+	assert_int_equal(index_int(path, "PRAGMA user_version"), v - 1);
+
+	/* Clearing the obstacle lets the next open migrate. */
+	index_exec(path, "DROP TABLE migrated_by_test");
+	assert_int_equal(store_open(path, 0, &st, &e), 0);
+	assert_int_equal(index_int(path, "PRAGMA user_version"), v);
+	check_kept(st);
+	assert_int_equal(store_close(st, NULL), 0);
+	tsu_store_remove(path);
+}
+
+static void test_no_migration_refused(void **state)
+{
+	(void)state;
+	char *path = old_store();
+	/* A version older than the oldest migration knows. */
+	index_exec(path, "PRAGMA user_version = -5");
+	struct store *st = NULL;
+	struct err e = { 0 };
+	assert_int_equal(store_open(path, 0, &st, &e), -EPROTONOSUPPORT);
+	assert_null(st);
+	assert_non_null(strstr(e.msg, path));
+	assert_non_null(strstr(e.msg, "no migration from schema version -5"));
+	assert_int_equal(index_int(path, "PRAGMA user_version"), -5);
+	tsu_store_remove(path);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_migrate_older_store),
+		cmocka_unit_test(test_migrate_readonly_refused),
+		cmocka_unit_test(test_migrate_failure_keeps_store),
+		cmocka_unit_test(test_no_migration_refused),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
