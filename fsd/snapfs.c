@@ -112,6 +112,13 @@ static int snapfs_fork(int *notify_fd)
 	return 0;
 }
 
+/* The store's own reports (recovery after a failure) go where ours go. */
+static void snapfs_store_log(void *arg, const char *msg)
+{
+	(void)arg;
+	fuse_log(FUSE_LOG_ERR, "snapfs: %s\n", msg);
+}
+
 /* In the background, messages go to syslog (stderr is /dev/null). */
 static void snapfs_syslog(enum fuse_log_level level, const char *fmt, va_list ap)
 {
@@ -215,6 +222,7 @@ int main(int argc, char *argv[])
 		fprintf(stderr, "snapfs: %s\n", err_str(&e, r));
 		goto out_args;
 	}
+	store_set_log(store, snapfs_store_log, NULL);
 	struct fs_config cfg = {
 		.timeout = opts.timeout,
 		.sealed_timeout = opts.sealed_timeout,

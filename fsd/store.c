@@ -478,6 +478,25 @@ int store_sync(struct store *st, struct err *e)
 
 int store_flush(struct store *st, uint64_t ino, struct err *e)
 {
-	(void)ino;	/* one commit covers every file */
-	return store_sync(st, e);
+	if (st->rdonly)
+		return 0;
+	store_recover(st);	/* if failed: what stays failed fails below */
+	int r = store_sync(st, e);	/* one commit covers every file */
+	pthread_mutex_lock(&st->mem_lock);
+	struct sinode *si = sinode_find(st, ino);
+	int lost = si ? si->lost : 0;
+	if (si)
+		si->lost = 0;
+	pthread_mutex_unlock(&st->mem_lock);
+	if (lost)
+		return err_set(e, lost, "store %s: inode %llu: changes not yet committed were"
+			       " dropped after a failure: %s", st->dir, (unsigned long long)ino,
+			       strerror(-lost));
+	return r;
+}
+
+void store_set_log(struct store *st, store_log_fn fn, void *arg)
+{
+	st->log = fn;
+	st->log_arg = arg;
 }

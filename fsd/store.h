@@ -35,8 +35,18 @@
  * after a crash the store holds exactly its last committed state; data
  * appended to packs but never committed is garbage that store_gc() frees.
  * store_sync() and store_flush() also make the commit durable against power
- * loss.  After a commit fails the store refuses further changes with -EIO
- * (reads go on); close and reopen it.
+ * loss.
+ *
+ * Failures (a full disk, an I/O error): when writing page data or a commit
+ * fails, the call that met it returns the error, and memory no longer
+ * agrees with the last commit.  The next change recovers: it waits for
+ * calls in progress, drops every change not yet committed (page data put
+ * since the last commit is forgotten and its space given back), reloads
+ * cached files from the database and goes on; the log callback (see
+ * store_set_log) is told what happened.  Files that lost uncommitted
+ * changes while open report the failure at their next store_flush().  What
+ * was committed is never touched.  If recovery itself fails (or the backend
+ * cannot recover) changes keep failing with -EIO; reads go on.
  *
  * Threads: one struct store may be used by many threads at once.  Namespace
  * changes and commits are serialised by a store-wide lock.  File data state
@@ -103,6 +113,13 @@ int store_open(const char *dir, unsigned flags, struct store **out, struct err *
  * No other thread may use st during or after this call.
  */
 int store_close(struct store *st, struct err *e);
+
+/* Where the store reports events nobody's call returns: recovery from a
+ * failure (one line, naming the store, the cause and how many files lost
+ * uncommitted changes).  fn may be called from any of the store's threads;
+ * NULL (the default) reports nothing. */
+typedef void (*store_log_fn)(void *arg, const char *msg);
+void store_set_log(struct store *st, store_log_fn fn, void *arg);
 
 /* The folder the store was opened from (for messages). */
 const char *store_dir(const struct store *st);
@@ -371,7 +388,9 @@ struct store_file_info {
 int store_file_info(struct store *st, uint64_t ino, struct store_file_info *out);
 
 /* Commit pending changes if ino has any (flush / fsync of one file; this
- * may commit other files' pending changes too) and make them durable. */
+ * may commit other files' pending changes too) and make them durable.
+ * Returns the failure that made ino lose uncommitted changes (see
+ * "Failures" above) once, if that happened while it was open. */
 int store_flush(struct store *st, uint64_t ino, struct err *e);
 
 /* Commit all pending changes and make them durable. */

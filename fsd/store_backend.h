@@ -11,8 +11,8 @@
  * Location 0 means "no page" and is never handed out.
  *
  * Threads: put, get and fd_of may be called from many threads at once;
- * sync, compact, release and close are called with no other call running
- * (the store serialises them).
+ * sync, recover, compact, release and close are called with no other call
+ * running (the store serialises them).
  */
 #ifndef SNAPFS_STORE_BACKEND_H
 #define SNAPFS_STORE_BACKEND_H
@@ -57,6 +57,13 @@ struct store_backend_ops {
 
 	/* Make every page put so far durable. */
 	int (*sync)(struct store_backend *be, struct err *e);
+
+	/* Optional (NULL: a failure is final until the store is reopened).
+	 * After a failed put or sync: forget every page put since the last
+	 * successful sync, whose locations become invalid, give back the
+	 * space they took where possible, and take puts again.  Pages made
+	 * durable by a sync are untouched.  Returns 0 or -errno. */
+	int (*recover)(struct store_backend *be, struct err *e);
 
 	/*
 	 * Garbage collection, step 1.  live[0..n) is every page the index

@@ -320,6 +320,39 @@ static int sinode_load(struct store *st, uint64_t ino, struct sinode *si)
 	return r;
 }
 
+bool sinode_changed(const struct sinode *si)
+{
+	if (si->dirty)
+		return true;
+	for (size_t i = 0; i < si->nchunks; i++)
+		if (si->chunks[i] && si->chunks[i]->base)
+			return true;
+	return false;
+}
+
+int sinode_reload(struct store *st, struct sinode *si)
+{
+	for (size_t i = 0; i < si->nchunks; i++)
+		chunk_free(si->chunks[i]);
+	st->cached_chunks -= si->nchunks;
+	free(si->chunks);
+	si->chunks = NULL;
+	si->nchunks = 0;
+	si->dirty = false;
+	int r = sinode_load(st, si->ino, si);
+	if (r) {
+		/* Nothing half loaded stays: an empty map, size 0. */
+		for (size_t i = 0; i < si->nchunks; i++)
+			chunk_free(si->chunks[i]);
+		st->cached_chunks -= si->nchunks;
+		free(si->chunks);
+		si->chunks = NULL;
+		si->nchunks = 0;
+		si->size = si->pages = 0;
+	}
+	return r;
+}
+
 int sinode_get(struct store *st, uint64_t ino, struct sinode **out)
 {
 	pthread_mutex_lock(&st->mem_lock);

@@ -6,6 +6,8 @@
  * a file takes its references back the same way.
  */
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -300,10 +302,25 @@ static int batch_write(struct store *st, struct batch *b)
 	return apply_deltas(st, &b->deltas);
 }
 
+/* A failed commit leaves the batch's inodes marked clean although the
+ * database never saw their changes: mark them dirty again, so that the
+ * recovery knows them (mem_lock held). */
+static void batch_redirty(struct store *st, const struct batch *b)
+{
+	for (size_t i = 0; i < b->ninodes; i++) {
+		struct sinode *si = sinode_find(st, b->inodes[i].ino);
+		if (si)
+			si->dirty = true;
+	}
+}
+
 int store_commit(struct store *st, struct err *e)
 {
 	if (st->rdonly)
 		return 0;
+	struct err le = { 0 };
+	if (!e)
+		e = &le;
 	pthread_mutex_lock(&st->db_lock);
 	pthread_mutex_lock(&st->mem_lock);
 	int r = st->failed;
@@ -320,15 +337,18 @@ int store_commit(struct store *st, struct err *e)
 		st->pending = (struct ptab){ 0 };
 		st->pending_pages = 0;
 		st->commit_active = true;
-		if (r)
-			st->failed = r;
+		if (r) {
+			batch_redirty(st, &b);
+			store_fail(st, r, "commit: %s", strerror(-r));
+		}
 	}
 	pthread_mutex_unlock(&st->mem_lock);
 	if (!r && any) {
 		r = batch_deltas(&b);
 		if (r) {
 			pthread_mutex_lock(&st->mem_lock);
-			st->failed = r;	/* the chunks are marked clean already */
+			batch_redirty(st, &b);
+			store_fail(st, r, "commit: %s", strerror(-r));
 			st->commit_active = false;
 			pthread_mutex_unlock(&st->mem_lock);
 		}
@@ -358,13 +378,88 @@ int store_commit(struct store *st, struct err *e)
 	pthread_mutex_lock(&st->mem_lock);
 	ptab_free(&st->committing);
 	st->commit_active = false;
-	if (r)
-		st->failed = r;	/* memory and database disagree now */
+	if (r) {
+		/* Memory and database disagree now. */
+		batch_redirty(st, &b);
+		store_fail(st, r, "%s", e->msg[0] ? e->msg : strerror(-r));
+	}
 	cache_trim(st);
 	pthread_mutex_unlock(&st->mem_lock);
 	pthread_mutex_unlock(&st->db_lock);
 	batch_free(&b);
 	return r;
+}
+
+/* ---- failing and recovering ---------------------------------------------------- */
+
+void store_fail(struct store *st, int r, const char *fmt, ...)
+{
+	if (__atomic_load_n(&st->failed, __ATOMIC_RELAXED))
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(st->fail_msg, sizeof(st->fail_msg), fmt, ap);
+	va_end(ap);
+	__atomic_store_n(&st->failed, r, __ATOMIC_RELAXED);
+}
+
+int store_recover(struct store *st)
+{
+	if (!__atomic_load_n(&st->failed, __ATOMIC_RELAXED))
+		return 0;
+	/* Exclusive: no data call is in progress, none starts. */
+	pthread_rwlock_wrlock(&st->gc_lock);
+	pthread_mutex_lock(&st->db_lock);
+	int cause = st->failed, r = 0;
+	if (!cause) {	/* another call recovered meanwhile */
+		pthread_mutex_unlock(&st->db_lock);
+		pthread_rwlock_unlock(&st->gc_lock);
+		return 0;
+	}
+	char msg[2800];
+	struct err e = { 0 };
+	r = st->be->ops->recover ? st->be->ops->recover(st->be, &e) : -EOPNOTSUPP;
+	unsigned lost = 0;
+	if (!r) {
+		pthread_mutex_lock(&st->mem_lock);
+		ptab_free(&st->pending);
+		ptab_free(&st->committing);
+		st->pending_pages = 0;
+		pthread_mutex_lock(&st->rdb_lock);
+		for (size_t i = 0; i < st->itab_cap; i++)
+			for (struct sinode *si = st->itab[i], *next; si; si = next) {
+				next = si->next;
+				bool changed = sinode_changed(si);
+				int lr = sinode_reload(st, si);
+				if (changed && si->opens) {
+					si->lost = cause;
+					lost++;
+				}
+				if (lr && !si->users && !si->opens)
+					sinode_drop(st, si);
+				else if (lr && !r)
+					r = lr;
+			}
+		pthread_mutex_unlock(&st->rdb_lock);
+		if (!r)
+			__atomic_store_n(&st->failed, 0, __ATOMIC_RELAXED);
+		pthread_mutex_unlock(&st->mem_lock);
+	}
+	if (!r)
+		snprintf(msg, sizeof(msg),
+			 "store %.2048s: %.255s; changes not yet committed were dropped (%u open file%s lost"
+			 " some) and the store takes changes again",
+			 st->dir, st->fail_msg, lost, lost == 1 ? "" : "s");
+	else
+		snprintf(msg, sizeof(msg),
+			 "store %.2048s: %.255s; could not recover (%.255s): changes fail until it is"
+			 " reopened",
+			 st->dir, st->fail_msg, e.msg[0] ? e.msg : strerror(-r));
+	pthread_mutex_unlock(&st->db_lock);
+	pthread_rwlock_unlock(&st->gc_lock);
+	if (st->log)
+		st->log(st->log_arg, msg);
+	return r ? cause : 0;
 }
 
 /* ---- deleting a file ------------------------------------------------------------- */

@@ -68,6 +68,9 @@ struct sinode {
 	unsigned users;			/* calls in progress (pins it) */
 	unsigned opens;			/* store_file_open handles */
 	bool released;			/* store_inode_release was called */
+	int lost;			/* -errno: a recovery dropped uncommitted
+					 * changes while it was open; the next
+					 * store_flush reports it */
 	bool dirty;			/* size, times or chunks pending */
 	uint32_t flags;			/* enum store_inode_flags */
 	uint64_t size;
@@ -119,7 +122,9 @@ struct store {
 	uint64_t pending_pages;		/* slots changed since the last commit */
 	uint64_t cached_chunks;		/* chunk slots of every cached inode */
 	bool commit_active;		/* a commit is between copy-out and COMMIT */
-	int failed;			/* a commit failed: refuse changes */
+	int failed;			/* a put or commit failed: the next change
+					 * recovers (store_recover) */
+	char fail_msg[256];		/* what failed, for the log */
 
 	/* The committer thread: writers that pass STORE_COMMIT_PAGES wake
 	 * it, so SQLite work overlaps with their hashing (flags under
@@ -136,6 +141,9 @@ struct store {
 	pthread_cond_t hash_done;	/* the helper finished a job */
 	struct hash_job *hash_job;	/* posted, not yet taken */
 	bool hash_running, hash_stop;
+
+	store_log_fn log;
+	void *log_arg;
 
 	struct store_hasher *hashers[STORE_HASHERS];	/* under hasher_lock */
 	unsigned nhashers;
@@ -191,6 +199,12 @@ int slot_set(struct store *st, struct sinode *si, uint64_t pg, const uint8_t *ha
 	     uint64_t loc);
 /* The file changed: new mtime and ctime, to be committed. */
 void sinode_touch(struct sinode *si);
+/* Has si changes not yet committed?  (mem_lock held) */
+bool sinode_changed(const struct sinode *si);
+/* Throw away si's page map, size and times and load them again from the
+ * database, keeping its users, opens and lock (mem_lock and rdb_lock
+ * held).  On failure si is left empty. */
+int sinode_reload(struct store *st, struct sinode *si);
 
 /* store_write.c */
 int store_committer_start(struct store *st, struct err *e);
@@ -214,6 +228,15 @@ int patch_page(struct store *st, struct sinode *si, uint64_t pg, unsigned in, co
 	       size_t len);
 
 /* store_commit.c */
+/* Mark the store failed by r (the first failure wins), with what failed
+ * for the log (mem_lock held or not: the fields are written atomically
+ * enough for a message; st->failed is what counts). */
+void store_fail(struct store *st, int r, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* After a failure: drop uncommitted changes so that memory agrees with the
+ * database again, and take changes again (see "Failures" in store.h).
+ * Takes gc_lock, db_lock and mem_lock itself; 0 if the store is not (or no
+ * longer) failed, else the failure, which then stays. */
+int store_recover(struct store *st);
 /* Drop ino from the cache and delete it with its pages from the database
  * (db_lock held, mem_lock not). */
 int store_delete_inode(struct store *st, uint64_t ino);

@@ -70,6 +70,14 @@ static int mb_sync(struct store_backend *be, struct err *e)
 	return 0;
 }
 
+/* Pages put since the last sync stay, unreferenced: gc frees them. */
+static int mb_recover(struct store_backend *be, struct err *e)
+{
+	(void)be;
+	(void)e;
+	return 0;
+}
+
 static int mb_compact(struct store_backend *be, struct store_live_page *live, size_t n,
 		      store_progress_fn progress, void *arg, struct err *e)
 {
@@ -132,6 +140,7 @@ static const struct store_backend_ops mem_ops = {
 	.get = mb_get,
 	.fd_of = NULL,
 	.sync = mb_sync,
+	.recover = mb_recover,
 	.compact = mb_compact,
 	.release = mb_release,
 	.usage = mb_usage,

@@ -102,6 +102,8 @@ int ns_tx_begin(struct store *st)
 {
 	if (st->rdonly)
 		return -EROFS;
+	if (__atomic_load_n(&st->failed, __ATOMIC_RELAXED) && store_recover(st))
+		return -EIO;
 	pthread_mutex_lock(&st->db_lock);
 	if (__atomic_load_n(&st->failed, __ATOMIC_RELAXED)) {
 		pthread_mutex_unlock(&st->db_lock);

@@ -63,6 +63,7 @@ struct pack {
 	uint32_t id;
 	int fd;
 	uint64_t size;		/* bytes, as far as this process knows */
+	uint64_t synced;	/* bytes made durable by a sync (or found at open) */
 	bool unsynced;
 };
 
@@ -120,7 +121,7 @@ static struct pack *pack_add(struct pack_be *pb, uint32_t id, int fd, uint64_t s
 	pb->n++;
 	if (cur != SIZE_MAX && cur >= i)
 		pb->cur = &pb->packs[cur + 1];
-	pb->packs[i] = (struct pack){ .id = id, .fd = fd, .size = size };
+	pb->packs[i] = (struct pack){ .id = id, .fd = fd, .size = size, .synced = size };
 	return &pb->packs[i];
 }
 
@@ -491,6 +492,16 @@ static int pb_sync(struct store_backend *be, struct err *e)
 				    strerror(errno));
 	if (!r && dir && fsync(pb->dir_fd) < 0)
 		r = err_set(e, -errno, "%s: fsync: %s", pb->dir, strerror(errno));
+	if (!r) {
+		/* What recover must keep: each pack as far as it was flushed. */
+		pthread_mutex_lock(&pb->lock);
+		for (size_t i = 0; i < n; i++) {
+			struct pack *p = pack_find(pb, todo[i].id);
+			if (p && p->synced < todo[i].size)
+				p->synced = todo[i].size;
+		}
+		pthread_mutex_unlock(&pb->lock);
+	}
 	if (r) {
 		/* Whatever was not synced stays to be synced. */
 		pthread_mutex_lock(&pb->lock);
@@ -505,6 +516,33 @@ static int pb_sync(struct store_backend *be, struct err *e)
 	}
 	free(todo);
 	return r;
+}
+
+static int pb_recover(struct store_backend *be, struct err *e)
+{
+	struct pack_be *pb = pb_of(be);
+	pthread_mutex_lock(&pb->lock);
+	/* Let the writer thread finish what it holds; its errors are what
+	 * is being recovered from. */
+	stage_flush(pb);
+	for (size_t i = 0; i < pb->n; i++) {
+		struct pack *p = &pb->packs[i];
+		if (p->size <= p->synced)
+			continue;
+		/* Pages past the synced end are forgotten: cut them off so the
+		 * space is free again.  If that fails, append after them. */
+		if (ftruncate(p->fd, (off_t)p->synced) == 0) {
+			p->size = p->synced;
+		} else {
+			struct stat sb;
+			if (fstat(p->fd, &sb) == 0 && (uint64_t)sb.st_size > p->size)
+				p->size = (uint64_t)sb.st_size;
+		}
+	}
+	pb->werr = 0;
+	pthread_mutex_unlock(&pb->lock);
+	(void)e;
+	return 0;
 }
 
 /* Copy n pages starting at page src_page of pack src into p at dst_off. */
@@ -703,6 +741,7 @@ static const struct store_backend_ops pack_ops = {
 	.get = pb_get,
 	.fd_of = pb_fd_of,
 	.sync = pb_sync,
+	.recover = pb_recover,
 	.compact = pb_compact,
 	.release = pb_release,
 	.usage = pb_usage,

@@ -89,6 +89,8 @@ static int lookup_page(struct store *st, const uint8_t *hash, uint64_t *loc)
 static int put_new(struct store *st, const uint8_t *hash, const void *page, uint64_t *loc)
 {
 	int r = st->be->ops->put(st->be, hash, page, loc);
+	if (r)	/* pages put before may be lost with it */
+		store_fail(st, r, "writing pages: %s", strerror(-r));
 	if (!r)
 		r = ptab_add(&st->pending, hash, *loc);
 	if (!r)
@@ -324,6 +326,8 @@ static int write_hashed(struct store *st, struct sinode *si, uint64_t pg, const 
 				r = ops->put(st->be, newh[j], iov[j].iov_base, &newloc[j]);
 		}
 	}
+	if (r && nnew)	/* pages put before may be lost with these */
+		store_fail(st, r, "writing pages: %s", strerror(-r));
 	if (r && nnew) {
 		/* Drop the placeholders: open addressing cannot just blank a
 		 * slot, so rebuild the table without them. */
@@ -397,6 +401,8 @@ int data_begin(struct store *st, uint64_t ino, bool change, struct sinode **out)
 {
 	if (change && st->rdonly)
 		return -EROFS;
+	if (change && __atomic_load_n(&st->failed, __ATOMIC_RELAXED) && store_recover(st))
+		return -EIO;
 	pthread_rwlock_rdlock(&st->gc_lock);
 	if (change && __atomic_load_n(&st->failed, __ATOMIC_RELAXED)) {
 		pthread_rwlock_unlock(&st->gc_lock);

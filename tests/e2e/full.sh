@@ -1,0 +1,63 @@
+#!/bin/sh
+# tests/e2e/full.sh: a store on a full disk.  The store lives on a 32 MiB
+# tmpfs; copying in more than fits fails with "No space left on device"
+# at write or close, the daemon says what happened, files written before
+# stay intact, and once the failed file is deleted the filesystem takes
+# new files again without a remount; fsck is clean at the end.
+. "$(dirname "$0")/lib.sh"
+
+SMALL=$T/small
+mkdir -p "$SMALL"
+full_cleanup() {
+	if grep -q " $MNT fuse" /proc/mounts 2>/dev/null; then
+		fusermount3 -u "$MNT" 2>/dev/null || umount -l "$MNT" 2>/dev/null
+	fi
+	if [ -n "$DPID" ] && kill -0 "$DPID" 2>/dev/null; then
+		kill "$DPID" 2>/dev/null
+		wait "$DPID" 2>/dev/null
+	fi
+	umount "$SMALL" 2>/dev/null || umount -l "$SMALL" 2>/dev/null
+	e2e_cleanup
+}
+trap full_cleanup EXIT
+if ! mount -t tmpfs -o size=32m snapfs-e2e-full "$SMALL" 2>"$T/mount.err"; then
+	echo "not ok 1 - mount a 32 MiB tmpfs for the store (needs root): $(cat "$T/mount.err")"
+	echo "1..1"
+	exit 1
+fi
+STORE=$SMALL/store
+
+used_kib() {	# KiB used on the small tmpfs
+	df -k --output=used "$SMALL" | tail -n 1 | tr -d ' '
+}
+
+fs_mount || exit 1
+head -c 8M /dev/urandom >"$T/kept"
+head -c 64M /dev/urandom >"$T/big"
+head -c 8M /dev/urandom >"$T/again"
+
+check "an 8 MiB file fits" cp "$T/kept" "$MNT/kept"
+out=$(cp "$T/big" "$MNT/big" 2>&1)
+st=$?
+ok "copying 64 MiB onto the 32 MiB disk fails" $([ $st -ne 0 ] && echo 0 || echo 1) "$out"
+ok "... with No space left on device" $(printf '%s' "$out" | grep -q "No space left on device" && echo 0 || echo 1) "$out"
+check "the file written before is intact" cmp "$T/kept" "$MNT/kept"
+ok "the daemon logs the failure, the store and what it dropped" \
+	$(grep "snapfs: store $STORE: .*No space left on device.*dropped" "$T/daemon.log" >/dev/null && echo 0 || echo 1) \
+	"$(cat "$T/daemon.log")"
+check "the failed file can be deleted" rm "$MNT/big"
+used=$(used_kib)
+ok "the space the failed copy took is free again (${used} KiB used)" $([ "$used" -lt 16384 ] && echo 0 || echo 1)
+check "a new file is taken without a remount" cp "$T/again" "$MNT/again"
+check "and reads back" cmp "$T/again" "$MNT/again"
+check "a directory can be made" mkdir "$MNT/dir"
+fs_umount
+wait_store_free
+out=$("$ADMIN" fsck "$STORE" 2>&1)
+ok "fsck is clean" $? "$out"
+fs_mount || exit 1
+check "after a remount the first file is intact" cmp "$T/kept" "$MNT/kept"
+check "and so is the one written after the failure" cmp "$T/again" "$MNT/again"
+check "the failed file is gone" test ! -e "$MNT/big"
+fs_umount
+finish
