@@ -330,7 +330,8 @@ bool sinode_changed(const struct sinode *si)
 	return false;
 }
 
-int sinode_reload(struct store *st, struct sinode *si)
+/* Free si's page map (mem_lock held). */
+static void sinode_forget_map(struct store *st, struct sinode *si)
 {
 	for (size_t i = 0; i < si->nchunks; i++)
 		chunk_free(si->chunks[i]);
@@ -338,16 +339,16 @@ int sinode_reload(struct store *st, struct sinode *si)
 	free(si->chunks);
 	si->chunks = NULL;
 	si->nchunks = 0;
+}
+
+int sinode_reload(struct store *st, struct sinode *si)
+{
+	sinode_forget_map(st, si);
 	si->dirty = false;
 	int r = sinode_load(st, si->ino, si);
 	if (r) {
 		/* Nothing half loaded stays: an empty map, size 0. */
-		for (size_t i = 0; i < si->nchunks; i++)
-			chunk_free(si->chunks[i]);
-		st->cached_chunks -= si->nchunks;
-		free(si->chunks);
-		si->chunks = NULL;
-		si->nchunks = 0;
+		sinode_forget_map(st, si);
 		si->size = si->pages = 0;
 	}
 	return r;

@@ -8,18 +8,7 @@
 
 SMALL=$T/small
 mkdir -p "$SMALL"
-full_cleanup() {
-	if grep -q " $MNT fuse" /proc/mounts 2>/dev/null; then
-		fusermount3 -u "$MNT" 2>/dev/null || umount -l "$MNT" 2>/dev/null
-	fi
-	if [ -n "$DPID" ] && kill -0 "$DPID" 2>/dev/null; then
-		kill "$DPID" 2>/dev/null
-		wait "$DPID" 2>/dev/null
-	fi
-	umount "$SMALL" 2>/dev/null || umount -l "$SMALL" 2>/dev/null
-	e2e_cleanup
-}
-trap full_cleanup EXIT
+E2E_UMOUNT_AFTER=$SMALL
 if ! mount -t tmpfs -o size=32m snapfs-e2e-full "$SMALL" 2>"$T/mount.err"; then
 	echo "not ok 1 - mount a 32 MiB tmpfs for the store (needs root): $(cat "$T/mount.err")"
 	echo "1..1"

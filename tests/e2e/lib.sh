@@ -28,13 +28,16 @@ DPID=
 tap_n=0
 tap_failed=0
 
-e2e_cleanup() {
+e2e_cleanup() {	# a test may set E2E_UMOUNT_AFTER: a folder in $T to unmount after the daemon ends
 	if grep -q " $MNT fuse" /proc/mounts 2>/dev/null; then
 		fusermount3 -u "$MNT" 2>/dev/null || umount -l "$MNT" 2>/dev/null
 	fi
 	if [ -n "$DPID" ] && kill -0 "$DPID" 2>/dev/null; then
 		kill "$DPID" 2>/dev/null
 		wait "$DPID" 2>/dev/null
+	fi
+	if [ -n "${E2E_UMOUNT_AFTER:-}" ]; then
+		umount "$E2E_UMOUNT_AFTER" 2>/dev/null || umount -l "$E2E_UMOUNT_AFTER" 2>/dev/null
 	fi
 	rm -rf "$T"
 }
