@@ -342,8 +342,8 @@ static void store_free(struct store *st)
 	store_committer_stop(st);
 	store_hash_helper_stop(st);
 	store_cache_free(st);
-	ptab_free(&st->pending);
-	ptab_free(&st->committing);
+	htab_free(&st->pending);
+	htab_free(&st->committing);
 	pset_free(&st->known);
 	stmt_cache_free(&st->dbc);
 	stmt_cache_free(&st->rdbc);
@@ -380,6 +380,7 @@ int store_open(const char *dir, unsigned flags, struct store **out, struct err *
 		return err_set(e, -ENOMEM, "store %s: out of memory", dir);
 	}
 	st->rdonly = rdonly;
+	st->pending = st->committing = HTAB(struct ptab_ent);
 	st->lock_fd = -1;
 	pthread_rwlock_init(&st->gc_lock, NULL);
 	pthread_mutex_init(&st->db_lock, NULL);

@@ -24,61 +24,7 @@ struct fpage {
 	uint64_t loc;
 	int64_t refs, seen;
 	bool bad;		/* bytes do not match the hash, or unreadable */
-	bool used;
 };
-
-struct ftab {
-	struct fpage *p;
-	size_t cap, n;
-};
-
-static size_t fslot(const uint8_t *hash, size_t cap)
-{
-	return (size_t)get_le64(hash) & (cap - 1);
-}
-
-static struct fpage *ftab_find(struct ftab *t, const uint8_t *hash)
-{
-	if (!t->cap)
-		return NULL;
-	for (size_t i = fslot(hash, t->cap);; i = (i + 1) & (t->cap - 1)) {
-		if (!t->p[i].used)
-			return NULL;
-		if (!memcmp(t->p[i].hash, hash, STORE_HASH_SIZE))
-			return &t->p[i];
-	}
-}
-
-static struct fpage *ftab_add(struct ftab *t, const uint8_t *hash)
-{
-	if (2 * (t->n + 1) > t->cap) {
-		size_t cap = t->cap ? 2 * t->cap : 4096;
-		struct fpage *p = calloc(cap, sizeof(*p));
-		if (!p)
-			return NULL;
-		for (size_t i = 0; i < t->cap; i++) {
-			if (!t->p[i].used)
-				continue;
-			size_t j = fslot(t->p[i].hash, cap);
-			while (p[j].used)
-				j = (j + 1) & (cap - 1);
-			p[j] = t->p[i];
-		}
-		free(t->p);
-		t->p = p;
-		t->cap = cap;
-	}
-	size_t i = fslot(hash, t->cap);
-	while (t->p[i].used) {
-		if (!memcmp(t->p[i].hash, hash, STORE_HASH_SIZE))
-			return &t->p[i];
-		i = (i + 1) & (t->cap - 1);
-	}
-	memcpy(t->p[i].hash, hash, STORE_HASH_SIZE);
-	t->p[i].used = true;
-	t->n++;
-	return &t->p[i];
-}
 
 /* ---- fsck ------------------------------------------------------------------- */
 
@@ -125,7 +71,7 @@ static int64_t count_of(struct store *st, const char *sql)
 }
 
 /* Every indexed page: readable, and its bytes hash to its name. */
-static int fsck_pages(struct fsck *f, struct ftab *t)
+static int fsck_pages(struct fsck *f, struct htab *t)
 {
 	struct store *st = f->st;
 	int64_t total = count_of(st, "SELECT count(*) FROM page");
@@ -147,7 +93,7 @@ static int fsck_pages(struct fsck *f, struct ftab *t)
 				sqlite3_column_bytes(s, 0));
 			continue;
 		}
-		struct fpage *fp = ftab_add(t, hash);
+		struct fpage *fp = htab_get(t, hash);
 		if (!fp) {
 			r = -ENOMEM;
 			break;
@@ -182,7 +128,7 @@ static int fsck_pages(struct fsck *f, struct ftab *t)
 }
 
 /* Every page-map slot: resolves, at the indexed location, to a good page. */
-static int fsck_maps(struct fsck *f, struct ftab *t)
+static int fsck_maps(struct fsck *f, struct htab *t)
 {
 	struct store *st = f->st;
 	int64_t total = count_of(st, "SELECT count(*) FROM chunk");
@@ -238,7 +184,7 @@ static int fsck_maps(struct fsck *f, struct ftab *t)
 			if ((uint64_t)pg * STORE_PAGE_SIZE >= size)
 				problem(f, ino, pg, hash, "page beyond the end of the file (size %llu)",
 					(unsigned long long)size);
-			struct fpage *fp = ftab_find(t, hash);
+			struct fpage *fp = htab_find(t, hash);
 			if (!fp) {
 				problem(f, ino, pg, hash, "dangling reference: page not in the index");
 				continue;
@@ -261,8 +207,8 @@ static int fsck_maps(struct fsck *f, struct ftab *t)
 		return -EIO;
 
 	for (size_t i = 0; i < t->cap; i++) {
-		struct fpage *fp = &t->p[i];
-		if (fp->used && fp->seen != fp->refs)
+		struct fpage *fp = htab_at(t, i);
+		if (fp && fp->seen != fp->refs)
 			problem(f, 0, -1, fp->hash, "reference count %lld, but %lld references",
 				(long long)fp->refs, (long long)fp->seen);
 	}
@@ -318,7 +264,7 @@ int store_fsck(struct store *st, store_fsck_fn report, store_progress_fn progres
 	if (r)
 		return r;
 	struct fsck f = { .st = st, .report = report, .progress = progress, .arg = arg, .res = res };
-	struct ftab t = { 0 };
+	struct htab t = HTAB(struct fpage);
 	/* gc_lock keeps in-process gc out; one read transaction gives a
 	 * consistent picture even beside a live writer. */
 	pthread_rwlock_rdlock(&st->gc_lock);
@@ -332,7 +278,7 @@ int store_fsck(struct store *st, store_fsck_fn report, store_progress_fn progres
 	sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL);
 	pthread_mutex_unlock(&st->db_lock);
 	pthread_rwlock_unlock(&st->gc_lock);
-	free(t.p);
+	htab_free(&t);
 	if (r)
 		return err_set(e, r, "store %s: fsck could not run: %s", st->dir,
 			       r == -EIO ? sqlite3_errmsg(st->db) : strerror(-r));
@@ -381,14 +327,14 @@ static int live_pages(struct store *st, struct store_live_page **out, size_t *n)
 }
 
 /* Point the index and every page map at moved pages (transaction open). */
-static int relocate(struct store *st, struct ftab *moved)
+static int relocate(struct store *st, struct htab *moved)
 {
 	sqlite3_stmt *up = store_stmt(st, st->db, "UPDATE page SET loc = ? WHERE hash = ?");
 	if (!up)
 		return -EIO;
 	for (size_t i = 0; i < moved->cap; i++) {
-		struct fpage *fp = &moved->p[i];
-		if (!fp->used)
+		struct fpage *fp = htab_at(moved, i);
+		if (!fp)
 			continue;
 		sqlite3_reset(up);
 		sqlite3_bind_int64(up, 1, (int64_t)fp->loc);
@@ -419,7 +365,7 @@ static int relocate(struct store *st, struct ftab *moved)
 		memcpy(locs, sqlite3_column_blob(s, 3), (size_t)n * 8);
 		bool changed = false;
 		for (int k = 0; k < n; k++) {
-			struct fpage *fp = ftab_find(moved, hb + k * STORE_HASH_SIZE);
+			struct fpage *fp = htab_find(moved, hb + k * STORE_HASH_SIZE);
 			if (fp && !store_hash_is_hole(fp->hash)) {
 				put_le64(locs + 8 * k, fp->loc);
 				changed = true;
@@ -444,7 +390,7 @@ static int relocate(struct store *st, struct ftab *moved)
 }
 
 /* Cached page maps follow the moved pages too (mem_lock held). */
-static void relocate_cache(struct store *st, struct ftab *moved)
+static void relocate_cache(struct store *st, struct htab *moved)
 {
 	for (size_t i = 0; i < st->itab_cap; i++)
 		for (struct sinode *si = st->itab[i]; si; si = si->next)
@@ -455,7 +401,7 @@ static void relocate_cache(struct store *st, struct ftab *moved)
 				for (unsigned k = 0; k < CHUNK_PAGES; k++) {
 					if (!ch->loc[k])
 						continue;
-					struct fpage *fp = ftab_find(moved, ch->hash[k]);
+					struct fpage *fp = htab_find(moved, ch->hash[k]);
 					if (fp)
 						ch->loc[k] = fp->loc;
 				}
@@ -494,10 +440,10 @@ static int gc_locked(struct store *st, store_progress_fn progress, void *arg,
 	}
 
 	/* 3: one transaction points everything at the new places. */
-	struct ftab moved = { 0 };
+	struct htab moved = HTAB(struct fpage);
 	for (size_t i = 0; i < n && !r; i++)
 		if (live[i].loc != before[i].loc) {
-			struct fpage *fp = ftab_add(&moved, live[i].hash);
+			struct fpage *fp = htab_get(&moved, live[i].hash);
 			if (!fp)
 				r = -ENOMEM;
 			else
@@ -519,7 +465,7 @@ static int gc_locked(struct store *st, store_progress_fn progress, void *arg,
 	} else if (r) {
 		err_set(e, r, "store %s: gc: out of memory", st->dir);
 	}
-	free(moved.p);
+	htab_free(&moved);
 
 	/* 4: now the old copies and never-committed data can go. */
 	if (!r) {

@@ -19,60 +19,13 @@
 
 /* ---- pending page table (hash -> loc) ----------------------------------- */
 
-struct ptab_ent *ptab_find(struct ptab *t, const uint8_t *hash)
+int ptab_add(struct htab *t, const uint8_t *hash, uint64_t loc)
 {
-	if (!t->n)
-		return NULL;
-	for (size_t i = store_hash_slot(hash, t->cap);; i = (i + 1) & (t->cap - 1)) {
-		struct ptab_ent *e = &t->ents[i];
-		if (!e->loc)
-			return NULL;
-		if (!memcmp(e->hash, hash, STORE_HASH_SIZE))
-			return e;
-	}
-}
-
-static int ptab_grow(struct ptab *t)
-{
-	size_t cap = t->cap ? 2 * t->cap : 1024;
-	struct ptab_ent *ents = calloc(cap, sizeof(*ents));
-	if (!ents)
+	struct ptab_ent *e = htab_get(t, hash);
+	if (!e)
 		return -ENOMEM;
-	for (size_t i = 0; i < t->cap; i++) {
-		if (!t->ents[i].loc)
-			continue;
-		size_t j = store_hash_slot(t->ents[i].hash, cap);
-		while (ents[j].loc)
-			j = (j + 1) & (cap - 1);
-		ents[j] = t->ents[i];
-	}
-	free(t->ents);
-	t->ents = ents;
-	t->cap = cap;
+	e->loc = loc;
 	return 0;
-}
-
-/* Insert hash (not present) with loc != 0. */
-int ptab_add(struct ptab *t, const uint8_t *hash, uint64_t loc)
-{
-	if (2 * (t->n + 1) > t->cap) {
-		int r = ptab_grow(t);
-		if (r)
-			return r;
-	}
-	size_t i = store_hash_slot(hash, t->cap);
-	while (t->ents[i].loc)
-		i = (i + 1) & (t->cap - 1);
-	memcpy(t->ents[i].hash, hash, STORE_HASH_SIZE);
-	t->ents[i].loc = loc;
-	t->n++;
-	return 0;
-}
-
-void ptab_free(struct ptab *t)
-{
-	free(t->ents);
-	*t = (struct ptab){ 0 };
 }
 
 /* ---- prefix set ---------------------------------------------------------- */

@@ -21,44 +21,16 @@ struct delta {
 	int64_t n;
 };
 
-struct dtab {
-	struct delta *d;
-	size_t cap, n;
-};
-
-static int dtab_add(struct dtab *t, const uint8_t *hash, uint64_t loc, int64_t n)
+/* Add n references to the page hash at loc (0: location unknown, for a
+ * page losing references) in a table of deltas. */
+static int dtab_add(struct htab *t, const uint8_t *hash, uint64_t loc, int64_t n)
 {
-	if (2 * (t->n + 1) > t->cap) {
-		size_t cap = t->cap ? 2 * t->cap : 1024;
-		struct delta *d = calloc(cap, sizeof(*d));
-		if (!d)
-			return -ENOMEM;
-		for (size_t i = 0; i < t->cap; i++) {
-			if (store_hash_is_hole(t->d[i].hash))
-				continue;
-			size_t j = store_hash_slot(t->d[i].hash, cap);
-			while (!store_hash_is_hole(d[j].hash))
-				j = (j + 1) & (cap - 1);
-			d[j] = t->d[i];
-		}
-		free(t->d);
-		t->d = d;
-		t->cap = cap;
-	}
-	size_t i = store_hash_slot(hash, t->cap);
-	while (!store_hash_is_hole(t->d[i].hash)) {
-		if (!memcmp(t->d[i].hash, hash, STORE_HASH_SIZE)) {
-			t->d[i].n += n;
-			if (loc)
-				t->d[i].loc = loc;
-			return 0;
-		}
-		i = (i + 1) & (t->cap - 1);
-	}
-	memcpy(t->d[i].hash, hash, STORE_HASH_SIZE);
-	t->d[i].loc = loc;
-	t->d[i].n = n;
-	t->n++;
+	struct delta *d = htab_get(t, hash);
+	if (!d)
+		return -ENOMEM;
+	d->n += n;
+	if (loc)
+		d->loc = loc;
 	return 0;
 }
 
@@ -67,23 +39,26 @@ static int delta_cmp(const void *a, const void *b)
 	return memcmp(a, b, STORE_HASH_SIZE);
 }
 
-/* Compact the table into a sorted array of non-zero deltas: sorted keys
- * make the B-tree updates walk the index in order. */
-static size_t dtab_sorted(struct dtab *t)
+/* The non-zero deltas of t, moved to the front of its entries and sorted,
+ * *n of them: sorted keys make the B-tree updates walk the index in
+ * order.  t is spent afterwards (only htab_free is left). */
+static struct delta *dtab_sorted(struct htab *t, size_t *n)
 {
-	size_t n = 0;
+	struct delta *d = (struct delta *)t->ents;
+	*n = 0;
 	for (size_t i = 0; i < t->cap; i++)
-		if (!store_hash_is_hole(t->d[i].hash) && t->d[i].n)
-			t->d[n++] = t->d[i];
-	if (n > 1)
-		qsort(t->d, n, sizeof(*t->d), delta_cmp);
-	return n;
+		if (t->used[i] && d[i].n)
+			d[(*n)++] = d[i];
+	if (*n > 1)
+		qsort(d, *n, sizeof(*d), delta_cmp);
+	return d;
 }
 
 /* Apply reference deltas to the page index (transaction open, db_lock). */
-static int apply_deltas(struct store *st, struct dtab *t)
+static int apply_deltas(struct store *st, struct htab *t)
 {
-	size_t n = dtab_sorted(t);
+	size_t n;
+	struct delta *deltas = dtab_sorted(t, &n);
 	sqlite3_stmt *up = store_stmt(st, st->db,
 				      "INSERT INTO page(hash, loc, refs) VALUES(?1, ?2, ?3)"
 				      " ON CONFLICT(hash) DO UPDATE SET refs = refs + excluded.refs");
@@ -91,7 +66,7 @@ static int apply_deltas(struct store *st, struct dtab *t)
 	if (!up || !down)
 		return -EIO;
 	for (size_t i = 0; i < n; i++) {
-		struct delta *d = &t->d[i];
+		struct delta *d = &deltas[i];
 		sqlite3_stmt *s = d->n > 0 ? up : down;
 		sqlite3_reset(s);
 		sqlite3_bind_blob(s, 1, d->hash, STORE_HASH_SIZE, SQLITE_STATIC);
@@ -128,7 +103,7 @@ struct batch {
 	size_t nrows, caprows;
 	struct irow *inodes;
 	size_t ninodes, capinodes;
-	struct dtab deltas;
+	struct htab deltas;	/* of struct delta */
 };
 
 static void batch_free(struct batch *b)
@@ -139,7 +114,7 @@ static void batch_free(struct batch *b)
 	}
 	free(b->rows);
 	free(b->inodes);
-	free(b->deltas.d);
+	htab_free(&b->deltas);
 }
 
 static int grow(void **p, size_t *cap, size_t n, size_t size)
@@ -157,7 +132,7 @@ static int grow(void **p, size_t *cap, size_t n, size_t size)
 
 /* Reference changes of one chunk going from base to the n slots given
  * (hashes, then little-endian locations; slots past n are holes). */
-static int chunk_deltas(struct dtab *t, const uint8_t (*base)[STORE_HASH_SIZE],
+static int chunk_deltas(struct htab *t, const uint8_t (*base)[STORE_HASH_SIZE],
 			const uint8_t *hashes, const uint8_t *locs, size_t n)
 {
 	static const uint8_t zero[STORE_HASH_SIZE];
@@ -328,13 +303,13 @@ int store_commit(struct store *st, struct err *e)
 	for (size_t i = 0; i < st->itab_cap && !any; i++)
 		for (struct sinode *si = st->itab[i]; si && !any; si = si->next)
 			any = si->dirty;
-	struct batch b = { 0 };
+	struct batch b = { .deltas = HTAB(struct delta) };
 	if (!r && any) {
 		r = batch_collect(st, &b);
 		/* The pending pages stay findable while the transaction runs. */
-		ptab_free(&st->committing);
+		htab_free(&st->committing);
 		st->committing = st->pending;
-		st->pending = (struct ptab){ 0 };
+		st->pending = HTAB(struct ptab_ent);
 		st->pending_pages = 0;
 		st->commit_active = true;
 		if (r) {
@@ -376,7 +351,7 @@ int store_commit(struct store *st, struct err *e)
 		}
 	}
 	pthread_mutex_lock(&st->mem_lock);
-	ptab_free(&st->committing);
+	htab_free(&st->committing);
 	st->commit_active = false;
 	if (r) {
 		/* Memory and database disagree now. */
@@ -422,8 +397,8 @@ int store_recover(struct store *st)
 	unsigned lost = 0;
 	if (!r) {
 		pthread_mutex_lock(&st->mem_lock);
-		ptab_free(&st->pending);
-		ptab_free(&st->committing);
+		htab_free(&st->pending);
+		htab_free(&st->committing);
 		st->pending_pages = 0;
 		pthread_mutex_lock(&st->rdb_lock);
 		for (size_t i = 0; i < st->itab_cap; i++)
@@ -475,7 +450,7 @@ int store_delete_inode(struct store *st, uint64_t ino)
 	}
 	pthread_mutex_unlock(&st->mem_lock);
 
-	struct dtab t = { 0 };
+	struct htab t = HTAB(struct delta);
 	int r = sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK ? 0 : -EIO;
 	sqlite3_stmt *s = r ? NULL : store_stmt(st, st->db, "SELECT hashes FROM chunk WHERE ino = ?");
 	if (!r && !s)
@@ -516,7 +491,7 @@ int store_delete_inode(struct store *st, uint64_t ino)
 		r = sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK ? 0 : -EIO;
 	if (r)
 		sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
-	free(t.d);
+	htab_free(&t);
 	return r;
 }
 

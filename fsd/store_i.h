@@ -81,14 +81,28 @@ struct sinode {
 	pthread_mutex_t wlock;
 };
 
+/* A table keyed by page hash (store_htab.c): entries of esz bytes, each
+ * starting with its 32-byte hash.  Initialise with HTAB(entry type). */
+struct htab {
+	uint8_t *ents;
+	bool *used;			/* per slot */
+	size_t esz, cap, n;
+};
+#define HTAB(type) ((struct htab){ .esz = sizeof(type) })
+/* The entry of hash, or NULL. */
+void *htab_find(const struct htab *t, const uint8_t *hash);
+/* The entry of hash, added if missing (all zero but for the hash); NULL if
+ * out of memory.  Entries may move when one is added. */
+void *htab_get(struct htab *t, const uint8_t *hash);
+/* Slot i (< t->cap) if it holds an entry, else NULL: for walking a table. */
+void *htab_at(const struct htab *t, size_t i);
+/* Free the entries; the table stays usable (and empty). */
+void htab_free(struct htab *t);
+
 /* hash -> location of pages put to the backend but not yet committed. */
 struct ptab_ent {
 	uint8_t hash[STORE_HASH_SIZE];
-	uint64_t loc;			/* 0: free slot */
-};
-struct ptab {
-	struct ptab_ent *ents;
-	size_t cap, n;
+	uint64_t loc;
 };
 
 /* Set of 64-bit hash prefixes of every page in the index or pending:
@@ -117,7 +131,7 @@ struct store {
 	/* under mem_lock */
 	struct sinode **itab;
 	size_t itab_cap, ninodes;
-	struct ptab pending, committing;
+	struct htab pending, committing;	/* of struct ptab_ent */
 	struct pset known;
 	uint64_t pending_pages;		/* slots changed since the last commit */
 	uint64_t cached_chunks;		/* chunk slots of every cached inode */
@@ -160,11 +174,8 @@ struct store_hasher *store_hasher_get(struct store *st);
 void store_hasher_put(struct store *st, struct store_hasher *h);
 
 /* store_cache.c: pending table, prefix set, inode cache, slots */
-/* The pending-table entry of hash, or NULL. */
-struct ptab_ent *ptab_find(struct ptab *t, const uint8_t *hash);
-/* Insert hash (not present) with loc != 0. */
-int ptab_add(struct ptab *t, const uint8_t *hash, uint64_t loc);
-void ptab_free(struct ptab *t);
+/* Add hash (not present) with loc != 0 to a pending table. */
+int ptab_add(struct htab *t, const uint8_t *hash, uint64_t loc);
 /* May the store hold a page with this hash?  (false: certainly not) */
 bool pset_has(const struct pset *s, const uint8_t *hash);
 int pset_add(struct pset *s, const uint8_t *hash);

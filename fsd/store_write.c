@@ -43,9 +43,9 @@ static int lookup_pages(struct store *st, const uint8_t (*hashes)[STORE_HASH_SIZ
 		db[i] = false;
 		if (!want[i])
 			continue;
-		struct ptab_ent *pe = ptab_find(&st->pending, hashes[i]);
+		struct ptab_ent *pe = htab_find(&st->pending, hashes[i]);
 		if (!pe)
-			pe = ptab_find(&st->committing, hashes[i]);
+			pe = htab_find(&st->committing, hashes[i]);
 		if (pe)
 			locs[i] = pe->loc;
 		else if (pset_has(&st->known, hashes[i]))
@@ -302,7 +302,7 @@ static int write_hashed(struct store *st, struct sinode *si, uint64_t pg, const 
 			continue;
 		/* A repeat of a page that is new in this batch finds the
 		 * placeholder the first one left. */
-		struct ptab_ent *pe = ptab_find(&st->pending, hashes[i]);
+		struct ptab_ent *pe = htab_find(&st->pending, hashes[i]);
 		if (pe) {
 			locs[i] = pe->loc;
 			continue;
@@ -326,20 +326,22 @@ static int write_hashed(struct store *st, struct sinode *si, uint64_t pg, const 
 				r = ops->put(st->be, newh[j], iov[j].iov_base, &newloc[j]);
 		}
 	}
-	if (r && nnew)	/* pages put before may be lost with these */
-		store_fail(st, r, "writing pages: %s", strerror(-r));
 	if (r && nnew) {
+		/* Pages put before may be lost with these. */
+		store_fail(st, r, "writing pages: %s", strerror(-r));
 		/* Drop the placeholders: open addressing cannot just blank a
 		 * slot, so rebuild the table without them. */
-		struct ptab old = st->pending;
-		st->pending = (struct ptab){ 0 };
-		for (size_t i = 0; i < old.cap; i++)
-			if (old.ents[i].loc && !(old.ents[i].loc & LOC_TMP))
-				ptab_add(&st->pending, old.ents[i].hash, old.ents[i].loc);
-		ptab_free(&old);
+		struct htab old = st->pending;
+		st->pending = HTAB(struct ptab_ent);
+		for (size_t i = 0; i < old.cap; i++) {
+			struct ptab_ent *pe = htab_at(&old, i);
+			if (pe && !(pe->loc & LOC_TMP))
+				ptab_add(&st->pending, pe->hash, pe->loc);
+		}
+		htab_free(&old);
 	}
 	for (unsigned j = 0; j < nnew && !r; j++) {
-		ptab_find(&st->pending, newh[j])->loc = newloc[j];
+		((struct ptab_ent *)htab_find(&st->pending, newh[j]))->loc = newloc[j];
 		r = pset_add(&st->known, newh[j]);
 	}
 	for (unsigned i = 0; i < n && !r; i++) {
