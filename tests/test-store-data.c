@@ -20,29 +20,14 @@
 
 #define PG STORE_PAGE_SIZE
 
-struct fixture {
-	char *path;
-	struct store *st;
-};
-
-static int setup(void **state)
-{
-	struct fixture *f = calloc(1, sizeof(*f));
-	f->st = tsu_new_store(&f->path);
-	*state = f;
-	return 0;
-}
-
 static int teardown(void **state)
 {
-	struct fixture *f = *state;
+	struct tsu_fixture *f = *state;
 	struct store_fsck_result res;
 	/* Every test leaves a store that checks clean. */
 	assert_int_equal(store_fsck(f->st, NULL, NULL, NULL, &res, NULL), 0);
 	assert_int_equal(res.problems, 0);
-	assert_int_equal(store_close(f->st, NULL), 0);
-	tsu_store_remove(f->path);
-	free(f);
+	assert_int_equal(tsu_fixture_close(f), 0);
 	return 0;
 }
 
@@ -66,7 +51,7 @@ static void check_equal(struct store *st, uint64_t ino, const uint8_t *ref, size
 
 static void test_store_data_random_writes(void **state)
 {
-	struct fixture *f = *state;
+	struct tsu_fixture *f = *state;
 	struct store *st = f->st;
 	uint64_t ino = tsu_file(st, "f");
 	enum { SIZE = 300 * 1024 };
@@ -112,7 +97,7 @@ static void test_store_data_random_writes(void **state)
 
 static void test_store_data_holes_not_stored(void **state)
 {
-	struct fixture *f = *state;
+	struct tsu_fixture *f = *state;
 	struct store *st = f->st;
 	uint64_t ino = tsu_file(st, "sparse");
 	static uint8_t zero[64 * PG];
@@ -140,7 +125,7 @@ static void test_store_data_holes_not_stored(void **state)
 
 static void test_store_data_dedup(void **state)
 {
-	struct fixture *f = *state;
+	struct tsu_fixture *f = *state;
 	struct store *st = f->st;
 	uint64_t a = tsu_file(st, "a"), b = tsu_file(st, "b");
 	uint8_t page[PG], other[PG];
@@ -186,7 +171,7 @@ static void test_store_data_dedup(void **state)
 
 static void test_store_data_truncate(void **state)
 {
-	struct fixture *f = *state;
+	struct tsu_fixture *f = *state;
 	struct store *st = f->st;
 	uint64_t ino = tsu_file(st, "t");
 	static uint8_t data[10 * PG];
@@ -217,7 +202,7 @@ static void test_store_data_truncate(void **state)
 
 static void test_store_data_punch(void **state)
 {
-	struct fixture *f = *state;
+	struct tsu_fixture *f = *state;
 	struct store *st = f->st;
 	uint64_t ino = tsu_file(st, "p");
 	static uint8_t data[8 * PG];
@@ -240,7 +225,7 @@ static void test_store_data_punch(void **state)
 
 static void test_store_data_clone(void **state)
 {
-	struct fixture *f = *state;
+	struct tsu_fixture *f = *state;
 	struct store *st = f->st;
 	uint64_t src = tsu_file(st, "src"), dst = tsu_file(st, "dst");
 	enum { N = 64 };
@@ -293,7 +278,7 @@ static void test_store_data_clone(void **state)
 
 static void test_store_data_seek(void **state)
 {
-	struct fixture *f = *state;
+	struct tsu_fixture *f = *state;
 	struct store *st = f->st;
 	uint64_t ino = tsu_file(st, "s");
 	uint8_t page[PG];
@@ -395,7 +380,7 @@ out:
 
 static void test_store_data_big_writes(void **state)
 {
-	struct fixture *f = *state;
+	struct tsu_fixture *f = *state;
 	struct store *st = f->st;
 	/* One writer alone, then two at once (one of them may find the
 	 * hashing helper busy with the other's pages). */
@@ -426,7 +411,7 @@ static void test_store_data_big_writes(void **state)
 
 static void test_store_data_map(void **state)
 {
-	struct fixture *f = *state;
+	struct tsu_fixture *f = *state;
 	struct store *st = f->st;
 	uint64_t ino = tsu_file(st, "m");
 	static uint8_t data[6 * PG];
@@ -468,7 +453,7 @@ static void test_store_data_map(void **state)
 
 static void test_store_data_digest(void **state)
 {
-	struct fixture *f = *state;
+	struct tsu_fixture *f = *state;
 	struct store *st = f->st;
 	/* The definition in store.h, checked against a value computed
 	 * independently: page 0 = bytes i*7+3, page 1 zeros, page 2 = ten
@@ -507,7 +492,7 @@ static void test_store_data_digest(void **state)
 
 static void test_store_data_big_commit(void **state)
 {
-	struct fixture *f = *state;
+	struct tsu_fixture *f = *state;
 	struct store *st = f->st;
 	/* More pages than one automatic commit batch, written in 1 MiB
 	 * pieces, then read back from a fresh open. */
@@ -537,17 +522,17 @@ static void test_store_data_big_commit(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_store_data_random_writes, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_store_data_holes_not_stored, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_store_data_dedup, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_store_data_truncate, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_store_data_punch, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_store_data_clone, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_store_data_seek, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_store_data_big_writes, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_store_data_map, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_store_data_digest, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_store_data_big_commit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_data_random_writes, tsu_setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_data_holes_not_stored, tsu_setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_data_dedup, tsu_setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_data_truncate, tsu_setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_data_punch, tsu_setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_data_clone, tsu_setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_data_seek, tsu_setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_data_big_writes, tsu_setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_data_map, tsu_setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_data_digest, tsu_setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_data_big_commit, tsu_setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -16,25 +16,9 @@
 
 #include "test-store-util.h"
 
-struct fixture {
-	char *path;
-	struct store *st;
-};
-
-static int setup(void **state)
-{
-	struct fixture *f = calloc(1, sizeof(*f));
-	f->st = tsu_new_store(&f->path);
-	*state = f;
-	return 0;
-}
-
 static int teardown(void **state)
 {
-	struct fixture *f = *state;
-	assert_int_equal(store_close(f->st, NULL), 0);
-	tsu_store_remove(f->path);
-	free(f);
+	assert_int_equal(tsu_fixture_close(*state), 0);
 	return 0;
 }
 
@@ -42,7 +26,7 @@ static int teardown(void **state)
 
 static void test_store_ns_create_kinds(void **state)
 {
-	struct fixture *f = *state;
+	struct tsu_fixture *f = *state;
 	struct store *st = f->st;
 	struct store_attr a, b;
 	assert_int_equal(store_mknod(st, ROOT, "file", S_IFREG | 0640, 0, 10, 20, &a), 0);
@@ -93,7 +77,7 @@ static void test_store_ns_create_kinds(void **state)
 
 static void test_store_ns_links_and_removal(void **state)
 {
-	struct fixture *f = *state;
+	struct tsu_fixture *f = *state;
 	struct store *st = f->st;
 	struct store_attr a, d;
 	uint64_t gone = 99;
@@ -131,7 +115,7 @@ static void test_store_ns_links_and_removal(void **state)
 
 static void test_store_ns_rename(void **state)
 {
-	struct fixture *f = *state;
+	struct tsu_fixture *f = *state;
 	struct store *st = f->st;
 	struct store_attr a, b, d, e, x;
 	uint64_t gone;
@@ -229,7 +213,7 @@ static bool listed(const struct listing *l, const char *name)
 
 static void test_store_ns_readdir(void **state)
 {
-	struct fixture *f = *state;
+	struct tsu_fixture *f = *state;
 	struct store *st = f->st;
 	char name[16];
 	for (int i = 0; i < 10; i++) {
@@ -267,7 +251,7 @@ static void test_store_ns_readdir(void **state)
 
 static void test_store_ns_setattr(void **state)
 {
-	struct fixture *f = *state;
+	struct tsu_fixture *f = *state;
 	struct store *st = f->st;
 	struct store_attr a, in = { 0 };
 	assert_int_equal(store_mknod(st, ROOT, "f", S_IFREG | 0644, 0, 0, 0, &a), 0);
@@ -303,7 +287,7 @@ static void test_store_ns_setattr(void **state)
 
 static void test_store_ns_xattrs(void **state)
 {
-	struct fixture *f = *state;
+	struct tsu_fixture *f = *state;
 	struct store *st = f->st;
 	struct store_attr a;
 	assert_int_equal(store_mknod(st, ROOT, "f", S_IFREG | 0644, 0, 0, 0, &a), 0);
@@ -335,7 +319,7 @@ static void test_store_ns_xattrs(void **state)
 
 static void test_store_ns_seal(void **state)
 {
-	struct fixture *f = *state;
+	struct tsu_fixture *f = *state;
 	struct store *st = f->st;
 	struct store_attr d, sub, file, outside, x;
 	assert_int_equal(store_mkdir(st, ROOT, "snap", 0755, 0, 0, &d), 0);
@@ -372,7 +356,7 @@ static void test_store_ns_seal(void **state)
 
 static void test_store_ns_unseal(void **state)
 {
-	struct fixture *f = *state;
+	struct tsu_fixture *f = *state;
 	struct store *st = f->st;
 	struct store_attr d, sub, file, other, x;
 	uint64_t gone;
@@ -437,7 +421,7 @@ static void test_store_ns_unseal(void **state)
 
 static void test_store_ns_unlink_while_open(void **state)
 {
-	struct fixture *f = *state;
+	struct tsu_fixture *f = *state;
 	struct store *st = f->st;
 	uint64_t ino = tsu_file(st, "f");
 	static uint8_t data[3 * STORE_PAGE_SIZE];
@@ -471,7 +455,7 @@ static void test_store_ns_unlink_while_open(void **state)
 
 static void test_store_ns_orphans_reclaimed(void **state)
 {
-	struct fixture *f = *state;
+	struct tsu_fixture *f = *state;
 	uint64_t ino = tsu_file(f->st, "f");
 	uint8_t page[STORE_PAGE_SIZE];
 	tsu_fill(page, sizeof(page), 3);
@@ -491,16 +475,16 @@ static void test_store_ns_orphans_reclaimed(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_store_ns_create_kinds, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_store_ns_links_and_removal, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_store_ns_rename, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_store_ns_readdir, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_store_ns_setattr, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_store_ns_xattrs, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_store_ns_seal, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_store_ns_unseal, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_store_ns_unlink_while_open, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_store_ns_orphans_reclaimed, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_ns_create_kinds, tsu_setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_ns_links_and_removal, tsu_setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_ns_rename, tsu_setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_ns_readdir, tsu_setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_ns_setattr, tsu_setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_ns_xattrs, tsu_setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_ns_seal, tsu_setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_ns_unseal, tsu_setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_ns_unlink_while_open, tsu_setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_ns_orphans_reclaimed, tsu_setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

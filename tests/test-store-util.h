@@ -84,6 +84,31 @@ static inline struct store *tsu_new_store(char **path)
 	return st;
 }
 
+/* A fresh store per test, for cmocka fixtures: tsu_setup as the setup,
+ * tsu_fixture_close (store_close's result) at the end of the teardown. */
+struct tsu_fixture {
+	char *path;
+	struct store *st;
+};
+
+static inline int tsu_setup(void **state)
+{
+	struct tsu_fixture *f = calloc(1, sizeof(*f));
+	if (!f)
+		abort();
+	f->st = tsu_new_store(&f->path);
+	*state = f;
+	return 0;
+}
+
+static inline int tsu_fixture_close(struct tsu_fixture *f)
+{
+	int r = store_close(f->st, NULL);
+	tsu_store_remove(f->path);
+	free(f);
+	return r;
+}
+
 /* Create a regular file name in the root; returns its inode. */
 static inline uint64_t tsu_file(struct store *st, const char *name)
 {
