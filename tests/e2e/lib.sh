@@ -69,6 +69,24 @@ check_fails() {	# check_fails NAME COMMAND...: ok if COMMAND fails
 	if [ $? -ne 0 ]; then ok "$name" 0; else ok "$name" 1 "succeeded: $out"; fi
 }
 
+expect_refused() {	# expect_refused NAME NEEDLE COMMAND...: ok if COMMAND fails (not by a
+			# signal) with a message containing NEEDLE, which is shown
+	name=$1 needle=$2
+	shift 2
+	out=$("$@" 2>&1)
+	st=$?
+	case $out in
+	*"$needle"*)
+		if [ $st -ne 0 ] && [ $st -lt 128 ]; then
+			ok "$name" 0
+			printf '%s\n' "$out" | sed 's/^/#   /'
+		else
+			ok "$name" 1 "status $st: $out"
+		fi ;;
+	*) ok "$name" 1 "status $st, message lacks \"$needle\": $out" ;;
+	esac
+}
+
 is_mounted() {
 	grep -q " $MNT fuse.snapfs " /proc/mounts
 }

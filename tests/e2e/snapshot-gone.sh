@@ -74,16 +74,6 @@ alive: $(kill -0 "$CPID" 2>/dev/null && echo yes || echo no)
 stderr: $(tail -n 20 "$T/err")"
 	fi
 }
-expect_refused() {	# expect_refused NAME NEEDLE COMMAND...: fails, message contains NEEDLE
-	name=$1 needle=$2
-	shift 2
-	out=$("$@" 2>&1)
-	st=$?
-	case $out in
-	*"$needle"*) [ $st -ne 0 ] && [ $st -lt 128 ] && ok "$name ($out)" 0 || ok "$name" 1 "status $st: $out" ;;
-	*) ok "$name" 1 "status $st, message lacks \"$needle\": $out" ;;
-	esac
-}
 drop_caches() {
 	sync
 	echo 3 >/proc/sys/vm/drop_caches 2>/dev/null

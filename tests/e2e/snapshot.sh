@@ -36,16 +36,6 @@ expect_out() {	# expect_out NAME WANT COMMAND...: ok if COMMAND prints exactly W
 	if [ "$got" = "$want" ]; then ok "$name" 0; else ok "$name" 1 "want: $want
 got: $got"; fi
 }
-expect_refused() {	# expect_refused NAME NEEDLE COMMAND...: fails, message contains NEEDLE
-	name=$1 needle=$2
-	shift 2
-	out=$("$@" 2>&1)
-	st=$?
-	case $out in
-	*"$needle"*) [ $st -ne 0 ] && ok "$name" 0 || ok "$name" 1 "succeeded: $out" ;;
-	*) ok "$name" 1 "status $st, message lacks \"$needle\": $out" ;;
-	esac
-}
 
 fs_mount || exit 1
 M=$MNT
