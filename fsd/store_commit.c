@@ -277,16 +277,18 @@ static int batch_write(struct store *st, struct batch *b)
 	return apply_deltas(st, &b->deltas);
 }
 
-/* A failed commit leaves the batch's inodes marked clean although the
- * database never saw their changes: mark them dirty again, so that the
- * recovery knows them (mem_lock held). */
-static void batch_redirty(struct store *st, const struct batch *b)
+/* The commit of b failed with r (what: the message): the store is failed,
+ * and b's inodes, marked clean although the database never saw their
+ * changes, are marked dirty again so that the recovery knows them
+ * (mem_lock held). */
+static void commit_failed(struct store *st, const struct batch *b, int r, const char *what)
 {
 	for (size_t i = 0; i < b->ninodes; i++) {
 		struct sinode *si = sinode_find(st, b->inodes[i].ino);
 		if (si)
 			si->dirty = true;
 	}
+	store_fail(st, r, "commit: %s", what);
 }
 
 int store_commit(struct store *st, struct err *e)
@@ -313,8 +315,7 @@ int store_commit(struct store *st, struct err *e)
 		st->pending_pages = 0;
 		st->commit_active = true;
 		if (r) {
-			batch_redirty(st, &b);
-			store_fail(st, r, "commit: %s", strerror(-r));
+			commit_failed(st, &b, r, strerror(-r));
 		}
 	}
 	pthread_mutex_unlock(&st->mem_lock);
@@ -322,8 +323,7 @@ int store_commit(struct store *st, struct err *e)
 		r = batch_deltas(&b);
 		if (r) {
 			pthread_mutex_lock(&st->mem_lock);
-			batch_redirty(st, &b);
-			store_fail(st, r, "commit: %s", strerror(-r));
+			commit_failed(st, &b, r, strerror(-r));
 			st->commit_active = false;
 			pthread_mutex_unlock(&st->mem_lock);
 		}
@@ -355,8 +355,7 @@ int store_commit(struct store *st, struct err *e)
 	st->commit_active = false;
 	if (r) {
 		/* Memory and database disagree now. */
-		batch_redirty(st, &b);
-		store_fail(st, r, "%s", e->msg[0] ? e->msg : strerror(-r));
+		commit_failed(st, &b, r, e->msg[0] ? e->msg : strerror(-r));
 	}
 	cache_trim(st);
 	pthread_mutex_unlock(&st->mem_lock);
