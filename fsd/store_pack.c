@@ -1,9 +1,9 @@
 /*
  * fsd/store_pack.c: the pack-file page backend.
  *
- * Pages are appended to files packs/XXXXXXXX.pack (hex id, from 1), each
- * page at a 4 KiB-aligned offset so reads can be spliced straight from the
- * pack into the FUSE device.  A location is (pack id << 36) | page number.
+ * Pages are appended to files packs/ID.pack (ID: the pack's number in 8
+ * hex digits, from 00000001), each page at a 4 KiB-aligned offset so reads
+ * can be spliced straight from the pack into the FUSE device.  A location is (pack id << 36) | page number.
  * Packs are append-only; a new pack is started when the current one passes
  * PACK_MAX_BYTES.  Space is reclaimed only by gc: compact copies the live
  * pages out of packs that hold dead ones into a new pack, and release

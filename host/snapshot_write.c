@@ -6,7 +6,7 @@
  * manifest last, the directory fsync'ed, renamed to its real name without
  * replacing anything, and the parent directory fsync'ed.  A reader that
  * sees the name sees a complete snapshot; a crash leaves at most a
- * ".NAME.partial-XXXXXX" directory behind.
+ * ".NAME.partial-" directory (with a random suffix) behind.
  *
  * Region bytes are written a run of non-zero pages at a time and all-zero
  * pages are skipped, so the files are sparse and a page store that keeps
