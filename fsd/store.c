@@ -39,35 +39,34 @@ const char *store_dir(const struct store *st)
 	return st->dir;
 }
 
-/* Map an SQLite result to -errno and describe it. */
-int store_sql_err(struct store *st, sqlite3 *db, int rc, struct err *e, const char *what)
+/* The -errno of an SQLite result code: what a caller of a failed change
+ * is told (a full disk is ENOSPC, not an I/O error). */
+int store_sql_errno(int rc)
 {
-	int code;
 	switch (rc & 0xff) {
 	case SQLITE_BUSY:
 	case SQLITE_LOCKED:
-		code = -EBUSY;
-		break;
+		return -EBUSY;
 	case SQLITE_NOMEM:
-		code = -ENOMEM;
-		break;
+		return -ENOMEM;
 	case SQLITE_FULL:
-		code = -ENOSPC;
-		break;
+		return -ENOSPC;
 	case SQLITE_READONLY:
-		code = -EROFS;
-		break;
+		return -EROFS;
 	case SQLITE_CONSTRAINT:
-		code = -EEXIST;
-		break;
+		return -EEXIST;
 	case SQLITE_CORRUPT:
 	case SQLITE_NOTADB:
-		code = -EUCLEAN;
-		break;
+		return -EUCLEAN;
 	default:
-		code = -EIO;
+		return -EIO;
 	}
-	return err_set(e, code, "store %s: %s: %s", st ? st->dir : "?", what,
+}
+
+/* Map an SQLite result to -errno and describe it. */
+int store_sql_err(struct store *st, sqlite3 *db, int rc, struct err *e, const char *what)
+{
+	return err_set(e, store_sql_errno(rc), "store %s: %s: %s", st ? st->dir : "?", what,
 		       db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
 }
 

@@ -237,8 +237,7 @@ int store_xattr_set(struct store *st, uint64_t ino, const char *name, const void
 			sqlite3_bind_int64(s, 1, (int64_t)ino);
 			sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
 			sqlite3_bind_blob(s, 3, size ? value : "", (int)size, SQLITE_STATIC);
-			r = sqlite3_step(s) == SQLITE_DONE ? 0 : -EIO;
-			sqlite3_reset(s);
+			r = ns_step(s);
 		}
 	}
 	int64_t now = store_now_ns();
@@ -295,8 +294,7 @@ int store_xattr_remove(struct store *st, uint64_t ino, const char *name)
 		} else {
 			sqlite3_bind_int64(s, 1, (int64_t)ino);
 			sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
-			r = sqlite3_step(s) == SQLITE_DONE ? 0 : -EIO;
-			sqlite3_reset(s);
+			r = ns_step(s);
 			if (!r && sqlite3_changes(st->db) == 0)
 				r = -ENODATA;
 		}

@@ -158,6 +158,10 @@ struct store {
 
 	store_log_fn log;
 	void *log_arg;
+	/* Under db_lock: a failed change was logged (the next change that
+	 * writes a row clears it); sqlite3_total_changes64 at ns_tx_begin. */
+	bool ns_fail_logged;
+	int64_t ns_changes;
 
 	struct store_hasher *hashers[STORE_HASHERS];	/* under hasher_lock */
 	unsigned nhashers;
@@ -168,6 +172,7 @@ int64_t store_now_ns(void);
 /* The cached statement for sql on db (whose lock is held), reset and with
  * bindings cleared; NULL if it cannot be prepared. */
 sqlite3_stmt *store_stmt(struct store *st, sqlite3 *db, const char *sql);
+int store_sql_errno(int rc);
 int store_sql_err(struct store *st, sqlite3 *db, int rc, struct err *e, const char *what);
 int store_commit(struct store *st, struct err *e);
 struct store_hasher *store_hasher_get(struct store *st);
@@ -260,9 +265,11 @@ int store_ns_init_root(struct store *st, struct err *e);
 /* Attributes of ino as the given connection sees them (its lock held). */
 int ns_attr_get(struct store *st, sqlite3 *db, uint64_t ino, struct store_attr *a);
 /* Run one prepared change on db with up to four integer arguments; a
- * constraint failure is -EEXIST. */
+ * constraint failure is -EEXIST, a full disk -ENOSPC (store_sql_errno). */
 int ns_exec4(struct store *st, const char *sql, int n, int64_t a, int64_t b, int64_t c,
 	     int64_t d);
+/* Step a prepared change once and reset it: 0 when done, else -errno. */
+int ns_step(sqlite3_stmt *s);
 /* Start a change: db_lock and a write transaction (-EROFS, or -EIO after
  * a failed commit). */
 int ns_tx_begin(struct store *st);

@@ -91,10 +91,15 @@ int ns_exec4(struct store *st, const char *sql, int n, int64_t a, int64_t b, int
 	int64_t v[4] = { a, b, c, d };
 	for (int i = 0; i < n; i++)
 		sqlite3_bind_int64(s, i + 1, v[i]);
+	return ns_step(s);
+}
+
+/* Step a prepared change once: 0 when done, else its -errno. */
+int ns_step(sqlite3_stmt *s)
+{
 	int rc = sqlite3_step(s);
 	sqlite3_reset(s);
-	return rc == SQLITE_DONE ? 0 : rc == SQLITE_CONSTRAINT || (rc & 0xff) == SQLITE_CONSTRAINT ? -EEXIST
-										  : -EIO;
+	return rc == SQLITE_DONE ? 0 : store_sql_errno(rc);
 }
 
 /* Start a change: db_lock and a write transaction. */
@@ -109,22 +114,47 @@ int ns_tx_begin(struct store *st)
 		pthread_mutex_unlock(&st->db_lock);
 		return -EIO;
 	}
-	if (sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
+	int rc = sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+	if (rc != SQLITE_OK) {
 		pthread_mutex_unlock(&st->db_lock);
-		return -EIO;
+		return store_sql_errno(rc);
 	}
+	st->ns_changes = sqlite3_total_changes64(st->db);
 	return 0;
 }
 
 /* Finish a change: commit if r == 0, else roll back; returns r or the
- * commit's failure. */
+ * commit's failure.  A change the database could not take (a full disk,
+ * say) is logged, once until a change succeeds again: the caller only
+ * sees an errno, the log says which store and why.  What was committed
+ * before is untouched, as the transaction is rolled back whole. */
 int ns_tx_end(struct store *st, int r)
 {
-	if (!r && sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
-		r = -EIO;
+	const char *why = NULL;
+	if (!r) {
+		int rc = sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL);
+		if (rc != SQLITE_OK) {
+			r = store_sql_errno(rc);
+			why = sqlite3_errstr(rc);
+		}
+	} else if (r == -ENOSPC) {	/* a statement found the disk full */
+		why = strerror(ENOSPC);
+	}
+	char msg[2560] = "";
+	if (why && !st->ns_fail_logged) {
+		snprintf(msg, sizeof(msg),
+			 "store %.2048s: a change could not be written to index.db (%.255s); it was"
+			 " rolled back, nothing committed is lost",
+			 st->dir, why);
+		st->ns_fail_logged = true;
+	}
 	if (r)
 		sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+	else if (sqlite3_total_changes64(st->db) != st->ns_changes)
+		st->ns_fail_logged = false;	/* a change was written again */
 	pthread_mutex_unlock(&st->db_lock);
+	if (msg[0] && st->log)
+		st->log(st->log_arg, msg);
 	return r;
 }
 
@@ -156,9 +186,7 @@ static int insert_entry(struct store *st, uint64_t parent, const char *name, uin
 	sqlite3_bind_int64(s, 1, (int64_t)parent);
 	sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 3, (int64_t)ino);
-	int rc = sqlite3_step(s);
-	sqlite3_reset(s);
-	return rc == SQLITE_DONE ? 0 : (rc & 0xff) == SQLITE_CONSTRAINT ? -EEXIST : -EIO;
+	return ns_step(s);
 }
 
 int store_ns_init_root(struct store *st, struct err *e)
@@ -364,8 +392,7 @@ static int create_inode(struct store *st, uint64_t parent, const char *name, uin
 			sqlite3_bind_int64(s, 9, now);
 			if (dir)
 				sqlite3_bind_int64(s, 10, (int64_t)parent);
-			r = sqlite3_step(s) == SQLITE_DONE ? 0 : -EIO;
-			sqlite3_reset(s);
+			r = ns_step(s);
 			ino = (uint64_t)sqlite3_last_insert_rowid(st->db);
 		}
 	}
@@ -376,8 +403,7 @@ static int create_inode(struct store *st, uint64_t parent, const char *name, uin
 		} else {
 			sqlite3_bind_int64(s, 1, (int64_t)ino);
 			sqlite3_bind_blob(s, 2, target, (int)strlen(target), SQLITE_STATIC);
-			r = sqlite3_step(s) == SQLITE_DONE ? 0 : -EIO;
-			sqlite3_reset(s);
+			r = ns_step(s);
 		}
 	}
 	if (!r)
@@ -589,9 +615,7 @@ static int move_entry(struct store *st, int64_t id, const struct store_attr *a, 
 	sqlite3_bind_int64(s, 1, (int64_t)newparent);
 	sqlite3_bind_text(s, 2, newname, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 3, id);
-	int rc = sqlite3_step(s);
-	sqlite3_reset(s);
-	int r = rc == SQLITE_DONE ? 0 : (rc & 0xff) == SQLITE_CONSTRAINT ? -EEXIST : -EIO;
+	int r = ns_step(s);
 	int64_t now = store_now_ns();
 	if (!r)
 		r = ns_exec4(st, "UPDATE inode SET ctime_ns = ? WHERE ino = ?", 2, now, (int64_t)a->ino, 0, 0);

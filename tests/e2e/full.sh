@@ -3,7 +3,11 @@
 # tmpfs; copying in more than fits fails with "No space left on device"
 # at write or close, the daemon says what happened, files written before
 # stay intact, and once the failed file is deleted the filesystem takes
-# new files again without a remount; fsck is clean at the end.
+# new files again without a remount; fsck is clean at the end.  Then the
+# disk fills up from outside the store: making files and directories
+# (index.db changes, no page data) fails with "No space left on device",
+# the daemon logs it, and once space is free again changes succeed,
+# still without a remount.
 . "$(dirname "$0")/lib.sh"
 
 SMALL=$T/small
@@ -48,5 +52,31 @@ fs_mount || exit 1
 check "after a remount the first file is intact" cmp "$T/kept" "$MNT/kept"
 check "and so is the one written after the failure" cmp "$T/again" "$MNT/again"
 check "the failed file is gone" test ! -e "$MNT/big"
+
+# Fill what is left of the disk with a file beside the store.
+check "a directory for names" mkdir "$MNT/names"
+dd if=/dev/zero of="$SMALL/filler" bs=64k 2>/dev/null
+i=0 made=0 out=
+while [ $i -lt 5000 ]; do
+	if ! out=$(touch "$MNT/names/a-file-with-a-rather-long-name-$i" 2>&1); then
+		break
+	fi
+	made=$((made + 1))
+	i=$((i + 1))
+done
+ok "making files on the full disk fails after $made" $([ $i -lt 5000 ] && echo 0 || echo 1)
+ok "... with No space left on device" $(printf '%s' "$out" | grep -q "No space left on device" && echo 0 || echo 1) "$out"
+ok "the daemon logs which store could not take the change" \
+	$(grep "snapfs: store $STORE: a change could not be written to index.db" "$T/daemon.log" >/dev/null && echo 0 || echo 1) \
+	"$(cat "$T/daemon.log")"
+n=$(ls "$MNT/names" | wc -l)
+ok "every file made before the failure is listed ($n of $made)" $([ "$n" -eq "$made" ] && echo 0 || echo 1)
+check "committed data is intact on the full disk" cmp "$T/kept" "$MNT/kept"
+rm -f "$SMALL/filler"
+check "with space free again a file can be made without a remount" touch "$MNT/names/after"
+check "and a directory removed" rm -r "$MNT/names"
 fs_umount
+wait_store_free
+out=$("$ADMIN" fsck "$STORE" 2>&1)
+ok "fsck is clean after the second full disk" $? "$out"
 finish
