@@ -35,54 +35,70 @@ static uint64_t pkey(const uint8_t *hash)
 	return get_le64(hash) | 1;	/* 0 marks a free slot */
 }
 
-bool pset_has(const struct pset *s, const uint8_t *hash)
+bool pset_has(const struct pset *s, const uint8_t *hash, uint64_t *loc)
 {
+	*loc = 0;
 	if (!s->n)
 		return false;
 	uint64_t k = pkey(hash);
 	for (size_t i = (size_t)(k >> 1) & (s->cap - 1);; i = (i + 1) & (s->cap - 1)) {
-		if (s->slots[i] == k)
+		if (s->slots[i] == k) {
+			*loc = s->locs[i];
 			return true;
+		}
 		if (!s->slots[i])
 			return false;
 	}
 }
 
-int pset_add(struct pset *s, const uint8_t *hash)
+/* The slot of key k in slots (cap a power of two): its own or the free
+ * one where it goes. */
+static size_t pset_slot(const uint64_t *slots, size_t cap, uint64_t k)
+{
+	size_t i = (size_t)(k >> 1) & (cap - 1);
+	while (slots[i] && slots[i] != k)
+		i = (i + 1) & (cap - 1);
+	return i;
+}
+
+int pset_add(struct pset *s, const uint8_t *hash, uint64_t loc)
 {
 	if (2 * (s->n + 1) > s->cap) {
 		size_t cap = s->cap ? 2 * s->cap : 4096;
 		uint64_t *slots = calloc(cap, sizeof(*slots));
-		if (!slots)
+		uint64_t *locs = malloc(cap * sizeof(*locs));
+		if (!slots || !locs) {
+			free(slots);
+			free(locs);
 			return -ENOMEM;
+		}
 		for (size_t i = 0; i < s->cap; i++) {
-			uint64_t k = s->slots[i];
-			if (!k)
+			if (!s->slots[i])
 				continue;
-			size_t j = (size_t)(k >> 1) & (cap - 1);
-			while (slots[j])
-				j = (j + 1) & (cap - 1);
-			slots[j] = k;
+			size_t j = pset_slot(slots, cap, s->slots[i]);
+			slots[j] = s->slots[i];
+			locs[j] = s->locs[i];
 		}
 		free(s->slots);
+		free(s->locs);
 		s->slots = slots;
+		s->locs = locs;
 		s->cap = cap;
 	}
 	uint64_t k = pkey(hash);
-	size_t i = (size_t)(k >> 1) & (s->cap - 1);
-	while (s->slots[i]) {
-		if (s->slots[i] == k)
-			return 0;
-		i = (i + 1) & (s->cap - 1);
+	size_t i = pset_slot(s->slots, s->cap, k);
+	if (!s->slots[i]) {
+		s->slots[i] = k;
+		s->n++;
 	}
-	s->slots[i] = k;
-	s->n++;
+	s->locs[i] = loc;
 	return 0;
 }
 
 void pset_free(struct pset *s)
 {
 	free(s->slots);
+	free(s->locs);
 	*s = (struct pset){ 0 };
 }
 
@@ -90,13 +106,14 @@ int store_load_known(struct store *st, struct err *e)
 {
 	pset_free(&st->known);
 	sqlite3_stmt *s;
-	int rc = sqlite3_prepare_v2(st->db, "SELECT hash FROM page", -1, &s, NULL);
+	int rc = sqlite3_prepare_v2(st->db, "SELECT hash, loc FROM page", -1, &s, NULL);
 	if (rc != SQLITE_OK)
 		return store_sql_err(st, st->db, rc, e, "loading the page index");
 	int r = 0;
 	while (!r && (rc = sqlite3_step(s)) == SQLITE_ROW)
 		if (sqlite3_column_bytes(s, 0) == STORE_HASH_SIZE)
-			r = pset_add(&st->known, sqlite3_column_blob(s, 0));
+			r = pset_add(&st->known, sqlite3_column_blob(s, 0),
+				     (uint64_t)sqlite3_column_int64(s, 1));
 	sqlite3_finalize(s);
 	if (r)
 		return err_set(e, r, "store %s: loading the page index: out of memory", st->dir);

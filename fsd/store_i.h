@@ -106,9 +106,14 @@ struct ptab_ent {
 };
 
 /* Set of 64-bit hash prefixes of every page in the index or pending:
- * a miss proves a page is new without asking SQLite. */
+ * a miss proves a page is new without asking SQLite.  Each prefix also
+ * keeps the location of the last page put or loaded with it: a hint
+ * only (two pages may share a prefix, and a recovery may have cut the
+ * page off its pack), so a writer uses it only after finding the same
+ * bytes there (lookup_pages). */
 struct pset {
 	uint64_t *slots;		/* 0: free */
+	uint64_t *locs;			/* per slot */
 	size_t cap, n;
 };
 
@@ -181,9 +186,11 @@ void store_hasher_put(struct store *st, struct store_hasher *h);
 /* store_cache.c: pending table, prefix set, inode cache, slots */
 /* Add hash (not present) with loc != 0 to a pending table. */
 int ptab_add(struct htab *t, const uint8_t *hash, uint64_t loc);
-/* May the store hold a page with this hash?  (false: certainly not) */
-bool pset_has(const struct pset *s, const uint8_t *hash);
-int pset_add(struct pset *s, const uint8_t *hash);
+/* May the store hold a page with this hash?  (false: certainly not)
+ * *loc: the location hint of its prefix (may be 0 or stale). */
+bool pset_has(const struct pset *s, const uint8_t *hash, uint64_t *loc);
+/* Add hash's prefix, its hint now loc. */
+int pset_add(struct pset *s, const uint8_t *hash, uint64_t loc);
 void pset_free(struct pset *s);
 /* Fill the prefix set from the page index (at open). */
 int store_load_known(struct store *st, struct err *e);

@@ -1,8 +1,9 @@
 /*
  * fsd/store_write.c: writing file contents.  Whole pages are hashed outside
  * every lock, then deduplicated against the pending table, the prefix set
- * and the page index, and pages new to the store are put to the backend at
- * once (appended, not yet synced) and listed in the pending table, so later
+ * (whose location hint, once the same bytes are found there, spares a
+ * page index lookup) and the page index, and pages new to the store are
+ * put to the backend at once (appended, not yet synced) and listed in the pending table, so later
  * writes deduplicate against them and reads find them; the commit syncs the
  * backend before the transaction that refers to them.  Partial pages are
  * read, patched and stored whole.
@@ -28,13 +29,25 @@
 
 /* ---- finding and putting pages ---------------------------------------------- */
 
-/* Where pages with these hashes are (0: the store has none), for the n
- * pages with want[i] set (mem_lock held).  Pending pages are found in
- * memory; pages the prefix set may know are looked up in one read
- * transaction for the whole batch, as a transaction per lookup costs
- * several file-lock system calls. */
+/* Is the page at loc the n-byte page data?  A location hint is trusted
+ * only this way: the same bytes there are the same page whatever its
+ * hash, and a hint the backend cannot read is simply not used. */
+static bool same_page_at(struct store *st, const uint8_t *hash, uint64_t loc, const void *data)
+{
+	uint8_t page[STORE_PAGE_SIZE] __attribute__((aligned(64)));
+	return loc && !st->be->ops->get(st->be, hash, loc, page) &&
+	       !memcmp(page, data, STORE_PAGE_SIZE);
+}
+
+/* Where pages with these hashes (and contents data, n pages in a row) are
+ * (0: the store has none), for the n pages with want[i] set (mem_lock
+ * held).  Pending pages are found in memory, and so are stored pages
+ * whose bytes are found where the prefix set says; the rest the prefix
+ * set may know are looked up in one read transaction for the whole
+ * batch, as a transaction per lookup costs several file-lock system
+ * calls. */
 static int lookup_pages(struct store *st, const uint8_t (*hashes)[STORE_HASH_SIZE],
-			const bool *want, unsigned n, uint64_t *locs)
+			const uint8_t *data, const bool *want, unsigned n, uint64_t *locs)
 {
 	bool db[WRITE_BATCH];
 	unsigned ndb = 0;
@@ -46,9 +59,14 @@ static int lookup_pages(struct store *st, const uint8_t (*hashes)[STORE_HASH_SIZ
 		struct ptab_ent *pe = htab_find(&st->pending, hashes[i]);
 		if (!pe)
 			pe = htab_find(&st->committing, hashes[i]);
+		uint64_t hint;
 		if (pe)
 			locs[i] = pe->loc;
-		else if (pset_has(&st->known, hashes[i]))
+		else if (!pset_has(&st->known, hashes[i], &hint))
+			continue;
+		else if (same_page_at(st, hashes[i], hint, data + (size_t)i * STORE_PAGE_SIZE))
+			locs[i] = hint;
+		else
 			db[i] = true, ndb++;
 	}
 	if (!ndb)
@@ -79,10 +97,10 @@ static int lookup_pages(struct store *st, const uint8_t (*hashes)[STORE_HASH_SIZ
 	return r;
 }
 
-static int lookup_page(struct store *st, const uint8_t *hash, uint64_t *loc)
+static int lookup_page(struct store *st, const uint8_t *hash, const void *page, uint64_t *loc)
 {
 	static const bool yes = true;
-	return lookup_pages(st, (const uint8_t(*)[STORE_HASH_SIZE])hash, &yes, 1, loc);
+	return lookup_pages(st, (const uint8_t(*)[STORE_HASH_SIZE])hash, page, &yes, 1, loc);
 }
 
 /* Put a page new to the store and list it as pending (mem_lock held). */
@@ -94,7 +112,7 @@ static int put_new(struct store *st, const uint8_t *hash, const void *page, uint
 	if (!r)
 		r = ptab_add(&st->pending, hash, *loc);
 	if (!r)
-		r = pset_add(&st->known, hash);
+		r = pset_add(&st->known, hash, *loc);
 	return r;
 }
 
@@ -109,7 +127,7 @@ static int store_page_locked(struct store *st, struct sinode *si, uint64_t pg, c
 	store_hasher_put(st, h);
 	uint64_t loc = 0;
 	if (!r)
-		r = lookup_page(st, hash, &loc);
+		r = lookup_page(st, hash, page, &loc);
 	if (!r && !loc)
 		r = put_new(st, hash, page, &loc);
 	if (!r)
@@ -296,7 +314,7 @@ static int write_hashed(struct store *st, struct sinode *si, uint64_t pg, const 
 	for (unsigned i = 0; i < n; i++)
 		data_page[i] = !zero[i];
 	pthread_mutex_lock(&st->mem_lock);
-	r = lookup_pages(st, (const uint8_t(*)[STORE_HASH_SIZE])hashes, data_page, n, locs);
+	r = lookup_pages(st, (const uint8_t(*)[STORE_HASH_SIZE])hashes, data, data_page, n, locs);
 	for (unsigned i = 0; i < n && !r; i++) {
 		if (zero[i] || locs[i])
 			continue;
@@ -342,7 +360,7 @@ static int write_hashed(struct store *st, struct sinode *si, uint64_t pg, const 
 	}
 	for (unsigned j = 0; j < nnew && !r; j++) {
 		((struct ptab_ent *)htab_find(&st->pending, newh[j]))->loc = newloc[j];
-		r = pset_add(&st->known, newh[j]);
+		r = pset_add(&st->known, newh[j], newloc[j]);
 	}
 	for (unsigned i = 0; i < n && !r; i++) {
 		uint64_t loc = locs[i];

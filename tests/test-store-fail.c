@@ -134,12 +134,37 @@ static void test_full_disk_recovers(void **state)
 	assert_int_equal(nlogged, 1);
 	check_fsck(st);
 
+	/* b's lost pages left location hints in the prefix set, and c's
+	 * pages now sit where they pointed: a file of b's bytes must still
+	 * get b's bytes (stored anew), and a second one finds them. */
+	uint64_t d, d2;
+	assert_int_equal(write_file(st, "d", 4 * MB, 2, &d), 0);
+	assert_int_equal(store_file_release(st, d), 0);
+	check_file(st, d, 4 * MB, 2);
+	assert_int_equal(store_stats(st, &s, NULL), 0);
+	uint64_t packs_d = s.pack_bytes;
+	assert_int_equal(packs_d, packs_before + 8 * MB);
+	assert_int_equal(write_file(st, "d2", 4 * MB, 2, &d2), 0);
+	assert_int_equal(store_file_release(st, d2), 0);
+	check_file(st, d2, 4 * MB, 2);
+	assert_int_equal(store_stats(st, &s, NULL), 0);
+	assert_int_equal(s.pack_bytes, packs_d);
+	check_fsck(st);
+
 	/* And all of it after reopening. */
 	assert_int_equal(store_close(st, NULL), 0);
 	assert_int_equal(store_open(path, 0, &st, NULL), 0);
 	check_file(st, a, 2 * MB, 1);
 	check_file(st, c, 4 * MB, 3);
+	check_file(st, d, 4 * MB, 2);
 	assert_int_equal(store_lookup(st, STORE_ROOT_INO, "b", &at), -ENOENT);
+	/* The hints loaded from the index find d's pages too. */
+	uint64_t d3;
+	assert_int_equal(write_file(st, "d3", 4 * MB, 2, &d3), 0);
+	assert_int_equal(store_file_release(st, d3), 0);
+	check_file(st, d3, 4 * MB, 2);
+	assert_int_equal(store_stats(st, &s, NULL), 0);
+	assert_int_equal(s.pack_bytes, packs_d);
 	check_fsck(st);
 	assert_int_equal(store_close(st, NULL), 0);
 	tsu_store_remove(path);
