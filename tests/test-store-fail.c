@@ -75,6 +75,19 @@ static void check_fsck(struct store *st)
 	assert_int_equal(res.problems, 0);
 }
 
+/* Store a whole file of seed's stream (closed, so committed), check it
+ * reads back, and return the bytes the pack files take now. */
+static uint64_t store_whole(struct store *st, const char *name, size_t size, uint64_t seed,
+			    uint64_t *ino)
+{
+	assert_int_equal(write_file(st, name, size, seed, ino), 0);
+	assert_int_equal(store_file_release(st, *ino), 0);
+	check_file(st, *ino, size, seed);
+	struct store_stats s;
+	assert_int_equal(store_stats(st, &s, NULL), 0);
+	return s.pack_bytes;
+}
+
 static void test_full_disk_recovers(void **state)
 {
 	(void)state;
@@ -137,18 +150,10 @@ static void test_full_disk_recovers(void **state)
 	/* b's lost pages left location hints in the prefix set, and c's
 	 * pages now sit where they pointed: a file of b's bytes must still
 	 * get b's bytes (stored anew), and a second one finds them. */
-	uint64_t d, d2;
-	assert_int_equal(write_file(st, "d", 4 * MB, 2, &d), 0);
-	assert_int_equal(store_file_release(st, d), 0);
-	check_file(st, d, 4 * MB, 2);
-	assert_int_equal(store_stats(st, &s, NULL), 0);
-	uint64_t packs_d = s.pack_bytes;
+	uint64_t d, d2, d3;
+	uint64_t packs_d = store_whole(st, "d", 4 * MB, 2, &d);
 	assert_int_equal(packs_d, packs_before + 8 * MB);
-	assert_int_equal(write_file(st, "d2", 4 * MB, 2, &d2), 0);
-	assert_int_equal(store_file_release(st, d2), 0);
-	check_file(st, d2, 4 * MB, 2);
-	assert_int_equal(store_stats(st, &s, NULL), 0);
-	assert_int_equal(s.pack_bytes, packs_d);
+	assert_int_equal(store_whole(st, "d2", 4 * MB, 2, &d2), packs_d);
 	check_fsck(st);
 
 	/* And all of it after reopening. */
@@ -159,12 +164,7 @@ static void test_full_disk_recovers(void **state)
 	check_file(st, d, 4 * MB, 2);
 	assert_int_equal(store_lookup(st, STORE_ROOT_INO, "b", &at), -ENOENT);
 	/* The hints loaded from the index find d's pages too. */
-	uint64_t d3;
-	assert_int_equal(write_file(st, "d3", 4 * MB, 2, &d3), 0);
-	assert_int_equal(store_file_release(st, d3), 0);
-	check_file(st, d3, 4 * MB, 2);
-	assert_int_equal(store_stats(st, &s, NULL), 0);
-	assert_int_equal(s.pack_bytes, packs_d);
+	assert_int_equal(store_whole(st, "d3", 4 * MB, 2, &d3), packs_d);
 	check_fsck(st);
 	assert_int_equal(store_close(st, NULL), 0);
 	tsu_store_remove(path);
