@@ -513,16 +513,15 @@ static int fs_open_file(struct fs *fs, const struct store_attr *a, struct fuse_f
 		return -ENOMEM;
 	}
 	h->writer = writer;
-	r = fs_inode_open(&fs->inodes, a->ino, writer);
-	if (r < 0) {
+	int writers = fs_inode_open(&fs->inodes, a->ino, writer);
+	if (writers < 0) {
 		free(h);
 		store_file_release(fs->store, a->ino);
-		return r;
+		return writers;
 	}
 	h->ino = a->ino;
 	fs_handle_link(fs, h);
 	fi->fh = (uintptr_t)h;
-	uint32_t writers = fs_inode_writers(&fs->inodes, a->ino);
 	/*
 	 * A write-only handle that is the file's only writer bypasses the
 	 * kernel's page cache: cp, tar and snapshot writes then cost one copy

@@ -102,15 +102,17 @@ int fs_inode_lookup(struct fs_inode_table *t, uint64_t ino, uint64_t n)
 
 int fs_inode_open(struct fs_inode_table *t, uint64_t ino, bool writer)
 {
+	int writers = -ENOMEM;
 	pthread_mutex_lock(&t->lock);
 	struct fs_inode **p = fs_inode_slot(t, ino, true);
 	if (p) {
 		(*p)->opens++;
 		if (writer)
 			(*p)->writers++;
+		writers = (int)(*p)->writers;
 	}
 	pthread_mutex_unlock(&t->lock);
-	return p ? 0 : -ENOMEM;
+	return writers;
 }
 
 /* Unlink and free *p if nothing holds it; lock held.  True if freed. */

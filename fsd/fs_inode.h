@@ -48,7 +48,8 @@ void fs_inode_table_destroy(struct fs_inode_table *t, void (*fn)(uint64_t ino, v
 /* Add n lookups to ino (creating its entry).  Returns 0 or -ENOMEM. */
 int fs_inode_lookup(struct fs_inode_table *t, uint64_t ino, uint64_t n);
 
-/* Count an open handle; writer says whether it may write.  0 or -ENOMEM. */
+/* Count an open handle; writer says whether it may write.  Returns the
+ * number of handles writing ino now, this one included, or -ENOMEM. */
 int fs_inode_open(struct fs_inode_table *t, uint64_t ino, bool writer);
 
 /*

@@ -37,8 +37,11 @@ static void test_fs_inode_open_holds(void **state)
 	struct fs_inode_table t;
 	assert_int_equal(fs_inode_table_init(&t), 0);
 	assert_int_equal(fs_inode_lookup(&t, 3, 1), 0);
-	assert_int_equal(fs_inode_open(&t, 3, true), 0);
-	assert_int_equal(fs_inode_open(&t, 3, false), 0);
+	/* An open says how many handles write the inode now. */
+	assert_int_equal(fs_inode_open(&t, 3, true), 1);
+	assert_int_equal(fs_inode_open(&t, 3, false), 1);
+	assert_int_equal(fs_inode_open(&t, 3, true), 2);
+	assert_false(fs_inode_release(&t, 3, true));
 	assert_int_equal(fs_inode_writers(&t, 3), 1);
 	/* The kernel forgot the name, but handles are still open. */
 	assert_false(fs_inode_forget(&t, 3, 1));
