@@ -7,7 +7,9 @@
 # disk fills up from outside the store: making files and directories
 # (index.db changes, no page data) fails with "No space left on device",
 # the daemon logs it, and once space is free again changes succeed,
-# still without a remount.
+# still without a remount.  Last, a file open for reading and writing
+# loses its uncommitted change to a full disk: the handle sees the
+# committed bytes again and its close says what happened.
 . "$(dirname "$0")/lib.sh"
 
 SMALL=$T/small
@@ -75,6 +77,12 @@ check "committed data is intact on the full disk" cmp "$T/kept" "$MNT/kept"
 rm -f "$SMALL/filler"
 check "with space free again a file can be made without a remount" touch "$MNT/names/after"
 check "and a directory removed" rm -r "$MNT/names"
+
+# A file changed through a read-write handle when the disk fills: its
+# uncommitted change is dropped, and the kernel's cached copy with it.
+out=$("$PROBE" lost "$MNT/rw" "$T/big" "$MNT/big" 2>&1)
+ok "a read-write handle sees its dropped change go, and close reports it" $? "$out"
+check "the space is free again afterwards" test "$(used_kib)" -lt 24576
 fs_umount
 wait_store_free
 out=$("$ADMIN" fsck "$STORE" 2>&1)

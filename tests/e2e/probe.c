@@ -435,6 +435,63 @@ static int probe_cache(const char *dir)
 	return 0;
 }
 
+static bool all_bytes(const char *p, size_t n, char c)
+{
+	for (size_t i = 0; i < n; i++)
+		if (p[i] != c)
+			return false;
+	return true;
+}
+
+static int probe_lost(const char *file, const char *big, const char *dst)
+{
+	enum { MB = 1 << 20, CHANGE = 16 * PAGE };
+	static char buf[MB];
+	int fd = open(file, O_RDWR | O_CREAT | O_TRUNC, 0644);
+	memset(buf, 'A', MB);
+	if (fd < 0 || pwrite_all(fd, buf, MB, 0) || fsync(fd))
+		return fail("%s: committed write", file);
+	memset(buf, 'B', CHANGE);
+	if (pwrite_all(fd, buf, CHANGE, 0) || pwrite_all(fd, buf, CHANGE, MB))
+		return fail("%s: uncommitted write", file);
+
+	/* Fill the disk: a write or the close fails with ENOSPC. */
+	int in = open(big, O_RDONLY), out = open(dst, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	if (in < 0 || out < 0)
+		return fail("%s or %s: open", big, dst);
+	ssize_t n;
+	int err = 0;
+	while (!err && (n = read(in, buf, MB)) > 0)
+		if (write(out, buf, (size_t)n) != n)
+			err = errno;
+	if (close(out) && !err)
+		err = errno;
+	close(in);
+	if (err != ENOSPC)
+		return fail("%s: filling the disk ended with %s, not ENOSPC", dst, strerror(err));
+	if (unlink(dst))
+		return fail("%s: unlink", dst);
+
+	sleep(2);	/* past the attribute timeout */
+	struct stat st;
+	if (pread(fd, buf, PAGE, 0) != PAGE || fstat(fd, &st))
+		return fail("%s: read after the loss", file);
+	if (!all_bytes(buf, PAGE, 'A'))
+		return fail("%s: the open handle still reads bytes the store dropped", file);
+	if (st.st_size != MB)
+		return fail("%s: size %lld after the loss, not the committed %d", file,
+			    (long long)st.st_size, MB);
+	errno = 0;
+	if (close(fd) == 0 || errno != ENOSPC)
+		return fail("%s: close did not report the loss with ENOSPC", file);
+	fd = open(file, O_RDONLY);
+	if (fd < 0 || pread(fd, buf, MB, 0) != MB || !all_bytes(buf, MB, 'A') || fstat(fd, &st) ||
+	    st.st_size != MB)
+		return fail("%s: reopened, not the committed 1 MiB of A", file);
+	close(fd);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *cmd = argc > 1 ? argv[1] : "";
@@ -450,6 +507,8 @@ int main(int argc, char **argv)
 		return probe_cfr(argv[2], argv[3]);
 	if (!strcmp(cmd, "cache") && argc == 3)
 		return probe_cache(argv[2]);
-	fprintf(stderr, "usage: probe mmap|randwrite|parallel|unlinked|cfr|cache ...\n");
+	if (!strcmp(cmd, "lost") && argc == 5)
+		return probe_lost(argv[2], argv[3], argv[4]);
+	fprintf(stderr, "usage: probe mmap|randwrite|parallel|unlinked|cfr|cache|lost ...\n");
 	return 2;
 }
