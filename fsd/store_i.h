@@ -277,8 +277,8 @@ int ns_exec4(struct store *st, const char *sql, int n, int64_t a, int64_t b, int
 	     int64_t d);
 /* Step a prepared change once and reset it: 0 when done, else -errno. */
 int ns_step(sqlite3_stmt *s);
-/* Start a change: db_lock and a write transaction (-EROFS, or -EIO after
- * a failed commit). */
+/* Start a change: db_lock and a write transaction (-EROFS, -EIO after a
+ * failed commit that could not be recovered, or SQLite's -errno). */
 int ns_tx_begin(struct store *st);
 /* Finish a change: commit if r == 0, else roll back; db_lock released.
  * Returns r or the commit's failure. */
