@@ -13,7 +13,11 @@
  *    through this mount's kernel, which updates or drops the cached pages
  *    it affects itself (writes go through the page cache; truncate, punch
  *    hole and copy_file_range drop the range), so no change needs a
- *    fuse_lowlevel_notify_inval_inode();
+ *    fuse_lowlevel_notify_inval_inode().  The one change that does not
+ *    come through the kernel, a full-disk recovery dropping what was not
+ *    committed, shows as the committed size and mtime again, and the
+ *    kernel drops the cached pages when it sees that at the next
+ *    attribute refresh (auto_inval_data, which libfuse asks for);
  *  - reads: splice from the pack files (fd buffers, zeros from memory),
  *    or copy through store_read when splicing is off or unavailable;
  *  - lifetime: the inode table counts lookups so that the store learns
