@@ -20,6 +20,19 @@ if [ ! -w /dev/fuse ] || ! command -v fusermount3 >/dev/null; then
 	exit 0
 fi
 
+# need_kvm: skip the whole script (TAP) unless snapvm can run the hello
+# guest here, or when SNAPFS_NO_KVM asks for it.
+need_kvm() {
+	if [ -n "${SNAPFS_NO_KVM:-}" ] && [ "${SNAPFS_NO_KVM}" != 0 ]; then
+		echo "1..0 # SKIP SNAPFS_NO_KVM is set"
+		exit 0
+	fi
+	if ! "$BUILD/host/snapvm" call -q "$BUILD/guest/hello.elf" add "1 1" >/dev/null 2>&1; then
+		echo "1..0 # SKIP no usable /dev/kvm"
+		exit 0
+	fi
+}
+
 T=$(mktemp -d "${TMPDIR:-/tmp}/snapfs-e2e.XXXXXX")
 STORE=$T/store
 MNT=$T/mnt

@@ -19,14 +19,7 @@ SNAPVM=$BUILD/host/snapvm
 HELLO=$BUILD/guest/hello.elf
 CALLER=$BUILD/tests/e2e-snapcaller
 
-if [ -n "${SNAPFS_NO_KVM:-}" ] && [ "${SNAPFS_NO_KVM}" != 0 ]; then
-	echo "1..0 # SKIP SNAPFS_NO_KVM is set"
-	exit 0
-fi
-if ! "$SNAPVM" call -q "$HELLO" add "1 1" >/dev/null 2>&1; then
-	echo "1..0 # SKIP no usable /dev/kvm"
-	exit 0
-fi
+need_kvm
 
 CPID=
 caller_start() {	# caller_start SNAPSHOT N: run e2e-snapcaller, wait for "ready"

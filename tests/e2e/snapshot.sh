@@ -14,14 +14,7 @@
 SNAPVM=$BUILD/host/snapvm
 HELLO=$BUILD/guest/hello.elf
 
-if [ -n "${SNAPFS_NO_KVM:-}" ] && [ "${SNAPFS_NO_KVM}" != 0 ]; then
-	echo "1..0 # SKIP SNAPFS_NO_KVM is set"
-	exit 0
-fi
-if ! "$SNAPVM" call -q "$HELLO" add "1 1" >/dev/null 2>&1; then
-	echo "1..0 # SKIP no usable /dev/kvm"
-	exit 0
-fi
+need_kvm
 
 stat_of() {	# stat_of FIELD: one figure of the store's committed state
 	"$ADMIN" stats --json "$STORE" | python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"
