@@ -165,16 +165,26 @@ int store_unseal(struct store *st, uint64_t ino)
 
 /* ---- extended attributes --------------------------------------------------------- */
 
+/* A read of ino's xattrs (rdb_lock held): -ENOENT if ino is gone, else
+ * the statement sql with ino bound as its first parameter. */
+static int xattr_query(struct store *st, uint64_t ino, const char *sql, sqlite3_stmt **out)
+{
+	struct store_attr a;
+	int r = ns_attr_get(st, st->rdb, ino, &a);
+	*out = r ? NULL : store_stmt(st, st->rdb, sql);
+	if (!r && !*out)
+		r = -EIO;
+	if (!r)
+		sqlite3_bind_int64(*out, 1, (int64_t)ino);
+	return r;
+}
+
 int store_xattr_get(struct store *st, uint64_t ino, const char *name, void *buf, size_t size)
 {
 	pthread_mutex_lock(&st->rdb_lock);
-	struct store_attr a;
-	int r = ns_attr_get(st, st->rdb, ino, &a);
-	sqlite3_stmt *s = r ? NULL : store_stmt(st, st->rdb, "SELECT value FROM xattr WHERE ino = ? AND name = ?");
-	if (!r && !s)
-		r = -EIO;
+	sqlite3_stmt *s;
+	int r = xattr_query(st, ino, "SELECT value FROM xattr WHERE ino = ? AND name = ?", &s);
 	if (!r) {
-		sqlite3_bind_int64(s, 1, (int64_t)ino);
 		sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
 		int rc = sqlite3_step(s);
 		if (rc == SQLITE_ROW) {
@@ -251,14 +261,10 @@ int store_xattr_set(struct store *st, uint64_t ino, const char *name, const void
 int store_xattr_list(struct store *st, uint64_t ino, char *buf, size_t size)
 {
 	pthread_mutex_lock(&st->rdb_lock);
-	struct store_attr a;
-	int r = ns_attr_get(st, st->rdb, ino, &a);
-	sqlite3_stmt *s = r ? NULL : store_stmt(st, st->rdb, "SELECT name FROM xattr WHERE ino = ? ORDER BY name");
-	if (!r && !s)
-		r = -EIO;
+	sqlite3_stmt *s;
+	int r = xattr_query(st, ino, "SELECT name FROM xattr WHERE ino = ? ORDER BY name", &s);
 	if (!r) {
 		size_t total = 0;
-		sqlite3_bind_int64(s, 1, (int64_t)ino);
 		int rc;
 		while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
 			size_t n = (size_t)sqlite3_column_bytes(s, 0) + 1;
