@@ -31,6 +31,17 @@ static void log_msg(void *arg, const char *msg)
 	nlogged++;
 }
 
+/* A new store whose log lines land in logged/nlogged; writes past the
+ * file size limit fail with EFBIG instead of killing the test. */
+static struct store *logged_store(char **path)
+{
+	signal(SIGXFSZ, SIG_IGN);
+	struct store *st = tsu_new_store(path);
+	store_set_log(st, log_msg, NULL);
+	nlogged = 0;
+	return st;
+}
+
 static void set_fsize(rlim_t soft)
 {
 	struct rlimit rl;
@@ -91,11 +102,8 @@ static uint64_t store_whole(struct store *st, const char *name, size_t size, uin
 static void test_full_disk_recovers(void **state)
 {
 	(void)state;
-	signal(SIGXFSZ, SIG_IGN);
 	char *path;
-	struct store *st = tsu_new_store(&path);
-	store_set_log(st, log_msg, NULL);
-	nlogged = 0;
+	struct store *st = logged_store(&path);
 
 	/* Committed before the disk fills: must survive everything below. */
 	uint64_t a, b, c;
@@ -176,11 +184,8 @@ static void test_full_disk_recovers(void **state)
 static void test_namespace_change_recovers(void **state)
 {
 	(void)state;
-	signal(SIGXFSZ, SIG_IGN);
 	char *path;
-	struct store *st = tsu_new_store(&path);
-	store_set_log(st, log_msg, NULL);
-	nlogged = 0;
+	struct store *st = logged_store(&path);
 	uint64_t a, b;
 	assert_int_equal(write_file(st, "a", MB, 4, &a), 0);
 	assert_int_equal(store_flush(st, a, NULL), 0);
