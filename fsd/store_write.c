@@ -29,7 +29,7 @@
 
 /* ---- finding and putting pages ---------------------------------------------- */
 
-/* Is the page at loc the n-byte page data?  A location hint is trusted
+/* Is the page at loc the page data (one page of bytes)?  A hint is trusted
  * only this way: the same bytes there are the same page whatever its
  * hash, and a hint the backend cannot read is simply not used. */
 static bool same_page_at(struct store *st, const uint8_t *hash, uint64_t loc, const void *data)
