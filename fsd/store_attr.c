@@ -205,6 +205,27 @@ int store_xattr_get(struct store *st, uint64_t ino, const char *name, void *buf,
 	return r;
 }
 
+/* May ino's xattrs be changed (transaction open)?  0, -EPERM if sealed,
+ * or -ENOENT. */
+static int xattr_changeable(struct store *st, uint64_t ino)
+{
+	struct store_attr a;
+	int r = ns_attr_get(st, st->db, ino, &a);
+	return !r && (a.flags & STORE_INODE_SEALED) ? -EPERM : r;
+}
+
+/* Finish an xattr change that came to r: a change is one of ino's, so
+ * its ctime moves with it. */
+static int xattr_change_end(struct store *st, uint64_t ino, int r)
+{
+	int64_t now = store_now_ns();
+	if (!r)
+		r = ns_exec4(st, "UPDATE inode SET ctime_ns = ? WHERE ino = ?", 2, now, (int64_t)ino, 0, 0);
+	if (!r)
+		store_cached_times(st, ino, NULL, &now);
+	return ns_tx_end(st, r);
+}
+
 int store_xattr_set(struct store *st, uint64_t ino, const char *name, const void *value, size_t size,
 		    int flags)
 {
@@ -217,10 +238,7 @@ int store_xattr_set(struct store *st, uint64_t ino, const char *name, const void
 	int r = ns_tx_begin(st);
 	if (r)
 		return r;
-	struct store_attr a;
-	r = ns_attr_get(st, st->db, ino, &a);
-	if (!r && (a.flags & STORE_INODE_SEALED))
-		r = -EPERM;
+	r = xattr_changeable(st, ino);
 	sqlite3_stmt *s = NULL;
 	if (!r) {
 		s = store_stmt(st, st->db, "SELECT 1 FROM xattr WHERE ino = ? AND name = ?");
@@ -250,12 +268,7 @@ int store_xattr_set(struct store *st, uint64_t ino, const char *name, const void
 			r = ns_step(s);
 		}
 	}
-	int64_t now = store_now_ns();
-	if (!r)
-		r = ns_exec4(st, "UPDATE inode SET ctime_ns = ? WHERE ino = ?", 2, now, (int64_t)ino, 0, 0);
-	if (!r)
-		store_cached_times(st, ino, NULL, &now);
-	return ns_tx_end(st, r);
+	return xattr_change_end(st, ino, r);
 }
 
 int store_xattr_list(struct store *st, uint64_t ino, char *buf, size_t size)
@@ -289,10 +302,7 @@ int store_xattr_remove(struct store *st, uint64_t ino, const char *name)
 	int r = ns_tx_begin(st);
 	if (r)
 		return r;
-	struct store_attr a;
-	r = ns_attr_get(st, st->db, ino, &a);
-	if (!r && (a.flags & STORE_INODE_SEALED))
-		r = -EPERM;
+	r = xattr_changeable(st, ino);
 	if (!r) {
 		sqlite3_stmt *s = store_stmt(st, st->db, "DELETE FROM xattr WHERE ino = ? AND name = ?");
 		if (!s) {
@@ -305,12 +315,7 @@ int store_xattr_remove(struct store *st, uint64_t ino, const char *name)
 				r = -ENODATA;
 		}
 	}
-	int64_t now = store_now_ns();
-	if (!r)
-		r = ns_exec4(st, "UPDATE inode SET ctime_ns = ? WHERE ino = ?", 2, now, (int64_t)ino, 0, 0);
-	if (!r)
-		store_cached_times(st, ino, NULL, &now);
-	return ns_tx_end(st, r);
+	return xattr_change_end(st, ino, r);
 }
 
 /* ---- figures --------------------------------------------------------------------- */
