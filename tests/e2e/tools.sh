@@ -63,6 +63,7 @@ check "tar round trip is identical" diff -r --no-dereference "$SRC" "$T/tar-back
 # du counts stored pages only; holes are free.
 check "du of a 10 MB sparse file is one page" sh -c '[ "$(du -k "$1/cp/sparse" | cut -f1)" = 4 ]' sh "$M"
 check "st_blocks of a 1000000-byte file is 245 pages" sh -c '[ "$(stat -c %b "$1/cp/d1/f1000000")" = $((245 * 8)) ]' sh "$M"
+check "st_blksize is 1 MiB, the largest write the mount takes" sh -c '[ "$(stat -c %o "$1/cp/d1/f1000000")" = 1048576 ]' sh "$M"
 check "df shows a snapfs filesystem with a size" sh -c 'df -k "$1" | awk "NR==2 { exit !(\$2 > 0) }"' sh "$M"
 
 # Namespace changes.
