@@ -251,7 +251,7 @@ static int open_db(struct store *st, const char *path, bool rdonly, sqlite3 **ou
 		return r;
 	}
 	sqlite3_busy_timeout(db, 10000);
-	/* The page index is a B-tree of random keys: give it room. */
+	/* Page maps and the page index are large B-trees: give them room. */
 	sqlite3_exec(db, "PRAGMA cache_size = -65536", NULL, NULL, NULL);
 	sqlite3_extended_result_codes(db, 1);
 	*out = db;

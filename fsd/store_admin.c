@@ -18,10 +18,12 @@
 
 #include "store_i.h"
 
-/* hash -> expected location and counted references, for fsck. */
+/* A page of the index by location (tables made with HTAB_LOC): for fsck
+ * its hash and counted references; for gc where it moved to. */
 struct fpage {
-	uint8_t hash[STORE_HASH_SIZE];
 	uint64_t loc;
+	uint8_t hash[STORE_HASH_SIZE];
+	uint64_t moved_to;
 	int64_t refs, seen;
 	bool bad;		/* bytes do not match the hash, or unreadable */
 };
@@ -93,12 +95,12 @@ static int fsck_pages(struct fsck *f, struct htab *t)
 				sqlite3_column_bytes(s, 0));
 			continue;
 		}
-		struct fpage *fp = htab_get(t, hash);
+		struct fpage *fp = htab_get(t, &loc);
 		if (!fp) {
 			r = -ENOMEM;
 			break;
 		}
-		fp->loc = loc;
+		memcpy(fp->hash, hash, STORE_HASH_SIZE);
 		fp->refs = refs;
 		if (refs < 0)
 			problem(f, 0, -1, hash, "page has a negative reference count %lld",
@@ -184,17 +186,20 @@ static int fsck_maps(struct fsck *f, struct htab *t)
 			if ((uint64_t)pg * STORE_PAGE_SIZE >= size)
 				problem(f, ino, pg, hash, "page beyond the end of the file (size %llu)",
 					(unsigned long long)size);
-			struct fpage *fp = htab_find(t, hash);
+			struct fpage *fp = htab_find(t, &loc);
 			if (!fp) {
-				problem(f, ino, pg, hash, "dangling reference: page not in the index");
+				problem(f, ino, pg, hash,
+					"dangling reference: no page in the index at location %llx",
+					(unsigned long long)loc);
 				continue;
 			}
 			fp->seen++;
-			if (fp->bad)
+			if (memcmp(fp->hash, hash, STORE_HASH_SIZE))
+				problem(f, ino, pg, hash,
+					"page map and index disagree on the hash of the page at %llx",
+					(unsigned long long)loc);
+			else if (fp->bad)
 				problem(f, ino, pg, hash, "page damaged: its bytes do not match its hash");
-			if (loc != fp->loc)
-				problem(f, ino, pg, hash, "page map says location %llx, index says %llx",
-					(unsigned long long)loc, (unsigned long long)fp->loc);
 		}
 		if (f->progress && (++done % 256 == 0 || done == (uint64_t)total))
 			f->progress(f->arg, "checking page maps", done, (uint64_t)total);
@@ -264,7 +269,7 @@ int store_fsck(struct store *st, store_fsck_fn report, store_progress_fn progres
 	if (r)
 		return r;
 	struct fsck f = { .st = st, .report = report, .progress = progress, .arg = arg, .res = res };
-	struct htab t = HTAB(struct fpage);
+	struct htab t = HTAB_LOC(struct fpage);
 	/* gc_lock keeps in-process gc out; one read transaction gives a
 	 * consistent picture even beside a live writer. */
 	pthread_rwlock_rdlock(&st->gc_lock);
@@ -329,7 +334,10 @@ static int live_pages(struct store *st, struct store_live_page **out, size_t *n)
 /* Point the index and every page map at moved pages (transaction open). */
 static int relocate(struct store *st, struct htab *moved)
 {
-	sqlite3_stmt *up = store_stmt(st, st->db, "UPDATE page SET loc = ? WHERE hash = ?");
+	/* Locations are the index's keys: each moved row first goes to a
+	 * negative stand-in for its new location, so that no move can meet
+	 * a row still waiting to move, then all turn positive at once. */
+	sqlite3_stmt *up = store_stmt(st, st->db, "UPDATE page SET loc = -1 - ?2 WHERE loc = ?1");
 	if (!up)
 		return -EIO;
 	for (size_t i = 0; i < moved->cap; i++) {
@@ -338,13 +346,16 @@ static int relocate(struct store *st, struct htab *moved)
 			continue;
 		sqlite3_reset(up);
 		sqlite3_bind_int64(up, 1, (int64_t)fp->loc);
-		sqlite3_bind_blob(up, 2, fp->hash, STORE_HASH_SIZE, SQLITE_STATIC);
+		sqlite3_bind_int64(up, 2, (int64_t)fp->moved_to);
 		if (sqlite3_step(up) != SQLITE_DONE) {
 			sqlite3_reset(up);
 			return -EIO;
 		}
 	}
 	sqlite3_reset(up);
+	if (sqlite3_exec(st->db, "UPDATE page SET loc = -1 - loc WHERE loc < 0", NULL, NULL, NULL) !=
+	    SQLITE_OK)
+		return -EIO;
 
 	sqlite3_stmt *s, *w;
 	if (sqlite3_prepare_v2(st->db, "SELECT ino, idx, hashes, locs FROM chunk", -1, &s, NULL) !=
@@ -358,16 +369,16 @@ static int relocate(struct store *st, struct htab *moved)
 	int rc, r = 0;
 	uint8_t locs[CHUNK_PAGES * 8];
 	while (!r && (rc = sqlite3_step(s)) == SQLITE_ROW) {
-		const uint8_t *hb = sqlite3_column_blob(s, 2);
 		int n = sqlite3_column_bytes(s, 2) / (int)STORE_HASH_SIZE;
 		if (n > (int)CHUNK_PAGES || sqlite3_column_bytes(s, 3) != n * 8)
 			continue;	/* damaged: fsck reports it */
 		memcpy(locs, sqlite3_column_blob(s, 3), (size_t)n * 8);
 		bool changed = false;
 		for (int k = 0; k < n; k++) {
-			struct fpage *fp = htab_find(moved, hb + k * STORE_HASH_SIZE);
-			if (fp && !store_hash_is_hole(fp->hash)) {
-				put_le64(locs + 8 * k, fp->loc);
+			uint64_t loc = get_le64(locs + 8 * k);
+			struct fpage *fp = loc ? htab_find(moved, &loc) : NULL;
+			if (fp) {
+				put_le64(locs + 8 * k, fp->moved_to);
 				changed = true;
 			}
 		}
@@ -401,9 +412,9 @@ static void relocate_cache(struct store *st, struct htab *moved)
 				for (unsigned k = 0; k < CHUNK_PAGES; k++) {
 					if (!ch->loc[k])
 						continue;
-					struct fpage *fp = htab_find(moved, ch->hash[k]);
+					struct fpage *fp = htab_find(moved, &ch->loc[k]);
 					if (fp)
-						ch->loc[k] = fp->loc;
+						ch->loc[k] = fp->moved_to;
 				}
 			}
 }
@@ -440,14 +451,14 @@ static int gc_locked(struct store *st, store_progress_fn progress, void *arg,
 	}
 
 	/* 3: one transaction points everything at the new places. */
-	struct htab moved = HTAB(struct fpage);
+	struct htab moved = HTAB_LOC(struct fpage);
 	for (size_t i = 0; i < n && !r; i++)
 		if (live[i].loc != before[i].loc) {
-			struct fpage *fp = htab_get(&moved, live[i].hash);
+			struct fpage *fp = htab_get(&moved, &before[i].loc);
 			if (!fp)
 				r = -ENOMEM;
 			else
-				fp->loc = live[i].loc;
+				fp->moved_to = live[i].loc;
 		}
 	if (!r && moved.n) {
 		rc = sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);

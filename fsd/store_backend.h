@@ -1,9 +1,12 @@
 /*
  * fsd/store_backend.h: where page bytes live, behind a table of functions.
  *
- * The store keeps the page index (hash -> location, reference count) in
+ * The store keeps the page index (location -> hash, reference count) in
  * SQLite; a backend only keeps bytes.  It hands out a 64-bit location for
  * each page it stores, and the store gives that location back to read it.
+ * Locations below 2^63 (SQLite keys are signed), and a page put after
+ * another should get a higher one where the backend can: the index is
+ * keyed by location, so new pages then go to its end.
  * The pack backend (store_pack.c) appends pages to pack files; the memory
  * backend (store_mem.c) is for tests; a remote tier (pages fetched by hash
  * from an object store) can be added behind the same table.

@@ -5,7 +5,7 @@
  * maps in chunks, and getting and setting a page-map slot.
  *
  * A cached file's page map is all of its chunks.  A chunk that changed
- * keeps a copy of its committed hashes ("base"); the commit
+ * keeps a copy of its committed slots ("base"); the commit
  * (store_commit.c) compares the two to find which pages gained or lost a
  * reference, so nothing has to track reference counts write by write, and
  * dropping a file's pending changes is just freeing them.
@@ -35,28 +35,28 @@ static uint64_t pkey(const uint8_t *hash)
 	return get_le64(hash) | 1;	/* 0 marks a free slot */
 }
 
-bool pset_has(const struct pset *s, const uint8_t *hash, uint64_t *loc)
+/* Entries of one prefix are all in the probe run from its home slot to
+ * the next free slot (the set is at most half full, so there is one). */
+bool pset_next(const struct pset *s, const uint8_t *hash, size_t *it, uint64_t *loc)
 {
-	*loc = 0;
 	if (!s->n)
 		return false;
 	uint64_t k = pkey(hash);
-	for (size_t i = (size_t)(k >> 1) & (s->cap - 1);; i = (i + 1) & (s->cap - 1)) {
+	size_t i = *it ? *it - 1 : (size_t)(k >> 1) & (s->cap - 1);
+	for (; s->slots[i]; i = (i + 1) & (s->cap - 1))
 		if (s->slots[i] == k) {
 			*loc = s->locs[i];
+			*it = ((i + 1) & (s->cap - 1)) + 1;
 			return true;
 		}
-		if (!s->slots[i])
-			return false;
-	}
+	return false;
 }
 
-/* The slot of key k in slots (cap a power of two): its own or the free
- * one where it goes. */
-static size_t pset_slot(const uint64_t *slots, size_t cap, uint64_t k)
+/* The first free slot of key k's probe run in slots (cap a power of 2). */
+static size_t pset_free_slot(const uint64_t *slots, size_t cap, uint64_t k)
 {
 	size_t i = (size_t)(k >> 1) & (cap - 1);
-	while (slots[i] && slots[i] != k)
+	while (slots[i])
 		i = (i + 1) & (cap - 1);
 	return i;
 }
@@ -75,7 +75,7 @@ int pset_add(struct pset *s, const uint8_t *hash, uint64_t loc)
 		for (size_t i = 0; i < s->cap; i++) {
 			if (!s->slots[i])
 				continue;
-			size_t j = pset_slot(slots, cap, s->slots[i]);
+			size_t j = pset_free_slot(slots, cap, s->slots[i]);
 			slots[j] = s->slots[i];
 			locs[j] = s->locs[i];
 		}
@@ -85,13 +85,16 @@ int pset_add(struct pset *s, const uint8_t *hash, uint64_t loc)
 		s->locs = locs;
 		s->cap = cap;
 	}
+	size_t it = 0;
+	uint64_t have;
+	while (pset_next(s, hash, &it, &have))
+		if (have == loc)
+			return 0;
 	uint64_t k = pkey(hash);
-	size_t i = pset_slot(s->slots, s->cap, k);
-	if (!s->slots[i]) {
-		s->slots[i] = k;
-		s->n++;
-	}
+	size_t i = pset_free_slot(s->slots, s->cap, k);
+	s->slots[i] = k;
 	s->locs[i] = loc;
+	s->n++;
 	return 0;
 }
 
@@ -455,13 +458,16 @@ int slot_set(struct store *st, struct sinode *si, uint64_t pg, const uint8_t *ha
 		si->chunks[ci] = c;
 	}
 	bool was = c->loc[k] != 0;
-	if (was == (loc != 0) && (!loc || !memcmp(c->hash[k], hash, STORE_HASH_SIZE)))
+	/* A location names one page: the same bytes stored twice are two
+	 * pages, each with its own references. */
+	if (c->loc[k] == loc && (!loc || !memcmp(c->hash[k], hash, STORE_HASH_SIZE)))
 		return 0;	/* unchanged */
 	if (!c->base) {
-		c->base = malloc(sizeof(c->hash));
+		c->base = malloc(sizeof(*c->base));
 		if (!c->base)
 			return -ENOMEM;
-		memcpy(c->base, c->hash, sizeof(c->hash));
+		memcpy(c->base->hash, c->hash, sizeof(c->hash));
+		memcpy(c->base->loc, c->loc, sizeof(c->loc));
 	}
 	if (loc)
 		memcpy(c->hash[k], hash, STORE_HASH_SIZE);

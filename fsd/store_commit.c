@@ -1,9 +1,9 @@
 /*
  * fsd/store_commit.c: the commit, which turns pending page-map changes into
  * one SQLite transaction.  Changed chunks are compared with their committed
- * hashes to find reference deltas; the backend is synced first, then the
- * chunk rows, inode sizes and page reference counts are written.  Deleting
- * a file takes its references back the same way.
+ * slots to find reference deltas, page by page location; the backend is
+ * synced first, then the chunk rows, inode sizes and page reference counts
+ * are written.  Deleting a file takes its references back the same way.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -15,33 +15,35 @@
 
 /* ---- commit ------------------------------------------------------------------ */
 
+/* Reference changes by page location (a table made with HTAB_LOC). */
 struct delta {
-	uint8_t hash[STORE_HASH_SIZE];
 	uint64_t loc;
+	uint8_t hash[STORE_HASH_SIZE];	/* set by a gain: a new row needs it */
 	int64_t n;
 };
 
-/* Add n references to the page hash at loc (0: location unknown, for a
- * page losing references) in a table of deltas. */
-static int dtab_add(struct htab *t, const uint8_t *hash, uint64_t loc, int64_t n)
+/* Add n references to the page at loc, whose hash is given. */
+static int dtab_add(struct htab *t, uint64_t loc, const uint8_t *hash, int64_t n)
 {
-	struct delta *d = htab_get(t, hash);
+	struct delta *d = htab_get(t, &loc);
 	if (!d)
 		return -ENOMEM;
 	d->n += n;
-	if (loc)
-		d->loc = loc;
+	if (n > 0)
+		memcpy(d->hash, hash, STORE_HASH_SIZE);
 	return 0;
 }
 
 static int delta_cmp(const void *a, const void *b)
 {
-	return memcmp(a, b, STORE_HASH_SIZE);
+	const struct delta *x = a, *y = b;
+	return x->loc < y->loc ? -1 : x->loc > y->loc;
 }
 
-/* The non-zero deltas of t, moved to the front of its entries and sorted,
- * *n of them: sorted keys make the B-tree updates walk the index in
- * order.  t is spent afterwards (only htab_free is left). */
+/* The non-zero deltas of t, moved to the front of its entries and sorted
+ * by location, *n of them: new pages, whose locations are the highest,
+ * then go to the end of the index in one run.  t is spent afterwards
+ * (only htab_free is left). */
 static struct delta *dtab_sorted(struct htab *t, size_t *n)
 {
 	struct delta *d = (struct delta *)t->ents;
@@ -60,22 +62,19 @@ static int apply_deltas(struct store *st, struct htab *t)
 	size_t n;
 	struct delta *deltas = dtab_sorted(t, &n);
 	sqlite3_stmt *up = store_stmt(st, st->db,
-				      "INSERT INTO page(hash, loc, refs) VALUES(?1, ?2, ?3)"
-				      " ON CONFLICT(hash) DO UPDATE SET refs = refs + excluded.refs");
-	sqlite3_stmt *down = store_stmt(st, st->db, "UPDATE page SET refs = refs + ?2 WHERE hash = ?1");
+				      "INSERT INTO page(loc, hash, refs) VALUES(?1, ?3, ?2)"
+				      " ON CONFLICT(loc) DO UPDATE SET refs = refs + excluded.refs");
+	sqlite3_stmt *down = store_stmt(st, st->db, "UPDATE page SET refs = refs + ?2 WHERE loc = ?1");
 	if (!up || !down)
 		return -EIO;
 	for (size_t i = 0; i < n; i++) {
 		struct delta *d = &deltas[i];
 		sqlite3_stmt *s = d->n > 0 ? up : down;
 		sqlite3_reset(s);
-		sqlite3_bind_blob(s, 1, d->hash, STORE_HASH_SIZE, SQLITE_STATIC);
-		if (d->n > 0) {
-			sqlite3_bind_int64(s, 2, (int64_t)d->loc);
-			sqlite3_bind_int64(s, 3, d->n);
-		} else {
-			sqlite3_bind_int64(s, 2, d->n);
-		}
+		sqlite3_bind_int64(s, 1, (int64_t)d->loc);
+		sqlite3_bind_int64(s, 2, d->n);
+		if (d->n > 0)
+			sqlite3_bind_blob(s, 3, d->hash, STORE_HASH_SIZE, SQLITE_STATIC);
 		if (sqlite3_step(s) != SQLITE_DONE) {
 			sqlite3_reset(s);
 			return -EIO;
@@ -90,7 +89,7 @@ struct row {
 	uint64_t ino, idx;
 	uint8_t *blob;		/* hashes then locs; NULL: delete the row */
 	size_t nslots;
-	uint8_t (*base)[STORE_HASH_SIZE];	/* the chunk's committed hashes */
+	struct chunk_base *base;	/* the chunk's committed slots */
 };
 
 struct irow {
@@ -132,26 +131,24 @@ static int grow(void **p, size_t *cap, size_t n, size_t size)
 
 /* Reference changes of one chunk going from base to the n slots given
  * (hashes, then little-endian locations; slots past n are holes). */
-static int chunk_deltas(struct htab *t, const uint8_t (*base)[STORE_HASH_SIZE],
-			const uint8_t *hashes, const uint8_t *locs, size_t n)
+static int chunk_deltas(struct htab *t, const struct chunk_base *base, const uint8_t *hashes,
+			const uint8_t *locs, size_t n)
 {
-	static const uint8_t zero[STORE_HASH_SIZE];
 	int r = 0;
 	for (size_t k = 0; k < CHUNK_PAGES && !r; k++) {
-		const uint8_t *h = k < n ? hashes + k * STORE_HASH_SIZE : zero;
-		if (!memcmp(base[k], h, STORE_HASH_SIZE))
-			continue;
-		if (!store_hash_is_hole(base[k]))
-			r = dtab_add(t, base[k], 0, -1);
 		uint64_t loc = k < n ? get_le64(locs + 8 * k) : 0;
+		if (base->loc[k] == loc)
+			continue;
+		if (base->loc[k])
+			r = dtab_add(t, base->loc[k], base->hash[k], -1);
 		if (!r && loc)
-			r = dtab_add(t, h, loc, 1);
+			r = dtab_add(t, loc, hashes + k * STORE_HASH_SIZE, 1);
 	}
 	return r;
 }
 
 /* Move one dirty chunk into the batch (mem_lock held).  The row takes the
- * chunk's committed hashes along, so that the reference changes are
+ * chunk's committed slots along, so that the reference changes are
  * worked out after mem_lock is dropped (batch_deltas), not while writers
  * wait for it. */
 static int batch_chunk(struct batch *b, struct sinode *si, size_t ci)
@@ -305,7 +302,7 @@ int store_commit(struct store *st, struct err *e)
 	for (size_t i = 0; i < st->itab_cap && !any; i++)
 		for (struct sinode *si = st->itab[i]; si && !any; si = si->next)
 			any = si->dirty;
-	struct batch b = { .deltas = HTAB(struct delta) };
+	struct batch b = { .deltas = HTAB_LOC(struct delta) };
 	if (!r && any) {
 		r = batch_collect(st, &b);
 		/* The pending pages stay findable while the transaction runs. */
@@ -449,20 +446,22 @@ int store_delete_inode(struct store *st, uint64_t ino)
 	}
 	pthread_mutex_unlock(&st->mem_lock);
 
-	struct htab t = HTAB(struct delta);
+	struct htab t = HTAB_LOC(struct delta);
 	int r = sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK ? 0 : -EIO;
-	sqlite3_stmt *s = r ? NULL : store_stmt(st, st->db, "SELECT hashes FROM chunk WHERE ino = ?");
+	sqlite3_stmt *s = r ? NULL : store_stmt(st, st->db, "SELECT hashes, locs FROM chunk WHERE ino = ?");
 	if (!r && !s)
 		r = -EIO;
 	if (!r) {
 		sqlite3_bind_int64(s, 1, (int64_t)ino);
 		int rc;
 		while (!r && (rc = sqlite3_step(s)) == SQLITE_ROW) {
-			const uint8_t *h = sqlite3_column_blob(s, 0);
+			const uint8_t *h = sqlite3_column_blob(s, 0), *l = sqlite3_column_blob(s, 1);
 			int n = sqlite3_column_bytes(s, 0) / (int)STORE_HASH_SIZE;
+			if (sqlite3_column_bytes(s, 1) < n * 8)
+				n = sqlite3_column_bytes(s, 1) / 8;	/* damaged: fsck tells */
 			for (int k = 0; k < n && !r; k++)
-				if (!store_hash_is_hole(h + k * STORE_HASH_SIZE))
-					r = dtab_add(&t, h + k * STORE_HASH_SIZE, 0, -1);
+				if (get_le64(l + 8 * k))
+					r = dtab_add(&t, get_le64(l + 8 * k), h + k * STORE_HASH_SIZE, -1);
 		}
 		if (!r && rc != SQLITE_DONE)
 			r = -EIO;

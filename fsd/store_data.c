@@ -457,19 +457,22 @@ int store_file_info(struct store *st, uint64_t ino, struct store_file_info *out)
 	uint64_t size = si->size;
 	uint64_t np = (size + STORE_PAGE_SIZE - 1) >> STORE_PAGE_SHIFT;
 	uint8_t(*hashes)[32] = np ? malloc(np * STORE_HASH_SIZE) : NULL;
-	if (np && !hashes)
+	uint64_t *locs = np ? malloc(np * sizeof(*locs)) : NULL;
+	if (np && (!hashes || !locs))
 		r = -ENOMEM;
 	else
 		for (uint64_t i = 0; i < np; i++) {
 			const uint8_t *h;
-			uint64_t loc;
-			slot_get(si, i, &h, &loc);
+			slot_get(si, i, &h, &locs[i]);
 			memcpy(hashes[i], h, STORE_HASH_SIZE);
 		}
 	pthread_mutex_unlock(&st->mem_lock);
 	data_end(st, si, false);
-	if (r)
+	if (r) {
+		free(hashes);
+		free(locs);
 		return r;
+	}
 
 	struct store_hasher *h = store_hasher_get(st);
 	r = h ? store_hash_begin(h) : -ENOMEM;
@@ -486,7 +489,7 @@ int store_file_info(struct store *st, uint64_t ino, struct store_file_info *out)
 	out->size = size;
 	pthread_mutex_lock(&st->rdb_lock);
 	sqlite3_exec(st->rdb, "BEGIN", NULL, NULL, NULL);
-	sqlite3_stmt *s = store_stmt(st, st->rdb, "SELECT refs FROM page WHERE hash = ?");
+	sqlite3_stmt *s = store_stmt(st, st->rdb, "SELECT refs FROM page WHERE loc = ?");
 	if (!s)
 		r = r ? r : -EIO;
 	for (uint64_t i = 0; i < np && !r; i++) {
@@ -496,7 +499,7 @@ int store_file_info(struct store *st, uint64_t ino, struct store_file_info *out)
 		}
 		out->pages++;
 		sqlite3_reset(s);
-		sqlite3_bind_blob(s, 1, hashes[i], STORE_HASH_SIZE, SQLITE_STATIC);
+		sqlite3_bind_int64(s, 1, (int64_t)locs[i]);
 		if (sqlite3_step(s) == SQLITE_ROW && sqlite3_column_int64(s, 0) > 1)
 			out->shared_pages++;
 	}
@@ -505,5 +508,6 @@ int store_file_info(struct store *st, uint64_t ino, struct store_file_info *out)
 	sqlite3_exec(st->rdb, "COMMIT", NULL, NULL, NULL);
 	pthread_mutex_unlock(&st->rdb_lock);
 	free(hashes);
+	free(locs);
 	return r;
 }

@@ -1,10 +1,12 @@
 /*
- * fsd/store_htab.c: tables keyed by a page's hash, for the pending pages
- * (store_cache.c), the reference deltas of a commit (store_commit.c), and
- * fsck's and gc's page lists (store_admin.c).  Open addressing with linear
- * probing from the hash's first 8 bytes (SHA-256 output is uniform, so no
- * further mixing is needed), kept at most half full.  Entries only ever
- * get added; a table is dropped whole.
+ * fsd/store_htab.c: tables keyed by a page's hash (the pending pages,
+ * store_cache.c) or by a page's location (the reference deltas of a
+ * commit, store_commit.c; fsck's and gc's page lists, store_admin.c).
+ * Open addressing with linear probing, kept at most half full.  A hash
+ * key's first 8 bytes are uniform already (SHA-256); a location is mixed
+ * first, as locations of neighbouring pages differ only in their low bits
+ * and those of different packs share them.  Entries only ever get added;
+ * a table is dropped whole.
  */
 #include <assert.h>
 #include <errno.h>
@@ -20,14 +22,26 @@ static void *slot(const struct htab *t, size_t i)
 	return t->ents + i * t->esz;
 }
 
-void *htab_find(const struct htab *t, const uint8_t *hash)
+/* Where probing for key starts in a table of cap slots. */
+static size_t key_slot(const struct htab *t, const void *key, size_t cap)
+{
+	uint64_t k;
+	memcpy(&k, key, sizeof(k));
+	if (t->ksz != STORE_HASH_SIZE) {
+		k *= 0x9e3779b97f4a7c15ull;
+		k ^= k >> 32;
+	}
+	return (size_t)k & (cap - 1);
+}
+
+void *htab_find(const struct htab *t, const void *key)
 {
 	if (!t->n)
 		return NULL;
-	for (size_t i = store_hash_slot(hash, t->cap);; i = (i + 1) & (t->cap - 1)) {
+	for (size_t i = key_slot(t, key, t->cap);; i = (i + 1) & (t->cap - 1)) {
 		if (!t->used[i])
 			return NULL;
-		if (!memcmp(slot(t, i), hash, STORE_HASH_SIZE))
+		if (!memcmp(slot(t, i), key, t->ksz))
 			return slot(t, i);
 	}
 }
@@ -45,7 +59,7 @@ static int grow(struct htab *t)
 	for (size_t i = 0; i < t->cap; i++) {
 		if (!t->used[i])
 			continue;
-		size_t j = store_hash_slot(slot(t, i), cap);
+		size_t j = key_slot(t, slot(t, i), cap);
 		while (used[j])
 			j = (j + 1) & (cap - 1);
 		memcpy(ents + j * t->esz, slot(t, i), t->esz);
@@ -59,20 +73,20 @@ static int grow(struct htab *t)
 	return 0;
 }
 
-void *htab_get(struct htab *t, const uint8_t *hash)
+void *htab_get(struct htab *t, const void *key)
 {
-	assert(t->esz >= STORE_HASH_SIZE);
-	void *e = htab_find(t, hash);
+	assert(t->esz >= t->ksz && t->ksz >= sizeof(uint64_t));
+	void *e = htab_find(t, key);
 	if (e)
 		return e;
 	if (2 * (t->n + 1) > t->cap && grow(t))
 		return NULL;
-	size_t i = store_hash_slot(hash, t->cap);
+	size_t i = key_slot(t, key, t->cap);
 	while (t->used[i])
 		i = (i + 1) & (t->cap - 1);
 	t->used[i] = true;
 	t->n++;
-	memcpy(slot(t, i), hash, STORE_HASH_SIZE);
+	memcpy(slot(t, i), key, t->ksz);
 	return slot(t, i);
 }
 
@@ -85,5 +99,5 @@ void htab_free(struct htab *t)
 {
 	free(t->ents);
 	free(t->used);
-	*t = (struct htab){ .esz = t->esz };
+	*t = (struct htab){ .esz = t->esz, .ksz = t->ksz };
 }

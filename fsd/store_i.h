@@ -51,13 +51,19 @@ struct stmt_cache {
 #define STORE_CACHE_CHUNKS 16384u
 #define STORE_HASHERS 8u
 
+/* The slots of a chunk as committed: what its row holds. */
+struct chunk_base {
+	uint8_t hash[CHUNK_PAGES][STORE_HASH_SIZE];
+	uint64_t loc[CHUNK_PAGES];
+};
+
 /* Part of a file's page map in memory: CHUNK_PAGES slots. */
 struct chunk {
 	uint8_t hash[CHUNK_PAGES][STORE_HASH_SIZE];	/* all zero: hole */
 	uint64_t loc[CHUNK_PAGES];			/* 0: hole */
-	/* While the chunk has uncommitted changes: the hashes as committed
-	 * (what the chunk row holds now); NULL when clean. */
-	uint8_t (*base)[STORE_HASH_SIZE];
+	/* While the chunk has uncommitted changes: its slots as committed;
+	 * NULL when clean. */
+	struct chunk_base *base;
 	bool in_db;			/* a chunk row exists */
 };
 
@@ -81,19 +87,22 @@ struct sinode {
 	pthread_mutex_t wlock;
 };
 
-/* A table keyed by page hash (store_htab.c): entries of esz bytes, each
- * starting with its 32-byte hash.  Initialise with HTAB(entry type). */
+/* A table keyed by page hash or by page location (store_htab.c): entries
+ * of esz bytes, each starting with its key, ksz bytes: a 32-byte hash, or
+ * a uint64_t location.  Initialise with HTAB(entry type) or
+ * HTAB_LOC(entry type). */
 struct htab {
 	uint8_t *ents;
 	bool *used;			/* per slot */
-	size_t esz, cap, n;
+	size_t esz, ksz, cap, n;
 };
-#define HTAB(type) ((struct htab){ .esz = sizeof(type) })
-/* The entry of hash, or NULL. */
-void *htab_find(const struct htab *t, const uint8_t *hash);
-/* The entry of hash, added if missing (all zero but for the hash); NULL if
+#define HTAB(type) ((struct htab){ .esz = sizeof(type), .ksz = STORE_HASH_SIZE })
+#define HTAB_LOC(type) ((struct htab){ .esz = sizeof(type), .ksz = sizeof(uint64_t) })
+/* The entry of key (a hash, or a pointer to a uint64_t location), or NULL. */
+void *htab_find(const struct htab *t, const void *key);
+/* The entry of key, added if missing (all zero but for the key); NULL if
  * out of memory.  Entries may move when one is added. */
-void *htab_get(struct htab *t, const uint8_t *hash);
+void *htab_get(struct htab *t, const void *key);
 /* Slot i (< t->cap) if it holds an entry, else NULL: for walking a table. */
 void *htab_at(const struct htab *t, size_t i);
 /* Free the entries; the table stays usable (and empty). */
@@ -105,12 +114,13 @@ struct ptab_ent {
 	uint64_t loc;
 };
 
-/* Set of 64-bit hash prefixes of every page in the index or pending:
- * a miss proves a page is new without asking SQLite.  Each prefix also
- * keeps the location of the last page put or loaded with it: a hint
- * only (two pages may share a prefix, and a recovery may have cut the
- * page off its pack), so a writer uses it only after finding the same
- * bytes there (lookup_pages). */
+/* The 64-bit hash prefix and the location of every page in the index or
+ * put since the store was opened: how a writer finds a page by its
+ * content, as the index is keyed by location.  A prefix with no entry
+ * proves a page new; otherwise each location with that prefix is a
+ * candidate, used only once the same bytes are found there (lookup_pages):
+ * two pages may share a prefix, and a recovery may have cut a page off its
+ * pack. */
 struct pset {
 	uint64_t *slots;		/* 0: free */
 	uint64_t *locs;			/* per slot */
@@ -186,10 +196,11 @@ void store_hasher_put(struct store *st, struct store_hasher *h);
 /* store_cache.c: pending table, prefix set, inode cache, slots */
 /* Add hash (not present) with loc != 0 to a pending table. */
 int ptab_add(struct htab *t, const uint8_t *hash, uint64_t loc);
-/* May the store hold a page with this hash?  (false: certainly not)
- * *loc: the location hint of its prefix (may be 0 or stale). */
-bool pset_has(const struct pset *s, const uint8_t *hash, uint64_t *loc);
-/* Add hash's prefix, its hint now loc. */
+/* The locations of the pages whose hashes share hash's prefix, one per
+ * call into *loc (a candidate: it may be stale or another page).  *it is
+ * 0 for the first call; false when there are no more. */
+bool pset_next(const struct pset *s, const uint8_t *hash, size_t *it, uint64_t *loc);
+/* Add the page hash at loc, unless the set has it. */
 int pset_add(struct pset *s, const uint8_t *hash, uint64_t loc);
 void pset_free(struct pset *s);
 /* Fill the prefix set from the page index (at open). */
@@ -301,9 +312,4 @@ static inline uint64_t get_le64(const uint8_t *p)
 }
 
 /* Home slot of a hash in an open-addressing table of cap (a power of 2). */
-static inline size_t store_hash_slot(const uint8_t *hash, size_t cap)
-{
-	return (size_t)get_le64(hash) & (cap - 1);
-}
-
 #endif

@@ -1,9 +1,9 @@
 /*
  * fsd/store_write.c: writing file contents.  Whole pages are hashed outside
- * every lock, then deduplicated against the pending table, the prefix set
- * (whose location hint, once the same bytes are found there, spares a
- * page index lookup) and the page index, and pages new to the store are
- * put to the backend at once (appended, not yet synced) and listed in the pending table, so later
+ * every lock, then deduplicated against the pending table and the prefix
+ * set (whose candidate locations hold the same bytes or not), and pages
+ * new to the store are put to the backend at once (appended, not yet
+ * synced) and listed in the pending table, so later
  * writes deduplicate against them and reads find them; the commit syncs the
  * backend before the transaction that refers to them.  Partial pages are
  * read, patched and stored whole.
@@ -41,66 +41,36 @@ static bool same_page_at(struct store *st, const uint8_t *hash, uint64_t loc, co
 
 /* Where pages with these hashes (and contents data, n pages in a row) are
  * (0: the store has none), for the n pages with want[i] set (mem_lock
- * held).  Pending pages are found in memory, and so are stored pages
- * whose bytes are found where the prefix set says; the rest the prefix
- * set may know are looked up in one read transaction for the whole
- * batch, as a transaction per lookup costs several file-lock system
- * calls. */
-static int lookup_pages(struct store *st, const uint8_t (*hashes)[STORE_HASH_SIZE],
-			const uint8_t *data, const bool *want, unsigned n, uint64_t *locs)
+ * held).  Pending pages are found by hash; stored ones by their prefix's
+ * candidate locations, the bytes compared, with no SQLite lookup at all. */
+static void lookup_pages(struct store *st, const uint8_t (*hashes)[STORE_HASH_SIZE],
+			 const uint8_t *data, const bool *want, unsigned n, uint64_t *locs)
 {
-	bool db[WRITE_BATCH];
-	unsigned ndb = 0;
 	for (unsigned i = 0; i < n; i++) {
 		locs[i] = 0;
-		db[i] = false;
 		if (!want[i])
 			continue;
 		struct ptab_ent *pe = htab_find(&st->pending, hashes[i]);
 		if (!pe)
 			pe = htab_find(&st->committing, hashes[i]);
-		uint64_t hint;
-		if (pe)
+		if (pe) {
 			locs[i] = pe->loc;
-		else if (!pset_has(&st->known, hashes[i], &hint))
 			continue;
-		else if (same_page_at(st, hashes[i], hint, data + (size_t)i * STORE_PAGE_SIZE))
-			locs[i] = hint;
-		else
-			db[i] = true, ndb++;
+		}
+		size_t it = 0;
+		uint64_t loc;
+		while (pset_next(&st->known, hashes[i], &it, &loc))
+			if (same_page_at(st, hashes[i], loc, data + (size_t)i * STORE_PAGE_SIZE)) {
+				locs[i] = loc;
+				break;
+			}
 	}
-	if (!ndb)
-		return 0;
-	int r = 0;
-	pthread_mutex_lock(&st->rdb_lock);
-	sqlite3_stmt *s = store_stmt(st, st->rdb, "SELECT loc FROM page WHERE hash = ?");
-	if (!s)
-		r = -EIO;
-	if (!r && ndb > 1 && sqlite3_exec(st->rdb, "BEGIN", NULL, NULL, NULL) != SQLITE_OK)
-		r = -EIO;
-	for (unsigned i = 0; i < n && !r; i++) {
-		if (!db[i])
-			continue;
-		sqlite3_reset(s);
-		sqlite3_bind_blob(s, 1, hashes[i], STORE_HASH_SIZE, SQLITE_STATIC);
-		int rc = sqlite3_step(s);
-		if (rc == SQLITE_ROW)
-			locs[i] = (uint64_t)sqlite3_column_int64(s, 0);
-		else if (rc != SQLITE_DONE)
-			r = -EIO;
-	}
-	if (s)
-		sqlite3_reset(s);
-	if (ndb > 1)
-		sqlite3_exec(st->rdb, "COMMIT", NULL, NULL, NULL);
-	pthread_mutex_unlock(&st->rdb_lock);
-	return r;
 }
 
-static int lookup_page(struct store *st, const uint8_t *hash, const void *page, uint64_t *loc)
+static void lookup_page(struct store *st, const uint8_t *hash, const void *page, uint64_t *loc)
 {
 	static const bool yes = true;
-	return lookup_pages(st, (const uint8_t(*)[STORE_HASH_SIZE])hash, page, &yes, 1, loc);
+	lookup_pages(st, (const uint8_t(*)[STORE_HASH_SIZE])hash, page, &yes, 1, loc);
 }
 
 /* Put a page new to the store and list it as pending (mem_lock held). */
@@ -127,7 +97,7 @@ static int store_page_locked(struct store *st, struct sinode *si, uint64_t pg, c
 	store_hasher_put(st, h);
 	uint64_t loc = 0;
 	if (!r)
-		r = lookup_page(st, hash, page, &loc);
+		lookup_page(st, hash, page, &loc);
 	if (!r && !loc)
 		r = put_new(st, hash, page, &loc);
 	if (!r)
@@ -304,7 +274,7 @@ static int write_hashed(struct store *st, struct sinode *si, uint64_t pg, const 
 			unsigned n, const uint8_t (*hashes)[STORE_HASH_SIZE], const bool *zero)
 {
 	uint64_t locs[WRITE_BATCH];
-	int r;
+	int r = 0;
 
 	/* Pages new to the store go to the backend in one call. */
 	struct iovec iov[WRITE_BATCH];
@@ -314,7 +284,7 @@ static int write_hashed(struct store *st, struct sinode *si, uint64_t pg, const 
 	for (unsigned i = 0; i < n; i++)
 		data_page[i] = !zero[i];
 	pthread_mutex_lock(&st->mem_lock);
-	r = lookup_pages(st, (const uint8_t(*)[STORE_HASH_SIZE])hashes, data, data_page, n, locs);
+	lookup_pages(st, (const uint8_t(*)[STORE_HASH_SIZE])hashes, data, data_page, n, locs);
 	for (unsigned i = 0; i < n && !r; i++) {
 		if (zero[i] || locs[i])
 			continue;

@@ -1,6 +1,6 @@
 -- schema/store.sql: the SQLite schema of a snapfs store (index.db).
 --
--- version: 1
+-- version: 2
 --
 -- The line above is the schema version; the build embeds this file and the
 -- version into the store library, which writes it to PRAGMA user_version
@@ -77,8 +77,14 @@ CREATE TABLE chunk (
 
 -- The page index: every stored page, where it is, and how many page-map
 -- slots refer to it.  refs = 0: garbage that gc removes.
+-- Keyed by location, not by hash: new pages get ever higher locations, so
+-- a commit appends their rows at the end of the B-tree instead of
+-- dirtying a random leaf per page (SHA-256 keys are random), which made
+-- the index write about as many bytes as the data in a large store.
+-- Finding a page by content is the daemon's job: it keeps every page's
+-- hash prefix and location in memory and compares the bytes.
 CREATE TABLE page (
-	hash BLOB PRIMARY KEY,
-	loc  INTEGER NOT NULL,
+	loc  INTEGER PRIMARY KEY,
+	hash BLOB NOT NULL,
 	refs INTEGER NOT NULL
-) WITHOUT ROWID;
+);

@@ -234,11 +234,13 @@ static void test_store_admin_fsck_dangling(void **state)
 	assert_int_equal(sqlite3_step(s), SQLITE_DONE);
 	sqlite3_finalize(s);
 	assert_int_equal(sqlite3_changes(sq), 1);
-	/* And make another page's count wrong. */
-	assert_int_equal(sqlite3_exec(sq, "UPDATE page SET refs = 7 WHERE rowid IN (SELECT rowid FROM page LIMIT 1)",
+	/* And make another page's count wrong (page 0: the lowest
+	 * location, the pages having been put in order)... */
+	assert_int_equal(sqlite3_exec(sq, "UPDATE page SET refs = 7 WHERE loc = (SELECT min(loc) FROM page)",
 				      NULL, NULL, NULL),
-			 SQLITE_ERROR);	/* WITHOUT ROWID: no rowid */
-	assert_int_equal(sqlite3_exec(sq, "UPDATE page SET refs = 7 WHERE hash = (SELECT hash FROM page LIMIT 1)",
+			 SQLITE_OK);
+	/* ...and the index name another page at page 5's location. */
+	assert_int_equal(sqlite3_exec(sq, "UPDATE page SET hash = zeroblob(32) WHERE loc = (SELECT max(loc) FROM page)",
 				      NULL, NULL, NULL),
 			 SQLITE_OK);
 	sqlite3_close(sq);
@@ -247,9 +249,10 @@ static void test_store_admin_fsck_dangling(void **state)
 	struct store_fsck_result res;
 	struct found f = { 0 };
 	assert_int_equal(store_fsck(st, report, NULL, &f, &res, NULL), 0);
-	assert_int_equal(res.problems, 2);
+	assert_int_equal(res.problems, 3);
 	assert_true(has(&f, "/f", 3, "dangling"));
 	assert_true(has(&f, "", -1, "reference count 7, but 1"));
+	assert_true(has(&f, "/f", 5, "disagree on the hash"));
 	assert_int_equal(store_close(st, NULL), 0);
 	tsu_store_remove(path);
 }

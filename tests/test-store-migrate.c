@@ -159,6 +159,44 @@ static void test_migrate_failure_keeps_store(void **state)
 	tsu_store_remove(path);
 }
 
+/*
+ * Version 1 kept the page index keyed by hash.  A store of the current
+ * layout put back into that one (and to version 1) migrates to the index
+ * keyed by location, through every later migration, with its file and
+ * every reference count intact (check_kept runs fsck).
+ */
+static void test_migrate_v1_page_index(void **state)
+{
+	(void)state;
+	char *path = old_store();
+	int64_t pages = index_int(path, "SELECT count(*) FROM page");
+	assert_true(pages >= NPAGES / 2);
+	index_exec(path, "CREATE TABLE page_v1 (hash BLOB PRIMARY KEY, loc INTEGER NOT NULL,"
+			 " refs INTEGER NOT NULL) WITHOUT ROWID;"
+			 "INSERT INTO page_v1 SELECT hash, loc, refs FROM page;"
+			 "DROP TABLE page; ALTER TABLE page_v1 RENAME TO page;"
+			 "PRAGMA user_version = 1");
+
+	struct store *st = NULL;
+	struct err e = { 0 };
+	assert_int_equal(store_open(path, 0, &st, &e), 0);
+	assert_int_equal(index_int(path, "PRAGMA user_version"), store_schema_version());
+	assert_int_equal(has_test_table(path), 1);
+	assert_int_equal(index_int(path, "SELECT count(*) FROM page WHERE rowid = loc"), pages);
+	check_kept(st);
+	/* Writing the same bytes again finds the migrated pages. */
+	struct store_attr a;
+	assert_int_equal(store_lookup(st, STORE_ROOT_INO, "f", &a), 0);
+	uint8_t buf[NPAGES * STORE_PAGE_SIZE];
+	tsu_fill(buf, sizeof(buf), 7);
+	uint64_t ino = tsu_file(st, "g");
+	assert_int_equal(store_write(st, ino, buf, sizeof(buf), 0), (ssize_t)sizeof(buf));
+	assert_int_equal(store_close(st, NULL), 0);
+	assert_int_equal(index_int(path, "SELECT count(*) FROM page"), pages);
+	assert_int_equal(index_int(path, "SELECT count(*) FROM page WHERE refs != 2"), 0);
+	tsu_store_remove(path);
+}
+
 static void test_no_migration_refused(void **state)
 {
 	(void)state;
@@ -181,6 +219,7 @@ int main(void)
 		cmocka_unit_test(test_migrate_older_store),
 		cmocka_unit_test(test_migrate_readonly_refused),
 		cmocka_unit_test(test_migrate_failure_keeps_store),
+		cmocka_unit_test(test_migrate_v1_page_index),
 		cmocka_unit_test(test_no_migration_refused),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
