@@ -191,6 +191,7 @@ static void sinode_free(struct store *st, struct sinode *si)
 		chunk_free(si->chunks[i]);
 	st->cached_chunks -= si->nchunks;
 	free(si->chunks);
+	free(si->tail);
 	pthread_mutex_destroy(&si->wlock);
 	free(si);
 }
@@ -295,7 +296,7 @@ static int sinode_load(struct store *st, uint64_t ino, struct sinode *si)
 
 bool sinode_changed(const struct sinode *si)
 {
-	if (si->dirty)
+	if (si->dirty || si->tail)
 		return true;
 	for (size_t i = 0; i < si->nchunks; i++)
 		if (si->chunks[i] && si->chunks[i]->base)
@@ -317,6 +318,8 @@ static void sinode_forget_map(struct store *st, struct sinode *si)
 int sinode_reload(struct store *st, struct sinode *si)
 {
 	sinode_forget_map(st, si);
+	free(si->tail);
+	si->tail = NULL;
 	si->dirty = false;
 	int r = sinode_load(st, si->ino, si);
 	if (r) {
@@ -369,7 +372,7 @@ void cache_trim(struct store *st)
 	for (size_t i = 0; i < st->itab_cap && st->cached_chunks > STORE_CACHE_CHUNKS; i++)
 		for (struct sinode *s = st->itab[i], *next; s; s = next) {
 			next = s->next;
-			if (s->users || s->opens || s->dirty || s->released)
+			if (s->users || s->opens || s->dirty || s->tail || s->released)
 				continue;
 			itab_remove(st, s);
 			sinode_free(st, s);

@@ -222,7 +222,10 @@ static int batch_collect(struct store *st, struct batch *b)
 			r = grow((void **)&b->inodes, &b->capinodes, b->ninodes, sizeof(*b->inodes));
 			if (r)
 				break;
-			b->inodes[b->ninodes++] = (struct irow){ .ino = si->ino, .size = si->size,
+			/* A tail held since the commit stored the tails
+			 * stays out: the size stops where the map does. */
+			uint64_t size = si->tail ? si->map_size : si->size;
+			b->inodes[b->ninodes++] = (struct irow){ .ino = si->ino, .size = size,
 								 .pages = si->pages,
 								 .mtime_ns = si->mtime_ns,
 								 .ctime_ns = si->ctime_ns };
@@ -295,6 +298,8 @@ int store_commit(struct store *st, struct err *e)
 	struct err le = { 0 };
 	if (!e)
 		e = &le;
+	/* Tails go in with the rest (a failure sticks in st->failed). */
+	tails_flush_all(st);
 	pthread_mutex_lock(&st->db_lock);
 	pthread_mutex_lock(&st->mem_lock);
 	int r = st->failed;

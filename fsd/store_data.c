@@ -330,6 +330,7 @@ ssize_t store_clone(struct store *st, uint64_t src, uint64_t src_off, uint64_t d
 		} else {
 			pthread_mutex_lock(&s->wlock);
 		}
+		r = tail_flush(st, s);
 	}
 	pthread_mutex_lock(&st->mem_lock);
 	uint64_t ssize = s->size;

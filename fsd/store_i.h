@@ -84,6 +84,16 @@ struct sinode {
 	uint64_t pages;			/* non-hole slots */
 	struct chunk **chunks;		/* NULL entry: all holes, no row */
 	size_t nchunks;
+	/* The file's last page, partial, as a write that reached the end of
+	 * the file left it: held here instead of stored, so that a writer
+	 * appending in pieces that are not whole pages (tar writes 10 KiB)
+	 * stores each page once, whole, not once per piece.  The page map
+	 * keeps the slot as it was; anything but a write into this page
+	 * stores it first (tail_flush), and so does every commit.  Changed
+	 * under wlock and mem_lock.  NULL: none. */
+	uint8_t *tail;
+	uint64_t tail_pg;
+	uint64_t map_size;		/* with a tail: the size the map covers */
 	pthread_mutex_t wlock;
 };
 
@@ -249,8 +259,14 @@ void store_hash_helper_stop(struct store *st);
 
 /* Common entry of the data calls: gc_lock shared, the inode pinned and,
  * if change, its wlock held (refused on a read-only, failed or sealed
- * store or inode).  Returns -errno with nothing held. */
+ * store or inode), its tail stored.  Returns -errno with nothing held. */
 int data_begin(struct store *st, uint64_t ino, bool change, struct sinode **out);
+/* The same for a write, which keeps the tail. */
+int data_begin_write(struct store *st, uint64_t ino, struct sinode **out);
+/* Store si's tail page, if it has one (wlock held, not mem_lock). */
+int tail_flush(struct store *st, struct sinode *si);
+/* Store the tail of every cached file (no lock held). */
+int tails_flush_all(struct store *st);
 /* Undo data_begin, and commit if enough is pending. */
 void data_end(struct store *st, struct sinode *si, bool change);
 /* Write len bytes at off into si (si->wlock held). */

@@ -342,12 +342,115 @@ static int write_hashed(struct store *st, struct sinode *si, uint64_t pg, const 
 	return r;
 }
 
+/* ---- the tail page ------------------------------------------------------------ */
+
+int tail_flush(struct store *st, struct sinode *si)
+{
+	pthread_mutex_lock(&st->mem_lock);
+	int r = 0;
+	if (si->tail) {
+		r = store_page_locked(st, si, si->tail_pg, si->tail);
+		if (!r) {
+			free(si->tail);
+			si->tail = NULL;
+			si->dirty = true;	/* the size now stops where the map does */
+		}
+	}
+	pthread_mutex_unlock(&st->mem_lock);
+	return r;
+}
+
+int tails_flush_all(struct store *st)
+{
+	/* Pin them under mem_lock, then take each wlock without it. */
+	struct sinode **list = NULL;
+	size_t n = 0, cap = 0;
+	int r = 0;
+	pthread_mutex_lock(&st->mem_lock);
+	for (size_t i = 0; i < st->itab_cap && !r; i++)
+		for (struct sinode *si = st->itab[i]; si; si = si->next) {
+			if (!si->tail)
+				continue;
+			if (n == cap) {
+				cap = cap ? 2 * cap : 16;
+				struct sinode **l = realloc(list, cap * sizeof(*l));
+				if (!l) {
+					r = -ENOMEM;
+					break;
+				}
+				list = l;
+			}
+			si->users++;
+			list[n++] = si;
+		}
+	pthread_mutex_unlock(&st->mem_lock);
+	for (size_t i = 0; i < n; i++) {
+		pthread_mutex_lock(&list[i]->wlock);
+		int fr = tail_flush(st, list[i]);
+		pthread_mutex_unlock(&list[i]->wlock);
+		r = r ? r : fr;
+		sinode_put(st, list[i]);
+	}
+	free(list);
+	return r;
+}
+
+/* Keep the partial page pg of a write that ends at end, n bytes from src
+ * at byte in, as si's tail instead of storing it (mem_lock held, no
+ * tail).  The page's other bytes are its stored ones (zeros past the
+ * end of the file). */
+static int tail_start(struct store *st, struct sinode *si, uint64_t pg, unsigned in,
+		      const uint8_t *src, size_t n)
+{
+	uint8_t *t = malloc(STORE_PAGE_SIZE);
+	if (!t)
+		return -ENOMEM;
+	const uint8_t *hash;
+	uint64_t loc;
+	slot_get(si, pg, &hash, &loc);
+	int r = read_page(st, hash, loc, t);
+	if (r) {
+		free(t);
+		return r;
+	}
+	memcpy(t + in, src, n);
+	si->tail = t;
+	si->tail_pg = pg;
+	/* Pages before pg are stored, pg's slot is as before. */
+	uint64_t start = pg << STORE_PAGE_SHIFT;
+	si->map_size = si->size > start ? si->size : start;
+	return 0;
+}
+
+/* ---- the write ------------------------------------------------------------------ */
+
 /* The write itself (si->wlock held). */
 ssize_t write_locked(struct store *st, struct sinode *si, const uint8_t *buf, size_t len,
 			    uint64_t off)
 {
 	uint64_t pos = off, end = off + len;
 	int r = 0;
+	if (si->tail) {
+		uint64_t t0 = si->tail_pg << STORE_PAGE_SHIFT, t1 = t0 + STORE_PAGE_SIZE;
+		if (off >= t0 && off < t1) {
+			/* Starting in the held page: patched in memory, and
+			 * stored once the file reaches its end. */
+			size_t n = end < t1 ? len : (size_t)(t1 - off);
+			pthread_mutex_lock(&st->mem_lock);
+			memcpy(si->tail + (off - t0), buf, n);
+			pos += n;
+			bool whole = pos == t1 || si->size >= t1;
+			if (!whole) {
+				if (pos > si->size)
+					si->size = pos;
+				sinode_touch(si);
+			}
+			pthread_mutex_unlock(&st->mem_lock);
+			if (!whole)
+				return (ssize_t)len;
+		}
+		r = tail_flush(st, si);
+	}
 	while (pos < end && !r) {
 		uint64_t pg = pos >> STORE_PAGE_SHIFT;
 		unsigned in = pos & (STORE_PAGE_SIZE - 1);
@@ -357,7 +460,12 @@ ssize_t write_locked(struct store *st, struct sinode *si, const uint8_t *buf, si
 			if (n > end - pos)
 				n = (size_t)(end - pos);
 			pthread_mutex_lock(&st->mem_lock);
-			r = patch_page(st, si, pg, in, src, n);
+			/* The write ends inside this page and nothing of the
+			 * file lies past it: more may be appended to it. */
+			if (pos + n == end && in + n < STORE_PAGE_SIZE && end >= si->size)
+				r = tail_start(st, si, pg, in, src, n);
+			else
+				r = patch_page(st, si, pg, in, src, n);
 			pthread_mutex_unlock(&st->mem_lock);
 			pos += n;
 			continue;
@@ -387,7 +495,7 @@ ssize_t write_locked(struct store *st, struct sinode *si, const uint8_t *buf, si
 
 /* Common entry of the changing data calls: gc_lock shared, the inode
  * pinned and its wlock held.  Returns -errno with nothing held. */
-int data_begin(struct store *st, uint64_t ino, bool change, struct sinode **out)
+static int data_enter(struct store *st, uint64_t ino, bool change, struct sinode **out)
 {
 	if (change && st->rdonly)
 		return -EROFS;
@@ -413,6 +521,31 @@ int data_begin(struct store *st, uint64_t ino, bool change, struct sinode **out)
 		pthread_mutex_lock(&si->wlock);
 	*out = si;
 	return 0;
+}
+
+int data_begin_write(struct store *st, uint64_t ino, struct sinode **out)
+{
+	return data_enter(st, ino, true, out);
+}
+
+int data_begin(struct store *st, uint64_t ino, bool change, struct sinode **out)
+{
+	int r = data_enter(st, ino, change, out);
+	if (r)
+		return r;
+	struct sinode *si = *out;
+	/* Without wlock tail is read racily: a tail a write is making now
+	 * belongs to a write this call runs beside, which it need not see. */
+	if (!__atomic_load_n(&si->tail, __ATOMIC_RELAXED))
+		return 0;
+	if (!change)
+		pthread_mutex_lock(&si->wlock);
+	r = tail_flush(st, si);
+	if (!change)
+		pthread_mutex_unlock(&si->wlock);
+	if (r)
+		data_end(st, si, change);
+	return r;
 }
 
 /* Undo data_begin, and commit if enough is pending. */
@@ -485,7 +618,7 @@ ssize_t store_write(struct store *st, uint64_t ino, const void *buf, size_t len,
 	if (off > STORE_MAX_FILE_SIZE || len > STORE_MAX_FILE_SIZE - off)
 		return -EFBIG;
 	struct sinode *si;
-	int r = data_begin(st, ino, true, &si);
+	int r = data_begin_write(st, ino, &si);
 	if (r)
 		return r;
 	ssize_t n = len ? write_locked(st, si, buf, len, off) : 0;

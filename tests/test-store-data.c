@@ -3,7 +3,8 @@
  * against a reference buffer, holes never stored, dedup (one page twice
  * stored once), reference counts, truncate, punch, clone by reference,
  * SEEK_DATA/SEEK_HOLE, splice extents, the digest's definition (a known
- * answer), pending writes visible before and durable after a commit.
+ * answer), pending writes visible before and durable after a commit,
+ * files appended to in pieces that are not whole pages.
  */
 #include <pthread.h>
 #include <setjmp.h>
@@ -13,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -519,6 +522,91 @@ static void test_store_data_big_commit(void **state)
 	free(back);
 }
 
+/*
+ * A file appended to in pieces that are not whole pages (tar writes
+ * 10 KiB) stores each page once: its last, partial page is held until the
+ * file grows past it, and whatever looks at the file (a read, a seek, a
+ * clone, truncate, a commit) finds it stored first.
+ */
+static void test_store_data_unaligned_append(void **state)
+{
+	struct tsu_fixture *f = *state;
+	struct store *st = f->st;
+	enum { SIZE = 1000 * 1000, PIECE = 10240, SMALL = 1000 };
+	uint8_t *ref = malloc(SIZE), *back = malloc(SIZE);
+	tsu_fill(ref, SIZE, 41);
+
+	uint64_t a = tsu_file(st, "a");
+	for (size_t off = 0; off < SIZE; off += PIECE) {
+		size_t n = SIZE - off < PIECE ? SIZE - off : PIECE;
+		assert_int_equal(store_write(st, a, ref + off, n, off), (ssize_t)n);
+	}
+	assert_int_equal(store_sync(st, NULL), 0);
+	check_equal(st, a, ref, SIZE);
+	struct store_stats s = stats(st);
+	/* 245 pages, none stored twice: the packs hold nothing else. */
+	assert_int_equal(s.unique_pages, (SIZE + PG - 1) / PG);
+	assert_int_equal(s.pack_bytes, s.unique_pages * PG);
+
+	/* Looked at between pieces, the file shows every byte written. */
+	uint64_t b = tsu_file(st, "b"), c = tsu_file(st, "c");
+	size_t size = 0;
+	for (unsigned i = 0; size + SMALL <= SIZE / 8; i++) {
+		assert_int_equal(store_write(st, b, ref + size, SMALL, size), SMALL);
+		size += SMALL;
+		switch (i % 5) {
+		case 0:
+			check_equal(st, b, ref, size);
+			break;
+		case 1:
+			assert_int_equal(store_seek_hole(st, b, 0), (int64_t)size);
+			assert_int_equal(store_seek_data(st, b, size - 1), (int64_t)size - 1);
+			break;
+		case 2:
+			assert_int_equal(store_clone(st, b, 0, c, 0, size), (ssize_t)size);
+			check_equal(st, c, ref, size);
+			break;
+		case 3:
+			/* Cut back by a byte and written again. */
+			assert_int_equal(store_truncate(st, b, size - 1), 0);
+			assert_int_equal(store_read(st, b, back, SIZE, 0), (ssize_t)size - 1);
+			assert_int_equal(store_write(st, b, ref + size - 1, 1, size - 1), 1);
+			break;
+		default:
+			break;	/* just written on */
+		}
+	}
+	check_equal(st, b, ref, size);
+
+	/* A commit stores the held page: what a process synced and left
+	 * without closing the store is there. */
+	assert_int_equal(store_close(st, NULL), 0);
+	f->st = NULL;
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct store *cst;
+		if (store_open(f->path, 0, &cst, NULL))
+			_exit(1);
+		struct store_attr at;
+		if (store_lookup(cst, STORE_ROOT_INO, "b", &at) ||
+		    store_write(cst, at.ino, ref + size, 3 * SMALL, size) != 3 * SMALL ||
+		    store_sync(cst, NULL))
+			_exit(2);
+		_exit(0);	/* without store_close */
+	}
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	assert_int_equal(store_open(f->path, 0, &f->st, NULL), 0);
+	st = f->st;
+	check_equal(st, a, ref, SIZE);
+	check_equal(st, b, ref, size + 3 * SMALL);
+	free(ref);
+	free(back);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -533,6 +621,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_store_data_map, tsu_setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_data_digest, tsu_setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_data_big_commit, tsu_setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_data_unaligned_append, tsu_setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
