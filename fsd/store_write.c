@@ -352,7 +352,8 @@ int tail_flush(struct store *st, struct sinode *si)
 		r = store_page_locked(st, si, si->tail_pg, si->tail);
 		if (!r) {
 			free(si->tail);
-			si->tail = NULL;
+			/* Atomic: data_begin looks without a lock. */
+			__atomic_store_n(&si->tail, NULL, __ATOMIC_RELAXED);
 			si->dirty = true;	/* the size now stops where the map does */
 		}
 	}
@@ -414,8 +415,8 @@ static int tail_start(struct store *st, struct sinode *si, uint64_t pg, unsigned
 		return r;
 	}
 	memcpy(t + in, src, n);
-	si->tail = t;
 	si->tail_pg = pg;
+	__atomic_store_n(&si->tail, t, __ATOMIC_RELAXED);	/* see tail_flush */
 	/* Pages before pg are stored, pg's slot is as before. */
 	uint64_t start = pg << STORE_PAGE_SHIFT;
 	si->map_size = si->size > start ? si->size : start;

@@ -1,8 +1,10 @@
 /*
  * tests/test-store-threads.c: the store used from several threads at once,
  * as the multi-threaded FUSE daemon does: writers on their own files and on
- * one shared file (page-disjoint ranges), readers and splice maps running
- * alongside, metadata changes, explicit syncs and the automatic commits.
+ * one shared file (page-disjoint ranges), an appender writing pieces that
+ * are not whole pages (its last page held in memory between them), readers
+ * and splice maps running alongside, metadata changes, explicit syncs and
+ * the automatic commits.
  * Every byte is checked afterwards, then again after reopening, and fsck
  * must find nothing.
  */
@@ -21,10 +23,12 @@
 #define PG STORE_PAGE_SIZE
 #define WRITERS 4
 #define FILE_PAGES 6016	/* per writer (a multiple of 64): 4 writers pass a commit batch */
+#define PIECE 10000		/* the appender's writes */
+#define APPEND (400 * PIECE)	/* and its file's size */
 
 struct ctx {
 	struct store *st;
-	uint64_t own[WRITERS], shared;
+	uint64_t own[WRITERS], shared, appended;
 	int stop;
 	int failures;
 };
@@ -57,6 +61,18 @@ static void *writer(void *p)
 	return NULL;
 }
 
+static void *appender(void *p)
+{
+	struct ctx *c = p;
+	uint8_t *buf = malloc(APPEND);
+	tsu_fill(buf, APPEND, 777);
+	for (size_t off = 0; off < APPEND; off += PIECE)
+		if (store_write(c->st, c->appended, buf + off, PIECE, off) != PIECE)
+			__atomic_add_fetch(&c->failures, 1, __ATOMIC_RELAXED);
+	free(buf);
+	return NULL;
+}
+
 static void *reader(void *p)
 {
 	struct ctx *c = p;
@@ -78,6 +94,11 @@ static void *reader(void *p)
 			if (store_getattr(c->st, c->own[i], &a))
 				__atomic_add_fetch(&c->failures, 1, __ATOMIC_RELAXED);
 		}
+		/* What the appender has written so far, every byte. */
+		struct store_attr a;
+		if (store_getattr(c->st, c->appended, &a) || a.size > APPEND ||
+		    store_read(c->st, c->appended, buf, 32 * PG, a.size > 32 * PG ? a.size - 32 * PG : 0) < 0)
+			__atomic_add_fetch(&c->failures, 1, __ATOMIC_RELAXED);
 	}
 	free(buf);
 	return NULL;
@@ -99,6 +120,13 @@ static void check(struct store *st, const struct ctx *c)
 		}
 	free(want);
 	free(got);
+	want = malloc(APPEND);
+	got = malloc(APPEND);
+	tsu_fill(want, APPEND, 777);
+	assert_int_equal(store_read(st, c->appended, got, APPEND, 0), APPEND);
+	assert_memory_equal(got, want, APPEND);
+	free(want);
+	free(got);
 }
 
 static void test_store_threads_writers_and_readers(void **state)
@@ -113,7 +141,8 @@ static void test_store_threads_writers_and_readers(void **state)
 		c.own[i] = tsu_file(c.st, name);
 	}
 	c.shared = tsu_file(c.st, "shared");
-	pthread_t wt[WRITERS], rt[2];
+	c.appended = tsu_file(c.st, "appended");
+	pthread_t wt[WRITERS], rt[2], at;
 	struct warg wa[WRITERS];
 	for (int i = 0; i < 2; i++)
 		assert_int_equal(pthread_create(&rt[i], NULL, reader, &c), 0);
@@ -121,8 +150,10 @@ static void test_store_threads_writers_and_readers(void **state)
 		wa[i] = (struct warg){ &c, i };
 		assert_int_equal(pthread_create(&wt[i], NULL, writer, &wa[i]), 0);
 	}
+	assert_int_equal(pthread_create(&at, NULL, appender, &c), 0);
 	for (int i = 0; i < WRITERS; i++)
 		pthread_join(wt[i], NULL);
+	pthread_join(at, NULL);
 	__atomic_store_n(&c.stop, 1, __ATOMIC_RELAXED);
 	for (int i = 0; i < 2; i++)
 		pthread_join(rt[i], NULL);
@@ -138,8 +169,8 @@ static void test_store_threads_writers_and_readers(void **state)
 	struct store_stats s;
 	assert_int_equal(store_stats(c.st, &s, NULL), 0);
 	/* Own files plus the shared one, which holds copies of their
-	 * first pages: stored once. */
-	assert_int_equal(s.unique_pages, WRITERS * FILE_PAGES);
+	 * first pages: stored once; and the appended file's pages. */
+	assert_int_equal(s.unique_pages, WRITERS * FILE_PAGES + (APPEND + PG - 1) / PG);
 	assert_int_equal(store_close(c.st, NULL), 0);
 	tsu_store_remove(path);
 }
