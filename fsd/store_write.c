@@ -6,7 +6,9 @@
  * synced) and listed in the pending table, so later
  * writes deduplicate against them and reads find them; the commit syncs the
  * backend before the transaction that refers to them.  Partial pages are
- * read, patched and stored whole.
+ * read, patched and stored whole, but for the last page of a file being
+ * appended to, which is held in memory (the inode's tail) until it is
+ * whole or anything else needs it, so that it is stored once.
  *
  * A large write hashes its whole pages on two threads, its own and the
  * store's hashing helper, before deduplicating them: a FUSE client such as
