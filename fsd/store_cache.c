@@ -398,6 +398,14 @@ void store_overlay_attr(struct store *st, struct store_attr *a)
 		a->ctime.tv_sec = si->ctime_ns / 1000000000;
 		a->ctime.tv_nsec = si->ctime_ns % 1000000000;
 		a->pages = si->pages;
+		/* A held tail page counts where its slot is still a hole. */
+		const uint8_t *hash;
+		uint64_t loc;
+		if (si->tail) {
+			slot_get(si, si->tail_pg, &hash, &loc);
+			if (!loc && !store_page_is_zero(si->tail))
+				a->pages++;
+		}
 	}
 	pthread_mutex_unlock(&st->mem_lock);
 }

@@ -548,8 +548,18 @@ static void test_store_data_unaligned_append(void **state)
 	assert_int_equal(s.unique_pages, (SIZE + PG - 1) / PG);
 	assert_int_equal(s.pack_bytes, s.unique_pages * PG);
 
-	/* Looked at between pieces, the file shows every byte written. */
+	/* Looked at between pieces, the file shows every byte written, and
+	 * its held page counts in its size and stored pages at once. */
 	uint64_t b = tsu_file(st, "b"), c = tsu_file(st, "c");
+	struct store_attr at;
+	assert_int_equal(store_write(st, b, ref, 10, 0), 10);
+	assert_int_equal(store_getattr(st, b, &at), 0);
+	assert_int_equal(at.size, 10);
+	assert_int_equal(at.pages, 1);
+	assert_int_equal(store_write(st, b, ref + 10, PG, 10), PG);
+	assert_int_equal(store_getattr(st, b, &at), 0);
+	assert_int_equal(at.pages, 2);
+	assert_int_equal(store_truncate(st, b, 0), 0);
 	size_t size = 0;
 	for (unsigned i = 0; size + SMALL <= SIZE / 8; i++) {
 		assert_int_equal(store_write(st, b, ref + size, SMALL, size), SMALL);
@@ -588,7 +598,6 @@ static void test_store_data_unaligned_append(void **state)
 		struct store *cst;
 		if (store_open(f->path, 0, &cst, NULL))
 			_exit(1);
-		struct store_attr at;
 		if (store_lookup(cst, STORE_ROOT_INO, "b", &at) ||
 		    store_write(cst, at.ino, ref + size, 3 * SMALL, size) != 3 * SMALL ||
 		    store_sync(cst, NULL))
