@@ -85,11 +85,6 @@ int pset_add(struct pset *s, const uint8_t *hash, uint64_t loc)
 		s->locs = locs;
 		s->cap = cap;
 	}
-	size_t it = 0;
-	uint64_t have;
-	while (pset_next(s, hash, &it, &have))
-		if (have == loc)
-			return 0;
 	uint64_t k = pkey(hash);
 	size_t i = pset_free_slot(s->slots, s->cap, k);
 	s->slots[i] = k;
@@ -399,9 +394,9 @@ void store_overlay_attr(struct store *st, struct store_attr *a)
 		a->ctime.tv_nsec = si->ctime_ns % 1000000000;
 		a->pages = si->pages;
 		/* A held tail page counts where its slot is still a hole. */
-		const uint8_t *hash;
-		uint64_t loc;
 		if (si->tail) {
+			const uint8_t *hash;
+			uint64_t loc;
 			slot_get(si, si->tail_pg, &hash, &loc);
 			if (!loc && !store_page_is_zero(si->tail))
 				a->pages++;

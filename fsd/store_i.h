@@ -210,7 +210,9 @@ int ptab_add(struct htab *t, const uint8_t *hash, uint64_t loc);
  * call into *loc (a candidate: it may be stale or another page).  *it is
  * 0 for the first call; false when there are no more. */
 bool pset_next(const struct pset *s, const uint8_t *hash, size_t *it, uint64_t *loc);
-/* Add the page hash at loc, unless the set has it. */
+/* Add the page hash at loc.  Callers add pages just put or loaded from
+ * the index, so the pair is new but for a location reused after a
+ * recovery; a repeated pair only makes lookup_pages compare it twice. */
 int pset_add(struct pset *s, const uint8_t *hash, uint64_t loc);
 void pset_free(struct pset *s);
 /* Fill the prefix set from the page index (at open). */
