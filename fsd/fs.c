@@ -69,8 +69,8 @@ void fs_attr_to_stat(const struct store_attr *a, struct stat *st)
 	st->st_gid = a->gid;
 	st->st_size = (off_t)a->size;
 	st->st_rdev = a->rdev;
-	/* The preferred I/O size: cp, tar and stdio size their buffers by
-	 * it, and each write is a round trip to the daemon that hashes its
+	/* The preferred I/O size: cp and stdio size their buffers by it,
+	 * and each write is a round trip to the daemon that hashes its
 	 * pages on two threads, so 1 MiB writes (the largest the mount
 	 * takes) cost far less per byte than 4 KiB or 128 KiB ones. */
 	st->st_blksize = FS_WRITE_MAX;
