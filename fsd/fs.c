@@ -552,6 +552,21 @@ static int fs_open_file(struct fs *fs, const struct store_attr *a, struct fuse_f
 	return 0;
 }
 
+/*
+ * O_TRUNC on open: libfuse asks the kernel for atomic O_TRUNC, so the
+ * kernel sends no separate truncate and the open itself must empty the
+ * file, stamping mtime and ctime as open(2) says.  A sealed file refuses.
+ */
+static int fs_open_truncate(struct fs *fs, fuse_ino_t ino, struct store_attr *a)
+{
+	struct store_attr in = { .size = 0 };
+	fs_now(&in.mtime);
+	int r = store_setattr(fs->store, ino, &in, STORE_SET_SIZE | STORE_SET_MTIME, a);
+	if (r == 0)
+		fs_inode_mark_changed(&fs->inodes, ino);
+	return r;
+}
+
 static void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fs *fs = fs_of(req);
@@ -559,6 +574,8 @@ static void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	int r = store_getattr(fs->store, ino, &a);
 	if (r == 0 && S_ISDIR(a.mode))
 		r = -EISDIR;
+	if (r == 0 && (fi->flags & O_TRUNC))
+		r = fs_open_truncate(fs, ino, &a);
 	if (r == 0)
 		r = fs_open_file(fs, &a, fi);
 	if (r < 0)

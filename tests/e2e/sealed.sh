@@ -36,6 +36,8 @@ eperm() {	# eperm NAME COMMAND...: the command fails and says EPERM
 eperm "write" sh -c 'echo x >>"$1/mem"' sh "$S"
 eperm "overwrite in place" dd if=/dev/zero of="$S/mem" bs=1 count=1 conv=notrunc status=none
 eperm "truncate" truncate -s 0 "$S/mem"
+eperm "overwrite by > (O_TRUNC)" sh -c ': >"$1/mem"' sh "$S"
+eperm "O_RDONLY|O_TRUNC open" python3 -c 'import os, sys; os.open(sys.argv[1], os.O_RDONLY | os.O_TRUNC)' "$S/mem"
 eperm "create inside" touch "$S/new"
 eperm "create inside a subdirectory" sh -c 'echo x >"$1/sub/new"' sh "$S"
 eperm "mkdir inside" mkdir "$S/newdir"
