@@ -118,7 +118,7 @@ static int admin_fsck(const char *dir)
 static int admin_gc(const char *dir)
 {
 	struct store *st;
-	if (admin_open(dir, 0, &st) < 0)
+	if (admin_open(dir, STORE_LOCK_WAIT, &st) < 0)
 		return 2;
 	struct admin_progress p = { .tty = isatty(STDERR_FILENO) };
 	clock_gettime(CLOCK_MONOTONIC, &p.last);

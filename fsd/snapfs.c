@@ -217,7 +217,7 @@ int main(int argc, char *argv[])
 	if (!cmd.foreground && snapfs_fork(&notify_fd) < 0)
 		goto out_args;
 
-	int r = store_open(store_path, STORE_CREATE, &store, &e);
+	int r = store_open(store_path, STORE_CREATE | STORE_LOCK_WAIT, &store, &e);
 	if (r < 0) {
 		fprintf(stderr, "snapfs: %s\n", err_str(&e, r));
 		goto out_args;

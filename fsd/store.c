@@ -296,14 +296,22 @@ static int probe_dir(const char *dir, bool create, struct err *e)
 	return 0;
 }
 
-static int take_lock(struct store *st, struct err *e)
+static int take_lock(struct store *st, bool wait, struct err *e)
 {
 	char path[4096];
 	snprintf(path, sizeof(path), "%s/lock", st->dir);
 	st->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	if (st->lock_fd < 0)
 		return err_set(e, -errno, "store %s: lock file: %s", st->dir, strerror(errno));
-	if (flock(st->lock_fd, LOCK_EX | LOCK_NB) < 0) {
+	int r;
+	const unsigned step_ms = 20;
+	for (unsigned waited = 0;; waited += step_ms) {
+		r = flock(st->lock_fd, LOCK_EX | LOCK_NB);
+		if (r == 0 || errno != EWOULDBLOCK || !wait || waited >= STORE_LOCK_WAIT_MS)
+			break;
+		nanosleep(&(struct timespec){ .tv_nsec = step_ms * 1000000L }, NULL);
+	}
+	if (r < 0) {
 		if (errno == EWOULDBLOCK)
 			return err_set(e, -EBUSY,
 				       "store %s is in use by another process (opened for writing)",
@@ -390,7 +398,7 @@ int store_open(const char *dir, unsigned flags, struct store **out, struct err *
 	int kind = probe_dir(dir, create, e);
 	int r = kind < 0 ? kind : 0;
 	if (!r && !rdonly)
-		r = take_lock(st, e);
+		r = take_lock(st, flags & STORE_LOCK_WAIT, e);
 	/* Probe again under the lock: another creator may have won. */
 	if (!r && !rdonly && kind == 0)
 		kind = probe_dir(dir, create, e);

@@ -92,13 +92,20 @@ enum store_open_flags {
 	 * writer (fsck, stats); it sees the last committed state.  Orphan
 	 * reclaim and migrations are not run. */
 	STORE_RDONLY = 1 << 1,
+	/* If another process holds the store, wait up to
+	 * STORE_LOCK_WAIT_MS for it to let go before failing with -EBUSY:
+	 * a daemon whose filesystem was just unmounted is still committing
+	 * and closing, and a mount (or gc) run right after it should work. */
+	STORE_LOCK_WAIT = 1 << 2,
 };
+
+#define STORE_LOCK_WAIT_MS 5000
 
 /*
  * Open (or create) the store in folder dir.
  * A writable open takes an exclusive flock on STORE/lock; if another
- * process holds it the open fails with -EBUSY ("store X is in use by
- * another process").  A store whose schema version is newer than this
+ * process holds it (still, after the wait STORE_LOCK_WAIT asks for) the
+ * open fails with -EBUSY ("store X is in use by another process").  A store whose schema version is newer than this
  * program's is refused with -EPROTONOSUPPORT and a message naming the store
  * and both versions; an older one is migrated (writable opens only; a
  * read-only open of an older store is refused the same way).  A writable

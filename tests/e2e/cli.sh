@@ -107,6 +107,15 @@ st=$?
 ok "snapfs-admin gc refuses a mounted store, saying why" \
 	$([ $st -ne 0 ] && echo "$out" | grep -q "in use" && echo 0 || echo 1) "$out"
 umount "$MNT"
+check "snapfs-admin gc right after the unmount waits for the daemon to let go" "$ADMIN" gc "$STORE"
+# A store held a little longer (by a daemon still closing, say) is
+# waited for: here something else holds its lock for one second.
+flock "$STORE/lock" sleep 1 &
+holder=$!
+sleep 0.2
+check "snapfs waits for a store held for a moment, then mounts it" "$SNAPFS" "$STORE" "$MNT"
+wait $holder
+umount "$MNT"
 wait_store_free
 check "snapfs-admin gc runs once unmounted" "$ADMIN" gc "$STORE"
 check "fsck is clean after gc" "$ADMIN" fsck "$STORE"
