@@ -389,6 +389,8 @@ int store_open(const char *dir, unsigned flags, struct store **out, struct err *
 	st->rdonly = rdonly;
 	st->pending = st->committing = HTAB(struct ptab_ent);
 	st->lock_fd = -1;
+	st->trim_chunks = STORE_CACHE_CHUNKS;
+	st->trim_inodes = STORE_CACHE_INODES;
 	pthread_rwlock_init(&st->gc_lock, NULL);
 	pthread_mutex_init(&st->db_lock, NULL);
 	pthread_mutex_init(&st->mem_lock, NULL);

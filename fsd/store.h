@@ -128,6 +128,18 @@ int store_close(struct store *st, struct err *e);
 typedef void (*store_log_fn)(void *arg, const char *msg);
 void store_set_log(struct store *st, store_log_fn fn, void *arg);
 
+/* Inodes (about 200 bytes each) kept cached beyond those in use, open or
+ * with changes to commit; past a quarter more, the cache is trimmed. */
+#define STORE_CACHE_INODES 32768u
+
+/* Figures of the in-memory inode cache, for tests and debugging: inodes
+ * and page-map chunks cached, and inodes listed as having changes to
+ * commit. */
+struct store_cache_info {
+	uint64_t inodes, chunks, changed;
+};
+void store_cache_info(struct store *st, struct store_cache_info *out);
+
 /* The folder the store was opened from (for messages). */
 const char *store_dir(const struct store *st);
 

@@ -180,8 +180,41 @@ void chunk_free(struct chunk *c)
 	}
 }
 
+void sinode_list(struct store *st, struct sinode *si)
+{
+	if (si->listed)
+		return;
+	si->listed = true;
+	si->chg_prev = NULL;
+	si->chg_next = st->changed;
+	if (st->changed)
+		st->changed->chg_prev = si;
+	st->changed = si;
+}
+
+void sinode_unlist(struct store *st, struct sinode *si)
+{
+	if (!si->listed)
+		return;
+	if (si->chg_prev)
+		si->chg_prev->chg_next = si->chg_next;
+	else
+		st->changed = si->chg_next;
+	if (si->chg_next)
+		si->chg_next->chg_prev = si->chg_prev;
+	si->chg_prev = si->chg_next = NULL;
+	si->listed = false;
+}
+
+void sinode_dirty(struct store *st, struct sinode *si)
+{
+	si->dirty = true;
+	sinode_list(st, si);
+}
+
 static void sinode_free(struct store *st, struct sinode *si)
 {
+	sinode_unlist(st, si);
 	for (size_t i = 0; i < si->nchunks; i++)
 		chunk_free(si->chunks[i]);
 	st->cached_chunks -= si->nchunks;
@@ -207,6 +240,7 @@ void store_cache_free(struct store *st)
 	free(st->itab);
 	st->itab = NULL;
 	st->itab_cap = st->ninodes = 0;
+	st->changed = NULL;
 }
 
 /* Make room for chunk index idx (mem_lock held). */
@@ -316,6 +350,7 @@ int sinode_reload(struct store *st, struct sinode *si)
 	free(si->tail);
 	si->tail = NULL;
 	si->dirty = false;
+	sinode_unlist(st, si);
 	int r = sinode_load(st, si->ino, si);
 	if (r) {
 		/* Nothing half loaded stays: an empty map, size 0. */
@@ -362,9 +397,16 @@ int sinode_get(struct store *st, uint64_t ino, struct sinode **out)
  * the database, and reloading it would read the old state. */
 void cache_trim(struct store *st)
 {
-	if (st->commit_active || st->cached_chunks <= STORE_CACHE_CHUNKS)
+	if (st->commit_active || (st->cached_chunks <= st->trim_chunks &&
+				  st->ninodes <= st->trim_inodes))
 		return;
-	for (size_t i = 0; i < st->itab_cap && st->cached_chunks > STORE_CACHE_CHUNKS; i++)
+	/* Down to three quarters of each limit, so that a trim, a walk of
+	 * the whole cache, comes once per many loads and not at every
+	 * call. */
+	const uint64_t chunks_low = STORE_CACHE_CHUNKS / 4 * 3;
+	const size_t inodes_low = STORE_CACHE_INODES / 4 * 3;
+	for (size_t i = 0;
+	     i < st->itab_cap && (st->cached_chunks > chunks_low || st->ninodes > inodes_low); i++)
 		for (struct sinode *s = st->itab[i], *next; s; s = next) {
 			next = s->next;
 			if (s->users || s->opens || s->dirty || s->tail || s->released)
@@ -372,6 +414,22 @@ void cache_trim(struct store *st)
 			itab_remove(st, s);
 			sinode_free(st, s);
 		}
+	/* What is in use stays; the next trim waits for a quarter more. */
+	st->trim_chunks = st->cached_chunks + STORE_CACHE_CHUNKS / 4;
+	if (st->trim_chunks < STORE_CACHE_CHUNKS)
+		st->trim_chunks = STORE_CACHE_CHUNKS;
+	st->trim_inodes = st->ninodes + STORE_CACHE_INODES / 4;
+	if (st->trim_inodes < STORE_CACHE_INODES)
+		st->trim_inodes = STORE_CACHE_INODES;
+}
+
+void store_cache_info(struct store *st, struct store_cache_info *out)
+{
+	pthread_mutex_lock(&st->mem_lock);
+	*out = (struct store_cache_info){ .inodes = st->ninodes, .chunks = st->cached_chunks };
+	for (struct sinode *si = st->changed; si; si = si->chg_next)
+		out->changed++;
+	pthread_mutex_unlock(&st->mem_lock);
 }
 
 void sinode_put(struct store *st, struct sinode *si)
@@ -481,13 +539,13 @@ int slot_set(struct store *st, struct sinode *si, uint64_t pg, const uint8_t *ha
 		memset(c->hash[k], 0, STORE_HASH_SIZE);
 	c->loc[k] = loc;
 	si->pages += (loc != 0) - was;
-	si->dirty = true;
+	sinode_dirty(st, si);
 	st->pending_pages++;
 	return 0;
 }
 
-void sinode_touch(struct sinode *si)
+void sinode_touch(struct store *st, struct sinode *si)
 {
 	si->mtime_ns = si->ctime_ns = store_now_ns();
-	si->dirty = true;
+	sinode_dirty(st, si);
 }

@@ -210,27 +210,32 @@ static int batch_deltas(struct batch *b)
 static int batch_collect(struct store *st, struct batch *b)
 {
 	int r = 0;
-	for (size_t i = 0; i < st->itab_cap && !r; i++)
-		for (struct sinode *si = st->itab[i]; si && !r; si = si->next) {
-			if (!si->dirty)
-				continue;
-			for (size_t ci = 0; ci < si->nchunks && !r; ci++)
-				if (si->chunks[ci] && si->chunks[ci]->base)
-					r = batch_chunk(b, si, ci);
-			if (r)
-				break;
-			r = grow((void **)&b->inodes, &b->capinodes, b->ninodes, sizeof(*b->inodes));
-			if (r)
-				break;
-			/* A tail held since the commit stored the tails
-			 * stays out: the size stops where the map does. */
-			uint64_t size = si->tail ? si->map_size : si->size;
-			b->inodes[b->ninodes++] = (struct irow){ .ino = si->ino, .size = size,
-								 .pages = si->pages,
-								 .mtime_ns = si->mtime_ns,
-								 .ctime_ns = si->ctime_ns };
-			si->dirty = false;
+	for (struct sinode *si = st->changed, *next; si && !r; si = next) {
+		next = si->chg_next;
+		if (!si->dirty) {
+			if (!si->tail)
+				sinode_unlist(st, si);
+			continue;
 		}
+		for (size_t ci = 0; ci < si->nchunks && !r; ci++)
+			if (si->chunks[ci] && si->chunks[ci]->base)
+				r = batch_chunk(b, si, ci);
+		if (r)
+			break;
+		r = grow((void **)&b->inodes, &b->capinodes, b->ninodes, sizeof(*b->inodes));
+		if (r)
+			break;
+		/* A tail held since the commit stored the tails
+		 * stays out: the size stops where the map does. */
+		uint64_t size = si->tail ? si->map_size : si->size;
+		b->inodes[b->ninodes++] = (struct irow){ .ino = si->ino, .size = size,
+							 .pages = si->pages,
+							 .mtime_ns = si->mtime_ns,
+							 .ctime_ns = si->ctime_ns };
+		si->dirty = false;
+		if (!si->tail)
+			sinode_unlist(st, si);
+	}
 	return r;
 }
 
@@ -286,7 +291,7 @@ static void commit_failed(struct store *st, const struct batch *b, int r, const 
 	for (size_t i = 0; i < b->ninodes; i++) {
 		struct sinode *si = sinode_find(st, b->inodes[i].ino);
 		if (si)
-			si->dirty = true;
+			sinode_dirty(st, si);
 	}
 	store_fail(st, r, "commit: %s", what);
 }
@@ -304,9 +309,8 @@ int store_commit(struct store *st, struct err *e)
 	pthread_mutex_lock(&st->mem_lock);
 	int r = st->failed;
 	bool any = false;
-	for (size_t i = 0; i < st->itab_cap && !any; i++)
-		for (struct sinode *si = st->itab[i]; si && !any; si = si->next)
-			any = si->dirty;
+	for (struct sinode *si = st->changed; si && !any; si = si->chg_next)
+		any = si->dirty;
 	struct batch b = { .deltas = HTAB_LOC(struct delta) };
 	if (!r && any) {
 		r = batch_collect(st, &b);

@@ -189,7 +189,7 @@ static int truncate_locked(struct store *st, struct sinode *si, uint64_t size)
 	}
 	if (!r) {
 		si->size = size;
-		sinode_touch(si);
+		sinode_touch(st, si);
 	}
 	pthread_mutex_unlock(&st->mem_lock);
 	return r;
@@ -234,7 +234,7 @@ int store_punch(struct store *st, uint64_t ino, uint64_t off, uint64_t len)
 		}
 	}
 	if (!r)
-		sinode_touch(si);
+		sinode_touch(st, si);
 	pthread_mutex_unlock(&st->mem_lock);
 	data_end(st, si, true);
 	return r;
@@ -292,7 +292,7 @@ static int clone_locked(struct store *st, struct sinode *src, uint64_t so, struc
 		uint64_t end = doff + (whole << STORE_PAGE_SHIFT);
 		if (!r && end > dst->size)
 			dst->size = end;
-		sinode_touch(dst);
+		sinode_touch(st, dst);
 		pthread_mutex_unlock(&st->mem_lock);
 		so += whole << STORE_PAGE_SHIFT;
 		doff += whole << STORE_PAGE_SHIFT;

@@ -47,7 +47,8 @@ struct stmt_cache {
 
 /* Pending pages after which a write commits on its own. */
 #define STORE_COMMIT_PAGES 16384u
-/* Page-map chunks kept cached beyond those of open or dirty files. */
+/* Page-map chunks kept cached beyond those of files in use, open or
+ * dirty (and STORE_CACHE_INODES inodes: store.h). */
 #define STORE_CACHE_CHUNKS 16384u
 #define STORE_HASHERS 8u
 
@@ -78,6 +79,10 @@ struct sinode {
 					 * changes while it was open; the next
 					 * store_flush reports it */
 	bool dirty;			/* size, times or chunks pending */
+	/* On the store's list of changed inodes (dirty or holding a tail,
+	 * or both, or neither any more until the next commit looks). */
+	bool listed;
+	struct sinode *chg_prev, *chg_next;
 	uint32_t flags;			/* enum store_inode_flags */
 	uint64_t size;
 	int64_t mtime_ns, ctime_ns;
@@ -156,10 +161,15 @@ struct store {
 	/* under mem_lock */
 	struct sinode **itab;
 	size_t itab_cap, ninodes;
+	/* The inodes with changes to commit (dirty or holding a tail): a
+	 * commit visits these, not every cached inode. */
+	struct sinode *changed;
 	struct htab pending, committing;	/* of struct ptab_ent */
 	struct pset known;
 	uint64_t pending_pages;		/* slots changed since the last commit */
 	uint64_t cached_chunks;		/* chunk slots of every cached inode */
+	uint64_t trim_chunks;		/* cache_trim runs past these */
+	size_t trim_inodes;
 	bool commit_active;		/* a commit is between copy-out and COMMIT */
 	int failed;			/* a put or commit failed: the next change
 					 * recovers (store_recover) */
@@ -244,7 +254,14 @@ void slot_get(const struct sinode *si, uint64_t pg, const uint8_t **hash, uint64
 int slot_set(struct store *st, struct sinode *si, uint64_t pg, const uint8_t *hash,
 	     uint64_t loc);
 /* The file changed: new mtime and ctime, to be committed. */
-void sinode_touch(struct sinode *si);
+void sinode_touch(struct store *st, struct sinode *si);
+/* si has changes to commit: mark it dirty and list it (mem_lock held). */
+void sinode_dirty(struct store *st, struct sinode *si);
+/* List si as changed without marking it dirty: it holds a tail (mem_lock
+ * held). */
+void sinode_list(struct store *st, struct sinode *si);
+/* Take si off the changed list (mem_lock held). */
+void sinode_unlist(struct store *st, struct sinode *si);
 /* Has si changes not yet committed?  (mem_lock held) */
 bool sinode_changed(const struct sinode *si);
 /* Throw away si's page map, size and times and load them again from the

@@ -356,7 +356,7 @@ int tail_flush(struct store *st, struct sinode *si)
 			free(si->tail);
 			/* Atomic: data_begin looks without a lock. */
 			__atomic_store_n(&si->tail, NULL, __ATOMIC_RELAXED);
-			si->dirty = true;	/* the size now stops where the map does */
+			sinode_dirty(st, si);	/* the size now stops where the map does */
 		}
 	}
 	pthread_mutex_unlock(&st->mem_lock);
@@ -370,22 +370,21 @@ int tails_flush_all(struct store *st)
 	size_t n = 0, cap = 0;
 	int r = 0;
 	pthread_mutex_lock(&st->mem_lock);
-	for (size_t i = 0; i < st->itab_cap && !r; i++)
-		for (struct sinode *si = st->itab[i]; si; si = si->next) {
-			if (!si->tail)
-				continue;
-			if (n == cap) {
-				cap = cap ? 2 * cap : 16;
-				struct sinode **l = realloc(list, cap * sizeof(*l));
-				if (!l) {
-					r = -ENOMEM;
-					break;
-				}
-				list = l;
+	for (struct sinode *si = st->changed; si && !r; si = si->chg_next) {
+		if (!si->tail)
+			continue;
+		if (n == cap) {
+			cap = cap ? 2 * cap : 16;
+			struct sinode **l = realloc(list, cap * sizeof(*l));
+			if (!l) {
+				r = -ENOMEM;
+				break;
 			}
-			si->users++;
-			list[n++] = si;
+			list = l;
 		}
+		si->users++;
+		list[n++] = si;
+	}
 	pthread_mutex_unlock(&st->mem_lock);
 	for (size_t i = 0; i < n; i++) {
 		pthread_mutex_lock(&list[i]->wlock);
@@ -419,6 +418,7 @@ static int tail_start(struct store *st, struct sinode *si, uint64_t pg, unsigned
 	memcpy(t + in, src, n);
 	si->tail_pg = pg;
 	__atomic_store_n(&si->tail, t, __ATOMIC_RELAXED);	/* see tail_flush */
+	sinode_list(st, si);
 	/* Pages before pg are stored, pg's slot is as before. */
 	uint64_t start = pg << STORE_PAGE_SHIFT;
 	si->map_size = si->size > start ? si->size : start;
@@ -446,7 +446,7 @@ ssize_t write_locked(struct store *st, struct sinode *si, const uint8_t *buf, si
 			if (!whole) {
 				if (pos > si->size)
 					si->size = pos;
-				sinode_touch(si);
+				sinode_touch(st, si);
 			}
 			pthread_mutex_unlock(&st->mem_lock);
 			if (!whole)
@@ -491,7 +491,7 @@ ssize_t write_locked(struct store *st, struct sinode *si, const uint8_t *buf, si
 	/* Even a failed write may have changed pages up to pos. */
 	if (pos > si->size)
 		si->size = pos;
-	sinode_touch(si);
+	sinode_touch(st, si);
 	pthread_mutex_unlock(&st->mem_lock);
 	return r ? r : (ssize_t)len;
 }

@@ -616,6 +616,50 @@ static void test_store_data_unaligned_append(void **state)
 	free(back);
 }
 
+/* The inode cache stays bounded however many files are visited, and a
+ * commit leaves no inode listed as changed. */
+static void test_store_data_cache_bounded(void **state)
+{
+	struct tsu_fixture *f = *state;
+	struct store *st = f->st;
+	const unsigned n = STORE_CACHE_INODES + STORE_CACHE_INODES / 2;
+	static uint8_t page[STORE_PAGE_SIZE];
+	tsu_fill(page, sizeof(page), 5);
+	for (unsigned i = 0; i < n; i++) {
+		char name[32];
+		snprintf(name, sizeof(name), "f%u", i);
+		uint64_t ino = tsu_file(st, name);
+		char c;
+		/* Every file is visited; some are written (one tail held). */
+		assert_int_equal(store_read(st, ino, &c, 1, 0), 0);
+		if (i % 4096 == 0)
+			assert_int_equal(store_write(st, ino, page, sizeof(page), 0), sizeof(page));
+		if (i % 4096 == 1)
+			assert_int_equal(store_write(st, ino, page, 100, 0), 100);
+	}
+	struct store_cache_info ci;
+	store_cache_info(st, &ci);
+	assert_true(ci.changed > 0);
+	assert_true(ci.inodes <= STORE_CACHE_INODES + STORE_CACHE_INODES / 4);
+	assert_int_equal(store_sync(st, NULL), 0);
+	store_cache_info(st, &ci);
+	assert_int_equal(ci.changed, 0);
+	/* Written files read back after their inodes may have left the cache. */
+	static uint8_t back[STORE_PAGE_SIZE];
+	for (unsigned i = 0; i < n; i += 4096) {
+		struct store_attr a;
+		char name[32];
+		snprintf(name, sizeof(name), "f%u", i + 1);
+		assert_int_equal(store_lookup(st, STORE_ROOT_INO, name, &a), 0);
+		assert_int_equal(store_read(st, a.ino, back, sizeof(back), 0), 100);
+		assert_memory_equal(back, page, 100);
+		snprintf(name, sizeof(name), "f%u", i);
+		assert_int_equal(store_lookup(st, STORE_ROOT_INO, name, &a), 0);
+		assert_int_equal(store_read(st, a.ino, back, sizeof(back), 0), sizeof(back));
+		assert_memory_equal(back, page, sizeof(back));
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -631,6 +675,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_store_data_digest, tsu_setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_data_big_commit, tsu_setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_data_unaligned_append, tsu_setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_data_cache_bounded, tsu_setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
