@@ -443,7 +443,8 @@ struct store_fsck_result {
  * problem is passed to report (may be NULL) as it is found.  Works on a
  * read-only open beside a live writer (it then checks the last committed
  * state).  Returns 0 when the check ran (problems are counted in res, not
- * an error), -errno if it could not run.
+ * an error), -errno if it could not run: -EBUSY while a gc (in any
+ * process) moves the store's pages.
  */
 int store_fsck(struct store *st, store_fsck_fn report, store_progress_fn progress, void *arg,
 	       struct store_fsck_result *res, struct err *e);
@@ -461,6 +462,8 @@ struct store_gc_result {
  * Needs a writable open (so no other process has the store open for
  * writing); within the process it commits pending changes and excludes
  * every other store call while it runs.  Crash-safe at every step.
+ * -EBUSY while an fsck (in any process) checks the store: gc and fsck
+ * keep out of each other through a flock on STORE/gc.lock.
  */
 int store_gc(struct store *st, store_progress_fn progress, void *arg,
 	     struct store_gc_result *res, struct err *e);

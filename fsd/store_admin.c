@@ -8,13 +8,19 @@
  * gc_lock while it moves pages.  Its steps are ordered for crashes: moved
  * pages are synced before the transaction that points the index and page
  * maps at them commits, and old packs are deleted only after that.
+ * fsck, which may run in another process on a read-only open, would read
+ * moved or deleted packs under gc; the two keep out of each other with a
+ * flock on STORE/gc.lock (admin_lock).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "store_i.h"
 
@@ -27,6 +33,47 @@ struct fpage {
 	int64_t refs, seen;
 	bool bad;		/* bytes do not match the hash, or unreadable */
 };
+
+/* ---- gc and fsck apart -------------------------------------------------------- */
+
+/*
+ * Take STORE/gc.lock: exclusive for gc, shared for fsck, so that no fsck
+ * reads packs a gc is moving, in whatever processes they run.  *fd is -1
+ * if there was nothing to lock: a read-only open in a folder it may not
+ * write and where gc never ran, since gc leaves the file behind.  -EBUSY
+ * with a message if the other one runs.
+ */
+static int admin_lock(struct store *st, bool gc, int *fd, struct err *e)
+{
+	char path[4096];
+	snprintf(path, sizeof(path), "%s/gc.lock", st->dir);
+	*fd = open(path, O_RDONLY | O_CREAT | O_CLOEXEC, 0600);
+	if (*fd < 0 && !gc && (errno == EACCES || errno == EROFS))
+		*fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (*fd < 0) {
+		if (!gc && (errno == ENOENT || errno == EACCES || errno == EROFS))
+			return 0;
+		return err_set(e, -errno, "store %s: %s: %s", st->dir, path, strerror(errno));
+	}
+	if (flock(*fd, (gc ? LOCK_EX : LOCK_SH) | LOCK_NB) == 0)
+		return 0;
+	int r = -errno;
+	close(*fd);
+	*fd = -1;
+	if (r != -EWOULDBLOCK)
+		return err_set(e, r, "store %s: %s: %s", st->dir, path, strerror(-r));
+	return err_set(e, -EBUSY,
+		       gc ? "store %s: an fsck is checking it; gc would move pages under it (run gc "
+			    "once the fsck has finished)"
+			  : "store %s: gc is moving its pages (run fsck once gc has finished)",
+		       st->dir);
+}
+
+static void admin_unlock(int fd)
+{
+	if (fd >= 0)
+		close(fd);	/* and with it the flock */
+}
 
 /* ---- fsck ------------------------------------------------------------------- */
 
@@ -265,9 +312,15 @@ int store_fsck(struct store *st, store_fsck_fn report, store_progress_fn progres
 	if (!res)
 		res = &dummy;
 	memset(res, 0, sizeof(*res));
-	int r = store_commit(st, e);
+	int lock;
+	int r = admin_lock(st, false, &lock, e);
 	if (r)
 		return r;
+	r = store_commit(st, e);
+	if (r) {
+		admin_unlock(lock);
+		return r;
+	}
 	struct fsck f = { .st = st, .report = report, .progress = progress, .arg = arg, .res = res };
 	struct htab t = HTAB_LOC(struct fpage);
 	/* gc_lock keeps in-process gc out; one read transaction gives a
@@ -283,6 +336,7 @@ int store_fsck(struct store *st, store_fsck_fn report, store_progress_fn progres
 	sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL);
 	pthread_mutex_unlock(&st->db_lock);
 	pthread_rwlock_unlock(&st->gc_lock);
+	admin_unlock(lock);
 	htab_free(&t);
 	if (r)
 		return err_set(e, r, "store %s: fsck could not run: %s", st->dir,
@@ -507,15 +561,20 @@ int store_gc(struct store *st, store_progress_fn progress, void *arg, struct sto
 	memset(res, 0, sizeof(*res));
 	if (st->rdonly)
 		return err_set(e, -EROFS, "store %s: gc needs the store opened for writing", st->dir);
+	int lock;
+	int r = admin_lock(st, true, &lock, e);
+	if (r)
+		return r;
 	/* With gc_lock held exclusively no data call is running; commit what
 	 * they left pending, then nothing changes under us. */
 	pthread_rwlock_wrlock(&st->gc_lock);
-	int r = store_commit(st, e);
+	r = store_commit(st, e);
 	pthread_mutex_lock(&st->db_lock);
 	if (!r)
 		r = gc_locked(st, progress, arg, res, e);
 	pthread_mutex_unlock(&st->db_lock);
 	pthread_rwlock_unlock(&st->gc_lock);
+	admin_unlock(lock);
 	return r;
 }
 

@@ -12,7 +12,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <sqlite3.h>
@@ -257,12 +259,54 @@ static void test_store_admin_fsck_dangling(void **state)
 	tsu_store_remove(path);
 }
 
+/* gc and fsck, in whatever processes, keep out of each other through
+ * STORE/gc.lock: each refuses, saying why, while the other holds it. */
+static void test_store_admin_gc_fsck_apart(void **state)
+{
+	(void)state;
+	char *path;
+	struct store *st = tsu_new_store(&path);
+	write_file(st, STORE_ROOT_INO, "a", 10, 1);
+	assert_int_equal(store_sync(st, NULL), 0);
+	struct store *ro;
+	assert_int_equal(store_open(path, STORE_RDONLY, &ro, NULL), 0);
+	char lockpath[4200];
+	snprintf(lockpath, sizeof(lockpath), "%s/gc.lock", path);
+	int other = open(lockpath, O_RDONLY | O_CREAT, 0600);
+	assert_true(other >= 0);
+
+	/* A gc elsewhere: fsck refuses. */
+	assert_int_equal(flock(other, LOCK_EX | LOCK_NB), 0);
+	struct store_fsck_result res;
+	struct err e = { 0 };
+	assert_int_equal(store_fsck(ro, NULL, NULL, NULL, &res, &e), -EBUSY);
+	assert_non_null(strstr(e.msg, "gc is moving its pages"));
+	/* An fsck elsewhere: gc refuses, and so would a second gc. */
+	assert_int_equal(flock(other, LOCK_SH | LOCK_NB), 0);
+	struct store_gc_result g;
+	memset(&e, 0, sizeof(e));
+	assert_int_equal(store_gc(st, NULL, NULL, &g, &e), -EBUSY);
+	assert_non_null(strstr(e.msg, "an fsck is checking it"));
+	/* Fscks run side by side. */
+	assert_int_equal(store_fsck(ro, NULL, NULL, NULL, &res, NULL), 0);
+	assert_int_equal(res.problems, 0);
+
+	close(other);
+	assert_int_equal(store_gc(st, NULL, NULL, &g, NULL), 0);
+	assert_int_equal(store_fsck(ro, NULL, NULL, NULL, &res, NULL), 0);
+	assert_int_equal(res.problems, 0);
+	assert_int_equal(store_close(ro, NULL), 0);
+	assert_int_equal(store_close(st, NULL), 0);
+	tsu_store_remove(path);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_store_admin_gc_reclaims),
 		cmocka_unit_test(test_store_admin_fsck_corrupt_byte),
 		cmocka_unit_test(test_store_admin_fsck_dangling),
+		cmocka_unit_test(test_store_admin_gc_fsck_apart),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
