@@ -5,12 +5,31 @@
  * user.snapfs.* xattrs, and deleting a file with its pages.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "store_i.h"
 
 /* ---- reading ----------------------------------------------------------------- */
+
+/* Page data of ino at byte off could not be read (r): the read fails with
+ * EIO, and the log says where, once per open of the store, since a damaged
+ * pack fails every read of its pages. */
+static int read_failed(struct store *st, uint64_t ino, uint64_t off, int r)
+{
+	if (!__atomic_exchange_n(&st->read_fail_logged, true, __ATOMIC_RELAXED) && st->log) {
+		char msg[2400];
+		snprintf(msg, sizeof(msg),
+			 "store %.2048s: inode %llu: the page at byte %llu cannot be read (%s): a"
+			 " pack file is damaged or was cut short; run snapfs-admin fsck",
+			 st->dir, (unsigned long long)ino, (unsigned long long)off,
+			 r == -EIO ? "past the end of its pack" : strerror(-r));
+		st->log(st->log_arg, msg);
+	}
+	return -EIO;
+}
 
 /* Copy the slots of pages [pg, pg+n) out (mem_lock held). */
 static void slots_copy(const struct sinode *si, uint64_t pg, size_t n, uint8_t (*hashes)[32],
@@ -60,8 +79,11 @@ static int read_range(struct store *st, struct sinode *si, uint8_t *buf, size_t 
 			r = st->be->ops->get(st->be, hashes[i], locs[i], dst);
 		} else {
 			r = st->be->ops->get(st->be, hashes[i], locs[i], page);
-			memcpy(dst, page + (a - ps), (size_t)(b - a));
+			if (!r)
+				memcpy(dst, page + (a - ps), (size_t)(b - a));
 		}
+		if (r)
+			r = read_failed(st, si->ino, ps, r);
 	}
 out:
 	if (locs != stack_locs)
@@ -92,6 +114,34 @@ ssize_t store_read(struct store *st, uint64_t ino, void *buf, size_t len, uint64
 	r = read_range(st, si, buf, len, off);
 	data_end(st, si, false);
 	return r ? r : (ssize_t)len;
+}
+
+/* Are the extents' bytes all in their packs?  A splice from a pack cut
+ * short behind the store's back comes up short, and the kernel takes a
+ * short read for the end of the file, so this looks first: one fstat per
+ * pack named. */
+static int extents_present(struct store *st, uint64_t ino, uint64_t off,
+			   const struct store_extent *ext, size_t n)
+{
+	uint64_t at = off;
+	for (size_t i = 0; i < n; at += ext[i++].len) {
+		bool seen = ext[i].fd < 0;
+		for (size_t j = 0; j < i && !seen; j++)
+			seen = ext[j].fd == ext[i].fd;
+		if (seen)
+			continue;
+		struct stat sb;
+		if (fstat(ext[i].fd, &sb) < 0)
+			return read_failed(st, ino, at, -errno);
+		uint64_t size = (uint64_t)sb.st_size, p = at;
+		for (size_t j = i; j < n; p += ext[j++].len)
+			if (ext[j].fd == ext[i].fd && ext[j].pos + ext[j].len > size)
+				return read_failed(st, ino,
+						   (p + (size > ext[j].pos ? size - ext[j].pos : 0)) &
+							   ~(uint64_t)(STORE_PAGE_SIZE - 1),
+						   -EIO);
+	}
+	return 0;
 }
 
 int store_map(struct store *st, uint64_t ino, uint64_t off, size_t len,
@@ -139,6 +189,8 @@ int store_map(struct store *st, uint64_t ino, uint64_t off, size_t len,
 	}
 	free(locs);
 	sinode_put(st, si);
+	if (!r)
+		r = extents_present(st, ino, off, ext, n);
 	if (r) {
 		pthread_rwlock_unlock(&st->gc_lock);
 		return r;

@@ -196,6 +196,7 @@ struct store {
 	/* Under db_lock: a failed change was logged (the next change that
 	 * writes a row clears it); sqlite3_total_changes64 at ns_tx_begin. */
 	bool ns_fail_logged;
+	bool read_fail_logged;		/* read_failed said it once (atomic) */
 	int64_t ns_changes;
 
 	struct store_hasher *hashers[STORE_HASHERS];	/* under hasher_lock */

@@ -259,6 +259,51 @@ static void test_store_admin_fsck_dangling(void **state)
 	tsu_store_remove(path);
 }
 
+static char logged[4096];
+
+static void log_msg(void *arg, const char *msg)
+{
+	(void)arg;
+	snprintf(logged, sizeof(logged), "%s", msg);
+}
+
+/* A pack cut short behind the store's back: reads and maps of the pages
+ * it lost fail with EIO (a short splice would read as the end of the
+ * file), the log says which inode and byte, and the rest still reads. */
+static void test_store_admin_pack_cut_short(void **state)
+{
+	(void)state;
+	char *path;
+	struct store *st = tsu_new_store(&path);
+	store_set_log(st, log_msg, NULL);
+	uint64_t a = write_file(st, STORE_ROOT_INO, "a", 100, 1);
+	assert_int_equal(store_sync(st, NULL), 0);
+	char pack[4700];
+	pack_path(path, pack, sizeof(pack));
+	assert_int_equal(truncate(pack, 50 * PG + 100), 0);
+
+	uint8_t *buf = malloc(100 * PG);
+	logged[0] = 0;
+	assert_int_equal(store_read(st, a, buf, 100 * PG, 0), -EIO);
+	char want[128];
+	snprintf(want, sizeof(want), "inode %llu: the page at byte %d cannot be read",
+		 (unsigned long long)a, 50 * PG);
+	assert_non_null(strstr(logged, want));
+	assert_non_null(strstr(logged, path));
+	struct store_extent ext[128];
+	assert_int_equal(store_map(st, a, 40 * PG, 20 * PG, ext, 128, NULL), -EIO);
+	assert_int_equal(store_map(st, a, 0, 50 * PG, ext, 128, NULL), 1);
+	store_map_done(st);
+	check_file(st, a, 50, 1);
+	/* The store goes on taking and serving data. */
+	uint64_t b = write_file(st, STORE_ROOT_INO, "b", 3, 2);
+	assert_int_equal(store_sync(st, NULL), 0);
+	check_file(st, b, 3, 2);
+	free(buf);
+	assert_int_equal(store_close(st, NULL), 0);
+	tsu_store_remove(path);
+}
+
 /* gc and fsck, in whatever processes, keep out of each other through
  * STORE/gc.lock: each refuses, saying why, while the other holds it. */
 static void test_store_admin_gc_fsck_apart(void **state)
@@ -307,6 +352,7 @@ int main(void)
 		cmocka_unit_test(test_store_admin_fsck_corrupt_byte),
 		cmocka_unit_test(test_store_admin_fsck_dangling),
 		cmocka_unit_test(test_store_admin_gc_fsck_apart),
+		cmocka_unit_test(test_store_admin_pack_cut_short),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

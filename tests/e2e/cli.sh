@@ -121,4 +121,24 @@ check "snapfs-admin gc runs once unmounted" "$ADMIN" gc "$STORE"
 check "fsck is clean after gc" "$ADMIN" fsck "$STORE"
 check "on a terminal, fsck shows its progress" sh -c 'script -qec "\"$1\" fsck \"$2\"" /dev/null | grep -q "(100%)"' sh "$ADMIN" "$STORE"
 check "without a terminal, fsck prints no progress" sh -c '! "$1" fsck "$2" 2>&1 | grep -q "%)"' sh "$ADMIN" "$STORE"
+
+# A pack cut short behind the store's back: reading the file fails with
+# EIO, spliced or copied, and never reads as a shorter file.
+mkdir "$T/cut" "$T/mcut"
+"$SNAPFS" "$T/cut" "$T/mcut"
+head -c 1048576 /dev/urandom >"$T/mcut/g"
+umount "$T/mcut"
+"$SNAPFS" "$T/cut" "$T/mcut"	# waits for the daemon to let go
+umount "$T/mcut"
+truncate -s 200000 "$T"/cut/packs/*.pack
+for o in splice nosplice; do
+	if [ $o = splice ]; then "$SNAPFS" "$T/cut" "$T/mcut"; else "$SNAPFS" -o nosplice "$T/cut" "$T/mcut"; fi
+	out=$(cat "$T/mcut/g" 2>&1 >/dev/null)
+	st=$?
+	ok "a pack cut short ($o): reading the file fails with EIO" \
+		$([ $st -ne 0 ] && echo "$out" | grep -q "Input/output error" && echo 0 || echo 1) "$out"
+	check "a pack cut short ($o): the bytes before the cut still read" \
+		sh -c '[ "$(head -c 100000 "$1" | wc -c)" = 100000 ]' sh "$T/mcut/g"
+	umount "$T/mcut"
+done
 finish
