@@ -752,7 +752,7 @@ static int scan_packs(struct pack_be *pb, struct err *e)
 {
 	DIR *d = opendir(pb->dir);
 	if (!d)
-		return err_set(e, -errno, "%s: %s", pb->dir, strerror(errno));
+		return err_set(e, -errno, "pack folder %s: %s", pb->dir, strerror(errno));
 	int r = 0;
 	for (struct dirent *de; (de = readdir(d)) && !r;) {
 		unsigned id;
@@ -796,7 +796,9 @@ int store_pack_open(const char *dir, bool create, bool rdonly, struct store_back
 	pthread_mutex_init(&pb->lock, NULL);
 	pthread_cond_init(&pb->cond, NULL);
 	pb->dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	int r = pb->dir_fd < 0 ? err_set(e, -errno, "%s: %s", dir, strerror(errno)) : 0;
+	int r = pb->dir_fd < 0 ? err_set(e, -errno, "pack folder %s: %s%s", dir, strerror(errno),
+					 errno == ENOENT ? " (a store's page data is kept there)" : "")
+			       : 0;
 	if (!r)
 		r = scan_packs(pb, e);
 	if (!r && !rdonly)

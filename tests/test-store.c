@@ -49,6 +49,18 @@ static void test_store_create_reopen(void **state)
 	assert_int_equal(store_getattr(st, STORE_ROOT_INO, &a), 0);
 	assert_true(S_ISDIR(a.mode));
 	assert_int_equal(store_close(st, NULL), 0);
+
+	/* Without its pack folder the store is refused, even with CREATE,
+	 * and not silently given an empty one. */
+	snprintf(p, sizeof(p), "%s/packs", path);
+	char moved[4200];
+	snprintf(moved, sizeof(moved), "%s/packs.away", path);
+	assert_int_equal(rename(p, moved), 0);
+	memset(&e, 0, sizeof(e));
+	assert_int_equal(store_open(path, STORE_CREATE, &st, &e), -ENOENT);
+	assert_non_null(strstr(e.msg, "pack folder"));
+	assert_non_null(strstr(e.msg, p));
+	assert_int_equal(rename(moved, p), 0);
 	tsu_store_remove(path);
 }
 
