@@ -7,19 +7,23 @@
  *
  * fsck and stats open the store read-only, which takes no lock, so they
  * run safely beside a mounted snapfs (they see its last committed state).
- * gc rewrites pack files and needs the store to itself: while snapfs has
- * it mounted the writable open fails and gc says so.  On a terminal, long
- * runs show their progress on stderr.
+ * gc rewrites pack files, which only the process holding the store may
+ * do: on a store snapfs serves, gc asks the daemon to run it, by setting
+ * user.snapfs.gc on the root of its mount, and reads the figures back
+ * from there.  On a terminal, long runs show their progress on stderr.
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "lib/err.h"
+#include "lib/mountinfo.h"
 #include "store.h"
 
 struct admin_progress {
@@ -86,6 +90,8 @@ static int admin_open(const char *dir, unsigned flags, struct store **st)
 {
 	struct err e = { 0 };
 	int r = store_open(dir, flags, st, &e);
+	if (r == -EBUSY && !(flags & STORE_RDONLY))
+		return r;	/* gc, the only writer, looks for the mount */
 	if (r == -EBUSY)
 		fprintf(stderr, "snapfs-admin: %s is in use by another process (mounted by snapfs?); "
 			"unmount it first\n", dir);
@@ -115,16 +121,80 @@ static int admin_fsck(const char *dir)
 	return res.problems ? 1 : 0;
 }
 
+static void admin_gc_print(const char *dir, const struct store_gc_result *res)
+{
+	printf("%s: %" PRIu64 " pages freed, packs %" PRIu64 " -> %" PRIu64 " bytes\n", dir,
+	       res->pages_freed, res->bytes_before, res->bytes_after);
+}
+
+/* The snapfs mount of the store at abs path arg. */
+static bool admin_is_store_mount(const struct mountinfo_ent *ent, const void *arg)
+{
+	return !strcmp(ent->fstype, "fuse.snapfs") && !strcmp(ent->source, arg);
+}
+
+/* Where snapfs has the store dir mounted, in *ent: 0 or -errno. */
+static int admin_find_mount(const char *dir, struct mountinfo_ent *ent)
+{
+	char abs[PATH_MAX];
+	if (!realpath(dir, abs))
+		return -errno;
+	return mountinfo_find(admin_is_store_mount, abs, ent);
+}
+
+/* gc of a store a snapfs daemon holds: run by the daemon, asked through
+ * its mount at ent->mnt. */
+static int admin_gc_mounted(const char *dir, struct mountinfo_ent *ent)
+{
+	if (isatty(STDERR_FILENO))
+		fprintf(stderr, "gc through the mount at %s (its calls wait until gc is done)\n",
+			ent->mnt);
+	char val[96];
+	ssize_t n = -1;
+	struct store_gc_result res = { 0 };
+	if (setxattr(ent->mnt, "user.snapfs.gc", "1", 1, 0) == 0)
+		n = getxattr(ent->mnt, "user.snapfs.gc", val, sizeof(val) - 1);
+	if (n < 0) {
+		fprintf(stderr, "snapfs-admin: gc %s through the mount at %s: %s%s\n", dir, ent->mnt,
+			strerror(errno), errno == EBUSY ? " (an fsck is running?)" : "");
+		return 2;
+	}
+	val[n] = 0;
+	if (sscanf(val, "%" SCNu64 " %" SCNu64 " %" SCNu64, &res.pages_freed, &res.bytes_before,
+		   &res.bytes_after) != 3) {
+		fprintf(stderr, "snapfs-admin: gc %s: the mount answered '%s'\n", dir, val);
+		return 2;
+	}
+	admin_gc_print(dir, &res);
+	return 0;
+}
+
 static int admin_gc(const char *dir)
 {
 	struct store *st;
-	if (admin_open(dir, STORE_LOCK_WAIT, &st) < 0)
+	int r = admin_open(dir, 0, &st);
+	if (r == -EBUSY) {
+		/* Mounted: the daemon runs it.  Not (or no longer) mounted:
+		 * perhaps a daemon still closing, which is waited for. */
+		struct mountinfo_ent *ent = malloc(sizeof(*ent));
+		int m = ent ? admin_find_mount(dir, ent) : -ENOMEM;
+		if (!m)
+			r = admin_gc_mounted(dir, ent);
+		free(ent);
+		if (!m)
+			return r;
+		r = admin_open(dir, STORE_LOCK_WAIT, &st);
+	}
+	if (r == -EBUSY)
+		fprintf(stderr, "snapfs-admin: %s is in use by another process, which has not mounted"
+			" it here; stop it first\n", dir);
+	if (r < 0)
 		return 2;
 	struct admin_progress p = { .tty = isatty(STDERR_FILENO) };
 	clock_gettime(CLOCK_MONOTONIC, &p.last);
 	struct store_gc_result res = { 0 };
 	struct err e = { 0 };
-	int r = store_gc(st, admin_progress_cb, &p, &res, &e);
+	r = store_gc(st, admin_progress_cb, &p, &res, &e);
 	admin_progress_end(&p);
 	struct err ce = { 0 };
 	int rc = store_close(st, &ce);
@@ -136,8 +206,7 @@ static int admin_gc(const char *dir)
 		fprintf(stderr, "snapfs-admin: closing %s: %s\n", dir, err_str(&ce, rc));
 		return 2;
 	}
-	printf("%s: %" PRIu64 " pages freed, packs %" PRIu64 " -> %" PRIu64 " bytes\n", dir,
-	       res.pages_freed, res.bytes_before, res.bytes_after);
+	admin_gc_print(dir, &res);
 	return 0;
 }
 
@@ -209,7 +278,8 @@ static void admin_usage(FILE *f)
 		   "       snapfs-admin gc STORE\n"
 		   "       snapfs-admin stats [--json] STORE\n"
 		   "       snapfs-admin --help | --version\n"
-		   "fsck and stats work beside a mounted store; gc needs it unmounted.\n"
+		   "fsck and stats work beside a mounted store; gc of a mounted store is run\n"
+		   "by its snapfs daemon, and the filesystem waits while it runs.\n"
 		   "fsck exits 0 if clean, 1 if it found problems, 2 if it could not run.\n");
 }
 

@@ -901,6 +901,7 @@ int fs_new(struct store *store, const struct fs_config *cfg, struct fs **out)
 		return r;
 	}
 	pthread_mutex_init(&fs->handles_lock, NULL);
+	pthread_mutex_init(&fs->gc_lock, NULL);
 	*out = fs;
 	return 0;
 }
@@ -920,6 +921,7 @@ void fs_free(struct fs *fs)
 	while (fs->handles)
 		fs_release_file(fs, fs->handles->ino, (uintptr_t)fs->handles);
 	pthread_mutex_destroy(&fs->handles_lock);
+	pthread_mutex_destroy(&fs->gc_lock);
 	fs_inode_table_destroy(&fs->inodes, fs_free_one, fs);
 	free(fs);
 }

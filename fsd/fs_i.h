@@ -24,6 +24,10 @@ struct fs {
 	 * released (the session ended with files still open). */
 	pthread_mutex_t handles_lock;
 	struct fs_handle *handles;
+	/* The figures of the last gc run through the mount (user.snapfs.gc). */
+	pthread_mutex_t gc_lock;
+	bool gc_ran;
+	struct store_gc_result gc_last;
 };
 
 /* Fill a struct stat from store attributes (st_blocks from pages stored). */
@@ -43,7 +47,10 @@ void fs_release_file(struct fs *fs, uint64_t ino, uint64_t fh);
  * removing it from the top of a sealed tree unseals it, see store_unseal(),
  * for uid 0 only: anyone else, and any other directory, gets -EPERM),
  * and, on regular files, the read-only figures "digest" (hex), "pages",
- * "shared_pages" and "zero_pages" (decimal).  They can be read by name but
+ * "shared_pages" and "zero_pages" (decimal).  Setting "gc" on the root
+ * runs store_gc() on the live store (every other call waits meanwhile)
+ * and reading it there gives the last run's pages freed and pack bytes
+ * before and after, in decimal, separated by spaces.  They can be read by name but
  * are not listed, so tools that copy xattrs (cp -a, rsync -X, tar
  * --xattrs) do not carry them to other files.  Other namespaces are not
  * supported.  All return -errno on failure; get and list return the

@@ -13,6 +13,7 @@
 
 #include "fs_mount.h"
 #include "lib/err.h"
+#include "lib/mountinfo.h"
 
 /* Is the folder empty?  1 yes, 0 no, -errno if it cannot be read. */
 static int fs_mount_dir_empty(const char *path)
@@ -71,49 +72,22 @@ int fs_mount_add_options(struct fuse_args *args, const char *store, unsigned rea
 	return r ? -ENOMEM : 0;
 }
 
-/* Undo the octal escapes (\040 etc.) of a /proc/self/mountinfo field. */
-static void fs_mount_unescape(char *s)
+/* A FUSE mount at mountpoint arg. */
+static bool fs_mount_is_at(const struct mountinfo_ent *ent, const void *arg)
 {
-	char *o = s;
-	for (; *s; s++) {
-		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' &&
-		    s[3] >= '0' && s[3] <= '7') {
-			*o++ = (char)((s[1] - '0') * 64 + (s[2] - '0') * 8 + (s[3] - '0'));
-			s += 3;
-		} else {
-			*o++ = *s;
-		}
-	}
-	*o = 0;
+	return !strcmp(ent->mnt, arg) && !strncmp(ent->fstype, "fuse", 4);
 }
 
 int fs_mount_set_readahead(const char *mountpoint, unsigned kb)
 {
-	FILE *f = fopen("/proc/self/mountinfo", "re");
-	if (!f)
-		return -errno;
-	char line[4096];
-	unsigned maj = 0, min = 0;
-	int found = 0;
-	while (fgets(line, sizeof(line), f)) {
-		char mnt[4096], fstype[256];
-		unsigned a, b;
-		if (sscanf(line, "%*u %*u %u:%u %*s %4095s", &a, &b, mnt) != 3)
-			continue;
-		char *dash = strstr(line, " - ");
-		if (!dash || sscanf(dash + 3, "%255s", fstype) != 1)
-			continue;
-		fs_mount_unescape(mnt);
-		/* The last match is the topmost mount: ours. */
-		if (!strcmp(mnt, mountpoint) && !strncmp(fstype, "fuse", 4)) {
-			maj = a;
-			min = b;
-			found = 1;
-		}
-	}
-	fclose(f);
-	if (!found)
-		return -ENOENT;
+	struct mountinfo_ent *ent = malloc(sizeof(*ent));
+	if (!ent)
+		return -ENOMEM;
+	int r = mountinfo_find(fs_mount_is_at, mountpoint, ent);
+	unsigned maj = r ? 0 : ent->maj, min = r ? 0 : ent->min;
+	free(ent);
+	if (r)
+		return r;
 
 	char path[128];
 	snprintf(path, sizeof(path), "/sys/class/bdi/%u:%u/read_ahead_kb", maj, min);
@@ -122,7 +96,7 @@ int fs_mount_set_readahead(const char *mountpoint, unsigned kb)
 		return -errno;
 	char val[32];
 	int n = snprintf(val, sizeof(val), "%u\n", kb);
-	int r = write(fd, val, n) == n ? 0 : -errno;
+	r = write(fd, val, n) == n ? 0 : -errno;
 	close(fd);
 	return r;
 }

@@ -29,9 +29,49 @@ static ssize_t fs_xattr_value(const char *val, size_t len, char *buf, size_t siz
 	return (ssize_t)len;
 }
 
+/* user.snapfs.gc set on the root: gc the live store now. */
+static int fs_xattr_gc(struct fs *fs, uint64_t ino)
+{
+	if (ino != FUSE_ROOT_ID)
+		return -EINVAL;
+	/* One at a time: a second caller waits and then runs its own. */
+	pthread_mutex_lock(&fs->gc_lock);
+	struct store_gc_result res;
+	struct err e = { 0 };
+	int r = store_gc(fs->store, NULL, NULL, &res, &e);
+	if (r < 0) {
+		fuse_log(FUSE_LOG_ERR, "snapfs: gc: %s\n", err_str(&e, r));
+	} else {
+		fs->gc_ran = true;
+		fs->gc_last = res;
+		fuse_log(FUSE_LOG_INFO, "snapfs: gc: %" PRIu64 " pages freed, packs %" PRIu64
+			 " -> %" PRIu64 " bytes\n", res.pages_freed, res.bytes_before, res.bytes_after);
+	}
+	pthread_mutex_unlock(&fs->gc_lock);
+	return r;
+}
+
+static ssize_t fs_xattr_get_gc(struct fs *fs, uint64_t ino, char *buf, size_t size)
+{
+	if (ino != FUSE_ROOT_ID)
+		return -ENODATA;
+	char val[80];
+	pthread_mutex_lock(&fs->gc_lock);
+	bool ran = fs->gc_ran;
+	struct store_gc_result res = fs->gc_last;
+	pthread_mutex_unlock(&fs->gc_lock);
+	if (!ran)
+		return -ENODATA;
+	int n = snprintf(val, sizeof(val), "%" PRIu64 " %" PRIu64 " %" PRIu64, res.pages_freed,
+			 res.bytes_before, res.bytes_after);
+	return fs_xattr_value(val, (size_t)n, buf, size);
+}
+
 static ssize_t fs_xattr_get_own(struct fs *fs, uint64_t ino, const char *what, char *buf,
 				size_t size)
 {
+	if (!strcmp(what, "gc"))
+		return fs_xattr_get_gc(fs, ino, buf, size);
 	struct store_attr a;
 	int r = store_getattr(fs->store, ino, &a);
 	if (r < 0)
@@ -90,6 +130,8 @@ int fs_xattr_set(struct fs *fs, uint64_t ino, const char *name, const char *valu
 	(void)value, (void)size, (void)flags;
 	if (!strcmp(name, FS_XATTR_OWN "sealed"))
 		return store_seal(fs->store, ino);
+	if (!strcmp(name, FS_XATTR_OWN "gc"))
+		return fs_xattr_gc(fs, ino);
 	if (!strncmp(name, FS_XATTR_OWN, FS_XATTR_OWN_LEN))
 		return -EPERM;
 	if (!fs_xattr_is_user(name))

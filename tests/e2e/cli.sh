@@ -98,14 +98,39 @@ ok "mount -t fuse.snapfs and an fstab line 'STORE MOUNTPOINT fuse.snapfs default
 wait_store_free
 "$SNAPFS" "$STORE" "$MNT" || exit 1
 
-# Admin commands beside the live mount: stats and fsck work, gc refuses.
+# Admin commands beside the live mount: stats and fsck work, and gc is
+# run by the daemon, with a reader going on meanwhile.
 check "snapfs-admin stats works on a mounted store" sh -c '"$1" stats "$2" | grep -q "dedup ratio"' sh "$ADMIN" "$STORE"
 check "snapfs-admin stats --json is JSON" sh -c '"$1" stats --json "$2" | python3 -c "import json,sys; d=json.load(sys.stdin); assert d[\"files\"] >= 2"' sh "$ADMIN" "$STORE"
 check "snapfs-admin fsck works on a mounted store" "$ADMIN" fsck "$STORE"
+head -c 4194304 /dev/urandom >"$T/keep"
+cp "$T/keep" "$MNT/keep"
+head -c 4194304 /dev/urandom >"$MNT/garbage"
+rm "$MNT/garbage"
+sync
+before=$(store_bytes)
+# O_DIRECT, so that each read goes to the daemon, not the page cache.
+( while [ ! -e "$T/gc-done" ]; do
+	dd if="$MNT/keep" iflag=direct bs=1M status=none | cmp -s - "$T/keep" || echo bad >>"$T/reader"
+	echo >>"$T/reads"
+done ) &
+reader=$!
 out=$("$ADMIN" gc "$STORE" 2>&1)
 st=$?
-ok "snapfs-admin gc refuses a mounted store, saying why" \
-	$([ $st -ne 0 ] && echo "$out" | grep -q "in use" && echo 0 || echo 1) "$out"
+touch "$T/gc-done"
+wait $reader
+ok "snapfs-admin gc of a mounted store runs in the daemon and frees the deleted file's pages" \
+	$([ $st -eq 0 ] && echo "$out" | grep -q ": 1024 pages freed" && echo 0 || echo 1) "$out"
+ok "the packs shrank by the deleted file" $([ $((before - $(store_bytes))) -ge 4194304 ] && echo 0 || echo 1) \
+	"$before -> $(store_bytes)"
+ok "a reader during the gc always read the file whole" $([ ! -e "$T/reader" ] && echo 0 || echo 1) \
+	"$(wc -l <"$T/reads") reads"
+
+check "the file reads back after the gc" cmp "$T/keep" "$MNT/keep"
+check "the mount's root shows the last gc's figures" \
+	sh -c '[ "$(getfattr --only-values -n user.snapfs.gc "$1" | cut -d" " -f1)" = 1024 ]' sh "$MNT"
+check_fails "user.snapfs.gc below the root is refused" setfattr -n user.snapfs.gc -v 1 "$MNT/kept"
+check "fsck is clean after the gc through the mount" "$ADMIN" fsck "$STORE"
 umount "$MNT"
 check "snapfs-admin gc right after the unmount waits for the daemon to let go" "$ADMIN" gc "$STORE"
 # A store held a little longer (by a daemon still closing, say) is
@@ -116,6 +141,15 @@ sleep 0.2
 check "snapfs waits for a store held for a moment, then mounts it" "$SNAPFS" "$STORE" "$MNT"
 wait $holder
 umount "$MNT"
+wait_store_free
+flock "$STORE/lock" sleep 6 &
+holder=$!
+sleep 0.2
+out=$("$ADMIN" gc "$STORE" 2>&1)
+st=$?
+ok "snapfs-admin gc of a store another process holds, unmounted, is refused, saying why" \
+	$([ $st -eq 2 ] && echo "$out" | grep -q "in use by another process" && echo 0 || echo 1) "$out"
+wait $holder
 wait_store_free
 check "snapfs-admin gc runs once unmounted" "$ADMIN" gc "$STORE"
 check "fsck is clean after gc" "$ADMIN" fsck "$STORE"

@@ -1,0 +1,29 @@
+/*
+ * lib/mountinfo.h: finding a mount in /proc/self/mountinfo: the daemon
+ * looks up its own mount's device number there (stat() of the mount point
+ * would send a request to a session not yet serving), and snapfs-admin
+ * looks up where a store in use is mounted.
+ */
+#ifndef SNAPFS_MOUNTINFO_H
+#define SNAPFS_MOUNTINFO_H
+
+#include <limits.h>
+#include <stdbool.h>
+
+/* One line of /proc/self/mountinfo, octal escapes (\040) undone. */
+struct mountinfo_ent {
+	unsigned maj, min;		/* st_dev of the mount */
+	char mnt[PATH_MAX];		/* mount point */
+	char fstype[256];		/* "fuse.snapfs", ... */
+	char source[PATH_MAX];		/* what was mounted (fsname for FUSE) */
+};
+
+/*
+ * The topmost mount (the last one listed) for which match(ent, arg) is
+ * true, in *out.  Returns 0, -ENOENT if none matches, or -errno if
+ * mountinfo cannot be read.
+ */
+int mountinfo_find(bool (*match)(const struct mountinfo_ent *ent, const void *arg),
+		   const void *arg, struct mountinfo_ent *out);
+
+#endif
