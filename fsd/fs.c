@@ -636,7 +636,9 @@ static void fs_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 /*
  * close(2) waits for flush but not for release, so a file that was
  * written and closed is committed here: after close returns, a crash of
- * the daemon cannot lose it.
+ * the daemon cannot lose it.  Only fsync also syncs the commit to disk,
+ * as on a local filesystem: a tar of thousands of small files would
+ * otherwise wait for an fsync of the index per file.
  */
 static void fs_op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
@@ -644,7 +646,7 @@ static void fs_op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 	int r = 0;
 	if (fi->fh && __atomic_load_n(&fs_handle(fi)->dirty, __ATOMIC_RELAXED)) {
 		struct err e = { 0 };
-		r = store_flush(fs->store, ino, &e);
+		r = store_flush(fs->store, ino, false, &e);
 		if (r < 0 && fs->cfg.debug)
 			fuse_log(FUSE_LOG_DEBUG, "snapfs: flush: %s\n", err_str(&e, r));
 	}
@@ -656,7 +658,7 @@ static void fs_op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fus
 	(void)datasync, (void)fi;
 	struct fs *fs = fs_of(req);
 	struct err e = { 0 };
-	int r = store_flush(fs->store, ino, &e);
+	int r = store_flush(fs->store, ino, true, &e);
 	if (r < 0 && fs->cfg.debug)
 		fuse_log(FUSE_LOG_DEBUG, "snapfs: fsync: %s\n", err_str(&e, r));
 	fuse_reply_err(req, -r);

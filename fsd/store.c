@@ -486,12 +486,13 @@ int store_sync(struct store *st, struct err *e)
 	return r;
 }
 
-int store_flush(struct store *st, uint64_t ino, struct err *e)
+int store_flush(struct store *st, uint64_t ino, bool durable, struct err *e)
 {
 	if (st->rdonly)
 		return 0;
 	store_recover(st);	/* if failed: what stays failed fails below */
-	int r = store_sync(st, e);	/* one commit covers every file */
+	/* One commit covers every file. */
+	int r = durable ? store_sync(st, e) : store_commit(st, e);
 	pthread_mutex_lock(&st->mem_lock);
 	struct sinode *si = sinode_find(st, ino);
 	int lost = si ? si->lost : 0;

@@ -34,8 +34,10 @@
  * durable (fdatasync of the packs), then commits one SQLite transaction, so
  * after a crash the store holds exactly its last committed state; data
  * appended to packs but never committed is garbage that store_gc() frees.
- * store_sync() and store_flush() also make the commit durable against power
- * loss.
+ * store_sync() and store_flush(durable) also make the commit durable
+ * against power loss (an fsync of the WAL); a commit alone survives a
+ * crash of the process, not of the machine, as close(2) on any local
+ * filesystem does.
  *
  * Failures (a full disk, an I/O error): when writing page data or a commit
  * fails, the call that met it returns the error, and memory no longer
@@ -406,11 +408,12 @@ struct store_file_info {
  * reference counts). */
 int store_file_info(struct store *st, uint64_t ino, struct store_file_info *out);
 
-/* Commit pending changes if ino has any (flush / fsync of one file; this
- * may commit other files' pending changes too) and make them durable.
- * Returns the failure that made ino lose uncommitted changes (see
- * "Failures" above) once, if that happened while it was open. */
-int store_flush(struct store *st, uint64_t ino, struct err *e);
+/* Commit pending changes if ino has any (close or fsync of one file; this
+ * may commit other files' pending changes too), and with durable make
+ * everything committed durable against power loss (fsync).  Returns the
+ * failure that made ino lose uncommitted changes (see "Failures" above)
+ * once, if that happened while it was open. */
+int store_flush(struct store *st, uint64_t ino, bool durable, struct err *e);
 
 /* Commit all pending changes and make them durable. */
 int store_sync(struct store *st, struct err *e);

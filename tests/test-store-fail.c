@@ -108,7 +108,7 @@ static void test_full_disk_recovers(void **state)
 	/* Committed before the disk fills: must survive everything below. */
 	uint64_t a, b, c;
 	assert_int_equal(write_file(st, "a", 2 * MB, 1, &a), 0);
-	assert_int_equal(store_flush(st, a, NULL), 0);
+	assert_int_equal(store_flush(st, a, true, NULL), 0);
 	assert_int_equal(store_file_release(st, a), 0);
 	struct store_stats s;
 	assert_int_equal(store_stats(st, &s, NULL), 0);
@@ -119,7 +119,7 @@ static void test_full_disk_recovers(void **state)
 	set_fsize(packs_before + MB);
 	int r = write_file(st, "b", 16 * MB, 2, &b);
 	struct err e = { 0 };
-	int fr = store_flush(st, b, &e);
+	int fr = store_flush(st, b, true, &e);
 	/* The failure shows at a write or, once the background writer met
 	 * it, at the flush; either way the flush reports the lost data. */
 	assert_true(r == -EFBIG || r == 0);
@@ -127,7 +127,7 @@ static void test_full_disk_recovers(void **state)
 	assert_non_null(strstr(e.msg, path));
 	assert_non_null(strstr(e.msg, "dropped"));
 	/* Reported once: a second flush has nothing more to say. */
-	assert_int_equal(store_flush(st, b, NULL), 0);
+	assert_int_equal(store_flush(st, b, true, NULL), 0);
 	assert_int_equal(nlogged, 1);
 	assert_non_null(strstr(logged, path));
 	assert_non_null(strstr(logged, "File too large"));
@@ -149,7 +149,7 @@ static void test_full_disk_recovers(void **state)
 	set_fsize(RLIM_INFINITY);
 	assert_int_equal(store_unlink(st, STORE_ROOT_INO, "b", NULL), 0);
 	assert_int_equal(write_file(st, "c", 4 * MB, 3, &c), 0);
-	assert_int_equal(store_flush(st, c, NULL), 0);
+	assert_int_equal(store_flush(st, c, true, NULL), 0);
 	assert_int_equal(store_file_release(st, c), 0);
 	check_file(st, c, 4 * MB, 3);
 	assert_int_equal(nlogged, 1);
@@ -188,7 +188,7 @@ static void test_namespace_change_recovers(void **state)
 	struct store *st = logged_store(&path);
 	uint64_t a, b;
 	assert_int_equal(write_file(st, "a", MB, 4, &a), 0);
-	assert_int_equal(store_flush(st, a, NULL), 0);
+	assert_int_equal(store_flush(st, a, true, NULL), 0);
 	assert_int_equal(store_file_release(st, a), 0);
 
 	set_fsize(2 * MB);
@@ -202,7 +202,7 @@ static void test_namespace_change_recovers(void **state)
 	assert_int_equal(nlogged, 1);
 	assert_non_null(strstr(logged, "0 open files lost some"));
 	assert_int_equal(store_file_open(st, b), 0);
-	assert_int_equal(store_flush(st, b, NULL), 0);
+	assert_int_equal(store_flush(st, b, true, NULL), 0);
 	assert_int_equal(store_file_release(st, b), 0);
 	check_file(st, a, MB, 4);
 	check_fsck(st);

@@ -50,7 +50,7 @@ static void *writer(void *p)
 		/* Slot w->id of every group of WRITERS pages in the shared file. */
 		if (store_write(c->st, c->shared, buf, PG, ((uint64_t)off / 64 * WRITERS + w->id) * PG) != PG)
 			__atomic_add_fetch(&c->failures, 1, __ATOMIC_RELAXED);
-		if (off % 1024 == 0 && store_flush(c->st, c->own[w->id], NULL))
+		if (off % 1024 == 0 && store_flush(c->st, c->own[w->id], w->id % 2, NULL))
 			__atomic_add_fetch(&c->failures, 1, __ATOMIC_RELAXED);
 		char name[32];
 		snprintf(name, sizeof(name), "meta-%d-%d", w->id, off);
