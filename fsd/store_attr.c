@@ -41,39 +41,50 @@ int store_setattr(struct store *st, uint64_t ino, const struct store_attr *in, u
 			return r;
 	}
 	unsigned rest = mask & ~(unsigned)STORE_SET_SIZE;
-	if (rest) {
-		r = ns_tx_begin(st);
-		if (r)
-			return r;
-		struct store_attr a;
-		r = ns_attr_get(st, st->db, ino, &a);
-		if (!r && (a.flags & STORE_INODE_SEALED))
-			r = -EPERM;
-		int64_t now = store_now_ns();
-		int64_t ctime = rest & STORE_SET_CTIME ? ns_of(in->ctime) : now;
-		int64_t mtime = ns_of(in->mtime);
-		if (!r && (rest & STORE_SET_MODE))
-			r = ns_exec4(st, "UPDATE inode SET mode = ? WHERE ino = ?", 2,
-				  (a.mode & S_IFMT) | (in->mode & 07777), (int64_t)ino, 0, 0);
-		if (!r && (rest & STORE_SET_UID))
-			r = ns_exec4(st, "UPDATE inode SET uid = ? WHERE ino = ?", 2, in->uid, (int64_t)ino, 0, 0);
-		if (!r && (rest & STORE_SET_GID))
-			r = ns_exec4(st, "UPDATE inode SET gid = ? WHERE ino = ?", 2, in->gid, (int64_t)ino, 0, 0);
-		if (!r && (rest & STORE_SET_ATIME))
-			r = ns_exec4(st, "UPDATE inode SET atime_ns = ? WHERE ino = ?", 2, ns_of(in->atime),
-				  (int64_t)ino, 0, 0);
-		if (!r && (rest & STORE_SET_MTIME))
-			r = ns_exec4(st, "UPDATE inode SET mtime_ns = ? WHERE ino = ?", 2, mtime, (int64_t)ino,
-				  0, 0);
-		if (!r)
-			r = ns_exec4(st, "UPDATE inode SET ctime_ns = ? WHERE ino = ?", 2, ctime, (int64_t)ino, 0,
-				  0);
-		if (!r)
-			store_cached_times(st, ino, rest & STORE_SET_MTIME ? &mtime : NULL, &ctime);
-		r = ns_tx_end(st, r);
+	if (!rest)
+		return out ? store_getattr(st, ino, out) : 0;
+	r = ns_tx_begin(st);
+	if (r)
+		return r;
+	struct store_attr a;
+	r = ns_attr_get(st, st->db, ino, &a);
+	if (!r && (a.flags & STORE_INODE_SEALED))
+		r = -EPERM;
+	int64_t ctime = rest & STORE_SET_CTIME ? ns_of(in->ctime) : store_now_ns();
+	int64_t mtime = ns_of(in->mtime);
+	/* One statement for every attribute: those left unbound (NULL)
+	 * keep their value. */
+	sqlite3_stmt *s = r ? NULL
+			    : store_stmt(st, st->db,
+					 "UPDATE inode SET mode = IFNULL(?1, mode), uid = IFNULL(?2, uid),"
+					 " gid = IFNULL(?3, gid), atime_ns = IFNULL(?4, atime_ns),"
+					 " mtime_ns = IFNULL(?5, mtime_ns), ctime_ns = ?6 WHERE ino = ?7");
+	if (!r && !s)
+		r = -EIO;
+	if (!r) {
+		if (rest & STORE_SET_MODE)
+			sqlite3_bind_int64(s, 1, (a.mode & S_IFMT) | (in->mode & 07777));
+		if (rest & STORE_SET_UID)
+			sqlite3_bind_int64(s, 2, in->uid);
+		if (rest & STORE_SET_GID)
+			sqlite3_bind_int64(s, 3, in->gid);
+		if (rest & STORE_SET_ATIME)
+			sqlite3_bind_int64(s, 4, ns_of(in->atime));
+		if (rest & STORE_SET_MTIME)
+			sqlite3_bind_int64(s, 5, mtime);
+		sqlite3_bind_int64(s, 6, ctime);
+		sqlite3_bind_int64(s, 7, (int64_t)ino);
+		r = ns_step(s);
 	}
+	/* The result read in the same transaction: no second read of a
+	 * page the change has just made stale on the read connection. */
 	if (!r && out)
-		r = store_getattr(st, ino, out);
+		r = ns_attr_get(st, st->db, ino, out);
+	if (!r)
+		store_cached_times(st, ino, rest & STORE_SET_MTIME ? &mtime : NULL, &ctime);
+	r = ns_tx_end(st, r);
+	if (!r && out)
+		store_overlay_attr(st, out);
 	return r;
 }
 

@@ -280,6 +280,35 @@ static void test_store_ns_setattr(void **state)
 	assert_int_equal(a.mtime.tv_sec, 2000);	/* the commit kept the set time */
 	assert_int_equal(a.size, 10000);
 
+	/* Each attribute alone: the others stay as they were. */
+	struct store_attr one = { .mode = 0640, .uid = 70, .gid = 80 };
+	one.atime = (struct timespec){ 3000, 7 };
+	one.mtime = (struct timespec){ 4000, 8 };
+	assert_int_equal(store_setattr(st, a.ino, &one, STORE_SET_GID, &a), 0);
+	assert_int_equal(a.mode, S_IFREG | 0600);
+	assert_int_equal(a.uid, 7);
+	assert_int_equal(a.gid, 80);
+	assert_int_equal(a.atime.tv_sec, 1000);
+	assert_int_equal(a.mtime.tv_sec, 2000);
+	assert_int_equal(store_setattr(st, a.ino, &one, STORE_SET_MODE | STORE_SET_ATIME, &a), 0);
+	assert_int_equal(a.mode, S_IFREG | 0640);
+	assert_int_equal(a.uid, 7);
+	assert_int_equal(a.atime.tv_sec, 3000);
+	assert_int_equal(a.atime.tv_nsec, 7);
+	assert_int_equal(a.mtime.tv_sec, 2000);
+	assert_int_equal(store_setattr(st, a.ino, &one, STORE_SET_UID | STORE_SET_MTIME, &a), 0);
+	assert_int_equal(a.uid, 70);
+	assert_int_equal(a.gid, 80);
+	assert_int_equal(a.mtime.tv_sec, 4000);
+	assert_int_equal(a.mtime.tv_nsec, 8);
+	assert_int_equal(a.size, 10000);
+	assert_int_equal(store_getattr(st, a.ino, &a), 0);	/* as the database has it */
+	assert_int_equal(a.mode, S_IFREG | 0640);
+	assert_int_equal(a.uid, 70);
+	assert_int_equal(a.gid, 80);
+	assert_int_equal(a.atime.tv_sec, 3000);
+	assert_int_equal(a.mtime.tv_sec, 4000);
+
 	struct store_attr d;
 	assert_int_equal(store_mkdir(st, ROOT, "d", 0755, 0, 0, &d), 0);
 	assert_int_equal(store_setattr(st, d.ino, &in, STORE_SET_SIZE, NULL), -EISDIR);
