@@ -204,11 +204,32 @@ int store_ns_init_root(struct store *st, struct err *e)
 
 /* ---- reading -------------------------------------------------------------- */
 
+/*
+ * A connection for a short read, locked: the writer's when it is idle,
+ * else the read connection.  SQLite drops a connection's whole page cache
+ * when another one has committed since its last read, so the read
+ * connection, after every change, reads each page again; the writer's
+ * cache survives its own commits.  The read connection never waits for a
+ * commit in progress.
+ */
+static sqlite3 *ns_read_begin(struct store *st)
+{
+	if (pthread_mutex_trylock(&st->db_lock) == 0)
+		return st->db;
+	pthread_mutex_lock(&st->rdb_lock);
+	return st->rdb;
+}
+
+static void ns_read_end(struct store *st, sqlite3 *db)
+{
+	pthread_mutex_unlock(db == st->db ? &st->db_lock : &st->rdb_lock);
+}
+
 int store_getattr(struct store *st, uint64_t ino, struct store_attr *out)
 {
-	pthread_mutex_lock(&st->rdb_lock);
-	int r = ns_attr_get(st, st->rdb, ino, out);
-	pthread_mutex_unlock(&st->rdb_lock);
+	sqlite3 *db = ns_read_begin(st);
+	int r = ns_attr_get(st, db, ino, out);
+	ns_read_end(st, db);
 	if (!r)
 		store_overlay_attr(st, out);
 	return r;
@@ -219,18 +240,18 @@ int store_lookup(struct store *st, uint64_t parent, const char *name, struct sto
 	int r = check_name(name);
 	if (r)
 		return r == -EINVAL ? -ENOENT : r;
-	pthread_mutex_lock(&st->rdb_lock);
+	sqlite3 *db = ns_read_begin(st);
 	uint64_t ino = 0;
-	r = entry_get(st, st->rdb, parent, name, &ino, NULL);
+	r = entry_get(st, db, parent, name, &ino, NULL);
 	if (r == -ENOENT) {
 		struct store_attr pa;
-		int r2 = ns_attr_get(st, st->rdb, parent, &pa);
+		int r2 = ns_attr_get(st, db, parent, &pa);
 		if (r2 == 0 && !S_ISDIR(pa.mode))
 			r = -ENOTDIR;
 	}
 	if (!r)
-		r = ns_attr_get(st, st->rdb, ino, out);
-	pthread_mutex_unlock(&st->rdb_lock);
+		r = ns_attr_get(st, db, ino, out);
+	ns_read_end(st, db);
 	if (!r)
 		store_overlay_attr(st, out);
 	return r;
