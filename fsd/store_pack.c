@@ -6,8 +6,9 @@
  * can be spliced straight from the pack into the FUSE device.  A location is (pack id << 36) | page number.
  * Packs are append-only; a new pack is started when the current one passes
  * PACK_MAX_BYTES.  Space is reclaimed only by gc: compact copies the live
- * pages out of packs that hold dead ones into a new pack, and release
- * deletes packs that no longer hold live pages.
+ * pages out of packs that are at least a quarter dead into a new pack,
+ * and release deletes packs that no longer hold live pages (and cuts
+ * dead pages off the end of the others).
  *
  * Appends are staged: put copies the pages into one of a few 1 MiB
  * staging buffers and hands out their locations at once; the store's pack
@@ -44,6 +45,8 @@
 #define PACK_SHIFT 36
 #define PACK_PAGE_MASK ((1ull << PACK_SHIFT) - 1)
 #define PACK_MAX_BYTES (1ull << 30)
+/* gc rewrites a pack once at least 1/COMPACT_DEAD_PART of it is dead. */
+#define COMPACT_DEAD_PART 4
 #define STAGE_PAGES 256u	/* pages per staging buffer (1 MiB) */
 #define STAGE_BUFS 8u
 
@@ -589,7 +592,15 @@ static int pb_compact(struct store_backend *be, struct store_live_page *live, si
 		}
 		struct pack *src = pack_find(pb, id);
 		uint64_t live_bytes = (uint64_t)(j - i) * STORE_PAGE_SIZE;
-		if (src->size == live_bytes || id == dst_id) {
+		/* A pack less than a quarter dead keeps its dead pages until
+		 * more die: rewriting up to PACK_MAX_BYTES to free a few pages
+		 * costs far more than it gives back, and a gc of a mounted
+		 * store holds every other call meanwhile.  (A pack shorter
+		 * than its live pages is damaged: copying them fails, saying
+		 * so.) */
+		bool few_dead = src->size >= live_bytes &&
+				src->size - live_bytes < src->size / COMPACT_DEAD_PART;
+		if (few_dead || id == dst_id) {
 			i = j;
 			continue;
 		}

@@ -143,6 +143,52 @@ static void test_store_admin_gc_reclaims(void **state)
 	tsu_store_remove(path);
 }
 
+/* A pack less than a quarter dead is not rewritten: its dead pages leave
+ * the index and stay in the file until more of it dies. */
+static void test_store_admin_gc_spares_mostly_live_packs(void **state)
+{
+	(void)state;
+	char *path;
+	struct store *st = tsu_new_store(&path);
+	uint64_t keep = write_file(st, STORE_ROOT_INO, "keep", 80, 1);
+	write_file(st, STORE_ROOT_INO, "a", 10, 2);
+	write_file(st, STORE_ROOT_INO, "b", 10, 3);
+	assert_int_equal(store_sync(st, NULL), 0);
+	uint64_t gone;
+	assert_int_equal(store_unlink(st, STORE_ROOT_INO, "a", &gone), 0);
+	assert_int_equal(store_inode_release(st, gone), 0);
+
+	struct store_gc_result g;
+	assert_int_equal(store_gc(st, NULL, NULL, &g, NULL), 0);
+	assert_int_equal(g.pages_freed, 10);
+	assert_int_equal(g.bytes_before, 100 * PG);
+	assert_int_equal(g.bytes_after, 100 * PG);	/* 10 % dead: kept */
+	struct store_stats s;
+	assert_int_equal(store_stats(st, &s, NULL), 0);
+	assert_int_equal(s.unique_pages, 90);
+	assert_int_equal(s.unreferenced_pages, 0);
+	struct store_fsck_result res;
+	assert_int_equal(store_fsck(st, NULL, NULL, NULL, &res, NULL), 0);
+	assert_int_equal(res.problems, 0);
+
+	/* b's pages too: 20 of 100 dead, still kept; then 20 of keep's:
+	 * 40 % dead, and the pack is rewritten with only the live ones. */
+	assert_int_equal(store_unlink(st, STORE_ROOT_INO, "b", &gone), 0);
+	assert_int_equal(store_inode_release(st, gone), 0);
+	assert_int_equal(store_gc(st, NULL, NULL, &g, NULL), 0);
+	assert_int_equal(g.pages_freed, 10);
+	assert_int_equal(g.bytes_after, 100 * PG);
+	assert_int_equal(store_truncate(st, keep, 60 * PG), 0);
+	assert_int_equal(store_gc(st, NULL, NULL, &g, NULL), 0);
+	assert_int_equal(g.pages_freed, 20);
+	assert_int_equal(g.bytes_after, 60 * PG);
+	check_file(st, keep, 60, 1);
+	assert_int_equal(store_fsck(st, NULL, NULL, NULL, &res, NULL), 0);
+	assert_int_equal(res.problems, 0);
+	assert_int_equal(store_close(st, NULL), 0);
+	tsu_store_remove(path);
+}
+
 struct found {
 	int n;
 	char path[8][256];
@@ -349,6 +395,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_store_admin_gc_reclaims),
+		cmocka_unit_test(test_store_admin_gc_spares_mostly_live_packs),
 		cmocka_unit_test(test_store_admin_fsck_corrupt_byte),
 		cmocka_unit_test(test_store_admin_fsck_dangling),
 		cmocka_unit_test(test_store_admin_gc_fsck_apart),
