@@ -44,7 +44,9 @@
 
 #define PACK_SHIFT 36
 #define PACK_PAGE_MASK ((1ull << PACK_SHIFT) - 1)
+#ifndef PACK_MAX_BYTES		/* a test builds the store with small packs */
 #define PACK_MAX_BYTES (1ull << 30)
+#endif
 /* gc rewrites a pack once at least 1/COMPACT_DEAD_PART of it is dead. */
 #define COMPACT_DEAD_PART 4
 #define STAGE_PAGES 256u	/* pages per staging buffer (1 MiB) */
@@ -576,7 +578,7 @@ static int pb_compact(struct store_backend *be, struct store_live_page *live, si
 	if (r)
 		r = err_set(e, r, "%s: writing pages: %s", pb->dir, strerror(-r));
 	struct pack *dst = NULL;
-	uint32_t dst_id = 0;
+	uint32_t dst_id = 0, first_dst = 0;	/* the packs compact fills */
 	size_t i = 0;
 	while (i < n && !r) {
 		/* The live pages of one pack: live[i..j). */
@@ -590,7 +592,10 @@ static int pb_compact(struct store_backend *be, struct store_live_page *live, si
 			r = err_set(e, r, "pack %08x: referenced but missing", id);
 			break;
 		}
+		/* Pointers into the pack table, found again after any call
+		 * that may add to it. */
 		struct pack *src = pack_find(pb, id);
+		dst = dst_id ? pack_find(pb, dst_id) : NULL;
 		uint64_t live_bytes = (uint64_t)(j - i) * STORE_PAGE_SIZE;
 		/* A pack less than a quarter dead keeps its dead pages until
 		 * more die: rewriting up to PACK_MAX_BYTES to free a few pages
@@ -600,24 +605,27 @@ static int pb_compact(struct store_backend *be, struct store_live_page *live, si
 		 * so.) */
 		bool few_dead = src->size >= live_bytes &&
 				src->size - live_bytes < src->size / COMPACT_DEAD_PART;
-		if (few_dead || id == dst_id) {
+		if (few_dead || (first_dst && id >= first_dst)) {
 			i = j;
 			continue;
 		}
-		if (!dst) {
-			r = pack_new(pb, &dst);
-			if (r) {
-				r = err_set(e, r, "compacting packs: new pack: %s", strerror(-r));
-				break;
-			}
-			dst_id = dst->id;
-			src = pack_find(pb, id);	/* the table may have moved */
-		}
-		/* Runs of consecutive pages are copied in one go. */
+		/* Runs of consecutive pages are copied in one go, into packs
+		 * of at most PACK_MAX_BYTES like any other. */
 		for (size_t k = i; k < j && !r;) {
+			if (!dst || dst->size + STORE_PAGE_SIZE > PACK_MAX_BYTES) {
+				r = pack_new(pb, &dst);
+				if (r) {
+					r = err_set(e, r, "compacting packs: new pack: %s", strerror(-r));
+					break;
+				}
+				dst_id = dst->id;
+				first_dst = first_dst ? first_dst : dst_id;
+				src = pack_find(pb, id);	/* the table may have moved */
+			}
+			uint64_t room = (PACK_MAX_BYTES - dst->size) / STORE_PAGE_SIZE;
 			uint64_t first = live[k].loc & PACK_PAGE_MASK;
 			unsigned run = 1;
-			while (k + run < j && run < BATCH &&
+			while (k + run < j && run < BATCH && run < room &&
 			       (live[k + run].loc & PACK_PAGE_MASK) == first + run)
 				run++;
 			uint64_t off = dst->size;
