@@ -506,6 +506,7 @@ static int gc_locked(struct store *st, store_progress_fn progress, void *arg,
 
 	/* 3: one transaction points everything at the new places. */
 	struct htab moved = HTAB_LOC(struct fpage);
+	size_t nmoved = 0;
 	for (size_t i = 0; i < n && !r; i++)
 		if (live[i].loc != before[i].loc) {
 			struct fpage *fp = htab_get(&moved, &before[i].loc);
@@ -530,6 +531,7 @@ static int gc_locked(struct store *st, store_progress_fn progress, void *arg,
 	} else if (r) {
 		err_set(e, r, "store %s: gc: out of memory", st->dir);
 	}
+	nmoved = moved.n;
 	htab_free(&moved);
 
 	/* 4: now the old copies and never-committed data can go. */
@@ -540,7 +542,9 @@ static int gc_locked(struct store *st, store_progress_fn progress, void *arg,
 		if (r)
 			err_prefix(e, "store %s: gc", st->dir);
 	}
-	if (!r) {
+	/* The prefix set follows the index: reloaded only if pages left it
+	 * or moved (a gc with nothing to do stays cheap on a live store). */
+	if (!r && (res->pages_freed || nmoved)) {
 		pthread_mutex_lock(&st->mem_lock);
 		r = store_load_known(st, e);
 		pthread_mutex_unlock(&st->mem_lock);

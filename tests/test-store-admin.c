@@ -170,14 +170,30 @@ static void test_store_admin_gc_spares_mostly_live_packs(void **state)
 	struct store_fsck_result res;
 	assert_int_equal(store_fsck(st, NULL, NULL, NULL, &res, NULL), 0);
 	assert_int_equal(res.problems, 0);
+	/* a's bytes are still in the pack but no longer a page of the
+	 * store: writing them again stores them anew, never refers to the
+	 * unindexed copy. */
+	uint64_t again = write_file(st, STORE_ROOT_INO, "again", 10, 2);
+	assert_int_equal(store_sync(st, NULL), 0);
+	assert_int_equal(store_stats(st, &s, NULL), 0);
+	assert_int_equal(s.unique_pages, 100);
+	assert_int_equal(store_fsck(st, NULL, NULL, NULL, &res, NULL), 0);
+	assert_int_equal(res.problems, 0);
+	check_file(st, again, 10, 2);
+	assert_int_equal(store_unlink(st, STORE_ROOT_INO, "again", &gone), 0);
+	assert_int_equal(store_inode_release(st, gone), 0);
+	assert_int_equal(store_gc(st, NULL, NULL, &g, NULL), 0);
+	assert_int_equal(g.pages_freed, 10);
+	assert_int_equal(g.bytes_after, 110 * PG);	/* 20 of 110 dead: kept */
 
-	/* b's pages too: 20 of 100 dead, still kept; then 20 of keep's:
-	 * 40 % dead, and the pack is rewritten with only the live ones. */
+	/* b's pages too: 30 of 110 dead, and the pack is rewritten with
+	 * only the live ones; then 20 of keep's: 20 of 80, a quarter. */
 	assert_int_equal(store_unlink(st, STORE_ROOT_INO, "b", &gone), 0);
 	assert_int_equal(store_inode_release(st, gone), 0);
 	assert_int_equal(store_gc(st, NULL, NULL, &g, NULL), 0);
 	assert_int_equal(g.pages_freed, 10);
-	assert_int_equal(g.bytes_after, 100 * PG);
+	assert_int_equal(g.bytes_after, 80 * PG);
+	check_file(st, keep, 80, 1);
 	assert_int_equal(store_truncate(st, keep, 60 * PG), 0);
 	assert_int_equal(store_gc(st, NULL, NULL, &g, NULL), 0);
 	assert_int_equal(g.pages_freed, 20);
