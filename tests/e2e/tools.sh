@@ -4,7 +4,8 @@
 # diff -r, cmp, sha256sum, find, du, df, stat, mv, rm -rf, ln, ln -s,
 # getfattr/setfattr, truncate, fallocate --punch-hole, cp --sparse=always,
 # SEEK_DATA/SEEK_HOLE, mmap, random writes, parallel readers and writers,
-# and a file deleted while open and mapped.
+# a random mix of operations against reference copies (mixops.py), and a
+# file deleted while open and mapped.
 . "$(dirname "$0")/lib.sh"
 
 # A source tree with the shapes that matter: sizes around page edges,
@@ -140,6 +141,13 @@ check "mmap shared and private reads equal the file" "$PROBE" mmap "$M/cp/d1/f30
 check "mmap of a sparse file" "$PROBE" mmap "$M/sp" "$SRC/sparse"
 check "random writes at any offset match a reference file" "$PROBE" randwrite "$M/rw" "$T/rw-ref" 42 400
 check "parallel readers and writers never see torn pages" "$PROBE" parallel "$M/par" 3 3 40
+# A random mix of writes, appends, truncates, holes, clones and mapped
+# reads and writes, three files at once, each against a reference copy.
+mkdir "$M/mix" "$T/mixref"
+check "mixed operations, three files at once, always match a reference copy" sh -c '
+	pids=""
+	for s in 1 2 3; do python3 "$1" "$2" "$3" $s 500 & pids="$pids $!"; done
+	st=0; for p in $pids; do wait $p || st=1; done; exit $st' sh "$(dirname "$0")/mixops.py" "$M/mix" "$T/mixref"
 cp "$T/r1" "$M/doomed"
 check "a file unlinked while open and mapped stays readable" "$PROBE" unlinked "$M/doomed" "$T/r1"
 check "write-only writers bypass the page cache and leave no stale pages" "$PROBE" cache "$M"
@@ -153,6 +161,8 @@ check "nosplice: a file read through the copying path is identical" cmp "$M/cp/d
 check "nosplice: a sparse file read through the copying path is identical" cmp "$M/sp" "$SRC/sparse"
 check "after a remount the tree is still identical" diff -r "$SRC/d1/d2/d3" "$M/cp/d2moved/d3"
 check "inode numbers are stable across mounts" sh -c '[ "$(stat -c %i "$1/hl")" = "$2" ]' sh "$M" "$(cat "$T/ino")"
+check "after a remount the mixed-operation files still match their references" \
+	sh -c 'for s in 1 2 3; do cmp "$1/mix$s" "$2/mix$s" || exit 1; done' sh "$M/mix" "$T/mixref"
 fs_umount
 check "fsck is clean" "$ADMIN" fsck "$STORE"
 finish
