@@ -130,6 +130,19 @@ check "the file reads back after the gc" cmp "$T/keep" "$MNT/keep"
 check "the mount's root shows the last gc's figures" \
 	sh -c '[ "$(getfattr --only-values -n user.snapfs.gc "$1" | cut -d" " -f1)" = 1024 ]' sh "$MNT"
 check_fails "user.snapfs.gc below the root is refused" setfattr -n user.snapfs.gc -v 1 "$MNT/kept"
+# gc through the mount while a writer changes files in every way.
+mkdir "$MNT/mix" "$T/mixref"
+python3 "$(dirname "$0")/mixops.py" "$MNT/mix" "$T/mixref" 7 1500 &
+mixer=$!
+gcs=0
+while kill -0 $mixer 2>/dev/null && [ $gcs -lt 20 ]; do
+	"$ADMIN" gc "$STORE" >/dev/null || echo "gc failed" >>"$T/gc-errors"
+	gcs=$((gcs + 1))
+done
+wait $mixer
+st=$?
+ok "a writer beside $gcs gc runs through the mount always matches its reference" \
+	$([ $st -eq 0 ] && [ ! -e "$T/gc-errors" ] && echo 0 || echo 1)
 check "fsck is clean after the gc through the mount" "$ADMIN" fsck "$STORE"
 umount "$MNT"
 check "snapfs-admin gc right after the unmount waits for the daemon to let go" "$ADMIN" gc "$STORE"
