@@ -13,7 +13,6 @@
 #include <string.h>
 
 #include "cpustate.h"
-#include "file.h"
 #include "textparse.h"
 
 typedef unsigned long long ull;
@@ -345,17 +344,16 @@ int cpustate_parse(const char *text, size_t len, const char *path, struct cpusta
 	return r;
 }
 
+static int cpustate_parse_into(const char *text, size_t len, const char *path, void *cs,
+			       struct err *e)
+{
+	return cpustate_parse(text, len, path, cs, e);
+}
+
 int cpustate_load(const char *path, struct cpustate *cs, struct err *e)
 {
-	char *text;
-	size_t len;
 	memset(cs, 0, sizeof(*cs));
-	int r = file_read_all(path, CPUSTATE_FILE_MAX, -EINVAL, &text, &len, e);
-	if (r < 0)
-		return r;
-	r = cpustate_parse(text, len, path, cs, e);
-	free(text);
-	return r;
+	return text_load(path, CPUSTATE_FILE_MAX, cpustate_parse_into, cs, e);
 }
 
 /* ---- formatter ---- */
@@ -367,11 +365,11 @@ int cpustate_format(const struct cpustate *cs, char **text, size_t *len, struct 
 	int r = cpustate_check(cs, e);
 	if (r < 0)
 		return r;
-	char *buf = NULL;
-	size_t size = 0;
-	FILE *f = open_memstream(&buf, &size);
-	if (!f)
-		return err_set(e, -ENOMEM, "cpu: out of memory");
+	struct text_out o;
+	r = text_out_open(&o, "cpu", e);
+	if (r < 0)
+		return r;
+	FILE *f = o.f;
 	fprintf(f, "%s %d\n", CPUSTATE_MAGIC, CPUSTATE_VERSION);
 	for (size_t k = 0; k < NKEYS; k++) {
 		const struct key *key = &keys[k];
@@ -421,13 +419,7 @@ int cpustate_format(const struct cpustate *cs, char **text, size_t *len, struct 
 		}
 		}
 	}
-	if (fclose(f) != 0) {
-		free(buf);
-		return err_set(e, -ENOMEM, "cpu: out of memory");
-	}
-	*text = buf;
-	*len = size;
-	return 0;
+	return text_out_close(&o, text, len, "cpu", e);
 }
 
 /* ---- comparison ---- */

@@ -23,7 +23,6 @@
 #include <openssl/evp.h>
 
 #include "manifest.h"
-#include "file.h"
 #include "textparse.h"
 
 typedef unsigned long long ull;
@@ -410,17 +409,16 @@ int manifest_parse(const char *text, size_t len, const char *path, struct manife
 	return r;
 }
 
+static int manifest_parse_into(const char *text, size_t len, const char *path, void *m,
+			       struct err *e)
+{
+	return manifest_parse(text, len, path, m, e);
+}
+
 int manifest_load(const char *path, struct manifest *m, struct err *e)
 {
-	char *text;
-	size_t len;
 	memset(m, 0, sizeof(*m));
-	int r = file_read_all(path, MANIFEST_FILE_MAX, -EINVAL, &text, &len, e);
-	if (r < 0)
-		return r;
-	r = manifest_parse(text, len, path, m, e);
-	free(text);
-	return r;
+	return text_load(path, MANIFEST_FILE_MAX, manifest_parse_into, m, e);
 }
 
 /* ---- formatter ---- */
@@ -432,11 +430,11 @@ int manifest_format(const struct manifest *m, char **text, size_t *len, struct e
 	int r = manifest_check(m, e);
 	if (r < 0)
 		return r;
-	char *buf = NULL;
-	size_t size = 0;
-	FILE *f = open_memstream(&buf, &size);
-	if (!f)
-		return err_set(e, -ENOMEM, "manifest: out of memory");
+	struct text_out o;
+	r = text_out_open(&o, "manifest", e);
+	if (r < 0)
+		return r;
+	FILE *f = o.f;
 
 	char hex[2 * MANIFEST_DIGEST_LEN + 1];
 	time_t t = (time_t)m->created;
@@ -456,13 +454,7 @@ int manifest_format(const struct manifest *m, char **text, size_t *len, struct e
 			(ull)g->size, g->prot & PROT_WRITE ? 'w' : '-', g->prot & PROT_EXEC ? 'x' : '-',
 			manifest_kind_name(g->kind), g->file, hex);
 	}
-	if (fclose(f) != 0) {
-		free(buf);
-		return err_set(e, -ENOMEM, "manifest: out of memory");
-	}
-	*text = buf;
-	*len = size;
-	return 0;
+	return text_out_close(&o, text, len, "manifest", e);
 }
 
 /* ---- comparison, lookup ---- */

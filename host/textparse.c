@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "file.h"
 #include "textparse.h"
 
 void text_reader_init(struct text_reader *r, const char *text, size_t len, const char *path)
@@ -155,4 +156,37 @@ void text_hex_format(const uint8_t *in, size_t n, char *out)
 		out[2 * i + 1] = digits[in[i] & 15];
 	}
 	out[2 * n] = 0;
+}
+
+int text_load(const char *path, size_t max,
+	      int (*parse)(const char *text, size_t len, const char *path, void *obj,
+			   struct err *e),
+	      void *obj, struct err *e)
+{
+	char *text;
+	size_t len;
+	int r = file_read_all(path, max, -EINVAL, &text, &len, e);
+	if (r < 0)
+		return r;
+	r = parse(text, len, path, obj, e);
+	free(text);
+	return r;
+}
+
+int text_out_open(struct text_out *o, const char *what, struct err *e)
+{
+	*o = (struct text_out){ 0 };
+	o->f = open_memstream(&o->buf, &o->size);
+	return o->f ? 0 : err_set(e, -ENOMEM, "%s: out of memory", what);
+}
+
+int text_out_close(struct text_out *o, char **text, size_t *len, const char *what, struct err *e)
+{
+	if (fclose(o->f) != 0) {
+		free(o->buf);
+		return err_set(e, -ENOMEM, "%s: out of memory", what);
+	}
+	*text = o->buf;
+	*len = o->size;
+	return 0;
 }

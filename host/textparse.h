@@ -19,6 +19,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "err.h"
 
@@ -67,5 +68,26 @@ int text_hex(const char *s, uint8_t *out, size_t n);
 
 /* Write n bytes as 2 * n lowercase hex digits and a NUL into out. */
 void text_hex_format(const uint8_t *in, size_t n, char *out);
+
+/*
+ * Read the file at path (a regular file of at most max bytes, else
+ * -EINVAL) and hand its text to parse, which fills obj.  Returns what
+ * parse returns, or -errno with e set if the file cannot be read.
+ */
+int text_load(const char *path, size_t max,
+	      int (*parse)(const char *text, size_t len, const char *path, void *obj,
+			   struct err *e),
+	      void *obj, struct err *e);
+
+/* A text being formatted into memory: fprintf to f between text_out_open
+ * and text_out_close.  what names the file kind in messages. */
+struct text_out {
+	FILE *f;
+	char *buf;
+	size_t size;
+};
+int text_out_open(struct text_out *o, const char *what, struct err *e);
+/* Finish: *text (malloc'd, NUL-terminated) and *len on success. */
+int text_out_close(struct text_out *o, char **text, size_t *len, const char *what, struct err *e);
 
 #endif
