@@ -127,10 +127,12 @@ static void admin_gc_print(const char *dir, const struct store_gc_result *res)
 	       res->pages_freed, res->bytes_before, res->bytes_after);
 }
 
-/* The snapfs mount of the store at abs path arg. */
+/* The snapfs mount of the store at abs path arg: a FUSE mount whose
+ * fsname is the store (the type says fuse.snapfs only if the daemon runs
+ * under that name: libfuse takes the subtype from the program's name). */
 static bool admin_is_store_mount(const struct mountinfo_ent *ent, const void *arg)
 {
-	return !strcmp(ent->fstype, "fuse.snapfs") && !strcmp(ent->source, arg);
+	return !strncmp(ent->fstype, "fuse", 4) && !strcmp(ent->source, arg);
 }
 
 /* Where snapfs has the store dir mounted, in *ent: 0 or -errno. */
