@@ -93,6 +93,35 @@ int pset_add(struct pset *s, const uint8_t *hash, uint64_t loc)
 	return 0;
 }
 
+int pset_filter(struct pset *s, bool (*keep)(uint64_t *loc, void *arg), void *arg)
+{
+	if (!s->cap)
+		return 0;
+	uint64_t *slots = calloc(s->cap, sizeof(*slots));
+	uint64_t *locs = malloc(s->cap * sizeof(*locs));
+	if (!slots || !locs) {
+		free(slots);
+		free(locs);
+		return -ENOMEM;
+	}
+	size_t n = 0;
+	for (size_t i = 0; i < s->cap; i++) {
+		uint64_t loc = s->locs[i];
+		if (!s->slots[i] || !keep(&loc, arg))
+			continue;
+		size_t j = pset_free_slot(slots, s->cap, s->slots[i]);
+		slots[j] = s->slots[i];
+		locs[j] = loc;
+		n++;
+	}
+	free(s->slots);
+	free(s->locs);
+	s->slots = slots;
+	s->locs = locs;
+	s->n = n;
+	return 0;
+}
+
 void pset_free(struct pset *s)
 {
 	free(s->slots);

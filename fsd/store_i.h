@@ -225,6 +225,11 @@ bool pset_next(const struct pset *s, const uint8_t *hash, size_t *it, uint64_t *
  * the index, so the pair is new but for a location reused after a
  * recovery; a repeated pair only makes lookup_pages compare it twice. */
 int pset_add(struct pset *s, const uint8_t *hash, uint64_t loc);
+/* Keep only the entries for which keep(&loc, arg) is true, with the
+ * location keep may have changed (gc: drop freed pages, follow moved
+ * ones) -- a walk of memory instead of a reload of the index.  -ENOMEM
+ * leaves s as it was. */
+int pset_filter(struct pset *s, bool (*keep)(uint64_t *loc, void *arg), void *arg);
 void pset_free(struct pset *s);
 /* Fill the prefix set from the page index (at open). */
 int store_load_known(struct store *st, struct err *e);
