@@ -61,29 +61,44 @@ static size_t pset_free_slot(const uint64_t *slots, size_t cap, uint64_t k)
 	return i;
 }
 
+/* Move the entries of s into a new table of cap slots, keeping those
+ * keep (if given) agrees to, with the location it may change.  -ENOMEM
+ * leaves s as it was. */
+static int pset_rebuild(struct pset *s, size_t cap, bool (*keep)(uint64_t *loc, void *arg),
+			void *arg)
+{
+	uint64_t *slots = calloc(cap, sizeof(*slots));
+	uint64_t *locs = malloc(cap * sizeof(*locs));
+	if (!slots || !locs) {
+		free(slots);
+		free(locs);
+		return -ENOMEM;
+	}
+	size_t n = 0;
+	for (size_t i = 0; i < s->cap; i++) {
+		uint64_t loc = s->locs[i];
+		if (!s->slots[i] || (keep && !keep(&loc, arg)))
+			continue;
+		size_t j = pset_free_slot(slots, cap, s->slots[i]);
+		slots[j] = s->slots[i];
+		locs[j] = loc;
+		n++;
+	}
+	free(s->slots);
+	free(s->locs);
+	s->slots = slots;
+	s->locs = locs;
+	s->cap = cap;
+	s->n = n;
+	return 0;
+}
+
 int pset_add(struct pset *s, const uint8_t *hash, uint64_t loc)
 {
 	if (2 * (s->n + 1) > s->cap) {
-		size_t cap = s->cap ? 2 * s->cap : 4096;
-		uint64_t *slots = calloc(cap, sizeof(*slots));
-		uint64_t *locs = malloc(cap * sizeof(*locs));
-		if (!slots || !locs) {
-			free(slots);
-			free(locs);
-			return -ENOMEM;
-		}
-		for (size_t i = 0; i < s->cap; i++) {
-			if (!s->slots[i])
-				continue;
-			size_t j = pset_free_slot(slots, cap, s->slots[i]);
-			slots[j] = s->slots[i];
-			locs[j] = s->locs[i];
-		}
-		free(s->slots);
-		free(s->locs);
-		s->slots = slots;
-		s->locs = locs;
-		s->cap = cap;
+		int r = pset_rebuild(s, s->cap ? 2 * s->cap : 4096, NULL, NULL);
+		if (r)
+			return r;
 	}
 	uint64_t k = pkey(hash);
 	size_t i = pset_free_slot(s->slots, s->cap, k);
@@ -95,31 +110,7 @@ int pset_add(struct pset *s, const uint8_t *hash, uint64_t loc)
 
 int pset_filter(struct pset *s, bool (*keep)(uint64_t *loc, void *arg), void *arg)
 {
-	if (!s->cap)
-		return 0;
-	uint64_t *slots = calloc(s->cap, sizeof(*slots));
-	uint64_t *locs = malloc(s->cap * sizeof(*locs));
-	if (!slots || !locs) {
-		free(slots);
-		free(locs);
-		return -ENOMEM;
-	}
-	size_t n = 0;
-	for (size_t i = 0; i < s->cap; i++) {
-		uint64_t loc = s->locs[i];
-		if (!s->slots[i] || !keep(&loc, arg))
-			continue;
-		size_t j = pset_free_slot(slots, s->cap, s->slots[i]);
-		slots[j] = s->slots[i];
-		locs[j] = loc;
-		n++;
-	}
-	free(s->slots);
-	free(s->locs);
-	s->slots = slots;
-	s->locs = locs;
-	s->n = n;
-	return 0;
+	return s->cap ? pset_rebuild(s, s->cap, keep, arg) : 0;
 }
 
 void pset_free(struct pset *s)
