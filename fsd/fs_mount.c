@@ -83,14 +83,14 @@ int fs_mount_set_readahead(const char *mountpoint, unsigned kb)
 	struct mountinfo_ent *ent = malloc(sizeof(*ent));
 	if (!ent)
 		return -ENOMEM;
+	char path[128];
 	int r = mountinfo_find(fs_mount_is_at, mountpoint, ent);
-	unsigned maj = r ? 0 : ent->maj, min = r ? 0 : ent->min;
+	if (!r)
+		snprintf(path, sizeof(path), "/sys/class/bdi/%u:%u/read_ahead_kb", ent->maj,
+			 ent->min);
 	free(ent);
 	if (r)
 		return r;
-
-	char path[128];
-	snprintf(path, sizeof(path), "/sys/class/bdi/%u:%u/read_ahead_kb", maj, min);
 	int fd = open(path, O_WRONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;

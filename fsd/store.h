@@ -107,9 +107,9 @@ enum store_open_flags {
  * Open (or create) the store in folder dir.
  * A writable open takes an exclusive flock on STORE/lock; if another
  * process holds it (still, after the wait STORE_LOCK_WAIT asks for) the
- * open fails with -EBUSY ("store X is in use by another process").  A store whose schema version is newer than this
- * program's is refused with -EPROTONOSUPPORT and a message naming the store
- * and both versions; an older one is migrated (writable opens only; a
+ * open fails with -EBUSY ("store X is in use by another process").  A
+ * store whose schema version is newer than this program's is refused with
+ * -EPROTONOSUPPORT and a message naming the store and both versions; an older one is migrated (writable opens only; a
  * read-only open of an older store is refused the same way).  A writable
  * open also reclaims orphans: inodes with no links left by a crash.
  * On success *out is set; close it with store_close().

@@ -515,20 +515,18 @@ static int gc_locked(struct store *st, store_progress_fn progress, void *arg,
 	uint64_t packs;
 	st->be->ops->usage(st->be, &res->bytes_before, &packs);
 
+	struct htab freed = HTAB_LOC(uint64_t), moved = HTAB_LOC(struct fpage);
+	struct store_live_page *live = NULL, *before = NULL;
+	size_t n;
+
 	/* 1: forget pages nobody references (their locations kept for the
 	 * prefix set). */
-	struct htab freed = HTAB_LOC(uint64_t);
 	int r = gc_forget(st, &freed, e);
-	if (r) {
-		htab_free(&freed);
-		return r;
-	}
+	if (r)
+		goto out;
 	res->pages_freed = freed.n;
 
 	/* 2: copy live pages out of packs with dead space (durably). */
-	struct store_live_page *live = NULL, *before = NULL;
-	size_t n;
-	struct htab moved = HTAB_LOC(struct fpage);
 	r = live_pages(st, &live, &n);
 	if (r) {
 		err_set(e, r, "store %s: gc: listing pages: %s", st->dir, strerror(-r));

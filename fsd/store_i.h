@@ -352,5 +352,4 @@ static inline uint64_t get_le64(const uint8_t *p)
 	return v;
 }
 
-/* Home slot of a hash in an open-addressing table of cap (a power of 2). */
 #endif
