@@ -5,7 +5,8 @@
  *
  * gc runs in the process that has the store open for writing (the lock
  * keeps every other process out) and excludes all other calls through
- * gc_lock while it moves pages.  Its steps are ordered for crashes: moved
+ * gc_lock while it changes the index, but not while it copies pages (see
+ * store_gc).  Its steps are ordered for crashes: moved
  * pages are synced before the transaction that points the index and page
  * maps at them commits, and old packs are deleted only after that.
  * fsck, which may run in another process on a read-only open, would read
@@ -509,96 +510,171 @@ static bool gc_keep_known(uint64_t *loc, void *arg)
 	return true;
 }
 
-static int gc_locked(struct store *st, store_progress_fn progress, void *arg,
-		     struct store_gc_result *res, struct err *e)
-{
-	uint64_t packs;
-	st->be->ops->usage(st->be, &res->bytes_before, &packs);
-
-	struct htab freed = HTAB_LOC(uint64_t), moved = HTAB_LOC(struct fpage);
-	struct store_live_page *live = NULL, *before = NULL;
+/* What a gc carries from one step to the next. */
+struct gc_run {
+	struct htab freed, moved;	/* locs of pages forgotten; struct fpage */
+	struct store_live_page *live;	/* the index's pages, moved by compact */
+	struct store_live_page *before;	/* ... and where they were */
 	size_t n;
+};
 
-	/* 1: forget pages nobody references (their locations kept for the
-	 * prefix set). */
-	int r = gc_forget(st, &freed, e);
+static void gc_run_free(struct gc_run *g)
+{
+	htab_free(&g->moved);
+	htab_free(&g->freed);
+	free(g->live);
+	free(g->before);
+}
+
+/* Drop freed pages from the prefix set and follow moved ones (mem_lock
+ * held: a walk of memory; reloading it from the index cost 0.35 s per
+ * million pages, and every other call waits meanwhile). */
+static int gc_filter_known(struct store *st, struct gc_run *g, struct err *e)
+{
+	if (!g->freed.n && !g->moved.n)
+		return 0;
+	struct gc_maps maps = { .freed = &g->freed, .moved = &g->moved };
+	return pset_filter(&st->known, gc_keep_known, &maps) ? store_load_known(st, e) : 0;
+}
+
+/*
+ * Step 1, every other call held off (gc_lock exclusive, db_lock): forget
+ * the pages nobody references, list the live ones and have the backend
+ * mark what it holds now.  The forgotten pages leave the prefix set here:
+ * their bytes stay in the packs until step 3, and once other calls go on
+ * a write must not find them there and take them for stored pages.
+ */
+static int gc_start(struct store *st, struct gc_run *g, struct store_gc_result *res,
+		    struct err *e)
+{
+	int r = gc_forget(st, &g->freed, e);
 	if (r)
-		goto out;
-	res->pages_freed = freed.n;
+		return r;
+	res->pages_freed = g->freed.n;
+	pthread_mutex_lock(&st->mem_lock);
+	r = gc_filter_known(st, g, e);
+	pthread_mutex_unlock(&st->mem_lock);
+	if (r)
+		return r;
+	r = live_pages(st, &g->live, &g->n);
+	if (r)
+		return err_set(e, r, "store %s: gc: listing pages: %s", st->dir, strerror(-r));
+	g->before = g->n ? malloc(g->n * sizeof(*g->before)) : NULL;
+	if (g->n && !g->before)
+		return err_set(e, -ENOMEM, "store %s: gc: out of memory", st->dir);
+	if (g->n)
+		memcpy(g->before, g->live, g->n * sizeof(*g->before));
+	st->be->ops->gc_mark(st->be, g->live, g->n);
+	return 0;
+}
 
-	/* 2: copy live pages out of packs with dead space (durably). */
-	r = live_pages(st, &live, &n);
-	if (r) {
-		err_set(e, r, "store %s: gc: listing pages: %s", st->dir, strerror(-r));
-		goto out;
+/*
+ * What release must keep (step 3, all held off, relocation committed):
+ * every page the index references now, not only those step 1 listed, and
+ * pages put but not committed.  Step 1's list can miss some: a write
+ * during step 2 may deduplicate against a page that was put but never
+ * committed (its file deleted first), which the commit then indexes; and
+ * a commit waiting for step 1 may have stored file tails (which take no
+ * gc_lock) before it.
+ */
+static int gc_keep_list(struct store *st, struct gc_run *g, struct err *e)
+{
+	free(g->live);
+	int r = live_pages(st, &g->live, &g->n);
+	if (r)
+		return err_set(e, r, "store %s: gc: listing pages: %s", st->dir, strerror(-r));
+	pthread_mutex_lock(&st->mem_lock);
+	size_t extra = st->pending.n + st->committing.n, n = g->n;
+	struct store_live_page *l = extra ? realloc(g->live, (n + extra) * sizeof(*l)) : g->live;
+	if (l) {
+		g->live = l;
+		const struct htab *tabs[] = { &st->pending, &st->committing };
+		for (size_t t = 0; t < 2; t++)
+			for (size_t i = 0; i < tabs[t]->cap; i++) {
+				const struct ptab_ent *pe = htab_at(tabs[t], i);
+				if (pe) {
+					memcpy(l[n].hash, pe->hash, STORE_HASH_SIZE);
+					l[n++].loc = pe->loc;
+				}
+			}
 	}
-	before = n ? malloc(n * sizeof(*before)) : NULL;
-	if (n && !before) {
-		r = err_set(e, -ENOMEM, "store %s: gc: out of memory", st->dir);
-		goto out;
-	}
-	if (n)
-		memcpy(before, live, n * sizeof(*before));
-	r = st->be->ops->compact(st->be, live, n, progress, arg, e);
-	if (r) {
-		err_prefix(e, "store %s: gc", st->dir);
-		goto out;
-	}
+	pthread_mutex_unlock(&st->mem_lock);
+	if (!l)
+		return err_set(e, -ENOMEM, "store %s: gc: out of memory", st->dir);
+	if (n > g->n)
+		qsort(g->live, n, sizeof(*g->live), live_cmp);
+	g->n = n;
+	return 0;
+}
 
-	/* 3: one transaction points everything at the new places. */
-	for (size_t i = 0; i < n && !r; i++)
-		if (live[i].loc != before[i].loc) {
-			struct fpage *fp = htab_get(&moved, &before[i].loc);
+/*
+ * Step 3, every other call held off again, and what they changed during
+ * step 2 committed: one transaction points the index and every page map
+ * (written meanwhile or not) at the moved pages, and so do the cached page
+ * maps and the prefix set; then the old copies, and pages never committed,
+ * can go.
+ */
+static int gc_finish(struct store *st, struct gc_run *g, struct err *e)
+{
+	htab_free(&g->freed);	/* they left the prefix set at step 1 */
+	int r = 0;
+	for (size_t i = 0; i < g->n && !r; i++)
+		if (g->live[i].loc != g->before[i].loc) {
+			struct fpage *fp = htab_get(&g->moved, &g->before[i].loc);
 			if (!fp)
-				r = -ENOMEM;
+				r = err_set(e, -ENOMEM, "store %s: gc: out of memory", st->dir);
 			else
-				fp->moved_to = live[i].loc;
+				fp->moved_to = g->live[i].loc;
 		}
-	if (!r && moved.n) {
+	if (!r && g->moved.n) {
 		int rc = sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
-		r = rc == SQLITE_OK ? relocate(st, &moved) : -EIO;
+		r = rc == SQLITE_OK ? relocate(st, &g->moved) : -EIO;
 		if (!r)
 			r = sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK ? 0 : -EIO;
 		if (r) {
 			store_sql_err(st, st->db, sqlite3_errcode(st->db), e, "gc: relocating pages");
 			sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
-		} else {
-			pthread_mutex_lock(&st->mem_lock);
-			relocate_cache(st, &moved);
-			pthread_mutex_unlock(&st->mem_lock);
+			return r;
 		}
-	} else if (r) {
-		err_set(e, r, "store %s: gc: out of memory", st->dir);
-	}
-
-	/* 4: now the old copies and never-committed data can go. */
-	if (!r) {
-		if (n > 1)
-			qsort(live, n, sizeof(*live), live_cmp);
-		r = st->be->ops->release(st->be, live, n, e);
-		if (r)
-			err_prefix(e, "store %s: gc", st->dir);
-	}
-	/* The prefix set follows the index: freed pages leave it, moved
-	 * ones move (a walk of memory; reloading it from the index cost
-	 * 0.35 s per million pages, and a gc of a mounted store holds every
-	 * other call meanwhile). */
-	if (!r && (freed.n || moved.n)) {
-		struct gc_maps maps = { .freed = &freed, .moved = &moved };
 		pthread_mutex_lock(&st->mem_lock);
-		if (pset_filter(&st->known, gc_keep_known, &maps))
-			r = store_load_known(st, e);
+		relocate_cache(st, &g->moved);
+		r = gc_filter_known(st, g, e);
 		pthread_mutex_unlock(&st->mem_lock);
+		if (r)
+			return r;
 	}
-	st->be->ops->usage(st->be, &res->bytes_after, &packs);
-out:
-	htab_free(&moved);
-	htab_free(&freed);
-	free(live);
-	free(before);
+	r = gc_keep_list(st, g, e);
+	if (!r)
+		r = st->be->ops->release(st->be, g->live, g->n, e);
+	if (r)
+		err_prefix(e, "store %s: gc", st->dir);
 	return r;
 }
 
+/* Hold every other call off: gc_lock exclusive, pending changes committed
+ * (so the index is all there is), db_lock.  r: the commit's result. */
+static int gc_hold(struct store *st, struct err *e)
+{
+	pthread_rwlock_wrlock(&st->gc_lock);
+	int r = store_commit(st, e);
+	pthread_mutex_lock(&st->db_lock);
+	return r;
+}
+
+static void gc_unhold(struct store *st)
+{
+	pthread_mutex_unlock(&st->db_lock);
+	pthread_rwlock_unlock(&st->gc_lock);
+}
+
+/*
+ * Steps 1 and 3 hold every other call off; step 2, the copying of live
+ * pages out of packs with dead space (the slow part), runs beside them.
+ * Pages written meanwhile go to packs step 1 left out; pages that lose
+ * their last reference meanwhile are copied all the same and freed by the
+ * next gc; pages that gain one (a write deduplicated against them) are
+ * followed to their new place by step 3, which relocates every page map.
+ */
 int store_gc(struct store *st, store_progress_fn progress, void *arg, struct store_gc_result *res,
 	     struct err *e)
 {
@@ -612,15 +688,26 @@ int store_gc(struct store *st, store_progress_fn progress, void *arg, struct sto
 	int r = admin_lock(st, true, &lock, e);
 	if (r)
 		return r;
-	/* With gc_lock held exclusively no data call is running; commit what
-	 * they left pending, then nothing changes under us. */
-	pthread_rwlock_wrlock(&st->gc_lock);
-	r = store_commit(st, e);
-	pthread_mutex_lock(&st->db_lock);
+	uint64_t packs;
+	st->be->ops->usage(st->be, &res->bytes_before, &packs);
+	struct gc_run g = { .freed = HTAB_LOC(uint64_t), .moved = HTAB_LOC(struct fpage) };
+	r = gc_hold(st, e);
 	if (!r)
-		r = gc_locked(st, progress, arg, res, e);
-	pthread_mutex_unlock(&st->db_lock);
-	pthread_rwlock_unlock(&st->gc_lock);
+		r = gc_start(st, &g, res, e);
+	gc_unhold(st);
+	if (!r) {
+		r = st->be->ops->compact(st->be, g.live, g.n, progress, arg, e);
+		if (r)
+			err_prefix(e, "store %s: gc", st->dir);
+	}
+	if (!r) {
+		r = gc_hold(st, e);
+		if (!r)
+			r = gc_finish(st, &g, e);
+		gc_unhold(st);
+	}
+	st->be->ops->usage(st->be, &res->bytes_after, &packs);
+	gc_run_free(&g);
 	admin_unlock(lock);
 	return r;
 }

@@ -14,8 +14,9 @@
  * Location 0 means "no page" and is never handed out.
  *
  * Threads: put, get and fd_of may be called from many threads at once;
- * sync, recover, compact, release and close are called with no other call
- * running (the store serialises them).
+ * sync and recover one at a time beside them; compact beside all of
+ * these; gc_mark, release and close with no other call running (the store
+ * serialises them).
  */
 #ifndef SNAPFS_STORE_BACKEND_H
 #define SNAPFS_STORE_BACKEND_H
@@ -55,7 +56,7 @@ struct store_backend_ops {
 
 	/* Optional (NULL: not available).  The file descriptor and byte
 	 * position holding the page at loc, for splicing.  The fd stays
-	 * valid until the next compact/release/close. */
+	 * valid until the next release/close. */
 	int (*fd_of)(struct store_backend *be, uint64_t loc, int *fd, uint64_t *pos);
 
 	/* Make every page put so far durable. */
@@ -70,15 +71,29 @@ struct store_backend_ops {
 
 	/*
 	 * Garbage collection, step 1.  live[0..n) is every page the index
-	 * references, sorted by loc.  The backend may copy pages to new
-	 * places to free space; for each one it moves it updates live[i].loc.
-	 * Moved copies are durable when it returns, and the old copies are
-	 * still in place (the store commits the new locations before step 2).
+	 * references, sorted by loc.  What the backend holds now is what
+	 * steps 2 and 3 may touch; pages put from now on are left alone by
+	 * them.  (So a backend may start a new container for later puts, to
+	 * compact the one that took them until now.)
+	 */
+	void (*gc_mark)(struct store_backend *be, const struct store_live_page *live, size_t n);
+
+	/*
+	 * Step 2, beside other calls.  live[0..n) is every page the index
+	 * referenced at step 1, sorted by loc.  The backend may copy pages
+	 * (of what step 1 marked) to new places to free space; for each one
+	 * it moves it updates live[i].loc.  Moved copies are durable when it
+	 * returns, and the old copies are still in place (the store commits
+	 * the new locations before step 3).  Pages that lose their last
+	 * reference meanwhile may be copied all the same; pages that gain
+	 * one are found at their new place by the store's relocation.
 	 */
 	int (*compact)(struct store_backend *be, struct store_live_page *live, size_t n,
 		       store_progress_fn progress, void *arg, struct err *e);
 
-	/* Step 2: free everything not in live[0..n) (sorted by loc). */
+	/* Step 3: free everything step 1 marked that is not in live[0..n)
+	 * (sorted by loc): every page the index references by now, moved
+	 * or not, and every page put but not yet committed. */
 	int (*release)(struct store_backend *be, const struct store_live_page *live, size_t n,
 		       struct err *e);
 

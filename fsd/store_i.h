@@ -8,7 +8,8 @@
  * Locks, always taken in this order:
  *   gc_lock   rwlock.  Every data call holds it shared for its duration (and
  *             store_map until store_map_done); store_gc holds it exclusive
- *             while it moves pages, so locations handed out stay valid.
+ *             while it changes the index and frees pages (not while it
+ *             copies them), so locations handed out stay valid.
  *   db_lock   the main SQLite connection (db): namespace changes, commits.
  *   si->wlock per cached inode: one data change to a file at a time.
  *   mem_lock  the in-memory data state: inode cache, page maps, pending

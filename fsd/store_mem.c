@@ -16,6 +16,7 @@ struct mem_be {
 	pthread_mutex_t lock;
 	void **pages;		/* slot -> page copy, NULL once released */
 	size_t n, cap;
+	size_t gc_n;		/* slots gc may release (those at gc_mark) */
 };
 
 static struct mem_be *mb_of(struct store_backend *be)
@@ -78,6 +79,16 @@ static int mb_recover(struct store_backend *be, struct err *e)
 	return 0;
 }
 
+static void mb_gc_mark(struct store_backend *be, const struct store_live_page *live, size_t n)
+{
+	(void)live;
+	(void)n;
+	struct mem_be *mb = mb_of(be);
+	pthread_mutex_lock(&mb->lock);
+	mb->gc_n = mb->n;
+	pthread_mutex_unlock(&mb->lock);
+}
+
 static int mb_compact(struct store_backend *be, struct store_live_page *live, size_t n,
 		      store_progress_fn progress, void *arg, struct err *e)
 {
@@ -98,7 +109,7 @@ static int mb_release(struct store_backend *be, const struct store_live_page *li
 	struct mem_be *mb = mb_of(be);
 	pthread_mutex_lock(&mb->lock);
 	size_t k = 0;
-	for (size_t slot = 0; slot < mb->n; slot++) {
+	for (size_t slot = 0; slot < mb->gc_n; slot++) {
 		while (k < n && live[k].loc < slot + 1)
 			k++;
 		if (k < n && live[k].loc == slot + 1)
@@ -106,6 +117,7 @@ static int mb_release(struct store_backend *be, const struct store_live_page *li
 		free(mb->pages[slot]);
 		mb->pages[slot] = NULL;
 	}
+	mb->gc_n = 0;
 	pthread_mutex_unlock(&mb->lock);
 	return 0;
 }
@@ -141,6 +153,7 @@ static const struct store_backend_ops mem_ops = {
 	.fd_of = NULL,
 	.sync = mb_sync,
 	.recover = mb_recover,
+	.gc_mark = mb_gc_mark,
 	.compact = mb_compact,
 	.release = mb_release,
 	.usage = mb_usage,

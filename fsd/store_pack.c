@@ -6,9 +6,11 @@
  * can be spliced straight from the pack into the FUSE device.  A location is (pack id << 36) | page number.
  * Packs are append-only; a new pack is started when the current one passes
  * PACK_MAX_BYTES.  Space is reclaimed only by gc: compact copies the live
- * pages out of packs that are at least a quarter dead into a new pack,
+ * pages out of packs that are at least a quarter dead into new packs,
  * and release deletes packs that no longer hold live pages (and cuts
- * dead pages off the end of the others).
+ * dead pages off the end of the others).  Both only touch the packs that
+ * gc_mark saw, less the one then taking pages: compact runs beside puts,
+ * which go to that one or to packs started later.
  *
  * Appends are staged: put copies the pages into one of a few 1 MiB
  * staging buffers and hands out their locations at once; the store's pack
@@ -16,7 +18,7 @@
  * thread that hashed the pages) thus pays a memcpy instead of the page
  * cache's cost, and on two cores hashing and writing overlap.  Staged
  * pages are served from memory by get(); sync, fd_of (of a staged page),
- * compact, release, usage and close first wait until what was staged is
+ * release, usage and close first wait until what was staged is
  * in the files, so durability is as before: nothing is durable before
  * sync() returns, and sync() returns only once every page put before it is
  * written and fdatasync'ed (the writer thread starts writeback of each
@@ -70,6 +72,7 @@ struct pack {
 	uint64_t size;		/* bytes, as far as this process knows */
 	uint64_t synced;	/* bytes made durable by a sync (or found at open) */
 	bool unsynced;
+	bool gc_fill;		/* being filled by compact, which syncs it */
 };
 
 struct pack_be {
@@ -82,6 +85,12 @@ struct pack_be {
 	struct pack *packs;	/* sorted by id */
 	size_t n, cap;
 	struct pack *cur;	/* appended to; NULL: start a new one */
+
+	/* What gc may touch (gc_mark to release): packs up to gc_max but
+	 * gc_cur, the one then taking pages (0: none). */
+	bool gc_marked;
+	uint32_t gc_max, gc_cur;
+	uint32_t gc_last_fill;	/* the last pack compact filled, or 0 */
 
 	/* Staging (writable opens only; under lock). */
 	struct stage stage[STAGE_BUFS];
@@ -532,7 +541,7 @@ static int pb_recover(struct store_backend *be, struct err *e)
 	stage_flush(pb);
 	for (size_t i = 0; i < pb->n; i++) {
 		struct pack *p = &pb->packs[i];
-		if (p->size <= p->synced)
+		if (p->size <= p->synced || p->gc_fill)
 			continue;
 		/* Pages past the synced end are forgotten: cut them off so the
 		 * space is free again.  If that fails, append after them. */
@@ -550,18 +559,142 @@ static int pb_recover(struct store_backend *be, struct err *e)
 	return 0;
 }
 
-/* Copy n pages starting at page src_page of pack src into p at dst_off. */
-static int copy_pages(struct pack *src, uint64_t src_page, struct pack *dst, uint64_t dst_off,
-		      unsigned n, void *buf)
+/* Is a pack of size bytes, live_bytes of them live, worth rewriting?
+ * Only once at least a quarter of it is dead: rewriting up to
+ * PACK_MAX_BYTES to free a few pages costs far more than it gives back.
+ * (A pack shorter than its live pages is damaged: rewriting it fails,
+ * saying so.) */
+static bool worth_compacting(uint64_t size, uint64_t live_bytes)
+{
+	return size < live_bytes || size - live_bytes >= size / COMPACT_DEAD_PART;
+}
+
+/* Bytes of live[0..n) (sorted by loc) in pack id. */
+static uint64_t live_bytes_in(const struct store_live_page *live, size_t n, uint32_t id)
+{
+	uint64_t lo = (uint64_t)id << PACK_SHIFT, hi = (uint64_t)(id + 1) << PACK_SHIFT;
+	size_t a = 0, b = n;
+	while (a < b) {		/* first at or after lo */
+		size_t mid = a + (b - a) / 2;
+		if (live[mid].loc < lo)
+			a = mid + 1;
+		else
+			b = mid;
+	}
+	size_t first = a;
+	for (b = n; a < b;) {	/* first at or after hi */
+		size_t mid = a + (b - a) / 2;
+		if (live[mid].loc < hi)
+			a = mid + 1;
+		else
+			b = mid;
+	}
+	return (uint64_t)(a - first) * STORE_PAGE_SIZE;
+}
+
+static void pb_gc_mark(struct store_backend *be, const struct store_live_page *live, size_t n)
+{
+	struct pack_be *pb = pb_of(be);
+	pthread_mutex_lock(&pb->lock);
+	/* compact preads the packs: nothing of theirs may still be staged
+	 * (a failed write is the next sync's to report). */
+	stage_flush(pb);
+	pb->gc_marked = true;
+	pb->gc_max = pb->n ? pb->packs[pb->n - 1].id : 0;
+	pb->gc_cur = 0;
+	pb->gc_last_fill = 0;
+	/* The pack taking pages is compacted like the others if it is worth
+	 * it, and later puts start a new one; if not, it goes on taking
+	 * them, out of this gc's reach. */
+	if (pb->cur) {
+		if (worth_compacting(pb->cur->size, live_bytes_in(live, n, pb->cur->id)))
+			pb->cur = NULL;
+		else
+			pb->gc_cur = pb->cur->id;
+	}
+	pthread_mutex_unlock(&pb->lock);
+}
+
+/* May gc move pages out of pack id, or delete or cut it?  Only if it was
+ * there at gc_mark and took no pages since (puts go to the pack then
+ * current and to newer ones).  gc_* are written by gc_mark only, which
+ * runs before compact and release, in the same thread. */
+static bool gc_may_touch(const struct pack_be *pb, uint32_t id)
+{
+	return pb->gc_marked && id <= pb->gc_max && id != pb->gc_cur;
+}
+
+/* Copy n pages starting at page src_page of src_fd to dst_fd at dst_off. */
+static int copy_pages(int src_fd, uint64_t src_page, int dst_fd, uint64_t dst_off, unsigned n,
+		      void *buf)
 {
 	size_t len = (size_t)n * STORE_PAGE_SIZE;
-	ssize_t got = pread(src->fd, buf, len, (off_t)(src_page * STORE_PAGE_SIZE));
+	ssize_t got = pread(src_fd, buf, len, (off_t)(src_page * STORE_PAGE_SIZE));
 	if (got < 0)
 		return -errno;
 	if ((size_t)got != len)
 		return -EIO;
 	struct iovec iov = { .iov_base = buf, .iov_len = len };
-	return write_all(dst->fd, &iov, 1, dst_off);
+	return write_all(dst_fd, &iov, 1, dst_off);
+}
+
+/* The packs a compact fills: made durable by it, not by a commit's sync
+ * (whose caller could otherwise find them being synced by the other and
+ * go on before the data is on disk). */
+struct fill {
+	uint32_t *ids;
+	size_t n;
+	int fd;			/* of ids[n - 1] */
+	uint64_t size;		/* of ids[n - 1] */
+};
+
+/* Start a new pack to fill (lock not held). */
+static int fill_new(struct pack_be *pb, struct fill *f)
+{
+	uint32_t *ids = realloc(f->ids, (f->n + 1) * sizeof(*ids));
+	if (!ids)
+		return -ENOMEM;
+	f->ids = ids;
+	struct pack *p;
+	pthread_mutex_lock(&pb->lock);
+	int r = pack_new(pb, &p);
+	if (!r) {
+		p->gc_fill = true;
+		f->ids[f->n++] = p->id;
+		f->fd = p->fd;
+		f->size = 0;
+	}
+	pthread_mutex_unlock(&pb->lock);
+	return r;
+}
+
+/* Sync the filled packs (if ok) and hand them back to the table's rules. */
+static int fill_done(struct pack_be *pb, struct fill *f, bool ok, struct err *e)
+{
+	int r = 0;
+	pthread_mutex_lock(&pb->lock);
+	int *fds = malloc((f->n ? f->n : 1) * sizeof(*fds));
+	for (size_t i = 0; fds && i < f->n; i++)
+		fds[i] = pack_find(pb, f->ids[i])->fd;
+	pthread_mutex_unlock(&pb->lock);
+	if (!fds)
+		r = err_set(e, -ENOMEM, "compacting packs: out of memory");
+	for (size_t i = 0; ok && !r && i < f->n; i++)
+		if (fdatasync(fds[i]) < 0)
+			r = err_set(e, -errno, "pack %08x: fdatasync: %s", f->ids[i], strerror(errno));
+	if (ok && !r && f->n && fsync(pb->dir_fd) < 0)
+		r = err_set(e, -errno, "%s: fsync: %s", pb->dir, strerror(errno));
+	pthread_mutex_lock(&pb->lock);
+	for (size_t i = 0; i < f->n; i++) {
+		struct pack *p = pack_find(pb, f->ids[i]);
+		if (ok && !r)
+			p->synced = p->size;
+		p->gc_fill = false;	/* else unreferenced: recover or gc cuts it */
+	}
+	pthread_mutex_unlock(&pb->lock);
+	free(fds);
+	free(f->ids);
+	return r;
 }
 
 static int pb_compact(struct store_backend *be, struct store_live_page *live, size_t n,
@@ -569,16 +702,13 @@ static int pb_compact(struct store_backend *be, struct store_live_page *live, si
 {
 	struct pack_be *pb = pb_of(be);
 	enum { BATCH = 64 };
+	if (!pb->gc_marked)
+		return err_set(e, -EINVAL, "compacting packs: gc_mark was not called");
 	void *buf = malloc(BATCH * STORE_PAGE_SIZE);
 	if (!buf)
 		return err_set(e, -ENOMEM, "compacting packs: out of memory");
-
-	pthread_mutex_lock(&pb->lock);
-	int r = stage_flush(pb);
-	if (r)
-		r = err_set(e, r, "%s: writing pages: %s", pb->dir, strerror(-r));
-	struct pack *dst = NULL;
-	uint32_t dst_id = 0, first_dst = 0;	/* the packs compact fills */
+	struct fill f = { 0 };
+	int r = 0;
 	size_t i = 0;
 	while (i < n && !r) {
 		/* The live pages of one pack: live[i..j). */
@@ -586,58 +716,56 @@ static int pb_compact(struct store_backend *be, struct store_live_page *live, si
 		size_t j = i;
 		while (j < n && (uint32_t)(live[j].loc >> PACK_SHIFT) == id)
 			j++;
-		int fd;
-		r = pack_fd(pb, id, &fd);
+		if (!gc_may_touch(pb, id)) {
+			i = j;
+			continue;
+		}
+		/* Its fd stays open until release, which only gc calls. */
+		int src_fd;
+		uint64_t src_size = 0;
+		pthread_mutex_lock(&pb->lock);
+		r = pack_fd(pb, id, &src_fd);
+		if (!r)
+			src_size = pack_find(pb, id)->size;
+		pthread_mutex_unlock(&pb->lock);
 		if (r) {
 			r = err_set(e, r, "pack %08x: referenced but missing", id);
 			break;
 		}
-		/* Pointers into the pack table, found again after any call
-		 * that may add to it. */
-		struct pack *src = pack_find(pb, id);
-		dst = dst_id ? pack_find(pb, dst_id) : NULL;
-		uint64_t live_bytes = (uint64_t)(j - i) * STORE_PAGE_SIZE;
-		/* A pack less than a quarter dead keeps its dead pages until
-		 * more die: rewriting up to PACK_MAX_BYTES to free a few pages
-		 * costs far more than it gives back, and a gc of a mounted
-		 * store holds every other call meanwhile.  (A pack shorter
-		 * than its live pages is damaged: copying them fails, saying
-		 * so.) */
-		bool few_dead = src->size >= live_bytes &&
-				src->size - live_bytes < src->size / COMPACT_DEAD_PART;
-		if (few_dead || (first_dst && id >= first_dst)) {
-			i = j;
+		if (!worth_compacting(src_size, (uint64_t)(j - i) * STORE_PAGE_SIZE)) {
+			i = j;	/* its dead pages stay until more die */
 			continue;
 		}
 		/* Runs of consecutive pages are copied in one go, into packs
-		 * of at most PACK_MAX_BYTES like any other. */
+		 * of at most PACK_MAX_BYTES like any other.  Nothing else
+		 * writes to these packs or reads the copies before the store
+		 * points at them, so no lock is held while copying. */
 		for (size_t k = i; k < j && !r;) {
-			if (!dst || dst->size + STORE_PAGE_SIZE > PACK_MAX_BYTES) {
-				r = pack_new(pb, &dst);
+			if (!f.n || f.size + STORE_PAGE_SIZE > PACK_MAX_BYTES) {
+				r = fill_new(pb, &f);
 				if (r) {
 					r = err_set(e, r, "compacting packs: new pack: %s", strerror(-r));
 					break;
 				}
-				dst_id = dst->id;
-				first_dst = first_dst ? first_dst : dst_id;
-				src = pack_find(pb, id);	/* the table may have moved */
 			}
-			uint64_t room = (PACK_MAX_BYTES - dst->size) / STORE_PAGE_SIZE;
+			uint64_t room = (PACK_MAX_BYTES - f.size) / STORE_PAGE_SIZE;
 			uint64_t first = live[k].loc & PACK_PAGE_MASK;
 			unsigned run = 1;
 			while (k + run < j && run < BATCH && run < room &&
 			       (live[k + run].loc & PACK_PAGE_MASK) == first + run)
 				run++;
-			uint64_t off = dst->size;
-			r = copy_pages(src, first, dst, off, run, buf);
+			uint64_t off = f.size;
+			r = copy_pages(src_fd, first, f.fd, off, run, buf);
 			if (r) {
 				r = err_set(e, r, "compacting pack %08x: %s", id, strerror(-r));
 				break;
 			}
-			dst->size += (uint64_t)run * STORE_PAGE_SIZE;
-			dst->unsynced = true;
+			f.size += (uint64_t)run * STORE_PAGE_SIZE;
+			pthread_mutex_lock(&pb->lock);
+			pack_find(pb, f.ids[f.n - 1])->size = f.size;
+			pthread_mutex_unlock(&pb->lock);
 			for (unsigned m = 0; m < run; m++)
-				live[k + m].loc = ((uint64_t)dst_id << PACK_SHIFT) |
+				live[k + m].loc = ((uint64_t)f.ids[f.n - 1] << PACK_SHIFT) |
 						  (off / STORE_PAGE_SIZE + m);
 			k += run;
 		}
@@ -645,19 +773,18 @@ static int pb_compact(struct store_backend *be, struct store_live_page *live, si
 			progress(arg, "compacting packs", j, n);
 		i = j;
 	}
-	if (dst)
-		pb->cur = pack_find(pb, dst_id);
-	pthread_mutex_unlock(&pb->lock);
 	free(buf);
-	if (!r)
-		r = pb_sync(be, e);
-	return r;
+	pb->gc_last_fill = f.n ? f.ids[f.n - 1] : 0;
+	int fr = fill_done(pb, &f, !r, e);
+	return r ? r : fr;
 }
 
 static int pb_release(struct store_backend *be, const struct store_live_page *live, size_t n,
 		      struct err *e)
 {
 	struct pack_be *pb = pb_of(be);
+	if (!pb->gc_marked)
+		return err_set(e, -EINVAL, "releasing pages: gc_mark was not called");
 	pthread_mutex_lock(&pb->lock);
 	int r = stage_flush(pb);
 	if (r)
@@ -667,6 +794,10 @@ static int pb_release(struct store_backend *be, const struct store_live_page *li
 		struct pack *p = &pb->packs[i];
 		while (k < n && (uint32_t)(live[k].loc >> PACK_SHIFT) < p->id)
 			k++;
+		if (!gc_may_touch(pb, p->id) || p == pb->cur) {
+			i++;
+			continue;
+		}
 		uint64_t last = 0;
 		bool any = false;
 		while (k < n && (uint32_t)(live[k].loc >> PACK_SHIFT) == p->id) {
@@ -676,7 +807,7 @@ static int pb_release(struct store_backend *be, const struct store_live_page *li
 		}
 		if (any) {
 			uint64_t end = (last + 1) * STORE_PAGE_SIZE;
-			if (p->size > end && p != pb->cur) {
+			if (p->size > end) {
 				if (ftruncate(p->fd, (off_t)end) < 0) {
 					r = err_set(e, -errno, "pack %08x: truncate: %s", p->id,
 						    strerror(errno));
@@ -695,14 +826,20 @@ static int pb_release(struct store_backend *be, const struct store_live_page *li
 		}
 		close(p->fd);
 		size_t cur = pb->cur ? (size_t)(pb->cur - pb->packs) : SIZE_MAX;
-		if (cur == i)
-			pb->cur = NULL;
-		else if (cur != SIZE_MAX && cur > i)
+		if (cur != SIZE_MAX && cur > i)
 			pb->cur = &pb->packs[cur - 1];
 		memmove(&pb->packs[i], &pb->packs[i + 1], (pb->n - i - 1) * sizeof(*pb->packs));
 		pb->n--;
 		pb->dir_unsynced = true;
 	}
+	/* If nothing was put since gc_mark retired the current pack, the
+	 * last pack compact filled takes the next pages. */
+	if (!r && !pb->cur && pb->gc_last_fill) {
+		struct pack *p = pack_find(pb, pb->gc_last_fill);
+		if (p && p->size < PACK_MAX_BYTES)
+			pb->cur = p;
+	}
+	pb->gc_marked = false;
 	pthread_mutex_unlock(&pb->lock);
 	if (!r)
 		r = pb_sync(be, e);
@@ -761,6 +898,7 @@ static const struct store_backend_ops pack_ops = {
 	.fd_of = pb_fd_of,
 	.sync = pb_sync,
 	.recover = pb_recover,
+	.gc_mark = pb_gc_mark,
 	.compact = pb_compact,
 	.release = pb_release,
 	.usage = pb_usage,

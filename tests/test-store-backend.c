@@ -110,7 +110,17 @@ static void test_store_backend_roundtrip(void **state)
 		memcpy(live[nlive].hash, hashes[i], STORE_HASH_SIZE);
 		live[nlive++].loc = locs[i];
 	}
+	ops->gc_mark(f->be, live, nlive);
+	/* Pages put after the mark, during and after compact, are not in
+	 * live and must outlive the release all the same. */
+	static uint8_t later[2][STORE_PAGE_SIZE];
+	uint64_t later_loc[2];
+	tsu_fill(later[0], STORE_PAGE_SIZE, 1001);
+	tsu_fill(later[1], STORE_PAGE_SIZE, 1002);
+	assert_int_equal(ops->put(f->be, hashes[0], later[0], &later_loc[0]), 0);
 	assert_int_equal(ops->compact(f->be, live, nlive, NULL, NULL, NULL), 0);
+	assert_int_equal(ops->put(f->be, hashes[0], later[1], &later_loc[1]), 0);
+	assert_int_equal(ops->sync(f->be, NULL), 0);
 	/* Old copies stay readable until release. */
 	assert_int_equal(ops->get(f->be, hashes[1], locs[1], (uint8_t[STORE_PAGE_SIZE]){ 0 }), 0);
 	for (size_t k = 1; k < nlive; k++)
@@ -121,8 +131,13 @@ static void test_store_backend_roundtrip(void **state)
 		assert_int_equal(ops->get(f->be, live[k].hash, live[k].loc, got), 0);
 		assert_memory_equal(got, pages[live[k].hash[0]], STORE_PAGE_SIZE);
 	}
+	for (int k = 0; k < 2; k++) {
+		uint8_t got[STORE_PAGE_SIZE];
+		assert_int_equal(ops->get(f->be, hashes[0], later_loc[k], got), 0);
+		assert_memory_equal(got, later[k], STORE_PAGE_SIZE);
+	}
 	assert_int_equal(ops->usage(f->be, &bytes, &n), 0);
-	assert_int_equal(bytes, (uint64_t)nlive * STORE_PAGE_SIZE);
+	assert_int_equal(bytes, (uint64_t)(nlive + 2) * STORE_PAGE_SIZE);
 }
 
 /* Enough pages, put in uneven batches, to fill every staging buffer of

@@ -3,9 +3,13 @@
  * tests/meson.build sets PACK_MAX_BYTES), so that a few hundred pages
  * fill many.  Files spread over several packs read back, also after the
  * store is reopened; gc compacts them into packs no larger than the
- * limit, and everything reads back and checks clean afterwards.
+ * limit, and everything reads back and checks clean afterwards.  gc
+ * copies pages with other calls going on: files written, deduplicated
+ * against pages being moved, deleted and read meanwhile come out right.
  */
 #include <dirent.h>
+#include <errno.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -64,13 +68,19 @@ static void check_file(struct store *st, const char *name, uint64_t seed)
 	assert_memory_equal(got, want, sizeof(got));
 }
 
-static void test_store_packs_many(void **state)
+/* A file name of FILE_PAGES pages of seed's bytes, made. */
+static void write_file(struct store *st, const char *name, uint64_t seed)
 {
-	(void)state;
-	char *path;
-	struct store *st = tsu_new_store(&path);
-	/* Written in turns of 8 pages, so that each pack holds pieces of
-	 * two files. */
+	static uint8_t buf[FILE_PAGES * PG];
+	tsu_fill(buf, sizeof(buf), seed);
+	uint64_t ino = tsu_file(st, name);
+	assert_int_equal(store_write(st, ino, buf, sizeof(buf), 0), sizeof(buf));
+}
+
+/* Files f0..f9 of seeds 1..10, written in turns of 8 pages, so that each
+ * pack holds pieces of two files. */
+static void write_files(struct store *st)
+{
 	static uint8_t buf[FILE_PAGES * PG];
 	uint64_t inos[FILES];
 	for (int i = 0; i < FILES; i++) {
@@ -85,6 +95,22 @@ static void test_store_packs_many(void **state)
 			assert_int_equal(store_write(st, inos[i], buf + off, 8 * PG, off), 8 * PG);
 		}
 	assert_int_equal(store_sync(st, NULL), 0);
+}
+
+static void remove_file(struct store *st, const char *name)
+{
+	uint64_t gone;
+	assert_int_equal(store_unlink(st, STORE_ROOT_INO, name, &gone), 0);
+	assert_int_equal(store_inode_release(st, gone), 0);
+}
+
+static void test_store_packs_many(void **state)
+{
+	(void)state;
+	char *path;
+	struct store *st = tsu_new_store(&path);
+	static uint8_t buf[FILE_PAGES * PG];
+	write_files(st);
 	struct packs before = list_packs(path, 0);
 	assert_true(before.n >= FILES * FILE_PAGES * PG / PACK_LIMIT / 2);
 	assert_int_equal(before.total, (uint64_t)FILES * FILE_PAGES * PG);
@@ -104,9 +130,7 @@ static void test_store_packs_many(void **state)
 	for (int i = 1; i < FILES; i += 2) {
 		char name[16];
 		snprintf(name, sizeof(name), "f%d", i);
-		uint64_t gone;
-		assert_int_equal(store_unlink(st, STORE_ROOT_INO, name, &gone), 0);
-		assert_int_equal(store_inode_release(st, gone), 0);
+		remove_file(st, name);
 	}
 	struct store_gc_result g;
 	assert_int_equal(store_gc(st, NULL, NULL, &g, NULL), 0);
@@ -138,10 +162,201 @@ static void test_store_packs_many(void **state)
 	tsu_store_remove(path);
 }
 
+struct beside {
+	struct store *st;
+	int calls;
+};
+
+/* gc's progress while it copies pages, with no lock of the store held:
+ * the first time, change the store the ways a mounted one is changed. */
+static void change_beside_gc(void *arg, const char *what, uint64_t done, uint64_t total)
+{
+	struct beside *b = arg;
+	(void)done;
+	(void)total;
+	assert_string_equal(what, "compacting packs");
+	if (b->calls++)
+		return;
+	/* Committed and uncommitted references to pages being moved (the
+	 * same bytes as f0 and f6), a file of new pages over several new
+	 * packs, a deleted file whose pages are being moved, a read, and a
+	 * file of the same bytes as one deleted before it was committed
+	 * (whose pages, in no index, step 1 did not list). */
+	write_file(b->st, "revived", 55);
+	assert_int_equal(store_sync(b->st, NULL), 0);
+	write_file(b->st, "same0", 1);
+	assert_int_equal(store_sync(b->st, NULL), 0);
+	write_file(b->st, "same6", 7);
+	write_file(b->st, "late", 77);
+	remove_file(b->st, "f2");
+	check_file(b->st, "f4", 5);
+}
+
+static void check_beside(struct store *st)
+{
+	for (int i = 0; i < FILES; i += 2) {
+		char name[16];
+		snprintf(name, sizeof(name), "f%d", i);
+		if (i != 2)
+			check_file(st, name, (uint64_t)i + 1);
+	}
+	check_file(st, "same0", 1);
+	check_file(st, "same6", 7);
+	check_file(st, "late", 77);
+	check_file(st, "revived", 55);
+	struct store_attr a;
+	assert_int_equal(store_lookup(st, STORE_ROOT_INO, "f2", &a), -ENOENT);
+	struct store_fsck_result res;
+	assert_int_equal(store_fsck(st, NULL, NULL, NULL, &res, NULL), 0);
+	assert_int_equal(res.problems, 0);
+}
+
+static void test_store_packs_gc_beside_changes(void **state)
+{
+	(void)state;
+	char *path;
+	struct store *st = tsu_new_store(&path);
+	write_files(st);
+	for (int i = 1; i < FILES; i += 2) {
+		char name[16];
+		snprintf(name, sizeof(name), "f%d", i);
+		remove_file(st, name);
+	}
+	write_file(st, "orphan", 55);
+	remove_file(st, "orphan");
+	struct beside b = { .st = st };
+	struct store_gc_result g;
+	assert_int_equal(store_gc(st, change_beside_gc, &b, &g, NULL), 0);
+	assert_true(b.calls > 0);
+	assert_int_equal(g.pages_freed, FILES / 2 * FILE_PAGES);
+	assert_true(g.bytes_after < g.bytes_before);
+	check_beside(st);
+	assert_int_equal(store_close(st, NULL), 0);
+	assert_int_equal(store_open(path, 0, &st, NULL), 0);
+	check_beside(st);
+
+	/* The next gc frees what was deleted during this one. */
+	assert_int_equal(store_gc(st, NULL, NULL, &g, NULL), 0);
+	assert_int_equal(g.pages_freed, FILE_PAGES);
+	check_beside(st);
+	assert_int_equal(store_close(st, NULL), 0);
+	tsu_store_remove(path);
+}
+
+/* Several threads change the store while another runs gc after gc.
+ * Each churner writes files of FILE_PAGES pages, deletes every other one
+ * a round later (dead pages for gc), and makes some the same as an
+ * earlier file it kept (writes deduplicated against pages gc may be
+ * moving).  No cmocka asserts off the main thread: failures are counted. */
+#define CHURNERS 2
+#define ROUNDS 24
+
+struct churn {
+	struct store *st;
+	int id;
+	int failures;
+	int *running;		/* churners not done yet (atomic) */
+};
+
+static uint64_t churn_seed(int id, int round)
+{
+	if (round % 4 >= 2)	/* 2: as a deleted file, 3: as a kept one */
+		return churn_seed(id, round - 2);
+	return 1000u * (uint64_t)(id + 1) + (uint64_t)round;
+}
+
+static void *churner(void *p)
+{
+	struct churn *c = p;
+	uint8_t *buf = malloc(FILE_PAGES * PG);
+	for (int round = 0; round < ROUNDS && buf; round++) {
+		char name[32];
+		snprintf(name, sizeof(name), "c%d-%d", c->id, round);
+		tsu_fill(buf, FILE_PAGES * PG, churn_seed(c->id, round));
+		struct store_attr a;
+		if (store_mknod(c->st, STORE_ROOT_INO, name, 0100644, 0, 0, 0, &a) ||
+		    store_write(c->st, a.ino, buf, FILE_PAGES * PG, 0) != FILE_PAGES * PG)
+			c->failures++;
+		if (round % 2 == 0)
+			continue;
+		snprintf(name, sizeof(name), "c%d-%d", c->id, round - 1);
+		uint64_t gone = 0;
+		if (store_unlink(c->st, STORE_ROOT_INO, name, &gone) ||
+		    (gone && store_inode_release(c->st, gone)))
+			c->failures++;
+	}
+	if (!buf)
+		c->failures++;
+	free(buf);
+	__atomic_sub_fetch(c->running, 1, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+static void test_store_packs_gc_beside_threads(void **state)
+{
+	(void)state;
+	char *path;
+	struct store *st = tsu_new_store(&path);
+	write_files(st);
+	struct churn c[CHURNERS];
+	pthread_t t[CHURNERS];
+	int running = CHURNERS;
+	for (int i = 0; i < CHURNERS; i++) {
+		c[i] = (struct churn){ .st = st, .id = i, .running = &running };
+		assert_int_equal(pthread_create(&t[i], NULL, churner, &c[i]), 0);
+	}
+	int runs = 0;
+	uint64_t freed = 0;
+	for (; runs < 3 || __atomic_load_n(&running, __ATOMIC_ACQUIRE); runs++) {
+		struct store_gc_result g;
+		struct err e = { 0 };
+		int r = store_gc(st, NULL, NULL, &g, &e);
+		if (r)
+			fail_msg("gc run %d: %s", runs, e.msg);
+		freed += g.pages_freed;
+	}
+	for (int i = 0; i < CHURNERS; i++) {
+		pthread_join(t[i], NULL);
+		assert_int_equal(c[i].failures, 0);
+	}
+	assert_true(freed > 0);
+	printf("# %d gc runs beside the churners freed %llu pages\n", runs,
+	       (unsigned long long)freed);
+
+	for (int pass = 0; pass < 2; pass++) {
+		for (int i = 0; i < FILES; i++) {
+			char name[16];
+			snprintf(name, sizeof(name), "f%d", i);
+			check_file(st, name, (uint64_t)i + 1);
+		}
+		for (int id = 0; id < CHURNERS; id++)
+			for (int round = 0; round < ROUNDS; round++) {
+				char name[32];
+				snprintf(name, sizeof(name), "c%d-%d", id, round);
+				if (round % 2 == 0 && round < ROUNDS - 1) {
+					struct store_attr a;
+					assert_int_equal(store_lookup(st, STORE_ROOT_INO, name, &a),
+							 -ENOENT);
+				} else {
+					check_file(st, name, churn_seed(id, round));
+				}
+			}
+		struct store_fsck_result res;
+		assert_int_equal(store_fsck(st, NULL, NULL, NULL, &res, NULL), 0);
+		assert_int_equal(res.problems, 0);
+		assert_int_equal(store_close(st, NULL), 0);
+		assert_int_equal(store_open(path, 0, &st, NULL), 0);
+	}
+	assert_int_equal(store_close(st, NULL), 0);
+	tsu_store_remove(path);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_store_packs_many),
+		cmocka_unit_test(test_store_packs_gc_beside_changes),
+		cmocka_unit_test(test_store_packs_gc_beside_threads),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
