@@ -569,27 +569,26 @@ static bool worth_compacting(uint64_t size, uint64_t live_bytes)
 	return size < live_bytes || size - live_bytes >= size / COMPACT_DEAD_PART;
 }
 
+/* The index of the first of live[0..n) (sorted by loc) at or after loc. */
+static size_t live_first_at(const struct store_live_page *live, size_t n, uint64_t loc)
+{
+	size_t a = 0, b = n;
+	while (a < b) {
+		size_t mid = a + (b - a) / 2;
+		if (live[mid].loc < loc)
+			a = mid + 1;
+		else
+			b = mid;
+	}
+	return a;
+}
+
 /* Bytes of live[0..n) (sorted by loc) in pack id. */
 static uint64_t live_bytes_in(const struct store_live_page *live, size_t n, uint32_t id)
 {
-	uint64_t lo = (uint64_t)id << PACK_SHIFT, hi = (uint64_t)(id + 1) << PACK_SHIFT;
-	size_t a = 0, b = n;
-	while (a < b) {		/* first at or after lo */
-		size_t mid = a + (b - a) / 2;
-		if (live[mid].loc < lo)
-			a = mid + 1;
-		else
-			b = mid;
-	}
-	size_t first = a;
-	for (b = n; a < b;) {	/* first at or after hi */
-		size_t mid = a + (b - a) / 2;
-		if (live[mid].loc < hi)
-			a = mid + 1;
-		else
-			b = mid;
-	}
-	return (uint64_t)(a - first) * STORE_PAGE_SIZE;
+	size_t first = live_first_at(live, n, (uint64_t)id << PACK_SHIFT);
+	size_t end = live_first_at(live, n, (uint64_t)(id + 1) << PACK_SHIFT);
+	return (uint64_t)(end - first) * STORE_PAGE_SIZE;
 }
 
 static void pb_gc_mark(struct store_backend *be, const struct store_live_page *live, size_t n)
@@ -642,26 +641,28 @@ static int copy_pages(int src_fd, uint64_t src_page, int dst_fd, uint64_t dst_of
  * (whose caller could otherwise find them being synced by the other and
  * go on before the data is on disk). */
 struct fill {
-	uint32_t *ids;
+	struct {
+		uint32_t id;
+		int fd;		/* open until release, which only gc calls */
+	} *packs;
 	size_t n;
-	int fd;			/* of ids[n - 1] */
-	uint64_t size;		/* of ids[n - 1] */
+	uint64_t size;		/* of packs[n - 1] */
 };
 
 /* Start a new pack to fill (lock not held). */
 static int fill_new(struct pack_be *pb, struct fill *f)
 {
-	uint32_t *ids = realloc(f->ids, (f->n + 1) * sizeof(*ids));
-	if (!ids)
+	void *packs = realloc(f->packs, (f->n + 1) * sizeof(*f->packs));
+	if (!packs)
 		return -ENOMEM;
-	f->ids = ids;
+	f->packs = packs;
 	struct pack *p;
 	pthread_mutex_lock(&pb->lock);
 	int r = pack_new(pb, &p);
 	if (!r) {
 		p->gc_fill = true;
-		f->ids[f->n++] = p->id;
-		f->fd = p->fd;
+		f->packs[f->n].id = p->id;
+		f->packs[f->n++].fd = p->fd;
 		f->size = 0;
 	}
 	pthread_mutex_unlock(&pb->lock);
@@ -672,28 +673,21 @@ static int fill_new(struct pack_be *pb, struct fill *f)
 static int fill_done(struct pack_be *pb, struct fill *f, bool ok, struct err *e)
 {
 	int r = 0;
-	pthread_mutex_lock(&pb->lock);
-	int *fds = malloc((f->n ? f->n : 1) * sizeof(*fds));
-	for (size_t i = 0; fds && i < f->n; i++)
-		fds[i] = pack_find(pb, f->ids[i])->fd;
-	pthread_mutex_unlock(&pb->lock);
-	if (!fds)
-		r = err_set(e, -ENOMEM, "compacting packs: out of memory");
 	for (size_t i = 0; ok && !r && i < f->n; i++)
-		if (fdatasync(fds[i]) < 0)
-			r = err_set(e, -errno, "pack %08x: fdatasync: %s", f->ids[i], strerror(errno));
+		if (fdatasync(f->packs[i].fd) < 0)
+			r = err_set(e, -errno, "pack %08x: fdatasync: %s", f->packs[i].id,
+				    strerror(errno));
 	if (ok && !r && f->n && fsync(pb->dir_fd) < 0)
 		r = err_set(e, -errno, "%s: fsync: %s", pb->dir, strerror(errno));
 	pthread_mutex_lock(&pb->lock);
 	for (size_t i = 0; i < f->n; i++) {
-		struct pack *p = pack_find(pb, f->ids[i]);
+		struct pack *p = pack_find(pb, f->packs[i].id);
 		if (ok && !r)
 			p->synced = p->size;
 		p->gc_fill = false;	/* else unreferenced: recover or gc cuts it */
 	}
 	pthread_mutex_unlock(&pb->lock);
-	free(fds);
-	free(f->ids);
+	free(f->packs);
 	return r;
 }
 
@@ -755,17 +749,17 @@ static int pb_compact(struct store_backend *be, struct store_live_page *live, si
 			       (live[k + run].loc & PACK_PAGE_MASK) == first + run)
 				run++;
 			uint64_t off = f.size;
-			r = copy_pages(src_fd, first, f.fd, off, run, buf);
+			r = copy_pages(src_fd, first, f.packs[f.n - 1].fd, off, run, buf);
 			if (r) {
 				r = err_set(e, r, "compacting pack %08x: %s", id, strerror(-r));
 				break;
 			}
 			f.size += (uint64_t)run * STORE_PAGE_SIZE;
 			pthread_mutex_lock(&pb->lock);
-			pack_find(pb, f.ids[f.n - 1])->size = f.size;
+			pack_find(pb, f.packs[f.n - 1].id)->size = f.size;
 			pthread_mutex_unlock(&pb->lock);
 			for (unsigned m = 0; m < run; m++)
-				live[k + m].loc = ((uint64_t)f.ids[f.n - 1] << PACK_SHIFT) |
+				live[k + m].loc = ((uint64_t)f.packs[f.n - 1].id << PACK_SHIFT) |
 						  (off / STORE_PAGE_SIZE + m);
 			k += run;
 		}
@@ -774,7 +768,7 @@ static int pb_compact(struct store_backend *be, struct store_live_page *live, si
 		i = j;
 	}
 	free(buf);
-	pb->gc_last_fill = f.n ? f.ids[f.n - 1] : 0;
+	pb->gc_last_fill = f.n ? f.packs[f.n - 1].id : 0;
 	int fr = fill_done(pb, &f, !r, e);
 	return r ? r : fr;
 }
