@@ -386,32 +386,42 @@ static int live_pages(struct store *st, struct store_live_page **out, size_t *n)
 	return r;
 }
 
-/* Point the index and every page map at moved pages (transaction open). */
-static int relocate(struct store *st, struct htab *moved)
+/* What a gc carries from one step to the next. */
+struct gc_run {
+	struct htab freed, moved;	/* locs of pages forgotten; struct fpage */
+	struct store_live_page *live;	/* the index's pages, moved by compact */
+	struct store_live_page *before;	/* ... and where they were */
+	size_t n;
+};
+
+/*
+ * Point the index and every page map at the pages compact moved
+ * (transaction open): from before[i] to live[i].  Each index row changes
+ * its key once, in ascending order of old and of new key.  The new
+ * locations are in packs compact made, which no row held before, so no
+ * move meets a row still waiting to move (were the index damaged so that
+ * one did, the update would fail and the transaction roll back).  For
+ * 262,144 moved pages this took 0.33 s, against 1.28 s for moving rows in
+ * hash order through negative stand-in keys.
+ */
+static int relocate(struct store *st, const struct gc_run *g)
 {
-	/* Locations are the index's keys: each moved row first goes to a
-	 * negative stand-in for its new location, so that no move can meet
-	 * a row still waiting to move, then all turn positive at once. */
-	sqlite3_stmt *up = store_stmt(st, st->db, "UPDATE page SET loc = -1 - ?2 WHERE loc = ?1");
+	sqlite3_stmt *up = store_stmt(st, st->db, "UPDATE page SET loc = ?2 WHERE loc = ?1");
 	if (!up)
 		return -EIO;
-	for (size_t i = 0; i < moved->cap; i++) {
-		struct fpage *fp = htab_at(moved, i);
-		if (!fp)
+	for (size_t i = 0; i < g->n; i++) {
+		if (g->live[i].loc == g->before[i].loc)
 			continue;
 		sqlite3_reset(up);
-		sqlite3_bind_int64(up, 1, (int64_t)fp->loc);
-		sqlite3_bind_int64(up, 2, (int64_t)fp->moved_to);
+		sqlite3_bind_int64(up, 1, (int64_t)g->before[i].loc);
+		sqlite3_bind_int64(up, 2, (int64_t)g->live[i].loc);
 		if (sqlite3_step(up) != SQLITE_DONE) {
 			sqlite3_reset(up);
 			return -EIO;
 		}
 	}
 	sqlite3_reset(up);
-	if (sqlite3_exec(st->db, "UPDATE page SET loc = -1 - loc WHERE loc < 0", NULL, NULL, NULL) !=
-	    SQLITE_OK)
-		return -EIO;
-
+	const struct htab *moved = &g->moved;
 	sqlite3_stmt *s, *w;
 	if (sqlite3_prepare_v2(st->db, "SELECT ino, idx, hashes, locs FROM chunk", -1, &s, NULL) !=
 	    SQLITE_OK)
@@ -509,14 +519,6 @@ static bool gc_keep_known(uint64_t *loc, void *arg)
 		*loc = fp->moved_to;
 	return true;
 }
-
-/* What a gc carries from one step to the next. */
-struct gc_run {
-	struct htab freed, moved;	/* locs of pages forgotten; struct fpage */
-	struct store_live_page *live;	/* the index's pages, moved by compact */
-	struct store_live_page *before;	/* ... and where they were */
-	size_t n;
-};
 
 static void gc_run_free(struct gc_run *g)
 {
@@ -628,7 +630,7 @@ static int gc_finish(struct store *st, struct gc_run *g, struct err *e)
 		}
 	if (!r && g->moved.n) {
 		int rc = sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
-		r = rc == SQLITE_OK ? relocate(st, &g->moved) : -EIO;
+		r = rc == SQLITE_OK ? relocate(st, g) : -EIO;
 		if (!r)
 			r = sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK ? 0 : -EIO;
 		if (r) {
@@ -705,6 +707,8 @@ int store_gc(struct store *st, store_progress_fn progress, void *arg, struct sto
 		if (!r)
 			r = gc_finish(st, &g, e);
 		gc_unhold(st);
+		if (st->be->ops->reclaim)
+			st->be->ops->reclaim(st->be);
 	}
 	st->be->ops->usage(st->be, &res->bytes_after, &packs);
 	gc_run_free(&g);

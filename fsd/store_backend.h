@@ -14,9 +14,9 @@
  * Location 0 means "no page" and is never handed out.
  *
  * Threads: put, get and fd_of may be called from many threads at once;
- * sync and recover one at a time beside them; compact beside all of
- * these; gc_mark, release and close with no other call running (the store
- * serialises them).
+ * sync and recover one at a time beside them; compact and reclaim beside
+ * all of these; gc_mark, release and close with no other call running (the
+ * store serialises them).
  */
 #ifndef SNAPFS_STORE_BACKEND_H
 #define SNAPFS_STORE_BACKEND_H
@@ -96,6 +96,11 @@ struct store_backend_ops {
 	 * or not, and every page put but not yet committed. */
 	int (*release)(struct store_backend *be, const struct store_live_page *live, size_t n,
 		       struct err *e);
+
+	/* Optional (NULL: nothing to do).  Step 4, beside other calls: give
+	 * back the space of what release deleted, where that is slow enough
+	 * to do outside it (and close does it too). */
+	void (*reclaim)(struct store_backend *be);
 
 	/* Space used, in bytes, and the number of containers (packs). */
 	int (*usage)(struct store_backend *be, uint64_t *bytes, uint64_t *containers);

@@ -91,6 +91,8 @@ struct pack_be {
 	bool gc_marked;
 	uint32_t gc_max, gc_cur;
 	uint32_t gc_last_fill;	/* the last pack compact filled, or 0 */
+	int *doomed;		/* fds of packs release deleted, for reclaim */
+	size_t ndoomed;
 
 	/* Staging (writable opens only; under lock). */
 	struct stage stage[STAGE_BUFS];
@@ -773,6 +775,34 @@ static int pb_compact(struct store_backend *be, struct store_live_page *live, si
 	return r ? r : fr;
 }
 
+/* Leave the fd of a deleted pack for reclaim to close (lock held): the
+ * close frees the pack's blocks and drops its cached pages, about 0.2 s
+ * per GiB, which release's caller should not spend holding calls off. */
+static void doom(struct pack_be *pb, int fd)
+{
+	int *d = realloc(pb->doomed, (pb->ndoomed + 1) * sizeof(*d));
+	if (!d) {
+		close(fd);
+		return;
+	}
+	pb->doomed = d;
+	pb->doomed[pb->ndoomed++] = fd;
+}
+
+static void pb_reclaim(struct store_backend *be)
+{
+	struct pack_be *pb = pb_of(be);
+	pthread_mutex_lock(&pb->lock);
+	int *d = pb->doomed;
+	size_t n = pb->ndoomed;
+	pb->doomed = NULL;
+	pb->ndoomed = 0;
+	pthread_mutex_unlock(&pb->lock);
+	for (size_t i = 0; i < n; i++)
+		close(d[i]);
+	free(d);
+}
+
 static int pb_release(struct store_backend *be, const struct store_live_page *live, size_t n,
 		      struct err *e)
 {
@@ -818,7 +848,7 @@ static int pb_release(struct store_backend *be, const struct store_live_page *li
 			r = err_set(e, -errno, "%s: unlink: %s", path, strerror(errno));
 			break;
 		}
-		close(p->fd);
+		doom(pb, p->fd);
 		size_t cur = pb->cur ? (size_t)(pb->cur - pb->packs) : SIZE_MAX;
 		if (cur != SIZE_MAX && cur > i)
 			pb->cur = &pb->packs[cur - 1];
@@ -873,6 +903,7 @@ static void pb_close(struct store_backend *be)
 {
 	struct pack_be *pb = pb_of(be);
 	stage_stop(pb);
+	pb_reclaim(be);
 	for (size_t i = 0; i < pb->n; i++)
 		close(pb->packs[i].fd);
 	if (pb->dir_fd >= 0)
@@ -895,6 +926,7 @@ static const struct store_backend_ops pack_ops = {
 	.gc_mark = pb_gc_mark,
 	.compact = pb_compact,
 	.release = pb_release,
+	.reclaim = pb_reclaim,
 	.usage = pb_usage,
 	.close = pb_close,
 };

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -56,6 +57,29 @@ static struct packs list_packs(const char *path, unsigned above)
 	}
 	closedir(d);
 	return p;
+}
+
+/* How many of this process's fds are packs of store path deleted since:
+ * gc's reclaim closes them (closing is what frees their space). */
+static unsigned deleted_packs_open(const char *path)
+{
+	DIR *d = opendir("/proc/self/fd");
+	assert_non_null(d);
+	char prefix[4200];
+	snprintf(prefix, sizeof(prefix), "%s/packs/", path);
+	unsigned n = 0;
+	for (struct dirent *de; (de = readdir(d));) {
+		char link[300], target[4300];
+		snprintf(link, sizeof(link), "/proc/self/fd/%s", de->d_name);
+		ssize_t len = readlink(link, target, sizeof(target) - 1);
+		if (len <= 0)
+			continue;
+		target[len] = 0;
+		if (!strncmp(target, prefix, strlen(prefix)) && strstr(target, " (deleted)"))
+			n++;
+	}
+	closedir(d);
+	return n;
 }
 
 static void check_file(struct store *st, const char *name, uint64_t seed)
@@ -140,6 +164,7 @@ static void test_store_packs_many(void **state)
 	assert_true(after.max_id > before.max_id);	/* gc filled new packs */
 	assert_true(after.largest_above <= PACK_LIMIT);
 	assert_true(after.total < before.total);
+	assert_int_equal(deleted_packs_open(path), 0);
 	struct store_fsck_result res;
 	assert_int_equal(store_fsck(st, NULL, NULL, NULL, &res, NULL), 0);
 	assert_int_equal(res.problems, 0);
