@@ -584,11 +584,15 @@ static int gc_keep_list(struct store *st, struct gc_run *g, struct err *e)
 	free(g->live);
 	int r = live_pages(st, &g->live, &g->n);
 	if (r)
-		return err_set(e, r, "store %s: gc: listing pages: %s", st->dir, strerror(-r));
+		return err_set(e, r, "listing pages: %s", strerror(-r));
 	pthread_mutex_lock(&st->mem_lock);
-	size_t extra = st->pending.n + st->committing.n, n = g->n;
-	struct store_live_page *l = extra ? realloc(g->live, (n + extra) * sizeof(*l)) : g->live;
-	if (l) {
+	size_t n = g->n, extra = st->pending.n + st->committing.n;
+	if (extra) {
+		struct store_live_page *l = realloc(g->live, (n + extra) * sizeof(*l));
+		if (!l) {
+			pthread_mutex_unlock(&st->mem_lock);
+			return err_set(e, -ENOMEM, "out of memory");
+		}
 		g->live = l;
 		const struct htab *tabs[] = { &st->pending, &st->committing };
 		for (size_t t = 0; t < 2; t++)
@@ -601,8 +605,6 @@ static int gc_keep_list(struct store *st, struct gc_run *g, struct err *e)
 			}
 	}
 	pthread_mutex_unlock(&st->mem_lock);
-	if (!l)
-		return err_set(e, -ENOMEM, "store %s: gc: out of memory", st->dir);
 	if (n > g->n)
 		qsort(g->live, n, sizeof(*g->live), live_cmp);
 	g->n = n;

@@ -143,6 +143,48 @@ static void test_store_admin_gc_reclaims(void **state)
 	tsu_store_remove(path);
 }
 
+/* gc of a store with no pages, new or after every file went, frees
+ * everything there is to free. */
+static void test_store_admin_gc_empty(void **state)
+{
+	(void)state;
+	char *path;
+	struct store *st = tsu_new_store(&path);
+	struct store_gc_result g;
+	struct err e = { 0 };
+	assert_int_equal(store_gc(st, NULL, NULL, &g, &e), 0);
+	assert_int_equal(g.pages_freed, 0);
+	assert_int_equal(g.bytes_after, 0);
+
+	uint64_t a = write_file(st, STORE_ROOT_INO, "a", 40, 1);
+	uint64_t b = write_file(st, STORE_ROOT_INO, "b", 20, 2);
+	assert_int_equal(store_sync(st, NULL), 0);
+	uint64_t gone;
+	assert_int_equal(store_unlink(st, STORE_ROOT_INO, "a", &gone), 0);
+	assert_int_equal(store_inode_release(st, a), 0);
+	assert_int_equal(store_unlink(st, STORE_ROOT_INO, "b", &gone), 0);
+	assert_int_equal(store_inode_release(st, b), 0);
+	assert_int_equal(store_gc(st, NULL, NULL, &g, &e), 0);
+	assert_int_equal(g.pages_freed, 60);
+	assert_int_equal(g.bytes_before, 60 * PG);
+	assert_int_equal(g.bytes_after, 0);
+	struct store_stats s;
+	assert_int_equal(store_stats(st, &s, NULL), 0);
+	assert_int_equal(s.pack_bytes, 0);
+	assert_int_equal(s.unique_pages, 0);
+
+	/* The store goes on taking pages, and checks clean. */
+	uint64_t c = write_file(st, STORE_ROOT_INO, "c", 10, 3);
+	assert_int_equal(store_close(st, NULL), 0);
+	assert_int_equal(store_open(path, 0, &st, NULL), 0);
+	check_file(st, c, 10, 3);
+	struct store_fsck_result res;
+	assert_int_equal(store_fsck(st, NULL, NULL, NULL, &res, NULL), 0);
+	assert_int_equal(res.problems, 0);
+	assert_int_equal(store_close(st, NULL), 0);
+	tsu_store_remove(path);
+}
+
 /* A pack less than a quarter dead is not rewritten: its dead pages leave
  * the index and stay in the file until more of it dies. */
 static void test_store_admin_gc_spares_mostly_live_packs(void **state)
@@ -411,6 +453,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_store_admin_gc_reclaims),
+		cmocka_unit_test(test_store_admin_gc_empty),
 		cmocka_unit_test(test_store_admin_gc_spares_mostly_live_packs),
 		cmocka_unit_test(test_store_admin_fsck_corrupt_byte),
 		cmocka_unit_test(test_store_admin_fsck_dangling),
