@@ -8,12 +8,20 @@
  *   zero        all-zero pages: detected, never hashed or stored
  *   duplicate   the random pages again into a second file: hash + dedup
  *   clone       copy_file_range of the random file (references only)
+ *   gc          a file as large again deleted, so that gc copies the
+ *               random pages into a new pack, while another thread reads
+ *               4 KiB of the random file in a loop: the longest of those
+ *               reads against the whole gc is how long gc holds other
+ *               calls off (it copies beside them)
  *
  * usage: bench-store [MIB [FOLDER]]   (default 256 MiB under $TMPDIR)
  * Prints pages/s, MB/s and the ratio to sha256 for each case; run it a few
  * times, figures on a shared machine are noisy.
  */
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,9 +50,9 @@ static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW 
 	return remove(path);
 }
 
-static void fill_random(uint8_t *buf, size_t len)
+static void fill_random(uint8_t *buf, size_t len, uint64_t seed)
 {
-	uint64_t x = 0x243f6a8885a308d3ull;
+	uint64_t x = 0x243f6a8885a308d3ull ^ seed;
 	for (size_t i = 0; i + 8 <= len; i += 8) {
 		x ^= x << 13;
 		x ^= x >> 7;
@@ -92,6 +100,74 @@ static int put_file(struct store *st, const char *name, const uint8_t *buf, size
 	return r;
 }
 
+/* A reader beside gc: 4 KiB reads of ino until stop, the longest timed. */
+struct reader {
+	struct store *st;
+	uint64_t ino, pages;
+	atomic_bool stop;
+	double longest;
+	unsigned long reads;
+	int err;
+};
+
+static void *reader_run(void *arg)
+{
+	struct reader *rd = arg;
+	uint8_t buf[STORE_PAGE_SIZE];
+	while (!atomic_load(&rd->stop)) {
+		uint64_t off = (rd->reads * 7919 % rd->pages) * STORE_PAGE_SIZE;
+		double t0 = now();
+		ssize_t n = store_read(rd->st, rd->ino, buf, sizeof(buf), off);
+		double d = now() - t0;
+		if (n != (ssize_t)sizeof(buf)) {
+			rd->err = n < 0 ? (int)n : -EIO;
+			break;
+		}
+		if (d > rd->longest)
+			rd->longest = d;
+		rd->reads++;
+	}
+	return NULL;
+}
+
+/* gc of a store where a file as large as ino's was deleted, with a reader
+ * of ino beside it. */
+static int bench_gc(struct store *st, uint64_t ino, uint8_t *buf, size_t len)
+{
+	fill_random(buf, len, 1);
+	uint64_t gone, ino_g;
+	double secs;
+	int r = put_file(st, "gone", buf, len, &ino_g, &secs);
+	if (!r)
+		r = store_unlink(st, STORE_ROOT_INO, "gone", &gone);
+	if (!r)
+		r = store_inode_release(st, gone);
+	if (r)
+		return die("gc: a file to delete", r, NULL);
+	struct reader rd = { .st = st, .ino = ino, .pages = len / STORE_PAGE_SIZE };
+	pthread_t t;
+	if ((r = -pthread_create(&t, NULL, reader_run, &rd)))
+		return die("gc: reader thread", r, NULL);
+	usleep(100000);
+	struct store_gc_result g;
+	struct err e = { 0 };
+	double t0 = now();
+	r = store_gc(st, NULL, NULL, &g, &e);
+	secs = now() - t0;
+	usleep(100000);
+	atomic_store(&rd.stop, true);
+	pthread_join(t, NULL);
+	if (r)
+		return die("gc", r, &e);
+	if (rd.err)
+		return die("gc: a read beside it", rd.err, NULL);
+	printf("gc         %.3f s, packs %llu -> %llu MiB; %lu reads beside it, the longest "
+	       "%.3f s = %.2f of the gc\n",
+	       secs, (unsigned long long)(g.bytes_before / MB),
+	       (unsigned long long)(g.bytes_after / MB), rd.reads, rd.longest, rd.longest / secs);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	size_t mib = argc > 1 ? strtoul(argv[1], NULL, 10) : 256;
@@ -111,7 +187,7 @@ int main(int argc, char **argv)
 		return die("buffers", -ENOMEM, NULL);
 	/* Touch both buffers first: page faults here are slow and are not
 	 * what is measured. */
-	fill_random(random, len);
+	fill_random(random, len, 0);
 	memset(zero, 0, len);
 
 	/* The baseline: SHA-256 of the same pages, nothing else. */
@@ -154,6 +230,9 @@ int main(int argc, char **argv)
 	if (r)
 		return die("clone", r, NULL);
 	line("clone", len, now() - t0, sha_rate);
+
+	if ((r = bench_gc(st, ino_r, zero, len)))	/* zero's buffer: done with */
+		return r;
 
 	struct store_stats s;
 	if ((r = store_stats(st, &s, &e)))
