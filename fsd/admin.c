@@ -89,7 +89,11 @@ static void admin_fsck_report(void *arg, const struct store_fsck_problem *pb)
 static int admin_open(const char *dir, unsigned flags, struct store **st)
 {
 	struct err e = { 0 };
-	int r = store_open(dir, flags, st, &e);
+	int r = store_raise_file_limit();
+	if (r < 0)
+		fprintf(stderr, "snapfs-admin: cannot raise the limit on open files: %s (continuing)\n",
+			strerror(-r));
+	r = store_open(dir, flags, st, &e);
 	if (r == -EBUSY && !(flags & STORE_RDONLY))
 		return r;	/* gc, the only writer, looks for the mount */
 	if (r == -EBUSY)

@@ -217,7 +217,11 @@ int main(int argc, char *argv[])
 	if (!cmd.foreground && snapfs_fork(&notify_fd) < 0)
 		goto out_args;
 
-	int r = store_open(store_path, STORE_CREATE | STORE_LOCK_WAIT, &store, &e);
+	int r = store_raise_file_limit();
+	if (r < 0)
+		fprintf(stderr, "snapfs: cannot raise the limit on open files: %s (continuing)\n",
+			strerror(-r));
+	r = store_open(store_path, STORE_CREATE | STORE_LOCK_WAIT, &store, &e);
 	if (r < 0) {
 		fprintf(stderr, "snapfs: %s\n", err_str(&e, r));
 		goto out_args;

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -32,6 +33,17 @@ int64_t store_now_ns(void)
 int store_schema_version(void)
 {
 	return store_schema_version_current;
+}
+
+int store_raise_file_limit(void)
+{
+	struct rlimit l;
+	if (getrlimit(RLIMIT_NOFILE, &l) < 0)
+		return -errno;
+	if (l.rlim_cur == l.rlim_max)
+		return 0;
+	l.rlim_cur = l.rlim_max;
+	return setrlimit(RLIMIT_NOFILE, &l) < 0 ? -errno : 0;
 }
 
 const char *store_dir(const struct store *st)

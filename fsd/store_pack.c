@@ -946,7 +946,9 @@ static int scan_packs(struct pack_be *pb, struct err *e)
 		int fd = openat(dirfd(d), de->d_name, (pb->rdonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
 		struct stat sb;
 		if (fd < 0 || fstat(fd, &sb) < 0) {
-			r = err_set(e, -errno, "%s/%s: %s", pb->dir, de->d_name, strerror(errno));
+			r = err_set(e, -errno, "%s/%s: %s%s", pb->dir, de->d_name, strerror(errno),
+				    errno == EMFILE ? " (every pack stays open: raise the limit, ulimit -n)"
+						    : "");
 			if (fd >= 0)
 				close(fd);
 			break;

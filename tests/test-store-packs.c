@@ -16,6 +16,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -184,6 +185,54 @@ static void test_store_packs_many(void **state)
 	assert_int_equal(store_fsck(st, NULL, NULL, NULL, &res, NULL), 0);
 	assert_int_equal(res.problems, 0);
 	assert_int_equal(store_close(st, NULL), 0);
+	tsu_store_remove(path);
+}
+
+static unsigned open_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	assert_non_null(d);
+	unsigned n = 0;
+	for (struct dirent *de; (de = readdir(d));)
+		n += de->d_name[0] != '.';
+	closedir(d);
+	return n - 1;	/* d's own */
+}
+
+/* Every pack stays open: a store of more packs than the soft limit on
+ * open files allows fails to open, with a message, until the programs'
+ * store_raise_file_limit lifts it. */
+static void test_store_packs_file_limit(void **state)
+{
+	(void)state;
+	char *path;
+	struct store *st = tsu_new_store(&path);
+	write_files(st);
+	assert_int_equal(store_close(st, NULL), 0);
+	struct packs p = list_packs(path, 0);
+	assert_true(p.n >= 20);
+
+	struct rlimit old;
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+	struct rlimit low = { .rlim_cur = open_fds() + 10, .rlim_max = old.rlim_max };
+	if (low.rlim_cur >= low.rlim_max)
+		skip();		/* the hard limit leaves no room to test */
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+	struct err e = { 0 };
+	int r = store_open(path, 0, &st, &e);
+	assert_int_equal(r, -EMFILE);
+	assert_non_null(strstr(e.msg, path));
+	assert_non_null(strstr(e.msg, "ulimit -n"));
+	assert_int_equal(open_fds() + 10, low.rlim_cur);	/* none left open */
+
+	assert_int_equal(store_raise_file_limit(), 0);
+	struct rlimit now;
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, &now), 0);
+	assert_int_equal(now.rlim_cur, now.rlim_max);
+	assert_int_equal(store_open(path, 0, &st, NULL), 0);
+	check_file(st, "f3", 4);
+	assert_int_equal(store_close(st, NULL), 0);
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
 	tsu_store_remove(path);
 }
 
@@ -380,6 +429,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_store_packs_many),
+		cmocka_unit_test(test_store_packs_file_limit),
 		cmocka_unit_test(test_store_packs_gc_beside_changes),
 		cmocka_unit_test(test_store_packs_gc_beside_threads),
 	};

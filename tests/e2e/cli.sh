@@ -28,8 +28,9 @@ ok "a missing mount point is refused, naming it, and creates no store" \
 ok "nothing was mounted by refusals" $(is_mounted && echo 1 || echo 0)
 
 # A missing store is created with mode 0700 (daemon mode: parent exits 0
-# only once the mount exists).
-"$SNAPFS" "$STORE" "$MNT"
+# only once the mount exists).  Started with a low soft limit on open
+# files, which it raises.
+(ulimit -S -n 256 && exec "$SNAPFS" "$STORE" "$MNT")
 ok "snapfs goes to the background and returns 0" $?
 ok "the mount exists when snapfs returns" $(is_mounted && echo 0 || echo 1)
 ok "the store was created with mode 0700" $([ "$(stat -c %a "$STORE")" = 700 ] && echo 0 || echo 1)
@@ -43,6 +44,9 @@ ok "a second snapfs on a store in use is refused, saying so" \
 dev=$(awk -v m="$MNT" '$5 == m { print $3 }' /proc/self/mountinfo | tail -n 1)
 check "read_ahead_kb of the mount is raised to 1024" sh -c '[ "$(cat /sys/class/bdi/$1/read_ahead_kb)" = 1024 ]' sh "$dev"
 pid=$(pgrep -f "^$SNAPFS $STORE $MNT\$" | head -n 1)
+ok "the daemon raised its soft limit on open files to the hard one (every pack stays open)" \
+	$(awk '/^Max open files/ { exit !($4 == $5) }' "/proc/$pid/limits" && echo 0 || echo 1) \
+	"$(grep "^Max open files" "/proc/$pid/limits")"
 fusermount3 -u "$MNT"
 ok "fusermount3 -u unmounts" $(is_mounted && echo 1 || echo 0)
 i=0
