@@ -6,7 +6,8 @@
  * can be spliced straight from the pack into the FUSE device.  A location is (pack id << 36) | page number.
  * Packs are append-only; a new pack is started when the current one passes
  * PACK_MAX_BYTES.  Space is reclaimed only by gc: compact copies the live
- * pages out of packs that are at least a quarter dead into new packs,
+ * pages out of packs that are at least a quarter dead into new packs
+ * (and merges small packs, once there are two or more, into new ones),
  * and release deletes packs that no longer hold live pages (and cuts
  * dead pages off the end of the others).  Both only touch the packs that
  * gc_mark saw, less the one then taking pages: compact runs beside puts,
@@ -89,6 +90,7 @@ struct pack_be {
 	/* What gc may touch (gc_mark to release): packs up to gc_max but
 	 * gc_cur, the one then taking pages (0: none). */
 	bool gc_marked;
+	bool gc_merge;		/* merge the small packs it may touch */
 	uint32_t gc_max, gc_cur;
 	uint32_t gc_last_fill;	/* the last pack compact filled, or 0 */
 	int *doomed;		/* fds of packs release deleted, for reclaim */
@@ -571,6 +573,12 @@ static bool worth_compacting(uint64_t size, uint64_t live_bytes)
 	return size < live_bytes || size - live_bytes >= size / COMPACT_DEAD_PART;
 }
 
+/* A pack smaller than this is small.  The last pack each gc fills is
+ * partly full, and takes later puts only if none came during the gc (a
+ * new pack took them); so that such packs do not pile up, one fd each,
+ * a gc that finds two or more small packs merges them. */
+#define PACK_SMALL_BYTES (PACK_MAX_BYTES / 4)
+
 /* The index of the first of live[0..n) (sorted by loc) at or after loc. */
 static size_t live_first_at(const struct store_live_page *live, size_t n, uint64_t loc)
 {
@@ -613,6 +621,13 @@ static void pb_gc_mark(struct store_backend *be, const struct store_live_page *l
 		else
 			pb->gc_cur = pb->cur->id;
 	}
+	size_t small = 0;	/* with live pages: release deletes the others */
+	for (size_t i = 0; i < pb->n; i++) {
+		const struct pack *p = &pb->packs[i];
+		small += p->id != pb->gc_cur && p->size < PACK_SMALL_BYTES &&
+			 live_bytes_in(live, n, p->id);
+	}
+	pb->gc_merge = small >= 2;
 	pthread_mutex_unlock(&pb->lock);
 }
 
@@ -728,7 +743,8 @@ static int pb_compact(struct store_backend *be, struct store_live_page *live, si
 			r = err_set(e, r, "pack %08x: referenced but missing", id);
 			break;
 		}
-		if (!worth_compacting(src_size, (uint64_t)(j - i) * STORE_PAGE_SIZE)) {
+		if (!worth_compacting(src_size, (uint64_t)(j - i) * STORE_PAGE_SIZE) &&
+		    !(pb->gc_merge && src_size < PACK_SMALL_BYTES)) {
 			i = j;	/* its dead pages stay until more die */
 			continue;
 		}

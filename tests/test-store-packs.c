@@ -236,6 +236,101 @@ static void test_store_packs_file_limit(void **state)
 	tsu_store_remove(path);
 }
 
+/* Pages in a new file name of pages pages of seed's bytes, committed. */
+static void write_small(struct store *st, const char *name, int pages, uint64_t seed)
+{
+	uint8_t buf[4 * PG];
+	assert_true(pages <= 4);
+	tsu_fill(buf, (size_t)pages * PG, seed);
+	uint64_t ino = tsu_file(st, name);
+	assert_int_equal(store_write(st, ino, buf, (size_t)pages * PG, 0), pages * PG);
+	assert_int_equal(store_sync(st, NULL), 0);
+}
+
+static void check_small(struct store *st, const char *name, int pages, uint64_t seed)
+{
+	uint8_t want[4 * PG], got[4 * PG];
+	struct store_attr a;
+	assert_int_equal(store_lookup(st, STORE_ROOT_INO, name, &a), 0);
+	tsu_fill(want, (size_t)pages * PG, seed);
+	assert_int_equal(store_read(st, a.ino, got, (size_t)pages * PG, 0), pages * PG);
+	assert_memory_equal(got, want, (size_t)pages * PG);
+}
+
+struct beside_small {
+	struct store *st;
+	const char *name;
+	uint64_t seed;
+	int calls;
+};
+
+/* gc's progress: the first time, a new file (whose pages go to a new
+ * pack, as the one taking pages is being compacted). */
+static void write_beside_gc(void *arg, const char *what, uint64_t done, uint64_t total)
+{
+	struct beside_small *b = arg;
+	(void)what;
+	(void)done;
+	(void)total;
+	if (!b->calls++)
+		write_small(b->st, b->name, 2, b->seed);
+}
+
+/* The last pack a gc fills stays partly full when a new pack took the
+ * puts made during the gc; such packs are merged once there are two. */
+static void test_store_packs_gc_merges_small(void **state)
+{
+	(void)state;
+	char *path;
+	struct store *st = tsu_new_store(&path);
+	struct beside_small b = { .st = st };
+	const char *keep[] = { "a", "c", "e" }, *gone[] = { "b", "d" };
+	write_small(st, "a", 2, 1);
+	for (int round = 0; round < 2; round++) {
+		/* The pack taking pages is half dead: gc moves its live half
+		 * to a new pack, and a file written meanwhile starts another. */
+		write_small(st, gone[round], 2, 10 + (uint64_t)round);
+		remove_file(st, gone[round]);
+		b.name = keep[round + 1];
+		b.seed = 2 + (uint64_t)round;
+		b.calls = 0;
+		assert_int_equal(store_gc(st, write_beside_gc, &b, NULL, NULL), 0);
+		assert_int_equal(b.calls, 1);
+	}
+	/* Two packs of a's and c's pages, filled by gc, and e's. */
+	struct packs p = list_packs(path, 0);
+	assert_int_equal(p.n, 3);
+	assert_int_equal(p.total, 6 * PG);
+
+	/* Nothing is dead, but the two small packs gc filled are merged;
+	 * the one taking pages is left alone. */
+	struct store_gc_result g;
+	assert_int_equal(store_gc(st, NULL, NULL, &g, NULL), 0);
+	assert_int_equal(g.pages_freed, 0);
+	struct packs q = list_packs(path, p.max_id);
+	assert_int_equal(q.n, 2);
+	assert_int_equal(q.total, 6 * PG);
+	assert_int_equal(q.max_id, p.max_id + 1);
+	assert_int_equal(q.largest_above, 4 * PG);
+	/* And a gc with one small pack besides the current one does not. */
+	assert_int_equal(store_gc(st, NULL, NULL, &g, NULL), 0);
+	p = list_packs(path, 0);
+	assert_int_equal(p.n, 2);
+	assert_int_equal(p.max_id, q.max_id);
+
+	for (int pass = 0; pass < 2; pass++) {
+		for (int i = 0; i < 3; i++)
+			check_small(st, keep[i], 2, (uint64_t)i + 1);
+		struct store_fsck_result res;
+		assert_int_equal(store_fsck(st, NULL, NULL, NULL, &res, NULL), 0);
+		assert_int_equal(res.problems, 0);
+		assert_int_equal(store_close(st, NULL), 0);
+		assert_int_equal(store_open(path, 0, &st, NULL), 0);
+	}
+	assert_int_equal(store_close(st, NULL), 0);
+	tsu_store_remove(path);
+}
+
 struct beside {
 	struct store *st;
 	int calls;
@@ -348,8 +443,11 @@ static void *churner(void *p)
 		snprintf(name, sizeof(name), "c%d-%d", c->id, round);
 		tsu_fill(buf, FILE_PAGES * PG, churn_seed(c->id, round));
 		struct store_attr a;
+		/* Committed, so that the file deleted next round is in the
+		 * index and a gc after its deletion frees its pages. */
 		if (store_mknod(c->st, STORE_ROOT_INO, name, 0100644, 0, 0, 0, &a) ||
-		    store_write(c->st, a.ino, buf, FILE_PAGES * PG, 0) != FILE_PAGES * PG)
+		    store_write(c->st, a.ino, buf, FILE_PAGES * PG, 0) != FILE_PAGES * PG ||
+		    store_sync(c->st, NULL))
 			c->failures++;
 		if (round % 2 == 0)
 			continue;
@@ -393,6 +491,12 @@ static void test_store_packs_gc_beside_threads(void **state)
 		pthread_join(t[i], NULL);
 		assert_int_equal(c[i].failures, 0);
 	}
+	/* One more once they are done: the last deletions may have come
+	 * after the last run's step 1. */
+	struct store_gc_result g;
+	assert_int_equal(store_gc(st, NULL, NULL, &g, NULL), 0);
+	freed += g.pages_freed;
+	runs++;
 	assert_true(freed > 0);
 	printf("# %d gc runs beside the churners freed %llu pages\n", runs,
 	       (unsigned long long)freed);
@@ -430,6 +534,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_store_packs_many),
 		cmocka_unit_test(test_store_packs_file_limit),
+		cmocka_unit_test(test_store_packs_gc_merges_small),
 		cmocka_unit_test(test_store_packs_gc_beside_changes),
 		cmocka_unit_test(test_store_packs_gc_beside_threads),
 	};
