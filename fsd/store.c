@@ -5,7 +5,8 @@
  *
  * Set-up order in store_open, undone in reverse by store_free:
  * folder -> lock file -> pack backend -> main connection (schema) ->
- * read connection -> orphans -> prefix set of known pages -> committer
+ * read connection -> orphans -> the thread loading the prefix set of known
+ * pages (which changes of file data wait for; reads do not) -> committer
  * thread -> hashing helper thread.
  */
 #include <dirent.h>
@@ -358,6 +359,7 @@ static int reclaim_orphans(struct store *st, struct err *e)
 
 static void store_free(struct store *st)
 {
+	store_known_stop(st);
 	store_committer_stop(st);
 	store_hash_helper_stop(st);
 	store_cache_free(st);
@@ -443,7 +445,7 @@ int store_open(const char *dir, unsigned flags, struct store **out, struct err *
 	if (!r && !rdonly)
 		r = reclaim_orphans(st, e);
 	if (!r && !rdonly)
-		r = store_load_known(st, e);
+		r = store_known_start(st, e);
 	if (!r && !rdonly)
 		r = store_committer_start(st, e);
 	if (!r && !rdonly)

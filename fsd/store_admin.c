@@ -688,8 +688,11 @@ int store_gc(struct store *st, store_progress_fn progress, void *arg, struct sto
 	memset(res, 0, sizeof(*res));
 	if (st->rdonly)
 		return err_set(e, -EROFS, "store %s: gc needs the store opened for writing", st->dir);
+	int r = store_known_wait(st);
+	if (r)
+		return err_set(e, r, "%s", st->known_msg);
 	int lock;
-	int r = admin_lock(st, true, &lock, e);
+	r = admin_lock(st, true, &lock, e);
 	if (r)
 		return r;
 	uint64_t packs;

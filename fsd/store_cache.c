@@ -11,6 +11,7 @@
  * dropping a file's pending changes is just freeing them.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -120,24 +121,115 @@ void pset_free(struct pset *s)
 	*s = (struct pset){ 0 };
 }
 
+/* Fill s (empty) from the page index of db; stop, if given, is checked
+ * now and then.  -ENOMEM, -ECANCELED (stopped) or an SQLite result code
+ * (positive). */
+static int load_known(sqlite3 *db, struct pset *s, const bool *stop)
+{
+	sqlite3_stmt *q;
+	int rc = sqlite3_prepare_v2(db, "SELECT hash, loc FROM page", -1, &q, NULL);
+	if (rc != SQLITE_OK)
+		return rc;
+	int r = 0;
+	for (uint64_t rows = 1; !r && (rc = sqlite3_step(q)) == SQLITE_ROW; rows++) {
+		if (sqlite3_column_bytes(q, 0) == STORE_HASH_SIZE)
+			r = pset_add(s, sqlite3_column_blob(q, 0), (uint64_t)sqlite3_column_int64(q, 1));
+		if (stop && !(rows & 0xffff) && __atomic_load_n(stop, __ATOMIC_RELAXED))
+			r = -ECANCELED;
+	}
+	sqlite3_finalize(q);
+	return r ? r : rc == SQLITE_DONE ? 0 : rc;
+}
+
 int store_load_known(struct store *st, struct err *e)
 {
 	pset_free(&st->known);
-	sqlite3_stmt *s;
-	int rc = sqlite3_prepare_v2(st->db, "SELECT hash, loc FROM page", -1, &s, NULL);
-	if (rc != SQLITE_OK)
-		return store_sql_err(st, st->db, rc, e, "loading the page index");
-	int r = 0;
-	while (!r && (rc = sqlite3_step(s)) == SQLITE_ROW)
-		if (sqlite3_column_bytes(s, 0) == STORE_HASH_SIZE)
-			r = pset_add(&st->known, sqlite3_column_blob(s, 0),
-				     (uint64_t)sqlite3_column_int64(s, 1));
-	sqlite3_finalize(s);
-	if (r)
+	int r = load_known(st->db, &st->known, NULL);
+	if (r == -ENOMEM)
 		return err_set(e, r, "store %s: loading the page index: out of memory", st->dir);
-	if (rc != SQLITE_DONE)
-		return store_sql_err(st, st->db, rc, e, "loading the page index");
+	if (r)
+		return store_sql_err(st, st->db, r, e, "loading the page index");
 	return 0;
+}
+
+static void known_done(struct store *st, int state)
+{
+	pthread_mutex_lock(&st->known_lock);
+	__atomic_store_n(&st->known_state, state, __ATOMIC_RELEASE);
+	pthread_cond_broadcast(&st->known_cond);
+	pthread_mutex_unlock(&st->known_lock);
+}
+
+static void *known_main(void *arg)
+{
+	struct store *st = arg;
+	char path[4200];
+	snprintf(path, sizeof(path), "%s/index.db", st->dir);
+	sqlite3 *db = NULL;
+	int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
+	struct pset s = { 0 };
+	int r = rc == SQLITE_OK ? load_known(db, &s, &st->known_stop) : rc;
+	if (r > 0)
+		snprintf(st->known_msg, sizeof(st->known_msg),
+			 "store %s: loading the page index: %s", st->dir,
+			 db ? sqlite3_errmsg(db) : sqlite3_errstr(r));
+	else if (r)
+		snprintf(st->known_msg, sizeof(st->known_msg),
+			 "store %s: loading the page index: %s", st->dir, strerror(-r));
+	sqlite3_close(db);
+	if (r) {
+		pset_free(&s);
+		known_done(st, r > 0 ? -EIO : r);
+		return NULL;
+	}
+	/* Nothing else touched the set meanwhile (see store_known_wait). */
+	pthread_mutex_lock(&st->mem_lock);
+	pset_free(&st->known);
+	st->known = s;
+	pthread_mutex_unlock(&st->mem_lock);
+	known_done(st, 1);
+	return NULL;
+}
+
+int store_known_start(struct store *st, struct err *e)
+{
+	pthread_mutex_init(&st->known_lock, NULL);
+	pthread_cond_init(&st->known_cond, NULL);
+	int r = pthread_create(&st->known_thread, NULL, known_main, st);
+	if (r) {
+		pthread_cond_destroy(&st->known_cond);
+		pthread_mutex_destroy(&st->known_lock);
+		return err_set(e, -r, "store %s: page index loader thread: %s", st->dir, strerror(r));
+	}
+	st->known_thread_running = true;
+	return 0;
+}
+
+void store_known_stop(struct store *st)
+{
+	if (!st->known_thread_running)
+		return;
+	__atomic_store_n(&st->known_stop, true, __ATOMIC_RELAXED);
+	pthread_join(st->known_thread, NULL);
+	st->known_thread_running = false;
+	pthread_cond_destroy(&st->known_cond);
+	pthread_mutex_destroy(&st->known_lock);
+}
+
+int store_known_wait(struct store *st)
+{
+	int state = __atomic_load_n(&st->known_state, __ATOMIC_ACQUIRE);
+	if (state == 0) {
+		pthread_mutex_lock(&st->known_lock);
+		while ((state = __atomic_load_n(&st->known_state, __ATOMIC_ACQUIRE)) == 0)
+			pthread_cond_wait(&st->known_cond, &st->known_lock);
+		pthread_mutex_unlock(&st->known_lock);
+	}
+	if (state > 0)
+		return 0;
+	if (st->log && !__atomic_exchange_n(&st->known_fail_logged, true, __ATOMIC_RELAXED))
+		st->log(st->log_arg, st->known_msg);
+	return -EIO;
 }
 
 /* ---- the inode cache ------------------------------------------------------ */

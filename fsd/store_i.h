@@ -176,6 +176,20 @@ struct store {
 					 * recovers (store_recover) */
 	char fail_msg[256];		/* what failed, for the log */
 
+	/* The prefix set is loaded by a thread at open, so that a large
+	 * store is served at once; calls that may put pages (changes of file
+	 * data, gc) wait for it in store_known_wait, so nothing else adds to
+	 * or filters the set meanwhile.  known_state: 0 loading, 1 loaded,
+	 * -errno failed (atomic; set under known_lock). */
+	pthread_t known_thread;
+	bool known_thread_running;
+	int known_state;
+	bool known_stop;		/* close: stop loading (atomic) */
+	bool known_fail_logged;		/* (atomic) */
+	pthread_mutex_t known_lock;
+	pthread_cond_t known_cond;
+	char known_msg[512];		/* why loading failed */
+
 	/* The committer thread: writers that pass STORE_COMMIT_PAGES wake
 	 * it, so SQLite work overlaps with their hashing (flags under
 	 * mem_lock). */
@@ -232,8 +246,15 @@ int pset_add(struct pset *s, const uint8_t *hash, uint64_t loc);
  * leaves s as it was. */
 int pset_filter(struct pset *s, bool (*keep)(uint64_t *loc, void *arg), void *arg);
 void pset_free(struct pset *s);
-/* Fill the prefix set from the page index (at open). */
+/* Fill the prefix set from the page index again (db_lock held). */
 int store_load_known(struct store *st, struct err *e);
+/* Start loading the prefix set in a thread (writable opens), and stop it
+ * (at close: gives up if still loading). */
+int store_known_start(struct store *st, struct err *e);
+void store_known_stop(struct store *st);
+/* Wait until the prefix set is loaded: 0, or -EIO if it could not be
+ * (said once through the store's log; st->known_msg says why). */
+int store_known_wait(struct store *st);
 /* Find or load the cached inode, pinned (users++).  mem_lock NOT held. */
 int sinode_get(struct store *st, uint64_t ino, struct sinode **out);
 void sinode_put(struct store *st, struct sinode *si);

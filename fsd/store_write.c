@@ -502,6 +502,9 @@ static int data_enter(struct store *st, uint64_t ino, bool change, struct sinode
 {
 	if (change && st->rdonly)
 		return -EROFS;
+	int r = change ? store_known_wait(st) : 0;
+	if (r)
+		return r;
 	if (change && __atomic_load_n(&st->failed, __ATOMIC_RELAXED) && store_recover(st))
 		return -EIO;
 	pthread_rwlock_rdlock(&st->gc_lock);
@@ -510,7 +513,7 @@ static int data_enter(struct store *st, uint64_t ino, bool change, struct sinode
 		return -EIO;
 	}
 	struct sinode *si;
-	int r = sinode_get(st, ino, &si);
+	r = sinode_get(st, ino, &si);
 	if (r) {
 		pthread_rwlock_unlock(&st->gc_lock);
 		return r;

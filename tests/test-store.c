@@ -9,6 +9,8 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -184,6 +186,90 @@ static void test_store_statfs(void **state)
 	tsu_store_remove(path);
 }
 
+/* The page index is read into memory by a thread after open: a write
+ * right after open waits for it and so still finds the pages stored. */
+static void test_store_dedup_right_after_open(void **state)
+{
+	(void)state;
+	enum { PAGES = 8192 };
+	char *path;
+	struct store *st = tsu_new_store(&path);
+	uint8_t *buf = malloc(PAGES * STORE_PAGE_SIZE);
+	assert_non_null(buf);
+	tsu_fill(buf, PAGES * STORE_PAGE_SIZE, 3);
+	uint64_t a = tsu_file(st, "a");
+	assert_int_equal(store_write(st, a, buf, PAGES * STORE_PAGE_SIZE, 0), PAGES * STORE_PAGE_SIZE);
+	assert_int_equal(store_close(st, NULL), 0);
+
+	assert_int_equal(store_open(path, 0, &st, NULL), 0);
+	uint64_t b = tsu_file(st, "b");
+	assert_int_equal(store_write(st, b, buf, PAGES * STORE_PAGE_SIZE, 0), PAGES * STORE_PAGE_SIZE);
+	assert_int_equal(store_sync(st, NULL), 0);
+	struct store_stats ss;
+	assert_int_equal(store_stats(st, &ss, NULL), 0);
+	assert_int_equal(ss.unique_pages, PAGES);
+	assert_int_equal(ss.pack_bytes, PAGES * STORE_PAGE_SIZE);
+	assert_int_equal(store_close(st, NULL), 0);
+	free(buf);
+	tsu_store_remove(path);
+}
+
+static char logged[1024];
+
+static void log_to(void *arg, const char *msg)
+{
+	(void)arg;
+	snprintf(logged, sizeof(logged), "%s", msg);
+}
+
+static void exec_on(const char *path, const char *sql)
+{
+	char p[4200];
+	snprintf(p, sizeof(p), "%s/index.db", path);
+	sqlite3 *db;
+	assert_int_equal(sqlite3_open(p, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+}
+
+/* A page index that cannot be read leaves files readable; changes fail,
+ * and the log and gc say why. */
+static void test_store_page_index_unreadable(void **state)
+{
+	(void)state;
+	char *path;
+	struct store *st = tsu_new_store(&path);
+	uint64_t ino = tsu_file(st, "f");
+	assert_int_equal(store_write(st, ino, "hello", 5, 0), 5);
+	assert_int_equal(store_close(st, NULL), 0);
+	exec_on(path, "ALTER TABLE page RENAME TO page_away");
+
+	assert_int_equal(store_open(path, 0, &st, NULL), 0);
+	logged[0] = 0;
+	store_set_log(st, log_to, NULL);
+	char buf[8] = { 0 };
+	assert_int_equal(store_read(st, ino, buf, sizeof(buf), 0), 5);
+	assert_string_equal(buf, "hello");
+	assert_int_equal(store_write(st, ino, "HELLO", 5, 0), -EIO);
+	assert_non_null(strstr(logged, path));
+	assert_non_null(strstr(logged, "loading the page index"));
+	assert_non_null(strstr(logged, "no such table: page"));
+	assert_int_equal(store_truncate(st, ino, 0), -EIO);
+	struct err e = { 0 };
+	assert_int_equal(store_gc(st, NULL, NULL, NULL, &e), -EIO);
+	assert_non_null(strstr(e.msg, "loading the page index"));
+	assert_int_equal(store_close(st, NULL), 0);
+
+	/* Nothing was lost: with the table back, all is as it was. */
+	exec_on(path, "ALTER TABLE page_away RENAME TO page");
+	assert_int_equal(store_open(path, 0, &st, NULL), 0);
+	assert_int_equal(store_read(st, ino, buf, sizeof(buf), 0), 5);
+	assert_string_equal(buf, "hello");
+	assert_int_equal(store_write(st, ino, "HELLO", 5, 0), 5);
+	assert_int_equal(store_close(st, NULL), 0);
+	tsu_store_remove(path);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -192,6 +278,8 @@ int main(void)
 		cmocka_unit_test(test_store_lock),
 		cmocka_unit_test(test_store_newer_version_refused),
 		cmocka_unit_test(test_store_statfs),
+		cmocka_unit_test(test_store_dedup_right_after_open),
+		cmocka_unit_test(test_store_page_index_unreadable),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
