@@ -83,6 +83,16 @@ static unsigned deleted_packs_open(const char *path)
 	return n;
 }
 
+/* fsck finds nothing; then the store is closed and opened again. */
+static void fsck_reopen(struct store **st, const char *path)
+{
+	struct store_fsck_result res;
+	assert_int_equal(store_fsck(*st, NULL, NULL, NULL, &res, NULL), 0);
+	assert_int_equal(res.problems, 0);
+	assert_int_equal(store_close(*st, NULL), 0);
+	assert_int_equal(store_open(path, 0, st, NULL), 0);
+}
+
 static void check_file(struct store *st, const char *name, uint64_t seed)
 {
 	static uint8_t want[FILE_PAGES * PG], got[FILE_PAGES * PG];
@@ -166,11 +176,7 @@ static void test_store_packs_many(void **state)
 	assert_true(after.largest_above <= PACK_LIMIT);
 	assert_true(after.total < before.total);
 	assert_int_equal(deleted_packs_open(path), 0);
-	struct store_fsck_result res;
-	assert_int_equal(store_fsck(st, NULL, NULL, NULL, &res, NULL), 0);
-	assert_int_equal(res.problems, 0);
-	assert_int_equal(store_close(st, NULL), 0);
-	assert_int_equal(store_open(path, 0, &st, NULL), 0);
+	fsck_reopen(&st, path);
 	for (int i = 0; i < FILES; i += 2) {
 		char name[16];
 		snprintf(name, sizeof(name), "f%d", i);
@@ -182,8 +188,7 @@ static void test_store_packs_many(void **state)
 	assert_int_equal(store_write(st, ino, buf, sizeof(buf), 0), sizeof(buf));
 	assert_int_equal(store_sync(st, NULL), 0);
 	check_file(st, "new", 99);
-	assert_int_equal(store_fsck(st, NULL, NULL, NULL, &res, NULL), 0);
-	assert_int_equal(res.problems, 0);
+	fsck_reopen(&st, path);
 	assert_int_equal(store_close(st, NULL), 0);
 	tsu_store_remove(path);
 }
@@ -321,11 +326,7 @@ static void test_store_packs_gc_merges_small(void **state)
 	for (int pass = 0; pass < 2; pass++) {
 		for (int i = 0; i < 3; i++)
 			check_small(st, keep[i], 2, (uint64_t)i + 1);
-		struct store_fsck_result res;
-		assert_int_equal(store_fsck(st, NULL, NULL, NULL, &res, NULL), 0);
-		assert_int_equal(res.problems, 0);
-		assert_int_equal(store_close(st, NULL), 0);
-		assert_int_equal(store_open(path, 0, &st, NULL), 0);
+		fsck_reopen(&st, path);
 	}
 	assert_int_equal(store_close(st, NULL), 0);
 	tsu_store_remove(path);
@@ -519,11 +520,7 @@ static void test_store_packs_gc_beside_threads(void **state)
 					check_file(st, name, churn_seed(id, round));
 				}
 			}
-		struct store_fsck_result res;
-		assert_int_equal(store_fsck(st, NULL, NULL, NULL, &res, NULL), 0);
-		assert_int_equal(res.problems, 0);
-		assert_int_equal(store_close(st, NULL), 0);
-		assert_int_equal(store_open(path, 0, &st, NULL), 0);
+		fsck_reopen(&st, path);
 	}
 	assert_int_equal(store_close(st, NULL), 0);
 	tsu_store_remove(path);

@@ -19,14 +19,22 @@
 
 #include "test-store-util.h"
 
+/* A new store holding file f of "hello", closed; f's inode. */
+static uint64_t hello_store(char **path)
+{
+	struct store *st = tsu_new_store(path);
+	uint64_t ino = tsu_file(st, "f");
+	assert_int_equal(store_write(st, ino, "hello", 5, 0), 5);
+	assert_int_equal(store_close(st, NULL), 0);
+	return ino;
+}
+
 static void test_store_create_reopen(void **state)
 {
 	(void)state;
 	char *path;
-	struct store *st = tsu_new_store(&path);
-	uint64_t ino = tsu_file(st, "f");
-	assert_int_equal(store_write(st, ino, "hello", 5, 0), 5);
-	assert_int_equal(store_close(st, NULL), 0);
+	struct store *st;
+	uint64_t ino = hello_store(&path);
 
 	/* The layout on disk. */
 	char p[4200];
@@ -124,16 +132,21 @@ static void test_store_lock(void **state)
 	tsu_store_remove(path);
 }
 
-static void set_user_version(const char *path, int v)
+static void exec_on(const char *path, const char *sql)
 {
 	char p[4200];
 	snprintf(p, sizeof(p), "%s/index.db", path);
 	sqlite3 *db;
 	assert_int_equal(sqlite3_open(p, &db), SQLITE_OK);
-	char sql[64];
-	snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", v);
 	assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
 	sqlite3_close(db);
+}
+
+static void set_user_version(const char *path, int v)
+{
+	char sql[64];
+	snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", v);
+	exec_on(path, sql);
 }
 
 static void test_store_newer_version_refused(void **state)
@@ -222,26 +235,14 @@ static void log_to(void *arg, const char *msg)
 	snprintf(logged, sizeof(logged), "%s", msg);
 }
 
-static void exec_on(const char *path, const char *sql)
-{
-	char p[4200];
-	snprintf(p, sizeof(p), "%s/index.db", path);
-	sqlite3 *db;
-	assert_int_equal(sqlite3_open(p, &db), SQLITE_OK);
-	assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
-	sqlite3_close(db);
-}
-
 /* A page index that cannot be read leaves files readable; changes fail,
  * and the log and gc say why. */
 static void test_store_page_index_unreadable(void **state)
 {
 	(void)state;
 	char *path;
-	struct store *st = tsu_new_store(&path);
-	uint64_t ino = tsu_file(st, "f");
-	assert_int_equal(store_write(st, ino, "hello", 5, 0), 5);
-	assert_int_equal(store_close(st, NULL), 0);
+	struct store *st;
+	uint64_t ino = hello_store(&path);
 	exec_on(path, "ALTER TABLE page RENAME TO page_away");
 
 	assert_int_equal(store_open(path, 0, &st, NULL), 0);
