@@ -3,15 +3,18 @@
  *
  * Pages are appended to files packs/ID.pack (ID: the pack's number in 8
  * hex digits, from 00000001), each page at a 4 KiB-aligned offset so reads
- * can be spliced straight from the pack into the FUSE device.  A location is (pack id << 36) | page number.
- * Packs are append-only; a new pack is started when the current one passes
- * PACK_MAX_BYTES.  Space is reclaimed only by gc: compact copies the live
- * pages out of packs that are at least a quarter dead into new packs
- * (and merges small packs, once there are two or more, into new ones),
- * and release deletes packs that no longer hold live pages (and cuts
- * dead pages off the end of the others).  Both only touch the packs that
- * gc_mark saw, less the one then taking pages: compact runs beside puts,
- * which go to that one or to packs started later.
+ * can be spliced straight from the pack into the FUSE device.  A location
+ * is (pack id << 36) | page number.  Packs are append-only; a new pack is
+ * started when the current one passes PACK_MAX_BYTES.  Space is reclaimed
+ * only by gc: compact copies the live pages out of packs that are at
+ * least a quarter dead into new packs, if the disk has room for them (and
+ * merges small packs, once there are two or more, into new ones); release
+ * deletes packs that no longer hold live pages, cuts dead pages off the
+ * end of the others and punches the rest of their dead pages out as
+ * holes, the live ones keeping their locations.  Both only touch the
+ * packs that gc_mark saw, less the one then taking pages (whose dead
+ * pages release only punches out): compact runs beside puts, which go to
+ * that one or to packs started later.
  *
  * Appends are staged: put copies the pages into one of a few 1 MiB
  * staging buffers and hands out their locations at once; the store's pack
@@ -40,6 +43,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -74,6 +78,7 @@ struct pack {
 	uint64_t synced;	/* bytes made durable by a sync (or found at open) */
 	bool unsynced;
 	bool gc_fill;		/* being filled by compact, which syncs it */
+	uint64_t holes;		/* bytes below size punched out by release */
 };
 
 struct pack_be {
@@ -91,6 +96,7 @@ struct pack_be {
 	 * gc_cur, the one then taking pages (0: none). */
 	bool gc_marked;
 	bool gc_merge;		/* merge the small packs it may touch */
+	bool no_punch;		/* the filesystem cannot punch holes */
 	uint32_t gc_max, gc_cur;
 	uint32_t gc_last_fill;	/* the last pack compact filled, or 0 */
 	int *doomed;		/* fds of packs release deleted, for reclaim */
@@ -156,6 +162,18 @@ static struct pack *pack_find(struct pack_be *pb, uint32_t id)
 			hi = mid;
 	}
 	return NULL;
+}
+
+/* Take packs[i], its file deleted, out of the table (lock held; its fd
+ * is the caller's to close). */
+static void pack_drop(struct pack_be *pb, size_t i)
+{
+	size_t cur = pb->cur ? (size_t)(pb->cur - pb->packs) : SIZE_MAX;
+	if (cur != SIZE_MAX && cur > i)
+		pb->cur = &pb->packs[cur - 1];
+	memmove(&pb->packs[i], &pb->packs[i + 1], (pb->n - i - 1) * sizeof(*pb->packs));
+	pb->n--;
+	pb->dir_unsynced = true;
 }
 
 /* The fd of pack id, opening it if another process created it since
@@ -563,6 +581,33 @@ static int pb_recover(struct store_backend *be, struct err *e)
 	return 0;
 }
 
+/* Bytes of holes in fd below size (what SEEK_DATA skips). */
+static uint64_t holes_below(int fd, uint64_t size)
+{
+	uint64_t holes = 0;
+	off_t pos = 0;
+	while ((uint64_t)pos < size) {
+		off_t data = lseek(fd, pos, SEEK_DATA);
+		if (data < 0 || (uint64_t)data >= size)
+			return data < 0 && errno != ENXIO ? holes : holes + (size - (uint64_t)pos);
+		holes += (uint64_t)(data - pos);
+		pos = lseek(fd, data, SEEK_HOLE);
+		if (pos < 0)
+			return holes;
+	}
+	return holes;
+}
+
+/* Can the pack folder's filesystem take bytes more, with room to spare
+ * for the index?  (If it cannot say, try.) */
+static bool room_for(const struct pack_be *pb, uint64_t bytes)
+{
+	struct statvfs v;
+	if (fstatvfs(pb->dir_fd, &v) < 0)
+		return true;
+	return (uint64_t)v.f_bavail * v.f_frsize >= bytes + bytes / 16 + (4u << 20);
+}
+
 /* Is a pack of size bytes, live_bytes of them live, worth rewriting?
  * Only once at least a quarter of it is dead: rewriting up to
  * PACK_MAX_BYTES to free a few pages costs far more than it gives back.
@@ -696,12 +741,22 @@ static int fill_done(struct pack_be *pb, struct fill *f, bool ok, struct err *e)
 				    strerror(errno));
 	if (ok && !r && f->n && fsync(pb->dir_fd) < 0)
 		r = err_set(e, -errno, "%s: fsync: %s", pb->dir, strerror(errno));
+	/* Not made durable, the packs are deleted at once: nothing refers to
+	 * them, and on a full disk their space is what writes need next. */
+	ok = ok && !r;
 	pthread_mutex_lock(&pb->lock);
 	for (size_t i = 0; i < f->n; i++) {
 		struct pack *p = pack_find(pb, f->packs[i].id);
-		if (ok && !r)
+		p->gc_fill = false;
+		if (ok) {
 			p->synced = p->size;
-		p->gc_fill = false;	/* else unreferenced: recover or gc cuts it */
+			continue;
+		}
+		char path[PATH_MAX];
+		pack_name(pb, p->id, path, sizeof(path));
+		unlink(path);
+		close(p->fd);
+		pack_drop(pb, (size_t)(p - pb->packs));
 	}
 	pthread_mutex_unlock(&pb->lock);
 	free(f->packs);
@@ -743,9 +798,14 @@ static int pb_compact(struct store_backend *be, struct store_live_page *live, si
 			r = err_set(e, r, "pack %08x: referenced but missing", id);
 			break;
 		}
-		if (!worth_compacting(src_size, (uint64_t)(j - i) * STORE_PAGE_SIZE) &&
-		    !(pb->gc_merge && src_size < PACK_SMALL_BYTES)) {
-			i = j;	/* its dead pages stay until more die */
+		/* Not rewritten (release punches its dead pages out in place):
+		 * a pack mostly live, unless small and merged; and any pack
+		 * whose live pages the disk has no room to copy. */
+		uint64_t live_bytes = (uint64_t)(j - i) * STORE_PAGE_SIZE;
+		if ((!worth_compacting(src_size, live_bytes) &&
+		     !(pb->gc_merge && src_size < PACK_SMALL_BYTES)) ||
+		    !room_for(pb, live_bytes)) {
+			i = j;
 			continue;
 		}
 		/* Runs of consecutive pages are copied in one go, into packs
@@ -786,8 +846,9 @@ static int pb_compact(struct store_backend *be, struct store_live_page *live, si
 		i = j;
 	}
 	free(buf);
-	pb->gc_last_fill = f.n ? f.packs[f.n - 1].id : 0;
+	uint32_t last = f.n ? f.packs[f.n - 1].id : 0;
 	int fr = fill_done(pb, &f, !r, e);
+	pb->gc_last_fill = r || fr ? 0 : last;
 	return r ? r : fr;
 }
 
@@ -819,6 +880,43 @@ static void pb_reclaim(struct store_backend *be)
 	free(d);
 }
 
+/* Give back the space of pack p's dead pages, its live ones live[0..n)
+ * (lock held): if cut_tail, dead pages past the last live one are cut
+ * off; runs of them before it are punched out as holes, so the live ones
+ * keep their locations.  Nothing to do for a pack whose data is all
+ * live, as after an earlier gc. */
+static int cut_dead(struct pack_be *pb, struct pack *p, const struct store_live_page *live,
+		    size_t n, bool cut_tail, struct err *e)
+{
+	uint64_t end = n ? ((live[n - 1].loc & PACK_PAGE_MASK) + 1) * STORE_PAGE_SIZE : 0;
+	if (cut_tail && p->size > end) {
+		if (ftruncate(p->fd, (off_t)end) < 0)
+			return err_set(e, -errno, "pack %08x: truncate: %s", p->id, strerror(errno));
+		p->size = end;
+		p->holes = holes_below(p->fd, end);
+	}
+	if (pb->no_punch || p->size - p->holes <= (uint64_t)n * STORE_PAGE_SIZE)
+		return 0;
+	uint64_t next = 0;	/* the first page not known to be live */
+	for (size_t i = 0; i <= n; i++) {
+		uint64_t pg = i < n ? live[i].loc & PACK_PAGE_MASK : p->size / STORE_PAGE_SIZE;
+		if (pg > next && fallocate(p->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+					   (off_t)(next * STORE_PAGE_SIZE),
+					   (off_t)((pg - next) * STORE_PAGE_SIZE)) < 0) {
+			if (errno == EOPNOTSUPP) {
+				pb->no_punch = true;	/* dead pages stay, as they must */
+				break;
+			}
+			return err_set(e, -errno, "pack %08x: punching out dead pages: %s", p->id,
+				       strerror(errno));
+		}
+		if (pg + 1 > next)
+			next = pg + 1;
+	}
+	p->holes = holes_below(p->fd, p->size);
+	return 0;
+}
+
 static int pb_release(struct store_backend *be, const struct store_live_page *live, size_t n,
 		      struct err *e)
 {
@@ -834,27 +932,18 @@ static int pb_release(struct store_backend *be, const struct store_live_page *li
 		struct pack *p = &pb->packs[i];
 		while (k < n && (uint32_t)(live[k].loc >> PACK_SHIFT) < p->id)
 			k++;
-		if (!gc_may_touch(pb, p->id) || p == pb->cur) {
+		/* The pack taking pages at gc_mark may still take them: its
+		 * dead pages are only punched out. */
+		bool mine = gc_may_touch(pb, p->id) && p != pb->cur;
+		if (!mine && !(p == pb->cur && p->id <= pb->gc_max)) {
 			i++;
 			continue;
 		}
-		uint64_t last = 0;
-		bool any = false;
-		while (k < n && (uint32_t)(live[k].loc >> PACK_SHIFT) == p->id) {
-			last = live[k].loc & PACK_PAGE_MASK;
-			any = true;
+		size_t first = k;
+		while (k < n && (uint32_t)(live[k].loc >> PACK_SHIFT) == p->id)
 			k++;
-		}
-		if (any) {
-			uint64_t end = (last + 1) * STORE_PAGE_SIZE;
-			if (p->size > end) {
-				if (ftruncate(p->fd, (off_t)end) < 0) {
-					r = err_set(e, -errno, "pack %08x: truncate: %s", p->id,
-						    strerror(errno));
-					break;
-				}
-				p->size = end;
-			}
+		if (k > first || !mine) {
+			r = cut_dead(pb, p, live + first, k - first, mine, e);
 			i++;
 			continue;
 		}
@@ -865,12 +954,7 @@ static int pb_release(struct store_backend *be, const struct store_live_page *li
 			break;
 		}
 		doom(pb, p->fd);
-		size_t cur = pb->cur ? (size_t)(pb->cur - pb->packs) : SIZE_MAX;
-		if (cur != SIZE_MAX && cur > i)
-			pb->cur = &pb->packs[cur - 1];
-		memmove(&pb->packs[i], &pb->packs[i + 1], (pb->n - i - 1) * sizeof(*pb->packs));
-		pb->n--;
-		pb->dir_unsynced = true;
+		pack_drop(pb, i);
 	}
 	/* If nothing was put since gc_mark retired the current pack, the
 	 * last pack compact filled takes the next pages. */
@@ -905,7 +989,10 @@ static int pb_usage(struct store_backend *be, uint64_t *bytes, uint64_t *contain
 			continue;
 		struct stat sb;
 		if (fstatat(dirfd(d), de->d_name, &sb, 0) == 0) {
-			total += (uint64_t)sb.st_size;
+			/* The space it takes: less than its size once dead
+			 * pages were punched out. */
+			uint64_t on_disk = (uint64_t)sb.st_blocks * 512;
+			total += on_disk < (uint64_t)sb.st_size ? on_disk : (uint64_t)sb.st_size;
 			count++;
 		}
 	}
@@ -969,9 +1056,12 @@ static int scan_packs(struct pack_be *pb, struct err *e)
 				close(fd);
 			break;
 		}
-		if (!pack_add(pb, id, fd, (uint64_t)sb.st_size)) {
+		struct pack *p = pack_add(pb, id, fd, (uint64_t)sb.st_size);
+		if (!p) {
 			close(fd);
 			r = err_set(e, -ENOMEM, "%s: out of memory", pb->dir);
+		} else if ((uint64_t)sb.st_blocks * 512 < (uint64_t)sb.st_size) {
+			p->holes = holes_below(fd, p->size);
 		}
 	}
 	closedir(d);

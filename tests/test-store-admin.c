@@ -185,8 +185,20 @@ static void test_store_admin_gc_empty(void **state)
 	tsu_store_remove(path);
 }
 
+/* Bytes pack file id of store path takes on disk, and its size. */
+static uint64_t pack_on_disk(const char *path, unsigned id, uint64_t *size)
+{
+	char p[4700];
+	snprintf(p, sizeof(p), "%s/packs/%08x.pack", path, id);
+	struct stat sb;
+	assert_int_equal(stat(p, &sb), 0);
+	*size = (uint64_t)sb.st_size;
+	return (uint64_t)sb.st_blocks * 512;
+}
+
 /* A pack less than a quarter dead is not rewritten: its dead pages leave
- * the index and stay in the file until more of it dies. */
+ * the index and are punched out of the file, the live ones staying where
+ * they are; once a quarter or more is dead, it is rewritten. */
 static void test_store_admin_gc_spares_mostly_live_packs(void **state)
 {
 	(void)state;
@@ -194,7 +206,7 @@ static void test_store_admin_gc_spares_mostly_live_packs(void **state)
 	struct store *st = tsu_new_store(&path);
 	uint64_t keep = write_file(st, STORE_ROOT_INO, "keep", 80, 1);
 	write_file(st, STORE_ROOT_INO, "a", 10, 2);
-	write_file(st, STORE_ROOT_INO, "b", 10, 3);
+	uint64_t b = write_file(st, STORE_ROOT_INO, "b", 10, 3);
 	assert_int_equal(store_sync(st, NULL), 0);
 	uint64_t gone;
 	assert_int_equal(store_unlink(st, STORE_ROOT_INO, "a", &gone), 0);
@@ -204,17 +216,22 @@ static void test_store_admin_gc_spares_mostly_live_packs(void **state)
 	assert_int_equal(store_gc(st, NULL, NULL, &g, NULL), 0);
 	assert_int_equal(g.pages_freed, 10);
 	assert_int_equal(g.bytes_before, 100 * PG);
-	assert_int_equal(g.bytes_after, 100 * PG);	/* 10 % dead: kept */
+	assert_int_equal(g.bytes_after, 90 * PG);	/* 10 % dead: punched out */
+	uint64_t size;
+	assert_int_equal(pack_on_disk(path, 1, &size), 90 * PG);
+	assert_int_equal(size, 100 * PG);		/* not rewritten */
+	check_file(st, keep, 80, 1);
+	check_file(st, b, 10, 3);
 	struct store_stats s;
 	assert_int_equal(store_stats(st, &s, NULL), 0);
 	assert_int_equal(s.unique_pages, 90);
 	assert_int_equal(s.unreferenced_pages, 0);
+	assert_int_equal(s.pack_bytes, 90 * PG);
 	struct store_fsck_result res;
 	assert_int_equal(store_fsck(st, NULL, NULL, NULL, &res, NULL), 0);
 	assert_int_equal(res.problems, 0);
-	/* a's bytes are still in the pack but no longer a page of the
-	 * store: writing them again stores them anew, never refers to the
-	 * unindexed copy. */
+	/* a's bytes are no longer a page of the store: writing them again
+	 * stores them anew. */
 	uint64_t again = write_file(st, STORE_ROOT_INO, "again", 10, 2);
 	assert_int_equal(store_sync(st, NULL), 0);
 	assert_int_equal(store_stats(st, &s, NULL), 0);
@@ -226,7 +243,16 @@ static void test_store_admin_gc_spares_mostly_live_packs(void **state)
 	assert_int_equal(store_inode_release(st, gone), 0);
 	assert_int_equal(store_gc(st, NULL, NULL, &g, NULL), 0);
 	assert_int_equal(g.pages_freed, 10);
-	assert_int_equal(g.bytes_after, 110 * PG);	/* 20 of 110 dead: kept */
+	assert_int_equal(g.bytes_after, 90 * PG);	/* 20 of 110 dead: punched */
+	assert_int_equal(pack_on_disk(path, 1, &size), 90 * PG);
+	assert_int_equal(size, 110 * PG);
+	/* Punched packs are the same after a reopen, and so are their files. */
+	assert_int_equal(store_close(st, NULL), 0);
+	assert_int_equal(store_open(path, 0, &st, NULL), 0);
+	check_file(st, keep, 80, 1);
+	check_file(st, b, 10, 3);
+	assert_int_equal(store_gc(st, NULL, NULL, &g, NULL), 0);
+	assert_int_equal(g.bytes_after, 90 * PG);
 
 	/* b's pages too: 30 of 110 dead, and the pack is rewritten with
 	 * only the live ones; then 20 of keep's: 20 of 80, a quarter. */

@@ -8,11 +8,14 @@
  * full disk, for the pack files and SQLite alike.  The limit is set above
  * everything written before it and lifted again afterwards.
  */
+#include <dirent.h>
+#include <errno.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/resource.h>
 
 #include <cmocka.h>
@@ -210,11 +213,65 @@ static void test_namespace_change_recovers(void **state)
 	tsu_store_remove(path);
 }
 
+static unsigned count_packs(const char *path)
+{
+	char dir[4200];
+	snprintf(dir, sizeof(dir), "%s/packs", path);
+	DIR *d = opendir(dir);
+	assert_non_null(d);
+	unsigned n = 0;
+	for (struct dirent *de; (de = readdir(d));)
+		n += strstr(de->d_name, ".pack") != NULL;
+	closedir(d);
+	return n;
+}
+
+/* gc runs out of space while it copies live pages to a new pack: it fails
+ * saying so, deletes what it copied (on a full disk that space is what
+ * writes need next), and loses nothing. */
+static void test_gc_out_of_space(void **state)
+{
+	(void)state;
+	char *path;
+	struct store *st = logged_store(&path);
+	uint64_t a, b;
+	store_whole(st, "a", 3 * MB, 1, &a);
+	uint64_t before = store_whole(st, "b", 3 * MB, 2, &b);
+	uint64_t gone;
+	assert_int_equal(store_unlink(st, STORE_ROOT_INO, "b", &gone), 0);
+	assert_int_equal(store_inode_release(st, gone), 0);
+	assert_int_equal(store_sync(st, NULL), 0);
+	assert_int_equal(count_packs(path), 1);
+
+	set_fsize(MB);	/* a's 3 MiB do not fit in a new pack */
+	struct store_gc_result g;
+	struct err e = { 0 };
+	int r = store_gc(st, NULL, NULL, &g, &e);
+	set_fsize(RLIM_INFINITY);
+	assert_int_equal(r, -EFBIG);
+	assert_non_null(strstr(e.msg, "compacting pack 00000001"));
+	assert_int_equal(count_packs(path), 1);
+	struct store_stats s;
+	assert_int_equal(store_stats(st, &s, NULL), 0);
+	assert_int_equal(s.pack_bytes, before);
+	check_file(st, a, 3 * MB, 1);
+	check_fsck(st);
+
+	/* With room again, the same gc goes through. */
+	assert_int_equal(store_gc(st, NULL, NULL, &g, NULL), 0);
+	assert_int_equal(g.bytes_after, 3 * MB);
+	check_file(st, a, 3 * MB, 1);
+	check_fsck(st);
+	assert_int_equal(store_close(st, NULL), 0);
+	tsu_store_remove(path);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_full_disk_recovers),
 		cmocka_unit_test(test_namespace_change_recovers),
+		cmocka_unit_test(test_gc_out_of_space),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

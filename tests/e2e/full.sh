@@ -7,9 +7,11 @@
 # disk fills up from outside the store: making files and directories
 # (index.db changes, no page data) fails with "No space left on device",
 # the daemon logs it, and once space is free again changes succeed,
-# still without a remount.  Last, a file open for reading and writing
+# still without a remount.  Then a file open for reading and writing
 # loses its uncommitted change to a full disk: the handle sees the
-# committed bytes again and its close says what happened.
+# committed bytes again and its close says what happened.  Last, gc on
+# a full disk frees the space of a deleted file without needing
+# room to copy.
 . "$(dirname "$0")/lib.sh"
 
 SMALL=$T/small
@@ -83,6 +85,24 @@ check "and a directory removed" rm -r "$MNT/names"
 out=$("$PROBE" lost "$MNT/rw" "$T/big" "$MNT/big" 2>&1)
 ok "a read-write handle sees its dropped change go, and close reports it" $? "$out"
 check "the space is free again afterwards" test "$(used_kib)" -lt 24576
+
+# gc on a full disk: there is no room to copy the live pages out of the
+# half-dead pack, so gc punches the dead ones out of it in place.
+head -c 8M /dev/urandom >"$T/kept2"
+check "another 8 MiB file fits" cp "$T/kept2" "$MNT/kept2"
+check "a file is deleted, leaving dead pages in a pack" rm "$MNT/again"
+sync
+free=$(df -k --output=avail "$SMALL" | tail -n 1 | tr -d ' ')
+dd if=/dev/zero of="$SMALL/filler" bs=1k count=$((free - 3072)) 2>/dev/null
+before=$(used_kib)
+check "gc on the full disk succeeds" setfattr -n user.snapfs.gc -v 1 "$MNT"
+after=$(used_kib)
+ok "it freed the deleted file's 8 MiB ($before KiB used before, $after after)" \
+	$([ "$after" -lt $((before - 7168)) ] && echo 0 || echo 1)
+check "the files are intact after it" sh -c 'cmp "$1/kept" "$2/kept" && cmp "$1/kept2" "$2/kept2"' sh "$T" "$MNT"
+check "and the freed space takes a new file" cp "$T/again" "$MNT/again"
+check "which reads back" cmp "$T/again" "$MNT/again"
+rm -f "$SMALL/filler"
 fs_umount
 wait_store_free
 out=$("$ADMIN" fsck "$STORE" 2>&1)
