@@ -475,7 +475,7 @@ int store_close(struct store *st, struct err *e)
 
 /* fsync the WAL: with synchronous=NORMAL SQLite leaves commits in the
  * page cache until a checkpoint; this makes them survive power loss. */
-static int sync_wal(struct store *st, struct err *e)
+int store_sync_wal(struct store *st, struct err *e)
 {
 	char path[4096];
 	snprintf(path, sizeof(path), "%s/index.db-wal", st->dir);
@@ -496,7 +496,7 @@ int store_sync(struct store *st, struct err *e)
 		return 0;
 	int r = store_commit(st, e);
 	if (!r)
-		r = sync_wal(st, e);
+		r = store_sync_wal(st, e);
 	return r;
 }
 

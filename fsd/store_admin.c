@@ -647,6 +647,13 @@ static int gc_finish(struct store *st, struct gc_run *g, struct err *e)
 		if (r)
 			return r;
 	}
+	/* What release deletes, cuts and punches out is what the index no
+	 * longer holds: step 1's deletions and this relocation must reach
+	 * the disk first, or a power loss could bring back rows pointing at
+	 * space that is gone. */
+	r = store_sync_wal(st, e);
+	if (r)
+		return r;
 	r = gc_keep_list(st, g, e);
 	if (!r)
 		r = st->be->ops->release(st->be, g->live, g->n, e);

@@ -226,6 +226,8 @@ sqlite3_stmt *store_stmt(struct store *st, sqlite3 *db, const char *sql);
 int store_sql_errno(int rc);
 int store_sql_err(struct store *st, sqlite3 *db, int rc, struct err *e, const char *what);
 int store_commit(struct store *st, struct err *e);
+/* fsync the WAL: make every commit so far survive power loss. */
+int store_sync_wal(struct store *st, struct err *e);
 struct store_hasher *store_hasher_get(struct store *st);
 void store_hasher_put(struct store *st, struct store_hasher *h);
 
