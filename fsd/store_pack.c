@@ -554,33 +554,6 @@ static int pb_sync(struct store_backend *be, struct err *e)
 	return r;
 }
 
-static int pb_recover(struct store_backend *be, struct err *e)
-{
-	struct pack_be *pb = pb_of(be);
-	pthread_mutex_lock(&pb->lock);
-	/* Let the writer thread finish what it holds; its errors are what
-	 * is being recovered from. */
-	stage_flush(pb);
-	for (size_t i = 0; i < pb->n; i++) {
-		struct pack *p = &pb->packs[i];
-		if (p->size <= p->synced || p->gc_fill)
-			continue;
-		/* Pages past the synced end are forgotten: cut them off so the
-		 * space is free again.  If that fails, append after them. */
-		if (ftruncate(p->fd, (off_t)p->synced) == 0) {
-			p->size = p->synced;
-		} else {
-			struct stat sb;
-			if (fstat(p->fd, &sb) == 0 && (uint64_t)sb.st_size > p->size)
-				p->size = (uint64_t)sb.st_size;
-		}
-	}
-	pb->werr = 0;
-	pthread_mutex_unlock(&pb->lock);
-	(void)e;
-	return 0;
-}
-
 /* Bytes of holes in fd below size (what SEEK_DATA skips). */
 static uint64_t holes_below(int fd, uint64_t size)
 {
@@ -596,6 +569,35 @@ static uint64_t holes_below(int fd, uint64_t size)
 			return holes;
 	}
 	return holes;
+}
+
+static int pb_recover(struct store_backend *be, struct err *e)
+{
+	struct pack_be *pb = pb_of(be);
+	pthread_mutex_lock(&pb->lock);
+	/* Let the writer thread finish what it holds; its errors are what
+	 * is being recovered from. */
+	stage_flush(pb);
+	for (size_t i = 0; i < pb->n; i++) {
+		struct pack *p = &pb->packs[i];
+		if (p->size <= p->synced || p->gc_fill)
+			continue;
+		/* Pages past the synced end are forgotten: cut them off so the
+		 * space is free again.  If that fails, append after them. */
+		if (ftruncate(p->fd, (off_t)p->synced) == 0) {
+			p->size = p->synced;
+			if (p->holes)	/* some may have been past it */
+				p->holes = holes_below(p->fd, p->size);
+		} else {
+			struct stat sb;
+			if (fstat(p->fd, &sb) == 0 && (uint64_t)sb.st_size > p->size)
+				p->size = (uint64_t)sb.st_size;
+		}
+	}
+	pb->werr = 0;
+	pthread_mutex_unlock(&pb->lock);
+	(void)e;
+	return 0;
 }
 
 /* Can the pack folder's filesystem take bytes more, with room to spare
