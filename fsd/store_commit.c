@@ -239,6 +239,37 @@ static int batch_collect(struct store *st, struct batch *b)
 	return r;
 }
 
+/* Pages put since the last commit that nothing refers to any more (a
+ * file written and deleted before it) get rows too, with no reference
+ * (transaction open, db_lock): the prefix set holds them, and the index
+ * is where gc finds them, to take them out of it before it gives their
+ * space back.  (No row, they could be found by a write after gc had
+ * decided to punch them out.)  The pending pages are in st->committing,
+ * which only this commit changes; the deltas are not spent yet. */
+static int index_orphans(struct store *st, const struct htab *deltas)
+{
+	sqlite3_stmt *s = NULL;
+	for (size_t i = 0; i < st->committing.cap; i++) {
+		const struct ptab_ent *pe = htab_at(&st->committing, i);
+		if (!pe)
+			continue;
+		const struct delta *d = htab_find(deltas, &pe->loc);
+		if (d && d->n > 0)
+			continue;
+		if (!s && !(s = store_stmt(st, st->db,
+					   "INSERT OR IGNORE INTO page(loc, hash, refs) VALUES(?, ?, 0)")))
+			return -EIO;
+		sqlite3_reset(s);
+		sqlite3_bind_int64(s, 1, (int64_t)pe->loc);
+		sqlite3_bind_blob(s, 2, pe->hash, STORE_HASH_SIZE, SQLITE_STATIC);
+		int rc = sqlite3_step(s);
+		sqlite3_reset(s);
+		if (rc != SQLITE_DONE)
+			return -EIO;
+	}
+	return 0;
+}
+
 static int batch_write(struct store *st, struct batch *b)
 {
 	sqlite3_stmt *put = store_stmt(st, st->db,
@@ -279,7 +310,8 @@ static int batch_write(struct store *st, struct batch *b)
 		if (rc != SQLITE_DONE)
 			return -EIO;
 	}
-	return apply_deltas(st, &b->deltas);
+	int r = index_orphans(st, &b->deltas);
+	return r ? r : apply_deltas(st, &b->deltas);
 }
 
 /* The commit of b failed with r (what: the message): the store is failed,

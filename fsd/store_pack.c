@@ -101,6 +101,11 @@ struct pack_be {
 	uint32_t gc_last_fill;	/* the last pack compact filled, or 0 */
 	int *doomed;		/* fds of packs release deleted, for reclaim */
 	size_t ndoomed;
+	struct punch {		/* dead pages release left reclaim to punch out */
+		uint32_t id;
+		uint64_t off, len;
+	} *punches;
+	size_t npunches, cappunches;
 
 	/* Staging (writable opens only; under lock). */
 	struct stage stage[STAGE_BUFS];
@@ -868,6 +873,45 @@ static void doom(struct pack_be *pb, int fd)
 	pb->doomed[pb->ndoomed++] = fd;
 }
 
+/* Punch out what release queued, beside other calls (lock not held): the
+ * packs stay open until a later release or close, and nothing refers to
+ * the pages.  Then count each pack's holes again. */
+static void punch_queued(struct pack_be *pb)
+{
+	pthread_mutex_lock(&pb->lock);
+	struct punch *q = pb->punches;
+	size_t n = pb->npunches;
+	pb->punches = NULL;
+	pb->npunches = pb->cappunches = 0;
+	pthread_mutex_unlock(&pb->lock);
+	for (size_t i = 0; i < n; i++) {
+		pthread_mutex_lock(&pb->lock);
+		struct pack *p = pb->no_punch ? NULL : pack_find(pb, q[i].id);
+		int fd = p ? p->fd : -1;
+		pthread_mutex_unlock(&pb->lock);
+		if (fd < 0)
+			continue;
+		if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)q[i].off,
+			      (off_t)q[i].len) < 0 && errno == EOPNOTSUPP) {
+			pthread_mutex_lock(&pb->lock);
+			pb->no_punch = true;	/* dead pages stay, as they must */
+			pthread_mutex_unlock(&pb->lock);
+		}
+		if (i + 1 < n && q[i + 1].id == q[i].id)
+			continue;
+		pthread_mutex_lock(&pb->lock);
+		p = pack_find(pb, q[i].id);
+		uint64_t size = p ? p->size : 0;
+		pthread_mutex_unlock(&pb->lock);
+		uint64_t holes = holes_below(fd, size);
+		pthread_mutex_lock(&pb->lock);
+		if ((p = pack_find(pb, q[i].id)) && p->size >= size)
+			p->holes = holes;
+		pthread_mutex_unlock(&pb->lock);
+	}
+	free(q);
+}
+
 static void pb_reclaim(struct store_backend *be)
 {
 	struct pack_be *pb = pb_of(be);
@@ -880,13 +924,16 @@ static void pb_reclaim(struct store_backend *be)
 	for (size_t i = 0; i < n; i++)
 		close(d[i]);
 	free(d);
+	punch_queued(pb);
 }
 
 /* Give back the space of pack p's dead pages, its live ones live[0..n)
  * (lock held): if cut_tail, dead pages past the last live one are cut
- * off; runs of them before it are punched out as holes, so the live ones
- * keep their locations.  Nothing to do for a pack whose data is all
- * live, as after an earlier gc. */
+ * off; runs of them before it are left for reclaim to punch out as holes
+ * (punching can take 0.1 ms a run on ext4, too long to hold calls off;
+ * the pages are in no index and no prefix set by now, so nothing can
+ * come to refer to them meanwhile), the live ones keeping their
+ * locations.  Nothing to do for a pack whose data is all live. */
 static int cut_dead(struct pack_be *pb, struct pack *p, const struct store_live_page *live,
 		    size_t n, bool cut_tail, struct err *e)
 {
@@ -902,20 +949,24 @@ static int cut_dead(struct pack_be *pb, struct pack *p, const struct store_live_
 	uint64_t next = 0;	/* the first page not known to be live */
 	for (size_t i = 0; i <= n; i++) {
 		uint64_t pg = i < n ? live[i].loc & PACK_PAGE_MASK : p->size / STORE_PAGE_SIZE;
-		if (pg > next && fallocate(p->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-					   (off_t)(next * STORE_PAGE_SIZE),
-					   (off_t)((pg - next) * STORE_PAGE_SIZE)) < 0) {
-			if (errno == EOPNOTSUPP) {
-				pb->no_punch = true;	/* dead pages stay, as they must */
-				break;
+		if (pg > next) {
+			if (pb->npunches == pb->cappunches) {
+				size_t cap = pb->cappunches ? 2 * pb->cappunches : 64;
+				struct punch *q = realloc(pb->punches, cap * sizeof(*q));
+				if (!q)
+					return 0;	/* the rest stays: no harm */
+				pb->punches = q;
+				pb->cappunches = cap;
 			}
-			return err_set(e, -errno, "pack %08x: punching out dead pages: %s", p->id,
-				       strerror(errno));
+			pb->punches[pb->npunches++] = (struct punch){
+				.id = p->id,
+				.off = next * STORE_PAGE_SIZE,
+				.len = (pg - next) * STORE_PAGE_SIZE,
+			};
 		}
 		if (pg + 1 > next)
 			next = pg + 1;
 	}
-	p->holes = holes_below(p->fd, p->size);
 	return 0;
 }
 

@@ -185,6 +185,41 @@ static void test_store_admin_gc_empty(void **state)
 	tsu_store_remove(path);
 }
 
+/* Pages of a file deleted before any commit referred to them get rows in
+ * the index with no reference at the next commit, and gc frees them by
+ * the index like any other dead page. */
+static void test_store_admin_gc_frees_never_committed(void **state)
+{
+	(void)state;
+	char *path;
+	struct store *st = tsu_new_store(&path);
+	uint64_t tmp = write_file(st, STORE_ROOT_INO, "tmp", 20, 4);
+	uint64_t gone;
+	assert_int_equal(store_unlink(st, STORE_ROOT_INO, "tmp", &gone), 0);
+	assert_int_equal(store_inode_release(st, tmp), 0);
+	uint64_t keep = write_file(st, STORE_ROOT_INO, "keep", 5, 5);
+	assert_int_equal(store_sync(st, NULL), 0);
+	struct store_stats s;
+	assert_int_equal(store_stats(st, &s, NULL), 0);
+	assert_int_equal(s.unique_pages, 5);
+	assert_int_equal(s.unreferenced_pages, 20);
+
+	struct store_gc_result g;
+	assert_int_equal(store_gc(st, NULL, NULL, &g, NULL), 0);
+	assert_int_equal(g.pages_freed, 20);
+	assert_int_equal(g.bytes_after, 5 * PG);
+	check_file(st, keep, 5, 5);
+	/* Written again, the bytes are stored anew and read back. */
+	uint64_t again = write_file(st, STORE_ROOT_INO, "again", 20, 4);
+	assert_int_equal(store_sync(st, NULL), 0);
+	check_file(st, again, 20, 4);
+	struct store_fsck_result res;
+	assert_int_equal(store_fsck(st, NULL, NULL, NULL, &res, NULL), 0);
+	assert_int_equal(res.problems, 0);
+	assert_int_equal(store_close(st, NULL), 0);
+	tsu_store_remove(path);
+}
+
 /* Bytes pack file id of store path takes on disk, and its size. */
 static uint64_t pack_on_disk(const char *path, unsigned id, uint64_t *size)
 {
@@ -480,6 +515,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_store_admin_gc_reclaims),
 		cmocka_unit_test(test_store_admin_gc_empty),
+		cmocka_unit_test(test_store_admin_gc_frees_never_committed),
 		cmocka_unit_test(test_store_admin_gc_spares_mostly_live_packs),
 		cmocka_unit_test(test_store_admin_fsck_corrupt_byte),
 		cmocka_unit_test(test_store_admin_fsck_dangling),
