@@ -132,9 +132,7 @@ static void test_store_admin_gc_reclaims(void **state)
 	assert_int_equal(store_stats(st, &s, NULL), 0);
 	assert_int_equal(s.unique_pages, 50);
 	assert_int_equal(s.pack_bytes, 50 * PG);
-	struct store_fsck_result res;
-	assert_int_equal(store_fsck(st, NULL, NULL, NULL, &res, NULL), 0);
-	assert_int_equal(res.problems, 0);
+	tsu_fsck_clean(st);
 	/* gc with nothing to do changes nothing. */
 	assert_int_equal(store_gc(st, NULL, NULL, &g, NULL), 0);
 	assert_int_equal(g.pages_freed, 0);
@@ -178,9 +176,7 @@ static void test_store_admin_gc_empty(void **state)
 	assert_int_equal(store_close(st, NULL), 0);
 	assert_int_equal(store_open(path, 0, &st, NULL), 0);
 	check_file(st, c, 10, 3);
-	struct store_fsck_result res;
-	assert_int_equal(store_fsck(st, NULL, NULL, NULL, &res, NULL), 0);
-	assert_int_equal(res.problems, 0);
+	tsu_fsck_clean(st);
 	assert_int_equal(store_close(st, NULL), 0);
 	tsu_store_remove(path);
 }
@@ -213,9 +209,7 @@ static void test_store_admin_gc_frees_never_committed(void **state)
 	uint64_t again = write_file(st, STORE_ROOT_INO, "again", 20, 4);
 	assert_int_equal(store_sync(st, NULL), 0);
 	check_file(st, again, 20, 4);
-	struct store_fsck_result res;
-	assert_int_equal(store_fsck(st, NULL, NULL, NULL, &res, NULL), 0);
-	assert_int_equal(res.problems, 0);
+	tsu_fsck_clean(st);
 	assert_int_equal(store_close(st, NULL), 0);
 	tsu_store_remove(path);
 }
@@ -262,17 +256,14 @@ static void test_store_admin_gc_spares_mostly_live_packs(void **state)
 	assert_int_equal(s.unique_pages, 90);
 	assert_int_equal(s.unreferenced_pages, 0);
 	assert_int_equal(s.pack_bytes, 90 * PG);
-	struct store_fsck_result res;
-	assert_int_equal(store_fsck(st, NULL, NULL, NULL, &res, NULL), 0);
-	assert_int_equal(res.problems, 0);
+	tsu_fsck_clean(st);
 	/* a's bytes are no longer a page of the store: writing them again
 	 * stores them anew. */
 	uint64_t again = write_file(st, STORE_ROOT_INO, "again", 10, 2);
 	assert_int_equal(store_sync(st, NULL), 0);
 	assert_int_equal(store_stats(st, &s, NULL), 0);
 	assert_int_equal(s.unique_pages, 100);
-	assert_int_equal(store_fsck(st, NULL, NULL, NULL, &res, NULL), 0);
-	assert_int_equal(res.problems, 0);
+	tsu_fsck_clean(st);
 	check_file(st, again, 10, 2);
 	assert_int_equal(store_unlink(st, STORE_ROOT_INO, "again", &gone), 0);
 	assert_int_equal(store_inode_release(st, gone), 0);
@@ -302,8 +293,7 @@ static void test_store_admin_gc_spares_mostly_live_packs(void **state)
 	assert_int_equal(g.pages_freed, 20);
 	assert_int_equal(g.bytes_after, 60 * PG);
 	check_file(st, keep, 60, 1);
-	assert_int_equal(store_fsck(st, NULL, NULL, NULL, &res, NULL), 0);
-	assert_int_equal(res.problems, 0);
+	tsu_fsck_clean(st);
 	assert_int_equal(store_close(st, NULL), 0);
 	tsu_store_remove(path);
 }
@@ -498,13 +488,11 @@ static void test_store_admin_gc_fsck_apart(void **state)
 	assert_int_equal(store_gc(st, NULL, NULL, &g, &e), -EBUSY);
 	assert_non_null(strstr(e.msg, "an fsck is checking it"));
 	/* Fscks run side by side. */
-	assert_int_equal(store_fsck(ro, NULL, NULL, NULL, &res, NULL), 0);
-	assert_int_equal(res.problems, 0);
+	tsu_fsck_clean(ro);
 
 	close(other);
 	assert_int_equal(store_gc(st, NULL, NULL, &g, NULL), 0);
-	assert_int_equal(store_fsck(ro, NULL, NULL, NULL, &res, NULL), 0);
-	assert_int_equal(res.problems, 0);
+	tsu_fsck_clean(ro);
 	assert_int_equal(store_close(ro, NULL), 0);
 	assert_int_equal(store_close(st, NULL), 0);
 	tsu_store_remove(path);

@@ -82,13 +82,6 @@ static void check_file(struct store *st, uint64_t ino, size_t size, uint64_t see
 	free(got);
 }
 
-static void check_fsck(struct store *st)
-{
-	struct store_fsck_result res;
-	assert_int_equal(store_fsck(st, NULL, NULL, NULL, &res, NULL), 0);
-	assert_int_equal(res.problems, 0);
-}
-
 /* Store a whole file of seed's stream (closed, so committed), check it
  * reads back, and return the bytes the pack files take now. */
 static uint64_t store_whole(struct store *st, const char *name, size_t size, uint64_t seed,
@@ -146,7 +139,7 @@ static void test_full_disk_recovers(void **state)
 	/* The space the lost pages took is free again. */
 	assert_int_equal(store_stats(st, &s, NULL), 0);
 	assert_int_equal(s.pack_bytes, packs_before);
-	check_fsck(st);
+	tsu_fsck_clean(st);
 
 	/* Space is back: changes work again, deleting b included. */
 	set_fsize(RLIM_INFINITY);
@@ -156,7 +149,7 @@ static void test_full_disk_recovers(void **state)
 	assert_int_equal(store_file_release(st, c), 0);
 	check_file(st, c, 4 * MB, 3);
 	assert_int_equal(nlogged, 1);
-	check_fsck(st);
+	tsu_fsck_clean(st);
 
 	/* b's lost pages left location hints in the prefix set, and c's
 	 * pages now sit where they pointed: a file of b's bytes must still
@@ -165,7 +158,7 @@ static void test_full_disk_recovers(void **state)
 	uint64_t packs_d = store_whole(st, "d", 4 * MB, 2, &d);
 	assert_int_equal(packs_d, packs_before + 8 * MB);
 	assert_int_equal(store_whole(st, "d2", 4 * MB, 2, &d2), packs_d);
-	check_fsck(st);
+	tsu_fsck_clean(st);
 
 	/* And all of it after reopening. */
 	assert_int_equal(store_close(st, NULL), 0);
@@ -176,7 +169,7 @@ static void test_full_disk_recovers(void **state)
 	assert_int_equal(store_lookup(st, STORE_ROOT_INO, "b", &at), -ENOENT);
 	/* The hints loaded from the index find d's pages too. */
 	assert_int_equal(store_whole(st, "d3", 4 * MB, 2, &d3), packs_d);
-	check_fsck(st);
+	tsu_fsck_clean(st);
 	assert_int_equal(store_close(st, NULL), 0);
 	tsu_store_remove(path);
 }
@@ -208,22 +201,9 @@ static void test_namespace_change_recovers(void **state)
 	assert_int_equal(store_flush(st, b, true, NULL), 0);
 	assert_int_equal(store_file_release(st, b), 0);
 	check_file(st, a, MB, 4);
-	check_fsck(st);
+	tsu_fsck_clean(st);
 	assert_int_equal(store_close(st, NULL), 0);
 	tsu_store_remove(path);
-}
-
-static unsigned count_packs(const char *path)
-{
-	char dir[4200];
-	snprintf(dir, sizeof(dir), "%s/packs", path);
-	DIR *d = opendir(dir);
-	assert_non_null(d);
-	unsigned n = 0;
-	for (struct dirent *de; (de = readdir(d));)
-		n += strstr(de->d_name, ".pack") != NULL;
-	closedir(d);
-	return n;
 }
 
 /* gc runs out of space while it copies live pages to a new pack: it fails
@@ -241,7 +221,7 @@ static void test_gc_out_of_space(void **state)
 	assert_int_equal(store_unlink(st, STORE_ROOT_INO, "b", &gone), 0);
 	assert_int_equal(store_inode_release(st, gone), 0);
 	assert_int_equal(store_sync(st, NULL), 0);
-	assert_int_equal(count_packs(path), 1);
+	assert_int_equal(tsu_count_packs(path), 1);
 
 	set_fsize(MB);	/* a's 3 MiB do not fit in a new pack */
 	struct store_gc_result g;
@@ -250,18 +230,18 @@ static void test_gc_out_of_space(void **state)
 	set_fsize(RLIM_INFINITY);
 	assert_int_equal(r, -EFBIG);
 	assert_non_null(strstr(e.msg, "compacting pack 00000001"));
-	assert_int_equal(count_packs(path), 1);
+	assert_int_equal(tsu_count_packs(path), 1);
 	struct store_stats s;
 	assert_int_equal(store_stats(st, &s, NULL), 0);
 	assert_int_equal(s.pack_bytes, before);
 	check_file(st, a, 3 * MB, 1);
-	check_fsck(st);
+	tsu_fsck_clean(st);
 
 	/* With room again, the same gc goes through. */
 	assert_int_equal(store_gc(st, NULL, NULL, &g, NULL), 0);
 	assert_int_equal(g.bytes_after, 3 * MB);
 	check_file(st, a, 3 * MB, 1);
-	check_fsck(st);
+	tsu_fsck_clean(st);
 	assert_int_equal(store_close(st, NULL), 0);
 	tsu_store_remove(path);
 }

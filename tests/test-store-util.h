@@ -5,6 +5,7 @@
 #ifndef SNAPFS_TEST_STORE_UTIL_H
 #define SNAPFS_TEST_STORE_UTIL_H
 
+#include <dirent.h>
 #include <errno.h>
 #include <ftw.h>
 #include <stdint.h>
@@ -119,6 +120,28 @@ static inline uint64_t tsu_file(struct store *st, const char *name)
 		abort();
 	}
 	return a.ino;
+}
+
+/* fsck of st finds nothing (cmocka.h included before this header). */
+#define tsu_fsck_clean(st)                                                              \
+	do {                                                                            \
+		struct store_fsck_result tsu_res_;                                      \
+		assert_int_equal(store_fsck((st), NULL, NULL, NULL, &tsu_res_, NULL), 0); \
+		assert_int_equal(tsu_res_.problems, 0);                                 \
+	} while (0)
+
+/* How many pack files the store at path has. */
+static inline unsigned tsu_count_packs(const char *path)
+{
+	char dir[4200];
+	snprintf(dir, sizeof(dir), "%s/packs", path);
+	DIR *d = opendir(dir);
+	unsigned n = 0;
+	for (struct dirent *de; d && (de = readdir(d));)
+		n += strstr(de->d_name, ".pack") != NULL;
+	if (d)
+		closedir(d);
+	return n;
 }
 
 #endif
