@@ -530,14 +530,18 @@ static void gc_run_free(struct gc_run *g)
 
 /* Drop freed pages from the prefix set and follow moved ones (mem_lock
  * held: a walk of memory; reloading it from the index cost 0.35 s per
- * million pages, and every other call waits meanwhile). */
-static int gc_filter_known(struct store *st, struct gc_run *g, struct err *e)
+ * million pages, and every other call waits meanwhile).  Step 1 passes
+ * the pages it forgot, step 3 the pages compact moved. */
+static int gc_filter_known(struct store *st, const struct htab *freed, const struct htab *moved,
+			   struct err *e)
 {
-	if (!g->freed.n && !g->moved.n)
+	if (!freed->n && !moved->n)
 		return 0;
-	struct gc_maps maps = { .freed = &g->freed, .moved = &g->moved };
+	struct gc_maps maps = { .freed = freed, .moved = moved };
 	return pset_filter(&st->known, gc_keep_known, &maps) ? store_load_known(st, e) : 0;
 }
+
+static const struct htab no_pages = HTAB_LOC(uint64_t);
 
 /*
  * Step 1, every other call held off (gc_lock exclusive, db_lock): forget
@@ -554,7 +558,7 @@ static int gc_start(struct store *st, struct gc_run *g, struct store_gc_result *
 		return r;
 	res->pages_freed = g->freed.n;
 	pthread_mutex_lock(&st->mem_lock);
-	r = gc_filter_known(st, g, e);
+	r = gc_filter_known(st, &g->freed, &no_pages, e);
 	pthread_mutex_unlock(&st->mem_lock);
 	if (r)
 		return r;
@@ -572,12 +576,11 @@ static int gc_start(struct store *st, struct gc_run *g, struct store_gc_result *
 
 /*
  * What release must keep (step 3, all held off, relocation committed):
- * every page the index references now, not only those step 1 listed, and
- * pages put but not committed.  Step 1's list can miss some: a write
- * during step 2 may deduplicate against a page that was put but never
- * committed (its file deleted first), which the commit then indexes; and
- * a commit waiting for step 1 may have stored file tails (which take no
- * gc_lock) before it.
+ * every page the index holds now, not only those step 1 listed, and pages
+ * put but not committed.  Step 1's list misses pages committed since:
+ * those written during step 2 into the pack then taking pages, whose
+ * dead pages release punches out, and file tails a commit waiting for
+ * step 1 stored before it (tails take no gc_lock).
  */
 static int gc_keep_list(struct store *st, struct gc_run *g, struct err *e)
 {
@@ -615,12 +618,10 @@ static int gc_keep_list(struct store *st, struct gc_run *g, struct err *e)
  * Step 3, every other call held off again, and what they changed during
  * step 2 committed: one transaction points the index and every page map
  * (written meanwhile or not) at the moved pages, and so do the cached page
- * maps and the prefix set; then the old copies, and pages never committed,
- * can go.
+ * maps and the prefix set; then the old copies and the dead pages can go.
  */
 static int gc_finish(struct store *st, struct gc_run *g, struct err *e)
 {
-	htab_free(&g->freed);	/* they left the prefix set at step 1 */
 	int r = 0;
 	for (size_t i = 0; i < g->n && !r; i++)
 		if (g->live[i].loc != g->before[i].loc) {
@@ -642,7 +643,7 @@ static int gc_finish(struct store *st, struct gc_run *g, struct err *e)
 		}
 		pthread_mutex_lock(&st->mem_lock);
 		relocate_cache(st, &g->moved);
-		r = gc_filter_known(st, g, e);
+		r = gc_filter_known(st, &no_pages, &g->moved, e);
 		pthread_mutex_unlock(&st->mem_lock);
 		if (r)
 			return r;

@@ -92,14 +92,16 @@ struct store_backend_ops {
 		       store_progress_fn progress, void *arg, struct err *e);
 
 	/* Step 3: free everything step 1 marked that is not in live[0..n)
-	 * (sorted by loc): every page the index references by now, moved
-	 * or not, and every page put but not yet committed. */
+	 * (sorted by loc): every page the index holds by now, moved or not,
+	 * and every page put but not yet committed.  A backend that frees
+	 * pages in place may free the dead ones of what it did not mark
+	 * too: nothing outside live[] can be referred to any more. */
 	int (*release)(struct store_backend *be, const struct store_live_page *live, size_t n,
 		       struct err *e);
 
 	/* Optional (NULL: nothing to do).  Step 4, beside other calls: give
-	 * back the space of what release deleted, where that is slow enough
-	 * to do outside it (and close does it too). */
+	 * back the space of what release freed, where that is slow enough to
+	 * do outside it (and close does it too). */
 	void (*reclaim)(struct store_backend *be);
 
 	/* Space used, in bytes, and the number of containers (packs). */

@@ -78,7 +78,7 @@ struct pack {
 	uint64_t synced;	/* bytes made durable by a sync (or found at open) */
 	bool unsynced;
 	bool gc_fill;		/* being filled by compact, which syncs it */
-	uint64_t holes;		/* bytes below size punched out by release */
+	uint64_t holes;		/* bytes below size punched out (by gc) */
 };
 
 struct pack_be {
