@@ -133,6 +133,11 @@ void store_set_log(struct store *st, store_log_fn fn, void *arg);
 /* Inodes (about 200 bytes each) kept cached beyond those in use, open or
  * with changes to commit; past a quarter more, the cache is trimmed. */
 #define STORE_CACHE_INODES 32768u
+/* Page-map chunks (128 slots, about 5 KiB each) kept in memory; past a
+ * quarter more, those of unused inodes are dropped, then those read by
+ * files in use that have nothing to commit (they are read again when
+ * needed). */
+#define STORE_CACHE_CHUNKS 16384u
 
 /* Figures of the in-memory inode cache, for tests and debugging: inodes
  * and page-map chunks cached, and inodes listed as having changes to

@@ -292,6 +292,15 @@ void chunk_free(struct chunk *c)
 	}
 }
 
+void chunk_drop(struct store *st, struct sinode *si, size_t ci)
+{
+	if (si->chunks[ci]) {
+		chunk_free(si->chunks[ci]);
+		si->chunks[ci] = NULL;
+		st->cached_chunks--;
+	}
+}
+
 void sinode_list(struct store *st, struct sinode *si)
 {
 	if (si->listed)
@@ -324,13 +333,12 @@ void sinode_dirty(struct store *st, struct sinode *si)
 	sinode_list(st, si);
 }
 
+static void sinode_forget_map(struct store *st, struct sinode *si);
+
 static void sinode_free(struct store *st, struct sinode *si)
 {
 	sinode_unlist(st, si);
-	for (size_t i = 0; i < si->nchunks; i++)
-		chunk_free(si->chunks[i]);
-	st->cached_chunks -= si->nchunks;
-	free(si->chunks);
+	sinode_forget_map(st, si);
 	free(si->tail);
 	pthread_mutex_destroy(&si->wlock);
 	free(si);
@@ -355,8 +363,19 @@ void store_cache_free(struct store *st)
 	st->changed = NULL;
 }
 
-/* Make room for chunk index idx (mem_lock held). */
-static int chunks_reserve(struct store *st, struct sinode *si, size_t idx)
+static size_t bitmap_words(size_t n)
+{
+	return (n + 63) / 64;
+}
+
+static bool chunk_unread(const struct sinode *si, size_t ci)
+{
+	return ci < si->nchunks && (si->unread[ci / 64] >> (ci % 64) & 1);
+}
+
+/* Make room for chunk index idx (mem_lock held).  New entries are holes,
+ * not unread: they are past the file's last row. */
+static int chunks_reserve(struct sinode *si, size_t idx)
 {
 	if (idx < si->nchunks)
 		return 0;
@@ -366,15 +385,76 @@ static int chunks_reserve(struct store *st, struct sinode *si, size_t idx)
 	struct chunk **c = realloc(si->chunks, n * sizeof(*c));
 	if (!c)
 		return -ENOMEM;
-	memset(c + si->nchunks, 0, (n - si->nchunks) * sizeof(*c));
-	st->cached_chunks += n - si->nchunks;
 	si->chunks = c;
+	memset(c + si->nchunks, 0, (n - si->nchunks) * sizeof(*c));
+	size_t w0 = bitmap_words(si->nchunks), w = bitmap_words(n);
+	uint64_t *u = realloc(si->unread, w * sizeof(*u));
+	if (!u)
+		return -ENOMEM;	/* the bigger chunk array is kept: harmless */
+	memset(u + w0, 0, (w - w0) * sizeof(*u));
+	si->unread = u;
 	si->nchunks = n;
 	return 0;
 }
 
-/* Load ino's attributes and page map from the read connection (mem_lock
- * and rdb_lock held). */
+/* Every chunk of si's first n is unread (mem_lock held, map empty). */
+static int chunks_all_unread(struct sinode *si, size_t n)
+{
+	if (!n)
+		return 0;
+	int r = chunks_reserve(si, n - 1);
+	if (r)
+		return r;
+	for (size_t i = 0; i < n; i++)
+		si->unread[i / 64] |= 1ull << (i % 64);
+	return 0;
+}
+
+int chunk_read(struct store *st, struct sinode *si, size_t ci)
+{
+	if (!chunk_unread(si, ci))
+		return 0;
+	pthread_mutex_lock(&st->rdb_lock);
+	int r = 0;
+	sqlite3_stmt *s = store_stmt(st, st->rdb,
+				     "SELECT hashes, locs FROM chunk WHERE ino = ? AND idx = ?");
+	if (!s) {
+		pthread_mutex_unlock(&st->rdb_lock);
+		return -EIO;
+	}
+	sqlite3_bind_int64(s, 1, (int64_t)si->ino);
+	sqlite3_bind_int64(s, 2, (int64_t)ci);
+	int rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		int hn = sqlite3_column_bytes(s, 0), ln = sqlite3_column_bytes(s, 1);
+		const uint8_t *hb = sqlite3_column_blob(s, 0), *lb = sqlite3_column_blob(s, 1);
+		struct chunk *c = NULL;
+		if (hn % STORE_HASH_SIZE || hn / STORE_HASH_SIZE > (int)CHUNK_PAGES ||
+		    ln != hn / (int)STORE_HASH_SIZE * 8)
+			r = -EUCLEAN;	/* a damaged row: fsck says where */
+		else if (!(c = calloc(1, sizeof(*c))))
+			r = -ENOMEM;
+		if (!r) {
+			if (hn)
+				memcpy(c->hash, hb, (size_t)hn);
+			for (int i = 0; i < hn / (int)STORE_HASH_SIZE; i++)
+				c->loc[i] = get_le64(lb + 8 * i);
+			c->in_db = true;
+			si->chunks[ci] = c;
+			st->cached_chunks++;
+		}
+	} else if (rc != SQLITE_DONE) {
+		r = -EIO;
+	}
+	sqlite3_reset(s);
+	pthread_mutex_unlock(&st->rdb_lock);
+	if (!r)
+		si->unread[ci / 64] &= ~(1ull << (ci % 64));
+	return r;
+}
+
+/* Load ino's attributes from the read connection; no chunk is read yet
+ * (mem_lock and rdb_lock held). */
 static int sinode_load(struct store *st, uint64_t ino, struct sinode *si)
 {
 	sqlite3_stmt *s = store_stmt(st, st->rdb,
@@ -400,39 +480,20 @@ static int sinode_load(struct store *st, uint64_t ino, struct sinode *si)
 	if (!S_ISREG(mode))
 		return -EINVAL;
 
-	s = store_stmt(st, st->rdb, "SELECT idx, hashes, locs FROM chunk WHERE ino = ?");
+	/* The map reaches as far as the last row: one probe of the key. */
+	s = store_stmt(st, st->rdb, "SELECT max(idx) FROM chunk WHERE ino = ?");
 	if (!s)
 		return -EIO;
 	sqlite3_bind_int64(s, 1, (int64_t)ino);
-	int r = 0;
-	while (!r && (rc = sqlite3_step(s)) == SQLITE_ROW) {
-		int64_t idx = sqlite3_column_int64(s, 0);
-		int hn = sqlite3_column_bytes(s, 1), ln = sqlite3_column_bytes(s, 2);
-		const uint8_t *hb = sqlite3_column_blob(s, 1), *lb = sqlite3_column_blob(s, 2);
-		if (idx < 0 || idx > (int64_t)(STORE_MAX_FILE_SIZE >> (STORE_PAGE_SHIFT + CHUNK_SHIFT)) ||
-		    hn % STORE_HASH_SIZE || hn / STORE_HASH_SIZE > (int)CHUNK_PAGES ||
-		    ln != hn / (int)STORE_HASH_SIZE * 8) {
-			r = -EUCLEAN;	/* a damaged row: fsck says where */
-			break;
-		}
-		struct chunk *c = calloc(1, sizeof(*c));
-		if (!c || (r = chunks_reserve(st, si, (size_t)idx))) {
-			free(c);
-			r = r ? r : -ENOMEM;
-			break;
-		}
-		if (hn)
-			memcpy(c->hash, hb, (size_t)hn);
-		for (int i = 0; i < hn / (int)STORE_HASH_SIZE; i++)
-			c->loc[i] = get_le64(lb + 8 * i);
-		c->in_db = true;
-		chunk_free(si->chunks[idx]);
-		si->chunks[idx] = c;
-	}
+	rc = sqlite3_step(s);
+	bool any = rc == SQLITE_ROW && sqlite3_column_type(s, 0) != SQLITE_NULL;
+	int64_t last = any ? sqlite3_column_int64(s, 0) : -1;
 	sqlite3_reset(s);
-	if (!r && rc != SQLITE_DONE)
-		r = -EIO;
-	return r;
+	if (rc != SQLITE_ROW)
+		return -EIO;
+	if (last > (int64_t)(STORE_MAX_FILE_SIZE >> (STORE_PAGE_SHIFT + CHUNK_SHIFT)))
+		return -EUCLEAN;	/* a damaged row: fsck says where */
+	return chunks_all_unread(si, (size_t)(last + 1));
 }
 
 bool sinode_changed(const struct sinode *si)
@@ -449,10 +510,11 @@ bool sinode_changed(const struct sinode *si)
 static void sinode_forget_map(struct store *st, struct sinode *si)
 {
 	for (size_t i = 0; i < si->nchunks; i++)
-		chunk_free(si->chunks[i]);
-	st->cached_chunks -= si->nchunks;
+		chunk_drop(st, si, i);
 	free(si->chunks);
+	free(si->unread);
 	si->chunks = NULL;
+	si->unread = NULL;
 	si->nchunks = 0;
 }
 
@@ -504,13 +566,27 @@ int sinode_get(struct store *st, uint64_t ino, struct sinode **out)
 	return r;
 }
 
-/* Drop clean, unused inodes while the cache holds too much (mem_lock held).
+/* Forget the chunks si has read, to be read again when needed (mem_lock
+ * held, si clean and committed). */
+static void sinode_unread(struct store *st, struct sinode *si)
+{
+	for (size_t i = 0; i < si->nchunks; i++)
+		if (si->chunks[i] && !si->chunks[i]->base) {
+			chunk_drop(st, si, i);
+			si->unread[i / 64] |= 1ull << (i % 64);
+		}
+}
+
+/* Drop clean, unused inodes while the cache holds too much, then the
+ * chunks of clean inodes in use, so that reading every page of a file
+ * larger than the cache does not keep all of its map (mem_lock held).
  * Not during a commit: a clean inode may then still be on its way into
- * the database, and reloading it would read the old state. */
+ * the database, and reloading it would read the old state; nor after a
+ * failure, which leaves memory ahead of the database until recovery. */
 void cache_trim(struct store *st)
 {
-	if (st->commit_active || (st->cached_chunks <= st->trim_chunks &&
-				  st->ninodes <= st->trim_inodes))
+	if (st->commit_active || st->failed ||
+	    (st->cached_chunks <= st->trim_chunks && st->ninodes <= st->trim_inodes))
 		return;
 	/* Down to three quarters of each limit, so that a trim, a walk of
 	 * the whole cache, comes once per many loads and not at every
@@ -526,6 +602,10 @@ void cache_trim(struct store *st)
 			itab_remove(st, s);
 			sinode_free(st, s);
 		}
+	for (size_t i = 0; i < st->itab_cap && st->cached_chunks > chunks_low; i++)
+		for (struct sinode *s = st->itab[i]; s; s = s->next)
+			if (!s->dirty && !s->tail)
+				sinode_unread(st, s);
 	/* What is in use stays; the next trim waits for a quarter more. */
 	st->trim_chunks = st->cached_chunks + STORE_CACHE_CHUNKS / 4;
 	if (st->trim_chunks < STORE_CACHE_CHUNKS)
@@ -567,8 +647,8 @@ void store_overlay_attr(struct store *st, struct store_attr *a)
 		if (si->tail) {
 			const uint8_t *hash;
 			uint64_t loc;
-			slot_get(si, si->tail_pg, &hash, &loc);
-			if (!loc && !store_page_is_zero(si->tail))
+			if (!slot_get(st, si, si->tail_pg, &hash, &loc) && !loc &&
+			    !store_page_is_zero(si->tail))
 				a->pages++;
 		}
 	}
@@ -600,38 +680,43 @@ void store_cached_flags(struct store *st, uint64_t ino, uint32_t flags)
 
 /* ---- slots ---------------------------------------------------------------- */
 
-/* Slot pg of si (mem_lock held); hole if beyond the map. */
-void slot_get(const struct sinode *si, uint64_t pg, const uint8_t **hash, uint64_t *loc)
+int slot_get(struct store *st, struct sinode *si, uint64_t pg, const uint8_t **hash,
+	     uint64_t *loc)
 {
 	static const uint8_t zero[STORE_HASH_SIZE];
 	size_t ci = (size_t)(pg >> CHUNK_SHIFT);
-	struct chunk *c = ci < si->nchunks ? si->chunks[ci] : NULL;
+	int r = chunk_read(st, si, ci);
+	struct chunk *c = !r && ci < si->nchunks ? si->chunks[ci] : NULL;
 	if (!c) {
 		*hash = zero;
 		*loc = 0;
-		return;
+		return r;
 	}
 	*hash = c->hash[pg & (CHUNK_PAGES - 1)];
 	*loc = c->loc[pg & (CHUNK_PAGES - 1)];
+	return 0;
 }
 
-/* Set slot pg of si to (hash, loc), a hole if loc == 0 (mem_lock held). */
 int slot_set(struct store *st, struct sinode *si, uint64_t pg, const uint8_t *hash,
 		    uint64_t loc)
 {
 	size_t ci = (size_t)(pg >> CHUNK_SHIFT);
 	unsigned k = pg & (CHUNK_PAGES - 1);
+	int r = chunk_read(st, si, ci);
+	if (r)
+		return r;
 	struct chunk *c = ci < si->nchunks ? si->chunks[ci] : NULL;
 	if (!c) {
 		if (!loc)
 			return 0;	/* a hole stays a hole */
-		int r = chunks_reserve(st, si, ci);
+		r = chunks_reserve(si, ci);
 		if (r)
 			return r;
 		c = calloc(1, sizeof(*c));
 		if (!c)
 			return -ENOMEM;
 		si->chunks[ci] = c;
+		st->cached_chunks++;
 	}
 	bool was = c->loc[k] != 0;
 	/* A location names one page: the same bytes stored twice are two

@@ -151,7 +151,7 @@ static int chunk_deltas(struct htab *t, const struct chunk_base *base, const uin
  * chunk's committed slots along, so that the reference changes are
  * worked out after mem_lock is dropped (batch_deltas), not while writers
  * wait for it. */
-static int batch_chunk(struct batch *b, struct sinode *si, size_t ci)
+static int batch_chunk(struct store *st, struct batch *b, struct sinode *si, size_t ci)
 {
 	struct chunk *c = si->chunks[ci];
 	int r = 0;
@@ -185,10 +185,8 @@ static int batch_chunk(struct batch *b, struct sinode *si, size_t ci)
 clean:
 	free(c->base);
 	c->base = NULL;
-	if (!used) {
-		chunk_free(c);
-		si->chunks[ci] = NULL;
-	}
+	if (!used)
+		chunk_drop(st, si, ci);
 	return 0;
 }
 
@@ -219,7 +217,7 @@ static int batch_collect(struct store *st, struct batch *b)
 		}
 		for (size_t ci = 0; ci < si->nchunks && !r; ci++)
 			if (si->chunks[ci] && si->chunks[ci]->base)
-				r = batch_chunk(b, si, ci);
+				r = batch_chunk(st, b, si, ci);
 		if (r)
 			break;
 		r = grow((void **)&b->inodes, &b->capinodes, b->ninodes, sizeof(*b->inodes));

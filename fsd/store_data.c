@@ -32,15 +32,17 @@ static int read_failed(struct store *st, uint64_t ino, uint64_t off, int r)
 }
 
 /* Copy the slots of pages [pg, pg+n) out (mem_lock held). */
-static void slots_copy(const struct sinode *si, uint64_t pg, size_t n, uint8_t (*hashes)[32],
-		       uint64_t *locs)
+static int slots_copy(struct store *st, struct sinode *si, uint64_t pg, size_t n,
+		      uint8_t (*hashes)[32], uint64_t *locs)
 {
-	for (size_t i = 0; i < n; i++) {
+	int r = 0;
+	for (size_t i = 0; i < n && !r; i++) {
 		const uint8_t *h;
-		slot_get(si, pg + i, &h, &locs[i]);
+		r = slot_get(st, si, pg + i, &h, &locs[i]);
 		if (hashes)
 			memcpy(hashes[i], h, STORE_HASH_SIZE);
 	}
+	return r;
 }
 
 /* Read [off, off+len) of si, already clipped to its size, into buf. */
@@ -60,8 +62,10 @@ static int read_range(struct store *st, struct sinode *si, uint8_t *buf, size_t 
 		goto out;
 	}
 	pthread_mutex_lock(&st->mem_lock);
-	slots_copy(si, pg0, np, hashes, locs);
+	r = slots_copy(st, si, pg0, np, hashes, locs);
 	pthread_mutex_unlock(&st->mem_lock);
+	if (r)
+		goto out;
 
 	/* Pages are only ever appended, and gc waits for gc_lock, so the
 	 * locations stay good after mem_lock is dropped. */
@@ -162,7 +166,7 @@ int store_map(struct store *st, uint64_t ino, uint64_t off, size_t len,
 		r = -ENOMEM;
 	if (!r && np) {
 		pthread_mutex_lock(&st->mem_lock);
-		slots_copy(si, pg0, np, NULL, locs);
+		r = slots_copy(st, si, pg0, np, NULL, locs);
 		pthread_mutex_unlock(&st->mem_lock);
 	}
 	for (size_t i = 0; i < np && !r; i++) {
@@ -216,11 +220,13 @@ static int holes(struct store *st, struct sinode *si, uint64_t from, uint64_t to
 	if (to > last)
 		to = last;
 	for (uint64_t pg = from; pg < to && !r; pg++) {
-		if (!si->chunks[pg >> CHUNK_SHIFT]) {
+		r = chunk_read(st, si, (size_t)(pg >> CHUNK_SHIFT));
+		if (!r && !si->chunks[pg >> CHUNK_SHIFT]) {
 			pg |= CHUNK_PAGES - 1;	/* skip a chunk of holes */
 			continue;
 		}
-		r = slot_set(st, si, pg, NULL, 0);
+		if (!r)
+			r = slot_set(st, si, pg, NULL, 0);
 	}
 	return r;
 }
@@ -336,10 +342,11 @@ static int clone_locked(struct store *st, struct sinode *src, uint64_t so, struc
 		for (uint64_t i = 0; i < whole && !r; i++) {
 			const uint8_t *h;
 			uint64_t loc;
-			slot_get(src, sp + i, &h, &loc);
+			r = slot_get(st, src, sp + i, &h, &loc);
 			uint8_t hash[STORE_HASH_SIZE];
 			memcpy(hash, h, sizeof(hash));	/* src may be dst: slot_set may move */
-			r = slot_set(st, dst, dp + i, hash, loc);
+			if (!r)
+				r = slot_set(st, dst, dp + i, hash, loc);
 		}
 		uint64_t end = doff + (whole << STORE_PAGE_SHIFT);
 		if (!r && end > dst->size)
@@ -419,6 +426,9 @@ static int64_t seek(struct store *st, uint64_t ino, uint64_t off, bool data)
 		uint64_t pg = off >> STORE_PAGE_SHIFT;
 		for (; pg <= last; pg++) {
 			size_t ci = (size_t)(pg >> CHUNK_SHIFT);
+			r = chunk_read(st, si, ci);
+			if (r)
+				break;
 			if (ci >= si->nchunks || !si->chunks[ci]) {
 				if (!data)
 					break;	/* a hole */
@@ -438,7 +448,9 @@ static int64_t seek(struct store *st, uint64_t ino, uint64_t off, bool data)
 		uint64_t at = pg << STORE_PAGE_SHIFT;
 		if (at < off)
 			at = off;
-		if (data)
+		if (r)
+			res = r;
+		else if (data)
 			res = pg <= last && at < size ? (int64_t)at : -ENXIO;
 		else
 			res = at < size ? (int64_t)at : (int64_t)size;
@@ -514,11 +526,7 @@ int store_file_info(struct store *st, uint64_t ino, struct store_file_info *out)
 	if (np && (!hashes || !locs))
 		r = -ENOMEM;
 	else
-		for (uint64_t i = 0; i < np; i++) {
-			const uint8_t *h;
-			slot_get(si, i, &h, &locs[i]);
-			memcpy(hashes[i], h, STORE_HASH_SIZE);
-		}
+		r = slots_copy(st, si, 0, np, hashes, locs);
 	pthread_mutex_unlock(&st->mem_lock);
 	data_end(st, si, false);
 	if (r) {

@@ -48,9 +48,6 @@ struct stmt_cache {
 
 /* Pending pages after which a write commits on its own. */
 #define STORE_COMMIT_PAGES 16384u
-/* Page-map chunks kept cached beyond those of files in use, open or
- * dirty (and STORE_CACHE_INODES inodes: store.h). */
-#define STORE_CACHE_CHUNKS 16384u
 #define STORE_HASHERS 8u
 
 /* The slots of a chunk as committed: what its row holds. */
@@ -69,7 +66,10 @@ struct chunk {
 	bool in_db;			/* a chunk row exists */
 };
 
-/* A regular file whose page map is cached (all of it, loaded at once). */
+/* A cached regular file: its attributes, and of its page map the chunks
+ * read so far.  Opening a file reads no chunk; each is read from its row
+ * when a call first needs one of its slots (chunk_read), so that opening
+ * a region file of many GiB costs what opening a small one does. */
 struct sinode {
 	uint64_t ino;
 	struct sinode *next;		/* hash-bucket chain */
@@ -88,7 +88,9 @@ struct sinode {
 	uint64_t size;
 	int64_t mtime_ns, ctime_ns;
 	uint64_t pages;			/* non-hole slots */
-	struct chunk **chunks;		/* NULL entry: all holes, no row */
+	struct chunk **chunks;		/* NULL entry: all holes, or unread */
+	uint64_t *unread;		/* bit i: chunk i may have a row not
+					 * read yet (NULL entries only) */
 	size_t nchunks;
 	/* The file's last page, partial, as a write that reached the end of
 	 * the file left it: held here instead of stored, so that a writer
@@ -168,7 +170,7 @@ struct store {
 	struct htab pending, committing;	/* of struct ptab_ent */
 	struct pset known;
 	uint64_t pending_pages;		/* slots changed since the last commit */
-	uint64_t cached_chunks;		/* chunk slots of every cached inode */
+	uint64_t cached_chunks;		/* page-map chunks in memory */
 	uint64_t trim_chunks;		/* cache_trim runs past these */
 	size_t trim_inodes;
 	bool commit_active;		/* a commit is between copy-out and COMMIT */
@@ -264,6 +266,8 @@ void sinode_put(struct store *st, struct sinode *si);
 struct sinode *sinode_find(struct store *st, uint64_t ino);
 /* Free a page-map chunk (NULL is fine). */
 void chunk_free(struct chunk *c);
+/* Free chunk ci of si, which becomes a hole (mem_lock held). */
+void chunk_drop(struct store *st, struct sinode *si, size_t ci);
 /* Remove si from the cache and free it (mem_lock held, no users). */
 void sinode_drop(struct store *st, struct sinode *si);
 /* Free cached inodes beyond the cache's size that nobody uses and that
@@ -276,11 +280,16 @@ void store_cached_times(struct store *st, uint64_t ino, const int64_t *mtime_ns,
 			const int64_t *ctime_ns);
 void store_cached_flags(struct store *st, uint64_t ino, uint32_t flags);
 void store_cache_free(struct store *st);
+/* Read chunk ci of si's page map from the database if it has not been
+ * read yet (mem_lock held, rdb_lock not: it is taken here). */
+int chunk_read(struct store *st, struct sinode *si, size_t ci);
 /* Slot pg of si: its hash and location, a hole (zero hash, loc 0) beyond
- * the map (mem_lock held). */
-void slot_get(const struct sinode *si, uint64_t pg, const uint8_t **hash, uint64_t *loc);
+ * the map; its chunk is read first if need be (mem_lock held, not
+ * rdb_lock).  *hash stays good while mem_lock is held. */
+int slot_get(struct store *st, struct sinode *si, uint64_t pg, const uint8_t **hash,
+	     uint64_t *loc);
 /* Set slot pg of si to (hash, loc), a hole if loc == 0; the chunk keeps its
- * committed hashes for the commit (mem_lock held). */
+ * committed hashes for the commit (mem_lock held, not rdb_lock). */
 int slot_set(struct store *st, struct sinode *si, uint64_t pg, const uint8_t *hash,
 	     uint64_t loc);
 /* The file changed: new mtime and ctime, to be committed. */

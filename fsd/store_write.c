@@ -125,8 +125,9 @@ int patch_page(struct store *st, struct sinode *si, uint64_t pg, unsigned in,
 	uint8_t page[STORE_PAGE_SIZE] __attribute__((aligned(64)));
 	const uint8_t *hash;
 	uint64_t loc;
-	slot_get(si, pg, &hash, &loc);
-	int r = read_page(st, hash, loc, page);
+	int r = slot_get(st, si, pg, &hash, &loc);
+	if (!r)
+		r = read_page(st, hash, loc, page);
 	if (r)
 		return r;
 	if (src)
@@ -409,8 +410,9 @@ static int tail_start(struct store *st, struct sinode *si, uint64_t pg, unsigned
 		return -ENOMEM;
 	const uint8_t *hash;
 	uint64_t loc;
-	slot_get(si, pg, &hash, &loc);
-	int r = read_page(st, hash, loc, t);
+	int r = slot_get(st, si, pg, &hash, &loc);
+	if (!r)
+		r = read_page(st, hash, loc, t);
 	if (r) {
 		free(t);
 		return r;

@@ -4,7 +4,8 @@
  * stored once), reference counts, truncate, punch, clone by reference,
  * SEEK_DATA/SEEK_HOLE, splice extents, the digest's definition (a known
  * answer), pending writes visible before and durable after a commit,
- * files appended to in pieces that are not whole pages.
+ * files appended to in pieces that are not whole pages, page maps read a
+ * row at a time and bounded in memory.
  */
 #include <pthread.h>
 #include <setjmp.h>
@@ -660,6 +661,169 @@ static void test_store_data_cache_bounded(void **state)
 	}
 }
 
+/* A file of MAP_CHUNKS page-map rows (512 KiB each) for the tests of
+ * maps read a row at a time: data on every seventh page, and rows
+ * MAP_HOLE0 to MAP_HOLE1 - 1 all holes (no row).  Its size ends inside
+ * the last page. */
+#define MAP_CHUNKS 40u
+#define MAP_CHUNK (128u * PG)
+#define MAP_HOLE0 10u
+#define MAP_HOLE1 15u
+#define MAP_SIZE (MAP_CHUNKS * MAP_CHUNK - 1000)
+
+static uint8_t *map_file(struct store *st, const char *name, uint64_t *ino)
+{
+	uint8_t *ref = calloc(1, MAP_CHUNKS * MAP_CHUNK);
+	for (size_t pg = 0; pg < MAP_CHUNKS * MAP_CHUNK / PG; pg += 7)
+		if (pg * PG / MAP_CHUNK < MAP_HOLE0 || pg * PG / MAP_CHUNK >= MAP_HOLE1)
+			tsu_fill(ref + pg * PG, pg * PG + PG <= MAP_SIZE ? PG : MAP_SIZE - pg * PG,
+				 pg + 1);
+	*ino = tsu_file(st, name);
+	assert_int_equal(store_write(st, *ino, ref, MAP_SIZE, 0), MAP_SIZE);
+	assert_int_equal(store_sync(st, NULL), 0);
+	return ref;
+}
+
+static uint64_t cached_chunks(struct store *st)
+{
+	struct store_cache_info ci;
+	store_cache_info(st, &ci);
+	return ci.chunks;
+}
+
+/* Opening a file reads none of its page map; a read reads the rows it
+ * needs, and a row of holes is none. */
+static void test_store_data_map_read_lazily(void **state)
+{
+	struct tsu_fixture *f = *state;
+	uint64_t ino;
+	uint8_t *ref = map_file(f->st, "m", &ino);
+	struct store *st = tsu_reopen(f);
+	assert_int_equal(store_file_open(st, ino), 0);
+	assert_int_equal(cached_chunks(st), 0);
+	uint8_t page[PG];
+	assert_int_equal(store_read(st, ino, page, PG, 20 * MAP_CHUNK + 7 * PG), PG);
+	assert_memory_equal(page, ref + 20 * MAP_CHUNK + 7 * PG, PG);
+	assert_int_equal(cached_chunks(st), 1);
+	assert_int_equal(store_read(st, ino, page, PG, MAP_HOLE0 * MAP_CHUNK), PG);
+	assert_memory_equal(page, ref + MAP_HOLE0 * MAP_CHUNK, PG);
+	assert_int_equal(cached_chunks(st), 1);
+	check_equal(st, ino, ref, MAP_SIZE);
+	assert_int_equal(cached_chunks(st), MAP_CHUNKS - (MAP_HOLE1 - MAP_HOLE0));
+	assert_int_equal(store_file_release(st, ino), 0);
+	free(ref);
+}
+
+/* Every call that reads or changes a page map does so right on a map
+ * none of whose rows has been read: each check runs on a freshly opened
+ * store. */
+static void test_store_data_map_unread_calls(void **state)
+{
+	struct tsu_fixture *f = *state;
+	uint64_t ino;
+	uint8_t *ref = map_file(f->st, "m", &ino);
+	struct store_file_info before, after;
+	assert_int_equal(store_file_info(f->st, ino, &before), 0);
+
+	struct store *st = tsu_reopen(f);
+	assert_int_equal(store_file_info(st, ino, &after), 0);
+	assert_memory_equal(after.digest, before.digest, STORE_HASH_SIZE);
+	assert_int_equal(after.pages, before.pages);
+
+	/* SEEK_DATA over the rows of holes, SEEK_HOLE inside data. */
+	st = tsu_reopen(f);
+	uint64_t first_after = ((MAP_HOLE1 * MAP_CHUNK / PG + 6) / 7 * 7) * PG;
+	assert_int_equal(store_seek_data(st, ino, MAP_HOLE0 * MAP_CHUNK - PG), (int64_t)first_after);
+	assert_int_equal(store_seek_hole(st, ino, 21 * PG), 22 * PG);
+	st = tsu_reopen(f);
+	assert_int_equal(store_seek_hole(st, ino, 21 * PG), 22 * PG);
+
+	/* A write into the middle of a page (read, patched, stored). */
+	st = tsu_reopen(f);
+	memset(ref + 30 * MAP_CHUNK + 7 * PG + 100, 'w', 10);
+	assert_int_equal(store_write(st, ino, ref + 30 * MAP_CHUNK + 7 * PG + 100, 10,
+				     30 * MAP_CHUNK + 7 * PG + 100), 10);
+	st = tsu_reopen(f);
+	check_equal(st, ino, ref, MAP_SIZE);
+
+	/* Punch across rows: the pages go, their neighbours stay. */
+	st = tsu_reopen(f);
+	assert_int_equal(store_punch(st, ino, 20 * MAP_CHUNK + 100, 3 * MAP_CHUNK), 0);
+	memset(ref + 20 * MAP_CHUNK + 100, 0, 3 * MAP_CHUNK);
+	st = tsu_reopen(f);
+	check_equal(st, ino, ref, MAP_SIZE);
+
+	/* Clone from an unread map, by reference. */
+	st = tsu_reopen(f);
+	uint64_t copy = tsu_file(st, "copy");
+	assert_int_equal(store_clone(st, ino, 0, copy, 0, MAP_SIZE), MAP_SIZE);
+	st = tsu_reopen(f);
+	check_equal(st, copy, ref, MAP_SIZE);
+	struct store_file_info fc;
+	assert_int_equal(store_file_info(st, copy, &fc), 0);
+	assert_int_equal(fc.shared_pages, fc.pages);
+
+	/* Truncate down, then up again: nothing of the old rows comes
+	 * back, and their pages lose their references. */
+	st = tsu_reopen(f);
+	assert_int_equal(store_unlink(st, STORE_ROOT_INO, "copy", NULL), 0);
+	uint64_t keep = 5 * MAP_CHUNK + 100;
+	assert_int_equal(store_truncate(st, ino, keep), 0);
+	assert_int_equal(store_truncate(st, ino, MAP_SIZE), 0);
+	memset(ref + keep, 0, MAP_SIZE - keep);
+	st = tsu_reopen(f);
+	check_equal(st, ino, ref, MAP_SIZE);
+	assert_int_equal(store_file_info(st, ino, &after), 0);
+	uint64_t pages = 0;
+	for (uint64_t pg = 0; pg * PG < keep; pg += 7)
+		pages++;
+	assert_int_equal(after.pages, pages);
+	assert_int_equal(stats(st).referenced_pages, pages);
+	free(ref);
+}
+
+/* A file whose map is larger than the cache can be read through while
+ * open without its whole map staying in memory. */
+static void test_store_data_map_cache_bounded(void **state)
+{
+	struct tsu_fixture *f = *state;
+	struct store *st = f->st;
+	const unsigned n = STORE_CACHE_CHUNKS + STORE_CACHE_CHUNKS / 2;
+	uint64_t ino = tsu_file(st, "big");
+	/* One page per row, 64 different ones, committed now and then. */
+	static uint8_t pages[64][PG];
+	for (unsigned i = 0; i < 64; i++)
+		tsu_fill(pages[i], PG, i + 100);
+	for (unsigned i = 0; i < n; i++) {
+		assert_int_equal(store_write(st, ino, pages[i % 64], PG, (uint64_t)i * MAP_CHUNK), PG);
+		if (i % 4096 == 4095)
+			assert_int_equal(store_sync(st, NULL), 0);
+	}
+	assert_int_equal(store_sync(st, NULL), 0);
+	st = tsu_reopen(f);
+	assert_int_equal(store_file_open(st, ino), 0);
+	static uint8_t back[PG];
+	uint64_t most = 0;
+	for (unsigned i = 0; i < n; i++) {
+		assert_int_equal(store_read(st, ino, back, PG, (uint64_t)i * MAP_CHUNK), PG);
+		assert_memory_equal(back, pages[i % 64], PG);
+		uint64_t c = cached_chunks(st);
+		most = c > most ? c : most;
+	}
+	assert_true(most <= STORE_CACHE_CHUNKS + STORE_CACHE_CHUNKS / 4);
+	/* A write after its rows were dropped from memory lands where it
+	 * should and leaves the rest alone. */
+	assert_int_equal(store_write(st, ino, pages[1], PG, 3 * MAP_CHUNK + PG), PG);
+	assert_int_equal(store_file_release(st, ino), 0);
+	st = tsu_reopen(f);
+	for (unsigned i = 0; i < 8; i++) {
+		assert_int_equal(store_read(st, ino, back, PG, (uint64_t)i * MAP_CHUNK), PG);
+		assert_memory_equal(back, pages[i % 64], PG);
+	}
+	assert_int_equal(store_read(st, ino, back, PG, 3 * MAP_CHUNK + PG), PG);
+	assert_memory_equal(back, pages[1], PG);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -676,6 +840,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_store_data_big_commit, tsu_setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_data_unaligned_append, tsu_setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_data_cache_bounded, tsu_setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_data_map_read_lazily, tsu_setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_data_map_unread_calls, tsu_setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_data_map_cache_bounded, tsu_setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -110,6 +110,20 @@ static inline int tsu_fixture_close(struct tsu_fixture *f)
 	return r;
 }
 
+/* Close f's store and open it again: nothing of it stays cached. */
+static inline struct store *tsu_reopen(struct tsu_fixture *f)
+{
+	int r = store_close(f->st, NULL);
+	struct err e = { 0 };
+	if (!r)
+		r = store_open(f->path, 0, &f->st, &e);
+	if (r) {
+		fprintf(stderr, "reopen %s: %s\n", f->path, err_str(&e, r));
+		abort();
+	}
+	return f->st;
+}
+
 /* Create a regular file name in the root; returns its inode. */
 static inline uint64_t tsu_file(struct store *st, const char *name)
 {
