@@ -335,8 +335,9 @@ int store_statfs(struct store *st, struct store_statfs *out);
  */
 
 /*
- * Keep ino's page map cached while the file is open (optional: every data
- * call works without it).  Each store_file_open needs one
+ * Keep ino cached while the file is open, with the parts of its page map
+ * read so far, up to the cache's limit (optional: every data call works
+ * without it).  Each store_file_open needs one
  * store_file_release; the last release commits the file's pending changes
  * (and the store's), and deletes the inode if it has no links and
  * store_inode_release was already called for it.

@@ -4,8 +4,9 @@
  * of every page the store may hold, the cache of inodes with their page
  * maps in chunks, and getting and setting a page-map slot.
  *
- * A cached file's page map is all of its chunks.  A chunk that changed
- * keeps a copy of its committed slots ("base"); the commit
+ * A cached file's page map holds the chunks calls have needed so far;
+ * the others are read from their rows when first needed.  A chunk that
+ * changed keeps a copy of its committed slots ("base"); the commit
  * (store_commit.c) compares the two to find which pages gained or lost a
  * reference, so nothing has to track reference counts write by write, and
  * dropping a file's pending changes is just freeing them.

@@ -304,8 +304,8 @@ void sinode_unlist(struct store *st, struct sinode *si);
 /* Has si changes not yet committed?  (mem_lock held) */
 bool sinode_changed(const struct sinode *si);
 /* Throw away si's page map, size and times and load them again from the
- * database, keeping its users, opens and lock (mem_lock and rdb_lock
- * held).  On failure si is left empty. */
+ * database (the map as unread), keeping its users, opens and lock
+ * (mem_lock and rdb_lock held).  On failure si is left empty. */
 int sinode_reload(struct store *st, struct sinode *si);
 
 /* store_write.c */
