@@ -139,11 +139,11 @@ void store_set_log(struct store *st, store_log_fn fn, void *arg);
  * needed). */
 #define STORE_CACHE_CHUNKS 16384u
 
-/* Figures of the in-memory inode cache, for tests and debugging: inodes
- * and page-map chunks cached, and inodes listed as having changes to
- * commit. */
+/* Figures of the store's memory, for tests and debugging: inodes and
+ * page-map chunks cached, inodes listed as having changes to commit, and
+ * pages in the prefix set (every page stored, once the set is loaded). */
 struct store_cache_info {
-	uint64_t inodes, chunks, changed;
+	uint64_t inodes, chunks, changed, known;
 };
 void store_cache_info(struct store *st, struct store_cache_info *out);
 

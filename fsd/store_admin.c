@@ -386,9 +386,18 @@ static int live_pages(struct store *st, struct store_live_page **out, size_t *n)
 	return r;
 }
 
+/* A page gc forgot: where it was, and its hash's first bytes, which is
+ * all the prefix set keys on. */
+struct freed_page {
+	uint64_t loc;
+	uint8_t prefix[8];
+};
+
 /* What a gc carries from one step to the next. */
 struct gc_run {
-	struct htab freed, moved;	/* locs of pages forgotten; struct fpage */
+	struct freed_page *freed;	/* the pages step 1 forgot */
+	size_t nfreed;
+	struct htab moved;		/* of struct fpage: pages compact moved */
 	struct store_live_page *live;	/* the index's pages, moved by compact */
 	struct store_live_page *before;	/* ... and where they were */
 	size_t n;
@@ -484,19 +493,33 @@ static void relocate_cache(struct store *st, struct htab *moved)
 			}
 }
 
-/* Delete the index's unreferenced pages, their locations into freed. */
-static int gc_forget(struct store *st, struct htab *freed, struct err *e)
+/* Delete the index's unreferenced pages into g->freed.  The partial
+ * index page_dead makes this cost what the dead rows do, not the whole
+ * index. */
+static int gc_forget(struct store *st, struct gc_run *g, struct err *e)
 {
 	sqlite3_stmt *s;
-	int rc = sqlite3_prepare_v2(st->db, "DELETE FROM page WHERE refs = 0 RETURNING loc", -1, &s,
-				    NULL);
+	int rc = sqlite3_prepare_v2(st->db, "DELETE FROM page WHERE refs = 0 RETURNING loc, hash",
+				    -1, &s, NULL);
 	if (rc != SQLITE_OK)
 		return store_sql_err(st, st->db, rc, e, "gc: removing unreferenced pages");
 	int r = 0;
+	size_t cap = 0;
 	while (!r && (rc = sqlite3_step(s)) == SQLITE_ROW) {
-		uint64_t loc = (uint64_t)sqlite3_column_int64(s, 0);
-		if (!htab_get(freed, &loc))
-			r = err_set(e, -ENOMEM, "store %s: gc: out of memory", st->dir);
+		if (g->nfreed == cap) {
+			cap = cap ? 2 * cap : 1024;
+			struct freed_page *f = realloc(g->freed, cap * sizeof(*f));
+			if (!f) {
+				r = err_set(e, -ENOMEM, "store %s: gc: out of memory", st->dir);
+				break;
+			}
+			g->freed = f;
+		}
+		struct freed_page *fp = &g->freed[g->nfreed++];
+		fp->loc = (uint64_t)sqlite3_column_int64(s, 0);
+		memset(fp->prefix, 0, sizeof(fp->prefix));
+		if (sqlite3_column_bytes(s, 1) == STORE_HASH_SIZE)
+			memcpy(fp->prefix, sqlite3_column_blob(s, 1), sizeof(fp->prefix));
 	}
 	if (!r && rc != SQLITE_DONE)
 		r = store_sql_err(st, st->db, rc, e, "gc: removing unreferenced pages");
@@ -504,44 +527,13 @@ static int gc_forget(struct store *st, struct htab *freed, struct err *e)
 	return r;
 }
 
-struct gc_maps {
-	const struct htab *freed, *moved;
-};
-
-/* pset_filter's test after a gc: drop freed pages, follow moved ones. */
-static bool gc_keep_known(uint64_t *loc, void *arg)
-{
-	const struct gc_maps *m = arg;
-	if (htab_find(m->freed, loc))
-		return false;
-	const struct fpage *fp = htab_find(m->moved, loc);
-	if (fp)
-		*loc = fp->moved_to;
-	return true;
-}
-
 static void gc_run_free(struct gc_run *g)
 {
 	htab_free(&g->moved);
-	htab_free(&g->freed);
+	free(g->freed);
 	free(g->live);
 	free(g->before);
 }
-
-/* Drop freed pages from the prefix set and follow moved ones (mem_lock
- * held: a walk of memory; reloading it from the index cost 0.35 s per
- * million pages, and every other call waits meanwhile).  Step 1 passes
- * the pages it forgot, step 3 the pages compact moved. */
-static int gc_filter_known(struct store *st, const struct htab *freed, const struct htab *moved,
-			   struct err *e)
-{
-	if (!freed->n && !moved->n)
-		return 0;
-	struct gc_maps maps = { .freed = freed, .moved = moved };
-	return pset_filter(&st->known, gc_keep_known, &maps) ? store_load_known(st, e) : 0;
-}
-
-static const struct htab no_pages = HTAB_LOC(uint64_t);
 
 /*
  * Step 1, every other call held off (gc_lock exclusive, db_lock): forget
@@ -553,15 +545,21 @@ static const struct htab no_pages = HTAB_LOC(uint64_t);
 static int gc_start(struct store *st, struct gc_run *g, struct store_gc_result *res,
 		    struct err *e)
 {
-	int r = gc_forget(st, &g->freed, e);
-	if (r)
-		return r;
-	res->pages_freed = g->freed.n;
+	int r = gc_forget(st, g, e);
 	pthread_mutex_lock(&st->mem_lock);
-	r = gc_filter_known(st, &g->freed, &no_pages, e);
+	if (r) {
+		/* The rows are gone whatever part of them was listed: the
+		 * prefix set is read again rather than left naming them. */
+		struct err le = { 0 };
+		store_load_known(st, &le);
+	} else {
+		for (size_t i = 0; i < g->nfreed; i++)
+			pset_remove(&st->known, g->freed[i].prefix, g->freed[i].loc);
+	}
 	pthread_mutex_unlock(&st->mem_lock);
 	if (r)
 		return r;
+	res->pages_freed = g->nfreed;
 	r = live_pages(st, &g->live, &g->n);
 	if (r)
 		return err_set(e, r, "store %s: gc: listing pages: %s", st->dir, strerror(-r));
@@ -626,10 +624,12 @@ static int gc_finish(struct store *st, struct gc_run *g, struct err *e)
 	for (size_t i = 0; i < g->n && !r; i++)
 		if (g->live[i].loc != g->before[i].loc) {
 			struct fpage *fp = htab_get(&g->moved, &g->before[i].loc);
-			if (!fp)
+			if (!fp) {
 				r = err_set(e, -ENOMEM, "store %s: gc: out of memory", st->dir);
-			else
+			} else {
+				memcpy(fp->hash, g->before[i].hash, STORE_HASH_SIZE);
 				fp->moved_to = g->live[i].loc;
+			}
 		}
 	if (!r && g->moved.n) {
 		int rc = sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
@@ -643,10 +643,12 @@ static int gc_finish(struct store *st, struct gc_run *g, struct err *e)
 		}
 		pthread_mutex_lock(&st->mem_lock);
 		relocate_cache(st, &g->moved);
-		r = gc_filter_known(st, &no_pages, &g->moved, e);
+		for (size_t i = 0; i < g->moved.cap; i++) {
+			const struct fpage *fp = htab_at(&g->moved, i);
+			if (fp)
+				pset_move(&st->known, fp->hash, fp->loc, fp->moved_to);
+		}
 		pthread_mutex_unlock(&st->mem_lock);
-		if (r)
-			return r;
 	}
 	/* What release deletes, cuts and punches out is what the index no
 	 * longer holds: step 1's deletions and this relocation must reach
@@ -705,7 +707,7 @@ int store_gc(struct store *st, store_progress_fn progress, void *arg, struct sto
 		return r;
 	uint64_t packs;
 	st->be->ops->usage(st->be, &res->bytes_before, &packs);
-	struct gc_run g = { .freed = HTAB_LOC(uint64_t), .moved = HTAB_LOC(struct fpage) };
+	struct gc_run g = { .moved = HTAB_LOC(struct fpage) };
 	r = gc_hold(st, e);
 	if (!r)
 		r = gc_start(st, &g, res, e);

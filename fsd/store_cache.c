@@ -63,11 +63,9 @@ static size_t pset_free_slot(const uint64_t *slots, size_t cap, uint64_t k)
 	return i;
 }
 
-/* Move the entries of s into a new table of cap slots, keeping those
- * keep (if given) agrees to, with the location it may change.  -ENOMEM
- * leaves s as it was. */
-static int pset_rebuild(struct pset *s, size_t cap, bool (*keep)(uint64_t *loc, void *arg),
-			void *arg)
+/* Move the entries of s into a new table of cap slots.  -ENOMEM leaves
+ * s as it was. */
+static int pset_rebuild(struct pset *s, size_t cap)
 {
 	uint64_t *slots = calloc(cap, sizeof(*slots));
 	uint64_t *locs = malloc(cap * sizeof(*locs));
@@ -78,12 +76,11 @@ static int pset_rebuild(struct pset *s, size_t cap, bool (*keep)(uint64_t *loc, 
 	}
 	size_t n = 0;
 	for (size_t i = 0; i < s->cap; i++) {
-		uint64_t loc = s->locs[i];
-		if (!s->slots[i] || (keep && !keep(&loc, arg)))
+		if (!s->slots[i])
 			continue;
 		size_t j = pset_free_slot(slots, cap, s->slots[i]);
 		slots[j] = s->slots[i];
-		locs[j] = loc;
+		locs[j] = s->locs[i];
 		n++;
 	}
 	free(s->slots);
@@ -98,7 +95,7 @@ static int pset_rebuild(struct pset *s, size_t cap, bool (*keep)(uint64_t *loc, 
 int pset_add(struct pset *s, const uint8_t *hash, uint64_t loc)
 {
 	if (2 * (s->n + 1) > s->cap) {
-		int r = pset_rebuild(s, s->cap ? 2 * s->cap : 4096, NULL, NULL);
+		int r = pset_rebuild(s, s->cap ? 2 * s->cap : 4096);
 		if (r)
 			return r;
 	}
@@ -110,9 +107,47 @@ int pset_add(struct pset *s, const uint8_t *hash, uint64_t loc)
 	return 0;
 }
 
-int pset_filter(struct pset *s, bool (*keep)(uint64_t *loc, void *arg), void *arg)
+/* The slot of the page hash at loc, or cap if there is none. */
+static size_t pset_slot_of(const struct pset *s, const uint8_t *hash, uint64_t loc)
 {
-	return s->cap ? pset_rebuild(s, s->cap, keep, arg) : 0;
+	if (!s->n)
+		return s->cap;
+	uint64_t k = pkey(hash);
+	for (size_t i = (size_t)(k >> 1) & (s->cap - 1); s->slots[i]; i = (i + 1) & (s->cap - 1))
+		if (s->slots[i] == k && s->locs[i] == loc)
+			return i;
+	return s->cap;
+}
+
+bool pset_remove(struct pset *s, const uint8_t *hash, uint64_t loc)
+{
+	size_t i = pset_slot_of(s, hash, loc);
+	if (i == s->cap)
+		return false;
+	/* Close the gap: an entry further along the probe run moves into
+	 * it if its home slot is not after the gap, so that every entry
+	 * stays reachable from its home without a free slot between. */
+	size_t mask = s->cap - 1;
+	for (size_t j = (i + 1) & mask; s->slots[j]; j = (j + 1) & mask) {
+		size_t home = (size_t)(s->slots[j] >> 1) & mask;
+		if (((j - home) & mask) >= ((j - i) & mask)) {
+			s->slots[i] = s->slots[j];
+			s->locs[i] = s->locs[j];
+			i = j;
+		}
+	}
+	s->slots[i] = 0;
+	s->n--;
+	return true;
+}
+
+bool pset_move(struct pset *s, const uint8_t *hash, uint64_t loc, uint64_t to)
+{
+	size_t i = pset_slot_of(s, hash, loc);
+	if (i == s->cap)
+		return false;
+	s->locs[i] = to;
+	return true;
 }
 
 void pset_free(struct pset *s)
@@ -619,7 +654,9 @@ void cache_trim(struct store *st)
 void store_cache_info(struct store *st, struct store_cache_info *out)
 {
 	pthread_mutex_lock(&st->mem_lock);
-	*out = (struct store_cache_info){ .inodes = st->ninodes, .chunks = st->cached_chunks };
+	*out = (struct store_cache_info){
+		.inodes = st->ninodes, .chunks = st->cached_chunks, .known = st->known.n
+	};
 	for (struct sinode *si = st->changed; si; si = si->chg_next)
 		out->changed++;
 	pthread_mutex_unlock(&st->mem_lock);

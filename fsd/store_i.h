@@ -244,11 +244,11 @@ bool pset_next(const struct pset *s, const uint8_t *hash, size_t *it, uint64_t *
  * the index, so the pair is new but for a location reused after a
  * recovery; a repeated pair only makes lookup_pages compare it twice. */
 int pset_add(struct pset *s, const uint8_t *hash, uint64_t loc);
-/* Keep only the entries for which keep(&loc, arg) is true, with the
- * location keep may have changed (gc: drop freed pages, follow moved
- * ones) -- a walk of memory instead of a reload of the index.  -ENOMEM
- * leaves s as it was. */
-int pset_filter(struct pset *s, bool (*keep)(uint64_t *loc, void *arg), void *arg);
+/* Remove the entry of the page hash at loc (gc: a page freed); move it
+ * to loc to (gc: a page moved).  Each costs about a lookup, whatever
+ * the size of the set.  False if there was no such entry. */
+bool pset_remove(struct pset *s, const uint8_t *hash, uint64_t loc);
+bool pset_move(struct pset *s, const uint8_t *hash, uint64_t loc, uint64_t to);
 void pset_free(struct pset *s);
 /* Fill the prefix set from the page index again (db_lock held). */
 int store_load_known(struct store *st, struct err *e);

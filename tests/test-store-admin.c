@@ -114,6 +114,11 @@ static void test_store_admin_gc_reclaims(void **state)
 	assert_int_equal(s.pack_bytes, 50 * PG);
 	assert_int_equal(s.unique_pages, 50);
 	assert_int_equal(s.unreferenced_pages, 0);
+	/* The freed pages left the prefix set too: a write must not find
+	 * them there while their bytes are still on disk. */
+	struct store_cache_info ci;
+	store_cache_info(st, &ci);
+	assert_int_equal(ci.known, 50);
 	/* The space is really gone from the folder. */
 	pack_path(path, pack, sizeof(pack));
 	struct stat sb;

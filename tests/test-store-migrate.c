@@ -197,6 +197,34 @@ static void test_migrate_v1_page_index(void **state)
 	tsu_store_remove(path);
 }
 
+/* Version 2 had no index of unreferenced pages: a store put back into
+ * that layout gets it, and gc frees pages through it. */
+static void test_migrate_v2_dead_index(void **state)
+{
+	(void)state;
+	char *path = old_store();
+	index_exec(path, "DROP INDEX page_dead; PRAGMA user_version = 2");
+	assert_int_equal(index_int(path, "SELECT count(*) FROM sqlite_master WHERE name = 'page_dead'"),
+			 0);
+	struct store *st = NULL;
+	struct err e = { 0 };
+	assert_int_equal(store_open(path, 0, &st, &e), 0);
+	assert_int_equal(index_int(path, "PRAGMA user_version"), store_schema_version());
+	assert_int_equal(index_int(path, "SELECT count(*) FROM sqlite_master WHERE name = 'page_dead'"),
+			 1);
+	check_kept(st);
+	struct store_attr a;
+	assert_int_equal(store_lookup(st, STORE_ROOT_INO, "f", &a), 0);
+	assert_int_equal(store_unlink(st, STORE_ROOT_INO, "f", NULL), 0);
+	assert_int_equal(store_inode_release(st, a.ino), 0);
+	struct store_gc_result res;
+	assert_int_equal(store_gc(st, NULL, NULL, &res, &e), 0);
+	assert_int_equal(res.pages_freed, NPAGES);
+	assert_int_equal(store_close(st, NULL), 0);
+	assert_int_equal(index_int(path, "SELECT count(*) FROM page"), 0);
+	tsu_store_remove(path);
+}
+
 static void test_no_migration_refused(void **state)
 {
 	(void)state;
@@ -220,6 +248,7 @@ int main(void)
 		cmocka_unit_test(test_migrate_readonly_refused),
 		cmocka_unit_test(test_migrate_failure_keeps_store),
 		cmocka_unit_test(test_migrate_v1_page_index),
+		cmocka_unit_test(test_migrate_v2_dead_index),
 		cmocka_unit_test(test_no_migration_refused),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,119 @@
+/*
+ * tests/test-store-pset.c: the prefix set, the store's in-memory list of
+ * every page's hash prefix and location, against a plain model: adding,
+ * removing (which closes the gap it leaves in a probe run) and moving
+ * entries, with prefixes chosen to collide in long runs and at the end of
+ * the table, where runs wrap around.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "store_i.h"
+
+#define MAX_ENTRIES 1800u	/* stays below half of the first table (4096) */
+
+struct entry {
+	uint8_t hash[STORE_HASH_SIZE];
+	uint64_t loc;
+	bool live;
+};
+
+/* A hash whose prefix lands in one of a few crowded home slots: near
+ * the start of the table, or in the last slots, so runs wrap. */
+static void crowded_hash(uint8_t *hash, unsigned r)
+{
+	uint64_t home = r % 2 ? r % 7 : 4095 - r % 5;
+	memset(hash, 0, STORE_HASH_SIZE);
+	put_le64(hash, home << 1);
+	hash[8] = (uint8_t)r;	/* past the prefix: only the bytes differ */
+}
+
+static bool found(const struct pset *s, const struct entry *e)
+{
+	size_t it = 0;
+	uint64_t loc;
+	while (pset_next(s, e->hash, &it, &loc))
+		if (loc == e->loc)
+			return true;
+	return false;
+}
+
+static void check_model(const struct pset *s, const struct entry *m, size_t n)
+{
+	size_t live = 0;
+	for (size_t i = 0; i < n; i++) {
+		assert_int_equal(found(s, &m[i]), m[i].live);
+		live += m[i].live;
+	}
+	assert_int_equal(s->n, live);
+}
+
+static void test_pset_model(void **state)
+{
+	(void)state;
+	struct pset s = { 0 };
+	static struct entry m[20000];
+	size_t n = 0, live = 0;
+	uint64_t next_loc = 1;
+	srand(7);
+	for (unsigned op = 0; op < 20000; op++) {
+		unsigned r = (unsigned)rand();
+		if (live < MAX_ENTRIES && (r % 3 == 0 || live == 0)) {
+			struct entry *e = &m[n++];
+			crowded_hash(e->hash, r >> 2);
+			e->loc = next_loc++;
+			e->live = true;
+			live++;
+			assert_int_equal(pset_add(&s, e->hash, e->loc), 0);
+		} else {
+			/* A live entry, picked from where the walk lands. */
+			size_t i = (size_t)(r >> 2) % n;
+			while (!m[i].live)
+				i = (i + 1) % n;
+			if (r % 3 == 1) {
+				assert_true(pset_remove(&s, m[i].hash, m[i].loc));
+				assert_false(pset_remove(&s, m[i].hash, m[i].loc));
+				m[i].live = false;
+				live--;
+			} else {
+				uint64_t to = next_loc++;
+				assert_true(pset_move(&s, m[i].hash, m[i].loc, to));
+				/* The old location is gone: a dead entry keeps it
+				 * so that the check sees it absent. */
+				m[n] = m[i];
+				m[n++].live = false;
+				m[i].loc = to;
+			}
+		}
+		if (op % 500 == 0)
+			check_model(&s, m, n);
+	}
+	check_model(&s, m, n);
+	assert_int_equal(s.cap, 4096);	/* the runs were exercised in one table */
+	/* Emptied, the set finds nothing and says so. */
+	for (size_t i = 0; i < n; i++)
+		if (m[i].live) {
+			assert_true(pset_remove(&s, m[i].hash, m[i].loc));
+			m[i].live = false;
+		}
+	check_model(&s, m, n);
+	for (size_t i = 0; i < s.cap; i++)
+		assert_int_equal(s.slots[i], 0);
+	uint8_t h[STORE_HASH_SIZE] = { 1 };
+	assert_false(pset_move(&s, h, 1, 2));
+	pset_free(&s);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_pset_model),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
