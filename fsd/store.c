@@ -252,7 +252,7 @@ static int check_version(struct store *st, bool fresh, struct err *e)
 	return 0;
 }
 
-static int open_db(struct store *st, const char *path, bool rdonly, sqlite3 **out, struct err *e)
+int store_db_open(struct store *st, const char *path, bool rdonly, sqlite3 **out, struct err *e)
 {
 	int fl = SQLITE_OPEN_NOMUTEX | (rdonly ? SQLITE_OPEN_READONLY
 					       : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
@@ -426,7 +426,7 @@ int store_open(const char *dir, unsigned flags, struct store **out, struct err *
 	if (!r)
 		r = store_pack_open(packs, kind == 0, rdonly, &st->be, e);
 	if (!r)
-		r = open_db(st, db, rdonly, &st->db, e);
+		r = store_db_open(st, db, rdonly, &st->db, e);
 	if (!r && !rdonly)
 		r = exec_sql(st, st->db,
 			     "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;"
@@ -441,7 +441,7 @@ int store_open(const char *dir, unsigned flags, struct store **out, struct err *
 	if (!r)
 		r = check_version(st, kind == 0, e);
 	if (!r)
-		r = open_db(st, db, true, &st->rdb, e);
+		r = store_db_open(st, db, true, &st->rdb, e);
 	if (!r && !rdonly)
 		r = reclaim_orphans(st, e);
 	if (!r && !rdonly)

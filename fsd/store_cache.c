@@ -201,14 +201,23 @@ static void *known_main(void *arg)
 	struct store *st = arg;
 	char path[4200];
 	snprintf(path, sizeof(path), "%s/index.db", st->dir);
+	/* With the busy timeout of the store's other connections: a reader
+	 * can meet a lock for a moment (a writer resetting the WAL), and
+	 * failing then would leave the store refusing changes until it is
+	 * opened again. */
 	sqlite3 *db = NULL;
-	int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
+	struct err e = { 0 };
 	struct pset s = { 0 };
-	int r = rc == SQLITE_OK ? load_known(db, &s, &st->known_stop) : rc;
+	int r = store_db_open(st, path, true, &db, &e);
+	if (r) {
+		snprintf(st->known_msg, sizeof(st->known_msg), "%s", e.msg);
+		known_done(st, r);
+		return NULL;
+	}
+	r = load_known(db, &s, &st->known_stop);
 	if (r > 0)
 		snprintf(st->known_msg, sizeof(st->known_msg),
-			 "store %s: loading the page index: %s", st->dir,
-			 db ? sqlite3_errmsg(db) : sqlite3_errstr(r));
+			 "store %s: loading the page index: %s", st->dir, sqlite3_errmsg(db));
 	else if (r)
 		snprintf(st->known_msg, sizeof(st->known_msg),
 			 "store %s: loading the page index: %s", st->dir, strerror(-r));
