@@ -366,6 +366,7 @@ static void store_free(struct store *st)
 	htab_free(&st->pending);
 	htab_free(&st->committing);
 	pset_free(&st->known);
+	free(st->gc_rows);
 	stmt_cache_free(&st->dbc);
 	stmt_cache_free(&st->rdbc);
 	if (st->rdb)

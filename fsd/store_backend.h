@@ -37,6 +37,11 @@ struct store_live_page {
 	uint64_t loc;
 };
 
+/* Locations [lo, hi). */
+struct store_loc_range {
+	uint64_t lo, hi;
+};
+
 struct store_backend_ops {
 	const char *name;
 
@@ -70,13 +75,22 @@ struct store_backend_ops {
 	int (*recover)(struct store_backend *be, struct err *e);
 
 	/*
-	 * Garbage collection, step 1.  live[0..n) is every page the index
-	 * references, sorted by loc.  What the backend holds now is what
-	 * steps 2 and 3 may touch; pages put from now on are left alone by
-	 * them.  (So a backend may start a new container for later puts, to
-	 * compact the one that took them until now.)
+	 * Garbage collection, step 1, every other call held off.  What the
+	 * backend holds now is what steps 2 and 3 may touch; pages put from
+	 * now on are left alone by them.  (So a backend may start a new
+	 * container for later puts, to compact the one that took them until
+	 * now; live_in(arg, lo, hi) counts the pages the index references at
+	 * locations [lo, hi), for deciding that.)
 	 */
-	void (*gc_mark)(struct store_backend *be, const struct store_live_page *live, size_t n);
+	void (*gc_mark)(struct store_backend *be,
+			uint64_t (*live_in)(void *arg, uint64_t lo, uint64_t hi), void *arg);
+
+	/*
+	 * Optional.  Still step 1, but beside other calls: live[0..n) is
+	 * every page the index referenced at gc_mark, sorted by loc, from
+	 * which the backend plans steps 2 and 3.
+	 */
+	void (*gc_plan)(struct store_backend *be, const struct store_live_page *live, size_t n);
 
 	/*
 	 * Step 2, beside other calls.  live[0..n) is every page the index
@@ -91,11 +105,19 @@ struct store_backend_ops {
 	int (*compact)(struct store_backend *be, struct store_live_page *live, size_t n,
 		       store_progress_fn progress, void *arg, struct err *e);
 
+	/*
+	 * Optional (NULL: release may free anywhere).  Steps 2 and 3: the
+	 * locations release may free pages in, sorted, as an array the
+	 * caller frees.  live[] then needs to name only the pages there.
+	 */
+	int (*gc_scope)(struct store_backend *be, struct store_loc_range **out, size_t *n);
+
 	/* Step 3: free everything step 1 marked that is not in live[0..n)
 	 * (sorted by loc): every page the index holds by now, moved or not,
-	 * and every page put but not yet committed.  A backend that frees
-	 * pages in place may free the dead ones of what it did not mark
-	 * too: nothing outside live[] can be referred to any more. */
+	 * and every page put but not yet committed (with gc_scope, those
+	 * within its ranges suffice).  A backend that frees pages in place
+	 * may free the dead ones of what it did not mark too: nothing
+	 * outside live[] can be referred to any more. */
 	int (*release)(struct store_backend *be, const struct store_live_page *live, size_t n,
 		       struct err *e);
 

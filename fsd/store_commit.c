@@ -294,6 +294,14 @@ static int batch_write(struct store *st, struct batch *b)
 		sqlite3_reset(s);
 		if (rc != SQLITE_DONE)
 			return -EIO;
+		if (st->gc_track && row->blob && !st->gc_track_lost) {
+			if (grow((void **)&st->gc_rows, &st->gc_caprows, st->gc_nrows,
+				 sizeof(*st->gc_rows)))
+				st->gc_track_lost = true;	/* gc reads every row */
+			else
+				st->gc_rows[st->gc_nrows++] =
+					(struct chunk_key){ (int64_t)row->ino, (int64_t)row->idx };
+		}
 	}
 	for (size_t i = 0; i < b->ninodes; i++) {
 		struct irow *ir = &b->inodes[i];

@@ -160,6 +160,14 @@ struct store {
 	sqlite3 *db;			/* under db_lock */
 	sqlite3 *rdb;			/* under rdb_lock */
 	struct stmt_cache dbc, rdbc;
+	/* Under db_lock: while a gc looks for the page-map rows that name
+	 * pages it moved, commits list the rows they write here, so that it
+	 * need not read every row again while other calls wait. */
+	bool gc_track, gc_track_lost;	/* lost: out of memory, list incomplete */
+	struct chunk_key {
+		int64_t ino, idx;
+	} *gc_rows;
+	size_t gc_nrows, gc_caprows;
 
 	/* under mem_lock */
 	struct sinode **itab;

@@ -79,10 +79,11 @@ static int mb_recover(struct store_backend *be, struct err *e)
 	return 0;
 }
 
-static void mb_gc_mark(struct store_backend *be, const struct store_live_page *live, size_t n)
+static void mb_gc_mark(struct store_backend *be,
+		       uint64_t (*live_in)(void *arg, uint64_t lo, uint64_t hi), void *arg)
 {
-	(void)live;
-	(void)n;
+	(void)live_in;
+	(void)arg;
 	struct mem_be *mb = mb_of(be);
 	pthread_mutex_lock(&mb->lock);
 	mb->gc_n = mb->n;

@@ -78,6 +78,9 @@ struct pack {
 	uint64_t synced;	/* bytes made durable by a sync (or found at open) */
 	bool unsynced;
 	bool gc_fill;		/* being filled by compact, which syncs it */
+	/* gc_mark found space in it that no listed page takes (or it is a
+	 * small pack to merge): release frees nothing in other packs. */
+	bool gc_scope;
 	uint64_t holes;		/* bytes below size punched out (by gc) */
 };
 
@@ -653,7 +656,17 @@ static uint64_t live_bytes_in(const struct store_live_page *live, size_t n, uint
 	return (uint64_t)(end - first) * STORE_PAGE_SIZE;
 }
 
-static void pb_gc_mark(struct store_backend *be, const struct store_live_page *live, size_t n)
+/* May gc move pages out of pack id, or delete or cut it?  Only if it was
+ * there at gc_mark and took no pages since (puts go to the pack then
+ * current and to newer ones).  gc_* are written by gc_mark and gc_plan
+ * only, which run before compact and release, in the same thread. */
+static bool gc_may_touch(const struct pack_be *pb, uint32_t id)
+{
+	return pb->gc_marked && id <= pb->gc_max && id != pb->gc_cur;
+}
+
+static void pb_gc_mark(struct store_backend *be,
+		       uint64_t (*live_in)(void *arg, uint64_t lo, uint64_t hi), void *arg)
 {
 	struct pack_be *pb = pb_of(be);
 	pthread_mutex_lock(&pb->lock);
@@ -664,33 +677,78 @@ static void pb_gc_mark(struct store_backend *be, const struct store_live_page *l
 	pb->gc_max = pb->n ? pb->packs[pb->n - 1].id : 0;
 	pb->gc_cur = 0;
 	pb->gc_last_fill = 0;
+	pb->gc_merge = false;
+	for (size_t i = 0; i < pb->n; i++)
+		pb->packs[i].gc_scope = false;	/* gc_plan says */
 	/* The pack taking pages is compacted like the others if it is worth
 	 * it, and later puts start a new one; if not, it goes on taking
 	 * them, out of this gc's reach. */
 	if (pb->cur) {
-		if (worth_compacting(pb->cur->size, live_bytes_in(live, n, pb->cur->id)))
+		uint64_t id = pb->cur->id;
+		uint64_t live = live_in(arg, id << PACK_SHIFT, (id + 1) << PACK_SHIFT);
+		if (worth_compacting(pb->cur->size, live * STORE_PAGE_SIZE))
 			pb->cur = NULL;
 		else
 			pb->gc_cur = pb->cur->id;
 	}
-	size_t small = 0;	/* with live pages: release deletes the others */
-	for (size_t i = 0; i < pb->n; i++) {
-		const struct pack *p = &pb->packs[i];
-		small += p->id != pb->gc_cur && p->size < PACK_SMALL_BYTES &&
-			 live_bytes_in(live, n, p->id);
-	}
-	pb->gc_merge = small >= 2;
 	pthread_mutex_unlock(&pb->lock);
 }
 
-/* May gc move pages out of pack id, or delete or cut it?  Only if it was
- * there at gc_mark and took no pages since (puts go to the pack then
- * current and to newer ones).  gc_* are written by gc_mark only, which
- * runs before compact and release, in the same thread. */
-static bool gc_may_touch(const struct pack_be *pb, uint32_t id)
+static void pb_gc_plan(struct store_backend *be, const struct store_live_page *live, size_t n)
 {
-	return pb->gc_marked && id <= pb->gc_max && id != pb->gc_cur;
+	struct pack_be *pb = pb_of(be);
+	pthread_mutex_lock(&pb->lock);
+	size_t small = 0;	/* with live pages: release deletes the others */
+	for (size_t i = 0; i < pb->n; i++) {
+		const struct pack *p = &pb->packs[i];
+		small += gc_may_touch(pb, p->id) && p->size < PACK_SMALL_BYTES &&
+			 live_bytes_in(live, n, p->id);
+	}
+	pb->gc_merge = small >= 2;
+	/* What release may free in: packs with data no listed page takes
+	 * (dead pages, or pages put but not yet committed, which the keep
+	 * list of release will name), and every pack compact may rewrite
+	 * (the same test as there; room on the disk aside).  A pack whose
+	 * every page was live at gc_mark gains no dead page before release
+	 * but by a page dying meanwhile, which the next gc frees; leaving it
+	 * out spares the store listing its pages again while every call
+	 * waits.  Packs new since gc_mark are not the gc's. */
+	for (size_t i = 0; i < pb->n; i++) {
+		struct pack *p = &pb->packs[i];
+		if (p->id > pb->gc_max)
+			continue;
+		uint64_t live_bytes = live_bytes_in(live, n, p->id);
+		bool rewrite = gc_may_touch(pb, p->id) &&
+			       (worth_compacting(p->size, live_bytes) ||
+				(pb->gc_merge && p->size < PACK_SMALL_BYTES));
+		p->gc_scope = p->size - p->holes > live_bytes || rewrite;
+	}
+	pthread_mutex_unlock(&pb->lock);
 }
+
+static int pb_gc_scope(struct store_backend *be, struct store_loc_range **out, size_t *n)
+{
+	struct pack_be *pb = pb_of(be);
+	pthread_mutex_lock(&pb->lock);
+	size_t k = 0;
+	for (size_t i = 0; i < pb->n; i++)
+		k += pb->packs[i].gc_scope;
+	struct store_loc_range *r = k ? malloc(k * sizeof(*r)) : NULL;
+	*n = 0;
+	if (k && !r) {
+		pthread_mutex_unlock(&pb->lock);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < pb->n; i++)
+		if (pb->packs[i].gc_scope) {
+			uint64_t id = pb->packs[i].id;
+			r[(*n)++] = (struct store_loc_range){ id << PACK_SHIFT, (id + 1) << PACK_SHIFT };
+		}
+	pthread_mutex_unlock(&pb->lock);
+	*out = r;
+	return 0;
+}
+
 
 /* Copy n pages starting at page src_page of src_fd to dst_fd at dst_off. */
 static int copy_pages(int src_fd, uint64_t src_page, int dst_fd, uint64_t dst_off, unsigned n,
@@ -988,7 +1046,7 @@ static int pb_release(struct store_backend *be, const struct store_live_page *li
 		/* The pack taking pages at gc_mark may still take them: its
 		 * dead pages are only punched out. */
 		bool mine = gc_may_touch(pb, p->id) && p != pb->cur;
-		if (!mine && !(p == pb->cur && p->id <= pb->gc_max)) {
+		if (!p->gc_scope || (!mine && !(p == pb->cur && p->id <= pb->gc_max))) {
 			i++;
 			continue;
 		}
@@ -1080,6 +1138,8 @@ static const struct store_backend_ops pack_ops = {
 	.sync = pb_sync,
 	.recover = pb_recover,
 	.gc_mark = pb_gc_mark,
+	.gc_plan = pb_gc_plan,
+	.gc_scope = pb_gc_scope,
 	.compact = pb_compact,
 	.release = pb_release,
 	.reclaim = pb_reclaim,

@@ -272,9 +272,10 @@ struct beside_small {
 static void write_beside_gc(void *arg, const char *what, uint64_t done, uint64_t total)
 {
 	struct beside_small *b = arg;
-	(void)what;
 	(void)done;
 	(void)total;
+	if (strcmp(what, "compacting packs"))
+		return;
 	if (!b->calls++)
 		write_small(b->st, b->name, 2, b->seed);
 }
@@ -332,16 +333,25 @@ static void test_store_packs_gc_merges_small(void **state)
 
 struct beside {
 	struct store *st;
-	int calls;
+	int calls, later_calls;
 };
 
 /* gc's progress while it copies pages, with no lock of the store held:
- * the first time, change the store the ways a mounted one is changed. */
+ * the first time, change the store the ways a mounted one is changed;
+ * once copying is done and gc has listed the page maps naming moved
+ * pages, commit one more that names them. */
 static void change_beside_gc(void *arg, const char *what, uint64_t done, uint64_t total)
 {
 	struct beside *b = arg;
 	(void)done;
 	(void)total;
+	if (!strcmp(what, "finding page maps to update")) {
+		if (!b->later_calls++) {
+			write_file(b->st, "same0-later", 1);
+			assert_int_equal(store_sync(b->st, NULL), 0);
+		}
+		return;
+	}
 	assert_string_equal(what, "compacting packs");
 	if (b->calls++)
 		return;
@@ -369,6 +379,7 @@ static void check_beside(struct store *st)
 			check_file(st, name, (uint64_t)i + 1);
 	}
 	check_file(st, "same0", 1);
+	check_file(st, "same0-later", 1);
 	check_file(st, "same6", 7);
 	check_file(st, "late", 77);
 	check_file(st, "revived", 55);
@@ -394,6 +405,7 @@ static void test_store_packs_gc_beside_changes(void **state)
 	struct store_gc_result g;
 	assert_int_equal(store_gc(st, change_beside_gc, &b, &g, NULL), 0);
 	assert_true(b.calls > 0);
+	assert_int_equal(b.later_calls, 1);
 	assert_int_equal(g.pages_freed, FILES / 2 * FILE_PAGES);
 	assert_true(g.bytes_after < g.bytes_before);
 	check_beside(st);
