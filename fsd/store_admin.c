@@ -882,12 +882,15 @@ static void gc_unhold(struct store *st)
 }
 
 /*
- * Steps 1 and 3 hold every other call off; step 2, the copying of live
- * pages out of packs with dead space (the slow part), runs beside them.
- * Pages written meanwhile go to packs step 1 left out; pages that lose
- * their last reference meanwhile are copied all the same and freed by the
- * next gc; pages that gain one (a write deduplicated against them) are
- * followed to their new place by step 3, which relocates every page map.
+ * Steps 1 and 3 hold every other call off, each for work that grows
+ * with what the gc frees and moves; listing the live pages, copying them
+ * out of packs with dead space (the slow part) and finding the page maps
+ * that name moved pages run beside other calls, on snapshots of the
+ * index where it matters.  Pages written meanwhile go to packs step 1
+ * left out; pages that lose their last reference meanwhile are copied
+ * all the same and freed by the next gc; pages that gain one (a write
+ * deduplicated against them) are followed to their new place by step 3,
+ * which relocates every page map naming them.
  */
 int store_gc(struct store *st, store_progress_fn progress, void *arg, struct store_gc_result *res,
 	     struct err *e)
