@@ -270,6 +270,17 @@ static int hash_pages(struct store *st, const uint8_t *data, size_t n,
 
 /* ---- writing ------------------------------------------------------------------ */
 
+/* The file reaches at least end (mem_lock held).  A write sets each piece
+ * of the page map and the size together: a commit may come between two
+ * pieces of one write (another file's fsync), and a size left for the
+ * end of the write would have it store pages past the end of the file,
+ * which a crash would then keep. */
+static void size_covers(struct sinode *si, uint64_t end)
+{
+	if (end > si->size)
+		si->size = end;
+}
+
 /* n (<= WRITE_BATCH) whole pages from data as slots pg.., their hashes
  * and zero flags already worked out: deduplicated, put and mapped under
  * mem_lock. */
@@ -341,6 +352,7 @@ static int write_hashed(struct store *st, struct sinode *si, uint64_t pg, const 
 			loc = newloc[loc & ~LOC_TMP];
 		r = slot_set(st, si, pg + i, hashes[i], zero[i] ? 0 : loc);
 	}
+	size_covers(si, (pg + n) << STORE_PAGE_SHIFT);
 	pthread_mutex_unlock(&st->mem_lock);
 	return r;
 }
@@ -471,6 +483,8 @@ ssize_t write_locked(struct store *st, struct sinode *si, const uint8_t *buf, si
 				r = tail_start(st, si, pg, in, src, n);
 			else
 				r = patch_page(st, si, pg, in, src, n);
+			if (!r)
+				size_covers(si, pos + n);
 			pthread_mutex_unlock(&st->mem_lock);
 			pos += n;
 			continue;

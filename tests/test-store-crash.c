@@ -2,12 +2,14 @@
  * tests/test-store-crash.c: crash safety.  A child process writes files
  * into a store (new files, clones, a scratch file rewritten without
  * committing, now and then a gc) and, each time a commit has returned,
- * tells the parent through a pipe which files are committed.  The parent
+ * tells the parent through a pipe which files are committed; a thread
+ * commits beside it all the while, so that commits land inside writes.  The parent
  * kills it with SIGKILL at a random moment, many times over; after each
  * kill it reopens the store, runs fsck (no problems allowed) and checks
  * every file reported so far byte for byte.
  */
 #include <fcntl.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -57,6 +59,18 @@ static void child_fail(const char *what, int r)
 }
 
 /* The writer.  Never returns. */
+/* Commits beside the writes, as a mount's fsync and close of other files
+ * bring them: each may land in the middle of a write. */
+static void *committer(void *arg)
+{
+	struct store *st = arg;
+	for (;;) {
+		store_sync(st, NULL);
+		nanosleep(&(struct timespec){ 0, 200 * 1000 }, NULL);
+	}
+	return NULL;
+}
+
 static void child(const char *path, int round, int out)
 {
 	struct store *st;
@@ -64,7 +78,10 @@ static void child(const char *path, int round, int out)
 	int r = store_open(path, 0, &st, &e);
 	if (r)
 		child_fail(e.msg, r);
-	uint8_t *buf = malloc(2 * 1024 * 1024);
+	pthread_t t;
+	if (pthread_create(&t, NULL, committer, st))
+		child_fail("thread", -EAGAIN);
+	uint8_t *buf = malloc(4 * 1024 * 1024);
 	uint64_t seed = (uint64_t)round * 1000003;
 	struct rec prev = { .name = "" };
 	for (int i = 0;; i++) {
@@ -111,6 +128,16 @@ static void child(const char *path, int round, int out)
 		store_write(st, sa.ino, buf, 64 * 1024, (seed >> 8) % (1 << 20));
 		if (i % 6 == 5)
 			store_truncate(st, sa.ino, 0);
+		/* A new file in one write of 4 MiB, whose pages are mapped
+		 * in batches while the committer may commit. */
+		struct store_attr ba;
+		char big[32];
+		snprintf(big, sizeof(big), "big%d-%d", round, i % 8);
+		store_unlink(st, STORE_ROOT_INO, big, NULL);
+		if (store_mknod(st, STORE_ROOT_INO, big, S_IFREG | 0644, 0, 0, 0, &ba) == 0) {
+			tsu_fill(buf, 4 * 1024 * 1024, seed + 1);
+			store_write(st, ba.ino, buf, 4 * 1024 * 1024, 0);
+		}
 
 		r = store_sync(st, &e);
 		if (r)
