@@ -140,10 +140,11 @@ void store_set_log(struct store *st, store_log_fn fn, void *arg);
 #define STORE_CACHE_CHUNKS 16384u
 
 /* Figures of the store's memory, for tests and debugging: inodes and
- * page-map chunks cached, inodes listed as having changes to commit, and
- * pages in the prefix set (every page stored, once the set is loaded). */
+ * page-map chunks cached, inodes listed as having changes to commit,
+ * pages in the prefix set (every page stored, once the set is loaded),
+ * and queries made for page-map rows since the store was opened. */
 struct store_cache_info {
-	uint64_t inodes, chunks, changed, known;
+	uint64_t inodes, chunks, changed, known, map_reads;
 };
 void store_cache_info(struct store *st, struct store_cache_info *out);
 

@@ -455,14 +455,23 @@ static int chunks_all_unread(struct sinode *si, size_t n)
 	return 0;
 }
 
+static void chunk_mark_read(struct sinode *si, size_t ci)
+{
+	si->unread[ci / 64] &= ~(1ull << (ci % 64));
+}
+
 int chunk_read(struct store *st, struct sinode *si, size_t ci)
 {
 	if (!chunk_unread(si, ci))
 		return 0;
+	/* The first row at or after ci: the chunks before it are holes, so
+	 * that walking a sparse file (SEEK_DATA, truncate) costs a query
+	 * per row, not per chunk of holes. */
 	pthread_mutex_lock(&st->rdb_lock);
 	int r = 0;
 	sqlite3_stmt *s = store_stmt(st, st->rdb,
-				     "SELECT hashes, locs FROM chunk WHERE ino = ? AND idx = ?");
+				     "SELECT idx, hashes, locs FROM chunk WHERE ino = ? AND idx >= ?"
+				     " ORDER BY idx LIMIT 1");
 	if (!s) {
 		pthread_mutex_unlock(&st->rdb_lock);
 		return -EIO;
@@ -470,31 +479,41 @@ int chunk_read(struct store *st, struct sinode *si, size_t ci)
 	sqlite3_bind_int64(s, 1, (int64_t)si->ino);
 	sqlite3_bind_int64(s, 2, (int64_t)ci);
 	int rc = sqlite3_step(s);
+	st->map_reads++;
+	size_t gap_end = si->nchunks;	/* chunks [ci, gap_end) have no row */
 	if (rc == SQLITE_ROW) {
-		int hn = sqlite3_column_bytes(s, 0), ln = sqlite3_column_bytes(s, 1);
-		const uint8_t *hb = sqlite3_column_blob(s, 0), *lb = sqlite3_column_blob(s, 1);
+		int64_t idx = sqlite3_column_int64(s, 0);
+		if (idx >= 0 && (uint64_t)idx < si->nchunks)
+			gap_end = (size_t)idx;
+		int hn = sqlite3_column_bytes(s, 1), ln = sqlite3_column_bytes(s, 2);
+		const uint8_t *hb = sqlite3_column_blob(s, 1), *lb = sqlite3_column_blob(s, 2);
 		struct chunk *c = NULL;
-		if (hn % STORE_HASH_SIZE || hn / STORE_HASH_SIZE > (int)CHUNK_PAGES ||
-		    ln != hn / (int)STORE_HASH_SIZE * 8)
-			r = -EUCLEAN;	/* a damaged row: fsck says where */
-		else if (!(c = calloc(1, sizeof(*c))))
+		if (gap_end == si->nchunks || !chunk_unread(si, gap_end)) {
+			/* past the map, or read already: nothing to load */
+		} else if (hn % STORE_HASH_SIZE || hn / STORE_HASH_SIZE > (int)CHUNK_PAGES ||
+			   ln != hn / (int)STORE_HASH_SIZE * 8) {
+			if (gap_end == ci)
+				r = -EUCLEAN;	/* a damaged row: fsck says where */
+		} else if (!(c = calloc(1, sizeof(*c)))) {
 			r = -ENOMEM;
-		if (!r) {
+		} else {
 			if (hn)
 				memcpy(c->hash, hb, (size_t)hn);
 			for (int i = 0; i < hn / (int)STORE_HASH_SIZE; i++)
 				c->loc[i] = get_le64(lb + 8 * i);
 			c->in_db = true;
-			si->chunks[ci] = c;
+			si->chunks[gap_end] = c;
 			st->cached_chunks++;
+			chunk_mark_read(si, gap_end);
 		}
 	} else if (rc != SQLITE_DONE) {
 		r = -EIO;
 	}
 	sqlite3_reset(s);
 	pthread_mutex_unlock(&st->rdb_lock);
-	if (!r)
-		si->unread[ci / 64] &= ~(1ull << (ci % 64));
+	for (size_t i = ci; !r && i < gap_end; i++)
+		if (chunk_unread(si, i))
+			chunk_mark_read(si, i);
 	return r;
 }
 
@@ -664,7 +683,8 @@ void store_cache_info(struct store *st, struct store_cache_info *out)
 {
 	pthread_mutex_lock(&st->mem_lock);
 	*out = (struct store_cache_info){
-		.inodes = st->ninodes, .chunks = st->cached_chunks, .known = st->known.n
+		.inodes = st->ninodes, .chunks = st->cached_chunks, .known = st->known.n,
+		.map_reads = st->map_reads,
 	};
 	for (struct sinode *si = st->changed; si; si = si->chg_next)
 		out->changed++;

@@ -179,6 +179,7 @@ struct store {
 	struct pset known;
 	uint64_t pending_pages;		/* slots changed since the last commit */
 	uint64_t cached_chunks;		/* page-map chunks in memory */
+	uint64_t map_reads;		/* chunk_read's queries */
 	uint64_t trim_chunks;		/* cache_trim runs past these */
 	size_t trim_inodes;
 	bool commit_active;		/* a commit is between copy-out and COMMIT */

@@ -691,8 +691,16 @@ static uint64_t cached_chunks(struct store *st)
 	return ci.chunks;
 }
 
+static uint64_t map_reads(struct store *st)
+{
+	struct store_cache_info ci;
+	store_cache_info(st, &ci);
+	return ci.map_reads;
+}
+
 /* Opening a file reads none of its page map; a read reads the rows it
- * needs, and a row of holes is none. */
+ * needs.  Holes have no rows: the query for one finds the next row, and
+ * the holes up to it need no query again. */
 static void test_store_data_map_read_lazily(void **state)
 {
 	struct tsu_fixture *f = *state;
@@ -705,9 +713,17 @@ static void test_store_data_map_read_lazily(void **state)
 	assert_int_equal(store_read(st, ino, page, PG, 20 * MAP_CHUNK + 7 * PG), PG);
 	assert_memory_equal(page, ref + 20 * MAP_CHUNK + 7 * PG, PG);
 	assert_int_equal(cached_chunks(st), 1);
+	uint64_t q = map_reads(st);
 	assert_int_equal(store_read(st, ino, page, PG, MAP_HOLE0 * MAP_CHUNK), PG);
 	assert_memory_equal(page, ref + MAP_HOLE0 * MAP_CHUNK, PG);
-	assert_int_equal(cached_chunks(st), 1);
+	assert_int_equal(map_reads(st), q + 1);
+	assert_int_equal(cached_chunks(st), 2);	/* row MAP_HOLE1 came along */
+	for (unsigned c = MAP_HOLE0; c <= MAP_HOLE1; c++)
+		assert_int_equal(store_read(st, ino, page, PG, c * MAP_CHUNK + 7 * PG), PG);
+	assert_int_equal(map_reads(st), q + 1);
+	assert_int_equal(store_seek_data(st, ino, MAP_HOLE0 * MAP_CHUNK + PG),
+			 (int64_t)(((MAP_HOLE1 * MAP_CHUNK / PG + 6) / 7 * 7) * PG));
+	assert_int_equal(map_reads(st), q + 1);
 	check_equal(st, ino, ref, MAP_SIZE);
 	assert_int_equal(cached_chunks(st), MAP_CHUNKS - (MAP_HOLE1 - MAP_HOLE0));
 	assert_int_equal(store_file_release(st, ino), 0);
@@ -782,6 +798,33 @@ static void test_store_data_map_unread_calls(void **state)
 	free(ref);
 }
 
+/* SEEK_DATA across a sparse file of many GiB reads its rows, not its
+ * chunks of holes: two rows 16 GiB apart, two queries. */
+static void test_store_data_map_sparse_seek(void **state)
+{
+	struct tsu_fixture *f = *state;
+	uint64_t ino = tsu_file(f->st, "sparse");
+	uint8_t page[PG];
+	tsu_fill(page, PG, 3);
+	const uint64_t far = 16ull << 30;
+	assert_int_equal(store_write(f->st, ino, page, PG, 0), PG);
+	assert_int_equal(store_write(f->st, ino, page, PG, far), PG);
+	assert_int_equal(store_sync(f->st, NULL), 0);
+	struct store *st = tsu_reopen(f);
+	uint64_t q = map_reads(st);
+	assert_int_equal(store_seek_data(st, ino, PG), (int64_t)far);
+	assert_int_equal(store_seek_hole(st, ino, 0), PG);
+	assert_true(map_reads(st) - q <= 2);
+	/* Truncating the far row away finds it the same way. */
+	assert_int_equal(store_truncate(st, ino, 2 * PG), 0);
+	assert_true(map_reads(st) - q <= 3);
+	st = tsu_reopen(f);
+	assert_int_equal(store_seek_data(st, ino, PG), -ENXIO);
+	struct store_file_info fi;
+	assert_int_equal(store_file_info(st, ino, &fi), 0);
+	assert_int_equal(fi.pages, 1);
+}
+
 /* A file whose map is larger than the cache can be read through while
  * open without its whole map staying in memory. */
 static void test_store_data_map_cache_bounded(void **state)
@@ -843,6 +886,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_store_data_map_read_lazily, tsu_setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_data_map_unread_calls, tsu_setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_data_map_cache_bounded, tsu_setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_data_map_sparse_seek, tsu_setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
