@@ -252,8 +252,10 @@ static int check_version(struct store *st, bool fresh, struct err *e)
 	return 0;
 }
 
-int store_db_open(struct store *st, const char *path, bool rdonly, sqlite3 **out, struct err *e)
+int store_db_open(struct store *st, bool rdonly, sqlite3 **out, struct err *e)
 {
+	char path[4200];
+	snprintf(path, sizeof(path), "%s/index.db", st->dir);
 	int fl = SQLITE_OPEN_NOMUTEX | (rdonly ? SQLITE_OPEN_READONLY
 					       : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
 	sqlite3 *db = NULL;
@@ -421,13 +423,12 @@ int store_open(const char *dir, unsigned flags, struct store **out, struct err *
 		kind = probe_dir(dir, create, e);
 	r = kind < 0 ? kind : r;
 
-	char packs[4096], db[4096];
+	char packs[4096];
 	snprintf(packs, sizeof(packs), "%s/packs", dir);
-	snprintf(db, sizeof(db), "%s/index.db", dir);
 	if (!r)
 		r = store_pack_open(packs, kind == 0, rdonly, &st->be, e);
 	if (!r)
-		r = store_db_open(st, db, rdonly, &st->db, e);
+		r = store_db_open(st, rdonly, &st->db, e);
 	if (!r && !rdonly)
 		r = exec_sql(st, st->db,
 			     "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;"
@@ -442,7 +443,7 @@ int store_open(const char *dir, unsigned flags, struct store **out, struct err *
 	if (!r)
 		r = check_version(st, kind == 0, e);
 	if (!r)
-		r = store_db_open(st, db, true, &st->rdb, e);
+		r = store_db_open(st, true, &st->rdb, e);
 	if (!r && !rdonly)
 		r = reclaim_orphans(st, e);
 	if (!r && !rdonly)

@@ -433,13 +433,26 @@ static bool follow_moved(const struct htab *moved, uint8_t *locs, int n)
 	return changed;
 }
 
+/* Give page-map row (ino, idx) the n locations locs (transaction open). */
+static int write_row_locs(struct store *st, int64_t ino, int64_t idx, const uint8_t *locs, int n)
+{
+	sqlite3_stmt *w = store_stmt(st, st->db, "UPDATE chunk SET locs = ? WHERE ino = ? AND idx = ?");
+	if (!w)
+		return -EIO;
+	sqlite3_bind_blob(w, 1, locs, n * 8, SQLITE_TRANSIENT);
+	sqlite3_bind_int64(w, 2, ino);
+	sqlite3_bind_int64(w, 3, idx);
+	int rc = sqlite3_step(w);
+	sqlite3_reset(w);
+	return rc == SQLITE_DONE ? 0 : -EIO;
+}
+
 /* Rewrite page-map row (ino, idx) if it names moved pages (transaction
  * open); a row gone since is fine. */
 static int relocate_row(struct store *st, const struct htab *moved, int64_t ino, int64_t idx)
 {
 	sqlite3_stmt *s = store_stmt(st, st->db, "SELECT locs FROM chunk WHERE ino = ? AND idx = ?");
-	sqlite3_stmt *w = store_stmt(st, st->db, "UPDATE chunk SET locs = ? WHERE ino = ? AND idx = ?");
-	if (!s || !w)
+	if (!s)
 		return -EIO;
 	sqlite3_bind_int64(s, 1, ino);
 	sqlite3_bind_int64(s, 2, idx);
@@ -453,52 +466,43 @@ static int relocate_row(struct store *st, const struct htab *moved, int64_t ino,
 		changed = follow_moved(moved, locs, n);
 	}
 	sqlite3_reset(s);
-	if (!r && changed) {
-		sqlite3_bind_blob(w, 1, locs, n * 8, SQLITE_TRANSIENT);
-		sqlite3_bind_int64(w, 2, ino);
-		sqlite3_bind_int64(w, 3, idx);
-		if (sqlite3_step(w) != SQLITE_DONE)
-			r = -EIO;
-		sqlite3_reset(w);
-	}
-	return r;
+	return !r && changed ? write_row_locs(st, ino, idx, locs, n) : r;
 }
 
-/* Every page-map row that names moved pages, the whole table read
- * (transaction open). */
-static int relocate_all_rows(struct store *st, const struct htab *moved)
+/* Every page-map row of db that names moved pages: each(arg, ino, idx,
+ * locs, n) with its n locations as they are once the pages are followed.
+ * *rows counts the rows read.  0, -EIO, or what each returned. */
+static int rows_naming_moved(sqlite3 *db, const struct htab *moved,
+			     int (*each)(void *arg, int64_t ino, int64_t idx, const uint8_t *locs,
+					 int n),
+			     void *arg, uint64_t *rows)
 {
-	sqlite3_stmt *s, *w;
-	if (sqlite3_prepare_v2(st->db, "SELECT ino, idx, locs FROM chunk", -1, &s, NULL) != SQLITE_OK)
+	sqlite3_stmt *s;
+	if (sqlite3_prepare_v2(db, "SELECT ino, idx, locs FROM chunk", -1, &s, NULL) != SQLITE_OK)
 		return -EIO;
-	if (sqlite3_prepare_v2(st->db, "UPDATE chunk SET locs = ? WHERE ino = ? AND idx = ?", -1, &w,
-			       NULL) != SQLITE_OK) {
-		sqlite3_finalize(s);
-		return -EIO;
-	}
 	int rc, r = 0;
 	uint8_t locs[CHUNK_PAGES * 8];
 	while (!r && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+		++*rows;
 		int n = sqlite3_column_bytes(s, 2) / 8;
 		if (n > (int)CHUNK_PAGES)
 			continue;	/* damaged: fsck reports it */
 		memcpy(locs, sqlite3_column_blob(s, 2), (size_t)n * 8);
-		if (!follow_moved(moved, locs, n))
-			continue;
-		/* Writing the row being read is safe in SQLite when only
-		 * non-key columns change. */
-		sqlite3_reset(w);
-		sqlite3_bind_blob(w, 1, locs, n * 8, SQLITE_TRANSIENT);
-		sqlite3_bind_int64(w, 2, sqlite3_column_int64(s, 0));
-		sqlite3_bind_int64(w, 3, sqlite3_column_int64(s, 1));
-		if (sqlite3_step(w) != SQLITE_DONE)
-			r = -EIO;
+		if (follow_moved(moved, locs, n))
+			r = each(arg, sqlite3_column_int64(s, 0), sqlite3_column_int64(s, 1), locs, n);
 	}
 	if (!r && rc != SQLITE_DONE)
 		r = -EIO;
 	sqlite3_finalize(s);
-	sqlite3_finalize(w);
 	return r;
+}
+
+/* rows_naming_moved's each for relocate when it reads every row.
+ * Writing the row being read is safe in SQLite when only non-key columns
+ * change. */
+static int rewrite_row(void *arg, int64_t ino, int64_t idx, const uint8_t *locs, int n)
+{
+	return write_row_locs(arg, ino, idx, locs, n);
 }
 
 /*
@@ -532,8 +536,10 @@ static int relocate(struct store *st, const struct gc_run *g)
 		}
 	}
 	sqlite3_reset(up);
-	if (!g->rows_found || st->gc_track_lost)
-		return relocate_all_rows(st, &g->moved);
+	if (!g->rows_found || st->gc_track_lost) {
+		uint64_t rows = 0;
+		return rows_naming_moved(st->db, &g->moved, rewrite_row, st, &rows);
+	}
 	int r = 0;
 	const struct chunk_key *lists[] = { g->rows, st->gc_rows };
 	size_t counts[] = { g->nrows, st->gc_nrows };
@@ -609,6 +615,13 @@ static void gc_run_free(struct gc_run *g)
 	free(g->before);
 }
 
+/* Hold db's view of the index as it is now until COMMIT: a read
+ * transaction's snapshot starts at its first read.  An SQLite code. */
+static int snapshot_begin(sqlite3 *db)
+{
+	return sqlite3_exec(db, "BEGIN; SELECT count(*) FROM meta", NULL, NULL, NULL);
+}
+
 /* gc_mark's count of the index's pages at [lo, hi), on the snapshot. */
 static uint64_t snap_live_in(void *arg, uint64_t lo, uint64_t hi)
 {
@@ -658,8 +671,7 @@ static int gc_start(struct store *st, struct gc_run *g, struct store_gc_result *
 	if (r)
 		return r;
 	res->pages_freed = g->nfreed;
-	/* A read transaction's snapshot starts at its first read. */
-	if (sqlite3_exec(g->snap, "BEGIN; SELECT count(*) FROM meta", NULL, NULL, NULL) != SQLITE_OK)
+	if (snapshot_begin(g->snap) != SQLITE_OK)
 		return store_sql_err(st, g->snap, sqlite3_errcode(g->snap), e,
 				     "gc: reading the page index");
 	st->be->ops->gc_mark(st->be, snap_live_in, g);
@@ -743,6 +755,24 @@ static int gc_keep_list(struct store *st, struct gc_run *g, struct err *e)
 	return 0;
 }
 
+/* rows_naming_moved's each for gc_find_rows: note the row's key. */
+static int list_row(void *arg, int64_t ino, int64_t idx, const uint8_t *locs, int n)
+{
+	(void)locs;
+	(void)n;
+	struct gc_run *g = arg;
+	if (g->nrows == g->caprows) {
+		size_t cap = g->caprows ? 2 * g->caprows : 256;
+		struct chunk_key *k = realloc(g->rows, cap * sizeof(*k));
+		if (!k)
+			return -ENOMEM;
+		g->rows = k;
+		g->caprows = cap;
+	}
+	g->rows[g->nrows++] = (struct chunk_key){ ino, idx };
+	return 0;
+}
+
 /*
  * Step 2, after compact, beside other calls: which pages moved, and which
  * page-map rows name them, read on a snapshot of the index.  From the
@@ -764,11 +794,9 @@ static int gc_find_rows(struct store *st, struct gc_run *g, store_progress_fn pr
 		}
 	if (!g->moved.n)
 		return 0;
-	char path[4200];
-	snprintf(path, sizeof(path), "%s/index.db", st->dir);
 	sqlite3 *snap;
 	struct err le = { 0 };
-	if (store_db_open(st, path, true, &snap, &le))
+	if (store_db_open(st, true, &snap, &le))
 		return 0;
 	/* No commit is under way while tracking starts and the snapshot is
 	 * taken: each one is either in the snapshot or tracked. */
@@ -776,38 +804,12 @@ static int gc_find_rows(struct store *st, struct gc_run *g, store_progress_fn pr
 	st->gc_track = true;
 	st->gc_track_lost = false;
 	st->gc_nrows = 0;
-	int rc = sqlite3_exec(snap, "BEGIN; SELECT count(*) FROM meta", NULL, NULL, NULL);
+	int rc = snapshot_begin(snap);
 	pthread_mutex_unlock(&st->db_lock);
-	sqlite3_stmt *s = NULL;
-	bool ok = rc == SQLITE_OK &&
-		  sqlite3_prepare_v2(snap, "SELECT ino, idx, locs FROM chunk", -1, &s, NULL) == SQLITE_OK;
-	uint8_t locs[CHUNK_PAGES * 8];
 	uint64_t done = 0;
-	while (ok && (rc = sqlite3_step(s)) == SQLITE_ROW) {
-		done++;
-		int n = sqlite3_column_bytes(s, 2) / 8;
-		if (n > (int)CHUNK_PAGES)
-			continue;	/* damaged: fsck reports it */
-		memcpy(locs, sqlite3_column_blob(s, 2), (size_t)n * 8);
-		if (!follow_moved(&g->moved, locs, n))
-			continue;
-		if (g->nrows == g->caprows) {
-			size_t cap = g->caprows ? 2 * g->caprows : 256;
-			struct chunk_key *k = realloc(g->rows, cap * sizeof(*k));
-			if (!k) {
-				ok = false;
-				break;
-			}
-			g->rows = k;
-			g->caprows = cap;
-		}
-		g->rows[g->nrows++] = (struct chunk_key){ sqlite3_column_int64(s, 0),
-							  sqlite3_column_int64(s, 1) };
-	}
-	g->rows_found = ok && rc == SQLITE_DONE;
+	g->rows_found = rc == SQLITE_OK && !rows_naming_moved(snap, &g->moved, list_row, g, &done);
 	if (progress)
 		progress(arg, "finding page maps to update", done, done);
-	sqlite3_finalize(s);
 	sqlite3_exec(snap, "COMMIT", NULL, NULL, NULL);
 	sqlite3_close(snap);
 	return 0;
@@ -911,9 +913,7 @@ int store_gc(struct store *st, store_progress_fn progress, void *arg, struct sto
 	uint64_t packs;
 	st->be->ops->usage(st->be, &res->bytes_before, &packs);
 	struct gc_run g = { .moved = HTAB_LOC(struct fpage) };
-	char path[4200];
-	snprintf(path, sizeof(path), "%s/index.db", st->dir);
-	r = store_db_open(st, path, true, &g.snap, e);
+	r = store_db_open(st, true, &g.snap, e);
 	if (!r) {
 		r = gc_hold(st, e);
 		if (!r)

@@ -199,8 +199,6 @@ static void known_done(struct store *st, int state)
 static void *known_main(void *arg)
 {
 	struct store *st = arg;
-	char path[4200];
-	snprintf(path, sizeof(path), "%s/index.db", st->dir);
 	/* With the busy timeout of the store's other connections: a reader
 	 * can meet a lock for a moment (a writer resetting the WAL), and
 	 * failing then would leave the store refusing changes until it is
@@ -208,7 +206,7 @@ static void *known_main(void *arg)
 	sqlite3 *db = NULL;
 	struct err e = { 0 };
 	struct pset s = { 0 };
-	int r = store_db_open(st, path, true, &db, &e);
+	int r = store_db_open(st, true, &db, &e);
 	if (r) {
 		snprintf(st->known_msg, sizeof(st->known_msg), "%s", e.msg);
 		known_done(st, r);
@@ -442,6 +440,16 @@ static int chunks_reserve(struct sinode *si, size_t idx)
 	return 0;
 }
 
+static void chunk_mark_read(struct sinode *si, size_t ci)
+{
+	si->unread[ci / 64] &= ~(1ull << (ci % 64));
+}
+
+static void chunk_mark_unread(struct sinode *si, size_t ci)
+{
+	si->unread[ci / 64] |= 1ull << (ci % 64);
+}
+
 /* Every chunk of si's first n is unread (mem_lock held, map empty). */
 static int chunks_all_unread(struct sinode *si, size_t n)
 {
@@ -451,14 +459,10 @@ static int chunks_all_unread(struct sinode *si, size_t n)
 	if (r)
 		return r;
 	for (size_t i = 0; i < n; i++)
-		si->unread[i / 64] |= 1ull << (i % 64);
+		chunk_mark_unread(si, i);
 	return 0;
 }
 
-static void chunk_mark_read(struct sinode *si, size_t ci)
-{
-	si->unread[ci / 64] &= ~(1ull << (ci % 64));
-}
 
 int chunk_read(struct store *st, struct sinode *si, size_t ci)
 {
@@ -512,8 +516,7 @@ int chunk_read(struct store *st, struct sinode *si, size_t ci)
 	sqlite3_reset(s);
 	pthread_mutex_unlock(&st->rdb_lock);
 	for (size_t i = ci; !r && i < gap_end; i++)
-		if (chunk_unread(si, i))
-			chunk_mark_read(si, i);
+		chunk_mark_read(si, i);
 	return r;
 }
 
@@ -637,7 +640,7 @@ static void sinode_unread(struct store *st, struct sinode *si)
 	for (size_t i = 0; i < si->nchunks; i++)
 		if (si->chunks[i] && !si->chunks[i]->base) {
 			chunk_drop(st, si, i);
-			si->unread[i / 64] |= 1ull << (i % 64);
+			chunk_mark_unread(si, i);
 		}
 }
 

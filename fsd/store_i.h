@@ -236,10 +236,10 @@ int64_t store_now_ns(void);
 sqlite3_stmt *store_stmt(struct store *st, sqlite3 *db, const char *sql);
 int store_sql_errno(int rc);
 int store_sql_err(struct store *st, sqlite3 *db, int rc, struct err *e, const char *what);
-/* Open a connection to the index at path as every connection of the
+/* Open a connection to the store's index as every connection of the
  * store is: waiting up to 10 s for a lock rather than failing at once,
  * with a large page cache.  An error names the store. */
-int store_db_open(struct store *st, const char *path, bool rdonly, sqlite3 **out, struct err *e);
+int store_db_open(struct store *st, bool rdonly, sqlite3 **out, struct err *e);
 int store_commit(struct store *st, struct err *e);
 /* fsync the WAL: make every commit so far survive power loss. */
 int store_sync_wal(struct store *st, struct err *e);

@@ -694,6 +694,14 @@ static void pb_gc_mark(struct store_backend *be,
 	pthread_mutex_unlock(&pb->lock);
 }
 
+/* Does compact copy the live pages out of a pack of size bytes, live_bytes
+ * of them live, that gc may touch (room on the disk aside)?  A pack at
+ * least a quarter dead, or a small one when small packs are merged. */
+static bool gc_rewrites(const struct pack_be *pb, uint64_t size, uint64_t live_bytes)
+{
+	return worth_compacting(size, live_bytes) || (pb->gc_merge && size < PACK_SMALL_BYTES);
+}
+
 static void pb_gc_plan(struct store_backend *be, const struct store_live_page *live, size_t n)
 {
 	struct pack_be *pb = pb_of(be);
@@ -707,8 +715,7 @@ static void pb_gc_plan(struct store_backend *be, const struct store_live_page *l
 	pb->gc_merge = small >= 2;
 	/* What release may free in: packs with data no listed page takes
 	 * (dead pages, or pages put but not yet committed, which the keep
-	 * list of release will name), and every pack compact may rewrite
-	 * (the same test as there; room on the disk aside).  A pack whose
+	 * list of release will name), and every pack compact may rewrite.  A pack whose
 	 * every page was live at gc_mark gains no dead page before release
 	 * but by a page dying meanwhile, which the next gc frees; leaving it
 	 * out spares the store listing its pages again while every call
@@ -718,10 +725,8 @@ static void pb_gc_plan(struct store_backend *be, const struct store_live_page *l
 		if (p->id > pb->gc_max)
 			continue;
 		uint64_t live_bytes = live_bytes_in(live, n, p->id);
-		bool rewrite = gc_may_touch(pb, p->id) &&
-			       (worth_compacting(p->size, live_bytes) ||
-				(pb->gc_merge && p->size < PACK_SMALL_BYTES));
-		p->gc_scope = p->size - p->holes > live_bytes || rewrite;
+		p->gc_scope = p->size - p->holes > live_bytes ||
+			      (gc_may_touch(pb, p->id) && gc_rewrites(pb, p->size, live_bytes));
 	}
 	pthread_mutex_unlock(&pb->lock);
 }
@@ -748,7 +753,6 @@ static int pb_gc_scope(struct store_backend *be, struct store_loc_range **out, s
 	*out = r;
 	return 0;
 }
-
 
 /* Copy n pages starting at page src_page of src_fd to dst_fd at dst_off. */
 static int copy_pages(int src_fd, uint64_t src_page, int dst_fd, uint64_t dst_off, unsigned n,
@@ -867,9 +871,7 @@ static int pb_compact(struct store_backend *be, struct store_live_page *live, si
 		 * a pack mostly live, unless small and merged; and any pack
 		 * whose live pages the disk has no room to copy. */
 		uint64_t live_bytes = (uint64_t)(j - i) * STORE_PAGE_SIZE;
-		if ((!worth_compacting(src_size, live_bytes) &&
-		     !(pb->gc_merge && src_size < PACK_SMALL_BYTES)) ||
-		    !room_for(pb, live_bytes)) {
+		if (!gc_rewrites(pb, src_size, live_bytes) || !room_for(pb, live_bytes)) {
 			i = j;
 			continue;
 		}

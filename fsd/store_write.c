@@ -458,8 +458,7 @@ ssize_t write_locked(struct store *st, struct sinode *si, const uint8_t *buf, si
 			pos += n;
 			bool whole = pos == t1 || si->size >= t1;
 			if (!whole) {
-				if (pos > si->size)
-					si->size = pos;
+				size_covers(si, pos);
 				sinode_touch(st, si);
 			}
 			pthread_mutex_unlock(&st->mem_lock);
@@ -505,8 +504,7 @@ ssize_t write_locked(struct store *st, struct sinode *si, const uint8_t *buf, si
 	}
 	pthread_mutex_lock(&st->mem_lock);
 	/* Even a failed write may have changed pages up to pos. */
-	if (pos > si->size)
-		si->size = pos;
+	size_covers(si, pos);
 	sinode_touch(st, si);
 	pthread_mutex_unlock(&st->mem_lock);
 	return r ? r : (ssize_t)len;
