@@ -3,7 +3,7 @@
  * every page's hash prefix and location, against a plain model: adding,
  * removing (which closes the gap it leaves in a probe run) and moving
  * entries, with prefixes chosen to collide in long runs and at the end of
- * the table, where runs wrap around.
+ * the table, where runs wrap around, and the table nearly full.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -16,7 +16,7 @@
 
 #include "store_i.h"
 
-#define MAX_ENTRIES 1800u	/* stays below half of the first table (4096) */
+#define MAX_ENTRIES 3500u	/* just below 7/8 of the first table (4096) */
 
 struct entry {
 	uint8_t hash[STORE_HASH_SIZE];
@@ -44,9 +44,27 @@ static bool found(const struct pset *s, const struct entry *e)
 	return false;
 }
 
+/* Along a run, each entry is at most one slot further from its home than
+ * the one before it: what lets a lookup stop early (Robin Hood order). */
+static void check_order(const struct pset *s)
+{
+	size_t mask = s->cap - 1;
+	for (size_t i = 0; i < s->cap; i++) {
+		size_t j = (i + 1) & mask;
+		if (!s->slots[j])
+			continue;
+		size_t dj = (j - (size_t)(s->slots[j] >> 1)) & mask;
+		if (!s->slots[i])
+			assert_int_equal(dj, 0);
+		else
+			assert_true(dj <= ((i - (size_t)(s->slots[i] >> 1)) & mask) + 1);
+	}
+}
+
 static void check_model(const struct pset *s, const struct entry *m, size_t n)
 {
 	size_t live = 0;
+	check_order(s);
 	for (size_t i = 0; i < n; i++) {
 		assert_int_equal(found(s, &m[i]), m[i].live);
 		live += m[i].live;
@@ -59,17 +77,20 @@ static void test_pset_model(void **state)
 	(void)state;
 	struct pset s = { 0 };
 	static struct entry m[20000];
-	size_t n = 0, live = 0;
+	size_t n = 0, live = 0, most = 0;
 	uint64_t next_loc = 1;
 	srand(7);
 	for (unsigned op = 0; op < 20000; op++) {
 		unsigned r = (unsigned)rand();
-		if (live < MAX_ENTRIES && (r % 3 == 0 || live == 0)) {
+		/* Mostly adds at first, until the table is nearly full. */
+		bool grow = op < 12000 && r % 3 == 1;
+		if (live < MAX_ENTRIES && (r % 3 == 0 || grow || live == 0)) {
 			struct entry *e = &m[n++];
 			crowded_hash(e->hash, r >> 2);
 			e->loc = next_loc++;
 			e->live = true;
 			live++;
+			most = live > most ? live : most;
 			assert_int_equal(pset_add(&s, e->hash, e->loc), 0);
 		} else {
 			/* A live entry, picked from where the walk lands. */
@@ -96,6 +117,7 @@ static void test_pset_model(void **state)
 	}
 	check_model(&s, m, n);
 	assert_int_equal(s.cap, 4096);	/* the runs were exercised in one table */
+	assert_int_equal(most, MAX_ENTRIES);	/* and it was nearly full */
 	/* Emptied, the set finds nothing and says so. */
 	for (size_t i = 0; i < n; i++)
 		if (m[i].live) {
