@@ -9,10 +9,11 @@
  *   duplicate   the random pages again into a second file: hash + dedup
  *   clone       copy_file_range of the random file (references only)
  *   gc          a file as large again deleted, so that gc copies the
- *               random pages into a new pack, while another thread reads
- *               4 KiB of the random file in a loop: the longest of those
- *               reads against the whole gc is how long gc holds other
- *               calls off (it copies beside them)
+ *               random pages into a new pack, while one thread reads 4 KiB
+ *               of the random file in a loop and another writes 4 KiB
+ *               into a small file: the longest of those reads and writes
+ *               against the whole gc is how long gc holds reads and
+ *               changes off (it copies beside them)
  *
  * usage: bench-store [MIB [FOLDER]]   (default 256 MiB under $TMPDIR)
  * Prints pages/s, MB/s and the ratio to sha256 for each case; run it a few
@@ -100,10 +101,12 @@ static int put_file(struct store *st, const char *name, const uint8_t *buf, size
 	return r;
 }
 
-/* A reader beside gc: 4 KiB reads of ino until stop, the longest timed. */
+/* A reader or writer beside gc: 4 KiB reads of ino (at pages over the
+ * file), or writes of one page of it, until stop, the longest timed. */
 struct reader {
 	struct store *st;
 	uint64_t ino, pages;
+	bool write;
 	atomic_bool stop;
 	double longest;
 	unsigned long reads;
@@ -114,10 +117,12 @@ static void *reader_run(void *arg)
 {
 	struct reader *rd = arg;
 	uint8_t buf[STORE_PAGE_SIZE];
+	fill_random(buf, sizeof(buf), 99);
 	while (!atomic_load(&rd->stop)) {
 		uint64_t off = (rd->reads * 7919 % rd->pages) * STORE_PAGE_SIZE;
 		double t0 = now();
-		ssize_t n = store_read(rd->st, rd->ino, buf, sizeof(buf), off);
+		ssize_t n = rd->write ? store_write(rd->st, rd->ino, buf, sizeof(buf), off)
+				      : store_read(rd->st, rd->ino, buf, sizeof(buf), off);
 		double d = now() - t0;
 		if (n != (ssize_t)sizeof(buf)) {
 			rd->err = n < 0 ? (int)n : -EIO;
@@ -144,10 +149,17 @@ static int bench_gc(struct store *st, uint64_t ino, uint8_t *buf, size_t len)
 		r = store_inode_release(st, gone);
 	if (r)
 		return die("gc: a file to delete", r, NULL);
+	uint64_t ino_w;
+	r = put_file(st, "written", buf, STORE_PAGE_SIZE, &ino_w, &secs);
+	if (r)
+		return die("gc: a file to write", r, NULL);
 	struct reader rd = { .st = st, .ino = ino, .pages = len / STORE_PAGE_SIZE };
-	pthread_t t;
+	struct reader wr = { .st = st, .ino = ino_w, .pages = 1, .write = true };
+	pthread_t t, tw;
 	if ((r = -pthread_create(&t, NULL, reader_run, &rd)))
 		return die("gc: reader thread", r, NULL);
+	if ((r = -pthread_create(&tw, NULL, reader_run, &wr)))
+		return die("gc: writer thread", r, NULL);
 	usleep(100000);
 	struct store_gc_result g;
 	struct err e = { 0 };
@@ -156,15 +168,20 @@ static int bench_gc(struct store *st, uint64_t ino, uint8_t *buf, size_t len)
 	secs = now() - t0;
 	usleep(100000);
 	atomic_store(&rd.stop, true);
+	atomic_store(&wr.stop, true);
 	pthread_join(t, NULL);
+	pthread_join(tw, NULL);
 	if (r)
 		return die("gc", r, &e);
 	if (rd.err)
 		return die("gc: a read beside it", rd.err, NULL);
+	if (wr.err)
+		return die("gc: a write beside it", wr.err, NULL);
 	printf("gc         %.3f s, packs %llu -> %llu MiB; %lu reads beside it, the longest "
-	       "%.3f s = %.2f of the gc\n",
+	       "%.3f s = %.2f of the gc; %lu writes, the longest %.3f s = %.2f\n",
 	       secs, (unsigned long long)(g.bytes_before / MB),
-	       (unsigned long long)(g.bytes_after / MB), rd.reads, rd.longest, rd.longest / secs);
+	       (unsigned long long)(g.bytes_after / MB), rd.reads, rd.longest, rd.longest / secs,
+	       wr.reads, wr.longest, wr.longest / secs);
 	return 0;
 }
 

@@ -153,7 +153,7 @@ static int admin_find_mount(const char *dir, struct mountinfo_ent *ent)
 static int admin_gc_mounted(const char *dir, struct mountinfo_ent *ent)
 {
 	if (isatty(STDERR_FILENO))
-		fprintf(stderr, "gc through the mount at %s (its calls wait until gc is done)\n",
+		fprintf(stderr, "gc through the mount at %s (this waits until gc is done)\n",
 			ent->mnt);
 	char val[96];
 	ssize_t n = -1;

@@ -4,9 +4,10 @@
  * reference count and link count) and stats.
  *
  * gc runs in the process that has the store open for writing (the lock
- * keeps every other process out) and excludes all other calls through
- * gc_lock while it changes the index, but not while it copies pages (see
- * store_gc).  Its steps are ordered for crashes: moved
+ * keeps every other process out) and excludes changes of file data (not
+ * reads) through change_lock while it forgets dead pages and points the
+ * index at pages it moved, all other calls through gc_lock only while it
+ * frees pages, and nothing while it copies them (see store_gc).  Its steps are ordered for crashes: moved
  * pages are synced before the transaction that points the index and page
  * maps at them commits, and old packs are deleted only after that.
  * fsck, which may run in another process on a read-only open, would read
@@ -324,8 +325,9 @@ int store_fsck(struct store *st, store_fsck_fn report, store_progress_fn progres
 	}
 	struct fsck f = { .st = st, .report = report, .progress = progress, .arg = arg, .res = res };
 	struct htab t = HTAB_LOC(struct fpage);
-	/* gc_lock keeps in-process gc out; one read transaction gives a
-	 * consistent picture even beside a live writer. */
+	/* gc.lock keeps gc out, and gc_lock, as for any read, space from
+	 * being freed under it; one read transaction gives a consistent
+	 * picture even beside a live writer. */
 	pthread_rwlock_rdlock(&st->gc_lock);
 	pthread_mutex_lock(&st->db_lock);
 	sqlite3_exec(st->db, "BEGIN", NULL, NULL, NULL);
@@ -645,13 +647,16 @@ static uint64_t snap_live_in(void *arg, uint64_t lo, uint64_t hi)
 }
 
 /*
- * Step 1, every other call held off (gc_lock exclusive, db_lock): forget
- * the pages nobody references, take a snapshot of the index as it is
- * then, and have the backend mark what it holds now.  The forgotten
- * pages leave the prefix set here: their bytes stay in the packs until
- * step 3, and once other calls go on a write must not find them there
- * and take them for stored pages.  Listing the live pages, about 0.2 s
- * per million, waits for gc_list, beside other calls.
+ * Step 1, changes held off (change_lock exclusive, what they changed
+ * committed, db_lock) but reads going on: forget the pages nobody
+ * references, take a snapshot of the index as it is then, and have the
+ * backend mark what it holds now.  A read may still be using a page it
+ * forgets (a file truncated or deleted while the read was under way);
+ * the bytes stay in the packs until step 3b, which waits for every read.
+ * The forgotten pages leave the prefix set here: once changes go on, a
+ * write must not find them there and take them for stored pages.
+ * Listing the live pages, about 0.2 s per million, waits for gc_list,
+ * beside other calls.
  */
 static int gc_start(struct store *st, struct gc_run *g, struct store_gc_result *res,
 		    struct err *e)
@@ -703,7 +708,7 @@ static int gc_list(struct store *st, struct gc_run *g, struct err *e)
 }
 
 /*
- * What release must keep (step 3, all held off, relocation committed):
+ * What release must keep (step 3b, all held off, relocation committed):
  * every page the index holds now where release may free pages (the
  * backend's gc_scope, else everywhere), not only those step 1 listed,
  * and pages put but not committed.  Step 1's list misses pages
@@ -777,9 +782,9 @@ static int list_row(void *arg, int64_t ino, int64_t idx, const uint8_t *locs, in
  * Step 2, after compact, beside other calls: which pages moved, and which
  * page-map rows name them, read on a snapshot of the index.  From the
  * snapshot on, commits list the rows they write (st->gc_rows), so that
- * step 3 rewrites those and these instead of reading every row while
- * all other calls wait (0.1 s per million pages).  If the rows cannot be
- * listed, step 3 reads them all as before.
+ * step 3a rewrites those and these instead of reading every row while
+ * changes wait (0.1 s per million pages).  If the rows cannot be listed,
+ * step 3a reads them all.
  */
 static int gc_find_rows(struct store *st, struct gc_run *g, store_progress_fn progress, void *arg,
 			struct err *e)
@@ -825,17 +830,21 @@ static void gc_untrack(struct store *st)
 }
 
 /*
- * Step 3, every other call held off again, and what they changed during
- * step 2 committed: one transaction points the index and every page map
- * (written meanwhile or not) at the moved pages, and so do the cached page
- * maps and the prefix set; then the old copies and the dead pages can go.
+ * Step 3a, changes held off (change_lock exclusive, what they changed
+ * during step 2 committed, db_lock) but reads going on: one transaction
+ * points the index and every page map (written meanwhile or not) at the
+ * moved pages, and then so do the cached page maps and the prefix set.
+ * A read meanwhile may take a page's old location or its new one, from a
+ * cached map or from a row read before or after the transaction: both
+ * hold the page until step 3b.  The transaction and what it must
+ * survive, step 1's deletions included, reach the disk here: a power
+ * loss must not bring back rows naming space step 3b frees.
  */
-static int gc_finish(struct store *st, struct gc_run *g, struct err *e)
+static int gc_relocate(struct store *st, struct gc_run *g, struct err *e)
 {
-	int r = 0;
 	if (g->moved.n) {
 		int rc = sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
-		r = rc == SQLITE_OK ? relocate(st, g) : -EIO;
+		int r = rc == SQLITE_OK ? relocate(st, g) : -EIO;
 		if (!r)
 			r = sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK ? 0 : -EIO;
 		if (r) {
@@ -852,14 +861,14 @@ static int gc_finish(struct store *st, struct gc_run *g, struct err *e)
 		}
 		pthread_mutex_unlock(&st->mem_lock);
 	}
-	/* What release deletes, cuts and punches out is what the index no
-	 * longer holds: step 1's deletions and this relocation must reach
-	 * the disk first, or a power loss could bring back rows pointing at
-	 * space that is gone. */
-	r = store_sync_wal(st, e);
-	if (r)
-		return r;
-	r = gc_keep_list(st, g, e);
+	return store_sync_wal(st, e);
+}
+
+/* Step 3b, every other call held off again (no read holds an old
+ * location any more): the old copies and the dead pages go. */
+static int gc_release(struct store *st, struct gc_run *g, struct err *e)
+{
+	int r = gc_keep_list(st, g, e);
 	if (!r)
 		r = st->be->ops->release(st->be, g->live, g->n, e);
 	if (r)
@@ -867,32 +876,34 @@ static int gc_finish(struct store *st, struct gc_run *g, struct err *e)
 	return r;
 }
 
-/* Hold every other call off: gc_lock exclusive, pending changes committed
- * (so the index is all there is), db_lock.  r: the commit's result. */
-static int gc_hold(struct store *st, struct err *e)
+/* Hold every other call off (all: gc_lock; changes: change_lock
+ * exclusive), pending changes committed (so the index is all there is),
+ * db_lock.  r: the commit's result. */
+static int gc_hold(struct store *st, bool all, struct err *e)
 {
-	pthread_rwlock_wrlock(&st->gc_lock);
+	pthread_rwlock_wrlock(all ? &st->gc_lock : &st->change_lock);
 	int r = store_commit(st, e);
 	pthread_mutex_lock(&st->db_lock);
 	return r;
 }
 
-static void gc_unhold(struct store *st)
+static void gc_unhold(struct store *st, bool all)
 {
 	pthread_mutex_unlock(&st->db_lock);
-	pthread_rwlock_unlock(&st->gc_lock);
+	pthread_rwlock_unlock(all ? &st->gc_lock : &st->change_lock);
 }
 
 /*
- * Steps 1 and 3 hold every other call off, each for work that grows
- * with what the gc frees and moves; listing the live pages, copying them
+ * Steps 1 and 3a hold changes off, not reads, for work that grows with
+ * what the gc forgets and moves; step 3b holds every call off while the
+ * backend frees space (with nothing dead or moved, a few ms).  Listing the live pages, copying them
  * out of packs with dead space (the slow part) and finding the page maps
  * that name moved pages run beside other calls, on snapshots of the
  * index where it matters.  Pages written meanwhile go to packs step 1
  * left out; pages that lose their last reference meanwhile are copied
  * all the same and freed by the next gc; pages that gain one (a write
- * deduplicated against them) are followed to their new place by step 3,
- * which relocates every page map naming them.
+ * deduplicated against them) are followed to their new place by step
+ * 3a, which relocates every page map naming them.
  */
 int store_gc(struct store *st, store_progress_fn progress, void *arg, struct store_gc_result *res,
 	     struct err *e)
@@ -915,10 +926,10 @@ int store_gc(struct store *st, store_progress_fn progress, void *arg, struct sto
 	struct gc_run g = { .moved = HTAB_LOC(struct fpage) };
 	r = store_db_open(st, true, &g.snap, e);
 	if (!r) {
-		r = gc_hold(st, e);
+		r = gc_hold(st, false, e);
 		if (!r)
 			r = gc_start(st, &g, res, e);
-		gc_unhold(st);
+		gc_unhold(st, false);
 	}
 	if (!r)
 		r = gc_list(st, &g, e);
@@ -930,11 +941,17 @@ int store_gc(struct store *st, store_progress_fn progress, void *arg, struct sto
 	if (!r)
 		r = gc_find_rows(st, &g, progress, arg, e);
 	if (!r) {
-		r = gc_hold(st, e);
+		r = gc_hold(st, false, e);
 		if (!r)
-			r = gc_finish(st, &g, e);
+			r = gc_relocate(st, &g, e);
 		gc_untrack(st);
-		gc_unhold(st);
+		gc_unhold(st, false);
+	}
+	if (!r) {
+		r = gc_hold(st, true, e);
+		if (!r)
+			r = gc_release(st, &g, e);
+		gc_unhold(st, true);
 		if (st->be->ops->reclaim)
 			st->be->ops->reclaim(st->be);
 	}

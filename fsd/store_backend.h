@@ -98,7 +98,8 @@ struct store_backend_ops {
 	 * (of what step 1 marked) to new places to free space; for each one
 	 * it moves it updates live[i].loc.  Moved copies are durable when it
 	 * returns, and the old copies are still in place (the store commits
-	 * the new locations before step 3).  Pages that lose their last
+	 * the new locations at the start of step 3, while reads may still
+	 * use the old ones).  Pages that lose their last
 	 * reference meanwhile may be copied all the same; pages that gain
 	 * one are found at their new place by the store's relocation.
 	 */

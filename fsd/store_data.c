@@ -67,7 +67,8 @@ static int read_range(struct store *st, struct sinode *si, uint8_t *buf, size_t 
 	if (r)
 		goto out;
 
-	/* Pages are only ever appended, and gc waits for gc_lock, so the
+	/* Pages are only ever appended, and gc frees them only under
+	 * gc_lock (a page it moves keeps its old copy until then), so the
 	 * locations stay good after mem_lock is dropped. */
 	uint8_t page[STORE_PAGE_SIZE] __attribute__((aligned(64)));
 	for (size_t i = 0; i < np && !r; i++) {

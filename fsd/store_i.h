@@ -8,8 +8,13 @@
  * Locks, always taken in this order:
  *   gc_lock   rwlock.  Every data call holds it shared for its duration (and
  *             store_map until store_map_done); store_gc holds it exclusive
- *             while it changes the index and frees pages (not while it
- *             copies them), so locations handed out stay valid.
+ *             while it frees pages, so locations handed out stay valid.
+ *   change_lock  rwlock.  Data calls that change files hold it shared as
+ *             well; store_gc holds it exclusive while it forgets dead
+ *             pages and while it points the index, page maps and prefix
+ *             set at the pages it moved, so that no change takes a page
+ *             being forgotten or an old location meanwhile.  Reads go on:
+ *             the bytes they may use stay until the pages are freed.
  *   db_lock   the main SQLite connection (db): namespace changes, commits.
  *   si->wlock per cached inode: one data change to a file at a time.
  *   mem_lock  the in-memory data state: inode cache, page maps, pending
@@ -152,6 +157,7 @@ struct store {
 	struct store_backend *be;
 
 	pthread_rwlock_t gc_lock;
+	pthread_rwlock_t change_lock;
 	pthread_mutex_t db_lock;
 	pthread_mutex_t mem_lock;
 	pthread_mutex_t rdb_lock;
@@ -162,7 +168,7 @@ struct store {
 	struct stmt_cache dbc, rdbc;
 	/* Under db_lock: while a gc looks for the page-map rows that name
 	 * pages it moved, commits list the rows they write here, so that it
-	 * need not read every row again while other calls wait. */
+	 * need not read every row again while changes wait. */
 	bool gc_track, gc_track_lost;	/* lost: out of memory, list incomplete */
 	struct chunk_key {
 		int64_t ino, idx;
@@ -329,7 +335,7 @@ int store_hash_helper_start(struct store *st, struct err *e);
 void store_hash_helper_stop(struct store *st);
 
 /* Common entry of the data calls: gc_lock shared, the inode pinned and,
- * if change, its wlock held (refused on a read-only, failed or sealed
+ * if change, change_lock shared and its wlock held (refused on a read-only, failed or sealed
  * store or inode), its tail stored.  Returns -errno with nothing held. */
 int data_begin(struct store *st, uint64_t ino, bool change, struct sinode **out);
 /* The same for a write, which keeps the tail. */

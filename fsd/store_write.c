@@ -510,8 +510,16 @@ ssize_t write_locked(struct store *st, struct sinode *si, const uint8_t *buf, si
 	return r ? r : (ssize_t)len;
 }
 
-/* Common entry of the changing data calls: gc_lock shared, the inode
- * pinned and its wlock held.  Returns -errno with nothing held. */
+/* Common entry of the data calls: gc_lock shared (and change_lock if
+ * change), the inode pinned (and its wlock held if change).  Returns
+ * -errno with nothing held. */
+static void data_unlock(struct store *st, bool change)
+{
+	if (change)
+		pthread_rwlock_unlock(&st->change_lock);
+	pthread_rwlock_unlock(&st->gc_lock);
+}
+
 static int data_enter(struct store *st, uint64_t ino, bool change, struct sinode **out)
 {
 	if (change && st->rdonly)
@@ -522,19 +530,21 @@ static int data_enter(struct store *st, uint64_t ino, bool change, struct sinode
 	if (change && __atomic_load_n(&st->failed, __ATOMIC_RELAXED) && store_recover(st))
 		return -EIO;
 	pthread_rwlock_rdlock(&st->gc_lock);
+	if (change)
+		pthread_rwlock_rdlock(&st->change_lock);
 	if (change && __atomic_load_n(&st->failed, __ATOMIC_RELAXED)) {
-		pthread_rwlock_unlock(&st->gc_lock);
+		data_unlock(st, change);
 		return -EIO;
 	}
 	struct sinode *si;
 	r = sinode_get(st, ino, &si);
 	if (r) {
-		pthread_rwlock_unlock(&st->gc_lock);
+		data_unlock(st, change);
 		return r;
 	}
 	if (change && (si->flags & STORE_INODE_SEALED)) {
 		sinode_put(st, si);
-		pthread_rwlock_unlock(&st->gc_lock);
+		data_unlock(st, change);
 		return -EPERM;
 	}
 	if (change)
@@ -574,7 +584,7 @@ void data_end(struct store *st, struct sinode *si, bool change)
 	if (change)
 		pthread_mutex_unlock(&si->wlock);
 	sinode_put(st, si);
-	pthread_rwlock_unlock(&st->gc_lock);
+	data_unlock(st, change);
 	if (!change)
 		return;
 	pthread_mutex_lock(&st->mem_lock);

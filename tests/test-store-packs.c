@@ -22,6 +22,7 @@
 
 #include <cmocka.h>
 
+#include "store_i.h"
 #include "test-store-util.h"
 
 #define PG STORE_PAGE_SIZE
@@ -421,6 +422,119 @@ static void test_store_packs_gc_beside_changes(void **state)
 	tsu_store_remove(path);
 }
 
+/* A read in flight (a store_map not done) when gc starts pointing the
+ * index at the pages it moved: the relocation goes on beside it, later
+ * maps of the same bytes name the new copies, and the old ones stay
+ * readable until the read is done, only then freed. */
+struct held_read {
+	struct store *st;
+	uint64_t ino;
+	pthread_t thread;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool holding;
+	bool relocated, old_intact, new_intact;	/* what the reader saw */
+	int err;
+};
+
+static bool extents_read(const struct store_extent *ext, int n, uint8_t *out, size_t len)
+{
+	size_t at = 0;
+	for (int i = 0; i < n; i++) {
+		if (ext[i].fd < 0 || at + ext[i].len > len ||
+		    pread(ext[i].fd, out + at, ext[i].len, (off_t)ext[i].pos) != (ssize_t)ext[i].len)
+			return false;
+		at += ext[i].len;
+	}
+	return at == len;
+}
+
+static void *held_reader(void *arg)
+{
+	struct held_read *h = arg;
+	static uint8_t want[FILE_PAGES * PG], got[FILE_PAGES * PG];
+	struct store_extent held[FILE_PAGES], now[FILE_PAGES];
+	size_t covered;
+	tsu_fill(want, sizeof(want), 1);
+	int n = store_map(h->st, h->ino, 0, sizeof(want), held, FILE_PAGES, &covered);
+	pthread_mutex_lock(&h->lock);
+	h->err = n < 0 ? n : 0;
+	h->holding = true;
+	pthread_cond_signal(&h->cond);
+	pthread_mutex_unlock(&h->lock);
+	if (n < 0)
+		return NULL;
+	/* Wait (20 s at most) for maps to name other places than held. */
+	for (int tries = 0; tries < 2000 && !h->relocated; tries++) {
+		int m = store_map(h->st, h->ino, 0, sizeof(want), now, FILE_PAGES, &covered);
+		if (m < 0) {
+			h->err = m;
+			break;
+		}
+		h->relocated = m != n;
+		for (int i = 0; i < n && !h->relocated; i++)
+			h->relocated = now[i].fd != held[i].fd || now[i].pos != held[i].pos ||
+				       now[i].len != held[i].len;
+		if (h->relocated)
+			h->new_intact = extents_read(now, m, got, sizeof(got)) &&
+					!memcmp(got, want, sizeof(got));
+		store_map_done(h->st);
+		if (!h->relocated)
+			usleep(10000);
+	}
+	h->old_intact = extents_read(held, n, got, sizeof(got)) && !memcmp(got, want, sizeof(got));
+	store_map_done(h->st);
+	return NULL;
+}
+
+/* gc's progress after copying, with no lock held: start the reader, and
+ * go on once it holds its map. */
+static void hold_read_beside_gc(void *arg, const char *what, uint64_t done, uint64_t total)
+{
+	struct held_read *h = arg;
+	(void)done;
+	(void)total;
+	if (strcmp(what, "finding page maps to update"))
+		return;
+	assert_int_equal(pthread_create(&h->thread, NULL, held_reader, h), 0);
+	pthread_mutex_lock(&h->lock);
+	while (!h->holding)
+		pthread_cond_wait(&h->cond, &h->lock);
+	pthread_mutex_unlock(&h->lock);
+}
+
+static void test_store_packs_gc_relocates_beside_reads(void **state)
+{
+	(void)state;
+	char *path;
+	struct store *st = tsu_new_store(&path);
+	write_files(st);	/* f0's pages share packs with f1's */
+	remove_file(st, "f1");
+	struct store_attr a;
+	assert_int_equal(store_lookup(st, STORE_ROOT_INO, "f0", &a), 0);
+	struct held_read h = { .st = st, .ino = a.ino, .lock = PTHREAD_MUTEX_INITIALIZER,
+			       .cond = PTHREAD_COND_INITIALIZER };
+	struct store_gc_result g;
+	assert_int_equal(store_gc(st, hold_read_beside_gc, &h, &g, NULL), 0);
+	assert_true(h.holding);
+	assert_int_equal(pthread_join(h.thread, NULL), 0);
+	assert_int_equal(h.err, 0);
+	assert_int_equal(g.pages_freed, FILE_PAGES);
+	assert_true(h.relocated);
+	assert_true(h.new_intact);
+	assert_true(h.old_intact);
+	for (int i = 0; i < FILES; i++) {
+		char name[16];
+		snprintf(name, sizeof(name), "f%d", i);
+		if (i != 1)
+			check_file(st, name, (uint64_t)i + 1);
+	}
+	fsck_reopen(&st, path);
+	check_file(st, "f0", 1);
+	assert_int_equal(store_close(st, NULL), 0);
+	tsu_store_remove(path);
+}
+
 /* Several threads change the store while another runs gc after gc.
  * Each churner writes files of FILE_PAGES pages, deletes every other one
  * a round later (dead pages for gc), and makes some the same as an
@@ -473,6 +587,70 @@ static void *churner(void *p)
 	return NULL;
 }
 
+/* What gc's steps 1 and 3a hold off: calls that change file data hold
+ * change_lock shared for their whole course, reads do not (they go on
+ * beside those steps, test_store_packs_gc_relocates_beside_reads). */
+static void test_store_packs_change_lock(void **state)
+{
+	(void)state;
+	char *path;
+	struct store *st = tsu_new_store(&path);
+	write_file(st, "f", 1);
+	struct store_attr a;
+	assert_int_equal(store_lookup(st, STORE_ROOT_INO, "f", &a), 0);
+	for (int change = 0; change < 2; change++) {
+		struct sinode *si;
+		assert_int_equal(data_begin(st, a.ino, change, &si), 0);
+		int r = pthread_rwlock_trywrlock(&st->change_lock);
+		if (!r)
+			pthread_rwlock_unlock(&st->change_lock);
+		assert_int_equal(r, change ? EBUSY : 0);
+		data_end(st, si, change);
+	}
+	assert_int_equal(pthread_rwlock_trywrlock(&st->change_lock), 0);
+	pthread_rwlock_unlock(&st->change_lock);
+	assert_int_equal(store_close(st, NULL), 0);
+	tsu_store_remove(path);
+}
+
+/* Beside the churners and gc: read the files they keep (odd rounds),
+ * through store_map and the pack files as the daemon does, and compare. */
+struct reader {
+	struct store *st;
+	int *running;
+	unsigned reads, failures;
+};
+
+static void *churn_reader(void *p)
+{
+	struct reader *rd = p;
+	static uint8_t want[FILE_PAGES * PG], got[FILE_PAGES * PG];
+	struct store_extent ext[FILE_PAGES];
+	while (__atomic_load_n(rd->running, __ATOMIC_ACQUIRE)) {
+		for (int id = 0; id < CHURNERS; id++)
+			for (int round = 1; round < ROUNDS; round += 2) {
+				char name[32];
+				struct store_attr a;
+				snprintf(name, sizeof(name), "c%d-%d", id, round);
+				if (store_lookup(rd->st, STORE_ROOT_INO, name, &a) || a.size != sizeof(want))
+					continue;	/* not (all) written yet */
+				tsu_fill(want, sizeof(want), churn_seed(id, round));
+				size_t covered;
+				int n = store_map(rd->st, a.ino, 0, sizeof(want), ext, FILE_PAGES, &covered);
+				if (n < 0) {
+					rd->failures++;
+					continue;
+				}
+				bool ok = extents_read(ext, n, got, sizeof(got)) &&
+					  !memcmp(got, want, sizeof(got));
+				store_map_done(rd->st);
+				rd->failures += !ok;
+				rd->reads++;
+			}
+	}
+	return NULL;
+}
+
 static void test_store_packs_gc_beside_threads(void **state)
 {
 	(void)state;
@@ -480,12 +658,14 @@ static void test_store_packs_gc_beside_threads(void **state)
 	struct store *st = tsu_new_store(&path);
 	write_files(st);
 	struct churn c[CHURNERS];
-	pthread_t t[CHURNERS];
+	pthread_t t[CHURNERS], rt;
 	int running = CHURNERS;
 	for (int i = 0; i < CHURNERS; i++) {
 		c[i] = (struct churn){ .st = st, .id = i, .running = &running };
 		assert_int_equal(pthread_create(&t[i], NULL, churner, &c[i]), 0);
 	}
+	struct reader rd = { .st = st, .running = &running };
+	assert_int_equal(pthread_create(&rt, NULL, churn_reader, &rd), 0);
 	int runs = 0;
 	uint64_t freed = 0;
 	for (; runs < 3 || __atomic_load_n(&running, __ATOMIC_ACQUIRE); runs++) {
@@ -500,6 +680,9 @@ static void test_store_packs_gc_beside_threads(void **state)
 		pthread_join(t[i], NULL);
 		assert_int_equal(c[i].failures, 0);
 	}
+	pthread_join(rt, NULL);
+	assert_int_equal(rd.failures, 0);
+	assert_true(rd.reads > 0);
 	/* One more once they are done: the last deletions may have come
 	 * after the last run's step 1. */
 	struct store_gc_result g;
@@ -507,8 +690,8 @@ static void test_store_packs_gc_beside_threads(void **state)
 	freed += g.pages_freed;
 	runs++;
 	assert_true(freed > 0);
-	printf("# %d gc runs beside the churners freed %llu pages\n", runs,
-	       (unsigned long long)freed);
+	printf("# %d gc runs beside the churners freed %llu pages; %u reads beside them\n", runs,
+	       (unsigned long long)freed, rd.reads);
 
 	for (int pass = 0; pass < 2; pass++) {
 		for (int i = 0; i < FILES; i++) {
@@ -541,6 +724,8 @@ int main(void)
 		cmocka_unit_test(test_store_packs_file_limit),
 		cmocka_unit_test(test_store_packs_gc_merges_small),
 		cmocka_unit_test(test_store_packs_gc_beside_changes),
+		cmocka_unit_test(test_store_packs_gc_relocates_beside_reads),
+		cmocka_unit_test(test_store_packs_change_lock),
 		cmocka_unit_test(test_store_packs_gc_beside_threads),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
