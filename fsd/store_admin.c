@@ -7,9 +7,10 @@
  * keeps every other process out) and excludes changes of file data (not
  * reads) through change_lock while it forgets dead pages and points the
  * index at pages it moved, all other calls through gc_lock only while it
- * frees pages, and nothing while it copies them (see store_gc).  Its steps are ordered for crashes: moved
- * pages are synced before the transaction that points the index and page
- * maps at them commits, and old packs are deleted only after that.
+ * frees pages, and nothing while it copies them (see store_gc).  Its
+ * steps are ordered for crashes: moved pages are synced before the
+ * transaction that points the index and page maps at them commits, and
+ * old packs are deleted only after that.
  * fsck, which may run in another process on a read-only open, would read
  * moved or deleted packs under gc; the two keep out of each other with a
  * flock on STORE/gc.lock (admin_lock).
