@@ -383,6 +383,7 @@ static void store_free(struct store *st)
 		store_hasher_free(st->hashers[i]);
 	pthread_rwlock_destroy(&st->gc_lock);
 	pthread_rwlock_destroy(&st->change_lock);
+	pthread_cond_destroy(&st->reloc_cond);
 	pthread_mutex_destroy(&st->db_lock);
 	pthread_mutex_destroy(&st->mem_lock);
 	pthread_mutex_destroy(&st->rdb_lock);
@@ -411,6 +412,7 @@ int store_open(const char *dir, unsigned flags, struct store **out, struct err *
 	st->trim_inodes = STORE_CACHE_INODES;
 	pthread_rwlock_init(&st->gc_lock, NULL);
 	pthread_rwlock_init(&st->change_lock, NULL);
+	pthread_cond_init(&st->reloc_cond, NULL);
 	pthread_mutex_init(&st->db_lock, NULL);
 	pthread_mutex_init(&st->mem_lock, NULL);
 	pthread_mutex_init(&st->rdb_lock, NULL);

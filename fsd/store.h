@@ -60,8 +60,8 @@
  * do not wait for a commit in progress; a read that must load a page map
  * from SQLite uses a separate connection and does not wait either.
  * store_gc() holds changes of file data off (not reads) while it forgets
- * dead pages and while it points the index at pages it moved, and
- * everything else only while it frees space.
+ * dead pages, a batch at a time, commits while it points the index at
+ * pages it moved, and everything else only while it frees space.
  */
 #ifndef SNAPFS_STORE_H
 #define SNAPFS_STORE_H

@@ -5,9 +5,10 @@
  *
  * gc runs in the process that has the store open for writing (the lock
  * keeps every other process out) and excludes changes of file data (not
- * reads) through change_lock while it forgets dead pages and points the
- * index at pages it moved, all other calls through gc_lock only while it
- * frees pages, and nothing while it copies them (see store_gc).  Its
+ * reads) through change_lock while it forgets dead pages, commits while
+ * it points the index at pages it moved, all other calls through gc_lock
+ * only while it frees pages, and nothing while it copies them (see
+ * store_gc).  Its
  * steps are ordered for crashes: moved pages are synced before the
  * transaction that points the index and page maps at them commits, and
  * old packs are deleted only after that.
@@ -558,7 +559,21 @@ static int relocate(struct store *st, const struct gc_run *g)
 	return r;
 }
 
-/* Cached page maps follow the moved pages too (mem_lock held). */
+/* Point a chunk's slots at the moved pages. */
+static void relocate_locs(struct htab *moved, uint64_t *locs)
+{
+	for (unsigned k = 0; k < CHUNK_PAGES; k++) {
+		if (!locs[k])
+			continue;
+		struct fpage *fp = htab_find(moved, &locs[k]);
+		if (fp)
+			locs[k] = fp->moved_to;
+	}
+}
+
+/* Cached page maps follow the moved pages too (mem_lock held), and so do
+ * the committed slots kept beside uncommitted changes, which the next
+ * commit compares with the new ones. */
 static void relocate_cache(struct store *st, struct htab *moved)
 {
 	for (size_t i = 0; i < st->itab_cap; i++)
@@ -567,13 +582,9 @@ static void relocate_cache(struct store *st, struct htab *moved)
 				struct chunk *ch = si->chunks[c];
 				if (!ch)
 					continue;
-				for (unsigned k = 0; k < CHUNK_PAGES; k++) {
-					if (!ch->loc[k])
-						continue;
-					struct fpage *fp = htab_find(moved, &ch->loc[k]);
-					if (fp)
-						ch->loc[k] = fp->moved_to;
-				}
+				relocate_locs(moved, ch->loc);
+				if (ch->base)
+					relocate_locs(moved, ch->base->loc);
 			}
 }
 
@@ -831,7 +842,7 @@ static int list_row(void *arg, int64_t ino, int64_t idx, const uint8_t *locs, in
  * page-map rows name them, read on a snapshot of the index.  From the
  * snapshot on, commits list the rows they write (st->gc_rows), so that
  * step 3a rewrites those and these instead of reading every row while
- * changes wait (0.1 s per million pages).  If the rows cannot be listed,
+ * commits wait (0.1 s per million pages).  If the rows cannot be listed,
  * step 3a reads them all.
  */
 static int gc_find_rows(struct store *st, struct gc_run *g, store_progress_fn progress, void *arg,
@@ -878,28 +889,41 @@ static void gc_untrack(struct store *st)
 }
 
 /*
- * Step 3a, changes held off (change_lock exclusive, what they changed
- * during step 2 committed, db_lock) but reads going on: one transaction
- * points the index and every page map (written meanwhile or not) at the
- * moved pages, and then so do the cached page maps and the prefix set.
- * A read meanwhile may take a page's old location or its new one, from a
- * cached map or from a row read before or after the transaction: both
- * hold the page until step 3b.  The transaction and what it must
- * survive, step 1's deletions included, reach the disk here: a power
- * loss must not bring back rows naming space step 3b frees.
+ * Step 3a: one transaction points the index and every page map (written
+ * since the snapshot of step 2 or not) at the moved pages, and then the
+ * cached page maps and the prefix set follow.  Nothing is held off while
+ * the transaction runs but commits (db_lock): reads go on, and so do
+ * changes, in memory.  A read may take a page's old location or its new
+ * one, from a cached map or from a row read before or after the
+ * transaction: both hold the page until step 3b.  A change may take an
+ * old location from the prefix set into a page map (and the committed
+ * slots a changed map keeps may name old ones): so once the transaction
+ * is in, commits wait (st->gc_relocating) while the changes under way
+ * finish (change_lock exclusive) and memory is pointed at the new
+ * places.  The transaction and what it must survive, step 1's deletions
+ * included, reach the disk here: a power loss must not bring back rows
+ * naming space step 3b frees.
  */
 static int gc_relocate(struct store *st, struct gc_run *g, struct err *e)
 {
+	pthread_mutex_lock(&st->db_lock);
+	int r = 0;
 	if (g->moved.n) {
 		int rc = sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
-		int r = rc == SQLITE_OK ? relocate(st, g) : -EIO;
+		r = rc == SQLITE_OK ? relocate(st, g) : -EIO;
 		if (!r)
 			r = sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK ? 0 : -EIO;
 		if (r) {
 			store_sql_err(st, st->db, sqlite3_errcode(st->db), e, "gc: relocating pages");
 			sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
-			return r;
 		}
+	}
+	gc_untrack(st);
+	bool follow = !r && g->moved.n;
+	st->gc_relocating = follow;
+	pthread_mutex_unlock(&st->db_lock);
+	if (follow) {
+		pthread_rwlock_wrlock(&st->change_lock);
 		pthread_mutex_lock(&st->mem_lock);
 		relocate_cache(st, &g->moved);
 		for (size_t i = 0; i < g->moved.cap; i++) {
@@ -908,8 +932,13 @@ static int gc_relocate(struct store *st, struct gc_run *g, struct err *e)
 				pset_move(&st->known, fp->hash, fp->loc, fp->moved_to);
 		}
 		pthread_mutex_unlock(&st->mem_lock);
+		pthread_mutex_lock(&st->db_lock);
+		st->gc_relocating = false;
+		pthread_cond_broadcast(&st->reloc_cond);
+		pthread_mutex_unlock(&st->db_lock);
+		pthread_rwlock_unlock(&st->change_lock);
 	}
-	return store_sync_wal(st, e);
+	return r ? r : store_sync_wal(st, e);
 }
 
 /* Step 3b, every other call held off again (no read holds an old
@@ -925,16 +954,17 @@ static int gc_release(struct store *st, struct gc_run *g, struct err *e)
 }
 
 /*
- * Steps 1 and 3a hold changes off, not reads, for work that grows with
- * what the gc forgets and moves; step 3b holds every call off while the
- * backend frees space (with nothing dead or moved, a few ms).  Listing the live pages, copying them
- * out of packs with dead space (the slow part) and finding the page maps
- * that name moved pages run beside other calls, on snapshots of the
- * index where it matters.  Pages written meanwhile go to packs step 1
- * left out; pages that lose their last reference meanwhile are copied
- * all the same and freed by the next gc; pages that gain one (a write
- * deduplicated against them) are followed to their new place by step
- * 3a, which relocates every page map naming them.
+ * Step 1 holds changes off, not reads, a batch at a time; step 3a holds
+ * commits off for work that grows with what was moved, and changes only
+ * while memory follows; step 3b holds every call off while the backend
+ * frees space (with nothing dead or moved, a few ms).  Listing the live
+ * pages, copying them out of packs with dead space (the slow part) and
+ * finding the page maps that name moved pages run beside other calls, on
+ * snapshots of the index where it matters.  Pages written meanwhile go
+ * to packs step 1 left out; pages that lose their last reference
+ * meanwhile are copied all the same and freed by the next gc; pages that
+ * gain one (a write deduplicated against them) are followed to their new
+ * place by step 3a, which relocates every page map naming them.
  */
 int store_gc(struct store *st, store_progress_fn progress, void *arg, struct store_gc_result *res,
 	     struct err *e)
@@ -967,13 +997,8 @@ int store_gc(struct store *st, store_progress_fn progress, void *arg, struct sto
 	}
 	if (!r)
 		r = gc_find_rows(st, &g, progress, arg, e);
-	if (!r) {
-		r = gc_hold(st, false, e);
-		if (!r)
-			r = gc_relocate(st, &g, e);
-		gc_untrack(st);
-		gc_unhold(st, false);
-	}
+	if (!r)
+		r = gc_relocate(st, &g, e);
 	if (!r) {
 		r = gc_hold(st, true, e);
 		if (!r)

@@ -344,6 +344,8 @@ int store_commit(struct store *st, struct err *e)
 	/* Tails go in with the rest (a failure sticks in st->failed). */
 	tails_flush_all(st);
 	pthread_mutex_lock(&st->db_lock);
+	while (st->gc_relocating)
+		pthread_cond_wait(&st->reloc_cond, &st->db_lock);
 	pthread_mutex_lock(&st->mem_lock);
 	int r = st->failed;
 	bool any = false;

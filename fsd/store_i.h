@@ -11,10 +11,11 @@
  *             while it frees pages, so locations handed out stay valid.
  *   change_lock  rwlock.  Data calls that change files hold it shared as
  *             well; store_gc holds it exclusive while it forgets dead
- *             pages and while it points the index, page maps and prefix
- *             set at the pages it moved, so that no change takes a page
- *             being forgotten or an old location meanwhile.  Reads go on:
- *             the bytes they may use stay until the pages are freed.
+ *             pages, so that no change takes a page being forgotten, and
+ *             while it points cached page maps and the prefix set at the
+ *             pages it moved, so that no change is between taking an old
+ *             location and putting it in a map.  Reads go on: the bytes
+ *             they may use stay until the pages are freed.
  *   db_lock   the main SQLite connection (db): namespace changes, commits.
  *   si->wlock per cached inode: one data change to a file at a time.
  *   mem_lock  the in-memory data state: inode cache, page maps, pending
@@ -174,6 +175,11 @@ struct store {
 		int64_t ino, idx;
 	} *gc_rows;
 	size_t gc_nrows, gc_caprows;
+	/* Under db_lock: the index names pages gc moved at their new places
+	 * and memory may still name them at the old ones: commits wait on
+	 * reloc_cond until gc has pointed memory at the new places too. */
+	bool gc_relocating;
+	pthread_cond_t reloc_cond;
 
 	/* under mem_lock */
 	struct sinode **itab;

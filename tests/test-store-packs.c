@@ -340,7 +340,8 @@ struct beside {
 /* gc's progress while it copies pages, with no lock of the store held:
  * the first time, change the store the ways a mounted one is changed;
  * once copying is done and gc has listed the page maps naming moved
- * pages, commit one more that names them. */
+ * pages, commit one more that names them, and change a committed file
+ * without committing the change. */
 static void change_beside_gc(void *arg, const char *what, uint64_t done, uint64_t total)
 {
 	struct beside *b = arg;
@@ -350,6 +351,12 @@ static void change_beside_gc(void *arg, const char *what, uint64_t done, uint64_
 		if (!b->later_calls++) {
 			write_file(b->st, "same0-later", 1);
 			assert_int_equal(store_sync(b->st, NULL), 0);
+			/* A committed file changed but not committed when gc
+			 * relocates: its map keeps the committed slots, which
+			 * name moved pages, for the commit to compare with. */
+			struct store_attr a;
+			assert_int_equal(store_lookup(b->st, STORE_ROOT_INO, "f8", &a), 0);
+			assert_int_equal(store_punch(b->st, a.ino, 0, PG), 0);
 		}
 		return;
 	}
@@ -376,9 +383,17 @@ static void check_beside(struct store *st)
 	for (int i = 0; i < FILES; i += 2) {
 		char name[16];
 		snprintf(name, sizeof(name), "f%d", i);
-		if (i != 2)
+		if (i != 2 && i != 8)
 			check_file(st, name, (uint64_t)i + 1);
 	}
+	/* f8, its first page punched out. */
+	static uint8_t want[FILE_PAGES * PG], got[FILE_PAGES * PG];
+	struct store_attr f8;
+	assert_int_equal(store_lookup(st, STORE_ROOT_INO, "f8", &f8), 0);
+	tsu_fill(want, sizeof(want), 9);
+	memset(want, 0, PG);
+	assert_int_equal(store_read(st, f8.ino, got, sizeof(got), 0), sizeof(got));
+	assert_memory_equal(got, want, sizeof(got));
 	check_file(st, "same0", 1);
 	check_file(st, "same0-later", 1);
 	check_file(st, "same6", 7);
@@ -414,9 +429,10 @@ static void test_store_packs_gc_beside_changes(void **state)
 	assert_int_equal(store_open(path, 0, &st, NULL), 0);
 	check_beside(st);
 
-	/* The next gc frees what was deleted during this one. */
+	/* The next gc frees what was deleted during this one, and the page
+	 * punched out of f8. */
 	assert_int_equal(store_gc(st, NULL, NULL, &g, NULL), 0);
-	assert_int_equal(g.pages_freed, FILE_PAGES);
+	assert_int_equal(g.pages_freed, FILE_PAGES + 1);
 	check_beside(st);
 	assert_int_equal(store_close(st, NULL), 0);
 	tsu_store_remove(path);
