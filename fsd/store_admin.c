@@ -667,6 +667,21 @@ static uint64_t snap_live_in(void *arg, uint64_t lo, uint64_t hi)
 	return n;
 }
 
+/* Before step 1, beside other calls: copy the WAL into the database on a
+ * connection of gc's own.  Otherwise the WAL the writes before the gc
+ * left (up to 64 MiB) is likely to be checkpointed by the first commit
+ * of step 1, inside its hold: 0.18 s against 0.03 s, measured after
+ * 2 GiB of new pages.  Failing only costs that. */
+static void gc_checkpoint(struct store *st)
+{
+	sqlite3 *db;
+	struct err le = { 0 };
+	if (store_db_open(st, false, &db, &le))
+		return;
+	sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+	sqlite3_close(db);
+}
+
 /* Hold every other call off (all: gc_lock; changes: change_lock
  * exclusive), pending changes committed (so the index is all there is),
  * db_lock.  r: the commit's result. */
@@ -986,8 +1001,10 @@ int store_gc(struct store *st, store_progress_fn progress, void *arg, struct sto
 	st->be->ops->usage(st->be, &res->bytes_before, &packs);
 	struct gc_run g = { .moved = HTAB_LOC(struct fpage) };
 	r = store_db_open(st, true, &g.snap, e);
-	if (!r)
+	if (!r) {
+		gc_checkpoint(st);
 		r = gc_start(st, &g, res, e);
+	}
 	if (!r)
 		r = gc_list(st, &g, e);
 	if (!r) {
