@@ -341,8 +341,9 @@ int store_hash_helper_start(struct store *st, struct err *e);
 void store_hash_helper_stop(struct store *st);
 
 /* Common entry of the data calls: gc_lock shared, the inode pinned and,
- * if change, change_lock shared and its wlock held (refused on a read-only, failed or sealed
- * store or inode), its tail stored.  Returns -errno with nothing held. */
+ * if change, change_lock shared and its wlock held (refused on a
+ * read-only, failed or sealed store or inode), its tail stored.  Returns
+ * -errno with nothing held. */
 int data_begin(struct store *st, uint64_t ino, bool change, struct sinode **out);
 /* The same for a write, which keeps the tail. */
 int data_begin_write(struct store *st, uint64_t ino, struct sinode **out);
