@@ -8,10 +8,9 @@
  * reads) through change_lock while it forgets dead pages, commits while
  * it points the index at pages it moved, all other calls through gc_lock
  * only while it frees pages, and nothing while it copies them (see
- * store_gc).  Its
- * steps are ordered for crashes: moved pages are synced before the
- * transaction that points the index and page maps at them commits, and
- * old packs are deleted only after that.
+ * store_gc).  Its steps are ordered for crashes: moved pages are synced
+ * before the transaction that points the index and page maps at them
+ * commits, and old packs are deleted only after that.
  * fsck, which may run in another process on a read-only open, would read
  * moved or deleted packs under gc; the two keep out of each other with a
  * flock on STORE/gc.lock (admin_lock).
@@ -395,8 +394,8 @@ static int pages_in(sqlite3 *db, uint64_t lo, uint64_t hi, struct store_live_pag
 	return r;
 }
 
-/* Dead pages forgotten per hold of step 1 (about 10 ms of deletes; tests
- * build it smaller). */
+/* Dead pages forgotten per hold of step 1 (about 0.02-0.03 s of deletes;
+ * tests build it smaller). */
 #ifndef GC_FORGET_BATCH
 #define GC_FORGET_BATCH 16384
 #endif
@@ -710,7 +709,7 @@ static void gc_unhold(struct store *st, bool all)
  * go on, a write must not find them there and take them for stored pages.
  *
  * Pages are forgotten GC_FORGET_BATCH at a time, each batch in a hold of
- * its own (about 10 ms), so that changes do not wait for all of them; a
+ * its own (about 0.02-0.03 s), so that changes do not wait for all of them; a
  * page that gains a reference between batches is no longer dead, one that
  * loses its last is forgotten by a later batch.  The last batch, short,
  * and the snapshot share a hold.  Listing the live pages, about 0.2 s per

@@ -99,9 +99,9 @@ struct store_backend_ops {
 	 * it moves it updates live[i].loc.  Moved copies are durable when it
 	 * returns, and the old copies are still in place (the store commits
 	 * the new locations at the start of step 3, while reads may still
-	 * use the old ones).  Pages that lose their last
-	 * reference meanwhile may be copied all the same; pages that gain
-	 * one are found at their new place by the store's relocation.
+	 * use the old ones).  Pages that lose their last reference meanwhile
+	 * may be copied all the same; pages that gain one are found at their
+	 * new place by the store's relocation.
 	 */
 	int (*compact)(struct store_backend *be, struct store_live_page *live, size_t n,
 		       store_progress_fn progress, void *arg, struct err *e);

@@ -510,9 +510,7 @@ ssize_t write_locked(struct store *st, struct sinode *si, const uint8_t *buf, si
 	return r ? r : (ssize_t)len;
 }
 
-/* Common entry of the data calls: gc_lock shared (and change_lock if
- * change), the inode pinned (and its wlock held if change).  Returns
- * -errno with nothing held. */
+/* Let go of what data_enter took before it pinned the inode. */
 static void data_unlock(struct store *st, bool change)
 {
 	if (change)
@@ -520,6 +518,9 @@ static void data_unlock(struct store *st, bool change)
 	pthread_rwlock_unlock(&st->gc_lock);
 }
 
+/* Common entry of the data calls: gc_lock shared (and change_lock if
+ * change), the inode pinned (and its wlock held if change).  Returns
+ * -errno with nothing held. */
 static int data_enter(struct store *st, uint64_t ino, bool change, struct sinode **out)
 {
 	if (change && st->rdonly)
