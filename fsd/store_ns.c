@@ -501,9 +501,12 @@ int store_link(struct store *st, uint64_t ino, uint64_t newparent, const char *n
 	}
 	if (!r)
 		r = insert_entry(st, newparent, newname, ino);
+	int64_t now = store_now_ns();
 	if (!r)
 		r = ns_exec4(st, "UPDATE inode SET nlink = nlink + 1, ctime_ns = ? WHERE ino = ?", 2,
-			  store_now_ns(), (int64_t)ino, 0, 0);
+			  now, (int64_t)ino, 0, 0);
+	if (!r)
+		store_cached_times(st, ino, NULL, &now);
 	if (!r)
 		r = touch_dir(st, newparent, 0);
 	if (!r && out)
@@ -535,9 +538,12 @@ static int drop_link(struct store *st, int64_t id, uint64_t parent, const struct
 	int r = ns_exec4(st, "DELETE FROM dentry WHERE id = ?", 1, id, 0, 0, 0);
 	bool dir = S_ISDIR(a->mode);
 	uint32_t nlink = dir ? 0 : a->nlink - 1;
+	int64_t now = store_now_ns();
 	if (!r)
 		r = ns_exec4(st, "UPDATE inode SET nlink = ?, ctime_ns = ? WHERE ino = ?", 3, nlink,
-			  store_now_ns(), (int64_t)a->ino, 0);
+			  now, (int64_t)a->ino, 0);
+	if (!r)
+		store_cached_times(st, a->ino, NULL, &now);
 	if (!r)
 		r = touch_dir(st, parent, dir ? -1 : 0);
 	if (!r && gone)

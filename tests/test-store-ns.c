@@ -314,6 +314,58 @@ static void test_store_ns_setattr(void **state)
 	assert_int_equal(store_setattr(st, d.ino, &in, STORE_SET_SIZE, NULL), -EISDIR);
 }
 
+/* Set ino's ctime back to a second since the epoch. */
+static void age_ctime(struct store *st, uint64_t ino)
+{
+	struct store_attr in = { .ctime = { 1, 0 } };
+	assert_int_equal(store_setattr(st, ino, &in, STORE_SET_CTIME, NULL), 0);
+}
+
+static int64_t ctime_of(struct store *st, uint64_t ino)
+{
+	struct store_attr a;
+	assert_int_equal(store_getattr(st, ino, &a), 0);
+	return a.ctime.tv_sec;
+}
+
+/* Gaining or losing a link changes an inode's ctime, also while the file
+ * is open, when its times are kept in memory beside the index. */
+static void test_store_ns_link_ctime(void **state)
+{
+	struct tsu_fixture *f = *state;
+	struct store *st = f->st;
+	struct store_attr a, b, x;
+	assert_int_equal(store_mknod(st, ROOT, "f", S_IFREG | 0644, 0, 0, 0, &a), 0);
+	assert_int_equal(store_mknod(st, ROOT, "g", S_IFREG | 0644, 0, 0, 0, &b), 0);
+	assert_int_equal(store_link(st, b.ino, ROOT, "g2", NULL), 0);
+	for (int open = 0; open < 2; open++) {
+		if (open) {
+			assert_int_equal(store_file_open(st, a.ino), 0);
+			assert_int_equal(store_file_open(st, b.ino), 0);
+			assert_int_equal(store_write(st, a.ino, "a", 1, 0), 1);
+			assert_int_equal(store_write(st, b.ino, "b", 1, 0), 1);
+		}
+		age_ctime(st, a.ino);
+		assert_int_equal(ctime_of(st, a.ino), 1);
+		assert_int_equal(store_link(st, a.ino, ROOT, "f2", &x), 0);
+		assert_true(x.ctime.tv_sec > 1000);
+		assert_true(ctime_of(st, a.ino) > 1000);
+
+		age_ctime(st, a.ino);
+		assert_int_equal(store_unlink(st, ROOT, "f2", NULL), 0);
+		assert_true(ctime_of(st, a.ino) > 1000);
+
+		/* Renamed over, g loses its name but g2 keeps the inode. */
+		age_ctime(st, b.ino);
+		assert_int_equal(store_rename(st, ROOT, "f", ROOT, "g", 0, NULL), 0);
+		assert_true(ctime_of(st, b.ino) > 1000);
+		assert_int_equal(store_rename(st, ROOT, "g", ROOT, "f", 0, NULL), 0);
+		assert_int_equal(store_link(st, b.ino, ROOT, "g", NULL), 0);
+	}
+	assert_int_equal(store_file_release(st, a.ino), 0);
+	assert_int_equal(store_file_release(st, b.ino), 0);
+}
+
 static void test_store_ns_xattrs(void **state)
 {
 	struct tsu_fixture *f = *state;
@@ -509,6 +561,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_store_ns_rename, tsu_setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_ns_readdir, tsu_setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_ns_setattr, tsu_setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_ns_link_ctime, tsu_setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_ns_xattrs, tsu_setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_ns_seal, tsu_setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_ns_unseal, tsu_setup, teardown),
