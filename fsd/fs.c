@@ -332,6 +332,7 @@ static void fs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int
 		return (void)fuse_reply_err(req, -r);
 	if (mask & STORE_SET_SIZE)
 		fs_inode_mark_changed(&fs->inodes, ino);
+	fs_inode_note_mode(&fs->inodes, ino, out.mode);
 	fs_reply_attr(req, &out);
 }
 
@@ -464,6 +465,7 @@ static void fs_op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync,
 struct fs_handle {
 	bool writer;		/* opened for writing */
 	bool dirty;		/* written through: flush commits */
+	bool direct;		/* opened with direct_io: writes bypass the page cache */
 	uint64_t ino;
 	struct fs_handle *prev, *next;	/* in fs->handles */
 };
@@ -541,6 +543,8 @@ static int fs_open_file(struct fs *fs, const struct store_attr *a, struct fuse_f
 	 * writes keep going through the cache so the two cannot reorder.
 	 */
 	fi->direct_io = (fi->flags & O_ACCMODE) == O_WRONLY && writers == 1;
+	h->direct = fi->direct_io;
+	fs_inode_note_mode(&fs->inodes, a->ino, a->mode);
 	if (a->flags & STORE_INODE_SEALED)
 		fi->keep_cache = 1;
 	else if (writers > 0)
@@ -553,15 +557,57 @@ static int fs_open_file(struct fs *fs, const struct store_attr *a, struct fuse_f
 }
 
 /*
+ * A write or truncation by a caller without CAP_FSETID clears setuid, and
+ * setgid with group execute, before it changes the file, so that nobody
+ * can plant code in a program that runs with another's rights.  Writes
+ * through the page cache arrive with the bits already cleared: the kernel
+ * sends the setattr itself.  Direct writes (write-only handles) and
+ * O_TRUNC (done by open here) leave it to the filesystem, and libfuse
+ * 3.14 does not pass on the kernel's flag saying whether the writer has
+ * the capability, so a caller other than root stands in for one without
+ * it.  The kernel refreshes the mode at the next stat, since a write
+ * invalidates the attributes it holds.
+ *
+ * fs_drops_setid: clear in *mode what req's caller must not keep; false
+ * if that leaves it as it was.
+ */
+static bool fs_drops_setid(fuse_req_t req, uint32_t *mode)
+{
+	uint32_t m = *mode & ~(uint32_t)S_ISUID;
+	if (m & S_IXGRP)
+		m &= ~(uint32_t)S_ISGID;
+	if (m == *mode || fuse_req_ctx(req)->uid == 0)
+		return false;
+	*mode = m;
+	return true;
+}
+
+/* Before a direct write to ino, whose last mode noted has the bits. */
+static int fs_kill_setid(fuse_req_t req, struct fs *fs, fuse_ino_t ino)
+{
+	struct store_attr in, out;
+	int r = store_getattr(fs->store, ino, &in);
+	if (r || !fs_drops_setid(req, &in.mode))
+		return r;
+	r = store_setattr(fs->store, ino, &in, STORE_SET_MODE, &out);
+	if (!r)
+		fs_inode_note_mode(&fs->inodes, ino, out.mode);
+	return r;
+}
+
+/*
  * O_TRUNC on open: libfuse asks the kernel for atomic O_TRUNC, so the
  * kernel sends no separate truncate and the open itself must empty the
  * file, stamping mtime and ctime as open(2) says.  A sealed file refuses.
  */
-static int fs_open_truncate(struct fs *fs, fuse_ino_t ino, struct store_attr *a)
+static int fs_open_truncate(fuse_req_t req, struct fs *fs, fuse_ino_t ino, struct store_attr *a)
 {
-	struct store_attr in = { .size = 0 };
+	struct store_attr in = { .size = 0, .mode = a->mode };
 	fs_now(&in.mtime);
-	int r = store_setattr(fs->store, ino, &in, STORE_SET_SIZE | STORE_SET_MTIME, a);
+	unsigned mask = STORE_SET_SIZE | STORE_SET_MTIME;
+	if (fs_drops_setid(req, &in.mode))
+		mask |= STORE_SET_MODE;
+	int r = store_setattr(fs->store, ino, &in, mask, a);
 	if (r == 0)
 		fs_inode_mark_changed(&fs->inodes, ino);
 	return r;
@@ -575,7 +621,7 @@ static void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	if (r == 0 && S_ISDIR(a.mode))
 		r = -EISDIR;
 	if (r == 0 && (fi->flags & O_TRUNC))
-		r = fs_open_truncate(fs, ino, &a);
+		r = fs_open_truncate(req, fs, ino, &a);
 	if (r == 0)
 		r = fs_open_file(fs, &a, fi);
 	if (r < 0)
@@ -724,6 +770,11 @@ static void fs_op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t 
 			struct fuse_file_info *fi)
 {
 	struct fs *fs = fs_of(req);
+	if (fi->fh && fs_handle(fi)->direct && fs_inode_setid(&fs->inodes, ino)) {
+		int r = fs_kill_setid(req, fs, ino);
+		if (r < 0)
+			return (void)fuse_reply_err(req, -r);
+	}
 	ssize_t n = store_write(fs->store, ino, buf, size, (uint64_t)off);
 	if (n < 0)
 		return (void)fuse_reply_err(req, (int)-n);

@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 
 #include "fs_inode.h"
 
@@ -187,4 +188,25 @@ bool fs_inode_take_keep_cache(struct fs_inode_table *t, uint64_t ino)
 	}
 	pthread_mutex_unlock(&t->lock);
 	return keep;
+}
+
+void fs_inode_note_mode(struct fs_inode_table *t, uint64_t ino, uint32_t mode)
+{
+	bool setid = (mode & S_ISUID) || (mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP);
+	pthread_mutex_lock(&t->lock);
+	struct fs_inode **p = fs_inode_slot(t, ino, false);
+	if (p)
+		(*p)->setid = setid;
+	pthread_mutex_unlock(&t->lock);
+}
+
+bool fs_inode_setid(struct fs_inode_table *t, uint64_t ino)
+{
+	bool setid = false;
+	pthread_mutex_lock(&t->lock);
+	struct fs_inode **p = fs_inode_slot(t, ino, false);
+	if (p)
+		setid = (*p)->setid;
+	pthread_mutex_unlock(&t->lock);
+	return setid;
 }

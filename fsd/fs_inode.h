@@ -8,7 +8,8 @@
  * store is told to let go only when the last count drops (fs_inode_put()
  * returns true then).  The table also remembers per-inode facts the
  * handlers need quickly: how many handles write the file, whether its
- * content changed since it was last opened with a kept page cache.
+ * content changed since it was last opened with a kept page cache, and
+ * whether its mode has setuid or setgid bits that a write must clear.
  *
  * Locking: every function takes the table's own mutex; none calls out to
  * the store or the kernel while holding it.
@@ -26,6 +27,7 @@ struct fs_inode {
 	uint32_t opens;		/* open handles (files and directories) */
 	uint32_t writers;	/* open handles that may write */
 	bool changed;		/* written since the last kept-cache open */
+	bool setid;		/* mode has bits a write clears (fs_inode_note_mode) */
 	struct fs_inode *next;	/* hash chain */
 };
 
@@ -73,5 +75,14 @@ void fs_inode_mark_changed(struct fs_inode_table *t, uint64_t ino);
  * checks writers).
  */
 bool fs_inode_take_keep_cache(struct fs_inode_table *t, uint64_t ino);
+
+/*
+ * Note ino's mode as an open or a setattr saw it: whether it has the bits
+ * that a write by an unprivileged caller clears, setuid, and setgid with
+ * group execute (without it, setgid marks mandatory locking, not a
+ * privilege).  fs_inode_setid() says whether the last mode noted did.
+ */
+void fs_inode_note_mode(struct fs_inode_table *t, uint64_t ino, uint32_t mode);
+bool fs_inode_setid(struct fs_inode_table *t, uint64_t ino);
 
 #endif

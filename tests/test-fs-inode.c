@@ -2,13 +2,15 @@
  * tests/test-fs-inode.c: the daemon's inode table (fsd/fs_inode.c) on its
  * own: lookup and open counts, when an inode is reported gone (that is
  * when the store frees an unlinked file's pages), growth past many
- * inodes, the kept-cache decision, and teardown reporting what is left.
+ * inodes, the kept-cache decision, the setuid/setgid note, and teardown
+ * reporting what is left.
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 
 #include <cmocka.h>
 
@@ -68,6 +70,30 @@ static void test_fs_inode_keep_cache(void **state)
 	fs_inode_table_destroy(&t, NULL, NULL);
 }
 
+static void test_fs_inode_setid(void **state)
+{
+	(void)state;
+	struct fs_inode_table t;
+	assert_int_equal(fs_inode_table_init(&t), 0);
+	assert_int_equal(fs_inode_lookup(&t, 5, 1), 0);
+	assert_false(fs_inode_setid(&t, 5));
+	const struct {
+		uint32_t mode;
+		bool setid;
+	} cases[] = {
+		{ S_IFREG | 04755, true },  { S_IFREG | 02755, true },	{ S_IFREG | 06700, true },
+		{ S_IFREG | 02745, false }, { S_IFREG | 01777, false }, { S_IFREG | 0755, false },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		fs_inode_note_mode(&t, 5, cases[i].mode);
+		assert_int_equal(fs_inode_setid(&t, 5), cases[i].setid);
+	}
+	/* Inodes the kernel does not hold are not noted. */
+	fs_inode_note_mode(&t, 99, S_IFREG | 04755);
+	assert_false(fs_inode_setid(&t, 99));
+	fs_inode_table_destroy(&t, NULL, NULL);
+}
+
 struct seen {
 	uint64_t sum;
 	size_t n;
@@ -108,6 +134,7 @@ int main(void)
 		cmocka_unit_test(test_fs_inode_lookup_forget),
 		cmocka_unit_test(test_fs_inode_open_holds),
 		cmocka_unit_test(test_fs_inode_keep_cache),
+		cmocka_unit_test(test_fs_inode_setid),
 		cmocka_unit_test(test_fs_inode_many_and_teardown),
 	};
 	return cmocka_run_group_tests_name("fs-inode", tests, NULL, NULL);

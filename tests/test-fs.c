@@ -5,11 +5,13 @@
  * foreground, as a child process), makes the calls whose exact results
  * matter (errno values, renameat2 flags, SEEK_DATA/SEEK_HOLE offsets,
  * xattr size rules, st_blocks, page cache kept across opens, pages kept
- * for unlinked files until the last user lets go), and unmounts; the
+ * for unlinked files until the last user lets go, setuid and setgid
+ * cleared by unprivileged writes), and unmounts; the
  * daemon must then exit with status 0.  Shell-level tests with real tools
  * are in tests/e2e/.
  */
 #include <errno.h>
+#include <grp.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <setjmp.h>
@@ -56,14 +58,18 @@ static bool mnt_mounted(const char *path)
 	return found;
 }
 
-static void mnt_start(struct mnt *m)
+/* Mount m in the foreground, with -o opts unless opts is NULL. */
+static void mnt_start_opts(struct mnt *m, const char *opts)
 {
 	char bin[PATH_MAX];
 	snprintf(bin, sizeof(bin), "%s/fsd/snapfs", getenv("SNAPFS_BUILD_ROOT"));
 	m->pid = fork();
 	assert_true(m->pid >= 0);
 	if (m->pid == 0) {
-		execl(bin, "snapfs", m->store, m->mnt, "-f", (char *)NULL);
+		if (opts)
+			execl(bin, "snapfs", m->store, m->mnt, "-f", "-o", opts, (char *)NULL);
+		else
+			execl(bin, "snapfs", m->store, m->mnt, "-f", (char *)NULL);
 		_exit(127);
 	}
 	for (int i = 0; i < 400 && !mnt_mounted(m->mnt); i++) {
@@ -72,6 +78,11 @@ static void mnt_start(struct mnt *m)
 		usleep(10000);
 	}
 	assert_true(mnt_mounted(m->mnt));
+}
+
+static void mnt_start(struct mnt *m)
+{
+	mnt_start_opts(m, NULL);
 }
 
 static void mnt_stop(struct mnt *m)
@@ -580,6 +591,97 @@ static void test_fs_stop_with_files_open(void **state)
 	assert_int_equal(errno, ENOENT);
 }
 
+/*
+ * What an unprivileged writer does in test_fs_setid, in a child: as user
+ * 65534 when the test runs as root (the mount then allows other users),
+ * else as the test's own user.  Exits 0 if every call succeeded.
+ */
+static void setid_writer(struct mnt *m)
+{
+	if (geteuid() == 0 && (setgroups(0, NULL) || setgid(65534) || setuid(65534)))
+		_exit(2);
+	const char *wronly[] = { "suid", "sgid", "sgid-noexec" };
+	for (size_t i = 0; i < 3; i++) {
+		int fd = open(P(m, "%s", wronly[i]), O_WRONLY);
+		if (fd < 0 || pwrite(fd, "w", 1, 4096) != 1 || close(fd))
+			_exit(3);
+	}
+	int fd = open(P(m, "suid-rdwr"), O_RDWR);
+	if (fd < 0 || pwrite(fd, "w", 1, 0) != 1 || close(fd))
+		_exit(4);
+	fd = open(P(m, "suid-trunc"), O_WRONLY | O_TRUNC);
+	if (fd < 0 || close(fd))
+		_exit(5);
+	/* Made setuid by its owner while a write-only handle is open. */
+	fd = open(P(m, "mine"), O_WRONLY);
+	if (fd < 0 || chmod(P(m, "mine"), 04777) || pwrite(fd, "w", 1, 0) != 1 || close(fd))
+		_exit(6);
+	_exit(0);
+}
+
+static void make_setid(struct mnt *m, const char *name, mode_t mode)
+{
+	put_file(P(m, "%s", name), "data", 4);
+	assert_int_equal(chmod(P(m, "%s", name), mode), 0);
+}
+
+static mode_t mode_of(struct mnt *m, const char *name)
+{
+	struct stat st;
+	assert_int_equal(stat(P(m, "%s", name), &st), 0);
+	return st.st_mode & 07777;
+}
+
+/* Writes and O_TRUNC by a caller without CAP_FSETID clear setuid, and
+ * setgid with group execute, whichever way they reach the daemon. */
+static void test_fs_setid(void **state)
+{
+	struct mnt *m = *state;
+	bool root = geteuid() == 0;
+	if (root) {
+		/* Let user 65534 in: through the test folder, and past
+		 * FUSE's rule that only the mounting user may use a mount. */
+		mnt_stop(m);
+		assert_int_equal(chmod(m->dir, 0755), 0);
+		mnt_start_opts(m, "allow_other");
+	}
+	make_setid(m, "suid", 04777);
+	make_setid(m, "sgid", 02777);
+	make_setid(m, "sgid-noexec", 02767);
+	make_setid(m, "suid-rdwr", 04777);
+	make_setid(m, "suid-trunc", 04777);
+	make_setid(m, "mine", 0777);
+	if (root)
+		assert_int_equal(chown(P(m, "mine"), 65534, 65534), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0)
+		setid_writer(m);
+	int st;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+	assert_int_equal(mode_of(m, "suid"), 0777);
+	assert_int_equal(mode_of(m, "sgid"), 0777);
+	assert_int_equal(mode_of(m, "sgid-noexec"), 02767);
+	assert_int_equal(mode_of(m, "suid-rdwr"), 0777);
+	assert_int_equal(mode_of(m, "suid-trunc"), 0777);
+	assert_int_equal(mode_of(m, "mine"), 0777);
+	char buf[4097];
+	assert_int_equal(get_file(P(m, "suid"), buf, sizeof(buf)), 4097);
+	assert_int_equal(buf[4096], 'w');
+
+	/* Root keeps the bits when it writes. */
+	if (root) {
+		make_setid(m, "root", 06777);
+		int fd = open(P(m, "root"), O_WRONLY);
+		assert_true(fd >= 0);
+		assert_int_equal(pwrite(fd, "w", 1, 0), 1);
+		assert_int_equal(close(fd), 0);
+		assert_int_equal(mode_of(m, "root"), 06777);
+	}
+}
+
 int main(void)
 {
 	tu_require_fuse();
@@ -597,6 +699,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_fs_copy_file_range, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fs_inode_numbers_stable, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fs_sealed, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fs_setid, setup, teardown),
 	};
 	return cmocka_run_group_tests_name("fs", tests, NULL, NULL);
 }
