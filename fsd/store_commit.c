@@ -56,7 +56,28 @@ static struct delta *dtab_sorted(struct htab *t, size_t *n)
 	return d;
 }
 
-/* Apply reference deltas to the page index (transaction open, db_lock). */
+/* Deltas in a run at least this long go to the index as one statement. */
+#define DELTA_RUN_MIN 4
+
+/* The run of deltas from d: consecutive locations, all with the same
+ * change.  Its length (1 or more, at most n). */
+static size_t delta_run(const struct delta *d, size_t n)
+{
+	size_t k = 1;
+	while (k < n && d[k].loc == d[0].loc + k && d[k].n == d[0].n)
+		k++;
+	return k;
+}
+
+/*
+ * Apply reference deltas to the page index (transaction open, db_lock).
+ * A file's pages were mostly stored in a row, so copying, cloning or
+ * deleting it changes runs of consecutive locations by the same amount:
+ * each run is one range update, which costs a fraction of one statement
+ * per page.  Pages new to the store have no row yet: when a range update
+ * finds fewer rows than the run has, the missing ones are inserted (a
+ * loss needs no row: nothing is left to count).
+ */
 static int apply_deltas(struct store *st, struct htab *t)
 {
 	size_t n;
@@ -65,24 +86,44 @@ static int apply_deltas(struct store *st, struct htab *t)
 				      "INSERT INTO page(loc, hash, refs) VALUES(?1, ?3, ?2)"
 				      " ON CONFLICT(loc) DO UPDATE SET refs = refs + excluded.refs");
 	sqlite3_stmt *down = store_stmt(st, st->db, "UPDATE page SET refs = refs + ?2 WHERE loc = ?1");
-	if (!up || !down)
+	sqlite3_stmt *range = store_stmt(st, st->db,
+					 "UPDATE page SET refs = refs + ?3 WHERE loc BETWEEN ?1 AND ?2");
+	sqlite3_stmt *fill = store_stmt(st, st->db,
+					"INSERT OR IGNORE INTO page(loc, hash, refs) VALUES(?1, ?3, ?2)");
+	if (!up || !down || !range || !fill)
 		return -EIO;
-	for (size_t i = 0; i < n; i++) {
-		struct delta *d = &deltas[i];
-		sqlite3_stmt *s = d->n > 0 ? up : down;
-		sqlite3_reset(s);
-		sqlite3_bind_int64(s, 1, (int64_t)d->loc);
-		sqlite3_bind_int64(s, 2, d->n);
-		if (d->n > 0)
-			sqlite3_bind_blob(s, 3, d->hash, STORE_HASH_SIZE, SQLITE_STATIC);
-		if (sqlite3_step(s) != SQLITE_DONE) {
-			sqlite3_reset(s);
-			return -EIO;
+	int r = 0;
+	for (size_t i = 0; i < n && !r;) {
+		size_t k = delta_run(&deltas[i], n - i);
+		bool each = true;
+		sqlite3_stmt *s = deltas[i].n > 0 ? up : down;
+		if (k >= DELTA_RUN_MIN) {
+			sqlite3_reset(range);
+			sqlite3_bind_int64(range, 1, (int64_t)deltas[i].loc);
+			sqlite3_bind_int64(range, 2, (int64_t)deltas[i + k - 1].loc);
+			sqlite3_bind_int64(range, 3, deltas[i].n);
+			if (sqlite3_step(range) != SQLITE_DONE)
+				r = -EIO;
+			each = !r && deltas[i].n > 0 && (size_t)sqlite3_changes(st->db) < k;
+			s = fill;
 		}
+		for (size_t j = i; each && j < i + k && !r; j++) {
+			struct delta *d = &deltas[j];
+			sqlite3_reset(s);
+			sqlite3_bind_int64(s, 1, (int64_t)d->loc);
+			sqlite3_bind_int64(s, 2, d->n);
+			if (d->n > 0)
+				sqlite3_bind_blob(s, 3, d->hash, STORE_HASH_SIZE, SQLITE_STATIC);
+			if (sqlite3_step(s) != SQLITE_DONE)
+				r = -EIO;
+		}
+		i += k;
 	}
 	sqlite3_reset(up);
 	sqlite3_reset(down);
-	return 0;
+	sqlite3_reset(range);
+	sqlite3_reset(fill);
+	return r;
 }
 
 struct row {

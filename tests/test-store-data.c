@@ -1,8 +1,9 @@
 /*
  * tests/test-store-data.c: file contents.  Reads and writes at any offset
  * against a reference buffer, holes never stored, dedup (one page twice
- * stored once), reference counts, truncate, punch, clone by reference,
- * SEEK_DATA/SEEK_HOLE, splice extents, the digest's definition (a known
+ * stored once), reference counts (also changed a run of pages at a
+ * time), truncate, punch, clone by reference, SEEK_DATA/SEEK_HOLE,
+ * splice extents, the digest's definition (a known
  * answer), pending writes visible before and durable after a commit,
  * files appended to in pieces that are not whole pages, page maps read a
  * row at a time and bounded in memory.
@@ -171,6 +172,56 @@ static void test_store_data_dedup(void **state)
 	s = stats(st);
 	assert_int_equal(s.unique_pages, 1);
 	assert_int_equal(s.unreferenced_pages, 1);
+}
+
+/* Reference counts change a run of consecutive locations at a time: a
+ * copy of pages stored in a row, a run that starts on a stored page and
+ * goes on with pages new to the store, and the losses when files go. */
+static void test_store_data_delta_runs(void **state)
+{
+	struct tsu_fixture *f = *state;
+	struct store *st = f->st;
+	enum { N = 8, M = 4 };
+	uint64_t a = tsu_file(st, "a"), b = tsu_file(st, "b"), c = tsu_file(st, "c");
+	uint8_t *da = malloc(N * PG), *db = malloc((1 + M) * PG);
+	tsu_fill(da, N * PG, 1);
+	assert_int_equal(store_write(st, a, da, N * PG, 0), N * PG);
+	assert_int_equal(store_sync(st, NULL), 0);
+	assert_int_equal(store_write(st, c, da, N * PG, 0), N * PG);
+	assert_int_equal(store_sync(st, NULL), 0);
+	/* b's new pages are put right after a's last page, its first, and
+	 * its commit gains one reference on each. */
+	memcpy(db, da + (N - 1) * PG, PG);
+	tsu_fill(db + PG, M * PG, 2);
+	assert_int_equal(store_write(st, b, db, (1 + M) * PG, 0), (1 + M) * PG);
+	assert_int_equal(store_sync(st, NULL), 0);
+	struct store_stats s = stats(st);
+	assert_int_equal(s.unique_pages, N + M);
+	assert_int_equal(s.referenced_pages, 2 * N + 1 + M);
+	assert_int_equal(s.unreferenced_pages, 0);
+	struct store_file_info fi;
+	assert_int_equal(store_file_info(st, b, &fi), 0);
+	assert_int_equal(fi.shared_pages, 1);
+	check_equal(st, b, db, (1 + M) * PG);
+	check_equal(st, c, da, N * PG);
+
+	uint64_t gone;
+	const char *names[] = { "b", "c" };
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(store_unlink(st, STORE_ROOT_INO, names[i], &gone), 0);
+		assert_int_equal(store_inode_release(st, gone), 0);
+	}
+	s = stats(st);
+	assert_int_equal(s.referenced_pages, N);
+	assert_int_equal(s.unreferenced_pages, M);
+	assert_int_equal(store_file_info(st, a, &fi), 0);
+	assert_int_equal(fi.shared_pages, 0);	/* each of a's pages back to one reference */
+	struct store_gc_result g;
+	assert_int_equal(store_gc(st, NULL, NULL, &g, NULL), 0);
+	assert_int_equal(g.pages_freed, M);
+	check_equal(st, a, da, N * PG);
+	free(da);
+	free(db);
 }
 
 static void test_store_data_truncate(void **state)
@@ -873,6 +924,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_store_data_random_writes, tsu_setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_data_holes_not_stored, tsu_setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_data_dedup, tsu_setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_data_delta_runs, tsu_setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_data_truncate, tsu_setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_data_punch, tsu_setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_data_clone, tsu_setup, teardown),
