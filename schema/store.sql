@@ -1,6 +1,6 @@
 -- schema/store.sql: the SQLite schema of a snapfs store (index.db).
 --
--- version: 3
+-- version: 4
 --
 -- The line above is the schema version; the build embeds this file and the
 -- version into the store library, which writes it to PRAGMA user_version
@@ -48,6 +48,9 @@ CREATE TABLE dentry (
 	UNIQUE (parent, name)
 );
 CREATE INDEX dentry_ino ON dentry(ino);
+-- A directory's entries in listing order, so that each batch of a
+-- listing is a range of this index, not a sort of the whole directory.
+CREATE INDEX dentry_list ON dentry(parent, id);
 
 CREATE TABLE symlink (
 	ino    INTEGER PRIMARY KEY,

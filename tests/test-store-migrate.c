@@ -13,6 +13,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include <cmocka.h>
 #include <sqlite3.h>
@@ -175,7 +176,7 @@ static void test_migrate_v1_page_index(void **state)
 			 " refs INTEGER NOT NULL) WITHOUT ROWID;"
 			 "INSERT INTO page_v1 SELECT hash, loc, refs FROM page;"
 			 "DROP TABLE page; ALTER TABLE page_v1 RENAME TO page;"
-			 "PRAGMA user_version = 1");
+			 "DROP INDEX dentry_list; PRAGMA user_version = 1");
 
 	struct store *st = NULL;
 	struct err e = { 0 };
@@ -203,7 +204,7 @@ static void test_migrate_v2_dead_index(void **state)
 {
 	(void)state;
 	char *path = old_store();
-	index_exec(path, "DROP INDEX page_dead; PRAGMA user_version = 2");
+	index_exec(path, "DROP INDEX page_dead; DROP INDEX dentry_list; PRAGMA user_version = 2");
 	assert_int_equal(index_int(path, "SELECT count(*) FROM sqlite_master WHERE name = 'page_dead'"),
 			 0);
 	struct store *st = NULL;
@@ -222,6 +223,54 @@ static void test_migrate_v2_dead_index(void **state)
 	assert_int_equal(res.pages_freed, NPAGES);
 	assert_int_equal(store_close(st, NULL), 0);
 	assert_int_equal(index_int(path, "SELECT count(*) FROM page"), 0);
+	tsu_store_remove(path);
+}
+
+/* The plan SQLite makes for sql on the store's index, its steps joined. */
+static void index_plan(const char *path, const char *sql, char *out, size_t size)
+{
+	char p[4200], q[1024];
+	snprintf(p, sizeof(p), "%s/index.db", path);
+	snprintf(q, sizeof(q), "EXPLAIN QUERY PLAN %s", sql);
+	sqlite3 *db;
+	sqlite3_stmt *s;
+	assert_int_equal(sqlite3_open(p, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_prepare_v2(db, q, -1, &s, NULL), SQLITE_OK);
+	out[0] = 0;
+	while (sqlite3_step(s) == SQLITE_ROW) {
+		size_t len = strlen(out);
+		snprintf(out + len, size - len, "%s; ", (const char *)sqlite3_column_text(s, 3));
+	}
+	sqlite3_finalize(s);
+	sqlite3_close(db);
+}
+
+/*
+ * Version 3 had no index of entries in listing order, so each batch of a
+ * listing sorted the whole directory.  A store put back into that layout
+ * gets it, and the listing query (as store_readdir asks it) becomes a
+ * range of it with nothing to sort.
+ */
+static void test_migrate_v3_listing_index(void **state)
+{
+	(void)state;
+	char *path = old_store();
+	static const char listing[] = "SELECT d.id, d.name, i.mode FROM dentry d JOIN inode i ON"
+				      " i.ino = d.ino WHERE d.parent = 1 AND d.id > 0"
+				      " ORDER BY d.id LIMIT 128";
+	index_exec(path, "DROP INDEX dentry_list; PRAGMA user_version = 3");
+	char plan[1024];
+	index_plan(path, listing, plan, sizeof(plan));
+	assert_non_null(strstr(plan, "TEMP B-TREE"));
+	struct store *st = NULL;
+	struct err e = { 0 };
+	assert_int_equal(store_open(path, 0, &st, &e), 0);
+	assert_int_equal(index_int(path, "PRAGMA user_version"), store_schema_version());
+	index_plan(path, listing, plan, sizeof(plan));
+	assert_non_null(strstr(plan, "dentry_list"));
+	assert_null(strstr(plan, "TEMP B-TREE"));
+	check_kept(st);
+	assert_int_equal(store_close(st, NULL), 0);
 	tsu_store_remove(path);
 }
 
@@ -249,6 +298,7 @@ int main(void)
 		cmocka_unit_test(test_migrate_failure_keeps_store),
 		cmocka_unit_test(test_migrate_v1_page_index),
 		cmocka_unit_test(test_migrate_v2_dead_index),
+		cmocka_unit_test(test_migrate_v3_listing_index),
 		cmocka_unit_test(test_no_migration_refused),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
