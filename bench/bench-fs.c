@@ -14,6 +14,12 @@
  *            thread, 4 KiB pages), the ceiling of a store that hashes
  *            every page; new pages also vs writing the same bytes to a
  *            new tmpfs file (what storing new bytes in memory costs)
+ *   dirs     a directory of --entries empty files (20,000 unless told):
+ *            creating them, listing it (readdir), listing and stat'ing
+ *            each (ls -l without its xattr calls), unlinking them, vs the
+ *            same on tmpfs.  Each call is a round trip to the daemon and
+ *            most are a SQLite transaction, so expect small ratios; the
+ *            point is that they stay flat as directories grow.
  *
  * The store and the baselines live on tmpfs (/dev/shm), so the figures are
  * the cost of the filesystem, not of a disk.  Before each copy-in of new
@@ -27,10 +33,12 @@
  * slow on this kind of machine).  The mount is served both multi-threaded
  * (the default) and single-threaded (-s) for the read figures.
  *
- * usage: bench-fs [--size MIB] [--runs N] [--snapfs PATH] [-o OPTS] [--no-prefault]
+ * usage: bench-fs [--size MIB] [--runs N] [--entries N] [--snapfs PATH] [-o OPTS]
+ *                 [--no-prefault]
  * (-o OPTS is passed to snapfs, e.g. -o read_size=256,readahead=512)
  * (meson benchmark passes --snapfs; bench/bench-fs.sh runs it by hand.)
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -56,6 +64,7 @@ static char bench_dir[PATH_MAX];
 static const char *snapfs_bin = "snapfs";
 static const char *snapfs_opts;	/* -o for snapfs, or NULL */
 static bool prefault = true;
+static long bench_entries = 20000;
 
 static double now(void)
 {
@@ -319,6 +328,91 @@ static void bench_reads(const char *file, const char *base_file, bool single,
 	*warm_mmap_ratio_out = (struct result){ base.min / warm.min, base.median / warm.median };
 }
 
+/* ---- directories ----------------------------------------------------------- */
+
+struct dir_times {
+	double create, list, list_stat, unlink;
+};
+
+/* Entries of dir, each lstat'ed if stat_each; the count. */
+static long list_dir(const char *dir, bool stat_each)
+{
+	DIR *d = opendir(dir);
+	if (!d)
+		die(dir);
+	long n = 0;
+	struct dirent *de;
+	struct stat st;
+	while ((de = readdir(d))) {
+		if (stat_each && fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW))
+			die(de->d_name);
+		n++;
+	}
+	closedir(d);
+	return n;
+}
+
+/* Create, list (runs times each way, the best kept) and remove
+ * bench_entries empty files in a new directory dir. */
+static struct dir_times bench_dir_in(const char *dir, int runs)
+{
+	struct dir_times t = { 0 };
+	if (mkdir(dir, 0755))
+		die(dir);
+	int dfd = open(dir, O_RDONLY | O_DIRECTORY);
+	if (dfd < 0)
+		die(dir);
+	char name[32];
+	double t0 = now();
+	for (long i = 0; i < bench_entries; i++) {
+		snprintf(name, sizeof(name), "entry-%ld", i);
+		int fd = openat(dfd, name, O_WRONLY | O_CREAT | O_EXCL, 0644);
+		if (fd < 0 || close(fd))
+			die(name);
+	}
+	t.create = now() - t0;
+	for (int r = 0; r < runs; r++) {
+		double a = now();
+		if (list_dir(dir, false) != bench_entries + 2)
+			die("listing: wrong count");
+		double b = now();
+		list_dir(dir, true);
+		double c = now();
+		if (!r || b - a < t.list)
+			t.list = b - a;
+		if (!r || c - b < t.list_stat)
+			t.list_stat = c - b;
+	}
+	t0 = now();
+	for (long i = 0; i < bench_entries; i++) {
+		snprintf(name, sizeof(name), "entry-%ld", i);
+		if (unlinkat(dfd, name, 0))
+			die(name);
+	}
+	t.unlink = now() - t0;
+	close(dfd);
+	if (rmdir(dir))
+		die(dir);
+	return t;
+}
+
+static void report_dir(const char *what, double base, double snap)
+{
+	printf("  %-22s tmpfs %8.3f s  snapfs %8.3f s  %7.1f us/entry  ratio %.3f\n", what, base,
+	       snap, snap * 1e6 / (double)bench_entries, base / snap);
+}
+
+static void bench_dirs(const char *base_dir, const char *mnt_dir, int runs)
+{
+	struct dir_times b = bench_dir_in(base_dir, runs);
+	struct dir_times m = bench_dir_in(mnt_dir, runs);
+	printf("directory of %ld entries (best of %d listings)\n", bench_entries, runs);
+	report_dir("create", b.create, m.create);
+	report_dir("list (readdir)", b.list, m.list);
+	report_dir("list and lstat each", b.list_stat, m.list_stat);
+	report_dir("unlink", b.unlink, m.unlink);
+}
+
 int main(int argc, char **argv)
 {
 	for (int i = 1; i < argc; i++) {
@@ -332,14 +426,16 @@ int main(int argc, char **argv)
 			snapfs_opts = argv[++i];
 		else if (!strcmp(argv[i], "--no-prefault"))
 			prefault = false;
+		else if (!strcmp(argv[i], "--entries") && i + 1 < argc)
+			bench_entries = atol(argv[++i]);
 		else {
-			fprintf(stderr, "usage: bench-fs [--size MIB] [--runs N] [--snapfs PATH] [-o OPTS]"
-					" [--no-prefault]\n");
+			fprintf(stderr, "usage: bench-fs [--size MIB] [--runs N] [--entries N]"
+					" [--snapfs PATH] [-o OPTS] [--no-prefault]\n");
 			return 2;
 		}
 	}
-	if (bench_runs < 1 || bench_runs > 16 || bench_size < BUF) {
-		fprintf(stderr, "bench-fs: --runs 1..16, --size >= 1\n");
+	if (bench_runs < 1 || bench_runs > 16 || bench_size < BUF || bench_entries < 1) {
+		fprintf(stderr, "bench-fs: --runs 1..16, --size >= 1, --entries >= 1\n");
 		return 2;
 	}
 	if (access("/dev/fuse", R_OK | W_OK)) {
@@ -439,6 +535,10 @@ int main(int argc, char **argv)
 		}
 		unlink(plain);
 	}
+	char dbase[PATH_MAX + 32], dmnt[PATH_MAX + 32];
+	snprintf(dbase, sizeof(dbase), "%s/dir", bench_dir);
+	snprintf(dmnt, sizeof(dmnt), "%s/dir", mnt);
+	bench_dirs(dbase, dmnt, n);
 	umount_snapfs(mnt, pid);
 	struct result fresh = summarise(tn, n), plain = summarise(tb, n);
 	printf("(host memory prefaulted before each: %s)\n", prefault ? "yes" : "no, --no-prefault");
