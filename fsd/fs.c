@@ -141,6 +141,15 @@ static void fs_op_init(void *userdata, struct fuse_conn_info *conn)
 		conn->want |= FUSE_CAP_CACHE_SYMLINKS;
 	if (conn->capable & FUSE_CAP_READDIRPLUS)
 		conn->want |= FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO;
+	/*
+	 * File handles (name_to_handle_at, open_by_handle_at) name an inode
+	 * by its number, which the store never reuses, so they stay valid
+	 * across mounts: the kernel finds an inode it no longer holds by
+	 * looking up "." in it (and a directory's parent by ".."), which
+	 * store_lookup answers.
+	 */
+	if (conn->capable & FUSE_CAP_EXPORT_SUPPORT)
+		conn->want |= FUSE_CAP_EXPORT_SUPPORT;
 	conn->max_write = FS_WRITE_MAX;
 	conn->max_readahead = FS_READ_MAX;
 	conn->max_read = fs->cfg.max_read;
@@ -783,6 +792,33 @@ static void fs_op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t 
 	fuse_reply_write(req, (size_t)n);
 }
 
+/* Bytes of [off, end) of ino that are holes (past the end: all), or
+ * -errno. */
+static int64_t fs_hole_bytes(struct fs *fs, fuse_ino_t ino, uint64_t off, uint64_t end)
+{
+	uint64_t holes = 0, pos = off;
+	while (pos < end) {
+		int64_t d = store_seek_data(fs->store, ino, pos);
+		if (d == -ENXIO || (d >= 0 && (uint64_t)d >= end))
+			return (int64_t)(holes + end - pos);
+		if (d < 0)
+			return d;
+		holes += (uint64_t)d - pos;
+		int64_t h = store_seek_hole(fs->store, ino, (uint64_t)d);
+		if (h < 0)
+			return h;
+		pos = (uint64_t)h;
+	}
+	return (int64_t)holes;
+}
+
+/*
+ * Allocating cannot reserve space here: a hole costs nothing until it is
+ * written, and what is written may turn out to be stored already.  So
+ * fallocate only grows the size, but it refuses (ENOSPC, as a local
+ * filesystem would) a range whose holes alone exceed the free space, so
+ * that whoever preallocates learns at once that the data cannot fit.
+ */
 static void fs_op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
 			    struct fuse_file_info *fi)
 {
@@ -802,8 +838,16 @@ static void fs_op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off,
 		if (r < 0)
 			return (void)fuse_reply_err(req, -r);
 	}
-	/* Holes cost nothing, so allocating only grows the size. */
 	uint64_t end = (uint64_t)off + (uint64_t)len;
+	if (!(mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE))) {
+		struct store_statfs sf;
+		int64_t holes = fs_hole_bytes(fs, ino, (uint64_t)off, end);
+		r = holes < 0 ? (int)holes : store_statfs(fs->store, &sf);
+		if (r < 0)
+			return (void)fuse_reply_err(req, -r);
+		if ((uint64_t)holes > sf.avail_bytes)
+			return (void)fuse_reply_err(req, ENOSPC);
+	}
 	if (!(mode & FALLOC_FL_KEEP_SIZE) && end > a.size) {
 		r = store_truncate(fs->store, ino, end);
 		if (r < 0)

@@ -182,7 +182,9 @@ struct store_attr {
 	uint32_t flags;		/* enum store_inode_flags */
 };
 
-/* Look up name in directory parent.  -ENOENT, -ENOTDIR. */
+/* Look up name in directory parent.  -ENOENT, -ENOTDIR.  "." is parent
+ * itself (whatever its type) and ".." the directory holding it, so that
+ * an inode can be found again by its number alone (file handles). */
 int store_lookup(struct store *st, uint64_t parent, const char *name, struct store_attr *out);
 
 /* Attributes of ino, including size and times changed by pending writes.

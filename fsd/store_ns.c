@@ -235,15 +235,39 @@ int store_getattr(struct store *st, uint64_t ino, struct store_attr *out)
 	return r;
 }
 
+/* The inode "." (dotdot false) or ".." names in directory ino (read
+ * connection); .. of the root is the root. */
+static int lookup_dot(struct store *st, sqlite3 *db, uint64_t ino, bool dotdot, uint64_t *out)
+{
+	struct store_attr a;
+	int r = ns_attr_get(st, db, ino, &a);
+	*out = ino;
+	if (r || !dotdot)
+		return r;
+	if (!S_ISDIR(a.mode))
+		return -ENOTDIR;
+	sqlite3_stmt *s = store_stmt(st, db, "SELECT parent FROM inode WHERE ino = ?");
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, (int64_t)ino);
+	int rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW && sqlite3_column_type(s, 0) != SQLITE_NULL)
+		*out = (uint64_t)sqlite3_column_int64(s, 0);
+	sqlite3_reset(s);
+	return rc == SQLITE_ROW ? 0 : -EIO;
+}
+
 int store_lookup(struct store *st, uint64_t parent, const char *name, struct store_attr *out)
 {
-	int r = check_name(name);
+	bool dot = name && (!strcmp(name, ".") || !strcmp(name, ".."));
+	int r = dot ? 0 : check_name(name);
 	if (r)
 		return r == -EINVAL ? -ENOENT : r;
 	sqlite3 *db = ns_read_begin(st);
 	uint64_t ino = 0;
-	r = entry_get(st, db, parent, name, &ino, NULL);
-	if (r == -ENOENT) {
+	r = dot ? lookup_dot(st, db, parent, name[1] == '.', &ino)
+		: entry_get(st, db, parent, name, &ino, NULL);
+	if (r == -ENOENT && !dot) {
 		struct store_attr pa;
 		int r2 = ns_attr_get(st, db, parent, &pa);
 		if (r2 == 0 && !S_ISDIR(pa.mode))

@@ -6,7 +6,8 @@
  * matter (errno values, renameat2 flags, SEEK_DATA/SEEK_HOLE offsets,
  * xattr size rules, st_blocks, page cache kept across opens, pages kept
  * for unlinked files until the last user lets go, setuid and setgid
- * cleared by unprivileged writes), and unmounts; the
+ * cleared by unprivileged writes, file handles valid across mounts), and
+ * unmounts; the
  * daemon must then exit with status 0.  Shell-level tests with real tools
  * are in tests/e2e/.
  */
@@ -600,6 +601,108 @@ static void test_fs_stop_with_files_open(void **state)
 	assert_int_equal(errno, ENOENT);
 }
 
+/* fallocate grows the size without storing anything, but refuses a range
+ * whose holes exceed the free space; holes already stored cost nothing. */
+static void test_fs_fallocate_space(void **state)
+{
+	struct mnt *m = *state;
+	struct statvfs sv;
+	assert_int_equal(statvfs(m->mnt, &sv), 0);
+	off_t avail = (off_t)(sv.f_bavail * sv.f_frsize);
+	int fd = open(P(m, "f"), O_RDWR | O_CREAT, 0644);
+	assert_true(fd >= 0);
+	assert_int_equal(fallocate(fd, 0, 0, avail + (1 << 30)), -1);
+	assert_int_equal(errno, ENOSPC);
+	assert_int_equal(fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, avail + (1 << 30)), -1);
+	assert_int_equal(errno, ENOSPC);
+	struct stat st;
+	assert_int_equal(fstat(fd, &st), 0);
+	assert_int_equal(st.st_size, 0);
+	/* Within the free space: the size grows, nothing is stored. */
+	assert_int_equal(fallocate(fd, 0, 0, 1 << 20), 0);
+	assert_int_equal(fstat(fd, &st), 0);
+	assert_int_equal(st.st_size, 1 << 20);
+	assert_int_equal(st.st_blocks, 0);
+	/* Stored pages in the range need no space: with 256 MiB stored, the
+	 * free space plus 128 MiB fits (a margin both ways for whatever else
+	 * uses the disk meanwhile). */
+	enum { MIB = 1 << 20, STORED = 256 };
+	char *buf = malloc(MIB);
+	for (int i = 0; i < STORED; i++) {
+		memset(buf, i, MIB);
+		buf[0] = 1;
+		assert_int_equal(pwrite(fd, buf, MIB, (off_t)i * MIB), MIB);
+	}
+	assert_int_equal(fsync(fd), 0);
+	assert_int_equal(statvfs(m->mnt, &sv), 0);
+	avail = (off_t)(sv.f_bavail * sv.f_frsize);
+	assert_int_equal(fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, avail + STORED / 2 * MIB), 0);
+	assert_int_equal(fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, avail + 2 * STORED * MIB), -1);
+	assert_int_equal(errno, ENOSPC);
+	free(buf);
+	close(fd);
+}
+
+/* A file handle of path (name_to_handle_at), malloc'ed. */
+static struct file_handle *handle_of(const char *path)
+{
+	struct file_handle *h = calloc(1, sizeof(*h) + MAX_HANDLE_SZ);
+	h->handle_bytes = MAX_HANDLE_SZ;
+	int mount_id;
+	assert_int_equal(name_to_handle_at(AT_FDCWD, path, h, &mount_id, 0), 0);
+	return h;
+}
+
+/*
+ * File handles name inodes by number, which the store never reuses: a
+ * handle taken before a remount opens the same file and directory after
+ * it, when the kernel holds neither inode and must find them through the
+ * daemon.  (open_by_handle_at needs CAP_DAC_READ_SEARCH: as another user
+ * only the handles are taken.)
+ */
+static void test_fs_file_handles(void **state)
+{
+	struct mnt *m = *state;
+	assert_int_equal(mkdir(P(m, "d"), 0755), 0);
+	assert_int_equal(mkdir(P(m, "d/sub"), 0755), 0);
+	put_file(P(m, "d/f"), "handle", 6);
+	struct file_handle *hf = handle_of(P(m, "d/f")), *hd = handle_of(P(m, "d/sub"));
+	if (geteuid() != 0) {
+		print_message("not root: handles taken, not opened\n");
+		free(hf);
+		free(hd);
+		return;
+	}
+	mnt_stop(m);
+	mnt_start(m);
+	int root = open(m->mnt, O_RDONLY | O_DIRECTORY);
+	assert_true(root >= 0);
+	int fd = open_by_handle_at(root, hf, O_RDONLY);
+	assert_true(fd >= 0);
+	char buf[8];
+	assert_int_equal(read(fd, buf, sizeof(buf)), 6);
+	assert_memory_equal(buf, "handle", 6);
+	close(fd);
+	/* The directory, and from it its parent: ".." looked up too. */
+	fd = open_by_handle_at(root, hd, O_RDONLY | O_DIRECTORY);
+	assert_true(fd >= 0);
+	struct stat st;
+	assert_int_equal(fstatat(fd, "../f", &st, 0), 0);
+	assert_int_equal(st.st_size, 6);
+	close(fd);
+	/* A handle of a removed file is stale. */
+	assert_int_equal(unlink(P(m, "d/f")), 0);
+	close(root);
+	mnt_stop(m);
+	mnt_start(m);
+	root = open(m->mnt, O_RDONLY | O_DIRECTORY);
+	assert_int_equal(open_by_handle_at(root, hf, O_RDONLY), -1);
+	assert_int_equal(errno, ESTALE);
+	close(root);
+	free(hf);
+	free(hd);
+}
+
 /*
  * What an unprivileged writer does in test_fs_setid, in a child: as user
  * 65534 when the test runs as root (the mount then allows other users),
@@ -709,6 +812,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_fs_inode_numbers_stable, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fs_sealed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fs_setid, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fs_file_handles, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fs_fallocate_space, setup, teardown),
 	};
 	return cmocka_run_group_tests_name("fs", tests, NULL, NULL);
 }
