@@ -235,26 +235,22 @@ int store_getattr(struct store *st, uint64_t ino, struct store_attr *out)
 	return r;
 }
 
-/* The inode "." (dotdot false) or ".." names in directory ino (read
- * connection); .. of the root is the root. */
-static int lookup_dot(struct store *st, sqlite3 *db, uint64_t ino, bool dotdot, uint64_t *out)
+/* The directory holding directory ino (the root holds itself): -ENOENT
+ * if there is no such inode, -ENOTDIR if it is not a directory (only
+ * directories record a parent). */
+static int inode_parent(struct store *st, sqlite3 *db, uint64_t ino, uint64_t *parent)
 {
-	struct store_attr a;
-	int r = ns_attr_get(st, db, ino, &a);
-	*out = ino;
-	if (r || !dotdot)
-		return r;
-	if (!S_ISDIR(a.mode))
-		return -ENOTDIR;
 	sqlite3_stmt *s = store_stmt(st, db, "SELECT parent FROM inode WHERE ino = ?");
 	if (!s)
 		return -EIO;
 	sqlite3_bind_int64(s, 1, (int64_t)ino);
 	int rc = sqlite3_step(s);
-	if (rc == SQLITE_ROW && sqlite3_column_type(s, 0) != SQLITE_NULL)
-		*out = (uint64_t)sqlite3_column_int64(s, 0);
+	int r = rc == SQLITE_DONE ? -ENOENT : rc != SQLITE_ROW ? -EIO
+		: sqlite3_column_type(s, 0) == SQLITE_NULL ? -ENOTDIR : 0;
+	if (!r)
+		*parent = (uint64_t)sqlite3_column_int64(s, 0);
 	sqlite3_reset(s);
-	return rc == SQLITE_ROW ? 0 : -EIO;
+	return r;
 }
 
 int store_lookup(struct store *st, uint64_t parent, const char *name, struct store_attr *out)
@@ -265,8 +261,12 @@ int store_lookup(struct store *st, uint64_t parent, const char *name, struct sto
 		return r == -EINVAL ? -ENOENT : r;
 	sqlite3 *db = ns_read_begin(st);
 	uint64_t ino = 0;
-	r = dot ? lookup_dot(st, db, parent, name[1] == '.', &ino)
-		: entry_get(st, db, parent, name, &ino, NULL);
+	if (dot) {
+		ino = parent;
+		r = name[1] == '.' ? inode_parent(st, db, parent, &ino) : 0;
+	} else {
+		r = entry_get(st, db, parent, name, &ino, NULL);
+	}
 	if (r == -ENOENT && !dot) {
 		struct store_attr pa;
 		int r2 = ns_attr_get(st, db, parent, &pa);
@@ -336,14 +336,9 @@ int store_readdir(struct store *st, uint64_t ino, uint64_t cookie, store_readdir
 			d[n++].next = 1;
 		}
 		if (!r && cookie <= 1) {
-			sqlite3_stmt *s = store_stmt(st, st->rdb, "SELECT parent FROM inode WHERE ino = ?");
-			uint64_t parent = ino;
-			if (s) {
-				sqlite3_bind_int64(s, 1, (int64_t)ino);
-				if (sqlite3_step(s) == SQLITE_ROW && sqlite3_column_type(s, 0) != SQLITE_NULL)
-					parent = (uint64_t)sqlite3_column_int64(s, 0);
-				sqlite3_reset(s);
-			}
+			uint64_t parent;
+			if (inode_parent(st, st->rdb, ino, &parent))
+				parent = ino;
 			strcpy(d[n].name, "..");
 			if (ns_attr_get(st, st->rdb, parent, &d[n].attr))
 				d[n].attr = self;
