@@ -582,9 +582,7 @@ static int fs_open_file(struct fs *fs, const struct store_attr *a, struct fuse_f
  */
 static bool fs_drops_setid(fuse_req_t req, uint32_t *mode)
 {
-	uint32_t m = *mode & ~(uint32_t)S_ISUID;
-	if (m & S_IXGRP)
-		m &= ~(uint32_t)S_ISGID;
+	uint32_t m = fs_mode_setid_cleared(*mode);
 	if (m == *mode || fuse_req_ctx(req)->uid == 0)
 		return false;
 	*mode = m;

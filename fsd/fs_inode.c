@@ -6,7 +6,6 @@
  */
 #include <errno.h>
 #include <stdlib.h>
-#include <sys/stat.h>
 
 #include "fs_inode.h"
 
@@ -192,7 +191,7 @@ bool fs_inode_take_keep_cache(struct fs_inode_table *t, uint64_t ino)
 
 void fs_inode_note_mode(struct fs_inode_table *t, uint64_t ino, uint32_t mode)
 {
-	bool setid = (mode & S_ISUID) || (mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP);
+	bool setid = fs_mode_setid_cleared(mode) != mode;
 	pthread_mutex_lock(&t->lock);
 	struct fs_inode **p = fs_inode_slot(t, ino, false);
 	if (p)

@@ -20,6 +20,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/stat.h>
 
 struct fs_inode {
 	uint64_t ino;
@@ -76,11 +77,19 @@ void fs_inode_mark_changed(struct fs_inode_table *t, uint64_t ino);
  */
 bool fs_inode_take_keep_cache(struct fs_inode_table *t, uint64_t ino);
 
+/* mode less the bits that a write by an unprivileged caller clears:
+ * setuid, and setgid with group execute (without it, setgid marks
+ * mandatory locking, not a privilege). */
+static inline uint32_t fs_mode_setid_cleared(uint32_t mode)
+{
+	uint32_t m = mode & ~(uint32_t)S_ISUID;
+	return m & S_IXGRP ? m & ~(uint32_t)S_ISGID : m;
+}
+
 /*
- * Note ino's mode as an open or a setattr saw it: whether it has the bits
- * that a write by an unprivileged caller clears, setuid, and setgid with
- * group execute (without it, setgid marks mandatory locking, not a
- * privilege).  fs_inode_setid() says whether the last mode noted did.
+ * Note ino's mode as an open or a setattr saw it: whether it has bits
+ * that fs_mode_setid_cleared() clears.  fs_inode_setid() says whether the
+ * last mode noted did.
  */
 void fs_inode_note_mode(struct fs_inode_table *t, uint64_t ino, uint32_t mode);
 bool fs_inode_setid(struct fs_inode_table *t, uint64_t ino);
