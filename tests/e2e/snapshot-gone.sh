@@ -25,6 +25,9 @@ CPID=
 caller_start() {	# caller_start SNAPSHOT N: run e2e-snapcaller, wait for "ready"
 	rm -f "$T/in" "$T/out" "$T/err"
 	mkfifo "$T/in"
+	# the child opens out only after the fifo is open at both ends, so
+	# it must exist before caller_wait reads it
+	: >"$T/out"
 	"$CALLER" "$1" "$2" <"$T/in" >"$T/out" 2>"$T/err" &
 	CPID=$!
 	exec 3>"$T/in"
