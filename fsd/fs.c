@@ -185,12 +185,17 @@ static void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct store_attr a;
 	int r = store_lookup(fs->store, parent, name, &a);
 	if (r == -ENOENT) {
-		/* In a sealed directory a missing name stays missing. */
+		/*
+		 * A missing name is cached like a present one (a negative
+		 * entry: no inode, no lookup counted).  Names only appear
+		 * through this mount's kernel, which replaces the negative
+		 * entry itself; in a sealed directory none can appear.
+		 */
 		struct store_attr p;
-		if (store_getattr(fs->store, parent, &p) == 0 && (p.flags & STORE_INODE_SEALED)) {
-			struct fuse_entry_param e = { .entry_timeout = fs->cfg.sealed_timeout };
-			return (void)fuse_reply_entry(req, &e);
-		}
+		struct fuse_entry_param e = { .entry_timeout = fs->cfg.timeout };
+		if (store_getattr(fs->store, parent, &p) == 0 && (p.flags & STORE_INODE_SEALED))
+			e.entry_timeout = fs->cfg.sealed_timeout;
+		return (void)fuse_reply_entry(req, &e);
 	}
 	if (r < 0)
 		return (void)fuse_reply_err(req, -r);

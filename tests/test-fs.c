@@ -6,11 +6,12 @@
  * matter (errno values, renameat2 flags, SEEK_DATA/SEEK_HOLE offsets,
  * xattr size rules, st_blocks, page cache kept across opens, pages kept
  * for unlinked files until the last user lets go, setuid and setgid
- * cleared by unprivileged writes, file handles valid across mounts), and
- * unmounts; the
- * daemon must then exit with status 0.  Shell-level tests with real tools
+ * cleared by unprivileged writes, file handles valid across mounts,
+ * missing names cached by the kernel), and unmounts; the daemon must then
+ * exit with status 0.  Shell-level tests with real tools
  * are in tests/e2e/.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <grp.h>
 #include <fcntl.h>
@@ -643,6 +644,111 @@ static void test_fs_fallocate_space(void **state)
 	close(fd);
 }
 
+/*
+ * Whether access(path) gives want_errno (0: the name exists) within 2 s
+ * while the daemon is stopped, i.e. from the kernel's caches alone.  The
+ * daemon is continued before returning, so a call that had to ask it
+ * finishes (and its child is reaped) either way.
+ */
+static bool answered_from_cache(struct mnt *m, const char *path, int want_errno)
+{
+	assert_int_equal(kill(m->pid, SIGSTOP), 0);
+	/* kill() returns before every thread has stopped. */
+	char dir[64];
+	snprintf(dir, sizeof(dir), "/proc/%d/task", (int)m->pid);
+	for (bool all = false; !all;) {
+		DIR *d = opendir(dir);
+		assert_non_null(d);
+		all = true;
+		for (struct dirent *de; (de = readdir(d));) {
+			char path[sizeof(dir) + 300], line[256];
+			if (de->d_name[0] == '.')
+				continue;
+			snprintf(path, sizeof(path), "%s/%s/stat", dir, de->d_name);
+			FILE *f = fopen(path, "re");
+			/* the state follows the ")" that ends the name */
+			if (f && fgets(line, sizeof(line), f) && strrchr(line, ')') &&
+			    strrchr(line, ')')[2] != 'T')
+				all = false;
+			if (f)
+				fclose(f);
+		}
+		closedir(d);
+		if (!all)
+			usleep(1000);
+	}
+	pid_t c = fork();
+	assert_true(c >= 0);
+	if (c == 0) {
+		int r = access(path, F_OK);
+		_exit(r == 0 ? want_errno == 0 : errno == want_errno ? 1 : 2);
+	}
+	int st = 0;
+	pid_t w = 0;
+	for (int i = 0; i < 200 && w == 0; i++) {
+		w = waitpid(c, &st, WNOHANG);
+		if (w == 0)
+			usleep(10000);
+	}
+	assert_int_equal(kill(m->pid, SIGCONT), 0);
+	if (w == 0)
+		assert_int_equal(waitpid(c, &st, 0), c);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 1);	/* the answer was right either way */
+	return w == c;
+}
+
+/* Missing names are cached like present ones (mounted with a long
+ * timeout), and every way of making a name through the mount replaces
+ * the cached miss at once. */
+static void test_fs_negative_entries(void **state)
+{
+	struct mnt *m = *state;
+	mnt_stop(m);
+	mnt_start_opts(m, "timeout=60");
+	const char *names[] = { "file", "dir", "sym", "hard", "moved", "fifo" };
+	put_file(P(m, "src"), "data", 4);
+	put_file(P(m, "tomove"), "move", 4);
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		assert_int_equal(access(P(m, "%s", names[i]), F_OK), -1);
+		assert_int_equal(errno, ENOENT);
+		assert_true(answered_from_cache(m, P(m, "%s", names[i]), ENOENT));
+	}
+	/* The check can tell: a name never looked up needs the daemon. */
+	assert_false(answered_from_cache(m, P(m, "never"), ENOENT));
+
+	put_file(P(m, "file"), "new", 3);
+	assert_int_equal(mkdir(P(m, "dir"), 0755), 0);
+	assert_int_equal(symlink("src", P(m, "sym")), 0);
+	assert_int_equal(link(P(m, "src"), P(m, "hard")), 0);
+	assert_int_equal(rename(P(m, "tomove"), P(m, "moved")), 0);
+	assert_int_equal(mkfifo(P(m, "fifo"), 0644), 0);
+	char buf[8];
+	assert_int_equal(get_file(P(m, "file"), buf, sizeof(buf)), 3);
+	assert_memory_equal(buf, "new", 3);
+	struct stat st;
+	assert_int_equal(stat(P(m, "dir"), &st), 0);
+	assert_true(S_ISDIR(st.st_mode));
+	assert_int_equal(get_file(P(m, "sym"), buf, sizeof(buf)), 4);
+	assert_memory_equal(buf, "data", 4);
+	assert_int_equal(get_file(P(m, "hard"), buf, sizeof(buf)), 4);
+	assert_memory_equal(buf, "data", 4);
+	assert_int_equal(get_file(P(m, "moved"), buf, sizeof(buf)), 4);
+	assert_memory_equal(buf, "move", 4);
+	assert_int_equal(lstat(P(m, "fifo"), &st), 0);
+	assert_true(S_ISFIFO(st.st_mode));
+	/* The old name of a rename and an unlinked name are gone (whether
+	 * the kernel keeps them as misses is its own affair). */
+	assert_int_equal(access(P(m, "tomove"), F_OK), -1);
+	assert_int_equal(errno, ENOENT);
+	assert_int_equal(unlink(P(m, "file")), 0);
+	assert_int_equal(access(P(m, "file"), F_OK), -1);
+	assert_int_equal(errno, ENOENT);
+	put_file(P(m, "file"), "again", 5);
+	assert_int_equal(get_file(P(m, "file"), buf, sizeof(buf)), 5);
+	assert_memory_equal(buf, "again", 5);
+}
+
 /* A file handle of path (name_to_handle_at), malloc'ed. */
 static struct file_handle *handle_of(const char *path)
 {
@@ -814,6 +920,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_fs_setid, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fs_file_handles, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fs_fallocate_space, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fs_negative_entries, setup, teardown),
 	};
 	return cmocka_run_group_tests_name("fs", tests, NULL, NULL);
 }
