@@ -300,6 +300,47 @@ static void fs_now(struct timespec *ts)
 	clock_gettime(CLOCK_REALTIME, ts);
 }
 
+static int fs_ts_cmp(struct timespec a, struct timespec b)
+{
+	if (a.tv_sec != b.tv_sec)
+		return a.tv_sec < b.tv_sec ? -1 : 1;
+	return a.tv_nsec < b.tv_nsec ? -1 : a.tv_nsec > b.tv_nsec;
+}
+
+bool fs_atime_due(enum fs_atime rule, const struct store_attr *a, struct timespec now)
+{
+	switch (rule) {
+	case FS_ATIME_NONE:
+		return false;
+	case FS_ATIME_STRICT:
+		return fs_ts_cmp(a->atime, now) != 0;
+	case FS_ATIME_RELATIME:
+		break;
+	}
+	return fs_ts_cmp(a->atime, a->mtime) <= 0 || fs_ts_cmp(a->atime, a->ctime) <= 0 ||
+	       now.tv_sec - a->atime.tv_sec >= 24 * 60 * 60;
+}
+
+/*
+ * An access to a (a file opened for reading, a directory opened to be
+ * listed): update its atime as the mount's flags say.  The daemon sees
+ * opens but not reads the kernel answers from its page cache, so the open
+ * is what counts.  Sealed content is immutable and keeps its times.  A
+ * failure only loses the access time, so the open goes on.
+ */
+static void fs_accessed(struct fs *fs, const struct store_attr *a)
+{
+	if ((a->flags & STORE_INODE_SEALED) || (S_ISDIR(a->mode) && !fs->cfg.diratime))
+		return;
+	struct timespec now;
+	fs_now(&now);
+	if (!fs_atime_due(fs->cfg.atime, a, now))
+		return;
+	int r = store_set_atime(fs->store, a->ino, now);
+	if (r < 0)
+		fs_log_err(fs, "access time", a->ino, r);
+}
+
 static void fs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 			  struct fuse_file_info *fi)
 {
@@ -455,6 +496,7 @@ static void fs_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 		return (void)fuse_reply_err(req, ENOTDIR);
 	/* A sealed directory's listing cannot change. */
 	fi->cache_readdir = fi->keep_cache = !!(a.flags & STORE_INODE_SEALED);
+	fs_accessed(fs_of(req), &a);
 	fuse_reply_open(req, fi);
 }
 
@@ -638,6 +680,8 @@ static void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		r = fs_open_file(fs, &a, fi);
 	if (r < 0)
 		return (void)fuse_reply_err(req, -r);
+	if ((fi->flags & O_ACCMODE) != O_WRONLY)
+		fs_accessed(fs, &a);
 	if (fuse_reply_open(req, fi) != 0)
 		fs_release_file(fs, ino, fi->fh);
 }
@@ -1004,6 +1048,12 @@ int fs_new(struct store *store, const struct fs_config *cfg, struct fs **out)
 	pthread_mutex_init(&fs->gc_lock, NULL);
 	*out = fs;
 	return 0;
+}
+
+void fs_set_atime(struct fs *fs, enum fs_atime atime, bool diratime)
+{
+	fs->cfg.atime = atime;
+	fs->cfg.diratime = diratime;
 }
 
 static void fs_free_one(uint64_t ino, void *arg)

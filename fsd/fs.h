@@ -18,6 +18,14 @@
 
 struct store;
 
+/* When an access updates a file's or directory's atime: the mount's own
+ * flag, which the kernel leaves to a FUSE filesystem to carry out. */
+enum fs_atime {
+	FS_ATIME_RELATIME,	/* the kernel's default (see fs_atime_due) */
+	FS_ATIME_STRICT,	/* every access */
+	FS_ATIME_NONE,		/* noatime */
+};
+
 /* Tunables from the command line (see snapfs(8)). */
 struct fs_config {
 	double timeout;		/* attr/entry timeout of ordinary content, s */
@@ -25,6 +33,8 @@ struct fs_config {
 	bool splice;		/* reply to reads with pack-file fd buffers */
 	unsigned max_read;	/* bytes; must equal the max_read mount option */
 	bool debug;		/* log store errors through fuse_log */
+	enum fs_atime atime;	/* for files and directories */
+	bool diratime;		/* directories too (no nodiratime) */
 };
 
 struct fs;
@@ -42,6 +52,10 @@ int fs_new(struct store *store, const struct fs_config *cfg, struct fs **out);
  * were unlinked while open give their pages back.  NULL is allowed.
  */
 void fs_free(struct fs *fs);
+
+/* Set the atime rule once the mount's flags are known (fs_mount_atime),
+ * before the session serves requests. */
+void fs_set_atime(struct fs *fs, enum fs_atime atime, bool diratime);
 
 /* The request handlers; the userdata of the session must be the struct fs. */
 const struct fuse_lowlevel_ops *fs_lowlevel_ops(void);

@@ -30,6 +30,14 @@ struct fs {
 	struct store_gc_result gc_last;
 };
 
+/*
+ * Whether an access at now updates the atime of an inode with attributes
+ * a.  Relatime, as the kernel decides for local filesystems: when atime
+ * is not after mtime or ctime (the first access since a change), or is a
+ * day old.  Strict: unless atime is now already.
+ */
+bool fs_atime_due(enum fs_atime rule, const struct store_attr *a, struct timespec now);
+
 /* Fill a struct stat from store attributes (st_blocks from pages stored). */
 void fs_attr_to_stat(const struct store_attr *a, struct stat *st);
 

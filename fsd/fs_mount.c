@@ -78,19 +78,29 @@ static bool fs_mount_is_at(const struct mountinfo_ent *ent, const void *arg)
 	return !strcmp(ent->mnt, arg) && !strncmp(ent->fstype, "fuse", 4);
 }
 
+/* The mountinfo line of the FUSE mount at mountpoint, malloc'ed in *out. */
+static int fs_mount_find(const char *mountpoint, struct mountinfo_ent **out)
+{
+	*out = malloc(sizeof(**out));
+	if (!*out)
+		return -ENOMEM;
+	int r = mountinfo_find(fs_mount_is_at, mountpoint, *out);
+	if (r) {
+		free(*out);
+		*out = NULL;
+	}
+	return r;
+}
+
 int fs_mount_set_readahead(const char *mountpoint, unsigned kb)
 {
-	struct mountinfo_ent *ent = malloc(sizeof(*ent));
-	if (!ent)
-		return -ENOMEM;
-	char path[128];
-	int r = mountinfo_find(fs_mount_is_at, mountpoint, ent);
-	if (!r)
-		snprintf(path, sizeof(path), "/sys/class/bdi/%u:%u/read_ahead_kb", ent->maj,
-			 ent->min);
-	free(ent);
+	struct mountinfo_ent *ent;
+	int r = fs_mount_find(mountpoint, &ent);
 	if (r)
 		return r;
+	char path[128];
+	snprintf(path, sizeof(path), "/sys/class/bdi/%u:%u/read_ahead_kb", ent->maj, ent->min);
+	free(ent);
 	int fd = open(path, O_WRONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
@@ -99,4 +109,31 @@ int fs_mount_set_readahead(const char *mountpoint, unsigned kb)
 	r = write(fd, val, n) == n ? 0 : -errno;
 	close(fd);
 	return r;
+}
+
+/* Is flag one of the comma-separated options opts? */
+static bool fs_mount_has_opt(const char *opts, const char *flag)
+{
+	size_t n = strlen(flag);
+	for (const char *p = opts; p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL)
+		if (!strncmp(p, flag, n) && (p[n] == ',' || p[n] == 0))
+			return true;
+	return false;
+}
+
+int fs_mount_atime(const char *mountpoint, enum fs_atime *atime, bool *diratime)
+{
+	struct mountinfo_ent *ent;
+	int r = fs_mount_find(mountpoint, &ent);
+	if (r)
+		return r;
+	if (fs_mount_has_opt(ent->opts, "noatime") || fs_mount_has_opt(ent->opts, "ro"))
+		*atime = FS_ATIME_NONE;
+	else if (fs_mount_has_opt(ent->opts, "relatime"))
+		*atime = FS_ATIME_RELATIME;
+	else
+		*atime = FS_ATIME_STRICT;
+	*diratime = !fs_mount_has_opt(ent->opts, "nodiratime");
+	free(ent);
+	return 0;
 }

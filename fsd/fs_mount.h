@@ -1,15 +1,17 @@
 /*
  * fsd/fs_mount.h: the parts of mounting that are not request handling:
  * checking or creating the store folder, the mount options snapfs always
- * wants, and tuning the mount's read-ahead once it exists.
+ * wants, and, once the mount exists, tuning its read-ahead and reading
+ * the atime rule off its flags.
  */
 #ifndef SNAPFS_FS_MOUNT_H
 #define SNAPFS_FS_MOUNT_H
 
 #include <limits.h>
 
-#define FUSE_USE_VERSION 312
-#include <fuse_lowlevel.h>
+#include <stdbool.h>
+
+#include "fs.h"
 
 struct err;
 
@@ -38,5 +40,13 @@ int fs_mount_add_options(struct fuse_args *args, const char *store, unsigned rea
  * session that is not serving yet.  Returns 0 or -errno.
  */
 int fs_mount_set_readahead(const char *mountpoint, unsigned kb);
+
+/*
+ * The atime rule of the FUSE mount at MOUNTPOINT, from its flags in
+ * /proc/self/mountinfo: noatime or a read-only mount none, relatime
+ * relatime, neither strict; *diratime false under nodiratime.  Returns 0
+ * or -errno.
+ */
+int fs_mount_atime(const char *mountpoint, enum fs_atime *atime, bool *diratime);
 
 #endif

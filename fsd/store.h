@@ -266,6 +266,11 @@ enum store_set {
 	STORE_SET_CTIME = 1 << 6,	/* else ctime = now on any change */
 };
 
+/* Record an access of ino at atime: only the access time changes (not
+ * ctime, as for a read).  -EPERM on a sealed inode, -EROFS on a store
+ * opened read-only. */
+int store_set_atime(struct store *st, uint64_t ino, struct timespec atime);
+
 /* Change the attributes selected by mask (enum store_set) to those in in;
  * out (may be NULL) receives the result.  -EPERM on a sealed inode,
  * -EISDIR for SIZE on a directory, -EINVAL for SIZE on other non-files. */

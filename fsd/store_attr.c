@@ -88,6 +88,26 @@ int store_setattr(struct store *st, uint64_t ino, const struct store_attr *in, u
 	return r;
 }
 
+int store_set_atime(struct store *st, uint64_t ino, struct timespec atime)
+{
+	int r = ns_tx_begin(st);
+	if (r)
+		return r;
+	struct store_attr a;
+	r = ns_attr_get(st, st->db, ino, &a);
+	if (!r && (a.flags & STORE_INODE_SEALED))
+		r = -EPERM;
+	sqlite3_stmt *s = r ? NULL : store_stmt(st, st->db, "UPDATE inode SET atime_ns = ?1 WHERE ino = ?2");
+	if (!r && !s)
+		r = -EIO;
+	if (!r) {
+		sqlite3_bind_int64(s, 1, ns_of(atime));
+		sqlite3_bind_int64(s, 2, (int64_t)ino);
+		r = ns_step(s);
+	}
+	return ns_tx_end(st, r);
+}
+
 /* Set (sealed) or clear STORE_INODE_SEALED on ino and everything below
  * it, keeping the cached flags in step.  (transaction open; 0 or -errno) */
 static int subtree_set_sealed(struct store *st, uint64_t ino, bool sealed)

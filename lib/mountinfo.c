@@ -29,7 +29,7 @@ static void unescape(char *s)
 static bool parse(const char *line, struct mountinfo_ent *e)
 {
 	char mnt[2 * PATH_MAX], source[2 * PATH_MAX];
-	if (sscanf(line, "%*u %*u %u:%u %*s %8191s", &e->maj, &e->min, mnt) != 3)
+	if (sscanf(line, "%*u %*u %u:%u %*s %8191s %511s", &e->maj, &e->min, mnt, e->opts) != 4)
 		return false;
 	const char *dash = strstr(line, " - ");
 	if (!dash || sscanf(dash + 3, "%255s %8191s", e->fstype, source) != 2)

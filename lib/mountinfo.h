@@ -1,7 +1,7 @@
 /*
  * lib/mountinfo.h: finding a mount in /proc/self/mountinfo: the daemon
- * looks up its own mount's device number there (stat() of the mount point
- * would send a request to a session not yet serving), and snapfs-admin
+ * looks up its own mount's device number and options there (stat() of the
+ * mount point would send a request to a session not yet serving), and snapfs-admin
  * looks up where a store in use is mounted.
  */
 #ifndef SNAPFS_MOUNTINFO_H
@@ -14,6 +14,7 @@
 struct mountinfo_ent {
 	unsigned maj, min;		/* st_dev of the mount */
 	char mnt[PATH_MAX];		/* mount point */
+	char opts[512];			/* the mount's own options: "rw,nosuid,noatime" */
 	char fstype[256];		/* "fuse.snapfs", ... */
 	char source[PATH_MAX];		/* what was mounted (fsname for FUSE) */
 };

@@ -11,9 +11,11 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include <cmocka.h>
 
+#include "fsd/fs_i.h"
 #include "fsd/fs_inode.h"
 
 static void test_fs_inode_lookup_forget(void **state)
@@ -128,6 +130,40 @@ static void test_fs_inode_many_and_teardown(void **state)
 	assert_int_equal(s.sum, want);
 }
 
+/* The atime rules (fs.c, here for want of a better home: they need no
+ * mount). */
+static void test_fs_atime_due(void **state)
+{
+	(void)state;
+	const time_t day = 24 * 60 * 60, now_s = 1700000000;
+	struct timespec now = { now_s, 500 };
+	struct store_attr a = { 0 };
+	a.mtime = a.ctime = (struct timespec){ now_s - 7200, 0 };
+	/* Accessed since the last change, an hour ago: not again. */
+	a.atime = (struct timespec){ now_s - 3600, 0 };
+	assert_false(fs_atime_due(FS_ATIME_RELATIME, &a, now));
+	assert_true(fs_atime_due(FS_ATIME_STRICT, &a, now));
+	assert_false(fs_atime_due(FS_ATIME_NONE, &a, now));
+	/* Changed since (mtime, or ctime alone), or at the same instant. */
+	a.mtime = (struct timespec){ now_s - 60, 0 };
+	assert_true(fs_atime_due(FS_ATIME_RELATIME, &a, now));
+	a.mtime = (struct timespec){ now_s - 7200, 0 };
+	a.ctime = (struct timespec){ now_s - 3600, 1 };
+	assert_true(fs_atime_due(FS_ATIME_RELATIME, &a, now));
+	a.ctime = a.atime;
+	assert_true(fs_atime_due(FS_ATIME_RELATIME, &a, now));
+	assert_false(fs_atime_due(FS_ATIME_NONE, &a, now));
+	/* Unchanged, but a day old; a second less is not. */
+	a.mtime = a.ctime = (struct timespec){ now_s - 3 * day, 0 };
+	a.atime = (struct timespec){ now_s - day, 0 };
+	assert_true(fs_atime_due(FS_ATIME_RELATIME, &a, now));
+	a.atime = (struct timespec){ now_s - day + 1, 0 };
+	assert_false(fs_atime_due(FS_ATIME_RELATIME, &a, now));
+	/* Strict: only an atime that is now already needs nothing. */
+	a.atime = now;
+	assert_false(fs_atime_due(FS_ATIME_STRICT, &a, now));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -136,6 +172,7 @@ int main(void)
 		cmocka_unit_test(test_fs_inode_keep_cache),
 		cmocka_unit_test(test_fs_inode_setid),
 		cmocka_unit_test(test_fs_inode_many_and_teardown),
+		cmocka_unit_test(test_fs_atime_due),
 	};
 	return cmocka_run_group_tests_name("fs-inode", tests, NULL, NULL);
 }

@@ -7,8 +7,8 @@
  * xattr size rules, st_blocks, page cache kept across opens, pages kept
  * for unlinked files until the last user lets go, setuid and setgid
  * cleared by unprivileged writes, file handles valid across mounts,
- * missing names cached by the kernel), and unmounts; the daemon must then
- * exit with status 0.  Shell-level tests with real tools
+ * missing names cached by the kernel, access times), and unmounts; the
+ * daemon must then exit with status 0.  Shell-level tests with real tools
  * are in tests/e2e/.
  */
 #include <dirent.h>
@@ -749,6 +749,89 @@ static void test_fs_negative_entries(void **state)
 	assert_memory_equal(buf, "again", 5);
 }
 
+/* Set path's atime and mtime (seconds); ctime becomes now. */
+static void set_times(const char *path, time_t atime, time_t mtime)
+{
+	struct timespec ts[2] = { { atime, 0 }, { mtime, 0 } };
+	assert_int_equal(utimensat(AT_FDCWD, path, ts, 0), 0);
+}
+
+static time_t atime_of(const char *path)
+{
+	struct stat st;
+	assert_int_equal(stat(path, &st), 0);
+	return st.st_atim.tv_sec;
+}
+
+/* Open path with flags (a directory: list it) and close it again. */
+static void access_once(const char *path, int flags)
+{
+	int fd = open(path, flags);
+	assert_true(fd >= 0);
+	char c;
+	if (flags & O_DIRECTORY) {
+		DIR *d = fdopendir(fd);
+		assert_non_null(d);
+		while (readdir(d))
+			;
+		closedir(d);
+		return;
+	}
+	if ((flags & O_ACCMODE) != O_WRONLY)
+		assert_true(read(fd, &c, 1) >= 0);
+	close(fd);
+}
+
+/* Access times under the mount's flag: relatime by default, none under
+ * -o noatime; sealed content keeps its times. */
+static void test_fs_atime(void **state)
+{
+	struct mnt *m = *state;
+	time_t now = time(NULL), past = 1000000000;
+	assert_int_equal(mkdir(P(m, "d"), 0755), 0);
+	put_file(P(m, "f"), "data", 4);
+	put_file(P(m, "w"), "data", 4);
+	put_file(P(m, "recent"), "data", 4);
+	assert_int_equal(mkdir(P(m, "s"), 0755), 0);
+	put_file(P(m, "s/f"), "data", 4);
+
+	/* Read after a change (atime before mtime): updated. */
+	set_times(P(m, "f"), past, past + 10);
+	access_once(P(m, "f"), O_RDONLY);
+	assert_true(atime_of(P(m, "f")) >= now);
+	/* Accessed since the last change, less than a day ago: kept (the
+	 * atime is set ahead of ctime, which utimensat made now). */
+	set_times(P(m, "recent"), now + 3600, past);
+	access_once(P(m, "recent"), O_RDONLY);
+	assert_int_equal(atime_of(P(m, "recent")), now + 3600);
+	/* Opened only to write: not an access. */
+	set_times(P(m, "w"), past, past + 10);
+	access_once(P(m, "w"), O_WRONLY);
+	assert_int_equal(atime_of(P(m, "w")), past);
+	/* A directory listed. */
+	set_times(P(m, "d"), past, past + 10);
+	access_once(P(m, "d"), O_RDONLY | O_DIRECTORY);
+	assert_true(atime_of(P(m, "d")) >= now);
+	/* Sealed content keeps its times. */
+	set_times(P(m, "s/f"), past, past + 10);
+	set_times(P(m, "s"), past, past + 10);
+	assert_int_equal(setxattr(P(m, "s"), "user.snapfs.sealed", "1", 1, 0), 0);
+	access_once(P(m, "s/f"), O_RDONLY);
+	access_once(P(m, "s"), O_RDONLY | O_DIRECTORY);
+	assert_int_equal(atime_of(P(m, "s/f")), past);
+	assert_int_equal(atime_of(P(m, "s")), past);
+
+	/* -o noatime: nothing is updated. */
+	mnt_stop(m);
+	mnt_start_opts(m, "noatime");
+	set_times(P(m, "f"), past, past + 10);
+	set_times(P(m, "d"), past, past + 10);
+	access_once(P(m, "f"), O_RDONLY);
+	access_once(P(m, "d"), O_RDONLY | O_DIRECTORY);
+	assert_int_equal(atime_of(P(m, "f")), past);
+	assert_int_equal(atime_of(P(m, "d")), past);
+}
+
 /* A file handle of path (name_to_handle_at), malloc'ed. */
 static struct file_handle *handle_of(const char *path)
 {
@@ -921,6 +1004,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_fs_file_handles, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fs_fallocate_space, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fs_negative_entries, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fs_atime, setup, teardown),
 	};
 	return cmocka_run_group_tests_name("fs", tests, NULL, NULL);
 }

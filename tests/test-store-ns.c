@@ -330,6 +330,34 @@ static int64_t ctime_of(struct store *st, uint64_t ino)
 
 /* Gaining or losing a link changes an inode's ctime, also while the file
  * is open, when its times are kept in memory beside the index. */
+/* An access changes atime alone: mtime and ctime (also as cached for a
+ * file with uncommitted writes) stay. */
+static void test_store_ns_set_atime(void **state)
+{
+	struct tsu_fixture *f = *state;
+	struct store *st = f->st;
+	struct store_attr a, b;
+	assert_int_equal(store_mknod(st, ROOT, "f", S_IFREG | 0644, 0, 0, 0, &a), 0);
+	assert_int_equal(store_write(st, a.ino, "data", 4, 0), 4);	/* pending */
+	assert_int_equal(store_getattr(st, a.ino, &a), 0);
+	struct timespec when = { a.ctime.tv_sec + 100, 42 };
+	assert_int_equal(store_set_atime(st, a.ino, when), 0);
+	assert_int_equal(store_getattr(st, a.ino, &b), 0);
+	assert_int_equal(b.atime.tv_sec, when.tv_sec);
+	assert_int_equal(b.atime.tv_nsec, 42);
+	assert_int_equal(b.mtime.tv_sec, a.mtime.tv_sec);
+	assert_int_equal(b.mtime.tv_nsec, a.mtime.tv_nsec);
+	assert_int_equal(b.ctime.tv_sec, a.ctime.tv_sec);
+	assert_int_equal(b.ctime.tv_nsec, a.ctime.tv_nsec);
+	assert_int_equal(b.size, 4);
+	/* The commit of the pending write keeps it. */
+	assert_int_equal(store_sync(st, NULL), 0);
+	assert_int_equal(store_getattr(st, a.ino, &b), 0);
+	assert_int_equal(b.atime.tv_sec, when.tv_sec);
+	assert_int_equal(b.ctime.tv_nsec, a.ctime.tv_nsec);
+	assert_int_equal(store_set_atime(st, 999999, when), -ENOENT);
+}
+
 static void test_store_ns_link_ctime(void **state)
 {
 	struct tsu_fixture *f = *state;
@@ -427,6 +455,7 @@ static void test_store_ns_seal(void **state)
 	assert_int_equal(store_xattr_set(st, file.ino, "user.a", "b", 1, 0), -EPERM);
 	struct store_attr in = { .mode = 0777 };
 	assert_int_equal(store_setattr(st, file.ino, &in, STORE_SET_MODE, NULL), -EPERM);
+	assert_int_equal(store_set_atime(st, file.ino, (struct timespec){ 5, 0 }), -EPERM);
 	/* Reading works; outside the sealed tree everything works. */
 	char buf[8] = { 0 };
 	assert_int_equal(store_read(st, file.ino, buf, sizeof(buf), 0), 4);
@@ -561,6 +590,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_store_ns_rename, tsu_setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_ns_readdir, tsu_setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_ns_setattr, tsu_setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_ns_set_atime, tsu_setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_ns_link_ctime, tsu_setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_ns_xattrs, tsu_setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_ns_seal, tsu_setup, teardown),
