@@ -47,9 +47,7 @@ int store_setattr(struct store *st, uint64_t ino, const struct store_attr *in, u
 	if (r)
 		return r;
 	struct store_attr a;
-	r = ns_attr_get(st, st->db, ino, &a);
-	if (!r && (a.flags & STORE_INODE_SEALED))
-		r = -EPERM;
+	r = ns_attr_get_changeable(st, ino, &a);
 	int64_t ctime = rest & STORE_SET_CTIME ? ns_of(in->ctime) : store_now_ns();
 	int64_t mtime = ns_of(in->mtime);
 	/* One statement for every attribute: those left unbound (NULL)
@@ -94,9 +92,7 @@ int store_set_atime(struct store *st, uint64_t ino, struct timespec atime)
 	if (r)
 		return r;
 	struct store_attr a;
-	r = ns_attr_get(st, st->db, ino, &a);
-	if (!r && (a.flags & STORE_INODE_SEALED))
-		r = -EPERM;
+	r = ns_attr_get_changeable(st, ino, &a);
 	sqlite3_stmt *s = r ? NULL : store_stmt(st, st->db, "UPDATE inode SET atime_ns = ?1 WHERE ino = ?2");
 	if (!r && !s)
 		r = -EIO;

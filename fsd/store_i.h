@@ -382,6 +382,9 @@ int store_delete_inode_if_unlinked(struct store *st, uint64_t ino);
 int store_ns_init_root(struct store *st, struct err *e);
 /* Attributes of ino as the given connection sees them (its lock held). */
 int ns_attr_get(struct store *st, sqlite3 *db, uint64_t ino, struct store_attr *a);
+/* The same on the main connection (db_lock held) for a change of ino:
+ * -EPERM if it is sealed. */
+int ns_attr_get_changeable(struct store *st, uint64_t ino, struct store_attr *a);
 /* Run one prepared change on db with up to four integer arguments; a
  * constraint failure is -EEXIST, a full disk -ENOSPC (store_sql_errno). */
 int ns_exec4(struct store *st, const char *sql, int n, int64_t a, int64_t b, int64_t c,

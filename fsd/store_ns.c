@@ -55,6 +55,12 @@ int ns_attr_get(struct store *st, sqlite3 *db, uint64_t ino, struct store_attr *
 	return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? -ENOENT : -EIO;
 }
 
+int ns_attr_get_changeable(struct store *st, uint64_t ino, struct store_attr *a)
+{
+	int r = ns_attr_get(st, st->db, ino, a);
+	return !r && (a->flags & STORE_INODE_SEALED) ? -EPERM : r;
+}
+
 /* The inode name refers to in parent, or -ENOENT (its lock held). */
 static int entry_get(struct store *st, sqlite3 *db, uint64_t parent, const char *name,
 		     uint64_t *ino, int64_t *id)
@@ -503,10 +509,8 @@ int store_link(struct store *st, uint64_t ino, uint64_t newparent, const char *n
 		return r;
 	struct store_attr a, pa;
 	uint64_t old;
-	r = ns_attr_get(st, st->db, ino, &a);
+	r = ns_attr_get_changeable(st, ino, &a);
 	if (!r && S_ISDIR(a.mode))
-		r = -EPERM;
-	if (!r && (a.flags & STORE_INODE_SEALED))
 		r = -EPERM;
 	if (!r && a.nlink == 0)
 		r = -ENOENT;
@@ -703,9 +707,7 @@ int store_rename(struct store *st, uint64_t parent, const char *name, uint64_t n
 	if (!r)
 		r = entry_get(st, st->db, parent, name, &ino, &id);
 	if (!r)
-		r = ns_attr_get(st, st->db, ino, &a);
-	if (!r && (a.flags & STORE_INODE_SEALED))
-		r = -EPERM;
+		r = ns_attr_get_changeable(st, ino, &a);
 	bool exists = false;
 	if (!r) {
 		r = entry_get(st, st->db, newparent, newname, &dino, &did);
