@@ -93,7 +93,8 @@ int store_set_atime(struct store *st, uint64_t ino, struct timespec atime)
 		return r;
 	struct store_attr a;
 	r = ns_attr_get_changeable(st, ino, &a);
-	sqlite3_stmt *s = r ? NULL : store_stmt(st, st->db, "UPDATE inode SET atime_ns = ?1 WHERE ino = ?2");
+	sqlite3_stmt *s =
+		r ? NULL : store_stmt(st, st->db, "UPDATE inode SET atime_ns = ?1 WHERE ino = ?2");
 	if (!r && !s)
 		r = -EIO;
 	if (!r) {
