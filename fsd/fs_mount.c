@@ -115,10 +115,13 @@ int fs_mount_set_readahead(const char *mountpoint, unsigned kb)
 static bool fs_mount_has_opt(const char *opts, const char *flag)
 {
 	size_t n = strlen(flag);
-	for (const char *p = opts; p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL)
+	for (const char *p = opts;; p++) {
 		if (!strncmp(p, flag, n) && (p[n] == ',' || p[n] == 0))
 			return true;
-	return false;
+		p = strchr(p, ',');
+		if (!p)
+			return false;
+	}
 }
 
 int fs_mount_atime(const char *mountpoint, enum fs_atime *atime, bool *diratime)
