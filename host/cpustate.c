@@ -26,10 +26,14 @@ struct key {
 	const char *name;
 	enum kind kind;
 	size_t off;	/* of the field in struct cpustate */
+	uint64_t max;	/* K_U64: largest value (0: any) */
+	int since;	/* format version that added the key (0: the first) */
 };
 
-#define REG(r) { #r, K_U64, offsetof(struct cpustate, regs.r) }
-#define SREG(r, k) { #r, k, offsetof(struct cpustate, sregs.r) }
+#define REG(r) { #r, K_U64, offsetof(struct cpustate, regs.r), 0, 0 }
+#define SREG(r, k) { #r, k, offsetof(struct cpustate, sregs.r), 0, 0 }
+/* Debug registers, version 2 on; DR6 and DR7 are 32 bits wide to KVM. */
+#define DR(name, f, m) { name, K_U64, offsetof(struct cpustate, debugregs.f), m, 2 }
 
 static const struct key keys[] = {
 	REG(rax), REG(rbx), REG(rcx), REG(rdx), REG(rsi), REG(rdi), REG(rsp), REG(rbp),
@@ -41,9 +45,11 @@ static const struct key keys[] = {
 	SREG(cr0, K_U64), SREG(cr2, K_U64), SREG(cr3, K_U64), SREG(cr4, K_U64),
 	SREG(cr8, K_U64), SREG(efer, K_U64), SREG(apic_base, K_U64),
 	SREG(interrupt_bitmap, K_BITMAP),
-	{ "xcr", K_XCR, 0 },
-	{ "msr", K_MSR, 0 },
-	{ "xsave", K_XSAVE, 0 },
+	DR("dr0", db[0], 0), DR("dr1", db[1], 0), DR("dr2", db[2], 0), DR("dr3", db[3], 0),
+	DR("dr6", dr6, UINT32_MAX), DR("dr7", dr7, UINT32_MAX),
+	{ "xcr", K_XCR, 0, 0, 0 },
+	{ "msr", K_MSR, 0, 0, 0 },
+	{ "xsave", K_XSAVE, 0, 0, 0 },
 };
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
 
@@ -81,6 +87,13 @@ int cpustate_check(const struct cpustate *cs, struct err *e)
 {
 	for (size_t k = 0; k < NKEYS; k++) {
 		const void *field = (const char *)cs + keys[k].off;
+		if (keys[k].kind == K_U64 && keys[k].max) {
+			uint64_t v;
+			memcpy(&v, field, sizeof(v));
+			if (v > keys[k].max)
+				return text_fail(e, "cpu", 0, "%s 0x%llx, more than 0x%llx", keys[k].name,
+						 (ull)v, (ull)keys[k].max);
+		}
 		if (keys[k].kind == K_SEG) {
 			uint64_t v[NSEG_FIELDS];
 			seg_get(field, v);
@@ -112,6 +125,7 @@ struct parse {
 	struct err *e;
 	struct text_line *l;
 	struct cpustate *cs;
+	int version;			/* of the file, from its first line */
 	unsigned seen[NKEYS];		/* line of each single key */
 	unsigned xsave_seen[XSAVE_LINES];
 };
@@ -250,6 +264,9 @@ static int parse_line(struct parse *p)
 	if (k == NKEYS)
 		return FAIL(p, "unknown key \"%.32s\"", name);
 	const struct key *key = &keys[k];
+	if (key->since > p->version)
+		return FAIL(p, "key \"%s\" is not part of version %d (it came in version %d)", name,
+			    p->version, key->since);
 	if (key->kind < K_XCR) {
 		if (p->seen[k])
 			return FAIL(p, "duplicate \"%s\" (first on line %u)", name, p->seen[k]);
@@ -261,7 +278,7 @@ static int parse_line(struct parse *p)
 	case K_U64: {
 		uint64_t v;
 		if ((r = want_fields(p, name, 1, "VALUE")) ||
-		    (r = value(p, name, p->l->field[1], UINT64_MAX, &v)))
+		    (r = value(p, name, p->l->field[1], key->max ? key->max : UINT64_MAX, &v)))
 			return r;
 		memcpy(field, &v, sizeof(v));	/* __u64 is unsigned long long */
 		return 0;
@@ -303,9 +320,20 @@ static int parse_all(struct parse *p, struct text_reader *rd)
 	size_t mlen = strlen(CPUSTATE_MAGIC);
 	if (strncmp(p->l->buf, CPUSTATE_MAGIC " ", mlen + 1) != 0)
 		return FAIL(p, "not a cpu state file: line 1 must be \"%s\"", header);
-	if (strcmp(p->l->buf, header) != 0)
-		return FAIL(p, "unknown format version \"%.16s\" (this program reads %d)",
-			    p->l->buf + mlen + 1, CPUSTATE_VERSION);
+	const char *v = p->l->buf + mlen + 1;
+	p->version = 0;
+	for (int n = CPUSTATE_VERSION_MIN; n <= CPUSTATE_VERSION; n++) {
+		char want[16];
+		snprintf(want, sizeof(want), "%d", n);
+		if (!strcmp(v, want))
+			p->version = n;
+	}
+	if (!p->version)
+		return FAIL(p, "unknown format version \"%.16s\" (this program reads %d to %d)", v,
+			    CPUSTATE_VERSION_MIN, CPUSTATE_VERSION);
+	/* What an older version has no line for starts at its power-on value. */
+	p->cs->debugregs.dr6 = CPUSTATE_DR6_INIT;
+	p->cs->debugregs.dr7 = CPUSTATE_DR7_INIT;
 	int r;
 	while ((got = text_next(rd, p->l, p->e)) > 0)
 		if ((r = parse_line(p)))
@@ -314,7 +342,7 @@ static int parse_all(struct parse *p, struct text_reader *rd)
 		return got;
 	p->l->no = rd->no;
 	for (size_t k = 0; k < NKEYS; k++)
-		if (keys[k].kind < K_XCR && !p->seen[k])
+		if (keys[k].kind < K_XCR && !p->seen[k] && keys[k].since <= p->version)
 			return FAIL(p, "end of file: no \"%s\" line", keys[k].name);
 	for (unsigned i = 0; i < XSAVE_LINES; i++)
 		if (!p->xsave_seen[i])
@@ -447,6 +475,9 @@ static void normalise(const struct cpustate *in, struct cpustate *out)
 	for (uint32_t i = 0; i < nm; i++)
 		out->msrs[i] = (struct kvm_msr_entry){ .index = in->msrs[i].index,
 						       .data = in->msrs[i].data };
+	memcpy(out->debugregs.db, in->debugregs.db, sizeof(out->debugregs.db));
+	out->debugregs.dr6 = in->debugregs.dr6;
+	out->debugregs.dr7 = in->debugregs.dr7;
 	memcpy(out->xsave.region, in->xsave.region, sizeof(out->xsave.region));
 }
 

@@ -156,6 +156,7 @@ int vm_new(struct vm **out, struct err *e)
 		goto fail;
 	vm->has_xsave = kvm_ioctl_val(NULL, vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_XSAVE) > 0;
 	vm->has_xcrs = kvm_ioctl_val(NULL, vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_XCRS) > 0;
+	vm->has_debugregs = kvm_ioctl_val(NULL, vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_DEBUGREGS) > 0;
 	*out = vm;
 	return 0;
 fail:
@@ -400,6 +401,13 @@ int vm_get_cpu(struct vm *vm, struct cpustate *cs, struct err *e)
 	}
 	if (r >= 0 && vm->has_xcrs)
 		r = kvm_ioctl(e, vm->vcpu_fd, KVM_GET_XCRS, &cs->xcrs);
+	if (r >= 0 && vm->has_debugregs) {
+		r = kvm_ioctl(e, vm->vcpu_fd, KVM_GET_DEBUGREGS, &cs->debugregs);
+		cs->debugregs.flags = 0;
+	} else {
+		cs->debugregs.dr6 = CPUSTATE_DR6_INIT;
+		cs->debugregs.dr7 = CPUSTATE_DR7_INIT;
+	}
 	if (r < 0)
 		return r;
 	struct msr_buf buf = { .hdr.nmsrs = (uint32_t)n };
@@ -418,6 +426,20 @@ int vm_get_cpu(struct vm *vm, struct cpustate *cs, struct err *e)
 static int all_zero(const uint8_t *p, size_t n)
 {
 	return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
+}
+
+/* Set the debug registers: only their fields, never KVM's flags or reserved words. */
+static int vm_set_debugregs(struct vm *vm, const struct kvm_debugregs *in, struct err *e)
+{
+	struct kvm_debugregs d = { .dr6 = in->dr6, .dr7 = in->dr7 };
+	memcpy(d.db, in->db, sizeof(d.db));
+	if (vm->has_debugregs)
+		return kvm_ioctl(e, vm->vcpu_fd, KVM_SET_DEBUGREGS, &d);
+	if (all_zero((const uint8_t *)d.db, sizeof(d.db)) && d.dr6 == CPUSTATE_DR6_INIT &&
+	    d.dr7 == CPUSTATE_DR7_INIT)
+		return 0;
+	return err_set(e, -ENOTSUP, "the state sets debug registers (dr7 0x%llx); this KVM cannot "
+		       "set them", (unsigned long long)d.dr7);
 }
 
 int vm_set_cpu(struct vm *vm, const struct cpustate *cs, struct err *e)
@@ -448,6 +470,8 @@ int vm_set_cpu(struct vm *vm, const struct cpustate *cs, struct err *e)
 	}
 	if (r >= 0)
 		r = kvm_ioctl(e, vm->vcpu_fd, KVM_SET_SREGS, &cs->sregs);
+	if (r >= 0)
+		r = vm_set_debugregs(vm, &cs->debugregs, e);
 	if (r < 0)
 		return r;
 	struct msr_buf buf = { .hdr.nmsrs = cs->nmsrs };

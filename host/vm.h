@@ -38,6 +38,7 @@ struct vm {
 		int readonly;
 	} slots[VM_SLOTS_MAX];
 	int has_xsave, has_xcrs;	/* KVM_CAP_XSAVE, KVM_CAP_XCRS */
+	int has_debugregs;		/* KVM_CAP_DEBUGREGS */
 	int timer_ok;		/* timer created for timer_tid */
 	pid_t timer_tid;
 	timer_t timer;
@@ -74,7 +75,8 @@ int vm_set_long_mode(struct vm *vm, uint64_t cr3, uint64_t gdt, uint16_t gdt_lim
 
 /*
  * The vCPU's whole state, as a snapshot's cpu file holds it: general and
- * special registers, the extended control registers, the FPU/SSE/AVX
+ * special registers, the extended control registers, the debug registers
+ * (power-on values where KVM has no KVM_CAP_DEBUGREGS), the FPU/SSE/AVX
  * state (KVM_GET_XSAVE; where KVM has no XSAVE, KVM_GET_FPU stored in the
  * legacy area of the XSAVE layout) and the MSRs of vm_msr_list() that a
  * resumed guest needs.  Returns 0 or -errno.
@@ -84,8 +86,9 @@ int vm_get_cpu(struct vm *vm, struct cpustate *cs, struct err *e);
 /*
  * Set the vCPU's whole state from cs (what vm_get_cpu() returns, possibly
  * from another process or host).  Returns 0 or -errno: -ENOTSUP when cs
- * holds state this KVM cannot take (XCRs or extended XSAVE state without
- * the capability), -EINVAL naming the first MSR KVM refuses.
+ * holds state this KVM cannot take (XCRs, debug registers or extended
+ * XSAVE state without the capability), -EINVAL naming the first MSR KVM
+ * refuses.
  */
 int vm_set_cpu(struct vm *vm, const struct cpustate *cs, struct err *e);
 

@@ -64,6 +64,10 @@ static void make_state(struct cpustate *cs)
 	cs->sregs.interrupt_bitmap[3] = ~0ull;
 	cs->xcrs.nr_xcrs = 1;
 	cs->xcrs.xcrs[0] = (struct kvm_xcr){ .xcr = 0, .value = 7 };
+	for (int i = 0; i < 4; i++)
+		cs->debugregs.db[i] = 0xffffffff81000000ull + 0x10 * (unsigned)i;
+	cs->debugregs.dr6 = 0xffff4ff1;
+	cs->debugregs.dr7 = 0x000d0402;
 	static const uint32_t msrs[] = { 0xc0000080, 0xc0000081, 0xc0000082, 0x277, 0x10 };
 	for (size_t i = 0; i < sizeof(msrs) / sizeof(msrs[0]); i++)
 		cs->msrs[cs->nmsrs++] = (struct kvm_msr_entry){ .index = msrs[i], .data = i * 0x1001 + 1 };
@@ -169,17 +173,22 @@ static void test_cpustate_round_trip(void **state)
 	assert_int_equal(b->msrs[3].data, 3 * 0x1001 + 1);
 	assert_int_equal(b->xcrs.nr_xcrs, 1);
 	assert_int_equal(b->xcrs.xcrs[0].value, 7);
+	assert_memory_equal(a->debugregs.db, b->debugregs.db, sizeof(a->debugregs.db));
+	assert_int_equal(b->debugregs.dr6, 0xffff4ff1);
+	assert_int_equal(b->debugregs.dr7, 0x000d0402);
 	char *text2 = format_ok(b, &len2);
 	assert_string_equal(text, text2);
 
 	/* what a person reads */
-	assert_non_null(strstr(text, "snapvm-cpu 1\nrax 0x1111111111111111\nrbx 0x2222222222222223\n"));
+	assert_non_null(strstr(text, "snapvm-cpu 2\nrax 0x1111111111111111\nrbx 0x2222222222222223\n"));
 	assert_non_null(strstr(text, "\ncs base=0x0000000000000000 limit=0xffffffff selector=0x0008 type=11 "
 				     "present=1 dpl=0 db=0 s=1 l=1 g=1 avl=0 unusable=0\n"));
 	assert_non_null(strstr(text, "\ngdt base=0x00000000c0001000 limit=0x002f\n"));
 	assert_non_null(strstr(text, "\nefer 0x0000000000000d01\n"));
 	assert_non_null(strstr(text, "\nmsr 0xc0000080 0x0000000000000001\n"));
 	assert_non_null(strstr(text, "\nxcr 0x0 0x0000000000000007\n"));
+	assert_non_null(strstr(text, "\ndr3 0xffffffff81000030\ndr6 0x00000000ffff4ff1\n"
+				     "dr7 0x00000000000d0402\n"));
 	assert_non_null(strstr(text, "\nxsave 0x0000 000d1a27"));
 	assert_non_null(strstr(text, "\nxsave 0x0fc0 "));
 	free(text);
@@ -190,6 +199,12 @@ static void test_cpustate_round_trip(void **state)
 	assert_false(cpustate_equal(a, b));
 	b->sregs.ldt.avl = 0;
 	((uint8_t *)b->xsave.region)[4095] ^= 0x80;
+	assert_false(cpustate_equal(a, b));
+	((uint8_t *)b->xsave.region)[4095] ^= 0x80;
+	b->debugregs.dr7 ^= 1;
+	assert_false(cpustate_equal(a, b));
+	b->debugregs.dr7 ^= 1;
+	b->debugregs.db[2]++;
 	assert_false(cpustate_equal(a, b));
 	free(a);
 	free(b);
@@ -207,6 +222,8 @@ static void test_cpustate_padding_ignored(void **state)
 	b->msrs[0].reserved = 3;
 	b->xcrs.xcrs[0].reserved = 4;
 	b->xcrs.padding[3] = 5;
+	b->debugregs.flags = 1;
+	b->debugregs.reserved[8] = 6;
 	b->msrs[40].data = 77;	/* beyond nmsrs */
 	assert_true(cpustate_equal(a, b));
 	size_t la, lb;
@@ -221,11 +238,78 @@ static void test_cpustate_padding_ignored(void **state)
 static void test_cpustate_header(void **state)
 {
 	(void)state;
-	bad("snapvm-cpu", "snapvm-cpu 2", "unknown format version \"2\" (this program reads 1)");
-	bad("snapvm-cpu", "snapfs-snapshot 1", "not a cpu state file: line 1 must be \"snapvm-cpu 1\"");
-	expect_bad_text("", 0, "cpu:1: empty file, want \"snapvm-cpu 1\"");
-	expect_bad_text("snapvm-cpu 1", 12, "cpu:1: no newline at the end of the file");
-	expect_bad_text("snapvm-cpu 1\n", 13, "cpu:1: end of file: no \"rax\" line");
+	bad("snapvm-cpu", "snapvm-cpu 3", "unknown format version \"3\" (this program reads 1 to 2)");
+	bad("snapvm-cpu", "snapvm-cpu 0", "unknown format version \"0\"");
+	bad("snapvm-cpu", "snapvm-cpu 02", "unknown format version \"02\"");
+	bad("snapvm-cpu", "snapfs-snapshot 1", "not a cpu state file: line 1 must be \"snapvm-cpu 2\"");
+	expect_bad_text("", 0, "cpu:1: empty file, want \"snapvm-cpu 2\"");
+	expect_bad_text("snapvm-cpu 2", 12, "cpu:1: no newline at the end of the file");
+	expect_bad_text("snapvm-cpu 2\n", 13, "cpu:1: end of file: no \"rax\" line");
+}
+
+/* The canonical text without its dr lines, as version 1 wrote it. */
+static char *version_1_text(void)
+{
+	static const char *const drs[] = { "dr0", "dr1", "dr2", "dr3", "dr6", "dr7" };
+	char *t = edit("snapvm-cpu", "snapvm-cpu 1", 0);
+	for (size_t i = 0; i < sizeof(drs) / sizeof(drs[0]); i++) {
+		char *line = strstr(t, drs[i]);
+		assert_non_null(line);
+		assert_true(line[-1] == '\n' && line[3] == ' ');
+		char *next = strchr(line, '\n') + 1;
+		memmove(line, next, strlen(next) + 1);
+	}
+	return t;
+}
+
+/*
+ * Version 1 files (from before the debug registers were kept) are read,
+ * their debug registers at power-on values; a dr line in one is refused;
+ * version 2 needs every dr line.
+ */
+static void test_cpustate_version_1(void **state)
+{
+	(void)state;
+	char *t = version_1_text();
+	struct cpustate *cs = xmalloc(sizeof(*cs)), *want = xmalloc(sizeof(*want));
+	memset(cs->debugregs.db, 0x5a, sizeof(cs->debugregs.db));
+	struct err e = { 0 };
+	if (cpustate_parse(t, strlen(t), "cpu", cs, &e) != 0)
+		fail_msg("%s", e.msg);
+	make_state(want);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(cs->debugregs.db[i], 0);
+	assert_int_equal(cs->debugregs.dr6, CPUSTATE_DR6_INIT);
+	assert_int_equal(cs->debugregs.dr7, CPUSTATE_DR7_INIT);
+	memset(&want->debugregs, 0, sizeof(want->debugregs));
+	want->debugregs.dr6 = CPUSTATE_DR6_INIT;
+	want->debugregs.dr7 = CPUSTATE_DR7_INIT;
+	assert_true(cpustate_equal(cs, want));
+	/* written again, it is version 2 with the dr lines */
+	size_t len;
+	char *text = format_ok(cs, &len);
+	assert_non_null(strstr(text, "snapvm-cpu 2\n"));
+	assert_non_null(strstr(text, "\ndr6 0x00000000ffff0ff0\ndr7 0x0000000000000400\n"));
+	free(text);
+
+	/* a dr line added at the end of the version 1 text */
+	unsigned lines = 0;
+	for (const char *p = t; *p; p++)
+		lines += *p == '\n';
+	char *more = xmalloc(strlen(t) + 32);
+	sprintf(more, "%sdr7 0x401\n", t);
+	char msg[120];
+	snprintf(msg, sizeof(msg), "cpu:%u: key \"dr7\" is not part of version 1 (it came in version 2)",
+		 lines + 1);
+	expect_bad_text(more, strlen(more), msg);
+	free(more);
+	free(t);
+
+	t = edit("dr6", NULL, 0);
+	expect_bad_text(t, strlen(t), "end of file: no \"dr6\" line");
+	free(t);
+	free(cs);
+	free(want);
 }
 
 static void test_cpustate_keys(void **state)
@@ -294,6 +378,9 @@ static void test_cpustate_values(void **state)
 	bad("idt", "idt base=0 lim=0", "idt: field 2 is \"lim=0\", want limit=VALUE");
 	bad("interrupt_bitmap", "interrupt_bitmap 0 0 0", "interrupt_bitmap: 3 values, want 4");
 	bad("interrupt_bitmap", "interrupt_bitmap 0 0 0 z", "interrupt_bitmap: bad value \"z\"");
+	bad("dr6", "dr6 0x100000000", "dr6: value \"0x100000000\" larger than 0xffffffff");
+	bad("dr7", "dr7 0x1ffffffff", "dr7: value \"0x1ffffffff\" larger than 0xffffffff");
+	bad("dr0", "dr0 0x10000000000000000", "dr0: bad value");
 }
 
 static void test_cpustate_xsave(void **state)
@@ -416,6 +503,9 @@ static void test_cpustate_check_struct(void **state)
 	make_state(cs);
 	cs->xcrs.nr_xcrs = 2;
 	expect_bad_struct(cs, "xcr 0x0 appears twice");
+	make_state(cs);
+	cs->debugregs.dr7 = 1ull << 32;
+	expect_bad_struct(cs, "cpu: dr7 0x100000000, more than 0xffffffff");
 	free(cs);
 }
 
@@ -455,6 +545,7 @@ int main(void)
 		cmocka_unit_test(test_cpustate_round_trip),
 		cmocka_unit_test(test_cpustate_padding_ignored),
 		cmocka_unit_test(test_cpustate_header),
+		cmocka_unit_test(test_cpustate_version_1),
 		cmocka_unit_test(test_cpustate_keys),
 		cmocka_unit_test(test_cpustate_values),
 		cmocka_unit_test(test_cpustate_xsave),

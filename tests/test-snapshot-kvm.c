@@ -451,9 +451,11 @@ static void test_snapshot_scratch_resident(void **state)
 
 /*
  * State the guest keeps in the vCPU — MSRs written with wrmsr, an SSE
- * register — is in the cpu file, comes back in sandboxes started from
- * the snapshot and after a reset, and is taken from the file: an edited
- * cpu file gives the guest the edited value.
+ * register, debug registers — is in the cpu file, comes back in sandboxes
+ * started from the snapshot and after a reset, and is taken from the
+ * file: an edited cpu file gives the guest the edited value, and a
+ * version 1 file (no debug registers) starts them at power-on values.
+ * DR7 keeps its breakpoints disabled (no L/G bits), so none fires.
  */
 static void test_snapshot_cpu_state(void **state)
 {
@@ -469,6 +471,13 @@ static void test_snapshot_cpu_state(void **state)
 	assert_string_equal(got, lstar);
 	call(live, "xmm", pattern, got, sizeof(got));
 	assert_string_equal(got, pattern);
+	const char *dr0 = "0xffffffff81234000", *dr3 = "0x7ffff008", *dr7 = "0xffff0400";
+	call(live, "dr", "0 0xffffffff81234000", got, sizeof(got));
+	assert_string_equal(got, dr0);
+	call(live, "dr", "3 0x7ffff008", got, sizeof(got));
+	assert_string_equal(got, dr3);
+	call(live, "dr", "7 0xffff0400", got, sizeof(got));
+	assert_string_equal(got, dr7);
 	take(live, "regs", NULL, "r", NULL);
 
 	/* a cold-booted sandbox reset: the vCPU as it was made */
@@ -476,6 +485,8 @@ static void test_snapshot_cpu_state(void **state)
 	assert_int_equal(sandbox_reset(live, &e), 0);
 	expect(live, "msr", "c0000102", "0x0");
 	expect(live, "xmm", NULL, "00000000000000000000000000000000");
+	expect(live, "dr", "0", "0x0");
+	expect(live, "dr", "7", "0x400");
 	sandbox_free(live);
 	guest_close(g);
 
@@ -486,20 +497,26 @@ static void test_snapshot_cpu_state(void **state)
 	char line[256];
 	int found = 0;
 	while (fgets(line, sizeof(line), f))
-		found += strcmp(line, "msr 0xc0000102 0xffff888012345678\n") == 0;
+		found += strcmp(line, "msr 0xc0000102 0xffff888012345678\n") == 0 ||
+			 strcmp(line, "dr7 0x00000000ffff0400\n") == 0;
 	fclose(f);
-	assert_int_equal(found, 1);
+	assert_int_equal(found, 2);
 
 	struct snapshot *s = open_snap("r");
 	struct sandbox *sb = start(s);
 	expect(sb, "msr", "c0000102", kgs);
 	expect(sb, "msr", "c0000082", lstar);
 	expect(sb, "xmm", NULL, pattern);
+	expect(sb, "dr", "0", dr0);
+	expect(sb, "dr", "3", dr3);
+	expect(sb, "dr", "7", dr7);
 	call(sb, "msr", "c0000102 0x1000", got, sizeof(got));
 	call(sb, "xmm", "ffffffffffffffffffffffffffffffff", got, sizeof(got));
+	call(sb, "dr", "0 0x1000", got, sizeof(got));
 	assert_int_equal(snapshot_reset(s, NULL, &sb, &e), 0);
 	expect(sb, "msr", "c0000102", kgs);
 	expect(sb, "xmm", NULL, pattern);
+	expect(sb, "dr", "0", dr0);
 	sandbox_free(sb);
 	snapshot_close(s);
 
@@ -512,6 +529,26 @@ static void test_snapshot_cpu_state(void **state)
 	sb = start(s);
 	expect(sb, "msr", "c0000102", "0xffff8880abcdef00");
 	expect(sb, "xmm", NULL, pattern);
+	expect(sb, "dr", "7", dr7);
+	sandbox_free(sb);
+	snapshot_close(s);
+	snprintf(cmd, sizeof(cmd), "sed -i 's/^dr3 .*/dr3 0x0000000000c0ffe8/' '%s'", cpu);
+	assert_int_equal(system(cmd), 0);
+	s = open_snap("r");
+	sb = start(s);
+	expect(sb, "dr", "3", "0xc0ffe8");
+	sandbox_free(sb);
+	snapshot_close(s);
+
+	/* a version 1 cpu file, as snapshots written before debug registers were kept */
+	snprintf(cmd, sizeof(cmd), "sed -i -e '/^dr[0-7] /d' -e 's/^snapvm-cpu 2$/snapvm-cpu 1/' '%s'",
+		 cpu);
+	assert_int_equal(system(cmd), 0);
+	s = open_snap("r");
+	sb = start(s);
+	expect(sb, "msr", "c0000102", "0xffff8880abcdef00");
+	expect(sb, "dr", "3", "0x0");
+	expect(sb, "dr", "7", "0x400");
 	sandbox_free(sb);
 	snapshot_close(s);
 }

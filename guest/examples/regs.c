@@ -6,6 +6,8 @@
  *          the MSR's value (rdmsr) as hex
  *   xmm    "[32 hex digits]": loads the 16 bytes (first byte first) into
  *          xmm7 if given, returns xmm7 as 32 hex digits
+ *   dr     "N [VALUE]" (N one of 0 1 2 3 6 7, VALUE hex): writes VALUE to
+ *          debug register N if given, returns its value as hex
  *
  * Nothing here is stored in memory between calls: what a later call reads
  * back was kept by the vCPU.  The guest is built general-registers-only,
@@ -94,3 +96,39 @@ static long xmm(const void *in, uint64_t in_len, void *out, uint64_t out_cap)
 	return 32;
 }
 SNAPVM_EXPORT(xmm);
+
+/* mov to and from a debug register takes its number in the instruction. */
+#define DR_CASE(n)                                                              \
+	case n:                                                                 \
+		if (set)                                                        \
+			__asm__ volatile("mov %0, %%db" #n : : "r"(v));         \
+		__asm__ volatile("mov %%db" #n ", %0" : "=r"(v));               \
+		break
+
+static long dr(const void *in, uint64_t in_len, void *out, uint64_t out_cap)
+{
+	const char *p = in, *lim = p + in_len;
+	int ok;
+	uint64_t n = parse_hex(&p, lim, &ok);
+	if (!ok)
+		return -22;
+	int set = more(p, lim);
+	uint64_t v = 0;
+	if (set) {
+		v = parse_hex(&p, lim, &ok);
+		if (!ok)
+			return -22;
+	}
+	switch (n) {
+		DR_CASE(0);
+		DR_CASE(1);
+		DR_CASE(2);
+		DR_CASE(3);
+		DR_CASE(6);
+		DR_CASE(7);
+	default:
+		return -22;
+	}
+	return (long)snapvm_snprintf(out, out_cap, "0x%lx", (unsigned long)v);
+}
+SNAPVM_EXPORT(dr);

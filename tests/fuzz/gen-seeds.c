@@ -125,6 +125,8 @@ static int cpustate_seeds(const char *dir)
 	cs.sregs.apic_base = 0xfee00900;
 	cs.xcrs.nr_xcrs = 1;
 	cs.xcrs.xcrs[0].value = 7;
+	cs.debugregs.dr6 = CPUSTATE_DR6_INIT;
+	cs.debugregs.dr7 = CPUSTATE_DR7_INIT;
 	static const uint32_t msrs[] = { 0xc0000081, 0xc0000082, 0xc0000084, 0xc0000102, 0x277 };
 	for (size_t i = 0; i < sizeof(msrs) / sizeof(msrs[0]); i++)
 		cs.msrs[cs.nmsrs++] = (struct kvm_msr_entry){ .index = msrs[i], .data = 0x1000 * i };
@@ -142,6 +144,22 @@ static int cpustate_seeds(const char *dir)
 		return 1;
 	}
 	int r = put(dir, "corpus-cpustate", "longmode", text, len);
+	/* the same state as version 1 wrote it: no dr lines */
+	char *v1 = malloc(len + 1);
+	size_t n = 0;
+	for (const char *p = text; p < text + len;) {
+		const char *nl = memchr(p, '\n', (size_t)(text + len - p));
+		size_t ll = nl ? (size_t)(nl - p) + 1 : (size_t)(text + len - p);
+		if (p == text)
+			n += (size_t)sprintf(v1 + n, "%s 1\n", CPUSTATE_MAGIC);
+		else if (strncmp(p, "dr", 2) != 0) {
+			memcpy(v1 + n, p, ll);
+			n += ll;
+		}
+		p += ll;
+	}
+	r |= v1 ? put(dir, "corpus-cpustate", "longmode-v1", v1, n) : 1;
+	free(v1);
 	free(text);
 	return r;
 }
