@@ -553,6 +553,44 @@ static void test_snapshot_cpu_state(void **state)
 	snapshot_close(s);
 }
 
+/*
+ * A watchpoint armed before the snapshot (DR0 and DR7) is armed in every
+ * sandbox started from it: the guest's write to the watched word raises
+ * a debug exception there, which ends that sandbox with a message, while
+ * the live sandbox, reset to power-on, writes it freely.
+ */
+static void test_snapshot_watchpoint(void **state)
+{
+	(void)state;
+	struct guest *g;
+	struct sandbox *live = boot_elf("regs", &g, 1u << 20);
+	expect(live, "poke", NULL, "1");
+	expect(live, "watch", NULL, "0xd0401");
+	take(live, "regs", NULL, "w", NULL);
+	struct err e = { 0 };
+	assert_int_equal(sandbox_reset(live, &e), 0);
+	expect(live, "poke", NULL, "1");	/* power-on: nothing armed */
+	sandbox_free(live);
+	guest_close(g);
+
+	struct snapshot *s = open_snap("w");
+	for (int i = 0; i < 2; i++) {
+		struct sandbox *sb = start(s);
+		expect(sb, "dr", "7", "0xd0401");
+		char out[64];
+		size_t n;
+		e = (struct err){ 0 };
+		int r = sandbox_call(sb, "poke", "", 0, out, sizeof(out), &n, &e);
+		print_message("# poke in a sandbox from the snapshot: %s\n", e.msg);
+		assert_int_equal(r, -EPROTO);
+		assert_non_null(strstr(e.msg, "debug (#DB)"));
+		const char *why = NULL;
+		assert_true(sandbox_ended(sb, &why));
+		sandbox_free(sb);
+	}
+	snapshot_close(s);
+}
+
 /* The functions listed from a snapshot's files are the guest ELF's, in its order. */
 static void expect_exports(const char *name, const struct guest *elf)
 {
@@ -680,6 +718,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_snapshot_reset_in_place, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_scratch_resident, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_cpu_state, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_snapshot_watchpoint, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_exports_listed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_derived_wrong_parent, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_file_truncated_under_sandbox, setup,

@@ -8,6 +8,10 @@
  *          xmm7 if given, returns xmm7 as 32 hex digits
  *   dr     "N [VALUE]" (N one of 0 1 2 3 6 7, VALUE hex): writes VALUE to
  *          debug register N if given, returns its value as hex
+ *   watch  arms a write watchpoint on a word of data (DR0 and DR7),
+ *          returns DR7 as hex
+ *   poke   adds 1 to that word and returns it: with the watchpoint armed
+ *          the write raises a debug exception (#DB), which ends the call
  *
  * Nothing here is stored in memory between calls: what a later call reads
  * back was kept by the vCPU.  The guest is built general-registers-only,
@@ -96,6 +100,28 @@ static long xmm(const void *in, uint64_t in_len, void *out, uint64_t out_cap)
 	return 32;
 }
 SNAPVM_EXPORT(xmm);
+
+static volatile uint64_t watched;
+
+static long watch(const void *in, uint64_t in_len, void *out, uint64_t out_cap)
+{
+	(void)in, (void)in_len;
+	/* L0 (enable 0), RW0 = 01 (data writes), LEN0 = 11 (8 bytes), bit 10 set */
+	uint64_t dr7 = 0x400 | 1u | 1u << 16 | 3u << 18;
+	__asm__ volatile("mov %0, %%db0" : : "r"((uint64_t)(uintptr_t)&watched));
+	__asm__ volatile("mov %0, %%db7" : : "r"(dr7));
+	__asm__ volatile("mov %%db7, %0" : "=r"(dr7));
+	return (long)snapvm_snprintf(out, out_cap, "0x%lx", (unsigned long)dr7);
+}
+SNAPVM_EXPORT(watch);
+
+static long poke(const void *in, uint64_t in_len, void *out, uint64_t out_cap)
+{
+	(void)in, (void)in_len;
+	watched = watched + 1;
+	return (long)snapvm_snprintf(out, out_cap, "%lu", (unsigned long)watched);
+}
+SNAPVM_EXPORT(poke);
 
 /* mov to and from a debug register takes its number in the instruction. */
 #define DR_CASE(n)                                                              \
