@@ -32,8 +32,69 @@ static int fs_mount_dir_empty(const char *path)
 	return empty;
 }
 
-int fs_mount_prepare_store(const char *path, char abs[PATH_MAX], struct err *e)
+/* path made absolute without its last part having to exist: the real
+ * path of the folder it names or, if it is missing, of its parent with
+ * its name appended.  0 or -errno. */
+static int fs_mount_abs(const char *path, char out[PATH_MAX])
 {
+	if (realpath(path, out))
+		return 0;
+	if (errno != ENOENT)
+		return -errno;
+	char dir[PATH_MAX];
+	size_t n = strlen(path);
+	while (n > 1 && path[n - 1] == '/')
+		n--;
+	if (n >= sizeof(dir))
+		return -ENAMETOOLONG;
+	memcpy(dir, path, n);
+	dir[n] = 0;
+	char *slash = strrchr(dir, '/');
+	const char *parent = slash == dir ? "/" : slash ? dir : ".";
+	const char *name = slash ? slash + 1 : dir;
+	if (slash && slash != dir)
+		*slash = 0;
+	if (!realpath(parent, out))
+		return -errno;
+	size_t len = strlen(out);
+	if (len + 1 + strlen(name) >= PATH_MAX)
+		return -ENAMETOOLONG;
+	sprintf(out + len, "%s%s", len > 1 ? "/" : "", name);
+	return 0;
+}
+
+/* Is the absolute path a the folder b or below it? */
+static bool fs_mount_within(const char *a, const char *b)
+{
+	size_t n = strlen(b);
+	if (n == 1)	/* b is the root */
+		return true;
+	return !strncmp(a, b, n) && (a[n] == 0 || a[n] == '/');
+}
+
+int fs_mount_prepare_store(const char *path, const char *mountpoint, char abs[PATH_MAX],
+			   struct err *e)
+{
+	/*
+	 * The daemon reaches its store by path (SQLite opens its journal
+	 * files by name), so a store the mount would cover deadlocks the
+	 * first write: each access would be a request to the daemon itself.
+	 */
+	char mnt[PATH_MAX];
+	if (!realpath(mountpoint, mnt))
+		return err_set(e, -errno, "mount point %s: %s", mountpoint, strerror(errno));
+	int r = fs_mount_abs(path, abs);
+	if (r < 0)
+		return err_set(e, r, "store %s: %s", path, strerror(-r));
+	if (!strcmp(abs, mnt))
+		return err_set(e, -EINVAL, "store %s is the mount point itself: the mount would hide "
+			       "it; keep the store in another folder", path);
+	if (fs_mount_within(abs, mnt))
+		return err_set(e, -EINVAL, "store %s is inside the mount point %s: the mount would "
+			       "hide it; keep the store outside", path, mountpoint);
+	if (fs_mount_within(mnt, abs))
+		return err_set(e, -EINVAL, "mount point %s is inside the store %s: the mount would "
+			       "hide part of the store; mount it elsewhere", mountpoint, path);
 	struct stat st;
 	if (stat(path, &st) < 0) {
 		if (errno != ENOENT)

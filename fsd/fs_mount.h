@@ -20,9 +20,12 @@ struct err;
  * creating it (mode 0700) if it is missing and its parent exists, and
  * making an existing empty folder mode 0700 as well.  Whether
  * the folder is a store, or empty and may become one, is for store_open()
- * to decide.  Returns 0 or -errno with a message in e naming PATH.
+ * to decide.  A store that is MOUNTPOINT, below it or above it is refused
+ * (-EINVAL) before anything is created: the mount would hide the store
+ * from the daemon.  Returns 0 or -errno with a message in e naming PATH.
  */
-int fs_mount_prepare_store(const char *path, char abs[PATH_MAX], struct err *e);
+int fs_mount_prepare_store(const char *path, const char *mountpoint, char abs[PATH_MAX],
+			   struct err *e);
 
 /*
  * Put in front of the user's -o options the ones snapfs mounts with:

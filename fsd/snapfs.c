@@ -205,7 +205,7 @@ int main(int argc, char *argv[])
 		fprintf(stderr, "snapfs: mount point %s: not a folder\n", cmd.mountpoint);
 		goto out_args;
 	}
-	if (fs_mount_prepare_store(opts.store, store_path, &e) < 0) {
+	if (fs_mount_prepare_store(opts.store, cmd.mountpoint, store_path, &e) < 0) {
 		fprintf(stderr, "snapfs: %s\n", e.msg);
 		goto out_args;
 	}

@@ -25,6 +25,25 @@ out=$("$SNAPFS" "$T/never" "$T/no-such-mountpoint" 2>&1)
 st=$?
 ok "a missing mount point is refused, naming it, and creates no store" \
 	$([ $st -ne 0 ] && echo "$out" | grep -q "no-such-mountpoint" && [ ! -e "$T/never" ] && echo 0 || echo 1) "$out"
+# A store the mount would cover deadlocks the daemon on its own files
+# (each access a request to itself): refused before anything is made.
+mkdir "$T/mp"
+ln -s "$T/mp" "$T/mp-link"
+out=$(timeout 20 "$SNAPFS" "$T/mp" "$T/mp" -f 2>&1)
+st=$?
+ok "the mount point as its own store is refused, saying why, and left empty" \
+	$([ $st -ne 0 ] && echo "$out" | grep -q "store $T/mp is the mount point itself" &&
+		[ -z "$(ls -A "$T/mp")" ] && echo 0 || echo 1) "$out"
+out=$(timeout 20 "$SNAPFS" "$T/mp/store" "$T/mp" -f 2>&1)
+st=$?
+ok "a store inside the mount point is refused, naming both, and not created" \
+	$([ $st -ne 0 ] && echo "$out" | grep -q "store $T/mp/store is inside the mount point $T/mp" &&
+		[ ! -e "$T/mp/store" ] && echo 0 || echo 1) "$out"
+out=$(timeout 20 "$SNAPFS" "$T/mp-link/store" "$T/mp" -f 2>&1)
+st=$?
+ok "... also when reached through a symlink" \
+	$([ $st -ne 0 ] && echo "$out" | grep -q "is inside the mount point" && [ ! -e "$T/mp/store" ] &&
+		echo 0 || echo 1) "$out"
 ok "nothing was mounted by refusals" $(is_mounted && echo 1 || echo 0)
 
 # A missing store is created with mode 0700 (daemon mode: parent exits 0
@@ -52,6 +71,13 @@ ok "fusermount3 -u unmounts" $(is_mounted && echo 1 || echo 0)
 i=0
 while [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
 ok "the daemon exits after fusermount3 -u" $([ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null && echo 0 || echo 1) "pid '$pid'"
+
+# A mount point inside the store would hide part of it.
+out=$(timeout 20 "$SNAPFS" "$STORE" "$STORE/packs" -f 2>&1)
+st=$?
+ok "a mount point inside the store is refused, saying so" \
+	$([ $st -ne 0 ] && echo "$out" | grep -q "mount point $STORE/packs is inside the store" &&
+		! grep -q " $STORE/packs " /proc/mounts && echo 0 || echo 1) "$out"
 
 # An empty folder becomes a store too.
 mkdir "$T/empty"
