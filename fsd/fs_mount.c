@@ -63,13 +63,24 @@ static int fs_mount_abs(const char *path, char out[PATH_MAX])
 	return 0;
 }
 
-/* Is the absolute path a the folder b or below it? */
-static bool fs_mount_within(const char *a, const char *b)
+/*
+ * Is the folder `dir` one of the existing folders on the absolute path
+ * abs: 1 abs itself, 2 one above it, 0 neither.  Compared by device and
+ * inode, so a folder reached by another path (a bind mount) counts.
+ */
+static int fs_mount_on_path(const struct stat *dir, const char *abs)
 {
-	size_t n = strlen(b);
-	if (n == 1)	/* b is the root */
-		return true;
-	return !strncmp(a, b, n) && (a[n] == 0 || a[n] == '/');
+	char p[PATH_MAX];
+	snprintf(p, sizeof(p), "%s", abs);
+	for (int self = 1;; self = 0) {
+		struct stat st;
+		if (stat(p, &st) == 0 && st.st_dev == dir->st_dev && st.st_ino == dir->st_ino)
+			return self ? 1 : 2;
+		char *slash = strrchr(p, '/');
+		if (!slash || (slash == p && !p[1]))
+			return 0;
+		slash[slash == p] = 0;	/* "/a" becomes "/" */
+	}
 }
 
 int fs_mount_prepare_store(const char *path, const char *mountpoint, char abs[PATH_MAX],
@@ -81,18 +92,20 @@ int fs_mount_prepare_store(const char *path, const char *mountpoint, char abs[PA
 	 * first write: each access would be a request to the daemon itself.
 	 */
 	char mnt[PATH_MAX];
-	if (!realpath(mountpoint, mnt))
+	struct stat mst, sst;
+	if (!realpath(mountpoint, mnt) || stat(mnt, &mst) < 0)
 		return err_set(e, -errno, "mount point %s: %s", mountpoint, strerror(errno));
 	int r = fs_mount_abs(path, abs);
 	if (r < 0)
 		return err_set(e, r, "store %s: %s", path, strerror(-r));
-	if (!strcmp(abs, mnt))
+	r = fs_mount_on_path(&mst, abs);
+	if (r == 1)
 		return err_set(e, -EINVAL, "store %s is the mount point itself: the mount would hide "
 			       "it; keep the store in another folder", path);
-	if (fs_mount_within(abs, mnt))
+	if (r == 2)
 		return err_set(e, -EINVAL, "store %s is inside the mount point %s: the mount would "
 			       "hide it; keep the store outside", path, mountpoint);
-	if (fs_mount_within(mnt, abs))
+	if (stat(abs, &sst) == 0 && fs_mount_on_path(&sst, mnt))
 		return err_set(e, -EINVAL, "mount point %s is inside the store %s: the mount would "
 			       "hide part of the store; mount it elsewhere", mountpoint, path);
 	struct stat st;

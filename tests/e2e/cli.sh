@@ -44,6 +44,19 @@ st=$?
 ok "... also when reached through a symlink" \
 	$([ $st -ne 0 ] && echo "$out" | grep -q "is inside the mount point" && [ ! -e "$T/mp/store" ] &&
 		echo 0 || echo 1) "$out"
+mkdir "$T/bound"
+E2E_UMOUNT_AFTER=$T/bound
+if mount --bind "$T/mp" "$T/bound" 2>"$T/bind.err"; then
+	out=$(timeout 20 "$SNAPFS" "$T/bound/store" "$T/mp" -f 2>&1)
+	st=$?
+	umount "$T/bound"
+	ok "... and when reached through a bind mount of the mount point" \
+		$([ $st -ne 0 ] && echo "$out" | grep -q "is inside the mount point" &&
+			[ ! -e "$T/mp/store" ] && echo 0 || echo 1) "$out"
+else
+	ok "bind-mount the mount point's folder (needs root)" 1 "$(cat "$T/bind.err")"
+fi
+E2E_UMOUNT_AFTER=
 ok "nothing was mounted by refusals" $(is_mounted && echo 1 || echo 0)
 
 # A missing store is created with mode 0700 (daemon mode: parent exits 0
