@@ -289,6 +289,32 @@ static void admin_usage(FILE *f)
 		   "fsck exits 0 if clean, 1 if it found problems, 2 if it could not run.\n");
 }
 
+/* A FUSE mount whose mount point is the absolute path arg. */
+static bool admin_is_mount_at(const struct mountinfo_ent *ent, const void *arg)
+{
+	return !strncmp(ent->fstype, "fuse", 4) && !strcmp(ent->mnt, arg);
+}
+
+/*
+ * STORE as the user gave it, or, when that is where snapfs has a store
+ * mounted (an easy slip: the mount is the path people use), that store,
+ * said on stderr so that stdout stays what the command prints.
+ */
+static const char *admin_store_arg(const char *arg, char buf[PATH_MAX])
+{
+	char abs[PATH_MAX], index[PATH_MAX + 16];
+	struct mountinfo_ent ent;
+	if (!realpath(arg, abs) || mountinfo_find(admin_is_mount_at, abs, &ent) < 0)
+		return arg;
+	snprintf(index, sizeof(index), "%s/index.db", ent.source);
+	if (strcmp(ent.fstype, "fuse.snapfs") != 0 && access(index, F_OK) != 0)
+		return arg;	/* some other FUSE filesystem */
+	snprintf(buf, PATH_MAX, "%s", ent.source);
+	fprintf(stderr, "snapfs-admin: %s is where snapfs mounts the store %s; using the store\n",
+		arg, buf);
+	return buf;
+}
+
 int main(int argc, char *argv[])
 {
 	if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
@@ -300,16 +326,17 @@ int main(int argc, char *argv[])
 		       store_schema_version());
 		return 0;
 	}
+	char buf[PATH_MAX];
 	if (argc == 3 && !strcmp(argv[1], "fsck"))
-		return admin_fsck(argv[2]);
+		return admin_fsck(admin_store_arg(argv[2], buf));
 	if (argc == 3 && !strcmp(argv[1], "gc"))
-		return admin_gc(argv[2]);
+		return admin_gc(admin_store_arg(argv[2], buf));
 	if (argc == 3 && !strcmp(argv[1], "stats"))
-		return admin_stats(argv[2], false);
+		return admin_stats(admin_store_arg(argv[2], buf), false);
 	if (argc == 4 && !strcmp(argv[1], "stats") && !strcmp(argv[2], "--json"))
-		return admin_stats(argv[3], true);
+		return admin_stats(admin_store_arg(argv[3], buf), true);
 	if (argc == 4 && !strcmp(argv[1], "stats") && !strcmp(argv[3], "--json"))
-		return admin_stats(argv[2], true);
+		return admin_stats(admin_store_arg(argv[2], buf), true);
 	admin_usage(stderr);
 	return 2;
 }

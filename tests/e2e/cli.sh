@@ -146,6 +146,19 @@ wait_store_free
 check "snapfs-admin stats works on a mounted store" sh -c '"$1" stats "$2" | grep -q "dedup ratio"' sh "$ADMIN" "$STORE"
 check "snapfs-admin stats --json is JSON" sh -c '"$1" stats --json "$2" | python3 -c "import json,sys; d=json.load(sys.stdin); assert d[\"files\"] >= 2"' sh "$ADMIN" "$STORE"
 check "snapfs-admin fsck works on a mounted store" "$ADMIN" fsck "$STORE"
+# Given the mount point instead of the store, snapfs-admin uses the store
+# mounted there and says so on stderr; stdout is what the store gives.
+out=$("$ADMIN" stats "$MNT" 2>"$T/admin.err")
+st=$?
+ok "snapfs-admin stats MOUNTPOINT reports the store mounted there" \
+	$([ $st -eq 0 ] && [ "$out" = "$("$ADMIN" stats "$STORE")" ] && echo 0 || echo 1) "$out"
+ok "... and says on stderr that it used the store" \
+	$(grep -q "$MNT is where snapfs mounts the store $STORE" "$T/admin.err" && echo 0 || echo 1) \
+	"$(cat "$T/admin.err")"
+out=$("$ADMIN" fsck "$MNT" 2>/dev/null)
+st=$?
+ok "snapfs-admin fsck MOUNTPOINT checks the store" \
+	$([ $st -eq 0 ] && echo "$out" | grep -q "^$STORE: .* 0 problems" && echo 0 || echo 1) "$out"
 head -c 4194304 /dev/urandom >"$T/keep"
 cp "$T/keep" "$MNT/keep"
 head -c 4194304 /dev/urandom >"$MNT/garbage"
