@@ -284,6 +284,7 @@ static void admin_usage(FILE *f)
 		   "       snapfs-admin gc STORE\n"
 		   "       snapfs-admin stats [--json] STORE\n"
 		   "       snapfs-admin --help | --version\n"
+		   "STORE is the store folder, or the mount point of a store snapfs serves.\n"
 		   "fsck and stats work beside a mounted store; gc of a mounted store is run\n"
 		   "by its snapfs daemon, and the filesystem waits while it runs.\n"
 		   "fsck exits 0 if clean, 1 if it found problems, 2 if it could not run.\n");
