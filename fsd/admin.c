@@ -290,12 +290,6 @@ static void admin_usage(FILE *f)
 		   "fsck exits 0 if clean, 1 if it found problems, 2 if it could not run.\n");
 }
 
-/* A FUSE mount whose mount point is the absolute path arg. */
-static bool admin_is_mount_at(const struct mountinfo_ent *ent, const void *arg)
-{
-	return !strncmp(ent->fstype, "fuse", 4) && !strcmp(ent->mnt, arg);
-}
-
 /*
  * STORE as the user gave it, or, when that is where snapfs has a store
  * mounted (an easy slip: the mount is the path people use), that store,
@@ -305,7 +299,7 @@ static const char *admin_store_arg(const char *arg, char buf[PATH_MAX])
 {
 	char abs[PATH_MAX], index[PATH_MAX + 16];
 	struct mountinfo_ent ent;
-	if (!realpath(arg, abs) || mountinfo_find(admin_is_mount_at, abs, &ent) < 0)
+	if (!realpath(arg, abs) || mountinfo_find(mountinfo_fuse_at, abs, &ent) < 0)
 		return arg;
 	snprintf(index, sizeof(index), "%s/index.db", ent.source);
 	if (strcmp(ent.fstype, "fuse.snapfs") != 0 && access(index, F_OK) != 0)

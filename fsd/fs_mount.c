@@ -146,19 +146,13 @@ int fs_mount_add_options(struct fuse_args *args, const char *store, unsigned rea
 	return r ? -ENOMEM : 0;
 }
 
-/* A FUSE mount at mountpoint arg. */
-static bool fs_mount_is_at(const struct mountinfo_ent *ent, const void *arg)
-{
-	return !strcmp(ent->mnt, arg) && !strncmp(ent->fstype, "fuse", 4);
-}
-
 /* The mountinfo line of the FUSE mount at mountpoint, malloc'ed in *out. */
 static int fs_mount_find(const char *mountpoint, struct mountinfo_ent **out)
 {
 	*out = malloc(sizeof(**out));
 	if (!*out)
 		return -ENOMEM;
-	int r = mountinfo_find(fs_mount_is_at, mountpoint, *out);
+	int r = mountinfo_find(mountinfo_fuse_at, mountpoint, *out);
 	if (r) {
 		free(*out);
 		*out = NULL;

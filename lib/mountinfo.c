@@ -44,6 +44,11 @@ static bool parse(const char *line, struct mountinfo_ent *e)
 	return true;
 }
 
+bool mountinfo_fuse_at(const struct mountinfo_ent *ent, const void *arg)
+{
+	return !strcmp(ent->mnt, arg) && !strncmp(ent->fstype, "fuse", 4);
+}
+
 int mountinfo_find(bool (*match)(const struct mountinfo_ent *ent, const void *arg),
 		   const void *arg, struct mountinfo_ent *out)
 {
