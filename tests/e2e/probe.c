@@ -289,13 +289,24 @@ static int probe_parallel(const char *file, int readers, int writers, int rounds
 	if (bad)
 		return fail("%s: a reader saw a torn page or an I/O failed", file);
 	fd = open(file, O_RDONLY);
+	if (fd < 0)
+		return fail("%s: open after the writers", file);
 	char page[PAGE], want[PAGE];
 	for (int w = 0; w < writers; w++) {
 		par_fill(want, w, rounds);
 		for (int i = 0; i < PAR_PAGES; i++) {
 			off_t off = ((off_t)w * PAR_PAGES + i) * PAGE;
-			if (pread(fd, page, PAGE, off) != PAGE || memcmp(page, want, PAGE))
-				return fail("%s: page at %ld lacks the last generation", file, (long)off);
+			ssize_t got = pread(fd, page, PAGE, off);
+			if (got != PAGE)
+				return fail("%s: pread of the page at %ld gave %zd", file, (long)off, got);
+			if (memcmp(page, want, PAGE)) {
+				uint32_t word[2];
+				memcpy(word, page, sizeof(word));
+				errno = 0;
+				return fail("%s: page at %ld lacks the last generation: it starts with "
+					    "writer %u generation %u, not writer %d generation %d",
+					    file, (long)off, word[1], word[0], w, rounds);
+			}
 		}
 	}
 	close(fd);
