@@ -330,11 +330,12 @@ bool fs_atime_due(enum fs_atime rule, const struct store_attr *a, struct timespe
  */
 static void fs_accessed(struct fs *fs, const struct store_attr *a)
 {
-	if ((a->flags & STORE_INODE_SEALED) || (S_ISDIR(a->mode) && !fs->cfg.diratime))
+	bool diratime = __atomic_load_n(&fs->cfg.diratime, __ATOMIC_RELAXED);
+	if ((a->flags & STORE_INODE_SEALED) || (S_ISDIR(a->mode) && !diratime))
 		return;
 	struct timespec now;
 	fs_now(&now);
-	if (!fs_atime_due(fs->cfg.atime, a, now))
+	if (!fs_atime_due(__atomic_load_n(&fs->cfg.atime, __ATOMIC_RELAXED), a, now))
 		return;
 	int r = store_set_atime(fs->store, a->ino, now);
 	if (r < 0)
@@ -1052,8 +1053,9 @@ int fs_new(struct store *store, const struct fs_config *cfg, struct fs **out)
 
 void fs_set_atime(struct fs *fs, enum fs_atime atime, bool diratime)
 {
-	fs->cfg.atime = atime;
-	fs->cfg.diratime = diratime;
+	/* Called again from another thread when the mount is remounted. */
+	__atomic_store_n(&fs->cfg.atime, atime, __ATOMIC_RELAXED);
+	__atomic_store_n(&fs->cfg.diratime, diratime, __ATOMIC_RELAXED);
 }
 
 static void fs_free_one(uint64_t ino, void *arg)

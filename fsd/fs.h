@@ -54,7 +54,7 @@ int fs_new(struct store *store, const struct fs_config *cfg, struct fs **out);
 void fs_free(struct fs *fs);
 
 /* Set the atime rule once the mount's flags are known (fs_mount_atime),
- * before the session serves requests. */
+ * and again whenever a remount changes them (any thread, any time). */
 void fs_set_atime(struct fs *fs, enum fs_atime atime, bool diratime);
 
 /* The request handlers; the userdata of the session must be the struct fs. */

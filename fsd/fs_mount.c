@@ -5,9 +5,12 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -207,4 +210,142 @@ int fs_mount_atime(const char *mountpoint, enum fs_atime *atime, bool *diratime)
 	*diratime = !fs_mount_has_opt(ent->opts, "nodiratime");
 	free(ent);
 	return 0;
+}
+
+/* A mount flag as mount(8) spells it: the MS_ bits it sets and clears. */
+struct fs_mount_flag {
+	const char *name;
+	unsigned long set, clear;
+};
+
+#define FS_MOUNT_ATIME_BITS (MS_NOATIME | MS_RELATIME | MS_STRICTATIME)
+static const struct fs_mount_flag fs_mount_flags[] = {
+	{ "ro", MS_RDONLY, 0 },			{ "rw", 0, MS_RDONLY },
+	{ "nosuid", MS_NOSUID, 0 },		{ "suid", 0, MS_NOSUID },
+	{ "nodev", MS_NODEV, 0 },		{ "dev", 0, MS_NODEV },
+	{ "noexec", MS_NOEXEC, 0 },		{ "exec", 0, MS_NOEXEC },
+	{ "sync", MS_SYNCHRONOUS, 0 },		{ "async", 0, MS_SYNCHRONOUS },
+	{ "dirsync", MS_DIRSYNC, 0 },
+	{ "noatime", MS_NOATIME, FS_MOUNT_ATIME_BITS },
+	{ "relatime", MS_RELATIME, FS_MOUNT_ATIME_BITS },
+	{ "strictatime", MS_STRICTATIME, FS_MOUNT_ATIME_BITS },
+	{ "nodiratime", MS_NODIRATIME, 0 },	{ "diratime", 0, MS_NODIRATIME },
+};
+
+/* Apply the flags named in the comma-separated list opts to *flags. */
+static void fs_mount_apply_flags(const char *opts, unsigned long *flags)
+{
+	for (const char *p = opts; p && *p;) {
+		size_t n = strcspn(p, ",");
+		for (size_t i = 0; i < sizeof(fs_mount_flags) / sizeof(fs_mount_flags[0]); i++) {
+			const struct fs_mount_flag *f = &fs_mount_flags[i];
+			if (strlen(f->name) == n && !strncmp(p, f->name, n))
+				*flags = (*flags & ~f->clear) | f->set;
+		}
+		p += n;
+		if (*p == ',')
+			p++;
+	}
+}
+
+int fs_mount_remount(const char *store, const char *mountpoint, const char *opts,
+		     struct err *e)
+{
+	char mnt[PATH_MAX];
+	if (!realpath(mountpoint, mnt))
+		return err_set(e, -errno, "remount: mount point %s: %s", mountpoint, strerror(errno));
+	struct mountinfo_ent *ent;
+	int r = fs_mount_find(mnt, &ent);
+	if (r == -ENOENT || (r == 0 && strcmp(ent->fstype, "fuse.snapfs")))
+		r = err_set(e, -EINVAL, "remount: %s is not a snapfs mount point", mountpoint);
+	else if (r < 0)
+		err_set(e, r, "remount: cannot read the mount table: %s", strerror(-r));
+	else if (strcmp(ent->source, store))
+		r = err_set(e, -EINVAL, "remount: %s mounts the store %s, not %s", mountpoint,
+			    ent->source, store);
+	if (r < 0) {
+		free(ent);
+		return r;
+	}
+	/* The mount's flags now (the kernel lists strictatime as neither
+	 * relatime nor noatime), then the ones asked for. */
+	unsigned long flags = MS_STRICTATIME;
+	fs_mount_apply_flags(ent->opts, &flags);
+	free(ent);
+	fs_mount_apply_flags(opts, &flags);
+	if (mount(NULL, mnt, NULL, MS_REMOUNT | flags, NULL) < 0)
+		return err_set(e, -errno, "remount %s: %s%s", mountpoint, strerror(errno),
+			       errno == EPERM ? " (remounting needs root)" : "");
+	return 0;
+}
+
+struct fs_mount_watch {
+	struct fs *fs;
+	char mnt[PATH_MAX];
+	int table;		/* /proc/self/mountinfo, polled for changes */
+	int stop[2];		/* a pipe: written to end the thread */
+	pthread_t thread;
+};
+
+static void *fs_mount_watch_run(void *arg)
+{
+	struct fs_mount_watch *w = arg;
+	for (;;) {
+		/* The table signals POLLPRI once per change since the last poll. */
+		struct pollfd p[2] = { { .fd = w->table, .events = POLLPRI },
+				       { .fd = w->stop[0], .events = POLLIN } };
+		if (poll(p, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		if (p[1].revents)
+			break;
+		enum fs_atime atime;
+		bool diratime;
+		if (fs_mount_atime(w->mnt, &atime, &diratime) == 0)
+			fs_set_atime(w->fs, atime, diratime);
+	}
+	return NULL;
+}
+
+int fs_mount_watch_start(struct fs *fs, const char *mountpoint, struct fs_mount_watch **out)
+{
+	struct fs_mount_watch *w = calloc(1, sizeof(*w));
+	if (!w)
+		return -ENOMEM;
+	w->fs = fs;
+	snprintf(w->mnt, sizeof(w->mnt), "%s", mountpoint);
+	w->table = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
+	if (w->table < 0 || pipe2(w->stop, O_CLOEXEC) < 0) {
+		int r = -errno;
+		if (w->table >= 0)
+			close(w->table);
+		free(w);
+		return r;
+	}
+	int r = -pthread_create(&w->thread, NULL, fs_mount_watch_run, w);
+	if (r < 0) {
+		close(w->table);
+		close(w->stop[0]);
+		close(w->stop[1]);
+		free(w);
+		return r;
+	}
+	*out = w;
+	return 0;
+}
+
+void fs_mount_watch_stop(struct fs_mount_watch *w)
+{
+	if (!w)
+		return;
+	if (write(w->stop[1], "", 1) != 1) {
+		/* A pipe with room cannot refuse one byte. */
+	}
+	pthread_join(w->thread, NULL);
+	close(w->table);
+	close(w->stop[0]);
+	close(w->stop[1]);
+	free(w);
 }

@@ -52,4 +52,27 @@ int fs_mount_set_readahead(const char *mountpoint, unsigned kb);
  */
 int fs_mount_atime(const char *mountpoint, enum fs_atime *atime, bool *diratime);
 
+/*
+ * `snapfs STORE MOUNTPOINT -o remount,...`, as mount(8) runs it through
+ * mount.fuse3 for `mount -o remount,ro MOUNTPOINT`: change the flags of
+ * the snapfs mount of store (an absolute path) at MOUNTPOINT with
+ * mount(2), no second daemon.  opts is the comma-separated option list;
+ * ro/rw, nosuid/suid, nodev/dev, noexec/exec, sync/async, dirsync,
+ * noatime/relatime/strictatime and nodiratime/diratime are applied, the
+ * rest (the mount's FUSE and snapfs options, which cannot change while it
+ * is mounted) are ignored.  Returns 0 or -errno with a message in e.
+ */
+int fs_mount_remount(const char *store, const char *mountpoint, const char *opts,
+		     struct err *e);
+
+/*
+ * Keep fs's atime rule in step with the flags of the mount at MOUNTPOINT:
+ * a thread waits for changes to the mount table and reads the rule again
+ * (a remount to ro or noatime stops atime updates at once).  Returns 0 or
+ * -errno; fs_mount_watch_stop() ends the thread.
+ */
+struct fs_mount_watch;
+int fs_mount_watch_start(struct fs *fs, const char *mountpoint, struct fs_mount_watch **out);
+void fs_mount_watch_stop(struct fs_mount_watch *w);
+
 #endif

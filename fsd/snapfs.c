@@ -37,6 +37,7 @@ struct snapfs_opts {
 	unsigned readahead_kb;	/* read_ahead_kb of the mount, 0 = kernel's */
 	unsigned read_kb;	/* largest read request, KiB */
 	int nosplice;
+	int remount;		/* -o remount: change the flags of a live mount */
 	double timeout;
 	double sealed_timeout;
 };
@@ -46,6 +47,7 @@ static const struct fuse_opt snapfs_opt_spec[] = {
 	SNAPFS_OPT("readahead=%u", readahead_kb),
 	SNAPFS_OPT("read_size=%u", read_kb),
 	SNAPFS_OPT("nosplice", nosplice),
+	SNAPFS_OPT("remount", remount),
 	SNAPFS_OPT("timeout=%lf", timeout),
 	SNAPFS_OPT("sealed_timeout=%lf", sealed_timeout),
 	FUSE_OPT_END
@@ -72,8 +74,47 @@ static void snapfs_usage(const char *prog)
 	       "    -o read_size=KB        largest read request (default 512, at most 1004 so splice works)\n"
 	       "    -o nosplice            copy read data instead of splicing it from pack files\n"
 	       "    -o timeout=S           attribute and entry timeout (default 1)\n"
-	       "    -o sealed_timeout=S    the same for sealed content (default 86400)\n\n",
+	       "    -o sealed_timeout=S    the same for sealed content (default 86400)\n"
+	       "    -o remount             change the flags (ro, rw, noexec, ...) of the live mount\n"
+	       "                           of STORE at MOUNTPOINT, as mount -o remount does\n\n",
 	       prog);
+}
+
+/*
+ * mount -o remount,ro MOUNTPOINT runs `snapfs STORE MOUNTPOINT -o
+ * remount,ro,...` through mount.fuse3.  The daemon serving the mount
+ * holds the store, so this changes the live mount's flags instead of
+ * starting another.  The -o lists left in args (after the snapfs and
+ * libfuse options were taken out) carry the flags.
+ */
+static int snapfs_remount(const struct fuse_args *args, const char *store, const char *mountpoint)
+{
+	size_t len = 1;
+	for (int i = 1; i < args->argc; i++)
+		len += strlen(args->argv[i]) + 1;
+	char *opts = calloc(1, len);
+	if (!opts) {
+		fprintf(stderr, "snapfs: out of memory\n");
+		return 1;
+	}
+	for (int i = 1; i < args->argc; i++) {
+		const char *a = args->argv[i];
+		if (!strcmp(a, "-o") && i + 1 < args->argc)
+			a = args->argv[++i];
+		else if (!strncmp(a, "-o", 2))
+			a += 2;
+		else
+			continue;
+		strcat(strcat(opts, *opts ? "," : ""), a);
+	}
+	char abs[PATH_MAX];
+	struct err e = { 0 };
+	int r = realpath(store, abs) ? fs_mount_remount(abs, mountpoint, opts, &e)
+				     : err_set(&e, -errno, "remount: store %s: %s", store, strerror(errno));
+	free(opts);
+	if (r < 0)
+		fprintf(stderr, "snapfs: %s\n", e.msg);
+	return r < 0;
 }
 
 /*
@@ -187,6 +228,10 @@ int main(int argc, char *argv[])
 		fprintf(stderr, "usage: %s STORE MOUNTPOINT [options]  (try --help)\n", argv[0]);
 		goto out_args;
 	}
+	if (opts.remount) {
+		ret = snapfs_remount(&args, opts.store, cmd.mountpoint);
+		goto out_args;
+	}
 	if (opts.read_kb < 4 || opts.read_kb > 1004) {
 		fprintf(stderr, "snapfs: read_size=%u: must be 4..1004 KiB\n", opts.read_kb);
 		goto out_args;
@@ -261,6 +306,11 @@ int main(int argc, char *argv[])
 		diratime = false;
 	}
 	fs_set_atime(fs, atime, diratime);
+	struct fs_mount_watch *watch = NULL;
+	r = fs_mount_watch_start(fs, cmd.mountpoint, &watch);
+	if (r < 0)
+		fprintf(stderr, "snapfs: %s: cannot watch the mount's flags: %s (a remount will "
+			"not change the atime rule)\n", cmd.mountpoint, strerror(-r));
 	if (notify_fd >= 0) {
 		snapfs_detach(notify_fd);
 		notify_fd = -1;
@@ -285,6 +335,7 @@ int main(int argc, char *argv[])
 	}
 	/* A signal ends the loop with its number: that is a clean stop. */
 	ret = ret < 0 ? 1 : 0;
+	fs_mount_watch_stop(watch);
 
 	fuse_session_unmount(se);
 out_signals:

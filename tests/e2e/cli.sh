@@ -2,7 +2,8 @@
 # tests/e2e/cli.sh: the snapfs command line and the ways a mount starts and
 # ends: --help/--version, store creation and refusal, going to the
 # background, fusermount3 -u, SIGTERM, mount -t fuse.snapfs through
-# mount.fuse3 and an fstab line, and snapfs-admin beside a live mount.
+# mount.fuse3 and an fstab line, mount -o remount, and snapfs-admin beside
+# a live mount.
 . "$(dirname "$0")/lib.sh"
 
 check "--help names the usage" sh -c '"$1" --help | grep -q "STORE MOUNTPOINT"' sh "$SNAPFS"
@@ -139,7 +140,50 @@ unshare -m --propagation private sh -c '
 st=$?
 ok "mount -t fuse.snapfs and an fstab line 'STORE MOUNTPOINT fuse.snapfs defaults 0 0' (step $st)" $st "$(cat "$T/ns.log")"
 wait_store_free
+
+# mount -o remount runs `snapfs STORE MOUNTPOINT -o remount,...` through
+# mount.fuse3; snapfs changes the live mount's flags.  The daemon follows
+# them: a read-only mount stops atime updates, even after strictatime.
+# (stat waits out the 1 s attribute timeout to see the daemon's atime.)
+unshare -m --propagation private sh -c '
+	T=$1 STORE=$2 MNT=$3
+	mount --bind "$T/bin" /usr/local/sbin || exit 10
+	mount -t fuse.snapfs "$STORE" "$MNT" || exit 11
+	echo before >"$MNT/remount-file" || exit 12
+	mount -o remount,ro "$MNT" || exit 13
+	grep -q " $MNT ro," /proc/self/mountinfo || exit 14
+	if (echo x >"$MNT/remount-new") 2>"$T/erofs.err"; then exit 15; fi
+	grep -q "Read-only file system" "$T/erofs.err" || exit 16
+	grep -qx before "$MNT/remount-file" || exit 17
+	mount -o remount,rw,strictatime "$MNT" || exit 18
+	a0=$(stat -c %X "$MNT/remount-file")
+	sleep 1.2; cat "$MNT/remount-file" >/dev/null; sleep 1.2
+	a1=$(stat -c %X "$MNT/remount-file")
+	[ "$a1" -gt "$a0" ] || exit 19
+	mount -o remount,ro "$MNT" || exit 20
+	sleep 1.2; cat "$MNT/remount-file" >/dev/null; sleep 1.2
+	[ "$(stat -c %X "$MNT/remount-file")" = "$a1" ] || exit 21
+	mount -o remount,rw "$MNT" || exit 22
+	echo after >"$MNT/remount-after" || exit 23
+	[ "$(pgrep -c -f -- "snapfs $STORE $MNT")" = 1 ] || exit 24
+	umount "$MNT" || exit 25
+' sh "$T" "$STORE" "$MNT" >"$T/remount.log" 2>&1
+st=$?
+ok "mount -o remount,ro and back to rw change the live mount; ro stops atime updates (step $st)" \
+	$st "$(cat "$T/remount.log")"
+wait_store_free
 "$SNAPFS" "$STORE" "$MNT" || exit 1
+grep -qx after "$MNT/remount-after"
+ok "a write after remounting rw is kept" $?
+out=$("$SNAPFS" "$T/empty" "$MNT" -o remount,ro 2>&1)
+st=$?
+ok "remount with another store is refused, naming the mounted one" \
+	$([ $st -ne 0 ] && echo "$out" | grep -q "mounts the store $STORE, not" && echo 0 || echo 1) "$out"
+out=$("$SNAPFS" "$STORE" "$T" -o remount,ro 2>&1)
+st=$?
+ok "remount of a folder that is no snapfs mount is refused" \
+	$([ $st -ne 0 ] && echo "$out" | grep -q "$T is not a snapfs mount point" && echo 0 || echo 1) "$out"
+ok "... and the mount stays writable" $(echo x >"$MNT/remount-new" && echo 0 || echo 1)
 
 # Admin commands beside the live mount: stats and fsck work, and gc is
 # run by the daemon, with a reader going on meanwhile.
