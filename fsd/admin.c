@@ -131,21 +131,13 @@ static void admin_gc_print(const char *dir, const struct store_gc_result *res)
 	       res->pages_freed, res->bytes_before, res->bytes_after);
 }
 
-/* The snapfs mount of the store at abs path arg: a FUSE mount whose
- * fsname is the store (the type says fuse.snapfs only if the daemon runs
- * under that name: libfuse takes the subtype from the program's name). */
-static bool admin_is_store_mount(const struct mountinfo_ent *ent, const void *arg)
-{
-	return !strncmp(ent->fstype, "fuse", 4) && !strcmp(ent->source, arg);
-}
-
 /* Where snapfs has the store dir mounted, in *ent: 0 or -errno. */
 static int admin_find_mount(const char *dir, struct mountinfo_ent *ent)
 {
 	char abs[PATH_MAX];
 	if (!realpath(dir, abs))
 		return -errno;
-	return mountinfo_find(admin_is_store_mount, abs, ent);
+	return mountinfo_find(mountinfo_fuse_of, abs, ent);
 }
 
 /* gc of a store a snapfs daemon holds: run by the daemon, asked through

@@ -30,6 +30,7 @@
 #include "fs.h"
 #include "fs_mount.h"
 #include "lib/err.h"
+#include "lib/mountinfo.h"
 #include "store.h"
 
 struct snapfs_opts {
@@ -206,6 +207,7 @@ int main(int argc, char *argv[])
 	char store_path[PATH_MAX];
 	int notify_fd = -1;
 	int ret = 1;
+	int r;
 
 	if (fuse_opt_parse(&args, &opts, snapfs_opt_spec, snapfs_opt_proc) != 0)
 		goto out_args;
@@ -254,6 +256,16 @@ int main(int argc, char *argv[])
 		fprintf(stderr, "snapfs: %s\n", e.msg);
 		goto out_args;
 	}
+	/* Mounted already: say where at once, rather than wait for the
+	 * store's lock (which a daemon just unmounted does let go of). */
+	struct mountinfo_ent *ent = malloc(sizeof(*ent));
+	r = ent ? mountinfo_find(mountinfo_fuse_of, store_path, ent) : -ENOMEM;
+	if (r == 0)
+		fprintf(stderr, "snapfs: store %s is already mounted at %s; a store is served by "
+			"one daemon: use that mount, or unmount it first\n", store_path, ent->mnt);
+	free(ent);
+	if (r == 0)
+		goto out_args;
 	if (fs_mount_add_options(&args, store_path, opts.read_kb) < 0) {
 		fprintf(stderr, "snapfs: out of memory\n");
 		goto out_args;
@@ -262,7 +274,7 @@ int main(int argc, char *argv[])
 	if (!cmd.foreground && snapfs_fork(&notify_fd) < 0)
 		goto out_args;
 
-	int r = store_raise_file_limit();
+	r = store_raise_file_limit();
 	if (r < 0)
 		fprintf(stderr, "snapfs: cannot raise the limit on open files: %s (continuing)\n",
 			strerror(-r));

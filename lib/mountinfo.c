@@ -49,6 +49,11 @@ bool mountinfo_fuse_at(const struct mountinfo_ent *ent, const void *arg)
 	return !strcmp(ent->mnt, arg) && !strncmp(ent->fstype, "fuse", 4);
 }
 
+bool mountinfo_fuse_of(const struct mountinfo_ent *ent, const void *arg)
+{
+	return !strcmp(ent->source, arg) && !strncmp(ent->fstype, "fuse", 4);
+}
+
 int mountinfo_find(bool (*match)(const struct mountinfo_ent *ent, const void *arg),
 		   const void *arg, struct mountinfo_ent *out)
 {

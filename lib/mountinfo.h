@@ -31,4 +31,8 @@ int mountinfo_find(bool (*match)(const struct mountinfo_ent *ent, const void *ar
  * absolute path arg (a const char *). */
 bool mountinfo_fuse_at(const struct mountinfo_ent *ent, const void *arg);
 
+/* A match for mountinfo_find: a FUSE mount of the store whose absolute
+ * path is arg (a const char *), which snapfs mounts with fsname=STORE. */
+bool mountinfo_fuse_of(const struct mountinfo_ent *ent, const void *arg);
+
 #endif
