@@ -18,6 +18,7 @@
 #include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -311,6 +312,45 @@ static int probe_dir(const char *dir, bool create, struct err *e)
 	return 0;
 }
 
+/*
+ * The process holding an flock on the file open as fd, from /proc/locks:
+ * its pid, and its name in comm[16], for the message that the store is in
+ * use.  0 if it cannot be told (no /proc, or a holder in another pid
+ * namespace, which /proc/locks shows as pid 0).
+ */
+static pid_t lock_holder(int fd, char comm[16])
+{
+	struct stat st;
+	FILE *f = fstat(fd, &st) == 0 ? fopen("/proc/locks", "re") : NULL;
+	if (!f)
+		return 0;
+	char line[256];
+	int pid = 0;
+	while (!pid && fgets(line, sizeof(line), f)) {
+		/* "1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF"; waiters
+		 * are listed as "1: -> FLOCK ...". */
+		char kind[16];
+		int p;
+		unsigned maj, min;
+		unsigned long ino;
+		if (sscanf(line, "%*d: %15s %*s %*s %d %x:%x:%lu", kind, &p, &maj, &min, &ino) == 5 &&
+		    !strcmp(kind, "FLOCK") && maj == major(st.st_dev) && min == minor(st.st_dev) &&
+		    ino == st.st_ino)
+			pid = p;
+	}
+	fclose(f);
+	snprintf(comm, 16, "?");
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/comm", pid);
+	f = pid > 0 ? fopen(path, "re") : NULL;
+	if (f) {
+		if (fgets(comm, 16, f))
+			comm[strcspn(comm, "\n")] = 0;
+		fclose(f);
+	}
+	return pid;
+}
+
 static int take_lock(struct store *st, bool wait, struct err *e)
 {
 	char path[4096];
@@ -327,10 +367,17 @@ static int take_lock(struct store *st, bool wait, struct err *e)
 		nanosleep(&(struct timespec){ .tv_nsec = step_ms * 1000000L }, NULL);
 	}
 	if (r < 0) {
-		if (errno == EWOULDBLOCK)
+		if (errno == EWOULDBLOCK) {
+			char comm[16];
+			pid_t pid = lock_holder(st->lock_fd, comm);
+			if (pid > 0)
+				return err_set(e, -EBUSY, "store %s is in use by another process "
+					       "(pid %d, %s, has it open for writing)", st->dir,
+					       (int)pid, comm);
 			return err_set(e, -EBUSY,
 				       "store %s is in use by another process (opened for writing)",
 				       st->dir);
+		}
 		return err_set(e, -errno, "store %s: lock: %s", st->dir, strerror(errno));
 	}
 	return 0;

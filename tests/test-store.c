@@ -115,6 +115,10 @@ static void test_store_lock(void **state)
 	struct err e = { 0 };
 	assert_int_equal(store_open(path, 0, &two, &e), -EBUSY);
 	assert_non_null(strstr(e.msg, "in use"));
+	/* ...naming the holder (here this very process, through st). */
+	char holder[64];
+	snprintf(holder, sizeof(holder), "(pid %d, test-store, ", (int)getpid());
+	assert_non_null(strstr(e.msg, holder));
 	/* ...while a read-only open works and sees committed data. */
 	assert_int_equal(store_open(path, STORE_RDONLY, &two, &e), 0);
 	char buf[4] = { 0 };
