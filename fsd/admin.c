@@ -94,11 +94,11 @@ static int admin_open(const char *dir, unsigned flags, struct store **st)
 		fprintf(stderr, "snapfs-admin: cannot raise the limit on open files: %s (continuing)\n",
 			strerror(-r));
 	r = store_open(dir, flags, st, &e);
-	if (r == -EBUSY && !(flags & STORE_RDONLY))
-		return r;	/* gc, the only writer, looks for the mount */
+	if (r == -EBUSY && !(flags & (STORE_RDONLY | STORE_LOCK_WAIT)))
+		return r;	/* gc, the only writer, looks for the mount first */
 	if (r == -EBUSY)
-		fprintf(stderr, "snapfs-admin: %s is in use by another process (mounted by snapfs?); "
-			"unmount it first\n", dir);
+		fprintf(stderr, "snapfs-admin: %s; it is not mounted here: stop it first\n",
+			err_str(&e, r));
 	else if (r < 0)
 		fprintf(stderr, "snapfs-admin: %s\n", err_str(&e, r));
 	return r;
@@ -183,9 +183,6 @@ static int admin_gc(const char *dir)
 			return r;
 		r = admin_open(dir, STORE_LOCK_WAIT, &st);
 	}
-	if (r == -EBUSY)
-		fprintf(stderr, "snapfs-admin: %s is in use by another process, which has not mounted"
-			" it here; stop it first\n", dir);
 	if (r < 0)
 		return 2;
 	struct admin_progress p = { .tty = isatty(STDERR_FILENO) };

@@ -262,7 +262,8 @@ sleep 0.2
 out=$("$ADMIN" gc "$STORE" 2>&1)
 st=$?
 ok "snapfs-admin gc of a store another process holds, unmounted, is refused, saying why" \
-	$([ $st -eq 2 ] && echo "$out" | grep -q "in use by another process" && echo 0 || echo 1) "$out"
+	$([ $st -eq 2 ] && echo "$out" | grep -q "in use by another process (pid $holder, flock," &&
+		echo 0 || echo 1) "$out"
 wait $holder
 wait_store_free
 check "snapfs-admin gc runs once unmounted" "$ADMIN" gc "$STORE"
