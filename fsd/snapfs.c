@@ -90,14 +90,7 @@ static void snapfs_usage(const char *prog)
  */
 static int snapfs_remount(const struct fuse_args *args, const char *store, const char *mountpoint)
 {
-	size_t len = 1;
-	for (int i = 1; i < args->argc; i++)
-		len += strlen(args->argv[i]) + 1;
-	char *opts = calloc(1, len);
-	if (!opts) {
-		fprintf(stderr, "snapfs: out of memory\n");
-		return 1;
-	}
+	char *opts = NULL;
 	for (int i = 1; i < args->argc; i++) {
 		const char *a = args->argv[i];
 		if (!strcmp(a, "-o") && i + 1 < args->argc)
@@ -106,7 +99,11 @@ static int snapfs_remount(const struct fuse_args *args, const char *store, const
 			a += 2;
 		else
 			continue;
-		strcat(strcat(opts, *opts ? "," : ""), a);
+		if (fuse_opt_add_opt(&opts, a) < 0) {
+			free(opts);
+			fprintf(stderr, "snapfs: out of memory\n");
+			return 1;
+		}
 	}
 	char abs[PATH_MAX];
 	struct err e = { 0 };
