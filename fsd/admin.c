@@ -286,13 +286,11 @@ static void admin_usage(FILE *f)
  */
 static const char *admin_store_arg(const char *arg, char buf[PATH_MAX])
 {
-	char abs[PATH_MAX], index[PATH_MAX + 16];
+	char abs[PATH_MAX];
 	struct mountinfo_ent ent;
-	if (!realpath(arg, abs) || mountinfo_find(mountinfo_fuse_at, abs, &ent) < 0)
-		return arg;
-	snprintf(index, sizeof(index), "%s/index.db", ent.source);
-	if (strcmp(ent.fstype, "fuse.snapfs") != 0 && access(index, F_OK) != 0)
-		return arg;	/* some other FUSE filesystem */
+	if (!realpath(arg, abs) || mountinfo_find(mountinfo_fuse_at, abs, &ent) < 0 ||
+	    !mountinfo_is_snapfs(&ent))
+		return arg;	/* not a mount point, or some other FUSE filesystem */
 	snprintf(buf, PATH_MAX, "%s", ent.source);
 	fprintf(stderr, "snapfs-admin: %s is where snapfs mounts the store %s; using the store\n",
 		arg, buf);

@@ -256,7 +256,7 @@ int fs_mount_remount(const char *store, const char *mountpoint, const char *opts
 		return err_set(e, -errno, "remount: mount point %s: %s", mountpoint, strerror(errno));
 	struct mountinfo_ent *ent;
 	int r = fs_mount_find(mnt, &ent);
-	if (r == -ENOENT || (r == 0 && strcmp(ent->fstype, "fuse.snapfs")))
+	if (r == -ENOENT || (r == 0 && !mountinfo_is_snapfs(ent)))
 		r = err_set(e, -EINVAL, "remount: %s is not a snapfs mount point", mountpoint);
 	else if (r < 0)
 		err_set(e, r, "remount: cannot read the mount table: %s", strerror(-r));

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "mountinfo.h"
 
@@ -52,6 +53,13 @@ bool mountinfo_fuse_at(const struct mountinfo_ent *ent, const void *arg)
 bool mountinfo_fuse_of(const struct mountinfo_ent *ent, const void *arg)
 {
 	return !strcmp(ent->source, arg) && !strncmp(ent->fstype, "fuse", 4);
+}
+
+bool mountinfo_is_snapfs(const struct mountinfo_ent *ent)
+{
+	char index[PATH_MAX + 16];
+	snprintf(index, sizeof(index), "%s/index.db", ent->source);
+	return !strcmp(ent->fstype, "fuse.snapfs") || access(index, F_OK) == 0;
 }
 
 int mountinfo_find(bool (*match)(const struct mountinfo_ent *ent, const void *arg),

@@ -1,8 +1,9 @@
 /*
  * lib/mountinfo.h: finding a mount in /proc/self/mountinfo: the daemon
  * looks up its own mount's device number and options there (stat() of the
- * mount point would send a request to a session not yet serving), and snapfs-admin
- * looks up where a store in use is mounted.
+ * mount point would send a request to a session not yet serving); snapfs
+ * checks whether a store is mounted already and what a remount targets;
+ * snapfs-admin looks up where a store in use is mounted.
  */
 #ifndef SNAPFS_MOUNTINFO_H
 #define SNAPFS_MOUNTINFO_H
@@ -34,5 +35,10 @@ bool mountinfo_fuse_at(const struct mountinfo_ent *ent, const void *arg);
 /* A match for mountinfo_find: a FUSE mount of the store whose absolute
  * path is arg (a const char *), which snapfs mounts with fsname=STORE. */
 bool mountinfo_fuse_of(const struct mountinfo_ent *ent, const void *arg);
+
+/* Whether ent, a FUSE mount, is one snapfs serves: its type is
+ * fuse.snapfs, or (a daemon mounted with another subtype) the folder it
+ * mounts holds a store's index.db. */
+bool mountinfo_is_snapfs(const struct mountinfo_ent *ent);
 
 #endif
