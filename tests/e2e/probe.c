@@ -179,7 +179,7 @@ struct par {
 	const char *file;
 	int writers, rounds;
 	int id;
-	volatile int *stop;
+	_Atomic int *stop;	/* set once the writers are done */
 	_Atomic unsigned *writing;	/* per page: odd while a write of it runs */
 	int bad;
 	pthread_barrier_t *start;
@@ -268,7 +268,7 @@ static int probe_parallel(const char *file, int readers, int writers, int rounds
 	int n = readers + writers;
 	pthread_t *t = calloc((size_t)n, sizeof(*t));
 	struct par *ps = calloc((size_t)n, sizeof(*ps));
-	volatile int stop = 0;
+	_Atomic int stop = 0;
 	_Atomic unsigned *writing = calloc((size_t)writers * PAR_PAGES, sizeof(*writing));
 	pthread_barrier_t start;
 	pthread_barrier_init(&start, NULL, (unsigned)n);
