@@ -182,7 +182,7 @@ static void fs_op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_
 static void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct fs *fs = fs_of(req);
-	struct store_attr a;
+	struct store_attr a = { .ino = 0 };
 	int r = store_lookup(fs->store, parent, name, &a);
 	if (r == -ENOENT) {
 		/*
@@ -191,9 +191,8 @@ static void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		 * through this mount's kernel, which replaces the negative
 		 * entry itself; in a sealed directory none can appear.
 		 */
-		struct store_attr p;
 		struct fuse_entry_param e = { .entry_timeout = fs->cfg.timeout };
-		if (store_getattr(fs->store, parent, &p) == 0 && (p.flags & STORE_INODE_SEALED))
+		if (a.ino == parent && (a.flags & STORE_INODE_SEALED))
 			e.entry_timeout = fs->cfg.sealed_timeout;
 		return (void)fuse_reply_entry(req, &e);
 	}

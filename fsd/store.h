@@ -184,7 +184,10 @@ struct store_attr {
 
 /* Look up name in directory parent.  -ENOENT, -ENOTDIR.  "." is parent
  * itself (whatever its type) and ".." the directory holding it, so that
- * an inode can be found again by its number alone (file handles). */
+ * an inode can be found again by its number alone (file handles).  When
+ * a name is missing (-ENOENT) from a directory that exists, *out holds
+ * the directory's attributes (out->ino == parent), so that a caller can
+ * tell how long the miss holds without a second lookup. */
 int store_lookup(struct store *st, uint64_t parent, const char *name, struct store_attr *out);
 
 /* Attributes of ino, including size and times changed by pending writes.

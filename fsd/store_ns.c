@@ -273,17 +273,19 @@ int store_lookup(struct store *st, uint64_t parent, const char *name, struct sto
 	} else {
 		r = entry_get(st, db, parent, name, &ino, NULL);
 	}
-	if (r == -ENOENT && !dot) {
-		struct store_attr pa;
-		int r2 = ns_attr_get(st, db, parent, &pa);
-		if (r2 == 0 && !S_ISDIR(pa.mode))
+	bool dir_attrs = false;
+	if (r == -ENOENT && !dot && ns_attr_get(st, db, parent, out) == 0) {
+		dir_attrs = S_ISDIR(out->mode);
+		if (!dir_attrs)
 			r = -ENOTDIR;
 	}
 	if (!r)
 		r = ns_attr_get(st, db, ino, out);
 	ns_read_end(st, db);
-	if (!r)
+	if (!r || dir_attrs)
 		store_overlay_attr(st, out);
+	else if (r == -ENOENT)
+		out->ino = 0;
 	return r;
 }
 

@@ -62,8 +62,13 @@ static void test_store_ns_create_kinds(void **state)
 	/* Lookups, and what bad names and non-directories give. */
 	assert_int_equal(store_lookup(st, ROOT, "dir", &a), 0);
 	assert_int_equal(a.ino, b.ino);
+	/* A missing name gives the directory's attributes, a missing
+	 * directory none. */
 	assert_int_equal(store_lookup(st, ROOT, "nope", &a), -ENOENT);
-	assert_int_equal(store_lookup(st, a.ino + 1000, "x", &a), -ENOENT);
+	assert_int_equal(a.ino, ROOT);
+	assert_true(S_ISDIR(a.mode));
+	assert_int_equal(store_lookup(st, b.ino + 1000, "x", &a), -ENOENT);
+	assert_int_equal(a.ino, 0);
 	assert_int_equal(store_mkdir(st, ROOT, "a/b", 0755, 0, 0, NULL), -EINVAL);
 	assert_int_equal(store_mkdir(st, ROOT, "..", 0755, 0, 0, NULL), -EINVAL);
 	char longname[300];
@@ -441,6 +446,10 @@ static void test_store_ns_seal(void **state)
 	assert_int_equal(store_getattr(st, file.ino, &x), 0);
 	assert_true(x.flags & STORE_INODE_SEALED);
 	assert_int_equal(x.size, 4);
+	assert_int_equal(store_lookup(st, sub.ino, "none", &x), -ENOENT);
+	assert_int_equal(x.ino, sub.ino);
+	assert_true(x.flags & STORE_INODE_SEALED);
+	assert_int_equal(store_lookup(st, outside.ino, "none", &x), -ENOTDIR);
 	uint64_t gone;
 	assert_int_equal(store_write(st, file.ino, "x", 1, 0), -EPERM);
 	assert_int_equal(store_truncate(st, file.ino, 0), -EPERM);
