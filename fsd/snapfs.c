@@ -35,13 +35,17 @@
 
 struct snapfs_opts {
 	char *store;		/* first non-option argument */
-	unsigned readahead_kb;	/* read_ahead_kb of the mount, 0 = kernel's */
+	unsigned readahead_kb;	/* read_ahead_kb of the mount, 0 = kernel's,
+				 * READAHEAD_UNSET: not given (the default) */
 	unsigned read_kb;	/* largest read request, KiB */
 	int nosplice;
 	int remount;		/* -o remount: change the flags of a live mount */
 	double timeout;
 	double sealed_timeout;
 };
+
+#define READAHEAD_UNSET UINT_MAX
+#define READAHEAD_DEFAULT_KB 1024u
 
 #define SNAPFS_OPT(t, p) { t, offsetof(struct snapfs_opts, p), 1 }
 static const struct fuse_opt snapfs_opt_spec[] = {
@@ -191,7 +195,7 @@ int main(int argc, char *argv[])
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
 	struct snapfs_opts opts = {
-		.readahead_kb = 1024,
+		.readahead_kb = READAHEAD_UNSET,
 		.read_kb = 512,
 		.timeout = 1.0,
 		.sealed_timeout = 86400.0,
@@ -235,6 +239,9 @@ int main(int argc, char *argv[])
 		fprintf(stderr, "snapfs: read_size=%u: must be 4..1004 KiB\n", opts.read_kb);
 		goto out_args;
 	}
+	bool readahead_given = opts.readahead_kb != READAHEAD_UNSET;
+	if (!readahead_given)
+		opts.readahead_kb = READAHEAD_DEFAULT_KB;
 	if (opts.readahead_kb > 1024 * 1024) {
 		fprintf(stderr, "snapfs: readahead=%u: too large\n", opts.readahead_kb);
 		goto out_args;
@@ -300,8 +307,11 @@ int main(int argc, char *argv[])
 	if (fuse_session_mount(se, cmd.mountpoint) != 0)
 		goto out_signals;
 	if (opts.readahead_kb) {
+		/* sysfs lets only root write it: without root the default
+		 * quietly stays the kernel's, and only an asked-for value is
+		 * worth a warning. */
 		r = fs_mount_set_readahead(cmd.mountpoint, opts.readahead_kb);
-		if (r < 0)
+		if (r < 0 && (readahead_given || (r != -EACCES && r != -EPERM)))
 			fprintf(stderr, "snapfs: %s: cannot set read_ahead_kb=%u: %s (continuing)\n",
 				cmd.mountpoint, opts.readahead_kb, strerror(-r));
 	}

@@ -271,6 +271,35 @@ check "fsck is clean after gc" "$ADMIN" fsck "$STORE"
 check "on a terminal, fsck shows its progress" sh -c 'script -qec "\"$1\" fsck \"$2\"" /dev/null | grep -q "(100%)"' sh "$ADMIN" "$STORE"
 check "without a terminal, fsck prints no progress" sh -c '! "$1" fsck "$2" 2>&1 | grep -q "%)"' sh "$ADMIN" "$STORE"
 
+# Without root: snapfs mounts through fusermount3, keeps the kernel's
+# read-ahead without a word (only root may write it in sysfs), says so when
+# a readahead was asked for, and fusermount3 -u unmounts.  The binary is
+# copied, since the build folder may be closed to other users.
+U=$T/user
+mkdir -p "$U/mnt"
+cp "$SNAPFS" "$U/snapfs"
+chmod 755 "$T"
+chown -R 65534:65534 "$U"
+asuser() { setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; }
+E2E_UMOUNT_AFTER=$U/mnt
+out=$(asuser "$U/snapfs" "$U/store" "$U/mnt" 2>&1)
+st=$?
+ok "a user who is not root mounts a store" \
+	$([ $st -eq 0 ] && grep -q " $U/mnt fuse.snapfs " /proc/mounts && echo 0 || echo 1) "$out"
+ok "... with no warning about read_ahead_kb" $(echo "$out" | grep -q read_ahead && echo 1 || echo 0) "$out"
+check "... writes and reads back a file" \
+	asuser sh -c 'echo hi >"$1/f" && [ "$(cat "$1/f")" = hi ]' sh "$U/mnt"
+check "... and unmounts it with fusermount3 -u" asuser fusermount3 -u "$U/mnt"
+out=$(asuser "$U/snapfs" -o readahead=2048 "$U/store" "$U/mnt" 2>&1)
+st=$?
+ok "a readahead asked for without root: mounted, saying it cannot set it" \
+	$([ $st -eq 0 ] && echo "$out" | grep -q "cannot set read_ahead_kb=2048: Permission denied" &&
+		echo 0 || echo 1) "$out"
+check "... and the file written before is there" \
+	asuser sh -c '[ "$(cat "$1/f")" = hi ]' sh "$U/mnt"
+asuser fusermount3 -u "$U/mnt"
+E2E_UMOUNT_AFTER=
+
 # A pack cut short behind the store's back: reading the file fails with
 # EIO, spliced or copied, and never reads as a shorter file.
 mkdir "$T/cut" "$T/mcut"
