@@ -26,6 +26,15 @@
 
 #define PG STORE_PAGE_SIZE
 #define ROUNDS 25
+
+/* Kills land within this many milliseconds of a child's start.  Under
+ * ThreadSanitizer the store runs many times slower, and a child would
+ * rarely get anything committed before its kill. */
+#if defined(__SANITIZE_THREAD__)
+#define KILL_WITHIN_MS 2500
+#else
+#define KILL_WITHIN_MS 250
+#endif
 #define MAX_FILES 4096
 
 struct rec {
@@ -199,7 +208,8 @@ static void test_store_crash_kill9(void **state)
 		close(p[1]);
 		/* Let it run from a moment to a while: kills land in opening,
 		 * writing, committing and gc. */
-		struct timespec ts = { 0, (long)(1 + rand() % 250) * 1000000L };
+		long ms = 1 + rand() % KILL_WITHIN_MS;
+		struct timespec ts = { ms / 1000, ms % 1000 * 1000000L };
 		nanosleep(&ts, NULL);
 		kill(pid, SIGKILL);
 		int status;
