@@ -8,18 +8,23 @@
 # need /dev/kvm exit 77 (skip) where it is missing; we then run exactly those
 # suites again inside tests/vm/run-in-vm, a QEMU VM that has KVM, so that in
 # the end nothing real is skipped.  A skip that survives is a failure.
+# A fourth build under ThreadSanitizer (build-tsan/) runs the store and
+# filesystem suites (unit, fuse), where the daemon's threads meet; its KVM
+# suite is left out, since the VM harness would run it at a crawl.
 #
-# usage: tools/test.sh [--vm] [--no-asan] [MESON-TEST-ARGS...]
+# usage: tools/test.sh [--vm] [--no-asan] [--no-tsan] [MESON-TEST-ARGS...]
 #   --vm       run the KVM suite in the VM even where /dev/kvm exists here
 #   --no-asan  only the normal build, no fuzzing (quicker while developing)
+#   --no-tsan  no ThreadSanitizer build
 set -eu
 cd "$(dirname "$0")/.."
 
-force_vm=0 asan=1
+force_vm=0 asan=1 tsan=1
 while [ $# -gt 0 ]; do
 	case $1 in
 	--vm) force_vm=1; shift ;;
 	--no-asan) asan=0; shift ;;
+	--no-tsan) tsan=0; shift ;;
 	*) break ;;
 	esac
 done
@@ -63,6 +68,17 @@ for b in $builds; do
 		tools/test-report "$b" vm 0 || status=1
 	fi
 done
+if [ "$tsan" = 1 ]; then
+	echo "== build-tsan: store and filesystem tests under ThreadSanitizer"
+	[ -f build-tsan/build.ninja ] || meson setup build-tsan -Db_sanitize=thread -Db_lundef=false
+	meson compile -C build-tsan
+	# A crash test's child ends without closing its store on purpose:
+	# its running threads are no leak.  Any race report fails the test.
+	TSAN_OPTIONS=report_thread_leaks=0:halt_on_error=1:second_deadlock_stack=1 \
+		meson test -C build-tsan --no-rebuild --print-errorlogs --suite unit --suite fuse \
+		--timeout-multiplier 3 "$@" || status=1
+	tools/test-report build-tsan native 0 || status=1
+fi
 if [ "$asan" = 1 ]; then
 	echo "== build-fuzz: libFuzzer runs of the ELF loader and snapshot parsers"
 	[ -f build-fuzz/build.ninja ] || CC=clang meson setup build-fuzz -Dfuzzers=true
