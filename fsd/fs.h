@@ -53,8 +53,9 @@ int fs_new(struct store *store, const struct fs_config *cfg, struct fs **out);
  */
 void fs_free(struct fs *fs);
 
-/* Set the atime rule once the mount's flags are known (fs_mount_atime),
- * and again whenever a remount changes them (any thread, any time). */
+/* Set the atime rule once the mount's flags are known, and again
+ * whenever a remount changes them (any thread, any time;
+ * fs_mount_watch_start does both). */
 void fs_set_atime(struct fs *fs, enum fs_atime atime, bool diratime);
 
 /* The request handlers; the userdata of the session must be the struct fs. */

@@ -195,7 +195,10 @@ static bool fs_mount_has_opt(const char *opts, const char *flag)
 	}
 }
 
-int fs_mount_atime(const char *mountpoint, enum fs_atime *atime, bool *diratime)
+/* The atime rule of the FUSE mount at mountpoint, from its flags in
+ * /proc/self/mountinfo: noatime or a read-only mount none, relatime
+ * relatime, neither strict; *diratime false under nodiratime. */
+static int fs_mount_atime(const char *mountpoint, enum fs_atime *atime, bool *diratime)
 {
 	struct mountinfo_ent *ent;
 	int r = fs_mount_find(mountpoint, &ent);
@@ -287,6 +290,17 @@ struct fs_mount_watch {
 	pthread_t thread;
 };
 
+/* Set fs's atime rule from the mount's flags as they are now. */
+static int fs_mount_watch_read(struct fs_mount_watch *w)
+{
+	enum fs_atime atime;
+	bool diratime;
+	int r = fs_mount_atime(w->mnt, &atime, &diratime);
+	if (r == 0)
+		fs_set_atime(w->fs, atime, diratime);
+	return r;
+}
+
 static void *fs_mount_watch_run(void *arg)
 {
 	struct fs_mount_watch *w = arg;
@@ -301,10 +315,7 @@ static void *fs_mount_watch_run(void *arg)
 		}
 		if (p[1].revents)
 			break;
-		enum fs_atime atime;
-		bool diratime;
-		if (fs_mount_atime(w->mnt, &atime, &diratime) == 0)
-			fs_set_atime(w->fs, atime, diratime);
+		fs_mount_watch_read(w);
 	}
 	return NULL;
 }
@@ -316,6 +327,7 @@ int fs_mount_watch_start(struct fs *fs, const char *mountpoint, struct fs_mount_
 		return -ENOMEM;
 	w->fs = fs;
 	snprintf(w->mnt, sizeof(w->mnt), "%s", mountpoint);
+	/* Opened first: POLLPRI then reports every change after this. */
 	w->table = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
 	if (w->table < 0 || pipe2(w->stop, O_CLOEXEC) < 0) {
 		int r = -errno;
@@ -324,7 +336,9 @@ int fs_mount_watch_start(struct fs *fs, const char *mountpoint, struct fs_mount_
 		free(w);
 		return r;
 	}
-	int r = -pthread_create(&w->thread, NULL, fs_mount_watch_run, w);
+	int r = fs_mount_watch_read(w);
+	if (r == 0)
+		r = -pthread_create(&w->thread, NULL, fs_mount_watch_run, w);
 	if (r < 0) {
 		close(w->table);
 		close(w->stop[0]);

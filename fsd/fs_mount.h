@@ -45,14 +45,6 @@ int fs_mount_add_options(struct fuse_args *args, const char *store, unsigned rea
 int fs_mount_set_readahead(const char *mountpoint, unsigned kb);
 
 /*
- * The atime rule of the FUSE mount at MOUNTPOINT, from its flags in
- * /proc/self/mountinfo: noatime or a read-only mount none, relatime
- * relatime, neither strict; *diratime false under nodiratime.  Returns 0
- * or -errno.
- */
-int fs_mount_atime(const char *mountpoint, enum fs_atime *atime, bool *diratime);
-
-/*
  * `snapfs STORE MOUNTPOINT -o remount,...`, as mount(8) runs it through
  * mount.fuse3 for `mount -o remount,ro MOUNTPOINT`: change the flags of
  * the snapfs mount of store (an absolute path) at MOUNTPOINT with
@@ -67,9 +59,11 @@ int fs_mount_remount(const char *store, const char *mountpoint, const char *opts
 
 /*
  * Keep fs's atime rule in step with the flags of the mount at MOUNTPOINT:
- * a thread waits for changes to the mount table and reads the rule again
- * (a remount to ro or noatime stops atime updates at once).  Returns 0 or
- * -errno; fs_mount_watch_stop() ends the thread.
+ * sets it from the flags now, then a thread waits for changes to the
+ * mount table and reads the rule again (a remount to ro or noatime stops
+ * atime updates at once).  The table is watched from before the first
+ * read, so no remount falls between them.  Returns 0 or -errno (the rule
+ * is then left alone); fs_mount_watch_stop() ends the thread.
  */
 struct fs_mount_watch;
 int fs_mount_watch_start(struct fs *fs, const char *mountpoint, struct fs_mount_watch **out);

@@ -315,21 +315,14 @@ int main(int argc, char *argv[])
 			fprintf(stderr, "snapfs: %s: cannot set read_ahead_kb=%u: %s (continuing)\n",
 				cmd.mountpoint, opts.readahead_kb, strerror(-r));
 	}
-	enum fs_atime atime;
-	bool diratime;
-	r = fs_mount_atime(cmd.mountpoint, &atime, &diratime);
+	/* Access times follow the mount's flags, now and after a remount. */
+	struct fs_mount_watch *watch = NULL;
+	r = fs_mount_watch_start(fs, cmd.mountpoint, &watch);
 	if (r < 0) {
 		fprintf(stderr, "snapfs: %s: cannot read the mount's flags: %s (atime not kept)\n",
 			cmd.mountpoint, strerror(-r));
-		atime = FS_ATIME_NONE;
-		diratime = false;
+		fs_set_atime(fs, FS_ATIME_NONE, false);
 	}
-	fs_set_atime(fs, atime, diratime);
-	struct fs_mount_watch *watch = NULL;
-	r = fs_mount_watch_start(fs, cmd.mountpoint, &watch);
-	if (r < 0)
-		fprintf(stderr, "snapfs: %s: cannot watch the mount's flags: %s (a remount will "
-			"not change the atime rule)\n", cmd.mountpoint, strerror(-r));
 	if (notify_fd >= 0) {
 		snapfs_detach(notify_fd);
 		notify_fd = -1;
