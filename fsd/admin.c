@@ -308,17 +308,36 @@ int main(int argc, char *argv[])
 		       store_schema_version());
 		return 0;
 	}
+	/* COMMAND [--json] STORE: say what is wrong before the usage. */
+	const char *cmd = argc > 1 ? argv[1] : NULL, *store = NULL, *bad = NULL;
+	bool json = false;
+	if (!cmd) {
+		fprintf(stderr, "snapfs-admin: no command given\n");
+	} else if (strcmp(cmd, "fsck") && strcmp(cmd, "gc") && strcmp(cmd, "stats")) {
+		fprintf(stderr, "snapfs-admin: unknown command '%s'\n", cmd);
+	} else {
+		for (int i = 2; i < argc && !bad; i++) {
+			if (!strcmp(cmd, "stats") && !strcmp(argv[i], "--json") && !json)
+				json = true;
+			else if (argv[i][0] == '-' || store)
+				bad = argv[i];
+			else
+				store = argv[i];
+		}
+		if (bad)
+			fprintf(stderr, "snapfs-admin %s: unexpected argument '%s'\n", cmd, bad);
+		else if (!store)
+			fprintf(stderr, "snapfs-admin %s: STORE is missing\n", cmd);
+	}
+	if (!cmd || !store || bad) {
+		admin_usage(stderr);
+		return 2;
+	}
 	char buf[PATH_MAX];
-	if (argc == 3 && !strcmp(argv[1], "fsck"))
-		return admin_fsck(admin_store_arg(argv[2], buf));
-	if (argc == 3 && !strcmp(argv[1], "gc"))
-		return admin_gc(admin_store_arg(argv[2], buf));
-	if (argc == 3 && !strcmp(argv[1], "stats"))
-		return admin_stats(admin_store_arg(argv[2], buf), false);
-	if (argc == 4 && !strcmp(argv[1], "stats") && !strcmp(argv[2], "--json"))
-		return admin_stats(admin_store_arg(argv[3], buf), true);
-	if (argc == 4 && !strcmp(argv[1], "stats") && !strcmp(argv[3], "--json"))
-		return admin_stats(admin_store_arg(argv[2], buf), true);
-	admin_usage(stderr);
-	return 2;
+	store = admin_store_arg(store, buf);
+	if (!strcmp(cmd, "fsck"))
+		return admin_fsck(store);
+	if (!strcmp(cmd, "gc"))
+		return admin_gc(store);
+	return admin_stats(store, json);
 }

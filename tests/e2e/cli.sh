@@ -191,6 +191,18 @@ ok "... and the mount stays writable" $(echo x >"$MNT/remount-new" && echo 0 || 
 check "snapfs-admin stats works on a mounted store" sh -c '"$1" stats "$2" | grep -q "dedup ratio"' sh "$ADMIN" "$STORE"
 check "snapfs-admin stats --json is JSON" sh -c '"$1" stats --json "$2" | python3 -c "import json,sys; d=json.load(sys.stdin); assert d[\"files\"] >= 2"' sh "$ADMIN" "$STORE"
 check "snapfs-admin fsck works on a mounted store" "$ADMIN" fsck "$STORE"
+check "snapfs-admin stats STORE --json: the option may follow STORE" \
+	sh -c '"$1" stats "$2" --json | python3 -c "import json,sys; json.load(sys.stdin)"' sh "$ADMIN" "$STORE"
+# Wrong arguments: exit 2, saying what is wrong before the usage.
+for args in ":no command given" "frob $STORE:unknown command 'frob'" \
+	"stats --json:snapfs-admin stats: STORE is missing" \
+	"stats --jsn $STORE:unexpected argument '--jsn'" "fsck $STORE extra:unexpected argument 'extra'"; do
+	out=$("$ADMIN" ${args%%:*} 2>&1)
+	st=$?
+	ok "snapfs-admin ${args%%:*}: exit 2, \"${args#*:}\"" \
+		$([ $st -eq 2 ] && echo "$out" | head -n 1 | grep -qF "${args#*:}" &&
+			echo "$out" | grep -q "^usage:" && echo 0 || echo 1) "$out"
+done
 # Given the mount point instead of the store, snapfs-admin uses the store
 # mounted there and says so on stderr; stdout is what the store gives.
 out=$("$ADMIN" stats "$MNT" 2>"$T/admin.err")
