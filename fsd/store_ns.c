@@ -263,8 +263,10 @@ int store_lookup(struct store *st, uint64_t parent, const char *name, struct sto
 {
 	bool dot = name && (!strcmp(name, ".") || !strcmp(name, ".."));
 	int r = dot ? 0 : check_name(name);
-	if (r)
+	if (r) {
+		out->ino = 0;
 		return r == -EINVAL ? -ENOENT : r;
+	}
 	sqlite3 *db = ns_read_begin(st);
 	uint64_t ino = 0;
 	if (dot) {

@@ -69,6 +69,9 @@ static void test_store_ns_create_kinds(void **state)
 	assert_true(S_ISDIR(a.mode));
 	assert_int_equal(store_lookup(st, b.ino + 1000, "x", &a), -ENOENT);
 	assert_int_equal(a.ino, 0);
+	a.ino = ROOT;
+	assert_int_equal(store_lookup(st, ROOT, "a/b", &a), -ENOENT);	/* no such name can be */
+	assert_int_equal(a.ino, 0);
 	assert_int_equal(store_mkdir(st, ROOT, "a/b", 0755, 0, 0, NULL), -EINVAL);
 	assert_int_equal(store_mkdir(st, ROOT, "..", 0755, 0, 0, NULL), -EINVAL);
 	char longname[300];
