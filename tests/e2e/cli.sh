@@ -45,6 +45,21 @@ st=$?
 ok "... also when reached through a symlink" \
 	$([ $st -ne 0 ] && echo "$out" | grep -q "is inside the mount point" && [ ! -e "$T/mp/store" ] &&
 		echo 0 || echo 1) "$out"
+# ... nor a store whose packs folder is a symlink into the mount point.
+mkdir "$T/ls" "$T/lm"
+"$SNAPFS" "$T/ls" "$T/lm" && echo data >"$T/lm/f" && umount "$T/lm"
+STORE=$T/ls wait_store_free
+mv "$T/ls/packs" "$T/mp/packs" && ln -s "$T/mp/packs" "$T/ls/packs"
+out=$(timeout 20 "$SNAPFS" "$T/ls" "$T/mp" -f 2>&1)
+st=$?
+ok "a store whose packs lead into the mount point is refused, naming both" \
+	$([ $st -ne 0 ] && echo "$out" | grep -q "store $T/ls: its packs leads to $T/mp/packs, inside the mount point $T/mp" &&
+		echo 0 || echo 1) "$out"
+rm "$T/ls/packs" && mv "$T/mp/packs" "$T/ls/packs"
+"$SNAPFS" "$T/ls" "$T/lm"
+check "... and with its packs back in place it mounts, its file intact" \
+	sh -c '[ "$(cat "$1/f")" = data ]' sh "$T/lm"
+umount "$T/lm"
 mkdir "$T/bound"
 E2E_UMOUNT_AFTER=$T/bound
 if mount --bind "$T/mp" "$T/bound" 2>"$T/bind.err"; then
