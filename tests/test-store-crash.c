@@ -31,7 +31,7 @@
  * ThreadSanitizer the store runs many times slower, and a child would
  * rarely get anything committed before its kill. */
 #if defined(__SANITIZE_THREAD__)
-#define KILL_WITHIN_MS 2500
+#define KILL_WITHIN_MS 1000
 #else
 #define KILL_WITHIN_MS 250
 #endif
