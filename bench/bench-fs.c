@@ -110,10 +110,10 @@ static double thread_cpu(pid_t pid, const char *comm)
 		if (!f)
 			continue;
 		/* "tid (comm) state ...": utime and stime are fields 14, 15. */
-		char *rp = fgets(line, sizeof(line), f) ? strrchr(line, ')') : NULL;
+		char *lp = fgets(line, sizeof(line), f) ? strchr(line, '(') : NULL;
+		char *rp = lp ? strrchr(lp, ')') : NULL;
 		unsigned long long ut, st;
-		size_t n = strlen(comm);
-		if (rp && rp - strchr(line, '(') - 1 == (long)n && !strncmp(strchr(line, '(') + 1, comm, n) &&
+		if (rp && (size_t)(rp - lp - 1) == strlen(comm) && !strncmp(lp + 1, comm, strlen(comm)) &&
 		    sscanf(rp + 2, "%*c %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %llu %llu", &ut, &st) == 2)
 			ticks += ut + st;
 		fclose(f);
@@ -153,10 +153,14 @@ struct result {
 	double min, median;	/* seconds */
 };
 
-static struct result summarise(double *t, int n)
+/* Min and median of the n (at most 16, as --runs) times in t, left in
+ * their order. */
+static struct result summarise(const double *t, int n)
 {
-	qsort(t, (size_t)n, sizeof(*t), cmp_double);
-	return (struct result){ t[0], t[n / 2] };
+	double s[16];
+	memcpy(s, t, sizeof(*t) * (size_t)n);
+	qsort(s, (size_t)n, sizeof(*s), cmp_double);
+	return (struct result){ s[0], s[n / 2] };
 }
 
 /* Fill buf with fast pseudo-random bytes (xorshift). */
@@ -606,16 +610,17 @@ int main(int argc, char **argv)
 		make_random_file(base, bench_size, (uint64_t)i + 1);
 		size_t room = bench_size + (bench_size >> 3);
 		for (int k = 0; k < 2; k++) {
-			bool snap = (i + k) % 2;	/* alternate which goes first */
 			prefault_memory(room);
-			double s0 = steal_seconds(), p0 = thread_cpu(pid, "snapfs-pack");
-			if (snap)
+			double s0 = steal_seconds();
+			if ((i + k) % 2) {	/* alternate which goes first */
+				double p0 = thread_cpu(pid, "snapfs-pack");
 				tn[i] = copy_file(base, fresh);
-			else
-				tb[i] = copy_file(base, plain);
-			*(snap ? &steal_n : &steal_b) += steal_seconds() - s0;
-			if (snap)
 				tp[i] = thread_cpu(pid, "snapfs-pack") - p0;
+				steal_n += steal_seconds() - s0;
+			} else {
+				tb[i] = copy_file(base, plain);
+				steal_b += steal_seconds() - s0;
+			}
 		}
 		unlink(plain);
 	}
@@ -624,10 +629,7 @@ int main(int argc, char **argv)
 	snprintf(dmnt, sizeof(dmnt), "%s/dir", mnt);
 	bench_dirs(dbase, dmnt, n);
 	umount_snapfs(mnt, pid);
-	double tp_sorted[16], tn_run[16];	/* summarise sorts its array */
-	memcpy(tp_sorted, tp, sizeof(double) * (size_t)n);
-	memcpy(tn_run, tn, sizeof(double) * (size_t)n);
-	struct result fresh = summarise(tn, n), plain = summarise(tb, n), pack = summarise(tp_sorted, n);
+	struct result fresh = summarise(tn, n), plain = summarise(tb, n), pack = summarise(tp, n);
 	printf("(host memory prefaulted before each: %s)\n", prefault ? "yes" : "no, --no-prefault");
 	printf("tmpfs write of new data (new file) min %6.3f s %6.2f GiB/s  median %6.3f s %6.2f GiB/s\n",
 	       plain.min, gibps(plain.min), plain.median, gibps(plain.median));
@@ -642,7 +644,7 @@ int main(int argc, char **argv)
 	       "  write does): min %.2f s, median %.2f s of CPU per copy-in; per run:", pack.min,
 	       pack.median);
 	for (int i = 0; i < n; i++)
-		printf(" %.2f/%.2f s", tp[i], tn_run[i]);
+		printf(" %.2f/%.2f s", tp[i], tn[i]);
 	printf(" (thread CPU/copy-in)\n");
 
 	printf("\nsummary (targets: cold read >= 0.5, mmap first touch >= 0.7, copy-in >= 0.6)\n");
