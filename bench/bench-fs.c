@@ -350,7 +350,7 @@ static void bench_reads(const char *file, const char *base_file, bool single,
 			struct result *cold_ratio_out, struct result *mmap_ratio_out,
 			struct result *warm_mmap_ratio_out)
 {
-	double t[16], b[16];
+	double t[16] = { 0 }, b[16] = { 0 };
 	int n = bench_runs;
 	const char *mode = single ? "single-thread" : "multi-thread";
 	char name[96];
@@ -566,7 +566,7 @@ int main(int argc, char **argv)
 	printf("SHA-256 ceiling (1 thread, 4 KiB pages)  %.3f s  %.2f GiB/s\n", sha, gibps(sha));
 
 	pid_t pid = mount_snapfs(store, mnt, false);
-	double t[16];
+	double t[16] = { 0 };
 	int n = bench_runs < 3 ? bench_runs : 3;
 	for (int i = 0; i < n; i++) {
 		unlink(file);
@@ -602,7 +602,7 @@ int main(int argc, char **argv)
 	 * prefault_memory.
 	 */
 	pid = mount_snapfs(store, mnt, false);
-	double tn[16], tb[16], tp[16], steal_n = 0, steal_b = 0;
+	double tn[16] = { 0 }, tb[16] = { 0 }, tp[16] = { 0 }, steal_n = 0, steal_b = 0;
 	for (int i = 0; i < n; i++) {
 		char fresh[PATH_MAX + 48], plain[PATH_MAX + 48];
 		snprintf(fresh, sizeof(fresh), "%s/fresh%d", mnt, i);
