@@ -17,6 +17,7 @@
 #include "fs_mount.h"
 #include "lib/err.h"
 #include "lib/mountinfo.h"
+#include "store.h"
 
 /* Is the folder empty?  1 yes, 0 no, -errno if it cannot be read. */
 static int fs_mount_dir_empty(const char *path)
@@ -123,15 +124,13 @@ int fs_mount_prepare_store(const char *path, const char *mountpoint, char abs[PA
 	if (!realpath(path, abs))
 		return err_set(e, -errno, "store %s: %s", path, strerror(errno));
 	/* Nor may a symlink among the store's own files lead under it. */
-	static const char *const parts[] = { "index.db", "index.db-wal", "index.db-shm", "lock",
-					     "packs" };
-	for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
+	for (const char *const *name = store_entries; *name; name++) {
 		char p[PATH_MAX + 16], real[PATH_MAX];
-		snprintf(p, sizeof(p), "%s/%s", abs, parts[i]);
+		snprintf(p, sizeof(p), "%s/%s", abs, *name);
 		if (realpath(p, real) && fs_mount_on_path(&mst, real))
 			return err_set(e, -EINVAL, "store %s: its %s leads to %s, inside the mount "
 				       "point %s: the mount would hide it; keep the store's files "
-				       "outside", path, parts[i], real, mountpoint);
+				       "outside", path, *name, real, mountpoint);
 	}
 	/* An empty folder becomes a store: make it private like a new one. */
 	if (fs_mount_dir_empty(abs) == 1 && chmod(abs, 0700) < 0)

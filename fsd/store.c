@@ -37,6 +37,9 @@ int store_schema_version(void)
 	return store_schema_version_current;
 }
 
+const char *const store_entries[] = { "index.db", "index.db-wal", "index.db-shm", "lock", "packs",
+				      NULL };
+
 int store_raise_file_limit(void)
 {
 	struct rlimit l;

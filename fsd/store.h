@@ -156,6 +156,10 @@ const char *store_dir(const struct store *st);
 /* The schema version this program writes (PRAGMA user_version). */
 int store_schema_version(void);
 
+/* The names of the store's own entries in its folder, NULL-ended: the
+ * index with its SQLite journals, the lock file and the packs folder. */
+extern const char *const store_entries[];
+
 /* A store keeps every pack file open, one per GiB stored or so, more than
  * the usual soft limit of 1024 open files allows on a large store: raise
  * the soft limit to the hard one.  For programs that open a store (a
