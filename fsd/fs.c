@@ -182,7 +182,7 @@ static void fs_op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_
 static void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct fs *fs = fs_of(req);
-	struct store_attr a = { .ino = 0 };
+	struct store_attr a;
 	int r = store_lookup(fs->store, parent, name, &a);
 	if (r == -ENOENT) {
 		/*
