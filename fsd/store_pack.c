@@ -131,6 +131,36 @@ static void pack_name(const struct pack_be *pb, uint32_t id, char *buf, size_t s
 	snprintf(buf, size, "%s/%08x.pack", pb->dir, id);
 }
 
+/* Open the existing pack name in dirfd into *fd, its status in *sb.  A
+ * pack is a regular file the store made: a symbolic link is refused
+ * (-ELOOP), since it could lead anywhere, into the store's own mount
+ * point included, and so is any other kind of file (-EINVAL), without
+ * blocking on a FIFO. */
+static int pack_open_existing(int dirfd, const char *name, bool rdonly, int *fd, struct stat *sb)
+{
+	int f = openat(dirfd, name,
+		       (rdonly ? O_RDONLY : O_RDWR) | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	if (f < 0)
+		return -errno;
+	int r = fstat(f, sb) < 0 ? -errno : !S_ISREG(sb->st_mode) ? -EINVAL : 0;
+	if (!r && fcntl(f, F_SETFL, 0) < 0)	/* back to blocking */
+		r = -errno;
+	if (r) {
+		close(f);
+		return r;
+	}
+	*fd = f;
+	return 0;
+}
+
+/* What pack_open_existing's refusals mean, for messages. */
+static const char *pack_open_error(int r)
+{
+	return r == -ELOOP    ? "is a symbolic link; a pack must be a regular file in the pack folder"
+	       : r == -EINVAL ? "is not a regular file"
+			      : strerror(-r);
+}
+
 /* Add pack id with its open fd to the table (lock held). */
 static struct pack *pack_add(struct pack_be *pb, uint32_t id, int fd, uint64_t size)
 {
@@ -193,11 +223,10 @@ static int pack_fd(struct pack_be *pb, uint32_t id, int *fd)
 	if (!p) {
 		char path[PATH_MAX];
 		pack_name(pb, id, path, sizeof(path));
-		int f = open(path, (pb->rdonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
-		if (f < 0)
-			return -ENOENT;
 		struct stat sb;
-		fstat(f, &sb);
+		int f, r = pack_open_existing(AT_FDCWD, path, pb->rdonly, &f, &sb);
+		if (r)
+			return r == -ELOOP || r == -EINVAL ? -EIO : -ENOENT;
 		p = pack_add(pb, id, f, (uint64_t)sb.st_size);
 		if (!p) {
 			close(f);
@@ -864,7 +893,8 @@ static int pb_compact(struct store_backend *be, struct store_live_page *live, si
 			src_size = pack_find(pb, id)->size;
 		pthread_mutex_unlock(&pb->lock);
 		if (r) {
-			r = err_set(e, r, "pack %08x: referenced but missing", id);
+			r = err_set(e, r, "pack %08x: referenced but %s", id,
+				    r == -ENOENT ? "missing" : pack_open_error(r));
 			break;
 		}
 		/* Not rewritten (release punches its dead pages out in place):
@@ -1161,14 +1191,13 @@ static int scan_packs(struct pack_be *pb, struct err *e)
 		if (sscanf(de->d_name, "%8x.pac%c", &id, &tail) != 2 || tail != 'k' ||
 		    strlen(de->d_name) != 13 || id == 0)
 			continue;
-		int fd = openat(dirfd(d), de->d_name, (pb->rdonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+		int fd;
 		struct stat sb;
-		if (fd < 0 || fstat(fd, &sb) < 0) {
-			r = err_set(e, -errno, "%s/%s: %s%s", pb->dir, de->d_name, strerror(errno),
-				    errno == EMFILE ? " (every pack stays open: raise the limit, ulimit -n)"
-						    : "");
-			if (fd >= 0)
-				close(fd);
+		r = pack_open_existing(dirfd(d), de->d_name, pb->rdonly, &fd, &sb);
+		if (r) {
+			err_set(e, r, "%s/%s: %s%s", pb->dir, de->d_name, pack_open_error(r),
+				r == -EMFILE ? " (every pack stays open: raise the limit, ulimit -n)"
+					     : "");
 			break;
 		}
 		struct pack *p = pack_add(pb, id, fd, (uint64_t)sb.st_size);

@@ -240,6 +240,45 @@ static void test_store_packs_file_limit(void **state)
 	tsu_store_remove(path);
 }
 
+/* A pack is a regular file the store made.  One replaced by a symbolic
+ * link (to the very same bytes) or by a FIFO is refused at open with a
+ * message naming it, without blocking; put back, the store opens and
+ * reads as before. */
+static void test_store_packs_not_regular(void **state)
+{
+	(void)state;
+	char *path;
+	struct store *st = tsu_new_store(&path);
+	write_files(st);
+	assert_int_equal(store_close(st, NULL), 0);
+	char pack[4200], kept[4200];
+	snprintf(pack, sizeof(pack), "%s/packs/00000001.pack", path);
+	snprintf(kept, sizeof(kept), "%s/kept", path);
+	assert_int_equal(rename(pack, kept), 0);
+
+	assert_int_equal(symlink(kept, pack), 0);
+	struct err e = { 0 };
+	assert_int_equal(store_open(path, 0, &st, &e), -ELOOP);
+	assert_non_null(strstr(e.msg, pack));
+	assert_non_null(strstr(e.msg, "is a symbolic link"));
+	assert_int_equal(store_open(path, STORE_RDONLY, &st, &e), -ELOOP);
+
+	assert_int_equal(unlink(pack), 0);
+	assert_int_equal(mkfifo(pack, 0600), 0);
+	assert_int_equal(store_open(path, STORE_RDONLY, &st, &e), -EINVAL);
+	assert_non_null(strstr(e.msg, pack));
+	assert_non_null(strstr(e.msg, "is not a regular file"));
+	assert_int_equal(store_open(path, 0, &st, &e), -EINVAL);
+
+	assert_int_equal(unlink(pack), 0);
+	assert_int_equal(rename(kept, pack), 0);
+	assert_int_equal(store_open(path, 0, &st, NULL), 0);
+	check_file(st, "f0", 1);
+	fsck_reopen(&st, path);
+	assert_int_equal(store_close(st, NULL), 0);
+	tsu_store_remove(path);
+}
+
 /* Pages in a new file name of pages pages of seed's bytes, committed. */
 static void write_small(struct store *st, const char *name, int pages, uint64_t seed)
 {
@@ -738,6 +777,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_store_packs_many),
 		cmocka_unit_test(test_store_packs_file_limit),
+		cmocka_unit_test(test_store_packs_not_regular),
 		cmocka_unit_test(test_store_packs_gc_merges_small),
 		cmocka_unit_test(test_store_packs_gc_beside_changes),
 		cmocka_unit_test(test_store_packs_gc_relocates_beside_reads),
