@@ -216,7 +216,7 @@ static void pack_drop(struct pack_be *pb, size_t i)
 
 /* The fd of pack id, opening it if another process created it since
  * (read-only opens beside a live writer).  -ENOENT if there is no such
- * pack.  Lock held. */
+ * pack, -EIO if it is a symlink or not a regular file.  Lock held. */
 static int pack_fd(struct pack_be *pb, uint32_t id, int *fd)
 {
 	struct pack *p = pack_find(pb, id);
@@ -894,7 +894,9 @@ static int pb_compact(struct store_backend *be, struct store_live_page *live, si
 		pthread_mutex_unlock(&pb->lock);
 		if (r) {
 			r = err_set(e, r, "pack %08x: referenced but %s", id,
-				    r == -ENOENT ? "missing" : pack_open_error(r));
+				    r == -ENOENT ? "missing"
+				    : r == -EIO  ? "not a regular file"
+						 : strerror(-r));
 			break;
 		}
 		/* Not rewritten (release punches its dead pages out in place):
