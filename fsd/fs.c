@@ -275,6 +275,54 @@ static void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 					  NULL));
 }
 
+/* ---- open file handles -------------------------------------------------- */
+
+/*
+ * What fi->fh of an open file points to.  fi itself is a per-request copy,
+ * so state that outlives a request lives here.
+ */
+struct fs_handle {
+	bool writer;		/* opened for writing */
+	bool dirty;		/* written through: flush commits */
+	bool direct;		/* opened with direct_io: writes bypass the page cache */
+	uint64_t ino;
+	struct fs_handle *prev, *next;	/* in fs->handles */
+};
+
+static void fs_handle_link(struct fs *fs, struct fs_handle *h)
+{
+	pthread_mutex_lock(&fs->handles_lock);
+	h->next = fs->handles;
+	if (h->next)
+		h->next->prev = h;
+	fs->handles = h;
+	pthread_mutex_unlock(&fs->handles_lock);
+}
+
+static void fs_handle_unlink(struct fs *fs, struct fs_handle *h)
+{
+	pthread_mutex_lock(&fs->handles_lock);
+	if (h->prev)
+		h->prev->next = h->next;
+	else
+		fs->handles = h->next;
+	if (h->next)
+		h->next->prev = h->prev;
+	pthread_mutex_unlock(&fs->handles_lock);
+}
+
+static struct fs_handle *fs_handle(const struct fuse_file_info *fi)
+{
+	return (struct fs_handle *)(uintptr_t)fi->fh;
+}
+
+/* Mark the handle written; handlers may race, and any of them setting it is enough. */
+static void fs_handle_dirty(const struct fuse_file_info *fi)
+{
+	if (fi && fi->fh)
+		__atomic_store_n(&fs_handle(fi)->dirty, true, __ATOMIC_RELAXED);
+}
+
 /* ---- attributes --------------------------------------------------------- */
 
 static void fs_reply_attr(fuse_req_t req, const struct store_attr *a)
@@ -344,7 +392,6 @@ static void fs_accessed(struct fs *fs, const struct store_attr *a)
 static void fs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 			  struct fuse_file_info *fi)
 {
-	(void)fi;
 	struct fs *fs = fs_of(req);
 	struct store_attr in = { 0 }, out;
 	unsigned mask = 0;
@@ -385,8 +432,27 @@ static void fs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int
 	int r = store_setattr(fs->store, ino, &in, mask, &out);
 	if (r < 0)
 		return (void)fuse_reply_err(req, -r);
-	if (mask & STORE_SET_SIZE)
+	if (mask & STORE_SET_SIZE) {
 		fs_inode_mark_changed(&fs->inodes, ino);
+		/*
+		 * A new size is a change of the file's data, which the store
+		 * commits in the background.  ftruncate's handle commits it
+		 * at close, like a write; truncate(2) has no close, so it is
+		 * committed before the call returns (and reports its errors).
+		 */
+		if (fi && fi->fh) {
+			fs_handle_dirty(fi);
+		} else {
+			struct err e = { 0 };
+			r = store_flush(fs->store, ino, false, &e);
+			if (r < 0) {
+				if (fs->cfg.debug)
+					fuse_log(FUSE_LOG_DEBUG, "snapfs: truncate: %s\n",
+						 err_str(&e, r));
+				return (void)fuse_reply_err(req, -r);
+			}
+		}
+	}
 	fs_inode_note_mode(&fs->inodes, ino, out.mode);
 	fs_reply_attr(req, &out);
 }
@@ -514,52 +580,6 @@ static void fs_op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync,
 
 /* ---- files -------------------------------------------------------------- */
 
-/*
- * What fi->fh of an open file points to.  fi itself is a per-request copy,
- * so state that outlives a request lives here.
- */
-struct fs_handle {
-	bool writer;		/* opened for writing */
-	bool dirty;		/* written through: flush commits */
-	bool direct;		/* opened with direct_io: writes bypass the page cache */
-	uint64_t ino;
-	struct fs_handle *prev, *next;	/* in fs->handles */
-};
-
-static void fs_handle_link(struct fs *fs, struct fs_handle *h)
-{
-	pthread_mutex_lock(&fs->handles_lock);
-	h->next = fs->handles;
-	if (h->next)
-		h->next->prev = h;
-	fs->handles = h;
-	pthread_mutex_unlock(&fs->handles_lock);
-}
-
-static void fs_handle_unlink(struct fs *fs, struct fs_handle *h)
-{
-	pthread_mutex_lock(&fs->handles_lock);
-	if (h->prev)
-		h->prev->next = h->next;
-	else
-		fs->handles = h->next;
-	if (h->next)
-		h->next->prev = h->prev;
-	pthread_mutex_unlock(&fs->handles_lock);
-}
-
-static struct fs_handle *fs_handle(const struct fuse_file_info *fi)
-{
-	return (struct fs_handle *)(uintptr_t)fi->fh;
-}
-
-/* Mark the handle written; handlers may race, and any of them setting it is enough. */
-static void fs_handle_dirty(const struct fuse_file_info *fi)
-{
-	if (fi && fi->fh)
-		__atomic_store_n(&fs_handle(fi)->dirty, true, __ATOMIC_RELAXED);
-}
-
 static bool fs_open_writes(int flags)
 {
 	return (flags & O_ACCMODE) != O_RDONLY;
@@ -680,6 +700,8 @@ static void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		r = fs_open_file(fs, &a, fi);
 	if (r < 0)
 		return (void)fuse_reply_err(req, -r);
+	if (fi->flags & O_TRUNC)
+		fs_handle_dirty(fi);	/* the emptied file is committed at close */
 	if ((fi->flags & O_ACCMODE) != O_WRONLY)
 		fs_accessed(fs, &a);
 	if (fuse_reply_open(req, fi) != 0)
