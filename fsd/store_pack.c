@@ -51,6 +51,8 @@
 
 #define PACK_SHIFT 36
 #define PACK_PAGE_MASK ((1ull << PACK_SHIFT) - 1)
+/* A location is (pack id << PACK_SHIFT) | offset: ids take the rest. */
+#define PACK_ID_MAX ((uint32_t)((1ull << (64 - PACK_SHIFT)) - 1))
 #ifndef PACK_MAX_BYTES		/* a test builds the store with small packs */
 #define PACK_MAX_BYTES (1ull << 30)
 #endif
@@ -129,6 +131,24 @@ static struct pack_be *pb_of(struct store_backend *be)
 static void pack_name(const struct pack_be *pb, uint32_t id, char *buf, size_t size)
 {
 	snprintf(buf, size, "%s/%08x.pack", pb->dir, id);
+}
+
+/*
+ * The id of a file named as pack_name names packs: exactly eight
+ * lowercase hex digits and ".pack", so no two names mean one id.  0 for
+ * any other name (id 0 is no pack: location 0 is a hole).
+ */
+static uint64_t pack_id_of(const char *name)
+{
+	static const char digits[] = "0123456789abcdef";
+	uint64_t id = 0;
+	for (int i = 0; i < 8; i++) {
+		const char *d = name[i] ? strchr(digits, name[i]) : NULL;
+		if (!d)
+			return 0;
+		id = id << 4 | (uint64_t)(d - digits);
+	}
+	return strcmp(name + 8, ".pack") ? 0 : id;
 }
 
 /* Open the existing pack name in dirfd into *fd, its status in *sb.  A
@@ -240,7 +260,10 @@ static int pack_fd(struct pack_be *pb, uint32_t id, int *fd)
 /* A new, empty pack to append to (lock held). */
 static int pack_new(struct pack_be *pb, struct pack **out)
 {
-	uint32_t id = pb->n ? pb->packs[pb->n - 1].id + 1 : 1;
+	uint64_t next = pb->n ? (uint64_t)pb->packs[pb->n - 1].id + 1 : 1;
+	if (next > PACK_ID_MAX)
+		return -ENOSPC;	/* no id left to name a location with */
+	uint32_t id = (uint32_t)next;
 	char path[PATH_MAX];
 	pack_name(pb, id, path, sizeof(path));
 	int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
@@ -1129,8 +1152,7 @@ static int pb_usage(struct store_backend *be, uint64_t *bytes, uint64_t *contain
 	/* Ask the folder, not the table: a read-only open beside a writer
 	 * should see the writer's packs too. */
 	for (struct dirent *de; (de = readdir(d));) {
-		size_t len = strlen(de->d_name);
-		if (len < 6 || strcmp(de->d_name + len - 5, ".pack"))
+		if (!pack_id_of(de->d_name))
 			continue;
 		struct stat sb;
 		if (fstatat(dirfd(d), de->d_name, &sb, 0) == 0) {
@@ -1188,11 +1210,15 @@ static int scan_packs(struct pack_be *pb, struct err *e)
 		return err_set(e, -errno, "pack folder %s: %s", pb->dir, strerror(errno));
 	int r = 0;
 	for (struct dirent *de; (de = readdir(d)) && !r;) {
-		unsigned id;
-		char tail;
-		if (sscanf(de->d_name, "%8x.pac%c", &id, &tail) != 2 || tail != 'k' ||
-		    strlen(de->d_name) != 13 || id == 0)
+		uint64_t id = pack_id_of(de->d_name);
+		if (!id)
 			continue;
+		if (id > PACK_ID_MAX) {
+			r = err_set(e, -EUCLEAN, "%s/%s: pack number beyond the largest, %08x;"
+				    " not a pack this store made", pb->dir, de->d_name,
+				    PACK_ID_MAX);
+			break;
+		}
 		int fd;
 		struct stat sb;
 		r = pack_open_existing(dirfd(d), de->d_name, pb->rdonly, &fd, &sb);
@@ -1202,7 +1228,7 @@ static int scan_packs(struct pack_be *pb, struct err *e)
 					     : "");
 			break;
 		}
-		struct pack *p = pack_add(pb, id, fd, (uint64_t)sb.st_size);
+		struct pack *p = pack_add(pb, (uint32_t)id, fd, (uint64_t)sb.st_size);
 		if (!p) {
 			close(fd);
 			r = err_set(e, -ENOMEM, "%s: out of memory", pb->dir);

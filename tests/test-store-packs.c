@@ -9,6 +9,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -275,6 +276,70 @@ static void test_store_packs_not_regular(void **state)
 	assert_int_equal(store_open(path, 0, &st, NULL), 0);
 	check_file(st, "f0", 1);
 	fsck_reopen(&st, path);
+	assert_int_equal(store_close(st, NULL), 0);
+	tsu_store_remove(path);
+}
+
+/* Write len bytes of junk to packs/name of the store at path. */
+static void put_junk(const char *path, const char *name, size_t len)
+{
+	char file[4200];
+	snprintf(file, sizeof(file), "%s/packs/%s", path, name);
+	int fd = open(file, O_WRONLY | O_CREAT | O_EXCL, 0600);
+	assert_true(fd >= 0);
+	uint8_t *junk = malloc(len ? len : 1);
+	memset(junk, 'Z', len);
+	assert_int_equal(write(fd, junk, len), (ssize_t)len);
+	free(junk);
+	assert_int_equal(close(fd), 0);
+}
+
+/*
+ * Only the names the store gives packs are packs: other spellings of a
+ * pack's number (which sscanf's %x would take) are files of someone
+ * else's, ignored, and a pack name whose number no location can hold is
+ * refused, naming it, rather than wrapped onto another pack.
+ */
+static void test_store_packs_names(void **state)
+{
+	(void)state;
+	char *path;
+	struct store *st = tsu_new_store(&path);
+	write_files(st);
+	assert_int_equal(store_close(st, NULL), 0);
+	char pack[4200];
+	snprintf(pack, sizeof(pack), "%s/packs/00000001.pack", path);
+	struct stat sb;
+	assert_int_equal(stat(pack, &sb), 0);
+	static const char *const alike[] = { "0x000001.pack", "+0000001.pack", " 0000001.pack",
+					     "-0000001.pack", "0000000A.pack", "00000001.PACK",
+					     "00000002.pack~" };
+	for (size_t i = 0; i < sizeof(alike) / sizeof(alike[0]); i++)
+		put_junk(path, alike[i], (size_t)sb.st_size);
+	for (int round = 0; round < 2; round++) {
+		assert_int_equal(store_open(path, round ? STORE_RDONLY : 0, &st, NULL), 0);
+		for (int i = 0; i < FILES; i++) {
+			char name[16];
+			snprintf(name, sizeof(name), "f%d", i);
+			check_file(st, name, (uint64_t)i + 1);
+		}
+		if (!round)
+			tsu_fsck_clean(st);
+		assert_int_equal(store_close(st, NULL), 0);
+	}
+
+	/* 2^28 is the first number beyond PACK_SHIFT's 36 bits of offset. */
+	put_junk(path, "10000000.pack", 0);
+	struct err e = { 0 };
+	assert_int_equal(store_open(path, 0, &st, &e), -EUCLEAN);
+	assert_non_null(strstr(e.msg, "/packs/10000000.pack"));
+	assert_non_null(strstr(e.msg, "beyond the largest"));
+	assert_int_equal(store_open(path, STORE_RDONLY, &st, &e), -EUCLEAN);
+	char big[4200];
+	snprintf(big, sizeof(big), "%s/packs/10000000.pack", path);
+	assert_int_equal(unlink(big), 0);
+	assert_int_equal(store_open(path, 0, &st, NULL), 0);
+	check_file(st, "f0", 1);
 	assert_int_equal(store_close(st, NULL), 0);
 	tsu_store_remove(path);
 }
@@ -778,6 +843,7 @@ int main(void)
 		cmocka_unit_test(test_store_packs_many),
 		cmocka_unit_test(test_store_packs_file_limit),
 		cmocka_unit_test(test_store_packs_not_regular),
+		cmocka_unit_test(test_store_packs_names),
 		cmocka_unit_test(test_store_packs_gc_merges_small),
 		cmocka_unit_test(test_store_packs_gc_beside_changes),
 		cmocka_unit_test(test_store_packs_gc_relocates_beside_reads),
