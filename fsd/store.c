@@ -386,6 +386,23 @@ static int take_lock(struct store *st, bool wait, struct err *e)
 	return 0;
 }
 
+/*
+ * Tell the backend the highest location the index names (see
+ * hand_out_above in store_backend.h).  A page index that cannot be read
+ * is no reason to refuse the store: its files stay readable, and no page
+ * is stored while that index cannot be read (loading it fails, logged).
+ */
+static void hand_out_above_index(struct store *st)
+{
+	sqlite3_stmt *s;
+	if (!st->be->ops->hand_out_above ||
+	    sqlite3_prepare_v2(st->db, "SELECT max(loc) FROM page", -1, &s, NULL) != SQLITE_OK)
+		return;
+	if (sqlite3_step(s) == SQLITE_ROW && sqlite3_column_int64(s, 0) > 0)
+		st->be->ops->hand_out_above(st->be, (uint64_t)sqlite3_column_int64(s, 0));
+	sqlite3_finalize(s);
+}
+
 /* Inodes left without links by a crash (or closed before release). */
 static int reclaim_orphans(struct store *st, struct err *e)
 {
@@ -498,6 +515,8 @@ int store_open(const char *dir, unsigned flags, struct store **out, struct err *
 		r = check_version(st, kind == 0, e);
 	if (!r)
 		r = store_db_open(st, true, &st->rdb, e);
+	if (!r && !rdonly)
+		hand_out_above_index(st);
 	if (!r && !rdonly)
 		r = reclaim_orphans(st, e);
 	if (!r && !rdonly)

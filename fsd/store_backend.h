@@ -64,6 +64,12 @@ struct store_backend_ops {
 	 * valid until the next release/close. */
 	int (*fd_of)(struct store_backend *be, uint64_t loc, int *fd, uint64_t *pos);
 
+	/* Optional (NULL: the backend never hands out a location twice).
+	 * The index holds no location above loc: hand out only higher ones
+	 * from now on, even where a container that held them is gone or
+	 * was cut short, so that no page the index names is ever taken
+	 * for a new one.  Called once after a writable open. */
+	void (*hand_out_above)(struct store_backend *be, uint64_t loc);
 	/* Make every page put so far durable. */
 	int (*sync)(struct store_backend *be, struct err *e);
 

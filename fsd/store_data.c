@@ -23,9 +23,10 @@ static int read_failed(struct store *st, uint64_t ino, uint64_t off, int r)
 		char msg[2400];
 		snprintf(msg, sizeof(msg),
 			 "store %.2048s: inode %llu: the page at byte %llu cannot be read (%s): a"
-			 " pack file is damaged or was cut short; run snapfs-admin fsck",
+			 " pack file is damaged, cut short or gone; run snapfs-admin fsck",
 			 st->dir, (unsigned long long)ino, (unsigned long long)off,
-			 r == -EIO ? "past the end of its pack" : strerror(-r));
+			 r == -EIO ? "past the end of its pack" :
+			 r == -ENOENT ? "its pack file is missing" : strerror(-r));
 		st->log(st->log_arg, msg);
 	}
 	return -EIO;
@@ -178,6 +179,8 @@ int store_map(struct store *st, uint64_t ino, uint64_t off, size_t len,
 		uint64_t pos = 0;
 		if (locs[i]) {
 			r = st->be->ops->fd_of(st->be, locs[i], &fd, &pos);
+			if (r == -ENOENT || r == -EIO)
+				r = read_failed(st, ino, ps, r);
 			if (r)
 				break;
 			pos += a - ps;

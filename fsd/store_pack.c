@@ -96,6 +96,7 @@ struct pack_be {
 	struct pack *packs;	/* sorted by id */
 	size_t n, cap;
 	struct pack *cur;	/* appended to; NULL: start a new one */
+	uint32_t id_floor;	/* new packs get higher ids than this */
 
 	/* What gc may touch (gc_mark to release): packs up to gc_max but
 	 * gc_cur, the one then taking pages (0: none). */
@@ -260,7 +261,8 @@ static int pack_fd(struct pack_be *pb, uint32_t id, int *fd)
 /* A new, empty pack to append to (lock held). */
 static int pack_new(struct pack_be *pb, struct pack **out)
 {
-	uint64_t next = pb->n ? (uint64_t)pb->packs[pb->n - 1].id + 1 : 1;
+	uint32_t last = pb->n ? pb->packs[pb->n - 1].id : 0;
+	uint64_t next = (uint64_t)(last > pb->id_floor ? last : pb->id_floor) + 1;
 	if (next > PACK_ID_MAX)
 		return -ENOSPC;	/* no id left to name a location with */
 	uint32_t id = (uint32_t)next;
@@ -518,6 +520,26 @@ static int pb_fd_of(struct store_backend *be, uint64_t loc, int *fd, uint64_t *p
 		r = pack_fd(pb, id, fd);
 	pthread_mutex_unlock(&pb->lock);
 	return r;
+}
+
+/*
+ * The index names nothing above loc.  The pack to append to must not hand
+ * out a location it names: if that pack is gone (the last one deleted by
+ * hand), new packs number past it; if it was cut short, appending would
+ * reuse its lost pages' locations, so a new pack is started.
+ */
+static void pb_hand_out_above(struct store_backend *be, uint64_t loc)
+{
+	struct pack_be *pb = pb_of(be);
+	uint32_t id = (uint32_t)(loc >> PACK_SHIFT);
+	uint64_t page = loc & PACK_PAGE_MASK;
+	pthread_mutex_lock(&pb->lock);
+	if (id > pb->id_floor)
+		pb->id_floor = id;
+	if (pb->cur && (pb->cur->id < id ||
+			(pb->cur->id == id && pb->cur->size / STORE_PAGE_SIZE <= page)))
+		pb->cur = NULL;
+	pthread_mutex_unlock(&pb->lock);
 }
 
 static int pb_get(struct store_backend *be, const uint8_t *hash, uint64_t loc, void *page)
@@ -1191,6 +1213,7 @@ static const struct store_backend_ops pack_ops = {
 	.put_many = pb_put_many,
 	.get = pb_get,
 	.fd_of = pb_fd_of,
+	.hand_out_above = pb_hand_out_above,
 	.sync = pb_sync,
 	.recover = pb_recover,
 	.gc_mark = pb_gc_mark,

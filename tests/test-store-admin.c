@@ -464,6 +464,58 @@ static void test_store_admin_pack_cut_short(void **state)
 	tsu_store_remove(path);
 }
 
+/*
+ * A pack gone or cut short while the store was closed: after the reopen,
+ * reads of the pages it held fail with EIO (the log says the pack is
+ * missing), and new pages never take the locations the index still names
+ * for them, which would serve the new bytes as the old file's.
+ */
+static void test_store_admin_pack_gone_locations_kept(void **state)
+{
+	(void)state;
+	char *path;
+	struct store *st = tsu_new_store(&path);
+	uint64_t a = write_file(st, STORE_ROOT_INO, "a", 100, 1);
+	assert_int_equal(store_close(st, NULL), 0);
+	char pack[4700];
+	pack_path(path, pack, sizeof(pack));
+	uint8_t *buf = malloc(100 * PG);
+	struct store_extent ext[128];
+
+	/* Gone: the one pack, so a new one would be numbered 1 again. */
+	assert_int_equal(unlink(pack), 0);
+	assert_int_equal(store_open(path, 0, &st, NULL), 0);
+	store_set_log(st, log_msg, NULL);
+	logged[0] = 0;
+	assert_int_equal(store_map(st, a, 0, 3 * PG, ext, 128, NULL), -EIO);
+	assert_non_null(strstr(logged, "its pack file is missing"));
+	assert_int_equal(store_read(st, a, buf, 3 * PG, 0), -EIO);
+	uint64_t b = write_file(st, STORE_ROOT_INO, "b", 3, 2);
+	assert_int_equal(store_sync(st, NULL), 0);
+	check_file(st, b, 3, 2);
+	assert_int_equal(store_read(st, a, buf, 3 * PG, 0), -EIO);
+	assert_int_equal(store_map(st, a, 0, 3 * PG, ext, 128, NULL), -EIO);
+	assert_int_equal(store_close(st, NULL), 0);
+	assert_int_equal(store_open(path, 0, &st, NULL), 0);
+	assert_int_equal(store_read(st, a, buf, 3 * PG, 0), -EIO);
+	check_file(st, b, 3, 2);
+
+	/* Cut short: b's pack loses its last two pages; appending to it
+	 * would hand their locations out again. */
+	assert_int_equal(store_close(st, NULL), 0);
+	pack_path(path, pack, sizeof(pack));
+	assert_int_equal(truncate(pack, PG), 0);
+	assert_int_equal(store_open(path, 0, &st, NULL), 0);
+	uint64_t c = write_file(st, STORE_ROOT_INO, "c", 4, 3);
+	assert_int_equal(store_sync(st, NULL), 0);
+	check_file(st, c, 4, 3);
+	assert_int_equal(store_read(st, b, buf, 3 * PG, 0), -EIO);
+	check_file(st, b, 1, 2);
+	free(buf);
+	assert_int_equal(store_close(st, NULL), 0);
+	tsu_store_remove(path);
+}
+
 /* gc and fsck, in whatever processes, keep out of each other through
  * STORE/gc.lock: each refuses, saying why, while the other holds it. */
 static void test_store_admin_gc_fsck_apart(void **state)
@@ -514,6 +566,7 @@ int main(void)
 		cmocka_unit_test(test_store_admin_fsck_dangling),
 		cmocka_unit_test(test_store_admin_gc_fsck_apart),
 		cmocka_unit_test(test_store_admin_pack_cut_short),
+		cmocka_unit_test(test_store_admin_pack_gone_locations_kept),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
