@@ -163,6 +163,26 @@ static int build_scratch(struct sandbox *sb, struct err *e)
 }
 
 /*
+ * The boot block in scratch, which the guest can write: what a resume
+ * takes from it must lie inside scratch.  what names the image for the
+ * message.
+ */
+static int check_boot(const struct sandbox *sb, const char *what, struct err *e)
+{
+	const struct snapvm_boot *b = boot_of(sb);
+	uint64_t base = SNAPVM_SCRATCH_GPA, end = base + sb->scratch_size;
+	if (b->magic != SNAPVM_BOOT_MAGIC || b->version != SNAPVM_ABI_VERSION ||
+	    b->scratch_gpa != base || b->scratch_size != sb->scratch_size)
+		return err_set(e, -EINVAL, "%s: %s: no valid boot block", sb->g->name, what);
+	if (b->callbuf_gpa < base + OFF_STACK || b->callbuf_gpa >= end || b->callbuf_gpa % PAGE ||
+	    b->callbuf_size > end - b->callbuf_gpa || b->stack_top <= base + OFF_STACK ||
+	    b->stack_top > end || b->stack_top % 16 || b->pt_root < base || b->pt_root >= end)
+		return err_set(e, -EINVAL, "%s: %s: the boot block puts the call buffer, stack or"
+			       " page tables outside scratch", sb->g->name, what);
+	return 0;
+}
+
+/*
  * Resume: scratch (all zero) from the saved image, its non-zero pages only;
  * check what the guest left there.
  */
@@ -172,16 +192,11 @@ static int load_scratch(struct sandbox *sb, struct err *e)
 	for (size_t i = 0; i < g->nimage_runs; i++)
 		memcpy(sb->scratch + g->image_runs[i].off,
 		       (const uint8_t *)g->scratch_image + g->image_runs[i].off, g->image_runs[i].len);
+	int r = check_boot(sb, "scratch image", e);
+	if (r)
+		return r;
 	const struct snapvm_boot *b = boot_of(sb);
-	uint64_t base = SNAPVM_SCRATCH_GPA, end = base + sb->scratch_size;
-	if (b->magic != SNAPVM_BOOT_MAGIC || b->version != SNAPVM_ABI_VERSION ||
-	    b->scratch_gpa != base || b->scratch_size != sb->scratch_size)
-		return err_set(e, -EINVAL, "%s: scratch image has no valid boot block", sb->g->name);
-	if (b->callbuf_gpa < base + OFF_STACK || b->callbuf_gpa % PAGE ||
-	    b->callbuf_size > end - b->callbuf_gpa || b->stack_top <= base + OFF_STACK ||
-	    b->stack_top > end || b->stack_top % 16 || b->pt_root < base || b->pt_root >= end)
-		return err_set(e, -EINVAL, "%s: scratch image: call buffer, stack or page tables "
-			       "outside scratch", sb->g->name);
+	uint64_t base = SNAPVM_SCRATCH_GPA;
 	sb->stack_top = b->stack_top;
 	sb->pt_root = b->pt_root;
 	return callbuf_init(&sb->cb, sb->scratch + (b->callbuf_gpa - base), b->callbuf_gpa,
@@ -574,6 +589,11 @@ int sandbox_save(struct sandbox *sb, struct sandbox_state *st, struct err *e)
 	memset(st, 0, sizeof(*st));
 	if (sb->ended)
 		return err_set(e, -ESHUTDOWN, "sandbox has ended: %s", sb->why);
+	/* What a resume checks, checked before saving: no snapshot is
+	 * written that could not be resumed. */
+	int r = check_boot(sb, "not saved", e);
+	if (r)
+		return r;
 	const struct snapvm_boot *b = boot_of(sb);
 	uint64_t next = b->free_next;
 	if (next < SNAPVM_SCRATCH_GPA + OFF_STACK || next > SNAPVM_SCRATCH_GPA + sb->scratch_size ||
@@ -589,7 +609,7 @@ int sandbox_save(struct sandbox *sb, struct sandbox_state *st, struct err *e)
 
 	/* walk the copy: tables must lie inside what is saved */
 	struct pt pt;
-	int r = pt_attach(&pt, st->scratch, SNAPVM_SCRATCH_GPA, st->scratch_len, sb->pt_root, e);
+	r = pt_attach(&pt, st->scratch, SNAPVM_SCRATCH_GPA, st->scratch_len, sb->pt_root, e);
 	for (size_t i = 0; r >= 0 && i < sb->g->nregions; i++) {
 		const struct guest_region *reg = &sb->g->regions[i];
 		st->regions[i] = *reg;

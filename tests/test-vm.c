@@ -594,6 +594,49 @@ static void test_vm_bad_guest_files(void **state)
 	assert_int_equal(guest_open_elf(guest_path("hello"), &opt, &g, &e), -EINVAL);
 }
 
+/*
+ * The boot block is the guest's to write, and a resume takes the call
+ * buffer, stack and page tables from it: a save refuses a boot block that
+ * a resume would refuse, and a resume refuses an image whose boot block
+ * puts the call buffer past scratch (the host would write outside it).
+ */
+static void test_vm_boot_block_checked(void **state)
+{
+	(void)state;
+	struct guest *g = open_guest("evil", GUEST_SHARED);
+	static const struct {
+		const char *arg, *msg;
+	} cases[] = {
+		{ "callbuf", "evil.elf: not saved: the boot block puts the call buffer" },
+		{ "magic", "evil.elf: not saved: no valid boot block" },
+	};
+	struct sandbox_state st;
+	struct err e = { 0 };
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct sandbox *sb = new_sandbox(g, NULL);
+		assert_string_equal(call_ok(sb, "boot_break", cases[i].arg), "ok");
+		assert_int_equal(sandbox_save(sb, &st, &e), -EINVAL);
+		if (!strstr(e.msg, cases[i].msg))
+			fail_msg("%s: got \"%s\", want \"%s\"", cases[i].arg, e.msg, cases[i].msg);
+		sandbox_free(sb);
+	}
+
+	/* An image saved whole, its boot block then changed as a file's
+	 * bytes could be: the call buffer one page past scratch. */
+	struct sandbox *sb = new_sandbox(g, NULL);
+	if (sandbox_save(sb, &st, &e) < 0)
+		fail_msg("%s", e.msg);
+	sandbox_free(sb);
+	struct snapvm_boot *b = st.scratch;
+	b->callbuf_gpa = b->scratch_gpa + b->scratch_size + SNAPVM_PAGE_SIZE;
+	struct guest *saved = guest_from_state(&st, g);
+	sandbox_state_release(&st);
+	assert_int_equal(sandbox_new(saved, NULL, &sb, &e), -EINVAL);
+	assert_non_null(strstr(e.msg, "scratch image: the boot block puts the call buffer"));
+	guest_close(saved);
+	guest_close(g);
+}
+
 int main(void)
 {
 	tu_require_kvm();
@@ -610,6 +653,7 @@ int main(void)
 		cmocka_unit_test(test_vm_reset_cold),
 		cmocka_unit_test(test_vm_reset_after_ended),
 		cmocka_unit_test(test_vm_bad_guest_files),
+		cmocka_unit_test(test_vm_boot_block_checked),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,7 +1,7 @@
 /*
  * guest/examples/evil.c: a guest that misbehaves on request, so the host's
- * defences can be tested.  Every function except fail and ok ends the
- * sandbox; the host must report what happened and stay usable.
+ * defences can be tested.  Every function except fail, ok and boot_break
+ * ends the sandbox; the host must report what happened and stay usable.
  *
  *   ok            returns "ok" (a well-behaved call, for comparison)
  *   fail          returns error -7 (a function error; the sandbox lives on)
@@ -21,6 +21,10 @@
  *   stack_overflow  recurses until the stack is gone
  *   halt          executes hlt
  *   abort         calls snapvm_abort
+ *   boot_break    writes the boot block, which the host reads back when it
+ *                 saves the sandbox and when it resumes one, and returns
+ *                 "ok": argument "callbuf" moves the call buffer past the
+ *                 end of scratch, "magic" clears the magic number
  */
 #include "snapvm.h"
 
@@ -183,3 +187,16 @@ static long abort_(const void *in, uint64_t in_len, void *out, uint64_t out_cap)
 static struct snapvm_export snapvm_export_abort
 	__attribute__((used, section(SNAPVM_EXPORT_SECTION), aligned(8))) = {
 		.name = "abort", .fn = (uint64_t)(uintptr_t)abort_, .flags = 0 };
+
+static long boot_break(const void *in, uint64_t in_len, void *out, uint64_t out_cap)
+{
+	volatile struct snapvm_boot *b = (struct snapvm_boot *)(uintptr_t)SNAPVM_SCRATCH_GPA;
+	if (in_len == 7 && !memcmp(in, "callbuf", 7))
+		b->callbuf_gpa = b->scratch_gpa + b->scratch_size + SNAPVM_PAGE_SIZE;
+	else if (in_len == 5 && !memcmp(in, "magic", 5))
+		b->magic = 0;
+	else
+		return -22;
+	return (long)snapvm_snprintf(out, out_cap, "ok");
+}
+SNAPVM_EXPORT(boot_break);
