@@ -534,16 +534,19 @@ static int arm_timer(struct vm *vm, uint64_t ns, struct err *e)
 int vm_run(struct vm *vm, uint64_t deadline_ns, struct err *e)
 {
 	int r;
-	if (deadline_ns) {
-		uint64_t now = vm_now_ns();
-		if (now >= deadline_ns)
-			return err_set(e, -ETIMEDOUT, "time limit reached");
-		r = arm_timer(vm, deadline_ns - now, e);
-		if (r < 0)
-			return r;
-	}
+	/* Before the timer is armed: a timer that fires before KVM_RUN
+	 * must still find the vCPU to stop (it then returns at once). */
 	vm->run->immediate_exit = 0;
 	tls_run = vm->run;
+	if (deadline_ns) {
+		uint64_t now = vm_now_ns();
+		r = now >= deadline_ns ? err_set(e, -ETIMEDOUT, "time limit reached")
+				       : arm_timer(vm, deadline_ns - now, e);
+		if (r < 0) {
+			tls_run = NULL;
+			return r;
+		}
+	}
 	for (;;) {
 		r = ioctl(vm->vcpu_fd, KVM_RUN, 0);
 		if (r == 0)

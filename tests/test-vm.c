@@ -18,7 +18,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/mman.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "testutil.h"
@@ -637,6 +639,49 @@ static void test_vm_boot_block_checked(void **state)
 	guest_close(g);
 }
 
+static void watchdog_fired(int sig)
+{
+	(void)sig;
+	static const char msg[] = "vm_run ran past its deadline: the timer was lost\n";
+	if (write(2, msg, sizeof(msg) - 1) < 0)
+		_exit(3);
+	_exit(2);
+}
+
+/*
+ * A deadline so near that the timer fires while it is being armed: the
+ * vCPU, spinning at the reset vector in real mode, must still be stopped.
+ * (When the handler ran before vm_run recorded its vCPU, the stop was
+ * lost and KVM_RUN spun for ever; a watchdog turns that into a failure.)
+ */
+static void test_vm_deadline_near(void **state)
+{
+	(void)state;
+	struct vm *vm;
+	struct err e = { 0 };
+	if (vm_new(&vm, &e) < 0)
+		fail_msg("%s", e.msg);
+	/* jmp $ (eb fe) at 0xfffffff0, where a new vCPU starts. */
+	uint8_t *rom = mmap(NULL, 0x10000, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+			    -1, 0);
+	assert_true(rom != MAP_FAILED);
+	rom[0xfff0] = 0xeb;
+	rom[0xfff1] = 0xfe;
+	assert_int_equal(vm_add_slot(vm, 0xffff0000, 0x10000, rom, 1, &e), 0);
+	signal(SIGALRM, watchdog_fired);
+	alarm(60);
+	for (int i = 0; i < 400; i++) {
+		/* 0-40 us ahead: shorter than arming takes, or about as long */
+		uint64_t ahead = (uint64_t)(i % 41) * 1000;
+		int r = vm_run(vm, vm_now_ns() + ahead + 1, &e);
+		assert_int_equal(r, -ETIMEDOUT);
+	}
+	alarm(0);
+	signal(SIGALRM, SIG_DFL);
+	vm_free(vm);
+	munmap(rom, 0x10000);
+}
+
 int main(void)
 {
 	tu_require_kvm();
@@ -654,6 +699,7 @@ int main(void)
 		cmocka_unit_test(test_vm_reset_after_ended),
 		cmocka_unit_test(test_vm_bad_guest_files),
 		cmocka_unit_test(test_vm_boot_block_checked),
+		cmocka_unit_test(test_vm_deadline_near),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
