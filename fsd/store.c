@@ -217,6 +217,38 @@ static int migrate(struct store *st, int from, struct err *e)
 	return r;
 }
 
+/*
+ * Bytes in the files of dir/packs (0 if there is no such folder).  Pages
+ * reach a pack only after the store's index was created, so a creation cut
+ * short leaves none: bytes there mean a store whose index is gone.
+ */
+static uint64_t pack_bytes(const char *dir)
+{
+	char path[4200];
+	snprintf(path, sizeof(path), "%s/packs", dir);
+	DIR *d = opendir(path);
+	if (!d)
+		return 0;
+	uint64_t total = 0;
+	struct stat sb;
+	for (struct dirent *de; (de = readdir(d));)
+		if (de->d_name[0] != '.' && fstatat(dirfd(d), de->d_name, &sb, AT_SYMLINK_NOFOLLOW) == 0)
+			total += (uint64_t)sb.st_size;
+	closedir(d);
+	return total;
+}
+
+/* Refuse to start an empty index beside packs that hold pages. */
+static int refuse_lost_index(const char *dir, const char *what, struct err *e)
+{
+	uint64_t n = pack_bytes(dir);
+	if (!n)
+		return 0;
+	return err_set(e, -EUCLEAN, "store %s: index.db %s, but packs/ holds %llu bytes of pages:"
+		       " not starting an empty store over them (put the store's index.db back,"
+		       " or move packs/ away)", dir, what, (unsigned long long)n);
+}
+
 /* Does the database hold any table?  (A creation cut short holds none.) */
 static bool db_is_blank(sqlite3 *db)
 {
@@ -235,8 +267,12 @@ static int check_version(struct store *st, bool fresh, struct err *e)
 	int r = user_version(st, st->db, &v, e);
 	if (r)
 		return r;
-	if (v == 0 && (fresh || (!st->rdonly && db_is_blank(st->db))))
-		return create_schema(st, e);
+	if (v == 0 && (fresh || (!st->rdonly && db_is_blank(st->db)))) {
+		/* A creation cut short left index.db without tables; one
+		 * emptied since leaves pages behind. */
+		r = fresh ? 0 : refuse_lost_index(st->dir, "holds no tables", e);
+		return r ? r : create_schema(st, e);
+	}
 	if (v == 0)
 		return err_set(e, -EUCLEAN, "store %s: index.db has no schema version (not a store?)",
 			       st->dir);
@@ -310,6 +346,9 @@ static int probe_dir(const char *dir, bool create, struct err *e)
 	if (!empty)
 		return err_set(e, -ENOTEMPTY,
 			       "store %s: folder is not empty and holds no index.db: not a store", dir);
+	int r = refuse_lost_index(dir, "is missing", e);
+	if (r)
+		return r;
 	if (!create)
 		return err_set(e, -ENOENT, "store %s: empty folder, not a store", dir);
 	return 0;

@@ -101,6 +101,65 @@ static void test_store_missing_and_not_a_store(void **state)
 	tsu_store_remove(path);
 }
 
+/*
+ * A store whose index.db is gone, or emptied, beside packs that hold
+ * pages is refused, not taken for a creation cut short: a new empty
+ * index there would hide every file, and gc would then delete the packs.
+ * A creation cut short (lock and empty packs/, or an index.db without
+ * tables and no pages) is still finished.
+ */
+static void test_store_index_lost(void **state)
+{
+	(void)state;
+	char *path;
+	struct store *st = tsu_new_store(&path);
+	uint64_t ino = tsu_file(st, "a");
+	assert_int_equal(store_write(st, ino, "hello", 5, 0), 5);
+	assert_int_equal(store_close(st, NULL), 0);
+	char db[4200], kept[4200];
+	snprintf(db, sizeof(db), "%s/index.db", path);
+	snprintf(kept, sizeof(kept), "%s.kept", path);
+	assert_int_equal(rename(db, kept), 0);
+
+	struct err e = { 0 };
+	for (int i = 0; i < 3; i++) {
+		static const unsigned flags[] = { STORE_CREATE, 0, STORE_RDONLY };
+		assert_int_equal(store_open(path, flags[i], &st, &e), -EUCLEAN);
+		assert_non_null(strstr(e.msg, path));
+		assert_non_null(strstr(e.msg, "index.db is missing, but packs/ holds 4096 bytes"));
+	}
+	int fd = open(db, O_CREAT | O_WRONLY, 0600);
+	assert_true(fd >= 0);
+	close(fd);
+	assert_int_equal(store_open(path, STORE_CREATE, &st, &e), -EUCLEAN);
+	assert_non_null(strstr(e.msg, "index.db holds no tables, but packs/ holds 4096 bytes"));
+
+	/* The index put back: all there. */
+	assert_int_equal(rename(kept, db), 0);
+	assert_int_equal(store_open(path, 0, &st, NULL), 0);
+	struct store_attr a;
+	assert_int_equal(store_lookup(st, STORE_ROOT_INO, "a", &a), 0);
+	char buf[8] = { 0 };
+	assert_int_equal(store_read(st, a.ino, buf, sizeof(buf), 0), 5);
+	assert_string_equal(buf, "hello");
+	assert_int_equal(store_close(st, NULL), 0);
+	tsu_store_remove(path);
+
+	/* Cut short: no pages yet, so the creation is finished. */
+	path = tsu_store_path();
+	char p[4200];
+	mkdir(path, 0700);
+	snprintf(p, sizeof(p), "%s/packs", path);
+	mkdir(p, 0700);
+	snprintf(p, sizeof(p), "%s/packs/00000001.pack", path);
+	close(open(p, O_CREAT | O_WRONLY, 0600));
+	snprintf(p, sizeof(p), "%s/index.db", path);
+	close(open(p, O_CREAT | O_WRONLY, 0600));
+	assert_int_equal(store_open(path, STORE_CREATE, &st, &e), 0);
+	assert_int_equal(store_close(st, NULL), 0);
+	tsu_store_remove(path);
+}
+
 static void test_store_lock(void **state)
 {
 	(void)state;
@@ -280,6 +339,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_store_create_reopen),
 		cmocka_unit_test(test_store_missing_and_not_a_store),
+		cmocka_unit_test(test_store_index_lost),
 		cmocka_unit_test(test_store_lock),
 		cmocka_unit_test(test_store_newer_version_refused),
 		cmocka_unit_test(test_store_statfs),
