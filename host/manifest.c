@@ -22,6 +22,7 @@
 
 #include <openssl/evp.h>
 
+#include "file.h"
 #include "manifest.h"
 #include "textparse.h"
 
@@ -546,7 +547,7 @@ int manifest_verify_region(int dirfd, const char *dir, const struct manifest_reg
 {
 	char name[4096 + MANIFEST_NAME_MAX];
 	snprintf(name, sizeof(name), "%s/%s", dir, r->file);
-	int fd = openat(dirfd, r->file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	int fd = file_open_read(dirfd, r->file, O_NOFOLLOW);
 	if (fd < 0)
 		return err_set(e, -errno, "%s: open: %s", name, strerror(errno));
 	struct stat st;

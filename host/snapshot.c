@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "callbuf.h"
+#include "file.h"
 #include "pagetable.h"
 #include "snapmap.h"
 #include "snapshot.h"
@@ -61,7 +62,7 @@ static int read_scratch(int dirfd, const char *dir, const struct manifest_region
 {
 	char name[PATH_MAX];
 	snprintf(name, sizeof(name), "%s/%s", dir, r->file);
-	int fd = openat(dirfd, r->file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	int fd = file_open_read(dirfd, r->file, O_NOFOLLOW);
 	if (fd < 0)
 		return err_set(e, -errno, "%s: open: %s", name, strerror(errno));
 	int ret = 0;
@@ -124,7 +125,7 @@ static int map_region(struct snapshot *s, int dirfd, const struct manifest_regio
 {
 	char name[PATH_MAX];
 	snprintf(name, sizeof(name), "%s/%s", s->dir, r->file);
-	int fd = openat(dirfd, r->file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	int fd = file_open_read(dirfd, r->file, O_NOFOLLOW);
 	if (fd < 0)
 		return err_set(e, -errno, "%s: open: %s", name, strerror(errno));
 	int ret = snapmap_get(fd, name, r->size, mem, &s->maps[s->nmaps], e);
@@ -244,7 +245,7 @@ static int read_phys(const struct snapshot *s, uint64_t gpa, void *buf, size_t l
 			continue;
 		char path[PATH_MAX];
 		snprintf(path, sizeof(path), "%s/%s", s->dir, r->file);
-		int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+		int fd = file_open_read(AT_FDCWD, path, O_NOFOLLOW);
 		if (fd < 0)
 			return err_set(e, -errno, "%s: open: %s", path, strerror(errno));
 		ssize_t k = pread(fd, buf, len, (off_t)(gpa - r->gpa));

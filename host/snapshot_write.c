@@ -27,6 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "file.h"
 #include "snapshot.h"
 
 #define PAGE 4096u
@@ -152,7 +153,7 @@ static int clone_file(const char *src_dir, const char *src_name, uint64_t len, i
 {
 	char path[PATH_MAX];
 	path_join(path, sizeof(path), src_dir, src_name);
-	int src = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	int src = file_open_read(AT_FDCWD, path, O_NOFOLLOW);
 	if (src < 0)
 		return err_set(e, -errno, "%s: open: %s", path, strerror(errno));
 	int r = 0;
@@ -390,10 +391,17 @@ free_m:
 
 static int guest_identity(const char *elf, struct manifest *m, struct err *e)
 {
-	int fd = open(elf, O_RDONLY | O_CLOEXEC);
+	int fd = file_open_read(AT_FDCWD, elf, 0);
 	if (fd < 0)
 		return err_set(e, -errno, "%s: open: %s", elf, strerror(errno));
-	int r = manifest_digest_fd(fd, elf, m->guest_digest, NULL, e);
+	struct stat st;
+	int r;
+	if (fstat(fd, &st) < 0)
+		r = err_set(e, -errno, "%s: stat: %s", elf, strerror(errno));
+	else if (!S_ISREG(st.st_mode))
+		r = err_set(e, -EINVAL, "%s: not a regular file", elf);
+	else
+		r = manifest_digest_fd(fd, elf, m->guest_digest, NULL, e);
 	close(fd);
 	if (r < 0)
 		return r;

@@ -10,12 +10,27 @@
 
 #include "file.h"
 
+int file_open_read(int dirfd, const char *path, int flags)
+{
+	int fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | flags);
+	if (fd < 0)
+		return -1;
+	int fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0) {
+		int err = errno;
+		close(fd);
+		errno = err;
+		return -1;
+	}
+	return fd;
+}
+
 int file_read_all(const char *path, size_t max, int notreg, char **buf, size_t *len,
 		  struct err *e)
 {
 	*buf = NULL;
 	*len = 0;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	int fd = file_open_read(AT_FDCWD, path, 0);
 	if (fd < 0)
 		return err_set(e, -errno, "%s: open: %s", path, strerror(errno));
 	struct stat st;

@@ -22,4 +22,12 @@
 int file_read_all(const char *path, size_t max, int notreg, char **buf, size_t *len,
 		  struct err *e);
 
+/*
+ * openat(dirfd, path, O_RDONLY | O_CLOEXEC | flags) without waiting: a FIFO
+ * in a file's place would hold a plain open until some writer came, so the
+ * open is O_NONBLOCK, cleared again once it returns.  The caller checks the
+ * file's type.  Returns the fd, or -1 with errno set.
+ */
+int file_open_read(int dirfd, const char *path, int flags);
+
 #endif

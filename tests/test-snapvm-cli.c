@@ -73,6 +73,9 @@ static void run_in(struct run *r, const char *in, ...)
 		dup2(fd[0], 0);
 		dup2(fd[1], 1);
 		dup2(fd[2], 2);
+		/* Every command here ends within seconds (even emulated): one
+		 * that hangs is killed and fails its test rather than stall. */
+		alarm(120);
 		execv(snapvm, (char *const *)argv);
 		_exit(127);
 	}
@@ -202,6 +205,13 @@ static void test_cli_bad_elf(void **state)
 	run(&r, "snapshot", bad, snap);
 	expect_status(&r, 3, bad);
 	assert_int_equal(access(snap, F_OK), -1);
+
+	/* A FIFO is refused at once, not waited on for a writer. */
+	char fifo[256];
+	path_in_root(fifo, sizeof(fifo), "fifo.elf");
+	assert_int_equal(mkfifo(fifo, 0644), 0);
+	run(&r, "list", fifo);
+	expect_status(&r, 3, "fifo.elf: not a regular file");
 }
 
 static void test_cli_bad_args(void **state)
@@ -260,6 +270,17 @@ static void test_cli_verify_not_a_snapshot(void **state)
 	expect_status(&r, 1, "/nonexistent/snapshot");
 	run(&r, "call", dir, "counter");
 	expect_status(&r, 3, "manifest");
+
+	/* A FIFO as the manifest is refused at once. */
+	char fifo[300];
+	snprintf(fifo, sizeof(fifo), "%s/manifest", dir);
+	assert_int_equal(mkfifo(fifo, 0644), 0);
+	run(&r, "verify", dir);
+	expect_status(&r, 1, "manifest: not a regular file");
+	run(&r, "list", dir);
+	expect_status(&r, 3, "manifest: not a regular file");
+	run(&r, "call", dir, "counter");
+	expect_status(&r, 3, "manifest: not a regular file");
 }
 
 /* ---- with KVM ------------------------------------------------------------------ */
@@ -368,6 +389,17 @@ static void test_cli_snapshot(void **state)
 	run(&r, "list", bad);
 	expect_status(&r, 3, "/manifest:");
 	assert_string_equal(r.out, "");
+
+	/* A FIFO in a region file's place: refused at once, not waited on. */
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s' && cp -a '%s' '%s' && chmod -R u+w '%s' && "
+		 "rm '%s/data.mem' && mkfifo '%s/data.mem'", bad, dir2, bad, bad, bad, bad);
+	assert_int_equal(system(cmd), 0);
+	run(&r, "verify", bad);
+	expect_status(&r, 1, NULL);
+	assert_non_null(strstr(r.out, "/data.mem: FAILED: "));
+	assert_non_null(strstr(r.out, "not a regular file"));
+	run(&r, "call", bad, "counter");
+	expect_status(&r, 3, "data.mem");
 }
 
 int main(int argc, char **argv)
