@@ -432,9 +432,19 @@ static int handle_out(struct sandbox *sb, uint16_t port, uint64_t rip, struct er
  * Run until the guest reports SNAPVM_PORT_DONE.  Every other way the run
  * can stop is handled here, in one switch.
  */
+/* The deadline timeout_ms from now: 0 (none) for no limit, or for a limit
+ * past the end of the clock's range (hundreds of years). */
+static uint64_t deadline_after(uint64_t timeout_ms)
+{
+	uint64_t now = vm_now_ns();
+	if (!timeout_ms || timeout_ms > (UINT64_MAX - now) / 1000000ull)
+		return 0;
+	return now + timeout_ms * 1000000ull;
+}
+
 static int run_guest(struct sandbox *sb, struct err *e)
 {
-	uint64_t deadline = sb->opt.timeout_ms ? vm_now_ns() + sb->opt.timeout_ms * 1000000ull : 0;
+	uint64_t deadline = deadline_after(sb->opt.timeout_ms);
 	int r = vm_set_entry(sb->vm, sb->g->entry, sb->stack_top, sb->cb.gpa, e);
 	if (r < 0)
 		return sandbox_end(sb, e, r, "%s", e ? e->msg : "KVM_SET_REGS failed");

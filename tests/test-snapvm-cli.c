@@ -295,6 +295,11 @@ static void test_cli_call(void **state)
 	run(&r, "call", "-n", hello, "add", "40 2");
 	expect_status(&r, 0, NULL);
 	assert_string_equal(r.out, "42");
+	/* The largest limit the parser takes is far past the clock's
+	 * range: no limit, not one already passed. */
+	run(&r, "call", "--timeout", "18446744073709", hello, "add", "2 3");
+	expect_status(&r, 0, NULL);
+	assert_string_equal(r.out, "5\n");
 	run_in(&r, "from stdin", "call", "--stdin", hello, "echo", (const char *)NULL);
 	expect_status(&r, 0, NULL);
 	assert_string_equal(r.out, "from stdin\n");
