@@ -421,6 +421,13 @@ static int create_inode(struct store *st, uint64_t parent, const char *name, uin
 	bool dir = S_ISDIR(mode);
 	if (!r && dir && pa.nlink >= MAX_LINKS)
 		r = -EMLINK;
+	/* A setgid directory hands down its group, and to directories its
+	 * setgid bit too (the kernel leaves both to FUSE filesystems). */
+	if (!r && (pa.mode & S_ISGID)) {
+		gid = pa.gid;
+		if (dir)
+			mode |= S_ISGID;
+	}
 	int64_t now = store_now_ns();
 	uint64_t ino = 0;
 	if (!r) {

@@ -946,6 +946,47 @@ static mode_t mode_of(struct mnt *m, const char *name)
 
 /* Writes and O_TRUNC by a caller without CAP_FSETID clear setuid, and
  * setgid with group execute, whichever way they reach the daemon. */
+static gid_t gid_of(struct mnt *m, const char *rel)
+{
+	struct stat st;
+	assert_int_equal(lstat(P(m, "%s", rel), &st), 0);
+	return st.st_gid;
+}
+
+/*
+ * Entries made in a setgid directory take its group, and directories its
+ * setgid bit, as on a local filesystem.  (Only root can give the folder a
+ * group other than its own; other users check the bit alone.)
+ */
+static void test_fs_setgid_dir(void **state)
+{
+	struct mnt *m = *state;
+	bool root = geteuid() == 0;
+	gid_t g = root ? 1234 : getegid();
+	assert_int_equal(mkdir(P(m, "pd"), 0755), 0);
+	if (root)
+		assert_int_equal(chown(P(m, "pd"), (uid_t)-1, g), 0);
+	assert_int_equal(chmod(P(m, "pd"), 02755), 0);
+	put_file(P(m, "pd/f"), "x", 1);
+	assert_int_equal(mkdir(P(m, "pd/d"), 0755), 0);
+	assert_int_equal(mkdir(P(m, "pd/d/e"), 0755), 0);
+	assert_int_equal(symlink("f", P(m, "pd/l")), 0);
+	assert_int_equal(mkfifo(P(m, "pd/p"), 0644), 0);
+	static const char *const made[] = { "pd/f", "pd/d", "pd/d/e", "pd/l", "pd/p" };
+	for (size_t i = 0; i < sizeof(made) / sizeof(made[0]); i++)
+		assert_int_equal(gid_of(m, made[i]), g);
+	assert_int_equal(mode_of(m, "pd/d"), 02755);
+	assert_int_equal(mode_of(m, "pd/d/e"), 02755);
+	assert_int_equal(mode_of(m, "pd/f"), 0644);
+	if (root) {
+		/* Without the bit the creator's group, as before. */
+		assert_int_equal(mkdir(P(m, "qd"), 0755), 0);
+		assert_int_equal(chown(P(m, "qd"), (uid_t)-1, g), 0);
+		put_file(P(m, "qd/f"), "x", 1);
+		assert_int_equal(gid_of(m, "qd/f"), getegid());
+	}
+}
+
 static void test_fs_setid(void **state)
 {
 	struct mnt *m = *state;
@@ -1012,6 +1053,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_fs_inode_numbers_stable, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fs_sealed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fs_setid, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fs_setgid_dir, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fs_file_handles, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fs_fallocate_space, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fs_negative_entries, setup, teardown),
