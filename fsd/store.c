@@ -29,7 +29,31 @@ int64_t store_now_ns(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+	return store_ns_of(ts);
+}
+
+int64_t store_ns_of(struct timespec ts)
+{
+	const int64_t g = 1000000000;
+	int64_t sec = (int64_t)ts.tv_sec, nsec = ts.tv_nsec, ns;
+	if (sec < 0) {		/* so that the product can reach INT64_MIN */
+		sec += 1;
+		nsec -= g;
+	}
+	if (__builtin_mul_overflow(sec, g, &ns) || __builtin_add_overflow(ns, nsec, &ns))
+		return ts.tv_sec < 0 ? INT64_MIN : INT64_MAX;
+	return ns;
+}
+
+struct timespec store_ts_of(int64_t ns)
+{
+	const int64_t g = 1000000000;
+	int64_t sec = ns / g, nsec = ns % g;
+	if (nsec < 0) {
+		nsec += g;
+		sec -= 1;
+	}
+	return (struct timespec){ .tv_sec = (time_t)sec, .tv_nsec = (long)nsec };
 }
 
 int store_schema_version(void)

@@ -13,11 +13,6 @@
 
 #include "store_i.h"
 
-static int64_t ns_of(struct timespec ts)
-{
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 /* ---- attributes ------------------------------------------------------------------ */
 
 int store_setattr(struct store *st, uint64_t ino, const struct store_attr *in, unsigned mask,
@@ -48,8 +43,8 @@ int store_setattr(struct store *st, uint64_t ino, const struct store_attr *in, u
 		return r;
 	struct store_attr a;
 	r = ns_attr_get_changeable(st, ino, &a);
-	int64_t ctime = rest & STORE_SET_CTIME ? ns_of(in->ctime) : store_now_ns();
-	int64_t mtime = ns_of(in->mtime);
+	int64_t ctime = rest & STORE_SET_CTIME ? store_ns_of(in->ctime) : store_now_ns();
+	int64_t mtime = store_ns_of(in->mtime);
 	/* One statement for every attribute: those left unbound (NULL)
 	 * keep their value. */
 	sqlite3_stmt *s = r ? NULL
@@ -67,7 +62,7 @@ int store_setattr(struct store *st, uint64_t ino, const struct store_attr *in, u
 		if (rest & STORE_SET_GID)
 			sqlite3_bind_int64(s, 3, in->gid);
 		if (rest & STORE_SET_ATIME)
-			sqlite3_bind_int64(s, 4, ns_of(in->atime));
+			sqlite3_bind_int64(s, 4, store_ns_of(in->atime));
 		if (rest & STORE_SET_MTIME)
 			sqlite3_bind_int64(s, 5, mtime);
 		sqlite3_bind_int64(s, 6, ctime);
@@ -98,7 +93,7 @@ int store_set_atime(struct store *st, uint64_t ino, struct timespec atime)
 	if (!r && !s)
 		r = -EIO;
 	if (!r) {
-		sqlite3_bind_int64(s, 1, ns_of(atime));
+		sqlite3_bind_int64(s, 1, store_ns_of(atime));
 		sqlite3_bind_int64(s, 2, (int64_t)ino);
 		r = ns_step(s);
 	}

@@ -732,10 +732,8 @@ void store_overlay_attr(struct store *st, struct store_attr *a)
 	struct sinode *si = sinode_find(st, a->ino);
 	if (si) {
 		a->size = si->size;
-		a->mtime.tv_sec = si->mtime_ns / 1000000000;
-		a->mtime.tv_nsec = si->mtime_ns % 1000000000;
-		a->ctime.tv_sec = si->ctime_ns / 1000000000;
-		a->ctime.tv_nsec = si->ctime_ns % 1000000000;
+		a->mtime = store_ts_of(si->mtime_ns);
+		a->ctime = store_ts_of(si->ctime_ns);
 		a->pages = si->pages;
 		/* A held tail page counts where its slot is still a hole. */
 		if (si->tail) {

@@ -243,6 +243,15 @@ struct store {
 
 /* store.c */
 int64_t store_now_ns(void);
+
+/*
+ * Times are kept as int64 nanoseconds since the epoch, which reach from
+ * 1677 to 2262.  A time outside is clamped to that range, as the kernel
+ * clamps times to what a filesystem can hold; times before 1970 keep
+ * their fraction (tv_nsec stays in [0, 10^9)).
+ */
+int64_t store_ns_of(struct timespec ts);
+struct timespec store_ts_of(int64_t ns);
 /* The cached statement for sql on db (whose lock is held), reset and with
  * bindings cleared; NULL if it cannot be prepared. */
 sqlite3_stmt *store_stmt(struct store *st, sqlite3 *db, const char *sql);

@@ -19,11 +19,6 @@
 #define ATTR_COLS "ino, mode, nlink, uid, gid, size, rdev, pages, atime_ns, mtime_ns, ctime_ns, flags"
 #define MAX_LINKS 65000
 
-static struct timespec ts_of(int64_t ns)
-{
-	return (struct timespec){ .tv_sec = ns / 1000000000, .tv_nsec = ns % 1000000000 };
-}
-
 /* Columns ATTR_COLS starting at column c into a. */
 static void attr_from(sqlite3_stmt *s, int c, struct store_attr *a)
 {
@@ -35,9 +30,9 @@ static void attr_from(sqlite3_stmt *s, int c, struct store_attr *a)
 	a->size = (uint64_t)sqlite3_column_int64(s, c + 5);
 	a->rdev = (uint64_t)sqlite3_column_int64(s, c + 6);
 	a->pages = (uint64_t)sqlite3_column_int64(s, c + 7);
-	a->atime = ts_of(sqlite3_column_int64(s, c + 8));
-	a->mtime = ts_of(sqlite3_column_int64(s, c + 9));
-	a->ctime = ts_of(sqlite3_column_int64(s, c + 10));
+	a->atime = store_ts_of(sqlite3_column_int64(s, c + 8));
+	a->mtime = store_ts_of(sqlite3_column_int64(s, c + 9));
+	a->ctime = store_ts_of(sqlite3_column_int64(s, c + 10));
 	a->flags = (uint32_t)sqlite3_column_int64(s, c + 11);
 }
 

@@ -946,6 +946,50 @@ static mode_t mode_of(struct mnt *m, const char *name)
 
 /* Writes and O_TRUNC by a caller without CAP_FSETID clear setuid, and
  * setgid with group execute, whichever way they reach the daemon. */
+/*
+ * Times before 1970 keep their fraction; times past the range of int64
+ * nanoseconds (1677 to 2262) are clamped to its ends, not wrapped.
+ */
+static void test_fs_times_range(void **state)
+{
+	struct mnt *m = *state;
+	put_file(P(m, "t"), "x", 1);
+	static const struct {
+		time_t sec;
+		long nsec;
+		time_t want_sec;
+		long want_nsec;
+	} cases[] = {
+		{ -1, 500000000, -1, 500000000 },
+		{ -2, 999999999, -2, 999999999 },
+		{ -1000000001, 1, -1000000001, 1 },
+		{ 1700000000, 123456789, 1700000000, 123456789 },
+		{ 32503680000, 0, 9223372036, 854775807 },	/* year 3000 */
+		{ -32503680000, 0, -9223372037, 145224192 },	/* year -60 */
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct timespec ts[2] = { { cases[i].sec, cases[i].nsec },
+					  { cases[i].sec, cases[i].nsec } };
+		assert_int_equal(utimensat(AT_FDCWD, P(m, "t"), ts, 0), 0);
+		for (int fresh = 0; fresh < 2; fresh++) {
+			struct stat st;
+			if (fresh) {	/* from the store, not the setattr reply */
+				mnt_stop(m);
+				mnt_start(m);
+			}
+			assert_int_equal(stat(P(m, "t"), &st), 0);
+			if (st.st_mtim.tv_sec != cases[i].want_sec ||
+			    st.st_mtim.tv_nsec != cases[i].want_nsec ||
+			    st.st_atim.tv_sec != cases[i].want_sec ||
+			    st.st_atim.tv_nsec != cases[i].want_nsec)
+				fail_msg("set %lld.%09ld: got mtime %lld.%09ld atime %lld.%09ld",
+					 (long long)cases[i].sec, cases[i].nsec,
+					 (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec,
+					 (long long)st.st_atim.tv_sec, st.st_atim.tv_nsec);
+		}
+	}
+}
+
 static gid_t gid_of(struct mnt *m, const char *rel)
 {
 	struct stat st;
@@ -1054,6 +1098,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_fs_sealed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fs_setid, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fs_setgid_dir, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fs_times_range, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fs_file_handles, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fs_fallocate_space, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fs_negative_entries, setup, teardown),
