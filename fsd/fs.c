@@ -589,18 +589,29 @@ static bool fs_open_writes(int flags)
 static int fs_open_file(struct fs *fs, const struct store_attr *a, struct fuse_file_info *fi)
 {
 	bool writer = fs_open_writes(fi->flags);
-	if (writer && (a->flags & STORE_INODE_SEALED))
-		return -EPERM;
-	int r = store_file_open(fs->store, a->ino);
-	if (r < 0)
-		return r;
 	struct fs_handle *h = calloc(1, sizeof(*h));
-	if (!h) {
-		store_file_release(fs->store, a->ino);
+	if (!h)
 		return -ENOMEM;
+	int r = store_file_open(fs->store, a->ino);
+	if (r < 0) {
+		free(h);
+		return r;
 	}
 	h->writer = writer;
-	int writers = fs_inode_open(&fs->inodes, a->ino, writer);
+	/* A writer counts before a seal may look (see fs->seal_lock), and
+	 * finds the file sealed if a seal came first. */
+	int writers;
+	if (writer) {
+		struct store_attr now;
+		pthread_rwlock_rdlock(&fs->seal_lock);
+		r = store_getattr(fs->store, a->ino, &now);
+		if (r == 0 && (now.flags & STORE_INODE_SEALED))
+			r = -EPERM;
+		writers = r < 0 ? r : fs_inode_open(&fs->inodes, a->ino, writer);
+		pthread_rwlock_unlock(&fs->seal_lock);
+	} else {
+		writers = fs_inode_open(&fs->inodes, a->ino, writer);
+	}
 	if (writers < 0) {
 		free(h);
 		store_file_release(fs->store, a->ino);
@@ -1067,6 +1078,7 @@ int fs_new(struct store *store, const struct fs_config *cfg, struct fs **out)
 		return r;
 	}
 	pthread_mutex_init(&fs->handles_lock, NULL);
+	pthread_rwlock_init(&fs->seal_lock, NULL);
 	pthread_mutex_init(&fs->gc_lock, NULL);
 	*out = fs;
 	return 0;
@@ -1094,6 +1106,7 @@ void fs_free(struct fs *fs)
 	while (fs->handles)
 		fs_release_file(fs, fs->handles->ino, (uintptr_t)fs->handles);
 	pthread_mutex_destroy(&fs->handles_lock);
+	pthread_rwlock_destroy(&fs->seal_lock);
 	pthread_mutex_destroy(&fs->gc_lock);
 	fs_inode_table_destroy(&fs->inodes, fs_free_one, fs);
 	free(fs);

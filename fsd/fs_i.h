@@ -24,6 +24,10 @@ struct fs {
 	 * released (the session ended with files still open). */
 	pthread_mutex_t handles_lock;
 	struct fs_handle *handles;
+	/* Held shared by opens for writing, from their check that the file
+	 * is not sealed until they count as writers, and exclusively while
+	 * a tree is sealed, which no writer may be in. */
+	pthread_rwlock_t seal_lock;
 	/* The figures of the last gc run through the mount (user.snapfs.gc). */
 	pthread_mutex_t gc_lock;
 	bool gc_ran;

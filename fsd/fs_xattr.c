@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 
 #include "fs_i.h"
 
@@ -124,12 +125,42 @@ ssize_t fs_xattr_list(struct fs *fs, uint64_t ino, char *buf, size_t size)
 	return store_xattr_list(fs->store, ino, buf, size);
 }
 
+/* Is ino open for writing through this mount? */
+static bool fs_xattr_has_writers(void *arg, uint64_t ino)
+{
+	struct fs *fs = arg;
+	return fs_inode_writers(&fs->inodes, ino) > 0;
+}
+
+/*
+ * user.snapfs.sealed set on a directory.  A file of the tree open for
+ * writing refuses it (EBUSY): its later writes, say the dirty pages of a
+ * shared writable mapping, would be refused, yet readers would see them
+ * in the page cache.  seal_lock keeps opens for writing out meanwhile.
+ */
+static int fs_xattr_seal(struct fs *fs, uint64_t ino, int flags)
+{
+	struct store_attr a;
+	int r = store_getattr(fs->store, ino, &a);
+	if (r < 0)
+		return r;
+	bool sealed = a.flags & STORE_INODE_SEALED;
+	if ((flags & XATTR_CREATE) && sealed)
+		return -EEXIST;
+	if ((flags & XATTR_REPLACE) && !sealed)
+		return -ENODATA;
+	pthread_rwlock_wrlock(&fs->seal_lock);
+	r = store_seal(fs->store, ino, fs_xattr_has_writers, fs);
+	pthread_rwlock_unlock(&fs->seal_lock);
+	return r;
+}
+
 int fs_xattr_set(struct fs *fs, uint64_t ino, const char *name, const char *value, size_t size,
 		 int flags)
 {
-	(void)value, (void)size, (void)flags;
+	(void)value, (void)size;
 	if (!strcmp(name, FS_XATTR_OWN "sealed"))
-		return store_seal(fs->store, ino);
+		return fs_xattr_seal(fs, ino, flags);
 	if (!strcmp(name, FS_XATTR_OWN "gc"))
 		return fs_xattr_gc(fs, ino);
 	if (!strncmp(name, FS_XATTR_OWN, FS_XATTR_OWN_LEN))

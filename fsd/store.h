@@ -285,14 +285,16 @@ int store_setattr(struct store *st, uint64_t ino, const struct store_attr *in, u
 		  struct store_attr *out);
 
 /*
- * Seal ino and, if it is a directory, everything below it: sets
- * STORE_INODE_SEALED, after which every change to them fails with -EPERM
- * (data, attributes, xattrs, names inside sealed directories, renaming or
- * unlinking them).  Pending data is committed first.  Sealing cannot be
- * undone except by store_unseal() on the top of the sealed tree.  Sealing
- * a sealed inode succeeds.
+ * Seal directory ino and everything below it: sets STORE_INODE_SEALED,
+ * after which every change to them fails with -EPERM (data, attributes,
+ * xattrs, names inside sealed directories, renaming or unlinking them).
+ * Pending data is committed first.  Sealing cannot be undone except by
+ * store_unseal() on the top of the sealed tree.  Sealing a sealed
+ * directory succeeds.  -ENOTDIR if ino is not a directory; -EBUSY, and
+ * nothing sealed, if busy (unless NULL) says yes for an inode of the
+ * tree (the caller's writers, whose changes sealing would cut off).
  */
-int store_seal(struct store *st, uint64_t ino);
+int store_seal(struct store *st, uint64_t ino, bool (*busy)(void *arg, uint64_t ino), void *arg);
 
 /*
  * Undo store_seal() on directory ino, the top of a sealed tree (its parent

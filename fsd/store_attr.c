@@ -100,14 +100,41 @@ int store_set_atime(struct store *st, uint64_t ino, struct timespec atime)
 	return ns_tx_end(st, r);
 }
 
-/* Set (sealed) or clear STORE_INODE_SEALED on ino and everything below
- * it, keeping the cached flags in step.  (transaction open; 0 or -errno) */
+#define SUBTREE "WITH RECURSIVE sub(ino) AS (SELECT ?1 UNION" \
+		" SELECT d.ino FROM dentry d JOIN sub ON d.parent = sub.ino)"
+
+/* Does busy say yes for ino or anything below it?  (transaction open;
+ * 1, 0 or -errno) */
+static int subtree_busy(struct store *st, uint64_t ino, bool (*busy)(void *arg, uint64_t ino),
+			void *arg)
+{
+	sqlite3_stmt *s = store_stmt(st, st->db, SUBTREE " SELECT ino FROM sub");
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, (int64_t)ino);
+	int rc, r = 0;
+	while (!r && (rc = sqlite3_step(s)) == SQLITE_ROW)
+		r = busy(arg, (uint64_t)sqlite3_column_int64(s, 0));
+	if (!r && rc != SQLITE_DONE)
+		r = -EIO;
+	sqlite3_reset(s);
+	return r;
+}
+
+/*
+ * Set (sealed) or clear STORE_INODE_SEALED on ino and everything below
+ * it, keeping the cached flags in step.  A file below ino that also has a
+ * name in another sealed tree stays sealed when this one is unsealed.
+ * (transaction open; 0 or -errno)
+ */
 static int subtree_set_sealed(struct store *st, uint64_t ino, bool sealed)
 {
 	sqlite3_stmt *s = store_stmt(st, st->db,
-				     "WITH RECURSIVE sub(ino) AS (SELECT ?1 UNION"
-				     " SELECT d.ino FROM dentry d JOIN sub ON d.parent = sub.ino)"
-				     " UPDATE inode SET flags = (flags & ~?2) | ?3 WHERE ino IN sub"
+				     SUBTREE " UPDATE inode SET flags = (flags & ~?2) | ?3"
+				     " WHERE ino IN sub AND (?3 OR NOT EXISTS ("
+				     "  SELECT 1 FROM dentry d JOIN inode p ON p.ino = d.parent"
+				     "  WHERE d.ino = inode.ino AND p.flags & ?2"
+				     "  AND d.parent NOT IN sub))"
 				     " RETURNING ino, flags");
 	if (!s)
 		return -EIO;
@@ -124,7 +151,7 @@ static int subtree_set_sealed(struct store *st, uint64_t ino, bool sealed)
 	return r;
 }
 
-int store_seal(struct store *st, uint64_t ino)
+int store_seal(struct store *st, uint64_t ino, bool (*busy)(void *arg, uint64_t ino), void *arg)
 {
 	if (st->rdonly)
 		return -EROFS;
@@ -136,6 +163,12 @@ int store_seal(struct store *st, uint64_t ino)
 		return r;
 	struct store_attr a;
 	r = ns_attr_get(st, st->db, ino, &a);
+	if (!r && !S_ISDIR(a.mode))
+		r = -ENOTDIR;
+	if (!r && busy) {
+		int b = subtree_busy(st, ino, busy, arg);
+		r = b < 0 ? b : b ? -EBUSY : 0;
+	}
 	if (!r)
 		r = subtree_set_sealed(st, ino, true);
 	return ns_tx_end(st, r);

@@ -642,6 +642,78 @@ static void test_fs_sealed(void **state)
 /* SIGTERM with files still open (the kernel never sends their release):
  * the daemon still exits cleanly (under LeakSanitizer: nothing leaked),
  * and what was written but not yet closed is kept. */
+/*
+ * What a seal may be set on, and when: only directories (a sealed file
+ * could never be unsealed), with setxattr's XATTR_CREATE and
+ * XATTR_REPLACE rules, and not while a file of the tree is open for
+ * writing (a shared writable mapping's later writes would be refused
+ * while readers saw them in the page cache).  Unsealing one tree leaves a
+ * file that also has a name in another sealed tree sealed.
+ */
+static void test_fs_seal_rules(void **state)
+{
+	struct mnt *m = *state;
+	const char *sealed = "user.snapfs.sealed";
+	assert_int_equal(mkdir(P(m, "a"), 0755), 0);
+	assert_int_equal(mkdir(P(m, "t"), 0755), 0);
+	put_file(P(m, "t/f"), "original", 8);
+	assert_int_equal(setxattr(P(m, "t/f"), sealed, "1", 1, 0), -1);
+	assert_int_equal(errno, ENOTDIR);
+
+	assert_int_equal(setxattr(P(m, "t"), sealed, "1", 1, XATTR_REPLACE), -1);
+	assert_int_equal(errno, ENODATA);
+	char buf[16];
+	assert_int_equal(getxattr(P(m, "t"), sealed, buf, sizeof(buf)), -1);
+	assert_int_equal(errno, ENODATA);
+
+	/* A writable mapping of t/f: sealing t waits until it is gone. */
+	int fd = open(P(m, "t/f"), O_RDWR);
+	assert_true(fd >= 0);
+	char *map = mmap(NULL, 8, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	assert_true(map != MAP_FAILED);
+	assert_int_equal(close(fd), 0);
+	assert_int_equal(setxattr(P(m, "t"), sealed, "1", 1, 0), -1);
+	assert_int_equal(errno, EBUSY);
+	assert_int_equal(getxattr(P(m, "t"), sealed, buf, sizeof(buf)), -1);
+	memcpy(map, "mapped", 6);
+	assert_int_equal(msync(map, 8, MS_SYNC), 0);
+	assert_int_equal(munmap(map, 8), 0);
+	/* The release reaches the daemon after munmap returns. */
+	int r = -1;
+	for (int i = 0; i < 200 && r != 0; i++) {
+		r = setxattr(P(m, "t"), sealed, "1", 1, XATTR_CREATE);
+		if (r != 0) {
+			assert_int_equal(errno, EBUSY);
+			usleep(10000);
+		}
+	}
+	assert_int_equal(r, 0);
+	assert_int_equal(setxattr(P(m, "t"), sealed, "1", 1, XATTR_CREATE), -1);
+	assert_int_equal(errno, EEXIST);
+	assert_int_equal(setxattr(P(m, "t"), sealed, "1", 1, XATTR_REPLACE), 0);
+	assert_int_equal(get_file(P(m, "t/f"), buf, sizeof(buf)), 8);
+	assert_memory_equal(buf, "mappedal", 8);
+
+	/* a/f is t/f: sealed through t.  Sealing and unsealing a keeps it
+	 * sealed while t is. */
+	assert_int_equal(link(P(m, "t/f"), P(m, "a/f")), -1);	/* t/f is sealed */
+	assert_int_equal(errno, EPERM);
+	assert_int_equal(removexattr(P(m, "t"), sealed), 0);
+	assert_int_equal(link(P(m, "t/f"), P(m, "a/f")), 0);
+	assert_int_equal(setxattr(P(m, "t"), sealed, "1", 1, 0), 0);
+	assert_int_equal(setxattr(P(m, "a"), sealed, "1", 1, 0), 0);
+	assert_int_equal(removexattr(P(m, "a"), sealed), 0);
+	assert_int_equal(open(P(m, "a/f"), O_WRONLY), -1);
+	assert_int_equal(errno, EPERM);
+	assert_int_equal(getxattr(P(m, "a/f"), sealed, buf, sizeof(buf)), 1);
+	put_file(P(m, "a/other"), "a is open again", 15);
+	/* Unsealing t too frees it. */
+	assert_int_equal(removexattr(P(m, "t"), sealed), 0);
+	put_file(P(m, "a/f"), "changed", 7);
+	assert_int_equal(get_file(P(m, "t/f"), buf, sizeof(buf)), 7);
+	assert_memory_equal(buf, "changed", 7);
+}
+
 static void test_fs_stop_with_files_open(void **state)
 {
 	struct mnt *m = *state;
@@ -1096,6 +1168,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_fs_copy_file_range, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fs_inode_numbers_stable, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fs_sealed, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fs_seal_rules, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fs_setid, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fs_setgid_dir, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fs_times_range, setup, teardown),

@@ -444,7 +444,7 @@ static void test_store_ns_seal(void **state)
 	assert_int_equal(store_mknod(st, sub.ino, "mem", S_IFREG | 0644, 0, 0, 0, &file), 0);
 	assert_int_equal(store_mknod(st, ROOT, "free", S_IFREG | 0644, 0, 0, 0, &outside), 0);
 	assert_int_equal(store_write(st, file.ino, "data", 4, 0), 4);	/* pending */
-	assert_int_equal(store_seal(st, d.ino), 0);
+	assert_int_equal(store_seal(st, d.ino, NULL, NULL), 0);
 
 	assert_int_equal(store_getattr(st, file.ino, &x), 0);
 	assert_true(x.flags & STORE_INODE_SEALED);
@@ -473,7 +473,7 @@ static void test_store_ns_seal(void **state)
 	assert_int_equal(store_read(st, file.ino, buf, sizeof(buf), 0), 4);
 	assert_string_equal(buf, "data");
 	assert_int_equal(store_write(st, outside.ino, "ok", 2, 0), 2);
-	assert_int_equal(store_seal(st, d.ino), 0);	/* again: fine */
+	assert_int_equal(store_seal(st, d.ino, NULL, NULL), 0);	/* again: fine */
 }
 
 static void test_store_ns_unseal(void **state)
@@ -489,7 +489,7 @@ static void test_store_ns_unseal(void **state)
 	/* Keep the file's state cached: unsealing must reach it too. */
 	assert_int_equal(store_file_open(st, file.ino), 0);
 	assert_int_equal(store_write(st, file.ino, "data", 4, 0), 4);
-	assert_int_equal(store_seal(st, d.ino), 0);
+	assert_int_equal(store_seal(st, d.ino, NULL, NULL), 0);
 	assert_int_equal(store_write(st, file.ino, "x", 1, 0), -EPERM);
 
 	/* Only the top of a sealed tree, only directories, only sealed ones. */
@@ -533,7 +533,7 @@ static void test_store_ns_unseal(void **state)
 	assert_int_equal(store_rmdir(st, ROOT, "snap", &gone), 0);
 
 	/* The root has no parent to be sealed: a sealed root can be unsealed. */
-	assert_int_equal(store_seal(st, ROOT), 0);
+	assert_int_equal(store_seal(st, ROOT, NULL, NULL), 0);
 	assert_int_equal(store_mkdir(st, ROOT, "n", 0755, 0, 0, NULL), -EPERM);
 	assert_int_equal(store_unseal(st, other.ino), -EINVAL);
 	assert_int_equal(store_unseal(st, ROOT), 0);
