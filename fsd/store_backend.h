@@ -31,6 +31,23 @@
 
 struct store_backend;
 
+/*
+ * Space on the store's filesystem that page data leaves free for the
+ * index: a delete, or any change of names, writes to index.db and its
+ * WAL, so a disk filled to the last byte by pages could not even take
+ * the deletes that would free it.  A 32nd of the filesystem, at least
+ * 2 MiB and at most 256 MiB, but never more than a quarter of it.
+ */
+static inline uint64_t store_index_reserve(uint64_t fs_bytes)
+{
+	uint64_t r = fs_bytes / 32;
+	if (r < (2ull << 20))
+		r = 2ull << 20;
+	if (r > (256ull << 20))
+		r = 256ull << 20;
+	return r < fs_bytes / 4 ? r : fs_bytes / 4;
+}
+
 /* One live page, as handed to compact/release. */
 struct store_live_page {
 	uint8_t hash[STORE_HASH_SIZE];

@@ -506,6 +506,10 @@ int store_recover(struct store *st)
 			__atomic_store_n(&st->failed, 0, __ATOMIC_RELAXED);
 		pthread_mutex_unlock(&st->mem_lock);
 	}
+	/* A full disk: fold the WAL back into index.db and cut it to
+	 * nothing, so that the deletes that free space have room to go. */
+	if (!r && cause == -ENOSPC)
+		sqlite3_wal_checkpoint_v2(st->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
 	if (!r)
 		snprintf(msg, sizeof(msg),
 			 "store %.2048s: %.255s; changes not yet committed were dropped (%u open file%s lost"

@@ -97,6 +97,7 @@ struct pack_be {
 	size_t n, cap;
 	struct pack *cur;	/* appended to; NULL: start a new one */
 	uint32_t id_floor;	/* new packs get higher ids than this */
+	uint64_t room;		/* bytes puts may take before the disk is asked again */
 
 	/* What gc may touch (gc_mark to release): packs up to gc_max but
 	 * gc_cur, the one then taking pages (0: none). */
@@ -282,13 +283,43 @@ static int pack_new(struct pack_be *pb, struct pack **out)
 	return 0;
 }
 
+/*
+ * Can n more bytes of pages go to disk and leave the index its reserve
+ * (store_index_reserve)?  The disk is asked again once what it granted
+ * last (half the room then, up to 64 MiB) is used up, so a nearly full
+ * disk is asked often and an empty one rarely.  (lock held)
+ */
+static int pack_room(struct pack_be *pb, uint64_t bytes)
+{
+	if (pb->room >= bytes) {
+		pb->room -= bytes;
+		return 0;
+	}
+	struct statvfs v;
+	if (fstatvfs(pb->dir_fd, &v) < 0)
+		return 0;	/* cannot tell: the write will */
+	uint64_t avail = (uint64_t)v.f_bavail * v.f_frsize;
+	uint64_t reserve = store_index_reserve((uint64_t)v.f_blocks * v.f_frsize);
+	uint64_t room = avail > reserve ? avail - reserve : 0;
+	if (room < bytes) {
+		pb->room = 0;
+		return -ENOSPC;
+	}
+	uint64_t grant = room / 2 < (64ull << 20) ? room / 2 : 64ull << 20;
+	pb->room = grant > bytes ? grant - bytes : 0;
+	return 0;
+}
+
 /* Reserve room for n pages in the current pack (lock held). */
 static int pack_reserve(struct pack_be *pb, unsigned n, struct pack **out, uint64_t *off)
 {
 	if (pb->rdonly)
 		return -EROFS;
+	int r = pack_room(pb, (uint64_t)n * STORE_PAGE_SIZE);
+	if (r)
+		return r;
 	if (!pb->cur || pb->cur->size >= PACK_MAX_BYTES) {
-		int r = pack_new(pb, &pb->cur);
+		r = pack_new(pb, &pb->cur);
 		if (r)
 			return r;
 	}
