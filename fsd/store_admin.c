@@ -34,8 +34,25 @@ struct fpage {
 	uint8_t hash[STORE_HASH_SIZE];
 	uint64_t moved_to;
 	int64_t refs, seen;
-	bool bad;		/* bytes do not match the hash, or unreadable */
+	int bad;		/* 0, FPAGE_MISMATCH, or -errno: unreadable */
 };
+
+#define FPAGE_MISMATCH 1	/* the bytes do not match the hash */
+
+/* Why the page cannot be used, for a problem's text. */
+static const char *fpage_why(int bad)
+{
+	switch (bad) {
+	case FPAGE_MISMATCH:
+		return "its bytes do not match its hash";
+	case -ENOENT:
+		return "unreadable: its pack file is missing";
+	case -EIO:
+		return "unreadable: past the end of its pack, or a read error";
+	default:
+		return "unreadable";
+	}
+}
 
 /* ---- gc and fsck apart -------------------------------------------------------- */
 
@@ -157,16 +174,14 @@ static int fsck_pages(struct fsck *f, struct htab *t)
 				(long long)refs);
 		int g = st->be->ops->get(st->be, hash, loc, page);
 		uint8_t got[STORE_HASH_SIZE];
-		if (g) {
-			fp->bad = true;
-			if (refs == 0)
-				problem(f, 0, -1, hash, "unreferenced page unreadable: %s", strerror(-g));
-		} else if (!(r = store_hash(h, page, STORE_PAGE_SIZE, got)) &&
-			   memcmp(got, hash, STORE_HASH_SIZE)) {
-			fp->bad = true;
-			if (refs == 0)
-				problem(f, 0, -1, hash, "unreferenced page: content does not match its hash");
-		}
+		if (g)
+			fp->bad = g;
+		else if (!(r = store_hash(h, page, STORE_PAGE_SIZE, got)) &&
+			 memcmp(got, hash, STORE_HASH_SIZE))
+			fp->bad = FPAGE_MISMATCH;
+		if (fp->bad && refs == 0)
+			problem(f, 0, -1, hash, "unreferenced page at %llx: %s", (unsigned long long)loc,
+				fpage_why(fp->bad));
 		f->res->pages_checked++;
 		if (f->progress && (++done % 4096 == 0 || done == (uint64_t)total))
 			f->progress(f->arg, "checking pages", done, (uint64_t)total);
@@ -249,7 +264,8 @@ static int fsck_maps(struct fsck *f, struct htab *t)
 					"page map and index disagree on the hash of the page at %llx",
 					(unsigned long long)loc);
 			else if (fp->bad)
-				problem(f, ino, pg, hash, "page damaged: its bytes do not match its hash");
+				problem(f, ino, pg, hash, "page damaged at %llx: %s",
+					(unsigned long long)loc, fpage_why(fp->bad));
 		}
 		if (f->progress && (++done % 256 == 0 || done == (uint64_t)total))
 			f->progress(f->arg, "checking page maps", done, (uint64_t)total);

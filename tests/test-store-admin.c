@@ -304,6 +304,7 @@ static void test_store_admin_gc_spares_mostly_live_packs(void **state)
 }
 
 struct found {
+	const char *only;	/* a path: keep only its problems */
 	int n;
 	char path[8][256];
 	int64_t page[8];
@@ -313,6 +314,8 @@ struct found {
 static void report(void *arg, const struct store_fsck_problem *p)
 {
 	struct found *f = arg;
+	if (f->only && strcmp(p->path ? p->path : "", f->only))
+		return;
 	if (f->n < 8) {
 		snprintf(f->path[f->n], sizeof(f->path[0]), "%s", p->path ? p->path : "");
 		f->page[f->n] = p->page;
@@ -499,6 +502,11 @@ static void test_store_admin_pack_gone_locations_kept(void **state)
 	assert_int_equal(store_open(path, 0, &st, NULL), 0);
 	assert_int_equal(store_read(st, a, buf, 3 * PG, 0), -EIO);
 	check_file(st, b, 3, 2);
+	struct store_fsck_result res;
+	struct found f = { 0 };
+	assert_int_equal(store_fsck(st, report, NULL, &f, &res, NULL), 0);
+	assert_int_equal(res.problems, 100);
+	assert_true(has(&f, "/a", 0, "page damaged at 1000000000: unreadable: its pack file is missing"));
 
 	/* Cut short: b's pack loses its last two pages; appending to it
 	 * would hand their locations out again. */
@@ -511,6 +519,12 @@ static void test_store_admin_pack_gone_locations_kept(void **state)
 	check_file(st, c, 4, 3);
 	assert_int_equal(store_read(st, b, buf, 3 * PG, 0), -EIO);
 	check_file(st, b, 1, 2);
+	f = (struct found){ .only = "/b" };
+	assert_int_equal(store_fsck(st, report, NULL, &f, &res, NULL), 0);
+	assert_int_equal(res.problems, 102);	/* a's 100 pages, b's last 2 */
+	assert_int_equal(f.n, 2);
+	assert_true(has(&f, "/b", 1, "unreadable: past the end of its pack"));
+	assert_true(has(&f, "/b", 2, "unreadable: past the end of its pack"));
 	free(buf);
 	assert_int_equal(store_close(st, NULL), 0);
 	tsu_store_remove(path);
