@@ -287,6 +287,14 @@ static int fsck_maps(struct fsck *f, struct htab *t)
 }
 
 /* Link counts, entries to missing inodes, directories' parents. */
+#define FSCK_STR_(x) #x
+#define FSCK_STR(x) FSCK_STR_(x)
+/* The values of STORE_ROOT_INO and STORE_MAX_FILE_SIZE, as SQL text. */
+#define STORE_ROOT_INO_NUM 1
+#define STORE_MAX_FILE_SIZE_NUM 1125899906842624
+_Static_assert(STORE_ROOT_INO == STORE_ROOT_INO_NUM, "root inode in fsck's SQL");
+_Static_assert(STORE_MAX_FILE_SIZE == STORE_MAX_FILE_SIZE_NUM, "largest size in fsck's SQL");
+
 static int fsck_tree(struct fsck *f)
 {
 	static const char *const checks[] = {
@@ -308,6 +316,24 @@ static int fsck_tree(struct fsck *f)
 		/* symlinks without targets */
 		"SELECT i.ino, -1, 'symlink without a target' FROM inode i"
 		" LEFT JOIN symlink s ON s.ino = i.ino WHERE (i.mode & 61440) = 40960 AND s.ino IS NULL",
+		/* sizes no file can have (the daemon would refuse to stat it) */
+		"SELECT ino, -1, 'size ' || size || ' is not a file size' FROM inode"
+		" WHERE size < 0 OR size > " FSCK_STR(STORE_MAX_FILE_SIZE_NUM),
+		/* entries in something that is not a directory */
+		"SELECT d.ino, -1, 'its entry \"' || d.name || '\" is in inode ' || d.parent ||"
+		" CASE WHEN p.ino IS NULL THEN ', which is missing' ELSE ', not a directory' END"
+		" FROM dentry d LEFT JOIN inode p ON p.ino = d.parent"
+		" WHERE p.ino IS NULL OR (p.mode & 61440) != 16384",
+		/* directories whose parent column disagrees with their entry */
+		"SELECT i.ino, -1, 'directory records parent ' || i.parent || ', its entry is in '"
+		" || d.parent FROM inode i JOIN dentry d ON d.ino = i.ino"
+		" WHERE (i.mode & 61440) = 16384 AND i.parent IS NOT d.parent",
+		/* directories that no path from the root reaches (a cycle, or a
+		 * tree cut off) */
+		"WITH RECURSIVE reach(ino) AS (SELECT " FSCK_STR(STORE_ROOT_INO_NUM) " UNION"
+		" SELECT d.ino FROM dentry d JOIN reach r ON d.parent = r.ino)"
+		" SELECT i.ino, -1, 'directory not reachable from the root' FROM inode i"
+		" WHERE (i.mode & 61440) = 16384 AND i.nlink > 0 AND i.ino NOT IN reach",
 	};
 	for (size_t c = 0; c < sizeof(checks) / sizeof(checks[0]); c++) {
 		sqlite3_stmt *s;

@@ -422,6 +422,67 @@ static void test_store_admin_fsck_dangling(void **state)
 	tsu_store_remove(path);
 }
 
+/* Is there a problem whose text holds what, whatever its path? */
+static bool has_what(const struct found *f, const char *what)
+{
+	for (int i = 0; i < f->n && i < 8; i++)
+		if (strstr(f->what[i], what))
+			return true;
+	return false;
+}
+
+/*
+ * Damage to the tree that fsck names: a size no file can have, an entry in
+ * a file, and a directory cut off from the root by an entry in itself
+ * (which also leaves its parent column disagreeing with the entry, and
+ * the link counts of its old parent and of itself wrong).
+ */
+static void test_store_admin_fsck_tree_damage(void **state)
+{
+	(void)state;
+	char *path;
+	struct store *st = tsu_new_store(&path);
+	struct store_attr d1, d2, f, g;
+	assert_int_equal(store_mkdir(st, STORE_ROOT_INO, "d1", 0755, 0, 0, &d1), 0);
+	assert_int_equal(store_mkdir(st, d1.ino, "d2", 0755, 0, 0, &d2), 0);
+	assert_int_equal(store_mknod(st, STORE_ROOT_INO, "f", S_IFREG | 0644, 0, 0, 0, &f), 0);
+	assert_int_equal(store_mknod(st, STORE_ROOT_INO, "g", S_IFREG | 0644, 0, 0, 0, &g), 0);
+	tsu_fsck_clean(st);
+	assert_int_equal(store_close(st, NULL), 0);
+
+	char db[4200], sql[512];
+	snprintf(db, sizeof(db), "%s/index.db", path);
+	sqlite3 *sq;
+	assert_int_equal(sqlite3_open(db, &sq), SQLITE_OK);
+	snprintf(sql, sizeof(sql),
+		 "UPDATE inode SET size = -5 WHERE ino = %llu;"
+		 "UPDATE dentry SET parent = %llu WHERE ino = %llu;"
+		 "UPDATE dentry SET parent = %llu WHERE ino = %llu;",
+		 (unsigned long long)f.ino, (unsigned long long)f.ino, (unsigned long long)g.ino,
+		 (unsigned long long)d2.ino, (unsigned long long)d2.ino);
+	assert_int_equal(sqlite3_exec(sq, sql, NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(sq);
+
+	assert_int_equal(store_open(path, STORE_RDONLY, &st, NULL), 0);
+	struct store_fsck_result res;
+	struct found fd = { 0 };
+	assert_int_equal(store_fsck(st, report, NULL, &fd, &res, NULL), 0);
+	char want[128];
+	assert_true(has(&fd, "/f", -1, "size -5 is not a file size"));
+	snprintf(want, sizeof(want), "its entry \"g\" is in inode %llu, not a directory",
+		 (unsigned long long)f.ino);
+	assert_true(has_what(&fd, want));
+	assert_true(has_what(&fd, "directory not reachable from the root"));
+	snprintf(want, sizeof(want), "directory records parent %llu, its entry is in %llu",
+		 (unsigned long long)d1.ino, (unsigned long long)d2.ino);
+	assert_true(has_what(&fd, want));
+	assert_true(has(&fd, "/d1", -1, "directory link count 3, expected 2"));
+	assert_true(has_what(&fd, "directory link count 2, expected 3"));	/* d2 in d2 */
+	assert_int_equal(res.problems, 6);
+	assert_int_equal(store_close(st, NULL), 0);
+	tsu_store_remove(path);
+}
+
 static char logged[4096];
 
 static void log_msg(void *arg, const char *msg)
@@ -581,6 +642,7 @@ int main(void)
 		cmocka_unit_test(test_store_admin_gc_fsck_apart),
 		cmocka_unit_test(test_store_admin_pack_cut_short),
 		cmocka_unit_test(test_store_admin_pack_gone_locations_kept),
+		cmocka_unit_test(test_store_admin_fsck_tree_damage),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
