@@ -283,9 +283,10 @@ check "snapfs waits for a store held for a moment, then mounts it" "$SNAPFS" "$S
 wait $holder
 umount "$MNT"
 wait_store_free
-flock "$STORE/lock" sleep 6 &
+flock "$STORE/lock" sleep 8 &
 holder=$!
-sleep 0.2
+i=0	# until the holder has the lock: on a loaded machine that takes a while
+while flock -n "$STORE/lock" true && [ $i -lt 200 ]; do sleep 0.05; i=$((i + 1)); done
 out=$("$ADMIN" gc "$STORE" 2>&1)
 st=$?
 ok "snapfs-admin gc of a store another process holds, unmounted, is refused, saying why" \
