@@ -99,16 +99,45 @@ out:
 	return r;
 }
 
-/* Clip [off, off+len) at si's size (mem_lock taken here). */
-static size_t clip(struct store *st, struct sinode *si, uint64_t off, size_t len)
+/*
+ * Clip [off, off + *len) at si's size, for a read (data_begin without
+ * change).  data_begin stored any tail page it saw, but an append may
+ * start one after it looked, growing the size at once while the page's
+ * slot still holds the old bytes: a read clipped at the new size would
+ * return the old bytes (zeros past the old end) for bytes just appended.
+ * Such a tail in the range is stored now, under wlock, which is then kept
+ * (*locked) until the caller has copied the slots, so that no other tail
+ * can start meanwhile.  (mem_lock taken here; 0 or -errno, nothing held)
+ */
+static int clip_read(struct store *st, struct sinode *si, uint64_t off, size_t *len,
+		     bool *locked)
 {
-	pthread_mutex_lock(&st->mem_lock);
-	uint64_t size = si->size;
-	pthread_mutex_unlock(&st->mem_lock);
-	if (off >= size)
-		return 0;
-	return len > size - off ? (size_t)(size - off) : len;
+	*locked = false;
+	for (;;) {
+		pthread_mutex_lock(&st->mem_lock);
+		uint64_t size = si->size;
+		size_t n = off >= size ? 0 : *len > size - off ? (size_t)(size - off) : *len;
+		bool held = n && si->tail && si->tail_pg >= off >> STORE_PAGE_SHIFT &&
+			    si->tail_pg <= (off + n - 1) >> STORE_PAGE_SHIFT;
+		pthread_mutex_unlock(&st->mem_lock);
+		if (!held || *locked) {
+			*len = n;
+			return 0;
+		}
+		pthread_mutex_lock(&si->wlock);
+		*locked = true;
+		int r = tail_flush(st, si);
+		if (r) {
+			pthread_mutex_unlock(&si->wlock);
+			*locked = false;
+			return r;
+		}
+	}
 }
+
+#ifdef STORE_TEST_HOOKS
+void (*store_test_hook)(const char *where, struct store *st, uint64_t ino);
+#endif
 
 ssize_t store_read(struct store *st, uint64_t ino, void *buf, size_t len, uint64_t off)
 {
@@ -116,8 +145,13 @@ ssize_t store_read(struct store *st, uint64_t ino, void *buf, size_t len, uint64
 	int r = data_begin(st, ino, false, &si);
 	if (r)
 		return r;
-	len = clip(st, si, off, len);
-	r = read_range(st, si, buf, len, off);
+	STORE_TEST_HOOK("read", st, ino);
+	bool locked;
+	r = clip_read(st, si, off, &len, &locked);
+	if (!r)
+		r = read_range(st, si, buf, len, off);
+	if (locked)
+		pthread_mutex_unlock(&si->wlock);
 	data_end(st, si, false);
 	return r ? r : (ssize_t)len;
 }
@@ -159,7 +193,13 @@ int store_map(struct store *st, uint64_t ino, uint64_t off, size_t len,
 	int r = data_begin(st, ino, false, &si);
 	if (r)
 		return r;
-	len = clip(st, si, off, len);
+	STORE_TEST_HOOK("map", st, ino);
+	bool locked;
+	r = clip_read(st, si, off, &len, &locked);
+	if (r) {
+		data_end(st, si, false);
+		return r;
+	}
 	size_t n = 0, done = 0;
 	uint64_t pg0 = off >> STORE_PAGE_SHIFT;
 	size_t np = len ? (size_t)(((off + len - 1) >> STORE_PAGE_SHIFT) - pg0 + 1) : 0;
@@ -171,6 +211,8 @@ int store_map(struct store *st, uint64_t ino, uint64_t off, size_t len,
 		r = slots_copy(st, si, pg0, np, NULL, locs);
 		pthread_mutex_unlock(&st->mem_lock);
 	}
+	if (locked)
+		pthread_mutex_unlock(&si->wlock);
 	for (size_t i = 0; i < np && !r; i++) {
 		uint64_t ps = (pg0 + i) << STORE_PAGE_SHIFT;
 		uint64_t a = ps > off ? ps : off;
@@ -388,12 +430,18 @@ ssize_t store_clone(struct store *st, uint64_t src, uint64_t src_off, uint64_t d
 		}
 		if (src < dst) {
 			pthread_mutex_unlock(&d->wlock);
+			STORE_TEST_HOOK("clone", st, dst);
 			pthread_mutex_lock(&s->wlock);
 			pthread_mutex_lock(&d->wlock);
 		} else {
 			pthread_mutex_lock(&s->wlock);
 		}
 		r = tail_flush(st, s);
+		/* While d's wlock was let go, a write may have started a tail
+		 * page in d, which clone_locked's page references would not
+		 * see and its later flush would write over them. */
+		if (!r)
+			r = tail_flush(st, d);
 	}
 	pthread_mutex_lock(&st->mem_lock);
 	uint64_t ssize = s->size;

@@ -241,6 +241,23 @@ struct store {
 	unsigned nhashers;
 };
 
+/*
+ * Tests only (a store library built with STORE_TEST_HOOKS): the hook is
+ * called where a data call has let go of an inode's wlock, or not yet
+ * taken it, so that a test can make a change in just that gap (where
+ * names the place).  Compiled out otherwise.
+ */
+#ifdef STORE_TEST_HOOKS
+extern void (*store_test_hook)(const char *where, struct store *st, uint64_t ino);
+#define STORE_TEST_HOOK(where, st, ino)                  \
+	do {                                             \
+		if (store_test_hook)                     \
+			store_test_hook(where, st, ino); \
+	} while (0)
+#else
+#define STORE_TEST_HOOK(where, st, ino) ((void)0)
+#endif
+
 /* store.c */
 int64_t store_now_ns(void);
 

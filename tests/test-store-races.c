@@ -1,0 +1,171 @@
+/*
+ * tests/test-store-races.c: data calls against a change made in the gap
+ * where they hold no lock of the file, made there on purpose through the
+ * store's test hook (a store library built with STORE_TEST_HOOKS), so
+ * that races found by stress runs are replayed every time.
+ *
+ * The change is an append that starts a tail page (the last, partial page
+ * of a file, held in memory until the file grows past it): a read must see
+ * its bytes once it sees the size they brought, and a clone over that page
+ * must not be overwritten when the tail is stored later.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#define STORE_TEST_HOOKS	/* as the store library this links with */
+#include "store_i.h"
+#include "test-store-util.h"
+
+#define PG STORE_PAGE_SIZE
+
+/* What the hook does, once, at the place named where. */
+static struct {
+	const char *where;
+	uint64_t ino;
+	uint64_t off;
+	char byte;
+	size_t len;
+	int ran;
+} pending;
+
+static void append_once(const char *where, struct store *st, uint64_t ino)
+{
+	if (pending.ran || strcmp(where, pending.where) || ino != pending.ino)
+		return;
+	pending.ran = 1;
+	char buf[PG];
+	memset(buf, pending.byte, pending.len);
+	assert_int_equal(store_write(st, ino, buf, pending.len, pending.off),
+			 (ssize_t)pending.len);
+}
+
+static void arm(const char *where, uint64_t ino, uint64_t off, char byte, size_t len)
+{
+	pending.where = where;
+	pending.ino = ino;
+	pending.off = off;
+	pending.byte = byte;
+	pending.len = len;
+	pending.ran = 0;
+	store_test_hook = append_once;
+}
+
+/* A file of 5000 bytes of 'A' whose tail page is stored (no tail held). */
+static uint64_t file_5000(struct store *st, const char *name)
+{
+	uint64_t ino = tsu_file(st, name);
+	char buf[5000];
+	memset(buf, 'A', sizeof(buf));
+	assert_int_equal(store_write(st, ino, buf, sizeof(buf), 0), (ssize_t)sizeof(buf));
+	char one;
+	assert_int_equal(store_read(st, ino, &one, 1, 0), 1);	/* stores the tail */
+	return ino;
+}
+
+/* The 100 bytes appended at 5000 while the read held no lock are read,
+ * not the zeros of the page's stored copy. */
+static void test_store_races_read_beside_append(void **state)
+{
+	(void)state;
+	char *path;
+	struct store *st = tsu_new_store(&path);
+	uint64_t ino = file_5000(st, "f");
+	arm("read", ino, 5000, 'B', 100);
+	char got[2 * PG];
+	assert_int_equal(store_read(st, ino, got, sizeof(got), 0), 5100);
+	assert_true(pending.ran);
+	for (size_t i = 0; i < 5100; i++)
+		if (got[i] != (i < 5000 ? 'A' : 'B'))
+			fail_msg("byte %zu is 0x%02x", i, (unsigned char)got[i]);
+	store_test_hook = NULL;
+	assert_int_equal(store_close(st, NULL), 0);
+	tsu_store_remove(path);
+}
+
+/* The same through store_map, the daemon's splice path: the extents it
+ * hands out hold the appended bytes. */
+static void test_store_races_map_beside_append(void **state)
+{
+	(void)state;
+	char *path;
+	struct store *st = tsu_new_store(&path);
+	uint64_t ino = file_5000(st, "f");
+	arm("map", ino, 5000, 'B', 100);
+	struct store_extent ext[8];
+	size_t covered;
+	int n = store_map(st, ino, 0, 2 * PG, ext, 8, &covered);
+	assert_true(pending.ran);
+	assert_true(n > 0);
+	assert_int_equal(covered, 5100);
+	char got[2 * PG];
+	size_t at = 0;
+	for (int i = 0; i < n; at += ext[i++].len) {
+		if (ext[i].fd < 0)
+			memset(got + at, 0, ext[i].len);
+		else
+			assert_int_equal(pread(ext[i].fd, got + at, ext[i].len, (off_t)ext[i].pos),
+					 (ssize_t)ext[i].len);
+	}
+	store_map_done(st);
+	for (size_t i = 0; i < 5100; i++)
+		if (got[i] != (i < 5000 ? 'A' : 'B'))
+			fail_msg("byte %zu is 0x%02x", i, (unsigned char)got[i]);
+	store_test_hook = NULL;
+	assert_int_equal(store_close(st, NULL), 0);
+	tsu_store_remove(path);
+}
+
+/*
+ * A clone of 4 pages of 'S' over a file of 2 pages and 100 bytes of 'D',
+ * to which 10 bytes of 'E' are appended while the clone has let go of its
+ * lock (to take both in order): the append comes first, so the clone's
+ * pages win, all of them, then and after the store is reopened.
+ */
+static void test_store_races_clone_beside_append(void **state)
+{
+	(void)state;
+	char *path;
+	struct store *st = tsu_new_store(&path);
+	uint64_t src = tsu_file(st, "src");	/* src < dst: the clone relocks */
+	uint64_t dst = tsu_file(st, "dst");
+	char buf[4 * PG];
+	memset(buf, 'S', sizeof(buf));
+	assert_int_equal(store_write(st, src, buf, sizeof(buf), 0), (ssize_t)sizeof(buf));
+	memset(buf, 'D', 2 * PG + 100);
+	assert_int_equal(store_write(st, dst, buf, 2 * PG + 100, 0), 2 * PG + 100);
+	char one;
+	assert_int_equal(store_read(st, dst, &one, 1, 0), 1);	/* stores the tail */
+	arm("clone", dst, 2 * PG + 100, 'E', 10);
+	assert_int_equal(store_clone(st, src, 0, dst, 0, 4 * PG), 4 * PG);
+	assert_true(pending.ran);
+	store_test_hook = NULL;
+	for (int round = 0; round < 2; round++) {
+		char got[4 * PG];
+		assert_int_equal(store_read(st, dst, got, sizeof(got), 0), 4 * PG);
+		for (size_t i = 0; i < sizeof(got); i++)
+			if (got[i] != 'S')
+				fail_msg("round %d: byte %zu is 0x%02x", round, i, (unsigned char)got[i]);
+		assert_int_equal(store_close(st, NULL), 0);
+		assert_int_equal(store_open(path, 0, &st, NULL), 0);
+	}
+	assert_int_equal(store_close(st, NULL), 0);
+	tsu_store_remove(path);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_store_races_read_beside_append),
+		cmocka_unit_test(test_store_races_map_beside_append),
+		cmocka_unit_test(test_store_races_clone_beside_append),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
