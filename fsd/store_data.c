@@ -464,14 +464,11 @@ ssize_t store_clone(struct store *st, uint64_t src, uint64_t src_off, uint64_t d
 	return r ? r : (ssize_t)len;
 }
 
-static int64_t seek(struct store *st, uint64_t ino, uint64_t off, bool data)
+/* SEEK_DATA (data) or SEEK_HOLE from off in si's slots (mem_lock held). */
+static int64_t seek_slots(struct store *st, struct sinode *si, uint64_t off, bool data)
 {
-	struct sinode *si;
-	int r = data_begin(st, ino, false, &si);
-	if (r)
-		return r;
+	int r = 0;
 	int64_t res = -ENXIO;
-	pthread_mutex_lock(&st->mem_lock);
 	uint64_t size = si->size;
 	if (off < size) {
 		uint64_t last = (size - 1) >> STORE_PAGE_SHIFT;
@@ -507,7 +504,30 @@ static int64_t seek(struct store *st, uint64_t ino, uint64_t off, bool data)
 		else
 			res = at < size ? (int64_t)at : (int64_t)size;
 	}
+	return res;
+}
+
+static int64_t seek(struct store *st, uint64_t ino, uint64_t off, bool data)
+{
+	struct sinode *si;
+	int r = data_begin(st, ino, false, &si);
+	if (r)
+		return r;
+	STORE_TEST_HOOK("seek", st, ino);
+	/* A tail page an append started after data_begin looked is in no
+	 * slot yet (see clip_read): store it, holding appends off. */
+	pthread_mutex_lock(&st->mem_lock);
+	bool held = si->tail != NULL;
+	if (held) {
+		pthread_mutex_unlock(&st->mem_lock);
+		pthread_mutex_lock(&si->wlock);
+		r = tail_flush(st, si);
+		pthread_mutex_lock(&st->mem_lock);
+	}
+	int64_t res = r ? r : seek_slots(st, si, off, data);
 	pthread_mutex_unlock(&st->mem_lock);
+	if (held)
+		pthread_mutex_unlock(&si->wlock);
 	data_end(st, si, false);
 	return res;
 }

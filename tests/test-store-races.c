@@ -160,12 +160,33 @@ static void test_store_races_clone_beside_append(void **state)
 	tsu_store_remove(path);
 }
 
+/* SEEK_DATA at the start of a page an append just started, held in
+ * memory and in no slot yet, finds it. */
+static void test_store_races_seek_beside_append(void **state)
+{
+	(void)state;
+	char *path;
+	struct store *st = tsu_new_store(&path);
+	uint64_t ino = tsu_file(st, "f");
+	char buf[PG];
+	memset(buf, 'A', sizeof(buf));
+	assert_int_equal(store_write(st, ino, buf, PG, 0), PG);
+	arm("seek", ino, PG, 'B', 100);
+	assert_int_equal(store_seek_data(st, ino, PG), PG);
+	assert_true(pending.ran);
+	store_test_hook = NULL;
+	assert_int_equal(store_seek_hole(st, ino, PG), PG + 100);
+	assert_int_equal(store_close(st, NULL), 0);
+	tsu_store_remove(path);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_store_races_read_beside_append),
 		cmocka_unit_test(test_store_races_map_beside_append),
 		cmocka_unit_test(test_store_races_clone_beside_append),
+		cmocka_unit_test(test_store_races_seek_beside_append),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
