@@ -16,12 +16,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "file.h"
 #include "store_i.h"
 #include "store_schema.h"
 
@@ -66,13 +66,7 @@ const char *const store_entries[] = { "index.db", "index.db-wal", "index.db-shm"
 
 int store_raise_file_limit(void)
 {
-	struct rlimit l;
-	if (getrlimit(RLIMIT_NOFILE, &l) < 0)
-		return -errno;
-	if (l.rlim_cur == l.rlim_max)
-		return 0;
-	l.rlim_cur = l.rlim_max;
-	return setrlimit(RLIMIT_NOFILE, &l) < 0 ? -errno : 0;
+	return file_raise_open_limit();
 }
 
 const char *store_dir(const struct store *st)

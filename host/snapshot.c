@@ -38,6 +38,9 @@ struct snapshot {
 	struct guest *g;
 	struct snapmap *maps[GUEST_REGIONS_MAX];
 	size_t nmaps;
+	/* The mapped region files, open, by manifest region (-1: none), so
+	 * that a derived snapshot clones the very files mapped here. */
+	int fds[MANIFEST_REGIONS_MAX];
 };
 
 struct guest *snapshot_guest(const struct snapshot *s) { return s->g; }
@@ -52,6 +55,9 @@ void snapshot_close(struct snapshot *s)
 	guest_close(s->g);
 	for (size_t i = 0; i < s->nmaps; i++)
 		snapmap_put(s->maps[i]);
+	for (size_t i = 0; i < MANIFEST_REGIONS_MAX; i++)
+		if (s->fds[i] >= 0)
+			close(s->fds[i]);
 	free(s->dir);
 	free(s);
 }
@@ -119,20 +125,32 @@ out:
 	return ret;
 }
 
-/* Map region r's file (through the process-wide cache). */
-static int map_region(struct snapshot *s, int dirfd, const struct manifest_region *r,
-		      const void **mem, struct err *e)
+/* Map manifest region i's file (through the process-wide cache), and
+ * keep it open. */
+static int map_region(struct snapshot *s, int dirfd, size_t i, const void **mem, struct err *e)
 {
+	const struct manifest_region *r = &s->m.regions[i];
 	char name[PATH_MAX];
 	snprintf(name, sizeof(name), "%s/%s", s->dir, r->file);
 	int fd = file_open_read(dirfd, r->file, O_NOFOLLOW);
 	if (fd < 0)
 		return err_set(e, -errno, "%s: open: %s", name, strerror(errno));
 	int ret = snapmap_get(fd, name, r->size, mem, &s->maps[s->nmaps], e);
-	close(fd);
-	if (ret == 0)
+	if (ret == 0) {
 		s->nmaps++;
+		s->fds[i] = fd;
+	} else {
+		close(fd);
+	}
 	return ret;
+}
+
+int snapshot_region_fd(const struct snapshot *s, const char *file)
+{
+	for (size_t i = 0; i < s->m.nregions; i++)
+		if (s->fds[i] >= 0 && !strcmp(s->m.regions[i].file, file))
+			return s->fds[i];
+	return -1;
 }
 
 int snapshot_open(const char *dir, struct snapshot **out, struct err *e)
@@ -145,6 +163,8 @@ int snapshot_open(const char *dir, struct snapshot **out, struct err *e)
 	struct snapshot *s = calloc(1, sizeof(*s));
 	if (!s)
 		return err_set(e, -ENOMEM, "out of memory");
+	for (size_t i = 0; i < MANIFEST_REGIONS_MAX; i++)
+		s->fds[i] = -1;
 	s->dir = strdup(dir);
 	if (!s->dir) {
 		r = err_set(e, -ENOMEM, "out of memory");
@@ -188,7 +208,7 @@ int snapshot_open(const char *dir, struct snapshot **out, struct err *e)
 		g->size = mr->size;
 		g->prot = mr->prot;
 		g->shared = 1;
-		if ((r = map_region(s, dirfd, mr, &g->mem, e)) < 0)
+		if ((r = map_region(s, dirfd, i, &g->mem, e)) < 0)
 			goto fail;
 	}
 	/* the parser guarantees exactly one scratch region */

@@ -80,6 +80,9 @@ const struct cpustate *snapshot_cpu(const struct snapshot *s);
 /* The directory as given to snapshot_open(). */
 const char *snapshot_dir(const struct snapshot *s);
 
+/* The open file of the mapped region whose file is named file, or -1. */
+int snapshot_region_fd(const struct snapshot *s, const char *file);
+
 #define SNAPSHOT_EXPORTS_MAX 4096
 
 /*
@@ -125,13 +128,17 @@ struct snapshot_stats {
  * or for the scratch region at most that), and the digest in m is
  * computed here; or mem[i] is NULL and the file m.regions[i].file of
  * directory clone_dir is cloned, and m.regions[i].digest is taken as given
- * (it comes from that directory's manifest).
+ * (it comes from that directory's manifest).  With clone_from, the files
+ * are cloned from that open snapshot's own descriptors instead (clone_dir
+ * names it in messages): the bytes its manifest and mappings describe,
+ * even if its directory has been replaced or deleted since it was opened.
  */
 struct snapshot_parts {
 	struct manifest m;
 	const void *mem[MANIFEST_REGIONS_MAX];
 	size_t len[MANIFEST_REGIONS_MAX];
 	const char *clone_dir;
+	const struct snapshot *clone_from;
 	struct cpustate cpu;
 };
 
@@ -145,6 +152,13 @@ struct snapshot_parts {
  */
 int snapshot_write(const char *dir, const struct snapshot_parts *p, struct snapshot_stats *st,
 		   struct err *e);
+
+/*
+ * Would snapshot_take() be able to write dir (a usable name of at most
+ * NAME_MAX bytes, not there yet) and record parent (may be NULL) in its
+ * manifest?  For callers to ask before running anything.  0 or -errno.
+ */
+int snapshot_check_target(const char *dir, const struct snapshot *parent, struct err *e);
 
 /* Where the sandbox given to snapshot_take() came from. */
 struct snapshot_origin {

@@ -148,12 +148,14 @@ out:
  * says) into dst: copy_file_range, which inside a snapfs mount copies page
  * references only; where the kernel or filesystem cannot, a sparse copy.
  */
-static int clone_file(const char *src_dir, const char *src_name, uint64_t len, int dst,
-		      const char *name, struct snapshot_stats *st, struct err *e)
+static int clone_file(const char *src_dir, const char *src_name, int src_fd, uint64_t len,
+		      int dst, const char *name, struct snapshot_stats *st, struct err *e)
 {
 	char path[PATH_MAX];
 	path_join(path, sizeof(path), src_dir, src_name);
-	int src = file_open_read(AT_FDCWD, path, O_NOFOLLOW);
+	/* An open file given is used as it is (copy_file_range with offsets
+	 * leaves its position alone); else the file is opened by name. */
+	int src = src_fd >= 0 ? src_fd : file_open_read(AT_FDCWD, path, O_NOFOLLOW);
 	if (src < 0)
 		return err_set(e, -errno, "%s: open: %s", path, strerror(errno));
 	int r = 0;
@@ -189,13 +191,14 @@ static int clone_file(const char *src_dir, const char *src_name, uint64_t len, i
 	}
 	r = set_size(dst, len, name, e);
 out:
-	close(src);
+	if (src != src_fd)
+		close(src);
 	return r;
 }
 
 /* Create file in dirfd from mem (sparse or not) or as a clone, and fsync it. */
 static int write_file(int dirfd, const char *dir, const char *file, const void *mem, size_t len,
-		      int sparse, const char *clone_dir, uint64_t clone_len,
+		      int sparse, const char *clone_dir, int clone_fd, uint64_t clone_len,
 		      struct snapshot_stats *st, struct err *e)
 {
 	char name[PATH_MAX];
@@ -205,7 +208,7 @@ static int write_file(int dirfd, const char *dir, const char *file, const void *
 		return err_set(e, -errno, "%s: create: %s", name, strerror(errno));
 	int r;
 	if (clone_dir)
-		r = clone_file(clone_dir, file, clone_len, fd, name, st, e);
+		r = clone_file(clone_dir, file, clone_fd, clone_len, fd, name, st, e);
 	else if (sparse)
 		r = write_sparse_at(fd, mem, len, 0, name, st, e);
 	else
@@ -276,19 +279,31 @@ static int split_path(const char *path, char *parent, char *base, struct err *e)
 	return 0;
 }
 
-int snapshot_write(const char *dir, const struct snapshot_parts *p, struct snapshot_stats *stp,
-		   struct err *e)
+/* dir as a new snapshot's name: usable, not too long, not there yet. */
+static int check_new_dir(const char *dir, char *parent, char *base, struct err *e)
 {
-	struct snapshot_stats st = { 0 };
-	char parent[PATH_MAX], base[PATH_MAX], tmp[PATH_MAX + 64];
 	int r = split_path(dir, parent, base, e);
 	if (r < 0)
 		return r;
+	if (strlen(base) > NAME_MAX)
+		return err_set(e, -ENAMETOOLONG, "%s: a name of %zu bytes, more than %d", dir,
+			       strlen(base), NAME_MAX);
 	struct stat sb;
 	if (lstat(dir, &sb) == 0)
 		return err_set(e, -EEXIST, "%s: already exists (snapshots are never overwritten)", dir);
 	if (errno != ENOENT)
 		return err_set(e, -errno, "%s: %s", dir, strerror(errno));
+	return 0;
+}
+
+int snapshot_write(const char *dir, const struct snapshot_parts *p, struct snapshot_stats *stp,
+		   struct err *e)
+{
+	struct snapshot_stats st = { 0 };
+	char parent[PATH_MAX], base[PATH_MAX], tmp[PATH_MAX + 64];
+	int r = check_new_dir(dir, parent, base, e);
+	if (r < 0)
+		return r;
 
 	/* the manifest as it will be written: digests of written files filled in */
 	struct manifest *m = malloc(sizeof(*m));
@@ -314,8 +329,9 @@ int snapshot_write(const char *dir, const struct snapshot_parts *p, struct snaps
 		goto free_text;
 	}
 
-	char dotname[PATH_MAX];
-	snprintf(dotname, sizeof(dotname), ".%.*s.partial-XXXXXX", PATH_MAX - 64, base);
+	/* ".NAME.partial-XXXXXX", NAME cut so that it fits in a name */
+	char dotname[NAME_MAX + 1];
+	snprintf(dotname, sizeof(dotname), ".%.*s.partial-XXXXXX", NAME_MAX - 16, base);
 	path_join(tmp, sizeof(tmp), parent, dotname);
 	if (!mkdtemp(tmp)) {
 		r = err_set(e, -errno, "%s: creating a temporary directory in %s: %s", dir, parent,
@@ -329,13 +345,19 @@ int snapshot_write(const char *dir, const struct snapshot_parts *p, struct snaps
 	}
 	for (size_t i = 0; r == 0 && i < m->nregions; i++) {
 		const struct manifest_region *reg = &m->regions[i];
-		r = write_file(dirfd, tmp, reg->file, p->mem[i], p->len[i], 1,
-			       p->mem[i] ? NULL : p->clone_dir, reg->size, &st, e);
+		int cfd = !p->mem[i] && p->clone_from ? snapshot_region_fd(p->clone_from, reg->file)
+						       : -1;
+		if (!p->mem[i] && p->clone_from && cfd < 0)
+			r = err_set(e, -EINVAL, "%s: region file %s of %s is not open to clone", dir,
+				    reg->file, p->clone_dir);
+		else
+			r = write_file(dirfd, tmp, reg->file, p->mem[i], p->len[i], 1,
+				       p->mem[i] ? NULL : p->clone_dir, cfd, reg->size, &st, e);
 	}
 	if (r == 0)
-		r = write_file(dirfd, tmp, SNAPSHOT_CPU, ctext, clen, 0, NULL, 0, &st, e);
+		r = write_file(dirfd, tmp, SNAPSHOT_CPU, ctext, clen, 0, NULL, -1, 0, &st, e);
 	if (r == 0)
-		r = write_file(dirfd, tmp, SNAPSHOT_MANIFEST, mtext, mlen, 0, NULL, 0, &st, e);
+		r = write_file(dirfd, tmp, SNAPSHOT_MANIFEST, mtext, mlen, 0, NULL, -1, 0, &st, e);
 	if (r == 0 && fchmod(dirfd, 0755) != 0)
 		r = err_set(e, -errno, "%s: chmod: %s", tmp, strerror(errno));
 	if (r == 0 && fsync(dirfd) != 0)
@@ -350,6 +372,7 @@ int snapshot_write(const char *dir, const struct snapshot_parts *p, struct snaps
 			goto remove_tmp;
 		}
 		/* no RENAME_NOREPLACE here: plain rename, refusing an existing name first */
+		struct stat sb;
 		if (lstat(dir, &sb) == 0 || rename(tmp, dir) != 0) {
 			r = err_set(e, errno ? -errno : -EEXIST, "%s: rename from %s: %s", dir, tmp,
 				    strerror(errno ? errno : EEXIST));
@@ -435,10 +458,24 @@ static int parent_name(const char *parent_dir, const char *dir, char *out, size_
 	if (n < 0 || (size_t)n >= cap)
 		return err_set(e, -ENAMETOOLONG, "%s: path too long for a manifest", parent_dir);
 	for (const char *c = out; *c; c++)
-		if (*c == ' ' || *c == '\t' || *c == '\n')
-			return err_set(e, -EINVAL, "%s: a parent path with whitespace cannot be "
-				       "recorded in a manifest", parent_dir);
+		if (*c == ' ' || (unsigned char)*c < 0x20 || *c == 0x7f)
+			return err_set(e, -EINVAL, "%s: a parent path with whitespace or control "
+				       "characters cannot be recorded in a manifest; rename the parent",
+				       parent_dir);
+	if (!strcmp(out, "-"))
+		return err_set(e, -EINVAL, "%s: a parent named \"-\" cannot be recorded in a "
+			       "manifest; rename the parent (\"-\" there means no parent)",
+			       parent_dir);
 	return 0;
+}
+
+int snapshot_check_target(const char *dir, const struct snapshot *parent, struct err *e)
+{
+	char pdir[PATH_MAX], base[PATH_MAX], name[MANIFEST_PARENT_MAX];
+	int r = check_new_dir(dir, pdir, base, e);
+	if (r == 0 && parent)
+		r = parent_name(snapshot_dir(parent), dir, name, sizeof(name), e);
+	return r;
 }
 
 static void perm_kind(const struct guest_region *g, struct manifest_region *r)
@@ -471,6 +508,7 @@ int snapshot_take(struct sandbox *sb, const struct snapshot_origin *o, const cha
 		memcpy(m->guest, pm->guest, sizeof(m->guest));
 		r = parent_name(snapshot_dir(o->parent), dir, m->parent, sizeof(m->parent), e);
 		p->clone_dir = snapshot_dir(o->parent);
+		p->clone_from = o->parent;
 	} else if (o->elf_path) {
 		r = guest_identity(o->elf_path, m, e);
 	} else {

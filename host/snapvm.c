@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "file.h"
 #include "sandbox.h"
 #include "snapvm_opts.h"
 #include "snapvm_snap.h"
@@ -224,8 +225,10 @@ int main(int argc, char **argv)
 	}
 	if (strcmp(cmd, "list") == 0)
 		return cmd_list(argc - 1, argv + 1);
-	if (strcmp(cmd, "call") == 0)
+	if (strcmp(cmd, "call") == 0) {
+		file_raise_open_limit();	/* -N: two descriptors per sandbox */
 		return cmd_call(argc - 1, argv + 1);
+	}
 	if (strcmp(cmd, "snapshot") == 0)
 		return snap_cmd_snapshot(argc - 1, argv + 1);
 	if (strcmp(cmd, "verify") == 0)

@@ -148,15 +148,19 @@ int snap_cmd_snapshot(int argc, char **argv)
 	struct guest *g = NULL;
 	struct sandbox *sb = NULL;
 	int status = SNAPVM_EXIT_LOAD, r;
-	if (from_snapshot) {
+	if (from_snapshot)
 		r = snapshot_open(src, &parent, &e);
-		if (r == 0)
-			r = sandbox_new(snapshot_guest(parent), &o.sopt, &sb, &e);
-	} else {
+	else
 		r = guest_open_elf(src, &o.gopt, &g, &e);
-		if (r == 0)
-			r = sandbox_new(g, &o.sopt, &sb, &e);
+	/* The target is checked before any call runs: its work would be
+	 * lost if the snapshot then could not be written. */
+	if (r == 0 && (r = snapshot_check_target(dir, parent, &e)) < 0) {
+		fprintf(stderr, "snapvm: %s\n", err_str(&e, r));
+		status = SNAPVM_EXIT_CALL;
+		goto out;
 	}
+	if (r == 0)
+		r = sandbox_new(parent ? snapshot_guest(parent) : g, &o.sopt, &sb, &e);
 	if (r < 0) {
 		fprintf(stderr, "snapvm: %s\n", err_str(&e, r));
 		goto out;

@@ -157,6 +157,10 @@ int vm_new(struct vm **out, struct err *e)
 	vm->has_xsave = kvm_ioctl_val(NULL, vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_XSAVE) > 0;
 	vm->has_xcrs = kvm_ioctl_val(NULL, vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_XCRS) > 0;
 	vm->has_debugregs = kvm_ioctl_val(NULL, vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_DEBUGREGS) > 0;
+	/* Only setup asks /dev/kvm itself: a sandbox then holds two
+	 * descriptors (VM and vCPU), not three. */
+	close(vm->kvm_fd);
+	vm->kvm_fd = -1;
 	*out = vm;
 	return 0;
 fail:

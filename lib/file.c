@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -23,6 +24,17 @@ int file_open_read(int dirfd, const char *path, int flags)
 		return -1;
 	}
 	return fd;
+}
+
+int file_raise_open_limit(void)
+{
+	struct rlimit l;
+	if (getrlimit(RLIMIT_NOFILE, &l) < 0)
+		return -errno;
+	if (l.rlim_cur == l.rlim_max)
+		return 0;
+	l.rlim_cur = l.rlim_max;
+	return setrlimit(RLIMIT_NOFILE, &l) < 0 ? -errno : 0;
 }
 
 int file_read_all(const char *path, size_t max, int notreg, char **buf, size_t *len,

@@ -30,4 +30,8 @@ int file_read_all(const char *path, size_t max, int notreg, char **buf, size_t *
  */
 int file_open_read(int dirfd, const char *path, int flags);
 
+/* Raise this process's soft limit of open files to the hard one (packs,
+ * sandboxes: each holds files open).  0 or -errno. */
+int file_raise_open_limit(void);
+
 #endif

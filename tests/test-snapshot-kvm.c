@@ -646,6 +646,46 @@ static void test_snapshot_exports_listed(void **state)
 	guest_close(g);
 }
 
+/*
+ * A derived snapshot copies its parent's files as they were when the parent
+ * was opened (the ones its sandboxes map), even when the parent directory
+ * is deleted and another snapshot of the same guest put in its place
+ * before the derived one is taken.
+ */
+static void test_snapshot_derived_parent_replaced(void **state)
+{
+	(void)state;
+	struct guest *g;
+	struct sandbox *live = boot_elf("hello", &g, 0);
+	expect(live, "counter", NULL, "1");
+	take(live, "hello", NULL, "p", NULL);
+	struct snapshot *p = open_snap("p");
+	struct sandbox *sb = start(p);
+	expect(sb, "add", "40 2", "42");	/* writes nothing of the data region */
+
+	char dir[256], cmd[600];
+	dir_path(dir, sizeof(dir), "p");
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+	for (int i = 2; i <= 5; i++) {
+		char want[8];
+		snprintf(want, sizeof(want), "%d", i);
+		expect(live, "counter", NULL, want);
+	}
+	take(live, "hello", NULL, "p", NULL);	/* another "p": counter at 5 */
+	sandbox_free(live);
+	guest_close(g);
+
+	take(sb, "hello", p, "child", NULL);
+	sandbox_free(sb);
+	snapshot_close(p);
+	struct snapshot *c = open_snap("child");
+	sb = start(c);
+	expect(sb, "counter", NULL, "2");	/* from the first p's 1, not 5 */
+	sandbox_free(sb);
+	snapshot_close(c);
+}
+
 /* A derived snapshot of a sandbox that was not made from that parent is refused. */
 static void test_snapshot_derived_wrong_parent(void **state)
 {
@@ -720,6 +760,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_snapshot_cpu_state, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_watchpoint, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_exports_listed, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_snapshot_derived_parent_replaced, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_derived_wrong_parent, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_file_truncated_under_sandbox, setup,
 						teardown),

@@ -7,6 +7,7 @@
  * snapshots, calls from snapshots, derived snapshots, verification).
  */
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -206,6 +207,16 @@ static void test_cli_bad_elf(void **state)
 	expect_status(&r, 3, bad);
 	assert_int_equal(access(snap, F_OK), -1);
 
+	/* A name longer than a directory can have is refused before any
+	 * sandbox is started (no KVM needed to see it). */
+	char toolong[NAME_MAX + 300];
+	int n = snprintf(toolong, sizeof(toolong), "%s/", root);
+	memset(toolong + n, 'L', NAME_MAX + 1);
+	toolong[n + NAME_MAX + 1] = 0;
+	run(&r, "snapshot", "-q", hello, toolong, "--call", "counter");
+	expect_status(&r, 1, "more than 255");
+	assert_string_equal(r.out, "");
+
 	/* A FIFO is refused at once, not waited on for a writer. */
 	char fifo[256];
 	path_in_root(fifo, sizeof(fifo), "fifo.elf");
@@ -332,8 +343,9 @@ static void test_cli_snapshot(void **state)
 	assert_string_equal(r.out, "counter: 1\nadd: 5\ncounter: 2\n");
 	snprintf(file, sizeof(file), "%s/manifest", dir);
 	assert_int_equal(access(file, R_OK), 0);
-	run(&r, "snapshot", "-q", hello, dir);
+	run(&r, "snapshot", "-q", hello, dir, "--call", "counter");
 	expect_status(&r, 1, "already exists");
+	assert_string_equal(r.out, "");	/* refused before any call ran */
 	run(&r, "snapshot", "-q", hello, dir2, "--call", "nosuch");
 	expect_status(&r, 1, "no function \"nosuch\"");
 	assert_int_equal(access(dir2, F_OK), -1);
@@ -394,6 +406,32 @@ static void test_cli_snapshot(void **state)
 	run(&r, "list", bad);
 	expect_status(&r, 3, "/manifest:");
 	assert_string_equal(r.out, "");
+
+	/* The longest name a directory can have: the temporary name it is
+	 * written under first is cut to fit. */
+	char longname[NAME_MAX + 1], longdir[NAME_MAX + 300];
+	memset(longname, 'L', NAME_MAX);
+	longname[NAME_MAX] = 0;
+	snprintf(longdir, sizeof(longdir), "%s/%s", root, longname);
+	run(&r, "snapshot", "-q", hello, longdir, "--call", "counter");
+	expect_status(&r, 0, NULL);
+	run(&r, "call", longdir, "counter");
+	expect_status(&r, 0, NULL);
+	assert_string_equal(r.out, "2\n");
+	/* A parent whose name a manifest cannot hold: refused before the
+	 * calls run, saying so. */
+	static const char *const odd[] = { "a b", "-", "tab\there" };
+	for (size_t i = 0; i < sizeof(odd) / sizeof(odd[0]); i++) {
+		char p[512], child[512];
+		snprintf(p, sizeof(p), "%s/%s", root, odd[i]);
+		snprintf(child, sizeof(child), "%s/child%zu", root, i);
+		run(&r, "snapshot", "-q", hello, p);
+		expect_status(&r, 0, NULL);
+		run(&r, "snapshot", p, child, "--call", "counter");
+		expect_status(&r, 1, "cannot be recorded in a manifest; rename the parent");
+		assert_string_equal(r.out, "");
+		assert_int_equal(access(child, F_OK), -1);
+	}
 
 	/* A FIFO in a region file's place: refused at once, not waited on. */
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s' && cp -a '%s' '%s' && chmod -R u+w '%s' && "

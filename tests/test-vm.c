@@ -10,6 +10,7 @@
  * sandboxes made from read-only copies of it; a sandbox reset in place
  * (cold boot or saved state, ended or not) starts over on the same VM.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -639,6 +640,32 @@ static void test_vm_boot_block_checked(void **state)
 	guest_close(g);
 }
 
+static int open_fds(void)
+{
+	int n = 0;
+	DIR *d = opendir("/proc/self/fd");
+	assert_non_null(d);
+	while (readdir(d))
+		n++;
+	closedir(d);
+	return n;
+}
+
+/* A VM holds two descriptors (VM and vCPU), /dev/kvm only while it is
+ * made: with -N sandboxes the file limit is reached later. */
+static void test_vm_descriptors(void **state)
+{
+	(void)state;
+	int before = open_fds();
+	struct vm *vm;
+	struct err e = { 0 };
+	if (vm_new(&vm, &e) < 0)
+		fail_msg("%s", e.msg);
+	assert_int_equal(open_fds(), before + 2);
+	vm_free(vm);
+	assert_int_equal(open_fds(), before);
+}
+
 static void watchdog_fired(int sig)
 {
 	(void)sig;
@@ -700,6 +727,7 @@ int main(void)
 		cmocka_unit_test(test_vm_bad_guest_files),
 		cmocka_unit_test(test_vm_boot_block_checked),
 		cmocka_unit_test(test_vm_deadline_near),
+		cmocka_unit_test(test_vm_descriptors),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
