@@ -70,6 +70,14 @@ static uint64_t file_5000(struct store *st, const char *name)
 	return ino;
 }
 
+/* got holds file_5000's bytes and then the 100 of 'B' appended. */
+static void check_appended(const char *got)
+{
+	for (size_t i = 0; i < 5100; i++)
+		if (got[i] != (i < 5000 ? 'A' : 'B'))
+			fail_msg("byte %zu is 0x%02x", i, (unsigned char)got[i]);
+}
+
 /* The 100 bytes appended at 5000 while the read held no lock are read,
  * not the zeros of the page's stored copy. */
 static void test_store_races_read_beside_append(void **state)
@@ -82,9 +90,7 @@ static void test_store_races_read_beside_append(void **state)
 	char got[2 * PG];
 	assert_int_equal(store_read(st, ino, got, sizeof(got), 0), 5100);
 	assert_true(pending.ran);
-	for (size_t i = 0; i < 5100; i++)
-		if (got[i] != (i < 5000 ? 'A' : 'B'))
-			fail_msg("byte %zu is 0x%02x", i, (unsigned char)got[i]);
+	check_appended(got);
 	store_test_hook = NULL;
 	assert_int_equal(store_close(st, NULL), 0);
 	tsu_store_remove(path);
@@ -115,9 +121,7 @@ static void test_store_races_map_beside_append(void **state)
 					 (ssize_t)ext[i].len);
 	}
 	store_map_done(st);
-	for (size_t i = 0; i < 5100; i++)
-		if (got[i] != (i < 5000 ? 'A' : 'B'))
-			fail_msg("byte %zu is 0x%02x", i, (unsigned char)got[i]);
+	check_appended(got);
 	store_test_hook = NULL;
 	assert_int_equal(store_close(st, NULL), 0);
 	tsu_store_remove(path);
