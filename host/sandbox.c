@@ -428,10 +428,6 @@ static int handle_out(struct sandbox *sb, uint16_t port, uint64_t rip, struct er
 	}
 }
 
-/*
- * Run until the guest reports SNAPVM_PORT_DONE.  Every other way the run
- * can stop is handled here, in one switch.
- */
 /* The deadline timeout_ms from now: 0 (none) for no limit, or for a limit
  * past the end of the clock's range (hundreds of years). */
 static uint64_t deadline_after(uint64_t timeout_ms)
@@ -442,6 +438,10 @@ static uint64_t deadline_after(uint64_t timeout_ms)
 	return now + timeout_ms * 1000000ull;
 }
 
+/*
+ * Run until the guest reports SNAPVM_PORT_DONE.  Every other way the run
+ * can stop is handled here, in one switch.
+ */
 static int run_guest(struct sandbox *sb, struct err *e)
 {
 	uint64_t deadline = deadline_after(sb->opt.timeout_ms);

@@ -244,8 +244,8 @@ fail:
 /*
  * Read len bytes at guest-physical gpa, inside one page, as the snapshot
  * holds them: scratch from the image (zero past its end), region pages by
- * pread from their files (not through the mappings, which would fault if a
- * file shrank since it was opened).
+ * pread from the files opened and mapped (not through the mappings, which
+ * would fault if a file shrank since it was opened).
  */
 static int read_phys(const struct snapshot *s, uint64_t gpa, void *buf, size_t len,
 		     struct err *e)
@@ -265,12 +265,8 @@ static int read_phys(const struct snapshot *s, uint64_t gpa, void *buf, size_t l
 			continue;
 		char path[PATH_MAX];
 		snprintf(path, sizeof(path), "%s/%s", s->dir, r->file);
-		int fd = file_open_read(AT_FDCWD, path, O_NOFOLLOW);
-		if (fd < 0)
-			return err_set(e, -errno, "%s: open: %s", path, strerror(errno));
-		ssize_t k = pread(fd, buf, len, (off_t)(gpa - r->gpa));
+		ssize_t k = pread(s->fds[i], buf, len, (off_t)(gpa - r->gpa));
 		int err = errno;
-		close(fd);
 		if (k < 0)
 			return err_set(e, -err, "%s: read: %s", path, strerror(err));
 		if ((size_t)k != len)
