@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "lib/err.h"
+#include "lib/file.h"
 #include "lib/mountinfo.h"
 #include "store.h"
 
@@ -89,7 +90,9 @@ static void admin_fsck_report(void *arg, const struct store_fsck_problem *pb)
 static int admin_open(const char *dir, unsigned flags, struct store **st)
 {
 	struct err e = { 0 };
-	int r = store_raise_file_limit();
+	/* Every pack stays open, one per GiB stored or so: more than the
+	 * usual soft limit of 1024 files on a large store. */
+	int r = file_raise_open_limit();
 	if (r < 0)
 		fprintf(stderr, "snapfs-admin: cannot raise the limit on open files: %s (continuing)\n",
 			strerror(-r));

@@ -30,6 +30,7 @@
 #include "fs.h"
 #include "fs_mount.h"
 #include "lib/err.h"
+#include "lib/file.h"
 #include "lib/mountinfo.h"
 #include "store.h"
 
@@ -278,7 +279,9 @@ int main(int argc, char *argv[])
 	if (!cmd.foreground && snapfs_fork(&notify_fd) < 0)
 		goto out_args;
 
-	r = store_raise_file_limit();
+	/* Every pack stays open, one per GiB stored or so: more than the
+	 * usual soft limit of 1024 files on a large store. */
+	r = file_raise_open_limit();
 	if (r < 0)
 		fprintf(stderr, "snapfs: cannot raise the limit on open files: %s (continuing)\n",
 			strerror(-r));

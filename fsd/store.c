@@ -21,7 +21,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "file.h"
 #include "store_i.h"
 #include "store_schema.h"
 
@@ -63,11 +62,6 @@ int store_schema_version(void)
 
 const char *const store_entries[] = { "index.db", "index.db-wal", "index.db-shm", "lock", "packs",
 				      NULL };
-
-int store_raise_file_limit(void)
-{
-	return file_raise_open_limit();
-}
 
 const char *store_dir(const struct store *st)
 {

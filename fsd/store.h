@@ -160,12 +160,6 @@ int store_schema_version(void);
  * index with its SQLite journals, the lock file and the packs folder. */
 extern const char *const store_entries[];
 
-/* A store keeps every pack file open, one per GiB stored or so, more than
- * the usual soft limit of 1024 open files allows on a large store: raise
- * the soft limit to the hard one.  For programs that open a store (a
- * library leaves process limits alone).  Returns 0 or -errno. */
-int store_raise_file_limit(void);
-
 /* ---- inodes and the namespace ------------------------------------------- */
 
 enum store_inode_flags {

@@ -23,6 +23,7 @@
 
 #include <cmocka.h>
 
+#include "file.h"
 #include "store_i.h"
 #include "test-store-util.h"
 
@@ -206,7 +207,7 @@ static unsigned open_fds(void)
 
 /* Every pack stays open: a store of more packs than the soft limit on
  * open files allows fails to open, with a message, until the programs'
- * store_raise_file_limit lifts it. */
+ * file_raise_open_limit lifts it. */
 static void test_store_packs_file_limit(void **state)
 {
 	(void)state;
@@ -230,7 +231,7 @@ static void test_store_packs_file_limit(void **state)
 	assert_non_null(strstr(e.msg, "ulimit -n"));
 	assert_int_equal(open_fds() + 10, low.rlim_cur);	/* none left open */
 
-	assert_int_equal(store_raise_file_limit(), 0);
+	assert_int_equal(file_raise_open_limit(), 0);
 	struct rlimit now;
 	assert_int_equal(getrlimit(RLIMIT_NOFILE, &now), 0);
 	assert_int_equal(now.rlim_cur, now.rlim_max);
