@@ -389,9 +389,7 @@ int store_statfs(struct store *st, struct store_statfs *out)
 	out->free_bytes = (uint64_t)sv.f_bfree * sv.f_frsize;
 	/* Page data stops short of the index's reserve, so files have that
 	 * much less room than the disk, as with ext4's reserved blocks. */
-	uint64_t avail = (uint64_t)sv.f_bavail * sv.f_frsize;
-	uint64_t reserve = store_index_reserve((uint64_t)sv.f_blocks * sv.f_frsize);
-	out->avail_bytes = avail > reserve ? avail - reserve : 0;
+	out->avail_bytes = store_page_room(&sv);
 	pthread_mutex_lock(&st->rdb_lock);
 	sqlite3_stmt *s = store_stmt(st, st->rdb, "SELECT count(*) FROM inode");
 	if (!s) {

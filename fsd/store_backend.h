@@ -23,6 +23,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/statvfs.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 
@@ -46,6 +47,15 @@ static inline uint64_t store_index_reserve(uint64_t fs_bytes)
 	if (r > (256ull << 20))
 		r = 256ull << 20;
 	return r < fs_bytes / 4 ? r : fs_bytes / 4;
+}
+
+/* The bytes page data may still take on the filesystem v describes: what
+ * is available less the index's reserve. */
+static inline uint64_t store_page_room(const struct statvfs *v)
+{
+	uint64_t avail = (uint64_t)v->f_bavail * v->f_frsize;
+	uint64_t reserve = store_index_reserve((uint64_t)v->f_blocks * v->f_frsize);
+	return avail > reserve ? avail - reserve : 0;
 }
 
 /* One live page, as handed to compact/release. */

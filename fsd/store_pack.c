@@ -285,7 +285,7 @@ static int pack_new(struct pack_be *pb, struct pack **out)
 
 /*
  * Can n more bytes of pages go to disk and leave the index its reserve
- * (store_index_reserve)?  The disk is asked again once what it granted
+ * (store_page_room)?  The disk is asked again once what it granted
  * last (half the room then, up to 64 MiB) is used up, so a nearly full
  * disk is asked often and an empty one rarely.  (lock held)
  */
@@ -298,9 +298,7 @@ static int pack_room(struct pack_be *pb, uint64_t bytes)
 	struct statvfs v;
 	if (fstatvfs(pb->dir_fd, &v) < 0)
 		return 0;	/* cannot tell: the write will */
-	uint64_t avail = (uint64_t)v.f_bavail * v.f_frsize;
-	uint64_t reserve = store_index_reserve((uint64_t)v.f_blocks * v.f_frsize);
-	uint64_t room = avail > reserve ? avail - reserve : 0;
+	uint64_t room = store_page_room(&v);
 	if (room < bytes) {
 		pb->room = 0;
 		return -ENOSPC;
