@@ -286,15 +286,8 @@ static int fsck_maps(struct fsck *f, struct htab *t)
 	return 0;
 }
 
-/* Link counts, entries to missing inodes, directories' parents. */
-#define FSCK_STR_(x) #x
-#define FSCK_STR(x) FSCK_STR_(x)
-/* The values of STORE_ROOT_INO and STORE_MAX_FILE_SIZE, as SQL text. */
-#define STORE_ROOT_INO_NUM 1
-#define STORE_MAX_FILE_SIZE_NUM 1125899906842624
-_Static_assert(STORE_ROOT_INO == STORE_ROOT_INO_NUM, "root inode in fsck's SQL");
-_Static_assert(STORE_MAX_FILE_SIZE == STORE_MAX_FILE_SIZE_NUM, "largest size in fsck's SQL");
-
+/* Link counts, entries to missing inodes, directories' parents.  The
+ * checks name the root inode :root and the largest file size :max_size. */
 static int fsck_tree(struct fsck *f)
 {
 	static const char *const checks[] = {
@@ -318,7 +311,7 @@ static int fsck_tree(struct fsck *f)
 		" LEFT JOIN symlink s ON s.ino = i.ino WHERE (i.mode & 61440) = 40960 AND s.ino IS NULL",
 		/* sizes no file can have (the daemon would refuse to stat it) */
 		"SELECT ino, -1, 'size ' || size || ' is not a file size' FROM inode"
-		" WHERE size < 0 OR size > " FSCK_STR(STORE_MAX_FILE_SIZE_NUM),
+		" WHERE size < 0 OR size > :max_size",
 		/* entries in something that is not a directory */
 		"SELECT d.ino, -1, 'its entry \"' || d.name || '\" is in inode ' || d.parent ||"
 		" CASE WHEN p.ino IS NULL THEN ', which is missing' ELSE ', not a directory' END"
@@ -330,7 +323,7 @@ static int fsck_tree(struct fsck *f)
 		" WHERE (i.mode & 61440) = 16384 AND i.parent IS NOT d.parent",
 		/* directories that no path from the root reaches (a cycle, or a
 		 * tree cut off) */
-		"WITH RECURSIVE reach(ino) AS (SELECT " FSCK_STR(STORE_ROOT_INO_NUM) " UNION"
+		"WITH RECURSIVE reach(ino) AS (SELECT :root UNION"
 		" SELECT d.ino FROM dentry d JOIN reach r ON d.parent = r.ino)"
 		" SELECT i.ino, -1, 'directory not reachable from the root' FROM inode i"
 		" WHERE (i.mode & 61440) = 16384 AND i.nlink > 0 AND i.ino NOT IN reach",
@@ -339,6 +332,12 @@ static int fsck_tree(struct fsck *f)
 		sqlite3_stmt *s;
 		if (sqlite3_prepare_v2(f->st->db, checks[c], -1, &s, NULL) != SQLITE_OK)
 			return -EIO;
+		int root = sqlite3_bind_parameter_index(s, ":root");
+		int max_size = sqlite3_bind_parameter_index(s, ":max_size");
+		if (root)
+			sqlite3_bind_int64(s, root, STORE_ROOT_INO);
+		if (max_size)
+			sqlite3_bind_int64(s, max_size, (int64_t)STORE_MAX_FILE_SIZE);
 		int rc;
 		while ((rc = sqlite3_step(s)) == SQLITE_ROW)
 			problem(f, (uint64_t)sqlite3_column_int64(s, 0), sqlite3_column_int64(s, 1), NULL,
