@@ -158,20 +158,34 @@ int store_seal(struct store *st, uint64_t ino, bool (*busy)(void *arg, uint64_t 
 	int r = store_commit(st, NULL);
 	if (r)
 		return r;
-	r = ns_tx_begin(st);
-	if (r)
-		return r;
-	struct store_attr a;
-	r = ns_attr_get(st, st->db, ino, &a);
-	if (!r && !S_ISDIR(a.mode))
-		r = -ENOTDIR;
-	if (!r && busy) {
-		int b = subtree_busy(st, ino, busy, arg);
-		r = b < 0 ? b : b ? -EBUSY : 0;
+	if (__atomic_load_n(&st->failed, __ATOMIC_RELAXED) && store_recover(st))
+		return -EIO;
+	/*
+	 * A data change checks the flag (data_enter) and makes the change
+	 * under change_lock: with it held exclusive, each change comes
+	 * whole before the seal or finds the file sealed.  gc_lock first,
+	 * as they take it.  No commit under change_lock: a commit may wait
+	 * for gc to point memory at relocated pages, which takes it.
+	 */
+	pthread_rwlock_rdlock(&st->gc_lock);
+	pthread_rwlock_wrlock(&st->change_lock);
+	r = ns_tx_open(st);
+	if (!r) {
+		struct store_attr a;
+		r = ns_attr_get(st, st->db, ino, &a);
+		if (!r && !S_ISDIR(a.mode))
+			r = -ENOTDIR;
+		if (!r && busy) {
+			int b = subtree_busy(st, ino, busy, arg);
+			r = b < 0 ? b : b ? -EBUSY : 0;
+		}
+		if (!r)
+			r = subtree_set_sealed(st, ino, true);
+		r = ns_tx_end(st, r);
 	}
-	if (!r)
-		r = subtree_set_sealed(st, ino, true);
-	return ns_tx_end(st, r);
+	pthread_rwlock_unlock(&st->change_lock);
+	pthread_rwlock_unlock(&st->gc_lock);
+	return r;
 }
 
 /* Is directory ino the top of a sealed subtree: its parent (through the

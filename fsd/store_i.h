@@ -244,8 +244,9 @@ struct store {
 /*
  * Tests only (a store library built with STORE_TEST_HOOKS): the hook is
  * called where a data call has let go of an inode's wlock, or not yet
- * taken it, so that a test can make a change in just that gap (where
- * names the place).  Compiled out otherwise.
+ * taken it, or ("change") where a change has passed its sealed check
+ * but not yet made the change, so that a test can act in just that gap
+ * (where names the place).  Compiled out otherwise.
  */
 #ifdef STORE_TEST_HOOKS
 extern void (*store_test_hook)(const char *where, struct store *st, uint64_t ino);
@@ -420,6 +421,9 @@ int ns_step(sqlite3_stmt *s);
 /* Start a change: db_lock and a write transaction (-EROFS, -EIO after a
  * failed commit that could not be recovered, or SQLite's -errno). */
 int ns_tx_begin(struct store *st);
+/* The same without the recovery (-EIO after a failed commit), for callers
+ * that hold gc_lock (store_recover takes it exclusive). */
+int ns_tx_open(struct store *st);
 /* Finish a change: commit if r == 0, else roll back; db_lock released.
  * Returns r or the commit's failure. */
 int ns_tx_end(struct store *st, int r);

@@ -110,6 +110,14 @@ int ns_tx_begin(struct store *st)
 		return -EROFS;
 	if (__atomic_load_n(&st->failed, __ATOMIC_RELAXED) && store_recover(st))
 		return -EIO;
+	return ns_tx_open(st);
+}
+
+/* ns_tx_begin on a store whose failure, if any, is not recovered here. */
+int ns_tx_open(struct store *st)
+{
+	if (st->rdonly)
+		return -EROFS;
 	pthread_mutex_lock(&st->db_lock);
 	if (__atomic_load_n(&st->failed, __ATOMIC_RELAXED)) {
 		pthread_mutex_unlock(&st->db_lock);

@@ -548,8 +548,10 @@ static int data_enter(struct store *st, uint64_t ino, bool change, struct sinode
 		data_unlock(st, change);
 		return -EPERM;
 	}
-	if (change)
+	if (change) {
 		pthread_mutex_lock(&si->wlock);
+		STORE_TEST_HOOK("change", st, ino);
+	}
 	*out = si;
 	return 0;
 }

@@ -7,15 +7,17 @@
  * xattr size rules, st_blocks, page cache kept across opens, pages kept
  * for unlinked files until the last user lets go, setuid and setgid
  * cleared by unprivileged writes, file handles valid across mounts,
- * missing names cached by the kernel, access times), and unmounts; the
- * daemon must then exit with status 0.  Shell-level tests with real tools
- * are in tests/e2e/.
+ * missing names cached by the kernel, access times, a seal against a
+ * truncate(2) in flight, with the daemon built to pause in that gap), and
+ * unmounts; the daemon must then exit with status 0.  Shell-level tests
+ * with real tools are in tests/e2e/.
  */
 #include <dirent.h>
 #include <errno.h>
 #include <grp.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -60,11 +62,12 @@ static bool mnt_mounted(const char *path)
 	return found;
 }
 
-/* Mount m in the foreground, with -o opts unless opts is NULL. */
-static void mnt_start_opts(struct mnt *m, const char *opts)
+/* Mount m in the foreground with the daemon at prog (in the build tree),
+ * with -o opts unless opts is NULL. */
+static void mnt_start_prog(struct mnt *m, const char *prog, const char *opts)
 {
 	char bin[PATH_MAX];
-	snprintf(bin, sizeof(bin), "%s/fsd/snapfs", getenv("SNAPFS_BUILD_ROOT"));
+	snprintf(bin, sizeof(bin), "%s/%s", getenv("SNAPFS_BUILD_ROOT"), prog);
 	m->pid = fork();
 	assert_true(m->pid >= 0);
 	if (m->pid == 0) {
@@ -80,6 +83,11 @@ static void mnt_start_opts(struct mnt *m, const char *opts)
 		usleep(10000);
 	}
 	assert_true(mnt_mounted(m->mnt));
+}
+
+static void mnt_start_opts(struct mnt *m, const char *opts)
+{
+	mnt_start_prog(m, "fsd/snapfs", opts);
 }
 
 static void mnt_start(struct mnt *m)
@@ -107,17 +115,41 @@ static void mnt_stop(struct mnt *m)
 	assert_int_equal(WEXITSTATUS(st), 0);
 }
 
-static int setup(void **state)
+static struct mnt *mnt_new(void)
 {
 	struct mnt *m = calloc(1, sizeof(*m));
 	snprintf(m->dir, sizeof(m->dir), "%s/snapfs-test-fs.XXXXXX",
 		 getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-	if (!mkdtemp(m->dir))
-		return -1;
+	if (!mkdtemp(m->dir)) {
+		free(m);
+		return NULL;
+	}
 	snprintf(m->store, sizeof(m->store), "%s/store", m->dir);
 	snprintf(m->mnt, sizeof(m->mnt), "%s/mnt", m->dir);
 	mkdir(m->mnt, 0755);
+	return m;
+}
+
+static int setup(void **state)
+{
+	struct mnt *m = mnt_new();
+	if (!m)
+		return -1;
 	mnt_start(m);
+	*state = m;
+	return 0;
+}
+
+/* The mount served by tests/snapfs-hooked, whose store sleeps 300 ms
+ * between a data change's sealed check and the change. */
+static int setup_truncate_pause(void **state)
+{
+	struct mnt *m = mnt_new();
+	if (!m)
+		return -1;
+	setenv("SNAPFS_TEST_PAUSE", "change:300", 1);
+	mnt_start_prog(m, "tests/snapfs-hooked", NULL);
+	unsetenv("SNAPFS_TEST_PAUSE");
 	*state = m;
 	return 0;
 }
@@ -714,6 +746,63 @@ static void test_fs_seal_rules(void **state)
 	assert_memory_equal(buf, "changed", 7);
 }
 
+struct truncation {
+	const char *path;
+	int r, err;
+};
+
+static void *truncate_main(void *arg)
+{
+	struct truncation *t = arg;
+	t->r = truncate(t->path, 0);
+	t->err = errno;
+	return NULL;
+}
+
+/* user.snapfs.pages of path: the daemon's count, never cached. */
+static long stored_pages(const char *path)
+{
+	char v[32];
+	ssize_t n = getxattr(path, "user.snapfs.pages", v, sizeof(v) - 1);
+	assert_true(n > 0);
+	v[n] = 0;
+	return strtol(v, NULL, 10);
+}
+
+/*
+ * A seal of a tree set while a truncate(2) of a file in it has passed its
+ * sealed check but not yet truncated (the daemon paused there 300 ms):
+ * the seal waits for it, so the file the seal returns on is the file it
+ * keeps.
+ */
+static void test_fs_seal_waits_for_truncate(void **state)
+{
+	struct mnt *m = *state;
+	char data[8192];
+	random_bytes(data, sizeof(data), 7);
+	assert_int_equal(mkdir(P(m, "s"), 0755), 0);
+	put_file(P(m, "s/f"), data, sizeof(data));
+	assert_int_equal(stored_pages(P(m, "s/f")), 2);
+	struct truncation t = { .path = P(m, "s/f") };
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, truncate_main, &t), 0);
+	usleep(100000);
+	assert_int_equal(setxattr(P(m, "s"), "user.snapfs.sealed", "1", 1, 0), 0);
+	long at_seal = stored_pages(P(m, "s/f"));
+	assert_int_equal(pthread_join(th, NULL), 0);
+	assert_int_equal(stored_pages(P(m, "s/f")), at_seal);
+	/* The truncate came first, or, if this thread was slow to start,
+	 * found the tree sealed. */
+	if (t.r == 0) {
+		assert_int_equal(at_seal, 0);
+	} else {
+		assert_int_equal(t.err, EPERM);
+		assert_int_equal(at_seal, 2);
+	}
+	assert_int_equal(truncate(P(m, "s/f"), 1), -1);
+	assert_int_equal(errno, EPERM);
+}
+
 static void test_fs_stop_with_files_open(void **state)
 {
 	struct mnt *m = *state;
@@ -1176,6 +1265,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_fs_fallocate_space, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fs_negative_entries, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fs_atime, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fs_seal_waits_for_truncate,
+						setup_truncate_pause, teardown),
 	};
 	return cmocka_run_group_tests_name("fs", tests, NULL, NULL);
 }
