@@ -56,16 +56,19 @@ uint64_t vm_now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-/* KVM_GET_SUPPORTED_CPUID, asked once per process */
+/* KVM_GET_SUPPORTED_CPUID, asked once per process; on failure, what
+ * failed (cpuid_what) and its -errno */
 static pthread_once_t cpuid_once = PTHREAD_ONCE_INIT;
 static struct kvm_cpuid2 *cpuid_cache;
 static int cpuid_err;
+static const char *cpuid_what = "KVM_GET_SUPPORTED_CPUID";
 
 static void load_cpuid(void)
 {
 	int kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
 	if (kvm < 0) {
 		cpuid_err = -errno;
+		cpuid_what = "/dev/kvm";
 		return;
 	}
 	for (unsigned n = 64; n <= 4096; n *= 2) {
@@ -105,8 +108,8 @@ int vm_new(struct vm **out, struct err *e)
 			       strerror(-handler_err));
 	pthread_once(&cpuid_once, load_cpuid);
 	if (!cpuid_cache)
-		return err_set(e, cpuid_err ? cpuid_err : -ENODEV,
-			       "KVM_GET_SUPPORTED_CPUID: %s", strerror(-(cpuid_err ? cpuid_err : -ENODEV)));
+		return err_set(e, cpuid_err ? cpuid_err : -ENODEV, "%s: %s", cpuid_what,
+			       strerror(-(cpuid_err ? cpuid_err : -ENODEV)));
 
 	struct vm *vm = calloc(1, sizeof(*vm));
 	if (!vm)

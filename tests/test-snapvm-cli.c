@@ -294,6 +294,21 @@ static void test_cli_verify_not_a_snapshot(void **state)
 	expect_status(&r, 3, "manifest: not a regular file");
 }
 
+/* Without /dev/kvm (the case here unless the machine has it), a call
+ * says that /dev/kvm is what is missing; with it, the call is made. */
+static void test_cli_no_kvm(void **state)
+{
+	(void)state;
+	struct run r;
+	run(&r, "call", hello, "add", "2 3");
+	if (access("/dev/kvm", F_OK) != 0) {
+		expect_status(&r, 3, "/dev/kvm: No such file or directory");
+	} else {
+		expect_status(&r, 0, NULL);
+		assert_string_equal(r.out, "5\n");
+	}
+}
+
 /* ---- with KVM ------------------------------------------------------------------ */
 
 static void test_cli_call(void **state)
@@ -468,6 +483,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_cli_bad_elf, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cli_bad_args, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cli_verify_not_a_snapshot, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cli_no_kvm, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
