@@ -22,7 +22,9 @@ story() {
 	T=$(mktemp -d "${TMPDIR:-/tmp}/snapfs-demo.XXXXXX")
 	STORE=$T/store MNT=$T/mnt
 	mkdir -p "$MNT"
-	trap 'fusermount3 -u "$MNT" 2>/dev/null; rm -rf "$T"' EXIT
+	# /bin/sh runs no EXIT trap when a signal kills it: Ctrl-C exits.
+	trap 'fusermount3 -u "$MNT" 2>/dev/null || fusermount3 -uz "$MNT" 2>/dev/null; rm -rf "$T"' EXIT
+	trap 'exit 130' INT TERM HUP
 	step() { printf '\n== %s\n' "$*"; }
 	run() { printf '$ %s\n' "$*"; "$@"; }
 
@@ -65,7 +67,11 @@ if [ "${1:-}" = --story ]; then
 fi
 
 force_vm=0
-[ "${1:-}" = --vm ] && force_vm=1
+case ${1:-} in
+'') ;;
+--vm) force_vm=1 ;;
+*) echo "usage: tools/demo.sh [--vm]" >&2; exit 2 ;;
+esac
 need_vm=0
 if [ "$force_vm" = 1 ] || ! tools/kvm-usable; then need_vm=1; fi
 if [ "$need_vm" = 1 ]; then tools/setup.sh --vm; else tools/setup.sh; fi
