@@ -151,7 +151,8 @@ static void fs_op_init(void *userdata, struct fuse_conn_info *conn)
 	if (conn->capable & FUSE_CAP_EXPORT_SUPPORT)
 		conn->want |= FUSE_CAP_EXPORT_SUPPORT;
 	conn->max_write = FS_WRITE_MAX;
-	conn->max_readahead = FS_READ_MAX;
+	conn->max_readahead = fs->cfg.max_readahead > FS_READ_MAX ? fs->cfg.max_readahead
+								  : FS_READ_MAX;
 	conn->max_read = fs->cfg.max_read;
 }
 

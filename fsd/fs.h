@@ -32,6 +32,9 @@ struct fs_config {
 	double sealed_timeout;	/* the same for sealed content */
 	bool splice;		/* reply to reads with pack-file fd buffers */
 	unsigned max_read;	/* bytes; must equal the max_read mount option */
+	unsigned max_readahead;	/* bytes the kernel may read ahead (1 MiB at
+				 * least); the mount's read_ahead_kb is cut
+				 * to it when the mount starts */
 	bool debug;		/* log store errors through fuse_log */
 	enum fs_atime atime;	/* for files and directories */
 	bool diratime;		/* directories too (no nodiratime) */

@@ -296,6 +296,7 @@ int main(int argc, char *argv[])
 		.sealed_timeout = opts.sealed_timeout,
 		.splice = !opts.nosplice,
 		.max_read = opts.read_kb * 1024,
+		.max_readahead = opts.readahead_kb * 1024,
 		.debug = cmd.debug,
 	};
 	if (fs_new(store, &cfg, &fs) < 0) {

@@ -98,6 +98,11 @@ ok "the daemon raised its soft limit on open files to the hard one (every pack s
 	"$(grep "^Max open files" "/proc/$pid/limits")"
 fusermount3 -u "$MNT"
 ok "fusermount3 -u unmounts" $(is_mounted && echo 1 || echo 0)
+"$SNAPFS" -o readahead=4096 "$STORE" "$MNT"
+dev=$(awk -v m="$MNT" '$5 == m { print $3 }' /proc/self/mountinfo | tail -n 1)
+check "-o readahead=4096 sets read_ahead_kb to 4096 (not cut to the default's 1024)" \
+	sh -c '[ "$(cat /sys/class/bdi/$1/read_ahead_kb)" = 4096 ]' sh "$dev"
+fusermount3 -u "$MNT"
 i=0
 while [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
 ok "the daemon exits after fusermount3 -u" $([ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null && echo 0 || echo 1) "pid '$pid'"
