@@ -454,13 +454,17 @@ static void hand_out_above_index(struct store *st)
 	sqlite3_finalize(s);
 }
 
-/* Inodes left without links by a crash (or closed before release). */
+/* Inodes left without links by a crash (or closed before release).  One
+ * that an entry still names is not an orphan but a wrong link count,
+ * which fsck reports: it is kept. */
 static int reclaim_orphans(struct store *st, struct err *e)
 {
 	for (;;) {
 		sqlite3_stmt *s;
-		int rc = sqlite3_prepare_v2(st->db, "SELECT ino FROM inode WHERE nlink = 0 LIMIT 1", -1,
-					    &s, NULL);
+		int rc = sqlite3_prepare_v2(st->db,
+					    "SELECT ino FROM inode i WHERE nlink = 0 AND NOT EXISTS"
+					    " (SELECT 1 FROM dentry d WHERE d.ino = i.ino) LIMIT 1",
+					    -1, &s, NULL);
 		if (rc != SQLITE_OK)
 			return store_sql_err(st, st->db, rc, e, "finding orphans");
 		rc = sqlite3_step(s);

@@ -194,6 +194,24 @@ static int fsck_pages(struct fsck *f, struct htab *t)
 	return r;
 }
 
+/* index.db itself: SQLite's own check of its pages, tables and indexes
+ * (gc deletes what an index says is dead, so a damaged index is damage
+ * fsck must name, not skip). */
+static int fsck_index(struct fsck *f)
+{
+	sqlite3_stmt *s;
+	if (sqlite3_prepare_v2(f->st->db, "PRAGMA integrity_check(100)", -1, &s, NULL) != SQLITE_OK)
+		return -EIO;
+	int rc;
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		const char *what = (const char *)sqlite3_column_text(s, 0);
+		if (what && strcmp(what, "ok"))
+			problem(f, 0, -1, NULL, "index.db: %s", what);
+	}
+	sqlite3_finalize(s);
+	return rc == SQLITE_DONE ? 0 : -EIO;
+}
+
 /* Every page-map slot: resolves, at the indexed location, to a good page. */
 static int fsck_maps(struct fsck *f, struct htab *t)
 {
@@ -294,6 +312,14 @@ static int fsck_tree(struct fsck *f)
 		/* entries naming missing inodes */
 		"SELECT d.parent, -1, 'entry \"' || d.name || '\" names missing inode ' || d.ino"
 		" FROM dentry d LEFT JOIN inode i ON i.ino = d.ino WHERE i.ino IS NULL",
+		/* inodes counted as unlinked that an entry still names (a
+		 * mount would reclaim them as orphans, were it not for that
+		 * entry) */
+		"SELECT i.ino, -1, 'link count 0, but ' || count(d.id) || ' names'"
+		" FROM inode i JOIN dentry d ON d.ino = i.ino WHERE i.nlink = 0 GROUP BY i.ino",
+		/* files that record stored pages but have no page map left */
+		"SELECT i.ino, -1, 'inode records ' || i.pages || ' stored pages, its map has 0'"
+		" FROM inode i WHERE i.pages > 0 AND NOT EXISTS (SELECT 1 FROM chunk c WHERE c.ino = i.ino)",
 		/* link counts of non-directories */
 		"SELECT i.ino, -1, 'link count ' || i.nlink || ', but ' || count(d.id) || ' names'"
 		" FROM inode i LEFT JOIN dentry d ON d.ino = i.ino"
@@ -373,7 +399,9 @@ int store_fsck(struct store *st, store_fsck_fn report, store_progress_fn progres
 	pthread_rwlock_rdlock(&st->gc_lock);
 	pthread_mutex_lock(&st->db_lock);
 	sqlite3_exec(st->db, "BEGIN", NULL, NULL, NULL);
-	r = fsck_pages(&f, &t);
+	r = fsck_index(&f);
+	if (!r)
+		r = fsck_pages(&f, &t);
 	if (!r)
 		r = fsck_maps(&f, &t);
 	if (!r)

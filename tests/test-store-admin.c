@@ -483,6 +483,65 @@ static void test_store_admin_fsck_tree_damage(void **state)
 	tsu_store_remove(path);
 }
 
+/*
+ * Damage only SQLite or the link counts show: an inode counted unlinked
+ * that an entry still names is reported and kept (a mount reclaimed it as
+ * an orphan), a file whose page map rows are gone is named, and an index
+ * out of step with its table (page_dead holding live pages, which gc
+ * would free) is SQLite's integrity check's to find.
+ */
+static void test_store_admin_fsck_index_damage(void **state)
+{
+	(void)state;
+	char *path;
+	struct store *st = tsu_new_store(&path);
+	uint64_t f = write_file(st, STORE_ROOT_INO, "f", 2, 11);
+	uint64_t h = write_file(st, STORE_ROOT_INO, "h", 2, 12);
+	assert_int_equal(store_close(st, NULL), 0);
+
+	char db[4200], sql[512];
+	snprintf(db, sizeof(db), "%s/index.db", path);
+	sqlite3 *sq;
+	assert_int_equal(sqlite3_open(db, &sq), SQLITE_OK);
+	snprintf(sql, sizeof(sql), "UPDATE inode SET nlink = 0 WHERE ino = %llu;"
+		 "DELETE FROM chunk WHERE ino = %llu;",
+		 (unsigned long long)f, (unsigned long long)h);
+	assert_int_equal(sqlite3_exec(sq, sql, NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(sq);
+
+	/* A writable open reclaims orphans: f is not one. */
+	assert_int_equal(store_open(path, 0, &st, NULL), 0);
+	check_file(st, f, 2, 11);
+	struct store_fsck_result res;
+	struct found fd = { 0 };
+	assert_int_equal(store_fsck(st, report, NULL, &fd, &res, NULL), 0);
+	assert_true(has(&fd, "/f", -1, "link count 0, but 1 names"));
+	assert_true(has(&fd, "/h", -1, "inode records 2 stored pages, its map has 0"));
+	assert_int_equal(store_close(st, NULL), 0);
+
+	/* page_dead rebuilt over the live pages, its schema text put back. */
+	assert_int_equal(sqlite3_open(db, &sq), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(sq,
+				      "DROP INDEX page_dead;"
+				      "CREATE INDEX page_dead ON page(loc) WHERE refs = 1;"
+				      "PRAGMA writable_schema = ON;"
+				      "UPDATE sqlite_schema SET sql = 'CREATE INDEX page_dead ON page(loc)"
+				      " WHERE refs = 0' WHERE name = 'page_dead';"
+				      "PRAGMA writable_schema = OFF;",
+				      NULL, NULL, NULL),
+			 SQLITE_OK);
+	sqlite3_close(sq);
+	assert_int_equal(store_open(path, STORE_RDONLY, &st, NULL), 0);
+	memset(&fd, 0, sizeof(fd));
+	assert_int_equal(store_fsck(st, report, NULL, &fd, &res, NULL), 0);
+	bool named = false;
+	for (int i = 0; i < fd.n && i < 8; i++)
+		named |= !strncmp(fd.what[i], "index.db: ", 10) && strstr(fd.what[i], "page_dead");
+	assert_true(named);
+	assert_int_equal(store_close(st, NULL), 0);
+	tsu_store_remove(path);
+}
+
 static char logged[4096];
 
 static void log_msg(void *arg, const char *msg)
@@ -643,6 +702,7 @@ int main(void)
 		cmocka_unit_test(test_store_admin_pack_cut_short),
 		cmocka_unit_test(test_store_admin_pack_gone_locations_kept),
 		cmocka_unit_test(test_store_admin_fsck_tree_damage),
+		cmocka_unit_test(test_store_admin_fsck_index_damage),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
