@@ -262,10 +262,12 @@ int vm_set_entry(struct vm *vm, uint64_t rip, uint64_t rsp, uint64_t rdi, struct
 
 /* ---- the whole vCPU state ---- */
 
+#define MSR_IA32_TSC 0x00000010
+
 /*
  * MSRs a resumed guest may depend on.  The TSC goes last: KVM adjusts the
  * TSC offset when it is written, so the guest's clock carries on from the
- * saved value.
+ * saved value (see vm_restore_tsc for when it does not).
  */
 static const uint32_t wanted_msrs[] = {
 	0x00000174,	/* IA32_SYSENTER_CS */
@@ -279,7 +281,7 @@ static const uint32_t wanted_msrs[] = {
 	0xc0000084,	/* SFMASK */
 	0xc0000102,	/* KERNEL_GS_BASE */
 	0xc0000103,	/* TSC_AUX */
-	0x00000010,	/* IA32_TSC */
+	MSR_IA32_TSC,	/* IA32_TSC */
 };
 _Static_assert(sizeof(wanted_msrs) / sizeof(wanted_msrs[0]) <= CPUSTATE_MSRS_MAX, "MSRs fit a cpu file");
 
@@ -449,6 +451,42 @@ static int vm_set_debugregs(struct vm *vm, const struct kvm_debugregs *in, struc
 		       "set them", (unsigned long long)d.dr7);
 }
 
+/*
+ * Make the guest's TSC carry on from want, the value just written with
+ * KVM_SET_MSRS.  KVM takes a write from the host that lands within a
+ * second's worth of cycles of the value it expects (for a new vCPU, the
+ * cycles since it was made) as vCPUs being synchronised, and keeps the
+ * offset it has: the value is dropped.  A snapshot taken in the guest's
+ * first second then resumed with its clock behind the saved one, and each
+ * sandbox from it at a different value.  So the TSC is read back, and if
+ * it is behind, the offset (KVM_VCPU_TSC_OFFSET, Linux 5.16) is moved by
+ * the difference.
+ */
+static int vm_restore_tsc(struct vm *vm, uint64_t want, struct err *e)
+{
+	struct {
+		struct kvm_msrs hdr;
+		struct kvm_msr_entry entry;
+	} m = { .hdr.nmsrs = 1, .entry.index = MSR_IA32_TSC };
+	int r = kvm_ioctl(e, vm->vcpu_fd, KVM_GET_MSRS, &m.hdr);
+	if (r < 0)
+		return r;
+	if (r != 1)
+		return err_set(e, -EIO, "KVM_GET_MSRS: the TSC could not be read");
+	uint64_t now = m.entry.data;
+	if (now >= want)
+		return 0;
+	uint64_t offset;
+	struct kvm_device_attr a = { .group = KVM_VCPU_TSC_CTRL, .attr = KVM_VCPU_TSC_OFFSET,
+				     .addr = (uintptr_t)&offset };
+	if (ioctl(vm->vcpu_fd, KVM_GET_DEVICE_ATTR, &a) < 0)
+		return err_set(e, -errno, "restoring the guest's TSC 0x%llx (KVM kept 0x%llx): "
+			       "KVM_VCPU_TSC_OFFSET: %s", (unsigned long long)want,
+			       (unsigned long long)now, strerror(errno));
+	offset += want - now;
+	return kvm_ioctl(e, vm->vcpu_fd, KVM_SET_DEVICE_ATTR, &a);
+}
+
 int vm_set_cpu(struct vm *vm, const struct cpustate *cs, struct err *e)
 {
 	int r = cpustate_check(cs, e);
@@ -489,6 +527,9 @@ int vm_set_cpu(struct vm *vm, const struct cpustate *cs, struct err *e)
 	if ((uint32_t)r != cs->nmsrs)
 		return err_set(e, -EINVAL, "KVM_SET_MSRS: MSR 0x%x = 0x%llx refused", cs->msrs[r].index,
 			       (unsigned long long)cs->msrs[r].data);
+	for (uint32_t i = 0; i < cs->nmsrs; i++)
+		if (cs->msrs[i].index == MSR_IA32_TSC)
+			return vm_restore_tsc(vm, cs->msrs[i].data, e);
 	return 0;
 }
 

@@ -449,6 +449,59 @@ static void test_snapshot_scratch_resident(void **state)
 	snapshot_close(s);
 }
 
+/* The guest's TSC (rdmsr of IA32_TSC), as a number. */
+static uint64_t guest_tsc(struct sandbox *sb)
+{
+	char got[64];
+	call(sb, "msr", "10", got, sizeof(got));
+	return strtoull(got, NULL, 16);
+}
+
+/*
+ * The guest's TSC carries on from the value saved in the cpu file, in
+ * every sandbox started from the snapshot and after a reset, even for a
+ * snapshot taken in the guest's first second (where KVM takes the write
+ * of the saved value for vCPUs being synchronised and drops it).
+ */
+static void test_snapshot_tsc(void **state)
+{
+	(void)state;
+	struct guest *g;
+	struct sandbox *live = boot_elf("regs", &g, 1u << 20);
+	uint64_t before = guest_tsc(live);
+	take(live, "regs", NULL, "t", NULL);
+	sandbox_free(live);
+	guest_close(g);
+
+	char cpu[512], line[256];
+	dir_path(cpu, sizeof(cpu), "t/cpu");
+	FILE *f = fopen(cpu, "r");
+	assert_non_null(f);
+	uint64_t saved = 0;
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, "msr 0x00000010 ", 15))
+			saved = strtoull(line + 15, NULL, 16);
+	fclose(f);
+	print_message("# TSC: %llu in the live guest, %llu saved\n", (unsigned long long)before,
+		      (unsigned long long)saved);
+	assert_true(saved > before);
+
+	struct snapshot *s = open_snap("t");
+	struct err e = { 0 };
+	for (int i = 0; i < 2; i++) {
+		struct sandbox *sb = start(s);
+		uint64_t t = guest_tsc(sb);
+		print_message("# sandbox %d: TSC %llu\n", i, (unsigned long long)t);
+		assert_true(t >= saved);
+		assert_int_equal(snapshot_reset(s, NULL, &sb, &e), 0);
+		t = guest_tsc(sb);
+		print_message("# sandbox %d after a reset: TSC %llu\n", i, (unsigned long long)t);
+		assert_true(t >= saved);
+		sandbox_free(sb);
+	}
+	snapshot_close(s);
+}
+
 /*
  * State the guest keeps in the vCPU — MSRs written with wrmsr, an SSE
  * register, debug registers — is in the cpu file, comes back in sandboxes
@@ -758,6 +811,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_snapshot_reset_in_place, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_scratch_resident, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_cpu_state, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_snapshot_tsc, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_watchpoint, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_exports_listed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_derived_parent_replaced, setup, teardown),
