@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "file.h"
 #include "sandbox.h"
@@ -185,6 +186,12 @@ static int cmd_call(int argc, char **argv)
 		return SNAPVM_EXIT_USAGE;
 	}
 	const char *src = argv[i], *fn = argv[i + 1];
+	/* Which options apply depends on what src is: one that is missing
+	 * is reported as such, not by the options of a guest ELF. */
+	if (access(src, F_OK) != 0) {
+		fprintf(stderr, "snapvm: %s: %s\n", src, strerror(errno));
+		return SNAPVM_EXIT_LOAD;
+	}
 	int snapshot = is_dir(src);
 	if (snapshot ? snapvm_opts_only(&o, OPT_TIMEOUT | OPT_SANDBOXES | OPT_STDIN | OPT_RAW |
 					OPT_QUIET, "a snapshot (its sizes are fixed)")

@@ -277,6 +277,8 @@ static void test_cli_verify_not_a_snapshot(void **state)
 	run(&r, "verify", dir);
 	expect_status(&r, 1, "manifest");
 	assert_non_null(strstr(r.out, "manifest: FAILED"));
+	run(&r, "call", "-N", "2", "/nonexistent/snapshot", "counter");
+	expect_status(&r, 3, "/nonexistent/snapshot: No such file or directory");
 	run(&r, "verify", "/nonexistent/snapshot");
 	expect_status(&r, 1, "/nonexistent/snapshot");
 	run(&r, "call", dir, "counter");
