@@ -197,6 +197,7 @@ static void test_callbuf_faults(void **state)
 	struct snapvm_fault sc = { SNAPVM_FAULT_SCRATCH, 14, 3, 0x400030, 0x40000000 };
 	callbuf_describe_fault(&sc, buf, sizeof(buf));
 	assert_non_null(strstr(buf, "out of scratch memory"));
+	assert_non_null(strstr(buf, "boot it with a larger --scratch)"));
 	struct snapvm_fault junk = { 99, 0, 0, 0x5, 0 };
 	callbuf_describe_fault(&junk, buf, sizeof(buf));
 	assert_non_null(strstr(buf, "unknown fault kind 99"));
