@@ -224,6 +224,7 @@ int main(int argc, char *argv[])
 	}
 	if (cmd.show_version) {
 		printf("snapfs version %s\n", SNAPFS_VERSION);
+		fflush(stdout);	/* before fusermount3 --version writes its line */
 		fuse_lowlevel_version();
 		ret = 0;
 		goto out_args;

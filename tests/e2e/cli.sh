@@ -7,7 +7,7 @@
 . "$(dirname "$0")/lib.sh"
 
 check "--help names the usage" sh -c '"$1" --help | grep -q "STORE MOUNTPOINT"' sh "$SNAPFS"
-check "--version prints the version" sh -c '"$1" --version | grep -q "snapfs version"' sh "$SNAPFS"
+check "--version prints the version first" sh -c '"$1" --version | head -n 1 | grep -q "^snapfs version"' sh "$SNAPFS"
 check_fails "no arguments is an error" "$SNAPFS"
 
 # Refusals: a file, and a folder that holds something else.
