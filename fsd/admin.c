@@ -157,7 +157,10 @@ static int admin_gc_mounted(const char *dir, struct mountinfo_ent *ent)
 		n = getxattr(ent->mnt, "user.snapfs.gc", val, sizeof(val) - 1);
 	if (n < 0) {
 		fprintf(stderr, "snapfs-admin: gc %s through the mount at %s: %s%s\n", dir, ent->mnt,
-			strerror(errno), errno == EBUSY ? " (an fsck is running?)" : "");
+			strerror(errno),
+			errno == EBUSY ? " (an fsck is running?)"
+				       : " (the daemon's log says why: syslog, or its standard error"
+					 " with -f)");
 		return 2;
 	}
 	val[n] = 0;
@@ -278,7 +281,7 @@ static void admin_usage(FILE *f)
 		   "       snapfs-admin --help | --version\n"
 		   "STORE is the store folder, or the mount point of a store snapfs serves.\n"
 		   "fsck and stats work beside a mounted store; gc of a mounted store is run\n"
-		   "by its snapfs daemon, and the filesystem waits while it runs.\n"
+		   "by its snapfs daemon, and calls on the filesystem wait only briefly.\n"
 		   "fsck exits 0 if clean, 1 if it found problems, 2 if it could not run.\n");
 }
 
