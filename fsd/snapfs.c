@@ -48,24 +48,70 @@ struct snapfs_opts {
 #define READAHEAD_UNSET UINT_MAX
 #define READAHEAD_DEFAULT_KB 1024u
 
+/* Options with a value are parsed here, strictly, rather than by
+ * fuse_opt's scanf: "%u" takes -5 for 4294967291. */
+enum { KEY_READAHEAD, KEY_READ_SIZE, KEY_TIMEOUT, KEY_SEALED_TIMEOUT };
+
 #define SNAPFS_OPT(t, p) { t, offsetof(struct snapfs_opts, p), 1 }
 static const struct fuse_opt snapfs_opt_spec[] = {
-	SNAPFS_OPT("readahead=%u", readahead_kb),
-	SNAPFS_OPT("read_size=%u", read_kb),
+	FUSE_OPT_KEY("readahead=", KEY_READAHEAD),
+	FUSE_OPT_KEY("read_size=", KEY_READ_SIZE),
 	SNAPFS_OPT("nosplice", nosplice),
 	SNAPFS_OPT("remount", remount),
-	SNAPFS_OPT("timeout=%lf", timeout),
-	SNAPFS_OPT("sealed_timeout=%lf", sealed_timeout),
+	FUSE_OPT_KEY("timeout=", KEY_TIMEOUT),
+	FUSE_OPT_KEY("sealed_timeout=", KEY_SEALED_TIMEOUT),
 	FUSE_OPT_END
 };
+
+/* The value of "NAME=VALUE" in arg as a whole number from lo to hi
+ * (KiB); 0, or -1 after a message. */
+static int opt_kib(const char *arg, unsigned lo, unsigned hi, unsigned *out)
+{
+	const char *v = strchr(arg, '=') + 1;
+	char *end;
+	errno = 0;
+	unsigned long long n = strtoull(v, &end, 10);
+	if (*v < '0' || *v > '9' || *end || errno || n < lo || n > hi) {
+		fprintf(stderr, "snapfs: %s: must be a number of KiB from %u to %u\n", arg, lo, hi);
+		return -1;
+	}
+	*out = (unsigned)n;
+	return 0;
+}
+
+/* The value of "NAME=VALUE" in arg as seconds, 0 to a year; 0, or -1
+ * after a message. */
+static int opt_seconds(const char *arg, double *out)
+{
+	const char *v = strchr(arg, '=') + 1;
+	char *end;
+	double d = strtod(v, &end);
+	if (end == v || *end || !(d >= 0 && d <= 366 * 86400.0)) {
+		fprintf(stderr, "snapfs: %s: must be a number of seconds from 0 to 31622400\n", arg);
+		return -1;
+	}
+	*out = d;
+	return 0;
+}
 
 static int snapfs_opt_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
 {
 	(void)outargs;
 	struct snapfs_opts *o = data;
-	if (key == FUSE_OPT_KEY_NONOPT && !o->store) {
+	switch (key) {
+	case FUSE_OPT_KEY_NONOPT:
+		if (o->store)
+			return 1;
 		o->store = strdup(arg);
 		return o->store ? 0 : -1;
+	case KEY_READAHEAD:
+		return opt_kib(arg, 0, 1024 * 1024, &o->readahead_kb);
+	case KEY_READ_SIZE:
+		return opt_kib(arg, 4, 1004, &o->read_kb);
+	case KEY_TIMEOUT:
+		return opt_seconds(arg, &o->timeout);
+	case KEY_SEALED_TIMEOUT:
+		return opt_seconds(arg, &o->sealed_timeout);
 	}
 	return 1;
 }
@@ -237,17 +283,9 @@ int main(int argc, char *argv[])
 		ret = snapfs_remount(&args, opts.store, cmd.mountpoint);
 		goto out_args;
 	}
-	if (opts.read_kb < 4 || opts.read_kb > 1004) {
-		fprintf(stderr, "snapfs: read_size=%u: must be 4..1004 KiB\n", opts.read_kb);
-		goto out_args;
-	}
 	bool readahead_given = opts.readahead_kb != READAHEAD_UNSET;
 	if (!readahead_given)
 		opts.readahead_kb = READAHEAD_DEFAULT_KB;
-	if (opts.readahead_kb > 1024 * 1024) {
-		fprintf(stderr, "snapfs: readahead=%u: too large\n", opts.readahead_kb);
-		goto out_args;
-	}
 	/* Check the mount point first, so a typo there creates no store. */
 	struct stat mst;
 	if (stat(cmd.mountpoint, &mst) < 0) {

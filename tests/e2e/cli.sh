@@ -26,6 +26,15 @@ out=$("$SNAPFS" "$T/never" "$T/no-such-mountpoint" 2>&1)
 st=$?
 ok "a missing mount point is refused, naming it, and creates no store" \
 	$([ $st -ne 0 ] && echo "$out" | grep -q "no-such-mountpoint" && [ ! -e "$T/never" ] && echo 0 || echo 1) "$out"
+# Option values out of range or not numbers are refused, quoted as given.
+for o in readahead=-5 readahead=99999999999 read_size=2 read_size=4k timeout=-1 timeout=nan \
+	sealed_timeout=soon; do
+	out=$("$SNAPFS" -o "$o" "$T/never" "$MNT" 2>&1)
+	st=$?
+	ok "-o $o is refused, quoting it, and creates no store" \
+		$([ $st -ne 0 ] && echo "$out" | grep -q "^snapfs: $o: must be a number" &&
+			[ ! -e "$T/never" ] && echo 0 || echo 1) "$out"
+done
 # A store the mount would cover deadlocks the daemon on its own files
 # (each access a request to itself): refused before anything is made.
 mkdir "$T/mp"
