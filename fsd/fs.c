@@ -639,8 +639,10 @@ static int fs_open_file(struct fs *fs, const struct store_attr *a, struct fuse_f
 		fi->keep_cache = 0;
 	else
 		fi->keep_cache = fs_inode_take_keep_cache(&fs->inodes, a->ino);
-	/* Nothing to commit when a read-only handle is closed. */
-	fi->noflush = !writer;
+	/* Nothing to commit when a read-only handle is closed, unless its
+	 * open emptied the file (O_RDONLY|O_TRUNC truncates on Linux), which
+	 * is committed at close like a write. */
+	fi->noflush = !writer && !(fi->flags & O_TRUNC);
 	return 0;
 }
 
@@ -694,8 +696,10 @@ static int fs_open_truncate(fuse_req_t req, struct fs *fs, fuse_ino_t ino, struc
 	if (fs_drops_setid(req, &in.mode))
 		mask |= STORE_SET_MODE;
 	int r = store_setattr(fs->store, ino, &in, mask, a);
-	if (r == 0)
+	if (r == 0) {
 		fs_inode_mark_changed(&fs->inodes, ino);
+		fs_inode_note_mode(&fs->inodes, ino, a->mode);
+	}
 	return r;
 }
 
@@ -706,10 +710,17 @@ static void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	int r = store_getattr(fs->store, ino, &a);
 	if (r == 0 && S_ISDIR(a.mode))
 		r = -EISDIR;
-	if (r == 0 && (fi->flags & O_TRUNC))
-		r = fs_open_truncate(req, fs, ino, &a);
+	/* The handle first: a writer counts from then on, so a seal of the
+	 * tree comes before it (and the open fails with the file untouched)
+	 * or waits until it is closed, rather than sealing the file between
+	 * the truncation and the open. */
 	if (r == 0)
 		r = fs_open_file(fs, &a, fi);
+	if (r == 0 && (fi->flags & O_TRUNC)) {
+		r = fs_open_truncate(req, fs, ino, &a);
+		if (r < 0)
+			fs_release_file(fs, ino, fi->fh);
+	}
 	if (r < 0)
 		return (void)fuse_reply_err(req, -r);
 	if (fi->flags & O_TRUNC)

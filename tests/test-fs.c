@@ -748,13 +748,14 @@ static void test_fs_seal_rules(void **state)
 
 struct truncation {
 	const char *path;
+	bool open;	/* open(O_WRONLY|O_TRUNC) rather than truncate(2) */
 	int r, err;
 };
 
 static void *truncate_main(void *arg)
 {
 	struct truncation *t = arg;
-	t->r = truncate(t->path, 0);
+	t->r = t->open ? open(t->path, O_WRONLY | O_TRUNC) : truncate(t->path, 0);
 	t->err = errno;
 	return NULL;
 }
@@ -801,6 +802,24 @@ static void test_fs_seal_waits_for_truncate(void **state)
 	}
 	assert_int_equal(truncate(P(m, "s/f"), 1), -1);
 	assert_int_equal(errno, EPERM);
+
+	/* An open for writing with O_TRUNC is a writer from before it
+	 * truncates: a seal set while it truncates waits, then finds it open
+	 * (EBUSY), rather than sealing the file between the truncation and
+	 * the open (which then failed, the file emptied). */
+	assert_int_equal(mkdir(P(m, "o"), 0755), 0);
+	put_file(P(m, "o/f"), data, sizeof(data));
+	struct truncation o = { .path = P(m, "o/f"), .open = true };
+	assert_int_equal(pthread_create(&th, NULL, truncate_main, &o), 0);
+	usleep(100000);
+	int sealed = setxattr(P(m, "o"), "user.snapfs.sealed", "1", 1, 0);
+	int seal_err = errno;
+	assert_int_equal(pthread_join(th, NULL), 0);
+	assert_true(o.r >= 0);
+	assert_int_equal(sealed, -1);
+	assert_int_equal(seal_err, EBUSY);
+	assert_int_equal(close(o.r), 0);
+	assert_int_equal(stored_pages(P(m, "o/f")), 0);
 }
 
 static void test_fs_stop_with_files_open(void **state)

@@ -72,23 +72,26 @@ check "a file fsync()ed but never closed is intact after kill -9" cmp "$T/synced
 # (truncate(2)) or whose descriptor was closed (ftruncate, open with
 # O_TRUNC) survive kill -9, even while another descriptor keeps each file
 # open, so that no release commits them.
-for f in t1 t2 t3; do head -c 1000000 /dev/urandom >"$M/$f"; done
+for f in t1 t2 t3 t4; do head -c 1000000 /dev/urandom >"$M/$f"; done
 sleep 600 <"$M/t1" & h1=$!
 sleep 600 <"$M/t2" & h2=$!
 sleep 600 <"$M/t3" & h3=$!
+sleep 600 <"$M/t4" & h4=$!
 truncate -s 5000 "$M/t1"
 python3 -c 'import os, sys; os.truncate(sys.argv[1], 4096)' "$M/t2"
 : >"$M/t3"
+python3 -c 'import os, sys; os.close(os.open(sys.argv[1], os.O_RDONLY | os.O_TRUNC))' "$M/t4"
 kill -9 "$DPID"
 wait "$DPID" 2>/dev/null
 DPID=
-kill $h1 $h2 $h3 2>/dev/null
-wait $h1 $h2 $h3 2>/dev/null
+kill $h1 $h2 $h3 $h4 2>/dev/null
+wait $h1 $h2 $h3 $h4 2>/dev/null
 fusermount3 -u "$MNT" 2>/dev/null || umount -l "$MNT"
 fs_mount || exit 1
 check "ftruncate and close survive kill -9" test "$(stat -c %s "$M/t1")" = 5000
 check "truncate(2) survives kill -9" test "$(stat -c %s "$M/t2")" = 4096
 check "open with O_TRUNC and close survives kill -9" test "$(stat -c %s "$M/t3")" = 0
+check "open with O_RDONLY|O_TRUNC and close survives kill -9" test "$(stat -c %s "$M/t4")" = 0
 fs_umount
 check "fsck is clean at the end" "$ADMIN" fsck "$STORE"
 finish
