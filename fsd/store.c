@@ -92,11 +92,22 @@ int store_sql_errno(int rc)
 	}
 }
 
-/* Map an SQLite result to -errno and describe it. */
+/* Map an SQLite result to -errno and describe it.  SQLite cannot open
+ * index.db in a folder it may not write, even to read: a WAL database
+ * needs its index.db-shm beside it.  Its message does not say so. */
 int store_sql_err(struct store *st, sqlite3 *db, int rc, struct err *e, const char *what)
 {
-	return err_set(e, store_sql_errno(rc), "store %s: %s: %s", st ? st->dir : "?", what,
-		       db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+	const char *why = "";
+	bool cannot = (rc & 0xff) == SQLITE_CANTOPEN || (rc & 0xff) == SQLITE_READONLY;
+	if (cannot && st && access(st->dir, W_OK) != 0)
+		why = errno == EROFS ? " (the store's folder is on a read-only filesystem, and"
+				       " SQLite must make index.db-shm beside index.db even to read it)"
+		      : errno == EACCES ? " (the store's folder is not writable by this user, and"
+					  " SQLite must make index.db-shm beside index.db even to read"
+					  " it)"
+					: "";
+	return err_set(e, store_sql_errno(rc), "store %s: %s: %s%s", st ? st->dir : "?", what,
+		       db ? sqlite3_errmsg(db) : sqlite3_errstr(rc), why);
 }
 
 sqlite3_stmt *store_stmt(struct store *st, sqlite3 *db, const char *sql)

@@ -341,6 +341,15 @@ check "... and the file written before is there" \
 	asuser sh -c '[ "$(cat "$1/f")" = hi ]' sh "$U/mnt"
 asuser fusermount3 -u "$U/mnt"
 E2E_UMOUNT_AFTER=
+# A store folder its user may not write cannot be read either (SQLite
+# must make index.db-shm): the message says so.
+cp "$ADMIN" "$U/snapfs-admin"
+chmod 555 "$U/store"
+out=$(asuser "$U/snapfs-admin" stats "$U/store" 2>&1)
+st=$?
+ok "stats of a store folder its user may not write says why it cannot open it" \
+	$([ $st -eq 2 ] && echo "$out" | grep -q "not writable by this user" && echo 0 || echo 1) "$out"
+chmod 700 "$U/store"
 
 # A pack cut short behind the store's back: reading the file fails with
 # EIO, spliced or copied, and never reads as a shorter file.
