@@ -139,10 +139,22 @@ static int64_t count_of(struct store *st, const char *sql)
 	return n;
 }
 
+/* Where the page at loc lives, for a problem's text. */
+static const char *fsck_where(struct fsck *f, uint64_t loc, char *buf, size_t size)
+{
+	struct store_backend *be = f->st->be;
+	if (be->ops->where)
+		be->ops->where(be, loc, buf, size);
+	else
+		snprintf(buf, size, "location %llx", (unsigned long long)loc);
+	return buf;
+}
+
 /* Every indexed page: readable, and its bytes hash to its name. */
 static int fsck_pages(struct fsck *f, struct htab *t)
 {
 	struct store *st = f->st;
+	char at[64];
 	int64_t total = count_of(st, "SELECT count(*) FROM page");
 	sqlite3_stmt *s;
 	if (sqlite3_prepare_v2(st->db, "SELECT hash, loc, refs FROM page ORDER BY loc", -1, &s, NULL) !=
@@ -180,8 +192,8 @@ static int fsck_pages(struct fsck *f, struct htab *t)
 			 memcmp(got, hash, STORE_HASH_SIZE))
 			fp->bad = FPAGE_MISMATCH;
 		if (fp->bad && refs == 0)
-			problem(f, 0, -1, hash, "unreferenced page at %llx: %s", (unsigned long long)loc,
-				fpage_why(fp->bad));
+			problem(f, 0, -1, hash, "unreferenced page at %s: %s",
+				fsck_where(f, loc, at, sizeof(at)), fpage_why(fp->bad));
 		f->res->pages_checked++;
 		if (f->progress && (++done % 4096 == 0 || done == (uint64_t)total))
 			f->progress(f->arg, "checking pages", done, (uint64_t)total);
@@ -216,6 +228,7 @@ static int fsck_index(struct fsck *f)
 static int fsck_maps(struct fsck *f, struct htab *t)
 {
 	struct store *st = f->st;
+	char at[64];
 	int64_t total = count_of(st, "SELECT count(*) FROM chunk");
 	sqlite3_stmt *s;
 	if (sqlite3_prepare_v2(st->db,
@@ -272,18 +285,18 @@ static int fsck_maps(struct fsck *f, struct htab *t)
 			struct fpage *fp = htab_find(t, &loc);
 			if (!fp) {
 				problem(f, ino, pg, hash,
-					"dangling reference: no page in the index at location %llx",
-					(unsigned long long)loc);
+					"dangling reference: no page in the index at %s",
+					fsck_where(f, loc, at, sizeof(at)));
 				continue;
 			}
 			fp->seen++;
 			if (memcmp(fp->hash, hash, STORE_HASH_SIZE))
 				problem(f, ino, pg, hash,
-					"page map and index disagree on the hash of the page at %llx",
-					(unsigned long long)loc);
+					"page map and index disagree on the hash of the page at %s",
+					fsck_where(f, loc, at, sizeof(at)));
 			else if (fp->bad)
-				problem(f, ino, pg, hash, "page damaged at %llx: %s",
-					(unsigned long long)loc, fpage_why(fp->bad));
+				problem(f, ino, pg, hash, "page damaged at %s: %s",
+					fsck_where(f, loc, at, sizeof(at)), fpage_why(fp->bad));
 		}
 		if (f->progress && (++done % 256 == 0 || done == (uint64_t)total))
 			f->progress(f->arg, "checking page maps", done, (uint64_t)total);

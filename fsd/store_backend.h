@@ -91,6 +91,10 @@ struct store_backend_ops {
 	 * valid until the next release/close. */
 	int (*fd_of)(struct store_backend *be, uint64_t loc, int *fd, uint64_t *pos);
 
+	/* Optional (NULL: messages give loc as a number).  Where the page
+	 * at loc lives, for messages: a file and byte, say. */
+	void (*where)(struct store_backend *be, uint64_t loc, char *buf, size_t size);
+
 	/* Optional (NULL: the backend never hands out a location twice).
 	 * The index holds no location above loc: hand out only higher ones
 	 * from now on, even where a container that held them is gone or

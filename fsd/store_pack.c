@@ -551,6 +551,13 @@ static int pb_fd_of(struct store_backend *be, uint64_t loc, int *fd, uint64_t *p
 	return r;
 }
 
+static void pb_where(struct store_backend *be, uint64_t loc, char *buf, size_t size)
+{
+	(void)be;
+	snprintf(buf, size, "packs/%08x.pack byte 0x%llx", (uint32_t)(loc >> PACK_SHIFT),
+		 (unsigned long long)((loc & PACK_PAGE_MASK) * STORE_PAGE_SIZE));
+}
+
 /*
  * The index names nothing above loc.  The pack to append to must not hand
  * out a location it names: if that pack is gone (the last one deleted by
@@ -1242,6 +1249,7 @@ static const struct store_backend_ops pack_ops = {
 	.put_many = pb_put_many,
 	.get = pb_get,
 	.fd_of = pb_fd_of,
+	.where = pb_where,
 	.hand_out_above = pb_hand_out_above,
 	.sync = pb_sync,
 	.recover = pb_recover,

@@ -626,7 +626,9 @@ static void test_store_admin_pack_gone_locations_kept(void **state)
 	struct found f = { 0 };
 	assert_int_equal(store_fsck(st, report, NULL, &f, &res, NULL), 0);
 	assert_int_equal(res.problems, 100);
-	assert_true(has(&f, "/a", 0, "page damaged at 1000000000: unreadable: its pack file is missing"));
+	assert_true(has(&f, "/a", 0,
+			"page damaged at packs/00000001.pack byte 0x0: unreadable: its pack file"
+			" is missing"));
 
 	/* Cut short: b's pack loses its last two pages; appending to it
 	 * would hand their locations out again. */
