@@ -369,6 +369,7 @@ int snapshot_verify(const char *dir, snapshot_report_fn *report, void *ctx, stru
 		err_set(e, r, "%s", err_str(&fe, r));
 		goto out;
 	}
+	checked++;	/* the manifest, reported above */
 	snprintf(path, sizeof(path), "%s/%s", dir, SNAPSHOT_CPU);
 	r = cpustate_load(path, cpu, &fe);
 	checked++;
