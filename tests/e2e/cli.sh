@@ -342,7 +342,10 @@ check "... and the file written before is there" \
 asuser fusermount3 -u "$U/mnt"
 E2E_UMOUNT_AFTER=
 # A store folder its user may not write cannot be read either (SQLite
-# must make index.db-shm): the message says so.
+# must make index.db-shm): the message says so.  Once the daemon is gone:
+# until then its index.db-wal and -shm are still there to be used.
+i=0
+while ! flock -n "$U/store/lock" true 2>/dev/null && [ $i -lt 200 ]; do sleep 0.05; i=$((i + 1)); done
 cp "$ADMIN" "$U/snapfs-admin"
 chmod 555 "$U/store"
 out=$(asuser "$U/snapfs-admin" stats "$U/store" 2>&1)
