@@ -160,8 +160,7 @@ unshare -m --propagation private sh -c '
 	mount -t fuse.snapfs "$STORE" "$MNT" || exit 11
 	grep -qx more "$MNT/more" || exit 12
 	umount "$MNT" || exit 13
-	i=0	# the daemon may still be closing the store
-	while ! flock -n "$STORE/lock" true && [ $i -lt 200 ]; do sleep 0.05; i=$((i + 1)); done
+	wait_store_free	# the daemon may still be closing the store
 	mount -T "$T/fstab" "$MNT" || exit 14
 	grep -qx data "$MNT/kept" || exit 15
 	grep -q "^$STORE $MNT fuse.snapfs " /proc/self/mounts || exit 16
@@ -344,8 +343,7 @@ E2E_UMOUNT_AFTER=
 # A store folder its user may not write cannot be read either (SQLite
 # must make index.db-shm): the message says so.  Once the daemon is gone:
 # until then its index.db-wal and -shm are still there to be used.
-i=0
-while ! flock -n "$U/store/lock" true 2>/dev/null && [ $i -lt 200 ]; do sleep 0.05; i=$((i + 1)); done
+STORE=$U/store wait_store_free
 cp "$ADMIN" "$U/snapfs-admin"
 chmod 555 "$U/store"
 out=$(asuser "$U/snapfs-admin" stats "$U/store" 2>&1)
