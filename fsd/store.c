@@ -97,15 +97,12 @@ int store_sql_errno(int rc)
  * needs its index.db-shm beside it.  Its message does not say so. */
 int store_sql_err(struct store *st, sqlite3 *db, int rc, struct err *e, const char *what)
 {
-	const char *why = "";
+	char why[160] = "";
 	bool cannot = (rc & 0xff) == SQLITE_CANTOPEN || (rc & 0xff) == SQLITE_READONLY;
-	if (cannot && st && access(st->dir, W_OK) != 0)
-		why = errno == EROFS ? " (the store's folder is on a read-only filesystem, and"
-				       " SQLite must make index.db-shm beside index.db even to read it)"
-		      : errno == EACCES ? " (the store's folder is not writable by this user, and"
-					  " SQLite must make index.db-shm beside index.db even to read"
-					  " it)"
-					: "";
+	if (cannot && st && access(st->dir, W_OK) != 0 && (errno == EROFS || errno == EACCES))
+		snprintf(why, sizeof(why), " (the store's folder is %s, and SQLite must make"
+			 " index.db-shm beside index.db even to read it)",
+			 errno == EROFS ? "on a read-only filesystem" : "not writable by this user");
 	return err_set(e, store_sql_errno(rc), "store %s: %s: %s%s", st ? st->dir : "?", what,
 		       db ? sqlite3_errmsg(db) : sqlite3_errstr(rc), why);
 }

@@ -158,8 +158,8 @@ void callbuf_describe_fault(const struct snapvm_fault *f, char *buf, size_t cap)
 	case SNAPVM_FAULT_SCRATCH:
 		snprintf(buf, cap, "out of scratch memory: no page left to copy address 0x%llx "
 			 "on write, at RIP 0x%llx (scratch keeps every page written since the "
-			 "guest booted, in derived snapshots too: boot it with a larger --scratch)", (unsigned long long)f->addr,
-			 (unsigned long long)f->rip);
+			 "guest booted, in derived snapshots too: boot it with a larger --scratch)",
+			 (unsigned long long)f->addr, (unsigned long long)f->rip);
 		break;
 	default:
 		snprintf(buf, cap, "unknown fault kind %llu at RIP 0x%llx",

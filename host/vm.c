@@ -281,7 +281,7 @@ static const uint32_t wanted_msrs[] = {
 	0xc0000084,	/* SFMASK */
 	0xc0000102,	/* KERNEL_GS_BASE */
 	0xc0000103,	/* TSC_AUX */
-	MSR_IA32_TSC,	/* IA32_TSC */
+	MSR_IA32_TSC,
 };
 _Static_assert(sizeof(wanted_msrs) / sizeof(wanted_msrs[0]) <= CPUSTATE_MSRS_MAX, "MSRs fit a cpu file");
 
