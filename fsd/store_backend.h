@@ -86,6 +86,12 @@ struct store_backend_ops {
 	 * the backend has nothing there, -EIO on a short or failed read. */
 	int (*get)(struct store_backend *be, const uint8_t *hash, uint64_t loc, void *page);
 
+	/* Optional (NULL: the store calls get() for each page).  Read the n
+	 * pages at loc, loc + 1, ... into pages (n * STORE_PAGE_SIZE bytes)
+	 * with one read.  Any error (-EAGAIN: they cannot be read as one)
+	 * only means the store reads them one by one instead. */
+	int (*get_run)(struct store_backend *be, uint64_t loc, unsigned n, void *pages);
+
 	/* Optional (NULL: not available).  The file descriptor and byte
 	 * position holding the page at loc, for splicing.  The fd stays
 	 * valid until the next release/close. */

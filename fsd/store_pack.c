@@ -578,6 +578,23 @@ static void pb_hand_out_above(struct store_backend *be, uint64_t loc)
 	pthread_mutex_unlock(&pb->lock);
 }
 
+/* Read len bytes at pos of fd into buf: -EIO past the end. */
+static int pread_all(int fd, void *buf, size_t len, uint64_t pos)
+{
+	size_t done = 0;
+	while (done < len) {
+		ssize_t n = pread(fd, (char *)buf + done, len - done, (off_t)(pos + done));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return -EIO;	/* past the end: the pack was cut short */
+		done += (size_t)n;
+	}
+	return 0;
+}
+
 static int pb_get(struct store_backend *be, const uint8_t *hash, uint64_t loc, void *page)
 {
 	(void)hash;
@@ -594,21 +611,31 @@ static int pb_get(struct store_backend *be, const uint8_t *hash, uint64_t loc, v
 	}
 	int r = pack_fd(pb, id, &fd);
 	pthread_mutex_unlock(&pb->lock);
-	if (r)
-		return r;
 	/* Not staged: written before its buffer was freed, so pread sees it. */
-	size_t done = 0;
-	while (done < STORE_PAGE_SIZE) {
-		ssize_t n = pread(fd, (char *)page + done, STORE_PAGE_SIZE - done, (off_t)(pos + done));
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			return -EIO;	/* past the end: the pack was cut short */
-		done += (size_t)n;
+	return r ? r : pread_all(fd, page, STORE_PAGE_SIZE, pos);
+}
+
+/* n pages of one pack with one pread, unless one of them is staged. */
+static int pb_get_run(struct store_backend *be, uint64_t loc, unsigned n, void *pages)
+{
+	struct pack_be *pb = pb_of(be);
+	uint32_t id = (uint32_t)(loc >> PACK_SHIFT);
+	uint64_t page = loc & PACK_PAGE_MASK;
+	if (!n || page + n - 1 > PACK_PAGE_MASK)
+		return -EINVAL;
+	uint64_t pos = page * STORE_PAGE_SIZE, len = (uint64_t)n * STORE_PAGE_SIZE;
+	int fd, r = 0;
+	pthread_mutex_lock(&pb->lock);
+	for (unsigned i = 0; i < STAGE_BUFS && !r; i++) {
+		struct stage *sg = &pb->stage[i];
+		if (sg->state != STAGE_FREE && sg->id == id && sg->off < pos + len &&
+		    pos < sg->off + (uint64_t)sg->n * STORE_PAGE_SIZE)
+			r = -EAGAIN;
 	}
-	return 0;
+	if (!r)
+		r = pack_fd(pb, id, &fd);
+	pthread_mutex_unlock(&pb->lock);
+	return r ? r : pread_all(fd, pages, len, pos);
 }
 
 static int pb_sync(struct store_backend *be, struct err *e)
@@ -1248,6 +1275,7 @@ static const struct store_backend_ops pack_ops = {
 	.put = pb_put,
 	.put_many = pb_put_many,
 	.get = pb_get,
+	.get_run = pb_get_run,
 	.fd_of = pb_fd_of,
 	.where = pb_where,
 	.hand_out_above = pb_hand_out_above,

@@ -28,6 +28,7 @@
 #define SPLIT_MIN 32u		/* whole pages from which the helper joins in */
 #define SPLIT_MAX 256u		/* whole pages hashed ahead at most */
 #define HASH_GROUP 8u		/* pages a hashing thread takes at a time */
+#define RUN_MAX 16u		/* stored pages compared after one read */
 
 /* ---- finding and putting pages ---------------------------------------------- */
 
@@ -41,27 +42,76 @@ static bool same_page_at(struct store *st, const uint8_t *hash, uint64_t loc, co
 	       !memcmp(page, data, STORE_PAGE_SIZE);
 }
 
+/*
+ * Which of the n pages from i on (at most RUN_MAX) have first candidates
+ * at consecutive locations: they are compared after one read.  A file
+ * copied in again finds its pages that way, in the order they were
+ * stored, and one read per page would cost more than hashing it.
+ */
+static unsigned run_length(const uint64_t *cand, const uint64_t *locs, unsigned i, unsigned n)
+{
+	unsigned k = 1;
+	while (i + k < n && k < RUN_MAX && !locs[i + k] && cand[i + k] &&
+	       cand[i + k] == cand[i] + k)
+		k++;
+	return k;
+}
+
+/* Compare the k pages of data with the run of pages stored from loc on,
+ * setting locs[i] = loc + i where they match.  False if the run could
+ * not be read as one. */
+static bool same_run_at(struct store *st, uint64_t loc, unsigned k, const uint8_t *data,
+			uint64_t *locs)
+{
+	uint8_t run[RUN_MAX * STORE_PAGE_SIZE] __attribute__((aligned(64)));
+	if (!st->be->ops->get_run || st->be->ops->get_run(st->be, loc, k, run))
+		return false;
+	for (unsigned i = 0; i < k; i++)
+		if (!memcmp(run + (size_t)i * STORE_PAGE_SIZE, data + (size_t)i * STORE_PAGE_SIZE,
+			    STORE_PAGE_SIZE))
+			locs[i] = loc + i;
+	return true;
+}
+
 /* Where pages with these hashes (and contents data, n pages in a row) are
- * (0: the store has none), for the n pages with want[i] set (mem_lock
- * held).  Pending pages are found by hash; stored ones by their prefix's
- * candidate locations, the bytes compared, with no SQLite lookup at all. */
+ * (0: the store has none), for the n (<= WRITE_BATCH) pages with want[i]
+ * set (mem_lock held).  Pending pages are found by hash; stored ones by
+ * their prefix's candidate locations, the bytes compared, with no SQLite
+ * lookup at all: first candidates in runs, the rest one by one. */
 static void lookup_pages(struct store *st, const uint8_t (*hashes)[STORE_HASH_SIZE],
 			 const uint8_t *data, const bool *want, unsigned n, uint64_t *locs)
 {
+	uint64_t cand[WRITE_BATCH];
+	size_t it[WRITE_BATCH];
 	for (unsigned i = 0; i < n; i++) {
-		locs[i] = 0;
+		locs[i] = cand[i] = it[i] = 0;
 		if (!want[i])
 			continue;
 		struct ptab_ent *pe = htab_find(&st->pending, hashes[i]);
 		if (!pe)
 			pe = htab_find(&st->committing, hashes[i]);
-		if (pe) {
+		if (pe)
 			locs[i] = pe->loc;
+		else if (!pset_next(&st->known, hashes[i], &it[i], &cand[i]))
+			cand[i] = 0;
+	}
+	bool tried[WRITE_BATCH] = { false };	/* first candidate compared */
+	for (unsigned i = 0; i < n; i++) {
+		if (locs[i] || !cand[i])
 			continue;
+		unsigned k = run_length(cand, locs, i, n);
+		if (k > 1 && same_run_at(st, cand[i], k, data + (size_t)i * STORE_PAGE_SIZE,
+					 locs + i)) {
+			memset(tried + i, true, k);
+			i += k - 1;
 		}
-		size_t it = 0;
-		uint64_t loc;
-		while (pset_next(&st->known, hashes[i], &it, &loc))
+	}
+	for (unsigned i = 0; i < n; i++) {
+		if (locs[i] || !cand[i])
+			continue;
+		uint64_t loc = cand[i];
+		bool more = !tried[i] || pset_next(&st->known, hashes[i], &it[i], &loc);
+		for (; more; more = pset_next(&st->known, hashes[i], &it[i], &loc))
 			if (same_page_at(st, hashes[i], loc, data + (size_t)i * STORE_PAGE_SIZE)) {
 				locs[i] = loc;
 				break;

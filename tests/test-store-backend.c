@@ -4,8 +4,10 @@
  * locations, fd_of pointing at the right bytes, compact + release freeing
  * dead pages while live ones stay readable; pages read back (get, fd_of)
  * and counted before any sync, across more data than the pack backend
- * keeps staged in memory at once.
+ * keeps staged in memory at once.  The pack backend reads runs of
+ * consecutive pages with one call, once none of them is staged.
  */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -218,6 +220,32 @@ static void test_store_backend_unsynced(void **state)
 		check_page(f, locs[i], 1000 + (uint64_t)i);
 }
 
+static void test_store_backend_runs(void **state)
+{
+	struct fixture *f = *state;
+	const struct store_backend_ops *ops = f->be->ops;
+	static uint8_t pages[NPAGES][STORE_PAGE_SIZE], got[16][STORE_PAGE_SIZE];
+	uint8_t hashes[NPAGES][STORE_HASH_SIZE] = { { 0 } };
+	struct iovec iov[NPAGES];
+	uint64_t locs[NPAGES];
+	for (int i = 0; i < NPAGES; i++) {
+		tsu_fill(pages[i], STORE_PAGE_SIZE, 500 + (uint64_t)i);
+		iov[i] = (struct iovec){ pages[i], STORE_PAGE_SIZE };
+	}
+	assert_int_equal(ops->put_many(f->be, (const uint8_t(*)[32])hashes, iov, NPAGES, locs), 0);
+	for (int i = 1; i < NPAGES; i++)
+		assert_true(locs[i] == locs[i - 1] + 1);
+	/* Staged pages are not read from the file. */
+	assert_int_equal(ops->get_run(f->be, locs[3], 16, got), -EAGAIN);
+	assert_int_equal(ops->sync(f->be, NULL), 0);
+	assert_int_equal(ops->get_run(f->be, locs[3], 16, got), 0);
+	for (int i = 0; i < 16; i++)
+		assert_memory_equal(got[i], pages[3 + i], STORE_PAGE_SIZE);
+	/* Past the end of the pack, and an empty run. */
+	assert_int_equal(ops->get_run(f->be, locs[NPAGES - 1], 2, got), -EIO);
+	assert_int_equal(ops->get_run(f->be, locs[0], 0, got), -EINVAL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -225,6 +253,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_store_backend_roundtrip, setup_mem, teardown),
 		cmocka_unit_test_setup_teardown(test_store_backend_unsynced, setup_pack, teardown),
 		cmocka_unit_test_setup_teardown(test_store_backend_unsynced, setup_mem, teardown),
+		cmocka_unit_test_setup_teardown(test_store_backend_runs, setup_pack, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
