@@ -181,6 +181,8 @@ static int cmd_call(int argc, char **argv)
 		return SNAPVM_EXIT_USAGE;
 	int n = argc - i;
 	if (n < 2 || n > 3 || (o.from_stdin && n == 3)) {
+		if (snapvm_opts_misplaced(argc, argv, i, "call"))
+			return SNAPVM_EXIT_USAGE;
 		fprintf(stderr, "snapvm: call takes GUEST.elf or SNAPSHOT, FUNC and an ARG (or "
 			"--stdin) (try --help)\n");
 		return SNAPVM_EXIT_USAGE;

@@ -52,20 +52,22 @@ static int parse_u64(const char *s, const char *opt, uint64_t max, uint64_t *out
 	return 0;
 }
 
+static const struct option opts[] = {
+	{ "timeout", required_argument, NULL, 't' },
+	{ "heap", required_argument, NULL, 'H' },
+	{ "scratch", required_argument, NULL, 'S' },
+	{ "shared", no_argument, NULL, 's' },
+	{ "sandboxes", required_argument, NULL, 'N' },
+	{ "stdin", no_argument, NULL, 'i' },
+	{ "raw", no_argument, NULL, 'n' },
+	{ "quiet", no_argument, NULL, 'q' },
+	{ 0 },
+};
+#define SHORT_OPTS "t:N:nq"
+
 int snapvm_opts_parse(int argc, char **argv, const char *cmd, unsigned allowed,
 		      struct snapvm_opts *o)
 {
-	static const struct option opts[] = {
-		{ "timeout", required_argument, NULL, 't' },
-		{ "heap", required_argument, NULL, 'H' },
-		{ "scratch", required_argument, NULL, 'S' },
-		{ "shared", no_argument, NULL, 's' },
-		{ "sandboxes", required_argument, NULL, 'N' },
-		{ "stdin", no_argument, NULL, 'i' },
-		{ "raw", no_argument, NULL, 'n' },
-		{ "quiet", no_argument, NULL, 'q' },
-		{ 0 },
-	};
 	*o = (struct snapvm_opts){
 		.sopt = { .timeout_ms = SNAPVM_TIMEOUT_DEFAULT_MS, .log = log_stderr },
 		.sandboxes = 1,
@@ -74,7 +76,7 @@ int snapvm_opts_parse(int argc, char **argv, const char *cmd, unsigned allowed,
 	int ch;
 	optind = 1;
 	opterr = 0;
-	while ((ch = getopt_long(argc, argv, "+:t:N:nq", opts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "+:" SHORT_OPTS, opts, NULL)) != -1) {
 		unsigned bit = 0;
 		switch (ch) {
 		case 't':
@@ -137,4 +139,29 @@ int snapvm_opts_only(const struct snapvm_opts *o, unsigned allowed, const char *
 	fprintf(stderr, "snapvm: %s does not apply to %s (try --help)\n",
 		opt_name(extra & -extra), form);
 	return -1;
+}
+
+/* Is arg one of the options, in any of its forms (-q, -t5, --heap=64)? */
+static bool is_option(const char *arg)
+{
+	if (arg[0] != '-' || !arg[1])
+		return false;
+	if (arg[1] != '-')
+		return strchr(SHORT_OPTS, arg[1]) && arg[1] != ':';
+	size_t len = strcspn(arg + 2, "=");
+	for (const struct option *op = opts; op->name; op++)
+		if (strlen(op->name) == len && !strncmp(op->name, arg + 2, len))
+			return true;
+	return false;
+}
+
+bool snapvm_opts_misplaced(int argc, char **argv, int from, const char *cmd)
+{
+	for (int i = from; i < argc; i++)
+		if (is_option(argv[i])) {
+			fprintf(stderr, "snapvm: %s: option %s must come before %s (try --help)\n",
+				cmd, argv[i], argv[from]);
+			return true;
+		}
+	return false;
 }

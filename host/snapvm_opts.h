@@ -13,6 +13,7 @@
 #ifndef SNAPVM_OPTS_H
 #define SNAPVM_OPTS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "guest.h"
@@ -55,5 +56,10 @@ int snapvm_opts_parse(int argc, char **argv, const char *cmd, unsigned allowed,
 /* Refuse options given that are not in allowed; form names the case
  * ("call with a snapshot directory").  Returns 0 or -1. */
 int snapvm_opts_only(const struct snapvm_opts *o, unsigned allowed, const char *form);
+
+/* For an operand list that the subcommand refuses: if one of argv[from..]
+ * is an option, say that options go before the operands (from being the
+ * first) and return true. */
+bool snapvm_opts_misplaced(int argc, char **argv, int from, const char *cmd);
 
 #endif

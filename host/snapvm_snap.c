@@ -132,8 +132,9 @@ int snap_cmd_snapshot(int argc, char **argv)
 		return SNAPVM_EXIT_LOAD;
 	for (int k = i + 2; k < argc; k++) {
 		if ((strcmp(argv[k], "--init") && strcmp(argv[k], "--call")) || k + 1 >= argc) {
-			fprintf(stderr, "snapvm: snapshot: expected --init FUNC [ARG] or --call FUNC "
-				"[ARG], not \"%s\"\n", argv[k]);
+			if (!snapvm_opts_misplaced(argc, argv, i, "snapshot"))
+				fprintf(stderr, "snapvm: snapshot: expected --init FUNC [ARG] or "
+					"--call FUNC [ARG], not \"%s\"\n", argv[k]);
 			free(steps);
 			return SNAPVM_EXIT_USAGE;
 		}
@@ -209,6 +210,16 @@ int snap_cmd_verify(int argc, char **argv)
 	if (argc != 2) {
 		fprintf(stderr, "snapvm: verify takes one snapshot directory (try --help)\n");
 		return SNAPVM_EXIT_USAGE;
+	}
+	/* A snapshot that is not there is one that cannot be loaded, as
+	 * for list and call, not one that failed to verify. */
+	struct stat sb;
+	const char *why = stat(argv[1], &sb) != 0 ? strerror(errno)
+			  : !S_ISDIR(sb.st_mode)	? "not a snapshot directory"
+							: NULL;
+	if (why) {
+		fprintf(stderr, "snapvm: %s: %s\n", argv[1], why);
+		return SNAPVM_EXIT_LOAD;
 	}
 	struct err e = { 0 };
 	int r = snapshot_verify(argv[1], report_file, argv[1], &e);

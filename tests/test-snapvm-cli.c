@@ -233,7 +233,7 @@ static void test_cli_bad_args(void **state)
 	assert_int_equal(mkdir(dir, 0755), 0);
 	struct run r;
 	struct {
-		const char *args[6];
+		const char *args[8];
 		const char *msg;
 	} cases[] = {
 		{ { "call", "-x", hello, "add" }, "unknown option -x" },
@@ -245,6 +245,8 @@ static void test_cli_bad_args(void **state)
 		{ { "call", "-N", "0", dir, "add" }, "--sandboxes: at least 1" },
 		{ { "call", hello }, "call takes" },
 		{ { "call", hello, "add", "1", "2" }, "call takes" },
+		{ { "call", hello, "add", "1", "-q" }, "option -q must come before " },
+		{ { "call", dir, "add", "1", "--timeout=5" }, "option --timeout=5 must come before " },
 		{ { "call", "--stdin", hello, "add", "1 2" }, "call takes" },
 		{ { "call", "-N", "2", hello, "add" }, "--sandboxes does not apply to a guest ELF" },
 		{ { "call", "--heap", "4", dir, "add" }, "--heap does not apply to a snapshot" },
@@ -253,6 +255,8 @@ static void test_cli_bad_args(void **state)
 		{ { "snapshot", "--shared", hello, "x" }, "--shared is not an option of snapshot" },
 		{ { "snapshot", "-N", "2", hello, "x" }, "--sandboxes is not an option of snapshot" },
 		{ { "snapshot", hello, "x", "--bogus" }, "expected --init FUNC [ARG] or --call" },
+		{ { "snapshot", hello, "x", "--heap", "4" }, "option --heap must come before " },
+		{ { "snapshot", hello, "x", "--init", "f", "1", "-t5" }, "option -t5 must come before " },
 		{ { "snapshot", hello, "x", "--init" }, "expected --init FUNC [ARG] or --call" },
 		{ { "snapshot", "--scratch", "4", dir, "x" }, "--scratch does not apply to a snapshot" },
 		{ { "verify" }, "verify takes one snapshot directory" },
@@ -260,7 +264,7 @@ static void test_cli_bad_args(void **state)
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		const char *const *a = cases[i].args;
-		run(&r, a[0], a[1], a[2], a[3], a[4], a[5]);
+		run(&r, a[0], a[1], a[2], a[3], a[4], a[5], a[6]);
 		print_message("# %s %s: %s", a[0], a[1] ? a[1] : "", r.err);
 		expect_status(&r, 2, cases[i].msg);
 		assert_string_equal(r.out, "");
@@ -279,8 +283,13 @@ static void test_cli_verify_not_a_snapshot(void **state)
 	assert_non_null(strstr(r.out, "manifest: FAILED"));
 	run(&r, "call", "-N", "2", "/nonexistent/snapshot", "counter");
 	expect_status(&r, 3, "/nonexistent/snapshot: No such file or directory");
+	/* Missing, or a file: not loaded (3), said once, nothing verified. */
 	run(&r, "verify", "/nonexistent/snapshot");
-	expect_status(&r, 1, "/nonexistent/snapshot");
+	expect_status(&r, 3, "/nonexistent/snapshot: No such file or directory");
+	assert_string_equal(r.out, "");
+	run(&r, "verify", hello);
+	expect_status(&r, 3, "hello.elf: not a snapshot directory");
+	assert_string_equal(r.out, "");
 	run(&r, "call", dir, "counter");
 	expect_status(&r, 3, "manifest");
 
