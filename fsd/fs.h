@@ -64,4 +64,9 @@ void fs_set_atime(struct fs *fs, enum fs_atime atime, bool diratime);
 /* The request handlers; the userdata of the session must be the struct fs. */
 const struct fuse_lowlevel_ops *fs_lowlevel_ops(void);
 
+/* Serve the session's requests in up to max_threads threads until it is
+ * unmounted or a signal ends it (fs_loop.c): 0, or -errno if reading
+ * the device failed. */
+int fs_loop_run(struct fuse_session *se, unsigned max_threads);
+
 #endif

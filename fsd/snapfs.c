@@ -283,6 +283,9 @@ int main(int argc, char *argv[])
 		ret = snapfs_remount(&args, opts.store, cmd.mountpoint);
 		goto out_args;
 	}
+	if (!cmd.singlethread && (cmd.clone_fd || cmd.max_idle_threads != UINT_MAX))
+		fprintf(stderr, "snapfs: clone_fd and max_idle_threads are not used: one worker "
+			"at a time reads requests, and idle ones stay (continuing)\n");
 	bool readahead_given = opts.readahead_kb != READAHEAD_UNSET;
 	if (!readahead_given)
 		opts.readahead_kb = READAHEAD_DEFAULT_KB;
@@ -374,19 +377,7 @@ int main(int argc, char *argv[])
 	if (cmd.singlethread) {
 		ret = fuse_session_loop(se);
 	} else {
-		struct fuse_loop_config *lc = fuse_loop_cfg_create();
-		if (!lc) {
-			ret = -ENOMEM;
-		} else {
-			fuse_loop_cfg_set_clone_fd(lc, cmd.clone_fd);
-			if (cmd.max_threads && cmd.max_threads <= 1000)
-				fuse_loop_cfg_set_max_threads(lc, cmd.max_threads);
-			/* UINT_MAX means "not given" (libfuse's own default). */
-			if (cmd.max_idle_threads != UINT_MAX)
-				fuse_loop_cfg_set_idle_threads(lc, cmd.max_idle_threads);
-			ret = fuse_session_loop_mt(se, lc);
-			fuse_loop_cfg_destroy(lc);
-		}
+		ret = fs_loop_run(se, cmd.max_threads <= 1000 ? cmd.max_threads : 1000);
 	}
 	/* A signal ends the loop with its number: that is a clean stop. */
 	ret = ret < 0 ? 1 : 0;

@@ -154,6 +154,18 @@ static int setup_truncate_pause(void **state)
 	return 0;
 }
 
+static int setup_map_pause(void **state)
+{
+	struct mnt *m = mnt_new();
+	if (!m)
+		return -1;
+	setenv("SNAPFS_TEST_PAUSE", "map:200", 1);
+	mnt_start_prog(m, "tests/snapfs-hooked", NULL);
+	unsetenv("SNAPFS_TEST_PAUSE");
+	*state = m;
+	return 0;
+}
+
 static int teardown(void **state)
 {
 	struct mnt *m = *state;
@@ -750,6 +762,7 @@ struct truncation {
 	const char *path;
 	bool open;	/* open(O_WRONLY|O_TRUNC) rather than truncate(2) */
 	int r, err;
+	bool done;	/* (atomic) */
 };
 
 static void *truncate_main(void *arg)
@@ -757,6 +770,7 @@ static void *truncate_main(void *arg)
 	struct truncation *t = arg;
 	t->r = t->open ? open(t->path, O_WRONLY | O_TRUNC) : truncate(t->path, 0);
 	t->err = errno;
+	__atomic_store_n(&t->done, true, __ATOMIC_RELEASE);
 	return NULL;
 }
 
@@ -820,6 +834,79 @@ static void test_fs_seal_waits_for_truncate(void **state)
 	assert_int_equal(seal_err, EBUSY);
 	assert_int_equal(close(o.r), 0);
 	assert_int_equal(stored_pages(P(m, "o/f")), 0);
+}
+
+/*
+ * A request that waits (a truncate the daemon pauses 300 ms in) holds up
+ * no other: quick ones asked meanwhile are answered while it waits.
+ */
+static void test_fs_slow_call_holds_up_nothing(void **state)
+{
+	struct mnt *m = *state;
+	char data[8192];
+	random_bytes(data, sizeof(data), 8);
+	put_file(P(m, "slow"), data, sizeof(data));
+	put_file(P(m, "other"), data, sizeof(data));
+	struct truncation t = { .path = P(m, "slow") };
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, truncate_main, &t), 0);
+	usleep(50000);
+	/* Figures are asked of the daemon each time, never cached. */
+	for (int i = 0; i < 20; i++)
+		assert_int_equal(stored_pages(P(m, "other")), 2);
+	DIR *d = opendir(m->mnt);
+	assert_non_null(d);
+	int names = 0;
+	while (readdir(d))
+		names++;
+	closedir(d);
+	assert_int_equal(names, 4);
+	assert_false(__atomic_load_n(&t.done, __ATOMIC_ACQUIRE));
+	assert_int_equal(pthread_join(th, NULL), 0);
+	assert_int_equal(t.r, 0);
+}
+
+/* Reads of a kind that is usually quick but is not now (the daemon
+ * pauses each 200 ms before mapping the file's pages) are served side by
+ * side, not one after another as quick ones are. */
+static void *read_main(void *arg)
+{
+	char buf[4096];
+	return (void *)(intptr_t)pread(*(int *)arg, buf, sizeof(buf), 0);
+}
+
+static void test_fs_slow_reads_side_by_side(void **state)
+{
+	struct mnt *m = *state;
+	enum { READERS = 8 };
+	char data[4096], name[32];
+	random_bytes(data, sizeof(data), 9);
+	int fds[READERS];
+	for (int i = 0; i < READERS; i++) {
+		snprintf(name, sizeof(name), "r%d", i);
+		put_file(P(m, name), data, sizeof(data));
+		fds[i] = open(P(m, name), O_RDONLY);
+		assert_true(fds[i] >= 0);
+	}
+	/* Quick requests first, which one worker serves. */
+	for (int i = 0; i < 10; i++)
+		assert_int_equal(stored_pages(P(m, name)), 1);
+	pthread_t th[READERS];
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (int i = 0; i < READERS; i++)
+		assert_int_equal(pthread_create(&th[i], NULL, read_main, &fds[i]), 0);
+	for (int i = 0; i < READERS; i++) {
+		void *got;
+		assert_int_equal(pthread_join(th[i], &got), 0);
+		assert_int_equal((intptr_t)got, (intptr_t)sizeof(data));
+		close(fds[i]);
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	double s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+	/* One after another: 8 x 200 ms at least. */
+	print_message("# %d reads paused 200 ms each took %.2f s\n", READERS, s);
+	assert_true(s < 1.2);
 }
 
 static void test_fs_stop_with_files_open(void **state)
@@ -1286,6 +1373,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_fs_atime, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fs_seal_waits_for_truncate,
 						setup_truncate_pause, teardown),
+		cmocka_unit_test_setup_teardown(test_fs_slow_call_holds_up_nothing,
+						setup_truncate_pause, teardown),
+		cmocka_unit_test_setup_teardown(test_fs_slow_reads_side_by_side,
+						setup_map_pause, teardown),
 	};
 	return cmocka_run_group_tests_name("fs", tests, NULL, NULL);
 }
