@@ -140,30 +140,30 @@ static int setup(void **state)
 	return 0;
 }
 
-/* The mount served by tests/snapfs-hooked, whose store sleeps 300 ms
- * between a data change's sealed check and the change. */
-static int setup_truncate_pause(void **state)
+/* The mount served by tests/snapfs-hooked, whose store pauses where spec
+ * says (SNAPFS_TEST_PAUSE=WHERE:MS). */
+static int setup_paused(void **state, const char *spec)
 {
 	struct mnt *m = mnt_new();
 	if (!m)
 		return -1;
-	setenv("SNAPFS_TEST_PAUSE", "change:300", 1);
+	setenv("SNAPFS_TEST_PAUSE", spec, 1);
 	mnt_start_prog(m, "tests/snapfs-hooked", NULL);
 	unsetenv("SNAPFS_TEST_PAUSE");
 	*state = m;
 	return 0;
 }
 
+/* 300 ms between a data change's sealed check and the change. */
+static int setup_truncate_pause(void **state)
+{
+	return setup_paused(state, "change:300");
+}
+
+/* 200 ms before a read maps the file's pages. */
 static int setup_map_pause(void **state)
 {
-	struct mnt *m = mnt_new();
-	if (!m)
-		return -1;
-	setenv("SNAPFS_TEST_PAUSE", "map:200", 1);
-	mnt_start_prog(m, "tests/snapfs-hooked", NULL);
-	unsetenv("SNAPFS_TEST_PAUSE");
-	*state = m;
-	return 0;
+	return setup_paused(state, "map:200");
 }
 
 static int teardown(void **state)
