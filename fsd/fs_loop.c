@@ -12,7 +12,7 @@
  *
  * Here one worker listens on the device while requests are quick.  A
  * request that is quick by its kind (a read, getattr, lookup, readdir,
- * ...) is served by the listener itself, which then listens again and
+ * ...: see quick_kind) is served by the listener itself, which then listens again and
  * usually finds the next request already queued.  Before serving any
  * other kind, which may commit, hash a large write or wait for other
  * calls, the listener makes sure another worker listens (waking an idle
@@ -26,7 +26,9 @@
  * run side by side.
  *
  * Stopping: a signal (libfuse's handlers mark the session exited) wakes
- * the main thread from its wait; an unmount ends the listeners' reads.
+ * the main thread from its wait, or, if another thread took it, the
+ * main thread sees it within a second; an unmount ends the listeners'
+ * reads.
  * Listeners still reading are then interrupted by WAKE_SIG, whose
  * handler does nothing but end the read (EINTR); other workers finish
  * the request they serve and leave.  (Not pthread_cancel, as libfuse's
@@ -76,7 +78,14 @@ static int64_t now_ns(void)
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* Is buf a request of a kind that never waits long (loop lock held)? */
+/*
+ * Is buf a request of a kind that only reads what the store has in memory
+ * or in its read connection, with no commit and no lock a slow call holds
+ * for long (loop lock held)?  Not getxattr (the figures commit first, and
+ * user.snapfs.gc waits for a running gc), opendir and open (an atime
+ * update is a transaction), statfs (counts the inodes) or forget (may
+ * delete a file).
+ */
 static bool quick_kind(const struct fuse_buf *buf)
 {
 	/* Large requests (a write's data) may stay in a pipe. */
@@ -89,11 +98,8 @@ static bool quick_kind(const struct fuse_buf *buf)
 	case FUSE_READLINK:
 	case FUSE_READDIR:
 	case FUSE_READDIRPLUS:
-	case FUSE_OPENDIR:
 	case FUSE_RELEASEDIR:
-	case FUSE_GETXATTR:
 	case FUSE_LISTXATTR:
-	case FUSE_STATFS:
 	case FUSE_ACCESS:
 	case FUSE_LSEEK:
 	case FUSE_INTERRUPT:
@@ -113,9 +119,14 @@ static int start_worker(struct fs_loop *l)
 		return -ENOMEM;
 	w->loop = l;
 	/* Workers leave termination signals to the main thread, which
-	 * waits for them, and take only WAKE_SIG. */
+	 * waits for them, and take only WAKE_SIG and the signals of their
+	 * own faults (blocked, a fault would kill without a report). */
 	sigset_t all, old;
 	sigfillset(&all);
+	sigdelset(&all, SIGSEGV);
+	sigdelset(&all, SIGBUS);
+	sigdelset(&all, SIGFPE);
+	sigdelset(&all, SIGILL);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
 	int r = pthread_create(&w->thread, NULL, worker_main, w);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
@@ -134,7 +145,7 @@ static int start_worker(struct fs_loop *l)
  * for the first of them to finish. */
 static void hand_off(struct fs_loop *l)
 {
-	if (l->listening)
+	if (l->listening || l->stop)
 		return;
 	if (l->idle)
 		pthread_cond_signal(&l->turn);
@@ -223,9 +234,9 @@ int fs_loop_run(struct fuse_session *se, unsigned max_threads)
 		/* A signal ends the wait (EINTR), unless it came just before
 		 * it: hence the timeout. */
 		struct timespec until;
-		clock_gettime(CLOCK_REALTIME, &until);
+		clock_gettime(CLOCK_MONOTONIC, &until);
 		until.tv_sec++;
-		sem_timedwait(&l.finish, &until);
+		sem_clockwait(&l.finish, CLOCK_MONOTONIC, &until);
 		pthread_mutex_lock(&l.lock);
 	}
 	loop_end(&l, 0);
