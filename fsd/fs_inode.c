@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "fs_inode.h"
 
@@ -22,7 +23,13 @@ int fs_inode_table_init(struct fs_inode_table *t)
 	t->bucket = calloc(t->nbucket, sizeof(*t->bucket));
 	if (!t->bucket)
 		return -ENOMEM;
+	t->writer_releases = 0;
 	pthread_mutex_init(&t->lock, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&t->released, &ca);
+	pthread_condattr_destroy(&ca);
 	return 0;
 }
 
@@ -42,6 +49,7 @@ void fs_inode_table_destroy(struct fs_inode_table *t, void (*fn)(uint64_t ino, v
 	}
 	free(t->bucket);
 	t->bucket = NULL;
+	pthread_cond_destroy(&t->released);
 	pthread_mutex_destroy(&t->lock);
 }
 
@@ -148,12 +156,35 @@ bool fs_inode_release(struct fs_inode_table *t, uint64_t ino, bool writer)
 	if (p) {
 		if ((*p)->opens)
 			(*p)->opens--;
-		if (writer && (*p)->writers)
+		if (writer && (*p)->writers) {
 			(*p)->writers--;
+			t->writer_releases++;
+			pthread_cond_broadcast(&t->released);
+		}
 		gone = fs_inode_drop_if_unused(t, p);
 	}
 	pthread_mutex_unlock(&t->lock);
 	return gone;
+}
+
+uint64_t fs_inode_writer_releases(struct fs_inode_table *t)
+{
+	pthread_mutex_lock(&t->lock);
+	uint64_t n = t->writer_releases;
+	pthread_mutex_unlock(&t->lock);
+	return n;
+}
+
+bool fs_inode_wait_writer_release(struct fs_inode_table *t, uint64_t seen,
+				  const struct timespec *deadline)
+{
+	pthread_mutex_lock(&t->lock);
+	while (t->writer_releases == seen &&
+	       pthread_cond_timedwait(&t->released, &t->lock, deadline) != ETIMEDOUT)
+		;
+	bool more = t->writer_releases != seen;
+	pthread_mutex_unlock(&t->lock);
+	return more;
 }
 
 uint32_t fs_inode_writers(struct fs_inode_table *t, uint64_t ino)

@@ -21,6 +21,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/stat.h>
+#include <time.h>
 
 struct fs_inode {
 	uint64_t ino;
@@ -37,6 +38,8 @@ struct fs_inode_table {
 	struct fs_inode **bucket;
 	size_t nbucket;
 	size_t count;
+	uint64_t writer_releases;	/* handles that may write, released so far */
+	pthread_cond_t released;	/* broadcast at each (CLOCK_MONOTONIC) */
 };
 
 /* Returns 0 or -ENOMEM. */
@@ -65,6 +68,13 @@ bool fs_inode_release(struct fs_inode_table *t, uint64_t ino, bool writer);
 
 /* Number of handles writing ino now (0 if unknown). */
 uint32_t fs_inode_writers(struct fs_inode_table *t, uint64_t ino);
+
+/* How many handles that may write have been released so far, and wait
+ * until that is more than seen or until deadline (CLOCK_MONOTONIC): true
+ * if one was released. */
+uint64_t fs_inode_writer_releases(struct fs_inode_table *t);
+bool fs_inode_wait_writer_release(struct fs_inode_table *t, uint64_t seen,
+				  const struct timespec *deadline);
 
 /* Note that ino's content changed through this mount. */
 void fs_inode_mark_changed(struct fs_inode_table *t, uint64_t ino);

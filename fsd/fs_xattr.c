@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
+#include <time.h>
 
 #include "fs_i.h"
 
@@ -132,6 +133,8 @@ static bool fs_xattr_has_writers(void *arg, uint64_t ino)
 	return fs_inode_writers(&fs->inodes, ino) > 0;
 }
 
+#define SEAL_WAIT_S 1
+
 /*
  * user.snapfs.sealed set on a directory.  A file of the tree open for
  * writing refuses it (EBUSY): its later writes, say the dirty pages of a
@@ -149,10 +152,21 @@ static int fs_xattr_seal(struct fs *fs, uint64_t ino, int flags)
 		return -EEXIST;
 	if ((flags & XATTR_REPLACE) && !sealed)
 		return -ENODATA;
-	pthread_rwlock_wrlock(&fs->seal_lock);
-	r = store_seal(fs->store, ino, fs_xattr_has_writers, fs);
-	pthread_rwlock_unlock(&fs->seal_lock);
-	return r;
+	/* The kernel sends a file's release after close(2) has returned,
+	 * so a file written and closed just before may still count as open:
+	 * a seal that finds a writer waits up to SEAL_WAIT_S for releases
+	 * before it gives up. */
+	struct timespec deadline;
+	clock_gettime(CLOCK_MONOTONIC, &deadline);
+	deadline.tv_sec += SEAL_WAIT_S;
+	for (;;) {
+		uint64_t seen = fs_inode_writer_releases(&fs->inodes);
+		pthread_rwlock_wrlock(&fs->seal_lock);
+		r = store_seal(fs->store, ino, fs_xattr_has_writers, fs);
+		pthread_rwlock_unlock(&fs->seal_lock);
+		if (r != -EBUSY || !fs_inode_wait_writer_release(&fs->inodes, seen, &deadline))
+			return r;
+	}
 }
 
 int fs_xattr_set(struct fs *fs, uint64_t ino, const char *name, const char *value, size_t size,

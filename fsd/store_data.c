@@ -559,6 +559,7 @@ int store_file_open(struct store *st, uint64_t ino)
 
 int store_file_release(struct store *st, uint64_t ino)
 {
+	STORE_TEST_HOOK("release", st, ino);
 	pthread_mutex_lock(&st->mem_lock);
 	struct sinode *si = sinode_find(st, ino);
 	if (!si || !si->opens) {

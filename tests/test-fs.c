@@ -166,6 +166,12 @@ static int setup_map_pause(void **state)
 	return setup_paused(state, "map:200");
 }
 
+/* 300 ms before a file's release is handled. */
+static int setup_release_pause(void **state)
+{
+	return setup_paused(state, "release:300");
+}
+
 static int teardown(void **state)
 {
 	struct mnt *m = *state;
@@ -837,6 +843,26 @@ static void test_fs_seal_waits_for_truncate(void **state)
 }
 
 /*
+ * The kernel sends a file's release after close(2) returns (here the
+ * daemon takes 300 ms over each): a seal set right after the close waits
+ * for it rather than failing with EBUSY; a file still open makes it fail
+ * all the same.
+ */
+static void test_fs_seal_after_close(void **state)
+{
+	struct mnt *m = *state;
+	assert_int_equal(mkdir(P(m, "s"), 0755), 0);
+	put_file(P(m, "s/f"), "just closed", 11);
+	assert_int_equal(setxattr(P(m, "s"), "user.snapfs.sealed", "1", 1, 0), 0);
+	assert_int_equal(mkdir(P(m, "o"), 0755), 0);
+	int fd = open(P(m, "o/f"), O_WRONLY | O_CREAT, 0644);
+	assert_true(fd >= 0);
+	assert_int_equal(setxattr(P(m, "o"), "user.snapfs.sealed", "1", 1, 0), -1);
+	assert_int_equal(errno, EBUSY);
+	assert_int_equal(close(fd), 0);
+}
+
+/*
  * A request that waits (a truncate the daemon pauses 300 ms in) holds up
  * no other: quick ones asked meanwhile are answered while it waits.
  */
@@ -1378,6 +1404,8 @@ int main(void)
 						setup_truncate_pause, teardown),
 		cmocka_unit_test_setup_teardown(test_fs_slow_call_holds_up_nothing,
 						setup_truncate_pause, teardown),
+		cmocka_unit_test_setup_teardown(test_fs_seal_after_close, setup_release_pause,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_fs_slow_reads_side_by_side,
 						setup_map_pause, teardown),
 	};
