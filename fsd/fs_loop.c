@@ -12,27 +12,26 @@
  *
  * Here one worker listens on the device while requests are quick.  A
  * request that is quick by its kind (a read, getattr, lookup, readdir,
- * ...: see quick_kind) is served by the listener itself, which then listens again and
- * usually finds the next request already queued.  Before serving any
- * other kind, which may commit, hash a large write or wait for other
- * calls, the listener makes sure another worker listens (waking an idle
- * one, or starting one, up to max_threads), so that the slow call holds
- * up nothing else; a worker done with a slow request listens beside the
- * current listener rather than going idle, so that a stream of slow
- * requests (a large copy's writes) costs one wake-up each, as in
- * libfuse's loop, not two.  Quick kinds are treated as slow while the
- * running average of how long they take is above QUICK_NS (as when the
- * pack files are read from a disk), so that reads waiting for the disk
- * run side by side.
+ * ...: see quick_kind) is served by the listener itself, which then
+ * listens again and usually finds the next request already queued.
+ * Before serving any other kind, which may commit, hash a large write or
+ * wait for other calls, the listener makes sure another worker listens
+ * (waking an idle one, or starting one, up to max_threads), so that the
+ * slow call holds up nothing else; a worker done with a slow request
+ * listens beside the current listener rather than going idle, so that a
+ * stream of slow requests (a large copy's writes) costs one wake-up
+ * each, as in libfuse's loop, not two.  Quick kinds are treated as slow
+ * while the running average of how long they take is above QUICK_NS (as
+ * when the pack files are read from a disk), so that reads waiting for
+ * the disk run side by side.
  *
  * Stopping: a signal (libfuse's handlers mark the session exited) wakes
- * the main thread from its wait, or, if another thread took it, the
- * main thread sees it within a second; an unmount ends the listeners'
- * reads.
- * Listeners still reading are then interrupted by WAKE_SIG, whose
- * handler does nothing but end the read (EINTR); other workers finish
- * the request they serve and leave.  (Not pthread_cancel, as libfuse's
- * loop does: unwinding a worker's frames that way trips AddressSanitizer.)
+ * the main thread from its wait, or, if another thread took it, the main
+ * thread sees it within a second; an unmount ends the listeners' reads.
+ * Listeners still reading are then interrupted by WAKE_SIG, whose handler
+ * does nothing but end the read (EINTR); other workers finish the request
+ * they serve and leave.  (Not pthread_cancel, as libfuse's loop does:
+ * unwinding a worker's frames that way trips AddressSanitizer.)
  */
 #include <errno.h>
 #include <linux/fuse.h>
@@ -81,7 +80,7 @@ static int64_t now_ns(void)
 /*
  * Is buf a request of a kind that only reads what the store has in memory
  * or in its read connection, with no commit and no lock a slow call holds
- * for long (loop lock held)?  Not getxattr (the figures commit first, and
+ * for long?  Not getxattr (the figures commit first, and
  * user.snapfs.gc waits for a running gc), opendir and open (an atime
  * update is a transaction), statfs (counts the inodes) or forget (may
  * delete a file).
