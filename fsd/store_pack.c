@@ -386,12 +386,14 @@ static int stage_flush(struct pack_be *pb)
 	return pb->werr;
 }
 
-/* The staging buffer holding byte off of pack id, or NULL (lock held). */
-static struct stage *stage_find(struct pack_be *pb, uint32_t id, uint64_t off)
+/* A staging buffer holding any of the len bytes at off of pack id, or NULL
+ * (lock held).  Pages are staged whole, so one holding part of a page
+ * holds all of it. */
+static struct stage *stage_find(struct pack_be *pb, uint32_t id, uint64_t off, uint64_t len)
 {
 	for (unsigned i = 0; i < STAGE_BUFS; i++) {
 		struct stage *sg = &pb->stage[i];
-		if (sg->state != STAGE_FREE && sg->id == id && off >= sg->off &&
+		if (sg->state != STAGE_FREE && sg->id == id && sg->off < off + len &&
 		    off < sg->off + (uint64_t)sg->n * STORE_PAGE_SIZE)
 			return sg;
 	}
@@ -544,7 +546,7 @@ static int pb_fd_of(struct store_backend *be, uint64_t loc, int *fd, uint64_t *p
 	*pos = (loc & PACK_PAGE_MASK) * STORE_PAGE_SIZE;
 	pthread_mutex_lock(&pb->lock);
 	/* A staged page must be in the file before anyone reads the fd. */
-	int r = stage_find(pb, id, *pos) ? stage_flush(pb) : 0;
+	int r = stage_find(pb, id, *pos, STORE_PAGE_SIZE) ? stage_flush(pb) : 0;
 	if (!r)
 		r = pack_fd(pb, id, fd);
 	pthread_mutex_unlock(&pb->lock);
@@ -603,7 +605,7 @@ static int pb_get(struct store_backend *be, const uint8_t *hash, uint64_t loc, v
 	uint64_t pos = (loc & PACK_PAGE_MASK) * STORE_PAGE_SIZE;
 	int fd;
 	pthread_mutex_lock(&pb->lock);
-	struct stage *sg = stage_find(pb, id, pos);
+	struct stage *sg = stage_find(pb, id, pos, STORE_PAGE_SIZE);
 	if (sg) {
 		memcpy(page, sg->buf + (pos - sg->off), STORE_PAGE_SIZE);
 		pthread_mutex_unlock(&pb->lock);
@@ -624,16 +626,9 @@ static int pb_get_run(struct store_backend *be, uint64_t loc, unsigned n, void *
 	if (!n || page + n - 1 > PACK_PAGE_MASK)
 		return -EINVAL;
 	uint64_t pos = page * STORE_PAGE_SIZE, len = (uint64_t)n * STORE_PAGE_SIZE;
-	int fd, r = 0;
+	int fd;
 	pthread_mutex_lock(&pb->lock);
-	for (unsigned i = 0; i < STAGE_BUFS && !r; i++) {
-		struct stage *sg = &pb->stage[i];
-		if (sg->state != STAGE_FREE && sg->id == id && sg->off < pos + len &&
-		    pos < sg->off + (uint64_t)sg->n * STORE_PAGE_SIZE)
-			r = -EAGAIN;
-	}
-	if (!r)
-		r = pack_fd(pb, id, &fd);
+	int r = stage_find(pb, id, pos, len) ? -EAGAIN : pack_fd(pb, id, &fd);
 	pthread_mutex_unlock(&pb->lock);
 	return r ? r : pread_all(fd, pages, len, pos);
 }
