@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "snapshot.h"
 #include "snapvm_snap.h"
@@ -213,12 +214,12 @@ int snap_cmd_verify(int argc, char **argv)
 	}
 	/* A snapshot that is not there is one that cannot be loaded, as
 	 * for list and call, not one that failed to verify. */
-	struct stat sb;
-	const char *why = stat(argv[1], &sb) != 0 ? strerror(errno)
-			  : !S_ISDIR(sb.st_mode)	? "not a snapshot directory"
-							: NULL;
-	if (why) {
-		fprintf(stderr, "snapvm: %s: %s\n", argv[1], why);
+	if (access(argv[1], F_OK) != 0) {
+		fprintf(stderr, "snapvm: %s: %s\n", argv[1], strerror(errno));
+		return SNAPVM_EXIT_LOAD;
+	}
+	if (!is_dir(argv[1])) {
+		fprintf(stderr, "snapvm: %s: not a snapshot directory\n", argv[1]);
 		return SNAPVM_EXIT_LOAD;
 	}
 	struct err e = { 0 };
