@@ -17,6 +17,7 @@
 #include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -128,8 +129,70 @@ static void snapfs_usage(const char *prog)
 	       "    -o timeout=S           attribute and entry timeout (default 1)\n"
 	       "    -o sealed_timeout=S    the same for sealed content (default 86400)\n"
 	       "    -o remount             change the flags (ro, rw, noexec, ...) of the live mount\n"
-	       "                           of STORE at MOUNTPOINT, as mount -o remount does\n\n",
+	       "                           of STORE at MOUNTPOINT, as mount -o remount does\n\n"
+	       "Checking, cleaning and describing a store: snapfs-admin fsck|gc|stats STORE.\n\n",
 	       prog);
+}
+
+/* The options every FUSE daemon takes, as this one treats them
+ * (libfuse's own list offers clone_fd and max_idle_threads, which
+ * fs_loop_run does not use). */
+static void snapfs_generic_usage(void)
+{
+	printf("general options:\n"
+	       "    -h   --help            print help\n"
+	       "    -V   --version         print version\n"
+	       "    -d   -o debug          print every request (implies -f)\n"
+	       "    -f                     stay in the foreground\n"
+	       "    -s                     serve requests on one thread\n"
+	       "    -o max_threads=N       most worker threads (default 10)\n");
+}
+
+/* Names snapfs-admin takes as its first word: `snapfs fsck STORE` is a
+ * slip for `snapfs-admin fsck STORE`, and would otherwise create a store
+ * called fsck and mount it over STORE. */
+static bool snapfs_admin_word(const char *store)
+{
+	static const char *const words[] = { "fsck", "gc", "stats" };
+	struct stat sb;
+	for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
+		if (!strcmp(store, words[i]))
+			return lstat(store, &sb) < 0 && errno == ENOENT;
+	return false;
+}
+
+/*
+ * What a mount at mountpoint (an existing folder) would cover: a store
+ * (hidden from its own daemon and from snapfs-admin while mounted over),
+ * or another snapfs mount (two daemons stacked at one place, the lower
+ * one unreachable).  0, or -1 after a message.
+ */
+static int snapfs_check_covered(const char *mountpoint)
+{
+	char abs[PATH_MAX], index[PATH_MAX + 16], packs[PATH_MAX + 16];
+	if (!realpath(mountpoint, abs)) {
+		fprintf(stderr, "snapfs: mount point %s: %s\n", mountpoint, strerror(errno));
+		return -1;
+	}
+	struct mountinfo_ent *ent = malloc(sizeof(*ent));
+	int r = ent ? mountinfo_find(mountinfo_fuse_at, abs, ent) : -ENOMEM;
+	bool stacked = r == 0 && mountinfo_is_snapfs(ent);
+	if (stacked)
+		fprintf(stderr, "snapfs: mount point %s has store %s mounted already: "
+			"unmount it first\n", abs, ent->source);
+	free(ent);
+	if (stacked)
+		return -1;
+	snprintf(index, sizeof(index), "%s/index.db", abs);
+	snprintf(packs, sizeof(packs), "%s/packs", abs);
+	struct stat ist, pst;
+	if (stat(index, &ist) == 0 && S_ISREG(ist.st_mode) && stat(packs, &pst) == 0 &&
+	    S_ISDIR(pst.st_mode)) {
+		fprintf(stderr, "snapfs: mount point %s is a store: a mount there would hide it "
+			"(to check or inspect a store: snapfs-admin fsck|gc|stats STORE)\n", abs);
+		return -1;
+	}
+	return 0;
 }
 
 /*
@@ -263,7 +326,7 @@ int main(int argc, char *argv[])
 		goto out_args;
 	if (cmd.show_help) {
 		snapfs_usage(argv[0]);
-		fuse_cmdline_help();
+		snapfs_generic_usage();
 		fuse_lowlevel_help();
 		ret = 0;
 		goto out_args;
@@ -283,6 +346,11 @@ int main(int argc, char *argv[])
 		ret = snapfs_remount(&args, opts.store, cmd.mountpoint);
 		goto out_args;
 	}
+	if (snapfs_admin_word(opts.store)) {
+		fprintf(stderr, "snapfs: there is no store %s here; to run the command: "
+			"snapfs-admin %s STORE\n", opts.store, opts.store);
+		goto out_args;
+	}
 	if (!cmd.singlethread && (cmd.clone_fd || cmd.max_idle_threads != UINT_MAX))
 		fprintf(stderr, "snapfs: clone_fd and max_idle_threads are not used: one worker "
 			"at a time reads requests, and idle ones stay (continuing)\n");
@@ -299,6 +367,8 @@ int main(int argc, char *argv[])
 		fprintf(stderr, "snapfs: mount point %s: not a folder\n", cmd.mountpoint);
 		goto out_args;
 	}
+	if (snapfs_check_covered(cmd.mountpoint) < 0)
+		goto out_args;
 	if (fs_mount_prepare_store(opts.store, cmd.mountpoint, store_path, &e) < 0) {
 		fprintf(stderr, "snapfs: %s\n", e.msg);
 		goto out_args;

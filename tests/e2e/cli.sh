@@ -69,6 +69,19 @@ rm "$T/ls/packs" && mv "$T/mp/packs" "$T/ls/packs"
 check "... and with its packs back in place it mounts, its file intact" \
 	sh -c '[ "$(cat "$1/f")" = data ]' sh "$T/lm"
 umount "$T/lm"
+STORE=$T/ls wait_store_free
+# A store as the mount point would be hidden under the mount; `snapfs fsck
+# STORE`, meant for snapfs-admin, would make a store "fsck" to do that.
+out=$(timeout 20 "$SNAPFS" "$T/new" "$T/ls" -f 2>&1)
+st=$?
+ok "a store as the mount point is refused, pointing at snapfs-admin, and creates no store" \
+	$([ $st -ne 0 ] && echo "$out" | grep -q "mount point $T/ls is a store: a mount there would hide it" &&
+		echo "$out" | grep -q "snapfs-admin" && [ ! -e "$T/new" ] && echo 0 || echo 1) "$out"
+out=$(cd "$T" && timeout 20 "$SNAPFS" fsck "$T/lm" -f 2>&1)
+st=$?
+ok "'snapfs fsck FOLDER' is refused, naming 'snapfs-admin fsck STORE', and makes no store fsck" \
+	$([ $st -ne 0 ] && echo "$out" | grep -q "no store fsck here; to run the command: snapfs-admin fsck STORE" &&
+		[ ! -e "$T/fsck" ] && echo 0 || echo 1) "$out"
 mkdir "$T/bound"
 E2E_UMOUNT_AFTER=$T/bound
 if mount --bind "$T/mp" "$T/bound" 2>"$T/bind.err"; then
@@ -99,6 +112,11 @@ st=$?
 ok "a second snapfs on a mounted store is refused, naming where it is mounted" \
 	$([ $st -ne 0 ] && echo "$out" | grep -q "store $STORE is already mounted at $MNT" &&
 		! mountpoint -q "$T/mnt2" && echo 0 || echo 1) "$out"
+out=$(timeout 20 "$SNAPFS" "$T/s2" "$MNT" 2>&1)
+st=$?
+ok "a mount at a snapfs mount point is refused, naming the store there, and creates no store" \
+	$([ $st -ne 0 ] && echo "$out" | grep -q "mount point $MNT has store $STORE mounted already" &&
+		[ ! -e "$T/s2" ] && [ "$(grep -c " $MNT fuse" /proc/mounts)" = 1 ] && echo 0 || echo 1) "$out"
 dev=$(awk -v m="$MNT" '$5 == m { print $3 }' /proc/self/mountinfo | tail -n 1)
 check "read_ahead_kb of the mount is raised to 1024" sh -c '[ "$(cat /sys/class/bdi/$1/read_ahead_kb)" = 1024 ]' sh "$dev"
 pid=$(pgrep -f "^$SNAPFS $STORE $MNT\$" | head -n 1)
