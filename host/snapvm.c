@@ -13,7 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "file.h"
@@ -71,19 +70,13 @@ static void usage(FILE *f)
 		SNAPVM_TIMEOUT_DEFAULT_MS, GUEST_HEAP_DEFAULT >> 20, SANDBOX_SCRATCH_DEFAULT >> 20);
 }
 
-static int is_dir(const char *path)
-{
-	struct stat st;
-	return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
 static int cmd_list(int argc, char **argv)
 {
 	if (argc != 2) {
 		fprintf(stderr, "snapvm: list takes one guest file or snapshot (try --help)\n");
 		return SNAPVM_EXIT_USAGE;
 	}
-	if (is_dir(argv[1]))
+	if (file_is_dir(argv[1]))
 		return snap_cmd_list(argv[1]);
 	struct err e = { 0 };
 	struct guest *g;
@@ -194,7 +187,7 @@ static int cmd_call(int argc, char **argv)
 		fprintf(stderr, "snapvm: %s: %s\n", src, strerror(errno));
 		return SNAPVM_EXIT_LOAD;
 	}
-	int snapshot = is_dir(src);
+	int snapshot = file_is_dir(src);
 	if (snapshot ? snapvm_opts_only(&o, OPT_TIMEOUT | OPT_SANDBOXES | OPT_STDIN | OPT_RAW |
 					OPT_QUIET, "a snapshot (its sizes are fixed)")
 		     : snapvm_opts_only(&o, ~(unsigned)OPT_SANDBOXES, "a guest ELF"))

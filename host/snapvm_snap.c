@@ -17,17 +17,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
+#include "file.h"
 #include "snapshot.h"
 #include "snapvm_snap.h"
-
-static int is_dir(const char *path)
-{
-	struct stat st;
-	return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
-}
 
 /* Call fn in sb and print the result after prefix; returns 0 or the exit status. */
 static int call_print(struct sandbox *sb, const char *prefix, const char *fn, const char *arg,
@@ -123,7 +117,7 @@ int snap_cmd_snapshot(int argc, char **argv)
 		return SNAPVM_EXIT_USAGE;
 	}
 	const char *src = argv[i], *dir = argv[i + 1];
-	int from_snapshot = is_dir(src);
+	int from_snapshot = file_is_dir(src);
 	if (from_snapshot && snapvm_opts_only(&o, OPT_TIMEOUT | OPT_QUIET,
 					      "a snapshot (its sizes are fixed)"))
 		return SNAPVM_EXIT_USAGE;
@@ -218,7 +212,7 @@ int snap_cmd_verify(int argc, char **argv)
 		fprintf(stderr, "snapvm: %s: %s\n", argv[1], strerror(errno));
 		return SNAPVM_EXIT_LOAD;
 	}
-	if (!is_dir(argv[1])) {
+	if (!file_is_dir(argv[1])) {
 		fprintf(stderr, "snapvm: %s: not a snapshot directory\n", argv[1]);
 		return SNAPVM_EXIT_LOAD;
 	}

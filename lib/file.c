@@ -107,3 +107,9 @@ close_fd:
 	close(fd);
 	return r;
 }
+
+bool file_is_dir(const char *path)
+{
+	struct stat st;
+	return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}

@@ -1,5 +1,6 @@
 /*
- * lib/file.h: reading a whole file with a size bound.
+ * lib/file.h: reading a whole file with a size bound, and small helpers
+ * about files.
  *
  * Guest ELF files, manifests and cpu files are read whole before they are
  * parsed; all of them come from places a user or another process controls,
@@ -9,6 +10,7 @@
 #ifndef SNAPFS_FILE_H
 #define SNAPFS_FILE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "err.h"
@@ -29,6 +31,9 @@ int file_read_all(const char *path, size_t max, int notreg, char **buf, size_t *
  * file's type.  Returns the fd, or -1 with errno set.
  */
 int file_open_read(int dirfd, const char *path, int flags);
+
+/* Whether path is a folder (or a symlink to one). */
+bool file_is_dir(const char *path);
 
 /* Raise this process's soft limit of open files to the hard one (packs,
  * sandboxes: each holds files open).  0 or -errno. */
