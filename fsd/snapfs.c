@@ -348,7 +348,8 @@ int main(int argc, char *argv[])
 	}
 	if (snapfs_admin_word(opts.store)) {
 		fprintf(stderr, "snapfs: there is no store %s here; to run the command: "
-			"snapfs-admin %s STORE\n", opts.store, opts.store);
+			"snapfs-admin %s STORE (a new store by that name: ./%s)\n", opts.store,
+			opts.store, opts.store);
 		goto out_args;
 	}
 	if (!cmd.singlethread && (cmd.clone_fd || cmd.max_idle_threads != UINT_MAX))

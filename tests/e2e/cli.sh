@@ -82,6 +82,10 @@ st=$?
 ok "'snapfs fsck FOLDER' is refused, naming 'snapfs-admin fsck STORE', and makes no store fsck" \
 	$([ $st -ne 0 ] && echo "$out" | grep -q "no store fsck here; to run the command: snapfs-admin fsck STORE" &&
 		[ ! -e "$T/fsck" ] && echo 0 || echo 1) "$out"
+(cd "$T" && timeout 20 "$SNAPFS" ./fsck "$T/lm") && umount "$T/lm"
+ok "... while 'snapfs ./fsck FOLDER' makes and mounts a store by that name" \
+	$([ -f "$T/fsck/index.db" ] && echo 0 || echo 1)
+STORE=$T/fsck wait_store_free
 mkdir "$T/bound"
 E2E_UMOUNT_AFTER=$T/bound
 if mount --bind "$T/mp" "$T/bound" 2>"$T/bind.err"; then
