@@ -42,7 +42,10 @@
  * /proc/stat) and the CPU time of the daemon's pack writer thread, whose
  * writes into the pack are the same work as the tmpfs baseline: where
  * that thread needs several times the baseline's time, fresh memory was
- * slow to come, not snapfs.  Each measurement is run
+ * slow to come, not snapfs.  Last, the CPU time of each of the daemon's
+ * kinds of thread and of the copying thread, and how many cores they kept
+ * busy in all: near the machine's count, the copy-in is bound by CPU
+ * time, not by waiting.  Each measurement is run
  * several times; min and median are printed (the first cold run is often
  * slow on this kind of machine).  The mount is served both multi-threaded
  * (the default) and single-threaded (-s) for the read figures.
@@ -124,6 +127,14 @@ static double thread_cpu(pid_t pid, const char *comm)
 	}
 	closedir(d);
 	return (double)ticks / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* CPU time (user + system, seconds) of the calling thread so far. */
+static double self_cpu(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 /* CPU time the hypervisor took from this machine so far, all CPUs, in
@@ -653,6 +664,9 @@ int main(int argc, char **argv)
 	 */
 	pid = mount_snapfs(store, mnt, false);
 	double tn[16] = { 0 }, tb[16] = { 0 }, tp[16] = { 0 }, steal_n = 0, steal_b = 0;
+	/* CPU per copy-in: the daemon's FUSE workers, hashing helper and
+	 * committer (the pack writer is tp), and this thread's copying. */
+	double tw[16] = { 0 }, th[16] = { 0 }, tc[16] = { 0 }, tself[16] = { 0 };
 	for (int i = 0; i < n; i++) {
 		char fresh[PATH_MAX + 48], plain[PATH_MAX + 48];
 		snprintf(fresh, sizeof(fresh), "%s/fresh%d", mnt, i);
@@ -667,8 +681,14 @@ int main(int argc, char **argv)
 			double s0 = steal_seconds();
 			if ((i + k) % 2) {	/* alternate which goes first */
 				double p0 = thread_cpu(pid, "snapfs-pack");
+				double w0 = thread_cpu(pid, "snapfs"), h0 = thread_cpu(pid, "snapfs-hash");
+				double c0 = thread_cpu(pid, "snapfs-commit"), me0 = self_cpu();
 				tn[i] = copy_file(base, fresh);
 				tp[i] = thread_cpu(pid, "snapfs-pack") - p0;
+				tw[i] = thread_cpu(pid, "snapfs") - w0;
+				th[i] = thread_cpu(pid, "snapfs-hash") - h0;
+				tc[i] = thread_cpu(pid, "snapfs-commit") - c0;
+				tself[i] = self_cpu() - me0;
 				steal_n += steal_seconds() - s0;
 			} else {
 				tb[i] = copy_file(base, plain);
@@ -699,6 +719,13 @@ int main(int argc, char **argv)
 	for (int i = 0; i < n; i++)
 		printf(" %.2f/%.2f s", tp[i], tn[i]);
 	printf(" (thread CPU/copy-in)\n");
+	struct result w = summarise(tw, n), h = summarise(th, n), c = summarise(tc, n),
+		      self = summarise(tself, n);
+	double busy = w.median + h.median + c.median + pack.median + self.median;
+	printf("  CPU per copy-in, median: FUSE workers %.2f s, hashing helper %.2f s, committer %.2f s,\n"
+	       "  pack writer %.2f s, the copying thread %.2f s: %.2f s in all, %.2f of %ld cores busy\n",
+	       w.median, h.median, c.median, pack.median, self.median, busy, busy / fresh.median,
+	       sysconf(_SC_NPROCESSORS_ONLN));
 
 	printf("\nsummary (targets: cold read >= 0.5, mmap first touch >= 0.7, copy-in >= 0.6)\n");
 	printf("  cold read / tmpfs read:        multi %.2f (median %.2f), single %.2f (median %.2f)\n",
