@@ -145,7 +145,7 @@ static void snapfs_generic_usage(void)
 	       "    -d   -o debug          print every request (implies -f)\n"
 	       "    -f                     stay in the foreground\n"
 	       "    -s                     serve requests on one thread\n"
-	       "    -o max_threads=N       most worker threads (default 10)\n");
+	       "    -o max_threads=N       most worker threads (default 10, at most 1000)\n");
 }
 
 /* Names snapfs-admin takes as its first word: `snapfs fsck STORE` is a
@@ -165,7 +165,8 @@ static bool snapfs_admin_word(const char *store)
  * What a mount at mountpoint (an existing folder) would cover: a store
  * (hidden from its own daemon and from snapfs-admin while mounted over),
  * or another snapfs mount (two daemons stacked at one place, the lower
- * one unreachable).  0, or -1 after a message.
+ * one unreachable).  Only the topmost mount there counts: one under
+ * another is hidden already.  0, or -1 after a message.
  */
 static int snapfs_check_covered(const char *mountpoint)
 {
@@ -175,21 +176,27 @@ static int snapfs_check_covered(const char *mountpoint)
 		return -1;
 	}
 	struct mountinfo_ent *ent = malloc(sizeof(*ent));
-	int r = ent ? mountinfo_find(mountinfo_fuse_at, abs, ent) : -ENOMEM;
-	bool stacked = r == 0 && mountinfo_is_snapfs(ent);
+	int r = ent ? mountinfo_find(mountinfo_at, abs, ent) : -ENOMEM;
+	bool stacked = r == 0 && !strncmp(ent->fstype, "fuse", 4) && mountinfo_is_snapfs(ent);
+	/* An automount point (x-systemd.automount in fstab) is where this
+	 * very mount is awaited: a look inside would wait for it. */
+	bool automount = r == 0 && !strcmp(ent->fstype, "autofs");
 	if (stacked)
 		fprintf(stderr, "snapfs: mount point %s has store %s mounted already: "
-			"unmount it first\n", abs, ent->source);
+			"unmount it first\n", mountpoint, ent->source);
 	free(ent);
 	if (stacked)
 		return -1;
+	if (automount)
+		return 0;
 	snprintf(index, sizeof(index), "%s/index.db", abs);
 	snprintf(packs, sizeof(packs), "%s/packs", abs);
 	struct stat ist, pst;
 	if (stat(index, &ist) == 0 && S_ISREG(ist.st_mode) && stat(packs, &pst) == 0 &&
 	    S_ISDIR(pst.st_mode)) {
 		fprintf(stderr, "snapfs: mount point %s is a store: a mount there would hide it "
-			"(to check or inspect a store: snapfs-admin fsck|gc|stats STORE)\n", abs);
+			"(to check or inspect a store: snapfs-admin fsck|gc|stats STORE)\n",
+			mountpoint);
 		return -1;
 	}
 	return 0;
@@ -361,7 +368,14 @@ int main(int argc, char *argv[])
 	/* Check the mount point first, so a typo there creates no store. */
 	struct stat mst;
 	if (stat(cmd.mountpoint, &mst) < 0) {
-		fprintf(stderr, "snapfs: mount point %s: %s\n", cmd.mountpoint, strerror(errno));
+		int err = errno;
+		if (err == ENOTCONN)	/* a FUSE mount whose daemon died */
+			fprintf(stderr, "snapfs: mount point %s: %s (its daemon is gone: "
+				"fusermount3 -u %s first)\n", cmd.mountpoint, strerror(err),
+				cmd.mountpoint);
+		else
+			fprintf(stderr, "snapfs: mount point %s: %s\n", cmd.mountpoint,
+				strerror(err));
 		goto out_args;
 	}
 	if (!S_ISDIR(mst.st_mode)) {

@@ -45,6 +45,11 @@ static bool parse(const char *line, struct mountinfo_ent *e)
 	return true;
 }
 
+bool mountinfo_at(const struct mountinfo_ent *ent, const void *arg)
+{
+	return !strcmp(ent->mnt, arg);
+}
+
 bool mountinfo_fuse_at(const struct mountinfo_ent *ent, const void *arg)
 {
 	return !strcmp(ent->mnt, arg) && !strncmp(ent->fstype, "fuse", 4);

@@ -28,6 +28,10 @@ struct mountinfo_ent {
 int mountinfo_find(bool (*match)(const struct mountinfo_ent *ent, const void *arg),
 		   const void *arg, struct mountinfo_ent *out);
 
+/* A match for mountinfo_find: any mount whose mount point is the
+ * absolute path arg (a const char *). */
+bool mountinfo_at(const struct mountinfo_ent *ent, const void *arg);
+
 /* A match for mountinfo_find: a FUSE mount whose mount point is the
  * absolute path arg (a const char *). */
 bool mountinfo_fuse_at(const struct mountinfo_ent *ent, const void *arg);

@@ -82,10 +82,11 @@ st=$?
 ok "'snapfs fsck FOLDER' is refused, naming 'snapfs-admin fsck STORE', and makes no store fsck" \
 	$([ $st -ne 0 ] && echo "$out" | grep -q "no store fsck here; to run the command: snapfs-admin fsck STORE" &&
 		[ ! -e "$T/fsck" ] && echo 0 || echo 1) "$out"
-(cd "$T" && timeout 20 "$SNAPFS" ./fsck "$T/lm") && umount "$T/lm"
+(cd "$T" && timeout 20 "$SNAPFS" ./fsck "$T/lm")
+st=$?
+[ $st -eq 0 ] && umount "$T/lm" && (STORE=$T/fsck; wait_store_free)
 ok "... while 'snapfs ./fsck FOLDER' makes and mounts a store by that name" \
-	$([ -f "$T/fsck/index.db" ] && echo 0 || echo 1)
-STORE=$T/fsck wait_store_free
+	$([ $st -eq 0 ] && [ -f "$T/fsck/index.db" ] && echo 0 || echo 1) "status $st"
 mkdir "$T/bound"
 E2E_UMOUNT_AFTER=$T/bound
 if mount --bind "$T/mp" "$T/bound" 2>"$T/bind.err"; then
@@ -100,6 +101,21 @@ else
 fi
 E2E_UMOUNT_AFTER=
 ok "nothing was mounted by refusals" $(is_mounted && echo 1 || echo 0)
+
+# A mount point whose daemon died: the refusal says how to clear it.
+mkdir "$T/dead"
+"$SNAPFS" "$T/deadstore" "$T/dead"
+dpid=$(pgrep -f "^$SNAPFS $T/deadstore $T/dead\$" | head -n 1)
+[ -n "$dpid" ] && kill -9 "$dpid"
+i=0
+while [ -n "$dpid" ] && kill -0 "$dpid" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+out=$(timeout 20 "$SNAPFS" "$T/s3" "$T/dead" -f 2>&1)
+st=$?
+fusermount3 -u "$T/dead"
+ok "a mount point whose daemon died is refused, saying to run fusermount3 -u" \
+	$([ -n "$dpid" ] && [ $st -ne 0 ] &&
+		echo "$out" | grep -q "its daemon is gone: fusermount3 -u $T/dead first" &&
+		[ ! -e "$T/s3" ] && echo 0 || echo 1) "$out"
 
 # A missing store is created with mode 0700 (daemon mode: parent exits 0
 # only once the mount exists).  Started with a low soft limit on open
@@ -116,7 +132,7 @@ st=$?
 ok "a second snapfs on a mounted store is refused, naming where it is mounted" \
 	$([ $st -ne 0 ] && echo "$out" | grep -q "store $STORE is already mounted at $MNT" &&
 		! mountpoint -q "$T/mnt2" && echo 0 || echo 1) "$out"
-out=$(timeout 20 "$SNAPFS" "$T/s2" "$MNT" 2>&1)
+out=$(timeout 20 "$SNAPFS" "$T/s2" "$MNT" -f 2>&1)
 st=$?
 ok "a mount at a snapfs mount point is refused, naming the store there, and creates no store" \
 	$([ $st -ne 0 ] && echo "$out" | grep -q "mount point $MNT has store $STORE mounted already" &&
