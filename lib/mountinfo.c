@@ -52,7 +52,7 @@ bool mountinfo_at(const struct mountinfo_ent *ent, const void *arg)
 
 bool mountinfo_fuse_at(const struct mountinfo_ent *ent, const void *arg)
 {
-	return !strcmp(ent->mnt, arg) && !strncmp(ent->fstype, "fuse", 4);
+	return mountinfo_at(ent, arg) && !strncmp(ent->fstype, "fuse", 4);
 }
 
 bool mountinfo_fuse_of(const struct mountinfo_ent *ent, const void *arg)
