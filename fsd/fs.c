@@ -604,7 +604,10 @@ static int fs_open_file(struct fs *fs, const struct store_attr *a, struct fuse_f
 	int writers;
 	if (writer) {
 		struct store_attr now;
-		pthread_rwlock_rdlock(&fs->seal_lock);
+		if (pthread_rwlock_tryrdlock(&fs->seal_lock)) {
+			fs_loop_blocking();	/* a seal runs */
+			pthread_rwlock_rdlock(&fs->seal_lock);
+		}
 		r = store_getattr(fs->store, a->ino, &now);
 		if (r == 0 && (now.flags & STORE_INODE_SEALED))
 			r = -EPERM;

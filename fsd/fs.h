@@ -69,4 +69,9 @@ const struct fuse_lowlevel_ops *fs_lowlevel_ops(void);
  * the device failed. */
 int fs_loop_run(struct fuse_session *se, unsigned max_threads);
 
+/* The calling thread is about to wait or work for long: if it is serving
+ * a request in the listener's turn, another worker takes over listening
+ * first.  For store_set_block_hint; any thread may call it. */
+void fs_loop_blocking(void);
+
 #endif

@@ -37,6 +37,7 @@ static int fs_xattr_gc(struct fs *fs, uint64_t ino)
 	if (ino != FUSE_ROOT_ID)
 		return -EINVAL;
 	/* One at a time: a second caller waits and then runs its own. */
+	fs_loop_blocking();
 	pthread_mutex_lock(&fs->gc_lock);
 	struct store_gc_result res;
 	struct err e = { 0 };
@@ -58,7 +59,10 @@ static ssize_t fs_xattr_get_gc(struct fs *fs, uint64_t ino, char *buf, size_t si
 	if (ino != FUSE_ROOT_ID)
 		return -ENODATA;
 	char val[80];
-	pthread_mutex_lock(&fs->gc_lock);
+	if (pthread_mutex_trylock(&fs->gc_lock)) {
+		fs_loop_blocking();	/* a gc runs */
+		pthread_mutex_lock(&fs->gc_lock);
+	}
 	bool ran = fs->gc_ran;
 	struct store_gc_result res = fs->gc_last;
 	pthread_mutex_unlock(&fs->gc_lock);
@@ -152,6 +156,7 @@ static int fs_xattr_seal(struct fs *fs, uint64_t ino, int flags)
 		return -EEXIST;
 	if ((flags & XATTR_REPLACE) && !sealed)
 		return -ENODATA;
+	fs_loop_blocking();	/* a walk of the subtree, and maybe waits */
 	/* The kernel sends a file's release after close(2) has returned,
 	 * so a file written and closed just before may still count as open:
 	 * a seal that finds a writer waits up to SEAL_WAIT_S for releases

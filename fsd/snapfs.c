@@ -418,6 +418,7 @@ int main(int argc, char *argv[])
 		goto out_args;
 	}
 	store_set_log(store, snapfs_store_log, NULL);
+	store_set_block_hint(store, fs_loop_blocking);
 	struct fs_config cfg = {
 		.timeout = opts.timeout,
 		.sealed_timeout = opts.sealed_timeout,

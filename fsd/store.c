@@ -312,6 +312,23 @@ static int check_version(struct store *st, bool fresh, struct err *e)
 	return 0;
 }
 
+/* How long a connection waits for a lock that another connection holds
+ * (an admin command's transaction, a checkpoint) before it fails. */
+#define BUSY_WAIT_MS 10000
+
+/* SQLite's busy handler: tell store_may_block at the first retry, then
+ * retry after 1, 2, ... and at most 50 ms until BUSY_WAIT_MS have passed. */
+static int busy_wait(void *arg, int n)
+{
+	if (n == 0)
+		store_may_block(arg);
+	int64_t waited = n <= 50 ? (int64_t)n * (n + 1) / 2 : 1275 + (int64_t)(n - 50) * 50;
+	if (waited >= BUSY_WAIT_MS)
+		return 0;
+	sqlite3_sleep(n < 50 ? n + 1 : 50);
+	return 1;
+}
+
 int store_db_open(struct store *st, bool rdonly, sqlite3 **out, struct err *e)
 {
 	char path[4200];
@@ -325,7 +342,7 @@ int store_db_open(struct store *st, bool rdonly, sqlite3 **out, struct err *e)
 		sqlite3_close(db);
 		return r;
 	}
-	sqlite3_busy_timeout(db, 10000);
+	sqlite3_busy_handler(db, busy_wait, st);
 	/* Page maps and the page index are large B-trees: give them room. */
 	sqlite3_exec(db, "PRAGMA cache_size = -65536", NULL, NULL, NULL);
 	sqlite3_extended_result_codes(db, 1);
@@ -621,6 +638,7 @@ int store_sync_wal(struct store *st, struct err *e)
 	if (fd < 0)
 		return errno == ENOENT ? 0 : err_set(e, -errno, "store %s: %s: %s", st->dir, path,
 						     strerror(errno));
+	store_may_block(st);
 	int r = fsync(fd) < 0 ? err_set(e, -errno, "store %s: fsync %s: %s", st->dir, path,
 					strerror(errno))
 			      : 0;
@@ -662,4 +680,26 @@ void store_set_log(struct store *st, store_log_fn fn, void *arg)
 {
 	st->log = fn;
 	st->log_arg = arg;
+}
+
+void store_set_block_hint(struct store *st, store_block_fn fn)
+{
+	st->block_hint = fn;
+	st->be->may_block = fn;
+}
+
+void store_db_lock(struct store *st)
+{
+	if (pthread_mutex_trylock(&st->db_lock)) {
+		store_may_block(st);
+		pthread_mutex_lock(&st->db_lock);
+	}
+}
+
+void store_rdlock(struct store *st, pthread_rwlock_t *lock)
+{
+	if (pthread_rwlock_tryrdlock(lock)) {
+		store_may_block(st);
+		pthread_rwlock_rdlock(lock);
+	}
 }

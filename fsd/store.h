@@ -132,6 +132,15 @@ int store_close(struct store *st, struct err *e);
 typedef void (*store_log_fn)(void *arg, const char *msg);
 void store_set_log(struct store *st, store_log_fn fn, void *arg);
 
+/* Called by the thread of a call that is about to wait (for a lock held
+ * by another thread, a commit, a disk sync, a busy database, the page
+ * index being loaded) or to work for long (deleting a large file), before
+ * it does: a server that serves short calls in the thread that reads the
+ * requests lets another thread take over reading.  Any thread may call
+ * it; it must be cheap when repeated.  NULL (the default): nothing. */
+typedef void (*store_block_fn)(void);
+void store_set_block_hint(struct store *st, store_block_fn fn);
+
 /* Inodes (about 200 bytes each) kept cached beyond those in use, open or
  * with changes to commit; past a quarter more, the cache is trimmed. */
 #define STORE_CACHE_INODES 32768u

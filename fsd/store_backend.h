@@ -179,6 +179,9 @@ struct store_backend_ops {
 
 struct store_backend {
 	const struct store_backend_ops *ops;
+	/* Called before waiting for the backend's own threads (see
+	 * store_set_block_hint); NULL: nothing. */
+	void (*may_block)(void);
 };
 
 /* Pack files in folder dir (created if create).  rdonly: no writes. */

@@ -287,6 +287,7 @@ int store_known_wait(struct store *st)
 {
 	int state = __atomic_load_n(&st->known_state, __ATOMIC_ACQUIRE);
 	if (state == 0) {
+		store_may_block(st);
 		pthread_mutex_lock(&st->known_lock);
 		while ((state = __atomic_load_n(&st->known_state, __ATOMIC_ACQUIRE)) == 0)
 			pthread_cond_wait(&st->known_cond, &st->known_lock);

@@ -375,6 +375,10 @@ static void commit_failed(struct store *st, const struct batch *b, int r, const 
 	store_fail(st, r, "commit: %s", what);
 }
 
+/* Page-map chunks changed from which a commit's transaction counts as
+ * long work (see store_set_block_hint); the backend's sync tells itself. */
+#define COMMIT_LONG_CHUNKS 16u
+
 int store_commit(struct store *st, struct err *e)
 {
 	if (st->rdonly)
@@ -384,7 +388,9 @@ int store_commit(struct store *st, struct err *e)
 		e = &le;
 	/* Tails go in with the rest (a failure sticks in st->failed). */
 	tails_flush_all(st);
-	pthread_mutex_lock(&st->db_lock);
+	store_db_lock(st);
+	if (st->gc_relocating)
+		store_may_block(st);
 	while (st->gc_relocating)
 		pthread_cond_wait(&st->reloc_cond, &st->db_lock);
 	pthread_mutex_lock(&st->mem_lock);
@@ -424,6 +430,8 @@ int store_commit(struct store *st, struct err *e)
 	}
 
 	/* The page data first, then the transaction that refers to it. */
+	if (b.nrows >= COMMIT_LONG_CHUNKS)
+		store_may_block(st);
 	r = st->be->ops->sync(st->be, e);
 	if (!r) {
 		int rc = sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
@@ -469,6 +477,7 @@ int store_recover(struct store *st)
 	if (!__atomic_load_n(&st->failed, __ATOMIC_RELAXED))
 		return 0;
 	/* Exclusive: no data call is in progress, none starts. */
+	store_may_block(st);
 	pthread_rwlock_wrlock(&st->gc_lock);
 	pthread_mutex_lock(&st->db_lock);
 	int cause = st->failed, r = 0;
@@ -529,6 +538,10 @@ int store_recover(struct store *st)
 
 /* ---- deleting a file ------------------------------------------------------------- */
 
+/* Page-map chunks (of 128 pages) from which deleting a file counts as
+ * long work. */
+#define DELETE_LONG_CHUNKS 32u
+
 int store_delete_inode(struct store *st, uint64_t ino)
 {
 	pthread_mutex_lock(&st->mem_lock);
@@ -548,7 +561,10 @@ int store_delete_inode(struct store *st, uint64_t ino)
 	if (!r) {
 		sqlite3_bind_int64(s, 1, (int64_t)ino);
 		int rc;
+		unsigned rows = 0;
 		while (!r && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+			if (++rows == DELETE_LONG_CHUNKS)
+				store_may_block(st);	/* a large file */
 			const uint8_t *h = sqlite3_column_blob(s, 0), *l = sqlite3_column_blob(s, 1);
 			int n = sqlite3_column_bytes(s, 0) / (int)STORE_HASH_SIZE;
 			if (sqlite3_column_bytes(s, 1) < n * 8)

@@ -277,8 +277,14 @@ static int holes(struct store *st, struct sinode *si, uint64_t from, uint64_t to
 	return r;
 }
 
+/* Bytes of a file from which truncating or listing its pages counts as
+ * long work (see store_set_block_hint). */
+#define LONG_WORK_BYTES (32ull << 20)
+
 static int truncate_locked(struct store *st, struct sinode *si, uint64_t size)
 {
+	if (si->size > size && si->size - size >= LONG_WORK_BYTES)
+		store_may_block(st);
 	pthread_mutex_lock(&st->mem_lock);
 	int r = 0;
 	if (size < si->size) {
@@ -573,7 +579,7 @@ int store_file_release(struct store *st, uint64_t ino)
 		return 0;
 	if (doomed) {
 		/* store_inode_release came first: delete if still unlinked. */
-		pthread_mutex_lock(&st->db_lock);
+		store_db_lock(st);
 		int r = store_delete_inode_if_unlinked(st, ino);
 		pthread_mutex_unlock(&st->db_lock);
 		return r;
@@ -594,6 +600,8 @@ int store_file_info(struct store *st, uint64_t ino, struct store_file_info *out)
 	pthread_mutex_lock(&st->mem_lock);
 	uint64_t size = si->size;
 	uint64_t np = (size + STORE_PAGE_SIZE - 1) >> STORE_PAGE_SHIFT;
+	if (size >= LONG_WORK_BYTES)
+		store_may_block(st);
 	uint8_t(*hashes)[32] = np ? malloc(np * STORE_HASH_SIZE) : NULL;
 	uint64_t *locs = np ? malloc(np * sizeof(*locs)) : NULL;
 	if (np && (!hashes || !locs))

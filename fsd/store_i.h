@@ -231,6 +231,7 @@ struct store {
 
 	store_log_fn log;
 	void *log_arg;
+	store_block_fn block_hint;	/* see store_set_block_hint */
 	/* Under db_lock: a failed change was logged (the next change that
 	 * writes a row clears it); sqlite3_total_changes64 at ns_tx_begin. */
 	bool ns_fail_logged;
@@ -261,6 +262,19 @@ extern void (*store_test_hook)(const char *where, struct store *st, uint64_t ino
 
 /* store.c */
 int64_t store_now_ns(void);
+
+/* The calling thread is about to wait or work for long (see
+ * store_set_block_hint). */
+static inline void store_may_block(struct store *st)
+{
+	if (st->block_hint)
+		st->block_hint();
+}
+/* Take db_lock, telling store_may_block first if another thread holds it. */
+void store_db_lock(struct store *st);
+/* Take lock shared, telling store_may_block first if it is held
+ * exclusive. */
+void store_rdlock(struct store *st, pthread_rwlock_t *lock);
 
 /*
  * Times are kept as int64 nanoseconds since the epoch, which reach from

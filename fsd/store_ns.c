@@ -118,7 +118,7 @@ int ns_tx_open(struct store *st)
 {
 	if (st->rdonly)
 		return -EROFS;
-	pthread_mutex_lock(&st->db_lock);
+	store_db_lock(st);
 	if (__atomic_load_n(&st->failed, __ATOMIC_RELAXED)) {
 		pthread_mutex_unlock(&st->db_lock);
 		return -EIO;
@@ -638,7 +638,7 @@ int store_inode_release(struct store *st, uint64_t ino)
 {
 	if (st->rdonly)
 		return 0;
-	pthread_mutex_lock(&st->db_lock);
+	store_db_lock(st);
 	int r = store_delete_inode_if_unlinked(st, ino);
 	pthread_mutex_unlock(&st->db_lock);
 	return r;

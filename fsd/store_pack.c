@@ -45,6 +45,7 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "store_backend.h"
@@ -123,7 +124,20 @@ struct pack_be {
 	pthread_cond_t cond;	/* any stage changed state */
 	pthread_t writer;
 	bool writer_running, writer_stop;
+
+	int64_t sync_avg_ns;	/* how long syncs take, lately (atomic) */
 };
+
+/* Syncs are long work (see store_set_block_hint) while their average is
+ * above this; a new store assumes a disk until it has measured. */
+#define SYNC_LONG_NS 200000
+
+static int64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
 
 static struct pack_be *pb_of(struct store_backend *be)
 {
@@ -373,6 +387,13 @@ static void stage_submit(struct pack_be *pb)
 	pthread_cond_broadcast(&pb->cond);
 }
 
+/* The calling thread is about to wait for the writer thread. */
+static void pack_may_block(struct pack_be *pb)
+{
+	if (pb->be.may_block)
+		pb->be.may_block();
+}
+
 /* Wait until everything staged so far is written; returns the first
  * background write error, if any (lock held). */
 static int stage_flush(struct pack_be *pb)
@@ -381,6 +402,9 @@ static int stage_flush(struct pack_be *pb)
 		return pb->werr;
 	stage_submit(pb);
 	uint64_t target = pb->seq_queued;
+	/* The buffer just submitted is written soon; more is long work. */
+	if (target - pb->seq_done > 1)
+		pack_may_block(pb);
 	while (pb->seq_done < target)
 		pthread_cond_wait(&pb->cond, &pb->lock);
 	return pb->werr;
@@ -421,6 +445,7 @@ static struct stage *stage_take(struct pack_be *pb, uint32_t id, uint64_t off)
 				return sg;
 			}
 		}
+		pack_may_block(pb);
 		pthread_cond_wait(&pb->cond, &pb->lock);
 	}
 }
@@ -661,6 +686,10 @@ static int pb_sync(struct store_backend *be, struct err *e)
 	pb->dir_unsynced = false;
 	pthread_mutex_unlock(&pb->lock);
 
+	/* A disk's sync is long work; tmpfs's is not. */
+	if ((n || dir) && __atomic_load_n(&pb->sync_avg_ns, __ATOMIC_RELAXED) >= SYNC_LONG_NS)
+		pack_may_block(pb);
+	int64_t t0 = n || dir ? now_ns() : 0;
 	size_t done = 0;
 	for (; done < n && !r; done++)
 		if (fdatasync(todo[done].fd) < 0)
@@ -668,6 +697,10 @@ static int pb_sync(struct store_backend *be, struct err *e)
 				    strerror(errno));
 	if (!r && dir && fsync(pb->dir_fd) < 0)
 		r = err_set(e, -errno, "%s: fsync: %s", pb->dir, strerror(errno));
+	if (n || dir) {	/* a running average over about 8 */
+		int64_t avg = __atomic_load_n(&pb->sync_avg_ns, __ATOMIC_RELAXED);
+		__atomic_store_n(&pb->sync_avg_ns, avg + (now_ns() - t0 - avg) / 8, __ATOMIC_RELAXED);
+	}
 	if (!r) {
 		/* What recover must keep: each pack as far as it was flushed. */
 		pthread_mutex_lock(&pb->lock);
@@ -1338,6 +1371,7 @@ int store_pack_open(const char *dir, bool create, bool rdonly, struct store_back
 		return err_set(e, -ENOMEM, "%s: out of memory", dir);
 	}
 	pb->be.ops = &pack_ops;
+	pb->sync_avg_ns = SYNC_LONG_NS;
 	pb->rdonly = rdonly;
 	pthread_mutex_init(&pb->lock, NULL);
 	pthread_cond_init(&pb->cond, NULL);

@@ -580,9 +580,9 @@ static int data_enter(struct store *st, uint64_t ino, bool change, struct sinode
 		return r;
 	if (change && __atomic_load_n(&st->failed, __ATOMIC_RELAXED) && store_recover(st))
 		return -EIO;
-	pthread_rwlock_rdlock(&st->gc_lock);
+	store_rdlock(st, &st->gc_lock);
 	if (change)
-		pthread_rwlock_rdlock(&st->change_lock);
+		store_rdlock(st, &st->change_lock);
 	if (change && __atomic_load_n(&st->failed, __ATOMIC_RELAXED)) {
 		data_unlock(st, change);
 		return -EIO;

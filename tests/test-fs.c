@@ -36,6 +36,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <sqlite3.h>
 
 #include "testutil.h"
 
@@ -158,6 +159,12 @@ static int setup_paused(void **state, const char *spec)
 static int setup_truncate_pause(void **state)
 {
 	return setup_paused(state, "change:300");
+}
+
+/* The same, told as a wait (as the store tells a wait for a lock). */
+static int setup_truncate_wait(void **state)
+{
+	return setup_paused(state, "change:300:wait");
 }
 
 /* 200 ms before a read maps the file's pages. */
@@ -862,9 +869,22 @@ static void test_fs_seal_after_close(void **state)
 	assert_int_equal(close(fd), 0);
 }
 
+/* Quick requests (lookups of missing names), after which one worker
+ * listens on the device and serves short requests itself. */
+static void quick_requests(struct mnt *m)
+{
+	char name[32];
+	for (int i = 0; i < 10; i++) {
+		snprintf(name, sizeof(name), "missing%d", i);
+		assert_int_equal(access(P(m, name), F_OK), -1);
+	}
+}
+
 /*
- * A request that waits (a truncate the daemon pauses 300 ms in) holds up
- * no other: quick ones asked meanwhile are answered while it waits.
+ * A request that waits (a truncate the daemon pauses 300 ms in, saying
+ * first that it waits, as it does for a lock) holds up no other: short
+ * ones asked meanwhile are answered while it waits, although a truncate
+ * is served by the worker listening on the device.
  */
 static void test_fs_slow_call_holds_up_nothing(void **state)
 {
@@ -873,6 +893,7 @@ static void test_fs_slow_call_holds_up_nothing(void **state)
 	random_bytes(data, sizeof(data), 8);
 	put_file(P(m, "slow"), data, sizeof(data));
 	put_file(P(m, "other"), data, sizeof(data));
+	quick_requests(m);
 	struct truncation t = { .path = P(m, "slow") };
 	pthread_t th;
 	assert_int_equal(pthread_create(&th, NULL, truncate_main, &t), 0);
@@ -890,6 +911,59 @@ static void test_fs_slow_call_holds_up_nothing(void **state)
 	assert_false(__atomic_load_n(&t.done, __ATOMIC_ACQUIRE));
 	assert_int_equal(pthread_join(th, NULL), 0);
 	assert_int_equal(t.r, 0);
+}
+
+struct chmoding {
+	const char *path;
+	int r;
+	bool done;	/* (atomic) */
+};
+
+static void *chmod_main(void *arg)
+{
+	struct chmoding *c = arg;
+	c->r = chmod(c->path, 0600);
+	__atomic_store_n(&c->done, true, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+/*
+ * While another program holds the index's write lock (an admin command's
+ * transaction, here sqlite3 itself), a chmod waits for it, and requests
+ * that only read are answered meanwhile: the chmod, served by the worker
+ * listening on the device, hands the device on before it waits.
+ */
+static void test_fs_busy_index_holds_up_nothing(void **state)
+{
+	struct mnt *m = *state;
+	char data[4096], path[PATH_MAX + 32], list[256];
+	random_bytes(data, sizeof(data), 10);
+	put_file(P(m, "a"), data, sizeof(data));
+	put_file(P(m, "b"), data, sizeof(data));
+	assert_int_equal(setxattr(P(m, "b"), "user.k", "v", 1, 0), 0);
+	quick_requests(m);
+	sqlite3 *db;
+	snprintf(path, sizeof(path), "%s/index.db", m->store);
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+	struct chmoding c = { .path = P(m, "a") };
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, chmod_main, &c), 0);
+	usleep(100000);
+	/* (Not a listing: opening a folder may update its atime.) */
+	struct stat sb;
+	for (int i = 0; i < 20; i++) {
+		assert_int_equal(listxattr(P(m, "b"), list, sizeof(list)), sizeof("user.k"));
+		assert_int_equal(stat(P(m, "b"), &sb), 0);
+	}
+	/* Still waiting for the lock, which only this thread can end. */
+	assert_false(__atomic_load_n(&c.done, __ATOMIC_ACQUIRE));
+	assert_int_equal(sqlite3_exec(db, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_close(db), SQLITE_OK);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	assert_int_equal(c.r, 0);
+	assert_int_equal(stat(P(m, "a"), &sb), 0);
+	assert_int_equal(sb.st_mode & 07777, 0600);
 }
 
 /* Reads of a kind that is usually quick but is not now (the daemon
@@ -914,12 +988,7 @@ static void test_fs_slow_reads_side_by_side(void **state)
 		fds[i] = open(P(m, name), O_RDONLY);
 		assert_true(fds[i] >= 0);
 	}
-	/* Quick requests first (lookups of missing names), which one
-	 * worker serves. */
-	for (int i = 0; i < 10; i++) {
-		snprintf(name, sizeof(name), "missing%d", i);
-		assert_int_equal(access(P(m, name), F_OK), -1);
-	}
+	quick_requests(m);
 	pthread_t th[READERS];
 	struct timespec t0, t1;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -1403,7 +1472,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_fs_seal_waits_for_truncate,
 						setup_truncate_pause, teardown),
 		cmocka_unit_test_setup_teardown(test_fs_slow_call_holds_up_nothing,
-						setup_truncate_pause, teardown),
+						setup_truncate_wait, teardown),
+		cmocka_unit_test_setup_teardown(test_fs_busy_index_holds_up_nothing, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_fs_seal_after_close, setup_release_pause,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_fs_slow_reads_side_by_side,
