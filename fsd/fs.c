@@ -165,6 +165,9 @@ static void fs_op_destroy(void *userdata)
 		fuse_log(FUSE_LOG_ERR, "snapfs: %s\n", err_str(&e, r));
 }
 
+/* Inodes a batch of forgets may name and still be short work. */
+#define FORGET_SHORT 16
+
 static void fs_op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 {
 	fs_forget_ino(fs_of(req), ino, nlookup);
@@ -173,6 +176,9 @@ static void fs_op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 
 static void fs_op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
 {
+	/* Each may look the inode up in the index, or delete it. */
+	if (count > FORGET_SHORT)
+		fs_loop_blocking();
 	for (size_t i = 0; i < count; i++)
 		fs_forget_ino(fs_of(req), forgets[i].ino, forgets[i].nlookup);
 	fuse_reply_none(req);

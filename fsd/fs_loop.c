@@ -16,11 +16,14 @@
  * request_kind): a read, getattr, lookup or readdir, which only reads
  * what the store has in memory or in its read connection, or a change to
  * the namespace or a small write, which is one short transaction.  A
- * short change that has to wait after all (for a lock another thread
- * holds, a commit, a disk sync, a busy database) or to work for long
- * (deleting a large file) says so first through fs_loop_blocking, which
- * the store calls (store_set_block_hint), and the listener hands the
- * device on before it waits.  Before serving a slow kind (fsync, a large
+ * short change that has to wait after all (for the index or a file that
+ * another call holds, a commit, a disk sync, a checkpoint, another
+ * program's transaction) or to work for long (deleting a large file)
+ * says so first through fs_loop_blocking, which the store calls
+ * (store_set_block_hint), and the listener hands the device on before it
+ * waits.  (Not for the store's memory lock and read connection, which
+ * every read takes as well and which are held for long only by rare
+ * calls: gc, recovery, a large clone.)  Before serving a slow kind (fsync, a large
  * write, a clone, ...), the listener makes sure another worker listens
  * (waking an idle one, or starting one, up to max_threads), so that the
  * slow call holds up nothing else; a worker done with a slow request
@@ -65,6 +68,7 @@ struct worker {
 	pthread_t thread;
 	bool listening;
 	bool serving;		/* a short request, in the listener's turn */
+	bool waited;		/* the request being served said it waits */
 	struct fuse_buf buf;
 	struct fs_loop *loop;
 };
@@ -165,8 +169,8 @@ static int start_worker(struct fs_loop *l)
 	return 0;
 }
 
-/* The listener is about to serve a slow request: let another worker take
- * the device (loop lock held).  With max_threads busy, the device waits
+/* The listener is about to serve a slow request, or to wait in a short
+ * one: let another worker take the device (loop lock held).  With max_threads busy, the device waits
  * for the first of them to finish. */
 static void hand_off(struct fs_loop *l)
 {
@@ -191,7 +195,10 @@ static void loop_end(struct fs_loop *l, int error)
 void fs_loop_blocking(void)
 {
 	struct worker *w = this_worker;
-	if (!w || !w->serving)
+	if (!w)
+		return;
+	w->waited = true;
+	if (!w->serving)
 		return;
 	w->serving = false;
 	pthread_mutex_lock(&w->loop->lock);
@@ -241,16 +248,19 @@ static void *worker_main(void *arg)
 			hand_off(l);
 		pthread_mutex_unlock(&l->lock);
 		w->serving = !slow;
-		int64_t t0 = slow ? 0 : now_ns();
+		w->waited = false;
+		int64_t t0 = now_ns();
 		fuse_session_process_buf(l->se, &w->buf);
-		int64_t took = slow ? 0 : now_ns() - t0;
-		/* Handed on by fs_loop_blocking: served as a slow one. */
-		bool waited = !slow && !w->serving;
+		int64_t took = now_ns() - t0;
 		w->serving = false;
 		pthread_mutex_lock(&l->lock);
-		if (waited)
+		/* Handed on by fs_loop_blocking: served as a slow one.  A
+		 * request that said it waits does not count in the average,
+		 * which is for the kinds' usual cost (also while they are
+		 * treated as slow, so that it comes down again). */
+		if (w->waited)
 			slow = true;
-		else if (!slow)	/* a running average over about 8 */
+		else if (kind != KIND_SLOW)	/* a running average over about 8 */
 			*avg += (took - *avg) / 8;
 	}
 	pthread_mutex_unlock(&l->lock);

@@ -95,6 +95,8 @@ static ssize_t fs_xattr_get_own(struct fs *fs, uint64_t ino, const char *what, c
 	struct store_file_info fi;
 	if (!strcmp(what, "digest") || !strcmp(what, "pages") || !strcmp(what, "shared_pages") ||
 	    !strcmp(what, "zero_pages")) {
+		/* A commit, then a look at every page of the file. */
+		fs_loop_blocking();
 		r = store_file_info(fs->store, ino, &fi);
 		if (r < 0)
 			return r;
@@ -196,6 +198,7 @@ int fs_xattr_remove(struct fs *fs, uint64_t ino, const char *name, uint32_t uid)
 		 * for a whole sealed tree. */
 		if (uid != 0)
 			return -EPERM;
+		fs_loop_blocking();	/* a walk of the subtree */
 		int r = store_unseal(fs->store, ino);
 		return r == -EINVAL ? -EPERM : r;
 	}

@@ -312,6 +312,28 @@ static int check_version(struct store *st, bool fresh, struct err *e)
 	return 0;
 }
 
+/*
+ * After a commit on the main connection: checkpoint once the WAL holds
+ * WAL_CHECKPOINT_PAGES, as SQLite's automatic checkpoint would (which
+ * this hook replaces), but saying first that the call waits: copying
+ * the pages back and syncing the database takes a disk a while, and the
+ * commit may be a short change's.  A commit of new pages dirties a
+ * leaf of the page index per page or so; checkpointing at SQLite's
+ * default 1000-page WAL copied most of the index back each time, and a
+ * WAL of up to 64 MiB lets several commits share one checkpoint.
+ * store_sync fsyncs the WAL itself.
+ */
+#define WAL_CHECKPOINT_PAGES 16384
+
+static int wal_committed(void *arg, sqlite3 *db, const char *name, int pages)
+{
+	if (pages >= WAL_CHECKPOINT_PAGES) {
+		store_may_block(arg);
+		sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+	}
+	return SQLITE_OK;
+}
+
 /* How long a connection waits for a lock that another connection holds
  * (an admin command's transaction, a checkpoint) before it fails. */
 #define BUSY_WAIT_MS 10000
@@ -581,16 +603,10 @@ int store_open(const char *dir, unsigned flags, struct store **out, struct err *
 	if (!r)
 		r = store_db_open(st, rdonly, &st->db, e);
 	if (!r && !rdonly)
-		r = exec_sql(st, st->db,
-			     "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;"
-			     /* A commit of new pages dirties a leaf of the page
-			      * index per page or so (random keys); checkpointing
-			      * after every commit (the default 1000-page WAL)
-			      * copied most of the index back each time.  A WAL
-			      * of up to 64 MiB lets several commits share one
-			      * checkpoint.  store_sync fsyncs the WAL itself. */
-			     " PRAGMA wal_autocheckpoint = 16384;",
+		r = exec_sql(st, st->db, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;",
 			     e, "setting WAL mode");
+	if (!r && !rdonly)
+		sqlite3_wal_hook(st->db, wal_committed, st);
 	if (!r)
 		r = check_version(st, kind == 0, e);
 	if (!r)
@@ -684,8 +700,9 @@ void store_set_log(struct store *st, store_log_fn fn, void *arg)
 
 void store_set_block_hint(struct store *st, store_block_fn fn)
 {
-	st->block_hint = fn;
-	st->be->may_block = fn;
+	/* Atomic: the store's threads run already. */
+	__atomic_store_n(&st->block_hint, fn, __ATOMIC_RELAXED);
+	__atomic_store_n(&st->be->may_block, fn, __ATOMIC_RELAXED);
 }
 
 void store_db_lock(struct store *st)
@@ -693,6 +710,14 @@ void store_db_lock(struct store *st)
 	if (pthread_mutex_trylock(&st->db_lock)) {
 		store_may_block(st);
 		pthread_mutex_lock(&st->db_lock);
+	}
+}
+
+void store_wlock(struct store *st, struct sinode *si)
+{
+	if (pthread_mutex_trylock(&si->wlock)) {
+		store_may_block(st);
+		pthread_mutex_lock(&si->wlock);
 	}
 }
 

@@ -137,7 +137,8 @@ void store_set_log(struct store *st, store_log_fn fn, void *arg);
  * index being loaded) or to work for long (deleting a large file), before
  * it does: a server that serves short calls in the thread that reads the
  * requests lets another thread take over reading.  Any thread may call
- * it; it must be cheap when repeated.  NULL (the default): nothing. */
+ * it, with any of the store's locks held, so it must take none of them;
+ * it must be cheap when repeated.  NULL (the default): nothing. */
 typedef void (*store_block_fn)(void);
 void store_set_block_hint(struct store *st, store_block_fn fn);
 

@@ -223,7 +223,7 @@ static void known_done(struct store *st, int state)
 static void *known_main(void *arg)
 {
 	struct store *st = arg;
-	/* With the busy timeout of the store's other connections: a reader
+	/* With the busy handler of the store's other connections: a reader
 	 * can meet a lock for a moment (a writer resetting the WAL), and
 	 * failing then would leave the store refusing changes until it is
 	 * opened again. */

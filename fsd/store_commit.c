@@ -375,9 +375,12 @@ static void commit_failed(struct store *st, const struct batch *b, int r, const 
 	store_fail(st, r, "commit: %s", what);
 }
 
-/* Page-map chunks changed from which a commit's transaction counts as
- * long work (see store_set_block_hint); the backend's sync tells itself. */
+/* From how many page-map chunks, inodes or page references changed a
+ * commit's transaction counts as long work (see store_set_block_hint);
+ * the backend's sync tells itself. */
 #define COMMIT_LONG_CHUNKS 16u
+#define COMMIT_LONG_INODES 64u
+#define COMMIT_LONG_PAGES 2048u
 
 int store_commit(struct store *st, struct err *e)
 {
@@ -430,7 +433,8 @@ int store_commit(struct store *st, struct err *e)
 	}
 
 	/* The page data first, then the transaction that refers to it. */
-	if (b.nrows >= COMMIT_LONG_CHUNKS)
+	if (b.nrows >= COMMIT_LONG_CHUNKS || b.ninodes >= COMMIT_LONG_INODES ||
+	    b.deltas.n >= COMMIT_LONG_PAGES)
 		store_may_block(st);
 	r = st->be->ops->sync(st->be, e);
 	if (!r) {

@@ -124,7 +124,7 @@ static int clip_read(struct store *st, struct sinode *si, uint64_t off, size_t *
 			*len = n;
 			return 0;
 		}
-		pthread_mutex_lock(&si->wlock);
+		store_wlock(st, si);
 		*locked = true;
 		int r = tail_flush(st, si);
 		if (r) {
@@ -277,8 +277,8 @@ static int holes(struct store *st, struct sinode *si, uint64_t from, uint64_t to
 	return r;
 }
 
-/* Bytes of a file from which truncating or listing its pages counts as
- * long work (see store_set_block_hint). */
+/* Bytes of a file from which truncating it counts as long work (see
+ * store_set_block_hint). */
 #define LONG_WORK_BYTES (32ull << 20)
 
 static int truncate_locked(struct store *st, struct sinode *si, uint64_t size)
@@ -437,10 +437,10 @@ ssize_t store_clone(struct store *st, uint64_t src, uint64_t src_off, uint64_t d
 		if (src < dst) {
 			pthread_mutex_unlock(&d->wlock);
 			STORE_TEST_HOOK("clone", st, dst);
-			pthread_mutex_lock(&s->wlock);
-			pthread_mutex_lock(&d->wlock);
+			store_wlock(st, s);
+			store_wlock(st, d);
 		} else {
-			pthread_mutex_lock(&s->wlock);
+			store_wlock(st, s);
 		}
 		r = tail_flush(st, s);
 		/* While d's wlock was let go, a write may have started a tail
@@ -526,7 +526,7 @@ static int64_t seek(struct store *st, uint64_t ino, uint64_t off, bool data)
 	bool held = si->tail != NULL;
 	if (held) {
 		pthread_mutex_unlock(&st->mem_lock);
-		pthread_mutex_lock(&si->wlock);
+		store_wlock(st, si);
 		r = tail_flush(st, si);
 		pthread_mutex_lock(&st->mem_lock);
 	}
@@ -600,8 +600,6 @@ int store_file_info(struct store *st, uint64_t ino, struct store_file_info *out)
 	pthread_mutex_lock(&st->mem_lock);
 	uint64_t size = si->size;
 	uint64_t np = (size + STORE_PAGE_SIZE - 1) >> STORE_PAGE_SHIFT;
-	if (size >= LONG_WORK_BYTES)
-		store_may_block(st);
 	uint8_t(*hashes)[32] = np ? malloc(np * STORE_HASH_SIZE) : NULL;
 	uint64_t *locs = np ? malloc(np * sizeof(*locs)) : NULL;
 	if (np && (!hashes || !locs))

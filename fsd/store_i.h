@@ -26,6 +26,9 @@
  * A commit holds db_lock throughout but mem_lock only while it copies the
  * pending state out, so readers and writers go on during the slow part
  * (fdatasync, SQLite transaction).
+ * store_may_block (the owner's hint that a call is about to wait) may be
+ * called with any of these held: store_db_lock, store_wlock and
+ * store_rdlock call it when the lock is taken.
  */
 #ifndef SNAPFS_STORE_I_H
 #define SNAPFS_STORE_I_H
@@ -267,11 +270,15 @@ int64_t store_now_ns(void);
  * store_set_block_hint). */
 static inline void store_may_block(struct store *st)
 {
-	if (st->block_hint)
-		st->block_hint();
+	store_block_fn fn = __atomic_load_n(&st->block_hint, __ATOMIC_RELAXED);
+	if (fn)
+		fn();
 }
 /* Take db_lock, telling store_may_block first if another thread holds it. */
 void store_db_lock(struct store *st);
+/* Take an inode's wlock, the same way (a clone holds two for its whole
+ * length, a large write its file's while it hashes). */
+void store_wlock(struct store *st, struct sinode *si);
 /* Take lock shared, telling store_may_block first if it is held
  * exclusive. */
 void store_rdlock(struct store *st, pthread_rwlock_t *lock);

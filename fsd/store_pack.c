@@ -390,8 +390,9 @@ static void stage_submit(struct pack_be *pb)
 /* The calling thread is about to wait for the writer thread. */
 static void pack_may_block(struct pack_be *pb)
 {
-	if (pb->be.may_block)
-		pb->be.may_block();
+	void (*fn)(void) = __atomic_load_n(&pb->be.may_block, __ATOMIC_RELAXED);
+	if (fn)
+		fn();
 }
 
 /* Wait until everything staged so far is written; returns the first

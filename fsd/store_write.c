@@ -450,7 +450,7 @@ int tails_flush_all(struct store *st)
 	}
 	pthread_mutex_unlock(&st->mem_lock);
 	for (size_t i = 0; i < n; i++) {
-		pthread_mutex_lock(&list[i]->wlock);
+		store_wlock(st, list[i]);
 		int fr = tail_flush(st, list[i]);
 		pthread_mutex_unlock(&list[i]->wlock);
 		r = r ? r : fr;
@@ -599,7 +599,7 @@ static int data_enter(struct store *st, uint64_t ino, bool change, struct sinode
 		return -EPERM;
 	}
 	if (change) {
-		pthread_mutex_lock(&si->wlock);
+		store_wlock(st, si);
 		STORE_TEST_HOOK("change", st, ino);
 	}
 	*out = si;
@@ -622,7 +622,7 @@ int data_begin(struct store *st, uint64_t ino, bool change, struct sinode **out)
 	if (!__atomic_load_n(&si->tail, __ATOMIC_RELAXED))
 		return 0;
 	if (!change)
-		pthread_mutex_lock(&si->wlock);
+		store_wlock(st, si);
 	r = tail_flush(st, si);
 	if (!change)
 		pthread_mutex_unlock(&si->wlock);

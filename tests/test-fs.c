@@ -155,14 +155,10 @@ static int setup_paused(void **state, const char *spec)
 	return 0;
 }
 
-/* 300 ms between a data change's sealed check and the change. */
+/* 300 ms between a data change's sealed check and the change, told as
+ * a wait (as waiting for the file's lock there is), so that the worker
+ * that serves it lets another one serve the requests meanwhile. */
 static int setup_truncate_pause(void **state)
-{
-	return setup_paused(state, "change:300");
-}
-
-/* The same, told as a wait (as the store tells a wait for a lock). */
-static int setup_truncate_wait(void **state)
 {
 	return setup_paused(state, "change:300:wait");
 }
@@ -882,9 +878,9 @@ static void quick_requests(struct mnt *m)
 
 /*
  * A request that waits (a truncate the daemon pauses 300 ms in, saying
- * first that it waits, as it does for a lock) holds up no other: short
- * ones asked meanwhile are answered while it waits, although a truncate
- * is served by the worker listening on the device.
+ * first that it waits, as it does for the file's lock there) holds up no
+ * other: short ones asked meanwhile are answered while it waits,
+ * although a truncate is served by the worker listening on the device.
  */
 static void test_fs_slow_call_holds_up_nothing(void **state)
 {
@@ -945,6 +941,7 @@ static void test_fs_busy_index_holds_up_nothing(void **state)
 	sqlite3 *db;
 	snprintf(path, sizeof(path), "%s/index.db", m->store);
 	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	sqlite3_busy_timeout(db, 5000);	/* a release may be committing */
 	assert_int_equal(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
 	struct chmoding c = { .path = P(m, "a") };
 	pthread_t th;
@@ -1472,7 +1469,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_fs_seal_waits_for_truncate,
 						setup_truncate_pause, teardown),
 		cmocka_unit_test_setup_teardown(test_fs_slow_call_holds_up_nothing,
-						setup_truncate_wait, teardown),
+						setup_truncate_pause, teardown),
 		cmocka_unit_test_setup_teardown(test_fs_busy_index_holds_up_nothing, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_fs_seal_after_close, setup_release_pause,
