@@ -322,15 +322,29 @@ static int check_version(struct store *st, bool fresh, struct err *e)
  * default 1000-page WAL copied most of the index back each time, and a
  * WAL of up to 64 MiB lets several commits share one checkpoint.
  * store_sync fsyncs the WAL itself.
+ *
+ * A reader that keeps an old snapshot (gc, the page-index loader, an
+ * admin command) stops a checkpoint short and the WAL from starting
+ * over; trying again at every commit would make each one wait.  So a
+ * checkpoint is tried again only after another eighth of the limit has
+ * been written, until the WAL starts over below the limit.
  */
+#ifndef WAL_CHECKPOINT_PAGES
 #define WAL_CHECKPOINT_PAGES 16384
+#endif
 
 static int wal_committed(void *arg, sqlite3 *db, const char *name, int pages)
 {
-	if (pages >= WAL_CHECKPOINT_PAGES) {
-		store_may_block(arg);
-		sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+	struct store *st = arg;
+	if (pages < WAL_CHECKPOINT_PAGES) {
+		st->wal_retry_at = 0;
+		return SQLITE_OK;
 	}
+	if (pages < st->wal_retry_at)
+		return SQLITE_OK;
+	store_may_block(st);
+	sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+	st->wal_retry_at = pages + WAL_CHECKPOINT_PAGES / 8;
 	return SQLITE_OK;
 }
 
