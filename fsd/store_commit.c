@@ -312,7 +312,9 @@ static int index_orphans(struct store *st, const struct htab *deltas)
 static int batch_write(struct store *st, struct batch *b)
 {
 	sqlite3_stmt *put = store_stmt(st, st->db,
-				       "INSERT OR REPLACE INTO chunk(ino, idx, hashes, locs) VALUES(?, ?, ?, ?)");
+				       "INSERT INTO chunk(ino, idx, hashes, locs) VALUES(?, ?, ?, ?)"
+				       " ON CONFLICT(ino, idx) DO UPDATE"
+				       " SET hashes = excluded.hashes, locs = excluded.locs");
 	sqlite3_stmt *del = store_stmt(st, st->db, "DELETE FROM chunk WHERE ino = ? AND idx = ?");
 	sqlite3_stmt *ino = store_stmt(st, st->db,
 				       "UPDATE inode SET size = ?, pages = ?, mtime_ns = ?, ctime_ns = ?"

@@ -1,6 +1,6 @@
 -- schema/store.sql: the SQLite schema of a snapfs store (index.db).
 --
--- version: 4
+-- version: 5
 --
 -- The line above is the schema version; the build embeds this file and the
 -- version into the store library, which writes it to PRAGMA user_version
@@ -70,13 +70,20 @@ CREATE TABLE xattr (
 -- location, a copy of page.loc kept so reads need no index lookups).  Both
 -- blobs may stop early; missing slots are holes.  A chunk of holes only has
 -- no row.
+--
+-- A row is about 5 KiB, more than a B-tree page holds, so it is a rowid
+-- table found through the (small) key's own index: as a WITHOUT ROWID
+-- table every step of a search through the key copied a whole row,
+-- overflow pages and all, to compare keys (some 30 page reads to look up
+-- one chunk of a store holding 1 GiB).  locs comes first so that it stays
+-- on the row's first page.
 CREATE TABLE chunk (
 	ino    INTEGER NOT NULL,
 	idx    INTEGER NOT NULL,
-	hashes BLOB NOT NULL,
 	locs   BLOB NOT NULL,
+	hashes BLOB NOT NULL,
 	PRIMARY KEY (ino, idx)
-) WITHOUT ROWID;
+);
 
 -- The page index: every stored page, where it is, and how many page-map
 -- slots refer to it.  refs = 0: garbage that gc removes.

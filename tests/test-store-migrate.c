@@ -274,6 +274,47 @@ static void test_migrate_v3_listing_index(void **state)
 	tsu_store_remove(path);
 }
 
+/*
+ * Version 4 kept the page map WITHOUT ROWID, so every step of a search
+ * through its key copied whole 5 KiB rows, overflow pages and all.  A
+ * store put back into that layout gets a rowid table found through an
+ * index of the key, locs first, with every row and its file intact.
+ */
+static void test_migrate_v4_chunk_table(void **state)
+{
+	(void)state;
+	char *path = old_store();
+	static const char probe[] = "SELECT max(idx) FROM chunk WHERE ino = 2";
+	index_exec(path, "CREATE TABLE chunk_v4 (ino INTEGER NOT NULL, idx INTEGER NOT NULL,"
+			 " hashes BLOB NOT NULL, locs BLOB NOT NULL, PRIMARY KEY (ino, idx))"
+			 " WITHOUT ROWID;"
+			 "INSERT INTO chunk_v4 SELECT ino, idx, hashes, locs FROM chunk;"
+			 "DROP TABLE chunk; ALTER TABLE chunk_v4 RENAME TO chunk;"
+			 "PRAGMA user_version = 4");
+	int64_t rows = index_int(path, "SELECT count(*) FROM chunk");
+	assert_true(rows >= 1);
+	char plan[1024];
+	index_plan(path, probe, plan, sizeof(plan));
+	assert_non_null(strstr(plan, "PRIMARY KEY"));
+
+	struct store *st = NULL;
+	struct err e = { 0 };
+	assert_int_equal(store_open(path, 0, &st, &e), 0);
+	assert_int_equal(index_int(path, "PRAGMA user_version"), store_schema_version());
+	index_plan(path, probe, plan, sizeof(plan));
+	assert_non_null(strstr(plan, "COVERING INDEX"));
+	assert_int_equal(index_int(path, "SELECT count(*) FROM sqlite_master"
+					 " WHERE name = 'chunk' AND sql LIKE '%WITHOUT ROWID%'"),
+			 0);
+	assert_int_equal(index_int(path, "SELECT cid FROM pragma_table_info('chunk')"
+					 " WHERE name = 'locs'"),
+			 2);
+	assert_int_equal(index_int(path, "SELECT count(*) FROM chunk"), rows);
+	check_kept(st);
+	assert_int_equal(store_close(st, NULL), 0);
+	tsu_store_remove(path);
+}
+
 static void test_no_migration_refused(void **state)
 {
 	(void)state;
@@ -299,6 +340,7 @@ int main(void)
 		cmocka_unit_test(test_migrate_v1_page_index),
 		cmocka_unit_test(test_migrate_v2_dead_index),
 		cmocka_unit_test(test_migrate_v3_listing_index),
+		cmocka_unit_test(test_migrate_v4_chunk_table),
 		cmocka_unit_test(test_no_migration_refused),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
