@@ -327,7 +327,9 @@ static int check_version(struct store *st, bool fresh, struct err *e)
  * admin command) stops a checkpoint short and the WAL from starting
  * over; trying again at every commit would make each one wait.  So a
  * checkpoint is tried again only after another eighth of the limit has
- * been written, until the WAL starts over below the limit.
+ * been written, until the WAL starts over: the first commit after that
+ * leaves fewer frames than the last one did (without a restart the
+ * count only grows), whatever its own size.
  */
 #ifndef WAL_CHECKPOINT_PAGES
 #define WAL_CHECKPOINT_PAGES 16384
@@ -336,11 +338,10 @@ static int check_version(struct store *st, bool fresh, struct err *e)
 static int wal_committed(void *arg, sqlite3 *db, const char *name, int pages)
 {
 	struct store *st = arg;
-	if (pages < WAL_CHECKPOINT_PAGES) {
-		st->wal_retry_at = 0;
-		return SQLITE_OK;
-	}
-	if (pages < st->wal_retry_at)
+	if (pages <= st->wal_last)
+		st->wal_retry_at = 0;	/* the WAL started over */
+	st->wal_last = pages;
+	if (pages < WAL_CHECKPOINT_PAGES || pages < st->wal_retry_at)
 		return SQLITE_OK;
 	store_may_block(st);
 	sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);

@@ -168,7 +168,7 @@ struct store {
 	pthread_mutex_t hasher_lock;
 
 	sqlite3 *db;			/* under db_lock */
-	int wal_retry_at;		/* under db_lock: see wal_committed */
+	int wal_last, wal_retry_at;	/* under db_lock: see wal_committed */
 	sqlite3 *rdb;			/* under rdb_lock */
 	struct stmt_cache dbc, rdbc;
 	/* Under db_lock: while a gc looks for the page-map rows that name

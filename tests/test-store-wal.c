@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <cmocka.h>
 #include <sqlite3.h>
@@ -104,11 +105,13 @@ static void test_store_wal_long_reader(void **state)
 	exec(reader, "COMMIT;");
 	sqlite3_close(reader);
 
-	/* With nothing holding it back, the WAL starts over whenever it
-	 * reaches the limit, not only past the last retry point (which is
-	 * beyond what these fewer commits write). */
+	/* With nothing holding it back, a checkpoint at the retry point
+	 * completes and the WAL starts over; from then on it is checkpointed
+	 * at the limit again, not at the retry point left from before (far
+	 * above anything these commits, fewer, write after the restart). */
 	hints = 0;
 	const int m = n / 3;
+	assert_true(m * (grown / n) > 2 * (LIMIT + 32));
 	small_commits(f->st, "free", m);
 	int frames = wal_frames(probe);
 	if (frames >= LIMIT + 32)
@@ -118,6 +121,71 @@ static void test_store_wal_long_reader(void **state)
 
 	store_set_block_hint(f->st, NULL);
 	tsu_fsck_clean(f->st);
+}
+
+/* Bytes in the store's WAL file: it keeps the largest size the WAL
+ * reached (SQLite writes a WAL that starts over from its beginning). */
+static long wal_file_size(const char *store)
+{
+	char path[4096];
+	snprintf(path, sizeof(path), "%s/index.db-wal", store);
+	struct stat sb;
+	assert_int_equal(stat(path, &sb), 0);
+	return (long)sb.st_size;
+}
+
+/*
+ * Commits each larger than the limit (clones of a 128 MiB file: 256
+ * page-map rows each), one after another: each is checkpointed and the
+ * WAL starts over at the next, so it never holds many of them.  A retry
+ * point kept across restarts let it grow by a commit's worth every few
+ * commits.
+ */
+static void test_store_wal_large_commits(void **state)
+{
+	struct tsu_fixture *f = *state;
+	struct store *st = f->st;
+	enum { MIB = 128, CLONES = 16 };
+	uint64_t src = tsu_file(st, "src");
+	static char buf[1 << 20];
+	memset(buf, 'x', sizeof(buf));	/* one page, stored once */
+	for (uint64_t i = 0; i < MIB; i++)
+		assert_int_equal(store_write(st, src, buf, sizeof(buf), i << 20),
+				 (ssize_t)sizeof(buf));
+	struct err e = { 0 };
+	assert_int_equal(store_sync(st, &e), 0);
+
+	/* Start from an empty WAL file, so that its size tells the largest
+	 * WAL the clones left. */
+	sqlite3 *db = open_index(f->path);
+	exec(db, "PRAGMA wal_checkpoint(TRUNCATE);");
+	sqlite3_close(db);
+	assert_int_equal(wal_file_size(f->path), 0);
+
+	/* The files first: no small commit comes between the clones'. */
+	uint64_t dst[CLONES];
+	for (int i = 0; i < CLONES; i++) {
+		char name[32];
+		snprintf(name, sizeof(name), "clone.%d", i);
+		dst[i] = tsu_file(st, name);
+	}
+	long one = 0, before = wal_file_size(f->path);
+	for (int i = 0; i < CLONES; i++) {
+		assert_int_equal(store_clone(st, src, 0, dst[i], 0, (uint64_t)MIB << 20),
+				 (ssize_t)MIB << 20);
+		assert_int_equal(store_flush(st, dst[i], false, &e), 0);
+		if (!i)
+			one = wal_file_size(f->path) - before;
+	}
+	/* One clone's commit crossed the limit. */
+	assert_true(one > (long)LIMIT * (4096 + 24));
+	long peak = wal_file_size(f->path);
+	/* A checkpoint held back by a reader of the moment (the page-index
+	 * loader runs after the store opens) may let two or three commits
+	 * share the WAL; with the old retry point kept it held five. */
+	if (peak > 3 * one)
+		fail_msg("the WAL reached %ld bytes; one clone's commit makes about %ld", peak, one);
+	tsu_fsck_clean(st);
 }
 
 static int teardown(void **state)
@@ -130,6 +198,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_store_wal_long_reader, tsu_setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_wal_large_commits, tsu_setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
