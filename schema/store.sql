@@ -75,8 +75,9 @@ CREATE TABLE xattr (
 -- table found through the (small) key's own index: as a WITHOUT ROWID
 -- table every step of a search through the key copied a whole row,
 -- overflow pages and all, to compare keys (some 30 page reads to look up
--- one chunk of a store holding 1 GiB).  locs comes first so that it stays
--- on the row's first page.
+-- one chunk of a store holding 1 GiB).  locs comes first so that gc, which
+-- reads only locs, finds it on the row's first page (all of it for a full
+-- chunk or one of up to about 100 slots).
 CREATE TABLE chunk (
 	ino    INTEGER NOT NULL,
 	idx    INTEGER NOT NULL,

@@ -78,6 +78,14 @@ static char *old_store(void)
 	return path;
 }
 
+/* The page map as versions 1 to 4 kept it: WITHOUT ROWID, hashes first.
+ * Every test that puts a store back into an older version starts here. */
+static const char chunk_v4[] =
+	"CREATE TABLE chunk_v4 (ino INTEGER NOT NULL, idx INTEGER NOT NULL,"
+	" hashes BLOB NOT NULL, locs BLOB NOT NULL, PRIMARY KEY (ino, idx)) WITHOUT ROWID;"
+	"INSERT INTO chunk_v4 SELECT ino, idx, hashes, locs FROM chunk;"
+	"DROP TABLE chunk; ALTER TABLE chunk_v4 RENAME TO chunk;";
+
 /* The file old_store wrote is there, byte for byte, and fsck is clean. */
 static void check_kept(struct store *st)
 {
@@ -172,6 +180,7 @@ static void test_migrate_v1_page_index(void **state)
 	char *path = old_store();
 	int64_t pages = index_int(path, "SELECT count(*) FROM page");
 	assert_true(pages >= NPAGES / 2);
+	index_exec(path, chunk_v4);
 	index_exec(path, "CREATE TABLE page_v1 (hash BLOB PRIMARY KEY, loc INTEGER NOT NULL,"
 			 " refs INTEGER NOT NULL) WITHOUT ROWID;"
 			 "INSERT INTO page_v1 SELECT hash, loc, refs FROM page;"
@@ -204,6 +213,7 @@ static void test_migrate_v2_dead_index(void **state)
 {
 	(void)state;
 	char *path = old_store();
+	index_exec(path, chunk_v4);
 	index_exec(path, "DROP INDEX page_dead; DROP INDEX dentry_list; PRAGMA user_version = 2");
 	assert_int_equal(index_int(path, "SELECT count(*) FROM sqlite_master WHERE name = 'page_dead'"),
 			 0);
@@ -258,6 +268,7 @@ static void test_migrate_v3_listing_index(void **state)
 	static const char listing[] = "SELECT d.id, d.name, i.mode FROM dentry d JOIN inode i ON"
 				      " i.ino = d.ino WHERE d.parent = 1 AND d.id > 0"
 				      " ORDER BY d.id LIMIT 128";
+	index_exec(path, chunk_v4);
 	index_exec(path, "DROP INDEX dentry_list; PRAGMA user_version = 3");
 	char plan[1024];
 	index_plan(path, listing, plan, sizeof(plan));
@@ -285,12 +296,8 @@ static void test_migrate_v4_chunk_table(void **state)
 	(void)state;
 	char *path = old_store();
 	static const char probe[] = "SELECT max(idx) FROM chunk WHERE ino = 2";
-	index_exec(path, "CREATE TABLE chunk_v4 (ino INTEGER NOT NULL, idx INTEGER NOT NULL,"
-			 " hashes BLOB NOT NULL, locs BLOB NOT NULL, PRIMARY KEY (ino, idx))"
-			 " WITHOUT ROWID;"
-			 "INSERT INTO chunk_v4 SELECT ino, idx, hashes, locs FROM chunk;"
-			 "DROP TABLE chunk; ALTER TABLE chunk_v4 RENAME TO chunk;"
-			 "PRAGMA user_version = 4");
+	index_exec(path, chunk_v4);
+	index_exec(path, "PRAGMA user_version = 4");
 	int64_t rows = index_int(path, "SELECT count(*) FROM chunk");
 	assert_true(rows >= 1);
 	char plan[1024];
