@@ -78,6 +78,18 @@ static char *old_store(void)
 	return path;
 }
 
+/* Open the store at path, which migrates it to the current version. */
+static struct store *open_migrated(const char *path)
+{
+	struct store *st = NULL;
+	struct err e = { 0 };
+	int r = store_open(path, 0, &st, &e);
+	if (r)
+		fail_msg("store_open %s: %s", path, err_str(&e, r));
+	assert_int_equal(index_int(path, "PRAGMA user_version"), store_schema_version());
+	return st;
+}
+
 /* The page map as versions 1 to 4 kept it: WITHOUT ROWID, hashes first.
  * Every test that puts a store back into an older version starts here. */
 static const char chunk_v4[] =
@@ -187,10 +199,7 @@ static void test_migrate_v1_page_index(void **state)
 			 "DROP TABLE page; ALTER TABLE page_v1 RENAME TO page;"
 			 "DROP INDEX dentry_list; PRAGMA user_version = 1");
 
-	struct store *st = NULL;
-	struct err e = { 0 };
-	assert_int_equal(store_open(path, 0, &st, &e), 0);
-	assert_int_equal(index_int(path, "PRAGMA user_version"), store_schema_version());
+	struct store *st = open_migrated(path);
 	assert_int_equal(has_test_table(path), 1);
 	assert_int_equal(index_int(path, "SELECT count(*) FROM page WHERE rowid = loc"), pages);
 	check_kept(st);
@@ -217,10 +226,7 @@ static void test_migrate_v2_dead_index(void **state)
 	index_exec(path, "DROP INDEX page_dead; DROP INDEX dentry_list; PRAGMA user_version = 2");
 	assert_int_equal(index_int(path, "SELECT count(*) FROM sqlite_master WHERE name = 'page_dead'"),
 			 0);
-	struct store *st = NULL;
-	struct err e = { 0 };
-	assert_int_equal(store_open(path, 0, &st, &e), 0);
-	assert_int_equal(index_int(path, "PRAGMA user_version"), store_schema_version());
+	struct store *st = open_migrated(path);
 	assert_int_equal(index_int(path, "SELECT count(*) FROM sqlite_master WHERE name = 'page_dead'"),
 			 1);
 	check_kept(st);
@@ -229,6 +235,7 @@ static void test_migrate_v2_dead_index(void **state)
 	assert_int_equal(store_unlink(st, STORE_ROOT_INO, "f", NULL), 0);
 	assert_int_equal(store_inode_release(st, a.ino), 0);
 	struct store_gc_result res;
+	struct err e = { 0 };
 	assert_int_equal(store_gc(st, NULL, NULL, &res, &e), 0);
 	assert_int_equal(res.pages_freed, NPAGES);
 	assert_int_equal(store_close(st, NULL), 0);
@@ -255,6 +262,17 @@ static void index_plan(const char *path, const char *sql, char *out, size_t size
 	sqlite3_close(db);
 }
 
+/* SQLite's plan for sql on the store's index names has, and not lacks
+ * (if not NULL). */
+static void expect_plan(const char *path, const char *sql, const char *has, const char *lacks)
+{
+	char plan[1024];
+	index_plan(path, sql, plan, sizeof(plan));
+	if (!strstr(plan, has) || (lacks && strstr(plan, lacks)))
+		fail_msg("plan for %s: %s(wanted %s%s%s)", sql, plan, has, lacks ? ", not " : "",
+			 lacks ? lacks : "");
+}
+
 /*
  * Version 3 had no index of entries in listing order, so each batch of a
  * listing sorted the whole directory.  A store put back into that layout
@@ -270,16 +288,9 @@ static void test_migrate_v3_listing_index(void **state)
 				      " ORDER BY d.id LIMIT 128";
 	index_exec(path, chunk_v4);
 	index_exec(path, "DROP INDEX dentry_list; PRAGMA user_version = 3");
-	char plan[1024];
-	index_plan(path, listing, plan, sizeof(plan));
-	assert_non_null(strstr(plan, "TEMP B-TREE"));
-	struct store *st = NULL;
-	struct err e = { 0 };
-	assert_int_equal(store_open(path, 0, &st, &e), 0);
-	assert_int_equal(index_int(path, "PRAGMA user_version"), store_schema_version());
-	index_plan(path, listing, plan, sizeof(plan));
-	assert_non_null(strstr(plan, "dentry_list"));
-	assert_null(strstr(plan, "TEMP B-TREE"));
+	expect_plan(path, listing, "TEMP B-TREE", NULL);
+	struct store *st = open_migrated(path);
+	expect_plan(path, listing, "dentry_list", "TEMP B-TREE");
 	check_kept(st);
 	assert_int_equal(store_close(st, NULL), 0);
 	tsu_store_remove(path);
@@ -300,16 +311,10 @@ static void test_migrate_v4_chunk_table(void **state)
 	index_exec(path, "PRAGMA user_version = 4");
 	int64_t rows = index_int(path, "SELECT count(*) FROM chunk");
 	assert_true(rows >= 1);
-	char plan[1024];
-	index_plan(path, probe, plan, sizeof(plan));
-	assert_non_null(strstr(plan, "PRIMARY KEY"));
+	expect_plan(path, probe, "PRIMARY KEY", NULL);
 
-	struct store *st = NULL;
-	struct err e = { 0 };
-	assert_int_equal(store_open(path, 0, &st, &e), 0);
-	assert_int_equal(index_int(path, "PRAGMA user_version"), store_schema_version());
-	index_plan(path, probe, plan, sizeof(plan));
-	assert_non_null(strstr(plan, "COVERING INDEX"));
+	struct store *st = open_migrated(path);
+	expect_plan(path, probe, "COVERING INDEX", NULL);
 	assert_int_equal(index_int(path, "SELECT count(*) FROM sqlite_master"
 					 " WHERE name = 'chunk' AND sql LIKE '%WITHOUT ROWID%'"),
 			 0);
