@@ -389,10 +389,7 @@ static void test_store_admin_fsck_dangling(void **state)
 	struct store_hasher *h = store_hasher_new();
 	assert_int_equal(store_hash(h, buf + 3 * PG, PG, hash), 0);
 	store_hasher_free(h);
-	char db[4200];
-	snprintf(db, sizeof(db), "%s/index.db", path);
-	sqlite3 *sq;
-	assert_int_equal(sqlite3_open(db, &sq), SQLITE_OK);
+	sqlite3 *sq = tsu_index_open(path);
 	sqlite3_stmt *s;
 	assert_int_equal(sqlite3_prepare_v2(sq, "DELETE FROM page WHERE hash = ?", -1, &s, NULL), SQLITE_OK);
 	sqlite3_bind_blob(s, 1, hash, sizeof(hash), SQLITE_STATIC);
@@ -450,10 +447,8 @@ static void test_store_admin_fsck_tree_damage(void **state)
 	tsu_fsck_clean(st);
 	assert_int_equal(store_close(st, NULL), 0);
 
-	char db[4200], sql[512];
-	snprintf(db, sizeof(db), "%s/index.db", path);
-	sqlite3 *sq;
-	assert_int_equal(sqlite3_open(db, &sq), SQLITE_OK);
+	char sql[512];
+	sqlite3 *sq = tsu_index_open(path);
 	snprintf(sql, sizeof(sql),
 		 "UPDATE inode SET size = -5 WHERE ino = %llu;"
 		 "UPDATE dentry SET parent = %llu WHERE ino = %llu;"
@@ -499,10 +494,8 @@ static void test_store_admin_fsck_index_damage(void **state)
 	uint64_t h = write_file(st, STORE_ROOT_INO, "h", 2, 12);
 	assert_int_equal(store_close(st, NULL), 0);
 
-	char db[4200], sql[512];
-	snprintf(db, sizeof(db), "%s/index.db", path);
-	sqlite3 *sq;
-	assert_int_equal(sqlite3_open(db, &sq), SQLITE_OK);
+	char sql[512];
+	sqlite3 *sq = tsu_index_open(path);
 	snprintf(sql, sizeof(sql), "UPDATE inode SET nlink = 0 WHERE ino = %llu;"
 		 "DELETE FROM chunk WHERE ino = %llu;",
 		 (unsigned long long)f, (unsigned long long)h);
@@ -520,7 +513,7 @@ static void test_store_admin_fsck_index_damage(void **state)
 	assert_int_equal(store_close(st, NULL), 0);
 
 	/* page_dead rebuilt over the live pages, its schema text put back. */
-	assert_int_equal(sqlite3_open(db, &sq), SQLITE_OK);
+	sq = tsu_index_open(path);
 	assert_int_equal(sqlite3_exec(sq,
 				      "DROP INDEX page_dead;"
 				      "CREATE INDEX page_dead ON page(loc) WHERE refs = 1;"

@@ -22,28 +22,11 @@
 
 #define NPAGES 40
 
-/* Run sql on the store's index directly, as an older program's leftovers. */
-static void index_exec(const char *path, const char *sql)
-{
-	char p[4200];
-	snprintf(p, sizeof(p), "%s/index.db", path);
-	sqlite3 *db;
-	assert_int_equal(sqlite3_open(p, &db), SQLITE_OK);
-	char *msg = NULL;
-	int rc = sqlite3_exec(db, sql, NULL, NULL, &msg);
-	if (rc != SQLITE_OK)
-		fail_msg("%s: %s", sql, msg);
-	sqlite3_close(db);
-}
-
 /* An integer the index answers to sql (one row, one column). */
 static int64_t index_int(const char *path, const char *sql)
 {
-	char p[4200];
-	snprintf(p, sizeof(p), "%s/index.db", path);
-	sqlite3 *db;
+	sqlite3 *db = tsu_index_open(path);
 	sqlite3_stmt *s;
-	assert_int_equal(sqlite3_open(p, &db), SQLITE_OK);
 	assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &s, NULL), SQLITE_OK);
 	assert_int_equal(sqlite3_step(s), SQLITE_ROW);
 	int64_t v = sqlite3_column_int64(s, 0);
@@ -74,7 +57,7 @@ static char *old_store(void)
 	assert_int_equal(has_test_table(path), 1);
 	char sql[128];
 	snprintf(sql, sizeof(sql), "DROP TABLE migrated_by_test; PRAGMA user_version = %d", v - 1);
-	index_exec(path, sql);
+	tsu_index_exec(path, sql);
 	return path;
 }
 
@@ -158,7 +141,7 @@ static void test_migrate_failure_keeps_store(void **state)
 	char *path = old_store();
 	int v = store_schema_version();
 	/* Something in the way of the migration's CREATE TABLE. */
-	index_exec(path, "CREATE TABLE migrated_by_test (in_the_way INTEGER)");
+	tsu_index_exec(path, "CREATE TABLE migrated_by_test (in_the_way INTEGER)");
 
 	struct store *st = NULL;
 	struct err e = { 0 };
@@ -172,7 +155,7 @@ static void test_migrate_failure_keeps_store(void **state)
 	assert_int_equal(index_int(path, "PRAGMA user_version"), v - 1);
 
 	/* Clearing the obstacle lets the next open migrate. */
-	index_exec(path, "DROP TABLE migrated_by_test");
+	tsu_index_exec(path, "DROP TABLE migrated_by_test");
 	assert_int_equal(store_open(path, 0, &st, &e), 0);
 	assert_int_equal(index_int(path, "PRAGMA user_version"), v);
 	check_kept(st);
@@ -192,8 +175,8 @@ static void test_migrate_v1_page_index(void **state)
 	char *path = old_store();
 	int64_t pages = index_int(path, "SELECT count(*) FROM page");
 	assert_true(pages >= NPAGES / 2);
-	index_exec(path, chunk_v4);
-	index_exec(path, "CREATE TABLE page_v1 (hash BLOB PRIMARY KEY, loc INTEGER NOT NULL,"
+	tsu_index_exec(path, chunk_v4);
+	tsu_index_exec(path, "CREATE TABLE page_v1 (hash BLOB PRIMARY KEY, loc INTEGER NOT NULL,"
 			 " refs INTEGER NOT NULL) WITHOUT ROWID;"
 			 "INSERT INTO page_v1 SELECT hash, loc, refs FROM page;"
 			 "DROP TABLE page; ALTER TABLE page_v1 RENAME TO page;"
@@ -222,8 +205,8 @@ static void test_migrate_v2_dead_index(void **state)
 {
 	(void)state;
 	char *path = old_store();
-	index_exec(path, chunk_v4);
-	index_exec(path, "DROP INDEX page_dead; DROP INDEX dentry_list; PRAGMA user_version = 2");
+	tsu_index_exec(path, chunk_v4);
+	tsu_index_exec(path, "DROP INDEX page_dead; DROP INDEX dentry_list; PRAGMA user_version = 2");
 	assert_int_equal(index_int(path, "SELECT count(*) FROM sqlite_master WHERE name = 'page_dead'"),
 			 0);
 	struct store *st = open_migrated(path);
@@ -246,12 +229,10 @@ static void test_migrate_v2_dead_index(void **state)
 /* The plan SQLite makes for sql on the store's index, its steps joined. */
 static void index_plan(const char *path, const char *sql, char *out, size_t size)
 {
-	char p[4200], q[1024];
-	snprintf(p, sizeof(p), "%s/index.db", path);
+	char q[1024];
 	snprintf(q, sizeof(q), "EXPLAIN QUERY PLAN %s", sql);
-	sqlite3 *db;
+	sqlite3 *db = tsu_index_open(path);
 	sqlite3_stmt *s;
-	assert_int_equal(sqlite3_open(p, &db), SQLITE_OK);
 	assert_int_equal(sqlite3_prepare_v2(db, q, -1, &s, NULL), SQLITE_OK);
 	out[0] = 0;
 	while (sqlite3_step(s) == SQLITE_ROW) {
@@ -286,8 +267,8 @@ static void test_migrate_v3_listing_index(void **state)
 	static const char listing[] = "SELECT d.id, d.name, i.mode FROM dentry d JOIN inode i ON"
 				      " i.ino = d.ino WHERE d.parent = 1 AND d.id > 0"
 				      " ORDER BY d.id LIMIT 128";
-	index_exec(path, chunk_v4);
-	index_exec(path, "DROP INDEX dentry_list; PRAGMA user_version = 3");
+	tsu_index_exec(path, chunk_v4);
+	tsu_index_exec(path, "DROP INDEX dentry_list; PRAGMA user_version = 3");
 	expect_plan(path, listing, "TEMP B-TREE", NULL);
 	struct store *st = open_migrated(path);
 	expect_plan(path, listing, "dentry_list", "TEMP B-TREE");
@@ -307,8 +288,8 @@ static void test_migrate_v4_chunk_table(void **state)
 	(void)state;
 	char *path = old_store();
 	static const char probe[] = "SELECT max(idx) FROM chunk WHERE ino = 2";
-	index_exec(path, chunk_v4);
-	index_exec(path, "PRAGMA user_version = 4");
+	tsu_index_exec(path, chunk_v4);
+	tsu_index_exec(path, "PRAGMA user_version = 4");
 	int64_t rows = index_int(path, "SELECT count(*) FROM chunk");
 	assert_true(rows >= 1);
 	expect_plan(path, probe, "PRIMARY KEY", NULL);
@@ -332,7 +313,7 @@ static void test_no_migration_refused(void **state)
 	(void)state;
 	char *path = old_store();
 	/* A version older than the oldest migration knows. */
-	index_exec(path, "PRAGMA user_version = -5");
+	tsu_index_exec(path, "PRAGMA user_version = -5");
 	struct store *st = NULL;
 	struct err e = { 0 };
 	assert_int_equal(store_open(path, 0, &st, &e), -EPROTONOSUPPORT);

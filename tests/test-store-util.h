@@ -14,6 +14,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <sqlite3.h>
+
 #include "store.h"
 
 static inline int tsu_rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
@@ -143,6 +145,41 @@ static inline uint64_t tsu_file(struct store *st, const char *name)
 		assert_int_equal(store_fsck((st), NULL, NULL, NULL, &tsu_res_, NULL), 0); \
 		assert_int_equal(tsu_res_.problems, 0);                                 \
 	} while (0)
+
+/* A connection of its own to the index of the store at path, as another
+ * program's (aborting on failure).  It has read the database once, so
+ * that it knows the WAL is in use (a checkpoint asked first does not). */
+static inline sqlite3 *tsu_index_open(const char *path)
+{
+	char p[4200];
+	snprintf(p, sizeof(p), "%s/index.db", path);
+	sqlite3 *db = NULL;
+	if (sqlite3_open_v2(p, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK ||
+	    sqlite3_exec(db, "SELECT count(*) FROM sqlite_schema", NULL, NULL, NULL) != SQLITE_OK) {
+		fprintf(stderr, "%s: %s\n", p, db ? sqlite3_errmsg(db) : "out of memory");
+		abort();
+	}
+	return db;
+}
+
+/* Run sql on db (aborting with SQLite's message if it fails). */
+static inline void tsu_exec(sqlite3 *db, const char *sql)
+{
+	char *msg = NULL;
+	if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+		fprintf(stderr, "%s: %s\n", sql, msg);
+		abort();
+	}
+}
+
+/* Run sql on the index of the store at path, through a connection of
+ * its own, as an older program or a damaged disk would leave it. */
+static inline void tsu_index_exec(const char *path, const char *sql)
+{
+	sqlite3 *db = tsu_index_open(path);
+	tsu_exec(db, sql);
+	sqlite3_close(db);
+}
 
 /* How many pack files the store at path has. */
 static inline unsigned tsu_count_packs(const char *path)

@@ -15,7 +15,6 @@
 #include <sys/stat.h>
 
 #include <cmocka.h>
-#include <sqlite3.h>
 
 #include "test-store-util.h"
 
@@ -43,26 +42,6 @@ static void small_commits(struct store *st, const char *prefix, int n)
 	}
 }
 
-static sqlite3 *open_index(const char *store)
-{
-	char path[4096];
-	snprintf(path, sizeof(path), "%s/index.db", store);
-	sqlite3 *db = NULL;
-	assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
-	/* A connection learns that the database is in WAL mode on its
-	 * first read. */
-	assert_int_equal(sqlite3_exec(db, "SELECT count(*) FROM sqlite_schema;", NULL, NULL, NULL),
-			 SQLITE_OK);
-	return db;
-}
-
-static void exec(sqlite3 *db, const char *sql)
-{
-	char *msg = NULL;
-	if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK)
-		fail_msg("%s: %s", sql, msg);
-}
-
 /* Frames in the WAL now, from a passive checkpoint on db (which copies
  * back what it can but does not start the WAL over). */
 static int wal_frames(sqlite3 *db)
@@ -86,12 +65,12 @@ static void test_store_wal_long_reader(void **state)
 	test_thread = pthread_self();
 	store_set_block_hint(f->st, count_hint);
 
-	sqlite3 *reader = open_index(f->path);
-	exec(reader, "BEGIN; SELECT count(*) FROM sqlite_schema;");	/* holds a snapshot */
+	sqlite3 *reader = tsu_index_open(f->path);
+	tsu_exec(reader, "BEGIN; SELECT count(*) FROM sqlite_schema;");	/* holds a snapshot */
 
 	const int n = 400;
 	small_commits(f->st, "held", n);
-	sqlite3 *probe = open_index(f->path);
+	sqlite3 *probe = tsu_index_open(f->path);
 	int grown = wal_frames(probe);
 	/* Each commit wrote a few frames, so the limit was crossed and the
 	 * WAL kept them all. */
@@ -102,7 +81,7 @@ static void test_store_wal_long_reader(void **state)
 		fail_msg("%u checkpoints tried over %d frames past the limit in %d commits;"
 			 " expected 2..%u", tries, grown - LIMIT, n, most);
 
-	exec(reader, "COMMIT;");
+	tsu_exec(reader, "COMMIT;");
 	sqlite3_close(reader);
 
 	/* With nothing holding it back, a checkpoint at the retry point
@@ -157,8 +136,8 @@ static void test_store_wal_large_commits(void **state)
 
 	/* Start from an empty WAL file, so that its size tells the largest
 	 * WAL the clones left. */
-	sqlite3 *db = open_index(f->path);
-	exec(db, "PRAGMA wal_checkpoint(TRUNCATE);");
+	sqlite3 *db = tsu_index_open(f->path);
+	tsu_exec(db, "PRAGMA wal_checkpoint(TRUNCATE);");
 	sqlite3_close(db);
 	assert_int_equal(wal_file_size(f->path), 0);
 

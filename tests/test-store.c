@@ -195,21 +195,11 @@ static void test_store_lock(void **state)
 	tsu_store_remove(path);
 }
 
-static void exec_on(const char *path, const char *sql)
-{
-	char p[4200];
-	snprintf(p, sizeof(p), "%s/index.db", path);
-	sqlite3 *db;
-	assert_int_equal(sqlite3_open(p, &db), SQLITE_OK);
-	assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
-	sqlite3_close(db);
-}
-
 static void set_user_version(const char *path, int v)
 {
 	char sql[64];
 	snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", v);
-	exec_on(path, sql);
+	tsu_index_exec(path, sql);
 }
 
 static void test_store_newer_version_refused(void **state)
@@ -306,7 +296,7 @@ static void test_store_page_index_unreadable(void **state)
 	char *path;
 	struct store *st;
 	uint64_t ino = hello_store(&path);
-	exec_on(path, "ALTER TABLE page RENAME TO page_away");
+	tsu_index_exec(path, "ALTER TABLE page RENAME TO page_away");
 
 	assert_int_equal(store_open(path, 0, &st, NULL), 0);
 	logged[0] = 0;
@@ -325,7 +315,7 @@ static void test_store_page_index_unreadable(void **state)
 	assert_int_equal(store_close(st, NULL), 0);
 
 	/* Nothing was lost: with the table back, all is as it was. */
-	exec_on(path, "ALTER TABLE page_away RENAME TO page");
+	tsu_index_exec(path, "ALTER TABLE page_away RENAME TO page");
 	assert_int_equal(store_open(path, 0, &st, NULL), 0);
 	assert_int_equal(store_read(st, ino, buf, sizeof(buf), 0), 5);
 	assert_string_equal(buf, "hello");
