@@ -87,6 +87,13 @@ static void admin_fsck_report(void *arg, const struct store_fsck_problem *pb)
 	fflush(stdout);
 }
 
+/* What the store reports while opening: a migration of an older store. */
+static void admin_store_log(void *arg, const char *msg)
+{
+	(void)arg;
+	fprintf(stderr, "snapfs-admin: %s\n", msg);
+}
+
 static int admin_open(const char *dir, unsigned flags, struct store **st)
 {
 	struct err e = { 0 };
@@ -96,7 +103,7 @@ static int admin_open(const char *dir, unsigned flags, struct store **st)
 	if (r < 0)
 		fprintf(stderr, "snapfs-admin: cannot raise the limit on open files: %s (continuing)\n",
 			strerror(-r));
-	r = store_open(dir, flags, st, &e);
+	r = store_open_log(dir, flags, admin_store_log, NULL, st, &e);
 	if (r == -EBUSY && !(flags & (STORE_RDONLY | STORE_LOCK_WAIT)))
 		return r;	/* gc, the only writer, looks for the mount first */
 	if (r == -EBUSY)

@@ -272,7 +272,8 @@ static int snapfs_fork(int *notify_fd)
 	return 0;
 }
 
-/* The store's own reports (recovery after a failure) go where ours go. */
+/* The store's own reports (recovery after a failure, a migration while
+ * opening) go where ours go. */
 static void snapfs_store_log(void *arg, const char *msg)
 {
 	(void)arg;
@@ -412,12 +413,12 @@ int main(int argc, char *argv[])
 	if (r < 0)
 		fprintf(stderr, "snapfs: cannot raise the limit on open files: %s (continuing)\n",
 			strerror(-r));
-	r = store_open(store_path, STORE_CREATE | STORE_LOCK_WAIT, &store, &e);
+	r = store_open_log(store_path, STORE_CREATE | STORE_LOCK_WAIT, snapfs_store_log, NULL,
+			   &store, &e);
 	if (r < 0) {
 		fprintf(stderr, "snapfs: %s\n", err_str(&e, r));
 		goto out_args;
 	}
-	store_set_log(store, snapfs_store_log, NULL);
 	store_set_block_hint(store, fs_loop_blocking);
 	struct fs_config cfg = {
 		.timeout = opts.timeout,

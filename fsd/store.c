@@ -12,6 +12,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -206,35 +207,82 @@ static int create_schema(struct store *st, struct err *e)
 	return r;
 }
 
+/* Bytes in the store's file name (0 if there is none). */
+static uint64_t store_file_bytes(const struct store *st, const char *name)
+{
+	char path[4200];
+	snprintf(path, sizeof(path), "%s/%s", st->dir, name);
+	struct stat sb;
+	return stat(path, &sb) == 0 ? (uint64_t)sb.st_size : 0;
+}
+
+static void migrate_log(struct store *st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void migrate_log(struct store *st, const char *fmt, ...)
+{
+	if (!st->log)
+		return;
+	char msg[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	st->log(st->log_arg, msg);
+}
+
+/*
+ * Bring an index of schema version from up to date, in one transaction:
+ * a failure (a full disk among others) leaves the store as it was.  A
+ * migration may rewrite the page maps, which on a large store takes a
+ * while and needs about as much free space again, so the log hears when
+ * it starts and ends.  The rewritten pages reach index.db at once, and
+ * the WAL file that held them is cut back to nothing.
+ */
 static int migrate(struct store *st, int from, struct err *e)
 {
-	int r = exec_sql(st, st->db, "BEGIN IMMEDIATE", e, "migrating the schema");
-	if (r)
-		return r;
+	const int to = store_schema_version_current;
+	char what[64];
+	snprintf(what, sizeof(what), "migrating the schema from version %d to %d", from, to);
+	migrate_log(st, "store %s: %s: index.db holds %.1f MiB; a large store takes a while and"
+		    " needs about as much free space again", st->dir, what,
+		    (double)store_file_bytes(st, "index.db") / (1 << 20));
+	struct timespec t0;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+
+	int r = exec_sql(st, st->db, "BEGIN IMMEDIATE", e, what);
 	/* Each step must start where the last one ended: a store older than
 	 * the oldest migration is not run through the later ones. */
+	int at = from;
 	for (const struct store_migration *m = store_migrations; m->sql && !r; m++) {
-		if (m->from < from)
+		if (m->from < at)
 			continue;
-		if (m->from != from)
+		if (m->from != at)
 			break;
-		r = exec_sql(st, st->db, m->sql, e, "migrating the schema");
-		from = m->from + 1;
+		r = exec_sql(st, st->db, m->sql, e, what);
+		at = m->from + 1;
 	}
-	if (!r && from != store_schema_version_current)
+	if (!r && at != to)
 		r = err_set(e, -EPROTONOSUPPORT,
-			    "store %s: no migration from schema version %d to %d", st->dir, from,
-			    store_schema_version_current);
+			    "store %s: no migration from schema version %d to %d", st->dir, at, to);
 	if (!r) {
 		char sql[64];
-		snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", store_schema_version_current);
-		r = exec_sql(st, st->db, sql, e, "migrating the schema");
+		snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", to);
+		r = exec_sql(st, st->db, sql, e, what);
 	}
 	if (!r)
-		r = exec_sql(st, st->db, "COMMIT", e, "migrating the schema");
-	if (r)
+		r = exec_sql(st, st->db, "COMMIT", e, what);
+	if (r) {
 		sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
-	return r;
+		migrate_log(st, "store %s: %s failed; the store is as it was", st->dir, what);
+		return r;
+	}
+	/* Nothing else reads the index yet: this checkpoint completes. */
+	sqlite3_wal_checkpoint_v2(st->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+	struct timespec t1;
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	migrate_log(st, "store %s: migrated to schema version %d in %.1f s", st->dir, to,
+		    (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+	return 0;
 }
 
 /*
@@ -578,6 +626,12 @@ static void store_free(struct store *st)
 
 int store_open(const char *dir, unsigned flags, struct store **out, struct err *e)
 {
+	return store_open_log(dir, flags, NULL, NULL, out, e);
+}
+
+int store_open_log(const char *dir, unsigned flags, store_log_fn log, void *log_arg,
+		   struct store **out, struct err *e)
+{
 	*out = NULL;
 	if (!dir || !*dir)
 		return err_set(e, -EINVAL, "store: no folder given");
@@ -590,6 +644,8 @@ int store_open(const char *dir, unsigned flags, struct store **out, struct err *
 		return err_set(e, -ENOMEM, "store %s: out of memory", dir);
 	}
 	st->rdonly = rdonly;
+	st->log = log;
+	st->log_arg = log_arg;
 	st->pending = st->committing = HTAB(struct ptab_ent);
 	st->lock_fd = -1;
 	st->trim_chunks = STORE_CACHE_CHUNKS;

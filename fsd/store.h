@@ -111,19 +111,13 @@ enum store_open_flags {
  * process holds it (still, after the wait STORE_LOCK_WAIT asks for) the
  * open fails with -EBUSY ("store X is in use by another process").  A
  * store whose schema version is newer than this program's is refused with
- * -EPROTONOSUPPORT and a message naming the store and both versions; an older one is migrated (writable opens only; a
+ * -EPROTONOSUPPORT and a message naming the store and both versions; an
+ * older one is migrated, in one transaction (writable opens only; a
  * read-only open of an older store is refused the same way).  A writable
  * open also reclaims orphans: inodes with no links left by a crash.
  * On success *out is set; close it with store_close().
  */
 int store_open(const char *dir, unsigned flags, struct store **out, struct err *e);
-
-/*
- * Commit everything pending and close.  Returns the commit's result (the
- * store is closed and freed either way).  NULL is allowed.
- * No other thread may use st during or after this call.
- */
-int store_close(struct store *st, struct err *e);
 
 /* Where the store reports events nobody's call returns: recovery from a
  * failure (one line, naming the store, the cause and how many files lost
@@ -131,6 +125,20 @@ int store_close(struct store *st, struct err *e);
  * NULL (the default) reports nothing. */
 typedef void (*store_log_fn)(void *arg, const char *msg);
 void store_set_log(struct store *st, store_log_fn fn, void *arg);
+
+/* store_open with fn set as store_set_log would, from the start: opening
+ * a store of an older schema version reports when its migration starts
+ * and ends (on a large store it takes a while), or that it failed and
+ * left the store as it was. */
+int store_open_log(const char *dir, unsigned flags, store_log_fn fn, void *arg,
+		   struct store **out, struct err *e);
+
+/*
+ * Commit everything pending and close.  Returns the commit's result (the
+ * store is closed and freed either way).  NULL is allowed.
+ * No other thread may use st during or after this call.
+ */
+int store_close(struct store *st, struct err *e);
 
 /* Called by the thread of a call that is about to wait (for a lock held
  * by another thread, a commit, a disk sync, a busy database, the page

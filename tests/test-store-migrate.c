@@ -10,10 +10,13 @@
  * must leave the store as it was, with a message naming it.
  */
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 
 #include <cmocka.h>
 #include <sqlite3.h>
@@ -41,9 +44,10 @@ static int has_test_table(const char *path)
 				    " WHERE name = 'migrated_by_test'");
 }
 
-/* A store with one file of NPAGES pages, closed, then turned into a store
- * of the previous schema version. */
-static char *old_store(void)
+/* A store with one file of NPAGES pages (and, if big_mib, a file "big" of
+ * that many MiB), closed, then turned into a store of the previous schema
+ * version. */
+static char *old_store_big(unsigned big_mib)
 {
 	char *path;
 	struct store *st = tsu_new_store(&path);
@@ -51,6 +55,14 @@ static char *old_store(void)
 	uint8_t buf[NPAGES * STORE_PAGE_SIZE];
 	tsu_fill(buf, sizeof(buf), 7);
 	assert_int_equal(store_write(st, ino, buf, sizeof(buf), 0), (ssize_t)sizeof(buf));
+	if (big_mib) {
+		static uint8_t mib[1 << 20];
+		tsu_fill(mib, sizeof(mib), 9);
+		ino = tsu_file(st, "big");
+		for (uint64_t i = 0; i < big_mib; i++)
+			assert_int_equal(store_write(st, ino, mib, sizeof(mib), i << 20),
+					 (ssize_t)sizeof(mib));
+	}
 	assert_int_equal(store_close(st, NULL), 0);
 	int v = store_schema_version();
 	assert_int_equal(index_int(path, "PRAGMA user_version"), v);
@@ -61,15 +73,55 @@ static char *old_store(void)
 	return path;
 }
 
-/* Open the store at path, which migrates it to the current version. */
-static struct store *open_migrated(const char *path)
+static char *old_store(void)
+{
+	return old_store_big(0);
+}
+
+/* What the store logged while opening. */
+static char logged[4][512];
+static unsigned nlogged;
+
+static void log_msg(void *arg, const char *msg)
+{
+	(void)arg;
+	if (nlogged < 4)
+		snprintf(logged[nlogged], sizeof(logged[0]), "%s", msg);
+	nlogged++;
+}
+
+static void expect_logged(unsigned i, const char *has)
+{
+	if (i >= nlogged || !strstr(logged[i], has))
+		fail_msg("log line %u of %u: \"%s\" (wanted \"%s\")", i, nlogged,
+			 i < nlogged ? logged[i] : "", has);
+}
+
+/* Open the store at path with the log above; returns store_open's result. */
+static int open_logged(const char *path, struct store **st, struct err *e)
+{
+	nlogged = 0;
+	return store_open_log(path, 0, log_msg, NULL, st, e);
+}
+
+/* Open the store at path, which migrates it from version from to the
+ * current one, saying when it starts and when it is done. */
+static struct store *open_migrated(const char *path, int from)
 {
 	struct store *st = NULL;
 	struct err e = { 0 };
-	int r = store_open(path, 0, &st, &e);
+	int r = open_logged(path, &st, &e);
 	if (r)
 		fail_msg("store_open %s: %s", path, err_str(&e, r));
-	assert_int_equal(index_int(path, "PRAGMA user_version"), store_schema_version());
+	int v = store_schema_version();
+	assert_int_equal(index_int(path, "PRAGMA user_version"), v);
+	char want[128];
+	snprintf(want, sizeof(want), "migrating the schema from version %d to %d", from, v);
+	expect_logged(0, path);
+	expect_logged(0, want);
+	snprintf(want, sizeof(want), "migrated to schema version %d in ", v);
+	expect_logged(1, want);
+	assert_int_equal(nlogged, 2);
 	return st;
 }
 
@@ -81,8 +133,9 @@ static const char chunk_v4[] =
 	"INSERT INTO chunk_v4 SELECT ino, idx, hashes, locs FROM chunk;"
 	"DROP TABLE chunk; ALTER TABLE chunk_v4 RENAME TO chunk;";
 
-/* The file old_store wrote is there, byte for byte, and fsck is clean. */
-static void check_kept(struct store *st)
+/* The file old_store wrote is there, byte for byte, and fsck is clean
+ * and counts files files. */
+static void check_kept_files(struct store *st, uint64_t files)
 {
 	struct store_attr a;
 	assert_int_equal(store_lookup(st, STORE_ROOT_INO, "f", &a), 0);
@@ -94,7 +147,12 @@ static void check_kept(struct store *st)
 	struct store_fsck_result res;
 	assert_int_equal(store_fsck(st, NULL, NULL, NULL, &res, NULL), 0);
 	assert_int_equal(res.problems, 0);
-	assert_int_equal(res.files_checked, 1);
+	assert_int_equal(res.files_checked, files);
+}
+
+static void check_kept(struct store *st)
+{
+	check_kept_files(st, 1);
 }
 
 static void test_migrate_older_store(void **state)
@@ -104,16 +162,15 @@ static void test_migrate_older_store(void **state)
 	int v = store_schema_version();
 	assert_int_equal(has_test_table(path), 0);
 
-	struct store *st = NULL;
-	struct err e = { 0 };
-	assert_int_equal(store_open(path, 0, &st, &e), 0);
-	assert_int_equal(index_int(path, "PRAGMA user_version"), v);
+	struct store *st = open_migrated(path, v - 1);
 	assert_int_equal(has_test_table(path), 1);
 	check_kept(st);
 	assert_int_equal(store_close(st, NULL), 0);
 
-	/* Once migrated, opening again changes nothing. */
-	assert_int_equal(store_open(path, 0, &st, &e), 0);
+	/* Once migrated, opening again changes nothing and says nothing. */
+	struct err e = { 0 };
+	assert_int_equal(open_logged(path, &st, &e), 0);
+	assert_int_equal(nlogged, 0);
 	check_kept(st);
 	assert_int_equal(store_close(st, NULL), 0);
 	tsu_store_remove(path);
@@ -145,19 +202,19 @@ static void test_migrate_failure_keeps_store(void **state)
 
 	struct store *st = NULL;
 	struct err e = { 0 };
-	int r = store_open(path, 0, &st, &e);
+	int r = open_logged(path, &st, &e);
 	assert_true(r < 0);
 	assert_null(st);
 	assert_non_null(strstr(e.msg, path));
 	assert_non_null(strstr(e.msg, "migrating the schema"));
 	assert_non_null(strstr(e.msg, "migrated_by_test"));
+	expect_logged(1, "failed; the store is as it was");
 	/* Rolled back: still the old version, the file untouched. */
 	assert_int_equal(index_int(path, "PRAGMA user_version"), v - 1);
 
 	/* Clearing the obstacle lets the next open migrate. */
 	tsu_index_exec(path, "DROP TABLE migrated_by_test");
-	assert_int_equal(store_open(path, 0, &st, &e), 0);
-	assert_int_equal(index_int(path, "PRAGMA user_version"), v);
+	st = open_migrated(path, v - 1);
 	check_kept(st);
 	assert_int_equal(store_close(st, NULL), 0);
 	tsu_store_remove(path);
@@ -182,7 +239,7 @@ static void test_migrate_v1_page_index(void **state)
 			 "DROP TABLE page; ALTER TABLE page_v1 RENAME TO page;"
 			 "DROP INDEX dentry_list; PRAGMA user_version = 1");
 
-	struct store *st = open_migrated(path);
+	struct store *st = open_migrated(path, 1);
 	assert_int_equal(has_test_table(path), 1);
 	assert_int_equal(index_int(path, "SELECT count(*) FROM page WHERE rowid = loc"), pages);
 	check_kept(st);
@@ -209,7 +266,7 @@ static void test_migrate_v2_dead_index(void **state)
 	tsu_index_exec(path, "DROP INDEX page_dead; DROP INDEX dentry_list; PRAGMA user_version = 2");
 	assert_int_equal(index_int(path, "SELECT count(*) FROM sqlite_master WHERE name = 'page_dead'"),
 			 0);
-	struct store *st = open_migrated(path);
+	struct store *st = open_migrated(path, 2);
 	assert_int_equal(index_int(path, "SELECT count(*) FROM sqlite_master WHERE name = 'page_dead'"),
 			 1);
 	check_kept(st);
@@ -270,7 +327,7 @@ static void test_migrate_v3_listing_index(void **state)
 	tsu_index_exec(path, chunk_v4);
 	tsu_index_exec(path, "DROP INDEX dentry_list; PRAGMA user_version = 3");
 	expect_plan(path, listing, "TEMP B-TREE", NULL);
-	struct store *st = open_migrated(path);
+	struct store *st = open_migrated(path, 3);
 	expect_plan(path, listing, "dentry_list", "TEMP B-TREE");
 	check_kept(st);
 	assert_int_equal(store_close(st, NULL), 0);
@@ -294,7 +351,7 @@ static void test_migrate_v4_chunk_table(void **state)
 	assert_true(rows >= 1);
 	expect_plan(path, probe, "PRIMARY KEY", NULL);
 
-	struct store *st = open_migrated(path);
+	struct store *st = open_migrated(path, 4);
 	expect_plan(path, probe, "COVERING INDEX", NULL);
 	assert_int_equal(index_int(path, "SELECT count(*) FROM sqlite_master"
 					 " WHERE name = 'chunk' AND sql LIKE '%WITHOUT ROWID%'"),
@@ -304,6 +361,72 @@ static void test_migrate_v4_chunk_table(void **state)
 			 2);
 	assert_int_equal(index_int(path, "SELECT count(*) FROM chunk"), rows);
 	check_kept(st);
+	assert_int_equal(store_close(st, NULL), 0);
+	tsu_store_remove(path);
+}
+
+static long wal_file_size(const char *path)
+{
+	char wal[4096];
+	snprintf(wal, sizeof(wal), "%s/index.db-wal", path);
+	struct stat sb;
+	return stat(wal, &sb) == 0 ? (long)sb.st_size : 0;
+}
+
+static void set_fsize(rlim_t soft)
+{
+	struct rlimit rl;
+	assert_int_equal(getrlimit(RLIMIT_FSIZE, &rl), 0);
+	rl.rlim_cur = soft;
+	assert_int_equal(setrlimit(RLIMIT_FSIZE, &rl), 0);
+}
+
+/*
+ * The page maps of a 64 MiB file (128 rows of about 5 KiB) rewritten by
+ * the version 4 migration.  On a full disk (RLIMIT_FSIZE: writes past
+ * 256 KiB of any file fail with EFBIG, as they would with ENOSPC) the
+ * migration fails, naming the store and the step, and leaves the store
+ * as it was.  With room again it completes, and the rewritten maps are
+ * in index.db: the WAL that held more than 256 KiB of them is empty.
+ */
+static void test_migrate_page_maps_full_disk(void **state)
+{
+	(void)state;
+	char *path = old_store_big(64);
+	static const char probe[] = "SELECT max(idx) FROM chunk WHERE ino = 3";
+	tsu_index_exec(path, chunk_v4);
+	tsu_index_exec(path, "PRAGMA user_version = 4");
+	assert_int_equal(index_int(path, "SELECT count(*) FROM chunk WHERE ino = 3"), 128);
+	assert_int_equal(wal_file_size(path), 0);
+
+	signal(SIGXFSZ, SIG_IGN);
+	set_fsize(256 << 10);
+	struct store *st = NULL;
+	struct err e = { 0 };
+	int r = open_logged(path, &st, &e);
+	set_fsize(RLIM_INFINITY);
+	assert_true(r < 0);
+	assert_null(st);
+	assert_non_null(strstr(e.msg, path));
+	assert_non_null(strstr(e.msg, "migrating the schema from version 4 to"));
+	expect_logged(0, "a large store takes a while and needs about as much free space again");
+	expect_logged(1, "failed; the store is as it was");
+	assert_int_equal(index_int(path, "PRAGMA user_version"), 4);
+	expect_plan(path, probe, "PRIMARY KEY", NULL);
+
+	st = open_migrated(path, 4);
+	expect_plan(path, probe, "COVERING INDEX", NULL);
+	assert_true(wal_file_size(path) < 64 << 10);
+	check_kept_files(st, 2);
+	struct store_attr a;
+	assert_int_equal(store_lookup(st, STORE_ROOT_INO, "big", &a), 0);
+	assert_int_equal(a.ino, 3);
+	static uint8_t want[1 << 20], got[1 << 20];
+	tsu_fill(want, sizeof(want), 9);
+	for (uint64_t i = 0; i < 64; i += 21) {
+		assert_int_equal(store_read(st, a.ino, got, sizeof(got), i << 20), (ssize_t)sizeof(got));
+		assert_memory_equal(got, want, sizeof(want));
+	}
 	assert_int_equal(store_close(st, NULL), 0);
 	tsu_store_remove(path);
 }
@@ -334,6 +457,7 @@ int main(void)
 		cmocka_unit_test(test_migrate_v2_dead_index),
 		cmocka_unit_test(test_migrate_v3_listing_index),
 		cmocka_unit_test(test_migrate_v4_chunk_table),
+		cmocka_unit_test(test_migrate_page_maps_full_disk),
 		cmocka_unit_test(test_no_migration_refused),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -390,6 +390,28 @@ ok "stats of a store folder its user may not write says why it cannot open it" \
 	$([ $st -eq 2 ] && echo "$out" | grep -q "not writable by this user" && echo 0 || echo 1) "$out"
 chmod 700 "$U/store"
 
+# A store an older snapfs left (schema version 4) is migrated when it is
+# mounted, and the mount says so while it waits for that.
+mkdir "$T/old" "$T/mold"
+head -c 3000000 /dev/urandom >"$T/old-f"
+"$SNAPFS" "$T/old" "$T/mold" && cp "$T/old-f" "$T/mold/f" && umount "$T/mold"
+STORE=$T/old wait_store_free
+python3 -c 'import sqlite3, sys; db = sqlite3.connect(sys.argv[1]); db.execute("PRAGMA user_version = 4"); db.close()' \
+	"$T/old/index.db"
+out=$("$SNAPFS" "$T/old" "$T/mold" 2>&1)
+st=$?
+ok "a store of schema version 4 is migrated at mount, saying when it starts and ends" \
+	$([ $st -eq 0 ] &&
+		echo "$out" | grep -q "^snapfs: store $T/old: migrating the schema from version 4 to " &&
+		echo "$out" | grep -q "^snapfs: store $T/old: migrated to schema version " &&
+		echo 0 || echo 1) "$out"
+check "... and its file reads back byte for byte" cmp "$T/old-f" "$T/mold/f"
+umount "$T/mold"
+STORE=$T/old wait_store_free
+out=$("$SNAPFS" "$T/old" "$T/mold" 2>&1)
+ok "... and says nothing at the next mount" $([ -z "$out" ] && echo 0 || echo 1) "$out"
+umount "$T/mold"
+
 # A pack cut short behind the store's back: reading the file fails with
 # EIO, spliced or copied, and never reads as a shorter file.
 mkdir "$T/cut" "$T/mcut"
