@@ -676,8 +676,17 @@ int store_open_log(const char *dir, unsigned flags, store_log_fn log, void *log_
 	if (!r && !rdonly)
 		r = exec_sql(st, st->db, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;",
 			     e, "setting WAL mode");
-	if (!r && !rdonly)
+	if (!r && !rdonly) {
+		/* A WAL that starts over writes from its beginning and keeps
+		 * its file's size; cut a file that one large commit (a clone
+		 * or delete of a file of many GiB) grew past the checkpoint
+		 * size back to that size, which the WAL reaches anyway. */
+		char sql[64];
+		snprintf(sql, sizeof(sql), "PRAGMA journal_size_limit = %lld",
+			 (long long)WAL_CHECKPOINT_PAGES * (STORE_PAGE_SIZE + 24) + 32);
+		r = exec_sql(st, st->db, sql, e, "setting the WAL's size limit");
 		sqlite3_wal_hook(st->db, wal_committed, st);
+	}
 	if (!r)
 		r = check_version(st, kind == 0, e);
 	if (!r)
