@@ -85,6 +85,18 @@ static void take(struct sandbox *sb, const char *elf, const struct snapshot *par
 		fail_msg("snapshot_take %s: %s", dir, err_str(&e, r));
 }
 
+/* Snapshot name of hello after one call of counter, which a sandbox of
+ * the snapshot then answers with 2. */
+static void take_hello(const char *name, struct snapshot_stats *st)
+{
+	struct guest *g;
+	struct sandbox *live = boot_elf("hello", &g, 0);
+	expect(live, "counter", NULL, "1");
+	take(live, "hello", NULL, name, st);
+	sandbox_free(live);
+	guest_close(g);
+}
+
 static struct snapshot *open_snap(const char *name)
 {
 	char dir[256];
@@ -216,12 +228,7 @@ static void digest_files(const char *name, struct digests *out)
 static void test_snapshot_eight_sandboxes_isolated(void **state)
 {
 	(void)state;
-	struct guest *g;
-	struct sandbox *live = boot_elf("hello", &g, 0);
-	expect(live, "counter", NULL, "1");
-	take(live, "hello", NULL, "h", NULL);
-	sandbox_free(live);
-	guest_close(g);
+	take_hello("h", NULL);
 	struct digests before, after;
 	digest_files("h", &before);
 
@@ -263,13 +270,8 @@ static void test_snapshot_eight_sandboxes_isolated(void **state)
 static void test_snapshot_derived_generations(void **state)
 {
 	(void)state;
-	struct guest *g;
-	struct sandbox *live = boot_elf("hello", &g, 0);
-	expect(live, "counter", NULL, "1");
 	struct snapshot_stats st;
-	take(live, "hello", NULL, "g1", &st);
-	sandbox_free(live);
-	guest_close(g);
+	take_hello("g1", &st);
 	uint64_t memory = 0;
 	const char *names[] = { "g1", "g2", "g3" };
 	for (int gen = 1; gen < 3; gen++) {
@@ -405,12 +407,7 @@ static uint64_t nonzero_pages(const char *path, uint64_t *pages)
 static void test_snapshot_scratch_resident(void **state)
 {
 	(void)state;
-	struct guest *g;
-	struct sandbox *live = boot_elf("hello", &g, 0);
-	expect(live, "counter", NULL, "1");
-	take(live, "hello", NULL, "h", NULL);
-	sandbox_free(live);
-	guest_close(g);
+	take_hello("h", NULL);
 	char path[512];
 	dir_path(path, sizeof(path), "h/" SNAPSHOT_SCRATCH_FILE);
 	uint64_t pages, nonzero = nonzero_pages(path, &pages);
