@@ -399,19 +399,16 @@ static int handle_out(struct sandbox *sb, uint16_t port, uint64_t rip, struct er
 	case SNAPVM_PORT_DONE:
 		return 0;
 	case SNAPVM_PORT_PRINT:
-		r = callbuf_get_msg(&sb->cb, &msg, &len, e);
-		if (r < 0)
-			return sandbox_end(sb, e, r, "%s at RIP 0x%llx", e ? e->msg : "bad message",
-					   (unsigned long long)rip);
-		if (sb->opt.log)
-			sb->opt.log(sb->opt.log_ctx, msg, len);
-		return 1;
 	case SNAPVM_PORT_ABORT:
 		r = callbuf_get_msg(&sb->cb, &msg, &len, e);
 		if (r < 0)
 			return sandbox_end(sb, e, r, "%s at RIP 0x%llx", e ? e->msg : "bad message",
 					   (unsigned long long)rip);
-		return sandbox_end(sb, e, -EPROTO, "guest aborted: %.*s", (int)len, msg);
+		if (port == SNAPVM_PORT_ABORT)
+			return sandbox_end(sb, e, -EPROTO, "guest aborted: %.*s", (int)len, msg);
+		if (sb->opt.log)
+			sb->opt.log(sb->opt.log_ctx, msg, len);
+		return 1;
 	case SNAPVM_PORT_TIME:
 		callbuf_set_ret(&sb->cb, (int64_t)vm_now_ns());
 		return 1;
