@@ -119,12 +119,7 @@ static void mnt_stop(struct mnt *m)
 static struct mnt *mnt_new(void)
 {
 	struct mnt *m = calloc(1, sizeof(*m));
-	snprintf(m->dir, sizeof(m->dir), "%s/snapfs-test-fs.XXXXXX",
-		 getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-	if (!mkdtemp(m->dir)) {
-		free(m);
-		return NULL;
-	}
+	tu_tmpdir(m->dir, sizeof(m->dir), "fs");
 	snprintf(m->store, sizeof(m->store), "%s/store", m->dir);
 	snprintf(m->mnt, sizeof(m->mnt), "%s/mnt", m->dir);
 	mkdir(m->mnt, 0755);
@@ -202,9 +197,7 @@ static int teardown(void **state)
 			ok = false;
 		}
 	}
-	char cmd[PATH_MAX + 32];
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", m->dir);
-	int r = system(cmd);
+	int r = tu_rmtree(m->dir);
 	free(m);
 	return r == 0 && ok ? 0 : -1;
 }

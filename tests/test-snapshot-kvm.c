@@ -26,7 +26,7 @@
 #include "host/vm.h"
 #include "testutil.h"
 
-static char root[64];
+static char root[128];
 
 static void guest_path(char *out, size_t cap, const char *name)
 {
@@ -122,17 +122,14 @@ static struct sandbox *start(const struct snapshot *s)
 static int setup(void **state)
 {
 	(void)state;
-	strcpy(root, "/tmp/snapfs-test-snapkvm.XXXXXX");
-	assert_non_null(mkdtemp(root));
+	tu_tmpdir(root, sizeof(root), "snapkvm");
 	return 0;
 }
 
 static int teardown(void **state)
 {
 	(void)state;
-	char cmd[128];
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
-	assert_int_equal(system(cmd), 0);
+	assert_int_equal(tu_rmtree(root), 0);
 	assert_int_equal(snapmap_count(), 0);
 	return 0;
 }
@@ -713,10 +710,9 @@ static void test_snapshot_derived_parent_replaced(void **state)
 	struct sandbox *sb = start(p);
 	expect(sb, "add", "40 2", "42");	/* writes nothing of the data region */
 
-	char dir[256], cmd[600];
+	char dir[256];
 	dir_path(dir, sizeof(dir), "p");
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-	assert_int_equal(system(cmd), 0);
+	assert_int_equal(tu_rmtree(dir), 0);
 	for (int i = 2; i <= 5; i++) {
 		char want[8];
 		snprintf(want, sizeof(want), "%d", i);

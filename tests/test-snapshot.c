@@ -26,13 +26,14 @@
 #include "host/pagetable.h"
 #include "host/snapmap.h"
 #include "host/snapshot.h"
+#include "testutil.h"
 
 #define PAGE 4096u
 #define HEAP_PAGES 64u
 #define SCRATCH_PAGES 3u
 
 struct fixture {
-	char root[64];
+	char root[128];
 	uint8_t text[PAGE];
 	uint8_t heap[HEAP_PAGES * PAGE];
 	uint8_t scratch[SCRATCH_PAGES * PAGE];
@@ -89,8 +90,7 @@ static int setup(void **state)
 {
 	struct fixture *f = calloc(1, sizeof(*f));
 	assert_non_null(f);
-	strcpy(f->root, "/tmp/snapfs-test-snapshot.XXXXXX");
-	assert_non_null(mkdtemp(f->root));
+	tu_tmpdir(f->root, sizeof(f->root), "snapshot");
 	make_parts(f);
 	*state = f;
 	return 0;
@@ -99,9 +99,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	struct fixture *f = *state;
-	char cmd[128];
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->root);
-	assert_int_equal(system(cmd), 0);
+	assert_int_equal(tu_rmtree(f->root), 0);
 	free(f);
 	return 0;
 }

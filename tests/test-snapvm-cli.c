@@ -25,7 +25,7 @@
 
 #define ARGS_MAX 16
 
-static char root[64];
+static char root[128];
 static char snapvm[4096], hello[4096], evil[4096];
 
 struct run {
@@ -55,7 +55,7 @@ static void run_in(struct run *r, const char *in, ...)
 		argv[n++] = a;
 	}
 	va_end(ap);
-	char tmpl[3][96];
+	char tmpl[3][160];
 	int fd[3];
 	for (int i = 0; i < 3; i++) {
 		snprintf(tmpl[i], sizeof(tmpl[i]), "%s/io.XXXXXX", root);
@@ -106,17 +106,14 @@ static void path_in_root(char *out, size_t cap, const char *name)
 static int setup(void **state)
 {
 	(void)state;
-	strcpy(root, "/tmp/snapfs-test-cli.XXXXXX");
-	assert_non_null(mkdtemp(root));
+	tu_tmpdir(root, sizeof(root), "cli");
 	return 0;
 }
 
 static int teardown(void **state)
 {
 	(void)state;
-	char cmd[128];
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
-	assert_int_equal(system(cmd), 0);
+	assert_int_equal(tu_rmtree(root), 0);
 	return 0;
 }
 

@@ -7,7 +7,6 @@
 
 #include <dirent.h>
 #include <errno.h>
-#include <ftw.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,30 +16,13 @@
 #include <sqlite3.h>
 
 #include "store.h"
-
-static inline int tsu_rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
-/* Remove a folder tree. */
-static inline void tsu_rmtree(const char *dir)
-{
-	nftw(dir, tsu_rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
+#include "testutil.h"
 
 /* A new empty folder name (not created) for a store; free() it. */
 static inline char *tsu_store_path(void)
 {
-	const char *tmp = getenv("TMPDIR");
-	char tmpl[4096];
-	snprintf(tmpl, sizeof(tmpl), "%s/snapfs-store-test-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-	char *d = mkdtemp(tmpl);
-	if (!d)
-		abort();
+	char d[4096];
+	tu_tmpdir(d, sizeof(d), "store");
 	size_t n = strlen(d) + 8;
 	char *out = malloc(n);
 	if (!out)
@@ -54,7 +36,7 @@ static inline void tsu_store_remove(char *path)
 {
 	char *slash = strrchr(path, '/');
 	*slash = 0;
-	tsu_rmtree(path);
+	tu_rmtree(path);
 	free(path);
 }
 

@@ -12,6 +12,7 @@
 #define SNAPFS_TESTUTIL_H
 
 #include <fcntl.h>
+#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -24,6 +25,33 @@ static inline void tu_skip_all(const char *why)
 	printf("1..0 # SKIP %s\n", why);
 	fflush(stdout);
 	exit(0);
+}
+
+/* A new empty folder $TMPDIR/snapfs-test-name.XXXXXX (/tmp without
+ * TMPDIR) in buf; the program stops if it cannot be made. */
+static inline void tu_tmpdir(char *buf, size_t cap, const char *name)
+{
+	const char *tmp = getenv("TMPDIR");
+	int n = snprintf(buf, cap, "%s/snapfs-test-%s.XXXXXX", tmp && *tmp ? tmp : "/tmp", name);
+	if (n < 0 || (size_t)n >= cap || !mkdtemp(buf)) {
+		fprintf(stderr, "cannot make a folder %s: %s\n", buf,
+			n < 0 || (size_t)n >= cap ? "name too long" : "mkdtemp failed");
+		abort();
+	}
+}
+
+static inline int tu_rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	(void)sb;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+/* Remove a folder tree: 0, or -1 (errno set) at the first failure. */
+static inline int tu_rmtree(const char *dir)
+{
+	return nftw(dir, tu_rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 /* Skip the whole test program unless KVM can create a virtual machine. */
