@@ -11,12 +11,10 @@
 #include <dirent.h>
 #include <errno.h>
 #include <setjmp.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
-#include <sys/resource.h>
 
 #include <cmocka.h>
 
@@ -34,23 +32,13 @@ static void log_msg(void *arg, const char *msg)
 	nlogged++;
 }
 
-/* A new store whose log lines land in logged/nlogged; writes past the
- * file size limit fail with EFBIG instead of killing the test. */
+/* A new store whose log lines land in logged/nlogged. */
 static struct store *logged_store(char **path)
 {
-	signal(SIGXFSZ, SIG_IGN);
 	struct store *st = tsu_new_store(path);
 	store_set_log(st, log_msg, NULL);
 	nlogged = 0;
 	return st;
-}
-
-static void set_fsize(rlim_t soft)
-{
-	struct rlimit rl;
-	assert_int_equal(getrlimit(RLIMIT_FSIZE, &rl), 0);
-	rl.rlim_cur = soft;
-	assert_int_equal(setrlimit(RLIMIT_FSIZE, &rl), 0);
 }
 
 /* Write size bytes of seed's stream to a new file in MB writes; returns
@@ -112,7 +100,7 @@ static void test_full_disk_recovers(void **state)
 	assert_int_equal(packs_before, 2 * MB);
 
 	/* The disk is full 1 MiB later: a 16 MiB file cannot be stored. */
-	set_fsize(packs_before + MB);
+	tsu_set_fsize(packs_before + MB);
 	int r = write_file(st, "b", 16 * MB, 2, &b);
 	struct err e = { 0 };
 	int fr = store_flush(st, b, true, &e);
@@ -142,7 +130,7 @@ static void test_full_disk_recovers(void **state)
 	tsu_fsck_clean(st);
 
 	/* Space is back: changes work again, deleting b included. */
-	set_fsize(RLIM_INFINITY);
+	tsu_set_fsize(RLIM_INFINITY);
 	assert_int_equal(store_unlink(st, STORE_ROOT_INO, "b", NULL), 0);
 	assert_int_equal(write_file(st, "c", 4 * MB, 3, &c), 0);
 	assert_int_equal(store_flush(st, c, true, NULL), 0);
@@ -187,11 +175,11 @@ static void test_namespace_change_recovers(void **state)
 	assert_int_equal(store_flush(st, a, true, NULL), 0);
 	assert_int_equal(store_file_release(st, a), 0);
 
-	set_fsize(2 * MB);
+	tsu_set_fsize(2 * MB);
 	write_file(st, "b", 8 * MB, 5, &b);
 	/* The last release commits; that fails. */
 	assert_int_not_equal(store_file_release(st, b), 0);
-	set_fsize(RLIM_INFINITY);
+	tsu_set_fsize(RLIM_INFINITY);
 
 	struct store_attr at;
 	assert_int_equal(store_mkdir(st, STORE_ROOT_INO, "d", 0755, 0, 0, &at), 0);
@@ -223,11 +211,11 @@ static void test_gc_out_of_space(void **state)
 	assert_int_equal(store_sync(st, NULL), 0);
 	assert_int_equal(tsu_count_packs(path), 1);
 
-	set_fsize(MB);	/* a's 3 MiB do not fit in a new pack */
+	tsu_set_fsize(MB);	/* a's 3 MiB do not fit in a new pack */
 	struct store_gc_result g;
 	struct err e = { 0 };
 	int r = store_gc(st, NULL, NULL, &g, &e);
-	set_fsize(RLIM_INFINITY);
+	tsu_set_fsize(RLIM_INFINITY);
 	assert_int_equal(r, -EFBIG);
 	assert_non_null(strstr(e.msg, "compacting pack 00000001"));
 	assert_int_equal(tsu_count_packs(path), 1);

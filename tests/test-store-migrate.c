@@ -10,12 +10,10 @@
  * must leave the store as it was, with a message naming it.
  */
 #include <setjmp.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include <cmocka.h>
@@ -373,14 +371,6 @@ static long wal_file_size(const char *path)
 	return stat(wal, &sb) == 0 ? (long)sb.st_size : 0;
 }
 
-static void set_fsize(rlim_t soft)
-{
-	struct rlimit rl;
-	assert_int_equal(getrlimit(RLIMIT_FSIZE, &rl), 0);
-	rl.rlim_cur = soft;
-	assert_int_equal(setrlimit(RLIMIT_FSIZE, &rl), 0);
-}
-
 /*
  * The page maps of a 64 MiB file (128 rows of about 5 KiB) rewritten by
  * the version 4 migration.  On a full disk (RLIMIT_FSIZE: writes past
@@ -399,12 +389,11 @@ static void test_migrate_page_maps_full_disk(void **state)
 	assert_int_equal(index_int(path, "SELECT count(*) FROM chunk WHERE ino = 3"), 128);
 	assert_int_equal(wal_file_size(path), 0);
 
-	signal(SIGXFSZ, SIG_IGN);
-	set_fsize(256 << 10);
+	tsu_set_fsize(256 << 10);
 	struct store *st = NULL;
 	struct err e = { 0 };
 	int r = open_logged(path, &st, &e);
-	set_fsize(RLIM_INFINITY);
+	tsu_set_fsize(RLIM_INFINITY);
 	assert_true(r < 0);
 	assert_null(st);
 	assert_non_null(strstr(e.msg, path));

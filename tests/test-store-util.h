@@ -7,10 +7,12 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <sqlite3.h>
@@ -118,6 +120,23 @@ static inline uint64_t tsu_file(struct store *st, const char *name)
 		abort();
 	}
 	return a.ino;
+}
+
+/* Writes past soft bytes of any file fail with EFBIG, as they would with
+ * ENOSPC on a full disk (SIGXFSZ is ignored); RLIM_INFINITY lifts it. */
+static inline void tsu_set_fsize(rlim_t soft)
+{
+	signal(SIGXFSZ, SIG_IGN);
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_FSIZE, &rl) != 0) {
+		perror("getrlimit");
+		abort();
+	}
+	rl.rlim_cur = soft;
+	if (setrlimit(RLIMIT_FSIZE, &rl) != 0) {
+		perror("setrlimit");
+		abort();
+	}
 }
 
 /* fsck of st finds nothing (cmocka.h included before this header). */
