@@ -234,8 +234,9 @@ static void migrate_log(struct store *st, const char *fmt, ...)
  * Bring an index of schema version from up to date, in one transaction:
  * a failure (a full disk among others) leaves the store as it was.  A
  * migration may rewrite the page maps, which on a large store takes a
- * while and needs about as much free space again, so the log hears when
- * it starts and ends.  The rewritten pages reach index.db at once, and
+ * while and needs free space of up to twice index.db (the new table in
+ * the WAL, then in index.db beside the old one's freed pages), so the
+ * log hears when it starts and ends.  The rewritten pages reach index.db at once, and
  * the WAL file that held them is cut back to nothing.
  */
 static int migrate(struct store *st, int from, struct err *e)
@@ -244,7 +245,7 @@ static int migrate(struct store *st, int from, struct err *e)
 	char what[64];
 	snprintf(what, sizeof(what), "migrating the schema from version %d to %d", from, to);
 	migrate_log(st, "store %s: %s: index.db holds %.1f MiB; a large store takes a while and"
-		    " needs about as much free space again", st->dir, what,
+		    " needs free space of up to twice that", st->dir, what,
 		    (double)store_file_bytes(st, "index.db") / (1 << 20));
 	struct timespec t0;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
