@@ -398,6 +398,12 @@ head -c 3000000 /dev/urandom >"$T/old-f"
 STORE=$T/old wait_store_free
 python3 -c 'import sqlite3, sys; db = sqlite3.connect(sys.argv[1]); db.execute("PRAGMA user_version = 4"); db.close()' \
 	"$T/old/index.db"
+out=$("$ADMIN" stats "$T/old" 2>&1)
+st=$?
+ok "snapfs-admin stats refuses it, saying how to migrate it" \
+	$([ $st -ne 0 ] && echo "$out" | grep -q "schema version 4 is older than" &&
+		echo "$out" | grep -q "mount it with snapfs, or run snapfs-admin gc on it, once" &&
+		echo 0 || echo 1) "$out"
 out=$("$SNAPFS" "$T/old" "$T/mold" 2>&1)
 st=$?
 ok "a store of schema version 4 is migrated at mount, saying when it starts and ends" \
