@@ -236,8 +236,8 @@ static void migrate_log(struct store *st, const char *fmt, ...)
  * migration may rewrite the page maps, which on a large store takes a
  * while and needs free space of up to twice index.db (the new table in
  * the WAL, then in index.db beside the old one's freed pages), so the
- * log hears when it starts and ends.  The rewritten pages reach index.db at once, and
- * the WAL file that held them is cut back to nothing.
+ * log hears when it starts and ends.  The rewritten pages reach index.db
+ * at once, and the WAL file that held them is cut back to nothing.
  */
 static int migrate(struct store *st, int from, struct err *e)
 {

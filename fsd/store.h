@@ -121,8 +121,9 @@ int store_open(const char *dir, unsigned flags, struct store **out, struct err *
 
 /* Where the store reports events nobody's call returns: recovery from a
  * failure (one line, naming the store, the cause and how many files lost
- * uncommitted changes).  fn may be called from any of the store's threads;
- * NULL (the default) reports nothing. */
+ * uncommitted changes), and the migration of an older store while it
+ * opens (see store_open_log).  fn may be called from any of the store's
+ * threads; NULL (the default) reports nothing. */
 typedef void (*store_log_fn)(void *arg, const char *msg);
 void store_set_log(struct store *st, store_log_fn fn, void *arg);
 
