@@ -216,13 +216,15 @@ static uint64_t store_file_bytes(const struct store *st, const char *name)
 	return stat(path, &sb) == 0 ? (uint64_t)sb.st_size : 0;
 }
 
-static void migrate_log(struct store *st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void migrate_log(struct store *st, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
 
+/* A line to the log, with room for the store's whole path in it. */
 static void migrate_log(struct store *st, const char *fmt, ...)
 {
 	if (!st->log)
 		return;
-	char msg[512];
+	char msg[4096 + 512];
 	va_list ap;
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
@@ -247,7 +249,7 @@ static int migrate(struct store *st, int from, struct err *e)
 	migrate_log(st, "store %s: %s: index.db holds %.1f MiB; a large store takes a while and"
 		    " needs free space of up to twice that", st->dir, what,
 		    (double)store_file_bytes(st, "index.db") / (1 << 20));
-	struct timespec t0;
+	struct timespec t0, t1;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 
 	int r = exec_sql(st, st->db, "BEGIN IMMEDIATE", e, what);
@@ -279,10 +281,9 @@ static int migrate(struct store *st, int from, struct err *e)
 	}
 	/* Nothing else reads the index yet: this checkpoint completes. */
 	sqlite3_wal_checkpoint_v2(st->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
-	struct timespec t1;
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	migrate_log(st, "store %s: migrated to schema version %d in %.1f s", st->dir, to,
-		    (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+		    (double)(store_ns_of(t1) - store_ns_of(t0)) / 1e9);
 	return 0;
 }
 
