@@ -355,7 +355,8 @@ static int check_version(struct store *st, bool fresh, struct err *e)
 		if (st->rdonly)
 			return err_set(e, -EPROTONOSUPPORT,
 				       "store %s: schema version %d is older than this program's version %d;"
-				       " mount it with snapfs, or run snapfs-admin gc on it, once to migrate it",
+				       " mount it with snapfs, or run snapfs-admin gc on it, once to"
+				       " migrate it",
 				       st->dir, v, store_schema_version_current);
 		return migrate(st, v, e);
 	}

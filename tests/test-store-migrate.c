@@ -183,7 +183,8 @@ static void test_migrate_readonly_refused(void **state)
 	assert_int_equal(store_open(path, STORE_RDONLY, &st, &e), -EPROTONOSUPPORT);
 	assert_null(st);
 	assert_non_null(strstr(e.msg, path));
-	assert_non_null(strstr(e.msg, "mount it with snapfs, or run snapfs-admin gc on it, once to migrate it"));
+	assert_non_null(strstr(e.msg, "mount it with snapfs, or run snapfs-admin gc on it,"
+				      " once to migrate it"));
 	/* Nothing was changed by trying. */
 	assert_int_equal(index_int(path, "PRAGMA user_version"), store_schema_version() - 1);
 	assert_int_equal(has_test_table(path), 0);
@@ -413,7 +414,8 @@ static void test_migrate_page_maps_full_disk(void **state)
 	static uint8_t want[1 << 20], got[1 << 20];
 	tsu_fill(want, sizeof(want), 9);
 	for (uint64_t i = 0; i < 64; i += 21) {
-		assert_int_equal(store_read(st, a.ino, got, sizeof(got), i << 20), (ssize_t)sizeof(got));
+		assert_int_equal(store_read(st, a.ino, got, sizeof(got), i << 20),
+				 (ssize_t)sizeof(got));
 		assert_memory_equal(got, want, sizeof(want));
 	}
 	assert_int_equal(store_close(st, NULL), 0);

@@ -396,7 +396,7 @@ mkdir "$T/old" "$T/mold"
 head -c 3000000 /dev/urandom >"$T/old-f"
 "$SNAPFS" "$T/old" "$T/mold" && cp "$T/old-f" "$T/mold/f" && umount "$T/mold"
 STORE=$T/old wait_store_free
-python3 -c 'import sqlite3, sys; db = sqlite3.connect(sys.argv[1]); db.execute("PRAGMA user_version = 4"); db.close()' \
+python3 -c 'import sqlite3, sys; sqlite3.connect(sys.argv[1]).execute("PRAGMA user_version = 4")' \
 	"$T/old/index.db"
 out=$("$ADMIN" stats "$T/old" 2>&1)
 st=$?
