@@ -4,8 +4,9 @@
 # diff -r, cmp, sha256sum, find, du, df, stat, mv, rm -rf, ln, ln -s,
 # getfattr/setfattr, truncate, fallocate --punch-hole, cp --sparse=always,
 # SEEK_DATA/SEEK_HOLE, mmap, random writes, parallel readers and writers,
-# a random mix of operations against reference copies (mixops.py), and a
-# file deleted while open and mapped.
+# a random mix of operations against reference copies (mixops.py), one of
+# namespace operations against reference trees (nsops.py), and a file
+# deleted while open and mapped.
 . "$(dirname "$0")/lib.sh"
 
 # A source tree with the shapes that matter: sizes around page edges,
@@ -148,6 +149,14 @@ check "mixed operations, three files at once, always match a reference copy" sh 
 	pids=""
 	for s in 1 2 3; do python3 "$1" "$2" "$3" $s 500 & pids="$pids $!"; done
 	st=0; for p in $pids; do wait $p || st=1; done; exit $st' sh "$(dirname "$0")/mixops.py" "$M/mix" "$T/mixref"
+# A random mix of namespace operations (mkdir, rmdir, create, unlink,
+# rename with its flags, links, symlinks, chmod, truncate, xattrs), three
+# trees at once, each against a reference tree: same outcomes, same trees.
+mkdir "$M/ns" "$T/nsref"
+check "namespace operations, three trees at once, always match a reference tree" sh -c '
+	pids=""
+	for s in 1 2 3; do python3 "$1" "$2" "$3" $s 300 & pids="$pids $!"; done
+	st=0; for p in $pids; do wait $p || st=1; done; exit $st' sh "$(dirname "$0")/nsops.py" "$M/ns" "$T/nsref"
 cp "$T/r1" "$M/doomed"
 check "a file unlinked while open and mapped stays readable" "$PROBE" unlinked "$M/doomed" "$T/r1"
 check "write-only writers bypass the page cache and leave no stale pages" "$PROBE" cache "$M"
@@ -163,6 +172,8 @@ check "after a remount the tree is still identical" diff -r "$SRC/d1/d2/d3" "$M/
 check "inode numbers are stable across mounts" sh -c '[ "$(stat -c %i "$1/hl")" = "$2" ]' sh "$M" "$(cat "$T/ino")"
 check "after a remount the mixed-operation files still match their references" \
 	sh -c 'for s in 1 2 3; do cmp "$1/mix$s" "$2/mix$s" || exit 1; done' sh "$M/mix" "$T/mixref"
+check "after a remount the namespace-operation trees still match their references" \
+	sh -c 'for s in 1 2 3; do python3 "$1" "$2" "$3" $s 0 || exit 1; done' sh "$(dirname "$0")/nsops.py" "$M/ns" "$T/nsref"
 fs_umount
 check "fsck is clean" "$ADMIN" fsck "$STORE"
 finish
