@@ -10,8 +10,14 @@
 # content, symlink target, user xattrs, which names share an inode, and the
 # file type readdir reports.
 #
+# Both trees must also hold together: a folder's link count is 2 plus its
+# subfolders, a file's is the number of names it has.
+#
 # usage: nsops.py MOUNT_DIR REF_DIR SEED OPS     (exit 0: all alike)
-# With OPS 0 it only compares the trees, as after a remount.
+# With OPS 0 it only compares the trees, as after a remount.  With REF_DIR
+# "-", every run with any SEED works on the same tree, MOUNT_DIR/race, with
+# no reference: run several at once to race each other, outcomes ignored,
+# then once with OPS 0 to check that the tree holds together.
 import ctypes
 import errno
 import hashlib
@@ -28,7 +34,11 @@ AT_FDCWD = -100
 RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
 NAMES = ["a", "b", "c", "dir", "f"]
 MODES = [0o700, 0o755, 0o741, 0o777, 0o1700]
-bases = [os.path.join(d, "ns%d" % seed) for d in (mount_dir, ref_dir)]
+racing = ref_dir == "-"
+if racing:
+    bases = [os.path.join(mount_dir, "race")]
+else:
+    bases = [os.path.join(d, "ns%d" % seed) for d in (mount_dir, ref_dir)]
 for b in bases:
     os.makedirs(b, exist_ok=True)
 
@@ -69,8 +79,23 @@ def listing(base):
     return out, sorted(sorted(v) for v in inodes.values())
 
 
+def holds_together(tag, base, tree, groups):
+    for k, d in list(tree.items()) + [("", [stat.S_IFDIR, 0, os.lstat(base).st_nlink])]:
+        if stat.S_ISDIR(d[0]):
+            sub = sum(1 for c, e in tree.items() if os.path.dirname(c) == k and stat.S_ISDIR(e[0]))
+            if d[2] != 2 + sub:
+                fail("%s: %s/%s has %d links and %d subfolders" % (tag, base, k, d[2], sub))
+    for g in groups:
+        if not stat.S_ISDIR(tree[g[0]][0]) and tree[g[0]][2] != len(g):
+            fail("%s: %s has %d links and %d names: %r" % (tag, base, tree[g[0]][2], len(g), g))
+
+
 def verify(tag):
+    if racing:
+        holds_together(tag, bases[0], *listing(bases[0]))
+        return
     (lm, gm), (lr, gr) = listing(bases[0]), listing(bases[1])
+    holds_together(tag, bases[0], lm, gm)
     if lm != lr:
         diff = sorted(k for k in set(lm) | set(lr) if lm.get(k) != lr.get(k))
         k = diff[0]
@@ -81,7 +106,9 @@ def verify(tag):
 
 def existing(want=None):
     """A random entry of the reference tree of file type want (any if None;
-    "" is the top folder), or None."""
+    "" is the top folder), or None.  Racing, any path of the name pool."""
+    if racing:
+        return os.path.join(*[rng.choice(NAMES[:3]) for _ in range(rng.randrange(1, 3))])
     lr, _ = listing(bases[1])
     cands = [k for k, d in lr.items() if want is None or d[0] == want]
     if want == stat.S_IFDIR:
@@ -123,7 +150,7 @@ def both(tag, fn):
             res.append(0)
         except OSError as e:
             res.append(e.errno)
-    if res[0] != res[1]:
+    if not racing and res[0] != res[1]:
         name = lambda r: errno.errorcode.get(r, "success") if r else "success"
         fail("%s: %s on the mount, %s on the reference" % (tag, name(res[0]), name(res[1])))
     op = tag.split()[0] + ("" if res[0] else " ok")
@@ -192,8 +219,9 @@ for op in range(nops):
         else:
             tag = "removexattr %s %s" % (p, x)
             both(tag, lambda b: os.removexattr(j(b, p), x))
-    if op % 10 == 0:
+    if op % 10 == 0 and not racing:
         verify("op %d %s" % (op, tag))
-verify("at the end")
+if not racing or not nops:
+    verify("at the end")
 if nops:
     print("nsops seed %d: %s" % (seed, ", ".join("%s %d" % kv for kv in sorted(outcomes.items()))))

@@ -157,6 +157,13 @@ check "namespace operations, three trees at once, always match a reference tree"
 	pids=""
 	for s in 1 2 3; do python3 "$1" "$2" "$3" $s 300 & pids="$pids $!"; done
 	st=0; for p in $pids; do wait $p || st=1; done; exit $st' sh "$(dirname "$0")/nsops.py" "$M/ns" "$T/nsref"
+# The same operations, four programs racing in one tree: it must hold
+# together (link counts against names and subfolders).
+check "four programs racing namespace operations in one tree leave it consistent" sh -c '
+	pids=""
+	for s in 1 2 3 4; do python3 "$1" "$2" - $s 1000 >/dev/null & pids="$pids $!"; done
+	st=0; for p in $pids; do wait $p || st=1; done
+	[ $st = 0 ] && python3 "$1" "$2" - 0 0' sh "$(dirname "$0")/nsops.py" "$M"
 cp "$T/r1" "$M/doomed"
 check "a file unlinked while open and mapped stays readable" "$PROBE" unlinked "$M/doomed" "$T/r1"
 check "write-only writers bypass the page cache and leave no stale pages" "$PROBE" cache "$M"
@@ -174,6 +181,7 @@ check "after a remount the mixed-operation files still match their references" \
 	sh -c 'for s in 1 2 3; do cmp "$1/mix$s" "$2/mix$s" || exit 1; done' sh "$M/mix" "$T/mixref"
 check "after a remount the namespace-operation trees still match their references" \
 	sh -c 'for s in 1 2 3; do python3 "$1" "$2" "$3" $s 0 || exit 1; done' sh "$(dirname "$0")/nsops.py" "$M/ns" "$T/nsref"
+check "after a remount the raced tree still holds together" python3 "$(dirname "$0")/nsops.py" "$M" - 0 0
 fs_umount
 check "fsck is clean" "$ADMIN" fsck "$STORE"
 finish
