@@ -1434,6 +1434,145 @@ static void test_fs_setid(void **state)
 	}
 }
 
+#define BIG_FILES 1500
+#define BIG_DIRS 100
+#define BIG_NAMES (BIG_FILES + BIG_DIRS)
+
+/* A folder's entries read with getdents64 into a small buffer, so that
+ * the kernel asks the daemon for a few at a time (through glibc's readdir,
+ * whose buffer follows st_blksize, one request holds a folder this big). */
+struct dents {
+	int fd;
+	char buf[4096];
+	ssize_t len, at;
+};
+
+static struct dirent64 *dents_next(struct dents *d)
+{
+	if (d->at >= d->len) {
+		d->len = getdents64(d->fd, d->buf, sizeof(d->buf));
+		assert_true(d->len >= 0);
+		d->at = 0;
+		if (d->len == 0)
+			return NULL;
+	}
+	struct dirent64 *de = (struct dirent64 *)(d->buf + d->at);
+	d->at += de->d_reclen;
+	return de;
+}
+
+static void dents_seek(struct dents *d, off_t off)
+{
+	assert_int_equal(lseek(d->fd, off, SEEK_SET), off);
+	d->len = d->at = 0;
+}
+
+/* Index of a name in the big folder (files first, then folders), or -1
+ * for "." and ".." and names made during a listing. */
+static int big_index(const struct dirent64 *de)
+{
+	int i;
+	char tail;
+	if (sscanf(de->d_name, "a-file-with-a-longer-name-%d%c", &i, &tail) == 1) {
+		assert_int_equal(de->d_type, DT_REG);
+		return i;
+	}
+	if (sscanf(de->d_name, "dir-%d%c", &i, &tail) == 1) {
+		assert_int_equal(de->d_type, DT_DIR);
+		return BIG_FILES + i;
+	}
+	return -1;
+}
+
+/* Count in seen every name of the big folder that the next n entries of
+ * d (all if n < 0) hold. */
+static void big_count(struct dents *d, int n, int *seen)
+{
+	for (struct dirent64 *de; n-- != 0 && (de = dents_next(d));) {
+		int i = big_index(de);
+		if (i >= 0)
+			seen[i]++;
+	}
+}
+
+/*
+ * A folder far too big for one reply to the kernel: every name comes
+ * once, with its type, whether the kernel continues with plain readdir
+ * (nothing looked up in between) or with readdirplus (lookups in between,
+ * where the inode numbers must also match).  A seek to an entry's offset
+ * resumes after it; names others add and remove during a listing leave
+ * every other name listed exactly once; fsync of the folder succeeds.
+ */
+static void test_fs_large_dir(void **state)
+{
+	struct mnt *m = *state;
+	assert_int_equal(mkdir(P(m, "big"), 0755), 0);
+	for (int i = 0; i < BIG_FILES; i++)
+		put_file(P(m, "big/a-file-with-a-longer-name-%05d", i), "x", 1);
+	for (int i = 0; i < BIG_DIRS; i++)
+		assert_int_equal(mkdir(P(m, "big/dir-%03d", i), 0755), 0);
+
+	static struct dents d;
+	d.fd = open(P(m, "big"), O_RDONLY | O_DIRECTORY);
+	assert_true(d.fd >= 0);
+	int seen[BIG_NAMES];
+	for (int pass = 0; pass < 2; pass++) {
+		memset(seen, 0, sizeof(seen));
+		dents_seek(&d, 0);
+		for (struct dirent64 *de; (de = dents_next(&d));) {
+			int i = big_index(de);
+			if (i < 0)
+				continue;
+			seen[i]++;
+			if (pass == 1) {
+				struct stat sb;
+				assert_int_equal(fstatat(d.fd, de->d_name, &sb, AT_SYMLINK_NOFOLLOW), 0);
+				assert_int_equal(sb.st_ino, de->d_ino);
+			}
+		}
+		for (int i = 0; i < BIG_NAMES; i++)
+			assert_int_equal(seen[i], 1);
+	}
+
+	/* The 10 names after the 300th come again after a seek to its offset. */
+	dents_seek(&d, 0);
+	struct dirent64 *de = NULL;
+	for (int i = 0; i < 300; i++)
+		assert_non_null(de = dents_next(&d));
+	off_t pos = de->d_off;
+	char next[10][NAME_MAX + 1];
+	for (int i = 0; i < 10; i++)
+		snprintf(next[i], sizeof(next[i]), "%s", dents_next(&d)->d_name);
+	dents_seek(&d, pos);
+	for (int i = 0; i < 10; i++)
+		assert_string_equal(dents_next(&d)->d_name, next[i]);
+
+	/* Others remove 400 files and add 400 while the listing goes on. */
+	dents_seek(&d, 0);
+	memset(seen, 0, sizeof(seen));
+	big_count(&d, 200, seen);
+	for (int i = 1000; i < 1400; i++) {
+		assert_int_equal(unlink(P(m, "big/a-file-with-a-longer-name-%05d", i)), 0);
+		put_file(P(m, "big/new-%03d", i - 1000), "y", 1);
+	}
+	big_count(&d, -1, seen);
+	for (int i = 0; i < BIG_NAMES; i++)
+		if (i < 1000 || i >= 1400)
+			assert_int_equal(seen[i], 1);
+		else
+			assert_in_range(seen[i], 0, 1);
+
+	/* A fresh listing holds just what is there now. */
+	dents_seek(&d, 0);
+	int names = 0;
+	while (dents_next(&d))
+		names++;
+	assert_int_equal(names, 2 + BIG_NAMES);
+	assert_int_equal(fsync(d.fd), 0);
+	assert_int_equal(fdatasync(d.fd), 0);
+	close(d.fd);
+}
+
 int main(void)
 {
 	tu_require_fuse();
@@ -1458,6 +1597,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_fs_file_handles, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fs_fallocate_space, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fs_negative_entries, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fs_large_dir, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fs_atime, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fs_seal_waits_for_truncate,
 						setup_truncate_pause, teardown),
