@@ -171,8 +171,9 @@ check "copy_file_range within the mount" sh -c '"$1" cfr "$2/cp/d1/f3000001" "$2
 
 stat -c %i "$M/hl" >"$T/ino"
 fs_umount
-# Remount with reads copied instead of spliced: the same bytes come back.
-fs_mount -o nosplice || exit 1
+# Remount with reads copied instead of spliced, and every request served
+# in one thread (-s): the same bytes come back.
+fs_mount -o nosplice -s || exit 1
 check "nosplice: a file read through the copying path is identical" cmp "$M/cp/d1/f3000001" "$SRC/d1/f3000001"
 check "nosplice: a sparse file read through the copying path is identical" cmp "$M/sp" "$SRC/sparse"
 check "after a remount the tree is still identical" diff -r "$SRC/d1/d2/d3" "$M/cp/d2moved/d3"
@@ -182,6 +183,17 @@ check "after a remount the mixed-operation files still match their references" \
 check "after a remount the namespace-operation trees still match their references" \
 	sh -c 'for s in 1 2 3; do python3 "$1" "$2" "$3" $s 0 || exit 1; done' sh "$(dirname "$0")/nsops.py" "$M/ns" "$T/nsref"
 check "after a remount the raced tree still holds together" python3 "$(dirname "$0")/nsops.py" "$M" - 0 0
+# One thread serves programs that each wait on it: none of them may wait
+# for another's request.
+check "in one thread: mixed, namespace and racing operations side by side" sh -c '
+	pids=""
+	for s in 4 5; do
+		python3 "$1" "$3/mix" "$4/mixref" $s 300 & pids="$pids $!"
+		python3 "$2" "$3/ns" "$4/nsref" $s 200 >/dev/null & pids="$pids $!"
+		python3 "$2" "$3" - $s 500 >/dev/null & pids="$pids $!"
+	done
+	st=0; for p in $pids; do wait $p || st=1; done
+	[ $st = 0 ] && python3 "$2" "$3" - 0 0' sh "$(dirname "$0")/mixops.py" "$(dirname "$0")/nsops.py" "$M" "$T"
 fs_umount
 check "fsck is clean" "$ADMIN" fsck "$STORE"
 finish
