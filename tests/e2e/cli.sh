@@ -2,8 +2,8 @@
 # tests/e2e/cli.sh: the snapfs command line and the ways a mount starts and
 # ends: --help/--version, store creation and refusal, going to the
 # background, fusermount3 -u, SIGTERM, mount -t fuse.snapfs through
-# mount.fuse3 and an fstab line, mount -o remount, and snapfs-admin beside
-# a live mount.
+# mount.fuse3 and an fstab line, mount -o remount, snapfs-admin beside
+# a live mount, and what fsck says of a damaged store.
 . "$(dirname "$0")/lib.sh"
 
 check "--help names the usage" sh -c '"$1" --help | grep -q "STORE MOUNTPOINT"' sh "$SNAPFS"
@@ -437,4 +437,16 @@ for o in splice nosplice; do
 		sh -c '[ "$(head -c 100000 "$1" | wc -c)" = 100000 ]' sh "$T/mcut/g"
 	umount "$T/mcut"
 done
+# fsck of that store, with a byte changed too: each damaged page is named
+# by file, page, pack and byte; the count is right; the status is 1.
+STORE=$T/cut wait_store_free
+printf X | dd of="$(ls "$T"/cut/packs/*.pack)" bs=1 seek=$((3 * 4096 + 100)) conv=notrunc status=none
+out=$("$ADMIN" fsck "$T/cut" 2>&1)
+st=$?
+lost=$(echo "$out" | grep -c "^$T/cut: /g page [0-9]* (page [0-9a-f]*\.\.\.): page damaged at packs/[0-9]*\.pack byte 0x[0-9a-f]*000: unreadable: past the end of its pack, or a read error$")
+ok "fsck names every damaged page by file, page, pack and byte, counts them, and exits 1" \
+	$([ $st = 1 ] && [ "$lost" = 208 ] &&
+		echo "$out" | grep -q "^$T/cut: /g page [0-9]* (page [0-9a-f]*\.\.\.): page damaged at packs/[0-9]*\.pack byte 0x3000: its bytes do not match its hash$" &&
+		echo "$out" | grep -q "^$T/cut: 1 files, 256 pages checked, 209 problems$" &&
+		echo 0 || echo 1) "status $st, $lost pages named lost: $out"
 finish
