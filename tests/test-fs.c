@@ -1443,7 +1443,7 @@ static void test_fs_setid(void **state)
  * whose buffer follows st_blksize, one request holds a folder this big). */
 struct dents {
 	int fd;
-	char buf[4096];
+	_Alignas(struct dirent64) char buf[4096];
 	ssize_t len, at;
 };
 
