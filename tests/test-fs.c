@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/wait.h>
@@ -69,9 +70,14 @@ static void mnt_start_prog(struct mnt *m, const char *prog, const char *opts)
 {
 	char bin[PATH_MAX];
 	snprintf(bin, sizeof(bin), "%s/%s", getenv("SNAPFS_BUILD_ROOT"), prog);
+	pid_t test = getpid();
 	m->pid = fork();
 	assert_true(m->pid >= 0);
 	if (m->pid == 0) {
+		/* If the test dies, its daemon unmounts and ends (SIGTERM), and
+		 * does not hold the test's output open until meson's timeout. */
+		if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() != test)
+			_exit(127);
 		if (opts)
 			execl(bin, "snapfs", m->store, m->mnt, "-f", "-o", opts, (char *)NULL);
 		else
