@@ -196,7 +196,9 @@ out:
 	return r;
 }
 
-/* Create file in dirfd from mem (sparse or not) or as a clone, and fsync it. */
+/* Create file in dirfd from mem (sparse or not) or as a clone, and fsync it;
+ * errors name it as dir/file, dir being the snapshot's final path (dirfd is
+ * the temporary directory that becomes it, gone again after a failure). */
 static int write_file(int dirfd, const char *dir, const char *file, const void *mem, size_t len,
 		      int sparse, const char *clone_dir, int clone_fd, uint64_t clone_len,
 		      struct snapshot_stats *st, struct err *e)
@@ -351,13 +353,13 @@ int snapshot_write(const char *dir, const struct snapshot_parts *p, struct snaps
 			r = err_set(e, -EINVAL, "%s: region file %s of %s is not open to clone", dir,
 				    reg->file, p->clone_dir);
 		else
-			r = write_file(dirfd, tmp, reg->file, p->mem[i], p->len[i], 1,
+			r = write_file(dirfd, dir, reg->file, p->mem[i], p->len[i], 1,
 				       p->mem[i] ? NULL : p->clone_dir, cfd, reg->size, &st, e);
 	}
 	if (r == 0)
-		r = write_file(dirfd, tmp, SNAPSHOT_CPU, ctext, clen, 0, NULL, -1, 0, &st, e);
+		r = write_file(dirfd, dir, SNAPSHOT_CPU, ctext, clen, 0, NULL, -1, 0, &st, e);
 	if (r == 0)
-		r = write_file(dirfd, tmp, SNAPSHOT_MANIFEST, mtext, mlen, 0, NULL, -1, 0, &st, e);
+		r = write_file(dirfd, dir, SNAPSHOT_MANIFEST, mtext, mlen, 0, NULL, -1, 0, &st, e);
 	if (r == 0 && fchmod(dirfd, 0755) != 0)
 		r = err_set(e, -errno, "%s: chmod: %s", tmp, strerror(errno));
 	if (r == 0 && fsync(dirfd) != 0)

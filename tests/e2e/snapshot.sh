@@ -6,8 +6,10 @@
 # answers as the live sandbox), sealed, derived for three generations
 # (each storing only the pages that changed, by the store's own figures),
 # copied out with cp, rsync and tar (still loadable from plain disk),
-# copied back in (deduplicated again), and broken in each way a snapshot
-# can be broken (each refused with a message naming the file).
+# copied back in (deduplicated again), derived from the mount onto plain
+# disk and back (copied, not cloned, holes kept), cut short by a file size
+# limit (nothing left behind), and broken in each way a snapshot can be
+# broken (each refused with a message naming the file).
 # Needs /dev/kvm and /dev/fuse: suite kvm.
 . "$(dirname "$0")/lib.sh"
 
@@ -89,6 +91,34 @@ check "copied back into the mount" cp -a "$T/out/cp" "$M/back"
 expect_out "the copy brought back loads" 5 "$SNAPVM" call -q "$M/back" counter
 ok "copied back in, it deduplicates again ($u3 -> $(stat_of unique_pages) unique pages)" \
 	$([ "$(stat_of unique_pages)" = "$u3" ] && echo 0 || echo 1)
+
+# --- derived across filesystems ----------------------------------------------------
+# copy_file_range cannot clone between the mount and plain disk: snapvm
+# copies the region files instead, leaving their zero pages as holes.
+out=$("$SNAPVM" snapshot -q "$M/h1" "$T/out/derived" --call counter 2>&1)
+ok "a snapshot in the mount derives one on plain disk" $? "$out"
+check "... which verifies" "$SNAPVM" verify "$T/out/derived"
+expect_out "... and carries its parent's state and its own call" 4 "$SNAPVM" call -q "$T/out/derived" counter
+ok "... with the zero pages of its heap left as holes ($(stat -c '%b blocks of %B bytes, size %s' "$T/out/derived/heap.mem"))" \
+	$([ $(($(stat -c '%b * %B' "$T/out/derived/heap.mem"))) -lt "$(stat -c %s "$T/out/derived/heap.mem")" ] && echo 0 || echo 1)
+u4=$(stat_of unique_pages)
+out=$("$SNAPVM" snapshot -q "$T/out/derived" "$M/from-disk" --call counter 2>&1)
+ok "a snapshot on plain disk derives one in the mount" $? "$out"
+expect_out "... which carries the state of both calls" 5 "$SNAPVM" call -q "$M/from-disk" counter
+u5=$(stat_of unique_pages)
+ok "... and stores only the pages the store lacked ($((u5 - u4)) new pages)" \
+	$([ $((u5 - u4)) -gt 0 ] && [ $((u5 - u4)) -le 16 ] && echo 0 || echo 1)
+
+# --- a snapshot that cannot be written whole ---------------------------------------
+# A file size limit stops the writes as a full disk would (EFBIG, with
+# SIGXFSZ ignored): the error names the file, and nothing is left behind.
+before=$(ls -A "$T/out")
+out=$(sh -c 'trap "" XFSZ; ulimit -f 64; exec "$@"' sh "$SNAPVM" snapshot -q "$HELLO" "$T/out/toobig" 2>&1)
+st=$?
+ok "a snapshot that cannot be written whole fails, naming the file" \
+	$([ $st -ne 0 ] && [ $st -lt 128 ] && echo "$out" | grep -q "^snapvm: $T/out/toobig/[a-z.]*: .*File too large$" &&
+		echo 0 || echo 1) "status $st: $out"
+ok "... and leaves nothing behind" $([ "$(ls -A "$T/out")" = "$before" ] && echo 0 || echo 1) "$(ls -A "$T/out")"
 
 # --- malformed snapshots --------------------------------------------------------
 bad() {	# bad NAME: a fresh writable copy of h1 on plain disk
