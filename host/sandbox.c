@@ -340,6 +340,8 @@ fail:
 int sandbox_reset(struct sandbox *sb, struct err *e)
 {
 	const struct guest *g = sb->g;
+	/* first, on the old state: the access that ended the last call */
+	int r = vm_settle(sb->vm, e);
 	sb->ended = 0;
 	sb->why[0] = 0;
 	sb->calls = 0;
@@ -350,7 +352,8 @@ int sandbox_reset(struct sandbox *sb, struct err *e)
 		}
 	/* whatever the guest wrote anywhere in scratch goes, not only what it admits to */
 	zero_pages(sb->scratch, sb->scratch_size);
-	int r = g->scratch_image ? load_scratch(sb, e) : build_scratch(sb, e);
+	if (r == 0)
+		r = g->scratch_image ? load_scratch(sb, e) : build_scratch(sb, e);
 	if (r == 0)
 		r = vm_clear_events(sb->vm, e);
 	if (r == 0)

@@ -542,6 +542,23 @@ int vm_clear_events(struct vm *vm, struct err *e)
 	return r < 0 ? r : 0;
 }
 
+int vm_settle(struct vm *vm, struct err *e)
+{
+	/* An access split in pieces may exit again before it is done. */
+	for (int i = 0; i < 4; i++) {
+		vm->run->immediate_exit = 1;
+		int r = ioctl(vm->vcpu_fd, KVM_RUN, 0);
+		int err = errno;
+		vm->run->immediate_exit = 0;
+		if (r < 0)
+			return err == EINTR ? 0 : err_set(e, -err, "KVM_RUN: %s", strerror(err));
+		if (vm->run->exit_reason != KVM_EXIT_IO && vm->run->exit_reason != KVM_EXIT_MMIO)
+			return 0;
+	}
+	return err_set(e, -EPROTO, "KVM_RUN: a pending %s access did not finish",
+		       vm_exit_name(vm->run->exit_reason));
+}
+
 uint64_t vm_rip(struct vm *vm)
 {
 	struct kvm_regs regs;

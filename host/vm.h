@@ -118,6 +118,15 @@ int vm_set_entry(struct vm *vm, uint64_t rip, uint64_t rsp, uint64_t rdi, struct
  */
 int vm_clear_events(struct vm *vm, struct err *e);
 
+/*
+ * Let KVM finish what the last exit left pending, running no guest
+ * instruction: an I/O port or MMIO access completes only at the next
+ * KVM_RUN, on whatever state the vCPU then has (an MMIO read's emulation,
+ * finished on a state set since, wrecks it).  Call before setting a new
+ * state.  Returns 0 or -errno.
+ */
+int vm_settle(struct vm *vm, struct err *e);
+
 /* The vCPU's rip now (0 if it cannot be read). */
 uint64_t vm_rip(struct vm *vm);
 

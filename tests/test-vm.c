@@ -282,6 +282,8 @@ static const struct evil_case evil_cases[] = {
 	{ "cow_off", 0, -EPROTO, "to read-only memory at 0x" },
 	{ "cow_off_data", GUEST_SHARED, -EPROTO, "(region \"data\")" },
 	{ "wild_port", 0, -EPROTO, "unknown I/O port 0x1234 at RIP 0x" },
+	{ "port_read", 0, -EPROTO, "guest read from I/O port 0x1234 at RIP 0x" },
+	{ "no_memory", 0, -EPROTO, "guest read 8 bytes at 0xfec00" },
 	{ "bad_length", 0, -EPROTO, "guest claims a result of" },
 	{ "triple_fault", 0, -EPROTO, "shut down (triple fault) at RIP 0x" },
 	{ "alloc_huge", 0, -EPROTO, "guest aborted: alloc_huge: cannot allocate 1099511627776 bytes" },

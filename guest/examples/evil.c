@@ -10,6 +10,9 @@
  *   cow_off       turns copy-on-write off for a read-only page and writes
  *                 to it: the write reaches the host's read-only memory
  *   wild_port     writes to an I/O port the host does not know
+ *   port_read     reads from an I/O port
+ *   no_memory     points a page of its own at a guest-physical address no
+ *                 region covers (0xfec00000), and reads it
  *   bad_length    claims a result longer than the result buffer
  *   triple_fault  removes the exception table, then faults
  *   alloc_huge    asks for 1 TiB of heap, aborts when refused
@@ -92,6 +95,27 @@ static long wild_port(const void *in, uint64_t in_len, void *out, uint64_t out_c
 	return 0;
 }
 SNAPVM_EXPORT(wild_port);
+
+static long port_read(const void *in, uint64_t in_len, void *out, uint64_t out_cap)
+{
+	UNUSED_ARGS;
+	uint8_t v;
+	__asm__ volatile("inb %%dx, %%al" : "=a"(v) : "d"(0x1234));
+	return v;
+}
+SNAPVM_EXPORT(port_read);
+
+static long no_memory(const void *in, uint64_t in_len, void *out, uint64_t out_cap)
+{
+	UNUSED_ARGS;
+	uint64_t *pte = snapvm_pte(&data_word);
+	if (!pte)
+		snapvm_abort("no_memory: data_word is not mapped");
+	*pte = (*pte & ~SNAPVM_PTE_ADDR) | 0xfec00000;
+	__asm__ volatile("invlpg (%0)" : : "r"(&data_word) : "memory");
+	return (long)*(volatile uint64_t *)&data_word;
+}
+SNAPVM_EXPORT(no_memory);
 
 static long bad_length(const void *in, uint64_t in_len, void *out, uint64_t out_cap)
 {

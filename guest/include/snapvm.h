@@ -66,6 +66,13 @@ size_t snapvm_heap_free(void);
  */
 void snapvm_cow_bypass(const void *addr);
 
+/*
+ * The page-table entry that maps the 4 KiB page holding addr, or NULL if
+ * none does.  Writing it (then invlpg) remaps the page: another test of the
+ * host's protection, as above.
+ */
+uint64_t *snapvm_pte(const void *addr);
+
 /* Formatting into a buffer: returns the length it wanted (like snprintf). */
 size_t snapvm_vsnprintf(char *buf, size_t cap, const char *fmt, va_list ap);
 size_t snapvm_snprintf(char *buf, size_t cap, const char *fmt, ...)

@@ -68,8 +68,9 @@ void trap_init(void)
  * The leaf entry that maps va, or NULL.  Page tables live in scratch,
  * identity-mapped, so physical addresses can be dereferenced directly.
  */
-static uint64_t *pte_of(uint64_t va)
+uint64_t *snapvm_pte(const void *addr)
 {
+	uint64_t va = (uint64_t)(uintptr_t)addr;
 	uint64_t *table = (uint64_t *)(uintptr_t)(read_cr3() & SNAPVM_PTE_ADDR);
 	for (int shift = 39; shift > 12; shift -= 9) {
 		uint64_t ent = table[(va >> shift) & 511];
@@ -88,7 +89,7 @@ static inline void invlpg(uint64_t va)
 void snapvm_cow_bypass(const void *addr)
 {
 	uint64_t va = (uint64_t)(uintptr_t)addr;
-	uint64_t *pte = pte_of(va);
+	uint64_t *pte = snapvm_pte(addr);
 	if (!pte)
 		snapvm_abort("cow_bypass: %p is not mapped", addr);
 	*pte = (*pte | SNAPVM_PTE_RW) & ~SNAPVM_PTE_COW;
@@ -117,7 +118,7 @@ void trap_handle(struct trap_frame *f)
 	if (f->vector == 14) {
 		uint64_t addr = read_cr2();
 		if ((f->error & (PF_PRESENT | PF_WRITE)) == (PF_PRESENT | PF_WRITE)) {
-			uint64_t *pte = pte_of(addr);
+			uint64_t *pte = snapvm_pte((const void *)(uintptr_t)addr);
 			if (pte && (*pte & SNAPVM_PTE_COW)) {
 				if (cow_copy(addr, pte) == 0)
 					return;
