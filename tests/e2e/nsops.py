@@ -49,35 +49,37 @@ def fail(what):
     sys.exit(1)
 
 
+def entries(base, rel=""):
+    """(relative path, DirEntry, lstat result) of every entry under base."""
+    with os.scandir(os.path.join(base, rel)) as it:
+        found = list(it)
+    for e in found:
+        r = os.path.join(rel, e.name) if rel else e.name
+        st = os.lstat(e.path)
+        yield r, e, st
+        if stat.S_ISDIR(st.st_mode):
+            yield from entries(base, r)
+
+
 def listing(base):
     """Every entry under base: relative path -> its description."""
     out, inodes = {}, {}
-
-    def walk(rel):
-        with os.scandir(os.path.join(base, rel)) as it:
-            entries = list(it)
-        for e in entries:
-            r = os.path.join(rel, e.name) if rel else e.name
-            st = os.lstat(e.path)
-            kind = stat.S_IFMT(st.st_mode)
-            typed = (e.is_symlink(), e.is_dir(follow_symlinks=False))
-            if typed != (stat.S_ISLNK(kind), stat.S_ISDIR(kind)):
-                fail("%s: readdir reports another file type than lstat" % e.path)
-            d = [kind, stat.S_IMODE(st.st_mode), st.st_nlink]
-            if stat.S_ISREG(kind):
-                with open(e.path, "rb") as f:
-                    d += [st.st_size, hashlib.sha256(f.read()).hexdigest()]
-            elif stat.S_ISLNK(kind):
-                d += [st.st_size, os.readlink(e.path)]
-            if not stat.S_ISLNK(kind):
-                xs = sorted(x for x in os.listxattr(e.path) if not x.startswith("user.snapfs."))
-                d += [(x, os.getxattr(e.path, x)) for x in xs]
-            out[r] = d
-            inodes.setdefault(st.st_ino, []).append(r)
-            if stat.S_ISDIR(kind):
-                walk(r)
-
-    walk("")
+    for r, e, st in entries(base):
+        kind = stat.S_IFMT(st.st_mode)
+        typed = (e.is_symlink(), e.is_dir(follow_symlinks=False))
+        if typed != (stat.S_ISLNK(kind), stat.S_ISDIR(kind)):
+            fail("%s: readdir reports another file type than lstat" % e.path)
+        d = [kind, stat.S_IMODE(st.st_mode), st.st_nlink]
+        if stat.S_ISREG(kind):
+            with open(e.path, "rb") as f:
+                d += [st.st_size, hashlib.sha256(f.read()).hexdigest()]
+        elif stat.S_ISLNK(kind):
+            d += [st.st_size, os.readlink(e.path)]
+        if not stat.S_ISLNK(kind):
+            xs = sorted(x for x in os.listxattr(e.path) if not x.startswith("user.snapfs."))
+            d += [(x, os.getxattr(e.path, x)) for x in xs]
+        out[r] = d
+        inodes.setdefault(st.st_ino, []).append(r)
     return out, sorted(sorted(v) for v in inodes.values())
 
 
@@ -117,8 +119,8 @@ def existing(want=None):
     "" is the top folder), or None.  Racing, any path of the name pool."""
     if racing:
         return os.path.join(*[rng.choice(NAMES[:3]) for _ in range(rng.randrange(1, 3))])
-    lr, _ = listing(bases[1])
-    cands = [k for k, d in lr.items() if want is None or d[0] == want]
+    cands = [r for r, _, st in entries(bases[1])
+             if want is None or stat.S_IFMT(st.st_mode) == want]
     if want == stat.S_IFDIR:
         cands.append("")
     return rng.choice(cands) if cands else None
