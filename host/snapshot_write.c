@@ -331,7 +331,8 @@ int snapshot_write(const char *dir, const struct snapshot_parts *p, struct snaps
 		goto free_text;
 	}
 
-	/* ".NAME.partial-XXXXXX", NAME cut so that it fits in a name */
+	/* ".NAME.partial-XXXXXX", NAME cut so that it fits in a name; errors
+	 * name the snapshot's own path, as the directory is gone after one */
 	char dotname[NAME_MAX + 1];
 	snprintf(dotname, sizeof(dotname), ".%.*s.partial-XXXXXX", NAME_MAX - 16, base);
 	path_join(tmp, sizeof(tmp), parent, dotname);
@@ -342,7 +343,7 @@ int snapshot_write(const char *dir, const struct snapshot_parts *p, struct snaps
 	}
 	int dirfd = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dirfd < 0) {
-		r = err_set(e, -errno, "%s: open: %s", tmp, strerror(errno));
+		r = err_set(e, -errno, "%s: opening %s: %s", dir, tmp, strerror(errno));
 		goto remove_tmp;
 	}
 	for (size_t i = 0; r == 0 && i < m->nregions; i++) {
@@ -361,9 +362,9 @@ int snapshot_write(const char *dir, const struct snapshot_parts *p, struct snaps
 	if (r == 0)
 		r = write_file(dirfd, dir, SNAPSHOT_MANIFEST, mtext, mlen, 0, NULL, -1, 0, &st, e);
 	if (r == 0 && fchmod(dirfd, 0755) != 0)
-		r = err_set(e, -errno, "%s: chmod: %s", tmp, strerror(errno));
+		r = err_set(e, -errno, "%s: chmod: %s", dir, strerror(errno));
 	if (r == 0 && fsync(dirfd) != 0)
-		r = err_set(e, -errno, "%s: fsync: %s", tmp, strerror(errno));
+		r = err_set(e, -errno, "%s: fsync: %s", dir, strerror(errno));
 	close(dirfd);
 	if (r < 0)
 		goto remove_tmp;
