@@ -281,6 +281,35 @@ static int split_path(const char *path, char *parent, char *base, struct err *e)
 	return 0;
 }
 
+/*
+ * Rename the finished temporary directory tmp to dir, never replacing a
+ * name that appeared meanwhile.  Where the filesystem has no
+ * RENAME_NOREPLACE (EINVAL; ENOSYS on old kernels), a check and a plain
+ * rename do; only an empty directory made between the two steps could
+ * still be replaced.
+ */
+static int put_in_place(const char *tmp, const char *dir, struct err *e)
+{
+	if (renameat2(AT_FDCWD, tmp, AT_FDCWD, dir, RENAME_NOREPLACE) == 0)
+		return 0;
+	int err = errno;
+	if (err == EINVAL || err == ENOSYS) {
+		struct stat sb;
+		if (lstat(dir, &sb) == 0)
+			err = EEXIST;
+		else if (errno != ENOENT)
+			err = errno;
+		else if (rename(tmp, dir) == 0)
+			return 0;
+		else
+			err = errno;
+	}
+	if (err == EEXIST || err == ENOTEMPTY)
+		return err_set(e, -EEXIST, "%s: appeared while this snapshot was being "
+			       "written (snapshots are never overwritten)", dir);
+	return err_set(e, -err, "%s: rename from %s: %s", dir, tmp, strerror(err));
+}
+
 /* dir as a new snapshot's name: usable, not too long, not there yet. */
 static int check_new_dir(const char *dir, char *parent, char *base, struct err *e)
 {
@@ -369,19 +398,9 @@ int snapshot_write(const char *dir, const struct snapshot_parts *p, struct snaps
 	if (r < 0)
 		goto remove_tmp;
 
-	if (renameat2(AT_FDCWD, tmp, AT_FDCWD, dir, RENAME_NOREPLACE) != 0) {
-		if (errno != EINVAL && errno != ENOSYS) {
-			r = err_set(e, -errno, "%s: rename from %s: %s", dir, tmp, strerror(errno));
-			goto remove_tmp;
-		}
-		/* no RENAME_NOREPLACE here: plain rename, refusing an existing name first */
-		struct stat sb;
-		if (lstat(dir, &sb) == 0 || rename(tmp, dir) != 0) {
-			r = err_set(e, errno ? -errno : -EEXIST, "%s: rename from %s: %s", dir, tmp,
-				    strerror(errno ? errno : EEXIST));
-			goto remove_tmp;
-		}
-	}
+	r = put_in_place(tmp, dir, e);
+	if (r < 0)
+		goto remove_tmp;
 	r = fsync_path(parent, e);
 	if (r < 0)
 		goto free_text;	/* the snapshot is in place; report the sync failure */

@@ -11,6 +11,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -171,6 +172,102 @@ static void test_snapshot_write_refuses_existing(void **state)
 	assert_int_equal(mkdir(dir, 0755), 0);
 	assert_int_equal(snapshot_write(dir, &f->parts, NULL, &e), -EEXIST);
 	assert_non_null(strstr(e.msg, "already exists"));
+}
+
+/*
+ * renameat2 as snapshot_write sees it (linked with -Wl,--wrap=renameat2):
+ * the real call, or the EINVAL of a filesystem without RENAME_NOREPLACE;
+ * "raced" first makes the snapshot's name, a directory holding a file, as
+ * another program might while the snapshot is written.
+ */
+enum rename_as { RENAME_AS_REAL, RENAME_AS_NO_NOREPLACE, RENAME_AS_RACED,
+		 RENAME_AS_RACED_NO_NOREPLACE };
+static enum rename_as rename_as;
+static int rename_calls;
+
+int __real_renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath,
+		     unsigned int flags);
+int __wrap_renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath,
+		     unsigned int flags);
+int __wrap_renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath,
+		     unsigned int flags)
+{
+	rename_calls++;
+	if (rename_as == RENAME_AS_RACED || rename_as == RENAME_AS_RACED_NO_NOREPLACE) {
+		char theirs[PATH_MAX];
+		snprintf(theirs, sizeof(theirs), "%s/theirs", newpath);
+		int fd;
+		if (mkdirat(newdirfd, newpath, 0755) != 0 ||
+		    (fd = openat(newdirfd, theirs, O_WRONLY | O_CREAT | O_EXCL, 0644)) < 0)
+			return -1;
+		close(fd);
+	}
+	if ((rename_as == RENAME_AS_NO_NOREPLACE || rename_as == RENAME_AS_RACED_NO_NOREPLACE) &&
+	    (flags & RENAME_NOREPLACE)) {
+		errno = EINVAL;
+		return -1;
+	}
+	return __real_renameat2(olddirfd, oldpath, newdirfd, newpath, flags);
+}
+
+static size_t count_entries(const char *dir)
+{
+	DIR *d = opendir(dir);
+	assert_non_null(d);
+	size_t n = 0;
+	for (struct dirent *de; (de = readdir(d));)
+		n += strcmp(de->d_name, ".") && strcmp(de->d_name, "..");
+	closedir(d);
+	return n;
+}
+
+/* Without RENAME_NOREPLACE the snapshot still lands, by a plain rename. */
+static void test_snapshot_write_without_noreplace(void **state)
+{
+	struct fixture *f = *state;
+	rename_as = RENAME_AS_NO_NOREPLACE;
+	rename_calls = 0;
+	write_ok(f, "s1", NULL);
+	rename_as = RENAME_AS_REAL;
+	assert_int_equal(rename_calls, 1);
+
+	char path[256];
+	struct snapshot *s = NULL;
+	struct err e = { 0 };
+	path_of(path, sizeof(path), f, "s1", NULL);
+	int r = snapshot_open(path, &s, &e);
+	if (r < 0)
+		fail_msg("snapshot_open: %s", err_str(&e, r));
+	snapshot_close(s);
+	assert_int_equal(count_entries(f->root), 1);
+}
+
+/*
+ * A name made while the snapshot was written is never replaced, with or
+ * without RENAME_NOREPLACE: the error says so and names the directory,
+ * the other directory keeps what it held, and no temporary one is left.
+ */
+static void test_snapshot_write_raced(void **state)
+{
+	static const enum rename_as modes[] = { RENAME_AS_RACED, RENAME_AS_RACED_NO_NOREPLACE };
+	struct fixture *f = *state;
+	char dir[256], theirs[300];
+	path_of(dir, sizeof(dir), f, "s1", NULL);
+	path_of(theirs, sizeof(theirs), f, "s1", "theirs");
+
+	for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
+		struct err e = { 0 };
+		rename_as = modes[i];
+		int r = snapshot_write(dir, &f->parts, NULL, &e);
+		rename_as = RENAME_AS_REAL;
+		assert_int_equal(r, -EEXIST);
+		assert_non_null(strstr(e.msg, dir));
+		assert_non_null(strstr(e.msg, "appeared while this snapshot was being written"));
+		assert_int_equal(count_entries(f->root), 1);
+		assert_int_equal(count_entries(dir), 1);
+		assert_int_equal(unlink(theirs), 0);
+		assert_int_equal(rmdir(dir), 0);
+	}
 }
 
 /* The manifest written names every region with the digest of its bytes. */
@@ -551,6 +648,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_snapshot_write_sparse, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_write_refuses_existing, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_snapshot_write_without_noreplace, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_snapshot_write_raced, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_open_roundtrip, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_exports, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_maps_each_file_once, setup, teardown),
