@@ -219,6 +219,56 @@ static void test_store_admin_gc_frees_never_committed(void **state)
 	tsu_store_remove(path);
 }
 
+/*
+ * Pages put but never committed, of a file deleted before any commit, stay
+ * in the pending table, where later writes of the same bytes find them.
+ * gc's commit has nothing to commit then, and its index lists none of
+ * them: release must keep them all the same, or the pack holding them
+ * (a third dead by the index, so rewritten) goes, and a write
+ * deduplicated against them names a page that is no longer there.
+ */
+static void test_store_admin_gc_keeps_pending_pages(void **state)
+{
+	(void)state;
+	char *path;
+	struct store *st = tsu_new_store(&path);
+	uint64_t keep = write_file(st, STORE_ROOT_INO, "keep", 40, 5);
+	assert_int_equal(store_sync(st, NULL), 0);
+	uint64_t tmp = write_file(st, STORE_ROOT_INO, "tmp", 20, 4);
+	uint64_t gone;
+	assert_int_equal(store_unlink(st, STORE_ROOT_INO, "tmp", &gone), 0);
+	assert_int_equal(store_inode_release(st, tmp), 0);
+	struct store_stats s;
+	assert_int_equal(store_stats(st, &s, NULL), 0);
+	assert_int_equal(s.unique_pages, 40);	/* tmp's pages are in no commit */
+	assert_int_equal(s.unreferenced_pages, 0);
+
+	struct store_gc_result g;
+	struct err e = { 0 };
+	int r = store_gc(st, NULL, NULL, &g, &e);
+	if (r)
+		fail_msg("store_gc: %s", err_str(&e, r));
+	assert_int_equal(g.pages_freed, 0);
+	assert_int_equal(g.bytes_after, 60 * PG);
+	check_file(st, keep, 40, 5);
+
+	uint64_t again = write_file(st, STORE_ROOT_INO, "again", 20, 4);
+	assert_int_equal(store_sync(st, NULL), 0);
+	assert_int_equal(store_stats(st, &s, NULL), 0);
+	assert_int_equal(s.unique_pages, 60);	/* deduplicated, not stored anew */
+	check_file(st, again, 20, 4);
+	tsu_fsck_clean(st);
+	assert_int_equal(store_close(st, NULL), 0);
+
+	/* And after a reopen, from the packs alone. */
+	assert_int_equal(store_open(path, 0, &st, NULL), 0);
+	check_file(st, again, 20, 4);
+	check_file(st, keep, 40, 5);
+	tsu_fsck_clean(st);
+	assert_int_equal(store_close(st, NULL), 0);
+	tsu_store_remove(path);
+}
+
 /* Bytes pack file id of store path takes on disk, and its size. */
 static uint64_t pack_on_disk(const char *path, unsigned id, uint64_t *size)
 {
@@ -690,6 +740,7 @@ int main(void)
 		cmocka_unit_test(test_store_admin_gc_reclaims),
 		cmocka_unit_test(test_store_admin_gc_empty),
 		cmocka_unit_test(test_store_admin_gc_frees_never_committed),
+		cmocka_unit_test(test_store_admin_gc_keeps_pending_pages),
 		cmocka_unit_test(test_store_admin_gc_spares_mostly_live_packs),
 		cmocka_unit_test(test_store_admin_fsck_corrupt_byte),
 		cmocka_unit_test(test_store_admin_fsck_dangling),
