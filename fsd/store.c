@@ -12,6 +12,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -169,17 +170,29 @@ static int exec_sql(struct store *st, sqlite3 *db, const char *sql, struct err *
 	return rc == SQLITE_OK ? 0 : store_sql_err(st, db, rc, e, what);
 }
 
-static int user_version(struct store *st, sqlite3 *db, int *out, struct err *e)
+/* PRAGMA name's value, an integer, into out; what names the step for errors. */
+static int pragma_int(struct store *st, sqlite3 *db, const char *name, int64_t *out,
+		      const char *what, struct err *e)
 {
+	char sql[64];
+	snprintf(sql, sizeof(sql), "PRAGMA %s", name);
 	sqlite3_stmt *s;
-	int rc = sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &s, NULL);
+	int rc = sqlite3_prepare_v2(db, sql, -1, &s, NULL);
 	if (rc != SQLITE_OK)
-		return store_sql_err(st, db, rc, e, "reading the schema version");
+		return store_sql_err(st, db, rc, e, what);
 	rc = sqlite3_step(s);
 	if (rc == SQLITE_ROW)
-		*out = sqlite3_column_int(s, 0);
+		*out = sqlite3_column_int64(s, 0);
 	sqlite3_finalize(s);
-	return rc == SQLITE_ROW ? 0 : store_sql_err(st, db, rc, e, "reading the schema version");
+	return rc == SQLITE_ROW ? 0 : store_sql_err(st, db, rc, e, what);
+}
+
+static int user_version(struct store *st, sqlite3 *db, int *out, struct err *e)
+{
+	int64_t v = 0;
+	int r = pragma_int(st, db, "user_version", &v, "reading the schema version", e);
+	*out = (int)v;
+	return r;
 }
 
 /* A new store: the whole schema, its version and the root directory, in
@@ -232,13 +245,137 @@ static void migrate_log(struct store *st, const char *fmt, ...)
 	st->log(st->log_arg, msg);
 }
 
+int64_t store_migrate_report_ns = 10 * (int64_t)1000000000;
+
+/* What a migration is doing, for the thread that reports it. */
+enum migrate_phase { MIGRATE_RUN, MIGRATE_COMMIT, MIGRATE_CHECKPOINT, MIGRATE_DONE };
+
+struct migrate_watch {
+	struct store *st;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;	/* on CLOCK_MONOTONIC */
+	enum migrate_phase phase;	/* lock */
+	uint64_t pages_read;	/* atomic: the connection's cache misses */
+	int64_t page_size;
+	int64_t start;		/* mono_ns */
+	double index_mib;	/* index.db's size when it began */
+	double wal_mib;		/* the WAL's when the checkpoint began (lock) */
+};
+
+static int64_t mono_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return store_ns_of(ts);
+}
+
+/*
+ * SQLite's progress handler while the migration's SQL runs: note how many
+ * pages of the index the connection has read (it began with none of them
+ * cached).  A rewrite of the page maps reads them once, in order, and
+ * they are most of index.db, so that says how far it has got.  Never
+ * interrupts.
+ */
+static int migrate_progress(void *arg)
+{
+	struct migrate_watch *w = arg;
+	int pages = 0, unused;
+	sqlite3_db_status(w->st->db, SQLITE_DBSTATUS_CACHE_MISS, &pages, &unused, 0);
+	__atomic_store_n(&w->pages_read, (uint64_t)pages, __ATOMIC_RELAXED);
+	STORE_TEST_HOOK("migrate-run", w->st, (uint64_t)pages);
+	return 0;
+}
+
+/* SQLite calls migrate_progress after about this many of its steps. */
+#define MIGRATE_PROGRESS_STEPS 10000
+
+/*
+ * The reporter: every store_migrate_report_ns until the migration is
+ * done, a line with the time so far and what it is doing.  A thread of
+ * its own, because the commit and the checkpoint, which write the new
+ * index twice, call no handler while they run.
+ */
+static void *migrate_report(void *arg)
+{
+	struct migrate_watch *w = arg;
+	struct store *st = w->st;
+	pthread_mutex_lock(&w->lock);
+	for (;;) {
+		int64_t next = mono_ns() + store_migrate_report_ns;
+		struct timespec ts = { .tv_sec = next / 1000000000, .tv_nsec = next % 1000000000 };
+		while (w->phase != MIGRATE_DONE && mono_ns() < next)
+			if (pthread_cond_timedwait(&w->cond, &w->lock, &ts) == ETIMEDOUT)
+				break;
+		if (w->phase == MIGRATE_DONE)
+			break;
+		double secs = (double)(mono_ns() - w->start) / 1e9;
+		double wal = (double)store_file_bytes(st, "index.db-wal") / (1 << 20);
+		double read = (double)__atomic_load_n(&w->pages_read, __ATOMIC_RELAXED) *
+			      (double)w->page_size / (1 << 20);
+		if (read > w->index_mib)
+			read = w->index_mib;	/* pages of the WAL count too */
+		switch (w->phase) {
+		case MIGRATE_RUN:
+			migrate_log(st, "store %s: migrating, %.0f s so far: %.1f of %.1f MiB of"
+				    " index.db read", st->dir, secs, read, w->index_mib);
+			break;
+		case MIGRATE_COMMIT:
+			migrate_log(st, "store %s: migrating, %.0f s so far: committing, %.1f MiB"
+				    " in index.db-wal", st->dir, secs, wal);
+			break;
+		default:
+			migrate_log(st, "store %s: migrating, %.0f s so far: copying the %.1f MiB"
+				    " of index.db-wal into index.db", st->dir, secs, w->wal_mib);
+			break;
+		}
+	}
+	pthread_mutex_unlock(&w->lock);
+	return NULL;
+}
+
+static void migrate_phase(struct migrate_watch *w, enum migrate_phase phase)
+{
+	double wal = (double)store_file_bytes(w->st, "index.db-wal") / (1 << 20);
+	pthread_mutex_lock(&w->lock);
+	w->phase = phase;
+	w->wal_mib = wal;
+	pthread_cond_signal(&w->cond);
+	pthread_mutex_unlock(&w->lock);
+}
+
+/* Start w's reporter (none without a log, or if it cannot start). */
+static bool migrate_watch_start(struct migrate_watch *w, pthread_t *thread)
+{
+	if (!w->st->log)
+		return false;
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&w->cond, &ca);
+	pthread_condattr_destroy(&ca);
+	pthread_mutex_init(&w->lock, NULL);
+	if (pthread_create(thread, NULL, migrate_report, w) == 0)
+		return true;
+	pthread_cond_destroy(&w->cond);
+	pthread_mutex_destroy(&w->lock);
+	return false;
+}
+
+static void migrate_watch_stop(struct migrate_watch *w, pthread_t thread)
+{
+	migrate_phase(w, MIGRATE_DONE);
+	pthread_join(thread, NULL);
+	pthread_cond_destroy(&w->cond);
+	pthread_mutex_destroy(&w->lock);
+}
+
 /*
  * Bring an index of schema version from up to date, in one transaction:
  * a failure (a full disk among others) leaves the store as it was.  A
  * migration may rewrite the page maps, which on a large store takes a
  * while and needs free space of up to twice index.db (the new table in
  * the WAL, then in index.db beside the old one's freed pages), so the
- * log hears when it starts and ends.  The rewritten pages reach index.db
+ * log hears when it starts and ends, and how far it has got in between.  The rewritten pages reach index.db
  * at once, and the WAL file that held them is cut back to nothing.
  */
 static int migrate(struct store *st, int from, struct err *e)
@@ -246,13 +383,24 @@ static int migrate(struct store *st, int from, struct err *e)
 	const int to = store_schema_version_current;
 	char what[64];
 	snprintf(what, sizeof(what), "migrating the schema from version %d to %d", from, to);
+	struct migrate_watch w = {
+		.st = st,
+		.start = mono_ns(),
+		.index_mib = (double)store_file_bytes(st, "index.db") / (1 << 20),
+	};
 	migrate_log(st, "store %s: %s: index.db holds %.1f MiB; a large store takes a while and"
-		    " needs free space of up to twice that", st->dir, what,
-		    (double)store_file_bytes(st, "index.db") / (1 << 20));
-	struct timespec t0, t1;
-	clock_gettime(CLOCK_MONOTONIC, &t0);
+		    " needs free space of up to twice that", st->dir, what, w.index_mib);
+	int r = pragma_int(st, st->db, "page_size", &w.page_size, what, e);
+	if (r)
+		return r;
+	int pages, unused;
+	sqlite3_db_status(st->db, SQLITE_DBSTATUS_CACHE_MISS, &pages, &unused, 1);
+	pthread_t reporter;
+	bool watched = migrate_watch_start(&w, &reporter);
+	if (watched)
+		sqlite3_progress_handler(st->db, MIGRATE_PROGRESS_STEPS, migrate_progress, &w);
 
-	int r = exec_sql(st, st->db, "BEGIN IMMEDIATE", e, what);
+	r = exec_sql(st, st->db, "BEGIN IMMEDIATE", e, what);
 	/* Each step must start where the last one ended: a store older than
 	 * the oldest migration is not run through the later ones. */
 	int at = from;
@@ -272,18 +420,29 @@ static int migrate(struct store *st, int from, struct err *e)
 		snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", to);
 		r = exec_sql(st, st->db, sql, e, what);
 	}
+	sqlite3_progress_handler(st->db, 0, NULL, NULL);
+	if (watched)
+		migrate_phase(&w, MIGRATE_COMMIT);
+	STORE_TEST_HOOK("migrate-commit", st, 0);
 	if (!r)
 		r = exec_sql(st, st->db, "COMMIT", e, what);
-	if (r) {
+	if (r)
 		sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+	else {
+		if (watched)
+			migrate_phase(&w, MIGRATE_CHECKPOINT);
+		STORE_TEST_HOOK("migrate-checkpoint", st, 0);
+		/* Nothing else reads the index yet: this checkpoint completes. */
+		sqlite3_wal_checkpoint_v2(st->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+	}
+	if (watched)
+		migrate_watch_stop(&w, reporter);
+	if (r) {
 		migrate_log(st, "store %s: %s failed; the store is as it was", st->dir, what);
 		return r;
 	}
-	/* Nothing else reads the index yet: this checkpoint completes. */
-	sqlite3_wal_checkpoint_v2(st->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
-	clock_gettime(CLOCK_MONOTONIC, &t1);
 	migrate_log(st, "store %s: migrated to schema version %d in %.1f s", st->dir, to,
-		    (double)(store_ns_of(t1) - store_ns_of(t0)) / 1e9);
+		    (double)(mono_ns() - w.start) / 1e9);
 	return 0;
 }
 

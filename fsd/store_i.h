@@ -251,7 +251,10 @@ struct store {
  * called where a data call has let go of an inode's wlock, or not yet
  * taken it, or ("change") where a change has passed its sealed check
  * but not yet made the change, so that a test can act in just that gap
- * (where names the place).  Compiled out otherwise.
+ * (where names the place).  A migration calls it as it goes
+ * ("migrate-run", with the pages of the index read so far, then
+ * "migrate-commit" and "migrate-checkpoint"), so that a test can wait
+ * there for its progress lines.  Compiled out otherwise.
  */
 #ifdef STORE_TEST_HOOKS
 extern void (*store_test_hook)(const char *where, struct store *st, uint64_t ino);
@@ -266,6 +269,8 @@ extern void (*store_test_hook)(const char *where, struct store *st, uint64_t ino
 
 /* store.c */
 int64_t store_now_ns(void);
+/* A migration logs how far it got this often (10 s; tests change it). */
+extern int64_t store_migrate_report_ns;
 
 /* The calling thread is about to wait or work for long (see
  * store_set_block_hint). */

@@ -15,10 +15,13 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <sqlite3.h>
 
+#define STORE_TEST_HOOKS	/* as the store library this links with */
+#include "store_i.h"
 #include "test-store-util.h"
 
 #define NPAGES 40
@@ -43,9 +46,9 @@ static int has_test_table(const char *path)
 }
 
 /* A store with one file of NPAGES pages (and, if big_mib, a file "big" of
- * that many MiB), closed, then turned into a store of the previous schema
- * version. */
-static char *old_store_big(unsigned big_mib)
+ * that many MiB, and small files of one page each, "s00000" on), closed,
+ * then turned into a store of the previous schema version. */
+static char *old_store_with(unsigned big_mib, unsigned small)
 {
 	char *path;
 	struct store *st = tsu_new_store(&path);
@@ -61,6 +64,14 @@ static char *old_store_big(unsigned big_mib)
 			assert_int_equal(store_write(st, ino, mib, sizeof(mib), i << 20),
 					 (ssize_t)sizeof(mib));
 	}
+	uint8_t page[STORE_PAGE_SIZE];
+	tsu_fill(page, sizeof(page), 11);
+	for (unsigned i = 0; i < small; i++) {
+		char name[16];
+		snprintf(name, sizeof(name), "s%05u", i);
+		ino = tsu_file(st, name);
+		assert_int_equal(store_write(st, ino, page, sizeof(page), 0), (ssize_t)sizeof(page));
+	}
 	assert_int_equal(store_close(st, NULL), 0);
 	int v = store_schema_version();
 	assert_int_equal(index_int(path, "PRAGMA user_version"), v);
@@ -73,7 +84,7 @@ static char *old_store_big(unsigned big_mib)
 
 static char *old_store(void)
 {
-	return old_store_big(0);
+	return old_store_with(0, 0);
 }
 
 /* What the store logged while opening. */
@@ -383,7 +394,7 @@ static long wal_file_size(const char *path)
 static void test_migrate_page_maps_full_disk(void **state)
 {
 	(void)state;
-	char *path = old_store_big(64);
+	char *path = old_store_with(64, 0);
 	static const char probe[] = "SELECT max(idx) FROM chunk WHERE ino = 3";
 	tsu_index_exec(path, chunk_v4);
 	tsu_index_exec(path, "PRAGMA user_version = 4");
@@ -422,6 +433,111 @@ static void test_migrate_page_maps_full_disk(void **state)
 	tsu_store_remove(path);
 }
 
+/* The progress lines a migration logged, phase by phase (reading, then
+ * committing, then copying the WAL into index.db), whether each came
+ * between the first line and the last, in that order, and the last
+ * reading line's figures. */
+static struct {
+	unsigned n[3], bad;
+	int phase;
+	double read, of;
+} progress;
+
+static void log_progress(void *arg, const char *msg)
+{
+	const char *p = strstr(msg, ": migrating, ");
+	if (!p) {
+		log_msg(arg, msg);
+		return;
+	}
+	double secs, read, of, wal;
+	int phase = -1;
+	if (sscanf(p, ": migrating, %lf s so far: %lf of %lf MiB of index.db read", &secs, &read,
+		   &of) == 3) {
+		phase = 0;
+		if (read < progress.read || read > of || (progress.n[0] && of != progress.of))
+			progress.bad++;
+		progress.read = read;
+		progress.of = of;
+	} else if (sscanf(p, ": migrating, %lf s so far: committing, %lf MiB in index.db-wal",
+			  &secs, &wal) == 2) {
+		phase = 1;
+	} else if (sscanf(p, ": migrating, %lf s so far: copying the %lf MiB of index.db-wal"
+			  " into index.db", &secs, &wal) == 2) {
+		phase = 2;
+		if (wal <= 0)	/* the WAL holds the new page maps until then */
+			progress.bad++;
+	}
+	if (phase < 0 || phase < progress.phase || nlogged != 1 || !strstr(msg, (char *)arg))
+		progress.bad++;
+	else
+		__atomic_add_fetch(&progress.n[phase], 1, __ATOMIC_RELEASE);
+	progress.phase = phase;
+}
+
+/* The store's test hook: hold the migration in each phase (its SQL once
+ * it has read something) until the reporter has logged a line of it. */
+static void hold_for_line(const char *where, struct store *st, uint64_t pages)
+{
+	(void)st;
+	static const char *const phases[] = { "migrate-run", "migrate-commit",
+					      "migrate-checkpoint" };
+	for (int i = 0; i < 3; i++) {
+		if (strcmp(where, phases[i]) || (i == 0 && !pages))
+			continue;
+		for (int ms = 0; ms < 10000; ms++) {
+			if (__atomic_load_n(&progress.n[i], __ATOMIC_ACQUIRE))
+				return;
+			usleep(1000);
+		}
+		fail_msg("no progress line while at %s", where);
+	}
+}
+
+/*
+ * A long migration says how far it has got, every store_migrate_report_ns
+ * (10 s; 1 ms here): while its SQL runs, the MiB of index.db read so far,
+ * growing, of the size the first line gave; then that it commits, then
+ * that it copies the WAL into index.db.  The test hook holds it in each
+ * phase until a line of it comes.  5,000 files make 5,000 page-map rows
+ * to rewrite.
+ */
+static void test_migrate_progress(void **state)
+{
+	(void)state;
+	char *path = old_store_with(0, 5000);
+	tsu_index_exec(path, chunk_v4);
+	tsu_index_exec(path, "PRAGMA user_version = 4");
+
+	int64_t every = store_migrate_report_ns;
+	store_migrate_report_ns = 1000000;
+	store_test_hook = hold_for_line;
+	memset(&progress, 0, sizeof(progress));
+	nlogged = 0;
+	struct store *st = NULL;
+	struct err e = { 0 };
+	int r = store_open_log(path, 0, log_progress, path, &st, &e);
+	store_migrate_report_ns = every;
+	store_test_hook = NULL;
+	if (r)
+		fail_msg("store_open %s: %s", path, err_str(&e, r));
+	fprintf(stderr, "# progress lines: %u reading (last %.1f of %.1f MiB), %u committing,"
+		" %u copying\n", progress.n[0], progress.read, progress.of, progress.n[1],
+		progress.n[2]);
+	assert_int_equal(nlogged, 2);
+	expect_logged(1, "migrated to schema version");
+	assert_int_equal(progress.bad, 0);
+	for (int i = 0; i < 3; i++)
+		assert_true(progress.n[i] >= 1);
+	assert_true(progress.read > 0);
+	char holds[64];
+	snprintf(holds, sizeof(holds), "index.db holds %.1f MiB;", progress.of);
+	expect_logged(0, holds);
+	check_kept_files(st, 5001);
+	assert_int_equal(store_close(st, NULL), 0);
+	tsu_store_remove(path);
+}
+
 static void test_no_migration_refused(void **state)
 {
 	(void)state;
@@ -449,6 +565,7 @@ int main(void)
 		cmocka_unit_test(test_migrate_v3_listing_index),
 		cmocka_unit_test(test_migrate_v4_chunk_table),
 		cmocka_unit_test(test_migrate_page_maps_full_disk),
+		cmocka_unit_test(test_migrate_progress),
 		cmocka_unit_test(test_no_migration_refused),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
