@@ -375,8 +375,9 @@ static void migrate_watch_stop(struct migrate_watch *w, pthread_t thread)
  * migration may rewrite the page maps, which on a large store takes a
  * while and needs free space of up to twice index.db (the new table in
  * the WAL, then in index.db beside the old one's freed pages), so the
- * log hears when it starts and ends, and how far it has got in between.  The rewritten pages reach index.db
- * at once, and the WAL file that held them is cut back to nothing.
+ * log hears when it starts and ends, and how far it has got in between.
+ * The rewritten pages reach index.db at once, and the WAL file that held
+ * them is cut back to nothing.
  */
 static int migrate(struct store *st, int from, struct err *e)
 {
@@ -421,11 +422,12 @@ static int migrate(struct store *st, int from, struct err *e)
 		r = exec_sql(st, st->db, sql, e, what);
 	}
 	sqlite3_progress_handler(st->db, 0, NULL, NULL);
-	if (watched)
-		migrate_phase(&w, MIGRATE_COMMIT);
-	STORE_TEST_HOOK("migrate-commit", st, 0);
-	if (!r)
+	if (!r) {
+		if (watched)
+			migrate_phase(&w, MIGRATE_COMMIT);
+		STORE_TEST_HOOK("migrate-commit", st, 0);
 		r = exec_sql(st, st->db, "COMMIT", e, what);
+	}
 	if (r)
 		sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
 	else {
