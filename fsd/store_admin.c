@@ -419,14 +419,22 @@ int store_fsck(struct store *st, store_fsck_fn report, store_progress_fn progres
 		r = fsck_maps(&f, &t);
 	if (!r)
 		r = fsck_tree(&f);
+	/* SQLite's word on a failure, before the COMMIT (or another
+	 * thread, once db_lock goes) replaces it; -EIO without one is a
+	 * page that could not be hashed. */
+	char why[256];
+	int rc = sqlite3_errcode(st->db);
+	snprintf(why, sizeof(why), "%s",
+		 r == -EIO && rc != SQLITE_OK && rc != SQLITE_ROW && rc != SQLITE_DONE
+			 ? sqlite3_errmsg(st->db)
+			 : strerror(-r));
 	sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL);
 	pthread_mutex_unlock(&st->db_lock);
 	pthread_rwlock_unlock(&st->gc_lock);
 	admin_unlock(lock);
 	htab_free(&t);
 	if (r)
-		return err_set(e, r, "store %s: fsck could not run: %s", st->dir,
-			       r == -EIO ? sqlite3_errmsg(st->db) : strerror(-r));
+		return err_set(e, r, "store %s: fsck could not run: %s", st->dir, why);
 	return 0;
 }
 

@@ -585,6 +585,64 @@ static void test_store_admin_fsck_index_damage(void **state)
 	tsu_store_remove(path);
 }
 
+/*
+ * The page index's root page damaged (its child pointers overwritten):
+ * SQLite's own check names the page, and fsck then stops with SQLite's
+ * reason, saying it could not run, rather than a count it could not make.
+ */
+static void test_store_admin_fsck_index_unreadable(void **state)
+{
+	(void)state;
+	char *path;
+	struct store *st = tsu_new_store(&path);
+	write_file(st, STORE_ROOT_INO, "f", 2000, 13);
+	assert_int_equal(store_close(st, NULL), 0);
+
+	/* Everything in index.db itself, none of it in the WAL, where
+	 * SQLite would read a good copy of the page. */
+	sqlite3 *sq = tsu_index_open(path);
+	int frames = -1;
+	assert_int_equal(sqlite3_wal_checkpoint_v2(sq, NULL, SQLITE_CHECKPOINT_TRUNCATE, &frames, NULL),
+			 SQLITE_OK);
+	assert_int_equal(frames, 0);
+	sqlite3_stmt *s;
+	assert_int_equal(sqlite3_prepare_v2(sq, "SELECT pageno, pagetype FROM dbstat"
+					    " WHERE name = 'page' AND path = '/'",
+					    -1, &s, NULL),
+			 SQLITE_OK);
+	assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+	int64_t root = sqlite3_column_int64(s, 0);
+	assert_string_equal((const char *)sqlite3_column_text(s, 1), "internal");
+	sqlite3_finalize(s);
+	sqlite3_close(sq);
+
+	char db[4200];
+	snprintf(db, sizeof(db), "%s/index.db", path);
+	int fd = open(db, O_RDWR);
+	assert_true(fd >= 0);
+	uint8_t cells[40];
+	memset(cells, 0xff, sizeof(cells));	/* 20 cells, each at 65535 */
+	assert_int_equal(pwrite(fd, cells, sizeof(cells), (root - 1) * 4096 + 12),
+			 (ssize_t)sizeof(cells));
+	close(fd);
+
+	assert_int_equal(store_open(path, STORE_RDONLY, &st, NULL), 0);
+	struct store_fsck_result res;
+	struct found found = { 0 };
+	struct err e = { 0 };
+	assert_int_equal(store_fsck(st, report, NULL, &found, &res, &e), -EIO);
+	assert_non_null(strstr(e.msg, path));
+	assert_non_null(strstr(e.msg, "fsck could not run: database disk image is malformed"));
+	char page[64];
+	snprintf(page, sizeof(page), "tree page %lld", (long long)root);
+	bool named = false;
+	for (int i = 0; i < found.n && i < 8; i++)
+		named |= !strncmp(found.what[i], "index.db: ", 10) && strstr(found.what[i], page);
+	assert_true(named);
+	assert_int_equal(store_close(st, NULL), 0);
+	tsu_store_remove(path);
+}
+
 static char logged[4096];
 
 static void log_msg(void *arg, const char *msg)
@@ -749,6 +807,7 @@ int main(void)
 		cmocka_unit_test(test_store_admin_pack_gone_locations_kept),
 		cmocka_unit_test(test_store_admin_fsck_tree_damage),
 		cmocka_unit_test(test_store_admin_fsck_index_damage),
+		cmocka_unit_test(test_store_admin_fsck_index_unreadable),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
