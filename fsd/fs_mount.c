@@ -187,7 +187,8 @@ int fs_mount_set_readahead(const char *mountpoint, unsigned kb)
 		return -errno;
 	char val[32];
 	int n = snprintf(val, sizeof(val), "%u\n", kb);
-	r = write(fd, val, n) == n ? 0 : -errno;
+	ssize_t w = write(fd, val, n);
+	r = w == n ? 0 : w < 0 ? -errno : -EIO;	/* a short write sets no errno */
 	close(fd);
 	return r;
 }
