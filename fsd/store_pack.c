@@ -659,6 +659,15 @@ static int pb_get_run(struct store_backend *be, uint64_t loc, unsigned n, void *
 	return r ? r : pread_all(fd, pages, len, pos);
 }
 
+/* fdatasync of pack id failed (errno): the error, naming its file. */
+static int sync_failed(const struct pack_be *pb, uint32_t id, struct err *e)
+{
+	int err = errno;
+	char path[PATH_MAX];
+	pack_name(pb, id, path, sizeof(path));
+	return err_set(e, -err, "%s: fdatasync: %s", path, strerror(err));
+}
+
 static int pb_sync(struct store_backend *be, struct err *e)
 {
 	struct pack_be *pb = pb_of(be);
@@ -694,8 +703,7 @@ static int pb_sync(struct store_backend *be, struct err *e)
 	size_t done = 0;
 	for (; done < n && !r; done++)
 		if (fdatasync(todo[done].fd) < 0)
-			r = err_set(e, -errno, "pack %08x: fdatasync: %s", todo[done].id,
-				    strerror(errno));
+			r = sync_failed(pb, todo[done].id, e);
 	if (!r && dir && fsync(pb->dir_fd) < 0)
 		r = err_set(e, -errno, "%s: fsync: %s", pb->dir, strerror(errno));
 	if (n || dir) {	/* a running average over about 8 */
@@ -972,8 +980,7 @@ static int fill_done(struct pack_be *pb, struct fill *f, bool ok, struct err *e)
 	int r = 0;
 	for (size_t i = 0; ok && !r && i < f->n; i++)
 		if (fdatasync(f->packs[i].fd) < 0)
-			r = err_set(e, -errno, "pack %08x: fdatasync: %s", f->packs[i].id,
-				    strerror(errno));
+			r = sync_failed(pb, f->packs[i].id, e);
 	if (ok && !r && f->n && fsync(pb->dir_fd) < 0)
 		r = err_set(e, -errno, "%s: fsync: %s", pb->dir, strerror(errno));
 	/* Not made durable, the packs are deleted at once: nothing refers to

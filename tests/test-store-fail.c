@@ -1,7 +1,7 @@
 /*
  * tests/test-store-fail.c: a store whose page data cannot be written (the
- * disk is full) fails the calls that meet it, keeps what was committed,
- * and takes changes again once space is back.
+ * disk is full, or fails to write back) fails the calls that meet it,
+ * keeps what was committed, and takes changes again once it can.
  *
  * The failure is real, not simulated: RLIMIT_FSIZE makes every write past
  * a file size fail with EFBIG (SIGXFSZ is ignored), as ENOSPC would on a
@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -30,6 +31,26 @@ static void log_msg(void *arg, const char *msg)
 	(void)arg;
 	snprintf(logged, sizeof(logged), "%s", msg);
 	nlogged++;
+}
+
+/*
+ * fdatasync as the store's own code sees it (linked with
+ * -Wl,--wrap=fdatasync; SQLite, a shared library, keeps the real one):
+ * the real call, or the EIO of a disk that failed to write back.
+ */
+static bool fdatasync_fails;
+static unsigned fdatasync_failed;
+
+int __real_fdatasync(int fd);
+int __wrap_fdatasync(int fd);
+int __wrap_fdatasync(int fd)
+{
+	if (__atomic_load_n(&fdatasync_fails, __ATOMIC_RELAXED)) {
+		__atomic_add_fetch(&fdatasync_failed, 1, __ATOMIC_RELAXED);
+		errno = EIO;
+		return -1;
+	}
+	return __real_fdatasync(fd);
 }
 
 /* A new store whose log lines land in logged/nlogged. */
@@ -162,6 +183,71 @@ static void test_full_disk_recovers(void **state)
 	tsu_store_remove(path);
 }
 
+/*
+ * A pack whose write-back fails (fdatasync says EIO): the commit that
+ * needed it fails whole, and the store does not trust a later fdatasync
+ * to have written what the failed one did not.  The file being written
+ * loses what it had not committed, what was committed reads back, the
+ * packs are cut back to what was synced, and changes work again, also
+ * after a reopen.
+ */
+static void test_failed_sync_recovers(void **state)
+{
+	(void)state;
+	char *path;
+	struct store *st = logged_store(&path);
+
+	uint64_t a, b, c;
+	assert_int_equal(write_file(st, "a", 2 * MB, 1, &a), 0);
+	assert_int_equal(store_flush(st, a, true, NULL), 0);
+	assert_int_equal(store_file_release(st, a), 0);
+	struct store_stats s;
+	assert_int_equal(store_stats(st, &s, NULL), 0);
+	uint64_t packs_before = s.pack_bytes;
+
+	__atomic_store_n(&fdatasync_fails, true, __ATOMIC_RELAXED);
+	assert_int_equal(write_file(st, "b", 4 * MB, 2, &b), 0);
+	struct err e = { 0 };
+	int fr = store_flush(st, b, true, &e);
+	__atomic_store_n(&fdatasync_fails, false, __ATOMIC_RELAXED);
+	assert_true(fdatasync_failed >= 1);
+	/* The close that needed it fails, naming the pack file. */
+	assert_int_equal(fr, -EIO);
+	char pack[4200];
+	snprintf(pack, sizeof(pack), "%s/packs/00000001.pack: fdatasync: Input/output error", path);
+	if (!strstr(e.msg, pack))
+		fail_msg("flush: \"%s\" (wanted \"%s\")", e.msg, pack);
+	/* The next call recovers, once, and says what was dropped. */
+	memset(&e, 0, sizeof(e));
+	assert_int_equal(store_flush(st, b, true, &e), -EIO);
+	assert_non_null(strstr(e.msg, "changes not yet committed were dropped after a failure"));
+	assert_int_equal(nlogged, 1);
+	assert_non_null(strstr(logged, path));
+	assert_non_null(strstr(logged, pack));
+	assert_non_null(strstr(logged, "1 open file lost some"));
+	assert_int_equal(store_flush(st, b, true, NULL), 0);
+	assert_int_equal(store_file_release(st, b), 0);
+
+	check_file(st, a, 2 * MB, 1);
+	struct store_attr at;
+	assert_int_equal(store_getattr(st, b, &at), 0);
+	assert_int_equal(at.size, 0);
+	assert_int_equal(store_stats(st, &s, NULL), 0);
+	assert_int_equal(s.pack_bytes, packs_before);
+	tsu_fsck_clean(st);
+
+	/* b's bytes again: stored anew, not found where the lost ones were. */
+	assert_int_equal(store_whole(st, "c", 4 * MB, 2, &c), packs_before + 4 * MB);
+	tsu_fsck_clean(st);
+	assert_int_equal(store_close(st, NULL), 0);
+	assert_int_equal(store_open(path, 0, &st, NULL), 0);
+	check_file(st, a, 2 * MB, 1);
+	check_file(st, c, 4 * MB, 2);
+	tsu_fsck_clean(st);
+	assert_int_equal(store_close(st, NULL), 0);
+	tsu_store_remove(path);
+}
+
 /* A namespace change after the failure, before any data call, recovers
  * too; a file that was not open when its data was lost reports nothing
  * later (its close already did). */
@@ -238,6 +324,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_full_disk_recovers),
+		cmocka_unit_test(test_failed_sync_recovers),
 		cmocka_unit_test(test_namespace_change_recovers),
 		cmocka_unit_test(test_gc_out_of_space),
 	};
