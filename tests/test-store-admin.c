@@ -6,8 +6,10 @@
  * the file's path and page index; progress is reported.
  */
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -23,6 +25,26 @@
 #include "test-store-util.h"
 
 #define PG STORE_PAGE_SIZE
+
+/*
+ * fallocate as the store sees it (linked with -Wl,--wrap=fallocate64, the
+ * name glibc gives it with 64-bit offsets): the real call, or the
+ * EOPNOTSUPP of a filesystem that cannot punch holes.
+ */
+static bool punch_unsupported;
+static unsigned fallocate_calls;
+
+int __real_fallocate64(int fd, int mode, off_t off, off_t len);
+int __wrap_fallocate64(int fd, int mode, off_t off, off_t len);
+int __wrap_fallocate64(int fd, int mode, off_t off, off_t len)
+{
+	__atomic_add_fetch(&fallocate_calls, 1, __ATOMIC_RELAXED);
+	if (__atomic_load_n(&punch_unsupported, __ATOMIC_RELAXED) && (mode & FALLOC_FL_PUNCH_HOLE)) {
+		errno = EOPNOTSUPP;
+		return -1;
+	}
+	return __real_fallocate64(fd, mode, off, len);
+}
 
 static uint64_t write_file(struct store *st, uint64_t dir, const char *name, int pages,
 			   uint64_t seed)
@@ -380,6 +402,71 @@ static bool has(const struct found *f, const char *path, int64_t page, const cha
 		if (!strcmp(f->path[i], path) && f->page[i] == page && strstr(f->what[i], what))
 			return true;
 	return false;
+}
+
+/*
+ * On a filesystem that cannot punch holes, gc still forgets dead pages
+ * and the files stay intact, but the dead pages of a pack less than a
+ * quarter dead keep their space (and gc stops trying); once a quarter is
+ * dead, the pack is rewritten, which needs no hole.
+ */
+static void test_store_admin_gc_without_punch(void **state)
+{
+	(void)state;
+	char *path;
+	struct store *st = tsu_new_store(&path);
+	uint64_t keep = write_file(st, STORE_ROOT_INO, "keep", 80, 1);
+	write_file(st, STORE_ROOT_INO, "a", 10, 2);
+	uint64_t b = write_file(st, STORE_ROOT_INO, "b", 10, 3);
+	assert_int_equal(store_sync(st, NULL), 0);
+	uint64_t gone;
+	assert_int_equal(store_unlink(st, STORE_ROOT_INO, "a", &gone), 0);
+	assert_int_equal(store_inode_release(st, gone), 0);
+
+	__atomic_store_n(&punch_unsupported, true, __ATOMIC_RELAXED);
+	fallocate_calls = 0;
+	struct store_gc_result g;
+	struct err e = { 0 };
+	int r = store_gc(st, NULL, NULL, &g, &e);
+	if (r)
+		fail_msg("store_gc: %s", err_str(&e, r));
+	assert_true(fallocate_calls >= 1);
+	assert_int_equal(g.pages_freed, 10);
+	assert_int_equal(g.bytes_after, 100 * PG);	/* 10 % dead, and it stays */
+	uint64_t size;
+	assert_int_equal(pack_on_disk(path, 1, &size), 100 * PG);
+	assert_int_equal(size, 100 * PG);
+	check_file(st, keep, 80, 1);
+	check_file(st, b, 10, 3);
+	tsu_fsck_clean(st);
+
+	/* a's bytes are stored anew; gc does not try to punch again. */
+	uint64_t again = write_file(st, STORE_ROOT_INO, "again", 10, 2);
+	assert_int_equal(store_sync(st, NULL), 0);
+	check_file(st, again, 10, 2);
+	assert_int_equal(store_unlink(st, STORE_ROOT_INO, "again", &gone), 0);
+	assert_int_equal(store_inode_release(st, gone), 0);
+	unsigned calls = fallocate_calls;
+	assert_int_equal(store_gc(st, NULL, NULL, &g, NULL), 0);
+	assert_int_equal(g.pages_freed, 10);
+	assert_int_equal(g.bytes_after, 110 * PG);
+	assert_int_equal(fallocate_calls, calls);
+
+	/* b's pages too: 30 of 110 dead, and the pack is rewritten. */
+	assert_int_equal(store_unlink(st, STORE_ROOT_INO, "b", &gone), 0);
+	assert_int_equal(store_inode_release(st, gone), 0);
+	assert_int_equal(store_gc(st, NULL, NULL, &g, NULL), 0);
+	assert_int_equal(g.pages_freed, 10);
+	assert_int_equal(g.bytes_after, 80 * PG);
+	check_file(st, keep, 80, 1);
+	tsu_fsck_clean(st);
+	__atomic_store_n(&punch_unsupported, false, __ATOMIC_RELAXED);
+	assert_int_equal(store_close(st, NULL), 0);
+	assert_int_equal(store_open(path, 0, &st, NULL), 0);
+	check_file(st, keep, 80, 1);
+	tsu_fsck_clean(st);
+	assert_int_equal(store_close(st, NULL), 0);
+	tsu_store_remove(path);
 }
 
 static void test_store_admin_fsck_corrupt_byte(void **state)
@@ -800,6 +887,7 @@ int main(void)
 		cmocka_unit_test(test_store_admin_gc_frees_never_committed),
 		cmocka_unit_test(test_store_admin_gc_keeps_pending_pages),
 		cmocka_unit_test(test_store_admin_gc_spares_mostly_live_packs),
+		cmocka_unit_test(test_store_admin_gc_without_punch),
 		cmocka_unit_test(test_store_admin_fsck_corrupt_byte),
 		cmocka_unit_test(test_store_admin_fsck_dangling),
 		cmocka_unit_test(test_store_admin_gc_fsck_apart),
