@@ -302,6 +302,21 @@ static uint64_t pack_on_disk(const char *path, unsigned id, uint64_t *size)
 	return (uint64_t)sb.st_blocks * 512;
 }
 
+/* A new store with one pack of 100 pages: "keep" (80 pages of seed 1),
+ * "b" (10 of seed 3), committed, and 10 pages of a file deleted since. */
+static struct store *pack_a_tenth_dead(char **path, uint64_t *keep, uint64_t *b)
+{
+	struct store *st = tsu_new_store(path);
+	*keep = write_file(st, STORE_ROOT_INO, "keep", 80, 1);
+	write_file(st, STORE_ROOT_INO, "a", 10, 2);
+	*b = write_file(st, STORE_ROOT_INO, "b", 10, 3);
+	assert_int_equal(store_sync(st, NULL), 0);
+	uint64_t gone;
+	assert_int_equal(store_unlink(st, STORE_ROOT_INO, "a", &gone), 0);
+	assert_int_equal(store_inode_release(st, gone), 0);
+	return st;
+}
+
 /* A pack less than a quarter dead is not rewritten: its dead pages leave
  * the index and are punched out of the file, the live ones staying where
  * they are; once a quarter or more is dead, it is rewritten. */
@@ -309,14 +324,8 @@ static void test_store_admin_gc_spares_mostly_live_packs(void **state)
 {
 	(void)state;
 	char *path;
-	struct store *st = tsu_new_store(&path);
-	uint64_t keep = write_file(st, STORE_ROOT_INO, "keep", 80, 1);
-	write_file(st, STORE_ROOT_INO, "a", 10, 2);
-	uint64_t b = write_file(st, STORE_ROOT_INO, "b", 10, 3);
-	assert_int_equal(store_sync(st, NULL), 0);
-	uint64_t gone;
-	assert_int_equal(store_unlink(st, STORE_ROOT_INO, "a", &gone), 0);
-	assert_int_equal(store_inode_release(st, gone), 0);
+	uint64_t keep, b, gone;
+	struct store *st = pack_a_tenth_dead(&path, &keep, &b);
 
 	struct store_gc_result g;
 	assert_int_equal(store_gc(st, NULL, NULL, &g, NULL), 0);
@@ -414,14 +423,8 @@ static void test_store_admin_gc_without_punch(void **state)
 {
 	(void)state;
 	char *path;
-	struct store *st = tsu_new_store(&path);
-	uint64_t keep = write_file(st, STORE_ROOT_INO, "keep", 80, 1);
-	write_file(st, STORE_ROOT_INO, "a", 10, 2);
-	uint64_t b = write_file(st, STORE_ROOT_INO, "b", 10, 3);
-	assert_int_equal(store_sync(st, NULL), 0);
-	uint64_t gone;
-	assert_int_equal(store_unlink(st, STORE_ROOT_INO, "a", &gone), 0);
-	assert_int_equal(store_inode_release(st, gone), 0);
+	uint64_t keep, b, gone;
+	struct store *st = pack_a_tenth_dead(&path, &keep, &b);
 
 	__atomic_store_n(&punch_unsupported, true, __ATOMIC_RELAXED);
 	fallocate_calls = 0;

@@ -104,6 +104,19 @@ static uint64_t store_whole(struct store *st, const char *name, size_t size, uin
 	return s.pack_bytes;
 }
 
+/* File "a", 2 MiB of seed 1, written, made durable and closed, before
+ * the failure each test brings; returns the bytes the packs take then. */
+static uint64_t committed_a(struct store *st, uint64_t *a)
+{
+	assert_int_equal(write_file(st, "a", 2 * MB, 1, a), 0);
+	assert_int_equal(store_flush(st, *a, true, NULL), 0);
+	assert_int_equal(store_file_release(st, *a), 0);
+	struct store_stats s;
+	assert_int_equal(store_stats(st, &s, NULL), 0);
+	assert_int_equal(s.pack_bytes, 2 * MB);
+	return s.pack_bytes;
+}
+
 static void test_full_disk_recovers(void **state)
 {
 	(void)state;
@@ -112,13 +125,8 @@ static void test_full_disk_recovers(void **state)
 
 	/* Committed before the disk fills: must survive everything below. */
 	uint64_t a, b, c;
-	assert_int_equal(write_file(st, "a", 2 * MB, 1, &a), 0);
-	assert_int_equal(store_flush(st, a, true, NULL), 0);
-	assert_int_equal(store_file_release(st, a), 0);
+	uint64_t packs_before = committed_a(st, &a);
 	struct store_stats s;
-	assert_int_equal(store_stats(st, &s, NULL), 0);
-	uint64_t packs_before = s.pack_bytes;
-	assert_int_equal(packs_before, 2 * MB);
 
 	/* The disk is full 1 MiB later: a 16 MiB file cannot be stored. */
 	tsu_set_fsize(packs_before + MB);
@@ -198,12 +206,8 @@ static void test_failed_sync_recovers(void **state)
 	struct store *st = logged_store(&path);
 
 	uint64_t a, b, c;
-	assert_int_equal(write_file(st, "a", 2 * MB, 1, &a), 0);
-	assert_int_equal(store_flush(st, a, true, NULL), 0);
-	assert_int_equal(store_file_release(st, a), 0);
+	uint64_t packs_before = committed_a(st, &a);
 	struct store_stats s;
-	assert_int_equal(store_stats(st, &s, NULL), 0);
-	uint64_t packs_before = s.pack_bytes;
 
 	__atomic_store_n(&fdatasync_fails, true, __ATOMIC_RELAXED);
 	assert_int_equal(write_file(st, "b", 4 * MB, 2, &b), 0);
