@@ -12,6 +12,9 @@
 # filesystem suites (unit, fuse), where the daemon's threads meet; its KVM
 # suite is left out, since the VM harness would run it at a crawl.
 #
+# Each run keeps its own log: BUILD/meson-logs/native.txt for the tests on
+# this machine, vm.txt for those in the VM (and .json beside them).
+#
 # usage: tools/test.sh [--vm] [--no-asan] [--no-tsan] [MESON-TEST-ARGS...]
 #   --vm       run the KVM suite in the VM even where /dev/kvm exists here
 #   --no-asan  only the normal build, no fuzzing (quicker while developing)
@@ -56,15 +59,16 @@ status=0
 for b in $builds; do
 	echo "== $b: tests on this machine"
 	if [ "$need_vm" = 1 ]; then
-		SNAPFS_NO_KVM=1 meson test -C "$b" --no-rebuild --print-errorlogs "$@" || status=1
+		SNAPFS_NO_KVM=1 meson test -C "$b" --no-rebuild --print-errorlogs --logbase native \
+			"$@" || status=1
 	else
-		meson test -C "$b" --no-rebuild --print-errorlogs "$@" || status=1
+		meson test -C "$b" --no-rebuild --print-errorlogs --logbase native "$@" || status=1
 	fi
 	tools/test-report "$b" native "$need_vm" || status=1
 	if [ "$need_vm" = 1 ]; then
 		echo "== $b: KVM tests inside the QEMU VM harness"
 		tests/vm/run-in-vm --mem 3072 --cpus 1 -- meson test -C "$b" --no-rebuild --print-errorlogs \
-			--suite kvm --timeout-multiplier 10 "$@" || status=1
+			--logbase vm --suite kvm --timeout-multiplier 10 "$@" || status=1
 		tools/test-report "$b" vm 0 || status=1
 	fi
 done
@@ -75,15 +79,15 @@ if [ "$tsan" = 1 ]; then
 	# A crash test's child ends without closing its store on purpose:
 	# its running threads are no leak.  Any race report fails the test.
 	TSAN_OPTIONS=report_thread_leaks=0:halt_on_error=1:second_deadlock_stack=1 \
-		meson test -C build-tsan --no-rebuild --print-errorlogs --suite unit --suite fuse \
-		--timeout-multiplier 3 "$@" || status=1
+		meson test -C build-tsan --no-rebuild --print-errorlogs --logbase native --suite unit \
+		--suite fuse --timeout-multiplier 3 "$@" || status=1
 	tools/test-report build-tsan native 0 || status=1
 fi
 if [ "$asan" = 1 ]; then
 	echo "== build-fuzz: libFuzzer runs of the ELF loader and snapshot parsers"
 	[ -f build-fuzz/build.ninja ] || CC=clang meson setup build-fuzz -Dfuzzers=true
 	meson compile -C build-fuzz fuzz-elf fuzz-manifest fuzz-cpustate
-	meson test -C build-fuzz --no-rebuild --print-errorlogs --suite fuzz || status=1
+	meson test -C build-fuzz --no-rebuild --print-errorlogs --logbase native --suite fuzz || status=1
 	tools/test-report build-fuzz native 0 || status=1
 fi
 

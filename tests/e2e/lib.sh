@@ -64,6 +64,8 @@ ok() {	# ok NAME STATUS [DIAGNOSTIC]
 	else
 		echo "not ok $tap_n - $1"
 		[ -n "${3:-}" ] && printf '%s\n' "$3" | sed 's/^/# /'
+		# and on stderr, which meson's --print-errorlogs shows in the run's output
+		{ echo "not ok $tap_n - $1"; [ -n "${3:-}" ] && printf '%s\n' "$3"; } | sed 's/^/# /' >&2
 		tap_failed=$((tap_failed + 1))
 	fi
 }
