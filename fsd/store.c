@@ -252,6 +252,8 @@ enum migrate_phase { MIGRATE_RUN, MIGRATE_COMMIT, MIGRATE_CHECKPOINT, MIGRATE_DO
 
 struct migrate_watch {
 	struct store *st;
+	bool watched;		/* the reporter runs: the rest below is set up */
+	pthread_t reporter;
 	pthread_mutex_t lock;
 	pthread_cond_t cond;	/* on CLOCK_MONOTONIC */
 	enum migrate_phase phase;	/* lock */
@@ -309,7 +311,6 @@ static void *migrate_report(void *arg)
 		if (w->phase == MIGRATE_DONE)
 			break;
 		double secs = (double)(mono_ns() - w->start) / 1e9;
-		double wal = (double)store_file_bytes(st, "index.db-wal") / (1 << 20);
 		double read = (double)__atomic_load_n(&w->pages_read, __ATOMIC_RELAXED) *
 			      (double)w->page_size / (1 << 20);
 		if (read > w->index_mib)
@@ -321,7 +322,8 @@ static void *migrate_report(void *arg)
 			break;
 		case MIGRATE_COMMIT:
 			migrate_log(st, "store %s: migrating, %.0f s so far: committing, %.1f MiB"
-				    " in index.db-wal", st->dir, secs, wal);
+				    " in index.db-wal", st->dir, secs,
+				    (double)store_file_bytes(st, "index.db-wal") / (1 << 20));
 			break;
 		default:
 			migrate_log(st, "store %s: migrating, %.0f s so far: copying the %.1f MiB"
@@ -333,9 +335,14 @@ static void *migrate_report(void *arg)
 	return NULL;
 }
 
+/* Tell the reporter, if there is one, what the migration does now. */
 static void migrate_phase(struct migrate_watch *w, enum migrate_phase phase)
 {
-	double wal = (double)store_file_bytes(w->st, "index.db-wal") / (1 << 20);
+	if (!w->watched)
+		return;
+	double wal = phase == MIGRATE_CHECKPOINT
+			     ? (double)store_file_bytes(w->st, "index.db-wal") / (1 << 20)
+			     : 0;
 	pthread_mutex_lock(&w->lock);
 	w->phase = phase;
 	w->wal_mib = wal;
@@ -344,27 +351,29 @@ static void migrate_phase(struct migrate_watch *w, enum migrate_phase phase)
 }
 
 /* Start w's reporter (none without a log, or if it cannot start). */
-static bool migrate_watch_start(struct migrate_watch *w, pthread_t *thread)
+static void migrate_watch_start(struct migrate_watch *w)
 {
 	if (!w->st->log)
-		return false;
+		return;
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&w->cond, &ca);
 	pthread_condattr_destroy(&ca);
 	pthread_mutex_init(&w->lock, NULL);
-	if (pthread_create(thread, NULL, migrate_report, w) == 0)
-		return true;
+	w->watched = pthread_create(&w->reporter, NULL, migrate_report, w) == 0;
+	if (w->watched)
+		return;
 	pthread_cond_destroy(&w->cond);
 	pthread_mutex_destroy(&w->lock);
-	return false;
 }
 
-static void migrate_watch_stop(struct migrate_watch *w, pthread_t thread)
+static void migrate_watch_stop(struct migrate_watch *w)
 {
+	if (!w->watched)
+		return;
 	migrate_phase(w, MIGRATE_DONE);
-	pthread_join(thread, NULL);
+	pthread_join(w->reporter, NULL);
 	pthread_cond_destroy(&w->cond);
 	pthread_mutex_destroy(&w->lock);
 }
@@ -396,9 +405,8 @@ static int migrate(struct store *st, int from, struct err *e)
 		return r;
 	int pages, unused;
 	sqlite3_db_status(st->db, SQLITE_DBSTATUS_CACHE_MISS, &pages, &unused, 1);
-	pthread_t reporter;
-	bool watched = migrate_watch_start(&w, &reporter);
-	if (watched)
+	migrate_watch_start(&w);
+	if (w.watched)
 		sqlite3_progress_handler(st->db, MIGRATE_PROGRESS_STEPS, migrate_progress, &w);
 
 	r = exec_sql(st, st->db, "BEGIN IMMEDIATE", e, what);
@@ -423,22 +431,19 @@ static int migrate(struct store *st, int from, struct err *e)
 	}
 	sqlite3_progress_handler(st->db, 0, NULL, NULL);
 	if (!r) {
-		if (watched)
-			migrate_phase(&w, MIGRATE_COMMIT);
+		migrate_phase(&w, MIGRATE_COMMIT);
 		STORE_TEST_HOOK("migrate-commit", st, 0);
 		r = exec_sql(st, st->db, "COMMIT", e, what);
 	}
 	if (r)
 		sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
 	else {
-		if (watched)
-			migrate_phase(&w, MIGRATE_CHECKPOINT);
+		migrate_phase(&w, MIGRATE_CHECKPOINT);
 		STORE_TEST_HOOK("migrate-checkpoint", st, 0);
 		/* Nothing else reads the index yet: this checkpoint completes. */
 		sqlite3_wal_checkpoint_v2(st->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
 	}
-	if (watched)
-		migrate_watch_stop(&w, reporter);
+	migrate_watch_stop(&w);
 	if (r) {
 		migrate_log(st, "store %s: %s failed; the store is as it was", st->dir, what);
 		return r;
