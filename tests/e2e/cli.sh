@@ -439,8 +439,15 @@ for o in splice nosplice; do
 done
 # fsck of that store, with a byte changed too: each damaged page is named
 # by file, page, pack and byte; the count is right; the status is 1.
+# The byte is flipped, not overwritten with a fixed one: the page is
+# random, and a fixed byte is already there once in 256 runs.
 STORE=$T/cut wait_store_free
-printf X | dd of="$(ls "$T"/cut/packs/*.pack)" bs=1 seek=$((3 * 4096 + 100)) conv=notrunc status=none
+pack=$(ls "$T"/cut/packs/*.pack)
+at=$((3 * 4096 + 100))
+byte=$(od -An -tu1 -j "$at" -N1 "$pack" | tr -d ' ')
+printf "$(printf '\\%03o' $((byte ^ 255)))" | dd of="$pack" bs=1 seek="$at" conv=notrunc status=none
+ok "... a byte of a page in it is changed ($byte to $((byte ^ 255)))" \
+	$([ "$(od -An -tu1 -j "$at" -N1 "$pack" | tr -d ' ')" = $((byte ^ 255)) ] && echo 0 || echo 1)
 out=$("$ADMIN" fsck "$T/cut" 2>&1)
 st=$?
 lost=$(echo "$out" | grep -c "^$T/cut: /g page [0-9]* (page [0-9a-f]*\.\.\.): page damaged at packs/[0-9]*\.pack byte 0x[0-9a-f]*000: unreadable: past the end of its pack, or a read error$")
