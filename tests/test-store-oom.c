@@ -1,0 +1,473 @@
+/*
+ * tests/test-store-oom.c: a store whose allocations fail.
+ *
+ * Every allocation the store's own code makes (this program is linked
+ * with -Wl,--wrap for malloc, calloc, realloc, aligned_alloc and strdup;
+ * shared libraries keep the real ones) and every one SQLite makes
+ * (through SQLITE_CONFIG_MALLOC) is counted, and the Nth fails with
+ * ENOMEM, on whichever of the store's threads makes it (or it and every
+ * one after it: memory has run out).  A scenario of store calls (open,
+ * read, write, flush, truncate, punch, clone, namespace changes, gc,
+ * fsck, close) runs for many N spread over the allocations it makes, each
+ * on a new store holding one committed file.  Each run checks that:
+ *   - every call works or fails with -ENOMEM (-EIO for a change made
+ *     while the store could not recover from the failure), its message
+ *     and the store's log name the store, and no read returns wrong
+ *     bytes;
+ *   - once memory is back, the store opens again, the committed file and
+ *     every file whose durable flush succeeded read back, fsck finds
+ *     nothing wrong, and a new file can be written;
+ *   - nothing leaks (under the address sanitizer, at exit).
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "test-store-util.h"
+
+#define PAGE STORE_PAGE_SIZE
+#define A_PAGES 40		/* the committed file */
+#define B_PAGES 64		/* written during the scenario: the hashing helper joins in */
+#define B_TAIL 100		/* and bytes past them */
+
+/* ---- failing allocations ------------------------------------------------ */
+
+static uint64_t fail_at;	/* the allocation that fails, counting from 1; 0: none */
+static bool fail_on;		/* and every one after it */
+static uint64_t allocs;		/* allocations since counting began */
+static uint64_t failed;		/* allocations failed so far */
+
+/* Which allocations of a counting run (fail_at UINT64_MAX) SQLite made. */
+#define COUNTED_MAX 65536
+static bool by_sqlite[COUNTED_MAX];
+
+static bool alloc_fails(bool sqlite)
+{
+	uint64_t at = __atomic_load_n(&fail_at, __ATOMIC_RELAXED);
+	if (!at)
+		return false;
+	uint64_t n = __atomic_add_fetch(&allocs, 1, __ATOMIC_RELAXED);
+	if (at == UINT64_MAX && n <= COUNTED_MAX)
+		by_sqlite[n - 1] = sqlite;
+	if (n < at || (n > at && !fail_on))
+		return false;
+	__atomic_add_fetch(&failed, 1, __ATOMIC_RELAXED);
+	errno = ENOMEM;
+	return true;
+}
+
+void *__real_malloc(size_t n);
+void *__real_calloc(size_t n, size_t size);
+void *__real_realloc(void *p, size_t n);
+void *__real_aligned_alloc(size_t align, size_t n);
+char *__real_strdup(const char *s);
+void *__wrap_malloc(size_t n);
+void *__wrap_calloc(size_t n, size_t size);
+void *__wrap_realloc(void *p, size_t n);
+void *__wrap_aligned_alloc(size_t align, size_t n);
+char *__wrap_strdup(const char *s);
+
+void *__wrap_malloc(size_t n)
+{
+	return alloc_fails(false) ? NULL : __real_malloc(n);
+}
+
+void *__wrap_calloc(size_t n, size_t size)
+{
+	return alloc_fails(false) ? NULL : __real_calloc(n, size);
+}
+
+void *__wrap_realloc(void *p, size_t n)
+{
+	return alloc_fails(false) ? NULL : __real_realloc(p, n);
+}
+
+void *__wrap_aligned_alloc(size_t align, size_t n)
+{
+	return alloc_fails(false) ? NULL : __real_aligned_alloc(align, n);
+}
+
+char *__wrap_strdup(const char *s)
+{
+	return alloc_fails(false) ? NULL : __real_strdup(s);
+}
+
+static sqlite3_mem_methods sql_real;
+
+static void *sql_malloc(int n)
+{
+	return alloc_fails(true) ? NULL : sql_real.xMalloc(n);
+}
+
+static void *sql_realloc(void *p, int n)
+{
+	return alloc_fails(true) ? NULL : sql_real.xRealloc(p, n);
+}
+
+/* Route SQLite's allocations through alloc_fails (before SQLite starts). */
+static void sql_count_allocs(void)
+{
+	static sqlite3_mem_methods m;
+	if (sqlite3_config(SQLITE_CONFIG_GETMALLOC, &sql_real) != SQLITE_OK)
+		abort();
+	m = sql_real;
+	m.xMalloc = sql_malloc;
+	m.xRealloc = sql_realloc;
+	if (sqlite3_config(SQLITE_CONFIG_MALLOC, &m) != SQLITE_OK)
+		abort();
+}
+
+/* ---- the scenario ----------------------------------------------------------- */
+
+static uint8_t a_data[A_PAGES * PAGE], b_data[B_PAGES * PAGE], buf[(B_PAGES + 1) * PAGE];
+
+static const char *store_path;	/* of the scenario's store */
+static unsigned wrong;		/* calls that failed in a way they should not */
+
+/* The store's log (recovering from a failure) names the store. */
+static void log_msg(void *arg, const char *msg)
+{
+	(void)arg;
+	if (strstr(msg, store_path))
+		return;
+	fprintf(stderr, "allocation %lu failing: a log line without the store: %s\n",
+		(unsigned long)fail_at, msg);
+	__atomic_add_fetch(&wrong, 1, __ATOMIC_RELAXED);
+}
+
+/* What a call may fail with here: memory, or a change refused while the
+ * store could not recover from an earlier failure. */
+static void failed_ok(long r, const char *call)
+{
+	if (r == -ENOMEM || r == -EIO)
+		return;
+	fprintf(stderr, "allocation %lu failing: %s returned %ld (%s)\n", (unsigned long)fail_at,
+		call, r, r < 0 ? strerror((int)-r) : "not an error");
+	__atomic_add_fetch(&wrong, 1, __ATOMIC_RELAXED);
+}
+
+/* The same for a call that describes its failure in e: it names the store. */
+static void failed_ok_err(long r, const struct err *e, const char *call)
+{
+	failed_ok(r, call);
+	if (strstr(e->msg, store_path))
+		return;
+	fprintf(stderr, "allocation %lu failing: %s says %s\n", (unsigned long)fail_at, call,
+		err_str(e, (int)r));
+	__atomic_add_fetch(&wrong, 1, __ATOMIC_RELAXED);
+}
+
+#define OK_OR_FAILED_ERR(call, e) ({				\
+	long r_ = (long)(call);					\
+	if (r_)							\
+		failed_ok_err(r_, (e), #call);			\
+	r_ == 0;						\
+})
+
+/* A call's result: 0, or a failure it may have. */
+#define OK_OR_FAILED(call) ({					\
+	long r_ = (long)(call);					\
+	if (r_)							\
+		failed_ok(r_, #call);				\
+	r_ == 0;						\
+})
+
+struct outcome {
+	bool b_durable;		/* b's durable flush succeeded */
+};
+
+static uint64_t lookup(struct store *st, const char *name)
+{
+	struct store_attr a;
+	int r = store_lookup(st, STORE_ROOT_INO, name, &a);
+	return r ? 0 : a.ino;
+}
+
+static void write_b(struct store *st, struct outcome *o)
+{
+	struct store_attr at;
+	if (!OK_OR_FAILED(store_mknod(st, STORE_ROOT_INO, "b", 0100644, 0, 0, 0, &at)))
+		return;
+	uint64_t b = at.ino;
+	if (!OK_OR_FAILED(store_file_open(st, b)))
+		return;
+	bool whole = true;
+	ssize_t n = store_write(st, b, b_data, sizeof(b_data), 0);
+	if (n != (ssize_t)sizeof(b_data)) {
+		failed_ok(n, "store_write(b)");
+		whole = false;
+	}
+	n = store_write(st, b, "patched", 7, 5000);	/* a partial page */
+	if (n != 7) {
+		failed_ok(n, "store_write(b, partial)");
+		whole = false;
+	}
+	n = store_write(st, b, b_data, B_TAIL, sizeof(b_data));	/* a tail, held */
+	if (n != B_TAIL) {
+		failed_ok(n, "store_write(b, tail)");
+		whole = false;
+	}
+	struct err e = { 0 };
+	int r = store_flush(st, b, true, &e);
+	if (r)
+		failed_ok_err(r, &e, "store_flush(b)");
+	o->b_durable = whole && !r;
+	OK_OR_FAILED(store_file_release(st, b));
+}
+
+/* c: a's pages again (deduplicated) and a clone of a, cut and punched,
+ * looked at, moved and removed. */
+static void change_c(struct store *st, uint64_t a)
+{
+	struct store_attr at;
+	if (!OK_OR_FAILED(store_mknod(st, STORE_ROOT_INO, "c", 0100644, 0, 0, 0, &at)))
+		return;
+	uint64_t c = at.ino;
+	ssize_t n = store_write(st, c, a_data, sizeof(a_data), 0);
+	bool whole = n == (ssize_t)sizeof(a_data);
+	if (!whole)
+		failed_ok(n, "store_write(c)");
+	if (a) {
+		n = store_clone(st, a, 0, c, sizeof(a_data), sizeof(a_data));
+		if (n < 0)
+			failed_ok(n, "store_clone(a, c)");
+	}
+	whole = OK_OR_FAILED(store_truncate(st, c, 10 * PAGE + 100)) && whole;
+	whole = OK_OR_FAILED(store_punch(st, c, 2 * PAGE, 3 * PAGE)) && whole;
+	if (whole) {	/* pages 0-1 and 5-9 of a, 2-4 holes */
+		int64_t off = store_seek_data(st, c, 2 * PAGE);
+		if (off != 5 * PAGE)
+			failed_ok(off, "store_seek_data(c)");
+		n = store_read(st, c, buf, 10 * PAGE + 100, 0);
+		if (n >= 0) {
+			assert_int_equal(n, 10 * PAGE + 100);
+			assert_memory_equal(buf, a_data, 2 * PAGE);
+			for (size_t i = 2 * PAGE; i < 5 * PAGE; i++)
+				assert_int_equal(buf[i], 0);
+			assert_memory_equal(buf + 5 * PAGE, a_data + 5 * PAGE, 5 * PAGE + 100);
+		} else {
+			failed_ok(n, "store_read(c)");
+		}
+	}
+	struct store_file_info fi;
+	OK_OR_FAILED(store_file_info(st, c, &fi));
+	struct store_extent ext[8];
+	int m = store_map(st, c, 0, 8 * PAGE, ext, 8, NULL);
+	if (m >= 0)
+		store_map_done(st);
+	else
+		failed_ok(m, "store_map(c)");
+	OK_OR_FAILED(store_mkdir(st, STORE_ROOT_INO, "d", 040755, 0, 0, &at));
+	OK_OR_FAILED(store_xattr_set(st, c, "user.k", "v", 1, 0));
+	uint64_t gone = 0;
+	bool moved =
+		OK_OR_FAILED(store_rename(st, STORE_ROOT_INO, "c", STORE_ROOT_INO, "c2", 0, &gone));
+	OK_OR_FAILED(store_unlink(st, STORE_ROOT_INO, moved ? "c2" : "c", &gone));
+	OK_OR_FAILED(store_inode_release(st, c));
+}
+
+static int count_name(void *arg, const char *name, const struct store_attr *attr,
+		      uint64_t next_cookie)
+{
+	(void)name, (void)attr, (void)next_cookie;
+	++*(unsigned *)arg;
+	return 0;
+}
+
+static void scenario(const char *path, struct outcome *o)
+{
+	struct store *st = NULL;
+	struct err e = { 0 };
+	if (!OK_OR_FAILED_ERR(store_open_log(path, 0, log_msg, NULL, &st, &e), &e))
+		return;
+
+	struct store_attr at;
+	uint64_t a = 0;
+	if (OK_OR_FAILED(store_lookup(st, STORE_ROOT_INO, "a", &at))) {
+		a = at.ino;
+		ssize_t n = store_read(st, a, buf, sizeof(a_data), 0);
+		if (n >= 0) {
+			assert_int_equal(n, sizeof(a_data));
+			assert_memory_equal(buf, a_data, sizeof(a_data));
+		} else {
+			failed_ok(n, "store_read(a)");
+		}
+	}
+	write_b(st, o);
+
+	change_c(st, a);
+	unsigned names = 0;
+	OK_OR_FAILED(store_readdir(st, STORE_ROOT_INO, 0, count_name, &names));
+	struct store_stats ss;
+	OK_OR_FAILED_ERR(store_stats(st, &ss, &e), &e);
+	struct store_gc_result g;
+	OK_OR_FAILED_ERR(store_gc(st, NULL, NULL, &g, &e), &e);
+	struct store_fsck_result f;
+	if (OK_OR_FAILED_ERR(store_fsck(st, NULL, NULL, NULL, &f, &e), &e))
+		assert_int_equal(f.problems, 0);
+	OK_OR_FAILED_ERR(store_close(st, &e), &e);
+}
+
+/* ---- checking the store afterwards ----------------------------------------- */
+
+static void fsck_problem(void *arg, const struct store_fsck_problem *p)
+{
+	(void)arg;
+	fprintf(stderr, "fsck: %s page %ld: %s\n", p->path ? p->path : "-", (long)p->page,
+		p->what);
+}
+
+static void check_after(const char *path, const struct outcome *o)
+{
+	struct store *st = NULL;
+	struct err e = { 0 };
+	int r = store_open(path, 0, &st, &e);
+	if (r)
+		fail_msg("allocation %lu failed: the store does not open again: %s",
+			 (unsigned long)fail_at, err_str(&e, r));
+	uint64_t a = lookup(st, "a");
+	assert_true(a);
+	assert_int_equal(store_read(st, a, buf, sizeof(buf), 0), sizeof(a_data));
+	assert_memory_equal(buf, a_data, sizeof(a_data));
+	uint64_t b = lookup(st, "b");
+	if (o->b_durable) {
+		assert_true(b);
+		uint8_t want[B_PAGES * PAGE + B_TAIL];
+		memcpy(want, b_data, sizeof(b_data));
+		memcpy(want + 5000, "patched", 7);
+		memcpy(want + sizeof(b_data), b_data, B_TAIL);
+		assert_int_equal(store_read(st, b, buf, sizeof(buf), 0), sizeof(want));
+		assert_memory_equal(buf, want, sizeof(want));
+	}
+	struct store_fsck_result f;
+	assert_int_equal(store_fsck(st, fsck_problem, NULL, NULL, &f, &e), 0);
+	if (f.problems)
+		fail_msg("allocation %lu failed: fsck found %lu problems afterwards",
+			 (unsigned long)fail_at, (unsigned long)f.problems);
+	uint64_t z = tsu_file(st, "z");
+	assert_int_equal(store_write(st, z, b_data, sizeof(b_data), 0), sizeof(b_data));
+	assert_int_equal(store_flush(st, z, true, &e), 0);
+	assert_int_equal(store_read(st, z, buf, sizeof(buf), 0), sizeof(b_data));
+	assert_memory_equal(buf, b_data, sizeof(b_data));
+	assert_int_equal(store_close(st, &e), 0);
+}
+
+/* A new store holding a (committed), at *path. */
+static void store_with_a(char **path)
+{
+	struct store *st = tsu_new_store(path);
+	uint64_t a = tsu_file(st, "a");
+	assert_int_equal(store_write(st, a, a_data, sizeof(a_data), 0), sizeof(a_data));
+	assert_int_equal(store_close(st, NULL), 0);
+}
+
+/* Run the scenario with allocation n failing (0: none); returns how many
+ * allocations it made. */
+static uint64_t run_failing(uint64_t n, bool on)
+{
+	fail_on = on;
+	char *path;
+	store_with_a(&path);
+	store_path = path;
+	struct outcome o = { 0 };
+	__atomic_store_n(&allocs, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&failed, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&fail_at, n ? n : UINT64_MAX, __ATOMIC_RELAXED);
+	scenario(path, &o);
+	uint64_t made = __atomic_load_n(&allocs, __ATOMIC_RELAXED);
+	__atomic_store_n(&fail_at, 0, __ATOMIC_RELAXED);
+	check_after(path, &o);
+	tsu_store_remove(path);
+	return made;
+}
+
+/*
+ * Which allocations of a scenario that made total of them to fail in turn:
+ * each one the store's code makes (there are few), and every step-th of
+ * SQLite's, about SQLITE_RUNS; or all of them with
+ * SNAPFS_OOM_ALL=1 set (that takes many minutes).  Returns how many it
+ * put in pick (of room for total).
+ */
+#define SQLITE_RUNS 100
+
+static size_t pick_failures(uint64_t total, uint64_t *pick)
+{
+	const char *all = getenv("SNAPFS_OOM_ALL");
+	size_t n = 0;
+	if (all && !strcmp(all, "1")) {
+		for (uint64_t i = 1; i <= total; i++)
+			pick[n++] = i;
+		return n;
+	}
+	uint64_t sql = 0;
+	for (uint64_t i = 0; i < total; i++)
+		sql += by_sqlite[i];
+	printf("# %lu allocations, %lu of them by SQLite\n", (unsigned long)total,
+	       (unsigned long)sql);
+	uint64_t step = sql > SQLITE_RUNS ? sql / SQLITE_RUNS : 1, nth_sql = 0;
+	for (uint64_t i = 0; i < total; i++)
+		if (!by_sqlite[i] || nth_sql++ % step == 0)
+			pick[n++] = i + 1;
+	return n;
+}
+
+/* Run the scenario with each picked allocation failing in turn (on: and
+ * every one after it), each on its own store; returns how many runs met
+ * their failure, and *runs. */
+static unsigned fail_each(bool on, size_t *runs)
+{
+	wrong = 0;
+	uint64_t total = run_failing(0, false);
+	assert_int_equal(failed, 0);
+	assert_true(total <= COUNTED_MAX);
+	uint64_t *pick = malloc(total * sizeof(*pick));
+	assert_non_null(pick);
+	*runs = pick_failures(total, pick);
+	unsigned met = 0;
+	for (size_t i = 0; i < *runs; i++) {
+		run_failing(pick[i], on);
+		met += failed > 0;
+	}
+	free(pick);
+	printf("# %zu runs, each failing one allocation%s: %u met it\n", *runs,
+	       on ? " and all after it" : "", met);
+	assert_int_equal(wrong, 0);
+	return met;
+}
+
+/* One allocation fails: the calls that meet it fail, and the store goes
+ * on.  Allocations vary a little between runs (the store's threads), but
+ * most runs must meet theirs. */
+static void test_one_allocation_fails(void **state)
+{
+	(void)state;
+	size_t runs;
+	assert_true(fail_each(false, &runs) > runs * 9 / 10);
+}
+
+/* Memory runs out for good: every call from then on may fail, and the
+ * store still closes without leaking or damaging anything. */
+static void test_memory_runs_out(void **state)
+{
+	(void)state;
+	size_t runs;
+	assert_true(fail_each(true, &runs) > runs * 9 / 10);
+}
+
+int main(void)
+{
+	sql_count_allocs();
+	tsu_fill(a_data, sizeof(a_data), 1);
+	tsu_fill(b_data, sizeof(b_data), 2);
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_one_allocation_fails),
+		cmocka_unit_test(test_memory_runs_out),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
