@@ -324,6 +324,54 @@ static void test_gc_out_of_space(void **state)
 	tsu_store_remove(path);
 }
 
+/* The new pack gc copied live pages to fails to write back: gc fails,
+ * naming that pack, deletes it, and loses nothing; the old pack stays in
+ * use, and the next gc goes through. */
+static void test_gc_failed_sync(void **state)
+{
+	(void)state;
+	char *path;
+	struct store *st = logged_store(&path);
+	uint64_t a, b;
+	store_whole(st, "a", 3 * MB, 1, &a);
+	uint64_t before = store_whole(st, "b", 3 * MB, 2, &b);
+	uint64_t gone;
+	assert_int_equal(store_unlink(st, STORE_ROOT_INO, "b", &gone), 0);
+	assert_int_equal(store_inode_release(st, gone), 0);
+	assert_int_equal(store_sync(st, NULL), 0);
+
+	__atomic_store_n(&fdatasync_failed, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&fdatasync_fails, true, __ATOMIC_RELAXED);
+	struct store_gc_result g;
+	struct err e = { 0 };
+	int r = store_gc(st, NULL, NULL, &g, &e);
+	__atomic_store_n(&fdatasync_fails, false, __ATOMIC_RELAXED);
+	assert_int_equal(fdatasync_failed, 1);
+	assert_int_equal(r, -EIO);
+	char pack[4200];
+	snprintf(pack, sizeof(pack), "%s/packs/00000002.pack: fdatasync: Input/output error", path);
+	if (!strstr(e.msg, pack))
+		fail_msg("gc: \"%s\" (wanted \"%s\")", e.msg, pack);
+	assert_int_equal(tsu_count_packs(path), 1);
+	struct store_stats s;
+	assert_int_equal(store_stats(st, &s, NULL), 0);
+	assert_int_equal(s.pack_bytes, before);
+	check_file(st, a, 3 * MB, 1);
+	tsu_fsck_clean(st);
+	assert_int_equal(nlogged, 0);	/* nothing committed was at stake */
+
+	assert_int_equal(store_gc(st, NULL, NULL, &g, NULL), 0);
+	assert_int_equal(g.bytes_after, 3 * MB);
+	check_file(st, a, 3 * MB, 1);
+	tsu_fsck_clean(st);
+	assert_int_equal(store_close(st, NULL), 0);
+	assert_int_equal(store_open(path, 0, &st, NULL), 0);
+	check_file(st, a, 3 * MB, 1);
+	tsu_fsck_clean(st);
+	assert_int_equal(store_close(st, NULL), 0);
+	tsu_store_remove(path);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -331,6 +379,7 @@ int main(void)
 		cmocka_unit_test(test_failed_sync_recovers),
 		cmocka_unit_test(test_namespace_change_recovers),
 		cmocka_unit_test(test_gc_out_of_space),
+		cmocka_unit_test(test_gc_failed_sync),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
