@@ -9,6 +9,9 @@
  * process goes on to run the next one; a saved state resumes in new
  * sandboxes made from read-only copies of it; a sandbox reset in place
  * (cold boot or saved state, ended or not) starts over on the same VM.
+ * A KVM that lacks a capability the host needs is refused by name; one
+ * that lacks XSAVE, XCRs and debug registers runs and resumes guests
+ * through its older FPU calls.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -711,6 +714,140 @@ static void test_vm_deadline_near(void **state)
 	munmap(rom, 0x10000);
 }
 
+/*
+ * ioctl as the host's code sees it (this program is linked with
+ * -Wl,--wrap=ioctl): the real call, but KVM_CHECK_EXTENSION says no to
+ * the capabilities in refused, as an older or stricter KVM would.
+ */
+static long refused[3];
+
+int __real_ioctl(int fd, unsigned long req, ...);
+int __wrap_ioctl(int fd, unsigned long req, ...);
+int __wrap_ioctl(int fd, unsigned long req, ...)
+{
+	va_list ap;
+	va_start(ap, req);
+	unsigned long arg = va_arg(ap, unsigned long);
+	va_end(ap);
+	for (size_t i = 0; req == KVM_CHECK_EXTENSION && i < sizeof(refused) / sizeof(*refused); i++)
+		if (refused[i] && (long)arg == refused[i])
+			return 0;
+	return __real_ioctl(fd, req, arg);
+}
+
+/* A KVM without read-only memory slots or without immediate exits is
+ * refused, saying which it lacks. */
+static void test_vm_required_caps(void **state)
+{
+	(void)state;
+	const struct {
+		long cap;
+		const char *name;
+	} need[] = {
+		{ KVM_CAP_READONLY_MEM, "KVM_CAP_READONLY_MEM" },
+		{ KVM_CAP_IMMEDIATE_EXIT, "KVM_CAP_IMMEDIATE_EXIT" },
+	};
+	struct guest *g = open_guest("hello", 0);
+	for (size_t i = 0; i < sizeof(need) / sizeof(need[0]); i++) {
+		struct sandbox *sb = NULL;
+		struct err e = { 0 };
+		refused[0] = need[i].cap;
+		int r = sandbox_new(g, &default_opt, &sb, &e);
+		refused[0] = 0;
+		assert_int_equal(r, -ENOTSUP);
+		assert_null(sb);
+		if (!strstr(e.msg, need[i].name))
+			fail_msg("without %s: \"%s\"", need[i].name, e.msg);
+	}
+	struct sandbox *sb = new_sandbox(g, NULL);
+	assert_string_equal(call_ok(sb, "add", "40 2"), "42");
+	sandbox_free(sb);
+	guest_close(g);
+}
+
+/* Make KVM_CHECK_EXTENSION say no to XSAVE, XCRs and debug registers
+ * (refuse) or to nothing. */
+static void refuse_optional(bool refuse)
+{
+	refused[0] = refuse ? KVM_CAP_XSAVE : 0;
+	refused[1] = refuse ? KVM_CAP_XCRS : 0;
+	refused[2] = refuse ? KVM_CAP_DEBUGREGS : 0;
+}
+
+/* XMM15 in a state's XSAVE area (the legacy FXSAVE layout's place). */
+static uint8_t *xmm15(struct cpustate *cs)
+{
+	return (uint8_t *)cs->xsave.region + 160 + 15 * 16;
+}
+
+/* A sandbox of g saved at once, before it runs: its XMM15 must be want. */
+static struct sandbox *xmm15_kept(struct guest *g, const uint8_t *want)
+{
+	struct sandbox *sb = new_sandbox(g, NULL);
+	struct sandbox_state st;
+	struct err e = { 0 };
+	if (sandbox_save(sb, &st, &e) < 0)
+		fail_msg("%s", e.msg);
+	assert_memory_equal(xmm15(&st.cpu), want, 16);
+	sandbox_state_release(&st);
+	return sb;
+}
+
+/*
+ * Without XSAVE, XCRs and debug registers (KVM's older calls for the FPU
+ * only) a guest runs, and a state saved there resumes, there and on a KVM
+ * with them all, and the other way round.  An SSE register set in the
+ * state (to a value the guest never left there) is set and read back
+ * both ways.
+ */
+static void test_vm_without_optional_caps(void **state)
+{
+	(void)state;
+	static const uint8_t mark[16] = "xmm15 is kept!";
+	refuse_optional(true);
+	struct guest *g = open_guest("hello", 0);
+	struct sandbox *sb = new_sandbox(g, NULL);
+	assert_string_equal(call_ok(sb, "add", "40 2"), "42");
+	for (int i = 1; i <= 3; i++) {
+		char want[8];
+		snprintf(want, sizeof(want), "%d", i);
+		assert_string_equal(call_ok(sb, "counter", ""), want);
+	}
+	struct sandbox_state st;
+	struct err e = { 0 };
+	if (sandbox_save(sb, &st, &e) < 0)
+		fail_msg("%s", e.msg);
+	assert_memory_not_equal(xmm15(&st.cpu), mark, 16);
+	memcpy(xmm15(&st.cpu), mark, 16);
+	struct guest *saved = guest_from_state(&st, g);
+	sandbox_state_release(&st);
+
+	struct sandbox *r1 = xmm15_kept(saved, mark);
+	assert_string_equal(call_ok(r1, "counter", ""), "4");
+	assert_string_equal(call_ok(r1, "add", "1 2"), "3");
+	refuse_optional(false);
+	struct sandbox *r2 = xmm15_kept(saved, mark);
+
+	/* the other way: a state saved with them all, resumed without */
+	if (sandbox_save(r2, &st, &e) < 0)
+		fail_msg("%s", e.msg);
+	struct guest *saved2 = guest_from_state(&st, g);
+	sandbox_state_release(&st);
+	assert_string_equal(call_ok(r2, "counter", ""), "4");
+	refuse_optional(true);
+	struct sandbox *r3 = xmm15_kept(saved2, mark);
+	refuse_optional(false);
+	assert_string_equal(call_ok(r3, "counter", ""), "4");
+
+	sandbox_free(r3);
+	sandbox_free(r2);
+	sandbox_free(r1);
+	sandbox_free(sb);
+	guest_close(saved2);
+	guest_close(saved);
+	guest_close(g);
+}
+
 int main(void)
 {
 	tu_require_kvm();
@@ -730,6 +867,8 @@ int main(void)
 		cmocka_unit_test(test_vm_boot_block_checked),
 		cmocka_unit_test(test_vm_deadline_near),
 		cmocka_unit_test(test_vm_descriptors),
+		cmocka_unit_test(test_vm_required_caps),
+		cmocka_unit_test(test_vm_without_optional_caps),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
