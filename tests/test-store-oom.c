@@ -1,12 +1,10 @@
 /*
  * tests/test-store-oom.c: a store whose allocations fail.
  *
- * Every allocation the store's own code makes (this program is linked
- * with -Wl,--wrap for malloc, calloc, realloc, aligned_alloc and strdup;
- * shared libraries keep the real ones) and every one SQLite makes
- * (through SQLITE_CONFIG_MALLOC) is counted, and the Nth fails with
- * ENOMEM, on whichever of the store's threads makes it (or it and every
- * one after it: memory has run out).  A scenario of store calls (open,
+ * Every allocation the store's own code makes (failalloc.h) and every
+ * one SQLite makes (through SQLITE_CONFIG_MALLOC) is counted, and the Nth
+ * fails with ENOMEM, on whichever of the store's threads makes it (or it
+ * and every one after it: memory has run out).  A scenario of store calls (open,
  * read, write, flush, truncate, punch, clone, namespace changes, gc,
  * fsck, close) runs for many N spread over the allocations it makes, each
  * on a new store holding one committed file.  Each run checks that:
@@ -29,6 +27,7 @@
 
 #include <cmocka.h>
 
+#include "failalloc.h"
 #include "test-store-util.h"
 
 #define PAGE STORE_PAGE_SIZE
@@ -36,81 +35,21 @@
 #define B_PAGES 64		/* written during the scenario: the hashing helper joins in */
 #define B_TAIL 100		/* and bytes past them */
 
-/* ---- failing allocations ------------------------------------------------ */
-
-static uint64_t fail_at;	/* the allocation that fails, counting from 1; 0: none */
-static bool fail_on;		/* and every one after it */
-static uint64_t allocs;		/* allocations since counting began */
-static uint64_t failed;		/* allocations failed so far */
-
-/* Which allocations of a counting run (fail_at UINT64_MAX) SQLite made. */
-#define COUNTED_MAX 65536
-static bool by_sqlite[COUNTED_MAX];
-
-static bool alloc_fails(bool sqlite)
-{
-	uint64_t at = __atomic_load_n(&fail_at, __ATOMIC_RELAXED);
-	if (!at)
-		return false;
-	uint64_t n = __atomic_add_fetch(&allocs, 1, __ATOMIC_RELAXED);
-	if (at == UINT64_MAX && n <= COUNTED_MAX)
-		by_sqlite[n - 1] = sqlite;
-	if (n < at || (n > at && !fail_on))
-		return false;
-	__atomic_add_fetch(&failed, 1, __ATOMIC_RELAXED);
-	errno = ENOMEM;
-	return true;
-}
-
-void *__real_malloc(size_t n);
-void *__real_calloc(size_t n, size_t size);
-void *__real_realloc(void *p, size_t n);
-void *__real_aligned_alloc(size_t align, size_t n);
-char *__real_strdup(const char *s);
-void *__wrap_malloc(size_t n);
-void *__wrap_calloc(size_t n, size_t size);
-void *__wrap_realloc(void *p, size_t n);
-void *__wrap_aligned_alloc(size_t align, size_t n);
-char *__wrap_strdup(const char *s);
-
-void *__wrap_malloc(size_t n)
-{
-	return alloc_fails(false) ? NULL : __real_malloc(n);
-}
-
-void *__wrap_calloc(size_t n, size_t size)
-{
-	return alloc_fails(false) ? NULL : __real_calloc(n, size);
-}
-
-void *__wrap_realloc(void *p, size_t n)
-{
-	return alloc_fails(false) ? NULL : __real_realloc(p, n);
-}
-
-void *__wrap_aligned_alloc(size_t align, size_t n)
-{
-	return alloc_fails(false) ? NULL : __real_aligned_alloc(align, n);
-}
-
-char *__wrap_strdup(const char *s)
-{
-	return alloc_fails(false) ? NULL : __real_strdup(s);
-}
+/* ---- SQLite's allocations, counted too -------------------------------------- */
 
 static sqlite3_mem_methods sql_real;
 
 static void *sql_malloc(int n)
 {
-	return alloc_fails(true) ? NULL : sql_real.xMalloc(n);
+	return failalloc_fails(true) ? NULL : sql_real.xMalloc(n);
 }
 
 static void *sql_realloc(void *p, int n)
 {
-	return alloc_fails(true) ? NULL : sql_real.xRealloc(p, n);
+	return failalloc_fails(true) ? NULL : sql_real.xRealloc(p, n);
 }
 
-/* Route SQLite's allocations through alloc_fails (before SQLite starts). */
+/* Route SQLite's allocations through failalloc (before SQLite starts). */
 static void sql_count_allocs(void)
 {
 	static sqlite3_mem_methods m;
@@ -128,6 +67,7 @@ static void sql_count_allocs(void)
 static uint8_t a_data[A_PAGES * PAGE], b_data[B_PAGES * PAGE], buf[(B_PAGES + 1) * PAGE];
 
 static const char *store_path;	/* of the scenario's store */
+static uint64_t failing;	/* the allocation this run fails, 0: none */
 static unsigned wrong;		/* calls that failed in a way they should not */
 
 /* The store's log (recovering from a failure) names the store. */
@@ -137,7 +77,7 @@ static void log_msg(void *arg, const char *msg)
 	if (strstr(msg, store_path))
 		return;
 	fprintf(stderr, "allocation %lu failing: a log line without the store: %s\n",
-		(unsigned long)fail_at, msg);
+		(unsigned long)failing, msg);
 	__atomic_add_fetch(&wrong, 1, __ATOMIC_RELAXED);
 }
 
@@ -147,7 +87,7 @@ static void failed_ok(long r, const char *call)
 {
 	if (r == -ENOMEM || r == -EIO)
 		return;
-	fprintf(stderr, "allocation %lu failing: %s returned %ld (%s)\n", (unsigned long)fail_at,
+	fprintf(stderr, "allocation %lu failing: %s returned %ld (%s)\n", (unsigned long)failing,
 		call, r, r < 0 ? strerror((int)-r) : "not an error");
 	__atomic_add_fetch(&wrong, 1, __ATOMIC_RELAXED);
 }
@@ -158,7 +98,7 @@ static void failed_ok_err(long r, const struct err *e, const char *call)
 	failed_ok(r, call);
 	if (strstr(e->msg, store_path))
 		return;
-	fprintf(stderr, "allocation %lu failing: %s says %s\n", (unsigned long)fail_at, call,
+	fprintf(stderr, "allocation %lu failing: %s says %s\n", (unsigned long)failing, call,
 		err_str(e, (int)r));
 	__atomic_add_fetch(&wrong, 1, __ATOMIC_RELAXED);
 }
@@ -330,7 +270,7 @@ static void check_after(const char *path, const struct outcome *o)
 	int r = store_open(path, 0, &st, &e);
 	if (r)
 		fail_msg("allocation %lu failed: the store does not open again: %s",
-			 (unsigned long)fail_at, err_str(&e, r));
+			 (unsigned long)failing, err_str(&e, r));
 	uint64_t a = lookup(st, "a");
 	assert_true(a);
 	assert_int_equal(store_read(st, a, buf, sizeof(buf), 0), sizeof(a_data));
@@ -349,7 +289,7 @@ static void check_after(const char *path, const struct outcome *o)
 	assert_int_equal(store_fsck(st, fsck_problem, NULL, NULL, &f, &e), 0);
 	if (f.problems)
 		fail_msg("allocation %lu failed: fsck found %lu problems afterwards",
-			 (unsigned long)fail_at, (unsigned long)f.problems);
+			 (unsigned long)failing, (unsigned long)f.problems);
 	uint64_t z = tsu_file(st, "z");
 	assert_int_equal(store_write(st, z, b_data, sizeof(b_data), 0), sizeof(b_data));
 	assert_int_equal(store_flush(st, z, true, &e), 0);
@@ -371,17 +311,14 @@ static void store_with_a(char **path)
  * allocations it made. */
 static uint64_t run_failing(uint64_t n, bool on)
 {
-	fail_on = on;
 	char *path;
 	store_with_a(&path);
 	store_path = path;
 	struct outcome o = { 0 };
-	__atomic_store_n(&allocs, 0, __ATOMIC_RELAXED);
-	__atomic_store_n(&failed, 0, __ATOMIC_RELAXED);
-	__atomic_store_n(&fail_at, n ? n : UINT64_MAX, __ATOMIC_RELAXED);
+	failing = n;
+	failalloc_arm(n, on);
 	scenario(path, &o);
-	uint64_t made = __atomic_load_n(&allocs, __ATOMIC_RELAXED);
-	__atomic_store_n(&fail_at, 0, __ATOMIC_RELAXED);
+	uint64_t made = failalloc_disarm();
 	check_after(path, &o);
 	tsu_store_remove(path);
 	return made;
@@ -407,12 +344,12 @@ static size_t pick_failures(uint64_t total, uint64_t *pick)
 	}
 	uint64_t sql = 0;
 	for (uint64_t i = 0; i < total; i++)
-		sql += by_sqlite[i];
+		sql += failalloc_was_hooked(i + 1);
 	printf("# %lu allocations, %lu of them by SQLite\n", (unsigned long)total,
 	       (unsigned long)sql);
 	uint64_t step = sql > SQLITE_RUNS ? sql / SQLITE_RUNS : 1, nth_sql = 0;
 	for (uint64_t i = 0; i < total; i++)
-		if (!by_sqlite[i] || nth_sql++ % step == 0)
+		if (!failalloc_was_hooked(i + 1) || nth_sql++ % step == 0)
 			pick[n++] = i + 1;
 	return n;
 }
@@ -424,15 +361,15 @@ static unsigned fail_each(bool on, size_t *runs)
 {
 	wrong = 0;
 	uint64_t total = run_failing(0, false);
-	assert_int_equal(failed, 0);
-	assert_true(total <= COUNTED_MAX);
+	assert_int_equal(failalloc_failed(), 0);
+	assert_true(total <= FAILALLOC_RECORD_MAX);
 	uint64_t *pick = malloc(total * sizeof(*pick));
 	assert_non_null(pick);
 	*runs = pick_failures(total, pick);
 	unsigned met = 0;
 	for (size_t i = 0; i < *runs; i++) {
 		run_failing(pick[i], on);
-		met += failed > 0;
+		met += failalloc_failed() > 0;
 	}
 	free(pick);
 	printf("# %zu runs, each failing one allocation%s: %u met it\n", *runs,
