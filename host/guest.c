@@ -117,7 +117,7 @@ int guest_new(const struct guest_spec *spec, struct guest **out, struct err *e)
 
 	struct guest *g = calloc(1, sizeof(*g));
 	if (!g)
-		return err_set(e, -ENOMEM, "out of memory");
+		return err_set(e, -ENOMEM, "%s: out of memory", name);
 	g->name = strdup(name);
 	if (spec->nexports)
 		g->exports = calloc(spec->nexports, SNAPVM_NAME_MAX);
@@ -125,7 +125,7 @@ int guest_new(const struct guest_spec *spec, struct guest **out, struct err *e)
 		g->scratch_image = malloc(spec->scratch_image_len);
 	if (!g->name || (spec->nexports && !g->exports) || (spec->scratch_image && !g->scratch_image)) {
 		guest_close(g);
-		return err_set(e, -ENOMEM, "out of memory");
+		return err_set(e, -ENOMEM, "%s: out of memory", name);
 	}
 	g->entry = spec->entry;
 	memcpy(g->regions, spec->regions, spec->nregions * sizeof(*spec->regions));
@@ -140,7 +140,7 @@ int guest_new(const struct guest_spec *spec, struct guest **out, struct err *e)
 		g->cpu = *spec->cpu;
 		if (find_image_runs(g) < 0) {
 			guest_close(g);
-			return err_set(e, -ENOMEM, "out of memory");
+			return err_set(e, -ENOMEM, "%s: out of memory", name);
 		}
 	}
 	g->release = spec->release;
@@ -274,7 +274,7 @@ int guest_open_elf(const char *path, const struct guest_options *opt, struct gue
 	if (img.nexports) {
 		names = calloc(img.nexports, SNAPVM_NAME_MAX);
 		if (!names) {
-			r = err_set(e, -ENOMEM, "out of memory");
+			r = err_set(e, -ENOMEM, "%s: out of memory", path);
 			goto out_heap;
 		}
 		for (size_t i = 0; i < img.nexports; i++)

@@ -282,7 +282,7 @@ int sandbox_new(struct guest *g, const struct sandbox_options *opt, struct sandb
 	*out = NULL;
 	struct sandbox *sb = calloc(1, sizeof(*sb));
 	if (!sb)
-		return err_set(e, -ENOMEM, "out of memory");
+		return err_set(e, -ENOMEM, "%s: out of memory", g->name);
 	sb->g = g;
 	if (opt)
 		sb->opt = *opt;

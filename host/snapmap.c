@@ -61,7 +61,7 @@ int snapmap_get(int fd, const char *name, uint64_t size, const void **addr,
 	int r = 0;
 	struct snapmap *m = calloc(1, sizeof(*m));
 	if (!m) {
-		r = err_set(e, -ENOMEM, "out of memory");
+		r = err_set(e, -ENOMEM, "%s: out of memory", name);
 		goto unlock;
 	}
 	m->addr = mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);

@@ -162,12 +162,12 @@ int snapshot_open(const char *dir, struct snapshot **out, struct err *e)
 	int dirfd = -1, r;
 	struct snapshot *s = calloc(1, sizeof(*s));
 	if (!s)
-		return err_set(e, -ENOMEM, "out of memory");
+		return err_set(e, -ENOMEM, "%s: out of memory", dir);
 	for (size_t i = 0; i < MANIFEST_REGIONS_MAX; i++)
 		s->fds[i] = -1;
 	s->dir = strdup(dir);
 	if (!s->dir) {
-		r = err_set(e, -ENOMEM, "out of memory");
+		r = err_set(e, -ENOMEM, "%s: out of memory", dir);
 		goto fail;
 	}
 	dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -300,7 +300,7 @@ int snapshot_exports(const struct snapshot *s, char (**names)[SNAPVM_NAME_MAX], 
 	}
 	char (*out)[SNAPVM_NAME_MAX] = calloc(count ? count : 1, SNAPVM_NAME_MAX);
 	if (!out)
-		return err_set(e, -ENOMEM, "out of memory");
+		return err_set(e, -ENOMEM, "%s: out of memory", s->dir);
 	for (uint64_t i = 0; i < count; i++) {
 		struct snapvm_export x;
 		uint8_t *p = (uint8_t *)&x;
@@ -358,7 +358,7 @@ int snapshot_verify(const char *dir, snapshot_report_fn *report, void *ctx, stru
 	struct manifest *m = malloc(sizeof(*m));
 	struct cpustate *cpu = malloc(sizeof(*cpu));
 	if (!m || !cpu) {
-		r = err_set(e, -ENOMEM, "out of memory");
+		r = err_set(e, -ENOMEM, "%s: out of memory", dir);
 		goto out;
 	}
 	snprintf(path, sizeof(path), "%s/%s", dir, SNAPSHOT_MANIFEST);

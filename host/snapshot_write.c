@@ -110,7 +110,7 @@ static int copy_sparse(int src, int dst, uint64_t len, const char *name,
 {
 	uint8_t *buf = malloc(COPY_CHUNK);
 	if (!buf)
-		return err_set(e, -ENOMEM, "out of memory");
+		return err_set(e, -ENOMEM, "%s: out of memory", name);
 	int r = 0;
 	off_t off = 0;
 	while ((uint64_t)off < len) {
@@ -339,7 +339,7 @@ int snapshot_write(const char *dir, const struct snapshot_parts *p, struct snaps
 	/* the manifest as it will be written: digests of written files filled in */
 	struct manifest *m = malloc(sizeof(*m));
 	if (!m)
-		return err_set(e, -ENOMEM, "out of memory");
+		return err_set(e, -ENOMEM, "%s: out of memory", dir);
 	*m = p->m;
 	for (size_t i = 0; i < m->nregions; i++) {
 		if (!p->mem[i] && !p->clone_dir) {
@@ -516,7 +516,7 @@ int snapshot_take(struct sandbox *sb, const struct snapshot_origin *o, const cha
 		return r;
 	struct snapshot_parts *p = calloc(1, sizeof(*p));
 	if (!p) {
-		r = err_set(e, -ENOMEM, "out of memory");
+		r = err_set(e, -ENOMEM, "%s: out of memory", dir);
 		goto release;
 	}
 	struct manifest *m = &p->m;

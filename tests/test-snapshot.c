@@ -4,8 +4,8 @@
  *
  * Snapshots here are made from parts in memory (snapshot_write) rather
  * than from a running sandbox, so every check of the file format, the
- * sparse writer, the clone path, the mapping cache and each malformed
- * directory runs on any machine.  Sandboxes from snapshots are tested in
+ * sparse writer, the clone path, the mapping cache, each malformed
+ * directory and each allocation failing runs on any machine.  Sandboxes from snapshots are tested in
  * test-snapshot-kvm.c.
  */
 #include <dirent.h>
@@ -27,6 +27,7 @@
 #include "host/pagetable.h"
 #include "host/snapmap.h"
 #include "host/snapshot.h"
+#include "failalloc.h"
 #include "testutil.h"
 
 #define PAGE 4096u
@@ -639,6 +640,92 @@ static void test_snapshot_verify_digest_mismatch(void **state)
 	assert_non_null(strstr(e.msg, "1 of 5 files failed"));
 }
 
+/* ---- allocations that fail ---------------------------------------------------- */
+
+/*
+ * Write s (from memory), open it, write c cloned from it, and verify both
+ * while allocations fail (failalloc.h): the at-th, and with on every one
+ * after it.  Returns the first failure (0 if none) with e set, and how
+ * many of the steps went through in *done.
+ */
+static int snapshot_steps(struct fixture *f, uint64_t at, bool on, unsigned *done,
+			  struct err *e)
+{
+	char s_dir[256], c_dir[256];
+	path_of(s_dir, sizeof(s_dir), f, "s", NULL);
+	path_of(c_dir, sizeof(c_dir), f, "c", NULL);
+	struct snapshot_parts clone = f->parts;
+	clone.mem[0] = clone.mem[1] = NULL;
+	clone.clone_dir = s_dir;
+	struct snapshot *s = NULL;
+	*done = 0;
+	failalloc_arm(at, on);
+	int r = snapshot_write(s_dir, &f->parts, NULL, e);
+	if (!r && ++*done)
+		r = snapshot_open(s_dir, &s, e);
+	if (!r && ++*done) {
+		clone.m = *snapshot_manifest(s);
+		strcpy(clone.m.parent, "s");
+		clone.clone_from = s;
+		r = snapshot_write(c_dir, &clone, NULL, e);
+	}
+	if (!r && ++*done)
+		r = snapshot_verify(s_dir, NULL, NULL, e);
+	if (!r && ++*done)
+		r = snapshot_verify(c_dir, NULL, NULL, e);
+	if (!r)
+		++*done;
+	snapshot_close(s);
+	failalloc_disarm();
+	return r;
+}
+
+/*
+ * Each allocation that writing, opening, cloning and verifying snapshots
+ * make fails in turn (alone, and with every one after it): the step that
+ * meets it fails with ENOMEM naming the snapshot, a snapshot that failed
+ * to be written leaves nothing behind (not even its temporary directory),
+ * and once memory is back what was written opens and verifies.
+ */
+static void test_snapshot_allocations_fail(void **state)
+{
+	struct fixture *f = *state;
+	struct err e = { 0 };
+	unsigned done;
+	failalloc_arm(0, false);
+	assert_int_equal(snapshot_steps(f, 0, false, &done, &e), 0);
+	uint64_t total = failalloc_disarm();
+	assert_int_equal(done, 5);
+	assert_true(total > 10);
+	assert_int_equal(tu_rmtree(f->root), 0);
+	assert_int_equal(mkdir(f->root, 0700), 0);
+	unsigned met = 0;
+	for (int on = 0; on < 2; on++)
+		for (uint64_t n = 1; n <= total; n++) {
+			memset(&e, 0, sizeof(e));
+			int r = snapshot_steps(f, n, on, &done, &e);
+			met += failalloc_failed() > 0;
+			if (r != 0 && (r != -ENOMEM || !strstr(e.msg, f->root)))
+				fail_msg("allocation %lu%s failing, step %u: %s", (unsigned long)n,
+					 on ? " and on" : "", done + 1, err_str(&e, r));
+			/* written: s (step 1), c (step 3) */
+			assert_int_equal(count_entries(f->root), (done >= 1) + (done >= 3));
+			for (unsigned i = 0; i < 2 && done >= 1 + 2 * i; i++) {
+				char dir[256];
+				path_of(dir, sizeof(dir), f, i ? "c" : "s", NULL);
+				struct snapshot *s;
+				if ((r = snapshot_open(dir, &s, &e)) < 0 ||
+				    (snapshot_close(s), r = snapshot_verify(dir, NULL, NULL, &e)) < 0)
+					fail_msg("allocation %lu failed, then: %s", (unsigned long)n,
+						 err_str(&e, r));
+				assert_int_equal(tu_rmtree(dir), 0);
+			}
+		}
+	printf("# %lu allocations, each failed alone and with all after it: %u runs met it\n",
+	       (unsigned long)total, met);
+	assert_true(met > 2 * total * 9 / 10);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -657,6 +744,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_snapshot_open_symlinked_region, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_open_scratch_corrupt, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_verify_digest_mismatch, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_snapshot_allocations_fail, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
