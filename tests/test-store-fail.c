@@ -284,6 +284,41 @@ static void test_namespace_change_recovers(void **state)
 	tsu_store_remove(path);
 }
 
+/* A new store whose one pack holds a (3 MiB of seed 1, live) and the
+ * pages of b (deleted, committed): gc would copy a to a new pack.  Sets
+ * *before to the bytes the pack takes. */
+static struct store *pack_half_dead(char **path, uint64_t *a, uint64_t *before)
+{
+	struct store *st = logged_store(path);
+	uint64_t b, gone;
+	store_whole(st, "a", 3 * MB, 1, a);
+	*before = store_whole(st, "b", 3 * MB, 2, &b);
+	assert_int_equal(store_unlink(st, STORE_ROOT_INO, "b", &gone), 0);
+	assert_int_equal(store_inode_release(st, gone), 0);
+	assert_int_equal(store_sync(st, NULL), 0);
+	nlogged = 0;
+	return st;
+}
+
+/* After a gc of pack_half_dead's store failed: still its one pack, as
+ * large as before, a intact and fsck clean; then gc goes through, leaving
+ * a's pages only. */
+static void gc_failed_then_works(struct store *st, const char *path, uint64_t a,
+				 uint64_t before)
+{
+	assert_int_equal(tsu_count_packs(path), 1);
+	struct store_stats s;
+	assert_int_equal(store_stats(st, &s, NULL), 0);
+	assert_int_equal(s.pack_bytes, before);
+	check_file(st, a, 3 * MB, 1);
+	tsu_fsck_clean(st);
+	struct store_gc_result g;
+	assert_int_equal(store_gc(st, NULL, NULL, &g, NULL), 0);
+	assert_int_equal(g.bytes_after, 3 * MB);
+	check_file(st, a, 3 * MB, 1);
+	tsu_fsck_clean(st);
+}
+
 /* gc runs out of space while it copies live pages to a new pack: it fails
  * saying so, deletes what it copied (on a full disk that space is what
  * writes need next), and loses nothing. */
@@ -291,14 +326,8 @@ static void test_gc_out_of_space(void **state)
 {
 	(void)state;
 	char *path;
-	struct store *st = logged_store(&path);
-	uint64_t a, b;
-	store_whole(st, "a", 3 * MB, 1, &a);
-	uint64_t before = store_whole(st, "b", 3 * MB, 2, &b);
-	uint64_t gone;
-	assert_int_equal(store_unlink(st, STORE_ROOT_INO, "b", &gone), 0);
-	assert_int_equal(store_inode_release(st, gone), 0);
-	assert_int_equal(store_sync(st, NULL), 0);
+	uint64_t a, before;
+	struct store *st = pack_half_dead(&path, &a, &before);
 	assert_int_equal(tsu_count_packs(path), 1);
 
 	tsu_set_fsize(MB);	/* a's 3 MiB do not fit in a new pack */
@@ -308,18 +337,7 @@ static void test_gc_out_of_space(void **state)
 	tsu_set_fsize(RLIM_INFINITY);
 	assert_int_equal(r, -EFBIG);
 	assert_non_null(strstr(e.msg, "compacting pack 00000001"));
-	assert_int_equal(tsu_count_packs(path), 1);
-	struct store_stats s;
-	assert_int_equal(store_stats(st, &s, NULL), 0);
-	assert_int_equal(s.pack_bytes, before);
-	check_file(st, a, 3 * MB, 1);
-	tsu_fsck_clean(st);
-
-	/* With room again, the same gc goes through. */
-	assert_int_equal(store_gc(st, NULL, NULL, &g, NULL), 0);
-	assert_int_equal(g.bytes_after, 3 * MB);
-	check_file(st, a, 3 * MB, 1);
-	tsu_fsck_clean(st);
+	gc_failed_then_works(st, path, a, before);	/* with room again */
 	assert_int_equal(store_close(st, NULL), 0);
 	tsu_store_remove(path);
 }
@@ -331,14 +349,8 @@ static void test_gc_failed_sync(void **state)
 {
 	(void)state;
 	char *path;
-	struct store *st = logged_store(&path);
-	uint64_t a, b;
-	store_whole(st, "a", 3 * MB, 1, &a);
-	uint64_t before = store_whole(st, "b", 3 * MB, 2, &b);
-	uint64_t gone;
-	assert_int_equal(store_unlink(st, STORE_ROOT_INO, "b", &gone), 0);
-	assert_int_equal(store_inode_release(st, gone), 0);
-	assert_int_equal(store_sync(st, NULL), 0);
+	uint64_t a, before;
+	struct store *st = pack_half_dead(&path, &a, &before);
 
 	__atomic_store_n(&fdatasync_failed, 0, __ATOMIC_RELAXED);
 	__atomic_store_n(&fdatasync_fails, true, __ATOMIC_RELAXED);
@@ -352,18 +364,8 @@ static void test_gc_failed_sync(void **state)
 	snprintf(pack, sizeof(pack), "%s/packs/00000002.pack: fdatasync: Input/output error", path);
 	if (!strstr(e.msg, pack))
 		fail_msg("gc: \"%s\" (wanted \"%s\")", e.msg, pack);
-	assert_int_equal(tsu_count_packs(path), 1);
-	struct store_stats s;
-	assert_int_equal(store_stats(st, &s, NULL), 0);
-	assert_int_equal(s.pack_bytes, before);
-	check_file(st, a, 3 * MB, 1);
-	tsu_fsck_clean(st);
 	assert_int_equal(nlogged, 0);	/* nothing committed was at stake */
-
-	assert_int_equal(store_gc(st, NULL, NULL, &g, NULL), 0);
-	assert_int_equal(g.bytes_after, 3 * MB);
-	check_file(st, a, 3 * MB, 1);
-	tsu_fsck_clean(st);
+	gc_failed_then_works(st, path, a, before);
 	assert_int_equal(store_close(st, NULL), 0);
 	assert_int_equal(store_open(path, 0, &st, NULL), 0);
 	check_file(st, a, 3 * MB, 1);
