@@ -3,6 +3,7 @@
  */
 #include <errno.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "failalloc.h"
@@ -56,6 +57,21 @@ bool failalloc_fails(bool hooked)
 	__atomic_add_fetch(&failed, 1, __ATOMIC_RELAXED);
 	errno = ENOMEM;
 	return true;
+}
+
+size_t failalloc_pick(uint64_t total, uint64_t hooked_runs, uint64_t *pick)
+{
+	const char *all = getenv("SNAPFS_OOM_ALL");
+	size_t n = 0;
+	uint64_t hooked = 0;
+	for (uint64_t i = 1; i <= total; i++)
+		hooked += failalloc_was_hooked(i);
+	uint64_t step = all && !strcmp(all, "1") ? 1 : hooked > hooked_runs ? hooked / hooked_runs : 1;
+	uint64_t nth = 0;
+	for (uint64_t i = 1; i <= total; i++)
+		if (!failalloc_was_hooked(i) || nth++ % step == 0)
+			pick[n++] = i;
+	return n;
 }
 
 void *__real_malloc(size_t n);

@@ -13,6 +13,7 @@
 #define SNAPFS_TEST_FAILALLOC_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /* Count allocations from 0; the at-th fails (counting from 1; 0: none),
@@ -33,5 +34,17 @@ bool failalloc_fails(bool hooked);
  * FAILALLOC_RECORD_MAX), was the i-th (from 1) made through a hook? */
 #define FAILALLOC_RECORD_MAX 65536
 bool failalloc_was_hooked(uint64_t i);
+
+/*
+ * Which of the total allocations a counting run recorded to fail in turn
+ * (numbers from 1, into pick, which has room for total): each one made
+ * through the wrappers, and about hooked_runs of the hooked ones, evenly
+ * spread; or every one with SNAPFS_OOM_ALL=1 set.  Returns how many.
+ */
+size_t failalloc_pick(uint64_t total, uint64_t hooked_runs, uint64_t *pick);
+
+/* Send SQLite's allocations through failalloc_fails(true); call before
+ * SQLite starts (failalloc-sqlite.c). */
+void failalloc_sqlite(void);
 
 #endif

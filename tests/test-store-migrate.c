@@ -21,6 +21,7 @@
 #include <sqlite3.h>
 
 #define STORE_TEST_HOOKS	/* as the store library this links with */
+#include "failalloc.h"
 #include "store_i.h"
 #include "test-store-util.h"
 
@@ -554,8 +555,89 @@ static void test_no_migration_refused(void **state)
 	tsu_store_remove(path);
 }
 
+/*
+ * A migration meets allocations that fail (failalloc.h, SQLite's too):
+ * each of the store's own and about SQLITE_RUNS of SQLite's, alone and
+ * with every one after it.  The open either works or fails with ENOMEM
+ * naming the store, which is then either as it was (version 4, its page
+ * map in the old layout) or wholly migrated (the open failed after the
+ * migration's commit), never in between; either way the next open, with
+ * memory back, finds the store migrated and its file kept.
+ */
+#define SQLITE_RUNS 40
+
+/* A store put back to version 4 (as test_migrate_v4_chunk_table). */
+static char *v4_store(void)
+{
+	char *path = old_store();
+	tsu_index_exec(path, chunk_v4);
+	tsu_index_exec(path, "PRAGMA user_version = 4");
+	return path;
+}
+
+static int64_t old_layout(const char *path)
+{
+	return index_int(path, "SELECT count(*) FROM sqlite_master"
+			       " WHERE name = 'chunk' AND sql LIKE '%WITHOUT ROWID%'");
+}
+
+static void test_migrate_out_of_memory(void **state)
+{
+	(void)state;
+	char *path = v4_store();
+	struct store *st = NULL;
+	struct err e = { 0 };
+	failalloc_arm(0, false);
+	assert_int_equal(open_logged(path, &st, &e), 0);
+	uint64_t total = failalloc_disarm();
+	assert_int_equal(store_close(st, NULL), 0);
+	tsu_store_remove(path);
+	assert_true(total <= FAILALLOC_RECORD_MAX);
+	uint64_t *pick = malloc(total * sizeof(*pick));
+	assert_non_null(pick);
+	size_t runs = failalloc_pick(total, SQLITE_RUNS, pick);
+	unsigned met = 0, migrated = 0, kept = 0;
+	for (int on = 0; on < 2; on++)
+		for (size_t i = 0; i < runs; i++) {
+			path = v4_store();
+			st = NULL;
+			memset(&e, 0, sizeof(e));
+			failalloc_arm(pick[i], on);
+			int r = open_logged(path, &st, &e);
+			failalloc_disarm();
+			met += failalloc_failed() > 0;
+			if (r == 0) {
+				migrated++;
+				assert_int_equal(store_close(st, NULL), 0);
+			} else if (r != -ENOMEM || !strstr(e.msg, path)) {
+				fail_msg("allocation %lu%s failing: %s", (unsigned long)pick[i],
+					 on ? " and on" : "", err_str(&e, r));
+			} else {	/* as it was, or migrated before the open failed */
+				assert_null(st);
+				int64_t v = index_int(path, "PRAGMA user_version");
+				if (v != 4)
+					assert_int_equal(v, store_schema_version());
+				assert_int_equal(old_layout(path), v == 4);
+				kept += v == 4;
+			}
+			assert_int_equal(store_open(path, 0, &st, &e), 0);
+			assert_int_equal(index_int(path, "PRAGMA user_version"),
+					 store_schema_version());
+			assert_int_equal(old_layout(path), 0);
+			check_kept(st);
+			assert_int_equal(store_close(st, NULL), 0);
+			tsu_store_remove(path);
+		}
+	free(pick);
+	printf("# %lu allocations; %zu runs each way, %u met their failure: %u opened, "
+	       "%u failed unmigrated, %u failed migrated\n",
+	       (unsigned long)total, runs, met, migrated, kept, 2 * (unsigned)runs - migrated - kept);
+	assert_true(met > 2 * runs * 9 / 10);
+}
+
 int main(void)
 {
+	failalloc_sqlite();
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_migrate_older_store),
 		cmocka_unit_test(test_migrate_readonly_refused),
@@ -567,6 +649,7 @@ int main(void)
 		cmocka_unit_test(test_migrate_page_maps_full_disk),
 		cmocka_unit_test(test_migrate_progress),
 		cmocka_unit_test(test_no_migration_refused),
+		cmocka_unit_test(test_migrate_out_of_memory),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -35,33 +35,6 @@
 #define B_PAGES 64		/* written during the scenario: the hashing helper joins in */
 #define B_TAIL 100		/* and bytes past them */
 
-/* ---- SQLite's allocations, counted too -------------------------------------- */
-
-static sqlite3_mem_methods sql_real;
-
-static void *sql_malloc(int n)
-{
-	return failalloc_fails(true) ? NULL : sql_real.xMalloc(n);
-}
-
-static void *sql_realloc(void *p, int n)
-{
-	return failalloc_fails(true) ? NULL : sql_real.xRealloc(p, n);
-}
-
-/* Route SQLite's allocations through failalloc (before SQLite starts). */
-static void sql_count_allocs(void)
-{
-	static sqlite3_mem_methods m;
-	if (sqlite3_config(SQLITE_CONFIG_GETMALLOC, &sql_real) != SQLITE_OK)
-		abort();
-	m = sql_real;
-	m.xMalloc = sql_malloc;
-	m.xRealloc = sql_realloc;
-	if (sqlite3_config(SQLITE_CONFIG_MALLOC, &m) != SQLITE_OK)
-		abort();
-}
-
 /* ---- the scenario ----------------------------------------------------------- */
 
 static uint8_t a_data[A_PAGES * PAGE], b_data[B_PAGES * PAGE], buf[(B_PAGES + 1) * PAGE];
@@ -324,35 +297,9 @@ static uint64_t run_failing(uint64_t n, bool on)
 	return made;
 }
 
-/*
- * Which allocations of a scenario that made total of them to fail in turn:
- * each one the store's code makes (there are few), and every step-th of
- * SQLite's, about SQLITE_RUNS; or all of them with
- * SNAPFS_OOM_ALL=1 set (that takes many minutes).  Returns how many it
- * put in pick (of room for total).
- */
+/* SQLite's allocations tried, of about 5,800 the scenario makes (the
+ * store's own, about 70, are all tried). */
 #define SQLITE_RUNS 100
-
-static size_t pick_failures(uint64_t total, uint64_t *pick)
-{
-	const char *all = getenv("SNAPFS_OOM_ALL");
-	size_t n = 0;
-	if (all && !strcmp(all, "1")) {
-		for (uint64_t i = 1; i <= total; i++)
-			pick[n++] = i;
-		return n;
-	}
-	uint64_t sql = 0;
-	for (uint64_t i = 0; i < total; i++)
-		sql += failalloc_was_hooked(i + 1);
-	printf("# %lu allocations, %lu of them by SQLite\n", (unsigned long)total,
-	       (unsigned long)sql);
-	uint64_t step = sql > SQLITE_RUNS ? sql / SQLITE_RUNS : 1, nth_sql = 0;
-	for (uint64_t i = 0; i < total; i++)
-		if (!failalloc_was_hooked(i + 1) || nth_sql++ % step == 0)
-			pick[n++] = i + 1;
-	return n;
-}
 
 /* Run the scenario with each picked allocation failing in turn (on: and
  * every one after it), each on its own store; returns how many runs met
@@ -365,15 +312,15 @@ static unsigned fail_each(bool on, size_t *runs)
 	assert_true(total <= FAILALLOC_RECORD_MAX);
 	uint64_t *pick = malloc(total * sizeof(*pick));
 	assert_non_null(pick);
-	*runs = pick_failures(total, pick);
+	*runs = failalloc_pick(total, SQLITE_RUNS, pick);
 	unsigned met = 0;
 	for (size_t i = 0; i < *runs; i++) {
 		run_failing(pick[i], on);
 		met += failalloc_failed() > 0;
 	}
 	free(pick);
-	printf("# %zu runs, each failing one allocation%s: %u met it\n", *runs,
-	       on ? " and all after it" : "", met);
+	printf("# %lu allocations; %zu runs, each failing one%s: %u met it\n", (unsigned long)total,
+	       *runs, on ? " and all after it" : "", met);
 	assert_int_equal(wrong, 0);
 	return met;
 }
@@ -399,7 +346,7 @@ static void test_memory_runs_out(void **state)
 
 int main(void)
 {
-	sql_count_allocs();
+	failalloc_sqlite();
 	tsu_fill(a_data, sizeof(a_data), 1);
 	tsu_fill(b_data, sizeof(b_data), 2);
 	const struct CMUnitTest tests[] = {
