@@ -4,7 +4,8 @@
  * Good ET_EXEC and ET_DYN files are built in memory (fuzz/elfgen.h) and
  * loaded; then each malformed case breaks one field of a good file and must
  * be refused with a message that names the file and the problem.  Guests
- * built by the project, where present, must load too.
+ * built by the project, where present, must load too.  Allocations that
+ * fail make the load fail cleanly.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -18,6 +19,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "failalloc.h"
 #include "fuzz/elfgen.h"
 #include "host/elf.h"
 
@@ -580,6 +582,47 @@ static void test_elf_project_guests(void **state)
 		skip();
 }
 
+/*
+ * Each allocation of loading a good file (ET_EXEC, and ET_DYN with its
+ * relocations) fails in turn, alone and with every one after it
+ * (failalloc.h): the load fails with ENOMEM naming the file and leaves
+ * the image empty, and nothing leaks (under the address sanitizer).
+ */
+static void test_elf_allocations_fail(void **state)
+{
+	(void)state;
+	static const int types[] = { ET_EXEC, ET_DYN };
+	for (size_t t = 0; t < 2; t++) {
+		struct eg_elf g;
+		build(&g, types[t]);
+		struct elf_image img;
+		struct err e = { 0 };
+		failalloc_arm(0, false);
+		assert_int_equal(load(&g, &img, &e), 0);
+		uint64_t total = failalloc_disarm();
+		elf_image_free(&img);
+		assert_true(total >= 3);	/* image, segments, exports at least */
+		printf("# type %d: %lu allocations, each failed alone and with all after it\n",
+		       types[t], (unsigned long)total);
+		for (int on = 0; on < 2; on++)
+			for (uint64_t n = 1; n <= total; n++) {
+				memset(&e, 0, sizeof(e));
+				failalloc_arm(n, on);
+				int r = load(&g, &img, &e);
+				failalloc_disarm();
+				assert_true(failalloc_failed() >= 1);
+				if (r != -ENOMEM || strncmp(e.msg, NAME ": ", strlen(NAME ": ")))
+					fail_msg("type %d, allocation %lu%s failing: %d \"%s\"",
+						 types[t], (unsigned long)n, on ? " and on" : "", r,
+						 e.msg);
+				assert_null(img.mem);
+				assert_null(img.segs);
+				assert_null(img.exports);
+				elf_image_free(&img);
+			}
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -596,6 +639,7 @@ int main(void)
 		cmocka_unit_test(test_elf_exports),
 		cmocka_unit_test(test_elf_random_damage),
 		cmocka_unit_test(test_elf_project_guests),
+		cmocka_unit_test(test_elf_allocations_fail),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
