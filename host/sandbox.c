@@ -613,7 +613,8 @@ int sandbox_save(struct sandbox *sb, struct sandbox_state *st, struct err *e)
 	st->scratch_len = next - SNAPVM_SCRATCH_GPA;
 	st->scratch = malloc(st->scratch_len);
 	if (!st->scratch)
-		return err_set(e, -ENOMEM, "out of memory for a %zu-byte scratch image", st->scratch_len);
+		return err_set(e, -ENOMEM, "%s: saving state: out of memory for a %zu-byte scratch image",
+			       sb->g->name, st->scratch_len);
 	memcpy(st->scratch, sb->scratch, st->scratch_len);
 	st->scratch_size = sb->scratch_size;
 

@@ -56,39 +56,49 @@ uint64_t vm_now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-/* KVM_GET_SUPPORTED_CPUID, asked once per process; on failure, what
- * failed (cpuid_what) and its -errno */
-static pthread_once_t cpuid_once = PTHREAD_ONCE_INIT;
+/*
+ * KVM_GET_SUPPORTED_CPUID, asked until it has been answered once in this
+ * process: a failure (no memory, no descriptor left) is reported to the
+ * caller and not kept, so a later sandbox asks again.
+ */
+static pthread_mutex_t cpuid_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct kvm_cpuid2 *cpuid_cache;
-static int cpuid_err;
-static const char *cpuid_what = "KVM_GET_SUPPORTED_CPUID";
 
-static void load_cpuid(void)
+static int load_cpuid(struct err *e)
 {
 	int kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
-	if (kvm < 0) {
-		cpuid_err = -errno;
-		cpuid_what = "/dev/kvm";
-		return;
-	}
+	if (kvm < 0)
+		return err_set(e, -errno, "/dev/kvm: %s", strerror(errno));
+	int r = 0;
 	for (unsigned n = 64; n <= 4096; n *= 2) {
 		struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + n * sizeof(c->entries[0]));
 		if (!c) {
-			cpuid_err = -ENOMEM;
+			r = err_set(e, -ENOMEM, "KVM_GET_SUPPORTED_CPUID: out of memory");
 			break;
 		}
 		c->nent = n;
 		if (ioctl(kvm, KVM_GET_SUPPORTED_CPUID, c) == 0) {
 			cpuid_cache = c;
-			cpuid_err = 0;
+			r = 0;
 			break;
 		}
-		cpuid_err = -errno;
+		r = err_set(e, -errno, "KVM_GET_SUPPORTED_CPUID: %s", strerror(errno));
 		free(c);
-		if (cpuid_err != -E2BIG)
+		if (r != -E2BIG)
 			break;
 	}
 	close(kvm);
+	return r;
+}
+
+/* The CPUID entries KVM supports (loaded on first use). */
+static int supported_cpuid(const struct kvm_cpuid2 **out, struct err *e)
+{
+	pthread_mutex_lock(&cpuid_lock);
+	int r = cpuid_cache ? 0 : load_cpuid(e);
+	*out = cpuid_cache;
+	pthread_mutex_unlock(&cpuid_lock);
+	return r;
 }
 
 static uint64_t created;
@@ -106,14 +116,14 @@ int vm_new(struct vm **out, struct err *e)
 	if (handler_err)
 		return err_set(e, handler_err, "installing the time-limit signal handler: %s",
 			       strerror(-handler_err));
-	pthread_once(&cpuid_once, load_cpuid);
-	if (!cpuid_cache)
-		return err_set(e, cpuid_err ? cpuid_err : -ENODEV, "%s: %s", cpuid_what,
-			       strerror(-(cpuid_err ? cpuid_err : -ENODEV)));
+	const struct kvm_cpuid2 *cpuid;
+	r = supported_cpuid(&cpuid, e);
+	if (r < 0)
+		return r;
 
 	struct vm *vm = calloc(1, sizeof(*vm));
 	if (!vm)
-		return err_set(e, -ENOMEM, "out of memory");
+		return err_set(e, -ENOMEM, "creating a VM: out of memory");
 	vm->vm_fd = vm->vcpu_fd = -1;
 	vm->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
 	if (vm->kvm_fd < 0) {
@@ -154,7 +164,7 @@ int vm_new(struct vm **out, struct err *e)
 		r = err_set(e, -errno, "mapping the vCPU run area: %s", strerror(errno));
 		goto fail;
 	}
-	r = kvm_ioctl(e, vm->vcpu_fd, KVM_SET_CPUID2, cpuid_cache);
+	r = kvm_ioctl(e, vm->vcpu_fd, KVM_SET_CPUID2, cpuid);
 	if (r < 0)
 		goto fail;
 	vm->has_xsave = kvm_ioctl_val(NULL, vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_XSAVE) > 0;
@@ -285,32 +295,33 @@ static const uint32_t wanted_msrs[] = {
 };
 _Static_assert(sizeof(wanted_msrs) / sizeof(wanted_msrs[0]) <= CPUSTATE_MSRS_MAX, "MSRs fit a cpu file");
 
-static pthread_once_t msr_once = PTHREAD_ONCE_INIT;
+/* Which of wanted_msrs KVM saves, asked until it has been answered once
+ * in this process (as supported_cpuid). */
+static pthread_mutex_t msr_lock = PTHREAD_MUTEX_INITIALIZER;
+static bool msr_loaded;
 static uint32_t msr_list[sizeof(wanted_msrs) / sizeof(wanted_msrs[0])];
 static size_t msr_count;
-static int msr_err;
 
-static void load_msr_list(void)
+static int load_msr_list(struct err *e)
 {
 	int kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
-	if (kvm < 0) {
-		msr_err = -errno;
-		return;
-	}
+	if (kvm < 0)
+		return err_set(e, -errno, "/dev/kvm: %s", strerror(errno));
+	int r = 0;
 	struct kvm_msr_list probe = { .nmsrs = 0 };
 	struct kvm_msr_list *l = NULL;
 	if (ioctl(kvm, KVM_GET_MSR_INDEX_LIST, &probe) < 0 && errno != E2BIG) {
-		msr_err = -errno;
+		r = err_set(e, -errno, "KVM_GET_MSR_INDEX_LIST: %s", strerror(errno));
 		goto out;
 	}
 	l = calloc(1, sizeof(*l) + probe.nmsrs * sizeof(l->indices[0]));
 	if (!l) {
-		msr_err = -ENOMEM;
+		r = err_set(e, -ENOMEM, "KVM_GET_MSR_INDEX_LIST: out of memory");
 		goto out;
 	}
 	l->nmsrs = probe.nmsrs;
 	if (ioctl(kvm, KVM_GET_MSR_INDEX_LIST, l) < 0) {
-		msr_err = -errno;
+		r = err_set(e, -errno, "KVM_GET_MSR_INDEX_LIST: %s", strerror(errno));
 		goto out;
 	}
 	for (size_t w = 0; w < sizeof(wanted_msrs) / sizeof(wanted_msrs[0]); w++)
@@ -319,16 +330,20 @@ static void load_msr_list(void)
 				msr_list[msr_count++] = wanted_msrs[w];
 				break;
 			}
+	msr_loaded = true;
 out:
 	free(l);
 	close(kvm);
+	return r;
 }
 
 int vm_msr_list(const uint32_t **list, size_t *n, struct err *e)
 {
-	pthread_once(&msr_once, load_msr_list);
-	if (msr_err)
-		return err_set(e, msr_err, "KVM_GET_MSR_INDEX_LIST: %s", strerror(-msr_err));
+	pthread_mutex_lock(&msr_lock);
+	int r = msr_loaded ? 0 : load_msr_list(e);
+	pthread_mutex_unlock(&msr_lock);
+	if (r < 0)
+		return r;
 	*list = msr_list;
 	*n = msr_count;
 	return 0;
