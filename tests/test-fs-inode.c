@@ -2,9 +2,10 @@
  * tests/test-fs-inode.c: the daemon's inode table (fsd/fs_inode.c) on its
  * own: lookup and open counts, when an inode is reported gone (that is
  * when the store frees an unlinked file's pages), growth past many
- * inodes, the kept-cache decision, the setuid/setgid note, and teardown
- * reporting what is left.
+ * inodes, the kept-cache decision, the setuid/setgid note, teardown
+ * reporting what is left, and allocations that fail.
  */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,6 +16,7 @@
 
 #include <cmocka.h>
 
+#include "failalloc.h"
 #include "fsd/fs_i.h"
 #include "fsd/fs_inode.h"
 
@@ -130,6 +132,48 @@ static void test_fs_inode_many_and_teardown(void **state)
 	assert_int_equal(s.sum, want);
 }
 
+/*
+ * Allocations that fail (failalloc.h): init fails with ENOMEM; a lookup
+ * that cannot add its inode fails with ENOMEM and changes nothing; a
+ * table that cannot grow goes on with longer chains, and grows at the
+ * next insertion.
+ */
+static void test_fs_inode_allocations_fail(void **state)
+{
+	(void)state;
+	struct fs_inode_table t;
+	failalloc_arm(1, false);
+	assert_int_equal(fs_inode_table_init(&t), -ENOMEM);
+	failalloc_disarm();
+	assert_int_equal(fs_inode_table_init(&t), 0);
+	assert_int_equal(fs_inode_lookup(&t, 1, 1), 0);
+
+	failalloc_arm(1, false);
+	assert_int_equal(fs_inode_lookup(&t, 2, 1), -ENOMEM);
+	failalloc_disarm();
+	assert_int_equal(failalloc_failed(), 1);
+	assert_int_equal(t.count, 1);
+	assert_false(fs_inode_forget(&t, 2, 1));	/* never added */
+
+	/* Fill the table to the point of growing; the growth fails. */
+	size_t buckets = t.nbucket;
+	uint64_t n = 1;
+	while (t.count < buckets * 2)
+		assert_int_equal(fs_inode_lookup(&t, ++n, 1), 0);
+	failalloc_arm(2, false);	/* the inode's allocation, then the growth's */
+	assert_int_equal(fs_inode_lookup(&t, ++n, 1), 0);
+	failalloc_disarm();
+	assert_int_equal(failalloc_failed(), 1);
+	assert_int_equal(t.nbucket, buckets);
+	assert_int_equal(fs_inode_lookup(&t, ++n, 1), 0);
+	assert_int_equal(t.nbucket, 2 * buckets);
+	assert_int_equal(t.count, n);
+	for (uint64_t i = 1; i <= n; i++)
+		assert_true(fs_inode_forget(&t, i, 1));
+	assert_int_equal(t.count, 0);
+	fs_inode_table_destroy(&t, NULL, NULL);
+}
+
 /* The atime rules (fs.c, here for want of a better home: they need no
  * mount). */
 static void test_fs_atime_due(void **state)
@@ -172,6 +216,7 @@ int main(void)
 		cmocka_unit_test(test_fs_inode_keep_cache),
 		cmocka_unit_test(test_fs_inode_setid),
 		cmocka_unit_test(test_fs_inode_many_and_teardown),
+		cmocka_unit_test(test_fs_inode_allocations_fail),
 		cmocka_unit_test(test_fs_atime_due),
 	};
 	return cmocka_run_group_tests_name("fs-inode", tests, NULL, NULL);
