@@ -317,6 +317,19 @@ static struct store *pack_a_tenth_dead(char **path, uint64_t *keep, uint64_t *b)
 	return st;
 }
 
+/* Unlink name from the root, let its inode go, and gc: it frees freed
+ * pages and leaves the packs taking after bytes. */
+static void unlink_then_gc(struct store *st, const char *name, uint64_t freed, uint64_t after)
+{
+	uint64_t gone;
+	assert_int_equal(store_unlink(st, STORE_ROOT_INO, name, &gone), 0);
+	assert_int_equal(store_inode_release(st, gone), 0);
+	struct store_gc_result g;
+	assert_int_equal(store_gc(st, NULL, NULL, &g, NULL), 0);
+	assert_int_equal(g.pages_freed, freed);
+	assert_int_equal(g.bytes_after, after);
+}
+
 /* A pack less than a quarter dead is not rewritten: its dead pages leave
  * the index and are punched out of the file, the live ones staying where
  * they are; once a quarter or more is dead, it is rewritten. */
@@ -324,7 +337,7 @@ static void test_store_admin_gc_spares_mostly_live_packs(void **state)
 {
 	(void)state;
 	char *path;
-	uint64_t keep, b, gone;
+	uint64_t keep, b;
 	struct store *st = pack_a_tenth_dead(&path, &keep, &b);
 
 	struct store_gc_result g;
@@ -351,11 +364,7 @@ static void test_store_admin_gc_spares_mostly_live_packs(void **state)
 	assert_int_equal(s.unique_pages, 100);
 	tsu_fsck_clean(st);
 	check_file(st, again, 10, 2);
-	assert_int_equal(store_unlink(st, STORE_ROOT_INO, "again", &gone), 0);
-	assert_int_equal(store_inode_release(st, gone), 0);
-	assert_int_equal(store_gc(st, NULL, NULL, &g, NULL), 0);
-	assert_int_equal(g.pages_freed, 10);
-	assert_int_equal(g.bytes_after, 90 * PG);	/* 20 of 110 dead: punched */
+	unlink_then_gc(st, "again", 10, 90 * PG);	/* 20 of 110 dead: punched */
 	assert_int_equal(pack_on_disk(path, 1, &size), 90 * PG);
 	assert_int_equal(size, 110 * PG);
 	/* Punched packs are the same after a reopen, and so are their files. */
@@ -368,11 +377,7 @@ static void test_store_admin_gc_spares_mostly_live_packs(void **state)
 
 	/* b's pages too: 30 of 110 dead, and the pack is rewritten with
 	 * only the live ones; then 20 of keep's: 20 of 80, a quarter. */
-	assert_int_equal(store_unlink(st, STORE_ROOT_INO, "b", &gone), 0);
-	assert_int_equal(store_inode_release(st, gone), 0);
-	assert_int_equal(store_gc(st, NULL, NULL, &g, NULL), 0);
-	assert_int_equal(g.pages_freed, 10);
-	assert_int_equal(g.bytes_after, 80 * PG);
+	unlink_then_gc(st, "b", 10, 80 * PG);
 	check_file(st, keep, 80, 1);
 	assert_int_equal(store_truncate(st, keep, 60 * PG), 0);
 	assert_int_equal(store_gc(st, NULL, NULL, &g, NULL), 0);
@@ -456,11 +461,7 @@ static void test_store_admin_gc_without_punch(void **state)
 	assert_int_equal(fallocate_calls, calls);
 
 	/* b's pages too: 30 of 110 dead, and the pack is rewritten. */
-	assert_int_equal(store_unlink(st, STORE_ROOT_INO, "b", &gone), 0);
-	assert_int_equal(store_inode_release(st, gone), 0);
-	assert_int_equal(store_gc(st, NULL, NULL, &g, NULL), 0);
-	assert_int_equal(g.pages_freed, 10);
-	assert_int_equal(g.bytes_after, 80 * PG);
+	unlink_then_gc(st, "b", 10, 80 * PG);
 	check_file(st, keep, 80, 1);
 	tsu_fsck_clean(st);
 	__atomic_store_n(&punch_unsupported, false, __ATOMIC_RELAXED);
