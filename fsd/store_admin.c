@@ -1079,9 +1079,9 @@ int store_gc(struct store *st, store_progress_fn progress, void *arg, struct sto
 	memset(res, 0, sizeof(*res));
 	if (st->rdonly)
 		return err_set(e, -EROFS, "store %s: gc needs the store opened for writing", st->dir);
-	int r = store_known_wait(st);
+	int r = store_known_wait(st, e);
 	if (r)
-		return err_set(e, r, "%s", st->known_msg);
+		return r;
 	int lock;
 	r = admin_lock(st, true, &lock, e);
 	if (r)

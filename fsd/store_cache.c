@@ -212,9 +212,12 @@ int store_load_known(struct store *st, struct err *e)
 	return 0;
 }
 
-static void known_done(struct store *st, int state)
+/* The load is over: state 1 (loaded) or -errno, with msg saying why. */
+static void known_done(struct store *st, int state, const char *msg)
 {
 	pthread_mutex_lock(&st->known_lock);
+	if (state < 0)
+		snprintf(st->known_msg, sizeof(st->known_msg), "%s", msg);
 	__atomic_store_n(&st->known_state, state, __ATOMIC_RELEASE);
 	pthread_cond_broadcast(&st->known_cond);
 	pthread_mutex_unlock(&st->known_lock);
@@ -223,6 +226,7 @@ static void known_done(struct store *st, int state)
 static void *known_main(void *arg)
 {
 	struct store *st = arg;
+	pthread_setname_np(pthread_self(), "snapfs-index");
 	/* With the busy handler of the store's other connections: a reader
 	 * can meet a lock for a moment (a writer resetting the WAL), and
 	 * failing then would leave the store refusing changes until it is
@@ -232,21 +236,19 @@ static void *known_main(void *arg)
 	struct pset s = { 0 };
 	int r = store_db_open(st, true, &db, &e);
 	if (r) {
-		snprintf(st->known_msg, sizeof(st->known_msg), "%s", e.msg);
-		known_done(st, r);
+		known_done(st, r, e.msg);
 		return NULL;
 	}
 	r = load_known(db, &s, &st->known_stop);
 	if (r > 0)
-		snprintf(st->known_msg, sizeof(st->known_msg),
-			 "store %s: loading the page index: %s", st->dir, sqlite3_errmsg(db));
+		err_set(&e, r == SQLITE_NOMEM ? -ENOMEM : -EIO, "store %s: loading the page index: %s",
+			st->dir, sqlite3_errmsg(db));
 	else if (r)
-		snprintf(st->known_msg, sizeof(st->known_msg),
-			 "store %s: loading the page index: %s", st->dir, strerror(-r));
+		err_set(&e, r, "store %s: loading the page index: %s", st->dir, strerror(-r));
 	sqlite3_close(db);
 	if (r) {
 		pset_free(&s);
-		known_done(st, r > 0 ? -EIO : r);
+		known_done(st, e.code, e.msg);
 		return NULL;
 	}
 	/* Nothing else touched the set meanwhile (see store_known_wait). */
@@ -254,7 +256,7 @@ static void *known_main(void *arg)
 	pset_free(&st->known);
 	st->known = s;
 	pthread_mutex_unlock(&st->mem_lock);
-	known_done(st, 1);
+	known_done(st, 1, NULL);
 	return NULL;
 }
 
@@ -268,7 +270,7 @@ int store_known_start(struct store *st, struct err *e)
 		pthread_mutex_destroy(&st->known_lock);
 		return err_set(e, -r, "store %s: page index loader thread: %s", st->dir, strerror(r));
 	}
-	st->known_thread_running = true;
+	st->known_thread_running = st->known_joinable = true;
 	return 0;
 }
 
@@ -277,27 +279,52 @@ void store_known_stop(struct store *st)
 	if (!st->known_thread_running)
 		return;
 	__atomic_store_n(&st->known_stop, true, __ATOMIC_RELAXED);
-	pthread_join(st->known_thread, NULL);
-	st->known_thread_running = false;
+	if (st->known_joinable)
+		pthread_join(st->known_thread, NULL);
+	st->known_thread_running = st->known_joinable = false;
 	pthread_cond_destroy(&st->known_cond);
 	pthread_mutex_destroy(&st->known_lock);
 }
 
-int store_known_wait(struct store *st)
+/* A load that ran out of memory: start another (one caller does; the
+ * others then wait for it).  known_lock held. */
+static void known_retry(struct store *st)
+{
+	if (__atomic_load_n(&st->known_state, __ATOMIC_ACQUIRE) != -ENOMEM ||
+	    __atomic_load_n(&st->known_stop, __ATOMIC_RELAXED))
+		return;
+	if (st->known_joinable)
+		pthread_join(st->known_thread, NULL);
+	int r = pthread_create(&st->known_thread, NULL, known_main, st);
+	st->known_joinable = r == 0;
+	if (r == 0)
+		__atomic_store_n(&st->known_state, 0, __ATOMIC_RELEASE);
+	else
+		snprintf(st->known_msg, sizeof(st->known_msg),
+			 "store %s: page index loader thread: %s", st->dir, strerror(r));
+}
+
+int store_known_wait(struct store *st, struct err *e)
 {
 	int state = __atomic_load_n(&st->known_state, __ATOMIC_ACQUIRE);
-	if (state == 0) {
+	if (state > 0)
+		return 0;
+	if (state == 0)
 		store_may_block(st);
-		pthread_mutex_lock(&st->known_lock);
-		while ((state = __atomic_load_n(&st->known_state, __ATOMIC_ACQUIRE)) == 0)
-			pthread_cond_wait(&st->known_cond, &st->known_lock);
-		pthread_mutex_unlock(&st->known_lock);
-	}
+	pthread_mutex_lock(&st->known_lock);
+	known_retry(st);
+	while ((state = __atomic_load_n(&st->known_state, __ATOMIC_ACQUIRE)) == 0)
+		pthread_cond_wait(&st->known_cond, &st->known_lock);
+	char msg[sizeof(st->known_msg)];
+	if (state < 0)
+		memcpy(msg, st->known_msg, sizeof(msg));
+	pthread_mutex_unlock(&st->known_lock);
 	if (state > 0)
 		return 0;
 	if (st->log && !__atomic_exchange_n(&st->known_fail_logged, true, __ATOMIC_RELAXED))
-		st->log(st->log_arg, st->known_msg);
-	return -EIO;
+		st->log(st->log_arg, msg);
+	int r = state == -ENOMEM ? -ENOMEM : -EIO;
+	return e ? err_set(e, r, "%s", msg) : r;
 }
 
 /* ---- the inode cache ------------------------------------------------------ */

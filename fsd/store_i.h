@@ -207,15 +207,17 @@ struct store {
 	 * store is served at once; calls that may put pages (changes of file
 	 * data, gc) wait for it in store_known_wait, so nothing else adds to
 	 * or filters the set meanwhile.  known_state: 0 loading, 1 loaded,
-	 * -errno failed (atomic; set under known_lock). */
+	 * -errno failed (atomic; set under known_lock).  A load that ran
+	 * out of memory is tried again by the next call that waits. */
 	pthread_t known_thread;
-	bool known_thread_running;
+	bool known_thread_running;	/* started: lock and cond are set up */
+	bool known_joinable;		/* known_thread is to be joined */
 	int known_state;
 	bool known_stop;		/* close: stop loading (atomic) */
 	bool known_fail_logged;		/* (atomic) */
 	pthread_mutex_t known_lock;
 	pthread_cond_t known_cond;
-	char known_msg[512];		/* why loading failed */
+	char known_msg[512];		/* why loading failed (known_lock) */
 
 	/* The committer thread: writers that pass STORE_COMMIT_PAGES wake
 	 * it, so SQLite work overlaps with their hashing (flags under
@@ -335,9 +337,10 @@ int store_load_known(struct store *st, struct err *e);
  * (at close: gives up if still loading). */
 int store_known_start(struct store *st, struct err *e);
 void store_known_stop(struct store *st);
-/* Wait until the prefix set is loaded: 0, or -EIO if it could not be
- * (said once through the store's log; st->known_msg says why). */
-int store_known_wait(struct store *st);
+/* Wait until the prefix set is loaded: 0, or -ENOMEM or -EIO if it could
+ * not be (said once through the store's log, and in e unless NULL).
+ * After -ENOMEM the next call loads it again. */
+int store_known_wait(struct store *st, struct err *e);
 /* Find or load the cached inode, pinned (users++).  mem_lock NOT held. */
 int sinode_get(struct store *st, uint64_t ino, struct sinode **out);
 void sinode_put(struct store *st, struct sinode *si);

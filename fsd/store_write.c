@@ -575,7 +575,7 @@ static int data_enter(struct store *st, uint64_t ino, bool change, struct sinode
 {
 	if (change && st->rdonly)
 		return -EROFS;
-	int r = change ? store_known_wait(st) : 0;
+	int r = change ? store_known_wait(st, NULL) : 0;
 	if (r)
 		return r;
 	if (change && __atomic_load_n(&st->failed, __ATOMIC_RELAXED) && store_recover(st))

@@ -14,6 +14,7 @@ static bool fail_on;
 static uint64_t counted;
 static uint64_t failed;
 static bool hooked_at[FAILALLOC_RECORD_MAX];
+static bool (*filter)(void);
 
 void failalloc_arm(uint64_t at, bool on)
 {
@@ -24,6 +25,11 @@ void failalloc_arm(uint64_t at, bool on)
 	if (!at)
 		memset(hooked_at, 0, sizeof(hooked_at));
 	__atomic_store_n(&armed, true, __ATOMIC_RELEASE);
+}
+
+void failalloc_filter(bool (*counts)(void))
+{
+	__atomic_store_n(&filter, counts, __ATOMIC_RELEASE);
 }
 
 uint64_t failalloc_disarm(void)
@@ -45,6 +51,9 @@ bool failalloc_was_hooked(uint64_t i)
 bool failalloc_fails(bool hooked)
 {
 	if (!__atomic_load_n(&armed, __ATOMIC_ACQUIRE))
+		return false;
+	bool (*counts)(void) = __atomic_load_n(&filter, __ATOMIC_ACQUIRE);
+	if (counts && !counts())
 		return false;
 	uint64_t n = __atomic_add_fetch(&counted, 1, __ATOMIC_RELAXED);
 	if (!fail_at) {

@@ -20,6 +20,10 @@
  * and with on every one after it too. */
 void failalloc_arm(uint64_t at, bool on);
 
+/* While set, an allocation counts (and may fail) only if counts() says so
+ * on the thread that makes it; NULL: every one. */
+void failalloc_filter(bool (*counts)(void));
+
 /* Stop counting; returns how many allocations were counted. */
 uint64_t failalloc_disarm(void);
 

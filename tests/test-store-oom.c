@@ -18,6 +18,7 @@
  *   - nothing leaks (under the address sanitizer, at exit).
  */
 #include <errno.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -344,6 +345,55 @@ static void test_memory_runs_out(void **state)
 	assert_true(fail_each(true, &runs) > runs * 9 / 10);
 }
 
+/* The thread that loads the page index at open (its name). */
+static bool on_index_loader(void)
+{
+	char name[16] = "";
+	pthread_getname_np(pthread_self(), name, sizeof(name));
+	return !strcmp(name, "snapfs-index");
+}
+
+/*
+ * The page index, loaded by a thread at open, cannot be for want of
+ * memory: changes fail with ENOMEM and the log says why, and once memory
+ * is back the next change loads it again and works, without a reopen.
+ */
+static void test_index_load_out_of_memory(void **state)
+{
+	(void)state;
+	char *path;
+	store_with_a(&path);
+	store_path = path;
+	wrong = 0;
+	failalloc_filter(on_index_loader);
+	failalloc_arm(1, true);
+	struct store *st;
+	struct err e = { 0 };
+	assert_int_equal(store_open_log(path, 0, log_msg, NULL, &st, &e), 0);
+	uint64_t a = lookup(st, "a");
+	assert_int_not_equal(a, 0);
+	assert_int_equal(store_file_open(st, a), 0);
+	assert_int_equal(store_write(st, a, b_data, PAGE, 0), -ENOMEM);
+	assert_true(failalloc_failed() > 0);
+	failalloc_disarm();
+	failalloc_filter(NULL);
+	assert_int_equal(store_write(st, a, b_data, PAGE, 0), PAGE);
+	assert_int_equal(store_flush(st, a, true, &e), 0);
+	assert_int_equal(store_file_release(st, a), 0);
+	assert_int_equal(store_close(st, &e), 0);
+	assert_int_equal(wrong, 0);
+
+	assert_int_equal(store_open(path, 0, &st, &e), 0);
+	assert_int_equal(store_read(st, a, buf, A_PAGES * PAGE, 0), A_PAGES * PAGE);
+	assert_memory_equal(buf, b_data, PAGE);
+	assert_memory_equal(buf + PAGE, a_data + PAGE, (A_PAGES - 1) * PAGE);
+	struct store_fsck_result res;
+	assert_int_equal(store_fsck(st, fsck_problem, NULL, NULL, &res, &e), 0);
+	assert_int_equal(res.problems, 0);
+	assert_int_equal(store_close(st, &e), 0);
+	tsu_store_remove(path);
+}
+
 int main(void)
 {
 	failalloc_sqlite();
@@ -352,6 +402,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_one_allocation_fails),
 		cmocka_unit_test(test_memory_runs_out),
+		cmocka_unit_test(test_index_load_out_of_memory),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
