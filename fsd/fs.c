@@ -89,11 +89,13 @@ static double fs_timeout(const struct fs *fs, const struct store_attr *a)
  * Reply with an entry for a, counting the kernel's new lookup first (a
  * forget can only come after the reply, never before the count).
  */
-static void fs_reply_entry(fuse_req_t req, const struct store_attr *a)
+/* Reply with a's entry, counting the kernel's lookup (spare: as for
+ * fs_inode_lookup). */
+static void fs_reply_entry(fuse_req_t req, const struct store_attr *a, struct fs_inode **spare)
 {
 	struct fs *fs = fs_of(req);
 	struct fuse_entry_param e = { 0 };
-	if (fs_inode_lookup(&fs->inodes, a->ino, 1) < 0)
+	if (fs_inode_lookup(&fs->inodes, a->ino, 1, spare) < 0)
 		return (void)fuse_reply_err(req, ENOMEM);
 	e.ino = a->ino;
 	e.generation = 1;
@@ -205,7 +207,22 @@ static void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	}
 	if (r < 0)
 		return (void)fuse_reply_err(req, -r);
-	fs_reply_entry(req, &a);
+	fs_reply_entry(req, &a, NULL);
+}
+
+/*
+ * The calls that add a name take the memory their reply needs first: once
+ * the store has the new name, a failed allocation would answer ENOMEM for
+ * a call that did happen (a mkdir that fails and leaves the folder).
+ */
+static void fs_reply_new_entry(fuse_req_t req, int r, const struct store_attr *a,
+			       struct fs_inode **spare)
+{
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	else
+		fs_reply_entry(req, a, spare);
+	free(*spare);
 }
 
 static void fs_op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
@@ -213,20 +230,22 @@ static void fs_op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mod
 {
 	const struct fuse_ctx *c = fuse_req_ctx(req);
 	struct store_attr a;
+	struct fs_inode *spare = fs_inode_spare();
+	if (!spare)
+		return (void)fuse_reply_err(req, ENOMEM);
 	int r = store_mknod(fs_of(req)->store, parent, name, mode, rdev, c->uid, c->gid, &a);
-	if (r < 0)
-		return (void)fuse_reply_err(req, -r);
-	fs_reply_entry(req, &a);
+	fs_reply_new_entry(req, r, &a, &spare);
 }
 
 static void fs_op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 {
 	const struct fuse_ctx *c = fuse_req_ctx(req);
 	struct store_attr a;
+	struct fs_inode *spare = fs_inode_spare();
+	if (!spare)
+		return (void)fuse_reply_err(req, ENOMEM);
 	int r = store_mkdir(fs_of(req)->store, parent, name, mode, c->uid, c->gid, &a);
-	if (r < 0)
-		return (void)fuse_reply_err(req, -r);
-	fs_reply_entry(req, &a);
+	fs_reply_new_entry(req, r, &a, &spare);
 }
 
 static void fs_op_symlink(fuse_req_t req, const char *target, fuse_ino_t parent,
@@ -234,19 +253,21 @@ static void fs_op_symlink(fuse_req_t req, const char *target, fuse_ino_t parent,
 {
 	const struct fuse_ctx *c = fuse_req_ctx(req);
 	struct store_attr a;
+	struct fs_inode *spare = fs_inode_spare();
+	if (!spare)
+		return (void)fuse_reply_err(req, ENOMEM);
 	int r = store_symlink(fs_of(req)->store, parent, name, target, c->uid, c->gid, &a);
-	if (r < 0)
-		return (void)fuse_reply_err(req, -r);
-	fs_reply_entry(req, &a);
+	fs_reply_new_entry(req, r, &a, &spare);
 }
 
 static void fs_op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
 {
 	struct store_attr a;
+	struct fs_inode *spare = fs_inode_spare();
+	if (!spare)
+		return (void)fuse_reply_err(req, ENOMEM);
 	int r = store_link(fs_of(req)->store, ino, newparent, newname, &a);
-	if (r < 0)
-		return (void)fuse_reply_err(req, -r);
-	fs_reply_entry(req, &a);
+	fs_reply_new_entry(req, r, &a, &spare);
 }
 
 static void fs_op_readlink(fuse_req_t req, fuse_ino_t ino)
@@ -514,7 +535,7 @@ static int fs_dir_fill(void *arg, const char *name, const struct store_attr *att
 		if (n > room)
 			return 1;
 		/* The kernel takes a lookup for every entry but "." and "..". */
-		if (!dot && fs_inode_lookup(&d->fs->inodes, attr->ino, 1) < 0) {
+		if (!dot && fs_inode_lookup(&d->fs->inodes, attr->ino, 1, NULL) < 0) {
 			d->err = -ENOMEM;
 			return 1;
 		}
@@ -592,13 +613,12 @@ static bool fs_open_writes(int flags)
 	return (flags & O_ACCMODE) != O_RDONLY;
 }
 
-/* Shared by open and create: count the handle and choose caching. */
-static int fs_open_file(struct fs *fs, const struct store_attr *a, struct fuse_file_info *fi)
+/* Shared by open and create: count the handle h (a new one, which this
+ * frees on failure) and choose caching.  spare: as for fs_inode_open. */
+static int fs_open_file(struct fs *fs, const struct store_attr *a, struct fuse_file_info *fi,
+			struct fs_handle *h, struct fs_inode **spare)
 {
 	bool writer = fs_open_writes(fi->flags);
-	struct fs_handle *h = calloc(1, sizeof(*h));
-	if (!h)
-		return -ENOMEM;
 	int r = store_file_open(fs->store, a->ino);
 	if (r < 0) {
 		free(h);
@@ -617,10 +637,10 @@ static int fs_open_file(struct fs *fs, const struct store_attr *a, struct fuse_f
 		r = store_getattr(fs->store, a->ino, &now);
 		if (r == 0 && (now.flags & STORE_INODE_SEALED))
 			r = -EPERM;
-		writers = r < 0 ? r : fs_inode_open(&fs->inodes, a->ino, writer);
+		writers = r < 0 ? r : fs_inode_open(&fs->inodes, a->ino, writer, spare);
 		pthread_rwlock_unlock(&fs->seal_lock);
 	} else {
-		writers = fs_inode_open(&fs->inodes, a->ino, writer);
+		writers = fs_inode_open(&fs->inodes, a->ino, writer, spare);
 	}
 	if (writers < 0) {
 		free(h);
@@ -723,8 +743,10 @@ static void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	 * tree comes before it (and the open fails with the file untouched)
 	 * or waits until it is closed, rather than sealing the file between
 	 * the truncation and the open. */
-	if (r == 0)
-		r = fs_open_file(fs, &a, fi);
+	if (r == 0) {
+		struct fs_handle *h = calloc(1, sizeof(*h));
+		r = h ? fs_open_file(fs, &a, fi, h, NULL) : -ENOMEM;
+	}
 	if (r == 0 && (fi->flags & O_TRUNC)) {
 		r = fs_open_truncate(req, fs, ino, &a);
 		if (r < 0)
@@ -746,14 +768,28 @@ static void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mo
 	struct fs *fs = fs_of(req);
 	const struct fuse_ctx *c = fuse_req_ctx(req);
 	struct store_attr a;
+	/* The handle and the inode's entry first, as for mkdir (see
+	 * fs_reply_new_entry); the entry, taken by the open, then has
+	 * the lookup counted without another allocation. */
+	struct fs_handle *h = calloc(1, sizeof(*h));
+	struct fs_inode *spare = fs_inode_spare();
+	if (!h || !spare) {
+		free(h);
+		free(spare);
+		return (void)fuse_reply_err(req, ENOMEM);
+	}
 	int r = store_mknod(fs->store, parent, name, S_IFREG | (mode & 07777), 0, c->uid, c->gid,
 			    &a);
+	if (r < 0) {
+		free(h);
+		free(spare);
+		return (void)fuse_reply_err(req, -r);
+	}
+	r = fs_open_file(fs, &a, fi, h, &spare);
+	free(spare);
 	if (r < 0)
 		return (void)fuse_reply_err(req, -r);
-	r = fs_open_file(fs, &a, fi);
-	if (r < 0)
-		return (void)fuse_reply_err(req, -r);
-	if (fs_inode_lookup(&fs->inodes, a.ino, 1) < 0) {
+	if (fs_inode_lookup(&fs->inodes, a.ino, 1, NULL) < 0) {
 		fs_release_file(fs, a.ino, fi->fh);
 		return (void)fuse_reply_err(req, ENOMEM);
 	}

@@ -76,8 +76,15 @@ static void fs_inode_grow(struct fs_inode_table *t)
 	free(ob);
 }
 
-/* Find ino's link in its chain; with create, add it.  Lock held. */
-static struct fs_inode **fs_inode_slot(struct fs_inode_table *t, uint64_t ino, bool create)
+struct fs_inode *fs_inode_spare(void)
+{
+	return calloc(1, sizeof(struct fs_inode));
+}
+
+/* Find ino's link in its chain; with create, add it, from *spare if the
+ * caller has one (taking it).  Lock held. */
+static struct fs_inode **fs_inode_slot(struct fs_inode_table *t, uint64_t ino, bool create,
+				       struct fs_inode **spare)
 {
 	struct fs_inode **p = &t->bucket[fs_inode_hash(t, ino)];
 	for (; *p; p = &(*p)->next)
@@ -85,34 +92,36 @@ static struct fs_inode **fs_inode_slot(struct fs_inode_table *t, uint64_t ino, b
 			return p;
 	if (!create)
 		return NULL;
-	struct fs_inode *n = calloc(1, sizeof(*n));
+	struct fs_inode *n = spare && *spare ? *spare : calloc(1, sizeof(*n));
 	if (!n)
 		return NULL;
+	if (spare)
+		*spare = NULL;
 	n->ino = ino;
 	n->changed = false;
 	*p = n;
 	if (++t->count > t->nbucket * 2) {
 		fs_inode_grow(t);
-		return fs_inode_slot(t, ino, false);
+		return fs_inode_slot(t, ino, false, NULL);
 	}
 	return p;
 }
 
-int fs_inode_lookup(struct fs_inode_table *t, uint64_t ino, uint64_t n)
+int fs_inode_lookup(struct fs_inode_table *t, uint64_t ino, uint64_t n, struct fs_inode **spare)
 {
 	pthread_mutex_lock(&t->lock);
-	struct fs_inode **p = fs_inode_slot(t, ino, true);
+	struct fs_inode **p = fs_inode_slot(t, ino, true, spare);
 	if (p)
 		(*p)->nlookup += n;
 	pthread_mutex_unlock(&t->lock);
 	return p ? 0 : -ENOMEM;
 }
 
-int fs_inode_open(struct fs_inode_table *t, uint64_t ino, bool writer)
+int fs_inode_open(struct fs_inode_table *t, uint64_t ino, bool writer, struct fs_inode **spare)
 {
 	int writers = -ENOMEM;
 	pthread_mutex_lock(&t->lock);
-	struct fs_inode **p = fs_inode_slot(t, ino, true);
+	struct fs_inode **p = fs_inode_slot(t, ino, true, spare);
 	if (p) {
 		(*p)->opens++;
 		if (writer)
@@ -139,7 +148,7 @@ bool fs_inode_forget(struct fs_inode_table *t, uint64_t ino, uint64_t n)
 {
 	bool gone = false;
 	pthread_mutex_lock(&t->lock);
-	struct fs_inode **p = fs_inode_slot(t, ino, false);
+	struct fs_inode **p = fs_inode_slot(t, ino, false, NULL);
 	if (p) {
 		(*p)->nlookup = (*p)->nlookup > n ? (*p)->nlookup - n : 0;
 		gone = fs_inode_drop_if_unused(t, p);
@@ -152,7 +161,7 @@ bool fs_inode_release(struct fs_inode_table *t, uint64_t ino, bool writer)
 {
 	bool gone = false;
 	pthread_mutex_lock(&t->lock);
-	struct fs_inode **p = fs_inode_slot(t, ino, false);
+	struct fs_inode **p = fs_inode_slot(t, ino, false, NULL);
 	if (p) {
 		if ((*p)->opens)
 			(*p)->opens--;
@@ -191,7 +200,7 @@ uint32_t fs_inode_writers(struct fs_inode_table *t, uint64_t ino)
 {
 	uint32_t w = 0;
 	pthread_mutex_lock(&t->lock);
-	struct fs_inode **p = fs_inode_slot(t, ino, false);
+	struct fs_inode **p = fs_inode_slot(t, ino, false, NULL);
 	if (p)
 		w = (*p)->writers;
 	pthread_mutex_unlock(&t->lock);
@@ -201,7 +210,7 @@ uint32_t fs_inode_writers(struct fs_inode_table *t, uint64_t ino)
 void fs_inode_mark_changed(struct fs_inode_table *t, uint64_t ino)
 {
 	pthread_mutex_lock(&t->lock);
-	struct fs_inode **p = fs_inode_slot(t, ino, false);
+	struct fs_inode **p = fs_inode_slot(t, ino, false, NULL);
 	if (p)
 		(*p)->changed = true;
 	pthread_mutex_unlock(&t->lock);
@@ -211,7 +220,7 @@ bool fs_inode_take_keep_cache(struct fs_inode_table *t, uint64_t ino)
 {
 	bool keep = true;
 	pthread_mutex_lock(&t->lock);
-	struct fs_inode **p = fs_inode_slot(t, ino, false);
+	struct fs_inode **p = fs_inode_slot(t, ino, false, NULL);
 	if (p) {
 		keep = !(*p)->changed;
 		(*p)->changed = false;
@@ -224,7 +233,7 @@ void fs_inode_note_mode(struct fs_inode_table *t, uint64_t ino, uint32_t mode)
 {
 	bool setid = fs_mode_setid_cleared(mode) != mode;
 	pthread_mutex_lock(&t->lock);
-	struct fs_inode **p = fs_inode_slot(t, ino, false);
+	struct fs_inode **p = fs_inode_slot(t, ino, false, NULL);
 	if (p)
 		(*p)->setid = setid;
 	pthread_mutex_unlock(&t->lock);
@@ -234,7 +243,7 @@ bool fs_inode_setid(struct fs_inode_table *t, uint64_t ino)
 {
 	bool setid = false;
 	pthread_mutex_lock(&t->lock);
-	struct fs_inode **p = fs_inode_slot(t, ino, false);
+	struct fs_inode **p = fs_inode_slot(t, ino, false, NULL);
 	if (p)
 		setid = (*p)->setid;
 	pthread_mutex_unlock(&t->lock);

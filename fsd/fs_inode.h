@@ -51,12 +51,23 @@ int fs_inode_table_init(struct fs_inode_table *t);
  */
 void fs_inode_table_destroy(struct fs_inode_table *t, void (*fn)(uint64_t ino, void *arg), void *arg);
 
-/* Add n lookups to ino (creating its entry).  Returns 0 or -ENOMEM. */
-int fs_inode_lookup(struct fs_inode_table *t, uint64_t ino, uint64_t n);
+/*
+ * An entry allocated ahead, for a call that must not fail for want of
+ * memory once it has changed the store (mkdir, create, ...): NULL if out
+ * of memory.  fs_inode_lookup and fs_inode_open take it from *spare (and
+ * set that to NULL) if they add ino's entry; the caller frees what is
+ * left.
+ */
+struct fs_inode *fs_inode_spare(void);
 
-/* Count an open handle; writer says whether it may write.  Returns the
- * number of handles writing ino now, this one included, or -ENOMEM. */
-int fs_inode_open(struct fs_inode_table *t, uint64_t ino, bool writer);
+/* Add n lookups to ino (creating its entry, from *spare if spare is not
+ * NULL and holds one).  Returns 0 or -ENOMEM. */
+int fs_inode_lookup(struct fs_inode_table *t, uint64_t ino, uint64_t n, struct fs_inode **spare);
+
+/* Count an open handle; writer says whether it may write (spare as for
+ * fs_inode_lookup).  Returns the number of handles writing ino now, this
+ * one included, or -ENOMEM. */
+int fs_inode_open(struct fs_inode_table *t, uint64_t ino, bool writer, struct fs_inode **spare);
 
 /*
  * Drop n lookups (forget) or one open handle (release; writer as at open).

@@ -25,14 +25,14 @@ static void test_fs_inode_lookup_forget(void **state)
 	(void)state;
 	struct fs_inode_table t;
 	assert_int_equal(fs_inode_table_init(&t), 0);
-	assert_int_equal(fs_inode_lookup(&t, 7, 1), 0);
-	assert_int_equal(fs_inode_lookup(&t, 7, 2), 0);
+	assert_int_equal(fs_inode_lookup(&t, 7, 1, NULL), 0);
+	assert_int_equal(fs_inode_lookup(&t, 7, 2, NULL), 0);
 	assert_false(fs_inode_forget(&t, 7, 2));
 	assert_true(fs_inode_forget(&t, 7, 1));
 	/* Gone: forgetting again reports nothing. */
 	assert_false(fs_inode_forget(&t, 7, 1));
 	/* A forget larger than the count clamps to zero. */
-	assert_int_equal(fs_inode_lookup(&t, 8, 1), 0);
+	assert_int_equal(fs_inode_lookup(&t, 8, 1, NULL), 0);
 	assert_true(fs_inode_forget(&t, 8, 5));
 	fs_inode_table_destroy(&t, NULL, NULL);
 }
@@ -42,11 +42,11 @@ static void test_fs_inode_open_holds(void **state)
 	(void)state;
 	struct fs_inode_table t;
 	assert_int_equal(fs_inode_table_init(&t), 0);
-	assert_int_equal(fs_inode_lookup(&t, 3, 1), 0);
+	assert_int_equal(fs_inode_lookup(&t, 3, 1, NULL), 0);
 	/* An open says how many handles write the inode now. */
-	assert_int_equal(fs_inode_open(&t, 3, true), 1);
-	assert_int_equal(fs_inode_open(&t, 3, false), 1);
-	assert_int_equal(fs_inode_open(&t, 3, true), 2);
+	assert_int_equal(fs_inode_open(&t, 3, true, NULL), 1);
+	assert_int_equal(fs_inode_open(&t, 3, false, NULL), 1);
+	assert_int_equal(fs_inode_open(&t, 3, true, NULL), 2);
 	assert_false(fs_inode_release(&t, 3, true));
 	assert_int_equal(fs_inode_writers(&t, 3), 1);
 	/* The kernel forgot the name, but handles are still open. */
@@ -63,7 +63,7 @@ static void test_fs_inode_keep_cache(void **state)
 	(void)state;
 	struct fs_inode_table t;
 	assert_int_equal(fs_inode_table_init(&t), 0);
-	assert_int_equal(fs_inode_lookup(&t, 5, 1), 0);
+	assert_int_equal(fs_inode_lookup(&t, 5, 1, NULL), 0);
 	assert_true(fs_inode_take_keep_cache(&t, 5));
 	fs_inode_mark_changed(&t, 5);
 	assert_false(fs_inode_take_keep_cache(&t, 5));
@@ -79,7 +79,7 @@ static void test_fs_inode_setid(void **state)
 	(void)state;
 	struct fs_inode_table t;
 	assert_int_equal(fs_inode_table_init(&t), 0);
-	assert_int_equal(fs_inode_lookup(&t, 5, 1), 0);
+	assert_int_equal(fs_inode_lookup(&t, 5, 1, NULL), 0);
 	assert_false(fs_inode_setid(&t, 5));
 	const struct {
 		uint32_t mode;
@@ -117,7 +117,7 @@ static void test_fs_inode_many_and_teardown(void **state)
 	assert_int_equal(fs_inode_table_init(&t), 0);
 	const uint64_t n = 100000;
 	for (uint64_t i = 1; i <= n; i++)
-		assert_int_equal(fs_inode_lookup(&t, i * 4096, 1), 0);
+		assert_int_equal(fs_inode_lookup(&t, i * 4096, 1, NULL), 0);
 	assert_true(t.nbucket > 1024);	/* it grew */
 	/* Forget the even ones; every one is found after the growth. */
 	for (uint64_t i = 2; i <= n; i += 2)
@@ -146,10 +146,10 @@ static void test_fs_inode_allocations_fail(void **state)
 	assert_int_equal(fs_inode_table_init(&t), -ENOMEM);
 	failalloc_disarm();
 	assert_int_equal(fs_inode_table_init(&t), 0);
-	assert_int_equal(fs_inode_lookup(&t, 1, 1), 0);
+	assert_int_equal(fs_inode_lookup(&t, 1, 1, NULL), 0);
 
 	failalloc_arm(1, false);
-	assert_int_equal(fs_inode_lookup(&t, 2, 1), -ENOMEM);
+	assert_int_equal(fs_inode_lookup(&t, 2, 1, NULL), -ENOMEM);
 	failalloc_disarm();
 	assert_int_equal(failalloc_failed(), 1);
 	assert_int_equal(t.count, 1);
@@ -159,13 +159,13 @@ static void test_fs_inode_allocations_fail(void **state)
 	size_t buckets = t.nbucket;
 	uint64_t n = 1;
 	while (t.count < buckets * 2)
-		assert_int_equal(fs_inode_lookup(&t, ++n, 1), 0);
+		assert_int_equal(fs_inode_lookup(&t, ++n, 1, NULL), 0);
 	failalloc_arm(2, false);	/* the inode's allocation, then the growth's */
-	assert_int_equal(fs_inode_lookup(&t, ++n, 1), 0);
+	assert_int_equal(fs_inode_lookup(&t, ++n, 1, NULL), 0);
 	failalloc_disarm();
 	assert_int_equal(failalloc_failed(), 1);
 	assert_int_equal(t.nbucket, buckets);
-	assert_int_equal(fs_inode_lookup(&t, ++n, 1), 0);
+	assert_int_equal(fs_inode_lookup(&t, ++n, 1, NULL), 0);
 	assert_int_equal(t.nbucket, 2 * buckets);
 	assert_int_equal(t.count, n);
 	for (uint64_t i = 1; i <= n; i++)
