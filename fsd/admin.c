@@ -194,6 +194,11 @@ static int admin_gc(const char *dir)
 		free(ent);
 		if (!m)
 			return r;
+		if (m != -ENOENT) {
+			fprintf(stderr, "snapfs-admin: gc %s: the store is busy, and the mount table "
+				"cannot be read: %s\n", dir, strerror(-m));
+			return 2;
+		}
 		r = admin_open(dir, STORE_LOCK_WAIT, &st);
 	}
 	if (r < 0)

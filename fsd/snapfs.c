@@ -104,6 +104,8 @@ static int snapfs_opt_proc(void *data, const char *arg, int key, struct fuse_arg
 		if (o->store)
 			return 1;
 		o->store = strdup(arg);
+		if (!o->store)
+			fprintf(stderr, "snapfs: store %s: out of memory\n", arg);
 		return o->store ? 0 : -1;
 	case KEY_READAHEAD:
 		return opt_kib(arg, 0, 1024 * 1024, &o->readahead_kb);
@@ -177,6 +179,12 @@ static int snapfs_check_covered(const char *mountpoint)
 	}
 	struct mountinfo_ent *ent = malloc(sizeof(*ent));
 	int r = ent ? mountinfo_find(mountinfo_at, abs, ent) : -ENOMEM;
+	if (r < 0 && r != -ENOENT) {
+		fprintf(stderr, "snapfs: mount point %s: cannot read the mount table: %s\n",
+			mountpoint, strerror(-r));
+		free(ent);
+		return -1;
+	}
 	bool stacked = r == 0 && !strncmp(ent->fstype, "fuse", 4) && mountinfo_is_snapfs(ent);
 	/* An automount point (x-systemd.automount in fstab) is where this
 	 * very mount is awaited: a look inside would wait for it. */
@@ -222,7 +230,7 @@ static int snapfs_remount(const struct fuse_args *args, const char *store, const
 			continue;
 		if (fuse_opt_add_opt(&opts, a) < 0) {
 			free(opts);
-			fprintf(stderr, "snapfs: out of memory\n");
+			fprintf(stderr, "snapfs: remount of %s: out of memory\n", mountpoint);
 			return 1;
 		}
 	}
@@ -396,11 +404,14 @@ int main(int argc, char *argv[])
 	if (r == 0)
 		fprintf(stderr, "snapfs: store %s is already mounted at %s; a store is served by "
 			"one daemon: use that mount, or unmount it first\n", store_path, ent->mnt);
+	else if (r != -ENOENT)
+		fprintf(stderr, "snapfs: store %s: cannot read the mount table: %s\n", store_path,
+			strerror(-r));
 	free(ent);
-	if (r == 0)
+	if (r != -ENOENT)
 		goto out_args;
 	if (fs_mount_add_options(&args, store_path, opts.read_kb) < 0) {
-		fprintf(stderr, "snapfs: out of memory\n");
+		fprintf(stderr, "snapfs: store %s: mount options: out of memory\n", store_path);
 		goto out_args;
 	}
 
@@ -429,7 +440,7 @@ int main(int argc, char *argv[])
 		.debug = cmd.debug,
 	};
 	if (fs_new(store, &cfg, &fs) < 0) {
-		fprintf(stderr, "snapfs: out of memory\n");
+		fprintf(stderr, "snapfs: store %s: out of memory\n", store_path);
 		goto out_store;
 	}
 	se = fuse_session_new(&args, fs_lowlevel_ops(), sizeof(struct fuse_lowlevel_ops), fs);
