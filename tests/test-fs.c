@@ -8,7 +8,8 @@
  * for unlinked files until the last user lets go, setuid and setgid
  * cleared by unprivileged writes, file handles valid across mounts,
  * missing names cached by the kernel, access times, a seal against a
- * truncate(2) in flight, with the daemon built to pause in that gap), and
+ * truncate(2) in flight, with the daemon built to pause in that gap,
+ * allocations of the daemon that fail as it starts and as it serves), and
  * unmounts; the daemon must then exit with status 0.  Shell-level tests
  * with real tools are in tests/e2e/.
  */
@@ -64,9 +65,12 @@ static bool mnt_mounted(const char *path)
 	return found;
 }
 
-/* Mount m in the foreground with the daemon at prog (in the build tree),
- * with -o opts unless opts is NULL. */
-static void mnt_start_prog(struct mnt *m, const char *prog, const char *opts)
+/* Start the daemon at prog (in the build tree) to mount m in the
+ * foreground, with -o opts unless opts is NULL, and its stderr in the
+ * file errpath unless that is NULL.  True once it has mounted; false
+ * if it ended first, with its wait status in *status. */
+static bool mnt_spawn(struct mnt *m, const char *prog, const char *opts, const char *errpath,
+		      int *status)
 {
 	char bin[PATH_MAX];
 	snprintf(bin, sizeof(bin), "%s/%s", getenv("SNAPFS_BUILD_ROOT"), prog);
@@ -78,6 +82,9 @@ static void mnt_start_prog(struct mnt *m, const char *prog, const char *opts)
 		 * does not hold the test's output open until meson's timeout. */
 		if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() != test)
 			_exit(127);
+		int err = errpath ? open(errpath, O_WRONLY | O_CREAT | O_TRUNC, 0644) : -1;
+		if (errpath && (err < 0 || dup2(err, STDERR_FILENO) < 0))
+			_exit(127);
 		if (opts)
 			execl(bin, "snapfs", m->store, m->mnt, "-f", "-o", opts, (char *)NULL);
 		else
@@ -85,11 +92,22 @@ static void mnt_start_prog(struct mnt *m, const char *prog, const char *opts)
 		_exit(127);
 	}
 	for (int i = 0; i < 400 && !mnt_mounted(m->mnt); i++) {
-		int st;
-		assert_int_equal(waitpid(m->pid, &st, WNOHANG), 0);
+		pid_t w = waitpid(m->pid, status, WNOHANG);
+		assert_true(w == 0 || w == m->pid);
+		if (w == m->pid)
+			return false;
 		usleep(10000);
 	}
 	assert_true(mnt_mounted(m->mnt));
+	return true;
+}
+
+/* Mount m in the foreground with the daemon at prog (in the build tree),
+ * with -o opts unless opts is NULL. */
+static void mnt_start_prog(struct mnt *m, const char *prog, const char *opts)
+{
+	int status;
+	assert_true(mnt_spawn(m, prog, opts, NULL, &status));
 }
 
 static void mnt_start_opts(struct mnt *m, const char *opts)
@@ -1579,6 +1597,249 @@ static void test_fs_large_dir(void **state)
 	close(d.fd);
 }
 
+/* ---- allocations that fail in the daemon (tests/snapfs-hooked.c) ---- */
+
+/* The contents of the file at path, which must be readable (at most size
+ * bytes; the test's own allocation). */
+static char *read_text(const char *path, size_t size)
+{
+	char *t = calloc(1, size + 1);
+	int fd = open(path, O_RDONLY);
+	if (fd >= 0) {
+		ssize_t n = read(fd, t, size);
+		assert_true(n >= 0);
+		close(fd);
+	}
+	return t;
+}
+
+/* snapfs-admin fsck of m's store (not mounted): its exit status. */
+static int fsck_status(struct mnt *m)
+{
+	char cmd[2 * PATH_MAX];
+	snprintf(cmd, sizeof(cmd), "'%s/fsd/snapfs-admin' fsck '%s' >/dev/null",
+		 getenv("SNAPFS_BUILD_ROOT"), m->store);
+	return system(cmd);
+}
+
+#define OOM_FILE (256u << 10)
+
+/*
+ * Each of the daemon's own allocations before it serves requests fails in
+ * turn, alone and with every one after it.  The daemon must either end
+ * with status 1 and a message that says it ran out of memory and names
+ * the store or the mount point, mounting nothing, or serve correctly (a
+ * failure it can do without, such as setting read_ahead_kb) and exit 0
+ * after the unmount.  The store's file stays intact throughout.
+ */
+static void test_fs_daemon_start_out_of_memory(void **state)
+{
+	(void)state;
+	struct mnt *m = mnt_new();
+	char *data = malloc(OOM_FILE), *back = malloc(OOM_FILE);
+	random_bytes(data, OOM_FILE, 11);
+	mnt_start(m);
+	put_file(P(m, "f"), data, OOM_FILE);
+	mnt_stop(m);
+
+	char errpath[PATH_MAX + 16], spec[64];
+	snprintf(errpath, sizeof(errpath), "%s/stderr", m->dir);
+	int status;
+	unsigned long long total = 0, failed;
+	setenv("SNAPFS_TEST_FAILALLOC", "start:0", 1);
+	assert_true(mnt_spawn(m, "tests/snapfs-hooked", NULL, errpath, &status));
+	mnt_stop(m);
+	char *err = read_text(errpath, 4096);
+	assert_int_equal(sscanf(err, "snapfs-hooked: %llu allocations before serving, %llu failed",
+				&total, &failed), 2);
+	assert_true(total >= 10);
+	free(err);
+
+	unsigned refused = 0, served = 0;
+	for (unsigned long long at = 1; at <= total + 1; at++) {
+		for (int plus = 0; plus <= 1; plus++) {
+			snprintf(spec, sizeof(spec), "start:%llu%s", at, plus ? "+" : "");
+			setenv("SNAPFS_TEST_FAILALLOC", spec, 1);
+			bool mounted = mnt_spawn(m, "tests/snapfs-hooked", NULL, errpath, &status);
+			if (mounted) {
+				assert_int_equal(get_file(P(m, "f"), back, OOM_FILE), OOM_FILE);
+				assert_memory_equal(back, data, OOM_FILE);
+				put_file(P(m, "new-%llu-%d", at, plus), spec, strlen(spec));
+				mnt_stop(m);
+				served++;
+			}
+			err = read_text(errpath, 4096);
+			if (!mounted) {
+				if (!WIFEXITED(status) || WEXITSTATUS(status) != 1 ||
+				    (!strstr(err, "out of memory") &&
+				     !strstr(err, "Cannot allocate memory")) ||
+				    !strstr(err, m->dir))
+					fail_msg("%s: status %#x, stderr: %s", spec, status, err);
+				assert_false(mnt_mounted(m->mnt));
+				refused++;
+			}
+			free(err);
+		}
+	}
+	unsetenv("SNAPFS_TEST_FAILALLOC");
+	/* Most allocations are needed; a few (read_ahead_kb, the watch of
+	 * the mount's flags) only warn; past the last, all serve. */
+	assert_true(refused > total);
+	assert_true(served >= 2);
+
+	mnt_start(m);
+	assert_int_equal(get_file(P(m, "f"), back, OOM_FILE), OOM_FILE);
+	assert_memory_equal(back, data, OOM_FILE);
+	mnt_stop(m);
+	assert_int_equal(fsck_status(m), 0);
+	free(data);
+	free(back);
+	assert_int_equal(tu_rmtree(m->dir), 0);
+	free(m);
+}
+
+/* How many entries the listing of dir has (with . and ..), or with name
+ * not NULL, how many of that name. */
+static int dir_names(const char *dir, const char *name)
+{
+	DIR *d = opendir(dir);
+	assert_non_null(d);
+	int n = 0;
+	struct dirent *de;
+	while ((de = readdir(d)))
+		n += !name || !strcmp(de->d_name, name);
+	closedir(d);
+	return n;
+}
+
+/* Send sig to the daemon and wait (at most 2 s) until open of path fails
+ * with ENOMEM (fail) or works (!fail). */
+static void oom_switch(struct mnt *m, int sig, const char *path, bool fail)
+{
+	assert_int_equal(kill(m->pid, sig), 0);
+	for (int i = 0; i < 200; i++) {
+		int fd = open(path, O_RDONLY);
+		if (fd >= 0)
+			close(fd);
+		if (fail ? fd < 0 && errno == ENOMEM : fd >= 0)
+			return;
+		usleep(10000);
+	}
+	fail_msg("%s: the daemon did not %s failing allocations", path, fail ? "start" : "stop");
+}
+
+/* A call made while allocations fail: it works, or fails with ENOMEM (or
+ * EIO: the store could not recover from a failed commit, and takes
+ * changes again once it can, see test-store-oom).  True if it worked. */
+static bool oom_call(const char *what, int r, bool eio_ok)
+{
+	if (r >= 0)
+		return true;
+	if (errno != ENOMEM && !(eio_ok && errno == EIO))
+		fail_msg("%s while out of memory: %s", what, strerror(errno));
+	return false;
+}
+
+/*
+ * Every allocation of the daemon's own (not libfuse's or SQLite's) on the
+ * threads serving requests fails for a while, on a mount that splices
+ * reads (opts NULL) or copies them.  Each call must fail with ENOMEM or
+ * work, the calls that add a name must add nothing when they fail, the
+ * daemon must not crash or leak, and afterwards everything committed
+ * before is intact and the store takes changes again.
+ */
+static void daemon_out_of_memory(const char *opts)
+{
+	struct mnt *m = mnt_new();
+	char *data = malloc(OOM_FILE), *back = malloc(OOM_FILE);
+	random_bytes(data, OOM_FILE, 12);
+	setenv("SNAPFS_TEST_FAILALLOC", "signal", 1);
+	mnt_start_prog(m, "tests/snapfs-hooked", opts);
+	unsetenv("SNAPFS_TEST_FAILALLOC");
+	assert_int_equal(mkdir(P(m, "d"), 0755), 0);
+	for (int i = 0; i < 40; i++)
+		put_file(P(m, "d/e%02d", i), "e", 1);
+	put_file(P(m, "f"), data, OOM_FILE);
+	assert_int_equal(setxattr(P(m, "f"), "user.k", "v", 1, 0), 0);
+	int fd = open(P(m, "f"), O_RDWR);
+	assert_true(fd >= 0);
+	assert_int_equal(fsync(fd), 0);
+	assert_int_equal(posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED), 0);
+
+	oom_switch(m, SIGUSR1, P(m, "f"), true);
+	/* Each of these needs memory of the daemon's own on the way. */
+	DIR *dir = opendir(P(m, "d"));
+	assert_non_null(dir);
+	errno = 0;
+	assert_null(readdir(dir));
+	assert_int_equal(errno, ENOMEM);
+	closedir(dir);
+	char v[16];
+	assert_int_equal(getxattr(P(m, "f"), "user.k", v, sizeof(v)), -1);
+	assert_int_equal(errno, ENOMEM);
+	assert_int_equal(listxattr(P(m, "f"), v, sizeof(v)), -1);
+	assert_int_equal(errno, ENOMEM);
+	assert_int_equal(open(P(m, "g"), O_WRONLY | O_CREAT | O_EXCL, 0644), -1);
+	assert_int_equal(errno, ENOMEM);
+	assert_int_equal(mkdir(P(m, "h"), 0755), -1);
+	assert_int_equal(errno, ENOMEM);
+	assert_int_equal(symlink("f", P(m, "s")), -1);
+	assert_int_equal(errno, ENOMEM);
+	/* These may get by, or not. */
+	bool read_ok = oom_call("read", (int)pread(fd, back, 65536, 0), false);
+	if (read_ok)
+		assert_memory_equal(back, data, 65536);
+	bool renamed = oom_call("rename", rename(P(m, "d/e01"), P(m, "d/e01b")), true);
+	bool unlinked = oom_call("unlink", unlink(P(m, "d/e02")), true);
+	bool wrote = oom_call("write", (int)pwrite(fd, "x", 1, 5), true);
+	oom_call("fsync", fsync(fd), true);
+	oom_switch(m, SIGUSR2, P(m, "f"), false);
+
+	/* Nothing the failed calls would have added is there (asked of
+	 * the daemon: the kernel keeps the names it found missing). */
+	assert_int_equal(dir_names(P(m, ""), NULL), 2 + 2);
+	assert_int_equal(dir_names(P(m, ""), "f"), 1);
+	assert_int_equal(dir_names(P(m, ""), "d"), 1);
+	/* The rest is as the calls that worked left it. */
+	assert_int_equal(dir_names(P(m, "d"), "e01b"), renamed);
+	assert_int_equal(dir_names(P(m, "d"), "e01"), !renamed);
+	assert_int_equal(dir_names(P(m, "d"), "e02"), !unlinked);
+	assert_int_equal(dir_names(P(m, "d"), NULL), 2 + 40 - unlinked);
+	if (wrote)
+		data[5] = 'x';
+	assert_int_equal(pread(fd, back, OOM_FILE, 0), OOM_FILE);
+	assert_memory_equal(back, data, OOM_FILE);
+	assert_int_equal(getxattr(P(m, "f"), "user.k", v, sizeof(v)), 1);
+	/* It takes changes again. */
+	assert_int_equal(pwrite(fd, "y", 1, 6), 1);
+	data[6] = 'y';
+	/* A write that failed in the window may be told again at close,
+	 * as the store dropped what the file had not committed then. */
+	if (close(fd) != 0 && (wrote || (errno != ENOMEM && errno != EIO)))
+		fail_msg("close after the window: %s", strerror(errno));
+	assert_int_equal(mkdir(P(m, "h"), 0755), 0);
+	put_file(P(m, "g"), "g", 1);
+	mnt_stop(m);
+
+	mnt_start(m);
+	assert_int_equal(get_file(P(m, "f"), back, OOM_FILE), OOM_FILE);
+	assert_memory_equal(back, data, OOM_FILE);
+	assert_int_equal(get_file(P(m, "g"), v, sizeof(v)), 1);
+	mnt_stop(m);
+	assert_int_equal(fsck_status(m), 0);
+	free(data);
+	free(back);
+	assert_int_equal(tu_rmtree(m->dir), 0);
+	free(m);
+}
+
+static void test_fs_daemon_out_of_memory(void **state)
+{
+	(void)state;
+	daemon_out_of_memory(NULL);
+	daemon_out_of_memory("nosplice");
+}
+
 int main(void)
 {
 	tu_require_fuse();
@@ -1615,6 +1876,8 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_fs_slow_reads_side_by_side,
 						setup_map_pause, teardown),
+		cmocka_unit_test(test_fs_daemon_start_out_of_memory),
+		cmocka_unit_test(test_fs_daemon_out_of_memory),
 	};
 	return cmocka_run_group_tests_name("fs", tests, NULL, NULL);
 }
