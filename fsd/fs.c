@@ -87,10 +87,9 @@ static double fs_timeout(const struct fs *fs, const struct store_attr *a)
 
 /*
  * Reply with an entry for a, counting the kernel's new lookup first (a
- * forget can only come after the reply, never before the count).
+ * forget can only come after the reply, never before the count); spare:
+ * as for fs_inode_lookup.
  */
-/* Reply with a's entry, counting the kernel's lookup (spare: as for
- * fs_inode_lookup). */
 static void fs_reply_entry(fuse_req_t req, const struct store_attr *a, struct fs_inode **spare)
 {
 	struct fs *fs = fs_of(req);

@@ -1624,6 +1624,24 @@ static int fsck_status(struct mnt *m)
 
 #define OOM_FILE (256u << 10)
 
+/* The end of a test: m's store, mounted by the plain daemon, holds f as
+ * data (back: room for it) and, unless NULL, the one-byte file one_byte;
+ * fsck then finds it clean.  Frees m, data and back. */
+static void oom_finish(struct mnt *m, char *data, char *back, const char *one_byte)
+{
+	mnt_start(m);
+	assert_int_equal(get_file(P(m, "f"), back, OOM_FILE), OOM_FILE);
+	assert_memory_equal(back, data, OOM_FILE);
+	if (one_byte)
+		assert_int_equal(get_file(P(m, "%s", one_byte), back, OOM_FILE), 1);
+	mnt_stop(m);
+	assert_int_equal(fsck_status(m), 0);
+	free(data);
+	free(back);
+	assert_int_equal(tu_rmtree(m->dir), 0);
+	free(m);
+}
+
 /*
  * Each of the daemon's own allocations before it serves requests fails in
  * turn, alone and with every one after it.  The daemon must either end
@@ -1687,15 +1705,7 @@ static void test_fs_daemon_start_out_of_memory(void **state)
 	assert_true(refused > total);
 	assert_true(served >= 2);
 
-	mnt_start(m);
-	assert_int_equal(get_file(P(m, "f"), back, OOM_FILE), OOM_FILE);
-	assert_memory_equal(back, data, OOM_FILE);
-	mnt_stop(m);
-	assert_int_equal(fsck_status(m), 0);
-	free(data);
-	free(back);
-	assert_int_equal(tu_rmtree(m->dir), 0);
-	free(m);
+	oom_finish(m, data, back, NULL);
 }
 
 /* How many entries the listing of dir has (with . and ..), or with name
@@ -1821,16 +1831,7 @@ static void daemon_out_of_memory(const char *opts)
 	put_file(P(m, "g"), "g", 1);
 	mnt_stop(m);
 
-	mnt_start(m);
-	assert_int_equal(get_file(P(m, "f"), back, OOM_FILE), OOM_FILE);
-	assert_memory_equal(back, data, OOM_FILE);
-	assert_int_equal(get_file(P(m, "g"), v, sizeof(v)), 1);
-	mnt_stop(m);
-	assert_int_equal(fsck_status(m), 0);
-	free(data);
-	free(back);
-	assert_int_equal(tu_rmtree(m->dir), 0);
-	free(m);
+	oom_finish(m, data, back, "g");
 }
 
 static void test_fs_daemon_out_of_memory(void **state)
