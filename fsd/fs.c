@@ -788,10 +788,9 @@ static void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mo
 	free(spare);
 	if (r < 0)
 		return (void)fuse_reply_err(req, -r);
-	if (fs_inode_lookup(&fs->inodes, a.ino, 1, NULL) < 0) {
-		fs_release_file(fs, a.ino, fi->fh);
-		return (void)fuse_reply_err(req, ENOMEM);
-	}
+	/* Cannot fail: the handle's count keeps the entry, which the
+	 * lookup only adds to. */
+	fs_inode_lookup(&fs->inodes, a.ino, 1, NULL);
 	struct fuse_entry_param e = { .ino = a.ino, .generation = 1 };
 	fs_attr_to_stat(&a, &e.attr);
 	e.attr_timeout = e.entry_timeout = fs_timeout(fs, &a);

@@ -16,8 +16,7 @@
  *   signal     after SIGUSR1, every allocation fails on each thread but
  *              the store's helpers (its pack writer, hashing, commit and
  *              index loading threads, whose failures test-store-oom
- *              covers); SIGUSR2
- *              ends that
+ *              covers); SIGUSR2 ends that
  * The daemon's own main is compiled as snapfs_main.
  */
 #include <inttypes.h>
