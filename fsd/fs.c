@@ -612,17 +612,14 @@ static bool fs_open_writes(int flags)
 	return (flags & O_ACCMODE) != O_RDONLY;
 }
 
-/* Shared by open and create: count the handle h (a new one, which this
- * frees on failure) and choose caching.  spare: as for fs_inode_open. */
+/* Shared by open and create, once the store counts the open (which this
+ * releases on failure): count the handle h (a new one, which this frees
+ * on failure) and choose caching.  spare: as for fs_inode_open. */
 static int fs_open_file(struct fs *fs, const struct store_attr *a, struct fuse_file_info *fi,
 			struct fs_handle *h, struct fs_inode **spare)
 {
 	bool writer = fs_open_writes(fi->flags);
-	int r = store_file_open(fs->store, a->ino);
-	if (r < 0) {
-		free(h);
-		return r;
-	}
+	int r;
 	h->writer = writer;
 	/* A writer counts before a seal may look (see fs->seal_lock), and
 	 * finds the file sealed if a seal came first. */
@@ -744,7 +741,11 @@ static void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	 * the truncation and the open. */
 	if (r == 0) {
 		struct fs_handle *h = calloc(1, sizeof(*h));
-		r = h ? fs_open_file(fs, &a, fi, h, NULL) : -ENOMEM;
+		r = h ? store_file_open(fs->store, ino) : -ENOMEM;
+		if (r == 0)
+			r = fs_open_file(fs, &a, fi, h, NULL);
+		else
+			free(h);
 	}
 	if (r == 0 && (fi->flags & O_TRUNC)) {
 		r = fs_open_truncate(req, fs, ino, &a);
@@ -777,8 +778,7 @@ static void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mo
 		free(spare);
 		return (void)fuse_reply_err(req, ENOMEM);
 	}
-	int r = store_mknod(fs->store, parent, name, S_IFREG | (mode & 07777), 0, c->uid, c->gid,
-			    &a);
+	int r = store_create(fs->store, parent, name, mode, c->uid, c->gid, &a);
 	if (r < 0) {
 		free(h);
 		free(spare);

@@ -377,6 +377,12 @@ int store_statfs(struct store *st, struct store_statfs *out);
 int store_file_open(struct store *st, uint64_t ino);
 int store_file_release(struct store *st, uint64_t ino);
 
+/* store_mknod of a regular file (out must not be NULL) and its
+ * store_file_open in one: either the file is created and open, or,
+ * -ENOMEM included, nothing was created. */
+int store_create(struct store *st, uint64_t parent, const char *name, uint32_t mode,
+		 uint32_t uid, uint32_t gid, struct store_attr *out);
+
 /* Write len bytes at off (extending the file as needed).  Whole pages are
  * hashed and deduplicated; partial pages are read, patched and rehashed.
  * Returns len or -errno (-EFBIG beyond 2^50 bytes). */

@@ -344,28 +344,46 @@ struct sinode *sinode_find(struct store *st, uint64_t ino)
 	return NULL;
 }
 
-static int itab_insert(struct store *st, struct sinode *si)
+/* Make the table of cached inodes room for one more at one per slot, or
+ * leave it as it is and return -ENOMEM (mem_lock held). */
+static int itab_grow(struct store *st)
 {
-	if (st->ninodes + 1 > st->itab_cap) {
-		size_t cap = st->itab_cap ? 2 * st->itab_cap : 64;
-		struct sinode **t = calloc(cap, sizeof(*t));
-		if (!t)
-			return -ENOMEM;
-		for (size_t i = 0; i < st->itab_cap; i++)
-			for (struct sinode *s = st->itab[i], *next; s; s = next) {
-				next = s->next;
-				size_t j = islot(s->ino, cap);
-				s->next = t[j];
-				t[j] = s;
-			}
-		free(st->itab);
-		st->itab = t;
-		st->itab_cap = cap;
-	}
+	if (st->ninodes + 1 <= st->itab_cap)
+		return 0;
+	size_t cap = st->itab_cap ? 2 * st->itab_cap : 64;
+	struct sinode **t = calloc(cap, sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	for (size_t i = 0; i < st->itab_cap; i++)
+		for (struct sinode *s = st->itab[i], *next; s; s = next) {
+			next = s->next;
+			size_t j = islot(s->ino, cap);
+			s->next = t[j];
+			t[j] = s;
+		}
+	free(st->itab);
+	st->itab = t;
+	st->itab_cap = cap;
+	return 0;
+}
+
+/* Add si to the table, which exists (mem_lock held). */
+static void itab_link(struct store *st, struct sinode *si)
+{
 	size_t j = islot(si->ino, st->itab_cap);
 	si->next = st->itab[j];
 	st->itab[j] = si;
 	st->ninodes++;
+}
+
+/* Add si to the table: fails only while there is no table at all, as
+ * without memory to grow it the chains grow longer instead (mem_lock
+ * held). */
+static int itab_insert(struct store *st, struct sinode *si)
+{
+	if (itab_grow(st) && !st->itab_cap)
+		return -ENOMEM;
+	itab_link(st, si);
 	return 0;
 }
 
@@ -683,6 +701,50 @@ int sinode_get(struct store *st, uint64_t ino, struct sinode **out)
 	pthread_mutex_unlock(&st->mem_lock);
 	*out = si;
 	return r;
+}
+
+struct sinode *sinode_new(struct store *st)
+{
+	struct sinode *si = calloc(1, sizeof(*si));
+	if (!si)
+		return NULL;
+	pthread_mutex_init(&si->wlock, NULL);
+	pthread_mutex_lock(&st->mem_lock);
+	int r = st->itab_cap ? 0 : itab_grow(st);
+	pthread_mutex_unlock(&st->mem_lock);
+	if (r) {
+		sinode_free(st, si);
+		return NULL;
+	}
+	return si;
+}
+
+void sinode_open_new(struct store *st, struct sinode *si, const struct store_attr *a)
+{
+	pthread_mutex_lock(&st->mem_lock);
+	struct sinode *have = sinode_find(st, a->ino);
+	if (have) {
+		have->opens++;
+		sinode_free(st, si);
+	} else {
+		si->ino = a->ino;
+		si->flags = a->flags;
+		si->size = a->size;
+		si->pages = a->pages;
+		si->mtime_ns = store_ns_of(a->mtime);
+		si->ctime_ns = store_ns_of(a->ctime);
+		si->opens = 1;
+		/* The table exists (sinode_new); without the memory to grow
+		 * it, its chains grow longer. */
+		(void)itab_grow(st);
+		itab_link(st, si);
+	}
+	pthread_mutex_unlock(&st->mem_lock);
+}
+
+void sinode_new_free(struct store *st, struct sinode *si)
+{
+	sinode_free(st, si);
 }
 
 /* Forget the chunks si has read, to be read again when needed (mem_lock

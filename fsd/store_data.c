@@ -563,6 +563,20 @@ int store_file_open(struct store *st, uint64_t ino)
 	return 0;
 }
 
+int store_create(struct store *st, uint64_t parent, const char *name, uint32_t mode,
+		 uint32_t uid, uint32_t gid, struct store_attr *out)
+{
+	struct sinode *si = sinode_new(st);
+	if (!si)
+		return -ENOMEM;
+	int r = store_mknod(st, parent, name, S_IFREG | (mode & 07777), 0, uid, gid, out);
+	if (r)
+		sinode_new_free(st, si);
+	else
+		sinode_open_new(st, si, out);
+	return r;
+}
+
 int store_file_release(struct store *st, uint64_t ino)
 {
 	STORE_TEST_HOOK("release", st, ino);

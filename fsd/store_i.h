@@ -343,6 +343,15 @@ void store_known_stop(struct store *st);
 int store_known_wait(struct store *st, struct err *e);
 /* Find or load the cached inode, pinned (users++).  mem_lock NOT held. */
 int sinode_get(struct store *st, uint64_t ino, struct sinode **out);
+/* The memory of a cached inode, taken before a file is created so that
+ * its first open cannot fail after it (NULL if out of memory); then
+ * sinode_open_new, or sinode_new_free if the file was not created.
+ * mem_lock NOT held for any of the three. */
+struct sinode *sinode_new(struct store *st);
+/* Cache si as the new file a describes, empty, with one open; should
+ * its number be cached already, that one counts the open instead. */
+void sinode_open_new(struct store *st, struct sinode *si, const struct store_attr *a);
+void sinode_new_free(struct store *st, struct sinode *si);
 void sinode_put(struct store *st, struct sinode *si);
 /* Cached inode or NULL; mem_lock held. */
 struct sinode *sinode_find(struct store *st, uint64_t ino);

@@ -16,7 +16,11 @@
  *   signal     after SIGUSR1, every allocation fails on each thread but
  *              the store's helpers (its pack writer, hashing, commit and
  *              index loading threads, whose failures test-store-oom
- *              covers); SIGUSR2 ends that
+ *              covers); SIGUSR2 ends that.  A SIGUSR1 sent by sigqueue
+ *              with a value N > 0 makes only the Nth of those allocations
+ *              fail, and the daemon says on stderr "snapfs-hooked: armed"
+ *              once it counts, and at the SIGUSR2 "snapfs-hooked: C
+ *              allocations, F failed"
  * The daemon's own main is compiled as snapfs_main.
  */
 #include <inttypes.h>
@@ -28,6 +32,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <time.h>
+#include <unistd.h>
 
 #define STORE_TEST_HOOKS	/* as the store library this links with */
 #include "store_i.h"
@@ -75,12 +80,47 @@ static bool not_store_helper(void)
 	       strcmp(name, "snapfs-commit") && strcmp(name, "snapfs-index");
 }
 
-static void fail_signal(int sig)
+static volatile sig_atomic_t fail_one;	/* the last SIGUSR1 armed one */
+
+/* Write s to stderr (async-signal-safe). */
+static void say(const char *s)
 {
-	if (sig == SIGUSR1)
-		failalloc_arm(1, true);
-	else
-		failalloc_disarm();
+	if (write(STDERR_FILENO, s, strlen(s)) < 0)
+		return;	/* nowhere to tell */
+}
+
+/* v in decimal at p (async-signal-safe); returns the end. */
+static char *put_u64(char *p, uint64_t v)
+{
+	char d[20];
+	int n = 0;
+	do
+		d[n++] = (char)('0' + v % 10);
+	while (v /= 10);
+	while (n)
+		*p++ = d[--n];
+	return p;
+}
+
+static void fail_signal(int sig, siginfo_t *si, void *uc)
+{
+	(void)uc;
+	if (sig == SIGUSR1) {
+		int at = si->si_code == SI_QUEUE ? si->si_value.sival_int : 0;
+		fail_one = at > 0;
+		failalloc_arm(at > 0 ? (uint64_t)at : 1, at <= 0);
+		if (at > 0)
+			say("snapfs-hooked: armed\n");
+		return;
+	}
+	uint64_t failed = failalloc_failed();
+	uint64_t counted = failalloc_disarm();
+	if (!fail_one)
+		return;
+	char line[96], *p = stpcpy(line, "snapfs-hooked: ");
+	p = stpcpy(put_u64(p, counted), " allocations, ");
+	p = stpcpy(put_u64(p, failed), " failed\n");
+	say(line);
 }
 
 /* Set up what SNAPFS_TEST_FAILALLOC says: 0, or -1 if it makes no sense. */
@@ -90,7 +130,7 @@ static int failalloc_setup(const char *spec)
 	char plus[2] = "";
 	if (!strcmp(spec, "signal")) {
 		failalloc_filter(not_store_helper);
-		struct sigaction sa = { .sa_handler = fail_signal };
+		struct sigaction sa = { .sa_sigaction = fail_signal, .sa_flags = SA_SIGINFO };
 		sigemptyset(&sa.sa_mask);
 		sigaction(SIGUSR1, &sa, NULL);
 		sigaction(SIGUSR2, &sa, NULL);

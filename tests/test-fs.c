@@ -9,9 +9,10 @@
  * cleared by unprivileged writes, file handles valid across mounts,
  * missing names cached by the kernel, access times, a seal against a
  * truncate(2) in flight, with the daemon built to pause in that gap,
- * allocations of the daemon that fail as it starts and as it serves), and
- * unmounts; the daemon must then exit with status 0.  Shell-level tests
- * with real tools are in tests/e2e/.
+ * allocations of the daemon that fail as it starts and as it serves, and
+ * each one of a call that adds a name), and unmounts; the daemon must
+ * then exit with status 0.  Shell-level tests with real tools are in
+ * tests/e2e/.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -1841,6 +1842,119 @@ static void test_fs_daemon_out_of_memory(void **state)
 	daemon_out_of_memory("nosplice");
 }
 
+/* Wait (at most 2 s) until the file at path holds n lines with needle;
+ * the nth goes to line (size bytes). */
+static void wait_line(const char *path, const char *needle, int n, char *line, size_t size)
+{
+	for (int i = 0; i < 200; i++) {
+		FILE *f = fopen(path, "re");
+		int seen = 0;
+		while (f && fgets(line, (int)size, f))
+			if (strstr(line, needle) && ++seen == n)
+				break;
+		if (f)
+			fclose(f);
+		if (seen == n)
+			return;
+		usleep(10000);
+	}
+	fail_msg("%s: no line %d with \"%s\"", path, n, needle);
+}
+
+/* The calls that add a name, each making name in m's root (0, or -1
+ * and errno); link and symlink point at the file f. */
+static int add_file(struct mnt *m, const char *name)
+{
+	int fd = open(P(m, "%s", name), O_WRONLY | O_CREAT | O_EXCL, 0644);
+	return fd < 0 ? -1 : close(fd);
+}
+
+static int add_dir(struct mnt *m, const char *name)
+{
+	return mkdir(P(m, "%s", name), 0755);
+}
+
+static int add_fifo(struct mnt *m, const char *name)
+{
+	return mknod(P(m, "%s", name), S_IFIFO | 0644, 0);
+}
+
+static int add_symlink(struct mnt *m, const char *name)
+{
+	return symlink("f", P(m, "%s", name));
+}
+
+static int add_link(struct mnt *m, const char *name)
+{
+	return link(P(m, "f"), P(m, "%s", name));
+}
+
+/*
+ * Each allocation of the daemon's own that a call adding a name makes
+ * (open with O_CREAT, mkdir, mknod, symlink, link) fails in turn, alone.
+ * The call must then work, or fail with ENOMEM and leave no name behind;
+ * past its last allocation it works.  The store stays clean.
+ */
+static void test_fs_add_name_out_of_memory(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *what;
+		int (*add)(struct mnt *m, const char *name);
+	} calls[] = {
+		{ "create", add_file },	  { "mkdir", add_dir },	  { "mknod", add_fifo },
+		{ "symlink", add_symlink }, { "link", add_link },
+	};
+	struct mnt *m = mnt_new();
+	char *data = malloc(OOM_FILE), *back = malloc(OOM_FILE);
+	random_bytes(data, OOM_FILE, 13);
+	char errpath[PATH_MAX + 16], line[256];
+	snprintf(errpath, sizeof(errpath), "%s/stderr", m->dir);
+	setenv("SNAPFS_TEST_FAILALLOC", "signal", 1);
+	int status;
+	assert_true(mnt_spawn(m, "tests/snapfs-hooked", NULL, errpath, &status));
+	unsetenv("SNAPFS_TEST_FAILALLOC");
+	put_file(P(m, "f"), data, OOM_FILE);
+
+	int round = 0, added = 0;
+	for (size_t c = 0; c < sizeof(calls) / sizeof(calls[0]); c++) {
+		int refused = 0;
+		for (int at = 1;; at++) {
+			char name[64];
+			snprintf(name, sizeof(name), "%s-%d", calls[c].what, at);
+			round++;
+			assert_int_equal(sigqueue(m->pid, SIGUSR1, (union sigval){ .sival_int = at }), 0);
+			wait_line(errpath, "snapfs-hooked: armed", round, line, sizeof(line));
+			int r = calls[c].add(m, name);
+			int e = errno;
+			assert_int_equal(kill(m->pid, SIGUSR2), 0);
+			wait_line(errpath, " allocations, ", round, line, sizeof(line));
+			unsigned long long counted, failed;
+			assert_int_equal(sscanf(line, "snapfs-hooked: %llu allocations, %llu failed",
+						&counted, &failed), 2);
+			if (r != 0 && e != ENOMEM)
+				fail_msg("%s with allocation %d failing: %s", name, at, strerror(e));
+			/* Asked of the daemon: the kernel keeps missing names. */
+			if (dir_names(P(m, ""), name) != (r == 0))
+				fail_msg("%s %s, and its name is %s", name,
+					 r == 0 ? "worked" : "failed", r == 0 ? "missing" : "there");
+			added += r == 0;
+			refused += r != 0;
+			if (!failed) {
+				assert_int_equal(r, 0);
+				break;
+			}
+			assert_true(at < 200);
+		}
+		/* The first allocation is always needed. */
+		if (!refused)
+			fail_msg("%s never failed", calls[c].what);
+	}
+	assert_int_equal(dir_names(P(m, ""), NULL), 2 + 1 + added);
+	mnt_stop(m);
+	oom_finish(m, data, back, NULL);
+}
+
 int main(void)
 {
 	tu_require_fuse();
@@ -1879,6 +1993,7 @@ int main(void)
 						setup_map_pause, teardown),
 		cmocka_unit_test(test_fs_daemon_start_out_of_memory),
 		cmocka_unit_test(test_fs_daemon_out_of_memory),
+		cmocka_unit_test(test_fs_add_name_out_of_memory),
 	};
 	return cmocka_run_group_tests_name("fs", tests, NULL, NULL);
 }
