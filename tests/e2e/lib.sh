@@ -107,7 +107,9 @@ is_mounted() {
 }
 
 fs_mount() {	# fs_mount [SNAPFS OPTIONS...]: serve $STORE at $MNT in the foreground, in the background
-	"$SNAPFS" "$STORE" "$MNT" -f "$@" >>"$T/daemon.log" 2>&1 &
+	# The daemon gets SIGTERM, and unmounts, should this script die
+	# without its EXIT trap (SIGKILL).
+	setpriv --pdeathsig TERM "$SNAPFS" "$STORE" "$MNT" -f "$@" >>"$T/daemon.log" 2>&1 &
 	DPID=$!
 	i=0
 	while ! is_mounted; do
