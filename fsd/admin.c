@@ -189,14 +189,14 @@ static int admin_gc(const char *dir)
 		 * perhaps a daemon still closing, which is waited for. */
 		struct mountinfo_ent *ent = malloc(sizeof(*ent));
 		int m = ent ? admin_find_mount(dir, ent) : -ENOMEM;
-		if (!m)
+		if (m > 0)
 			r = admin_gc_mounted(dir, ent);
 		free(ent);
-		if (!m)
+		if (m > 0)
 			return r;
-		if (m != -ENOENT) {
+		if (m < 0) {
 			fprintf(stderr, "snapfs-admin: gc %s: the store is busy, and the mount table "
-				"cannot be read: %s\n", dir, strerror(-m));
+				"(/proc/self/mountinfo) cannot be read: %s\n", dir, strerror(-m));
 			return 2;
 		}
 		r = admin_open(dir, STORE_LOCK_WAIT, &st);
@@ -306,7 +306,7 @@ static const char *admin_store_arg(const char *arg, char buf[PATH_MAX])
 {
 	char abs[PATH_MAX];
 	struct mountinfo_ent ent;
-	if (!realpath(arg, abs) || mountinfo_find(mountinfo_fuse_at, abs, &ent) < 0 ||
+	if (!realpath(arg, abs) || mountinfo_find(mountinfo_fuse_at, abs, &ent) <= 0 ||
 	    !mountinfo_is_snapfs(&ent))
 		return arg;	/* not a mount point, or some other FUSE filesystem */
 	snprintf(buf, PATH_MAX, "%s", ent.source);

@@ -159,14 +159,15 @@ int fs_mount_add_options(struct fuse_args *args, const char *store, unsigned rea
 	return r ? -ENOMEM : 0;
 }
 
-/* The mountinfo line of the FUSE mount at mountpoint, malloc'ed in *out. */
+/* The mountinfo line of the FUSE mount at mountpoint, malloc'ed in *out:
+ * as mountinfo_find, 1 if there is one. */
 static int fs_mount_find(const char *mountpoint, struct mountinfo_ent **out)
 {
 	*out = malloc(sizeof(**out));
 	if (!*out)
 		return -ENOMEM;
 	int r = mountinfo_find(mountinfo_fuse_at, mountpoint, *out);
-	if (r) {
+	if (r <= 0) {
 		free(*out);
 		*out = NULL;
 	}
@@ -177,8 +178,8 @@ int fs_mount_set_readahead(const char *mountpoint, unsigned kb)
 {
 	struct mountinfo_ent *ent;
 	int r = fs_mount_find(mountpoint, &ent);
-	if (r)
-		return r;
+	if (r <= 0)
+		return r ? r : -ENOENT;
 	char path[128];
 	snprintf(path, sizeof(path), "/sys/class/bdi/%u:%u/read_ahead_kb", ent->maj, ent->min);
 	free(ent);
@@ -213,8 +214,8 @@ static int fs_mount_atime(const char *mountpoint, enum fs_atime *atime, bool *di
 {
 	struct mountinfo_ent *ent;
 	int r = fs_mount_find(mountpoint, &ent);
-	if (r)
-		return r;
+	if (r <= 0)
+		return r ? r : -ENOENT;
 	if (fs_mount_has_opt(ent->opts, "noatime") || fs_mount_has_opt(ent->opts, "ro"))
 		*atime = FS_ATIME_NONE;
 	else if (fs_mount_has_opt(ent->opts, "relatime"))
@@ -270,10 +271,11 @@ int fs_mount_remount(const char *store, const char *mountpoint, const char *opts
 		return err_set(e, -errno, "remount: mount point %s: %s", mountpoint, strerror(errno));
 	struct mountinfo_ent *ent;
 	int r = fs_mount_find(mnt, &ent);
-	if (r == -ENOENT || (r == 0 && !mountinfo_is_snapfs(ent)))
+	if (r == 0 || (r > 0 && !mountinfo_is_snapfs(ent)))
 		r = err_set(e, -EINVAL, "remount: %s is not a snapfs mount point", mountpoint);
 	else if (r < 0)
-		err_set(e, r, "remount: cannot read the mount table: %s", strerror(-r));
+		err_set(e, r, "remount: cannot read the mount table (/proc/self/mountinfo): %s",
+			strerror(-r));
 	else if (strcmp(ent->source, store))
 		r = err_set(e, -EINVAL, "remount: %s mounts the store %s, not %s", mountpoint,
 			    ent->source, store);

@@ -179,16 +179,16 @@ static int snapfs_check_covered(const char *mountpoint)
 	}
 	struct mountinfo_ent *ent = malloc(sizeof(*ent));
 	int r = ent ? mountinfo_find(mountinfo_at, abs, ent) : -ENOMEM;
-	if (r < 0 && r != -ENOENT) {
-		fprintf(stderr, "snapfs: mount point %s: cannot read the mount table: %s\n",
-			mountpoint, strerror(-r));
+	if (r < 0) {
+		fprintf(stderr, "snapfs: mount point %s: cannot read the mount table"
+			" (/proc/self/mountinfo): %s\n", mountpoint, strerror(-r));
 		free(ent);
 		return -1;
 	}
-	bool stacked = r == 0 && !strncmp(ent->fstype, "fuse", 4) && mountinfo_is_snapfs(ent);
+	bool stacked = r > 0 && !strncmp(ent->fstype, "fuse", 4) && mountinfo_is_snapfs(ent);
 	/* An automount point (x-systemd.automount in fstab) is where this
 	 * very mount is awaited: a look inside would wait for it. */
-	bool automount = r == 0 && !strcmp(ent->fstype, "autofs");
+	bool automount = r > 0 && !strcmp(ent->fstype, "autofs");
 	if (stacked)
 		fprintf(stderr, "snapfs: mount point %s has store %s mounted already: "
 			"unmount it first\n", mountpoint, ent->source);
@@ -401,14 +401,14 @@ int main(int argc, char *argv[])
 	 * store's lock (which a daemon just unmounted does let go of). */
 	struct mountinfo_ent *ent = malloc(sizeof(*ent));
 	r = ent ? mountinfo_find(mountinfo_fuse_of, store_path, ent) : -ENOMEM;
-	if (r == 0)
+	if (r > 0)
 		fprintf(stderr, "snapfs: store %s is already mounted at %s; a store is served by "
 			"one daemon: use that mount, or unmount it first\n", store_path, ent->mnt);
-	else if (r != -ENOENT)
-		fprintf(stderr, "snapfs: store %s: cannot read the mount table: %s\n", store_path,
-			strerror(-r));
+	else if (r < 0)
+		fprintf(stderr, "snapfs: store %s: cannot read the mount table"
+			" (/proc/self/mountinfo): %s\n", store_path, strerror(-r));
 	free(ent);
-	if (r != -ENOENT)
+	if (r != 0)
 		goto out_args;
 	if (fs_mount_add_options(&args, store_path, opts.read_kb) < 0) {
 		fprintf(stderr, "snapfs: store %s: mount options: out of memory\n", store_path);

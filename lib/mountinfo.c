@@ -75,13 +75,13 @@ int mountinfo_find(bool (*match)(const struct mountinfo_ent *ent, const void *ar
 		return -errno;
 	struct mountinfo_ent *e = malloc(sizeof(*e));
 	char *line = malloc(4 * PATH_MAX + 512);
-	int r = -ENOENT;
+	int r = 0;
 	if (!e || !line)
 		r = -ENOMEM;
-	while (r != -ENOMEM && fgets(line, 4 * PATH_MAX + 512, f))
+	while (r >= 0 && fgets(line, 4 * PATH_MAX + 512, f))
 		if (parse(line, e) && match(e, arg)) {
 			*out = *e;	/* the last match is the topmost */
-			r = 0;
+			r = 1;
 		}
 	fclose(f);
 	free(line);

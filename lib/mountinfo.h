@@ -22,8 +22,8 @@ struct mountinfo_ent {
 
 /*
  * The topmost mount (the last one listed) for which match(ent, arg) is
- * true, in *out.  Returns 0, -ENOENT if none matches, or -errno if
- * mountinfo cannot be read.
+ * true, in *out.  Returns 1, 0 if none matches, or -errno if mountinfo
+ * cannot be read (-ENOENT: there is none, as without /proc).
  */
 int mountinfo_find(bool (*match)(const struct mountinfo_ent *ent, const void *arg),
 		   const void *arg, struct mountinfo_ent *out);
