@@ -721,24 +721,18 @@ struct sinode *sinode_new(struct store *st)
 
 void sinode_open_new(struct store *st, struct sinode *si, const struct store_attr *a)
 {
+	si->ino = a->ino;
+	si->flags = a->flags;
+	si->size = a->size;
+	si->pages = a->pages;
+	si->mtime_ns = store_ns_of(a->mtime);
+	si->ctime_ns = store_ns_of(a->ctime);
+	si->opens = 1;
 	pthread_mutex_lock(&st->mem_lock);
-	struct sinode *have = sinode_find(st, a->ino);
-	if (have) {
-		have->opens++;
-		sinode_free(st, si);
-	} else {
-		si->ino = a->ino;
-		si->flags = a->flags;
-		si->size = a->size;
-		si->pages = a->pages;
-		si->mtime_ns = store_ns_of(a->mtime);
-		si->ctime_ns = store_ns_of(a->ctime);
-		si->opens = 1;
-		/* The table exists (sinode_new); without the memory to grow
-		 * it, its chains grow longer. */
-		(void)itab_grow(st);
-		itab_link(st, si);
-	}
+	/* The table exists (sinode_new); without the memory to grow it,
+	 * its chains grow longer. */
+	(void)itab_grow(st);
+	itab_link(st, si);
 	pthread_mutex_unlock(&st->mem_lock);
 }
 

@@ -348,8 +348,8 @@ int sinode_get(struct store *st, uint64_t ino, struct sinode **out);
  * sinode_open_new, or sinode_new_free if the file was not created.
  * mem_lock NOT held for any of the three. */
 struct sinode *sinode_new(struct store *st);
-/* Cache si as the new file a describes, empty, with one open; should
- * its number be cached already, that one counts the open instead. */
+/* Cache si as the new file a describes, empty, with one open (a number
+ * the store never used before, so not cached yet). */
 void sinode_open_new(struct store *st, struct sinode *si, const struct store_attr *a);
 void sinode_new_free(struct store *st, struct sinode *si);
 void sinode_put(struct store *st, struct sinode *si);
