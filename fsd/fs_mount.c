@@ -274,8 +274,8 @@ int fs_mount_remount(const char *store, const char *mountpoint, const char *opts
 	if (r == 0 || (r > 0 && !mountinfo_is_snapfs(ent)))
 		r = err_set(e, -EINVAL, "remount: %s is not a snapfs mount point", mountpoint);
 	else if (r < 0)
-		err_set(e, r, "remount: cannot read the mount table (/proc/self/mountinfo): %s",
-			strerror(-r));
+		err_set(e, r, "remount %s: cannot read the mount table (/proc/self/mountinfo): %s",
+			mountpoint, strerror(-r));
 	else if (strcmp(ent->source, store))
 		r = err_set(e, -EINVAL, "remount: %s mounts the store %s, not %s", mountpoint,
 			    ent->source, store);

@@ -1709,6 +1709,78 @@ static void test_fs_daemon_start_out_of_memory(void **state)
 	oom_finish(m, data, back, NULL);
 }
 
+/* Run tests/snapfs-hooked STORE MOUNTPOINT -o opts for m, with its stderr
+ * in the file errpath, and SNAPFS_TEST_FAILALLOC=fail unless NULL: its
+ * exit status (as waitpid). */
+static int hooked_run(struct mnt *m, const char *opts, const char *fail, const char *errpath)
+{
+	char bin[PATH_MAX];
+	snprintf(bin, sizeof(bin), "%s/tests/snapfs-hooked", getenv("SNAPFS_BUILD_ROOT"));
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		int err = open(errpath, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+		if (err < 0 || dup2(err, STDERR_FILENO) < 0)
+			_exit(127);
+		if (fail)
+			setenv("SNAPFS_TEST_FAILALLOC", fail, 1);
+		execl(bin, "snapfs", m->store, m->mnt, "-o", opts, (char *)NULL);
+		_exit(127);
+	}
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	return status;
+}
+
+static bool mnt_read_only(struct mnt *m)
+{
+	struct statvfs sv;
+	assert_int_equal(statvfs(m->mnt, &sv), 0);
+	return sv.f_flag & ST_RDONLY;
+}
+
+/*
+ * A remount (mount -o remount,ro runs snapfs STORE MOUNTPOINT -o
+ * remount,ro) with each of its own allocations failing in turn: it must
+ * end with status 1 and a message that says it ran out of memory and
+ * names the mount point or the store, leaving the mount as it was; past
+ * its last allocation it remounts.  (Needs root, as mount(8) does.)
+ */
+static void test_fs_remount_out_of_memory(void **state)
+{
+	struct mnt *m = *state;
+	char errpath[PATH_MAX + 16], spec[32];
+	snprintf(errpath, sizeof(errpath), "%s/stderr", m->dir);
+	put_file(P(m, "f"), "f", 1);
+	int refused = 0;
+	for (int at = 1;; at++) {
+		snprintf(spec, sizeof(spec), "start:%d", at);
+		int status = hooked_run(m, "remount,ro", spec, errpath);
+		char *err = read_text(errpath, 4096);
+		bool ro = mnt_read_only(m);
+		if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+			assert_true(ro);
+			free(err);
+			break;
+		}
+		if (!WIFEXITED(status) || WEXITSTATUS(status) != 1 ||
+		    (!strstr(err, "out of memory") && !strstr(err, "Cannot allocate memory")) ||
+		    (!strstr(err, m->mnt) && !strstr(err, m->store)) || ro)
+			fail_msg("%s: status %#x, %s, stderr: %s", spec, status,
+				 ro ? "read-only" : "writable", err);
+		free(err);
+		refused++;
+		assert_true(at < 100);
+	}
+	assert_true(refused > 0);
+	assert_int_equal(hooked_run(m, "remount,rw", NULL, errpath), 0);
+	assert_false(mnt_read_only(m));
+	put_file(P(m, "g"), "g", 1);
+	char back[2];
+	assert_int_equal(get_file(P(m, "f"), back, sizeof(back)), 1);
+	assert_int_equal(back[0], 'f');
+}
+
 /* How many entries the listing of dir has (with . and ..), or with name
  * not NULL, how many of that name. */
 static int dir_names(const char *dir, const char *name)
@@ -1992,6 +2064,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_fs_slow_reads_side_by_side,
 						setup_map_pause, teardown),
 		cmocka_unit_test(test_fs_daemon_start_out_of_memory),
+		cmocka_unit_test_setup_teardown(test_fs_remount_out_of_memory, setup, teardown),
 		cmocka_unit_test(test_fs_daemon_out_of_memory),
 		cmocka_unit_test(test_fs_add_name_out_of_memory),
 	};
