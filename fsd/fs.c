@@ -612,29 +612,43 @@ static bool fs_open_writes(int flags)
 	return (flags & O_ACCMODE) != O_RDONLY;
 }
 
+/* Keep seals out (see fs->seal_lock) until fs_seal_let_in. */
+static void fs_seal_keep_out(struct fs *fs)
+{
+	if (pthread_rwlock_tryrdlock(&fs->seal_lock)) {
+		fs_loop_blocking();	/* a seal runs */
+		pthread_rwlock_rdlock(&fs->seal_lock);
+	}
+}
+
+static void fs_seal_let_in(struct fs *fs)
+{
+	pthread_rwlock_unlock(&fs->seal_lock);
+}
+
 /* Shared by open and create, once the store counts the open (which this
  * releases on failure): count the handle h (a new one, which this frees
- * on failure) and choose caching.  spare: as for fs_inode_open. */
+ * on failure) and choose caching.  spare: as for fs_inode_open.
+ * seals_out: the caller keeps seals out already. */
 static int fs_open_file(struct fs *fs, const struct store_attr *a, struct fuse_file_info *fi,
-			struct fs_handle *h, struct fs_inode **spare)
+			struct fs_handle *h, struct fs_inode **spare, bool seals_out)
 {
 	bool writer = fs_open_writes(fi->flags);
 	int r;
 	h->writer = writer;
-	/* A writer counts before a seal may look (see fs->seal_lock), and
-	 * finds the file sealed if a seal came first. */
+	/* A writer counts before a seal may look, and finds the file
+	 * sealed if a seal came first. */
 	int writers;
 	if (writer) {
 		struct store_attr now;
-		if (pthread_rwlock_tryrdlock(&fs->seal_lock)) {
-			fs_loop_blocking();	/* a seal runs */
-			pthread_rwlock_rdlock(&fs->seal_lock);
-		}
+		if (!seals_out)
+			fs_seal_keep_out(fs);
 		r = store_getattr(fs->store, a->ino, &now);
 		if (r == 0 && (now.flags & STORE_INODE_SEALED))
 			r = -EPERM;
 		writers = r < 0 ? r : fs_inode_open(&fs->inodes, a->ino, writer, spare);
-		pthread_rwlock_unlock(&fs->seal_lock);
+		if (!seals_out)
+			fs_seal_let_in(fs);
 	} else {
 		writers = fs_inode_open(&fs->inodes, a->ino, writer, spare);
 	}
@@ -743,7 +757,7 @@ static void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		struct fs_handle *h = calloc(1, sizeof(*h));
 		r = h ? store_file_open(fs->store, ino) : -ENOMEM;
 		if (r == 0)
-			r = fs_open_file(fs, &a, fi, h, NULL);
+			r = fs_open_file(fs, &a, fi, h, NULL, false);
 		else
 			free(h);
 	}
@@ -778,13 +792,18 @@ static void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mo
 		free(spare);
 		return (void)fuse_reply_err(req, ENOMEM);
 	}
+	/* No seal between the file's making and its open, which would
+	 * then fail and leave the file behind. */
+	fs_seal_keep_out(fs);
 	int r = store_create(fs->store, parent, name, mode, c->uid, c->gid, &a);
 	if (r < 0) {
+		fs_seal_let_in(fs);
 		free(h);
 		free(spare);
 		return (void)fuse_reply_err(req, -r);
 	}
-	r = fs_open_file(fs, &a, fi, h, &spare);
+	r = fs_open_file(fs, &a, fi, h, &spare, true);
+	fs_seal_let_in(fs);
 	free(spare);
 	if (r < 0)
 		return (void)fuse_reply_err(req, -r);

@@ -25,8 +25,9 @@ struct fs {
 	pthread_mutex_t handles_lock;
 	struct fs_handle *handles;
 	/* Held shared by opens for writing, from their check that the file
-	 * is not sealed until they count as writers, and exclusively while
-	 * a tree is sealed, which no writer may be in. */
+	 * is not sealed until they count as writers (by creates from the
+	 * file's making), and exclusively while a tree is sealed, which no
+	 * writer may be in. */
 	pthread_rwlock_t seal_lock;
 	/* The figures of the last gc run through the mount (user.snapfs.gc). */
 	pthread_mutex_t gc_lock;

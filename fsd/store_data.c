@@ -570,11 +570,13 @@ int store_create(struct store *st, uint64_t parent, const char *name, uint32_t m
 	if (!si)
 		return -ENOMEM;
 	int r = store_mknod(st, parent, name, S_IFREG | (mode & 07777), 0, uid, gid, out);
-	if (r)
+	if (r) {
 		sinode_new_free(st, si);
-	else
-		sinode_open_new(st, si, out);
-	return r;
+		return r;
+	}
+	STORE_TEST_HOOK("create", st, out->ino);
+	sinode_open_new(st, si, out);
+	return 0;
 }
 
 int store_file_release(struct store *st, uint64_t ino)

@@ -183,6 +183,13 @@ static int setup_truncate_pause(void **state)
 	return setup_paused(state, "change:300:wait");
 }
 
+/* 300 ms between a create's making the file and its open, told as a
+ * wait. */
+static int setup_create_pause(void **state)
+{
+	return setup_paused(state, "create:300:wait");
+}
+
 /* 200 ms before a read maps the file's pages. */
 static int setup_map_pause(void **state)
 {
@@ -861,6 +868,71 @@ static void test_fs_seal_waits_for_truncate(void **state)
 	assert_int_equal(seal_err, EBUSY);
 	assert_int_equal(close(o.r), 0);
 	assert_int_equal(stored_pages(P(m, "o/f")), 0);
+}
+
+/* How many entries the listing of dir has (with . and ..), or with name
+ * not NULL, how many of that name. */
+static int dir_names(const char *dir, const char *name)
+{
+	DIR *d = opendir(dir);
+	assert_non_null(d);
+	int n = 0;
+	struct dirent *de;
+	while ((de = readdir(d)))
+		n += !name || !strcmp(de->d_name, name);
+	closedir(d);
+	return n;
+}
+
+struct creation {
+	const char *path;
+	int r, err;
+};
+
+static void *create_main(void *arg)
+{
+	struct creation *c = arg;
+	c->r = open(c->path, O_WRONLY | O_CREAT | O_EXCL, 0644);
+	c->err = errno;
+	return NULL;
+}
+
+/*
+ * A seal of a tree set while an open(O_CREAT) in it has made the file but
+ * not yet opened it (the daemon paused there 300 ms): the seal waits,
+ * then finds the new file open (EBUSY), rather than sealing it first, so
+ * that the open failed (EPERM) and left the file behind.  The file is
+ * made in a directory below the one sealed: the kernel holds the
+ * directory a file is made in, so a seal of that one waits anyway.
+ */
+static void test_fs_seal_waits_for_create(void **state)
+{
+	struct mnt *m = *state;
+	assert_int_equal(mkdir(P(m, "t"), 0755), 0);
+	assert_int_equal(mkdir(P(m, "t/s"), 0755), 0);
+	struct creation c = { .path = P(m, "t/s/new") };
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, create_main, &c), 0);
+	usleep(100000);
+	int sealed = setxattr(P(m, "t"), "user.snapfs.sealed", "1", 1, 0);
+	int seal_err = errno;
+	assert_int_equal(pthread_join(th, NULL), 0);
+	if (c.r < 0) {
+		/* This thread was slow to start: the seal came first. */
+		assert_int_equal(c.err, EPERM);
+		assert_int_equal(sealed, 0);
+		/* Asked of the daemon: the kernel may hold the name's miss. */
+		assert_int_equal(dir_names(P(m, "t/s"), "new"), 0);
+		return;
+	}
+	assert_int_equal(sealed, -1);
+	assert_int_equal(seal_err, EBUSY);
+	assert_int_equal(write(c.r, "x", 1), 1);
+	assert_int_equal(close(c.r), 0);
+	assert_int_equal(setxattr(P(m, "t"), "user.snapfs.sealed", "1", 1, 0), 0);
+	char buf[2];
+	assert_int_equal(get_file(P(m, "t/s/new"), buf, sizeof(buf)), 1);
+	assert_int_equal(buf[0], 'x');
 }
 
 /*
@@ -1781,20 +1853,6 @@ static void test_fs_remount_out_of_memory(void **state)
 	assert_int_equal(back[0], 'f');
 }
 
-/* How many entries the listing of dir has (with . and ..), or with name
- * not NULL, how many of that name. */
-static int dir_names(const char *dir, const char *name)
-{
-	DIR *d = opendir(dir);
-	assert_non_null(d);
-	int n = 0;
-	struct dirent *de;
-	while ((de = readdir(d)))
-		n += !name || !strcmp(de->d_name, name);
-	closedir(d);
-	return n;
-}
-
 /* Send sig to the daemon and wait (at most 2 s) until open of path fails
  * with ENOMEM (fail) or works (!fail). */
 static void oom_switch(struct mnt *m, int sig, const char *path, bool fail)
@@ -2060,6 +2118,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_fs_busy_index_holds_up_nothing, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_fs_seal_after_close, setup_release_pause,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_fs_seal_waits_for_create, setup_create_pause,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_fs_slow_reads_side_by_side,
 						setup_map_pause, teardown),
