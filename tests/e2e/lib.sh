@@ -42,9 +42,13 @@ tap_n=0
 tap_failed=0
 
 e2e_cleanup() {	# a test may set E2E_UMOUNT_AFTER: a folder in $T to unmount after the daemon ends
-	if grep -q " $MNT fuse" /proc/mounts 2>/dev/null; then
-		fusermount3 -u "$MNT" 2>/dev/null || umount -l "$MNT" 2>/dev/null
-	fi
+	# Every FUSE mount under $T, deepest first: $MNT, and those of daemons a
+	# test started in daemon mode, which end once unmounted.  (A meson
+	# timeout ends the script with SIGTERM, and this still runs.)
+	awk -v t="$T/" '$3 ~ /^fuse/ && index($2, t) == 1 { print $2 }' /proc/mounts 2>/dev/null |
+		sort -r | while read -r m; do
+			fusermount3 -u "$m" 2>/dev/null || umount -l "$m" 2>/dev/null
+		done
 	if [ -n "$DPID" ] && kill -0 "$DPID" 2>/dev/null; then
 		kill "$DPID" 2>/dev/null
 		wait "$DPID" 2>/dev/null
