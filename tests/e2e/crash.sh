@@ -4,6 +4,16 @@
 # completed (cp returned, so close() had returned) must be intact.
 . "$(dirname "$0")/lib.sh"
 
+kill_daemon() {	# kill -9 the daemon mid-work; its clients then fail or are ended by the caller
+	kill -9 "$DPID"
+	wait "$DPID" 2>/dev/null
+	DPID=
+}
+
+clear_dead_mount() {	# the killed daemon's mount, once its clients are gone
+	fusermount3 -u "$MNT" 2>/dev/null || umount -l "$MNT"
+}
+
 fs_mount || exit 1
 M=$MNT
 mkdir "$T/src"
@@ -27,11 +37,9 @@ while [ "$(wc -l <"$T/done")" -lt 12 ] && [ $i -lt 600 ]; do
 	sleep 0.02
 	i=$((i + 1))
 done
-kill -9 "$DPID"
-wait "$DPID" 2>/dev/null
-DPID=
+kill_daemon
 wait $cpid
-fusermount3 -u "$MNT" 2>/dev/null || umount -l "$MNT"
+clear_dead_mount
 ndone=$(wc -l <"$T/done")
 ok "the daemon was killed during the copy ($ndone of 40 files completed)" \
 	$([ "$ndone" -ge 12 ] && [ "$ndone" -lt 40 ] && echo 0 || echo 1)
@@ -59,12 +67,10 @@ time.sleep(60)
 wpid=$!
 i=0
 while [ ! -e "$T/synced-ready" ] && [ $i -lt 1000 ]; do sleep 0.02; i=$((i + 1)); done
-kill -9 "$DPID"
-wait "$DPID" 2>/dev/null
-DPID=
+kill_daemon
 kill "$wpid" 2>/dev/null
 wait "$wpid" 2>/dev/null
-fusermount3 -u "$MNT" 2>/dev/null || umount -l "$MNT"
+clear_dead_mount
 fs_mount || exit 1
 check "a file fsync()ed but never closed is intact after kill -9" cmp "$T/synced-ref" "$M/synced"
 
@@ -81,12 +87,10 @@ truncate -s 5000 "$M/t1"
 python3 -c 'import os, sys; os.truncate(sys.argv[1], 4096)' "$M/t2"
 : >"$M/t3"
 python3 -c 'import os, sys; os.close(os.open(sys.argv[1], os.O_RDONLY | os.O_TRUNC))' "$M/t4"
-kill -9 "$DPID"
-wait "$DPID" 2>/dev/null
-DPID=
+kill_daemon
 kill $h1 $h2 $h3 $h4 2>/dev/null
 wait $h1 $h2 $h3 $h4 2>/dev/null
-fusermount3 -u "$MNT" 2>/dev/null || umount -l "$MNT"
+clear_dead_mount
 fs_mount || exit 1
 check "ftruncate and close survive kill -9" test "$(stat -c %s "$M/t1")" = 5000
 check "truncate(2) survives kill -9" test "$(stat -c %s "$M/t2")" = 4096
@@ -108,11 +112,9 @@ for s in 1 2; do
 	pids="$pids $!"
 done
 sleep 3
-kill -9 "$DPID"
-wait "$DPID" 2>/dev/null
-DPID=
+kill_daemon
 for p in $pids; do wait "$p" 2>/dev/null; done
-fusermount3 -u "$MNT" 2>/dev/null || umount -l "$MNT"
+clear_dead_mount
 check "fsck is clean after kill -9 amid racing namespace and data operations" "$ADMIN" fsck "$STORE"
 fs_mount || exit 1
 check "the racers had changed the tree before the kill" sh -c '[ "$(find "$1/race" | wc -l)" -gt 5 ]' sh "$M"
