@@ -262,6 +262,9 @@ struct migrate_watch {
 	int64_t start;		/* mono_ns */
 	double index_mib;	/* index.db's size when it began */
 	double wal_mib;		/* the WAL's when the checkpoint began (lock) */
+	pid_t tid;		/* the migrating thread */
+	uint64_t wchar0;	/* its bytes written when the checkpoint began (lock) */
+	bool wchar_ok;		/* (lock) and could be read */
 };
 
 static int64_t mono_ns(void)
@@ -286,6 +289,32 @@ static int migrate_progress(void *arg)
 	__atomic_store_n(&w->pages_read, (uint64_t)pages, __ATOMIC_RELAXED);
 	STORE_TEST_HOOK("migrate-run", w->st, (uint64_t)pages);
 	return 0;
+}
+
+/*
+ * The bytes thread tid of this process has handed to write calls so far
+ * (wchar in /proc/self/task/TID/io), or -errno.  A checkpoint calls no
+ * handler, but the migrating thread writes nothing else meanwhile, so
+ * this counts what it has copied into index.db.
+ */
+static int thread_wchar(pid_t tid, uint64_t *wchar)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/self/task/%d/io", (int)tid);
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return -errno;
+	char line[128];
+	int r = -ENODATA;
+	while (r && fgets(line, sizeof(line), f)) {
+		unsigned long long v;
+		if (sscanf(line, "wchar: %llu", &v) == 1) {
+			*wchar = v;
+			r = 0;
+		}
+	}
+	fclose(f);
+	return r;
 }
 
 /* SQLite calls migrate_progress after about this many of its steps. */
@@ -325,10 +354,23 @@ static void *migrate_report(void *arg)
 				    " in index.db-wal", st->dir, secs,
 				    (double)store_file_bytes(st, "index.db-wal") / (1 << 20));
 			break;
-		default:
+		default: {
+			uint64_t wchar;
+			if (!w->wchar_ok || thread_wchar(w->tid, &wchar)) {
+				migrate_log(st, "store %s: migrating, %.0f s so far: copying the %.1f"
+					    " MiB of index.db-wal into index.db", st->dir, secs,
+					    w->wal_mib);
+				break;
+			}
+			/* A page changed twice is copied once: at most the WAL. */
+			double done = (double)(wchar - w->wchar0) / (1 << 20);
+			if (done > w->wal_mib)
+				done = w->wal_mib;
 			migrate_log(st, "store %s: migrating, %.0f s so far: copying the %.1f MiB"
-				    " of index.db-wal into index.db", st->dir, secs, w->wal_mib);
+				    " of index.db-wal into index.db, %.1f MiB written", st->dir,
+				    secs, w->wal_mib, done);
 			break;
+		}
 		}
 	}
 	pthread_mutex_unlock(&w->lock);
@@ -343,9 +385,13 @@ static void migrate_phase(struct migrate_watch *w, enum migrate_phase phase)
 	double wal = phase == MIGRATE_CHECKPOINT
 			     ? (double)store_file_bytes(w->st, "index.db-wal") / (1 << 20)
 			     : 0;
+	uint64_t wchar = 0;
+	bool wchar_ok = phase == MIGRATE_CHECKPOINT && !thread_wchar(w->tid, &wchar);
 	pthread_mutex_lock(&w->lock);
 	w->phase = phase;
 	w->wal_mib = wal;
+	w->wchar0 = wchar;
+	w->wchar_ok = wchar_ok;
 	pthread_cond_signal(&w->cond);
 	pthread_mutex_unlock(&w->lock);
 }
@@ -395,6 +441,7 @@ static int migrate(struct store *st, int from, struct err *e)
 	snprintf(what, sizeof(what), "migrating the schema from version %d to %d", from, to);
 	struct migrate_watch w = {
 		.st = st,
+		.tid = gettid(),
 		.start = mono_ns(),
 		.index_mib = (double)store_file_bytes(st, "index.db") / (1 << 20),
 	};

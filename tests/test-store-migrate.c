@@ -9,6 +9,8 @@
  * it in one transaction and keep every file, and a migration that fails
  * must leave the store as it was, with a message naming it.
  */
+#include <fcntl.h>
+#include <limits.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -442,6 +444,8 @@ static struct {
 	unsigned n[3], bad;
 	int phase;
 	double read, of;
+	double written;		/* the last copying line's MiB written */
+	double wrote;		/* MiB the hook wrote in the migrating thread */
 } progress;
 
 static void log_progress(void *arg, const char *msg)
@@ -464,10 +468,13 @@ static void log_progress(void *arg, const char *msg)
 			  &secs, &wal) == 2) {
 		phase = 1;
 	} else if (sscanf(p, ": migrating, %lf s so far: copying the %lf MiB of index.db-wal"
-			  " into index.db", &secs, &wal) == 2) {
+			  " into index.db, %lf MiB written", &secs, &wal, &read) == 3) {
 		phase = 2;
-		if (wal <= 0)	/* the WAL holds the new page maps until then */
+		/* The WAL holds the new page maps until then; what the
+		 * thread writes meanwhile counts up to it. */
+		if (wal <= 0 || read < progress.written || read > wal)
 			progress.bad++;
+		__atomic_store(&progress.written, &read, __ATOMIC_RELEASE);
 	}
 	if (phase < 0 || phase < progress.phase || nlogged != 1 || !strstr(msg, (char *)arg))
 		progress.bad++;
@@ -476,18 +483,56 @@ static void log_progress(void *arg, const char *msg)
 	progress.phase = phase;
 }
 
+/* Write half of dir's index.db-wal to /dev/null, as a checkpoint writes
+ * the WAL's pages into index.db; the MiB written. */
+static double write_half_the_wal(const char *dir)
+{
+	char wal[PATH_MAX];
+	snprintf(wal, sizeof(wal), "%s/index.db-wal", dir);
+	struct stat sb;
+	assert_int_equal(stat(wal, &sb), 0);
+	int fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+	assert_true(fd >= 0);
+	static char buf[65536];
+	size_t left = (size_t)sb.st_size / 2, done = 0;
+	while (done < left) {
+		size_t n = left - done < sizeof(buf) ? left - done : sizeof(buf);
+		assert_int_equal(write(fd, buf, n), (ssize_t)n);
+		done += n;
+	}
+	close(fd);
+	return (double)done / (1 << 20);
+}
+
 /* The store's test hook: hold the migration in each phase (its SQL once
- * it has read something) until the reporter has logged a line of it. */
+ * it has read something) until the reporter has logged a line of it.
+ * Before the checkpoint, once a line has said that nothing is written
+ * yet, write half the WAL's size from the migrating thread and wait for
+ * a line that counts it. */
 static void hold_for_line(const char *where, struct store *st, uint64_t pages)
 {
-	(void)st;
 	static const char *const phases[] = { "migrate-run", "migrate-commit",
 					      "migrate-checkpoint" };
 	for (int i = 0; i < 3; i++) {
 		if (strcmp(where, phases[i]) || (i == 0 && !pages))
 			continue;
+		if (i == 2) {
+			/* Nothing is written before the checkpoint starts. */
+			for (int ms = 0; ms < 10000 && !__atomic_load_n(&progress.n[i],
+									__ATOMIC_ACQUIRE); ms++)
+				usleep(1000);
+			double written;
+			__atomic_load(&progress.written, &written, __ATOMIC_ACQUIRE);
+			if (written != 0)
+				fail_msg("%.1f MiB written before the checkpoint", written);
+			progress.wrote = write_half_the_wal(store_dir(st));
+		}
 		for (int ms = 0; ms < 10000; ms++) {
-			if (__atomic_load_n(&progress.n[i], __ATOMIC_ACQUIRE))
+			bool seen = __atomic_load_n(&progress.n[i], __ATOMIC_ACQUIRE);
+			double written;
+			__atomic_load(&progress.written, &written, __ATOMIC_ACQUIRE);
+			/* lines give MiB to one decimal */
+			if (seen && (i < 2 || written >= progress.wrote - 0.051))
 				return;
 			usleep(1000);
 		}
@@ -523,14 +568,17 @@ static void test_migrate_progress(void **state)
 	if (r)
 		fail_msg("store_open %s: %s", path, err_str(&e, r));
 	fprintf(stderr, "# progress lines: %u reading (last %.1f of %.1f MiB), %u committing,"
-		" %u copying\n", progress.n[0], progress.read, progress.of, progress.n[1],
-		progress.n[2]);
+		" %u copying (last %.1f MiB written; %.2f MiB by the test)\n", progress.n[0],
+		progress.read, progress.of, progress.n[1], progress.n[2], progress.written,
+		progress.wrote);
 	assert_int_equal(nlogged, 2);
 	expect_logged(1, "migrated to schema version");
 	assert_int_equal(progress.bad, 0);
 	for (int i = 0; i < 3; i++)
 		assert_true(progress.n[i] >= 1);
 	assert_true(progress.read > 0);
+	assert_true(progress.wrote >= 0.2);	/* enough to tell from nothing */
+	assert_true(progress.written >= progress.wrote - 0.051);
 	char holds[64];
 	snprintf(holds, sizeof(holds), "index.db holds %.1f MiB;", progress.of);
 	expect_logged(0, holds);
