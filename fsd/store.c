@@ -355,20 +355,17 @@ static void *migrate_report(void *arg)
 				    (double)store_file_bytes(st, "index.db-wal") / (1 << 20));
 			break;
 		default: {
+			char written[48] = "";
 			uint64_t wchar;
-			if (!w->wchar_ok || thread_wchar(w->tid, &wchar)) {
-				migrate_log(st, "store %s: migrating, %.0f s so far: copying the %.1f"
-					    " MiB of index.db-wal into index.db", st->dir, secs,
-					    w->wal_mib);
-				break;
+			if (w->wchar_ok && !thread_wchar(w->tid, &wchar)) {
+				/* A page changed twice is copied once: at most the WAL. */
+				double done = (double)(wchar - w->wchar0) / (1 << 20);
+				snprintf(written, sizeof(written), ", %.1f MiB written",
+					 done < w->wal_mib ? done : w->wal_mib);
 			}
-			/* A page changed twice is copied once: at most the WAL. */
-			double done = (double)(wchar - w->wchar0) / (1 << 20);
-			if (done > w->wal_mib)
-				done = w->wal_mib;
 			migrate_log(st, "store %s: migrating, %.0f s so far: copying the %.1f MiB"
-				    " of index.db-wal into index.db, %.1f MiB written", st->dir,
-				    secs, w->wal_mib, done);
+				    " of index.db-wal into index.db%s", st->dir, secs, w->wal_mib,
+				    written);
 			break;
 		}
 		}
