@@ -504,6 +504,21 @@ static double write_half_the_wal(const char *dir)
 	return (double)done / (1 << 20);
 }
 
+/* Wait until the reporter has logged a line of phase i, and (a copying
+ * line) one that gives at least written MiB; false after 10 s. */
+static bool wait_for_line(int i, double written)
+{
+	for (int ms = 0; ms < 10000; ms++) {
+		double got;
+		__atomic_load(&progress.written, &got, __ATOMIC_ACQUIRE);
+		/* lines give MiB to one decimal */
+		if (__atomic_load_n(&progress.n[i], __ATOMIC_ACQUIRE) && got >= written - 0.051)
+			return true;
+		usleep(1000);
+	}
+	return false;
+}
+
 /* The store's test hook: hold the migration in each phase (its SQL once
  * it has read something) until the reporter has logged a line of it.
  * Before the checkpoint, once a line has said that nothing is written
@@ -517,26 +532,17 @@ static void hold_for_line(const char *where, struct store *st, uint64_t pages)
 		if (strcmp(where, phases[i]) || (i == 0 && !pages))
 			continue;
 		if (i == 2) {
+			if (!wait_for_line(i, 0))
+				fail_msg("no progress line while at %s", where);
 			/* Nothing is written before the checkpoint starts. */
-			for (int ms = 0; ms < 10000 && !__atomic_load_n(&progress.n[i],
-									__ATOMIC_ACQUIRE); ms++)
-				usleep(1000);
 			double written;
 			__atomic_load(&progress.written, &written, __ATOMIC_ACQUIRE);
 			if (written != 0)
 				fail_msg("%.1f MiB written before the checkpoint", written);
 			progress.wrote = write_half_the_wal(store_dir(st));
 		}
-		for (int ms = 0; ms < 10000; ms++) {
-			bool seen = __atomic_load_n(&progress.n[i], __ATOMIC_ACQUIRE);
-			double written;
-			__atomic_load(&progress.written, &written, __ATOMIC_ACQUIRE);
-			/* lines give MiB to one decimal */
-			if (seen && (i < 2 || written >= progress.wrote - 0.051))
-				return;
-			usleep(1000);
-		}
-		fail_msg("no progress line while at %s", where);
+		if (!wait_for_line(i, progress.wrote))
+			fail_msg("no progress line while at %s", where);
 	}
 }
 
