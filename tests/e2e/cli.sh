@@ -476,4 +476,33 @@ ok "fsck names every damaged page by file, page, pack and byte, counts them, and
 		echo "$out" | grep -q "^$T/cut: /g page [0-9]* (page [0-9a-f]*\.\.\.): page damaged at packs/[0-9]*\.pack byte 0x3000: its bytes do not match its hash$" &&
 		echo "$out" | grep -q "^$T/cut: 1 files, 256 pages checked, 209 problems$" &&
 		echo 0 || echo 1) "status $st, $lost pages named lost: $out"
+# A test script killed with SIGKILL takes its daemons with it, one gone
+# to the background too (lib.sh: a PID namespace per script, as root).
+# The script below mounts a store in daemon mode and sleeps; it is killed
+# from here, where its daemon is seen, as it would be by a test runner.
+if [ -n "${SNAPFS_E2E_NS:-}" ]; then
+	lib=$(cd "$(dirname "$0")" && pwd)/lib.sh
+	printf '#!/bin/sh\n. "%s"\n"$SNAPFS" "$STORE" "$MNT" && echo "$STORE" >"$1"\nexec sleep 600\n' \
+		"$lib" >"$T/killed.sh"
+	chmod +x "$T/killed.sh"
+	env -u SNAPFS_E2E_NS "$T/killed.sh" "$T/killed.store" &
+	kpid=$!
+	i=0
+	while [ ! -s "$T/killed.store" ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i + 1)); done
+	kstore=$(cat "$T/killed.store" 2>/dev/null)
+	kt=$(dirname "$kstore")
+	dpid=$(pgrep -f "^$SNAPFS $kstore $kt/mnt\$" | head -n 1)
+	kill -9 "$kpid"
+	wait "$kpid" 2>/dev/null
+	i=0
+	while [ -n "$dpid" ] && kill -0 "$dpid" 2>/dev/null && [ $i -lt 200 ]; do sleep 0.05; i=$((i + 1)); done
+	ok "a script killed with SIGKILL ends the daemon it left in the background" \
+		$([ -n "$kstore" ] && [ -n "$dpid" ] && ! kill -0 "$dpid" 2>/dev/null &&
+			flock -n "$kstore/lock" true && echo 0 || echo 1) "store '$kstore', daemon pid '$dpid'"
+	# Had it survived: stop it here.
+	[ -n "$dpid" ] && kill "$dpid" 2>/dev/null && fusermount3 -u "$kt/mnt" 2>/dev/null
+	[ -n "$kstore" ] && rm -rf "$kt"
+else
+	ok "a script killed with SIGKILL ends its daemons # SKIP no PID namespace (not root)" 0
+fi
 finish

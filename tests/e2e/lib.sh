@@ -20,6 +20,17 @@ if [ ! -w /dev/fuse ] || ! command -v fusermount3 >/dev/null; then
 	exit 0
 fi
 
+# As root, the script runs again in a PID and mount namespace of its own,
+# as the first process there: when it ends, even by SIGKILL (when the
+# EXIT trap below cannot run), the kernel ends every daemon it started,
+# also those gone to the background, and their mounts go with the
+# namespace.  (unshare --kill-child: the script dies with unshare.)
+if [ -z "${SNAPFS_E2E_NS:-}" ] && [ "$(id -u)" = 0 ] &&
+	unshare --pid --fork --kill-child --mount --mount-proc true 2>/dev/null; then
+	export SNAPFS_E2E_NS=1
+	exec unshare --pid --fork --kill-child --mount --mount-proc "$0" "$@"
+fi
+
 # need_kvm: skip the whole script (TAP) unless snapvm can run the hello
 # guest here, or when SNAPFS_NO_KVM asks for it.
 need_kvm() {
