@@ -310,31 +310,42 @@ static double mmap_touch(const char *path, bool drop)
 	return t;
 }
 
-/* SHA-256 of size bytes in 4 KiB pages, one context reused: seconds. */
+/*
+ * SHA-256 of the file's bytes in 4 KiB pages, best of 3, in seconds: the
+ * hashing alone, as fast as OpenSSL goes on one thread.  The bytes are
+ * mapped (resident on tmpfs, no copy), so they stream from memory as a
+ * copy-in's do; the implementation is fetched once and one context is
+ * reused, as the store does (EVP_sha256() in every init would look it up
+ * each time and lower the ceiling by about 6%).
+ */
 static double sha256_ceiling(const char *path)
 {
 	int fd = open(path, O_RDONLY);
-	char *buf = malloc(BUF);
+	if (fd < 0)
+		die(path);
+	const unsigned char *m = mmap(NULL, bench_size, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, 0);
+	if (m == MAP_FAILED)
+		die(path);
+	EVP_MD *md = EVP_MD_fetch(NULL, "SHA256", NULL);
 	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-	unsigned char md[32];
+	if (!md || !ctx)
+		die("SHA-256");
+	unsigned char out[32];
 	double best = 1e9;
 	for (int r = 0; r < 3; r++) {
-		lseek(fd, 0, SEEK_SET);
 		double t0 = now();
-		ssize_t n;
-		while ((n = read(fd, buf, BUF)) > 0) {
-			for (ssize_t o = 0; o < n; o += 4096) {
-				EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
-				EVP_DigestUpdate(ctx, buf + o, 4096);
-				EVP_DigestFinal_ex(ctx, md, NULL);
-			}
+		for (size_t o = 0; o < bench_size; o += 4096) {
+			EVP_DigestInit_ex2(ctx, md, NULL);
+			EVP_DigestUpdate(ctx, m + o, 4096);
+			EVP_DigestFinal_ex(ctx, out, NULL);
 		}
 		double t = now() - t0;
 		if (t < best)
 			best = t;
 	}
 	EVP_MD_CTX_free(ctx);
-	free(buf);
+	EVP_MD_free(md);
+	munmap((void *)m, bench_size);
 	close(fd);
 	return best;
 }
