@@ -70,6 +70,9 @@ static void admin_fsck_report(void *arg, const struct store_fsck_problem *pb)
 {
 	struct admin_fsck *f = arg;
 	admin_progress_end(&f->progress);
+	/* "STORE: /f page 3 (page 1a2b...): what", or "STORE: what" when
+	 * no file or page is named (damage to index.db itself). */
+	bool named = pb->path || pb->ino || pb->page >= 0 || pb->hash;
 	printf("%s:", f->store);
 	if (pb->path)
 		printf(" %s", pb->path);
@@ -83,7 +86,7 @@ static void admin_fsck_report(void *arg, const struct store_fsck_problem *pb)
 			printf("%02x", pb->hash[i]);
 		printf("...)");
 	}
-	printf(": %s\n", pb->what);
+	printf("%s %s\n", named ? ":" : "", pb->what);
 	fflush(stdout);
 }
 

@@ -134,6 +134,33 @@ sqlite3_stmt *store_stmt(struct store *st, sqlite3 *db, const char *sql)
 	return s;
 }
 
+/*
+ * A damaged index.db (SQLite reports it only when a statement reaches the
+ * damaged page) fails the call that met it with EIO or EUCLEAN, and the
+ * mount goes on serving the rest.  Nothing but this line says why: it
+ * names the store, SQLite's reason and the statement with its values
+ * (which inode, which name), once per open of the store, since every
+ * call that reaches the same page fails the same way.
+ */
+int store_step(struct store *st, sqlite3_stmt *s)
+{
+	int rc = sqlite3_step(s);
+	int kind = rc & 0xff;
+	if ((kind != SQLITE_CORRUPT && kind != SQLITE_NOTADB && kind != SQLITE_IOERR) ||
+	    !st->log || __atomic_exchange_n(&st->index_fail_logged, true, __ATOMIC_RELAXED))
+		return rc;
+	char *sql = sqlite3_expanded_sql(s);
+	char msg[2800];
+	snprintf(msg, sizeof(msg),
+		 "store %.2048s: index.db %s: %s (in: %.300s); calls that need that part of it"
+		 " fail; run snapfs-admin fsck",
+		 st->dir, kind == SQLITE_IOERR ? "cannot be read" : "is damaged",
+		 sqlite3_errmsg(sqlite3_db_handle(s)), sql ? sql : sqlite3_sql(s));
+	sqlite3_free(sql);
+	st->log(st->log_arg, msg);
+	return rc;
+}
+
 static void stmt_cache_free(struct stmt_cache *c)
 {
 	for (unsigned i = 0; i < c->n; i++)

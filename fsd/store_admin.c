@@ -217,8 +217,15 @@ static int fsck_index(struct fsck *f)
 	int rc;
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
 		const char *what = (const char *)sqlite3_column_text(s, 0);
-		if (what && strcmp(what, "ok"))
-			problem(f, 0, -1, NULL, "index.db: %s", what);
+		if (!what || !strcmp(what, "ok"))
+			continue;
+		/* A row may hold several lines, the first of them a header
+		 * ("*** in database main ***"): one problem per line. */
+		for (const char *l = what, *end; *l; l = *end ? end + 1 : end) {
+			end = strchrnul(l, '\n');
+			if (end > l && strncmp(l, "*** ", 4))
+				problem(f, 0, -1, NULL, "index.db: %.*s", (int)(end - l), l);
+		}
 	}
 	sqlite3_finalize(s);
 	return rc == SQLITE_DONE ? 0 : -EIO;

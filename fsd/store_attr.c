@@ -113,7 +113,7 @@ static int subtree_busy(struct store *st, uint64_t ino, bool (*busy)(void *arg, 
 		return -EIO;
 	sqlite3_bind_int64(s, 1, (int64_t)ino);
 	int rc, r = 0;
-	while (!r && (rc = sqlite3_step(s)) == SQLITE_ROW)
+	while (!r && (rc = store_step(st, s)) == SQLITE_ROW)
 		r = busy(arg, (uint64_t)sqlite3_column_int64(s, 0));
 	if (!r && rc != SQLITE_DONE)
 		r = -EIO;
@@ -142,7 +142,7 @@ static int subtree_set_sealed(struct store *st, uint64_t ino, bool sealed)
 	sqlite3_bind_int64(s, 2, STORE_INODE_SEALED);
 	sqlite3_bind_int64(s, 3, sealed ? STORE_INODE_SEALED : 0);
 	int rc, r = 0;
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW)
+	while ((rc = store_step(st, s)) == SQLITE_ROW)
 		store_cached_flags(st, (uint64_t)sqlite3_column_int64(s, 0),
 				   (uint32_t)sqlite3_column_int64(s, 1));
 	if (rc != SQLITE_DONE)
@@ -201,7 +201,7 @@ static int is_seal_top(struct store *st, uint64_t ino)
 	if (!s)
 		return -EIO;
 	sqlite3_bind_int64(s, 1, (int64_t)ino);
-	int rc = sqlite3_step(s);
+	int rc = store_step(st, s);
 	int r;
 	if (rc == SQLITE_ROW)
 		r = !(sqlite3_column_int64(s, 0) & STORE_INODE_SEALED);
@@ -256,7 +256,7 @@ int store_xattr_get(struct store *st, uint64_t ino, const char *name, void *buf,
 	int r = xattr_query(st, ino, "SELECT value FROM xattr WHERE ino = ? AND name = ?", &s);
 	if (!r) {
 		sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
-		int rc = sqlite3_step(s);
+		int rc = store_step(st, s);
 		if (rc == SQLITE_ROW) {
 			int n = sqlite3_column_bytes(s, 0);
 			if (size && (size_t)n > size)
@@ -318,7 +318,7 @@ int store_xattr_set(struct store *st, uint64_t ino, const char *name, const void
 	if (!r) {
 		sqlite3_bind_int64(s, 1, (int64_t)ino);
 		sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
-		int rc = sqlite3_step(s);
+		int rc = store_step(st, s);
 		sqlite3_reset(s);
 		if (rc == SQLITE_ROW && (flags & XATTR_CREATE))
 			r = -EEXIST;
@@ -349,7 +349,7 @@ int store_xattr_list(struct store *st, uint64_t ino, char *buf, size_t size)
 	if (!r) {
 		size_t total = 0;
 		int rc;
-		while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		while ((rc = store_step(st, s)) == SQLITE_ROW) {
 			size_t n = (size_t)sqlite3_column_bytes(s, 0) + 1;
 			if (size && total + n <= size)
 				memcpy(buf + total, sqlite3_column_text(s, 0), n);
@@ -409,7 +409,7 @@ int store_statfs(struct store *st, struct store_statfs *out)
 	if (!s) {
 		r = -EIO;
 	} else {
-		if (sqlite3_step(s) == SQLITE_ROW)
+		if (store_step(st, s) == SQLITE_ROW)
 			out->inodes = (uint64_t)sqlite3_column_int64(s, 0);
 		sqlite3_reset(s);
 	}

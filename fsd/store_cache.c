@@ -552,7 +552,7 @@ int chunk_read(struct store *st, struct sinode *si, size_t ci)
 	}
 	sqlite3_bind_int64(s, 1, (int64_t)si->ino);
 	sqlite3_bind_int64(s, 2, (int64_t)ci);
-	int rc = sqlite3_step(s);
+	int rc = store_step(st, s);
 	st->map_reads++;
 	size_t gap_end = si->nchunks;	/* chunks [ci, gap_end) have no row */
 	if (rc == SQLITE_ROW) {
@@ -600,7 +600,7 @@ static int sinode_load(struct store *st, uint64_t ino, struct sinode *si)
 	if (!s)
 		return -EIO;
 	sqlite3_bind_int64(s, 1, (int64_t)ino);
-	int rc = sqlite3_step(s);
+	int rc = store_step(st, s);
 	if (rc != SQLITE_ROW) {
 		sqlite3_reset(s);
 		return rc == SQLITE_DONE ? -ENOENT : -EIO;
@@ -622,7 +622,7 @@ static int sinode_load(struct store *st, uint64_t ino, struct sinode *si)
 	if (!s)
 		return -EIO;
 	sqlite3_bind_int64(s, 1, (int64_t)ino);
-	rc = sqlite3_step(s);
+	rc = store_step(st, s);
 	bool any = rc == SQLITE_ROW && sqlite3_column_type(s, 0) != SQLITE_NULL;
 	int64_t last = any ? sqlite3_column_int64(s, 0) : -1;
 	sqlite3_reset(s);

@@ -102,7 +102,7 @@ static int apply_deltas(struct store *st, struct htab *t)
 			sqlite3_bind_int64(range, 1, (int64_t)deltas[i].loc);
 			sqlite3_bind_int64(range, 2, (int64_t)deltas[i + k - 1].loc);
 			sqlite3_bind_int64(range, 3, deltas[i].n);
-			if (sqlite3_step(range) != SQLITE_DONE)
+			if (store_step(st, range) != SQLITE_DONE)
 				r = -EIO;
 			each = !r && deltas[i].n > 0 && (size_t)sqlite3_changes(st->db) < k;
 			s = fill;
@@ -114,7 +114,7 @@ static int apply_deltas(struct store *st, struct htab *t)
 			sqlite3_bind_int64(s, 2, d->n);
 			if (d->n > 0)
 				sqlite3_bind_blob(s, 3, d->hash, STORE_HASH_SIZE, SQLITE_STATIC);
-			if (sqlite3_step(s) != SQLITE_DONE)
+			if (store_step(st, s) != SQLITE_DONE)
 				r = -EIO;
 		}
 		i += k;
@@ -301,7 +301,7 @@ static int index_orphans(struct store *st, const struct htab *deltas)
 		sqlite3_reset(s);
 		sqlite3_bind_int64(s, 1, (int64_t)pe->loc);
 		sqlite3_bind_blob(s, 2, pe->hash, STORE_HASH_SIZE, SQLITE_STATIC);
-		int rc = sqlite3_step(s);
+		int rc = store_step(st, s);
 		sqlite3_reset(s);
 		if (rc != SQLITE_DONE)
 			return -EIO;
@@ -333,7 +333,7 @@ static int batch_write(struct store *st, struct batch *b)
 			sqlite3_bind_blob(s, 4, row->blob + row->nslots * STORE_HASH_SIZE,
 					  (int)(row->nslots * 8), SQLITE_STATIC);
 		}
-		int rc = sqlite3_step(s);
+		int rc = store_step(st, s);
 		sqlite3_reset(s);
 		if (rc != SQLITE_DONE)
 			return -EIO;
@@ -354,7 +354,7 @@ static int batch_write(struct store *st, struct batch *b)
 		sqlite3_bind_int64(ino, 3, ir->mtime_ns);
 		sqlite3_bind_int64(ino, 4, ir->ctime_ns);
 		sqlite3_bind_int64(ino, 5, (int64_t)ir->ino);
-		int rc = sqlite3_step(ino);
+		int rc = store_step(st, ino);
 		sqlite3_reset(ino);
 		if (rc != SQLITE_DONE)
 			return -EIO;
@@ -568,7 +568,7 @@ int store_delete_inode(struct store *st, uint64_t ino)
 		sqlite3_bind_int64(s, 1, (int64_t)ino);
 		int rc;
 		unsigned rows = 0;
-		while (!r && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+		while (!r && (rc = store_step(st, s)) == SQLITE_ROW) {
 			if (++rows == DELETE_LONG_CHUNKS)
 				store_may_block(st);	/* a large file */
 			const uint8_t *h = sqlite3_column_blob(s, 0), *l = sqlite3_column_blob(s, 1);
@@ -598,7 +598,7 @@ int store_delete_inode(struct store *st, uint64_t ino)
 			break;
 		}
 		sqlite3_bind_int64(s, 1, (int64_t)ino);
-		r = sqlite3_step(s) == SQLITE_DONE ? 0 : -EIO;
+		r = store_step(st, s) == SQLITE_DONE ? 0 : -EIO;
 		sqlite3_reset(s);
 	}
 	if (!r)
@@ -615,7 +615,7 @@ int store_delete_inode_if_unlinked(struct store *st, uint64_t ino)
 	if (!s)
 		return -EIO;
 	sqlite3_bind_int64(s, 1, (int64_t)ino);
-	int rc = sqlite3_step(s);
+	int rc = store_step(st, s);
 	int64_t nlink = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : -1;
 	sqlite3_reset(s);
 	if (rc == SQLITE_DONE)

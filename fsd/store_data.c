@@ -656,7 +656,7 @@ int store_file_info(struct store *st, uint64_t ino, struct store_file_info *out)
 		out->pages++;
 		sqlite3_reset(s);
 		sqlite3_bind_int64(s, 1, (int64_t)locs[i]);
-		if (sqlite3_step(s) == SQLITE_ROW && sqlite3_column_int64(s, 0) > 1)
+		if (store_step(st, s) == SQLITE_ROW && sqlite3_column_int64(s, 0) > 1)
 			out->shared_pages++;
 	}
 	if (s)

@@ -242,6 +242,7 @@ struct store {
 	 * writes a row clears it); sqlite3_total_changes64 at ns_tx_begin. */
 	bool ns_fail_logged;
 	bool read_fail_logged;		/* read_failed said it once (atomic) */
+	bool index_fail_logged;		/* store_step said it once (atomic) */
 	int64_t ns_changes;
 
 	struct store_hasher *hashers[STORE_HASHERS];	/* under hasher_lock */
@@ -303,6 +304,9 @@ struct timespec store_ts_of(int64_t ns);
 /* The cached statement for sql on db (whose lock is held), reset and with
  * bindings cleared; NULL if it cannot be prepared. */
 sqlite3_stmt *store_stmt(struct store *st, sqlite3 *db, const char *sql);
+/* sqlite3_step(s) of a statement of the store's, saying in the log, once
+ * per open of the store, when index.db is damaged or cannot be read. */
+int store_step(struct store *st, sqlite3_stmt *s);
 int store_sql_errno(int rc);
 int store_sql_err(struct store *st, sqlite3 *db, int rc, struct err *e, const char *what);
 /* Open a connection to the store's index as every connection of the

@@ -43,7 +43,7 @@ int ns_attr_get(struct store *st, sqlite3 *db, uint64_t ino, struct store_attr *
 	if (!s)
 		return -EIO;
 	sqlite3_bind_int64(s, 1, (int64_t)ino);
-	int rc = sqlite3_step(s);
+	int rc = store_step(st, s);
 	if (rc == SQLITE_ROW)
 		attr_from(s, 0, a);
 	sqlite3_reset(s);
@@ -65,7 +65,7 @@ static int entry_get(struct store *st, sqlite3 *db, uint64_t parent, const char 
 		return -EIO;
 	sqlite3_bind_int64(s, 1, (int64_t)parent);
 	sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
-	int rc = sqlite3_step(s);
+	int rc = store_step(st, s);
 	if (rc == SQLITE_ROW) {
 		*ino = (uint64_t)sqlite3_column_int64(s, 0);
 		if (id)
@@ -253,7 +253,7 @@ static int inode_parent(struct store *st, sqlite3 *db, uint64_t ino, uint64_t *p
 	if (!s)
 		return -EIO;
 	sqlite3_bind_int64(s, 1, (int64_t)ino);
-	int rc = sqlite3_step(s);
+	int rc = store_step(st, s);
 	int r = rc == SQLITE_DONE ? -ENOENT : rc != SQLITE_ROW ? -EIO
 		: sqlite3_column_type(s, 0) == SQLITE_NULL ? -ENOTDIR : 0;
 	if (!r)
@@ -303,7 +303,10 @@ int store_readlink(struct store *st, uint64_t ino, char *buf, size_t size)
 		r = -EIO;
 	} else {
 		sqlite3_bind_int64(s, 1, (int64_t)ino);
-		if (sqlite3_step(s) == SQLITE_ROW) {
+		int rc = store_step(st, s);
+		if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+			r = store_sql_errno(rc);	/* not a symlink: EINVAL */
+		if (rc == SQLITE_ROW) {
 			int n = sqlite3_column_bytes(s, 0);
 			const void *t = sqlite3_column_blob(s, 0);
 			if (size) {
@@ -371,7 +374,7 @@ int store_readdir(struct store *st, uint64_t ino, uint64_t cookie, store_readdir
 				sqlite3_bind_int64(s, 2, cookie > 2 ? (int64_t)cookie - 2 : 0);
 				sqlite3_bind_int64(s, 3, (int64_t)(READDIR_BATCH - n));
 				int rc;
-				while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+				while ((rc = store_step(st, s)) == SQLITE_ROW) {
 					const char *name = (const char *)sqlite3_column_text(s, 1);
 					snprintf(d[n].name, sizeof(d[n].name), "%s", name ? name : "");
 					attr_from(s, 2, &d[n].attr);
@@ -562,7 +565,7 @@ static int dir_is_empty(struct store *st, uint64_t ino)
 	if (!s)
 		return -EIO;
 	sqlite3_bind_int64(s, 1, (int64_t)ino);
-	int rc = sqlite3_step(s);
+	int rc = store_step(st, s);
 	sqlite3_reset(s);
 	return rc == SQLITE_DONE ? 1 : rc == SQLITE_ROW ? 0 : -EIO;
 }
@@ -657,7 +660,7 @@ static int is_under(struct store *st, uint64_t ino, uint64_t top)
 			return 0;
 		sqlite3_reset(s);
 		sqlite3_bind_int64(s, 1, (int64_t)ino);
-		int rc = sqlite3_step(s);
+		int rc = store_step(st, s);
 		if (rc != SQLITE_ROW || sqlite3_column_type(s, 0) == SQLITE_NULL) {
 			sqlite3_reset(s);
 			return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : -EIO;

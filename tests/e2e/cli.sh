@@ -476,6 +476,43 @@ ok "fsck names every damaged page by file, page, pack and byte, counts them, and
 		echo "$out" | grep -q "^$T/cut: /g page [0-9]* (page [0-9a-f]*\.\.\.): page damaged at packs/[0-9]*\.pack byte 0x3000: its bytes do not match its hash$" &&
 		echo "$out" | grep -q "^$T/cut: 1 files, 256 pages checked, 209 problems$" &&
 		echo 0 || echo 1) "status $st, $lost pages named lost: $out"
+# Damage to index.db itself (a page of it zeroed, found by the symlink
+# target it holds): fsck names the page on a line of its own, "STORE:
+# index.db: ...", and exits 2; the mount serves the rest, and the call that
+# meets the damage fails with EUCLEAN while the log says what was hit.
+saved_store=$STORE saved_mnt=$MNT
+STORE=$T/dmg MNT=$T/mdmg
+mkdir "$MNT"
+"$SNAPFS" "$STORE" "$MNT"
+echo intact >"$MNT/f"
+ln -s snapfs-damage-marker-0123456789 "$MNT/lnk"
+umount "$MNT"
+wait_store_free
+at=$(grep -obUa snapfs-damage-marker-0123456789 "$STORE/index.db" | head -n 1 | cut -d: -f1)
+page=$((${at:-0} / 4096 + 1))
+[ -n "$at" ] && dd if=/dev/zero of="$STORE/index.db" bs=4096 seek=$((page - 1)) count=1 \
+	conv=notrunc status=none
+out=$("$ADMIN" fsck "$STORE" 2>&1)
+st=$?
+ok "fsck of a damaged index.db names the page on its own line and exits 2" \
+	$([ -n "$at" ] && [ $st = 2 ] && echo "$out" | grep -q "^$STORE: index.db: Page $page: " &&
+		! echo "$out" | grep -qF -e "::" -e "***" && echo 0 || echo 1) "status $st, page $page: $out"
+: >"$T/daemon.log"
+if fs_mount; then
+	out=$(readlink -v "$MNT/lnk" 2>&1)
+	st=$?
+	readlink "$MNT/lnk" >/dev/null 2>&1	# meets the damage again: no second log line
+	ok "the symlink on the damaged page fails to read with EUCLEAN" \
+		$([ $st -ne 0 ] && [ "$out" = "readlink: $MNT/lnk: Structure needs cleaning" ] &&
+			echo 0 || echo 1) "status $st: $out"
+	check "... while the rest of the store reads" sh -c '[ "$(cat "$1")" = intact ]' sh "$MNT/f"
+	fs_umount
+	ok "the log names the store, the damage and the lookup that met it, once" \
+		$([ "$(grep -c "^snapfs: store $STORE: index.db is damaged: database disk image is malformed (in: SELECT target FROM symlink WHERE ino = [0-9]*); calls that need that part of it fail; run snapfs-admin fsck$" "$T/daemon.log")" = 1 ] &&
+			[ "$(grep -c "index.db is" "$T/daemon.log")" = 1 ] && echo 0 || echo 1) "$(cat "$T/daemon.log")"
+fi
+STORE=$saved_store MNT=$saved_mnt
+
 # A test script killed with SIGKILL takes its daemons with it, one gone
 # to the background too (lib.sh: a PID namespace per script, as root).
 # The script below mounts a store in daemon mode and sleeps; it is killed
