@@ -161,6 +161,63 @@ int store_step(struct store *st, sqlite3_stmt *s)
 	return rc;
 }
 
+/* The log hears of a page-map row whose checksum does not match, once
+ * per open of the store as store_step's damage (the same flag). */
+void store_map_damaged(struct store *st, uint64_t ino, uint64_t idx)
+{
+	if (!st->log || __atomic_exchange_n(&st->index_fail_logged, true, __ATOMIC_RELAXED))
+		return;
+	char msg[2400];
+	uint64_t first = idx << (CHUNK_SHIFT + STORE_PAGE_SHIFT);
+	snprintf(msg, sizeof(msg),
+		 "store %.2048s: index.db is damaged: the page map of inode %llu for bytes %llu to"
+		 " %llu does not match its checksum; calls that need it fail; run snapfs-admin fsck",
+		 st->dir, (unsigned long long)ino, (unsigned long long)first,
+		 (unsigned long long)(first + ((uint64_t)CHUNK_PAGES << STORE_PAGE_SHIFT) - 1));
+	st->log(st->log_arg, msg);
+}
+
+int store_map_sum(struct store *st, uint64_t ino, uint64_t idx, const void *locs, size_t nlocs,
+		  const void *hashes, size_t nhashes, int64_t *out)
+{
+	struct store_hasher *h = store_hasher_get(st);
+	uint8_t key[16], d[STORE_HASH_SIZE];
+	put_le64(key, ino);
+	put_le64(key + 8, idx);
+	int r = h ? store_hash_begin(h) : -ENOMEM;
+	if (!r)
+		r = store_hash_add(h, key, sizeof(key));
+	if (!r && nlocs)
+		r = store_hash_add(h, locs, nlocs);
+	if (!r && nhashes)
+		r = store_hash_add(h, hashes, nhashes);
+	if (!r)
+		r = store_hash_end(h, d);
+	store_hasher_put(st, h);
+	*out = r ? 0 : (int64_t)get_le64(d);
+	return r;
+}
+
+/* snapfs_map_sum(ino, idx, locs, hashes) in SQL: store_map_sum, for the
+ * migration that adds the checksums and for gc's rewrite of locs. */
+static void sql_map_sum(sqlite3_context *cx, int argc, sqlite3_value **v)
+{
+	(void)argc;
+	const void *locs = sqlite3_value_blob(v[2]);
+	size_t nlocs = (size_t)sqlite3_value_bytes(v[2]);
+	const void *hashes = sqlite3_value_blob(v[3]);
+	size_t nhashes = (size_t)sqlite3_value_bytes(v[3]);
+	int64_t sum;
+	int r = store_map_sum(sqlite3_user_data(cx), (uint64_t)sqlite3_value_int64(v[0]),
+			      (uint64_t)sqlite3_value_int64(v[1]), locs, nlocs, hashes, nhashes, &sum);
+	if (r == -ENOMEM)
+		sqlite3_result_error_nomem(cx);
+	else if (r)
+		sqlite3_result_error(cx, "snapfs_map_sum: SHA-256 failed", -1);
+	else
+		sqlite3_result_int64(cx, sum);
+}
+
 static void stmt_cache_free(struct stmt_cache *c)
 {
 	for (unsigned i = 0; i < c->n; i++)
@@ -927,6 +984,10 @@ int store_open_log(const char *dir, unsigned flags, store_log_fn log, void *log_
 		r = exec_sql(st, st->db, sql, e, "setting the WAL's size limit");
 		sqlite3_wal_hook(st->db, wal_committed, st);
 	}
+	if (!r && sqlite3_create_function(st->db, "snapfs_map_sum", 4,
+					  SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_DIRECTONLY, st,
+					  sql_map_sum, NULL, NULL) != SQLITE_OK)
+		r = store_sql_err(st, st->db, sqlite3_errcode(st->db), e, "adding snapfs_map_sum");
 	if (!r)
 		r = check_version(st, kind == 0, e);
 	if (!r)

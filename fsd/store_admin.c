@@ -239,7 +239,7 @@ static int fsck_maps(struct fsck *f, struct htab *t)
 	int64_t total = count_of(st, "SELECT count(*) FROM chunk");
 	sqlite3_stmt *s;
 	if (sqlite3_prepare_v2(st->db,
-			       "SELECT c.ino, c.idx, c.hashes, c.locs, i.mode, i.size, i.pages"
+			       "SELECT c.ino, c.idx, c.hashes, c.locs, i.mode, i.size, i.pages, c.sum"
 			       " FROM chunk c LEFT JOIN inode i ON i.ino = c.ino ORDER BY c.ino, c.idx",
 			       -1, &s, NULL) != SQLITE_OK)
 		return -EIO;
@@ -276,6 +276,17 @@ static int fsck_maps(struct fsck *f, struct htab *t)
 				(long long)idx, hn, ln);
 			continue;
 		}
+		/* A row failing its checksum is named, and its slots are
+		 * still checked: they say what the damage did. */
+		int64_t sum;
+		int r = store_map_sum(st, ino, (uint64_t)idx, lb, (size_t)ln, hb, (size_t)hn, &sum);
+		if (r) {
+			sqlite3_finalize(s);
+			return r;
+		}
+		if (sum != sqlite3_column_int64(s, 7))
+			problem(f, ino, idx * CHUNK_PAGES, NULL,
+				"page-map row %lld does not match its checksum", (long long)idx);
 		for (int k = 0; k < hn / (int)STORE_HASH_SIZE; k++) {
 			const uint8_t *hash = hb + k * STORE_HASH_SIZE;
 			uint64_t loc = get_le64(lb + 8 * k);
@@ -539,10 +550,15 @@ static bool follow_moved(const struct htab *moved, uint8_t *locs, int n)
 	return changed;
 }
 
-/* Give page-map row (ino, idx) the n locations locs (transaction open). */
+/* Give page-map row (ino, idx) the n locations locs and the checksum
+ * that goes with them (transaction open).  A row that fails its checksum
+ * is left as it is: fsck names it. */
 static int write_row_locs(struct store *st, int64_t ino, int64_t idx, const uint8_t *locs, int n)
 {
-	sqlite3_stmt *w = store_stmt(st, st->db, "UPDATE chunk SET locs = ? WHERE ino = ? AND idx = ?");
+	sqlite3_stmt *w = store_stmt(st, st->db,
+				     "UPDATE chunk SET locs = ?1, sum = snapfs_map_sum(ino, idx, ?1, hashes)"
+				     " WHERE ino = ?2 AND idx = ?3"
+				     " AND sum = snapfs_map_sum(ino, idx, locs, hashes)");
 	if (!w)
 		return -EIO;
 	sqlite3_bind_blob(w, 1, locs, n * 8, SQLITE_TRANSIENT);

@@ -544,7 +544,7 @@ int chunk_read(struct store *st, struct sinode *si, size_t ci)
 	pthread_mutex_lock(&st->rdb_lock);
 	int r = 0;
 	sqlite3_stmt *s = store_stmt(st, st->rdb,
-				     "SELECT idx, hashes, locs FROM chunk WHERE ino = ? AND idx >= ?"
+				     "SELECT idx, hashes, locs, sum FROM chunk WHERE ino = ? AND idx >= ?"
 				     " ORDER BY idx LIMIT 1");
 	if (!s) {
 		pthread_mutex_unlock(&st->rdb_lock);
@@ -562,12 +562,20 @@ int chunk_read(struct store *st, struct sinode *si, size_t ci)
 		int hn = sqlite3_column_bytes(s, 1), ln = sqlite3_column_bytes(s, 2);
 		const uint8_t *hb = sqlite3_column_blob(s, 1), *lb = sqlite3_column_blob(s, 2);
 		struct chunk *c = NULL;
+		int64_t sum = 0;
 		if (gap_end == si->nchunks || !chunk_unread(si, gap_end)) {
 			/* past the map, or read already: nothing to load */
 		} else if (hn % STORE_HASH_SIZE || hn / STORE_HASH_SIZE > (int)CHUNK_PAGES ||
-			   ln != hn / (int)STORE_HASH_SIZE * 8) {
-			if (gap_end == ci)
-				r = -EUCLEAN;	/* a damaged row: fsck says where */
+			   ln != hn / (int)STORE_HASH_SIZE * 8 ||
+			   (r = store_map_sum(st, si->ino, (uint64_t)idx, lb, (size_t)ln, hb, (size_t)hn,
+					      &sum)) ||
+			   sum != sqlite3_column_int64(s, 3)) {
+			/* A damaged row (fsck says where), failing the read
+			 * only when it is the chunk asked for. */
+			if (!r)
+				store_map_damaged(st, si->ino, (uint64_t)idx);
+			if (!r && gap_end == ci)
+				r = -EUCLEAN;
 		} else if (!(c = calloc(1, sizeof(*c)))) {
 			r = -ENOMEM;
 		} else {

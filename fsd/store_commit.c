@@ -312,9 +312,9 @@ static int index_orphans(struct store *st, const struct htab *deltas)
 static int batch_write(struct store *st, struct batch *b)
 {
 	sqlite3_stmt *put = store_stmt(st, st->db,
-				       "INSERT INTO chunk(ino, idx, hashes, locs) VALUES(?, ?, ?, ?)"
+				       "INSERT INTO chunk(ino, idx, hashes, locs, sum) VALUES(?, ?, ?, ?, ?)"
 				       " ON CONFLICT(ino, idx) DO UPDATE"
-				       " SET hashes = excluded.hashes, locs = excluded.locs");
+				       " SET hashes = excluded.hashes, locs = excluded.locs, sum = excluded.sum");
 	sqlite3_stmt *del = store_stmt(st, st->db, "DELETE FROM chunk WHERE ino = ? AND idx = ?");
 	sqlite3_stmt *ino = store_stmt(st, st->db,
 				       "UPDATE inode SET size = ?, pages = ?, mtime_ns = ?, ctime_ns = ?"
@@ -328,10 +328,15 @@ static int batch_write(struct store *st, struct batch *b)
 		sqlite3_bind_int64(s, 1, (int64_t)row->ino);
 		sqlite3_bind_int64(s, 2, (int64_t)row->idx);
 		if (row->blob) {
-			sqlite3_bind_blob(s, 3, row->blob, (int)(row->nslots * STORE_HASH_SIZE),
-					  SQLITE_STATIC);
-			sqlite3_bind_blob(s, 4, row->blob + row->nslots * STORE_HASH_SIZE,
-					  (int)(row->nslots * 8), SQLITE_STATIC);
+			size_t nh = row->nslots * STORE_HASH_SIZE, nl = row->nslots * 8;
+			int64_t sum;
+			int r = store_map_sum(st, row->ino, row->idx, row->blob + nh, nl, row->blob, nh,
+					      &sum);
+			if (r)
+				return r;
+			sqlite3_bind_blob(s, 3, row->blob, (int)nh, SQLITE_STATIC);
+			sqlite3_bind_blob(s, 4, row->blob + nh, (int)nl, SQLITE_STATIC);
+			sqlite3_bind_int64(s, 5, sum);
 		}
 		int rc = store_step(st, s);
 		sqlite3_reset(s);
@@ -561,7 +566,8 @@ int store_delete_inode(struct store *st, uint64_t ino)
 
 	struct htab t = HTAB_LOC(struct delta);
 	int r = sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK ? 0 : -EIO;
-	sqlite3_stmt *s = r ? NULL : store_stmt(st, st->db, "SELECT hashes, locs FROM chunk WHERE ino = ?");
+	sqlite3_stmt *s = r ? NULL : store_stmt(st, st->db,
+						   "SELECT hashes, locs, idx, sum FROM chunk WHERE ino = ?");
 	if (!r && !s)
 		r = -EIO;
 	if (!r) {
@@ -572,9 +578,20 @@ int store_delete_inode(struct store *st, uint64_t ino)
 			if (++rows == DELETE_LONG_CHUNKS)
 				store_may_block(st);	/* a large file */
 			const uint8_t *h = sqlite3_column_blob(s, 0), *l = sqlite3_column_blob(s, 1);
-			int n = sqlite3_column_bytes(s, 0) / (int)STORE_HASH_SIZE;
-			if (sqlite3_column_bytes(s, 1) < n * 8)
-				n = sqlite3_column_bytes(s, 1) / 8;	/* damaged: fsck tells */
+			int nh = sqlite3_column_bytes(s, 0), nl = sqlite3_column_bytes(s, 1);
+			int64_t sum;
+			r = store_map_sum(st, ino, (uint64_t)sqlite3_column_int64(s, 2), l, (size_t)nl, h,
+					  (size_t)nh, &sum);
+			if (!r && sum != sqlite3_column_int64(s, 3)) {
+				/* Damaged: its pages keep their references
+				 * (space lost until fsck is acted on), rather
+				 * than other files' pages losing theirs. */
+				store_map_damaged(st, ino, (uint64_t)sqlite3_column_int64(s, 2));
+				continue;
+			}
+			int n = nh / (int)STORE_HASH_SIZE;
+			if (nl < n * 8)
+				n = nl / 8;
 			for (int k = 0; k < n && !r; k++)
 				if (get_le64(l + 8 * k))
 					r = dtab_add(&t, get_le64(l + 8 * k), h + k * STORE_HASH_SIZE, -1);

@@ -307,6 +307,18 @@ sqlite3_stmt *store_stmt(struct store *st, sqlite3 *db, const char *sql);
 /* sqlite3_step(s) of a statement of the store's, saying in the log, once
  * per open of the store, when index.db is damaged or cannot be read. */
 int store_step(struct store *st, sqlite3_stmt *s);
+/*
+ * The checksum each page-map row keeps (chunk.sum): the first 8 bytes of
+ * SHA-256 over ino and idx (little-endian), then locs, then hashes, as a
+ * signed number.  SQLite finds damage to the structure of its pages, not
+ * bytes changed inside a blob, and a page map read wrong would send reads
+ * to other pages or holes.  0 or -errno.
+ */
+int store_map_sum(struct store *st, uint64_t ino, uint64_t idx, const void *locs, size_t nlocs,
+		  const void *hashes, size_t nhashes, int64_t *out);
+/* Row (ino, idx) of the page map failed its checksum: say so in the log,
+ * once per open of the store (as store_step does). */
+void store_map_damaged(struct store *st, uint64_t ino, uint64_t idx);
 int store_sql_errno(int rc);
 int store_sql_err(struct store *st, sqlite3 *db, int rc, struct err *e, const char *what);
 /* Open a connection to the store's index as every connection of the

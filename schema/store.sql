@@ -1,6 +1,6 @@
 -- schema/store.sql: the SQLite schema of a snapfs store (index.db).
 --
--- version: 5
+-- version: 6
 --
 -- The line above is the schema version; the build embeds this file and the
 -- version into the store library, which writes it to PRAGMA user_version
@@ -78,10 +78,18 @@ CREATE TABLE xattr (
 -- one chunk of a store holding 1 GiB).  locs comes first so that gc, which
 -- reads only locs, finds it on the row's first page (all of it for a full
 -- chunk or one of up to about 100 slots).
+--
+-- sum checks the row: the first 8 bytes of SHA-256 over ino and idx
+-- (little-endian 64-bit), locs and hashes, as a signed integer
+-- (snapfs_map_sum() in SQL, store_map_sum in the library).  SQLite finds
+-- damage to its pages' structure, not bytes changed inside a blob; a row
+-- that fails its sum is not used.  It sits before hashes, on the row's
+-- first page with locs.
 CREATE TABLE chunk (
 	ino    INTEGER NOT NULL,
 	idx    INTEGER NOT NULL,
 	locs   BLOB NOT NULL,
+	sum    INTEGER NOT NULL,
 	hashes BLOB NOT NULL,
 	PRIMARY KEY (ino, idx)
 );

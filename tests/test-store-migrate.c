@@ -378,6 +378,40 @@ static void test_migrate_v4_chunk_table(void **state)
 	tsu_store_remove(path);
 }
 
+/* Version 5 to 6: each page-map row gets its checksum, computed in SQL
+ * by the store's snapfs_map_sum, in a column before hashes.  fsck checks
+ * every row's, and reading a file checks those of its rows. */
+static void test_migrate_v5_map_sums(void **state)
+{
+	(void)state;
+	char *path = old_store_with(2, 0);
+	tsu_index_exec(path,
+		       "CREATE TABLE chunk_v5 (ino INTEGER NOT NULL, idx INTEGER NOT NULL,"
+		       " locs BLOB NOT NULL, hashes BLOB NOT NULL, PRIMARY KEY (ino, idx));"
+		       "INSERT INTO chunk_v5 SELECT ino, idx, locs, hashes FROM chunk;"
+		       "DROP TABLE chunk; ALTER TABLE chunk_v5 RENAME TO chunk;"
+		       "PRAGMA user_version = 5");
+	int64_t rows = index_int(path, "SELECT count(*) FROM chunk");
+	assert_int_equal(rows, 1 + 4);
+
+	struct store *st = open_migrated(path, 5);
+	assert_int_equal(index_int(path, "SELECT cid FROM pragma_table_info('chunk')"
+					 " WHERE name = 'sum'"),
+			 3);
+	assert_int_equal(index_int(path, "SELECT count(DISTINCT sum) FROM chunk"), rows);
+	check_kept_files(st, 2);
+	struct store_attr a;
+	assert_int_equal(store_lookup(st, STORE_ROOT_INO, "big", &a), 0);
+	static uint8_t mib[1 << 20], got[1 << 20];
+	tsu_fill(mib, sizeof(mib), 9);
+	for (uint64_t i = 0; i < 2; i++) {
+		assert_int_equal(store_read(st, a.ino, got, sizeof(got), i << 20), (ssize_t)sizeof(got));
+		assert_memory_equal(got, mib, sizeof(got));
+	}
+	assert_int_equal(store_close(st, NULL), 0);
+	tsu_store_remove(path);
+}
+
 static long wal_file_size(const char *path)
 {
 	char wal[4096];
@@ -700,6 +734,7 @@ int main(void)
 		cmocka_unit_test(test_migrate_v2_dead_index),
 		cmocka_unit_test(test_migrate_v3_listing_index),
 		cmocka_unit_test(test_migrate_v4_chunk_table),
+		cmocka_unit_test(test_migrate_v5_map_sums),
 		cmocka_unit_test(test_migrate_page_maps_full_disk),
 		cmocka_unit_test(test_migrate_progress),
 		cmocka_unit_test(test_no_migration_refused),

@@ -511,6 +511,42 @@ if fs_mount; then
 		$([ "$(grep -c "^snapfs: store $STORE: index.db is damaged: database disk image is malformed (in: SELECT target FROM symlink WHERE ino = [0-9]*); calls that need that part of it fail; run snapfs-admin fsck$" "$T/daemon.log")" = 1 ] &&
 			[ "$(grep -c "index.db is" "$T/daemon.log")" = 1 ] && echo 0 || echo 1) "$(cat "$T/daemon.log")"
 fi
+# A page map changed inside its row, which SQLite cannot see (the second
+# 512 KiB of a made a copy of b's first): a's checksum catches it, and
+# reading there fails with EUCLEAN rather than giving b's bytes as a's.
+rm -rf "$STORE"
+"$SNAPFS" "$STORE" "$MNT"
+head -c 1048576 /dev/urandom >"$T/dmg-a"
+head -c 524288 /dev/urandom >"$T/dmg-b"
+cp "$T/dmg-a" "$MNT/a"
+cp "$T/dmg-b" "$MNT/b"
+ia=$(stat -c %i "$MNT/a") ib=$(stat -c %i "$MNT/b")
+umount "$MNT"
+wait_store_free
+python3 - "$STORE/index.db" "$ia" "$ib" <<'PY'
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+db.execute("UPDATE chunk SET (locs, hashes) = (SELECT locs, hashes FROM chunk"
+           " WHERE ino = ? AND idx = 0) WHERE ino = ? AND idx = 1", (sys.argv[3], sys.argv[2]))
+db.commit()
+PY
+: >"$T/daemon.log"
+if fs_mount; then
+	out=$(cat "$MNT/a" 2>&1 >/dev/null)
+	ok "a page map that fails its checksum: reading there fails with EUCLEAN" \
+		$([ "$out" = "cat: $MNT/a: Structure needs cleaning" ] && echo 0 || echo 1) "$out"
+	check "... the part of the file before it reads as written" \
+		cmp -n 524288 "$MNT/a" "$T/dmg-a"
+	check "... and so does the file whose map it copied" cmp "$MNT/b" "$T/dmg-b"
+	fs_umount
+	ok "... and the log names the inode and the bytes" \
+		$(grep -q "^snapfs: store $STORE: index.db is damaged: the page map of inode $ia for bytes 524288 to 1048575 does not match its checksum; calls that need it fail; run snapfs-admin fsck$" "$T/daemon.log" &&
+			echo 0 || echo 1) "$(cat "$T/daemon.log")"
+	out=$("$ADMIN" fsck "$STORE" 2>&1)
+	ok "... and fsck names the row" \
+		$([ $? = 1 ] && echo "$out" | grep -q "^$STORE: /a page 128: page-map row 1 does not match its checksum$" &&
+			echo 0 || echo 1) "$out"
+fi
 STORE=$saved_store MNT=$saved_mnt
 
 # A test script killed with SIGKILL takes its daemons with it, one gone
