@@ -240,9 +240,12 @@ static void *known_main(void *arg)
 		return NULL;
 	}
 	r = load_known(db, &s, &st->known_stop);
+	bool damaged = (r & 0xff) == SQLITE_CORRUPT || (r & 0xff) == SQLITE_NOTADB;
 	if (r > 0)
-		err_set(&e, r == SQLITE_NOMEM ? -ENOMEM : -EIO, "store %s: loading the page index: %s",
-			st->dir, sqlite3_errmsg(db));
+		err_set(&e, r == SQLITE_NOMEM ? -ENOMEM : damaged ? -EUCLEAN : -EIO,
+			"store %s: loading the page index: %s%s", st->dir, sqlite3_errmsg(db),
+			damaged ? "; index.db is damaged, so changes of file data fail;"
+				  " run snapfs-admin fsck" : "");
 	else if (r)
 		err_set(&e, r, "store %s: loading the page index: %s", st->dir, strerror(-r));
 	sqlite3_close(db);
@@ -323,7 +326,7 @@ int store_known_wait(struct store *st, struct err *e)
 		return 0;
 	if (st->log && !__atomic_exchange_n(&st->known_fail_logged, true, __ATOMIC_RELAXED))
 		st->log(st->log_arg, msg);
-	int r = state == -ENOMEM ? -ENOMEM : -EIO;
+	int r = state == -ENOMEM || state == -EUCLEAN ? state : -EIO;
 	return e ? err_set(e, r, "%s", msg) : r;
 }
 

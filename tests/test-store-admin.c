@@ -676,17 +676,30 @@ static void test_store_admin_fsck_index_damage(void **state)
 	tsu_store_remove(path);
 }
 
+static char logged[4096];
+static int nlogged;
+
+static void log_msg(void *arg, const char *msg)
+{
+	(void)arg;
+	snprintf(logged, sizeof(logged), "%s", msg);
+	nlogged++;
+}
+
 /*
  * The page index's root page damaged (its child pointers overwritten):
  * SQLite's own check names the page, and fsck then stops with SQLite's
  * reason, saying it could not run, rather than a count it could not make.
+ * Opened for writing (mounted), the store serves reads, but without the
+ * page index it cannot deduplicate: changes of file data fail with
+ * EUCLEAN, and the log says index.db is damaged and to run fsck.
  */
 static void test_store_admin_fsck_index_unreadable(void **state)
 {
 	(void)state;
 	char *path;
 	struct store *st = tsu_new_store(&path);
-	write_file(st, STORE_ROOT_INO, "f", 2000, 13);
+	uint64_t f = write_file(st, STORE_ROOT_INO, "f", 2000, 13);
 	assert_int_equal(store_close(st, NULL), 0);
 
 	/* Everything in index.db itself, none of it in the WAL, where
@@ -735,17 +748,21 @@ static void test_store_admin_fsck_index_unreadable(void **state)
 	}
 	assert_true(named);
 	assert_int_equal(store_close(st, NULL), 0);
+
+	nlogged = 0;
+	assert_int_equal(store_open_log(path, 0, log_msg, NULL, &st, NULL), 0);
+	check_file(st, f, 2000, 13);
+	uint8_t pg[PG];
+	memset(pg, 5, sizeof(pg));
+	assert_int_equal(store_write(st, f, pg, PG, 0), -EUCLEAN);
+	assert_int_equal(nlogged, 1);
+	assert_non_null(strstr(logged, path));
+	assert_non_null(strstr(logged, "loading the page index: database disk image is malformed;"
+				       " index.db is damaged, so changes of file data fail;"
+				       " run snapfs-admin fsck"));
+	check_file(st, f, 2000, 13);
+	assert_int_equal(store_close(st, NULL), 0);
 	tsu_store_remove(path);
-}
-
-static char logged[4096];
-static int nlogged;
-
-static void log_msg(void *arg, const char *msg)
-{
-	(void)arg;
-	snprintf(logged, sizeof(logged), "%s", msg);
-	nlogged++;
 }
 
 /*
