@@ -406,6 +406,93 @@ static int fsck_tree(struct fsck *f)
 	return 0;
 }
 
+/* ---- fsck after damage to index.db ------------------------------------------- */
+
+/* Symlink ino's target can be read. */
+static void fsck_hit_symlink(struct fsck *f, uint64_t ino)
+{
+	sqlite3_stmt *s;
+	if (sqlite3_prepare_v2(f->st->db, "SELECT target FROM symlink WHERE ino = ?", -1, &s,
+			       NULL) != SQLITE_OK)
+		return;
+	sqlite3_bind_int64(s, 1, (int64_t)ino);
+	int rc = sqlite3_step(s);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		problem(f, ino, -1, NULL, "its target cannot be read: %s", sqlite3_errmsg(f->st->db));
+	sqlite3_finalize(s);
+}
+
+/* File ino's page map: every row read, each matching its checksum. */
+static void fsck_hit_file(struct fsck *f, uint64_t ino)
+{
+	sqlite3_stmt *s;
+	if (sqlite3_prepare_v2(f->st->db, "SELECT idx, locs, hashes, sum FROM chunk WHERE ino = ?",
+			       -1, &s, NULL) != SQLITE_OK)
+		return;
+	sqlite3_bind_int64(s, 1, (int64_t)ino);
+	int rc;
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		int64_t idx = sqlite3_column_int64(s, 0), sum;
+		const void *lb = sqlite3_column_blob(s, 1), *hb = sqlite3_column_blob(s, 2);
+		size_t ln = (size_t)sqlite3_column_bytes(s, 1), hn = (size_t)sqlite3_column_bytes(s, 2);
+		if (!store_map_sum(f->st, ino, (uint64_t)idx, lb, ln, hb, hn, &sum) &&
+		    sum != sqlite3_column_int64(s, 3))
+			problem(f, ino, idx * CHUNK_PAGES, NULL,
+				"page-map row %lld does not match its checksum", (long long)idx);
+	}
+	if (rc != SQLITE_DONE)
+		problem(f, ino, -1, NULL, "its page map cannot be read: %s",
+			sqlite3_errmsg(f->st->db));
+	sqlite3_finalize(s);
+}
+
+/*
+ * Once SQLite has met damage to index.db's pages, the scans of whole
+ * tables stop there, and what is left to know is which files it hits.
+ * Walk the tree from dir by key lookups, which go around damage where
+ * they can, naming each directory that cannot be listed and each entry
+ * whose inode, page map or symlink target cannot be read.  depth bounds a walk that
+ * damaged entries would send round in a loop.
+ */
+static void fsck_hit_walk(struct fsck *f, uint64_t dir, unsigned depth)
+{
+	sqlite3 *db = f->st->db;
+	sqlite3_stmt *s;
+	if (depth > 1024 ||
+	    sqlite3_prepare_v2(db, "SELECT ino FROM dentry WHERE parent = ?", -1, &s, NULL) != SQLITE_OK)
+		return;
+	sqlite3_bind_int64(s, 1, (int64_t)dir);
+	uint64_t *inos = NULL;
+	size_t n = 0, cap = 0;
+	int rc;
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		if (store_grow((void **)&inos, &cap, n, sizeof(*inos)))
+			break;
+		inos[n++] = (uint64_t)sqlite3_column_int64(s, 0);
+	}
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		problem(f, dir, -1, NULL, "its entries cannot all be listed: %s", sqlite3_errmsg(db));
+	sqlite3_finalize(s);
+	if (sqlite3_prepare_v2(db, "SELECT mode FROM inode WHERE ino = ?", -1, &s, NULL) != SQLITE_OK)
+		n = 0;
+	for (size_t i = 0; i < n; i++) {
+		sqlite3_reset(s);
+		sqlite3_bind_int64(s, 1, (int64_t)inos[i]);
+		rc = sqlite3_step(s);
+		uint32_t mode = rc == SQLITE_ROW ? (uint32_t)sqlite3_column_int64(s, 0) : 0;
+		if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+			problem(f, inos[i], -1, NULL, "its inode cannot be read: %s", sqlite3_errmsg(db));
+		else if (S_ISDIR(mode) && inos[i] != dir)
+			fsck_hit_walk(f, inos[i], depth + 1);
+		else if (S_ISREG(mode))
+			fsck_hit_file(f, inos[i]);
+		else if (S_ISLNK(mode))
+			fsck_hit_symlink(f, inos[i]);
+	}
+	sqlite3_finalize(s);
+	free(inos);
+}
+
 int store_fsck(struct store *st, store_fsck_fn report, store_progress_fn progress, void *arg,
 	       struct store_fsck_result *res, struct err *e)
 {
@@ -446,6 +533,8 @@ int store_fsck(struct store *st, store_fsck_fn report, store_progress_fn progres
 		 r == -EIO && rc != SQLITE_OK && rc != SQLITE_ROW && rc != SQLITE_DONE
 			 ? sqlite3_errmsg(st->db)
 			 : strerror(-r));
+	if (r == -EIO && ((rc & 0xff) == SQLITE_CORRUPT || (rc & 0xff) == SQLITE_NOTADB))
+		fsck_hit_walk(&f, STORE_ROOT_INO, 0);
 	sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL);
 	pthread_mutex_unlock(&st->db_lock);
 	pthread_rwlock_unlock(&st->gc_lock);

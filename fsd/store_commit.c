@@ -157,19 +157,6 @@ static void batch_free(struct batch *b)
 	htab_free(&b->deltas);
 }
 
-static int grow(void **p, size_t *cap, size_t n, size_t size)
-{
-	if (n < *cap)
-		return 0;
-	size_t c = *cap ? 2 * *cap : 64;
-	void *q = realloc(*p, c * size);
-	if (!q)
-		return -ENOMEM;
-	*p = q;
-	*cap = c;
-	return 0;
-}
-
 /* Reference changes of one chunk going from base to the n slots given
  * (hashes, then little-endian locations; slots past n are holes). */
 static int chunk_deltas(struct htab *t, const struct chunk_base *base, const uint8_t *hashes,
@@ -207,7 +194,7 @@ static int batch_chunk(struct store *st, struct batch *b, struct sinode *si, siz
 			return r;
 		goto clean;
 	}
-	if ((r = grow((void **)&b->rows, &b->caprows, b->nrows, sizeof(*b->rows))))
+	if ((r = store_grow((void **)&b->rows, &b->caprows, b->nrows, sizeof(*b->rows))))
 		return r;
 	struct row *row = &b->rows[b->nrows];
 	*row = (struct row){ .ino = si->ino, .idx = ci, .nslots = used };
@@ -261,7 +248,7 @@ static int batch_collect(struct store *st, struct batch *b)
 				r = batch_chunk(st, b, si, ci);
 		if (r)
 			break;
-		r = grow((void **)&b->inodes, &b->capinodes, b->ninodes, sizeof(*b->inodes));
+		r = store_grow((void **)&b->inodes, &b->capinodes, b->ninodes, sizeof(*b->inodes));
 		if (r)
 			break;
 		/* A tail held since the commit stored the tails
@@ -343,7 +330,7 @@ static int batch_write(struct store *st, struct batch *b)
 		if (rc != SQLITE_DONE)
 			return -EIO;
 		if (st->gc_track && row->blob && !st->gc_track_lost) {
-			if (grow((void **)&st->gc_rows, &st->gc_caprows, st->gc_nrows,
+			if (store_grow((void **)&st->gc_rows, &st->gc_caprows, st->gc_nrows,
 				 sizeof(*st->gc_rows)))
 				st->gc_track_lost = true;	/* gc reads every row */
 			else

@@ -33,10 +33,12 @@
 #ifndef SNAPFS_STORE_I_H
 #define SNAPFS_STORE_I_H
 
+#include <errno.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #include "store.h"
 #include "store_backend.h"
@@ -487,6 +489,21 @@ int ns_tx_end(struct store *st, int r);
 void store_path_of(sqlite3 *db, uint64_t ino, char *buf, size_t size);
 
 /* Little-endian 64-bit in blobs. */
+/* Room in the array *p (of *cap elements of size bytes) for element n:
+ * doubled when full.  0 or -ENOMEM (the array kept). */
+static inline int store_grow(void **p, size_t *cap, size_t n, size_t size)
+{
+	if (n < *cap)
+		return 0;
+	size_t c = *cap ? 2 * *cap : 64;
+	void *q = realloc(*p, c * size);
+	if (!q)
+		return -ENOMEM;
+	*p = q;
+	*cap = c;
+	return 0;
+}
+
 static inline void put_le64(uint8_t *p, uint64_t v)
 {
 	for (int i = 0; i < 8; i++)

@@ -676,6 +676,65 @@ static void test_store_admin_fsck_index_damage(void **state)
 	tsu_store_remove(path);
 }
 
+/*
+ * A leaf of the page-map table zeroed: fsck's scan of every row stops
+ * there, so it walks the tree by key lookups and names the files the
+ * damage hits (f, whose first rows were on that leaf), not the others
+ * (g, whose row is on the table's last leaf, and the directory d), and
+ * still says it could not run.
+ */
+static void test_store_admin_fsck_names_hit_files(void **state)
+{
+	(void)state;
+	char *path;
+	struct store *st = tsu_new_store(&path);
+	struct store_attr d;
+	assert_int_equal(store_mkdir(st, STORE_ROOT_INO, "d", 0755, 0, 0, &d), 0);
+	write_file(st, STORE_ROOT_INO, "f", 2000, 14);
+	assert_int_equal(store_sync(st, NULL), 0);
+	write_file(st, d.ino, "g", 1, 15);
+	assert_int_equal(store_close(st, NULL), 0);
+
+	sqlite3 *sq = tsu_index_open(path);
+	assert_int_equal(sqlite3_wal_checkpoint_v2(sq, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL),
+			 SQLITE_OK);
+	sqlite3_stmt *s;
+	assert_int_equal(sqlite3_prepare_v2(sq, "SELECT min(pageno), max(pageno) FROM dbstat"
+					    " WHERE name = 'chunk' AND pagetype = 'leaf'",
+					    -1, &s, NULL),
+			 SQLITE_OK);
+	assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+	int64_t first = sqlite3_column_int64(s, 0), last = sqlite3_column_int64(s, 1);
+	sqlite3_finalize(s);
+	sqlite3_close(sq);
+	assert_true(first > 0 && first < last);
+	char db[4200];
+	snprintf(db, sizeof(db), "%s/index.db", path);
+	int fd = open(db, O_RDWR);
+	assert_true(fd >= 0);
+	static const uint8_t zero[4096];
+	assert_int_equal(pwrite(fd, zero, sizeof(zero), (first - 1) * 4096), (ssize_t)sizeof(zero));
+	close(fd);
+
+	assert_int_equal(store_open(path, STORE_RDONLY, &st, NULL), 0);
+	struct store_fsck_result res;
+	struct found found = { .only = "/f" };
+	struct err e = { 0 };
+	assert_int_equal(store_fsck(st, report, NULL, &found, &res, &e), -EIO);
+	assert_non_null(strstr(e.msg, "fsck could not run: database disk image is malformed"));
+	assert_int_equal(found.n, 1);
+	assert_true(has(&found, "/f", -1, "its page map cannot be read: database disk image is malformed"));
+	static const char *const spared[] = { "/d/g", "/d" };
+	for (unsigned i = 0; i < 2; i++) {
+		memset(&found, 0, sizeof(found));
+		found.only = spared[i];
+		assert_int_equal(store_fsck(st, report, NULL, &found, &res, &e), -EIO);
+		assert_int_equal(found.n, 0);
+	}
+	assert_int_equal(store_close(st, NULL), 0);
+	tsu_store_remove(path);
+}
+
 static char logged[4096];
 static int nlogged;
 
@@ -1001,6 +1060,7 @@ int main(void)
 		cmocka_unit_test(test_store_admin_fsck_index_damage),
 		cmocka_unit_test(test_store_admin_map_checksum),
 		cmocka_unit_test(test_store_admin_fsck_index_unreadable),
+		cmocka_unit_test(test_store_admin_fsck_names_hit_files),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -497,6 +497,9 @@ st=$?
 ok "fsck of a damaged index.db names the page on its own line and exits 2" \
 	$([ -n "$at" ] && [ $st = 2 ] && echo "$out" | grep -q "^$STORE: index.db: Page $page: " &&
 		! echo "$out" | grep -qF -e "::" -e "***" && echo 0 || echo 1) "status $st, page $page: $out"
+ok "... and names the symlink it hits, not the file beside it" \
+	$(echo "$out" | grep -q "^$STORE: /lnk: its target cannot be read: database disk image is malformed$" &&
+		! echo "$out" | grep -q "^$STORE: /f" && echo 0 || echo 1) "$out"
 : >"$T/daemon.log"
 if fs_mount; then
 	out=$(readlink -v "$MNT/lnk" 2>&1)
