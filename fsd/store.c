@@ -145,16 +145,16 @@ sqlite3_stmt *store_stmt(struct store *st, sqlite3 *db, const char *sql)
 int store_step(struct store *st, sqlite3_stmt *s)
 {
 	int rc = sqlite3_step(s);
-	int kind = rc & 0xff;
-	if ((kind != SQLITE_CORRUPT && kind != SQLITE_NOTADB && kind != SQLITE_IOERR) ||
-	    !st->log || __atomic_exchange_n(&st->index_fail_logged, true, __ATOMIC_RELAXED))
+	bool damaged = store_sql_errno(rc) == -EUCLEAN;
+	if ((!damaged && (rc & 0xff) != SQLITE_IOERR) || !st->log ||
+	    __atomic_exchange_n(&st->index_fail_logged, true, __ATOMIC_RELAXED))
 		return rc;
 	char *sql = sqlite3_expanded_sql(s);
 	char msg[2800];
 	snprintf(msg, sizeof(msg),
 		 "store %.2048s: index.db %s: %s (in: %.300s); calls that need that part of it"
 		 " fail; run snapfs-admin fsck",
-		 st->dir, kind == SQLITE_IOERR ? "cannot be read" : "is damaged",
+		 st->dir, damaged ? "is damaged" : "cannot be read",
 		 sqlite3_errmsg(sqlite3_db_handle(s)), sql ? sql : sqlite3_sql(s));
 	sqlite3_free(sql);
 	st->log(st->log_arg, msg);
@@ -196,6 +196,14 @@ int store_map_sum(struct store *st, uint64_t ino, uint64_t idx, const void *locs
 	store_hasher_put(st, h);
 	*out = r ? 0 : (int64_t)get_le64(d);
 	return r;
+}
+
+int store_map_check(struct store *st, uint64_t ino, uint64_t idx, const void *locs, size_t nlocs,
+		    const void *hashes, size_t nhashes, int64_t want)
+{
+	int64_t sum;
+	int r = store_map_sum(st, ino, idx, locs, nlocs, hashes, nhashes, &sum);
+	return r ? r : sum == want ? 0 : -EUCLEAN;
 }
 
 /* snapfs_map_sum(ino, idx, locs, hashes) in SQL: store_map_sum, for the

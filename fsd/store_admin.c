@@ -231,6 +231,20 @@ static int fsck_index(struct fsck *f)
 	return rc == SQLITE_DONE ? 0 : -EIO;
 }
 
+/* Row idx of ino's page map against the checksum it is stored with
+ * (want): a problem if it fails.  0, or -errno if the sum cannot be
+ * worked out. */
+static int fsck_map_sum(struct fsck *f, uint64_t ino, int64_t idx, const void *locs,
+			size_t nlocs, const void *hashes, size_t nhashes, int64_t want)
+{
+	int r = store_map_check(f->st, ino, (uint64_t)idx, locs, nlocs, hashes, nhashes, want);
+	if (r != -EUCLEAN)
+		return r;
+	problem(f, ino, idx * CHUNK_PAGES, NULL, "page-map row %lld does not match its checksum",
+		(long long)idx);
+	return 0;
+}
+
 /* Every page-map slot: resolves, at the indexed location, to a good page. */
 static int fsck_maps(struct fsck *f, struct htab *t)
 {
@@ -278,15 +292,12 @@ static int fsck_maps(struct fsck *f, struct htab *t)
 		}
 		/* A row failing its checksum is named, and its slots are
 		 * still checked: they say what the damage did. */
-		int64_t sum;
-		int r = store_map_sum(st, ino, (uint64_t)idx, lb, (size_t)ln, hb, (size_t)hn, &sum);
+		int r = fsck_map_sum(f, ino, idx, lb, (size_t)ln, hb, (size_t)hn,
+				     sqlite3_column_int64(s, 7));
 		if (r) {
 			sqlite3_finalize(s);
 			return r;
 		}
-		if (sum != sqlite3_column_int64(s, 7))
-			problem(f, ino, idx * CHUNK_PAGES, NULL,
-				"page-map row %lld does not match its checksum", (long long)idx);
 		for (int k = 0; k < hn / (int)STORE_HASH_SIZE; k++) {
 			const uint8_t *hash = hb + k * STORE_HASH_SIZE;
 			uint64_t loc = get_le64(lb + 8 * k);
@@ -432,13 +443,10 @@ static void fsck_hit_file(struct fsck *f, uint64_t ino)
 	sqlite3_bind_int64(s, 1, (int64_t)ino);
 	int rc;
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		int64_t idx = sqlite3_column_int64(s, 0), sum;
 		const void *lb = sqlite3_column_blob(s, 1), *hb = sqlite3_column_blob(s, 2);
 		size_t ln = (size_t)sqlite3_column_bytes(s, 1), hn = (size_t)sqlite3_column_bytes(s, 2);
-		if (!store_map_sum(f->st, ino, (uint64_t)idx, lb, ln, hb, hn, &sum) &&
-		    sum != sqlite3_column_int64(s, 3))
-			problem(f, ino, idx * CHUNK_PAGES, NULL,
-				"page-map row %lld does not match its checksum", (long long)idx);
+		fsck_map_sum(f, ino, sqlite3_column_int64(s, 0), lb, ln, hb, hn,
+			     sqlite3_column_int64(s, 3));
 	}
 	if (rc != SQLITE_DONE)
 		problem(f, ino, -1, NULL, "its page map cannot be read: %s",
@@ -451,8 +459,8 @@ static void fsck_hit_file(struct fsck *f, uint64_t ino)
  * tables stop there, and what is left to know is which files it hits.
  * Walk the tree from dir by key lookups, which go around damage where
  * they can, naming each directory that cannot be listed and each entry
- * whose inode, page map or symlink target cannot be read.  depth bounds a walk that
- * damaged entries would send round in a loop.
+ * whose inode, page map or symlink target cannot be read.  depth bounds
+ * a walk that damaged entries would send round in a loop.
  */
 static void fsck_hit_walk(struct fsck *f, uint64_t dir, unsigned depth)
 {
@@ -533,7 +541,7 @@ int store_fsck(struct store *st, store_fsck_fn report, store_progress_fn progres
 		 r == -EIO && rc != SQLITE_OK && rc != SQLITE_ROW && rc != SQLITE_DONE
 			 ? sqlite3_errmsg(st->db)
 			 : strerror(-r));
-	if (r == -EIO && ((rc & 0xff) == SQLITE_CORRUPT || (rc & 0xff) == SQLITE_NOTADB))
+	if (r == -EIO && store_sql_errno(rc) == -EUCLEAN)
 		fsck_hit_walk(&f, STORE_ROOT_INO, 0);
 	sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL);
 	pthread_mutex_unlock(&st->db_lock);

@@ -240,7 +240,7 @@ static void *known_main(void *arg)
 		return NULL;
 	}
 	r = load_known(db, &s, &st->known_stop);
-	bool damaged = (r & 0xff) == SQLITE_CORRUPT || (r & 0xff) == SQLITE_NOTADB;
+	bool damaged = r > 0 && store_sql_errno(r) == -EUCLEAN;
 	if (r > 0)
 		err_set(&e, r == SQLITE_NOMEM ? -ENOMEM : damaged ? -EUCLEAN : -EIO,
 			"store %s: loading the page index: %s%s", st->dir, sqlite3_errmsg(db),
@@ -565,20 +565,18 @@ int chunk_read(struct store *st, struct sinode *si, size_t ci)
 		int hn = sqlite3_column_bytes(s, 1), ln = sqlite3_column_bytes(s, 2);
 		const uint8_t *hb = sqlite3_column_blob(s, 1), *lb = sqlite3_column_blob(s, 2);
 		struct chunk *c = NULL;
-		int64_t sum = 0;
 		if (gap_end == si->nchunks || !chunk_unread(si, gap_end)) {
 			/* past the map, or read already: nothing to load */
 		} else if (hn % STORE_HASH_SIZE || hn / STORE_HASH_SIZE > (int)CHUNK_PAGES ||
 			   ln != hn / (int)STORE_HASH_SIZE * 8 ||
-			   (r = store_map_sum(st, si->ino, (uint64_t)idx, lb, (size_t)ln, hb, (size_t)hn,
-					      &sum)) ||
-			   sum != sqlite3_column_int64(s, 3)) {
+			   (r = store_map_check(st, si->ino, (uint64_t)idx, lb, (size_t)ln, hb,
+						(size_t)hn, sqlite3_column_int64(s, 3)))) {
 			/* A damaged row (fsck says where), failing the read
 			 * only when it is the chunk asked for. */
-			if (!r)
+			if (!r || r == -EUCLEAN) {
 				store_map_damaged(st, si->ino, (uint64_t)idx);
-			if (!r && gap_end == ci)
-				r = -EUCLEAN;
+				r = gap_end == ci ? -EUCLEAN : 0;
+			}
 		} else if (!(c = calloc(1, sizeof(*c)))) {
 			r = -ENOMEM;
 		} else {

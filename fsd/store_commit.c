@@ -566,14 +566,15 @@ int store_delete_inode(struct store *st, uint64_t ino)
 				store_may_block(st);	/* a large file */
 			const uint8_t *h = sqlite3_column_blob(s, 0), *l = sqlite3_column_blob(s, 1);
 			int nh = sqlite3_column_bytes(s, 0), nl = sqlite3_column_bytes(s, 1);
-			int64_t sum;
-			r = store_map_sum(st, ino, (uint64_t)sqlite3_column_int64(s, 2), l, (size_t)nl, h,
-					  (size_t)nh, &sum);
-			if (!r && sum != sqlite3_column_int64(s, 3)) {
+			uint64_t idx = (uint64_t)sqlite3_column_int64(s, 2);
+			r = store_map_check(st, ino, idx, l, (size_t)nl, h, (size_t)nh,
+					    sqlite3_column_int64(s, 3));
+			if (r == -EUCLEAN) {
 				/* Damaged: its pages keep their references
 				 * (space lost until fsck is acted on), rather
 				 * than other files' pages losing theirs. */
-				store_map_damaged(st, ino, (uint64_t)sqlite3_column_int64(s, 2));
+				store_map_damaged(st, ino, idx);
+				r = 0;
 				continue;
 			}
 			int n = nh / (int)STORE_HASH_SIZE;

@@ -318,6 +318,10 @@ int store_step(struct store *st, sqlite3_stmt *s);
  */
 int store_map_sum(struct store *st, uint64_t ino, uint64_t idx, const void *locs, size_t nlocs,
 		  const void *hashes, size_t nhashes, int64_t *out);
+/* Does row (ino, idx) with these blobs have the checksum want?  0 if so,
+ * -EUCLEAN if not, other -errno if it cannot be worked out. */
+int store_map_check(struct store *st, uint64_t ino, uint64_t idx, const void *locs, size_t nlocs,
+		    const void *hashes, size_t nhashes, int64_t want);
 /* Row (ino, idx) of the page map failed its checksum: say so in the log,
  * once per open of the store (as store_step does). */
 void store_map_damaged(struct store *st, uint64_t ino, uint64_t idx);
