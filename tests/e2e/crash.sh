@@ -111,7 +111,14 @@ for s in 1 2; do
 	python3 "$(dirname "$0")/mixops.py" "$M/mix" "$T/mixref" $s 1000000 >/dev/null 2>&1 &
 	pids="$pids $!"
 done
-sleep 3
+# Let them get going (under a sanitizer on a busy machine that can take
+# a while): the kill must land amid changes, not before the first.
+i=0
+while [ "$(find "$M/race" 2>/dev/null | wc -l)" -le 5 ] && [ $i -lt 600 ]; do
+	sleep 0.1
+	i=$((i + 1))
+done
+sleep 2
 kill_daemon
 for p in $pids; do wait "$p" 2>/dev/null; done
 clear_dead_mount
