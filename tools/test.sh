@@ -55,7 +55,7 @@ export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export MALLOC_PERTURB_=0
 
-status=0
+status=0 ran=
 for b in $builds; do
 	echo "== $b: tests on this machine"
 	if [ "$need_vm" = 1 ]; then
@@ -65,11 +65,14 @@ for b in $builds; do
 		meson test -C "$b" --no-rebuild --print-errorlogs --logbase native "$@" || status=1
 	fi
 	tools/test-report "$b" native "$need_vm" || status=1
+	ran="$ran $b:native"
 	if [ "$need_vm" = 1 ]; then
 		echo "== $b: KVM tests inside the QEMU VM harness"
+		rm -f "$b/meson-logs/vm.json"	# no stale failures if the VM cannot start
 		tests/vm/run-in-vm --mem 3072 --cpus 1 -- meson test -C "$b" --no-rebuild --print-errorlogs \
 			--logbase vm --suite kvm --timeout-multiplier 10 "$@" || status=1
 		tools/test-report "$b" vm 0 || status=1
+		ran="$ran $b:vm"
 	fi
 done
 if [ "$tsan" = 1 ]; then
@@ -82,6 +85,7 @@ if [ "$tsan" = 1 ]; then
 		meson test -C build-tsan --no-rebuild --print-errorlogs --logbase native --suite unit \
 		--suite fuse --timeout-multiplier 3 "$@" || status=1
 	tools/test-report build-tsan native 0 || status=1
+	ran="$ran build-tsan:native"
 fi
 if [ "$asan" = 1 ]; then
 	echo "== build-fuzz: libFuzzer runs of the ELF loader and snapshot parsers"
@@ -89,7 +93,16 @@ if [ "$asan" = 1 ]; then
 	meson compile -C build-fuzz fuzz-elf fuzz-manifest fuzz-cpustate
 	meson test -C build-fuzz --no-rebuild --print-errorlogs --logbase native --suite fuzz || status=1
 	tools/test-report build-fuzz native 0 || status=1
+	ran="$ran build-fuzz:native"
 fi
 
-[ "$status" = 0 ] && echo "== all tests passed" || echo "== FAILED"
+if [ "$status" = 0 ]; then
+	echo "== all tests passed"
+else
+	# The failures again, each with the checks that failed: the output
+	# above is long, and its end is what gets read.
+	echo "== failed tests"
+	for r in $ran; do tools/test-report --failures "${r%:*}" "${r#*:}"; done
+	echo "== FAILED"
+fi
 exit "$status"
