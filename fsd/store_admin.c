@@ -577,16 +577,8 @@ static int pages_in(sqlite3 *db, uint64_t lo, uint64_t hi, struct store_live_pag
 	sqlite3_bind_int64(s, 2, (int64_t)(hi - 1 < INT64_MAX ? hi - 1 : INT64_MAX));
 	int rc, r = 0;
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		if (*n == *cap) {
-			size_t c = *cap ? 2 * *cap : 4096;
-			struct store_live_page *p = realloc(*out, c * sizeof(*p));
-			if (!p) {
-				r = -ENOMEM;
-				break;
-			}
-			*out = p;
-			*cap = c;
-		}
+		if ((r = store_grow((void **)out, cap, *n, sizeof(**out))))
+			break;
 		struct store_live_page *lp = &(*out)[(*n)++];
 		memset(lp->hash, 0, sizeof(lp->hash));
 		if (sqlite3_column_bytes(s, 0) == STORE_HASH_SIZE)
@@ -812,15 +804,9 @@ static int gc_forget(struct store *st, struct gc_run *g, struct err *e)
 	sqlite3_bind_int64(s, 1, GC_FORGET_BATCH);
 	int r = 0;
 	while (!r && (rc = sqlite3_step(s)) == SQLITE_ROW) {
-		if (g->nfreed == g->capfreed) {
-			size_t cap = g->capfreed ? 2 * g->capfreed : 1024;
-			struct freed_page *f = realloc(g->freed, cap * sizeof(*f));
-			if (!f) {
-				r = err_set(e, -ENOMEM, "store %s: gc: out of memory", st->dir);
-				break;
-			}
-			g->freed = f;
-			g->capfreed = cap;
+		if (store_grow((void **)&g->freed, &g->capfreed, g->nfreed, sizeof(*g->freed))) {
+			r = err_set(e, -ENOMEM, "store %s: gc: out of memory", st->dir);
+			break;
 		}
 		struct freed_page *fp = &g->freed[g->nfreed++];
 		fp->loc = (uint64_t)sqlite3_column_int64(s, 0);
@@ -1049,14 +1035,8 @@ static int list_row(void *arg, int64_t ino, int64_t idx, const uint8_t *locs, in
 	(void)locs;
 	(void)n;
 	struct gc_run *g = arg;
-	if (g->nrows == g->caprows) {
-		size_t cap = g->caprows ? 2 * g->caprows : 256;
-		struct chunk_key *k = realloc(g->rows, cap * sizeof(*k));
-		if (!k)
-			return -ENOMEM;
-		g->rows = k;
-		g->caprows = cap;
-	}
+	if (store_grow((void **)&g->rows, &g->caprows, g->nrows, sizeof(*g->rows)))
+		return -ENOMEM;
 	g->rows[g->nrows++] = (struct chunk_key){ ino, idx };
 	return 0;
 }

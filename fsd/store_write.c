@@ -436,15 +436,8 @@ int tails_flush_all(struct store *st)
 	for (struct sinode *si = st->changed; si && !r; si = si->chg_next) {
 		if (!si->tail)
 			continue;
-		if (n == cap) {
-			cap = cap ? 2 * cap : 16;
-			struct sinode **l = realloc(list, cap * sizeof(*l));
-			if (!l) {
-				r = -ENOMEM;
-				break;
-			}
-			list = l;
-		}
+		if ((r = store_grow((void **)&list, &cap, n, sizeof(*list))))
+			break;
 		si->users++;
 		list[n++] = si;
 	}
