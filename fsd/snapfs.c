@@ -41,6 +41,7 @@ struct snapfs_opts {
 				 * READAHEAD_UNSET: not given (the default) */
 	unsigned read_kb;	/* largest read request, KiB */
 	int nosplice;
+	int verify;		/* -o verify: reads check pages against their hashes */
 	int remount;		/* -o remount: change the flags of a live mount */
 	double timeout;
 	double sealed_timeout;
@@ -58,6 +59,7 @@ static const struct fuse_opt snapfs_opt_spec[] = {
 	FUSE_OPT_KEY("readahead=", KEY_READAHEAD),
 	FUSE_OPT_KEY("read_size=", KEY_READ_SIZE),
 	SNAPFS_OPT("nosplice", nosplice),
+	SNAPFS_OPT("verify", verify),
 	SNAPFS_OPT("remount", remount),
 	FUSE_OPT_KEY("timeout=", KEY_TIMEOUT),
 	FUSE_OPT_KEY("sealed_timeout=", KEY_SEALED_TIMEOUT),
@@ -128,6 +130,8 @@ static void snapfs_usage(const char *prog)
 	       "    -o readahead=KB        read_ahead_kb of the mount (default 1024, 0 keeps the kernel's)\n"
 	       "    -o read_size=KB        largest read request (default 512, at most 1004 so splice works)\n"
 	       "    -o nosplice            copy read data instead of splicing it from pack files\n"
+	       "    -o verify              check each page read against its SHA-256 (slower reads;\n"
+	       "                           a damaged page fails with EIO instead of being returned)\n"
 	       "    -o timeout=S           attribute and entry timeout (default 1)\n"
 	       "    -o sealed_timeout=S    the same for sealed content (default 86400)\n"
 	       "    -o remount             change the flags (ro, rw, noexec, ...) of the live mount\n"
@@ -424,8 +428,9 @@ int main(int argc, char *argv[])
 	if (r < 0)
 		fprintf(stderr, "snapfs: cannot raise the limit on open files: %s (continuing)\n",
 			strerror(-r));
-	r = store_open_log(store_path, STORE_CREATE | STORE_LOCK_WAIT, snapfs_store_log, NULL,
-			   &store, &e);
+	r = store_open_log(store_path,
+			   STORE_CREATE | STORE_LOCK_WAIT | (opts.verify ? STORE_VERIFY : 0),
+			   snapfs_store_log, NULL, &store, &e);
 	if (r < 0) {
 		fprintf(stderr, "snapfs: %s\n", err_str(&e, r));
 		goto out_args;
@@ -434,7 +439,7 @@ int main(int argc, char *argv[])
 	struct fs_config cfg = {
 		.timeout = opts.timeout,
 		.sealed_timeout = opts.sealed_timeout,
-		.splice = !opts.nosplice,
+		.splice = !opts.nosplice && !opts.verify,	/* splice skips the check */
 		.max_read = opts.read_kb * 1024,
 		.max_readahead = opts.readahead_kb * 1024,
 		.debug = cmd.debug,

@@ -949,6 +949,7 @@ int store_open_log(const char *dir, unsigned flags, store_log_fn log, void *log_
 		return err_set(e, -ENOMEM, "store %s: out of memory", dir);
 	}
 	st->rdonly = rdonly;
+	st->verify = flags & STORE_VERIFY;
 	st->log = log;
 	st->log_arg = log_arg;
 	st->pending = st->committing = HTAB(struct ptab_ent);

@@ -101,6 +101,12 @@ enum store_open_flags {
 	 * a daemon whose filesystem was just unmounted is still committing
 	 * and closing, and a mount (or gc) run right after it should work. */
 	STORE_LOCK_WAIT = 1 << 2,
+	/* Check every page a read takes from a pack against its hash (one
+	 * SHA-256 per page read), so that damage the pack files took after
+	 * they were written fails the read with -EIO, naming the page in the
+	 * log, instead of being returned as the file's bytes.  store_map is
+	 * then refused (-EOPNOTSUPP): its extents bypass the check. */
+	STORE_VERIFY = 1 << 3,
 };
 
 #define STORE_LOCK_WAIT_MS 5000

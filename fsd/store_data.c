@@ -14,22 +14,48 @@
 
 /* ---- reading ----------------------------------------------------------------- */
 
-/* Page data of ino at byte off could not be read (r): the read fails with
- * EIO, and the log says where, once per open of the store, since a damaged
- * pack fails every read of its pages. */
-static int read_failed(struct store *st, uint64_t ino, uint64_t off, int r)
+/* The page of ino at byte off is damaged (what: how, and what it means):
+ * the read fails with EIO, and the log says where, once per open of the
+ * store, since a damaged pack fails every read of its pages. */
+static int read_damaged(struct store *st, uint64_t ino, uint64_t off, const char *what)
 {
 	if (!__atomic_exchange_n(&st->read_fail_logged, true, __ATOMIC_RELAXED) && st->log) {
 		char msg[2400];
 		snprintf(msg, sizeof(msg),
-			 "store %.2048s: inode %llu: the page at byte %llu cannot be read (%s): a"
-			 " pack file is damaged, cut short or gone; run snapfs-admin fsck",
-			 st->dir, (unsigned long long)ino, (unsigned long long)off,
-			 r == -EIO ? "past the end of its pack" :
-			 r == -ENOENT ? "its pack file is missing" : strerror(-r));
+			 "store %.2048s: inode %llu: the page at byte %llu %s; run snapfs-admin fsck",
+			 st->dir, (unsigned long long)ino, (unsigned long long)off, what);
 		st->log(st->log_arg, msg);
 	}
 	return -EIO;
+}
+
+/* Page data of ino at byte off could not be read (r). */
+static int read_failed(struct store *st, uint64_t ino, uint64_t off, int r)
+{
+	char what[160];
+	snprintf(what, sizeof(what),
+		 "cannot be read (%s): a pack file is damaged, cut short or gone",
+		 r == -EIO ? "past the end of its pack" :
+		 r == -ENOENT ? "its pack file is missing" : strerror(-r));
+	return read_damaged(st, ino, off, what);
+}
+
+/* Under STORE_VERIFY: does page, read from loc, match hash?  0, or -EIO
+ * (logged) if not. */
+static int read_verify(struct store *st, struct store_hasher *h, uint64_t ino, uint64_t off,
+		       const uint8_t *page, const uint8_t *hash, uint64_t loc)
+{
+	uint8_t got[STORE_HASH_SIZE];
+	if (store_hash(h, page, STORE_PAGE_SIZE, got))
+		return -EIO;
+	if (!memcmp(got, hash, STORE_HASH_SIZE))
+		return 0;
+	char where[96] = "its pack", what[160];
+	if (st->be->ops->where)
+		st->be->ops->where(st->be, loc, where, sizeof(where));
+	snprintf(what, sizeof(what), "does not match its hash (at %s): a pack file is damaged",
+		 where);
+	return read_damaged(st, ino, off, what);
 }
 
 /* Copy the slots of pages [pg, pg+n) out (mem_lock held). */
@@ -72,6 +98,9 @@ static int read_range(struct store *st, struct sinode *si, uint8_t *buf, size_t 
 	 * gc_lock (a page it moves keeps its old copy until then), so the
 	 * locations stay good after mem_lock is dropped. */
 	uint8_t page[STORE_PAGE_SIZE] __attribute__((aligned(64)));
+	struct store_hasher *h = NULL;
+	if (st->verify && !(h = store_hasher_get(st)))
+		r = -ENOMEM;
 	for (size_t i = 0; i < np && !r; i++) {
 		uint64_t ps = (pg0 + i) << STORE_PAGE_SHIFT;
 		uint64_t a = ps > off ? ps : off;
@@ -81,16 +110,17 @@ static int read_range(struct store *st, struct sinode *si, uint8_t *buf, size_t 
 			memset(dst, 0, (size_t)(b - a));
 			continue;
 		}
-		if (b - a == STORE_PAGE_SIZE) {
-			r = st->be->ops->get(st->be, hashes[i], locs[i], dst);
-		} else {
-			r = st->be->ops->get(st->be, hashes[i], locs[i], page);
-			if (!r)
-				memcpy(dst, page + (a - ps), (size_t)(b - a));
-		}
+		uint8_t *to = b - a == STORE_PAGE_SIZE ? dst : page;
+		r = st->be->ops->get(st->be, hashes[i], locs[i], to);
 		if (r)
 			r = read_failed(st, si->ino, ps, r);
+		else if (h)
+			r = read_verify(st, h, si->ino, ps, to, hashes[i], locs[i]);
+		if (!r && to == page)
+			memcpy(dst, page + (a - ps), (size_t)(b - a));
 	}
+	if (h)
+		store_hasher_put(st, h);
 out:
 	if (locs != stack_locs)
 		free(locs);
@@ -187,7 +217,7 @@ static int extents_present(struct store *st, uint64_t ino, uint64_t off,
 int store_map(struct store *st, uint64_t ino, uint64_t off, size_t len,
 	      struct store_extent *ext, size_t max, size_t *covered)
 {
-	if (!st->be->ops->fd_of)
+	if (!st->be->ops->fd_of || st->verify)
 		return -EOPNOTSUPP;
 	struct sinode *si;
 	int r = data_begin(st, ino, false, &si);

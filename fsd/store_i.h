@@ -159,6 +159,7 @@ struct pset {
 struct store {
 	char *dir;
 	bool rdonly;
+	bool verify;		/* STORE_VERIFY */
 	int lock_fd;
 	struct store_backend *be;
 

@@ -938,6 +938,71 @@ static void test_store_admin_pack_cut_short(void **state)
 	tsu_store_remove(path);
 }
 
+/* Flip the bits of the byte at off of file path. */
+static void flip_byte(const char *path, off_t off)
+{
+	int fd = open(path, O_RDWR);
+	assert_true(fd >= 0);
+	uint8_t c;
+	assert_int_equal(pread(fd, &c, 1, off), 1);
+	c ^= 0xff;
+	assert_int_equal(pwrite(fd, &c, 1, off), 1);
+	close(fd);
+}
+
+/*
+ * A byte of a pack changed behind the store's back.  An ordinary open
+ * returns the changed bytes as the file's (what fsck is for); one opened
+ * STORE_VERIFY fails every read that takes that page with EIO, whole or
+ * in part, logs the inode, byte and pack position once, and refuses
+ * store_map, whose extents would bypass the check; the pages around it
+ * and the other files read as written.
+ */
+static void test_store_admin_verify_reads(void **state)
+{
+	(void)state;
+	char *path;
+	struct store *st = tsu_new_store(&path);
+	uint64_t a = write_file(st, STORE_ROOT_INO, "a", 20, 1);
+	uint64_t b = write_file(st, STORE_ROOT_INO, "b", 3, 2);
+	assert_int_equal(store_close(st, NULL), 0);
+	char pack[4700];
+	pack_path(path, pack, sizeof(pack));
+	flip_byte(pack, 10 * PG + 7);	/* a's pages went first, in order */
+	uint8_t *want = malloc(20 * PG), *got = malloc(20 * PG);
+	tsu_fill(want, 20 * PG, 1);
+
+	struct err e = { 0 };
+	assert_int_equal(store_open(path, 0, &st, &e), 0);
+	assert_int_equal(store_read(st, a, got, 20 * PG, 0), 20 * PG);
+	assert_int_equal(got[10 * PG + 7], want[10 * PG + 7] ^ 0xff);
+	assert_int_equal(store_close(st, NULL), 0);
+
+	assert_int_equal(store_open_log(path, STORE_VERIFY, log_msg, NULL, &st, &e), 0);
+	nlogged = 0;
+	assert_int_equal(store_read(st, a, got, 20 * PG, 0), -EIO);
+	char msg[160];
+	snprintf(msg, sizeof(msg), "inode %llu: the page at byte %d does not match its hash (at"
+		 " packs/", (unsigned long long)a, 10 * PG);
+	assert_non_null(strstr(logged, msg));
+	assert_non_null(strstr(logged, ".pack byte 0xa000): a pack file is damaged; run"
+				       " snapfs-admin fsck"));
+	assert_non_null(strstr(logged, path));
+	assert_int_equal(store_read(st, a, got, 100, 10 * PG + 50), -EIO);
+	assert_int_equal(nlogged, 1);
+	assert_int_equal(store_read(st, a, got, 10 * PG, 0), 10 * PG);
+	assert_memory_equal(got, want, 10 * PG);
+	assert_int_equal(store_read(st, a, got, 100, 11 * PG + 50), 100);
+	assert_memory_equal(got, want + 11 * PG + 50, 100);
+	struct store_extent ext[4];
+	assert_int_equal(store_map(st, a, 0, PG, ext, 4, NULL), -EOPNOTSUPP);
+	check_file(st, b, 3, 2);
+	assert_int_equal(store_close(st, NULL), 0);
+	free(want);
+	free(got);
+	tsu_store_remove(path);
+}
+
 /*
  * A pack gone or cut short while the store was closed: after the reopen,
  * reads of the pages it held fail with EIO (the log says the pack is
@@ -1055,6 +1120,7 @@ int main(void)
 		cmocka_unit_test(test_store_admin_fsck_dangling),
 		cmocka_unit_test(test_store_admin_gc_fsck_apart),
 		cmocka_unit_test(test_store_admin_pack_cut_short),
+		cmocka_unit_test(test_store_admin_verify_reads),
 		cmocka_unit_test(test_store_admin_pack_gone_locations_kept),
 		cmocka_unit_test(test_store_admin_fsck_tree_damage),
 		cmocka_unit_test(test_store_admin_fsck_index_damage),

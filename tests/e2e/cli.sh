@@ -476,6 +476,51 @@ ok "fsck names every damaged page by file, page, pack and byte, counts them, and
 		echo "$out" | grep -q "^$T/cut: /g page [0-9]* (page [0-9a-f]*\.\.\.): page damaged at packs/[0-9]*\.pack byte 0x3000: its bytes do not match its hash$" &&
 		echo "$out" | grep -q "^$T/cut: 1 files, 256 pages checked, 209 problems$" &&
 		echo 0 || echo 1) "status $st, $lost pages named lost: $out"
+# A byte of a pack changed behind the store's back: an ordinary mount
+# serves it as the file's (fsck is what finds it); under -o verify every
+# read that takes the page fails with EIO, mapped too (SIGBUS), the log
+# names the inode, byte and pack position once, and the rest reads.
+saved_store=$STORE saved_mnt=$MNT
+STORE=$T/ver MNT=$T/mver
+mkdir "$MNT"
+"$SNAPFS" "$STORE" "$MNT"
+head -c 1048576 /dev/urandom >"$T/ver-g"
+cp "$T/ver-g" "$MNT/g"
+umount "$MNT"
+wait_store_free
+pack=$(ls "$STORE"/packs/*.pack)
+at=$((3 * 4096 + 100))	# the file's pages went in order
+byte=$(od -An -tu1 -j "$at" -N1 "$pack" | tr -d ' ')
+printf "$(printf '\\%03o' $((byte ^ 255)))" | dd of="$pack" bs=1 seek="$at" conv=notrunc status=none
+"$SNAPFS" "$STORE" "$MNT"
+ok "without -o verify the changed byte reads as the file's" \
+	$([ "$(od -An -tu1 -j "$at" -N1 "$MNT/g" | tr -d ' ')" = $((byte ^ 255)) ] && echo 0 || echo 1)
+umount "$MNT"
+wait_store_free
+: >"$T/daemon.log"
+if fs_mount -o verify; then
+	out=$(cat "$MNT/g" 2>&1 >/dev/null)
+	ok "-o verify: reading the changed page fails with EIO" \
+		$([ "$out" = "cat: $MNT/g: Input/output error" ] && echo 0 || echo 1) "$out"
+	out=$(dd if="$MNT/g" bs=100 skip=123 count=1 iflag=direct 2>&1 >/dev/null)
+	ok "... a read of 100 bytes of it too" \
+		$(echo "$out" | grep -q "Input/output error" && echo 0 || echo 1) "$out"
+	python3 -c 'import mmap, sys
+with open(sys.argv[1], "rb") as f:
+    m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+    m[3 * 4096 + 100]' "$MNT/g" 2>/dev/null
+	st=$?
+	ok "... and touching it mapped raises SIGBUS" $([ $st = 135 ] && echo 0 || echo 1) "status $st"
+	check "... while the pages before it read as written" \
+		cmp -n 12288 "$MNT/g" "$T/ver-g"
+	check "... and those after it" \
+		sh -c 'cmp "$1" "$2" 16384 16384' sh "$MNT/g" "$T/ver-g"
+	fs_umount
+	ok "... and the log names the inode, the byte and where in which pack, once" \
+		$([ "$(grep -c "^snapfs: store $STORE: inode [0-9]*: the page at byte 12288 does not match its hash (at packs/[0-9a-f]*\.pack byte 0x3000): a pack file is damaged; run snapfs-admin fsck$" "$T/daemon.log")" = 1 ] &&
+			[ "$(grep -c "does not match" "$T/daemon.log")" = 1 ] && echo 0 || echo 1) "$(cat "$T/daemon.log")"
+fi
+STORE=$saved_store MNT=$saved_mnt
 # Damage to index.db itself (a page of it zeroed, found by the symlink
 # target it holds): fsck names the page on a line of its own, "STORE:
 # index.db: ...", and exits 2; the mount serves the rest, and the call that
