@@ -346,10 +346,11 @@ fi
 umount "$MNT"
 check "snapfs-admin gc right after the unmount waits for the daemon to let go" "$ADMIN" gc "$STORE"
 # A store held a little longer (by a daemon still closing, say) is
-# waited for: here something else holds its lock for one second.
-flock "$STORE/lock" sleep 1 &
+# waited for: here something else holds its lock for two seconds.
+flock "$STORE/lock" sleep 2 &
 holder=$!
-sleep 0.2
+i=0	# until the holder has the lock: on a loaded machine that takes a while
+while flock -n "$STORE/lock" true && [ $i -lt 200 ]; do sleep 0.05; i=$((i + 1)); done
 check "snapfs waits for a store held for a moment, then mounts it" "$SNAPFS" "$STORE" "$MNT"
 wait $holder
 umount "$MNT"
