@@ -117,33 +117,6 @@ static int admin_open(const char *dir, unsigned flags, struct store **st)
 	return r;
 }
 
-static int admin_fsck(const char *dir)
-{
-	struct store *st;
-	if (admin_open(dir, STORE_RDONLY, &st) < 0)
-		return 2;
-	struct admin_fsck f = { .progress.tty = isatty(STDERR_FILENO), .store = dir };
-	clock_gettime(CLOCK_MONOTONIC, &f.progress.last);
-	struct store_fsck_result res = { 0 };
-	struct err e = { 0 };
-	int r = store_fsck(st, admin_fsck_report, admin_progress_cb, &f, &res, &e);
-	admin_progress_end(&f.progress);
-	store_close(st, NULL);
-	if (r < 0) {
-		fprintf(stderr, "snapfs-admin: fsck %s: %s\n", dir, err_str(&e, r));
-		return 2;
-	}
-	printf("%s: %" PRIu64 " files, %" PRIu64 " pages checked, %" PRIu64 " problem%s\n", dir,
-	       res.files_checked, res.pages_checked, res.problems, res.problems == 1 ? "" : "s");
-	return res.problems ? 1 : 0;
-}
-
-static void admin_gc_print(const char *dir, const struct store_gc_result *res)
-{
-	printf("%s: %" PRIu64 " pages freed, packs %" PRIu64 " -> %" PRIu64 " bytes\n", dir,
-	       res->pages_freed, res->bytes_before, res->bytes_after);
-}
-
 /* Where snapfs has the store dir mounted, in *ent: 0 or -errno. */
 static int admin_find_mount(const char *dir, struct mountinfo_ent *ent)
 {
@@ -151,6 +124,56 @@ static int admin_find_mount(const char *dir, struct mountinfo_ent *ent)
 	if (!realpath(dir, abs))
 		return -errno;
 	return mountinfo_find(mountinfo_fuse_of, abs, ent);
+}
+
+/* fsck, read-only beside a mount; with repair, of a store nothing else
+ * has open, which it opens for writing. */
+static int admin_fsck(const char *dir, bool repair)
+{
+	struct mountinfo_ent ent;
+	if (repair && admin_find_mount(dir, &ent) > 0) {
+		fprintf(stderr, "snapfs-admin: fsck --repair %s: the store is mounted at %s;"
+				" unmount it first\n", dir, ent.mnt);
+		return 2;
+	}
+	struct store *st;
+	/* A daemon just unmounted may still be closing: waited for. */
+	if (admin_open(dir, repair ? STORE_LOCK_WAIT : STORE_RDONLY, &st) < 0)
+		return 2;
+	struct admin_fsck f = { .progress.tty = isatty(STDERR_FILENO), .store = dir };
+	clock_gettime(CLOCK_MONOTONIC, &f.progress.last);
+	struct store_fsck_result res = { 0 };
+	struct err e = { 0 };
+	int r = (repair ? store_fsck_repair : store_fsck)(st, admin_fsck_report, admin_progress_cb,
+							  &f, &res, &e);
+	admin_progress_end(&f.progress);
+	struct err ce = { 0 };
+	int rc = store_close(st, &ce);
+	if (r < 0) {
+		fprintf(stderr, "snapfs-admin: fsck %s: %s\n", dir, err_str(&e, r));
+		return 2;
+	}
+	if (rc < 0) {
+		fprintf(stderr, "snapfs-admin: closing %s: %s\n", dir, err_str(&ce, rc));
+		return 2;
+	}
+	printf("%s: %" PRIu64 " files, %" PRIu64 " pages checked, %" PRIu64 " problem%s\n", dir,
+	       res.files_checked, res.pages_checked, res.problems, res.problems == 1 ? "" : "s");
+	if (res.refs_repaired)
+		printf("%s: repaired: the reference counts of %" PRIu64 " page%s (gc frees those"
+		       " no file uses)\n",
+		       dir, res.refs_repaired, res.refs_repaired == 1 ? "" : "s");
+	if (res.refs_left)
+		printf("%s: nothing repaired: index.db or a page map is damaged, so the references"
+		       " cannot be counted\n",
+		       dir);
+	return res.problems ? 1 : 0;
+}
+
+static void admin_gc_print(const char *dir, const struct store_gc_result *res)
+{
+	printf("%s: %" PRIu64 " pages freed, packs %" PRIu64 " -> %" PRIu64 " bytes\n", dir,
+	       res->pages_freed, res->bytes_before, res->bytes_after);
 }
 
 /* gc of a store a snapfs daemon holds: run by the daemon, asked through
@@ -290,14 +313,15 @@ static int admin_stats(const char *dir, bool json)
 
 static void admin_usage(FILE *f)
 {
-	fprintf(f, "usage: snapfs-admin fsck STORE\n"
+	fprintf(f, "usage: snapfs-admin fsck [--repair] STORE\n"
 		   "       snapfs-admin gc STORE\n"
 		   "       snapfs-admin stats [--json] STORE\n"
 		   "       snapfs-admin --help | --version\n"
 		   "STORE is the store folder, or the mount point of a store snapfs serves.\n"
 		   "fsck and stats work beside a mounted store; gc of a mounted store is run\n"
 		   "by its snapfs daemon, and calls on the filesystem wait only briefly.\n"
-		   "fsck exits 0 if clean, 1 if it found problems, 2 if it could not run.\n");
+		   "fsck exits 0 if clean, 1 if it found problems, 2 if it could not run.\n"
+		   "fsck --repair also sets wrong reference counts right (the store unmounted).\n");
 }
 
 /*
@@ -331,7 +355,7 @@ int main(int argc, char *argv[])
 	}
 	/* COMMAND [--json] STORE: say what is wrong before the usage. */
 	const char *cmd = argc > 1 ? argv[1] : NULL, *store = NULL, *bad = NULL;
-	bool json = false;
+	bool json = false, repair = false;
 	if (!cmd) {
 		fprintf(stderr, "snapfs-admin: no command given\n");
 	} else if (strcmp(cmd, "fsck") && strcmp(cmd, "gc") && strcmp(cmd, "stats")) {
@@ -340,6 +364,8 @@ int main(int argc, char *argv[])
 		for (int i = 2; i < argc && !bad; i++) {
 			if (!strcmp(cmd, "stats") && !strcmp(argv[i], "--json") && !json)
 				json = true;
+			else if (!strcmp(cmd, "fsck") && !strcmp(argv[i], "--repair") && !repair)
+				repair = true;
 			else if (argv[i][0] == '-' || store)
 				bad = argv[i];
 			else
@@ -357,7 +383,7 @@ int main(int argc, char *argv[])
 	char buf[PATH_MAX];
 	store = admin_store_arg(store, buf);
 	if (!strcmp(cmd, "fsck"))
-		return admin_fsck(store);
+		return admin_fsck(store, repair);
 	if (!strcmp(cmd, "gc"))
 		return admin_gc(store);
 	return admin_stats(store, json);

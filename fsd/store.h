@@ -492,6 +492,9 @@ struct store_fsck_result {
 	uint64_t problems;
 	uint64_t pages_checked;
 	uint64_t files_checked;
+	/* store_fsck_repair only: */
+	uint64_t refs_repaired;	/* pages whose reference count was set right */
+	bool refs_left;		/* none was: the references could not be counted */
 };
 
 /*
@@ -507,6 +510,20 @@ struct store_fsck_result {
  */
 int store_fsck(struct store *st, store_fsck_fn report, store_progress_fn progress, void *arg,
 	       struct store_fsck_result *res, struct err *e);
+
+/*
+ * store_fsck, then the one repair it can make for sure: each page's
+ * reference count set to the references the page maps hold, in the same
+ * transaction.  A count too high keeps a page gc would free (as deleting
+ * a file whose page map failed its checksum leaves them); one too low
+ * would let gc free a page still in use.  Nothing is changed, and
+ * res->refs_left is set, when index.db or any page map is damaged (a row
+ * unreadable, failing its checksum, naming a missing inode or page): the
+ * references cannot then be counted.  The problems found are reported
+ * and counted as store_fsck does.  Needs a writable open (-EROFS).
+ */
+int store_fsck_repair(struct store *st, store_fsck_fn report, store_progress_fn progress,
+		      void *arg, struct store_fsck_result *res, struct err *e);
 
 struct store_gc_result {
 	uint64_t pages_freed;		/* page index entries without references removed */

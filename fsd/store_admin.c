@@ -103,7 +103,26 @@ struct fsck {
 	store_progress_fn progress;
 	void *arg;
 	struct store_fsck_result *res;
+	/* Problems that leave the references uncounted for sure: damage to
+	 * index.db or to a page map (see store_fsck_repair). */
+	uint64_t uncounted;
 };
+
+static void vproblem(struct fsck *f, uint64_t ino, int64_t page, const uint8_t *hash,
+		     const char *fmt, va_list ap)
+{
+	f->res->problems++;
+	if (!f->report)
+		return;
+	char what[512], path[4096];
+	vsnprintf(what, sizeof(what), fmt, ap);
+	path[0] = 0;
+	if (ino)
+		store_path_of(f->st->db, ino, path, sizeof(path));
+	struct store_fsck_problem p = { .path = path[0] ? path : NULL, .ino = ino, .page = page,
+					.hash = hash, .what = what };
+	f->report(f->arg, &p);
+}
 
 static void problem(struct fsck *f, uint64_t ino, int64_t page, const uint8_t *hash,
 		    const char *fmt, ...) __attribute__((format(printf, 5, 6)));
@@ -111,20 +130,24 @@ static void problem(struct fsck *f, uint64_t ino, int64_t page, const uint8_t *h
 static void problem(struct fsck *f, uint64_t ino, int64_t page, const uint8_t *hash,
 		    const char *fmt, ...)
 {
-	f->res->problems++;
-	if (!f->report)
-		return;
-	char what[512], path[4096];
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(what, sizeof(what), fmt, ap);
+	vproblem(f, ino, page, hash, fmt, ap);
 	va_end(ap);
-	path[0] = 0;
-	if (ino)
-		store_path_of(f->st->db, ino, path, sizeof(path));
-	struct store_fsck_problem p = { .path = path[0] ? path : NULL, .ino = ino, .page = page,
-					.hash = hash, .what = what };
-	f->report(f->arg, &p);
+}
+
+/* A problem after which the references cannot be counted for sure. */
+static void map_problem(struct fsck *f, uint64_t ino, int64_t page, const uint8_t *hash,
+			const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+static void map_problem(struct fsck *f, uint64_t ino, int64_t page, const uint8_t *hash,
+			const char *fmt, ...)
+{
+	f->uncounted++;
+	va_list ap;
+	va_start(ap, fmt);
+	vproblem(f, ino, page, hash, fmt, ap);
+	va_end(ap);
 }
 
 static int64_t count_of(struct store *st, const char *sql)
@@ -170,7 +193,7 @@ static int fsck_pages(struct fsck *f, struct htab *t)
 		uint64_t loc = (uint64_t)sqlite3_column_int64(s, 1);
 		int64_t refs = sqlite3_column_int64(s, 2);
 		if (sqlite3_column_bytes(s, 0) != STORE_HASH_SIZE) {
-			problem(f, 0, -1, NULL, "page index entry with a %d-byte hash",
+			map_problem(f, 0, -1, NULL, "page index entry with a %d-byte hash",
 				sqlite3_column_bytes(s, 0));
 			continue;
 		}
@@ -224,7 +247,7 @@ static int fsck_index(struct fsck *f)
 		for (const char *l = what, *end; *l; l = *end ? end + 1 : end) {
 			end = strchrnul(l, '\n');
 			if (end > l && strncmp(l, "*** ", 4))
-				problem(f, 0, -1, NULL, "index.db: %.*s", (int)(end - l), l);
+				map_problem(f, 0, -1, NULL, "index.db: %.*s", (int)(end - l), l);
 		}
 	}
 	sqlite3_finalize(s);
@@ -240,7 +263,7 @@ static int fsck_map_sum(struct fsck *f, uint64_t ino, int64_t idx, const void *l
 	int r = store_map_check(f->st, ino, (uint64_t)idx, locs, nlocs, hashes, nhashes, want);
 	if (r != -EUCLEAN)
 		return r;
-	problem(f, ino, idx * CHUNK_PAGES, NULL, "page-map row %lld does not match its checksum",
+	map_problem(f, ino, idx * CHUNK_PAGES, NULL, "page-map row %lld does not match its checksum",
 		(long long)idx);
 	return 0;
 }
@@ -269,7 +292,7 @@ static int fsck_maps(struct fsck *f, struct htab *t)
 		uint32_t mode = (uint32_t)sqlite3_column_int64(s, 4);
 		uint64_t size = (uint64_t)sqlite3_column_int64(s, 5);
 		if (have && ino != cur && counted != want)
-			problem(f, cur, -1, NULL, "inode records %llu stored pages, its map has %llu",
+			map_problem(f, cur, -1, NULL, "inode records %llu stored pages, its map has %llu",
 				(unsigned long long)want, (unsigned long long)counted);
 		if (!have || ino != cur) {
 			cur = ino;
@@ -279,13 +302,13 @@ static int fsck_maps(struct fsck *f, struct htab *t)
 			f->res->files_checked++;
 		}
 		if (orphan || !S_ISREG(mode)) {
-			problem(f, ino, idx * CHUNK_PAGES, NULL, "page map of %s inode %llu",
+			map_problem(f, ino, idx * CHUNK_PAGES, NULL, "page map of %s inode %llu",
 				orphan ? "missing" : "non-file", (unsigned long long)ino);
 			continue;
 		}
 		if (hn % STORE_HASH_SIZE || hn / (int)STORE_HASH_SIZE > (int)CHUNK_PAGES ||
 		    ln != hn / (int)STORE_HASH_SIZE * 8) {
-			problem(f, ino, idx * CHUNK_PAGES, NULL,
+			map_problem(f, ino, idx * CHUNK_PAGES, NULL,
 				"damaged page-map row %lld (%d hash bytes, %d location bytes)",
 				(long long)idx, hn, ln);
 			continue;
@@ -313,14 +336,14 @@ static int fsck_maps(struct fsck *f, struct htab *t)
 					(unsigned long long)size);
 			struct fpage *fp = htab_find(t, &loc);
 			if (!fp) {
-				problem(f, ino, pg, hash,
+				map_problem(f, ino, pg, hash,
 					"dangling reference: no page in the index at %s",
 					fsck_where(f, loc, at, sizeof(at)));
 				continue;
 			}
 			fp->seen++;
 			if (memcmp(fp->hash, hash, STORE_HASH_SIZE))
-				problem(f, ino, pg, hash,
+				map_problem(f, ino, pg, hash,
 					"page map and index disagree on the hash of the page at %s",
 					fsck_where(f, loc, at, sizeof(at)));
 			else if (fp->bad)
@@ -331,7 +354,7 @@ static int fsck_maps(struct fsck *f, struct htab *t)
 			f->progress(f->arg, "checking page maps", done, (uint64_t)total);
 	}
 	if (have && counted != want)
-		problem(f, cur, -1, NULL, "inode records %llu stored pages, its map has %llu",
+		map_problem(f, cur, -1, NULL, "inode records %llu stored pages, its map has %llu",
 			(unsigned long long)want, (unsigned long long)counted);
 	sqlite3_finalize(s);
 	if (rc != SQLITE_DONE)
@@ -501,13 +524,46 @@ static void fsck_hit_walk(struct fsck *f, uint64_t dir, unsigned depth)
 	free(inos);
 }
 
-int store_fsck(struct store *st, store_fsck_fn report, store_progress_fn progress, void *arg,
-	       struct store_fsck_result *res, struct err *e)
+/* Set each page's reference count to the references fsck_maps counted,
+ * unless a problem left them uncounted for sure (res->refs_left). */
+static int fsck_repair_refs(struct fsck *f, struct htab *t)
+{
+	if (f->uncounted) {
+		f->res->refs_left = true;
+		return 0;
+	}
+	sqlite3_stmt *s;
+	if (sqlite3_prepare_v2(f->st->db, "UPDATE page SET refs = ?1 WHERE loc = ?2", -1, &s,
+			       NULL) != SQLITE_OK)
+		return -EIO;
+	int r = 0;
+	for (size_t i = 0; i < t->cap && !r; i++) {
+		struct fpage *fp = htab_at(t, i);
+		if (!fp || fp->seen == fp->refs)
+			continue;
+		sqlite3_bind_int64(s, 1, fp->seen);
+		sqlite3_bind_int64(s, 2, (int64_t)fp->loc);
+		if (sqlite3_step(s) == SQLITE_DONE)
+			f->res->refs_repaired++;
+		else
+			r = -EIO;
+		sqlite3_reset(s);
+	}
+	sqlite3_finalize(s);
+	return r;
+}
+
+static int fsck_run(struct store *st, bool repair, store_fsck_fn report,
+		    store_progress_fn progress, void *arg, struct store_fsck_result *res,
+		    struct err *e)
 {
 	struct store_fsck_result dummy;
 	if (!res)
 		res = &dummy;
 	memset(res, 0, sizeof(*res));
+	if (repair && st->rdonly)
+		return err_set(e, -EROFS, "store %s: fsck cannot repair a store opened read-only",
+			       st->dir);
 	int lock;
 	int r = admin_lock(st, false, &lock, e);
 	if (r)
@@ -524,7 +580,7 @@ int store_fsck(struct store *st, store_fsck_fn report, store_progress_fn progres
 	 * picture even beside a live writer. */
 	pthread_rwlock_rdlock(&st->gc_lock);
 	pthread_mutex_lock(&st->db_lock);
-	sqlite3_exec(st->db, "BEGIN", NULL, NULL, NULL);
+	sqlite3_exec(st->db, repair ? "BEGIN IMMEDIATE" : "BEGIN", NULL, NULL, NULL);
 	r = fsck_index(&f);
 	if (!r)
 		r = fsck_pages(&f, &t);
@@ -532,6 +588,8 @@ int store_fsck(struct store *st, store_fsck_fn report, store_progress_fn progres
 		r = fsck_maps(&f, &t);
 	if (!r)
 		r = fsck_tree(&f);
+	if (!r && repair)
+		r = fsck_repair_refs(&f, &t);
 	/* SQLite's word on a failure, before the COMMIT (or another
 	 * thread, once db_lock goes) replaces it; -EIO without one is a
 	 * page that could not be hashed. */
@@ -543,7 +601,16 @@ int store_fsck(struct store *st, store_fsck_fn report, store_progress_fn progres
 			 : strerror(-r));
 	if (r == -EIO && store_sql_errno(rc) == -EUCLEAN)
 		fsck_hit_walk(&f, STORE_ROOT_INO, 0);
-	sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL);
+	if (!repair) {
+		sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL);	/* of a read */
+	} else if (!r && sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+		snprintf(why, sizeof(why), "committing the repair: %s", sqlite3_errmsg(st->db));
+		r = -EIO;
+	}
+	if (r && repair) {
+		sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+		res->refs_repaired = 0;
+	}
 	pthread_mutex_unlock(&st->db_lock);
 	pthread_rwlock_unlock(&st->gc_lock);
 	admin_unlock(lock);
@@ -551,6 +618,18 @@ int store_fsck(struct store *st, store_fsck_fn report, store_progress_fn progres
 	if (r)
 		return err_set(e, r, "store %s: fsck could not run: %s", st->dir, why);
 	return 0;
+}
+
+int store_fsck(struct store *st, store_fsck_fn report, store_progress_fn progress, void *arg,
+	       struct store_fsck_result *res, struct err *e)
+{
+	return fsck_run(st, false, report, progress, arg, res, e);
+}
+
+int store_fsck_repair(struct store *st, store_fsck_fn report, store_progress_fn progress,
+		      void *arg, struct store_fsck_result *res, struct err *e)
+{
+	return fsck_run(st, true, report, progress, arg, res, e);
 }
 
 /* ---- gc ------------------------------------------------------------------------- */

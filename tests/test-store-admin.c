@@ -877,6 +877,14 @@ static void test_store_admin_map_checksum(void **state)
 	for (int i = 0; i < fd.n && i < 8; i++)
 		named |= fd.page[i] == 128 && !strcmp(fd.what[i], "page-map row 1 does not match its checksum");
 	assert_true(named);
+	/* With a row that fails its checksum the references cannot be
+	 * counted: a repair changes nothing, and says so. */
+	uint64_t problems = res.problems;
+	assert_int_equal(store_fsck_repair(st, NULL, NULL, NULL, &res, NULL), 0);
+	assert_int_equal(res.problems, problems);
+	assert_true(res.refs_left);
+	assert_int_equal(res.refs_repaired, 0);
+	check_file(st, g, 128, 22);
 
 	uint64_t gone;
 	struct store_gc_result gr;
@@ -894,6 +902,39 @@ static void test_store_admin_map_checksum(void **state)
 	assert_int_equal(store_sync(st, NULL), 0);
 	assert_int_equal(store_gc(st, NULL, NULL, &gr, NULL), 0);
 	assert_int_equal(gr.pages_freed, 128);	/* f's first row; its second's stay */
+	check_file(st, g, 128, 22);
+
+	/* Those 128 pages are counted once but named by no map: a repair
+	 * sets their counts to 0, on a writable open only, and gc frees
+	 * them then. */
+	assert_int_equal(store_fsck(st, NULL, NULL, NULL, &res, NULL), 0);
+	assert_int_equal(res.problems, 128);
+	struct store *ro;
+	assert_int_equal(store_open(path, STORE_RDONLY, &ro, NULL), 0);
+	struct err e = { 0 };
+	assert_int_equal(store_fsck_repair(ro, NULL, NULL, NULL, &res, &e), -EROFS);
+	assert_non_null(strstr(e.msg, "read-only"));
+	assert_int_equal(store_close(ro, NULL), 0);
+	assert_int_equal(store_fsck_repair(st, NULL, NULL, NULL, &res, NULL), 0);
+	assert_int_equal(res.problems, 128);
+	assert_int_equal(res.refs_repaired, 128);
+	assert_false(res.refs_left);
+	assert_int_equal(store_fsck(st, NULL, NULL, NULL, &res, NULL), 0);
+	assert_int_equal(res.problems, 0);
+	assert_int_equal(store_gc(st, NULL, NULL, &gr, NULL), 0);
+	assert_int_equal(gr.pages_freed, 128);
+	check_file(st, g, 128, 22);
+	assert_int_equal(store_close(st, NULL), 0);
+
+	/* A count too low (0 for a page g uses) is set right too, and gc
+	 * then keeps the page. */
+	tsu_index_exec(path, "UPDATE page SET refs = 0 WHERE loc = (SELECT min(loc) FROM page)");
+	assert_int_equal(store_open(path, 0, &st, NULL), 0);
+	assert_int_equal(store_fsck_repair(st, NULL, NULL, NULL, &res, NULL), 0);
+	assert_int_equal(res.problems, 1);
+	assert_int_equal(res.refs_repaired, 1);
+	assert_int_equal(store_gc(st, NULL, NULL, &gr, NULL), 0);
+	assert_int_equal(gr.pages_freed, 0);
 	check_file(st, g, 128, 22);
 	assert_int_equal(store_close(st, NULL), 0);
 	free(buf);
