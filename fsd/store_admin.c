@@ -263,8 +263,8 @@ static int fsck_map_sum(struct fsck *f, uint64_t ino, int64_t idx, const void *l
 	int r = store_map_check(f->st, ino, (uint64_t)idx, locs, nlocs, hashes, nhashes, want);
 	if (r != -EUCLEAN)
 		return r;
-	map_problem(f, ino, idx * CHUNK_PAGES, NULL, "page-map row %lld does not match its checksum",
-		(long long)idx);
+	map_problem(f, ino, idx * CHUNK_PAGES, NULL,
+		    "page-map row %lld does not match its checksum", (long long)idx);
 	return 0;
 }
 
@@ -292,8 +292,9 @@ static int fsck_maps(struct fsck *f, struct htab *t)
 		uint32_t mode = (uint32_t)sqlite3_column_int64(s, 4);
 		uint64_t size = (uint64_t)sqlite3_column_int64(s, 5);
 		if (have && ino != cur && counted != want)
-			map_problem(f, cur, -1, NULL, "inode records %llu stored pages, its map has %llu",
-				(unsigned long long)want, (unsigned long long)counted);
+			map_problem(f, cur, -1, NULL,
+				    "inode records %llu stored pages, its map has %llu",
+				    (unsigned long long)want, (unsigned long long)counted);
 		if (!have || ino != cur) {
 			cur = ino;
 			counted = 0;
