@@ -353,7 +353,7 @@ int main(int argc, char *argv[])
 		       store_schema_version());
 		return 0;
 	}
-	/* COMMAND [--json] STORE: say what is wrong before the usage. */
+	/* COMMAND [--json | --repair] STORE: say what is wrong before the usage. */
 	const char *cmd = argc > 1 ? argv[1] : NULL, *store = NULL, *bad = NULL;
 	bool json = false, repair = false;
 	if (!cmd) {
