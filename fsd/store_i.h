@@ -493,7 +493,6 @@ int ns_tx_end(struct store *st, int r);
 /* A path of ino for messages ("/a/b"), or "" if none; db or rdb given. */
 void store_path_of(sqlite3 *db, uint64_t ino, char *buf, size_t size);
 
-/* Little-endian 64-bit in blobs. */
 /* Room in the array *p (of *cap elements of size bytes) for element n:
  * doubled when full.  0 or -ENOMEM (the array kept). */
 static inline int store_grow(void **p, size_t *cap, size_t n, size_t size)
@@ -509,6 +508,7 @@ static inline int store_grow(void **p, size_t *cap, size_t n, size_t size)
 	return 0;
 }
 
+/* Little-endian 64-bit in blobs. */
 static inline void put_le64(uint8_t *p, uint64_t v)
 {
 	for (int i = 0; i < 8; i++)

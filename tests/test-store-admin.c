@@ -85,6 +85,18 @@ static void pack_path(const char *path, char *out, size_t size)
 	assert_int_equal(n, 1);
 }
 
+/* The byte at off of file path, xored with mask in place. */
+static void flip_byte(const char *path, off_t off, uint8_t mask)
+{
+	int fd = open(path, O_RDWR);
+	assert_true(fd >= 0);
+	uint8_t c;
+	assert_int_equal(pread(fd, &c, 1, off), 1);
+	c ^= mask;
+	assert_int_equal(pwrite(fd, &c, 1, off), 1);
+	close(fd);
+}
+
 static int progress_calls;
 
 static void progress(void *arg, const char *phase, uint64_t done, uint64_t total)
@@ -497,12 +509,7 @@ static void test_store_admin_fsck_corrupt_byte(void **state)
 
 	char pack[4700];
 	pack_path(path, pack, sizeof(pack));
-	int fd = open(pack, O_RDWR);
-	uint8_t byte;
-	assert_int_equal(pread(fd, &byte, 1, (off_t)pos + 1234), 1);
-	byte ^= 0x01;
-	assert_int_equal(pwrite(fd, &byte, 1, (off_t)pos + 1234), 1);
-	close(fd);
+	flip_byte(pack, (off_t)pos + 1234, 0x01);
 
 	/* A read-only open is enough to check. */
 	assert_int_equal(store_open(path, STORE_RDONLY, &st, NULL), 0);
@@ -979,18 +986,6 @@ static void test_store_admin_pack_cut_short(void **state)
 	tsu_store_remove(path);
 }
 
-/* Flip the bits of the byte at off of file path. */
-static void flip_byte(const char *path, off_t off)
-{
-	int fd = open(path, O_RDWR);
-	assert_true(fd >= 0);
-	uint8_t c;
-	assert_int_equal(pread(fd, &c, 1, off), 1);
-	c ^= 0xff;
-	assert_int_equal(pwrite(fd, &c, 1, off), 1);
-	close(fd);
-}
-
 /*
  * A byte of a pack changed behind the store's back.  An ordinary open
  * returns the changed bytes as the file's (what fsck is for); one opened
@@ -1006,10 +1001,15 @@ static void test_store_admin_verify_reads(void **state)
 	struct store *st = tsu_new_store(&path);
 	uint64_t a = write_file(st, STORE_ROOT_INO, "a", 20, 1);
 	uint64_t b = write_file(st, STORE_ROOT_INO, "b", 3, 2);
+	assert_int_equal(store_sync(st, NULL), 0);
+	struct store_extent ext[4];
+	assert_int_equal(store_map(st, a, 10 * PG, PG, ext, 4, NULL), 1);	/* where page 10 is */
+	uint64_t pos = ext[0].pos;
+	store_map_done(st);
 	assert_int_equal(store_close(st, NULL), 0);
 	char pack[4700];
 	pack_path(path, pack, sizeof(pack));
-	flip_byte(pack, 10 * PG + 7);	/* a's pages went first, in order */
+	flip_byte(pack, (off_t)pos + 7, 0xff);
 	uint8_t *want = malloc(20 * PG), *got = malloc(20 * PG);
 	tsu_fill(want, 20 * PG, 1);
 
@@ -1026,8 +1026,9 @@ static void test_store_admin_verify_reads(void **state)
 	snprintf(msg, sizeof(msg), "inode %llu: the page at byte %d does not match its hash (at"
 		 " packs/", (unsigned long long)a, 10 * PG);
 	assert_non_null(strstr(logged, msg));
-	assert_non_null(strstr(logged, ".pack byte 0xa000): a pack file is damaged; run"
-				       " snapfs-admin fsck"));
+	snprintf(msg, sizeof(msg), ".pack byte 0x%llx): a pack file is damaged; run snapfs-admin fsck",
+		 (unsigned long long)pos);
+	assert_non_null(strstr(logged, msg));
 	assert_non_null(strstr(logged, path));
 	assert_int_equal(store_read(st, a, got, 100, 10 * PG + 50), -EIO);
 	assert_int_equal(nlogged, 1);
@@ -1035,7 +1036,6 @@ static void test_store_admin_verify_reads(void **state)
 	assert_memory_equal(got, want, 10 * PG);
 	assert_int_equal(store_read(st, a, got, 100, 11 * PG + 50), 100);
 	assert_memory_equal(got, want + 11 * PG + 50, 100);
-	struct store_extent ext[4];
 	assert_int_equal(store_map(st, a, 0, PG, ext, 4, NULL), -EOPNOTSUPP);
 	check_file(st, b, 3, 2);
 	assert_int_equal(store_close(st, NULL), 0);

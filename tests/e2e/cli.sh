@@ -458,6 +458,13 @@ for o in splice nosplice; do
 		sh -c '[ "$(head -c 100000 "$1" | wc -c)" = 100000 ]' sh "$T/mcut/g"
 	umount "$T/mcut"
 done
+byte_at() {	# byte_at FILE AT: the byte at offset AT of FILE, in decimal
+	od -An -tu1 -j "$2" -N1 "$1" | tr -d ' '
+}
+flip_byte() {	# flip_byte FILE AT: every bit of that byte inverted, in place
+	printf "$(printf '\\%03o' $(($(byte_at "$1" "$2") ^ 255)))" |
+		dd of="$1" bs=1 seek="$2" conv=notrunc status=none
+}
 # fsck of that store, with a byte changed too: each damaged page is named
 # by file, page, pack and byte; the count is right; the status is 1.
 # The byte is flipped, not overwritten with a fixed one: the page is
@@ -465,10 +472,10 @@ done
 STORE=$T/cut wait_store_free
 pack=$(ls "$T"/cut/packs/*.pack)
 at=$((3 * 4096 + 100))
-byte=$(od -An -tu1 -j "$at" -N1 "$pack" | tr -d ' ')
-printf "$(printf '\\%03o' $((byte ^ 255)))" | dd of="$pack" bs=1 seek="$at" conv=notrunc status=none
+byte=$(byte_at "$pack" "$at")
+flip_byte "$pack" "$at"
 ok "... a byte of a page in it is changed ($byte to $((byte ^ 255)))" \
-	$([ "$(od -An -tu1 -j "$at" -N1 "$pack" | tr -d ' ')" = $((byte ^ 255)) ] && echo 0 || echo 1)
+	$([ "$(byte_at "$pack" "$at")" = $((byte ^ 255)) ] && echo 0 || echo 1)
 out=$("$ADMIN" fsck "$T/cut" 2>&1)
 st=$?
 lost=$(echo "$out" | grep -c "^$T/cut: /g page [0-9]* (page [0-9a-f]*\.\.\.): page damaged at packs/[0-9]*\.pack byte 0x[0-9a-f]*000: unreadable: past the end of its pack, or a read error$")
@@ -491,11 +498,11 @@ umount "$MNT"
 wait_store_free
 pack=$(ls "$STORE"/packs/*.pack)
 at=$((3 * 4096 + 100))	# the file's pages went in order
-byte=$(od -An -tu1 -j "$at" -N1 "$pack" | tr -d ' ')
-printf "$(printf '\\%03o' $((byte ^ 255)))" | dd of="$pack" bs=1 seek="$at" conv=notrunc status=none
+byte=$(byte_at "$pack" "$at")
+flip_byte "$pack" "$at"
 "$SNAPFS" "$STORE" "$MNT"
 ok "without -o verify the changed byte reads as the file's" \
-	$([ "$(od -An -tu1 -j "$at" -N1 "$MNT/g" | tr -d ' ')" = $((byte ^ 255)) ] && echo 0 || echo 1)
+	$([ "$(byte_at "$MNT/g" "$at")" = $((byte ^ 255)) ] && echo 0 || echo 1)
 umount "$MNT"
 wait_store_free
 : >"$T/daemon.log"
