@@ -164,9 +164,18 @@ static int admin_fsck(const char *dir, bool repair)
 		       " no file uses)\n",
 		       dir, res.refs_repaired, res.refs_repaired == 1 ? "" : "s");
 	if (res.refs_left)
-		printf("%s: nothing repaired: index.db or a page map is damaged, so the references"
-		       " cannot be counted\n",
+		printf("%s: reference counts not repaired: index.db or a page map is damaged, so"
+		       " the references cannot be counted\n",
 		       dir);
+	if (res.names_removed)
+		printf("%s: repaired: removed %" PRIu64 " entr%s naming missing inodes\n", dir,
+		       res.names_removed, res.names_removed == 1 ? "y" : "ies");
+	if (res.links_repaired)
+		printf("%s: repaired: the link counts of %" PRIu64 " inode%s\n", dir,
+		       res.links_repaired, res.links_repaired == 1 ? "" : "s");
+	if (res.parents_repaired)
+		printf("%s: repaired: the parents %" PRIu64 " director%s record\n", dir,
+		       res.parents_repaired, res.parents_repaired == 1 ? "y" : "ies");
 	return res.problems ? 1 : 0;
 }
 
@@ -321,7 +330,8 @@ static void admin_usage(FILE *f)
 		   "fsck and stats work beside a mounted store; gc of a mounted store is run\n"
 		   "by its snapfs daemon, and calls on the filesystem wait only briefly.\n"
 		   "fsck exits 0 if clean, 1 if it found problems, 2 if it could not run.\n"
-		   "fsck --repair also sets wrong reference counts right (the store unmounted).\n");
+		   "fsck --repair also sets wrong reference and link counts right, and removes\n"
+		   "entries naming missing inodes (the store unmounted).\n");
 }
 
 /*

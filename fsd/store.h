@@ -495,6 +495,9 @@ struct store_fsck_result {
 	/* store_fsck_repair only: */
 	uint64_t refs_repaired;	/* pages whose reference count was set right */
 	bool refs_left;		/* none was: the references could not be counted */
+	uint64_t names_removed;	/* directory entries naming missing inodes */
+	uint64_t links_repaired;	/* inodes whose link count was set right */
+	uint64_t parents_repaired;	/* directories whose recorded parent was */
 };
 
 /*
@@ -512,15 +515,22 @@ int store_fsck(struct store *st, store_fsck_fn report, store_progress_fn progres
 	       struct store_fsck_result *res, struct err *e);
 
 /*
- * store_fsck, then the one repair it can make for sure: each page's
- * reference count set to the references the page maps hold, in the same
- * transaction.  A count too high keeps a page gc would free (as deleting
- * a file whose page map failed its checksum leaves them); one too low
- * would let gc free a page still in use.  Nothing is changed, and
- * res->refs_left is set, when index.db or any page map is damaged (a row
- * unreadable, failing its checksum, naming a missing inode or page): the
- * references cannot then be counted.  The problems found are reported
- * and counted as store_fsck does.  Needs a writable open (-EROFS).
+ * store_fsck, then the repairs it can make for sure, in the same
+ * transaction:
+ * - each page's reference count set to the references the page maps
+ *   hold.  A count too high keeps a page gc would free (as deleting a
+ *   file whose page map failed its checksum leaves them); one too low
+ *   would let gc free a page still in use.  No count is changed, and
+ *   res->refs_left is set, when index.db or any page map is damaged (a
+ *   row unreadable, failing its checksum, naming a missing inode or
+ *   page): the references cannot then be counted.
+ * - the inodes made to agree with the directory entries, which are what
+ *   a mount shows: entries naming missing inodes removed, link counts of
+ *   named files and of directories, and the parent a directory records,
+ *   set right.  A file no name reaches keeps its link count (and so its
+ *   pages).  Not done when SQLite finds index.db damaged.
+ * The problems found are reported and counted as store_fsck does.
+ * Needs a writable open (-EROFS).
  */
 int store_fsck_repair(struct store *st, store_fsck_fn report, store_progress_fn progress,
 		      void *arg, struct store_fsck_result *res, struct err *e);

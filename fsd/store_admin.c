@@ -106,6 +106,7 @@ struct fsck {
 	/* Problems that leave the references uncounted for sure: damage to
 	 * index.db or to a page map (see store_fsck_repair). */
 	uint64_t uncounted;
+	bool index_bad;		/* SQLite's integrity check failed */
 };
 
 static void vproblem(struct fsck *f, uint64_t ino, int64_t page, const uint8_t *hash,
@@ -246,8 +247,10 @@ static int fsck_index(struct fsck *f)
 		 * ("*** in database main ***"): one problem per line. */
 		for (const char *l = what, *end; *l; l = *end ? end + 1 : end) {
 			end = strchrnul(l, '\n');
-			if (end > l && strncmp(l, "*** ", 4))
+			if (end > l && strncmp(l, "*** ", 4)) {
 				map_problem(f, 0, -1, NULL, "index.db: %.*s", (int)(end - l), l);
+				f->index_bad = true;
+			}
 		}
 	}
 	sqlite3_finalize(s);
@@ -554,6 +557,55 @@ static int fsck_repair_refs(struct fsck *f, struct htab *t)
 	return r;
 }
 
+/*
+ * Make the inodes agree with the names the directories hold, which are
+ * what a mount shows (res->names_removed, links_repaired,
+ * parents_repaired), unless
+ * SQLite found index.db itself damaged.  An entry naming a missing inode
+ * goes.  A file's link count becomes its number of names, also when it
+ * was 0 (as if the file had been deleted), but not for a file that no
+ * name reaches: 0 would have its pages freed, so it is left to be
+ * reported.  A directory's link count becomes 2 plus its
+ * subdirectories (but for a removed one no entry names), and the parent
+ * it records the one its entry is in.
+ */
+static int fsck_repair_tree(struct fsck *f)
+{
+#define NAMES "(SELECT count(*) FROM dentry d WHERE d.ino = inode.ino)"
+#define SUBDIRS                                                        \
+	"(SELECT count(*) FROM dentry d JOIN inode c ON c.ino = d.ino" \
+	" WHERE d.parent = inode.ino AND (c.mode & 61440) = 16384)"
+#define ENTRY_IN "(SELECT d.parent FROM dentry d WHERE d.ino = inode.ino)"
+	struct store_fsck_result *res = f->res;
+	const struct {
+		uint64_t *count;	/* of the rows it changed */
+		const char *sql;
+	} fixes[] = {
+		{ &res->names_removed,
+		  "DELETE FROM dentry WHERE ino NOT IN (SELECT ino FROM inode)" },
+		{ &res->links_repaired,
+		  "UPDATE inode SET nlink = " NAMES " WHERE (mode & 61440) != 16384"
+		  " AND " NAMES " > 0 AND nlink != " NAMES },
+		{ &res->links_repaired,
+		  "UPDATE inode SET nlink = 2 + " SUBDIRS " WHERE (mode & 61440) = 16384"
+		  " AND (nlink > 0 OR " ENTRY_IN " IS NOT NULL) AND nlink != 2 + " SUBDIRS },
+		{ &res->parents_repaired,
+		  "UPDATE inode SET parent = " ENTRY_IN " WHERE (mode & 61440) = 16384"
+		  " AND " ENTRY_IN " IS NOT NULL AND parent IS NOT " ENTRY_IN },
+	};
+#undef NAMES
+#undef SUBDIRS
+#undef ENTRY_IN
+	if (f->index_bad)
+		return 0;
+	for (size_t i = 0; i < sizeof(fixes) / sizeof(fixes[0]); i++) {
+		if (sqlite3_exec(f->st->db, fixes[i].sql, NULL, NULL, NULL) != SQLITE_OK)
+			return -EIO;
+		*fixes[i].count += (uint64_t)sqlite3_changes(f->st->db);
+	}
+	return 0;
+}
+
 static int fsck_run(struct store *st, bool repair, store_fsck_fn report,
 		    store_progress_fn progress, void *arg, struct store_fsck_result *res,
 		    struct err *e)
@@ -591,6 +643,8 @@ static int fsck_run(struct store *st, bool repair, store_fsck_fn report,
 		r = fsck_tree(&f);
 	if (!r && repair)
 		r = fsck_repair_refs(&f, &t);
+	if (!r && repair)
+		r = fsck_repair_tree(&f);
 	/* SQLite's word on a failure, before the COMMIT (or another
 	 * thread, once db_lock goes) replaces it; -EIO without one is a
 	 * page that could not be hashed. */
@@ -610,7 +664,8 @@ static int fsck_run(struct store *st, bool repair, store_fsck_fn report,
 	}
 	if (r && repair) {
 		sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
-		res->refs_repaired = 0;
+		res->refs_repaired = res->names_removed = 0;
+		res->links_repaired = res->parents_repaired = 0;
 	}
 	pthread_mutex_unlock(&st->db_lock);
 	pthread_rwlock_unlock(&st->gc_lock);

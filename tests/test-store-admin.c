@@ -684,6 +684,104 @@ static void test_store_admin_fsck_index_damage(void **state)
 }
 
 /*
+ * fsck --repair makes the inodes agree with the directory entries: an
+ * entry naming a missing inode goes; the link counts of named files (0
+ * included) and of directories, and
+ * a directory's recorded parent, are set right; a file no name reaches
+ * keeps its link count and pages, and is still reported.  Damage SQLite
+ * finds in index.db stops these repairs.
+ */
+static void test_store_admin_repair_tree(void **state)
+{
+	(void)state;
+	char *path;
+	struct store *st = tsu_new_store(&path);
+	struct store_attr d1, d2, a;
+	assert_int_equal(store_mkdir(st, STORE_ROOT_INO, "d1", 0755, 0, 0, &d1), 0);
+	assert_int_equal(store_mkdir(st, d1.ino, "d2", 0755, 0, 0, &d2), 0);
+	uint64_t f = write_file(st, STORE_ROOT_INO, "f", 2, 31);
+	uint64_t g = write_file(st, d2.ino, "g", 3, 32);
+	assert_int_equal(store_link(st, g, STORE_ROOT_INO, "g2", &a), 0);
+	uint64_t u = write_file(st, STORE_ROOT_INO, "u", 2, 33);
+	assert_int_equal(store_close(st, NULL), 0);
+
+	char sql[1024];
+	snprintf(sql, sizeof(sql),
+		 "INSERT INTO dentry(parent, name, ino) VALUES (%u, 'ghost', 99999);"
+		 "UPDATE inode SET nlink = 5 WHERE ino = %llu;"
+		 "UPDATE inode SET nlink = 0 WHERE ino = %llu;"
+		 "UPDATE inode SET nlink = 7 WHERE ino = %llu;"
+		 "UPDATE inode SET parent = %u WHERE ino = %llu;"
+		 "DELETE FROM dentry WHERE ino = %llu;",
+		 STORE_ROOT_INO, (unsigned long long)f, (unsigned long long)g,
+		 (unsigned long long)d1.ino, STORE_ROOT_INO, (unsigned long long)d2.ino,
+		 (unsigned long long)u);
+	tsu_index_exec(path, sql);
+
+	assert_int_equal(store_open(path, 0, &st, NULL), 0);
+	struct store_fsck_result res;
+	struct found fd = { 0 };
+	assert_int_equal(store_fsck_repair(st, report, NULL, &fd, &res, NULL), 0);
+	assert_true(has_what(&fd, "entry \"ghost\" names missing inode 99999"));
+	assert_true(has(&fd, "/f", -1, "link count 5, but 1 names"));
+	assert_true(has_what(&fd, "link count 0, but 2 names"));
+	assert_true(has(&fd, "/d1", -1, "directory link count 7, expected 3"));
+	assert_true(has(&fd, "/d1/d2", -1, "directory records parent 1, its entry is in"));
+	assert_true(has_what(&fd, "link count 1, but 0 names"));
+	assert_int_equal(res.problems, 6);
+	assert_int_equal(res.names_removed, 1);
+	assert_int_equal(res.links_repaired, 3);	/* f, g, d1 */
+	assert_int_equal(res.parents_repaired, 1);	/* d2 */
+	assert_int_equal(res.refs_repaired, 0);
+	assert_false(res.refs_left);
+
+	/* Only the file no name reaches is left, with its pages. */
+	memset(&fd, 0, sizeof(fd));
+	assert_int_equal(store_fsck(st, report, NULL, &fd, &res, NULL), 0);
+	assert_int_equal(res.problems, 1);
+	assert_true(has_what(&fd, "link count 1, but 0 names"));
+	assert_int_equal(store_lookup(st, STORE_ROOT_INO, "ghost", &a), -ENOENT);
+	assert_int_equal(store_getattr(st, f, &a), 0);
+	assert_int_equal(a.nlink, 1);
+	assert_int_equal(store_getattr(st, d1.ino, &a), 0);
+	assert_int_equal(a.nlink, 3);
+	check_file(st, f, 2, 31);
+	check_file(st, u, 2, 33);
+	assert_int_equal(store_close(st, NULL), 0);
+
+	/* g, counted unlinked before, has its two names counted, and its
+	 * pages, after another open (which reclaims unlinked files). */
+	assert_int_equal(store_open(path, 0, &st, NULL), 0);
+	assert_int_equal(store_lookup(st, STORE_ROOT_INO, "g2", &a), 0);
+	assert_int_equal(a.ino, g);
+	assert_int_equal(a.nlink, 2);
+	check_file(st, g, 3, 32);
+	assert_int_equal(store_close(st, NULL), 0);
+
+	/* With index.db damaged as SQLite sees it, the tree is left alone. */
+	snprintf(sql, sizeof(sql),
+		 "UPDATE inode SET nlink = 9 WHERE ino = %llu;"
+		 "DROP INDEX dentry_ino;"
+		 "CREATE INDEX dentry_ino ON dentry(parent);"
+		 "PRAGMA writable_schema = ON;"
+		 "UPDATE sqlite_schema SET sql = 'CREATE INDEX dentry_ino ON dentry(ino)'"
+		 " WHERE name = 'dentry_ino';"
+		 "PRAGMA writable_schema = OFF;",
+		 (unsigned long long)f);
+	tsu_index_exec(path, sql);
+	assert_int_equal(store_open(path, 0, &st, NULL), 0);
+	memset(&fd, 0, sizeof(fd));
+	assert_int_equal(store_fsck_repair(st, report, NULL, &fd, &res, NULL), 0);
+	assert_true(res.refs_left);
+	assert_int_equal(res.links_repaired, 0);
+	assert_int_equal(res.names_removed + res.parents_repaired, 0);
+	assert_int_equal(store_getattr(st, f, &a), 0);
+	assert_int_equal(a.nlink, 9);
+	assert_int_equal(store_close(st, NULL), 0);
+	tsu_store_remove(path);
+}
+
+/*
  * A leaf of the page-map table zeroed: fsck's scan of every row stops
  * there, so it walks the tree by key lookups and names the files the
  * damage hits (f, whose first rows were on that leaf), not the others
@@ -1165,6 +1263,7 @@ int main(void)
 		cmocka_unit_test(test_store_admin_pack_gone_locations_kept),
 		cmocka_unit_test(test_store_admin_fsck_tree_damage),
 		cmocka_unit_test(test_store_admin_fsck_index_damage),
+		cmocka_unit_test(test_store_admin_repair_tree),
 		cmocka_unit_test(test_store_admin_map_checksum),
 		cmocka_unit_test(test_store_admin_fsck_index_unreadable),
 		cmocka_unit_test(test_store_admin_fsck_names_hit_files),

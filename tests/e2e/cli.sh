@@ -603,8 +603,8 @@ if fs_mount; then
 		$([ $? = 1 ] && echo "$out" | grep -q "^$STORE: /a page 128: page-map row 1 does not match its checksum$" &&
 			echo 0 || echo 1) "$out"
 	out=$("$ADMIN" fsck --repair "$STORE" 2>&1)
-	ok "fsck --repair with a damaged page map repairs nothing, and says why" \
-		$([ $? = 1 ] && echo "$out" | grep -q "^$STORE: nothing repaired: index.db or a page map is damaged, so the references cannot be counted$" &&
+	ok "fsck --repair with a damaged page map repairs no reference count, and says why" \
+		$([ $? = 1 ] && echo "$out" | grep -q "^$STORE: reference counts not repaired: index.db or a page map is damaged, so the references cannot be counted$" &&
 			echo 0 || echo 1) "$out"
 	# Deleting a keeps the pages its damaged row named (their counts
 	# stay): once no damaged row is left, --repair counts them right,
@@ -632,6 +632,36 @@ if fs_mount; then
 			echo 0 || echo 1) "$out"
 	if fs_mount; then
 		check "... while b reads as written" cmp "$MNT/b" "$T/dmg-b"
+		ln "$MNT/b" "$MNT/b2"
+		mkdir -p "$MNT/d/e"
+		fs_umount
+	fi
+	# Names and inodes out of step: b, with two names, counted unlinked,
+	# d's link count wrong, an entry naming no inode (whose name cannot
+	# be used).  --repair makes the inodes agree with the
+	# names, and b keeps its pages.
+	python3 - "$STORE/index.db" "$ib" <<'PY'
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+db.execute("UPDATE inode SET nlink = 0 WHERE ino = ?", (sys.argv[2],))
+db.execute("UPDATE inode SET nlink = 9 WHERE ino = (SELECT ino FROM dentry WHERE name = 'd')")
+db.execute("INSERT INTO dentry(parent, name, ino) VALUES (1, 'ghost', 987654)")
+db.commit()
+PY
+	out=$("$ADMIN" fsck --repair "$STORE" 2>&1)
+	ok "fsck --repair sets link counts right and removes an entry naming no inode" \
+		$([ $? = 1 ] && echo "$out" | grep -q "link count 0, but 2 names$" &&
+			echo "$out" | grep -q "^$STORE: repaired: removed 1 entry naming missing inodes$" &&
+			echo "$out" | grep -q "^$STORE: repaired: the link counts of 2 inodes$" &&
+			echo 0 || echo 1) "$out"
+	check "... fsck is then clean" "$ADMIN" fsck "$STORE"
+	if fs_mount; then
+		check "... b reads as written under both names" \
+			sh -c 'cmp "$1/b" "$2" && cmp "$1/b2" "$2" && [ "$(stat -c %h "$1/b")" = 2 ]' \
+			sh "$MNT" "$T/dmg-b"
+		check "... and d counts its subfolder" sh -c '[ "$(stat -c %h "$1/d")" = 3 ]' sh "$MNT"
+		check "... and the name the entry held can be used again" \
+			sh -c 'echo x >"$1/ghost" && [ "$(cat "$1/ghost")" = x ]' sh "$MNT"
 		fs_umount
 	fi
 fi
