@@ -170,6 +170,11 @@ static int admin_fsck(const char *dir, bool repair)
 	if (res.names_removed)
 		printf("%s: repaired: removed %" PRIu64 " entr%s naming missing inodes\n", dir,
 		       res.names_removed, res.names_removed == 1 ? "y" : "ies");
+	if (res.lost_found)
+		printf("%s: repaired: put %" PRIu64 " file%s or folder%s no path reached in"
+		       " /lost+found, named #INODE\n",
+		       dir, res.lost_found, res.lost_found == 1 ? "" : "s",
+		       res.lost_found == 1 ? "" : "s");
 	if (res.links_repaired)
 		printf("%s: repaired: the link counts of %" PRIu64 " inode%s\n", dir,
 		       res.links_repaired, res.links_repaired == 1 ? "" : "s");
@@ -330,8 +335,9 @@ static void admin_usage(FILE *f)
 		   "fsck and stats work beside a mounted store; gc of a mounted store is run\n"
 		   "by its snapfs daemon, and calls on the filesystem wait only briefly.\n"
 		   "fsck exits 0 if clean, 1 if it found problems, 2 if it could not run.\n"
-		   "fsck --repair also sets wrong reference and link counts right, and removes\n"
-		   "entries naming missing inodes (the store unmounted).\n");
+		   "fsck --repair also sets wrong reference and link counts right, removes\n"
+		   "entries naming missing inodes and names lost files in /lost+found (the\n"
+		   "store unmounted).\n");
 }
 
 /*

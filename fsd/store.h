@@ -496,6 +496,7 @@ struct store_fsck_result {
 	uint64_t refs_repaired;	/* pages whose reference count was set right */
 	bool refs_left;		/* none was: the references could not be counted */
 	uint64_t names_removed;	/* directory entries naming missing inodes */
+	uint64_t lost_found;	/* entries made or moved into /lost+found */
 	uint64_t links_repaired;	/* inodes whose link count was set right */
 	uint64_t parents_repaired;	/* directories whose recorded parent was */
 };
@@ -525,10 +526,13 @@ int store_fsck(struct store *st, store_fsck_fn report, store_progress_fn progres
  *   row unreadable, failing its checksum, naming a missing inode or
  *   page): the references cannot then be counted.
  * - the inodes made to agree with the directory entries, which are what
- *   a mount shows: entries naming missing inodes removed, link counts of
- *   named files and of directories, and the parent a directory records,
- *   set right.  A file no name reaches keeps its link count (and so its
- *   pages).  Not done when SQLite finds index.db damaged.
+ *   a mount shows: entries naming missing inodes removed; files and
+ *   folders no path reaches for want of a directory (an entry in a
+ *   missing inode or in a file, a file with a link count but no name)
+ *   named #INODE in the directory lost+found of the root, made if
+ *   missing; link counts of named files and of directories, and the
+ *   parent a directory records, set right.  Not done when SQLite finds
+ *   index.db damaged.
  * The problems found are reported and counted as store_fsck does.
  * Needs a writable open (-EROFS).
  */

@@ -557,17 +557,94 @@ static int fsck_repair_refs(struct fsck *f, struct htab *t)
 	return r;
 }
 
+/* What no path reaches for want of a directory: entries in a missing
+ * inode or in one that is not a directory, and files with a link count
+ * but no entry. */
+#define HOMELESS_ENTRIES \
+	" parent NOT IN (SELECT ino FROM inode WHERE (mode & 61440) = 16384)"
+#define HOMELESS_FILES                                                    \
+	" FROM inode i WHERE (i.mode & 61440) != 16384 AND i.nlink > 0" \
+	" AND NOT EXISTS (SELECT 1 FROM dentry d WHERE d.ino = i.ino)"
+
+/* The directory lost+found in the root, made if missing (as the root's
+ * owner, mode 0700): its inode, 0 if there is none to use (a sealed
+ * root, or a lost+found that is not a directory or is sealed), or
+ * -errno. */
+static int64_t lost_found_dir(struct fsck *f)
+{
+	sqlite3 *db = f->st->db;
+	char sql[512];
+	snprintf(sql, sizeof(sql),
+		 "SELECT CASE WHEN (i.mode & 61440) = 16384 AND (i.flags & %d) = 0 THEN i.ino"
+		 " ELSE 0 END FROM dentry d JOIN inode i ON i.ino = d.ino"
+		 " WHERE d.parent = %u AND d.name = 'lost+found'",
+		 STORE_INODE_SEALED, STORE_ROOT_INO);
+	int64_t ino = count_of(f->st, sql);
+	if (ino >= 0)
+		return ino;
+	snprintf(sql, sizeof(sql), "SELECT flags & %d FROM inode WHERE ino = %u",
+		 STORE_INODE_SEALED, STORE_ROOT_INO);
+	if (count_of(f->st, sql) != 0)
+		return 0;
+	int64_t now = store_now_ns();
+	snprintf(sql, sizeof(sql),
+		 "INSERT INTO inode(mode, nlink, uid, gid, atime_ns, mtime_ns, ctime_ns, parent)"
+		 " SELECT %u, 2, uid, gid, %lld, %lld, %lld, ino FROM inode WHERE ino = %u",
+		 (unsigned)(S_IFDIR | 0700), (long long)now, (long long)now, (long long)now,
+		 STORE_ROOT_INO);
+	if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK)
+		return -EIO;
+	ino = sqlite3_last_insert_rowid(db);
+	snprintf(sql, sizeof(sql),
+		 "INSERT INTO dentry(parent, name, ino) VALUES (%u, 'lost+found', %lld);"
+		 "UPDATE inode SET mtime_ns = %lld, ctime_ns = %lld WHERE ino = %u",
+		 STORE_ROOT_INO, (long long)ino, (long long)now, (long long)now, STORE_ROOT_INO);
+	return sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK ? ino : -EIO;
+}
+
+/* Give what no path reaches for want of a directory a name in
+ * lost+found: #INODE (res->lost_found).  An entry whose new name is
+ * taken stays where it is. */
+static int fsck_lost_found(struct fsck *f)
+{
+	int64_t n = count_of(f->st, "SELECT (SELECT count(*) FROM dentry WHERE" HOMELESS_ENTRIES ")"
+				    " + (SELECT count(*)" HOMELESS_FILES ")");
+	if (n <= 0)
+		return n < 0 ? -EIO : 0;
+	int64_t dir = lost_found_dir(f);
+	if (dir <= 0)
+		return (int)dir;
+	char sql[512];
+	snprintf(sql, sizeof(sql),
+		 "UPDATE OR IGNORE dentry SET parent = %lld, name = '#' || ino WHERE"
+		 HOMELESS_ENTRIES,
+		 (long long)dir);
+	if (sqlite3_exec(f->st->db, sql, NULL, NULL, NULL) != SQLITE_OK)
+		return -EIO;
+	f->res->lost_found += (uint64_t)sqlite3_changes(f->st->db);
+	snprintf(sql, sizeof(sql),
+		 "INSERT OR IGNORE INTO dentry(parent, name, ino) SELECT %lld, '#' || i.ino, i.ino"
+		 HOMELESS_FILES, (long long)dir);
+	if (sqlite3_exec(f->st->db, sql, NULL, NULL, NULL) != SQLITE_OK)
+		return -EIO;
+	f->res->lost_found += (uint64_t)sqlite3_changes(f->st->db);
+	return 0;
+}
+#undef HOMELESS_ENTRIES
+#undef HOMELESS_FILES
+
 /*
  * Make the inodes agree with the names the directories hold, which are
- * what a mount shows (res->names_removed, links_repaired,
- * parents_repaired), unless
- * SQLite found index.db itself damaged.  An entry naming a missing inode
- * goes.  A file's link count becomes its number of names, also when it
- * was 0 (as if the file had been deleted), but not for a file that no
- * name reaches: 0 would have its pages freed, so it is left to be
- * reported.  A directory's link count becomes 2 plus its
- * subdirectories (but for a removed one no entry names), and the parent
- * it records the one its entry is in.
+ * what a mount shows (res->names_removed, lost_found, links_repaired,
+ * parents_repaired), unless SQLite found index.db itself damaged.  An
+ * entry naming a missing inode goes; what no path reaches for want of a
+ * directory gets a name in lost+found (fsck_lost_found).  A file's link
+ * count then becomes its number of names, also when it was 0 (as if the
+ * file had been deleted); one still without a name (lost+found could
+ * not be used) keeps its count, as 0 would have its pages freed.  A
+ * directory's link count becomes 2 plus its subdirectories (but for a
+ * removed one no entry names), and the parent it records the one its
+ * entry is in.
  */
 static int fsck_repair_tree(struct fsck *f)
 {
@@ -599,6 +676,10 @@ static int fsck_repair_tree(struct fsck *f)
 	if (f->index_bad)
 		return 0;
 	for (size_t i = 0; i < sizeof(fixes) / sizeof(fixes[0]); i++) {
+		/* Homes first: the counts below follow the entries. */
+		int r = i == 1 ? fsck_lost_found(f) : 0;
+		if (r)
+			return r;
 		if (sqlite3_exec(f->st->db, fixes[i].sql, NULL, NULL, NULL) != SQLITE_OK)
 			return -EIO;
 		*fixes[i].count += (uint64_t)sqlite3_changes(f->st->db);
@@ -664,7 +745,7 @@ static int fsck_run(struct store *st, bool repair, store_fsck_fn report,
 	}
 	if (r && repair) {
 		sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
-		res->refs_repaired = res->names_removed = 0;
+		res->refs_repaired = res->names_removed = res->lost_found = 0;
 		res->links_repaired = res->parents_repaired = 0;
 	}
 	pthread_mutex_unlock(&st->db_lock);

@@ -401,12 +401,13 @@ static void test_store_admin_gc_spares_mostly_live_packs(void **state)
 	tsu_store_remove(path);
 }
 
+#define FOUND_MAX 16	/* problems kept (all are counted) */
 struct found {
 	const char *only;	/* a path: keep only its problems */
 	int n;
-	char path[8][256];
-	int64_t page[8];
-	char what[8][256];
+	char path[FOUND_MAX][256];
+	int64_t page[FOUND_MAX];
+	char what[FOUND_MAX][256];
 };
 
 static void report(void *arg, const struct store_fsck_problem *p)
@@ -414,7 +415,7 @@ static void report(void *arg, const struct store_fsck_problem *p)
 	struct found *f = arg;
 	if (f->only && strcmp(p->path ? p->path : "", f->only))
 		return;
-	if (f->n < 8) {
+	if (f->n < FOUND_MAX) {
 		snprintf(f->path[f->n], sizeof(f->path[0]), "%s", p->path ? p->path : "");
 		f->page[f->n] = p->page;
 		snprintf(f->what[f->n], sizeof(f->what[0]), "%s", p->what);
@@ -424,7 +425,7 @@ static void report(void *arg, const struct store_fsck_problem *p)
 
 static bool has(const struct found *f, const char *path, int64_t page, const char *what)
 {
-	for (int i = 0; i < f->n && i < 8; i++)
+	for (int i = 0; i < f->n && i < FOUND_MAX; i++)
 		if (!strcmp(f->path[i], path) && f->page[i] == page && strstr(f->what[i], what))
 			return true;
 	return false;
@@ -570,7 +571,7 @@ static void test_store_admin_fsck_dangling(void **state)
 /* Is there a problem whose text holds what, whatever its path? */
 static bool has_what(const struct found *f, const char *what)
 {
-	for (int i = 0; i < f->n && i < 8; i++)
+	for (int i = 0; i < f->n && i < FOUND_MAX; i++)
 		if (strstr(f->what[i], what))
 			return true;
 	return false;
@@ -685,24 +686,28 @@ static void test_store_admin_fsck_index_damage(void **state)
 
 /*
  * fsck --repair makes the inodes agree with the directory entries: an
- * entry naming a missing inode goes; the link counts of named files (0
- * included) and of directories, and
- * a directory's recorded parent, are set right; a file no name reaches
- * keeps its link count and pages, and is still reported.  Damage SQLite
- * finds in index.db stops these repairs.
+ * entry naming a missing inode goes; what no path reaches for want of a
+ * directory (a file with a link count but no name, the contents of a
+ * directory whose inode is gone) gets a name #INODE in /lost+found, made
+ * for it; the link counts of named files (0 included) and of
+ * directories, and a directory's recorded parent, are set right.  Damage
+ * SQLite finds in index.db stops these repairs.
  */
 static void test_store_admin_repair_tree(void **state)
 {
 	(void)state;
 	char *path;
 	struct store *st = tsu_new_store(&path);
-	struct store_attr d1, d2, a;
+	struct store_attr d1, d2, d3, d4, a;
 	assert_int_equal(store_mkdir(st, STORE_ROOT_INO, "d1", 0755, 0, 0, &d1), 0);
 	assert_int_equal(store_mkdir(st, d1.ino, "d2", 0755, 0, 0, &d2), 0);
+	assert_int_equal(store_mkdir(st, STORE_ROOT_INO, "d3", 0755, 0, 0, &d3), 0);
+	assert_int_equal(store_mkdir(st, d3.ino, "d4", 0755, 0, 0, &d4), 0);
 	uint64_t f = write_file(st, STORE_ROOT_INO, "f", 2, 31);
 	uint64_t g = write_file(st, d2.ino, "g", 3, 32);
 	assert_int_equal(store_link(st, g, STORE_ROOT_INO, "g2", &a), 0);
 	uint64_t u = write_file(st, STORE_ROOT_INO, "u", 2, 33);
+	uint64_t h = write_file(st, d3.ino, "h", 2, 34);
 	assert_int_equal(store_close(st, NULL), 0);
 
 	char sql[1024];
@@ -712,10 +717,11 @@ static void test_store_admin_repair_tree(void **state)
 		 "UPDATE inode SET nlink = 0 WHERE ino = %llu;"
 		 "UPDATE inode SET nlink = 7 WHERE ino = %llu;"
 		 "UPDATE inode SET parent = %u WHERE ino = %llu;"
-		 "DELETE FROM dentry WHERE ino = %llu;",
+		 "DELETE FROM dentry WHERE ino = %llu;"
+		 "DELETE FROM inode WHERE ino = %llu;",
 		 STORE_ROOT_INO, (unsigned long long)f, (unsigned long long)g,
 		 (unsigned long long)d1.ino, STORE_ROOT_INO, (unsigned long long)d2.ino,
-		 (unsigned long long)u);
+		 (unsigned long long)u, (unsigned long long)d3.ino);
 	tsu_index_exec(path, sql);
 
 	assert_int_equal(store_open(path, 0, &st, NULL), 0);
@@ -728,25 +734,37 @@ static void test_store_admin_repair_tree(void **state)
 	assert_true(has(&fd, "/d1", -1, "directory link count 7, expected 3"));
 	assert_true(has(&fd, "/d1/d2", -1, "directory records parent 1, its entry is in"));
 	assert_true(has_what(&fd, "link count 1, but 0 names"));
-	assert_int_equal(res.problems, 6);
-	assert_int_equal(res.names_removed, 1);
-	assert_int_equal(res.links_repaired, 3);	/* f, g, d1 */
-	assert_int_equal(res.parents_repaired, 1);	/* d2 */
+	assert_true(res.problems > 6);	/* and what d3's loss left */
+	assert_int_equal(res.names_removed, 2);	/* ghost, d3 */
+	assert_int_equal(res.lost_found, 3);	/* u, h, d4 */
+	assert_int_equal(res.links_repaired, 4);	/* f, g, d1, lost+found */
+	assert_int_equal(res.parents_repaired, 2);	/* d2, d4 */
 	assert_int_equal(res.refs_repaired, 0);
 	assert_false(res.refs_left);
+	tsu_fsck_clean(st);
 
-	/* Only the file no name reaches is left, with its pages. */
-	memset(&fd, 0, sizeof(fd));
-	assert_int_equal(store_fsck(st, report, NULL, &fd, &res, NULL), 0);
-	assert_int_equal(res.problems, 1);
-	assert_true(has_what(&fd, "link count 1, but 0 names"));
 	assert_int_equal(store_lookup(st, STORE_ROOT_INO, "ghost", &a), -ENOENT);
 	assert_int_equal(store_getattr(st, f, &a), 0);
 	assert_int_equal(a.nlink, 1);
 	assert_int_equal(store_getattr(st, d1.ino, &a), 0);
 	assert_int_equal(a.nlink, 3);
-	check_file(st, f, 2, 31);
+	struct store_attr lf;
+	assert_int_equal(store_lookup(st, STORE_ROOT_INO, "lost+found", &lf), 0);
+	assert_int_equal(lf.mode, S_IFDIR | 0700);
+	assert_int_equal(lf.nlink, 3);
+	char name[32];
+	snprintf(name, sizeof(name), "#%llu", (unsigned long long)u);
+	assert_int_equal(store_lookup(st, lf.ino, name, &a), 0);
+	assert_int_equal(a.ino, u);
 	check_file(st, u, 2, 33);
+	snprintf(name, sizeof(name), "#%llu", (unsigned long long)h);
+	assert_int_equal(store_lookup(st, lf.ino, name, &a), 0);
+	assert_int_equal(a.ino, h);
+	check_file(st, h, 2, 34);
+	snprintf(name, sizeof(name), "#%llu", (unsigned long long)d4.ino);
+	assert_int_equal(store_lookup(st, lf.ino, name, &a), 0);
+	assert_int_equal(a.ino, d4.ino);
+	check_file(st, f, 2, 31);
 	assert_int_equal(store_close(st, NULL), 0);
 
 	/* g, counted unlinked before, has its two names counted, and its
@@ -761,22 +779,57 @@ static void test_store_admin_repair_tree(void **state)
 	/* With index.db damaged as SQLite sees it, the tree is left alone. */
 	snprintf(sql, sizeof(sql),
 		 "UPDATE inode SET nlink = 9 WHERE ino = %llu;"
+		 "DELETE FROM dentry WHERE ino = %llu;"
 		 "DROP INDEX dentry_ino;"
 		 "CREATE INDEX dentry_ino ON dentry(parent);"
 		 "PRAGMA writable_schema = ON;"
 		 "UPDATE sqlite_schema SET sql = 'CREATE INDEX dentry_ino ON dentry(ino)'"
 		 " WHERE name = 'dentry_ino';"
 		 "PRAGMA writable_schema = OFF;",
-		 (unsigned long long)f);
+		 (unsigned long long)f, (unsigned long long)h);
 	tsu_index_exec(path, sql);
 	assert_int_equal(store_open(path, 0, &st, NULL), 0);
 	memset(&fd, 0, sizeof(fd));
 	assert_int_equal(store_fsck_repair(st, report, NULL, &fd, &res, NULL), 0);
 	assert_true(res.refs_left);
 	assert_int_equal(res.links_repaired, 0);
-	assert_int_equal(res.names_removed + res.parents_repaired, 0);
+	assert_int_equal(res.names_removed + res.lost_found + res.parents_repaired, 0);
 	assert_int_equal(store_getattr(st, f, &a), 0);
 	assert_int_equal(a.nlink, 9);
+	assert_int_equal(store_close(st, NULL), 0);
+	tsu_store_remove(path);
+}
+
+/*
+ * A sealed root takes no lost+found: a file no name reaches keeps its
+ * link count and pages there, and is still reported.
+ */
+static void test_store_admin_repair_sealed_root(void **state)
+{
+	(void)state;
+	char *path;
+	struct store *st = tsu_new_store(&path);
+	uint64_t u = write_file(st, STORE_ROOT_INO, "u", 2, 35);
+	assert_int_equal(store_close(st, NULL), 0);
+	char sql[256];
+	snprintf(sql, sizeof(sql),
+		 "DELETE FROM dentry WHERE ino = %llu;"
+		 "UPDATE inode SET flags = flags | %d WHERE ino = %u;",
+		 (unsigned long long)u, STORE_INODE_SEALED, STORE_ROOT_INO);
+	tsu_index_exec(path, sql);
+	assert_int_equal(store_open(path, 0, &st, NULL), 0);
+	struct store_fsck_result res;
+	struct found fd = { 0 };
+	assert_int_equal(store_fsck_repair(st, report, NULL, &fd, &res, NULL), 0);
+	assert_int_equal(res.problems, 1);
+	assert_int_equal(res.lost_found + res.links_repaired, 0);
+	struct store_attr a;
+	assert_int_equal(store_lookup(st, STORE_ROOT_INO, "lost+found", &a), -ENOENT);
+	assert_int_equal(store_getattr(st, u, &a), 0);
+	assert_int_equal(a.nlink, 1);
+	check_file(st, u, 2, 35);
+	assert_int_equal(store_fsck(st, NULL, NULL, NULL, &res, NULL), 0);
+	assert_int_equal(res.problems, 1);
 	assert_int_equal(store_close(st, NULL), 0);
 	tsu_store_remove(path);
 }
@@ -1264,6 +1317,7 @@ int main(void)
 		cmocka_unit_test(test_store_admin_fsck_tree_damage),
 		cmocka_unit_test(test_store_admin_fsck_index_damage),
 		cmocka_unit_test(test_store_admin_repair_tree),
+		cmocka_unit_test(test_store_admin_repair_sealed_root),
 		cmocka_unit_test(test_store_admin_map_checksum),
 		cmocka_unit_test(test_store_admin_fsck_index_unreadable),
 		cmocka_unit_test(test_store_admin_fsck_names_hit_files),

@@ -634,25 +634,29 @@ if fs_mount; then
 		check "... while b reads as written" cmp "$MNT/b" "$T/dmg-b"
 		ln "$MNT/b" "$MNT/b2"
 		mkdir -p "$MNT/d/e"
+		cp "$T/dmg-b" "$MNT/c"
+		ic=$(stat -c %i "$MNT/c")
 		fs_umount
 	fi
 	# Names and inodes out of step: b, with two names, counted unlinked,
 	# d's link count wrong, an entry naming no inode (whose name cannot
-	# be used).  --repair makes the inodes agree with the
-	# names, and b keeps its pages.
-	python3 - "$STORE/index.db" "$ib" <<'PY'
+	# be used), c's only entry gone.  --repair makes the inodes agree
+	# with the names, and gives c one in lost+found.
+	python3 - "$STORE/index.db" "$ib" "$ic" <<'PY'
 import sqlite3, sys
 db = sqlite3.connect(sys.argv[1])
 db.execute("UPDATE inode SET nlink = 0 WHERE ino = ?", (sys.argv[2],))
+db.execute("DELETE FROM dentry WHERE ino = ?", (sys.argv[3],))
 db.execute("UPDATE inode SET nlink = 9 WHERE ino = (SELECT ino FROM dentry WHERE name = 'd')")
 db.execute("INSERT INTO dentry(parent, name, ino) VALUES (1, 'ghost', 987654)")
 db.commit()
 PY
 	out=$("$ADMIN" fsck --repair "$STORE" 2>&1)
-	ok "fsck --repair sets link counts right and removes an entry naming no inode" \
+	ok "fsck --repair sets link counts right, removes an entry naming no inode, names a lost file" \
 		$([ $? = 1 ] && echo "$out" | grep -q "link count 0, but 2 names$" &&
 			echo "$out" | grep -q "^$STORE: repaired: removed 1 entry naming missing inodes$" &&
-			echo "$out" | grep -q "^$STORE: repaired: the link counts of 2 inodes$" &&
+			echo "$out" | grep -q "^$STORE: repaired: put 1 file or folder no path reached in /lost+found, named #INODE$" &&
+			echo "$out" | grep -q "^$STORE: repaired: the link counts of 3 inodes$" &&
 			echo 0 || echo 1) "$out"
 	check "... fsck is then clean" "$ADMIN" fsck "$STORE"
 	if fs_mount; then
@@ -660,6 +664,7 @@ PY
 			sh -c 'cmp "$1/b" "$2" && cmp "$1/b2" "$2" && [ "$(stat -c %h "$1/b")" = 2 ]' \
 			sh "$MNT" "$T/dmg-b"
 		check "... and d counts its subfolder" sh -c '[ "$(stat -c %h "$1/d")" = 3 ]' sh "$MNT"
+		check "... and c reads as written in lost+found" cmp "$MNT/lost+found/#$ic" "$T/dmg-b"
 		check "... and the name the entry held can be used again" \
 			sh -c 'echo x >"$1/ghost" && [ "$(cat "$1/ghost")" = x ]' sh "$MNT"
 		fs_umount
