@@ -179,7 +179,7 @@ static int admin_fsck(const char *dir, bool repair)
 		printf("%s: repaired: the link counts of %" PRIu64 " inode%s\n", dir,
 		       res.links_repaired, res.links_repaired == 1 ? "" : "s");
 	if (res.parents_repaired)
-		printf("%s: repaired: the parents %" PRIu64 " director%s record\n", dir,
+		printf("%s: repaired: the recorded parents of %" PRIu64 " director%s\n", dir,
 		       res.parents_repaired, res.parents_repaired == 1 ? "y" : "ies");
 	return res.problems ? 1 : 0;
 }

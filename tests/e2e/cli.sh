@@ -639,14 +639,15 @@ if fs_mount; then
 		fs_umount
 	fi
 	# Names and inodes out of step: b, with two names, counted unlinked,
-	# d's link count wrong, an entry naming no inode (whose name cannot
-	# be used), c's only entry gone.  --repair makes the inodes agree
+	# d's link count wrong, e recording the root as its parent, an entry
+	# naming no inode (whose name cannot be used), c's only entry gone.  --repair makes the inodes agree
 	# with the names, and gives c one in lost+found.
 	python3 - "$STORE/index.db" "$ib" "$ic" <<'PY'
 import sqlite3, sys
 db = sqlite3.connect(sys.argv[1])
 db.execute("UPDATE inode SET nlink = 0 WHERE ino = ?", (sys.argv[2],))
 db.execute("DELETE FROM dentry WHERE ino = ?", (sys.argv[3],))
+db.execute("UPDATE inode SET parent = 1 WHERE ino = (SELECT ino FROM dentry WHERE name = 'e')")
 db.execute("UPDATE inode SET nlink = 9 WHERE ino = (SELECT ino FROM dentry WHERE name = 'd')")
 db.execute("INSERT INTO dentry(parent, name, ino) VALUES (1, 'ghost', 987654)")
 db.commit()
@@ -657,6 +658,7 @@ PY
 			echo "$out" | grep -q "^$STORE: repaired: removed 1 entry naming missing inodes$" &&
 			echo "$out" | grep -q "^$STORE: repaired: put 1 file or folder no path reached in /lost+found, named #INODE$" &&
 			echo "$out" | grep -q "^$STORE: repaired: the link counts of 3 inodes$" &&
+			echo "$out" | grep -q "^$STORE: repaired: the recorded parents of 1 directory$" &&
 			echo 0 || echo 1) "$out"
 	check "... fsck is then clean" "$ADMIN" fsck "$STORE"
 	if fs_mount; then
