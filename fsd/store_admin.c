@@ -373,6 +373,13 @@ static int fsck_maps(struct fsck *f, struct htab *t)
 	return 0;
 }
 
+/* The number of subdirectories of the directory whose inode is the SQL
+ * expression of (its link count is 2 more): for fsck_tree's check and
+ * fsck_repair_tree's repair alike. */
+#define SUBDIRS_OF(of)                                                 \
+	"(SELECT count(*) FROM dentry d JOIN inode c ON c.ino = d.ino" \
+	" WHERE d.parent = " of " AND (c.mode & 61440) = 16384)"
+
 /* Link counts, entries to missing inodes, directories' parents.  The
  * checks name the root inode :root and the largest file size :max_size. */
 static int fsck_tree(struct fsck *f)
@@ -396,11 +403,9 @@ static int fsck_tree(struct fsck *f)
 		" GROUP BY i.ino HAVING count(d.id) != i.nlink",
 		/* link counts of directories: 2 + subdirectories */
 		"SELECT i.ino, -1, 'directory link count ' || i.nlink || ', expected ' ||"
-		" (2 + (SELECT count(*) FROM dentry d JOIN inode c ON c.ino = d.ino"
-		"       WHERE d.parent = i.ino AND (c.mode & 61440) = 16384))"
+		" (2 + " SUBDIRS_OF("i.ino") ")"
 		" FROM inode i WHERE (i.mode & 61440) = 16384 AND i.nlink > 0 AND i.nlink !="
-		" 2 + (SELECT count(*) FROM dentry d JOIN inode c ON c.ino = d.ino"
-		"      WHERE d.parent = i.ino AND (c.mode & 61440) = 16384)",
+		" 2 + " SUBDIRS_OF("i.ino"),
 		/* symlinks without targets */
 		"SELECT i.ino, -1, 'symlink without a target' FROM inode i"
 		" LEFT JOIN symlink s ON s.ino = i.ino WHERE (i.mode & 61440) = 40960 AND s.ino IS NULL",
@@ -649,17 +654,13 @@ static int fsck_lost_found(struct fsck *f)
 static int fsck_repair_tree(struct fsck *f)
 {
 #define NAMES "(SELECT count(*) FROM dentry d WHERE d.ino = inode.ino)"
-#define SUBDIRS                                                        \
-	"(SELECT count(*) FROM dentry d JOIN inode c ON c.ino = d.ino" \
-	" WHERE d.parent = inode.ino AND (c.mode & 61440) = 16384)"
+#define SUBDIRS SUBDIRS_OF("inode.ino")
 #define ENTRY_IN "(SELECT d.parent FROM dentry d WHERE d.ino = inode.ino)"
 	struct store_fsck_result *res = f->res;
 	const struct {
 		uint64_t *count;	/* of the rows it changed */
 		const char *sql;
 	} fixes[] = {
-		{ &res->names_removed,
-		  "DELETE FROM dentry WHERE ino NOT IN (SELECT ino FROM inode)" },
 		{ &res->links_repaired,
 		  "UPDATE inode SET nlink = " NAMES " WHERE (mode & 61440) != 16384"
 		  " AND " NAMES " > 0 AND nlink != " NAMES },
@@ -675,17 +676,22 @@ static int fsck_repair_tree(struct fsck *f)
 #undef ENTRY_IN
 	if (f->index_bad)
 		return 0;
+	if (sqlite3_exec(f->st->db, "DELETE FROM dentry WHERE ino NOT IN (SELECT ino FROM inode)",
+			 NULL, NULL, NULL) != SQLITE_OK)
+		return -EIO;
+	res->names_removed += (uint64_t)sqlite3_changes(f->st->db);
+	/* Homes next: the counts below follow the entries. */
+	int r = fsck_lost_found(f);
+	if (r)
+		return r;
 	for (size_t i = 0; i < sizeof(fixes) / sizeof(fixes[0]); i++) {
-		/* Homes first: the counts below follow the entries. */
-		int r = i == 1 ? fsck_lost_found(f) : 0;
-		if (r)
-			return r;
 		if (sqlite3_exec(f->st->db, fixes[i].sql, NULL, NULL, NULL) != SQLITE_OK)
 			return -EIO;
 		*fixes[i].count += (uint64_t)sqlite3_changes(f->st->db);
 	}
 	return 0;
 }
+#undef SUBDIRS_OF
 
 static int fsck_run(struct store *st, bool repair, store_fsck_fn report,
 		    store_progress_fn progress, void *arg, struct store_fsck_result *res,
