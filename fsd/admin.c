@@ -167,6 +167,13 @@ static int admin_fsck(const char *dir, bool repair)
 		printf("%s: reference counts not repaired: index.db or a page map is damaged, so"
 		       " the references cannot be counted\n",
 		       dir);
+	if (res.files_rebuilt)
+		printf("%s: repaired: made %" PRIu64 " file%s again from page maps whose inode"
+		       " was missing\n",
+		       dir, res.files_rebuilt, res.files_rebuilt == 1 ? "" : "s");
+	if (res.pages_repaired)
+		printf("%s: repaired: the recorded page counts of %" PRIu64 " file%s\n", dir,
+		       res.pages_repaired, res.pages_repaired == 1 ? "" : "s");
 	if (res.names_removed)
 		printf("%s: repaired: removed %" PRIu64 " entr%s naming missing inodes\n", dir,
 		       res.names_removed, res.names_removed == 1 ? "y" : "ies");
@@ -335,9 +342,10 @@ static void admin_usage(FILE *f)
 		   "fsck and stats work beside a mounted store; gc of a mounted store is run\n"
 		   "by its snapfs daemon, and calls on the filesystem wait only briefly.\n"
 		   "fsck exits 0 if clean, 1 if it found problems, 2 if it could not run.\n"
-		   "fsck --repair also sets wrong reference and link counts right, removes\n"
-		   "entries naming missing inodes and names lost files in /lost+found (the\n"
-		   "store unmounted).\n");
+		   "fsck --repair also sets wrong reference, link and page counts right,\n"
+		   "removes entries naming missing inodes, makes files again of page maps\n"
+		   "whose inode is missing and names lost files and folders in /lost+found\n"
+		   "(the store unmounted).\n");
 }
 
 /*

@@ -499,6 +499,8 @@ struct store_fsck_result {
 	uint64_t lost_found;	/* entries made or moved into /lost+found */
 	uint64_t links_repaired;	/* inodes whose link count was set right */
 	uint64_t parents_repaired;	/* directories whose recorded parent was */
+	uint64_t pages_repaired;	/* files whose recorded page count was */
+	uint64_t files_rebuilt;		/* files made again for page maps of missing inodes */
 };
 
 /*
@@ -523,16 +525,23 @@ int store_fsck(struct store *st, store_fsck_fn report, store_progress_fn progres
  *   file whose page map failed its checksum leaves them); one too low
  *   would let gc free a page still in use.  No count is changed, and
  *   res->refs_left is set, when index.db or any page map is damaged (a
- *   row unreadable, failing its checksum, naming a missing inode or
- *   page): the references cannot then be counted.
+ *   row unreadable or failing its checksum, naming a missing page, held
+ *   by an inode that is not a file): the references cannot then be
+ *   counted.
+ * - files' recorded page counts set to what their maps hold
+ *   (res->pages_repaired); a page map whose inode is missing made a file
+ *   again (res->files_rebuilt: mode 0600, owned as the root, its size
+ *   the end of the map's last row), keeping a name an entry still gives
+ *   it.
  * - the inodes made to agree with the directory entries, which are what
  *   a mount shows: entries naming missing inodes removed; files and
- *   folders no path reaches for want of a directory (an entry in a
- *   missing inode or in a file, a file with a link count but no name)
+ *   folders no path reaches (an entry in a missing inode or in a file, a
+ *   file with a link count but no name, a directory without an entry,
+ *   directories cut off in a cycle, opened at its lowest-numbered one)
  *   named #INODE in the directory lost+found of the root, made if
  *   missing; link counts of named files and of directories, and the
- *   parent a directory records, set right.  Not done when SQLite finds
- *   index.db damaged.
+ *   parent a directory records, set right.
+ * These last two are not done when SQLite finds index.db damaged.
  * The problems found are reported and counted as store_fsck does.
  * Needs a writable open (-EROFS).
  */

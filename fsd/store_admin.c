@@ -107,6 +107,17 @@ struct fsck {
 	 * index.db or to a page map (see store_fsck_repair). */
 	uint64_t uncounted;
 	bool index_bad;		/* SQLite's integrity check failed */
+	/* Files whose recorded page count store_fsck_repair sets right,
+	 * and page maps of missing inodes it gives a file again. */
+	struct page_count *counts;
+	size_t ncounts, capcounts;
+};
+
+/* What fsck_maps counted in the page map of inode ino: its stored pages,
+ * and where its last row ends.  missing: no inode has the map. */
+struct page_count {
+	uint64_t ino, pages, end;
+	bool missing;
 };
 
 static void vproblem(struct fsck *f, uint64_t ino, int64_t page, const uint8_t *hash,
@@ -271,7 +282,32 @@ static int fsck_map_sum(struct fsck *f, uint64_t ino, int64_t idx, const void *l
 	return 0;
 }
 
-/* Every page-map slot: resolves, at the indexed location, to a good page. */
+/* The map fsck_maps counted for c->ino is done: its page count against
+ * the inode's (want), and what the repair would set, if the count is
+ * sure (every row read). */
+static int map_counted(struct fsck *f, const struct page_count *c, uint64_t want, bool sure)
+{
+	if (c->missing) {
+		problem(f, c->ino, -1, NULL, "page map of missing inode %llu (%llu stored pages)",
+			(unsigned long long)c->ino, (unsigned long long)c->pages);
+	} else if (c->pages != want) {
+		problem(f, c->ino, -1, NULL, "inode records %llu stored pages, its map has %llu",
+			(unsigned long long)want, (unsigned long long)c->pages);
+	} else {
+		return 0;
+	}
+	if (!sure)
+		return 0;
+	int r = store_grow((void **)&f->counts, &f->capcounts, f->ncounts, sizeof(*f->counts));
+	if (!r)
+		f->counts[f->ncounts++] = *c;
+	return r;
+}
+
+/* Every page-map slot: resolves, at the indexed location, to a good page.
+ * The map of a missing inode is checked and counted like any other (its
+ * references hold its pages, and the repair makes it a file again); one
+ * of an inode that is not a file is only named. */
 static int fsck_maps(struct fsck *f, struct htab *t)
 {
 	struct store *st = f->st;
@@ -283,31 +319,30 @@ static int fsck_maps(struct fsck *f, struct htab *t)
 			       " FROM chunk c LEFT JOIN inode i ON i.ino = c.ino ORDER BY c.ino, c.idx",
 			       -1, &s, NULL) != SQLITE_OK)
 		return -EIO;
-	int rc;
-	uint64_t done = 0, cur = 0, counted = 0, want = 0;
-	bool have = false;
+	int rc, r = 0;
+	uint64_t done = 0, want = 0;
+	struct page_count cur = { 0 };
+	bool have = false, sure = false;	/* sure: every row of cur read */
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
 		uint64_t ino = (uint64_t)sqlite3_column_int64(s, 0);
 		int64_t idx = sqlite3_column_int64(s, 1);
 		const uint8_t *hb = sqlite3_column_blob(s, 2), *lb = sqlite3_column_blob(s, 3);
 		int hn = sqlite3_column_bytes(s, 2), ln = sqlite3_column_bytes(s, 3);
-		bool orphan = sqlite3_column_type(s, 4) == SQLITE_NULL;
+		bool missing = sqlite3_column_type(s, 4) == SQLITE_NULL;
 		uint32_t mode = (uint32_t)sqlite3_column_int64(s, 4);
 		uint64_t size = (uint64_t)sqlite3_column_int64(s, 5);
-		if (have && ino != cur && counted != want)
-			map_problem(f, cur, -1, NULL,
-				    "inode records %llu stored pages, its map has %llu",
-				    (unsigned long long)want, (unsigned long long)counted);
-		if (!have || ino != cur) {
-			cur = ino;
-			counted = 0;
+		if (have && ino != cur.ino && (r = map_counted(f, &cur, want, sure)))
+			break;
+		if (!have || ino != cur.ino) {
+			cur = (struct page_count){ .ino = ino, .missing = missing };
 			want = (uint64_t)sqlite3_column_int64(s, 6);
-			have = true;
+			have = sure = true;
 			f->res->files_checked++;
 		}
-		if (orphan || !S_ISREG(mode)) {
-			map_problem(f, ino, idx * CHUNK_PAGES, NULL, "page map of %s inode %llu",
-				orphan ? "missing" : "non-file", (unsigned long long)ino);
+		if (!missing && !S_ISREG(mode)) {
+			map_problem(f, ino, idx * CHUNK_PAGES, NULL, "page map of non-file inode %llu",
+				    (unsigned long long)ino);
+			sure = false;
 			continue;
 		}
 		if (hn % STORE_HASH_SIZE || hn / (int)STORE_HASH_SIZE > (int)CHUNK_PAGES ||
@@ -315,16 +350,15 @@ static int fsck_maps(struct fsck *f, struct htab *t)
 			map_problem(f, ino, idx * CHUNK_PAGES, NULL,
 				"damaged page-map row %lld (%d hash bytes, %d location bytes)",
 				(long long)idx, hn, ln);
+			sure = false;
 			continue;
 		}
 		/* A row failing its checksum is named, and its slots are
 		 * still checked: they say what the damage did. */
-		int r = fsck_map_sum(f, ino, idx, lb, (size_t)ln, hb, (size_t)hn,
-				     sqlite3_column_int64(s, 7));
-		if (r) {
-			sqlite3_finalize(s);
-			return r;
-		}
+		if ((r = fsck_map_sum(f, ino, idx, lb, (size_t)ln, hb, (size_t)hn,
+				      sqlite3_column_int64(s, 7))))
+			break;
+		cur.end = (uint64_t)(idx * CHUNK_PAGES + hn / (int)STORE_HASH_SIZE) * STORE_PAGE_SIZE;
 		for (int k = 0; k < hn / (int)STORE_HASH_SIZE; k++) {
 			const uint8_t *hash = hb + k * STORE_HASH_SIZE;
 			uint64_t loc = get_le64(lb + 8 * k);
@@ -334,8 +368,8 @@ static int fsck_maps(struct fsck *f, struct htab *t)
 					problem(f, ino, pg, NULL, "hole with a location");
 				continue;
 			}
-			counted++;
-			if ((uint64_t)pg * STORE_PAGE_SIZE >= size)
+			cur.pages++;
+			if (!missing && (uint64_t)pg * STORE_PAGE_SIZE >= size)
 				problem(f, ino, pg, hash, "page beyond the end of the file (size %llu)",
 					(unsigned long long)size);
 			struct fpage *fp = htab_find(t, &loc);
@@ -357,10 +391,11 @@ static int fsck_maps(struct fsck *f, struct htab *t)
 		if (f->progress && (++done % 256 == 0 || done == (uint64_t)total))
 			f->progress(f->arg, "checking page maps", done, (uint64_t)total);
 	}
-	if (have && counted != want)
-		map_problem(f, cur, -1, NULL, "inode records %llu stored pages, its map has %llu",
-			(unsigned long long)want, (unsigned long long)counted);
+	if (!r && have)
+		r = map_counted(f, &cur, want, sure);
 	sqlite3_finalize(s);
+	if (r)
+		return r;
 	if (rc != SQLITE_DONE)
 		return -EIO;
 
@@ -638,6 +673,114 @@ static int fsck_lost_found(struct fsck *f)
 #undef HOMELESS_ENTRIES
 #undef HOMELESS_FILES
 
+/* The directory holding directory ino: 0 if no entry names it. */
+static int64_t holder_of(struct fsck *f, int64_t ino)
+{
+	char sql[128];
+	snprintf(sql, sizeof(sql), "SELECT coalesce((SELECT parent FROM dentry WHERE ino = %lld), 0)",
+		 (long long)ino);
+	return count_of(f->st, sql);
+}
+
+/* Where the cut-off tree holding directory ino opens (one of n
+ * directories no path reaches): up through the directories holding it,
+ * n steps at most, which ends at a directory without an entry, or in a
+ * cycle, whose lowest-numbered directory is then the one. */
+static int64_t reattach_point(struct fsck *f, int64_t ino, int64_t n)
+{
+	int64_t k = 0, up = ino;
+	for (; k < n && up > 0; k++) {
+		ino = up;
+		up = holder_of(f, ino);
+	}
+	if (up <= 0)
+		return up < 0 ? up : ino;
+	/* n steps taken: ino is in the cycle. */
+	int64_t low = ino;
+	for (k = 0, up = holder_of(f, ino); k < n && up > 0 && up != ino; k++) {
+		if (up < low)
+			low = up;
+		up = holder_of(f, up);
+	}
+	return up < 0 ? up : low;
+}
+
+/* Directories with a link count that no path from the root reaches (a
+ * cycle of directories cut off from the tree, or one without an entry)
+ * get their tree back, one cut-off tree at a time: where the tree of
+ * the lowest-numbered one opens (reattach_point) is named #INODE in
+ * lost+found (res->lost_found), and what hangs below comes back with
+ * it. */
+static int fsck_reattach(struct fsck *f)
+{
+#define UNREACHED_DIRS                                                  \
+	"WITH RECURSIVE reach(ino) AS (SELECT %u UNION"                 \
+	" SELECT d.ino FROM dentry d JOIN reach r ON d.parent = r.ino)" \
+	" SELECT %s FROM inode WHERE (mode & 61440) = 16384 AND nlink > 0 AND ino NOT IN reach"
+	char sql[512], count[512], lowest[512];
+	snprintf(count, sizeof(count), UNREACHED_DIRS, STORE_ROOT_INO, "count(*)");
+	snprintf(lowest, sizeof(lowest), UNREACHED_DIRS, STORE_ROOT_INO, "min(ino)");
+#undef UNREACHED_DIRS
+	int64_t left = count_of(f->st, count), dir = 0;
+	for (; left > 0; left--) {
+		int64_t ino = reattach_point(f, count_of(f->st, lowest), left);
+		if (ino <= 0)
+			return ino < 0 ? -EIO : 0;
+		if (!dir && (dir = lost_found_dir(f)) <= 0)
+			return (int)dir;
+		snprintf(sql, sizeof(sql),
+			 "UPDATE OR IGNORE dentry SET parent = %lld, name = '#' || ino WHERE ino = %lld;"
+			 "INSERT OR IGNORE INTO dentry(parent, name, ino) SELECT %lld, '#%lld', %lld"
+			 " WHERE NOT EXISTS (SELECT 1 FROM dentry WHERE ino = %lld)",
+			 (long long)dir, (long long)ino, (long long)dir, (long long)ino,
+			 (long long)ino, (long long)ino);
+		int before = sqlite3_total_changes(f->st->db);
+		if (sqlite3_exec(f->st->db, sql, NULL, NULL, NULL) != SQLITE_OK)
+			return -EIO;
+		if (sqlite3_total_changes(f->st->db) == before)
+			return 0;	/* its name in lost+found is taken: left as it is */
+		f->res->lost_found++;
+	}
+	return left < 0 ? -EIO : 0;
+}
+
+/* The page counts fsck_maps found wrong set right (res->pages_repaired),
+ * and each page map of a missing inode given a file again, its size the
+ * end of its last row (res->files_rebuilt): a file with a link count but
+ * no name, for fsck_lost_found to name.  It is owned like the root, mode
+ * 0600. */
+static int fsck_repair_maps(struct fsck *f)
+{
+	sqlite3 *db = f->st->db;
+	struct store_fsck_result *res = f->res;
+	if (sqlite3_exec(db, "UPDATE inode SET pages = 0 WHERE pages != 0"
+			     " AND NOT EXISTS (SELECT 1 FROM chunk c WHERE c.ino = inode.ino)",
+			 NULL, NULL, NULL) != SQLITE_OK)
+		return -EIO;
+	res->pages_repaired += (uint64_t)sqlite3_changes(db);
+	int64_t now = store_now_ns();
+	char sql[512];
+	for (size_t i = 0; i < f->ncounts; i++) {
+		const struct page_count *c = &f->counts[i];
+		if (c->missing)
+			snprintf(sql, sizeof(sql),
+				 "INSERT INTO inode(ino, mode, nlink, uid, gid, size, pages, atime_ns,"
+				 " mtime_ns, ctime_ns) SELECT %llu, %u, 1, uid, gid, %llu, %llu,"
+				 " %lld, %lld, %lld FROM inode WHERE ino = %u",
+				 (unsigned long long)c->ino, (unsigned)(S_IFREG | 0600),
+				 (unsigned long long)c->end, (unsigned long long)c->pages,
+				 (long long)now, (long long)now, (long long)now, STORE_ROOT_INO);
+		else
+			snprintf(sql, sizeof(sql), "UPDATE inode SET pages = %llu WHERE ino = %llu",
+				 (unsigned long long)c->pages, (unsigned long long)c->ino);
+		if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK)
+			return -EIO;
+		*(c->missing ? &res->files_rebuilt : &res->pages_repaired) +=
+			(uint64_t)sqlite3_changes(db);
+	}
+	return 0;
+}
+
 /*
  * Make the inodes agree with the names the directories hold, which are
  * what a mount shows (res->names_removed, lost_found, links_repaired,
@@ -676,12 +819,18 @@ static int fsck_repair_tree(struct fsck *f)
 #undef ENTRY_IN
 	if (f->index_bad)
 		return 0;
+	/* Files first, so that an entry naming a rebuilt one keeps it. */
+	int r = fsck_repair_maps(f);
+	if (r)
+		return r;
 	if (sqlite3_exec(f->st->db, "DELETE FROM dentry WHERE ino NOT IN (SELECT ino FROM inode)",
 			 NULL, NULL, NULL) != SQLITE_OK)
 		return -EIO;
 	res->names_removed += (uint64_t)sqlite3_changes(f->st->db);
 	/* Homes next: the counts below follow the entries. */
-	int r = fsck_lost_found(f);
+	r = fsck_lost_found(f);
+	if (!r)
+		r = fsck_reattach(f);
 	if (r)
 		return r;
 	for (size_t i = 0; i < sizeof(fixes) / sizeof(fixes[0]); i++) {
@@ -753,11 +902,13 @@ static int fsck_run(struct store *st, bool repair, store_fsck_fn report,
 		sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
 		res->refs_repaired = res->names_removed = res->lost_found = 0;
 		res->links_repaired = res->parents_repaired = 0;
+		res->pages_repaired = res->files_rebuilt = 0;
 	}
 	pthread_mutex_unlock(&st->db_lock);
 	pthread_rwlock_unlock(&st->gc_lock);
 	admin_unlock(lock);
 	htab_free(&t);
+	free(f.counts);
 	if (r)
 		return err_set(e, r, "store %s: fsck could not run: %s", st->dir, why);
 	return 0;

@@ -684,6 +684,16 @@ static void test_store_admin_fsck_index_damage(void **state)
 	tsu_store_remove(path);
 }
 
+/* Inode ino is named #INO in the directory lf. */
+static void in_lost_found(struct store *st, uint64_t lf, uint64_t ino)
+{
+	char name[32];
+	struct store_attr a;
+	snprintf(name, sizeof(name), "#%llu", (unsigned long long)ino);
+	assert_int_equal(store_lookup(st, lf, name, &a), 0);
+	assert_int_equal(a.ino, ino);
+}
+
 /*
  * fsck --repair makes the inodes agree with the directory entries: an
  * entry naming a missing inode goes; what no path reaches for want of a
@@ -752,18 +762,11 @@ static void test_store_admin_repair_tree(void **state)
 	assert_int_equal(store_lookup(st, STORE_ROOT_INO, "lost+found", &lf), 0);
 	assert_int_equal(lf.mode, S_IFDIR | 0700);
 	assert_int_equal(lf.nlink, 3);
-	char name[32];
-	snprintf(name, sizeof(name), "#%llu", (unsigned long long)u);
-	assert_int_equal(store_lookup(st, lf.ino, name, &a), 0);
-	assert_int_equal(a.ino, u);
+	in_lost_found(st, lf.ino, u);
 	check_file(st, u, 2, 33);
-	snprintf(name, sizeof(name), "#%llu", (unsigned long long)h);
-	assert_int_equal(store_lookup(st, lf.ino, name, &a), 0);
-	assert_int_equal(a.ino, h);
+	in_lost_found(st, lf.ino, h);
 	check_file(st, h, 2, 34);
-	snprintf(name, sizeof(name), "#%llu", (unsigned long long)d4.ino);
-	assert_int_equal(store_lookup(st, lf.ino, name, &a), 0);
-	assert_int_equal(a.ino, d4.ino);
+	in_lost_found(st, lf.ino, d4.ino);
 	check_file(st, f, 2, 31);
 	assert_int_equal(store_close(st, NULL), 0);
 
@@ -796,6 +799,104 @@ static void test_store_admin_repair_tree(void **state)
 	assert_int_equal(res.names_removed + res.lost_found + res.parents_repaired, 0);
 	assert_int_equal(store_getattr(st, f, &a), 0);
 	assert_int_equal(a.nlink, 9);
+	assert_int_equal(store_close(st, NULL), 0);
+	tsu_store_remove(path);
+}
+
+/*
+ * fsck --repair sets a file's recorded page count to what its map holds
+ * (which also lets it count references: the pages of a map's lost rows
+ * get their counts lowered), makes a file again for a page map whose
+ * inode is gone (kept under its name if an entry still names it, else
+ * named in /lost+found), and gives directories cut off from the tree (a
+ * cycle, opened at its lowest-numbered directory, or a directory without
+ * an entry) a name in /lost+found, with what hangs below them.
+ */
+static void test_store_admin_repair_maps_and_cycles(void **state)
+{
+	(void)state;
+	char *path;
+	struct store *st = tsu_new_store(&path);
+	struct store_attr low, a, b, c, e, e2, e3, x;
+	assert_int_equal(store_mkdir(st, STORE_ROOT_INO, "low", 0755, 0, 0, &low), 0);
+	assert_int_equal(store_mkdir(st, STORE_ROOT_INO, "a", 0755, 0, 0, &a), 0);
+	assert_int_equal(store_mkdir(st, a.ino, "b", 0755, 0, 0, &b), 0);
+	assert_int_equal(store_mkdir(st, b.ino, "c", 0755, 0, 0, &c), 0);
+	assert_int_equal(store_mkdir(st, STORE_ROOT_INO, "e", 0755, 0, 0, &e), 0);
+	assert_int_equal(store_mkdir(st, e.ino, "e2", 0755, 0, 0, &e2), 0);
+	assert_int_equal(store_mkdir(st, e2.ino, "e3", 0755, 0, 0, &e3), 0);
+	uint64_t in = write_file(st, b.ino, "in", 1, 40);
+	uint64_t f = write_file(st, STORE_ROOT_INO, "f", 3, 41);
+	uint64_t h = write_file(st, STORE_ROOT_INO, "h", 2, 42);
+	uint64_t m1 = write_file(st, STORE_ROOT_INO, "m1", 3, 43);
+	uint64_t m2 = write_file(st, STORE_ROOT_INO, "m2", 2, 44);
+	assert_int_equal(store_close(st, NULL), 0);
+
+	char sql[1024];
+	snprintf(sql, sizeof(sql),
+		 "UPDATE inode SET pages = 7 WHERE ino = %llu;"
+		 "DELETE FROM chunk WHERE ino = %llu;"
+		 "DELETE FROM inode WHERE ino IN (%llu, %llu);"
+		 "DELETE FROM dentry WHERE ino IN (%llu, %llu);"
+		 "UPDATE dentry SET parent = %llu WHERE ino = %llu;"
+		 "UPDATE dentry SET parent = %llu WHERE ino = %llu;",
+		 (unsigned long long)f, (unsigned long long)h, (unsigned long long)m1,
+		 (unsigned long long)m2, (unsigned long long)m2, (unsigned long long)e.ino,
+		 (unsigned long long)c.ino, (unsigned long long)a.ino, (unsigned long long)b.ino,
+		 (unsigned long long)low.ino);
+	tsu_index_exec(path, sql);
+
+	assert_int_equal(store_open(path, 0, &st, NULL), 0);
+	struct store_fsck_result res;
+	struct found fd = { 0 };
+	assert_int_equal(store_fsck_repair(st, report, NULL, &fd, &res, NULL), 0);
+	char want[128];
+	assert_true(has(&fd, "/f", -1, "inode records 7 stored pages, its map has 3"));
+	assert_true(has(&fd, "/h", -1, "inode records 2 stored pages, its map has 0"));
+	snprintf(want, sizeof(want), "page map of missing inode %llu (3 stored pages)",
+		 (unsigned long long)m1);
+	assert_true(has_what(&fd, want));
+	assert_true(has_what(&fd, "directory not reachable from the root"));
+	assert_int_equal(res.pages_repaired, 2);	/* f, h */
+	assert_int_equal(res.files_rebuilt, 2);		/* m1, m2 */
+	assert_int_equal(res.refs_repaired, 2);		/* h's pages */
+	assert_false(res.refs_left);
+	assert_int_equal(res.lost_found, 3);		/* m2, a, e */
+	assert_int_equal(res.links_repaired, 3);	/* the root, lost+found, b */
+	assert_int_equal(res.parents_repaired, 3);	/* low, a, e */
+	tsu_fsck_clean(st);
+
+	assert_int_equal(store_getattr(st, f, &x), 0);
+	assert_int_equal(x.pages, 3);
+	check_file(st, f, 3, 41);
+	assert_int_equal(store_getattr(st, h, &x), 0);
+	assert_int_equal(x.pages, 0);
+	assert_int_equal(store_lookup(st, STORE_ROOT_INO, "m1", &x), 0);
+	assert_int_equal(x.ino, m1);
+	assert_int_equal(x.mode, S_IFREG | 0600);
+	assert_int_equal(x.nlink, 1);
+	assert_int_equal(x.size, 3 * PG);
+	assert_int_equal(x.pages, 3);
+	check_file(st, m1, 3, 43);
+	struct store_attr lf;
+	assert_int_equal(store_lookup(st, STORE_ROOT_INO, "lost+found", &lf), 0);
+	assert_int_equal(lf.nlink, 4);
+	in_lost_found(st, lf.ino, m2);
+	check_file(st, m2, 2, 44);
+	/* The cycle a -> b -> c -> a opens at a, its lowest directory;
+	 * low, lower still, stays in b, where it now hangs. */
+	in_lost_found(st, lf.ino, a.ino);
+	assert_int_equal(store_lookup(st, a.ino, "b", &x), 0);
+	assert_int_equal(store_lookup(st, b.ino, "c", &x), 0);
+	assert_int_equal(store_lookup(st, c.ino, "a", &x), -ENOENT);
+	assert_int_equal(store_lookup(st, b.ino, "low", &x), 0);
+	assert_int_equal(x.ino, low.ino);
+	assert_int_equal(store_lookup(st, b.ino, "in", &x), 0);
+	assert_int_equal(x.ino, in);
+	check_file(st, in, 1, 40);
+	in_lost_found(st, lf.ino, e.ino);
+	assert_int_equal(store_lookup(st, e.ino, "e2", &x), 0);
+	assert_int_equal(x.ino, e2.ino);
 	assert_int_equal(store_close(st, NULL), 0);
 	tsu_store_remove(path);
 }
@@ -1318,6 +1419,7 @@ int main(void)
 		cmocka_unit_test(test_store_admin_fsck_index_damage),
 		cmocka_unit_test(test_store_admin_repair_tree),
 		cmocka_unit_test(test_store_admin_repair_sealed_root),
+		cmocka_unit_test(test_store_admin_repair_maps_and_cycles),
 		cmocka_unit_test(test_store_admin_map_checksum),
 		cmocka_unit_test(test_store_admin_fsck_index_unreadable),
 		cmocka_unit_test(test_store_admin_fsck_names_hit_files),
