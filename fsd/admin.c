@@ -167,6 +167,10 @@ static int admin_fsck(const char *dir, bool repair)
 		printf("%s: reference counts not repaired: index.db or a page map is damaged, so"
 		       " the references cannot be counted\n",
 		       dir);
+	if (res.rows_rebuilt)
+		printf("%s: repaired: rebuilt %" PRIu64 " page-map row%s to match %s checksum%s\n",
+		       dir, res.rows_rebuilt, res.rows_rebuilt == 1 ? "" : "s",
+		       res.rows_rebuilt == 1 ? "its" : "their", res.rows_rebuilt == 1 ? "" : "s");
 	if (res.files_rebuilt)
 		printf("%s: repaired: made %" PRIu64 " file%s again from page maps whose inode"
 		       " was missing\n",
@@ -343,6 +347,7 @@ static void admin_usage(FILE *f)
 		   "by its snapfs daemon, and calls on the filesystem wait only briefly.\n"
 		   "fsck exits 0 if clean, 1 if it found problems, 2 if it could not run.\n"
 		   "fsck --repair also sets wrong reference, link and page counts right,\n"
+		   "rebuilds damaged page-map rows where their checksums prove it,\n"
 		   "removes entries naming missing inodes, makes files again of page maps\n"
 		   "whose inode is missing and names lost files and folders in /lost+found\n"
 		   "(the store unmounted).\n");

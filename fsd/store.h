@@ -501,6 +501,7 @@ struct store_fsck_result {
 	uint64_t parents_repaired;	/* directories whose recorded parent was */
 	uint64_t pages_repaired;	/* files whose recorded page count was */
 	uint64_t files_rebuilt;		/* files made again for page maps of missing inodes */
+	uint64_t rows_rebuilt;		/* page-map rows rebuilt to match their checksums */
 };
 
 /*
@@ -525,9 +526,12 @@ int store_fsck(struct store *st, store_fsck_fn report, store_progress_fn progres
  *   file whose page map failed its checksum leaves them); one too low
  *   would let gc free a page still in use.  No count is changed, and
  *   res->refs_left is set, when index.db or any page map is damaged (a
- *   row unreadable or failing its checksum, naming a missing page, held
- *   by an inode that is not a file): the references cannot then be
- *   counted.
+ *   row unreadable or failing its checksum and not rebuilt, naming a
+ *   missing page, held by an inode that is not a file): the references
+ *   cannot then be counted.
+ * - page-map rows failing their checksums rebuilt where only their
+ *   locations or only their hashes are damaged: the other part looked up
+ *   in the index gives the checksum back (res->rows_rebuilt).
  * - files' recorded page counts set to what their maps hold
  *   (res->pages_repaired); a page map whose inode is missing made a file
  *   again (res->files_rebuilt: mode 0600, owned as the root, its size

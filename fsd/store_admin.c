@@ -111,6 +111,21 @@ struct fsck {
 	 * and page maps of missing inodes it gives a file again. */
 	struct page_count *counts;
 	size_t ncounts, capcounts;
+	/* Page-map rows failing their checksum that store_fsck_repair
+	 * rewrites as rebuilt, and every page's location by its hash (made
+	 * for the first such row). */
+	struct row_fix *rows;
+	size_t nrows, caprows;
+	struct htab by_hash;
+};
+
+/* Row idx of ino's page map as rebuilt: n slots. */
+struct row_fix {
+	uint64_t ino;
+	int64_t idx;
+	int n;
+	uint8_t locs[CHUNK_PAGES * 8];
+	uint8_t hashes[CHUNK_PAGES][STORE_HASH_SIZE];
 };
 
 /* What fsck_maps counted in the page map of inode ino: its stored pages,
@@ -282,6 +297,85 @@ static int fsck_map_sum(struct fsck *f, uint64_t ino, int64_t idx, const void *l
 	return 0;
 }
 
+/* Each page's location by its hash, from fsck_pages' table t. */
+static int index_by_hash(struct fsck *f, const struct htab *t)
+{
+	for (size_t i = 0; i < t->cap; i++) {
+		const struct fpage *fp = htab_at(t, i);
+		if (!fp)
+			continue;
+		struct ptab_ent *pe = htab_get(&f->by_hash, fp->hash);
+		if (!pe)
+			return -ENOMEM;
+		if (!pe->loc)
+			pe->loc = fp->loc;
+	}
+	return 0;
+}
+
+/* Row x, the next of f->rows, is rebuilt: its part damaged from what. */
+static int row_rebuilt(struct fsck *f, const struct row_fix *x, const char *damaged,
+		       const char *from)
+{
+	problem(f, x->ino, x->idx * CHUNK_PAGES, NULL,
+		"page-map row %lld does not match its checksum: its %s are damaged"
+		" (rebuilt from its %s)", (long long)x->idx, damaged, from);
+	f->nrows++;
+	return 0;
+}
+
+/*
+ * Row idx of ino's page map (n slots: *lb, *hb) fails its checksum, sum.
+ * If its hashes looked up by its locations, or its locations by its
+ * hashes, give the checksum back, the damage was in the other part: the
+ * row so rebuilt is kept for the repair (f->rows) and *lb or *hb points
+ * at it, to be checked and counted instead.  Else the row is named as
+ * one whose references cannot be counted.  (A row that is whole but not
+ * this one's, say another row's copy, gets nothing back: its checksum
+ * is of another ino and idx.)  *sure is cleared for such a row.
+ */
+static int fsck_rebuild_row(struct fsck *f, const struct htab *t, uint64_t ino, int64_t idx,
+			    const uint8_t **lb, const uint8_t **hb, int n, int64_t sum, bool *sure)
+{
+	int r = store_grow((void **)&f->rows, &f->caprows, f->nrows, sizeof(*f->rows));
+	if (r)
+		return r;
+	struct row_fix *x = &f->rows[f->nrows];
+	*x = (struct row_fix){ .ino = ino, .idx = idx, .n = n };
+	size_t nl = (size_t)n * 8, nh = (size_t)n * STORE_HASH_SIZE;
+	bool ok = true;
+	for (int k = 0; k < n && ok; k++) {
+		uint64_t loc = get_le64(*lb + 8 * k);
+		const struct fpage *fp = loc ? htab_find(t, &loc) : NULL;
+		if (fp)
+			memcpy(x->hashes[k], fp->hash, STORE_HASH_SIZE);
+		ok = fp || !loc;
+	}
+	if (ok && !store_map_check(f->st, ino, (uint64_t)idx, *lb, nl, x->hashes, nh, sum)) {
+		memcpy(x->locs, *lb, nl);
+		*hb = x->hashes[0];
+		return row_rebuilt(f, x, "hashes", "locations");
+	}
+	if (!f->by_hash.n && (r = index_by_hash(f, t)))
+		return r;
+	ok = true;
+	for (int k = 0; k < n && ok; k++) {
+		const uint8_t *hash = *hb + k * STORE_HASH_SIZE;
+		const struct ptab_ent *pe = store_hash_is_hole(hash) ? NULL : htab_find(&f->by_hash, hash);
+		put_le64(x->locs + 8 * k, pe ? pe->loc : 0);
+		ok = pe || store_hash_is_hole(hash);
+	}
+	if (ok && !store_map_check(f->st, ino, (uint64_t)idx, x->locs, nl, *hb, nh, sum)) {
+		memcpy(x->hashes, *hb, nh);
+		*lb = x->locs;
+		return row_rebuilt(f, x, "locations", "hashes");
+	}
+	map_problem(f, ino, idx * CHUNK_PAGES, NULL, "page-map row %lld does not match its checksum",
+		    (long long)idx);
+	*sure = false;
+	return 0;
+}
+
 /* The map fsck_maps counted for c->ino is done: its page count against
  * the inode's (want), and what the repair would set, if the count is
  * sure (every row read). */
@@ -353,10 +447,15 @@ static int fsck_maps(struct fsck *f, struct htab *t)
 			sure = false;
 			continue;
 		}
-		/* A row failing its checksum is named, and its slots are
-		 * still checked: they say what the damage did. */
-		if ((r = fsck_map_sum(f, ino, idx, lb, (size_t)ln, hb, (size_t)hn,
-				      sqlite3_column_int64(s, 7))))
+		/* A row failing its checksum is named, and its slots (as
+		 * rebuilt, if they can be) are still checked: they say what
+		 * the damage did. */
+		int64_t sum = sqlite3_column_int64(s, 7);
+		r = store_map_check(st, ino, (uint64_t)idx, lb, (size_t)ln, hb, (size_t)hn, sum);
+		if (r == -EUCLEAN)
+			r = fsck_rebuild_row(f, t, ino, idx, &lb, &hb, hn / (int)STORE_HASH_SIZE, sum,
+					     &sure);
+		if (r)
 			break;
 		cur.end = (uint64_t)(idx * CHUNK_PAGES + hn / (int)STORE_HASH_SIZE) * STORE_PAGE_SIZE;
 		for (int k = 0; k < hn / (int)STORE_HASH_SIZE; k++) {
@@ -758,6 +857,24 @@ static int fsck_repair_maps(struct fsck *f)
 			 NULL, NULL, NULL) != SQLITE_OK)
 		return -EIO;
 	res->pages_repaired += (uint64_t)sqlite3_changes(db);
+	sqlite3_stmt *w;
+	if (sqlite3_prepare_v2(db, "UPDATE chunk SET locs = ?, hashes = ? WHERE ino = ? AND idx = ?",
+			       -1, &w, NULL) != SQLITE_OK)
+		return -EIO;
+	int r = 0;
+	for (size_t i = 0; i < f->nrows && !r; i++) {
+		const struct row_fix *x = &f->rows[i];
+		sqlite3_bind_blob(w, 1, x->locs, x->n * 8, SQLITE_STATIC);
+		sqlite3_bind_blob(w, 2, x->hashes, x->n * (int)STORE_HASH_SIZE, SQLITE_STATIC);
+		sqlite3_bind_int64(w, 3, (int64_t)x->ino);
+		sqlite3_bind_int64(w, 4, x->idx);
+		r = sqlite3_step(w) == SQLITE_DONE ? 0 : -EIO;
+		res->rows_rebuilt += (uint64_t)sqlite3_changes(db);
+		sqlite3_reset(w);
+	}
+	sqlite3_finalize(w);
+	if (r)
+		return r;
 	int64_t now = store_now_ns();
 	char sql[512];
 	for (size_t i = 0; i < f->ncounts; i++) {
@@ -862,7 +979,8 @@ static int fsck_run(struct store *st, bool repair, store_fsck_fn report,
 		admin_unlock(lock);
 		return r;
 	}
-	struct fsck f = { .st = st, .report = report, .progress = progress, .arg = arg, .res = res };
+	struct fsck f = { .st = st, .report = report, .progress = progress, .arg = arg, .res = res,
+			  .by_hash = HTAB(struct ptab_ent) };
 	struct htab t = HTAB_LOC(struct fpage);
 	/* gc.lock keeps gc out, and gc_lock, as for any read, space from
 	 * being freed under it; one read transaction gives a consistent
@@ -902,13 +1020,15 @@ static int fsck_run(struct store *st, bool repair, store_fsck_fn report,
 		sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
 		res->refs_repaired = res->names_removed = res->lost_found = 0;
 		res->links_repaired = res->parents_repaired = 0;
-		res->pages_repaired = res->files_rebuilt = 0;
+		res->pages_repaired = res->files_rebuilt = res->rows_rebuilt = 0;
 	}
 	pthread_mutex_unlock(&st->db_lock);
 	pthread_rwlock_unlock(&st->gc_lock);
 	admin_unlock(lock);
 	htab_free(&t);
 	free(f.counts);
+	free(f.rows);
+	htab_free(&f.by_hash);
 	if (r)
 		return err_set(e, r, "store %s: fsck could not run: %s", st->dir, why);
 	return 0;

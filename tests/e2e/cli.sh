@@ -673,21 +673,27 @@ PY
 		fs_umount
 	fi
 	# Page maps and folders out of step: c's inode gone (its map and its
-	# name kept), b recording 1 stored page, d and e each in the other.
-	# --repair makes c a file again, sets b's count, opens the cycle at d.
+	# name kept), b recording 1 stored page and a bit of a location in
+	# its map flipped, d and e each in the other.  --repair makes c a
+	# file again, sets b's count, rebuilds its map's locations from its
+	# hashes, opens the cycle at d.
 	python3 - "$STORE/index.db" "$ib" "$ic" <<'PY'
 import sqlite3, sys
 db = sqlite3.connect(sys.argv[1])
 db.execute("UPDATE inode SET pages = 1 WHERE ino = ?", (sys.argv[2],))
+locs = bytearray(db.execute("SELECT locs FROM chunk WHERE ino = ? AND idx = 0", (sys.argv[2],)).fetchone()[0])
+locs[8 * 9] ^= 0x20
+db.execute("UPDATE chunk SET locs = ? WHERE ino = ? AND idx = 0", (bytes(locs), sys.argv[2]))
 db.execute("DELETE FROM inode WHERE ino = ?", (sys.argv[3],))
 db.execute("UPDATE dentry SET parent = (SELECT ino FROM dentry WHERE name = 'e') WHERE name = 'd'")
 db.commit()
 PY
 	out=$("$ADMIN" fsck --repair "$STORE" 2>&1)
-	ok "fsck --repair makes a file again for a map without inode, sets page counts, opens a cycle" \
+	ok "fsck --repair makes a file again for a map without inode, sets page counts, rebuilds a row, opens a cycle" \
 		$([ $? = 1 ] && echo "$out" | grep -q "page map of missing inode $ic (128 stored pages)$" &&
 			echo "$out" | grep -q "^$STORE: repaired: made 1 file again from page maps whose inode was missing$" &&
 			echo "$out" | grep -q "^$STORE: repaired: the recorded page counts of 1 file$" &&
+			echo "$out" | grep -q "^$STORE: repaired: rebuilt 1 page-map row to match its checksum$" &&
 			echo "$out" | grep -q "^$STORE: repaired: put 1 file or folder no path reached in /lost+found, named #INODE$" &&
 			echo 0 || echo 1) "$out"
 	check "... fsck is then clean" "$ADMIN" fsck "$STORE"
@@ -695,7 +701,8 @@ PY
 		check "... c reads as written under its name, owner-only" \
 			sh -c 'cmp "$1/lost+found/#$2" "$3" && [ "$(stat -c %a "$1/lost+found/#$2")" = 600 ]' \
 			sh "$MNT" "$ic" "$T/dmg-b"
-		check "... b counts its 128 pages in blocks" sh -c '[ "$(stat -c %b "$1/b")" = 1024 ]' sh "$MNT"
+		check "... b reads as written and counts its 128 pages in blocks" \
+			sh -c 'cmp "$1/b" "$2" && [ "$(stat -c %b "$1/b")" = 1024 ]' sh "$MNT" "$T/dmg-b"
 		check "... and d is in lost+found with e in it" test -d "$MNT/lost+found/#$id/e"
 		fs_umount
 	fi
