@@ -529,9 +529,10 @@ int store_fsck(struct store *st, store_fsck_fn report, store_progress_fn progres
  *   row unreadable or failing its checksum and not rebuilt, naming a
  *   missing page, held by an inode that is not a file): the references
  *   cannot then be counted.
- * - page-map rows failing their checksums rebuilt where only their
- *   locations or only their hashes are damaged: the other part looked up
- *   in the index gives the checksum back (res->rows_rebuilt).
+ * - page-map rows failing their checksums (or not a whole number of
+ *   slots) rebuilt where only their locations or only their hashes are
+ *   damaged: the other part looked up in the index gives the checksum
+ *   back (res->rows_rebuilt).
  * - files' recorded page counts set to what their maps hold
  *   (res->pages_repaired); a page map whose inode is missing made a file
  *   again (res->files_rebuilt: mode 0600, owned as the root, its size

@@ -313,66 +313,68 @@ static int index_by_hash(struct fsck *f, const struct htab *t)
 	return 0;
 }
 
-/* Row x, the next of f->rows, is rebuilt: its part damaged from what. */
-static int row_rebuilt(struct fsck *f, const struct row_fix *x, const char *damaged,
-		       const char *from)
+/* Row x, the next of f->rows, is rebuilt: its part damaged from the
+ * other, from, and *lb, *hb point at it. */
+static int row_rebuilt(struct fsck *f, const struct row_fix *x, const uint8_t **lb,
+		       const uint8_t **hb, const char *damaged, const char *from)
 {
 	problem(f, x->ino, x->idx * CHUNK_PAGES, NULL,
 		"page-map row %lld does not match its checksum: its %s are damaged"
 		" (rebuilt from its %s)", (long long)x->idx, damaged, from);
+	*lb = x->locs;
+	*hb = x->hashes[0];
 	f->nrows++;
-	return 0;
+	return 1;
 }
 
 /*
- * Row idx of ino's page map (n slots: *lb, *hb) fails its checksum, sum.
- * If its hashes looked up by its locations, or its locations by its
- * hashes, give the checksum back, the damage was in the other part: the
- * row so rebuilt is kept for the repair (f->rows) and *lb or *hb points
- * at it, to be checked and counted instead.  Else the row is named as
- * one whose references cannot be counted.  (A row that is whole but not
- * this one's, say another row's copy, gets nothing back: its checksum
- * is of another ino and idx.)  *sure is cleared for such a row.
+ * Row idx of ino's page map (*lb: nl locations, *hb: nh hashes; -1: not
+ * a whole number of them) fails its checksum, sum.  If its hashes looked
+ * up by its locations, or its locations by its hashes, give the checksum
+ * back, the damage was in the other part: the row so rebuilt is kept for
+ * the repair (f->rows), *lb and *hb point at it, to be checked and
+ * counted instead, and 1 is returned; else 0.  (A row that is whole but
+ * not this one's, say another row's copy, gets nothing back: its
+ * checksum is of another ino and idx.)
  */
 static int fsck_rebuild_row(struct fsck *f, const struct htab *t, uint64_t ino, int64_t idx,
-			    const uint8_t **lb, const uint8_t **hb, int n, int64_t sum, bool *sure)
+			    const uint8_t **lb, const uint8_t **hb, int nl, int nh, int64_t sum)
 {
 	int r = store_grow((void **)&f->rows, &f->caprows, f->nrows, sizeof(*f->rows));
 	if (r)
 		return r;
 	struct row_fix *x = &f->rows[f->nrows];
-	*x = (struct row_fix){ .ino = ino, .idx = idx, .n = n };
-	size_t nl = (size_t)n * 8, nh = (size_t)n * STORE_HASH_SIZE;
-	bool ok = true;
-	for (int k = 0; k < n && ok; k++) {
+	*x = (struct row_fix){ .ino = ino, .idx = idx, .n = nl };
+	bool ok = nl >= 0;
+	for (int k = 0; k < nl && ok; k++) {
 		uint64_t loc = get_le64(*lb + 8 * k);
 		const struct fpage *fp = loc ? htab_find(t, &loc) : NULL;
 		if (fp)
 			memcpy(x->hashes[k], fp->hash, STORE_HASH_SIZE);
 		ok = fp || !loc;
 	}
-	if (ok && !store_map_check(f->st, ino, (uint64_t)idx, *lb, nl, x->hashes, nh, sum)) {
-		memcpy(x->locs, *lb, nl);
-		*hb = x->hashes[0];
-		return row_rebuilt(f, x, "hashes", "locations");
+	if (ok && !store_map_check(f->st, ino, (uint64_t)idx, *lb, (size_t)nl * 8, x->hashes,
+				   (size_t)nl * STORE_HASH_SIZE, sum)) {
+		memcpy(x->locs, *lb, (size_t)nl * 8);
+		return row_rebuilt(f, x, lb, hb, "hashes", "locations");
 	}
+	if (nh < 0)
+		return 0;
 	if (!f->by_hash.n && (r = index_by_hash(f, t)))
 		return r;
+	x->n = nh;
 	ok = true;
-	for (int k = 0; k < n && ok; k++) {
+	for (int k = 0; k < nh && ok; k++) {
 		const uint8_t *hash = *hb + k * STORE_HASH_SIZE;
 		const struct ptab_ent *pe = store_hash_is_hole(hash) ? NULL : htab_find(&f->by_hash, hash);
 		put_le64(x->locs + 8 * k, pe ? pe->loc : 0);
 		ok = pe || store_hash_is_hole(hash);
 	}
-	if (ok && !store_map_check(f->st, ino, (uint64_t)idx, x->locs, nl, *hb, nh, sum)) {
-		memcpy(x->hashes, *hb, nh);
-		*lb = x->locs;
-		return row_rebuilt(f, x, "locations", "hashes");
+	if (ok && !store_map_check(f->st, ino, (uint64_t)idx, x->locs, (size_t)nh * 8, *hb,
+				   (size_t)nh * STORE_HASH_SIZE, sum)) {
+		memcpy(x->hashes, *hb, (size_t)nh * STORE_HASH_SIZE);
+		return row_rebuilt(f, x, lb, hb, "locations", "hashes");
 	}
-	map_problem(f, ino, idx * CHUNK_PAGES, NULL, "page-map row %lld does not match its checksum",
-		    (long long)idx);
-	*sure = false;
 	return 0;
 }
 
@@ -439,24 +441,39 @@ static int fsck_maps(struct fsck *f, struct htab *t)
 			sure = false;
 			continue;
 		}
-		if (hn % STORE_HASH_SIZE || hn / (int)STORE_HASH_SIZE > (int)CHUNK_PAGES ||
-		    ln != hn / (int)STORE_HASH_SIZE * 8) {
-			map_problem(f, ino, idx * CHUNK_PAGES, NULL,
-				"damaged page-map row %lld (%d hash bytes, %d location bytes)",
-				(long long)idx, hn, ln);
-			sure = false;
-			continue;
-		}
-		/* A row failing its checksum is named, and its slots (as
-		 * rebuilt, if they can be) are still checked: they say what
-		 * the damage did. */
+		/* A row failing its checksum, or not a whole number of
+		 * slots, is named; its slots (as rebuilt, if they can be) are
+		 * still checked: they say what the damage did. */
+		int nh = hn % STORE_HASH_SIZE || hn > (int)(CHUNK_PAGES * STORE_HASH_SIZE)
+				 ? -1 : hn / (int)STORE_HASH_SIZE;
+		int nl = ln % 8 || ln > (int)(CHUNK_PAGES * 8) ? -1 : ln / 8;
 		int64_t sum = sqlite3_column_int64(s, 7);
-		r = store_map_check(st, ino, (uint64_t)idx, lb, (size_t)ln, hb, (size_t)hn, sum);
-		if (r == -EUCLEAN)
-			r = fsck_rebuild_row(f, t, ino, idx, &lb, &hb, hn / (int)STORE_HASH_SIZE, sum,
-					     &sure);
-		if (r)
+		bool whole = nh >= 0 && nh == nl;
+		r = whole ? store_map_check(st, ino, (uint64_t)idx, lb, (size_t)ln, hb, (size_t)hn, sum)
+			  : -EUCLEAN;
+		if (r == -EUCLEAN) {
+			r = fsck_rebuild_row(f, t, ino, idx, &lb, &hb, nl, nh, sum);
+			if (r < 0)
+				break;
+			if (r) {
+				hn = f->rows[f->nrows - 1].n * (int)STORE_HASH_SIZE;
+				ln = f->rows[f->nrows - 1].n * 8;
+			} else if (whole) {
+				map_problem(f, ino, idx * CHUNK_PAGES, NULL,
+					    "page-map row %lld does not match its checksum", (long long)idx);
+				sure = false;
+			} else {
+				map_problem(f, ino, idx * CHUNK_PAGES, NULL,
+					"damaged page-map row %lld (%d hash bytes, %d location bytes)",
+					(long long)idx, hn, ln);
+				sure = false;
+				r = 0;
+				continue;
+			}
+			r = 0;
+		} else if (r) {
 			break;
+		}
 		cur.end = (uint64_t)(idx * CHUNK_PAGES + hn / (int)STORE_HASH_SIZE) * STORE_PAGE_SIZE;
 		for (int k = 0; k < hn / (int)STORE_HASH_SIZE; k++) {
 			const uint8_t *hash = hb + k * STORE_HASH_SIZE;

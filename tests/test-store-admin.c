@@ -1201,9 +1201,10 @@ static void test_store_admin_map_checksum(void **state)
 	tsu_store_remove(path);
 }
 
-/* Flip a bit of byte off of column col (locs or hashes) of page-map row
- * idx of inode ino, behind the store's back. */
-static void flip_row_bit(const char *path, uint64_t ino, int idx, const char *col, int off)
+/* Flip a bit of byte off (if not -1) of column col (locs or hashes) of
+ * page-map row idx of inode ino, and cut its last cut bytes off, behind
+ * the store's back. */
+static void damage_row(const char *path, uint64_t ino, int idx, const char *col, int off, int cut)
 {
 	sqlite3 *db = tsu_index_open(path);
 	char sql[128];
@@ -1217,11 +1218,12 @@ static void flip_row_bit(const char *path, uint64_t ino, int idx, const char *co
 	uint8_t *b = malloc((size_t)n);
 	memcpy(b, sqlite3_column_blob(s, 0), (size_t)n);
 	sqlite3_finalize(s);
-	b[off] ^= 0x40;
+	if (off >= 0)
+		b[off] ^= 0x40;
 	snprintf(sql, sizeof(sql), "UPDATE chunk SET %s = ? WHERE ino = %llu AND idx = %d", col,
 		 (unsigned long long)ino, idx);
 	assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &s, NULL), SQLITE_OK);
-	sqlite3_bind_blob(s, 1, b, n, SQLITE_STATIC);
+	sqlite3_bind_blob(s, 1, b, n - cut, SQLITE_STATIC);
 	assert_int_equal(sqlite3_step(s), SQLITE_DONE);
 	sqlite3_finalize(s);
 	free(b);
@@ -1229,9 +1231,9 @@ static void flip_row_bit(const char *path, uint64_t ino, int idx, const char *co
 }
 
 /*
- * A page-map row whose locations are damaged gets them back from its
- * hashes, one whose hashes are damaged from its locations, as the
- * checksum proves; the file then reads as written and the references
+ * A page-map row whose locations are damaged (a bit flipped, or cut
+ * short) gets them back from its hashes, one whose hashes are damaged
+ * from its locations, as the checksum proves; the file then reads as written and the references
  * are counted.  A row damaged in both gets nothing back, and the page
  * count of its file is not set from it.
  */
@@ -1240,16 +1242,20 @@ static void test_store_admin_repair_rows(void **state)
 	(void)state;
 	char *path;
 	struct store *st = tsu_new_store(&path);
-	uint64_t f = write_file(st, STORE_ROOT_INO, "f", 3 * 128, 51);
+	uint64_t f = write_file(st, STORE_ROOT_INO, "f", 5 * 128, 51);
 	uint64_t g = write_file(st, STORE_ROOT_INO, "g", 128, 52);
 	assert_int_equal(store_close(st, NULL), 0);
-	flip_row_bit(path, f, 0, "locs", 5 * 8);	/* slot 5 names another page */
-	flip_row_bit(path, f, 1, "hashes", 7 * STORE_HASH_SIZE + 3);
+	damage_row(path, f, 0, "locs", 5 * 8, 0);	/* slot 5 names another page */
+	damage_row(path, f, 1, "hashes", 7 * STORE_HASH_SIZE + 3, 0);
+	damage_row(path, f, 3, "locs", -1, 8);		/* a slot short */
+	damage_row(path, f, 4, "hashes", -1, 5);	/* not whole hashes */
 
 	assert_int_equal(store_open(path, 0, &st, NULL), 0);
 	uint8_t page[PG];
 	assert_int_equal(store_read(st, f, page, PG, 0), -EUCLEAN);
 	assert_int_equal(store_read(st, f, page, PG, 128 * PG), -EUCLEAN);
+	assert_int_equal(store_read(st, f, page, PG, 3 * 128 * PG), -EUCLEAN);
+	assert_int_equal(store_read(st, f, page, PG, 4 * 128 * PG), -EUCLEAN);
 	assert_int_equal(store_close(st, NULL), 0);
 	assert_int_equal(store_open(path, 0, &st, NULL), 0);
 	struct store_fsck_result res;
@@ -1261,17 +1267,21 @@ static void test_store_admin_repair_rows(void **state)
 	assert_true(has(&fd, "/f", 128,
 			"page-map row 1 does not match its checksum: its hashes are damaged"
 			" (rebuilt from its locations)"));
-	assert_int_equal(res.problems, 2);	/* the slots are checked as rebuilt */
-	assert_int_equal(res.rows_rebuilt, 2);
+	assert_true(has(&fd, "/f", 3 * 128,
+			"page-map row 3 does not match its checksum: its locations are damaged"));
+	assert_true(has(&fd, "/f", 4 * 128,
+			"page-map row 4 does not match its checksum: its hashes are damaged"));
+	assert_int_equal(res.problems, 4);	/* the slots are checked as rebuilt */
+	assert_int_equal(res.rows_rebuilt, 4);
 	assert_false(res.refs_left);
 	assert_int_equal(res.refs_repaired, 0);
 	tsu_fsck_clean(st);
-	check_file(st, f, 3 * 128, 51);
+	check_file(st, f, 5 * 128, 51);
 	check_file(st, g, 128, 52);
 	assert_int_equal(store_close(st, NULL), 0);
 
-	flip_row_bit(path, f, 2, "locs", 3 * 8);
-	flip_row_bit(path, f, 2, "hashes", 9 * STORE_HASH_SIZE);
+	damage_row(path, f, 2, "locs", 3 * 8, 0);
+	damage_row(path, f, 2, "hashes", 9 * STORE_HASH_SIZE, 0);
 	char sql[128];
 	snprintf(sql, sizeof(sql), "UPDATE inode SET pages = 1 WHERE ino = %llu",
 		 (unsigned long long)f);
