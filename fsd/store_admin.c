@@ -811,7 +811,9 @@ static int64_t reattach_point(struct fsck *f, int64_t ino, int64_t n)
 	}
 	if (up <= 0)
 		return up < 0 ? up : ino;
-	/* n steps taken: ino is in the cycle. */
+	/* n steps taken: ino is in a cycle (unless the way up left the
+	 * directories, for an entry in a missing inode: fsck_reattach
+	 * checks what it gets). */
 	int64_t low = ino;
 	for (k = 0, up = holder_of(f, ino); k < n && up > 0 && up != ino; k++) {
 		if (up < low)
@@ -842,6 +844,14 @@ static int fsck_reattach(struct fsck *f)
 		int64_t ino = reattach_point(f, count_of(f->st, lowest), left);
 		if (ino <= 0)
 			return ino < 0 ? -EIO : 0;
+		/* Not a directory: an entry in a missing inode, which
+		 * fsck_lost_found could not move, is on the way up. */
+		snprintf(sql, sizeof(sql),
+			 "SELECT count(*) FROM inode WHERE ino = %lld AND (mode & 61440) = 16384",
+			 (long long)ino);
+		int64_t is_dir = count_of(f->st, sql);
+		if (is_dir <= 0)
+			return is_dir < 0 ? -EIO : 0;
 		if (!dir && (dir = lost_found_dir(f)) <= 0)
 			return (int)dir;
 		snprintf(sql, sizeof(sql),
@@ -860,10 +870,11 @@ static int fsck_reattach(struct fsck *f)
 	return left < 0 ? -EIO : 0;
 }
 
-/* The page counts fsck_maps found wrong set right (res->pages_repaired),
- * and each page map of a missing inode given a file again, its size the
- * end of its last row (res->files_rebuilt): a file with a link count but
- * no name, for fsck_lost_found to name.  It is owned like the root, mode
+/* The page-map rows fsck_maps rebuilt written (res->rows_rebuilt), the
+ * page counts it found wrong set right (res->pages_repaired), and each
+ * page map of a missing inode given a file again, its size the end of
+ * its last row (res->files_rebuilt): a file with a link count but no
+ * name, for fsck_lost_found to name.  It is owned like the root, mode
  * 0600. */
 static int fsck_repair_maps(struct fsck *f)
 {

@@ -936,6 +936,48 @@ static void test_store_admin_repair_sealed_root(void **state)
 }
 
 /*
+ * A directory whose entry is in a missing inode, and whose name in
+ * lost+found is taken, stays where it is with what it holds, reported:
+ * no entry is made for the missing inode on the way up.
+ */
+static void test_store_admin_repair_name_taken(void **state)
+{
+	(void)state;
+	char *path;
+	struct store *st = tsu_new_store(&path);
+	struct store_attr lf, x, y, a;
+	assert_int_equal(store_mkdir(st, STORE_ROOT_INO, "lost+found", 0700, 0, 0, &lf), 0);
+	assert_int_equal(store_mkdir(st, STORE_ROOT_INO, "x", 0755, 0, 0, &x), 0);
+	assert_int_equal(store_mkdir(st, x.ino, "y", 0755, 0, 0, &y), 0);
+	char name[32];
+	snprintf(name, sizeof(name), "#%llu", (unsigned long long)x.ino);
+	assert_int_equal(store_mkdir(st, lf.ino, name, 0755, 0, 0, &a), 0);
+	assert_int_equal(store_close(st, NULL), 0);
+	char sql[256];
+	snprintf(sql, sizeof(sql), "UPDATE dentry SET parent = 99999 WHERE ino = %llu",
+		 (unsigned long long)x.ino);
+	tsu_index_exec(path, sql);
+	assert_int_equal(store_open(path, 0, &st, NULL), 0);
+	struct store_fsck_result res;
+	struct found fd = { 0 };
+	assert_int_equal(store_fsck_repair(st, report, NULL, &fd, &res, NULL), 0);
+	assert_int_equal(res.lost_found, 0);
+	assert_int_equal(store_fsck(st, report, NULL, &fd, &res, NULL), 0);
+	assert_true(has_what(&fd, "directory not reachable from the root"));
+	sqlite3 *db = tsu_index_open(path);
+	sqlite3_stmt *s;
+	assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM dentry WHERE ino = 99999", -1,
+					    &s, NULL),
+			 SQLITE_OK);
+	assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+	assert_int_equal(sqlite3_column_int64(s, 0), 0);
+	sqlite3_finalize(s);
+	sqlite3_close(db);
+	assert_int_equal(store_close(st, NULL), 0);
+	tsu_store_remove(path);
+}
+
+/*
  * A leaf of the page-map table zeroed: fsck's scan of every row stops
  * there, so it walks the tree by key lookups and names the files the
  * damage hits (f, whose first rows were on that leaf), not the others
@@ -1517,6 +1559,7 @@ int main(void)
 		cmocka_unit_test(test_store_admin_repair_tree),
 		cmocka_unit_test(test_store_admin_repair_sealed_root),
 		cmocka_unit_test(test_store_admin_repair_maps_and_cycles),
+		cmocka_unit_test(test_store_admin_repair_name_taken),
 		cmocka_unit_test(test_store_admin_map_checksum),
 		cmocka_unit_test(test_store_admin_repair_rows),
 		cmocka_unit_test(test_store_admin_fsck_index_unreadable),
