@@ -638,10 +638,24 @@ if fs_mount; then
 		ic=$(stat -c %i "$MNT/c")
 		fs_umount
 	fi
+	# repair_says NAME PATTERN...: fsck --repair finds problems, and prints
+	# a line matching each pattern; a plain fsck then finds none.
+	repair_says() {
+		name=$1
+		shift
+		out=$("$ADMIN" fsck --repair "$STORE" 2>&1)
+		st=$?
+		for pat in "$@"; do
+			echo "$out" | grep -q -- "$pat" || st=0
+		done
+		ok "$name" $([ $st = 1 ] && echo 0 || echo 1) "$out"
+		check "... fsck is then clean" "$ADMIN" fsck "$STORE"
+	}
 	# Names and inodes out of step: b, with two names, counted unlinked,
 	# d's link count wrong, e recording the root as its parent, an entry
-	# naming no inode (whose name cannot be used), c's only entry gone.  --repair makes the inodes agree
-	# with the names, and gives c one in lost+found.
+	# naming no inode (whose name cannot be used), c's only entry gone.
+	# --repair makes the inodes agree with the names, and gives c one in
+	# lost+found.
 	python3 - "$STORE/index.db" "$ib" "$ic" <<'PY'
 import sqlite3, sys
 db = sqlite3.connect(sys.argv[1])
@@ -652,15 +666,12 @@ db.execute("UPDATE inode SET nlink = 9 WHERE ino = (SELECT ino FROM dentry WHERE
 db.execute("INSERT INTO dentry(parent, name, ino) VALUES (1, 'ghost', 987654)")
 db.commit()
 PY
-	out=$("$ADMIN" fsck --repair "$STORE" 2>&1)
-	ok "fsck --repair sets link counts right, removes an entry naming no inode, names a lost file" \
-		$([ $? = 1 ] && echo "$out" | grep -q "link count 0, but 2 names$" &&
-			echo "$out" | grep -q "^$STORE: repaired: removed 1 entry naming missing inodes$" &&
-			echo "$out" | grep -q "^$STORE: repaired: put 1 file or folder no path reached in /lost+found, named #INODE$" &&
-			echo "$out" | grep -q "^$STORE: repaired: the link counts of 3 inodes$" &&
-			echo "$out" | grep -q "^$STORE: repaired: the recorded parents of 1 directory$" &&
-			echo 0 || echo 1) "$out"
-	check "... fsck is then clean" "$ADMIN" fsck "$STORE"
+	repair_says "fsck --repair sets link counts right, removes an entry naming no inode, names a lost file" \
+		"link count 0, but 2 names$" \
+		"^$STORE: repaired: removed 1 entry naming missing inodes$" \
+		"^$STORE: repaired: put 1 file or folder no path reached in /lost+found, named #INODE$" \
+		"^$STORE: repaired: the link counts of 3 inodes$" \
+		"^$STORE: repaired: the recorded parents of 1 directory$"
 	if fs_mount; then
 		check "... b reads as written under both names" \
 			sh -c 'cmp "$1/b" "$2" && cmp "$1/b2" "$2" && [ "$(stat -c %h "$1/b")" = 2 ]' \
@@ -688,15 +699,12 @@ db.execute("DELETE FROM inode WHERE ino = ?", (sys.argv[3],))
 db.execute("UPDATE dentry SET parent = (SELECT ino FROM dentry WHERE name = 'e') WHERE name = 'd'")
 db.commit()
 PY
-	out=$("$ADMIN" fsck --repair "$STORE" 2>&1)
-	ok "fsck --repair makes a file again for a map without inode, sets page counts, rebuilds a row, opens a cycle" \
-		$([ $? = 1 ] && echo "$out" | grep -q "page map of missing inode $ic (128 stored pages)$" &&
-			echo "$out" | grep -q "^$STORE: repaired: made 1 file again from page maps whose inode was missing$" &&
-			echo "$out" | grep -q "^$STORE: repaired: the recorded page counts of 1 file$" &&
-			echo "$out" | grep -q "^$STORE: repaired: rebuilt 1 page-map row to match its checksum$" &&
-			echo "$out" | grep -q "^$STORE: repaired: put 1 file or folder no path reached in /lost+found, named #INODE$" &&
-			echo 0 || echo 1) "$out"
-	check "... fsck is then clean" "$ADMIN" fsck "$STORE"
+	repair_says "fsck --repair makes a file again for a map without inode, sets page counts, rebuilds a row, opens a cycle" \
+		"page map of missing inode $ic (128 stored pages)$" \
+		"^$STORE: repaired: made 1 file again from page maps whose inode was missing$" \
+		"^$STORE: repaired: the recorded page counts of 1 file$" \
+		"^$STORE: repaired: rebuilt 1 page-map row to match its checksum$" \
+		"^$STORE: repaired: put 1 file or folder no path reached in /lost+found, named #INODE$"
 	if fs_mount; then
 		check "... c reads as written under its name, owner-only" \
 			sh -c 'cmp "$1/lost+found/#$2" "$3" && [ "$(stat -c %a "$1/lost+found/#$2")" = 600 ]' \
