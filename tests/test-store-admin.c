@@ -1275,9 +1275,9 @@ static void damage_row(const char *path, uint64_t ino, int idx, const char *col,
 /*
  * A page-map row whose locations are damaged (a bit flipped, or cut
  * short) gets them back from its hashes, one whose hashes are damaged
- * from its locations, as the checksum proves; the file then reads as written and the references
- * are counted.  A row damaged in both gets nothing back, and the page
- * count of its file is not set from it.
+ * from its locations, as the checksum proves; the file then reads as
+ * written and the references are counted.  A row damaged in both gets
+ * nothing back, and the page count of its file is not set from it.
  */
 static void test_store_admin_repair_rows(void **state)
 {
