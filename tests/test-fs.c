@@ -215,7 +215,9 @@ static int teardown(void **state)
 		int r = system(cmd);
 		int st = 0;
 		pid_t w = 0;
-		for (int i = 0; i < 300 && w == 0; i++) {
+		/* A daemon closing its store under ASan on a loaded machine
+		 * can take seconds to exit. */
+		for (int i = 0; i < 3000 && w == 0; i++) {
 			w = waitpid(m->pid, &st, WNOHANG);
 			if (w == 0)
 				usleep(10000);
