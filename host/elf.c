@@ -44,6 +44,14 @@ struct loader {
 	struct err *e;
 	uint64_t lo_file;		/* img->lo before bias */
 	size_t phdr_index[ELF_SEGMENTS_MAX];	/* program header index of each segment */
+	/* The relocation tables, by file vaddr and size (0: none). */
+	struct {
+		uint64_t addr, size;
+	} tables[2];
+	/* The export section, by file vaddr and size (0: none), and which of
+	 * its entries' fn a relocation sets (a bit each). */
+	uint64_t exp_addr, exp_size;
+	uint8_t exp_relocated[ELF_EXPORTS_MAX / 8];
 };
 
 static int bad(struct loader *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -318,6 +326,26 @@ static int apply_relocs(struct loader *l, const char *what, uint64_t addr, uint6
 		if (!in_one_segment(img, target, 8))
 			return bad(l, "%s: relocation %llu: offset 0x%llx: 8 bytes not inside a segment",
 				   what, (ull)i, (ull)off);
+		/* The tables are read from the image as it is relocated: a
+		 * relocation writing into one would change later ones by the
+		 * load address, so the same file would load differently at
+		 * different bases.  No linker makes such a file. */
+		for (size_t t = 0; t < sizeof(l->tables) / sizeof(l->tables[0]); t++)
+			if (off < l->tables[t].addr + l->tables[t].size && l->tables[t].addr < off + 8)
+				return bad(l, "%s: relocation %llu: offset 0x%llx: writes into a relocation table",
+					   what, (ull)i, (ull)off);
+		/* Into the export table only an fn, whole: a name or flags
+		 * would depend on the load address too. */
+		if (off < l->exp_addr + l->exp_size && l->exp_addr < off + 8) {
+			uint64_t in = off - l->exp_addr;
+			if (off < l->exp_addr || in % sizeof(struct snapvm_export) !=
+							 offsetof(struct snapvm_export, fn))
+				return bad(l, "%s: relocation %llu: offset 0x%llx: writes into an export's name or flags",
+					   what, (ull)i, (ull)off);
+			uint64_t k = in / sizeof(struct snapvm_export);
+			if (k < ELF_EXPORTS_MAX)
+				l->exp_relocated[k / 8] |= (uint8_t)(1u << (k % 8));
+		}
 		uint64_t value = htole64(addend + img->bias);
 		memcpy(img->mem + (target - img->lo), &value, sizeof(value));
 		img->nrelocs++;
@@ -387,6 +415,10 @@ static int load_dynamic(struct loader *l, const GElf_Phdr *dyn)
 		return bad(l, "DT_RELASZ without DT_RELA");
 	if (pltrelsz && !have_jmprel)
 		return bad(l, "DT_PLTRELSZ without DT_JMPREL");
+	if (have_rela)
+		l->tables[0].addr = rela, l->tables[0].size = relasz;
+	if (have_jmprel)
+		l->tables[1].addr = jmprel, l->tables[1].size = pltrelsz;
 	int r = 0;
 	if (have_rela && relasz)
 		r = apply_relocs(l, "DT_RELA", rela, relasz);
@@ -494,6 +526,20 @@ static int check_unique_exports(struct loader *l)
 	return r;
 }
 
+/* Where the export section is, for the relocations to check against
+ * (l->exp_addr, exp_size); a section load_exports will refuse is left
+ * for it to name. */
+static int find_exports(struct loader *l, const GElf_Ehdr *eh)
+{
+	GElf_Shdr sh = { 0 };
+	int r;
+	if (find_export_section(l, eh, &sh, &r) && sh.sh_size <= UINT64_MAX - sh.sh_addr) {
+		l->exp_addr = sh.sh_addr;
+		l->exp_size = sh.sh_size;
+	}
+	return 0;
+}
+
 /* The export table, read from the relocated image. */
 static int load_exports(struct loader *l, const GElf_Ehdr *eh)
 {
@@ -542,6 +588,11 @@ static int load_exports(struct loader *l, const GElf_Ehdr *eh)
 		if (!in_exec_segment(img, fn))
 			return bad(l, "%s: export \"%s\": fn 0x%llx is not inside an executable segment",
 				   sec, ex.name, (ull)fn);
+		/* A PIE's fn that no relocation sets would be right at one
+		 * load address only. */
+		if (img->type == ET_DYN && !(l->exp_relocated[i / 8] & (1u << (i % 8))))
+			return bad(l, "%s: export \"%s\": fn 0x%llx has no R_X86_64_RELATIVE relocation,"
+				   " which a position-independent file needs", sec, ex.name, (ull)fn);
 		memcpy(img->exports[i].name, ex.name, sizeof(ex.name));
 		img->exports[i].fn = fn;
 		img->nexports = i + 1;
@@ -571,6 +622,7 @@ static int load_private(uint8_t *buf, size_t len, const char *name, uint64_t loa
 		r = bad(&l, "ELF header: %s", elf_errmsg(-1));
 	else if ((r = check_ehdr(&l, &eh)) == 0 &&
 		 (r = load_segments(&l, &eh, load_base, &dyn, &have_dyn)) == 0 &&
+		 (!have_dyn || (r = find_exports(&l, &eh)) == 0) &&
 		 (!have_dyn || (r = load_dynamic(&l, &dyn)) == 0))
 		r = load_exports(&l, &eh);
 	elf_end(l.elf);

@@ -23,11 +23,16 @@
  *     ending below the canonical address limit ELF_ADDR_LIMIT after bias;
  *   - the entry point inside an executable segment;
  *   - dynamic relocations (DT_RELA) of type R_X86_64_RELATIVE or
- *     R_X86_64_NONE whose 8 bytes lie inside the image; DT_REL, DT_RELR,
- *     DT_NEEDED and every other relocation type are refused;
+ *     R_X86_64_NONE whose 8 bytes lie inside the image, and not in a
+ *     relocation table or an export's name or flags (what they write
+ *     depends on the load address); DT_REL, DT_RELR, DT_NEEDED and every
+ *     other relocation type are refused;
  *   - an export section (optional) of whole 64-byte entries whose names are
  *     NUL-terminated, non-empty, [A-Za-z0-9_.-], unique, whose flags are 0
- *     and whose fn lies inside an executable segment.
+ *     and whose fn lies inside an executable segment and, in a PIE, is set
+ *     by a relocation.
+ * So a PIE accepted at one load address is accepted at any other, the
+ * same image moved by the difference.
  *
  * Nothing here needs /dev/kvm, and the functions keep no global state
  * beyond libelf's version handshake, so they may run on several threads.

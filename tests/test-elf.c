@@ -452,6 +452,23 @@ static void test_elf_relocations(void **state)
 	build(&g, ET_DYN);
 	eg_dyn(&g, 1)->d_un.d_val = 0;
 	expect_bad(&g, "export \"echo\": fn 0x0 is not inside an executable segment");
+
+	/* Nothing that depends on the load address but what relocations
+	 * set: a PIE's fn stored as an address, right at this base only... */
+	build(&g, ET_DYN);
+	eg_rela(&g, 0)->r_info = ELF64_R_INFO(0, R_X86_64_NONE);
+	eg_export(&g, 0)->fn = eg_func(&g, 0) + DYN_BASE - 0x1000;
+	expect_bad(&g, "has no R_X86_64_RELATIVE relocation, which a position-independent file needs");
+	/* ... a relocation changing a later one, or an export's name */
+	build(&g, ET_DYN);
+	eg_rela(&g, 1)->r_offset = EG_RELA_OFF + 3 * sizeof(Elf64_Rela) + 16;
+	expect_bad(&g, "DT_RELA: relocation 1: offset 0x2858: writes into a relocation table");
+	build(&g, ET_DYN);
+	eg_rela(&g, 1)->r_offset = EG_EXPORTS_OFF + 64 + 8;
+	expect_bad(&g, "DT_RELA: relocation 1: offset 0x2048: writes into an export's name or flags");
+	build(&g, ET_DYN);
+	eg_rela(&g, 1)->r_offset = EG_EXPORTS_OFF + 64 + 48 + 4;	/* half of fn, half of flags */
+	expect_bad(&g, "offset 0x2074: writes into an export's name or flags");
 }
 
 static void test_elf_exports(void **state)

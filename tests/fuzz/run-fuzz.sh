@@ -15,7 +15,10 @@ name=$(basename "$fuzzer")
 work=$(mktemp -d "${TMPDIR:-/tmp}/$name.XXXXXX")
 trap 'rm -rf "$work"' EXIT INT TERM
 cp "$seeds"/* "$work"/
+# A finding exits 1, which meson counts as a failure (libFuzzer's own
+# code, 77, would read as a skipped test).
 set -- -max_total_time="$secs" -rss_limit_mb=2048 -timeout=10 -max_len=65536 \
+	-error_exitcode=1 -timeout_exitcode=1 \
 	-print_final_stats=1 -artifact_prefix="$PWD/fuzz-crash-$name-"
 [ -n "$dict" ] && set -- "$@" -dict="$dict"
 echo "$name: ${secs}s from $(ls "$work" | wc -l) seeds"
