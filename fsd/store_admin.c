@@ -283,6 +283,13 @@ static int fsck_index(struct fsck *f)
 	return rc == SQLITE_DONE ? 0 : -EIO;
 }
 
+/* Row idx of ino's page map fails its checksum (and is not rebuilt). */
+static void map_sum_problem(struct fsck *f, uint64_t ino, int64_t idx)
+{
+	map_problem(f, ino, idx * CHUNK_PAGES, NULL, "page-map row %lld does not match its checksum",
+		    (long long)idx);
+}
+
 /* Row idx of ino's page map against the checksum it is stored with
  * (want): a problem if it fails.  0, or -errno if the sum cannot be
  * worked out. */
@@ -292,8 +299,7 @@ static int fsck_map_sum(struct fsck *f, uint64_t ino, int64_t idx, const void *l
 	int r = store_map_check(f->st, ino, (uint64_t)idx, locs, nlocs, hashes, nhashes, want);
 	if (r != -EUCLEAN)
 		return r;
-	map_problem(f, ino, idx * CHUNK_PAGES, NULL,
-		    "page-map row %lld does not match its checksum", (long long)idx);
+	map_sum_problem(f, ino, idx);
 	return 0;
 }
 
@@ -459,8 +465,7 @@ static int fsck_maps(struct fsck *f, struct htab *t)
 				hn = f->rows[f->nrows - 1].n * (int)STORE_HASH_SIZE;
 				ln = f->rows[f->nrows - 1].n * 8;
 			} else if (whole) {
-				map_problem(f, ino, idx * CHUNK_PAGES, NULL,
-					    "page-map row %lld does not match its checksum", (long long)idx);
+				map_sum_problem(f, ino, idx);
 				sure = false;
 			} else {
 				map_problem(f, ino, idx * CHUNK_PAGES, NULL,
@@ -524,12 +529,23 @@ static int fsck_maps(struct fsck *f, struct htab *t)
 	return 0;
 }
 
-/* The number of subdirectories of the directory whose inode is the SQL
- * expression of (its link count is 2 more): for fsck_tree's check and
- * fsck_repair_tree's repair alike. */
+/* Conditions each check below shares with its repair, so that they
+ * cannot drift apart.  The number of subdirectories of the directory
+ * whose inode is the SQL expression of (its link count is 2 more): */
 #define SUBDIRS_OF(of)                                                 \
 	"(SELECT count(*) FROM dentry d JOIN inode c ON c.ino = d.ino" \
 	" WHERE d.parent = " of " AND (c.mode & 61440) = 16384)"
+/* ... inode i records stored pages (table or alias i) but has no page
+ * map left: */
+#define PAGES_WITHOUT_MAP(i) \
+	"(" i ".pages != 0 AND NOT EXISTS (SELECT 1 FROM chunk c WHERE c.ino = " i ".ino))"
+/* ... and what to select from the directories, inode i, with a link
+ * count that no path from the root (the SQL expression root) reaches: */
+#define UNREACHED_DIRS(root, what)                                              \
+	"WITH RECURSIVE reach(ino) AS (SELECT " root " UNION"                   \
+	" SELECT d.ino FROM dentry d JOIN reach r ON d.parent = r.ino)"         \
+	" SELECT " what " FROM inode i WHERE (i.mode & 61440) = 16384 AND i.nlink > 0" \
+	" AND i.ino NOT IN reach"
 
 /* Link counts, entries to missing inodes, directories' parents.  The
  * checks name the root inode :root and the largest file size :max_size. */
@@ -546,7 +562,7 @@ static int fsck_tree(struct fsck *f)
 		" FROM inode i JOIN dentry d ON d.ino = i.ino WHERE i.nlink = 0 GROUP BY i.ino",
 		/* files that record stored pages but have no page map left */
 		"SELECT i.ino, -1, 'inode records ' || i.pages || ' stored pages, its map has 0'"
-		" FROM inode i WHERE i.pages > 0 AND NOT EXISTS (SELECT 1 FROM chunk c WHERE c.ino = i.ino)",
+		" FROM inode i WHERE " PAGES_WITHOUT_MAP("i"),
 		/* link counts of non-directories */
 		"SELECT i.ino, -1, 'link count ' || i.nlink || ', but ' || count(d.id) || ' names'"
 		" FROM inode i LEFT JOIN dentry d ON d.ino = i.ino"
@@ -574,10 +590,7 @@ static int fsck_tree(struct fsck *f)
 		" WHERE (i.mode & 61440) = 16384 AND i.parent IS NOT d.parent",
 		/* directories that no path from the root reaches (a cycle, or a
 		 * tree cut off) */
-		"WITH RECURSIVE reach(ino) AS (SELECT :root UNION"
-		" SELECT d.ino FROM dentry d JOIN reach r ON d.parent = r.ino)"
-		" SELECT i.ino, -1, 'directory not reachable from the root' FROM inode i"
-		" WHERE (i.mode & 61440) = 16384 AND i.nlink > 0 AND i.ino NOT IN reach",
+		UNREACHED_DIRS(":root", "i.ino, -1, 'directory not reachable from the root'"),
 	};
 	for (size_t c = 0; c < sizeof(checks) / sizeof(checks[0]); c++) {
 		sqlite3_stmt *s;
@@ -831,14 +844,9 @@ static int64_t reattach_point(struct fsck *f, int64_t ino, int64_t n)
  * it. */
 static int fsck_reattach(struct fsck *f)
 {
-#define UNREACHED_DIRS                                                  \
-	"WITH RECURSIVE reach(ino) AS (SELECT %u UNION"                 \
-	" SELECT d.ino FROM dentry d JOIN reach r ON d.parent = r.ino)" \
-	" SELECT %s FROM inode WHERE (mode & 61440) = 16384 AND nlink > 0 AND ino NOT IN reach"
 	char sql[512], count[512], lowest[512];
-	snprintf(count, sizeof(count), UNREACHED_DIRS, STORE_ROOT_INO, "count(*)");
-	snprintf(lowest, sizeof(lowest), UNREACHED_DIRS, STORE_ROOT_INO, "min(ino)");
-#undef UNREACHED_DIRS
+	snprintf(count, sizeof(count), UNREACHED_DIRS("%u", "count(*)"), STORE_ROOT_INO);
+	snprintf(lowest, sizeof(lowest), UNREACHED_DIRS("%u", "min(i.ino)"), STORE_ROOT_INO);
 	int64_t left = count_of(f->st, count), dir = 0;
 	for (; left > 0; left--) {
 		int64_t ino = reattach_point(f, count_of(f->st, lowest), left);
@@ -880,9 +888,8 @@ static int fsck_repair_maps(struct fsck *f)
 {
 	sqlite3 *db = f->st->db;
 	struct store_fsck_result *res = f->res;
-	if (sqlite3_exec(db, "UPDATE inode SET pages = 0 WHERE pages != 0"
-			     " AND NOT EXISTS (SELECT 1 FROM chunk c WHERE c.ino = inode.ino)",
-			 NULL, NULL, NULL) != SQLITE_OK)
+	if (sqlite3_exec(db, "UPDATE inode SET pages = 0 WHERE " PAGES_WITHOUT_MAP("inode"), NULL,
+			 NULL, NULL) != SQLITE_OK)
 		return -EIO;
 	res->pages_repaired += (uint64_t)sqlite3_changes(db);
 	sqlite3_stmt *w;
@@ -986,6 +993,8 @@ static int fsck_repair_tree(struct fsck *f)
 	return 0;
 }
 #undef SUBDIRS_OF
+#undef PAGES_WITHOUT_MAP
+#undef UNREACHED_DIRS
 
 static int fsck_run(struct store *st, bool repair, store_fsck_fn report,
 		    store_progress_fn progress, void *arg, struct store_fsck_result *res,
@@ -1046,9 +1055,11 @@ static int fsck_run(struct store *st, bool repair, store_fsck_fn report,
 	}
 	if (r && repair) {
 		sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
-		res->refs_repaired = res->names_removed = res->lost_found = 0;
-		res->links_repaired = res->parents_repaired = 0;
-		res->pages_repaired = res->files_rebuilt = res->rows_rebuilt = 0;
+		/* Nothing was repaired: only what the check found stays. */
+		*res = (struct store_fsck_result){ .problems = res->problems,
+						   .pages_checked = res->pages_checked,
+						   .files_checked = res->files_checked,
+						   .refs_left = res->refs_left };
 	}
 	pthread_mutex_unlock(&st->db_lock);
 	pthread_rwlock_unlock(&st->gc_lock);
