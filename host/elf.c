@@ -48,8 +48,13 @@ struct loader {
 	struct {
 		uint64_t addr, size;
 	} tables[2];
-	/* The export section, by file vaddr and size (0: none), and which of
-	 * its entries' fn a relocation sets (a bit each). */
+	/* The export section's header (have_exp), or why it cannot be read
+	 * (exp_err, 0 if there is none), found once by find_exports; the
+	 * range the relocations check against (0 if none); which entries'
+	 * fn a relocation sets (a bit each). */
+	GElf_Shdr exp_sh;
+	bool have_exp;
+	int exp_err;
 	uint64_t exp_addr, exp_size;
 	uint8_t exp_relocated[ELF_EXPORTS_MAX / 8];
 };
@@ -526,28 +531,26 @@ static int check_unique_exports(struct loader *l)
 	return r;
 }
 
-/* Where the export section is, for the relocations to check against
- * (l->exp_addr, exp_size); a section load_exports will refuse is left
- * for it to name. */
+/* Find the export section once, before the relocations, which check
+ * against where it is (l->exp_addr, exp_size); a section that cannot be
+ * read is left for load_exports to refuse, after the relocations. */
 static int find_exports(struct loader *l, const GElf_Ehdr *eh)
 {
-	GElf_Shdr sh = { 0 };
-	int r;
-	if (find_export_section(l, eh, &sh, &r) && sh.sh_size <= UINT64_MAX - sh.sh_addr) {
-		l->exp_addr = sh.sh_addr;
-		l->exp_size = sh.sh_size;
+	l->have_exp = find_export_section(l, eh, &l->exp_sh, &l->exp_err) != NULL;
+	if (l->have_exp && l->exp_sh.sh_size <= UINT64_MAX - l->exp_sh.sh_addr) {
+		l->exp_addr = l->exp_sh.sh_addr;
+		l->exp_size = l->exp_sh.sh_size;
 	}
 	return 0;
 }
 
 /* The export table, read from the relocated image. */
-static int load_exports(struct loader *l, const GElf_Ehdr *eh)
+static int load_exports(struct loader *l)
 {
 	struct elf_image *img = l->img;
-	GElf_Shdr sh = { 0 };
-	int r;
-	if (!find_export_section(l, eh, &sh, &r))
-		return r;
+	if (!l->have_exp)
+		return l->exp_err;
+	const GElf_Shdr sh = l->exp_sh;
 	const char *sec = SNAPVM_EXPORT_SECTION;
 	if (!(sh.sh_flags & SHF_ALLOC))
 		return bad(l, "section %s is not allocated (SHF_ALLOC): not part of the image", sec);
@@ -622,9 +625,9 @@ static int load_private(uint8_t *buf, size_t len, const char *name, uint64_t loa
 		r = bad(&l, "ELF header: %s", elf_errmsg(-1));
 	else if ((r = check_ehdr(&l, &eh)) == 0 &&
 		 (r = load_segments(&l, &eh, load_base, &dyn, &have_dyn)) == 0 &&
-		 (!have_dyn || (r = find_exports(&l, &eh)) == 0) &&
+		 (r = find_exports(&l, &eh)) == 0 &&
 		 (!have_dyn || (r = load_dynamic(&l, &dyn)) == 0))
-		r = load_exports(&l, &eh);
+		r = load_exports(&l);
 	elf_end(l.elf);
 	return r;
 }
