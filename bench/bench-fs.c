@@ -692,11 +692,11 @@ int main(int argc, char **argv)
 			double s0 = steal_seconds();
 			if ((i + k) % 2) {	/* alternate which goes first */
 				double p0 = thread_cpu(pid, "snapfs-pack");
-				double w0 = thread_cpu(pid, "snapfs"), h0 = thread_cpu(pid, "snapfs-hash");
+				double w0 = thread_cpu(pid, "snapfs-worker"), h0 = thread_cpu(pid, "snapfs-hash");
 				double c0 = thread_cpu(pid, "snapfs-commit"), me0 = self_cpu();
 				tn[i] = copy_file(base, fresh);
 				tp[i] = thread_cpu(pid, "snapfs-pack") - p0;
-				tw[i] = thread_cpu(pid, "snapfs") - w0;
+				tw[i] = thread_cpu(pid, "snapfs-worker") - w0;
 				th[i] = thread_cpu(pid, "snapfs-hash") - h0;
 				tc[i] = thread_cpu(pid, "snapfs-commit") - c0;
 				tself[i] = self_cpu() - me0;

@@ -52,6 +52,7 @@
 #include <signal.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "fs_i.h"
@@ -64,7 +65,6 @@
 #define SHORT_WRITE (32u << 10)
 
 struct worker {
-	struct worker *next;
 	pthread_t thread;
 	bool listening;
 	bool serving;		/* a short request, in the listener's turn */
@@ -84,6 +84,10 @@ struct fs_loop {
 	int error;
 	int64_t read_avg_ns;	/* how long short reads take, lately */
 	int64_t change_avg_ns;	/* how long short changes take, lately */
+	/* max_threads of them, allocated up front: serving never allocates
+	 * (a worker that could not be started under memory pressure would
+	 * only slow the loop down, but an allocation there would also take
+	 * a failure meant for the request being served). */
 	struct worker *workers;
 };
 
@@ -140,13 +144,11 @@ static enum kind request_kind(const struct fuse_buf *buf)
 
 static void *worker_main(void *arg);
 
-/* Start a worker (loop lock held): 0 or -errno. */
+/* Start a worker (loop lock held, fewer than max_threads): 0 or -errno. */
 static int start_worker(struct fs_loop *l)
 {
-	struct worker *w = calloc(1, sizeof(*w));
-	if (!w)
-		return -ENOMEM;
-	w->loop = l;
+	struct worker *w = &l->workers[l->nthreads];
+	*w = (struct worker){ .loop = l };
 	/* Workers leave termination signals to the main thread, which
 	 * waits for them, and take only WAKE_SIG and the signals of their
 	 * own faults (blocked, a fault would kill without a report). */
@@ -159,12 +161,8 @@ static int start_worker(struct fs_loop *l)
 	pthread_sigmask(SIG_SETMASK, &all, &old);
 	int r = pthread_create(&w->thread, NULL, worker_main, w);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (r) {
-		free(w);
+	if (r)
 		return -r;
-	}
-	w->next = l->workers;
-	l->workers = w;
 	l->nthreads++;
 	return 0;
 }
@@ -212,6 +210,7 @@ static void *worker_main(void *arg)
 	struct fs_loop *l = w->loop;
 	bool slow = false;	/* the last request this worker served */
 	this_worker = w;
+	pthread_setname_np(pthread_self(), "snapfs-worker");
 	sigset_t wake;
 	sigemptyset(&wake);
 	sigaddset(&wake, WAKE_SIG);
@@ -281,8 +280,11 @@ int fs_loop_run(struct fuse_session *se, unsigned max_threads)
 	pthread_mutex_init(&l.lock, NULL);
 	pthread_cond_init(&l.turn, NULL);
 	sem_init(&l.finish, 0, 0);
+	l.workers = calloc(l.max_threads, sizeof(*l.workers));
 	pthread_mutex_lock(&l.lock);
-	int r = start_worker(&l);
+	int r = l.workers ? start_worker(&l) : -ENOMEM;
+	if (r)
+		fuse_log(FUSE_LOG_ERR, "snapfs: cannot start the worker threads: %s\n", strerror(-r));
 	while (!r && !l.stop && !fuse_session_exited(se)) {
 		pthread_mutex_unlock(&l.lock);
 		/* A signal ends the wait (EINTR), unless it came just before
@@ -297,9 +299,9 @@ int fs_loop_run(struct fuse_session *se, unsigned max_threads)
 	/* Interrupt the reads, again until none is left: one may have
 	 * been about to start when the first signal came. */
 	while (l.listening) {
-		for (struct worker *w = l.workers; w; w = w->next)
-			if (w->listening)
-				pthread_kill(w->thread, WAKE_SIG);
+		for (unsigned i = 0; i < l.nthreads; i++)
+			if (l.workers[i].listening)
+				pthread_kill(l.workers[i].thread, WAKE_SIG);
 		pthread_mutex_unlock(&l.lock);
 		nanosleep(&(struct timespec){ .tv_nsec = 10000000 }, NULL);
 		pthread_mutex_lock(&l.lock);
@@ -307,13 +309,11 @@ int fs_loop_run(struct fuse_session *se, unsigned max_threads)
 	if (!r)
 		r = l.error;
 	pthread_mutex_unlock(&l.lock);
-	while (l.workers) {
-		struct worker *w = l.workers;
-		l.workers = w->next;
-		pthread_join(w->thread, NULL);
-		free(w->buf.mem);
-		free(w);
+	for (unsigned i = 0; i < l.nthreads; i++) {
+		pthread_join(l.workers[i].thread, NULL);
+		free(l.workers[i].buf.mem);
 	}
+	free(l.workers);
 	sem_destroy(&l.finish);
 	pthread_cond_destroy(&l.turn);
 	pthread_mutex_destroy(&l.lock);

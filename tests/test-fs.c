@@ -2087,6 +2087,96 @@ static void test_fs_add_name_out_of_memory(void **state)
 	oom_finish(m, data, back, NULL);
 }
 
+/* Threads of process pid named comm (its /proc/PID/task entries). */
+static int threads_named(pid_t pid, const char *comm)
+{
+	char path[96], name[32];
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	DIR *d = opendir(path);
+	assert_non_null(d);
+	int n = 0;
+	for (struct dirent *e; (e = readdir(d));) {
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/task/%.16s/comm", (int)pid, e->d_name);
+		FILE *f = fopen(path, "re");
+		if (!f)
+			continue;	/* ended meanwhile */
+		if (fgets(name, sizeof(name), f)) {
+			name[strcspn(name, "\n")] = 0;
+			n += !strcmp(name, comm);
+		}
+		fclose(f);
+	}
+	closedir(d);
+	return n;
+}
+
+struct seek_arg {
+	int fd;
+	off_t got;
+	int err;
+};
+
+static void *seek_thread(void *arg)
+{
+	struct seek_arg *a = arg;
+	a->got = lseek(a->fd, 0, SEEK_DATA);
+	a->err = a->got < 0 ? errno : 0;
+	return NULL;
+}
+
+/*
+ * The session loop starts its workers without allocating: with every
+ * allocation of the daemon's own failing, SEEKERS calls that each wait
+ * in the store (the test hook pauses lseek after saying it waits, in a
+ * file each) are still served side by side, each by a worker of its
+ * own, with one more listening.  (An allocation there would also take a failure meant for
+ * the request being served.)
+ */
+#define SEEKERS 4
+static void test_fs_loop_starts_workers_without_allocating(void **state)
+{
+	(void)state;
+	struct mnt *m = mnt_new();
+	setenv("SNAPFS_TEST_FAILALLOC", "signal", 1);
+	setenv("SNAPFS_TEST_PAUSE", "seek:1000:wait", 1);
+	mnt_start_prog(m, "tests/snapfs-hooked", NULL);
+	unsetenv("SNAPFS_TEST_FAILALLOC");
+	unsetenv("SNAPFS_TEST_PAUSE");
+	put_file(P(m, "f"), "data", 4);
+	struct seek_arg args[SEEKERS];
+	pthread_t th[SEEKERS];
+	/* Files of their own: the kernel seeks one file at a time. */
+	for (int i = 0; i < SEEKERS; i++) {
+		put_file(P(m, "s%d", i), "data", 4);
+		args[i].fd = open(P(m, "s%d", i), O_RDONLY);
+		assert_true(args[i].fd >= 0);
+	}
+	int before = threads_named(m->pid, "snapfs-worker");
+	assert_true(before >= 1 && before < SEEKERS);
+	oom_switch(m, SIGUSR1, P(m, "f"), true);
+	for (int i = 0; i < SEEKERS; i++)
+		assert_int_equal(pthread_create(&th[i], NULL, seek_thread, &args[i]), 0);
+	int most = 0;
+	for (int i = 0; i < 100 && most < SEEKERS + 1; i++) {
+		int n = threads_named(m->pid, "snapfs-worker");
+		most = n > most ? n : most;
+		usleep(10000);
+	}
+	for (int i = 0; i < SEEKERS; i++) {
+		assert_int_equal(pthread_join(th[i], NULL), 0);
+		assert_int_equal(args[i].err, 0);
+		assert_int_equal(args[i].got, 0);
+		close(args[i].fd);
+	}
+	assert_int_equal(most, SEEKERS + 1);
+	oom_switch(m, SIGUSR2, P(m, "f"), false);
+	mnt_stop(m);
+	assert_int_equal(tu_rmtree(m->dir), 0);
+	free(m);
+}
+
 int main(void)
 {
 	tu_require_fuse();
@@ -2129,6 +2219,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_fs_remount_out_of_memory, setup, teardown),
 		cmocka_unit_test(test_fs_daemon_out_of_memory),
 		cmocka_unit_test(test_fs_add_name_out_of_memory),
+		cmocka_unit_test(test_fs_loop_starts_workers_without_allocating),
 	};
 	return cmocka_run_group_tests_name("fs", tests, NULL, NULL);
 }
