@@ -175,6 +175,11 @@ static int admin_fsck(const char *dir, bool repair)
 		printf("%s: repaired: made %" PRIu64 " file%s again from page maps whose inode"
 		       " was missing\n",
 		       dir, res.files_rebuilt, res.files_rebuilt == 1 ? "" : "s");
+	if (res.maps_moved)
+		printf("%s: repaired: moved the page map%s of %" PRIu64 " inode%s that %s not a"
+		       " file to a new file in lost+found\n",
+		       dir, res.maps_moved == 1 ? "" : "s", res.maps_moved,
+		       res.maps_moved == 1 ? "" : "s", res.maps_moved == 1 ? "is" : "are");
 	if (res.pages_repaired)
 		printf("%s: repaired: the recorded page counts of %" PRIu64 " file%s\n", dir,
 		       res.pages_repaired, res.pages_repaired == 1 ? "" : "s");

@@ -502,6 +502,7 @@ struct store_fsck_result {
 	uint64_t pages_repaired;	/* files whose recorded page count was */
 	uint64_t files_rebuilt;		/* files made again for page maps of missing inodes */
 	uint64_t rows_rebuilt;		/* page-map rows rebuilt to match their checksums */
+	uint64_t maps_moved;		/* page maps of non-files moved to files of their own */
 };
 
 /*
@@ -526,9 +527,8 @@ int store_fsck(struct store *st, store_fsck_fn report, store_progress_fn progres
  *   file whose page map failed its checksum leaves them); one too low
  *   would let gc free a page still in use.  No count is changed, and
  *   res->refs_left is set, when index.db or any page map is damaged (a
- *   row unreadable or failing its checksum and not rebuilt, naming a
- *   missing page, held by an inode that is not a file): the references
- *   cannot then be counted.
+ *   row unreadable or failing its checksum and not rebuilt, or naming a
+ *   missing page): the references cannot then be counted.
  * - page-map rows failing their checksums (or not a whole number of
  *   slots) rebuilt where only their locations or only their hashes are
  *   damaged: the other part looked up in the index gives the checksum
@@ -537,7 +537,8 @@ int store_fsck(struct store *st, store_fsck_fn report, store_progress_fn progres
  *   (res->pages_repaired); a page map whose inode is missing made a file
  *   again (res->files_rebuilt: mode 0600, owned as the root, its size
  *   the end of the map's last row), keeping a name an entry still gives
- *   it.
+ *   it; the page map of an inode that is not a file moved to such a file
+ *   of its own, a new inode named in lost+found (res->maps_moved).
  * - the inodes made to agree with the directory entries, which are what
  *   a mount shows: entries naming missing inodes removed; files and
  *   folders no path reaches (an entry in a missing inode or in a file, a

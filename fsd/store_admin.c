@@ -133,6 +133,7 @@ struct row_fix {
 struct page_count {
 	uint64_t ino, pages, end;
 	bool missing;
+	bool stray;	/* the inode is there, but not a file */
 };
 
 static void vproblem(struct fsck *f, uint64_t ino, int64_t page, const uint8_t *hash,
@@ -392,6 +393,10 @@ static int map_counted(struct fsck *f, const struct page_count *c, uint64_t want
 	if (c->missing) {
 		problem(f, c->ino, -1, NULL, "page map of missing inode %llu (%llu stored pages)",
 			(unsigned long long)c->ino, (unsigned long long)c->pages);
+	} else if (c->stray) {
+		problem(f, c->ino, -1, NULL,
+			"page map of inode %llu, which is not a file (%llu stored pages)",
+			(unsigned long long)c->ino, (unsigned long long)c->pages);
 	} else if (c->pages != want) {
 		problem(f, c->ino, -1, NULL, "inode records %llu stored pages, its map has %llu",
 			(unsigned long long)want, (unsigned long long)c->pages);
@@ -407,9 +412,9 @@ static int map_counted(struct fsck *f, const struct page_count *c, uint64_t want
 }
 
 /* Every page-map slot: resolves, at the indexed location, to a good page.
- * The map of a missing inode is checked and counted like any other (its
- * references hold its pages, and the repair makes it a file again); one
- * of an inode that is not a file is only named. */
+ * The map of a missing inode, or of one that is not a file, is checked
+ * and counted like any other: its references hold its pages, and the
+ * repair makes it a file (again). */
 static int fsck_maps(struct fsck *f, struct htab *t)
 {
 	struct store *st = f->st;
@@ -436,16 +441,11 @@ static int fsck_maps(struct fsck *f, struct htab *t)
 		if (have && ino != cur.ino && (r = map_counted(f, &cur, want, sure)))
 			break;
 		if (!have || ino != cur.ino) {
-			cur = (struct page_count){ .ino = ino, .missing = missing };
+			cur = (struct page_count){ .ino = ino, .missing = missing,
+						   .stray = !missing && !S_ISREG(mode) };
 			want = (uint64_t)sqlite3_column_int64(s, 6);
 			have = sure = true;
 			f->res->files_checked++;
-		}
-		if (!missing && !S_ISREG(mode)) {
-			map_problem(f, ino, idx * CHUNK_PAGES, NULL, "page map of non-file inode %llu",
-				    (unsigned long long)ino);
-			sure = false;
-			continue;
 		}
 		/* A row failing its checksum, or not a whole number of
 		 * slots, is named; its slots (as rebuilt, if they can be) are
@@ -490,7 +490,7 @@ static int fsck_maps(struct fsck *f, struct htab *t)
 				continue;
 			}
 			cur.pages++;
-			if (!missing && (uint64_t)pg * STORE_PAGE_SIZE >= size)
+			if (!missing && !cur.stray && (uint64_t)pg * STORE_PAGE_SIZE >= size)
 				problem(f, ino, pg, hash, "page beyond the end of the file (size %llu)",
 					(unsigned long long)size);
 			struct fpage *fp = htab_find(t, &loc);
@@ -878,12 +878,41 @@ static int fsck_reattach(struct fsck *f)
 	return left < 0 ? -EIO : 0;
 }
 
+/* The page map c of an inode that is not a file moved to a new file
+ * (res->maps_moved), as fsck_repair_maps says. */
+static int fsck_move_map(struct fsck *f, const struct page_count *c, int64_t now)
+{
+	sqlite3 *db = f->st->db;
+	char sql[512];
+	snprintf(sql, sizeof(sql),
+		 "INSERT INTO inode(mode, nlink, uid, gid, size, pages, atime_ns, mtime_ns, ctime_ns)"
+		 " SELECT %u, 1, uid, gid, %llu, %llu, %lld, %lld, %lld FROM inode WHERE ino = %u",
+		 (unsigned)(S_IFREG | 0600), (unsigned long long)c->end,
+		 (unsigned long long)c->pages, (long long)now, (long long)now, (long long)now,
+		 STORE_ROOT_INO);
+	if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK)
+		return -EIO;
+	if (sqlite3_changes(db) == 0)
+		return 0;	/* no root to take the owner from: left as it is */
+	long long to = (long long)sqlite3_last_insert_rowid(db);
+	snprintf(sql, sizeof(sql),
+		 "UPDATE chunk SET ino = %lld, sum = snapfs_map_sum(%lld, idx, locs, hashes)"
+		 " WHERE ino = %llu; UPDATE inode SET pages = 0 WHERE ino = %llu",
+		 to, to, (unsigned long long)c->ino, (unsigned long long)c->ino);
+	if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK)
+		return -EIO;
+	f->res->maps_moved++;
+	return 0;
+}
+
 /* The page-map rows fsck_maps rebuilt written (res->rows_rebuilt), the
  * page counts it found wrong set right (res->pages_repaired), and each
  * page map of a missing inode given a file again, its size the end of
  * its last row (res->files_rebuilt): a file with a link count but no
  * name, for fsck_lost_found to name.  It is owned like the root, mode
- * 0600. */
+ * 0600.  The map of an inode that is not a file moves to such a file
+ * of its own, a new inode (res->maps_moved; its rows' checksums, which
+ * cover the inode number, made anew: the rows were checked whole). */
 static int fsck_repair_maps(struct fsck *f)
 {
 	sqlite3 *db = f->st->db;
@@ -914,6 +943,12 @@ static int fsck_repair_maps(struct fsck *f)
 	char sql[512];
 	for (size_t i = 0; i < f->ncounts; i++) {
 		const struct page_count *c = &f->counts[i];
+		if (c->stray) {
+			int r = fsck_move_map(f, c, now);
+			if (r)
+				return r;
+			continue;
+		}
 		if (c->missing)
 			snprintf(sql, sizeof(sql),
 				 "INSERT INTO inode(ino, mode, nlink, uid, gid, size, pages, atime_ns,"

@@ -902,6 +902,67 @@ static void test_store_admin_repair_maps_and_cycles(void **state)
 }
 
 /*
+ * A file whose inode became a directory (its mode changed) leaves a page
+ * map on an inode that is not a file.  fsck names it, and still counts
+ * its references (a wrong count elsewhere is repaired); the repair moves
+ * the map to a new file in lost+found, with the rows' checksums made
+ * for the new inode, and leaves the directory empty.
+ */
+static void test_store_admin_repair_stray_map(void **state)
+{
+	(void)state;
+	char *path;
+	struct store *st = tsu_new_store(&path);
+	uint64_t f = write_file(st, STORE_ROOT_INO, "f", 300, 45);	/* 3 rows */
+	uint64_t g = write_file(st, STORE_ROOT_INO, "g", 2, 46);
+	assert_int_equal(store_close(st, NULL), 0);
+	char sql[512];
+	snprintf(sql, sizeof(sql),
+		 "UPDATE inode SET mode = %u WHERE ino = %llu;"
+		 "UPDATE page SET refs = refs + 1 WHERE loc = (SELECT min(loc) FROM page);",
+		 (unsigned)(S_IFDIR | 0755), (unsigned long long)f);
+	tsu_index_exec(path, sql);
+
+	assert_int_equal(store_open(path, 0, &st, NULL), 0);
+	struct store_fsck_result res;
+	struct found fd = { 0 };
+	assert_int_equal(store_fsck(st, report, NULL, &fd, &res, NULL), 0);
+	snprintf(sql, sizeof(sql), "page map of inode %llu, which is not a file (300 stored pages)",
+		 (unsigned long long)f);
+	assert_true(has_what(&fd, sql));
+	assert_true(has_what(&fd, "reference count 2, but 1 references"));
+	fd = (struct found){ 0 };
+	assert_int_equal(store_fsck_repair(st, report, NULL, &fd, &res, NULL), 0);
+	assert_int_equal(res.maps_moved, 1);
+	assert_int_equal(res.files_rebuilt, 0);
+	assert_int_equal(res.refs_repaired, 1);
+	assert_false(res.refs_left);
+	assert_int_equal(res.lost_found, 1);
+	tsu_fsck_clean(st);
+
+	/* The new file is the next inode (lost+found the one after). */
+	uint64_t moved = g + 1;
+	struct store_attr lf, x;
+	assert_int_equal(store_lookup(st, STORE_ROOT_INO, "lost+found", &lf), 0);
+	in_lost_found(st, lf.ino, moved);
+	assert_int_equal(store_getattr(st, moved, &x), 0);
+	assert_int_equal(x.mode, S_IFREG | 0600);
+	assert_int_equal(x.size, 300 * PG);
+	assert_int_equal(x.pages, 300);
+	check_file(st, moved, 300, 45);
+	check_file(st, g, 2, 46);
+	assert_int_equal(store_lookup(st, STORE_ROOT_INO, "f", &x), 0);
+	assert_int_equal(x.ino, f);
+	assert_int_equal(x.mode, S_IFDIR | 0755);
+	assert_int_equal(x.pages, 0);
+	assert_int_equal(x.nlink, 2);
+	assert_int_equal(store_rmdir(st, STORE_ROOT_INO, "f", NULL), 0);
+	tsu_fsck_clean(st);
+	assert_int_equal(store_close(st, NULL), 0);
+	tsu_store_remove(path);
+}
+
+/*
  * A sealed root takes no lost+found: a file no name reaches keeps its
  * link count and pages there, and is still reported.
  */
@@ -1559,6 +1620,7 @@ int main(void)
 		cmocka_unit_test(test_store_admin_repair_tree),
 		cmocka_unit_test(test_store_admin_repair_sealed_root),
 		cmocka_unit_test(test_store_admin_repair_maps_and_cycles),
+		cmocka_unit_test(test_store_admin_repair_stray_map),
 		cmocka_unit_test(test_store_admin_repair_name_taken),
 		cmocka_unit_test(test_store_admin_map_checksum),
 		cmocka_unit_test(test_store_admin_repair_rows),

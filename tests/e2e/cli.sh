@@ -714,6 +714,24 @@ PY
 		check "... and d is in lost+found with e in it" test -d "$MNT/lost+found/#$id/e"
 		fs_umount
 	fi
+	# c's inode made a folder (its mode changed), its page map kept:
+	# --repair moves the map to a new file in lost+found.
+	python3 - "$STORE/index.db" "$ic" <<'PY'
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+db.execute("UPDATE inode SET mode = 16877 WHERE ino = ?", (sys.argv[2],))
+db.commit()
+PY
+	repair_says "fsck --repair moves the page map of a folder to a new file" \
+		"page map of inode $ic, which is not a file (128 stored pages)$" \
+		"^$STORE: repaired: moved the page map of 1 inode that is not a file to a new file in lost+found$"
+	if fs_mount; then
+		check "... c's bytes are a new file in lost+found, and c an empty folder" \
+			sh -c 'n=0; for f in "$1"/lost+found/"#"*; do
+				[ -f "$f" ] && cmp -s "$f" "$3" && n=$((n + 1)); done
+				[ $n = 1 ] && [ -z "$(ls -A "$1/lost+found/#$2")" ]' sh "$MNT" "$ic" "$T/dmg-b"
+		fs_umount
+	fi
 fi
 STORE=$saved_store MNT=$saved_mnt
 
