@@ -1,7 +1,8 @@
 /*
  * fsd/store_htab.c: tables keyed by a page's hash (the pending pages,
  * store_cache.c) or by a page's location (the reference deltas of a
- * commit, store_commit.c; fsck's and gc's page lists, store_admin.c).
+ * commit, store_commit.c; fsck's and gc's page lists, store_fsck.c and
+ * store_gc.c).
  * Open addressing with linear probing, kept at most half full.  A hash
  * key's first 8 bytes are uniform already (SHA-256); a location is mixed
  * first, as locations of neighbouring pages differ only in their low bits

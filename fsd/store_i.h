@@ -3,7 +3,9 @@
  * sync), store_ns.c (namespace), the file-data modules store_cache.c
  * (pending pages, inode cache, page maps), store_write.c (writing),
  * store_data.c (reads, truncate, clone, seek, figures) and store_commit.c
- * (commit, deleting files), and store_admin.c (gc, fsck, stats).
+ * (commit, deleting files), and the whole-store work of store_gc.c,
+ * store_fsck.c and store_repair.c, with store_admin.c (their lock,
+ * stats) and store_admin_i.h.
  *
  * Locks, always taken in this order:
  *   gc_lock   rwlock.  Every data call holds it shared for its duration (and
