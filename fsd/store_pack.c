@@ -48,89 +48,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "store_backend.h"
-
-#define PACK_SHIFT 36
-#define PACK_PAGE_MASK ((1ull << PACK_SHIFT) - 1)
-/* A location is (pack id << PACK_SHIFT) | offset: ids take the rest. */
-#define PACK_ID_MAX ((uint32_t)((1ull << (64 - PACK_SHIFT)) - 1))
-#ifndef PACK_MAX_BYTES		/* a test builds the store with small packs */
-#define PACK_MAX_BYTES (1ull << 30)
-#endif
-/* gc rewrites a pack once at least 1/COMPACT_DEAD_PART of it is dead. */
-#define COMPACT_DEAD_PART 4
-#define STAGE_PAGES 256u	/* pages per staging buffer (1 MiB) */
-#define STAGE_BUFS 8u
-
-enum stage_state { STAGE_FREE, STAGE_FILLING, STAGE_FULL, STAGE_WRITING };
-
-/* Pages [off, off + n pages) of pack id, waiting to be written. */
-struct stage {
-	uint8_t *buf;
-	uint32_t id;
-	uint64_t off;
-	unsigned n;
-	enum stage_state state;
-	uint64_t seq;		/* order of hand-over to the writer thread */
-};
-
-struct pack {
-	uint32_t id;
-	int fd;
-	uint64_t size;		/* bytes, as far as this process knows */
-	uint64_t synced;	/* bytes made durable by a sync (or found at open) */
-	bool unsynced;
-	bool gc_fill;		/* being filled by compact, which syncs it */
-	/* gc_mark found space in it that no listed page takes (or it is a
-	 * small pack to merge): release frees nothing in other packs. */
-	bool gc_scope;
-	uint64_t holes;		/* bytes below size punched out (by gc) */
-};
-
-struct pack_be {
-	struct store_backend be;
-	char *dir;
-	bool rdonly;
-	int dir_fd;
-	bool dir_unsynced;	/* packs created or deleted since the last sync */
-	pthread_mutex_t lock;
-	struct pack *packs;	/* sorted by id */
-	size_t n, cap;
-	struct pack *cur;	/* appended to; NULL: start a new one */
-	uint32_t id_floor;	/* new packs get higher ids than this */
-	uint64_t room;		/* bytes puts may take before the disk is asked again */
-
-	/* What gc may touch (gc_mark to release): packs up to gc_max but
-	 * gc_cur, the one then taking pages (0: none). */
-	bool gc_marked;
-	bool gc_merge;		/* merge the small packs it may touch */
-	bool no_punch;		/* the filesystem cannot punch holes */
-	uint32_t gc_max, gc_cur;
-	uint32_t gc_last_fill;	/* the last pack compact filled, or 0 */
-	int *doomed;		/* fds of packs release deleted, for reclaim */
-	size_t ndoomed;
-	struct punch {		/* dead pages release left reclaim to punch out */
-		uint32_t id;
-		uint64_t off, len;
-	} *punches;
-	size_t npunches, cappunches;
-
-	/* Staging (writable opens only; under lock). */
-	struct stage stage[STAGE_BUFS];
-	struct stage *filling;	/* taking pages; NULL: none */
-	uint64_t seq_queued;	/* last seq handed to the writer */
-	uint64_t seq_done;	/* last seq written (in order: one writer) */
-	int werr;		/* first failed background write, or 0 */
-	pthread_cond_t cond;	/* any stage changed state */
-	pthread_t writer;
-	bool writer_running, writer_stop;
-
-	int64_t sync_avg_ns;	/* how long syncs take, lately (atomic) */
-};
-
-/* Syncs are long work (see store_set_block_hint) while their average is
- * above this; a new store assumes a disk until it has measured. */
-#define SYNC_LONG_NS 200000
+#include "store_pack_i.h"
 
 static int64_t now_ns(void)
 {
@@ -139,12 +57,12 @@ static int64_t now_ns(void)
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-static struct pack_be *pb_of(struct store_backend *be)
+struct pack_be *pb_of(struct store_backend *be)
 {
 	return (struct pack_be *)be;
 }
 
-static void pack_name(const struct pack_be *pb, uint32_t id, char *buf, size_t size)
+void pack_name(const struct pack_be *pb, uint32_t id, char *buf, size_t size)
 {
 	snprintf(buf, size, "%s/%08x.pack", pb->dir, id);
 }
@@ -223,7 +141,7 @@ static struct pack *pack_add(struct pack_be *pb, uint32_t id, int fd, uint64_t s
 	return &pb->packs[i];
 }
 
-static struct pack *pack_find(struct pack_be *pb, uint32_t id)
+struct pack *pack_find(struct pack_be *pb, uint32_t id)
 {
 	size_t lo = 0, hi = pb->n;
 	while (lo < hi) {
@@ -240,7 +158,7 @@ static struct pack *pack_find(struct pack_be *pb, uint32_t id)
 
 /* Take packs[i], its file deleted, out of the table (lock held; its fd
  * is the caller's to close). */
-static void pack_drop(struct pack_be *pb, size_t i)
+void pack_drop(struct pack_be *pb, size_t i)
 {
 	size_t cur = pb->cur ? (size_t)(pb->cur - pb->packs) : SIZE_MAX;
 	if (cur != SIZE_MAX && cur > i)
@@ -253,7 +171,7 @@ static void pack_drop(struct pack_be *pb, size_t i)
 /* The fd of pack id, opening it if another process created it since
  * (read-only opens beside a live writer).  -ENOENT if there is no such
  * pack, -EIO if it is a symlink or not a regular file.  Lock held. */
-static int pack_fd(struct pack_be *pb, uint32_t id, int *fd)
+int pack_fd(struct pack_be *pb, uint32_t id, int *fd)
 {
 	struct pack *p = pack_find(pb, id);
 	if (!p) {
@@ -274,7 +192,7 @@ static int pack_fd(struct pack_be *pb, uint32_t id, int *fd)
 }
 
 /* A new, empty pack to append to (lock held). */
-static int pack_new(struct pack_be *pb, struct pack **out)
+int pack_new(struct pack_be *pb, struct pack **out)
 {
 	uint32_t last = pb->n ? pb->packs[pb->n - 1].id : 0;
 	uint64_t next = (uint64_t)(last > pb->id_floor ? last : pb->id_floor) + 1;
@@ -344,7 +262,7 @@ static int pack_reserve(struct pack_be *pb, unsigned n, struct pack **out, uint6
 	return 0;
 }
 
-static int write_all(int fd, struct iovec *iov, int cnt, uint64_t off)
+int pack_write_all(int fd, struct iovec *iov, int cnt, uint64_t off)
 {
 	while (cnt > 0) {
 		ssize_t w = pwritev(fd, iov, cnt > IOV_MAX ? IOV_MAX : cnt, (off_t)off);
@@ -397,7 +315,7 @@ static void pack_may_block(struct pack_be *pb)
 
 /* Wait until everything staged so far is written; returns the first
  * background write error, if any (lock held). */
-static int stage_flush(struct pack_be *pb)
+int pack_stage_flush(struct pack_be *pb)
 {
 	if (!pb->writer_running)
 		return pb->werr;
@@ -477,7 +395,7 @@ static void *writer_main(void *arg)
 		struct iovec iov = { .iov_base = sg->buf, .iov_len = (size_t)sg->n * STORE_PAGE_SIZE };
 		uint64_t off = sg->off;
 		pthread_mutex_unlock(&pb->lock);
-		int r = fd < 0 ? -ENOENT : write_all(fd, &iov, 1, off);
+		int r = fd < 0 ? -ENOENT : pack_write_all(fd, &iov, 1, off);
 		/* Start writeback now, so the commit's fdatasync finds little
 		 * left to write (a hint: its result does not matter). */
 		if (!r)
@@ -512,7 +430,7 @@ static void stage_stop(struct pack_be *pb)
 {
 	if (pb->writer_running) {
 		pthread_mutex_lock(&pb->lock);
-		stage_flush(pb);
+		pack_stage_flush(pb);
 		pb->writer_stop = true;
 		pthread_cond_broadcast(&pb->cond);
 		pthread_mutex_unlock(&pb->lock);
@@ -572,7 +490,7 @@ static int pb_fd_of(struct store_backend *be, uint64_t loc, int *fd, uint64_t *p
 	*pos = (loc & PACK_PAGE_MASK) * STORE_PAGE_SIZE;
 	pthread_mutex_lock(&pb->lock);
 	/* A staged page must be in the file before anyone reads the fd. */
-	int r = stage_find(pb, id, *pos, STORE_PAGE_SIZE) ? stage_flush(pb) : 0;
+	int r = stage_find(pb, id, *pos, STORE_PAGE_SIZE) ? pack_stage_flush(pb) : 0;
 	if (!r)
 		r = pack_fd(pb, id, fd);
 	pthread_mutex_unlock(&pb->lock);
@@ -660,7 +578,7 @@ static int pb_get_run(struct store_backend *be, uint64_t loc, unsigned n, void *
 }
 
 /* fdatasync of pack id failed (errno): the error, naming its file. */
-static int sync_failed(const struct pack_be *pb, uint32_t id, struct err *e)
+int pack_sync_failed(const struct pack_be *pb, uint32_t id, struct err *e)
 {
 	int err = errno;
 	char path[PATH_MAX];
@@ -668,11 +586,11 @@ static int sync_failed(const struct pack_be *pb, uint32_t id, struct err *e)
 	return err_set(e, -err, "%s: fdatasync: %s", path, strerror(err));
 }
 
-static int pb_sync(struct store_backend *be, struct err *e)
+int pb_sync(struct store_backend *be, struct err *e)
 {
 	struct pack_be *pb = pb_of(be);
 	pthread_mutex_lock(&pb->lock);
-	int r = stage_flush(pb);
+	int r = pack_stage_flush(pb);
 	if (r) {
 		pthread_mutex_unlock(&pb->lock);
 		return err_set(e, r, "%s: writing pages: %s", pb->dir, strerror(-r));
@@ -703,7 +621,7 @@ static int pb_sync(struct store_backend *be, struct err *e)
 	size_t done = 0;
 	for (; done < n && !r; done++)
 		if (fdatasync(todo[done].fd) < 0)
-			r = sync_failed(pb, todo[done].id, e);
+			r = pack_sync_failed(pb, todo[done].id, e);
 	if (!r && dir && fsync(pb->dir_fd) < 0)
 		r = err_set(e, -errno, "%s: fsync: %s", pb->dir, strerror(errno));
 	if (n || dir) {	/* a running average over about 8 */
@@ -737,7 +655,7 @@ static int pb_sync(struct store_backend *be, struct err *e)
 }
 
 /* Bytes of holes in fd below size (what SEEK_DATA skips). */
-static uint64_t holes_below(int fd, uint64_t size)
+uint64_t pack_holes_below(int fd, uint64_t size)
 {
 	uint64_t holes = 0;
 	off_t pos = 0;
@@ -759,7 +677,7 @@ static int pb_recover(struct store_backend *be, struct err *e)
 	pthread_mutex_lock(&pb->lock);
 	/* Let the writer thread finish what it holds; its errors are what
 	 * is being recovered from. */
-	stage_flush(pb);
+	pack_stage_flush(pb);
 	for (size_t i = 0; i < pb->n; i++) {
 		struct pack *p = &pb->packs[i];
 		if (p->size <= p->synced || p->gc_fill)
@@ -769,7 +687,7 @@ static int pb_recover(struct store_backend *be, struct err *e)
 		if (ftruncate(p->fd, (off_t)p->synced) == 0) {
 			p->size = p->synced;
 			if (p->holes)	/* some may have been past it */
-				p->holes = holes_below(p->fd, p->size);
+				p->holes = pack_holes_below(p->fd, p->size);
 		} else {
 			struct stat sb;
 			if (fstat(p->fd, &sb) == 0 && (uint64_t)sb.st_size > p->size)
@@ -782,490 +700,13 @@ static int pb_recover(struct store_backend *be, struct err *e)
 	return 0;
 }
 
-/* Can the pack folder's filesystem take bytes more, with room to spare
- * for the index?  (If it cannot say, try.) */
-static bool room_for(const struct pack_be *pb, uint64_t bytes)
-{
-	struct statvfs v;
-	if (fstatvfs(pb->dir_fd, &v) < 0)
-		return true;
-	return (uint64_t)v.f_bavail * v.f_frsize >= bytes + bytes / 16 + (4u << 20);
-}
-
-/* Is a pack of size bytes, live_bytes of them live, worth rewriting?
- * Only once at least a quarter of it is dead: rewriting up to
- * PACK_MAX_BYTES to free a few pages costs far more than it gives back.
- * (A pack shorter than its live pages is damaged: rewriting it fails,
- * saying so.) */
-static bool worth_compacting(uint64_t size, uint64_t live_bytes)
-{
-	return size < live_bytes || size - live_bytes >= size / COMPACT_DEAD_PART;
-}
-
-/* A pack smaller than this is small.  The last pack each gc fills is
- * partly full, and takes later puts only if none came during the gc (a
- * new pack took them); so that such packs do not pile up, one fd each,
- * a gc that finds two or more small packs merges them. */
-#define PACK_SMALL_BYTES (PACK_MAX_BYTES / 4)
-
-/* The index of the first of live[0..n) (sorted by loc) at or after loc. */
-static size_t live_first_at(const struct store_live_page *live, size_t n, uint64_t loc)
-{
-	size_t a = 0, b = n;
-	while (a < b) {
-		size_t mid = a + (b - a) / 2;
-		if (live[mid].loc < loc)
-			a = mid + 1;
-		else
-			b = mid;
-	}
-	return a;
-}
-
-/* Bytes of live[0..n) (sorted by loc) in pack id. */
-static uint64_t live_bytes_in(const struct store_live_page *live, size_t n, uint32_t id)
-{
-	size_t first = live_first_at(live, n, (uint64_t)id << PACK_SHIFT);
-	size_t end = live_first_at(live, n, (uint64_t)(id + 1) << PACK_SHIFT);
-	return (uint64_t)(end - first) * STORE_PAGE_SIZE;
-}
-
-/* May gc move pages out of pack id, or delete or cut it?  Only if it was
- * there at gc_mark and took no pages since (puts go to the pack then
- * current and to newer ones).  gc_* are written by gc_mark and gc_plan
- * only, which run before compact and release, in the same thread. */
-static bool gc_may_touch(const struct pack_be *pb, uint32_t id)
-{
-	return pb->gc_marked && id <= pb->gc_max && id != pb->gc_cur;
-}
-
-static void pb_gc_mark(struct store_backend *be,
-		       uint64_t (*live_in)(void *arg, uint64_t lo, uint64_t hi), void *arg)
-{
-	struct pack_be *pb = pb_of(be);
-	pthread_mutex_lock(&pb->lock);
-	/* compact preads the packs: nothing of theirs may still be staged
-	 * (a failed write is the next sync's to report). */
-	stage_flush(pb);
-	pb->gc_marked = true;
-	pb->gc_max = pb->n ? pb->packs[pb->n - 1].id : 0;
-	pb->gc_cur = 0;
-	pb->gc_last_fill = 0;
-	pb->gc_merge = false;
-	for (size_t i = 0; i < pb->n; i++)
-		pb->packs[i].gc_scope = false;	/* gc_plan says */
-	/* The pack taking pages is compacted like the others if it is worth
-	 * it, and later puts start a new one; if not, it goes on taking
-	 * them, out of this gc's reach. */
-	if (pb->cur) {
-		uint64_t id = pb->cur->id;
-		uint64_t live = live_in(arg, id << PACK_SHIFT, (id + 1) << PACK_SHIFT);
-		if (worth_compacting(pb->cur->size, live * STORE_PAGE_SIZE))
-			pb->cur = NULL;
-		else
-			pb->gc_cur = pb->cur->id;
-	}
-	pthread_mutex_unlock(&pb->lock);
-}
-
-/* Does compact copy the live pages out of a pack of size bytes, live_bytes
- * of them live, that gc may touch (room on the disk aside)?  A pack at
- * least a quarter dead, or a small one when small packs are merged. */
-static bool gc_rewrites(const struct pack_be *pb, uint64_t size, uint64_t live_bytes)
-{
-	return worth_compacting(size, live_bytes) || (pb->gc_merge && size < PACK_SMALL_BYTES);
-}
-
-static void pb_gc_plan(struct store_backend *be, const struct store_live_page *live, size_t n)
-{
-	struct pack_be *pb = pb_of(be);
-	pthread_mutex_lock(&pb->lock);
-	size_t small = 0;	/* with live pages: release deletes the others */
-	for (size_t i = 0; i < pb->n; i++) {
-		const struct pack *p = &pb->packs[i];
-		small += gc_may_touch(pb, p->id) && p->size < PACK_SMALL_BYTES &&
-			 live_bytes_in(live, n, p->id);
-	}
-	pb->gc_merge = small >= 2;
-	/* What release may free in: packs with data no listed page takes
-	 * (dead pages, or pages put but not yet committed, which the keep
-	 * list of release will name), and every pack compact may rewrite.  A pack whose
-	 * every page was live at gc_mark gains no dead page before release
-	 * but by a page dying meanwhile, which the next gc frees; leaving it
-	 * out spares the store listing its pages again while every call
-	 * waits.  Packs new since gc_mark are not the gc's. */
-	for (size_t i = 0; i < pb->n; i++) {
-		struct pack *p = &pb->packs[i];
-		if (p->id > pb->gc_max)
-			continue;
-		uint64_t live_bytes = live_bytes_in(live, n, p->id);
-		p->gc_scope = p->size - p->holes > live_bytes ||
-			      (gc_may_touch(pb, p->id) && gc_rewrites(pb, p->size, live_bytes));
-	}
-	pthread_mutex_unlock(&pb->lock);
-}
-
-static int pb_gc_scope(struct store_backend *be, struct store_loc_range **out, size_t *n)
-{
-	struct pack_be *pb = pb_of(be);
-	pthread_mutex_lock(&pb->lock);
-	size_t k = 0;
-	for (size_t i = 0; i < pb->n; i++)
-		k += pb->packs[i].gc_scope;
-	struct store_loc_range *r = k ? malloc(k * sizeof(*r)) : NULL;
-	*n = 0;
-	if (k && !r) {
-		pthread_mutex_unlock(&pb->lock);
-		return -ENOMEM;
-	}
-	for (size_t i = 0; i < pb->n; i++)
-		if (pb->packs[i].gc_scope) {
-			uint64_t id = pb->packs[i].id;
-			r[(*n)++] = (struct store_loc_range){ id << PACK_SHIFT, (id + 1) << PACK_SHIFT };
-		}
-	pthread_mutex_unlock(&pb->lock);
-	*out = r;
-	return 0;
-}
-
-/* Copy n pages starting at page src_page of src_fd to dst_fd at dst_off. */
-static int copy_pages(int src_fd, uint64_t src_page, int dst_fd, uint64_t dst_off, unsigned n,
-		      void *buf)
-{
-	size_t len = (size_t)n * STORE_PAGE_SIZE;
-	ssize_t got = pread(src_fd, buf, len, (off_t)(src_page * STORE_PAGE_SIZE));
-	if (got < 0)
-		return -errno;
-	if ((size_t)got != len)
-		return -EIO;
-	struct iovec iov = { .iov_base = buf, .iov_len = len };
-	return write_all(dst_fd, &iov, 1, dst_off);
-}
-
-/* The packs a compact fills: made durable by it, not by a commit's sync
- * (whose caller could otherwise find them being synced by the other and
- * go on before the data is on disk). */
-struct fill {
-	struct {
-		uint32_t id;
-		int fd;		/* open until release, which only gc calls */
-	} *packs;
-	size_t n;
-	uint64_t size;		/* of packs[n - 1] */
-};
-
-/* Start a new pack to fill (lock not held). */
-static int fill_new(struct pack_be *pb, struct fill *f)
-{
-	void *packs = realloc(f->packs, (f->n + 1) * sizeof(*f->packs));
-	if (!packs)
-		return -ENOMEM;
-	f->packs = packs;
-	struct pack *p;
-	pthread_mutex_lock(&pb->lock);
-	int r = pack_new(pb, &p);
-	if (!r) {
-		p->gc_fill = true;
-		f->packs[f->n].id = p->id;
-		f->packs[f->n++].fd = p->fd;
-		f->size = 0;
-	}
-	pthread_mutex_unlock(&pb->lock);
-	return r;
-}
-
-/* Sync the filled packs (if ok) and hand them back to the table's rules. */
-static int fill_done(struct pack_be *pb, struct fill *f, bool ok, struct err *e)
-{
-	int r = 0;
-	for (size_t i = 0; ok && !r && i < f->n; i++)
-		if (fdatasync(f->packs[i].fd) < 0)
-			r = sync_failed(pb, f->packs[i].id, e);
-	if (ok && !r && f->n && fsync(pb->dir_fd) < 0)
-		r = err_set(e, -errno, "%s: fsync: %s", pb->dir, strerror(errno));
-	/* Not made durable, the packs are deleted at once: nothing refers to
-	 * them, and on a full disk their space is what writes need next. */
-	ok = ok && !r;
-	pthread_mutex_lock(&pb->lock);
-	for (size_t i = 0; i < f->n; i++) {
-		struct pack *p = pack_find(pb, f->packs[i].id);
-		p->gc_fill = false;
-		if (ok) {
-			p->synced = p->size;
-			continue;
-		}
-		char path[PATH_MAX];
-		pack_name(pb, p->id, path, sizeof(path));
-		unlink(path);
-		close(p->fd);
-		pack_drop(pb, (size_t)(p - pb->packs));
-	}
-	pthread_mutex_unlock(&pb->lock);
-	free(f->packs);
-	return r;
-}
-
-static int pb_compact(struct store_backend *be, struct store_live_page *live, size_t n,
-		      store_progress_fn progress, void *arg, struct err *e)
-{
-	struct pack_be *pb = pb_of(be);
-	enum { BATCH = 64 };
-	if (!pb->gc_marked)
-		return err_set(e, -EINVAL, "compacting packs: gc_mark was not called");
-	void *buf = malloc(BATCH * STORE_PAGE_SIZE);
-	if (!buf)
-		return err_set(e, -ENOMEM, "compacting packs: out of memory");
-	struct fill f = { 0 };
-	int r = 0;
-	size_t i = 0;
-	while (i < n && !r) {
-		/* The live pages of one pack: live[i..j). */
-		uint32_t id = (uint32_t)(live[i].loc >> PACK_SHIFT);
-		size_t j = i;
-		while (j < n && (uint32_t)(live[j].loc >> PACK_SHIFT) == id)
-			j++;
-		if (!gc_may_touch(pb, id)) {
-			i = j;
-			continue;
-		}
-		/* Its fd stays open until release, which only gc calls. */
-		int src_fd;
-		uint64_t src_size = 0;
-		pthread_mutex_lock(&pb->lock);
-		r = pack_fd(pb, id, &src_fd);
-		if (!r)
-			src_size = pack_find(pb, id)->size;
-		pthread_mutex_unlock(&pb->lock);
-		if (r) {
-			r = err_set(e, r, "pack %08x: referenced but %s", id,
-				    r == -ENOENT ? "missing"
-				    : r == -EIO  ? "not a regular file"
-						 : strerror(-r));
-			break;
-		}
-		/* Not rewritten (release punches its dead pages out in place):
-		 * a pack mostly live, unless small and merged; and any pack
-		 * whose live pages the disk has no room to copy. */
-		uint64_t live_bytes = (uint64_t)(j - i) * STORE_PAGE_SIZE;
-		if (!gc_rewrites(pb, src_size, live_bytes) || !room_for(pb, live_bytes)) {
-			i = j;
-			continue;
-		}
-		/* Runs of consecutive pages are copied in one go, into packs
-		 * of at most PACK_MAX_BYTES like any other.  Nothing else
-		 * writes to these packs or reads the copies before the store
-		 * points at them, so no lock is held while copying. */
-		for (size_t k = i; k < j && !r;) {
-			if (!f.n || f.size + STORE_PAGE_SIZE > PACK_MAX_BYTES) {
-				r = fill_new(pb, &f);
-				if (r) {
-					r = err_set(e, r, "compacting packs: new pack: %s", strerror(-r));
-					break;
-				}
-			}
-			uint64_t room = (PACK_MAX_BYTES - f.size) / STORE_PAGE_SIZE;
-			uint64_t first = live[k].loc & PACK_PAGE_MASK;
-			unsigned run = 1;
-			while (k + run < j && run < BATCH && run < room &&
-			       (live[k + run].loc & PACK_PAGE_MASK) == first + run)
-				run++;
-			uint64_t off = f.size;
-			r = copy_pages(src_fd, first, f.packs[f.n - 1].fd, off, run, buf);
-			if (r) {
-				r = err_set(e, r, "compacting pack %08x: %s", id, strerror(-r));
-				break;
-			}
-			f.size += (uint64_t)run * STORE_PAGE_SIZE;
-			pthread_mutex_lock(&pb->lock);
-			pack_find(pb, f.packs[f.n - 1].id)->size = f.size;
-			pthread_mutex_unlock(&pb->lock);
-			for (unsigned m = 0; m < run; m++)
-				live[k + m].loc = ((uint64_t)f.packs[f.n - 1].id << PACK_SHIFT) |
-						  (off / STORE_PAGE_SIZE + m);
-			k += run;
-		}
-		if (progress)
-			progress(arg, "compacting packs", j, n);
-		i = j;
-	}
-	free(buf);
-	uint32_t last = f.n ? f.packs[f.n - 1].id : 0;
-	int fr = fill_done(pb, &f, !r, e);
-	pb->gc_last_fill = r || fr ? 0 : last;
-	return r ? r : fr;
-}
-
-/* Leave the fd of a deleted pack for reclaim to close (lock held): the
- * close frees the pack's blocks and drops its cached pages, about 0.2 s
- * per GiB, which release's caller should not spend holding calls off. */
-static void doom(struct pack_be *pb, int fd)
-{
-	int *d = realloc(pb->doomed, (pb->ndoomed + 1) * sizeof(*d));
-	if (!d) {
-		close(fd);
-		return;
-	}
-	pb->doomed = d;
-	pb->doomed[pb->ndoomed++] = fd;
-}
-
-/* Punch out what release queued, beside other calls (lock not held): the
- * packs stay open until a later release or close, and nothing refers to
- * the pages.  Then count each pack's holes again. */
-static void punch_queued(struct pack_be *pb)
-{
-	pthread_mutex_lock(&pb->lock);
-	struct punch *q = pb->punches;
-	size_t n = pb->npunches;
-	pb->punches = NULL;
-	pb->npunches = pb->cappunches = 0;
-	pthread_mutex_unlock(&pb->lock);
-	for (size_t i = 0; i < n; i++) {
-		pthread_mutex_lock(&pb->lock);
-		struct pack *p = pb->no_punch ? NULL : pack_find(pb, q[i].id);
-		int fd = p ? p->fd : -1;
-		pthread_mutex_unlock(&pb->lock);
-		if (fd < 0)
-			continue;
-		if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)q[i].off,
-			      (off_t)q[i].len) < 0 && errno == EOPNOTSUPP) {
-			pthread_mutex_lock(&pb->lock);
-			pb->no_punch = true;	/* dead pages stay, as they must */
-			pthread_mutex_unlock(&pb->lock);
-		}
-		if (i + 1 < n && q[i + 1].id == q[i].id)
-			continue;
-		pthread_mutex_lock(&pb->lock);
-		p = pack_find(pb, q[i].id);
-		uint64_t size = p ? p->size : 0;
-		pthread_mutex_unlock(&pb->lock);
-		uint64_t holes = holes_below(fd, size);
-		pthread_mutex_lock(&pb->lock);
-		if ((p = pack_find(pb, q[i].id)) && p->size >= size)
-			p->holes = holes;
-		pthread_mutex_unlock(&pb->lock);
-	}
-	free(q);
-}
-
-static void pb_reclaim(struct store_backend *be)
-{
-	struct pack_be *pb = pb_of(be);
-	pthread_mutex_lock(&pb->lock);
-	int *d = pb->doomed;
-	size_t n = pb->ndoomed;
-	pb->doomed = NULL;
-	pb->ndoomed = 0;
-	pthread_mutex_unlock(&pb->lock);
-	for (size_t i = 0; i < n; i++)
-		close(d[i]);
-	free(d);
-	punch_queued(pb);
-}
-
-/* Give back the space of pack p's dead pages, its live ones live[0..n)
- * (lock held): if cut_tail, dead pages past the last live one are cut
- * off; runs of them before it are left for reclaim to punch out as holes
- * (punching can take 0.1 ms a run on ext4, too long to hold calls off;
- * the pages are in no index and no prefix set by now, so nothing can
- * come to refer to them meanwhile), the live ones keeping their
- * locations.  Nothing to do for a pack whose data is all live. */
-static int cut_dead(struct pack_be *pb, struct pack *p, const struct store_live_page *live,
-		    size_t n, bool cut_tail, struct err *e)
-{
-	uint64_t end = n ? ((live[n - 1].loc & PACK_PAGE_MASK) + 1) * STORE_PAGE_SIZE : 0;
-	if (cut_tail && p->size > end) {
-		if (ftruncate(p->fd, (off_t)end) < 0)
-			return err_set(e, -errno, "pack %08x: truncate: %s", p->id, strerror(errno));
-		p->size = end;
-		p->holes = holes_below(p->fd, end);
-	}
-	if (pb->no_punch || p->size - p->holes <= (uint64_t)n * STORE_PAGE_SIZE)
-		return 0;
-	uint64_t next = 0;	/* the first page not known to be live */
-	for (size_t i = 0; i <= n; i++) {
-		uint64_t pg = i < n ? live[i].loc & PACK_PAGE_MASK : p->size / STORE_PAGE_SIZE;
-		if (pg > next) {
-			if (pb->npunches == pb->cappunches) {
-				size_t cap = pb->cappunches ? 2 * pb->cappunches : 64;
-				struct punch *q = realloc(pb->punches, cap * sizeof(*q));
-				if (!q)
-					return 0;	/* the rest stays: no harm */
-				pb->punches = q;
-				pb->cappunches = cap;
-			}
-			pb->punches[pb->npunches++] = (struct punch){
-				.id = p->id,
-				.off = next * STORE_PAGE_SIZE,
-				.len = (pg - next) * STORE_PAGE_SIZE,
-			};
-		}
-		if (pg + 1 > next)
-			next = pg + 1;
-	}
-	return 0;
-}
-
-static int pb_release(struct store_backend *be, const struct store_live_page *live, size_t n,
-		      struct err *e)
-{
-	struct pack_be *pb = pb_of(be);
-	if (!pb->gc_marked)
-		return err_set(e, -EINVAL, "releasing pages: gc_mark was not called");
-	pthread_mutex_lock(&pb->lock);
-	int r = stage_flush(pb);
-	if (r)
-		r = err_set(e, r, "%s: writing pages: %s", pb->dir, strerror(-r));
-	size_t k = 0;	/* live[k] is the first live page at or after pack i */
-	for (size_t i = 0; i < pb->n && !r;) {
-		struct pack *p = &pb->packs[i];
-		while (k < n && (uint32_t)(live[k].loc >> PACK_SHIFT) < p->id)
-			k++;
-		/* The pack taking pages at gc_mark may still take them: its
-		 * dead pages are only punched out. */
-		bool mine = gc_may_touch(pb, p->id) && p != pb->cur;
-		if (!p->gc_scope || (!mine && !(p == pb->cur && p->id <= pb->gc_max))) {
-			i++;
-			continue;
-		}
-		size_t first = k;
-		while (k < n && (uint32_t)(live[k].loc >> PACK_SHIFT) == p->id)
-			k++;
-		if (k > first || !mine) {
-			r = cut_dead(pb, p, live + first, k - first, mine, e);
-			i++;
-			continue;
-		}
-		char path[PATH_MAX];
-		pack_name(pb, p->id, path, sizeof(path));
-		if (unlink(path) < 0 && errno != ENOENT) {
-			r = err_set(e, -errno, "%s: unlink: %s", path, strerror(errno));
-			break;
-		}
-		doom(pb, p->fd);
-		pack_drop(pb, i);
-	}
-	/* If nothing was put since gc_mark retired the current pack, the
-	 * last pack compact filled takes the next pages. */
-	if (!r && !pb->cur && pb->gc_last_fill) {
-		struct pack *p = pack_find(pb, pb->gc_last_fill);
-		if (p && p->size < PACK_MAX_BYTES)
-			pb->cur = p;
-	}
-	pb->gc_marked = false;
-	pthread_mutex_unlock(&pb->lock);
-	if (!r)
-		r = pb_sync(be, e);
-	return r;
-}
-
 static int pb_usage(struct store_backend *be, uint64_t *bytes, uint64_t *containers)
 {
 	struct pack_be *pb = pb_of(be);
 	uint64_t total = 0, count = 0;
 	/* Staged pages count: they are in the files once this returns. */
 	pthread_mutex_lock(&pb->lock);
-	stage_flush(pb);
+	pack_stage_flush(pb);
 	pthread_mutex_unlock(&pb->lock);
 	DIR *d = opendir(pb->dir);
 	if (!d)
@@ -1357,7 +798,7 @@ static int scan_packs(struct pack_be *pb, struct err *e)
 			close(fd);
 			r = err_set(e, -ENOMEM, "%s: out of memory", pb->dir);
 		} else if ((uint64_t)sb.st_blocks * 512 < (uint64_t)sb.st_size) {
-			p->holes = holes_below(fd, p->size);
+			p->holes = pack_holes_below(fd, p->size);
 		}
 	}
 	closedir(d);
