@@ -1,7 +1,8 @@
 /*
  * fsd/store_i.h: the page store's private state, shared by store.c (open,
  * sync), store_ns.c (namespace), the file-data modules store_cache.c
- * (pending pages, inode cache, page maps), store_write.c (writing),
+ * (pending pages, inode cache, page maps), store_pset.c (the prefix
+ * set of stored pages), store_write.c (writing),
  * store_data.c (reads, truncate, clone, seek, figures) and store_commit.c
  * (commit, deleting files), and the whole-store work of store_gc.c,
  * store_fsck.c and store_repair.c, with store_admin.c (their lock,
@@ -340,9 +341,11 @@ int store_sync_wal(struct store *st, struct err *e);
 struct store_hasher *store_hasher_get(struct store *st);
 void store_hasher_put(struct store *st, struct store_hasher *h);
 
-/* store_cache.c: pending table, prefix set, inode cache, slots */
+/* store_cache.c: pending table */
 /* Add hash (not present) with loc != 0 to a pending table. */
 int ptab_add(struct htab *t, const uint8_t *hash, uint64_t loc);
+
+/* store_pset.c: the prefix set */
 /* The locations of the pages whose hashes share hash's prefix, one per
  * call into *loc (a candidate: it may be stale or another page).  *it is
  * 0 for the first call; false when there are no more. */
@@ -367,6 +370,8 @@ void store_known_stop(struct store *st);
  * not be (said once through the store's log, and in e unless NULL).
  * After -ENOMEM the next call loads it again. */
 int store_known_wait(struct store *st, struct err *e);
+
+/* store_cache.c: inode cache, slots */
 /* Find or load the cached inode, pinned (users++).  mem_lock NOT held. */
 int sinode_get(struct store *st, uint64_t ino, struct sinode **out);
 /* The memory of a cached inode, taken before a file is created so that
