@@ -101,6 +101,12 @@ static bool in_one_segment(const struct elf_image *img, uint64_t addr, uint64_t 
 	return s && size <= s->memsz - (addr - s->vaddr);
 }
 
+/* Do the 8 bytes a relocation writes at off overlap [addr, addr + size)? */
+static bool reloc_hits(uint64_t off, uint64_t addr, uint64_t size)
+{
+	return off < addr + size && addr < off + 8;
+}
+
 /* Identification bytes, checked before libelf sees the file. */
 static int check_ident(struct loader *l)
 {
@@ -336,12 +342,12 @@ static int apply_relocs(struct loader *l, const char *what, uint64_t addr, uint6
 		 * load address, so the same file would load differently at
 		 * different bases.  No linker makes such a file. */
 		for (size_t t = 0; t < sizeof(l->tables) / sizeof(l->tables[0]); t++)
-			if (off < l->tables[t].addr + l->tables[t].size && l->tables[t].addr < off + 8)
+			if (reloc_hits(off, l->tables[t].addr, l->tables[t].size))
 				return bad(l, "%s: relocation %llu: offset 0x%llx: writes into a relocation table",
 					   what, (ull)i, (ull)off);
 		/* Into the export table only an fn, whole: a name or flags
 		 * would depend on the load address too. */
-		if (off < l->exp_addr + l->exp_size && l->exp_addr < off + 8) {
+		if (reloc_hits(off, l->exp_addr, l->exp_size)) {
 			uint64_t in = off - l->exp_addr;
 			if (off < l->exp_addr || in % sizeof(struct snapvm_export) !=
 							 offsetof(struct snapvm_export, fn))
@@ -534,14 +540,13 @@ static int check_unique_exports(struct loader *l)
 /* Find the export section once, before the relocations, which check
  * against where it is (l->exp_addr, exp_size); a section that cannot be
  * read is left for load_exports to refuse, after the relocations. */
-static int find_exports(struct loader *l, const GElf_Ehdr *eh)
+static void find_exports(struct loader *l, const GElf_Ehdr *eh)
 {
 	l->have_exp = find_export_section(l, eh, &l->exp_sh, &l->exp_err) != NULL;
 	if (l->have_exp && l->exp_sh.sh_size <= UINT64_MAX - l->exp_sh.sh_addr) {
 		l->exp_addr = l->exp_sh.sh_addr;
 		l->exp_size = l->exp_sh.sh_size;
 	}
-	return 0;
 }
 
 /* The export table, read from the relocated image. */
@@ -624,10 +629,11 @@ static int load_private(uint8_t *buf, size_t len, const char *name, uint64_t loa
 	else if (!gelf_getehdr(l.elf, &eh))
 		r = bad(&l, "ELF header: %s", elf_errmsg(-1));
 	else if ((r = check_ehdr(&l, &eh)) == 0 &&
-		 (r = load_segments(&l, &eh, load_base, &dyn, &have_dyn)) == 0 &&
-		 (r = find_exports(&l, &eh)) == 0 &&
-		 (!have_dyn || (r = load_dynamic(&l, &dyn)) == 0))
-		r = load_exports(&l);
+		 (r = load_segments(&l, &eh, load_base, &dyn, &have_dyn)) == 0) {
+		find_exports(&l, &eh);
+		if (!have_dyn || (r = load_dynamic(&l, &dyn)) == 0)
+			r = load_exports(&l);
+	}
 	elf_end(l.elf);
 	return r;
 }
