@@ -193,23 +193,36 @@ static int fsck_reattach(struct fsck *f)
 	return left < 0 ? -EIO : 0;
 }
 
+/* Insert the file page map c is made into (see fsck_repair_maps): inode
+ * ino, or a new one if ino is 0 (SQLite numbers a NULL key).  The rows
+ * inserted: 0 if there is no root to take the owner from; or -EIO. */
+static int insert_map_file(sqlite3 *db, const struct page_count *c, uint64_t ino, int64_t now)
+{
+	char sql[512], key[24] = "NULL";
+	if (ino)
+		snprintf(key, sizeof(key), "%llu", (unsigned long long)ino);
+	snprintf(sql, sizeof(sql),
+		 "INSERT INTO inode(ino, mode, nlink, uid, gid, size, pages, atime_ns, mtime_ns,"
+		 " ctime_ns) SELECT %s, %u, 1, uid, gid, %llu, %llu, %lld, %lld, %lld"
+		 " FROM inode WHERE ino = %u",
+		 key, (unsigned)(S_IFREG | 0600), (unsigned long long)c->end,
+		 (unsigned long long)c->pages, (long long)now, (long long)now, (long long)now,
+		 STORE_ROOT_INO);
+	if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK)
+		return -EIO;
+	return sqlite3_changes(db);
+}
+
 /* The page map c of an inode that is not a file moved to a new file
  * (res->maps_moved), as fsck_repair_maps says. */
 static int fsck_move_map(struct fsck *f, const struct page_count *c, int64_t now)
 {
 	sqlite3 *db = f->st->db;
-	char sql[512];
-	snprintf(sql, sizeof(sql),
-		 "INSERT INTO inode(mode, nlink, uid, gid, size, pages, atime_ns, mtime_ns, ctime_ns)"
-		 " SELECT %u, 1, uid, gid, %llu, %llu, %lld, %lld, %lld FROM inode WHERE ino = %u",
-		 (unsigned)(S_IFREG | 0600), (unsigned long long)c->end,
-		 (unsigned long long)c->pages, (long long)now, (long long)now, (long long)now,
-		 STORE_ROOT_INO);
-	if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK)
-		return -EIO;
-	if (sqlite3_changes(db) == 0)
-		return 0;	/* no root to take the owner from: left as it is */
+	int r = insert_map_file(db, c, 0, now);
+	if (r <= 0)
+		return r;	/* 0: no root, left as it is */
 	long long to = (long long)sqlite3_last_insert_rowid(db);
+	char sql[256];
 	snprintf(sql, sizeof(sql),
 		 "UPDATE chunk SET ino = %lld, sum = snapfs_map_sum(%lld, idx, locs, hashes)"
 		 " WHERE ino = %llu; UPDATE inode SET pages = 0 WHERE ino = %llu",
@@ -255,32 +268,27 @@ static int fsck_repair_maps(struct fsck *f)
 	if (r)
 		return r;
 	int64_t now = store_now_ns();
-	char sql[512];
-	for (size_t i = 0; i < f->ncounts; i++) {
+	char sql[128];
+	for (size_t i = 0; i < f->ncounts && !r; i++) {
 		const struct page_count *c = &f->counts[i];
 		if (c->stray) {
-			int r = fsck_move_map(f, c, now);
-			if (r)
-				return r;
-			continue;
-		}
-		if (c->missing)
-			snprintf(sql, sizeof(sql),
-				 "INSERT INTO inode(ino, mode, nlink, uid, gid, size, pages, atime_ns,"
-				 " mtime_ns, ctime_ns) SELECT %llu, %u, 1, uid, gid, %llu, %llu,"
-				 " %lld, %lld, %lld FROM inode WHERE ino = %u",
-				 (unsigned long long)c->ino, (unsigned)(S_IFREG | 0600),
-				 (unsigned long long)c->end, (unsigned long long)c->pages,
-				 (long long)now, (long long)now, (long long)now, STORE_ROOT_INO);
-		else
+			r = fsck_move_map(f, c, now);
+		} else if (c->missing) {
+			int n = insert_map_file(db, c, c->ino, now);
+			if (n < 0)
+				r = n;
+			else
+				res->files_rebuilt += (uint64_t)n;
+		} else {
 			snprintf(sql, sizeof(sql), "UPDATE inode SET pages = %llu WHERE ino = %llu",
 				 (unsigned long long)c->pages, (unsigned long long)c->ino);
-		if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK)
-			return -EIO;
-		*(c->missing ? &res->files_rebuilt : &res->pages_repaired) +=
-			(uint64_t)sqlite3_changes(db);
+			if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK)
+				r = -EIO;
+			else
+				res->pages_repaired += (uint64_t)sqlite3_changes(db);
+		}
 	}
-	return 0;
+	return r;
 }
 
 /*
