@@ -156,8 +156,6 @@ struct pack *pack_find(struct pack_be *pb, uint32_t id)
 	return NULL;
 }
 
-/* Take packs[i], its file deleted, out of the table (lock held; its fd
- * is the caller's to close). */
 void pack_drop(struct pack_be *pb, size_t i)
 {
 	size_t cur = pb->cur ? (size_t)(pb->cur - pb->packs) : SIZE_MAX;
@@ -168,9 +166,6 @@ void pack_drop(struct pack_be *pb, size_t i)
 	pb->dir_unsynced = true;
 }
 
-/* The fd of pack id, opening it if another process created it since
- * (read-only opens beside a live writer).  -ENOENT if there is no such
- * pack, -EIO if it is a symlink or not a regular file.  Lock held. */
 int pack_fd(struct pack_be *pb, uint32_t id, int *fd)
 {
 	struct pack *p = pack_find(pb, id);
@@ -191,7 +186,6 @@ int pack_fd(struct pack_be *pb, uint32_t id, int *fd)
 	return 0;
 }
 
-/* A new, empty pack to append to (lock held). */
 int pack_new(struct pack_be *pb, struct pack **out)
 {
 	uint32_t last = pb->n ? pb->packs[pb->n - 1].id : 0;
@@ -313,8 +307,6 @@ static void pack_may_block(struct pack_be *pb)
 		fn();
 }
 
-/* Wait until everything staged so far is written; returns the first
- * background write error, if any (lock held). */
 int pack_stage_flush(struct pack_be *pb)
 {
 	if (!pb->writer_running)
@@ -577,7 +569,6 @@ static int pb_get_run(struct store_backend *be, uint64_t loc, unsigned n, void *
 	return r ? r : pread_all(fd, pages, len, pos);
 }
 
-/* fdatasync of pack id failed (errno): the error, naming its file. */
 int pack_sync_failed(const struct pack_be *pb, uint32_t id, struct err *e)
 {
 	int err = errno;
@@ -654,7 +645,6 @@ int pb_sync(struct store_backend *be, struct err *e)
 	return r;
 }
 
-/* Bytes of holes in fd below size (what SEEK_DATA skips). */
 uint64_t pack_holes_below(int fd, uint64_t size)
 {
 	uint64_t holes = 0;

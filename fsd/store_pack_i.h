@@ -106,8 +106,9 @@ struct pack *pack_find(struct pack_be *pb, uint32_t id);
 /* Take packs[i], its file deleted, out of the table (lock held; its fd
  * is the caller's to close). */
 void pack_drop(struct pack_be *pb, size_t i);
-/* The fd of pack id, opening it if another process created it since:
- * -ENOENT if there is none (lock held). */
+/* The fd of pack id, opening it if another process created it since
+ * (read-only opens beside a live writer).  -ENOENT if there is no such
+ * pack, -EIO if it is a symlink or not a regular file.  Lock held. */
 int pack_fd(struct pack_be *pb, uint32_t id, int *fd);
 /* A new, empty pack to append to (lock held). */
 int pack_new(struct pack_be *pb, struct pack **out);
