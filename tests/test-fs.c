@@ -613,6 +613,41 @@ static void test_fs_inode_numbers_stable(void **state)
 	assert_int_equal(stat(P(m, "dir/f199"), &b), 0);
 }
 
+/* How many threads of process pid have a first line of
+ * /proc/PID/task/TID/file that match says yes to (a thread that ended
+ * meanwhile is not counted). */
+static int threads_where(pid_t pid, const char *file, bool (*match)(const char *line, const void *arg),
+			 const void *arg)
+{
+	char path[128], line[256];
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	DIR *d = opendir(path);
+	assert_non_null(d);
+	int n = 0;
+	for (struct dirent *e; (e = readdir(d));) {
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/task/%.16s/%s", (int)pid, e->d_name, file);
+		FILE *f = fopen(path, "re");
+		if (!f)
+			continue;
+		if (fgets(line, sizeof(line), f))
+			n += match(line, arg);
+		fclose(f);
+	}
+	closedir(d);
+	return n;
+}
+
+/* A stat line of a thread that is not stopped: the state follows the
+ * ")" that ends the name. */
+static bool not_stopped(const char *line, const void *arg)
+{
+	(void)arg;
+	const char *end = strrchr(line, ')');
+	return end && end[1] && end[2] != 'T';
+}
+
 /*
  * Whether access(path) gives want_errno (0: the name exists) within 2 s
  * while the daemon is stopped, i.e. from the kernel's caches alone.  The
@@ -623,29 +658,8 @@ static bool answered_from_cache(struct mnt *m, const char *path, int want_errno)
 {
 	assert_int_equal(kill(m->pid, SIGSTOP), 0);
 	/* kill() returns before every thread has stopped. */
-	char dir[64];
-	snprintf(dir, sizeof(dir), "/proc/%d/task", (int)m->pid);
-	for (bool all = false; !all;) {
-		DIR *d = opendir(dir);
-		assert_non_null(d);
-		all = true;
-		for (struct dirent *de; (de = readdir(d));) {
-			char path[sizeof(dir) + 300], line[256];
-			if (de->d_name[0] == '.')
-				continue;
-			snprintf(path, sizeof(path), "%s/%s/stat", dir, de->d_name);
-			FILE *f = fopen(path, "re");
-			/* the state follows the ")" that ends the name */
-			if (f && fgets(line, sizeof(line), f) && strrchr(line, ')') &&
-			    strrchr(line, ')')[2] != 'T')
-				all = false;
-			if (f)
-				fclose(f);
-		}
-		closedir(d);
-		if (!all)
-			usleep(1000);
-	}
+	while (threads_where(m->pid, "stat", not_stopped, NULL))
+		usleep(1000);
 	pid_t c = fork();
 	assert_true(c >= 0);
 	if (c == 0) {
@@ -2087,29 +2101,17 @@ static void test_fs_add_name_out_of_memory(void **state)
 	oom_finish(m, data, back, NULL);
 }
 
-/* Threads of process pid named comm (its /proc/PID/task entries). */
+/* A comm line naming the thread arg. */
+static bool named(const char *line, const void *arg)
+{
+	size_t n = strlen(arg);
+	return !strncmp(line, arg, n) && (line[n] == '\n' || !line[n]);
+}
+
+/* Threads of process pid named comm. */
 static int threads_named(pid_t pid, const char *comm)
 {
-	char path[96], name[32];
-	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
-	DIR *d = opendir(path);
-	assert_non_null(d);
-	int n = 0;
-	for (struct dirent *e; (e = readdir(d));) {
-		if (e->d_name[0] == '.')
-			continue;
-		snprintf(path, sizeof(path), "/proc/%d/task/%.16s/comm", (int)pid, e->d_name);
-		FILE *f = fopen(path, "re");
-		if (!f)
-			continue;	/* ended meanwhile */
-		if (fgets(name, sizeof(name), f)) {
-			name[strcspn(name, "\n")] = 0;
-			n += !strcmp(name, comm);
-		}
-		fclose(f);
-	}
-	closedir(d);
-	return n;
+	return threads_where(pid, "comm", named, comm);
 }
 
 struct seek_arg {
