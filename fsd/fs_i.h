@@ -1,18 +1,23 @@
 /*
  * fsd/fs_i.h: what the files of the filesystem module share privately
- * (fs.c handlers, fs_xattr.c attributes, fs_inode.c table).
+ * (fs.c and fs_file.c handlers, fs_xattr.c attributes, fs_inode.c table).
  */
 #ifndef SNAPFS_FS_I_H
 #define SNAPFS_FS_I_H
 
 #include <pthread.h>
 #include <stdint.h>
+#include <time.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 
 #include "fs.h"
 #include "fs_inode.h"
 #include "store.h"
+
+/* Reads and writes are at most this large (the kernel's ceiling is 1 MiB). */
+#define FS_READ_MAX (1u << 20)
+#define FS_WRITE_MAX FS_READ_MAX
 
 struct fs_handle;
 
@@ -35,6 +40,29 @@ struct fs {
 	struct store_gc_result gc_last;
 };
 
+static inline struct fs *fs_of(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+/* Log a store failure in debug mode; the kernel only sees the errno. */
+void fs_log_err(struct fs *fs, const char *what, uint64_t ino, int r);
+
+/* Entry and attribute timeout for an inode with attributes a, in seconds. */
+double fs_timeout(const struct fs *fs, const struct store_attr *a);
+
+/* The time now, as file times are stamped. */
+void fs_now(struct timespec *ts);
+
+/*
+ * An access to a (a file opened for reading, a directory opened to be
+ * listed): update its atime as the mount's flags say.  The daemon sees
+ * opens but not reads the kernel answers from its page cache, so the open
+ * is what counts.  Sealed content is immutable and keeps its times.  A
+ * failure only loses the access time, so the open goes on.
+ */
+void fs_accessed(struct fs *fs, const struct store_attr *a);
+
 /*
  * Whether an access at now updates the atime of an inode with attributes
  * a.  Relatime, as the kernel decides for local filesystems: when atime
@@ -52,6 +80,34 @@ void fs_forget_ino(struct fs *fs, uint64_t ino, uint64_t n);
 /* Undo an open: free the handle fh, release the store's file, and the
  * inode if nothing holds it any more. */
 void fs_release_file(struct fs *fs, uint64_t ino, uint64_t fh);
+
+/* Release the handles the kernel never released (the session ended
+ * with files still open), as it would have. */
+void fs_release_handles(struct fs *fs);
+
+/* Mark the handle of fi (if any) written, so that its close commits;
+ * handlers may race, and any of them setting it is enough. */
+void fs_handle_dirty(const struct fuse_file_info *fi);
+
+/* The handlers for open files (fs_file.c), as struct fuse_lowlevel_ops
+ * names them; each replies to req exactly once. */
+void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		  struct fuse_file_info *fi);
+void fs_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void fs_op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void fs_op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi);
+void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		struct fuse_file_info *fi);
+void fs_op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+		 struct fuse_file_info *fi);
+void fs_op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
+		     struct fuse_file_info *fi);
+void fs_op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
+		 struct fuse_file_info *fi);
+void fs_op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
+			   struct fuse_file_info *fi_in, fuse_ino_t ino_out, off_t off_out,
+			   struct fuse_file_info *fi_out, size_t len, int flags);
 
 /*
  * Extended attributes as the filesystem shows them (fs_xattr.c).  user.*
