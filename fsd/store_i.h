@@ -279,8 +279,26 @@ extern void (*store_test_hook)(const char *where, struct store *st, uint64_t ino
 
 /* store.c */
 int64_t store_now_ns(void);
+/* Run sql (statements without results) on db; what names the step for errors. */
+int store_exec_sql(struct store *st, sqlite3 *db, const char *sql, struct err *e,
+		   const char *what);
+/* PRAGMA name's value, an integer, into out; what names the step for errors. */
+int store_pragma_int(struct store *st, sqlite3 *db, const char *name, int64_t *out,
+		     const char *what, struct err *e);
+/* Refuse (-EUCLEAN, saying why) to start an empty index in dir beside
+ * packs that hold pages; what says what is wrong with index.db. */
+int store_refuse_lost_index(const char *dir, const char *what, struct err *e);
+
+/* store_migrate.c */
 /* A migration logs how far it got this often (10 s; tests change it). */
 extern int64_t store_migrate_report_ns;
+/*
+ * Check the schema version of st's main connection (fresh: index.db was
+ * just made): create the schema in a new or blank index (refusing one
+ * beside packs that hold pages), migrate an older one (not on a
+ * read-only open), refuse a newer one or one without a version.
+ */
+int store_schema_check(struct store *st, bool fresh, struct err *e);
 
 /* The calling thread is about to wait or work for long (see
  * store_set_block_hint). */
