@@ -397,10 +397,20 @@ static double gibps(double secs)
 	return (double)bench_size / GIB / secs;
 }
 
+/* One line of figures: what took r (min and median), as seconds and
+ * GiB/s; with base (not NULL), also base's best over r's best. */
+static void show(const char *what, struct result r, const struct result *base)
+{
+	printf("%-34s min %6.3f s %6.2f GiB/s  median %6.3f s %6.2f GiB/s", what, r.min,
+	       gibps(r.min), r.median, gibps(r.median));
+	if (base)
+		printf("  ratio(best) %.2f", base->min / r.min);
+	printf("\n");
+}
+
 static void report(const char *what, struct result r, struct result base)
 {
-	printf("%-34s min %6.3f s %6.2f GiB/s  median %6.3f s %6.2f GiB/s  ratio(best) %.2f\n",
-	       what, r.min, gibps(r.min), r.median, gibps(r.median), base.min / r.min);
+	show(what, r, &base);
 }
 
 /* Ratios of a mount's read figures to their baselines (min, median). */
@@ -432,10 +442,8 @@ static struct read_ratios bench_reads(const char *file, const char *base_file, b
 		t[i] = read_file(file, true, &c[i]);
 	}
 	struct result base = summarise(b, n), cold = summarise(t, n), fresh = summarise(w, n);
-	printf("tmpfs read                         min %6.3f s %6.2f GiB/s  median %6.3f s %6.2f GiB/s\n",
-	       base.min, gibps(base.min), base.median, gibps(base.median));
-	printf("tmpfs write of a new file          min %6.3f s %6.2f GiB/s  median %6.3f s %6.2f GiB/s\n",
-	       fresh.min, gibps(fresh.min), fresh.median, gibps(fresh.median));
+	show("tmpfs read", base, NULL);
+	show("tmpfs write of a new file", fresh, NULL);
 	snprintf(name, sizeof(name), "snapfs cold read (%s)", mode);
 	report(name, cold, base);
 	/*
@@ -471,8 +479,7 @@ static struct read_ratios bench_reads(const char *file, const char *base_file, b
 	}
 	base = summarise(b, n);
 	cold = summarise(t, n);
-	printf("tmpfs mmap first touch             min %6.3f s %6.2f GiB/s  median %6.3f s %6.2f GiB/s\n",
-	       base.min, gibps(base.min), base.median, gibps(base.median));
+	show("tmpfs mmap first touch", base, NULL);
 	snprintf(name, sizeof(name), "snapfs mmap cold (%s)", mode);
 	report(name, cold, base);
 	/* The same fill stands behind a cold mapping's first touch. */
@@ -731,10 +738,8 @@ int main(int argc, char **argv)
 	umount_snapfs(mnt, pid);
 	struct result fresh = summarise(tn, n), plain = summarise(tb, n), pack = summarise(tp, n);
 	printf("(host memory prefaulted before each: %s)\n", prefault ? "yes" : "no, --no-prefault");
-	printf("tmpfs write of new data (new file) min %6.3f s %6.2f GiB/s  median %6.3f s %6.2f GiB/s\n",
-	       plain.min, gibps(plain.min), plain.median, gibps(plain.median));
-	printf("copy-in random (new pages)         min %6.3f s %6.2f GiB/s  median %6.3f s %6.2f GiB/s\n",
-	       fresh.min, gibps(fresh.min), fresh.median, gibps(fresh.median));
+	show("tmpfs write of new data (new file)", plain, NULL);
+	show("copy-in random (new pages)", fresh, NULL);
 	printf("  ratio to SHA-256 %.2f (median %.2f), to the tmpfs write %.2f (median %.2f)\n",
 	       sha / fresh.min, sha / fresh.median, plain.min / fresh.min,
 	       plain.median / fresh.median);
