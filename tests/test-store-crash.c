@@ -211,15 +211,18 @@ static void test_store_crash_kill9(void **state)
 		/*
 		 * Even rounds let it run from a moment to a while from its
 		 * start: kills land in opening, writing, committing and gc.
-		 * Odd rounds first wait for its first commit, so that where
-		 * opening a store is slow (sanitizers, a loaded machine) kills
-		 * still hit children that have committed files and are
-		 * writing the next ones.
+		 * Odd rounds first wait for its first commit, which must come,
+		 * so that where opening a store is slow (sanitizers, a loaded
+		 * machine) kills still hit children that have committed files
+		 * and are writing the next ones.
 		 */
 		int before = nrecs;
 		struct rec rc;
-		if (round % 2 && read(p[0], &rc, sizeof(rc)) == sizeof(rc) && nrecs < MAX_FILES)
-			recs[nrecs++] = rc;
+		if (round % 2) {
+			assert_int_equal(read(p[0], &rc, sizeof(rc)), (ssize_t)sizeof(rc));
+			if (nrecs < MAX_FILES)
+				recs[nrecs++] = rc;
+		}
 		long ms = 1 + rand() % KILL_WITHIN_MS;
 		struct timespec ts = { ms / 1000, ms % 1000 * 1000000L };
 		nanosleep(&ts, NULL);
