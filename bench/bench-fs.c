@@ -408,11 +408,6 @@ static void show(const char *what, struct result r, const struct result *base)
 	printf("\n");
 }
 
-static void report(const char *what, struct result r, struct result base)
-{
-	show(what, r, &base);
-}
-
 /* Ratios of a mount's read figures to their baselines (min, median). */
 struct read_ratios {
 	struct result cold;		/* cold read / tmpfs read */
@@ -445,7 +440,7 @@ static struct read_ratios bench_reads(const char *file, const char *base_file, b
 	show("tmpfs read", base, NULL);
 	show("tmpfs write of a new file", fresh, NULL);
 	snprintf(name, sizeof(name), "snapfs cold read (%s)", mode);
-	report(name, cold, base);
+	show(name, cold, &base);
 	/*
 	 * tmpfs read only copies resident pages out.  A cold read through
 	 * any page cache must first fill as many fresh pages (allocate,
@@ -471,7 +466,7 @@ static struct read_ratios bench_reads(const char *file, const char *base_file, b
 	for (int i = 0; i < n; i++)
 		t[i] = read_file(file, false, NULL);
 	snprintf(name, sizeof(name), "snapfs warm read (%s)", mode);
-	report(name, summarise(t, n), base);
+	show(name, summarise(t, n), &base);
 
 	for (int i = 0; i < n; i++) {
 		b[i] = mmap_touch(base_file, false);
@@ -481,7 +476,7 @@ static struct read_ratios bench_reads(const char *file, const char *base_file, b
 	cold = summarise(t, n);
 	show("tmpfs mmap first touch", base, NULL);
 	snprintf(name, sizeof(name), "snapfs mmap cold (%s)", mode);
-	report(name, cold, base);
+	show(name, cold, &base);
 	/* The same fill stands behind a cold mapping's first touch. */
 	out.mmap = ratio(base, cold);
 	out.mmap_fill = ratio(fresh, cold);
@@ -491,7 +486,7 @@ static struct read_ratios bench_reads(const char *file, const char *base_file, b
 		t[i] = mmap_touch(file, false);
 	struct result warm = summarise(t, n);
 	snprintf(name, sizeof(name), "snapfs mmap warm (%s)", mode);
-	report(name, warm, base);
+	show(name, warm, &base);
 	out.mmap_warm = ratio(base, warm);
 	return out;
 }
