@@ -7,9 +7,9 @@
 
 #include <pthread.h>
 #include <stdint.h>
-#include <time.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <time.h>
 
 #include "fs.h"
 #include "fs_inode.h"
