@@ -2196,6 +2196,7 @@ int main(void)
 	tu_require_fuse();
 	if (!getenv("SNAPFS_BUILD_ROOT"))
 		tu_skip_all("SNAPFS_BUILD_ROOT is not set");
+	tu_own_mounts();
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_fs_rename_flags, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fs_stop_with_files_open, setup, teardown),

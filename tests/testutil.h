@@ -18,7 +18,9 @@
 #include <unistd.h>
 
 #include <linux/kvm.h>
+#include <sched.h>
 #include <sys/ioctl.h>
+#include <sys/mount.h>
 
 static inline void tu_skip_all(const char *why)
 {
@@ -77,6 +79,24 @@ static inline void tu_require_fuse(void)
 {
 	if (access("/dev/fuse", R_OK | W_OK) != 0)
 		tu_skip_all("no usable /dev/fuse");
+}
+
+/*
+ * As root, move this program (and what it starts) to a mount namespace of
+ * its own, private from the start, so that its FUSE mounts and the other
+ * tests' are not copied into each other's namespaces: a copy would keep a
+ * mount's connection alive after its own test unmounted it, and the daemon
+ * would never hear that it was unmounted.  Other users make no namespaces
+ * and need none.  Call it before starting any thread.
+ */
+static inline void tu_own_mounts(void)
+{
+	if (geteuid() != 0)
+		return;
+	if (unshare(CLONE_NEWNS) || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL)) {
+		perror("a mount namespace of its own for the test");
+		exit(1);
+	}
 }
 
 #endif
