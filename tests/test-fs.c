@@ -1702,6 +1702,25 @@ static char *read_text(const char *path, size_t size)
 	return t;
 }
 
+/* Wait (at most 2 s) until the file at path holds n lines with needle;
+ * the nth goes to line (size bytes). */
+static void wait_line(const char *path, const char *needle, int n, char *line, size_t size)
+{
+	for (int i = 0; i < 200; i++) {
+		FILE *f = fopen(path, "re");
+		int seen = 0;
+		while (f && fgets(line, (int)size, f))
+			if (strstr(line, needle) && ++seen == n)
+				break;
+		if (f)
+			fclose(f);
+		if (seen == n)
+			return;
+		usleep(10000);
+	}
+	fail_msg("%s: no line %d with \"%s\"", path, n, needle);
+}
+
 /* snapfs-admin fsck of m's store (not mounted): its exit status. */
 static int fsck_status(struct mnt *m)
 {
@@ -1757,18 +1776,12 @@ static void test_fs_daemon_start_out_of_memory(void **state)
 	assert_true(mnt_spawn(m, "tests/snapfs-hooked", NULL, errpath, &status));
 	/* It mounts before its last steps of starting (read_ahead_kb among
 	 * them), which an unmount would cut short: wait until it serves. */
-	char *err = read_text(errpath, 4096);
-	for (int i = 0; i < 1000 && !strstr(err, "before serving"); i++) {
-		free(err);
-		usleep(10000);
-		err = read_text(errpath, 4096);
-	}
+	char line[256];
+	wait_line(errpath, " allocations before serving, ", 1, line, sizeof(line));
 	mnt_stop(m);
-	if (sscanf(err, "snapfs-hooked: %llu allocations before serving, %llu failed", &total,
-		   &failed) != 2)
-		fail_msg("no count of allocations first in the daemon's stderr: %s", err);
+	assert_int_equal(sscanf(line, "snapfs-hooked: %llu allocations before serving, %llu failed",
+				&total, &failed), 2);
 	assert_true(total >= 10);
-	free(err);
 
 	unsigned refused = 0, served = 0;
 	for (unsigned long long at = 1; at <= total + 1; at++) {
@@ -1783,7 +1796,7 @@ static void test_fs_daemon_start_out_of_memory(void **state)
 				mnt_stop(m);
 				served++;
 			}
-			err = read_text(errpath, 4096);
+			char *err = read_text(errpath, 4096);
 			if (!mounted) {
 				if (!WIFEXITED(status) || WEXITSTATUS(status) != 1 ||
 				    (!strstr(err, "out of memory") &&
@@ -1994,25 +2007,6 @@ static void test_fs_daemon_out_of_memory(void **state)
 	(void)state;
 	daemon_out_of_memory(NULL);
 	daemon_out_of_memory("nosplice");
-}
-
-/* Wait (at most 2 s) until the file at path holds n lines with needle;
- * the nth goes to line (size bytes). */
-static void wait_line(const char *path, const char *needle, int n, char *line, size_t size)
-{
-	for (int i = 0; i < 200; i++) {
-		FILE *f = fopen(path, "re");
-		int seen = 0;
-		while (f && fgets(line, (int)size, f))
-			if (strstr(line, needle) && ++seen == n)
-				break;
-		if (f)
-			fclose(f);
-		if (seen == n)
-			return;
-		usleep(10000);
-	}
-	fail_msg("%s: no line %d with \"%s\"", path, n, needle);
 }
 
 /* The calls that add a name, each making name in m's root (0, or -1
