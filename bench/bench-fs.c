@@ -53,7 +53,9 @@
  * (the default) and single-threaded (-s) for the read figures.
  *
  * usage: bench-fs [--size MIB] [--runs N] [--entries N] [--snapfs PATH] [-o OPTS]
- *                 [--no-prefault]
+ *                 [--no-prefault] [--only reads|copy-in]
+ * (--only reads: the read and mmap figures, after the copy-ins that place
+ * the file; --only copy-in: the copy-ins alone; both leave out dirs)
  * (-o OPTS is passed to snapfs, e.g. -o read_size=256,readahead=512)
  * (meson benchmark passes --snapfs; bench/bench-fs.sh runs it by hand.)
  */
@@ -84,6 +86,7 @@ static const char *snapfs_bin = "snapfs";
 static const char *snapfs_opts;	/* -o for snapfs, or NULL */
 static bool prefault = true;
 static long bench_entries = 20000;
+static bool only_reads, only_copy_in;
 
 static double now(void)
 {
@@ -591,6 +594,21 @@ static void bench_dirs(const char *base_dir, const char *mnt_dir, int runs)
 	report_dir("unlink", b.unlink, m.unlink);
 }
 
+static void print_read_summary(const struct read_ratios *mt, const struct read_ratios *st)
+{
+	printf("\nsummary (targets: cold read >= 0.5, mmap first touch >= 0.7, copy-in >= 0.6)\n");
+	printf("  cold read / tmpfs read:        multi %.2f (median %.2f), single %.2f (median %.2f)\n",
+	       mt->cold.min, mt->cold.median, st->cold.min, st->cold.median);
+	printf("  mmap cold / tmpfs first touch: multi %.2f (median %.2f), single %.2f (median %.2f)\n",
+	       mt->mmap.min, mt->mmap.median, st->mmap.min, st->mmap.median);
+	printf("  cold read / tmpfs write of a new file: multi %.2f (median %.2f), single %.2f (median %.2f)\n",
+	       mt->cold_fill.min, mt->cold_fill.median, st->cold_fill.min, st->cold_fill.median);
+	printf("  mmap cold / tmpfs write of a new file: multi %.2f (median %.2f), single %.2f (median %.2f)\n",
+	       mt->mmap_fill.min, mt->mmap_fill.median, st->mmap_fill.min, st->mmap_fill.median);
+	printf("  mmap warm / tmpfs first touch: multi %.2f (median %.2f), single %.2f (median %.2f)\n",
+	       mt->mmap_warm.min, mt->mmap_warm.median, st->mmap_warm.min, st->mmap_warm.median);
+}
+
 int main(int argc, char **argv)
 {
 	for (int i = 1; i < argc; i++) {
@@ -606,9 +624,14 @@ int main(int argc, char **argv)
 			prefault = false;
 		else if (!strcmp(argv[i], "--entries") && i + 1 < argc)
 			bench_entries = atol(argv[++i]);
+		else if (!strcmp(argv[i], "--only") && i + 1 < argc && !strcmp(argv[i + 1], "reads"))
+			only_reads = true, i++;
+		else if (!strcmp(argv[i], "--only") && i + 1 < argc && !strcmp(argv[i + 1], "copy-in"))
+			only_copy_in = true, i++;
 		else {
 			fprintf(stderr, "usage: bench-fs [--size MIB] [--runs N] [--entries N]"
-					" [--snapfs PATH] [-o OPTS] [--no-prefault]\n");
+					" [--snapfs PATH] [-o OPTS] [--no-prefault]"
+					" [--only reads|copy-in]\n");
 			return 2;
 		}
 	}
@@ -676,11 +699,20 @@ int main(int argc, char **argv)
 	       zin.min, gibps(zin.min), sha / zin.min);
 	unlink(zfile);
 
-	struct read_ratios mt = bench_reads(file, base, false);
 	umount_snapfs(mnt, pid);
-	pid = mount_snapfs(store, mnt, true);
-	struct read_ratios st = bench_reads(file, base, true);
-	umount_snapfs(mnt, pid);
+	struct read_ratios mt = { 0 }, st = { 0 };
+	if (!only_copy_in) {
+		pid = mount_snapfs(store, mnt, false);
+		mt = bench_reads(file, base, false);
+		umount_snapfs(mnt, pid);
+		pid = mount_snapfs(store, mnt, true);
+		st = bench_reads(file, base, true);
+		umount_snapfs(mnt, pid);
+	}
+	if (only_reads) {
+		print_read_summary(&mt, &st);
+		goto out;
+	}
 
 	/*
 	 * New random content in every run: every page is new to the store.
@@ -726,10 +758,12 @@ int main(int argc, char **argv)
 		}
 		unlink(plain);
 	}
-	char dbase[PATH_MAX + 32], dmnt[PATH_MAX + 32];
-	snprintf(dbase, sizeof(dbase), "%s/dir", bench_dir);
-	snprintf(dmnt, sizeof(dmnt), "%s/dir", mnt);
-	bench_dirs(dbase, dmnt, n);
+	if (!only_copy_in) {
+		char dbase[PATH_MAX + 32], dmnt[PATH_MAX + 32];
+		snprintf(dbase, sizeof(dbase), "%s/dir", bench_dir);
+		snprintf(dmnt, sizeof(dmnt), "%s/dir", mnt);
+		bench_dirs(dbase, dmnt, n);
+	}
 	umount_snapfs(mnt, pid);
 	struct result fresh = summarise(tn, n), plain = summarise(tb, n), pack = summarise(tp, n);
 	printf("(host memory prefaulted before each: %s)\n", prefault ? "yes" : "no, --no-prefault");
@@ -754,22 +788,16 @@ int main(int argc, char **argv)
 	       w.median, h.median, c.median, pack.median, self.median, busy, busy / fresh.median,
 	       sysconf(_SC_NPROCESSORS_ONLN));
 
-	printf("\nsummary (targets: cold read >= 0.5, mmap first touch >= 0.7, copy-in >= 0.6)\n");
-	printf("  cold read / tmpfs read:        multi %.2f (median %.2f), single %.2f (median %.2f)\n",
-	       mt.cold.min, mt.cold.median, st.cold.min, st.cold.median);
-	printf("  mmap cold / tmpfs first touch: multi %.2f (median %.2f), single %.2f (median %.2f)\n",
-	       mt.mmap.min, mt.mmap.median, st.mmap.min, st.mmap.median);
-	printf("  cold read / tmpfs write of a new file: multi %.2f (median %.2f), single %.2f (median %.2f)\n",
-	       mt.cold_fill.min, mt.cold_fill.median, st.cold_fill.min, st.cold_fill.median);
-	printf("  mmap cold / tmpfs write of a new file: multi %.2f (median %.2f), single %.2f (median %.2f)\n",
-	       mt.mmap_fill.min, mt.mmap_fill.median, st.mmap_fill.min, st.mmap_fill.median);
-	printf("  mmap warm / tmpfs first touch: multi %.2f (median %.2f), single %.2f (median %.2f)\n",
-	       mt.mmap_warm.min, mt.mmap_warm.median, st.mmap_warm.min, st.mmap_warm.median);
+	if (!only_copy_in)
+		print_read_summary(&mt, &st);
+	else
+		printf("\nsummary (target: copy-in >= 0.6)\n");
 	printf("  copy-in / SHA-256:             new pages %.2f (median %.2f), repeated %.2f, zeros %.2f\n",
 	       sha / fresh.min, sha / fresh.median, sha / cin.min, sha / zin.min);
 	printf("  copy-in of new pages / tmpfs write of new data: %.2f (median %.2f)\n",
 	       plain.min / fresh.min, plain.median / fresh.median);
 
+out:;
 	char cmd[PATH_MAX + 32];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", bench_dir);
 	return system(cmd) == 0 ? 0 : 1;
