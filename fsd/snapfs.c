@@ -48,7 +48,7 @@ struct snapfs_opts {
 };
 
 #define READAHEAD_UNSET UINT_MAX
-#define READAHEAD_DEFAULT_KB 1024u
+#define READAHEAD_DEFAULT_KB 4096u
 
 /* Options with a value are parsed here, strictly, rather than by
  * fuse_opt's scanf: "%u" takes -5 for 4294967291. */
@@ -127,8 +127,8 @@ static void snapfs_usage(const char *prog)
 	       "Mount the snapfs page store in the folder STORE at MOUNTPOINT.\n"
 	       "STORE is created (mode 0700) if it is missing or an empty folder.\n\n"
 	       "snapfs options:\n"
-	       "    -o readahead=KB        read_ahead_kb of the mount (default 1024, 0 keeps the kernel's)\n"
-	       "    -o read_size=KB        largest read request (default 512, at most 1004 so splice works)\n"
+	       "    -o readahead=KB        read_ahead_kb of the mount (default 4096, 0 keeps the kernel's)\n"
+	       "    -o read_size=KB        largest read request (default 1004, at most 1004 so splice works)\n"
 	       "    -o nosplice            copy read data instead of splicing it from pack files\n"
 	       "    -o verify              check each page read against its SHA-256 (slower reads;\n"
 	       "                           a damaged page fails with EIO instead of being returned)\n"
@@ -326,7 +326,7 @@ int main(int argc, char *argv[])
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
 	struct snapfs_opts opts = {
 		.readahead_kb = READAHEAD_UNSET,
-		.read_kb = 512,
+		.read_kb = 1004,
 		.timeout = 1.0,
 		.sealed_timeout = 86400.0,
 	};

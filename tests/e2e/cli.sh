@@ -138,17 +138,17 @@ ok "a mount at a snapfs mount point is refused, naming the store there, and crea
 	$([ $st -ne 0 ] && echo "$out" | grep -q "mount point $MNT has store $STORE mounted already" &&
 		[ ! -e "$T/s2" ] && [ "$(grep -c " $MNT fuse" /proc/mounts)" = 1 ] && echo 0 || echo 1) "$out"
 dev=$(awk -v m="$MNT" '$5 == m { print $3 }' /proc/self/mountinfo | tail -n 1)
-check "read_ahead_kb of the mount is raised to 1024" sh -c '[ "$(cat /sys/class/bdi/$1/read_ahead_kb)" = 1024 ]' sh "$dev"
+check "read_ahead_kb of the mount is raised to 4096" sh -c '[ "$(cat /sys/class/bdi/$1/read_ahead_kb)" = 4096 ]' sh "$dev"
 pid=$(pgrep -f "^$SNAPFS $STORE $MNT\$" | head -n 1)
 ok "the daemon raised its soft limit on open files to the hard one (every pack stays open)" \
 	$(awk '/^Max open files/ { exit !($4 == $5) }' "/proc/$pid/limits" && echo 0 || echo 1) \
 	"$(grep "^Max open files" "/proc/$pid/limits")"
 fusermount3 -u "$MNT"
 ok "fusermount3 -u unmounts" $(is_mounted && echo 1 || echo 0)
-"$SNAPFS" -o readahead=4096 "$STORE" "$MNT"
+"$SNAPFS" -o readahead=8192 "$STORE" "$MNT"
 dev=$(awk -v m="$MNT" '$5 == m { print $3 }' /proc/self/mountinfo | tail -n 1)
-check "-o readahead=4096 sets read_ahead_kb to 4096 (not cut to the default's 1024)" \
-	sh -c '[ "$(cat /sys/class/bdi/$1/read_ahead_kb)" = 4096 ]' sh "$dev"
+check "-o readahead=8192 sets read_ahead_kb to 8192 (not cut to the default's 4096)" \
+	sh -c '[ "$(cat /sys/class/bdi/$1/read_ahead_kb)" = 8192 ]' sh "$dev"
 fusermount3 -u "$MNT"
 i=0
 while [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
