@@ -86,7 +86,9 @@ static const char *snapfs_bin = "snapfs";
 static const char *snapfs_opts;	/* -o for snapfs, or NULL */
 static bool prefault = true;
 static long bench_entries = 20000;
-static bool only_reads, only_copy_in;
+/* --only: every part, or the reads (after the copy-ins that place the
+ * file), or the copy-ins alone. */
+static enum { ONLY_ALL, ONLY_READS, ONLY_COPY_IN } only;
 
 static double now(void)
 {
@@ -624,10 +626,9 @@ int main(int argc, char **argv)
 			prefault = false;
 		else if (!strcmp(argv[i], "--entries") && i + 1 < argc)
 			bench_entries = atol(argv[++i]);
-		else if (!strcmp(argv[i], "--only") && i + 1 < argc && !strcmp(argv[i + 1], "reads"))
-			only_reads = true, i++;
-		else if (!strcmp(argv[i], "--only") && i + 1 < argc && !strcmp(argv[i + 1], "copy-in"))
-			only_copy_in = true, i++;
+		else if (!strcmp(argv[i], "--only") && i + 1 < argc &&
+			 (!strcmp(argv[i + 1], "reads") || !strcmp(argv[i + 1], "copy-in")))
+			only = !strcmp(argv[++i], "reads") ? ONLY_READS : ONLY_COPY_IN;
 		else {
 			fprintf(stderr, "usage: bench-fs [--size MIB] [--runs N] [--entries N]"
 					" [--snapfs PATH] [-o OPTS] [--no-prefault]"
@@ -701,7 +702,7 @@ int main(int argc, char **argv)
 
 	umount_snapfs(mnt, pid);
 	struct read_ratios mt = { 0 }, st = { 0 };
-	if (!only_copy_in) {
+	if (only != ONLY_COPY_IN) {
 		pid = mount_snapfs(store, mnt, false);
 		mt = bench_reads(file, base, false);
 		umount_snapfs(mnt, pid);
@@ -709,7 +710,7 @@ int main(int argc, char **argv)
 		st = bench_reads(file, base, true);
 		umount_snapfs(mnt, pid);
 	}
-	if (only_reads) {
+	if (only == ONLY_READS) {
 		print_read_summary(&mt, &st);
 		goto out;
 	}
@@ -758,7 +759,7 @@ int main(int argc, char **argv)
 		}
 		unlink(plain);
 	}
-	if (!only_copy_in) {
+	if (only != ONLY_COPY_IN) {
 		char dbase[PATH_MAX + 32], dmnt[PATH_MAX + 32];
 		snprintf(dbase, sizeof(dbase), "%s/dir", bench_dir);
 		snprintf(dmnt, sizeof(dmnt), "%s/dir", mnt);
@@ -788,7 +789,7 @@ int main(int argc, char **argv)
 	       w.median, h.median, c.median, pack.median, self.median, busy, busy / fresh.median,
 	       sysconf(_SC_NPROCESSORS_ONLN));
 
-	if (!only_copy_in)
+	if (only != ONLY_COPY_IN)
 		print_read_summary(&mt, &st);
 	else
 		printf("\nsummary (target: copy-in >= 0.6)\n");
