@@ -3,7 +3,8 @@
  * every page's hash prefix and location, against a plain model: adding,
  * removing (which closes the gap it leaves in a probe run) and moving
  * entries, with prefixes chosen to collide in long runs and at the end of
- * the table, where runs wrap around, and the table nearly full.
+ * the table, where runs wrap around, and the table nearly full; and growing,
+ * which moves every entry into a table twice the size.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -132,10 +133,63 @@ static void test_pset_model(void **state)
 	pset_free(&s);
 }
 
+/* A prefix whose home in a table of cap slots is one of a few crowded
+ * ones at either end of each half, so that runs cross the middle (where
+ * growing splits entries between the halves) and wrap around the end
+ * (where growing puts the last of them back at the start), at every size
+ * from 4096 to cap; half of them spread at random. */
+static void growing_hash(uint8_t *hash, unsigned r, size_t cap)
+{
+	static const uint64_t near[] = { 0, 1, 2, 3 };
+	uint64_t home = (uint64_t)rand() << 31 ^ (uint64_t)rand();
+	if (r % 2) {
+		uint64_t size = 4096u << (r / 2 % 4);	/* a table size the set passes */
+		uint64_t at = near[r / 8 % 4];
+		home = r / 32 % 2 ? at : size - 1 - at;
+		if (r / 64 % 2)
+			home += size / 2;
+		home &= cap - 1;
+		home |= (uint64_t)rand() % 4 * cap;	/* bits a larger table would use */
+	}
+	memset(hash, 0, STORE_HASH_SIZE);
+	put_le64(hash, home << 1);
+	hash[8] = (uint8_t)r;
+	hash[9] = (uint8_t)(r >> 8);
+	hash[10] = (uint8_t)(r >> 16);
+}
+
+static void test_pset_grow(void **state)
+{
+	(void)state;
+	enum { N = 29000 };	/* through 4096, 8192, 16384 and 32768 slots */
+	struct pset s = { 0 };
+	static struct entry m[N];
+	srand(11);
+	size_t cap = 0, grown = 0;
+	for (unsigned i = 0; i < N; i++) {
+		growing_hash(m[i].hash, i, 32768);
+		m[i].loc = i + 1;
+		m[i].live = true;
+		assert_int_equal(pset_add(&s, m[i].hash, m[i].loc), 0);
+		if (s.cap != cap) {
+			/* Every entry so far is found in the grown table, and
+			 * its runs are in order. */
+			check_model(&s, m, i + 1);
+			cap = s.cap;
+			grown++;
+		}
+	}
+	check_model(&s, m, N);
+	assert_int_equal(s.cap, 65536);
+	assert_int_equal(grown, 5);	/* 4096 .. 65536 */
+	pset_free(&s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_pset_model),
+		cmocka_unit_test(test_pset_grow),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
