@@ -549,6 +549,7 @@ static void store_free(struct store *st)
 	store_cache_free(st);
 	htab_free(&st->pending);
 	htab_free(&st->committing);
+	htab_free(&st->deltas);
 	pset_free(&st->known);
 	free(st->gc_rows);
 	stmt_cache_free(&st->dbc);

@@ -15,6 +15,16 @@
 
 /* ---- commit ------------------------------------------------------------------ */
 
+/*
+ * The pending table and the reference-change table of a commit keep their
+ * slots from one commit to the next, up to this many (2.7 and 3.2 MB; a
+ * commit's worth of pages fills half as many), so that each commit's
+ * pages fill them without growing them anew: growing rehashes into newly
+ * allocated memory, and its page faults (11 us each on the 2-vCPU virtual
+ * machine measured) were three quarters of the daemon's during a copy-in.
+ */
+#define TAB_KEEP (4 * (size_t)STORE_COMMIT_PAGES)
+
 /* Reference changes by page location (a table made with HTAB_LOC). */
 struct delta {
 	uint64_t loc;
@@ -155,6 +165,15 @@ static void batch_free(struct batch *b)
 	free(b->rows);
 	free(b->inodes);
 	htab_free(&b->deltas);
+}
+
+/* Give b's reference-change table back to st, emptied, for the next
+ * commit (db_lock held). */
+static void batch_keep_deltas(struct store *st, struct batch *b)
+{
+	htab_clear(&b->deltas, TAB_KEEP);
+	st->deltas = b->deltas;
+	b->deltas = (struct htab){ 0 };
 }
 
 /* Reference changes of one chunk going from base to the n slots given
@@ -395,13 +414,16 @@ int store_commit(struct store *st, struct err *e)
 	bool any = false;
 	for (struct sinode *si = st->changed; si && !any; si = si->chg_next)
 		any = si->dirty;
-	struct batch b = { .deltas = HTAB_LOC(struct delta) };
+	struct batch b = { .deltas = st->deltas.esz ? st->deltas : HTAB_LOC(struct delta) };
+	st->deltas = (struct htab){ 0 };
 	if (!r && any) {
 		r = batch_collect(st, &b);
-		/* The pending pages stay findable while the transaction runs. */
-		htab_free(&st->committing);
+		/* The pending pages stay findable while the transaction
+		 * runs; new ones go to the last commit's table. */
+		struct htab spare = st->committing;
+		htab_clear(&spare, TAB_KEEP);
 		st->committing = st->pending;
-		st->pending = HTAB(struct ptab_ent);
+		st->pending = spare;
 		st->pending_pages = 0;
 		st->commit_active = true;
 		if (r) {
@@ -419,6 +441,7 @@ int store_commit(struct store *st, struct err *e)
 		}
 	}
 	if (r || !any) {
+		batch_keep_deltas(st, &b);
 		pthread_mutex_unlock(&st->db_lock);
 		batch_free(&b);
 		return r ? err_set(e, r, "store %s: commit: earlier failure: %s", st->dir,
@@ -444,7 +467,7 @@ int store_commit(struct store *st, struct err *e)
 		}
 	}
 	pthread_mutex_lock(&st->mem_lock);
-	htab_free(&st->committing);
+	htab_clear(&st->committing, TAB_KEEP);
 	st->commit_active = false;
 	if (r) {
 		/* Memory and database disagree now. */
@@ -452,6 +475,7 @@ int store_commit(struct store *st, struct err *e)
 	}
 	cache_trim(st);
 	pthread_mutex_unlock(&st->mem_lock);
+	batch_keep_deltas(st, &b);
 	pthread_mutex_unlock(&st->db_lock);
 	batch_free(&b);
 	return r;

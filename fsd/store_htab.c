@@ -7,7 +7,7 @@
  * key's first 8 bytes are uniform already (SHA-256); a location is mixed
  * first, as locations of neighbouring pages differ only in their low bits
  * and those of different packs share them.  Entries only ever get added;
- * a table is dropped whole.
+ * a table is emptied whole, and may keep its slots for the next use.
  */
 #include <assert.h>
 #include <errno.h>
@@ -50,7 +50,8 @@ void *htab_find(const struct htab *t, const void *key)
 static int grow(struct htab *t)
 {
 	size_t cap = t->cap ? 2 * t->cap : HTAB_MIN;
-	uint8_t *ents = calloc(cap, t->esz);
+	/* Entries are cleared as they are added (htab_get), not here. */
+	uint8_t *ents = cap <= SIZE_MAX / t->esz ? malloc(cap * t->esz) : NULL;
 	bool *used = calloc(cap, sizeof(*used));
 	if (!ents || !used) {
 		free(ents);
@@ -87,6 +88,7 @@ void *htab_get(struct htab *t, const void *key)
 		i = (i + 1) & (t->cap - 1);
 	t->used[i] = true;
 	t->n++;
+	memset(slot(t, i), 0, t->esz);
 	memcpy(slot(t, i), key, t->ksz);
 	return slot(t, i);
 }
@@ -94,6 +96,17 @@ void *htab_get(struct htab *t, const void *key)
 void *htab_at(const struct htab *t, size_t i)
 {
 	return t->used[i] ? slot(t, i) : NULL;
+}
+
+void htab_clear(struct htab *t, size_t keep)
+{
+	if (t->cap > keep) {
+		htab_free(t);
+		return;
+	}
+	if (t->n)
+		memset(t->used, 0, t->cap * sizeof(*t->used));
+	t->n = 0;
 }
 
 void htab_free(struct htab *t)

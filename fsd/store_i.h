@@ -137,6 +137,9 @@ void *htab_find(const struct htab *t, const void *key);
 void *htab_get(struct htab *t, const void *key);
 /* Slot i (< t->cap) if it holds an entry, else NULL: for walking a table. */
 void *htab_at(const struct htab *t, size_t i);
+/* Empty the table, keeping its slots for the entries to come if it has
+ * no more than keep of them (else as htab_free). */
+void htab_clear(struct htab *t, size_t keep);
 /* Free the entries; the table stays usable (and empty). */
 void htab_free(struct htab *t);
 
@@ -198,6 +201,7 @@ struct store {
 	 * commit visits these, not every cached inode. */
 	struct sinode *changed;
 	struct htab pending, committing;	/* of struct ptab_ent */
+	struct htab deltas;		/* the last commit's, emptied (db_lock) */
 	struct pset known;
 	uint64_t pending_pages;		/* slots changed since the last commit */
 	uint64_t cached_chunks;		/* page-map chunks in memory */
