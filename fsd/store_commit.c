@@ -69,6 +69,16 @@ static struct delta *dtab_sorted(struct htab *t, size_t *n)
 /* Deltas in a run at least this long go to the index as one statement. */
 #define DELTA_RUN_MIN 4
 
+/* Rows added by one statement when a run's pages are new to the index:
+ * one row per statement cost twice as much per row (SQLite 3.40, 262,144
+ * rows: 0.15 s against 0.08 s). */
+#define FILL_ROWS 32
+#define FILL_1 "(?,?,?)"
+#define FILL_4 FILL_1 "," FILL_1 "," FILL_1 "," FILL_1
+#define FILL_16 FILL_4 "," FILL_4 "," FILL_4 "," FILL_4
+static const char fill_many_sql[] = "INSERT OR IGNORE INTO page(loc, hash, refs) VALUES "
+				    FILL_16 "," FILL_16;
+
 /* The run of deltas from d: consecutive locations, all with the same
  * change.  Its length (1 or more, at most n). */
 static size_t delta_run(const struct delta *d, size_t n)
@@ -79,14 +89,36 @@ static size_t delta_run(const struct delta *d, size_t n)
 	return k;
 }
 
+/* Add rows for the k deltas from d (k <= FILL_ROWS), which are gains, to
+ * the pages that have none: FILL_ROWS at a time through many, the rest
+ * through one. */
+static int fill_rows(struct store *st, sqlite3_stmt *many, sqlite3_stmt *one,
+		     const struct delta *d, size_t k)
+{
+	sqlite3_stmt *s = k == FILL_ROWS ? many : one;
+	size_t per = k == FILL_ROWS ? FILL_ROWS : 1;
+	for (size_t j = 0; j < k; j += per) {
+		sqlite3_reset(s);
+		for (size_t i = 0; i < per; i++) {
+			int at = (int)(3 * i);
+			sqlite3_bind_int64(s, at + 1, (int64_t)d[j + i].loc);
+			sqlite3_bind_blob(s, at + 2, d[j + i].hash, STORE_HASH_SIZE, SQLITE_STATIC);
+			sqlite3_bind_int64(s, at + 3, d[j + i].n);
+		}
+		if (store_step(st, s) != SQLITE_DONE)
+			return -EIO;
+	}
+	return 0;
+}
+
 /*
  * Apply reference deltas to the page index (transaction open, db_lock).
  * A file's pages were mostly stored in a row, so copying, cloning or
  * deleting it changes runs of consecutive locations by the same amount:
  * each run is one range update, which costs a fraction of one statement
  * per page.  Pages new to the store have no row yet: when a range update
- * finds fewer rows than the run has, the missing ones are inserted (a
- * loss needs no row: nothing is left to count).
+ * finds fewer rows than the run has, the missing ones are inserted, many
+ * to a statement (a loss needs no row: nothing is left to count).
  */
 static int apply_deltas(struct store *st, struct htab *t)
 {
@@ -99,8 +131,9 @@ static int apply_deltas(struct store *st, struct htab *t)
 	sqlite3_stmt *range = store_stmt(st, st->db,
 					 "UPDATE page SET refs = refs + ?3 WHERE loc BETWEEN ?1 AND ?2");
 	sqlite3_stmt *fill = store_stmt(st, st->db,
-					"INSERT OR IGNORE INTO page(loc, hash, refs) VALUES(?1, ?3, ?2)");
-	if (!up || !down || !range || !fill)
+					"INSERT OR IGNORE INTO page(loc, hash, refs) VALUES(?1, ?2, ?3)");
+	sqlite3_stmt *fill_many = store_stmt(st, st->db, fill_many_sql);
+	if (!up || !down || !range || !fill || !fill_many)
 		return -EIO;
 	int r = 0;
 	for (size_t i = 0; i < n && !r;) {
@@ -114,8 +147,12 @@ static int apply_deltas(struct store *st, struct htab *t)
 			sqlite3_bind_int64(range, 3, deltas[i].n);
 			if (store_step(st, range) != SQLITE_DONE)
 				r = -EIO;
-			each = !r && deltas[i].n > 0 && (size_t)sqlite3_changes(st->db) < k;
-			s = fill;
+			/* Rows missing from a run of gains: new pages. */
+			bool missing = !r && deltas[i].n > 0 && (size_t)sqlite3_changes(st->db) < k;
+			for (size_t j = i; missing && j < i + k && !r; j += FILL_ROWS)
+				r = fill_rows(st, fill_many, fill, &deltas[j],
+					      i + k - j < FILL_ROWS ? i + k - j : FILL_ROWS);
+			each = false;
 		}
 		for (size_t j = i; each && j < i + k && !r; j++) {
 			struct delta *d = &deltas[j];
@@ -133,6 +170,7 @@ static int apply_deltas(struct store *st, struct htab *t)
 	sqlite3_reset(down);
 	sqlite3_reset(range);
 	sqlite3_reset(fill);
+	sqlite3_reset(fill_many);
 	return r;
 }
 

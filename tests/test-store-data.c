@@ -181,7 +181,10 @@ static void test_store_data_delta_runs(void **state)
 {
 	struct tsu_fixture *f = *state;
 	struct store *st = f->st;
-	enum { N = 8, M = 4 };
+	/* b's run of gains (one of a's pages, then M new ones) is long
+	 * enough for the new pages' rows to be added many to a statement,
+	 * with some left over. */
+	enum { N = 40, M = 70 };
 	uint64_t a = tsu_file(st, "a"), b = tsu_file(st, "b"), c = tsu_file(st, "c");
 	uint8_t *da = malloc(N * PG), *db = malloc((1 + M) * PG);
 	tsu_fill(da, N * PG, 1);
@@ -204,6 +207,7 @@ static void test_store_data_delta_runs(void **state)
 	assert_int_equal(fi.shared_pages, 1);
 	check_equal(st, b, db, (1 + M) * PG);
 	check_equal(st, c, da, N * PG);
+	tsu_fsck_clean(st);	/* each row's hash and count as the maps say */
 
 	uint64_t gone;
 	const char *names[] = { "b", "c" };
