@@ -89,21 +89,21 @@ static size_t delta_run(const struct delta *d, size_t n)
 	return k;
 }
 
-/* Add rows for the k deltas from d (k <= FILL_ROWS), which are gains, to
- * the pages that have none: FILL_ROWS at a time through many, the rest
- * through one. */
+/* Add rows for the run of k deltas from d, which are gains, to the pages
+ * that have none: FILL_ROWS to a statement (many) while that many are
+ * left, the rest one by one. */
 static int fill_rows(struct store *st, sqlite3_stmt *many, sqlite3_stmt *one,
 		     const struct delta *d, size_t k)
 {
-	sqlite3_stmt *s = k == FILL_ROWS ? many : one;
-	size_t per = k == FILL_ROWS ? FILL_ROWS : 1;
-	for (size_t j = 0; j < k; j += per) {
+	for (size_t j = 0; j < k;) {
+		size_t per = k - j >= FILL_ROWS ? FILL_ROWS : 1;
+		sqlite3_stmt *s = per == FILL_ROWS ? many : one;
 		sqlite3_reset(s);
-		for (size_t i = 0; i < per; i++) {
+		for (size_t i = 0; i < per; i++, j++) {
 			int at = (int)(3 * i);
-			sqlite3_bind_int64(s, at + 1, (int64_t)d[j + i].loc);
-			sqlite3_bind_blob(s, at + 2, d[j + i].hash, STORE_HASH_SIZE, SQLITE_STATIC);
-			sqlite3_bind_int64(s, at + 3, d[j + i].n);
+			sqlite3_bind_int64(s, at + 1, (int64_t)d[j].loc);
+			sqlite3_bind_blob(s, at + 2, d[j].hash, STORE_HASH_SIZE, SQLITE_STATIC);
+			sqlite3_bind_int64(s, at + 3, d[j].n);
 		}
 		if (store_step(st, s) != SQLITE_DONE)
 			return -EIO;
@@ -138,8 +138,6 @@ static int apply_deltas(struct store *st, struct htab *t)
 	int r = 0;
 	for (size_t i = 0; i < n && !r;) {
 		size_t k = delta_run(&deltas[i], n - i);
-		bool each = true;
-		sqlite3_stmt *s = deltas[i].n > 0 ? up : down;
 		if (k >= DELTA_RUN_MIN) {
 			sqlite3_reset(range);
 			sqlite3_bind_int64(range, 1, (int64_t)deltas[i].loc);
@@ -148,21 +146,20 @@ static int apply_deltas(struct store *st, struct htab *t)
 			if (store_step(st, range) != SQLITE_DONE)
 				r = -EIO;
 			/* Rows missing from a run of gains: new pages. */
-			bool missing = !r && deltas[i].n > 0 && (size_t)sqlite3_changes(st->db) < k;
-			for (size_t j = i; missing && j < i + k && !r; j += FILL_ROWS)
-				r = fill_rows(st, fill_many, fill, &deltas[j],
-					      i + k - j < FILL_ROWS ? i + k - j : FILL_ROWS);
-			each = false;
-		}
-		for (size_t j = i; each && j < i + k && !r; j++) {
-			struct delta *d = &deltas[j];
-			sqlite3_reset(s);
-			sqlite3_bind_int64(s, 1, (int64_t)d->loc);
-			sqlite3_bind_int64(s, 2, d->n);
-			if (d->n > 0)
-				sqlite3_bind_blob(s, 3, d->hash, STORE_HASH_SIZE, SQLITE_STATIC);
-			if (store_step(st, s) != SQLITE_DONE)
-				r = -EIO;
+			if (!r && deltas[i].n > 0 && (size_t)sqlite3_changes(st->db) < k)
+				r = fill_rows(st, fill_many, fill, &deltas[i], k);
+		} else {
+			sqlite3_stmt *s = deltas[i].n > 0 ? up : down;
+			for (size_t j = i; j < i + k && !r; j++) {
+				struct delta *d = &deltas[j];
+				sqlite3_reset(s);
+				sqlite3_bind_int64(s, 1, (int64_t)d->loc);
+				sqlite3_bind_int64(s, 2, d->n);
+				if (d->n > 0)
+					sqlite3_bind_blob(s, 3, d->hash, STORE_HASH_SIZE, SQLITE_STATIC);
+				if (store_step(st, s) != SQLITE_DONE)
+					r = -EIO;
+			}
 		}
 		i += k;
 	}
