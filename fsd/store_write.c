@@ -189,34 +189,54 @@ int patch_page(struct store *st, struct sinode *si, uint64_t pg, unsigned in,
 
 /* ---- hashing on two threads ------------------------------------------------ */
 
-/* n whole pages to hash: each thread that works on it takes HASH_GROUP
- * pages at a time from next until none are left.  hashes[i] is set for
- * the pages that are not all zero (zero[i]). */
+/* n (<= SPLIT_MAX) whole pages to hash: each thread that works on it
+ * takes HASH_GROUP pages at a time from next until none are left.
+ * hashes[i] is set for the pages that are not all zero (zero[i]).
+ * hashed[b] counts the pages of batch b (WRITE_BATCH pages) whose hashes
+ * are in, so that the writer can store a batch while the rest are being
+ * hashed. */
 struct hash_job {
 	const uint8_t *data;
 	size_t n;
 	uint8_t (*hashes)[STORE_HASH_SIZE];
 	bool *zero;
 	size_t next;		/* next page to take (atomic) */
+	unsigned hashed[SPLIT_MAX / WRITE_BATCH];	/* (atomic) */
 	int err;		/* a failure (atomic) */
+	bool waiting;		/* the writer waits for a batch (atomic) */
 	bool taken, done;	/* by the helper (under hash_lock) */
 };
 
-static void hash_job_run(struct hash_job *j, struct store_hasher *h)
+/* Take and hash one group of j's pages; false if none was left. */
+static bool hash_group(struct hash_job *j, struct store_hasher *h)
 {
-	for (;;) {
-		size_t i = __atomic_fetch_add(&j->next, HASH_GROUP, __ATOMIC_RELAXED);
-		if (i >= j->n)
-			return;
-		size_t end = i + HASH_GROUP < j->n ? i + HASH_GROUP : j->n;
-		for (; i < end; i++) {
-			const uint8_t *p = j->data + i * STORE_PAGE_SIZE;
-			j->zero[i] = store_page_is_zero(p);
-			if (j->zero[i])
-				continue;
-			int r = store_hash(h, p, STORE_PAGE_SIZE, j->hashes[i]);
-			if (r)
-				__atomic_store_n(&j->err, r, __ATOMIC_RELAXED);
+	size_t i = __atomic_fetch_add(&j->next, HASH_GROUP, __ATOMIC_RELAXED);
+	if (i >= j->n)
+		return false;
+	size_t first = i, end = i + HASH_GROUP < j->n ? i + HASH_GROUP : j->n;
+	for (; i < end; i++) {
+		const uint8_t *p = j->data + i * STORE_PAGE_SIZE;
+		j->zero[i] = store_page_is_zero(p);
+		if (j->zero[i])
+			continue;
+		int r = store_hash(h, p, STORE_PAGE_SIZE, j->hashes[i]);
+		if (r)
+			__atomic_store_n(&j->err, r, __ATOMIC_RELAXED);
+	}
+	/* A group lies in one batch (HASH_GROUP divides WRITE_BATCH). */
+	__atomic_add_fetch(&j->hashed[first / WRITE_BATCH], (unsigned)(end - first),
+			   __ATOMIC_SEQ_CST);
+	return true;
+}
+
+/* The helper's part of a job: groups until none are left. */
+static void hash_job_run(struct store *st, struct hash_job *j, struct store_hasher *h)
+{
+	while (hash_group(j, h)) {
+		if (__atomic_load_n(&j->waiting, __ATOMIC_SEQ_CST)) {
+			pthread_mutex_lock(&st->hash_lock);
+			pthread_cond_broadcast(&st->hash_done);
+			pthread_mutex_unlock(&st->hash_lock);
 		}
 	}
 }
@@ -239,7 +259,7 @@ static void *hash_helper_main(void *arg)
 		j->taken = true;
 		pthread_mutex_unlock(&st->hash_lock);
 		if (h)
-			hash_job_run(j, h);
+			hash_job_run(st, j, h);
 		pthread_mutex_lock(&st->hash_lock);
 		j->done = true;
 		pthread_cond_broadcast(&st->hash_done);
@@ -281,41 +301,51 @@ void store_hash_helper_stop(struct store *st)
 }
 
 /*
- * Hash n whole pages of data (no lock held): zero[i] tells all-zero pages,
- * hashes[i] is set for the others.  From SPLIT_MIN pages on, the helper
- * thread is asked to take part; if it is busy with another writer's job,
- * or only gets to this one when it is finished, the caller has done it
- * all alone and does not wait.
+ * Offer j to the helper thread (no lock held), from SPLIT_MIN pages on.
+ * True if it was posted; if the helper is busy with another writer's
+ * job, or only gets to this one when it is finished, the writer does it
+ * all alone.
  */
-static int hash_pages(struct store *st, const uint8_t *data, size_t n,
-		      uint8_t (*hashes)[STORE_HASH_SIZE], bool *zero)
+static bool hash_post(struct store *st, struct hash_job *j)
 {
-	struct hash_job j = { .data = data, .n = n, .hashes = hashes, .zero = zero };
 	bool posted = false;
-	if (n >= SPLIT_MIN && st->hash_running) {
+	if (j->n >= SPLIT_MIN && st->hash_running) {
 		pthread_mutex_lock(&st->hash_lock);
 		if (!st->hash_job) {
-			st->hash_job = &j;
+			st->hash_job = j;
 			posted = true;
 			pthread_cond_signal(&st->hash_cond);
 		}
 		pthread_mutex_unlock(&st->hash_lock);
 	}
-	struct store_hasher *h = store_hasher_get(st);
-	int r = h ? 0 : -ENOMEM;
-	if (h)
-		hash_job_run(&j, h);
-	store_hasher_put(st, h);
-	if (posted) {
-		pthread_mutex_lock(&st->hash_lock);
-		if (!j.taken)
-			st->hash_job = NULL;	/* still ours: withdraw it */
-		else
-			while (!j.done)
-				pthread_cond_wait(&st->hash_done, &st->hash_lock);
-		pthread_mutex_unlock(&st->hash_lock);
-	}
-	return r ? r : __atomic_load_n(&j.err, __ATOMIC_RELAXED);
+	return posted;
+}
+
+/* Wait until the helper has hashed the k pages of batch b of j, or is
+ * done with it (the writer has no group left to take). */
+static void hash_wait(struct store *st, struct hash_job *j, unsigned b, unsigned k)
+{
+	pthread_mutex_lock(&st->hash_lock);
+	__atomic_store_n(&j->waiting, true, __ATOMIC_SEQ_CST);
+	while (__atomic_load_n(&j->hashed[b], __ATOMIC_SEQ_CST) < k && !j->done)
+		pthread_cond_wait(&st->hash_done, &st->hash_lock);
+	__atomic_store_n(&j->waiting, false, __ATOMIC_SEQ_CST);
+	pthread_mutex_unlock(&st->hash_lock);
+}
+
+/* The writer is through with j: withdraw it if the helper never took it,
+ * else wait until the helper lets go of it. */
+static void hash_finish(struct store *st, struct hash_job *j, bool posted)
+{
+	if (!posted)
+		return;
+	pthread_mutex_lock(&st->hash_lock);
+	if (!j->taken)
+		st->hash_job = NULL;
+	else
+		while (!j->done)
+			pthread_cond_wait(&st->hash_done, &st->hash_lock);
+	pthread_mutex_unlock(&st->hash_lock);
 }
 
 /* ---- writing ------------------------------------------------------------------ */
@@ -531,19 +561,35 @@ ssize_t write_locked(struct store *st, struct sinode *si, const uint8_t *buf, si
 			pos += n;
 			continue;
 		}
-		/* Whole pages: hashed ahead (on two threads if there are
-		 * enough of them), then put in batches. */
+		/* Whole pages, up to SPLIT_MAX at a time: hashed on two
+		 * threads if there are enough of them, and stored in
+		 * batches, each as soon as its pages are hashed, while the
+		 * helper hashes on. */
 		uint64_t whole = (end - pos) >> STORE_PAGE_SHIFT;
 		unsigned n = whole > SPLIT_MAX ? SPLIT_MAX : (unsigned)whole;
 		uint8_t hashes[SPLIT_MAX][STORE_HASH_SIZE];
 		bool zero[SPLIT_MAX];
-		r = hash_pages(st, src, n, hashes, zero);
-		for (unsigned i = 0; i < n && !r; i += WRITE_BATCH) {
+		struct hash_job j = { .data = src, .n = n, .hashes = hashes, .zero = zero };
+		bool posted = hash_post(st, &j);
+		struct store_hasher *h = store_hasher_get(st);
+		if (!h)
+			r = -ENOMEM;
+		for (unsigned i = 0; i < n && !r;) {
 			unsigned b = n - i < WRITE_BATCH ? n - i : WRITE_BATCH;
+			if (__atomic_load_n(&j.hashed[i / WRITE_BATCH], __ATOMIC_SEQ_CST) < b) {
+				if (!hash_group(&j, h))
+					hash_wait(st, &j, i / WRITE_BATCH, b);
+				continue;
+			}
+			if ((r = __atomic_load_n(&j.err, __ATOMIC_RELAXED)))
+				break;
 			r = write_hashed(st, si, pg + i, src + (size_t)i * STORE_PAGE_SIZE, b,
 					 (const uint8_t(*)[STORE_HASH_SIZE])hashes + i, zero + i);
 			pos += (uint64_t)b * STORE_PAGE_SIZE;
+			i += b;
 		}
+		store_hasher_put(st, h);
+		hash_finish(st, &j, posted);
 	}
 	pthread_mutex_lock(&st->mem_lock);
 	/* Even a failed write may have changed pages up to pos. */
