@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <time.h>
@@ -67,6 +68,19 @@ const char *const store_entries[] = { "index.db", "index.db-wal", "index.db-shm"
 const char *store_dir(const struct store *st)
 {
 	return st->dir;
+}
+
+void store_thread_background(void)
+{
+	/* On Linux the nice value is the calling thread's own (PRIO_PROCESS
+	 * with its thread id), not the whole process's. */
+	id_t tid = (id_t)gettid();
+	errno = 0;
+	int cur = getpriority(PRIO_PROCESS, tid);
+	if (cur == -1 && errno)
+		return;
+	int want = cur + STORE_BACKGROUND_NICE;
+	setpriority(PRIO_PROCESS, tid, want < 19 ? want : 19);
 }
 
 /* The -errno of an SQLite result code: what a caller of a failed change

@@ -364,6 +364,7 @@ static struct stage *stage_take(struct pack_be *pb, uint32_t id, uint64_t off)
 static void *writer_main(void *arg)
 {
 	struct pack_be *pb = arg;
+	store_thread_background();	/* first: the name says it is done */
 	pthread_setname_np(pthread_self(), "snapfs-pack");
 	pthread_mutex_lock(&pb->lock);
 	for (;;) {

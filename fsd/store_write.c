@@ -696,6 +696,7 @@ void data_end(struct store *st, struct sinode *si, bool change)
 static void *committer_main(void *arg)
 {
 	struct store *st = arg;
+	store_thread_background();	/* first: the name says it is done */
 	pthread_setname_np(pthread_self(), "snapfs-commit");
 	pthread_mutex_lock(&st->mem_lock);
 	for (;;) {

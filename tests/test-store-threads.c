@@ -8,16 +8,21 @@
  * Every byte is checked afterwards, then again after reopening, and fsck
  * must find nothing.
  */
+#include <dirent.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include <cmocka.h>
 
+#include "store_backend.h"
 #include "test-store-util.h"
 
 #define PG STORE_PAGE_SIZE
@@ -175,9 +180,73 @@ static void test_store_threads_writers_and_readers(void **state)
 	tsu_store_remove(path);
 }
 
+/* The nice value of this process's thread named comm, or -100 while no
+ * thread has that name; fails the test if two have. */
+static int nice_of_thread_now(const char *comm)
+{
+	DIR *d = opendir("/proc/self/task");
+	assert_non_null(d);
+	int found = 0, nice = 0;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		if (de->d_name[0] == '.')
+			continue;
+		char path[300], name[64] = "";
+		snprintf(path, sizeof(path), "/proc/self/task/%s/comm", de->d_name);
+		FILE *f = fopen(path, "r");
+		if (!f)
+			continue;	/* the thread has ended */
+		if (fgets(name, sizeof(name), f))
+			name[strcspn(name, "\n")] = 0;
+		fclose(f);
+		if (strcmp(name, comm))
+			continue;
+		found++;
+		errno = 0;
+		nice = getpriority(PRIO_PROCESS, (id_t)atoi(de->d_name));
+		assert_int_equal(errno, 0);
+	}
+	closedir(d);
+	assert_true(found <= 1);
+	return found ? nice : -100;
+}
+
+/* The same, waiting up to 10 s for a thread just started to name itself
+ * (the store's threads set their priority first). */
+static int nice_of_thread(const char *comm)
+{
+	int nice = nice_of_thread_now(comm);
+	for (int i = 0; i < 1000 && nice == -100; i++) {
+		usleep(10000);
+		nice = nice_of_thread_now(comm);
+	}
+	assert_int_not_equal(nice, -100);
+	return nice;
+}
+
+/* The committer and the pack writer run below the threads a writer waits
+ * for; the hashing helper does not. */
+static void test_store_threads_background_priority(void **state)
+{
+	(void)state;
+	char *path;
+	struct store *st = tsu_new_store(&path);
+	errno = 0;
+	int mine = getpriority(PRIO_PROCESS, (id_t)gettid());
+	assert_int_equal(errno, 0);
+	int low = mine + STORE_BACKGROUND_NICE < 19 ? mine + STORE_BACKGROUND_NICE : 19;
+	assert_true(low > mine);
+	assert_int_equal(nice_of_thread("snapfs-commit"), low);
+	assert_int_equal(nice_of_thread("snapfs-pack"), low);
+	assert_int_equal(nice_of_thread("snapfs-hash"), mine);
+	assert_int_equal(store_close(st, NULL), 0);
+	tsu_store_remove(path);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_store_threads_background_priority),
 		cmocka_unit_test(test_store_threads_writers_and_readers),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
