@@ -207,14 +207,18 @@ struct hash_job {
 	bool taken, done;	/* by the helper (under hash_lock) */
 };
 
-/* Take and hash one group of j's pages; false if none was left. */
-static bool hash_group(struct hash_job *j, struct store_hasher *h)
+/* Take the next group of j's pages: the number of its first page (j->n
+ * or more if none was left). */
+static size_t hash_take(struct hash_job *j)
 {
-	size_t i = __atomic_fetch_add(&j->next, HASH_GROUP, __ATOMIC_RELAXED);
-	if (i >= j->n)
-		return false;
-	size_t first = i, end = i + HASH_GROUP < j->n ? i + HASH_GROUP : j->n;
-	for (; i < end; i++) {
+	return __atomic_fetch_add(&j->next, HASH_GROUP, __ATOMIC_RELAXED);
+}
+
+/* Hash the group of j's pages taken from first on, and count them in. */
+static void hash_group(struct hash_job *j, struct store_hasher *h, size_t first)
+{
+	size_t end = first + HASH_GROUP < j->n ? first + HASH_GROUP : j->n;
+	for (size_t i = first; i < end; i++) {
 		const uint8_t *p = j->data + i * STORE_PAGE_SIZE;
 		j->zero[i] = store_page_is_zero(p);
 		if (j->zero[i])
@@ -226,13 +230,15 @@ static bool hash_group(struct hash_job *j, struct store_hasher *h)
 	/* A group lies in one batch (HASH_GROUP divides WRITE_BATCH). */
 	__atomic_add_fetch(&j->hashed[first / WRITE_BATCH], (unsigned)(end - first),
 			   __ATOMIC_SEQ_CST);
-	return true;
 }
 
 /* The helper's part of a job: groups until none are left. */
 static void hash_job_run(struct store *st, struct hash_job *j, struct store_hasher *h)
 {
-	while (hash_group(j, h)) {
+	for (size_t g; (g = hash_take(j)) < j->n;) {
+		/* Tests: the writer finds this group taken but not hashed. */
+		STORE_TEST_HOOK("hash-helper", st, g);
+		hash_group(j, h, g);
 		if (__atomic_load_n(&j->waiting, __ATOMIC_SEQ_CST)) {
 			pthread_mutex_lock(&st->hash_lock);
 			pthread_cond_broadcast(&st->hash_done);
@@ -577,7 +583,10 @@ ssize_t write_locked(struct store *st, struct sinode *si, const uint8_t *buf, si
 		for (unsigned i = 0; i < n && !r;) {
 			unsigned b = n - i < WRITE_BATCH ? n - i : WRITE_BATCH;
 			if (__atomic_load_n(&j.hashed[i / WRITE_BATCH], __ATOMIC_SEQ_CST) < b) {
-				if (!hash_group(&j, h))
+				size_t g = hash_take(&j);
+				if (g < n)
+					hash_group(&j, h, g);
+				else
 					hash_wait(st, &j, i / WRITE_BATCH, b);
 				continue;
 			}

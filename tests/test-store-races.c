@@ -8,6 +8,10 @@
  * of a file, held in memory until the file grows past it): a read must see
  * its bytes once it sees the size they brought, and a clone over that page
  * must not be overwritten when the tail is stored later.
+ *
+ * Through the same hook, the hashing helper is made slow between taking a
+ * group of a large write's pages and hashing them, so that the writer
+ * finds a batch it is about to store still waiting for the helper.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -184,6 +188,60 @@ static void test_store_races_seek_beside_append(void **state)
 	tsu_store_remove(path);
 }
 
+/* The helper sleeps after taking each group of pages. */
+static int helper_groups;
+
+static void slow_helper(const char *where, struct store *st, uint64_t first)
+{
+	(void)st;
+	(void)first;
+	if (strcmp(where, "hash-helper"))
+		return;
+	__atomic_add_fetch(&helper_groups, 1, __ATOMIC_RELAXED);
+	usleep(2000);
+}
+
+/* Large writes while the helper holds groups unhashed for 2 ms each: the
+ * writer, done with every other group, must wait for the helper's before
+ * it stores the batch holding them.  Every byte reads back, and every page
+ * is filed under its own hash (a batch stored before its hashes were all
+ * in would file pages under whatever its hash slots held). */
+static void test_store_races_slow_hash_helper(void **state)
+{
+	(void)state;
+	char *path;
+	struct store *st = tsu_new_store(&path);
+	uint64_t ino = tsu_file(st, "big");
+	const size_t mib = 1u << 20, len = 8 * mib;
+	uint8_t *buf = malloc(len), *back = malloc(len);
+	assert_non_null(buf);
+	assert_non_null(back);
+	tsu_fill(buf, len, 42);
+	memset(buf + 5 * PG, 0, PG);		/* a hole */
+	memcpy(buf + 70 * PG, buf, PG);		/* a repeat, in another batch */
+	helper_groups = 0;
+	store_test_hook = slow_helper;
+	for (size_t off = 0; off < len; off += mib)
+		assert_int_equal(store_write(st, ino, buf + off, mib, off), (ssize_t)mib);
+	store_test_hook = NULL;
+	assert_true(helper_groups > 0);
+	assert_int_equal(store_read(st, ino, back, len, 0), (ssize_t)len);
+	assert_memory_equal(back, buf, len);
+	struct store_file_info fi;
+	assert_int_equal(store_file_info(st, ino, &fi), 0);
+	assert_int_equal(fi.pages, len / PG - 1);
+	assert_int_equal(fi.zero_pages, 1);
+	assert_int_equal(fi.shared_pages, 2);
+	assert_int_equal(store_sync(st, NULL), 0);
+	struct store_fsck_result res;
+	assert_int_equal(store_fsck(st, NULL, NULL, NULL, &res, NULL), 0);
+	assert_int_equal(res.problems, 0);
+	free(buf);
+	free(back);
+	assert_int_equal(store_close(st, NULL), 0);
+	tsu_store_remove(path);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -191,6 +249,7 @@ int main(void)
 		cmocka_unit_test(test_store_races_map_beside_append),
 		cmocka_unit_test(test_store_races_clone_beside_append),
 		cmocka_unit_test(test_store_races_seek_beside_append),
+		cmocka_unit_test(test_store_races_slow_hash_helper),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
