@@ -443,6 +443,43 @@ static int write_hashed(struct store *st, struct sinode *si, uint64_t pg, const 
 	return r;
 }
 
+/*
+ * n (<= SPLIT_MAX) whole pages from data as slots pg.. (si->wlock held):
+ * hashed on two threads if there are enough of them, and stored in
+ * batches, each as soon as its pages are hashed, while the helper hashes
+ * on.  *pos advances past each batch stored.
+ */
+static int write_whole(struct store *st, struct sinode *si, uint64_t pg, const uint8_t *data,
+		       unsigned n, uint64_t *pos)
+{
+	uint8_t hashes[SPLIT_MAX][STORE_HASH_SIZE];
+	bool zero[SPLIT_MAX];
+	struct hash_job j = { .data = data, .n = n, .hashes = hashes, .zero = zero };
+	bool posted = hash_post(st, &j);
+	struct store_hasher *h = store_hasher_get(st);
+	int r = h ? 0 : -ENOMEM;
+	for (unsigned i = 0; i < n && !r;) {
+		unsigned b = n - i < WRITE_BATCH ? n - i : WRITE_BATCH;
+		if (__atomic_load_n(&j.hashed[i / WRITE_BATCH], __ATOMIC_SEQ_CST) < b) {
+			size_t g = hash_take(&j);
+			if (g < n)
+				hash_group(&j, h, g);
+			else
+				hash_wait(st, &j, i / WRITE_BATCH, b);
+			continue;
+		}
+		if ((r = __atomic_load_n(&j.err, __ATOMIC_RELAXED)))
+			break;
+		r = write_hashed(st, si, pg + i, data + (size_t)i * STORE_PAGE_SIZE, b,
+				 (const uint8_t(*)[STORE_HASH_SIZE])hashes + i, zero + i);
+		*pos += (uint64_t)b * STORE_PAGE_SIZE;
+		i += b;
+	}
+	store_hasher_put(st, h);
+	hash_finish(st, &j, posted);
+	return r;
+}
+
 /* ---- the tail page ------------------------------------------------------------ */
 
 int tail_flush(struct store *st, struct sinode *si)
@@ -567,38 +604,10 @@ ssize_t write_locked(struct store *st, struct sinode *si, const uint8_t *buf, si
 			pos += n;
 			continue;
 		}
-		/* Whole pages, up to SPLIT_MAX at a time: hashed on two
-		 * threads if there are enough of them, and stored in
-		 * batches, each as soon as its pages are hashed, while the
-		 * helper hashes on. */
+		/* Whole pages, up to SPLIT_MAX at a time. */
 		uint64_t whole = (end - pos) >> STORE_PAGE_SHIFT;
-		unsigned n = whole > SPLIT_MAX ? SPLIT_MAX : (unsigned)whole;
-		uint8_t hashes[SPLIT_MAX][STORE_HASH_SIZE];
-		bool zero[SPLIT_MAX];
-		struct hash_job j = { .data = src, .n = n, .hashes = hashes, .zero = zero };
-		bool posted = hash_post(st, &j);
-		struct store_hasher *h = store_hasher_get(st);
-		if (!h)
-			r = -ENOMEM;
-		for (unsigned i = 0; i < n && !r;) {
-			unsigned b = n - i < WRITE_BATCH ? n - i : WRITE_BATCH;
-			if (__atomic_load_n(&j.hashed[i / WRITE_BATCH], __ATOMIC_SEQ_CST) < b) {
-				size_t g = hash_take(&j);
-				if (g < n)
-					hash_group(&j, h, g);
-				else
-					hash_wait(st, &j, i / WRITE_BATCH, b);
-				continue;
-			}
-			if ((r = __atomic_load_n(&j.err, __ATOMIC_RELAXED)))
-				break;
-			r = write_hashed(st, si, pg + i, src + (size_t)i * STORE_PAGE_SIZE, b,
-					 (const uint8_t(*)[STORE_HASH_SIZE])hashes + i, zero + i);
-			pos += (uint64_t)b * STORE_PAGE_SIZE;
-			i += b;
-		}
-		store_hasher_put(st, h);
-		hash_finish(st, &j, posted);
+		r = write_whole(st, si, pg, src, whole > SPLIT_MAX ? SPLIT_MAX : (unsigned)whole,
+				&pos);
 	}
 	pthread_mutex_lock(&st->mem_lock);
 	/* Even a failed write may have changed pages up to pos. */
