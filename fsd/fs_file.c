@@ -479,6 +479,8 @@ void fs_op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t 
 	}
 	uint64_t end = (uint64_t)off + (uint64_t)len;
 	if (!(mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE))) {
+		if (end > STORE_MAX_FILE_SIZE)
+			return (void)fuse_reply_err(req, EFBIG);
 		struct store_statfs sf;
 		int64_t holes = fs_hole_bytes(fs, ino, (uint64_t)off, end);
 		r = holes < 0 ? (int)holes : store_statfs(fs->store, &sf);

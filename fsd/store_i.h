@@ -49,7 +49,6 @@
 
 #define CHUNK_SHIFT 7
 #define CHUNK_PAGES (1u << CHUNK_SHIFT)	/* pages per page-map row */
-#define STORE_MAX_FILE_SIZE (1ull << 50)
 
 /* Prepared statements, kept per connection (under that connection's lock). */
 #define STORE_STMTS 48u

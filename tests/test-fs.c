@@ -1458,6 +1458,58 @@ static void test_fs_times_range(void **state)
 	}
 }
 
+/* The largest file size the daemon takes (STORE_MAX_FILE_SIZE). */
+#define MAX_FILE_SIZE (4ull << 40)
+
+/*
+ * A file may reach 4 TiB and no further: a write, truncate, allocation
+ * or clone past it fails with EFBIG and changes nothing, and one byte
+ * written far out (where the daemon's map index once took 16 GiB and
+ * the kernel killed it) leaves the daemon serving.  The byte at the
+ * limit's last offset is kept across a remount.
+ */
+static void test_fs_file_size_limit(void **state)
+{
+	struct mnt *m = *state;
+	int fd = open(P(m, "big"), O_RDWR | O_CREAT, 0644);
+	assert_true(fd >= 0);
+	static const off_t far[] = { 1000ll << 40, 1ll << 50, MAX_FILE_SIZE };
+	for (size_t i = 0; i < sizeof(far) / sizeof(far[0]); i++) {
+		errno = 0;
+		assert_int_equal(pwrite(fd, "x", 1, far[i]), -1);
+		assert_int_equal(errno, EFBIG);
+	}
+	assert_int_equal(pwrite(fd, "x", 1, MAX_FILE_SIZE - 1), 1);
+	assert_int_equal(ftruncate(fd, MAX_FILE_SIZE + 1), -1);
+	assert_int_equal(errno, EFBIG);
+	assert_int_equal(fallocate(fd, FALLOC_FL_KEEP_SIZE, MAX_FILE_SIZE - 4096, 8192), -1);
+	assert_int_equal(errno, EFBIG);
+	int src = open(P(m, "src"), O_RDWR | O_CREAT, 0644);
+	assert_true(src >= 0);
+	assert_int_equal(pwrite(src, "yz", 2, 0), 2);
+	loff_t in = 0, out = MAX_FILE_SIZE - 1;
+	assert_int_equal(copy_file_range(src, &in, fd, &out, 2, 0), -1);
+	assert_int_equal(errno, EFBIG);
+	close(src);
+	assert_int_equal(fsync(fd), 0);
+	close(fd);
+
+	mnt_stop(m);
+	mnt_start(m);
+	struct stat st;
+	assert_int_equal(stat(P(m, "big"), &st), 0);
+	assert_int_equal(st.st_size, MAX_FILE_SIZE);
+	assert_int_equal(st.st_blocks, 4096 / 512);
+	fd = open(P(m, "big"), O_RDONLY);
+	assert_true(fd >= 0);
+	char c[2] = { 0 };
+	assert_int_equal(pread(fd, c, 2, MAX_FILE_SIZE - 2), 2);
+	assert_memory_equal(c, "\0x", 2);
+	assert_int_equal(lseek(fd, 0, SEEK_DATA), MAX_FILE_SIZE - 4096);
+	close(fd);
+	assert_int_equal(truncate(P(m, "big"), 0), 0);
+}
+
 static gid_t gid_of(struct mnt *m, const char *rel)
 {
 	struct stat st;
@@ -2207,6 +2259,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_fs_setid, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fs_setgid_dir, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fs_times_range, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fs_file_size_limit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fs_file_handles, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fs_fallocate_space, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fs_negative_entries, setup, teardown),

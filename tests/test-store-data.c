@@ -257,6 +257,15 @@ static void test_store_data_truncate(void **state)
 	assert_int_equal(store_truncate(st, d.ino, 0), -EISDIR);
 	assert_int_equal(store_write(st, d.ino, "x", 1, 0), -EISDIR);
 	assert_int_equal(store_write(st, ino, "x", 1, 1ull << 52), -EFBIG);
+	/* Up to the largest size and no further (store.h says why). */
+	assert_int_equal(store_write(st, ino, "x", 1, STORE_MAX_FILE_SIZE), -EFBIG);
+	assert_int_equal(store_write(st, ino, "xy", 2, STORE_MAX_FILE_SIZE - 1), -EFBIG);
+	assert_int_equal(store_truncate(st, ino, STORE_MAX_FILE_SIZE + 1), -EFBIG);
+	assert_int_equal(store_write(st, ino, "x", 1, STORE_MAX_FILE_SIZE - 1), 1);
+	assert_int_equal(store_getattr(st, ino, &a), 0);
+	assert_int_equal(a.size, STORE_MAX_FILE_SIZE);
+	assert_int_equal(store_truncate(st, ino, STORE_MAX_FILE_SIZE), 0);
+	assert_int_equal(store_truncate(st, ino, 0), 0);
 }
 
 static void test_store_data_punch(void **state)
