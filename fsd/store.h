@@ -82,6 +82,10 @@
 #define STORE_SYMLINK_MAX 4095u
 #define STORE_XATTR_NAME_MAX 255u
 #define STORE_XATTR_SIZE_MAX 65536u
+/* The most bytes a file's list of xattr names may take (each name with
+ * its NUL): listxattr(2) refuses longer lists with E2BIG, which would
+ * leave tools that copy xattrs unable to copy the file. */
+#define STORE_XATTR_LIST_MAX 65536u
 /* The largest file size: writes, truncates, allocations and clones that
  * would reach past it fail with EFBIG.  A cached file's page map is
  * indexed by an array of 8 bytes per 512 KiB of file, up to its last
@@ -352,7 +356,8 @@ int store_readdir(struct store *st, uint64_t ino, uint64_t cookie, store_readdir
 int store_xattr_get(struct store *st, uint64_t ino, const char *name, void *buf, size_t size);
 
 /* flags: 0, XATTR_CREATE (-EEXIST if present) or XATTR_REPLACE (-ENODATA
- * if absent).  -ERANGE past STORE_XATTR_*_MAX. */
+ * if absent).  -ERANGE past STORE_XATTR_NAME_MAX or STORE_XATTR_SIZE_MAX;
+ * -ENOSPC if a new name would take the list past STORE_XATTR_LIST_MAX. */
 int store_xattr_set(struct store *st, uint64_t ino, const char *name, const void *value,
 		    size_t size, int flags);
 

@@ -296,6 +296,24 @@ static int xattr_change_end(struct store *st, uint64_t ino, int r)
 	return ns_tx_end(st, r);
 }
 
+/* 0 if ino's list of xattr names has room for n more bytes (db_lock
+ * held), -ENOSPC if not: ext4 too refuses a name it has no room for. */
+static int xattr_list_room(struct store *st, uint64_t ino, size_t n)
+{
+	sqlite3_stmt *s = store_stmt(st, st->db,
+				     "SELECT coalesce(sum(length(CAST(name AS BLOB)) + 1), 0)"
+				     " FROM xattr WHERE ino = ?");
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, (int64_t)ino);
+	int rc = store_step(st, s);
+	int64_t used = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : -1;
+	sqlite3_reset(s);
+	if (used < 0)
+		return -EIO;
+	return (uint64_t)used + n > STORE_XATTR_LIST_MAX ? -ENOSPC : 0;
+}
+
 int store_xattr_set(struct store *st, uint64_t ino, const char *name, const void *value, size_t size,
 		    int flags)
 {
@@ -326,6 +344,8 @@ int store_xattr_set(struct store *st, uint64_t ino, const char *name, const void
 			r = -ENODATA;
 		else if (rc != SQLITE_ROW && rc != SQLITE_DONE)
 			r = -EIO;
+		else if (rc == SQLITE_DONE)
+			r = xattr_list_room(st, ino, strlen(name) + 1);
 	}
 	if (!r) {
 		s = store_stmt(st, st->db, "INSERT OR REPLACE INTO xattr(ino, name, value) VALUES(?, ?, ?)");

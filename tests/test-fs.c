@@ -453,6 +453,20 @@ static void test_fs_xattrs(void **state)
 	put_file(P(m, "y"), data, sizeof(data));
 	assert_int_equal(getxattr(P(m, "y"), "user.snapfs.digest", w, sizeof(w)), 64);
 	assert_memory_not_equal(v, w, 64);
+
+	/* Names fill a list listxattr can still return, no more. */
+	const char *z = P(m, "z");
+	put_file(z, "z", 1);
+	int i = 0;
+	for (; i < 5000; i++) {
+		snprintf(w, sizeof(w), "user.name-%05d", i);
+		if (setxattr(z, w, "v", 1, 0) != 0)
+			break;
+	}
+	assert_int_equal(errno, ENOSPC);
+	assert_int_equal(i, 65536 / 16);
+	static char names[65536];
+	assert_int_equal(listxattr(z, names, sizeof(names)), sizeof(names));
 }
 
 static void test_fs_blocks_statfs(void **state)

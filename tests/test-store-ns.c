@@ -434,6 +434,40 @@ static void test_store_ns_xattrs(void **state)
 	assert_int_equal(store_xattr_set(st, a.ino + 100, "user.k", "v", 1, 0), -ENOENT);
 }
 
+/* A file's xattr names fill at most STORE_XATTR_LIST_MAX bytes of list:
+ * a new name past that is refused (ENOSPC), a new value for a present
+ * one is not, and removing a name makes room again. */
+static void test_store_ns_xattr_list_full(void **state)
+{
+	struct tsu_fixture *f = *state;
+	struct store *st = f->st;
+	struct store_attr a;
+	assert_int_equal(store_mknod(st, ROOT, "f", S_IFREG | 0644, 0, 0, 0, &a), 0);
+	/* "user.name-00000" and its NUL: 16 bytes, 4096 of them fill it. */
+	char name[32];
+	int r = 0, n = 0;
+	for (; n < 5000 && !r; n++) {
+		snprintf(name, sizeof(name), "user.name-%05d", n);
+		r = store_xattr_set(st, a.ino, name, "v", 1, 0);
+	}
+	assert_int_equal(r, -ENOSPC);
+	assert_int_equal(n - 1, STORE_XATTR_LIST_MAX / 16);
+	assert_int_equal(store_xattr_list(st, a.ino, NULL, 0), STORE_XATTR_LIST_MAX);
+	static char list[STORE_XATTR_LIST_MAX];
+	assert_int_equal(store_xattr_list(st, a.ino, list, sizeof(list)), sizeof(list));
+	assert_memory_equal(list + sizeof(list) - 16, "user.name-04095", 16);
+	assert_int_equal(store_xattr_set(st, a.ino, "user.name-00007", "new", 3, XATTR_REPLACE), 0);
+	assert_int_equal(store_xattr_set(st, a.ino, "user.x", "v", 1, 0), -ENOSPC);
+	assert_int_equal(store_xattr_get(st, a.ino, "user.x", NULL, 0), -ENODATA);
+	assert_int_equal(store_xattr_remove(st, a.ino, "user.name-00000"), 0);
+	assert_int_equal(store_xattr_set(st, a.ino, "user.x", "v", 1, 0), 0);
+	assert_int_equal(store_xattr_list(st, a.ino, NULL, 0), STORE_XATTR_LIST_MAX - 16 + 7);
+	/* Another file has room of its own. */
+	struct store_attr b;
+	assert_int_equal(store_mknod(st, ROOT, "g", S_IFREG | 0644, 0, 0, 0, &b), 0);
+	assert_int_equal(store_xattr_set(st, b.ino, "user.x", "v", 1, 0), 0);
+}
+
 static void test_store_ns_seal(void **state)
 {
 	struct tsu_fixture *f = *state;
@@ -605,6 +639,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_store_ns_set_atime, tsu_setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_ns_link_ctime, tsu_setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_ns_xattrs, tsu_setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_ns_xattr_list_full, tsu_setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_ns_seal, tsu_setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_ns_unseal, tsu_setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_ns_unlink_while_open, tsu_setup, teardown),
