@@ -167,6 +167,11 @@ static int admin_fsck(const char *dir, bool repair)
 		printf("%s: reference counts not repaired: index.db or a page map is damaged, so"
 		       " the references cannot be counted\n",
 		       dir);
+	if (res.pages_reindexed)
+		printf("%s: repaired: indexed %" PRIu64 " intact page%s again whose index row%s"
+		       " lost\n",
+		       dir, res.pages_reindexed, res.pages_reindexed == 1 ? "" : "s",
+		       res.pages_reindexed == 1 ? " was" : "s were");
 	if (res.rows_rebuilt)
 		printf("%s: repaired: rebuilt %" PRIu64 " page-map row%s to match %s checksum%s\n",
 		       dir, res.rows_rebuilt, res.rows_rebuilt == 1 ? "" : "s",
@@ -352,6 +357,7 @@ static void admin_usage(FILE *f)
 		   "by its snapfs daemon, and calls on the filesystem wait only briefly.\n"
 		   "fsck exits 0 if clean, 1 if it found problems, 2 if it could not run.\n"
 		   "fsck --repair also sets wrong reference, link and page counts right,\n"
+		   "indexes again intact pages whose index rows were lost,\n"
 		   "rebuilds damaged page-map rows where their checksums prove it,\n"
 		   "removes entries naming missing inodes, makes files again of page maps\n"
 		   "whose inode is missing and names lost files and folders in /lost+found\n"

@@ -514,6 +514,7 @@ struct store_fsck_result {
 	uint64_t pages_repaired;	/* files whose recorded page count was */
 	uint64_t files_rebuilt;		/* files made again for page maps of missing inodes */
 	uint64_t rows_rebuilt;		/* page-map rows rebuilt to match their checksums */
+	uint64_t pages_reindexed;	/* intact pages whose lost index rows were made again */
 	uint64_t maps_moved;		/* page maps of non-files moved to files of their own */
 };
 
@@ -534,6 +535,11 @@ int store_fsck(struct store *st, store_fsck_fn report, store_progress_fn progres
 /*
  * store_fsck, then the repairs it can make for sure, in the same
  * transaction:
+ * - a page a page map names that the index lacks, but whose bytes at the
+ *   named location hash to the named hash, indexed again
+ *   (res->pages_reindexed), with the references counted (one more if the
+ *   references cannot be counted for sure, see the next item); not when
+ *   SQLite finds index.db damaged.
  * - each page's reference count set to the references the page maps
  *   hold.  A count too high keeps a page gc would free (as deleting a
  *   file whose page map failed its checksum leaves them); one too low

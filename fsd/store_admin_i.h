@@ -19,6 +19,7 @@ struct fpage {
 	uint64_t moved_to;
 	int64_t refs, seen;
 	int bad;		/* 0, FPAGE_MISMATCH, or -errno: unreadable */
+	bool unindexed;		/* intact in its pack, but its index row is lost */
 };
 
 #define FPAGE_MISMATCH 1	/* the bytes do not match the hash */
@@ -58,6 +59,10 @@ struct fsck {
 	struct row_fix *rows;
 	size_t nrows, caprows;
 	struct htab by_hash;
+	/* For reading the page a reference names that the index lacks
+	 * (made for the first). */
+	struct store_hasher *hasher;
+	uint8_t *page;
 };
 
 /* Row idx of ino's page map as rebuilt: n slots. */

@@ -268,6 +268,38 @@ static int fsck_rebuild_row(struct fsck *f, const struct htab *t, uint64_t ino, 
 	return 0;
 }
 
+/*
+ * A page-map slot names loc with hash, and the index has no page there:
+ * if the page at loc is intact (its bytes hash to hash), the index lost
+ * its row, and *fp is a new entry of t for it (refs 0, unindexed), which
+ * the repair inserts; 1 then, else 0 (*fp NULL), or -errno.
+ */
+static int fsck_unindexed(struct fsck *f, struct htab *t, uint64_t loc, const uint8_t *hash,
+			  struct fpage **fp)
+{
+	*fp = NULL;
+	if (!loc)
+		return 0;
+	if (!f->page) {
+		f->hasher = store_hasher_get(f->st);
+		f->page = malloc(STORE_PAGE_SIZE);
+		if (!f->hasher || !f->page)
+			return -ENOMEM;
+	}
+	uint8_t got[STORE_HASH_SIZE];
+	struct store_backend *be = f->st->be;
+	if (be->ops->get(be, hash, loc, f->page) ||
+	    store_hash(f->hasher, f->page, STORE_PAGE_SIZE, got) ||
+	    memcmp(got, hash, STORE_HASH_SIZE))
+		return 0;
+	*fp = htab_get(t, &loc);
+	if (!*fp)
+		return -ENOMEM;
+	memcpy((*fp)->hash, hash, STORE_HASH_SIZE);
+	(*fp)->unindexed = true;
+	return 1;
+}
+
 /* The map fsck_maps counted for c->ino is done: its page count against
  * the inode's (want), and what the repair would set, if the count is
  * sure (every row read). */
@@ -377,11 +409,20 @@ static int fsck_maps(struct fsck *f, struct htab *t)
 				problem(f, ino, pg, hash, "page beyond the end of the file (size %llu)",
 					(unsigned long long)size);
 			struct fpage *fp = htab_find(t, &loc);
+			if (!fp && (r = fsck_unindexed(f, t, loc, hash, &fp)) < 0)
+				break;
 			if (!fp) {
 				map_problem(f, ino, pg, hash,
 					"dangling reference: no page in the index at %s",
 					fsck_where(f, loc, at, sizeof(at)));
 				continue;
+			}
+			if (r) {
+				r = 0;
+				problem(f, ino, pg, hash,
+					"no page in the index at %s, but the page there is intact"
+					" (--repair indexes it again)",
+					fsck_where(f, loc, at, sizeof(at)));
 			}
 			fp->seen++;
 			if (memcmp(fp->hash, hash, STORE_HASH_SIZE))
@@ -392,6 +433,8 @@ static int fsck_maps(struct fsck *f, struct htab *t)
 				problem(f, ino, pg, hash, "page damaged at %s: %s",
 					fsck_where(f, loc, at, sizeof(at)), fpage_why(fp->bad));
 		}
+		if (r)
+			break;
 		if (f->progress && (++done % 256 == 0 || done == (uint64_t)total))
 			f->progress(f->arg, "checking page maps", done, (uint64_t)total);
 	}
@@ -405,7 +448,7 @@ static int fsck_maps(struct fsck *f, struct htab *t)
 
 	for (size_t i = 0; i < t->cap; i++) {
 		struct fpage *fp = htab_at(t, i);
-		if (fp && fp->seen != fp->refs)
+		if (fp && !fp->unindexed && fp->seen != fp->refs)
 			problem(f, 0, -1, fp->hash, "reference count %lld, but %lld references",
 				(long long)fp->refs, (long long)fp->seen);
 	}
@@ -636,6 +679,9 @@ static int fsck_run(struct store *st, bool repair, store_fsck_fn report,
 	free(f.counts);
 	free(f.rows);
 	htab_free(&f.by_hash);
+	if (f.hasher)
+		store_hasher_put(st, f.hasher);
+	free(f.page);
 	if (r)
 		return err_set(e, r, "store %s: fsck could not run: %s", st->dir, why);
 	return 0;

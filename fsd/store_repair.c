@@ -12,10 +12,45 @@
 
 #include "store_admin_i.h"
 
+/*
+ * Index again the intact pages whose rows the index lost: each with the
+ * references fsck_maps counted, or, if a problem left references
+ * uncounted, with one more, so that no gc frees a page a damaged map may
+ * still name before an fsck counts its references for sure.
+ */
+static int fsck_reindex(struct fsck *f, struct htab *t)
+{
+	sqlite3_stmt *s;
+	if (sqlite3_prepare_v2(f->st->db, "INSERT INTO page(loc, hash, refs) VALUES (?1, ?2, ?3)",
+			       -1, &s, NULL) != SQLITE_OK)
+		return -EIO;
+	int r = 0;
+	for (size_t i = 0; i < t->cap && !r; i++) {
+		struct fpage *fp = htab_at(t, i);
+		if (!fp || !fp->unindexed)
+			continue;
+		sqlite3_bind_int64(s, 1, (int64_t)fp->loc);
+		sqlite3_bind_blob(s, 2, fp->hash, STORE_HASH_SIZE, SQLITE_STATIC);
+		sqlite3_bind_int64(s, 3, fp->seen + (f->uncounted ? 1 : 0));
+		if (sqlite3_step(s) == SQLITE_DONE)
+			f->res->pages_reindexed++;
+		else
+			r = -EIO;
+		sqlite3_reset(s);
+	}
+	sqlite3_finalize(s);
+	return r;
+}
+
 /* Set each page's reference count to the references fsck_maps counted,
- * unless a problem left them uncounted for sure (res->refs_left). */
+ * unless a problem left them uncounted for sure (res->refs_left), and
+ * index again the intact pages the index lost. */
 int fsck_repair_refs(struct fsck *f, struct htab *t)
 {
+	/* Nothing goes into an index SQLite finds damaged. */
+	int r = f->index_bad ? 0 : fsck_reindex(f, t);
+	if (r)
+		return r;
 	if (f->uncounted) {
 		f->res->refs_left = true;
 		return 0;
@@ -24,10 +59,10 @@ int fsck_repair_refs(struct fsck *f, struct htab *t)
 	if (sqlite3_prepare_v2(f->st->db, "UPDATE page SET refs = ?1 WHERE loc = ?2", -1, &s,
 			       NULL) != SQLITE_OK)
 		return -EIO;
-	int r = 0;
+	r = 0;
 	for (size_t i = 0; i < t->cap && !r; i++) {
 		struct fpage *fp = htab_at(t, i);
-		if (!fp || fp->seen == fp->refs)
+		if (!fp || fp->unindexed || fp->seen == fp->refs)
 			continue;
 		sqlite3_bind_int64(s, 1, fp->seen);
 		sqlite3_bind_int64(s, 2, (int64_t)fp->loc);

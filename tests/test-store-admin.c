@@ -524,27 +524,70 @@ static void test_store_admin_fsck_corrupt_byte(void **state)
 	tsu_store_remove(path);
 }
 
-static void test_store_admin_fsck_dangling(void **state)
+/* Delete the index row of the page with the bytes of buf's page k. */
+static void drop_page_row(sqlite3 *sq, const uint8_t *buf, int k)
 {
-	(void)state;
-	char *path;
-	struct store *st = tsu_new_store(&path);
-	write_file(st, STORE_ROOT_INO, "f", 6, 8);
-	assert_int_equal(store_close(st, NULL), 0);
-
-	/* Drop page 3's index entry behind the store's back. */
-	uint8_t buf[6 * PG], hash[STORE_HASH_SIZE];
-	tsu_fill(buf, sizeof(buf), 8);
+	uint8_t hash[STORE_HASH_SIZE];
 	struct store_hasher *h = store_hasher_new();
-	assert_int_equal(store_hash(h, buf + 3 * PG, PG, hash), 0);
+	assert_int_equal(store_hash(h, buf + (size_t)k * PG, PG, hash), 0);
 	store_hasher_free(h);
-	sqlite3 *sq = tsu_index_open(path);
 	sqlite3_stmt *s;
 	assert_int_equal(sqlite3_prepare_v2(sq, "DELETE FROM page WHERE hash = ?", -1, &s, NULL), SQLITE_OK);
 	sqlite3_bind_blob(s, 1, hash, sizeof(hash), SQLITE_STATIC);
 	assert_int_equal(sqlite3_step(s), SQLITE_DONE);
 	sqlite3_finalize(s);
 	assert_int_equal(sqlite3_changes(sq), 1);
+}
+
+/* The reference count index.db at path records for the page stored at
+ * pack position pos, or -1 if it has no row there. */
+static int64_t page_refs_at(const char *path, uint64_t pos)
+{
+	sqlite3 *sq = tsu_index_open(path);
+	char sql[128];
+	snprintf(sql, sizeof(sql), "SELECT refs FROM page WHERE (loc & %llu) = %llu",
+		 (unsigned long long)((1ull << 36) - 1), (unsigned long long)(pos / PG));
+	sqlite3_stmt *s;
+	assert_int_equal(sqlite3_prepare_v2(sq, sql, -1, &s, NULL), SQLITE_OK);
+	int64_t refs = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int64(s, 0) : -1;
+	sqlite3_finalize(s);
+	sqlite3_close(sq);
+	return refs;
+}
+
+/* Where page k of ino lives in its pack. */
+static uint64_t pack_pos(struct store *st, uint64_t ino, int k)
+{
+	struct store_extent ext[2];
+	assert_int_equal(store_map(st, ino, (uint64_t)k * PG, PG, ext, 2, NULL), 1);
+	store_map_done(st);
+	return ext[0].pos;
+}
+
+/*
+ * The index loses pages' rows: a page whose bytes are intact where the
+ * map names it is indexed again by the repair, one whose bytes are
+ * damaged is a dangling reference.  With that and other damage leaving
+ * the references uncounted, the page indexed again is held by one more
+ * reference than counted, so that no gc can free it meanwhile.
+ */
+static void test_store_admin_fsck_dangling(void **state)
+{
+	(void)state;
+	char *path;
+	struct store *st = tsu_new_store(&path);
+	uint64_t ino = write_file(st, STORE_ROOT_INO, "f", 6, 8);
+	assert_int_equal(store_sync(st, NULL), 0);
+	uint64_t pos3 = pack_pos(st, ino, 3), pos4 = pack_pos(st, ino, 4);
+	assert_int_equal(store_close(st, NULL), 0);
+
+	/* Drop pages 3's and 4's index entries behind the store's back,
+	 * and damage page 4's bytes. */
+	uint8_t buf[6 * PG];
+	tsu_fill(buf, sizeof(buf), 8);
+	sqlite3 *sq = tsu_index_open(path);
+	drop_page_row(sq, buf, 3);
+	drop_page_row(sq, buf, 4);
 	/* And make another page's count wrong (page 0: the lowest
 	 * location, the pages having been put in order)... */
 	assert_int_equal(sqlite3_exec(sq, "UPDATE page SET refs = 7 WHERE loc = (SELECT min(loc) FROM page)",
@@ -555,16 +598,78 @@ static void test_store_admin_fsck_dangling(void **state)
 				      NULL, NULL, NULL),
 			 SQLITE_OK);
 	sqlite3_close(sq);
+	char pack[4700];
+	pack_path(path, pack, sizeof(pack));
+	flip_byte(pack, (off_t)pos4 + 99, 0x10);
 
 	assert_int_equal(store_open(path, 0, &st, NULL), 0);
 	struct store_fsck_result res;
 	struct found f = { 0 };
 	assert_int_equal(store_fsck(st, report, NULL, &f, &res, NULL), 0);
-	assert_int_equal(res.problems, 3);
-	assert_true(has(&f, "/f", 3, "dangling"));
+	assert_int_equal(res.problems, 4);
+	assert_true(has(&f, "/f", 3, "intact (--repair indexes it again)"));
+	assert_true(has(&f, "/f", 4, "dangling"));
 	assert_true(has(&f, "", -1, "reference count 7, but 1"));
 	assert_true(has(&f, "/f", 5, "disagree on the hash"));
+	memset(&f, 0, sizeof(f));
+	assert_int_equal(store_fsck_repair(st, report, NULL, &f, &res, NULL), 0);
+	assert_int_equal(res.pages_reindexed, 1);
+	assert_true(res.refs_left);
 	assert_int_equal(store_close(st, NULL), 0);
+	assert_int_equal(page_refs_at(path, pos3), 2);
+	assert_int_equal(page_refs_at(path, pos4), -1);
+	tsu_store_remove(path);
+}
+
+/* A page whose index row alone is lost comes back whole: indexed again
+ * with its references counted, the store clean and the file intact. */
+static void test_store_admin_fsck_reindex(void **state)
+{
+	(void)state;
+	char *path;
+	struct store *st = tsu_new_store(&path);
+	uint64_t ino = write_file(st, STORE_ROOT_INO, "f", 6, 8);
+	/* A second reference to page 2's bytes, from another file. */
+	uint8_t buf[6 * PG];
+	tsu_fill(buf, sizeof(buf), 8);
+	struct store_attr g;
+	assert_int_equal(store_mknod(st, STORE_ROOT_INO, "g", S_IFREG | 0644, 0, 0, 0, &g), 0);
+	assert_int_equal(store_write(st, g.ino, buf + 2 * PG, PG, 0), PG);
+	assert_int_equal(store_sync(st, NULL), 0);
+	uint64_t pos2 = pack_pos(st, ino, 2);
+	assert_int_equal(store_close(st, NULL), 0);
+	sqlite3 *sq = tsu_index_open(path);
+	drop_page_row(sq, buf, 2);
+	sqlite3_close(sq);
+
+	assert_int_equal(store_open(path, STORE_RDONLY, &st, NULL), 0);
+	struct store_fsck_result res;
+	struct found f = { 0 };
+	assert_int_equal(store_fsck(st, report, NULL, &f, &res, NULL), 0);
+	assert_int_equal(res.problems, 1);
+	assert_true(has(&f, "/f", 2, "intact (--repair indexes it again)"));
+	assert_int_equal(store_close(st, NULL), 0);
+	assert_int_equal(page_refs_at(path, pos2), -1);
+
+	assert_int_equal(store_open(path, 0, &st, NULL), 0);
+	assert_int_equal(store_fsck_repair(st, NULL, NULL, NULL, &res, NULL), 0);
+	assert_int_equal(res.pages_reindexed, 1);
+	assert_false(res.refs_left);
+	tsu_fsck_clean(st);
+	assert_int_equal(store_close(st, NULL), 0);
+	assert_int_equal(page_refs_at(path, pos2), 2);
+	assert_int_equal(store_open(path, 0, &st, NULL), 0);
+	check_file(st, ino, 6, 8);
+	/* Deleting both files frees the page: its count was right. */
+	uint64_t gone;
+	assert_int_equal(store_unlink(st, STORE_ROOT_INO, "f", &gone), 0);
+	assert_int_equal(store_inode_release(st, ino), 0);
+	assert_int_equal(store_unlink(st, STORE_ROOT_INO, "g", &gone), 0);
+	assert_int_equal(store_inode_release(st, g.ino), 0);
+	assert_int_equal(store_sync(st, NULL), 0);
+	tsu_fsck_clean(st);
+	assert_int_equal(store_close(st, NULL), 0);
+	assert_int_equal(page_refs_at(path, pos2), 0);
 	tsu_store_remove(path);
 }
 
@@ -1611,6 +1716,7 @@ int main(void)
 		cmocka_unit_test(test_store_admin_gc_without_punch),
 		cmocka_unit_test(test_store_admin_fsck_corrupt_byte),
 		cmocka_unit_test(test_store_admin_fsck_dangling),
+		cmocka_unit_test(test_store_admin_fsck_reindex),
 		cmocka_unit_test(test_store_admin_gc_fsck_apart),
 		cmocka_unit_test(test_store_admin_pack_cut_short),
 		cmocka_unit_test(test_store_admin_verify_reads),
