@@ -150,7 +150,11 @@ static int admin_fsck(const char *dir, bool repair)
 	struct err ce = { 0 };
 	int rc = store_close(st, &ce);
 	if (r < 0) {
-		fprintf(stderr, "snapfs-admin: fsck %s: %s\n", dir, err_str(&e, r));
+		const char *why = err_str(&e, r);
+		fprintf(stderr, "snapfs-admin: fsck %s: %s\n", dir, why);
+		if (strstr(why, "malformed"))
+			fprintf(stderr, "snapfs-admin: 'snapfs-admin salvage %s' makes a new index.db"
+					" of what can still be read\n", dir);
 		return 2;
 	}
 	if (rc < 0) {
@@ -172,6 +176,11 @@ static int admin_fsck(const char *dir, bool repair)
 		       " lost\n",
 		       dir, res.pages_reindexed, res.pages_reindexed == 1 ? "" : "s",
 		       res.pages_reindexed == 1 ? " was" : "s were");
+	if (res.hashes_repaired)
+		printf("%s: repaired: set back the damaged hash%s of %" PRIu64 " index row%s, which"
+		       " the page%s bytes proved\n",
+		       dir, res.hashes_repaired == 1 ? "" : "es", res.hashes_repaired,
+		       res.hashes_repaired == 1 ? "" : "s", res.hashes_repaired == 1 ? "'s" : "s'");
 	if (res.rows_rebuilt)
 		printf("%s: repaired: rebuilt %" PRIu64 " page-map row%s to match %s checksum%s\n",
 		       dir, res.rows_rebuilt, res.rows_rebuilt == 1 ? "" : "s",
@@ -188,6 +197,10 @@ static int admin_fsck(const char *dir, bool repair)
 	if (res.pages_repaired)
 		printf("%s: repaired: the recorded page counts of %" PRIu64 " file%s\n", dir,
 		       res.pages_repaired, res.pages_repaired == 1 ? "" : "s");
+	if (res.symlinks_removed)
+		printf("%s: repaired: removed %" PRIu64 " symlink%s whose target was lost, and"
+		       " %s names\n", dir, res.symlinks_removed, res.symlinks_removed == 1 ? "" : "s",
+		       res.symlinks_removed == 1 ? "its" : "their");
 	if (res.names_removed)
 		printf("%s: repaired: removed %" PRIu64 " entr%s naming missing inodes\n", dir,
 		       res.names_removed, res.names_removed == 1 ? "y" : "ies");
@@ -203,6 +216,41 @@ static int admin_fsck(const char *dir, bool repair)
 		printf("%s: repaired: the recorded parents of %" PRIu64 " director%s\n", dir,
 		       res.parents_repaired, res.parents_repaired == 1 ? "y" : "ies");
 	return res.problems ? 1 : 0;
+}
+
+/* A new index of what can be read of a damaged one, then fsck --repair
+ * of the store with it. */
+static int admin_salvage(const char *dir)
+{
+	struct mountinfo_ent ent;
+	if (admin_find_mount(dir, &ent) > 0) {
+		fprintf(stderr, "snapfs-admin: salvage %s: the store is mounted at %s;"
+				" unmount it first\n", dir, ent.mnt);
+		return 2;
+	}
+	struct admin_progress p = { .tty = isatty(STDERR_FILENO) };
+	clock_gettime(CLOCK_MONOTONIC, &p.last);
+	struct store_salvage_result res;
+	struct err e = { 0 };
+	int r = store_salvage(dir, admin_progress_cb, &p, &res, &e);
+	admin_progress_end(&p);
+	if (r < 0) {
+		fprintf(stderr, "snapfs-admin: %s\n", err_str(&e, r));
+		return 2;
+	}
+	for (unsigned i = 0; i < STORE_SALVAGE_TABLES; i++) {
+		const struct store_salvage_table *t = &res.tables[i];
+		printf("%s: salvaged %s: %" PRIu64 " row%s", dir, t->name, t->rows,
+		       t->rows == 1 ? "" : "s");
+		if (t->damaged)
+			printf(", %" PRIu64 " damaged stretch%s skipped", t->damaged,
+			       t->damaged == 1 ? "" : "es");
+		printf("\n");
+	}
+	printf("%s: the damaged index is kept as %s/index.db.damaged; repairing what the lost"
+	       " rows left:\n", dir, dir);
+	fflush(stdout);
+	return admin_fsck(dir, true);
 }
 
 static void admin_gc_print(const char *dir, const struct store_gc_result *res)
@@ -349,6 +397,7 @@ static int admin_stats(const char *dir, bool json)
 static void admin_usage(FILE *f)
 {
 	fprintf(f, "usage: snapfs-admin fsck [--repair] STORE\n"
+		   "       snapfs-admin salvage STORE\n"
 		   "       snapfs-admin gc STORE\n"
 		   "       snapfs-admin stats [--json] STORE\n"
 		   "       snapfs-admin --help | --version\n"
@@ -361,7 +410,10 @@ static void admin_usage(FILE *f)
 		   "rebuilds damaged page-map rows where their checksums prove it,\n"
 		   "removes entries naming missing inodes, makes files again of page maps\n"
 		   "whose inode is missing and names lost files and folders in /lost+found\n"
-		   "(the store unmounted).\n");
+		   "(the store unmounted).\n"
+		   "salvage replaces an index.db SQLite finds damaged by the rows it can\n"
+		   "still read, keeps the old one as index.db.damaged, then runs\n"
+		   "fsck --repair and exits as it does (the store unmounted).\n");
 }
 
 /*
@@ -398,7 +450,8 @@ int main(int argc, char *argv[])
 	bool json = false, repair = false;
 	if (!cmd) {
 		fprintf(stderr, "snapfs-admin: no command given\n");
-	} else if (strcmp(cmd, "fsck") && strcmp(cmd, "gc") && strcmp(cmd, "stats")) {
+	} else if (strcmp(cmd, "fsck") && strcmp(cmd, "gc") && strcmp(cmd, "stats") &&
+		   strcmp(cmd, "salvage")) {
 		fprintf(stderr, "snapfs-admin: unknown command '%s'\n", cmd);
 	} else {
 		for (int i = 2; i < argc && !bad; i++) {
@@ -426,5 +479,7 @@ int main(int argc, char *argv[])
 		return admin_fsck(store, repair);
 	if (!strcmp(cmd, "gc"))
 		return admin_gc(store);
+	if (!strcmp(cmd, "salvage"))
+		return admin_salvage(store);
 	return admin_stats(store, json);
 }

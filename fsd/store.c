@@ -479,7 +479,7 @@ static pid_t lock_holder(int fd, char comm[16])
 	return pid;
 }
 
-static int take_lock(struct store *st, bool wait, struct err *e)
+int store_take_lock(struct store *st, bool wait, struct err *e)
 {
 	char path[4096];
 	snprintf(path, sizeof(path), "%s/lock", st->dir);
@@ -627,7 +627,7 @@ int store_open_log(const char *dir, unsigned flags, store_log_fn log, void *log_
 	int kind = probe_dir(dir, create, e);
 	int r = kind < 0 ? kind : 0;
 	if (!r && !rdonly)
-		r = take_lock(st, flags & STORE_LOCK_WAIT, e);
+		r = store_take_lock(st, flags & STORE_LOCK_WAIT, e);
 	/* Probe again under the lock: another creator may have won. */
 	if (!r && !rdonly && kind == 0)
 		kind = probe_dir(dir, create, e);

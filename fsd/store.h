@@ -508,6 +508,7 @@ struct store_fsck_result {
 	uint64_t refs_repaired;	/* pages whose reference count was set right */
 	bool refs_left;		/* none was: the references could not be counted */
 	uint64_t names_removed;	/* directory entries naming missing inodes */
+	uint64_t symlinks_removed;	/* symlinks whose target was lost */
 	uint64_t lost_found;	/* entries made or moved into /lost+found */
 	uint64_t links_repaired;	/* inodes whose link count was set right */
 	uint64_t parents_repaired;	/* directories whose recorded parent was */
@@ -515,6 +516,7 @@ struct store_fsck_result {
 	uint64_t files_rebuilt;		/* files made again for page maps of missing inodes */
 	uint64_t rows_rebuilt;		/* page-map rows rebuilt to match their checksums */
 	uint64_t pages_reindexed;	/* intact pages whose lost index rows were made again */
+	uint64_t hashes_repaired;	/* index rows whose damaged hash was set back */
 	uint64_t maps_moved;		/* page maps of non-files moved to files of their own */
 };
 
@@ -538,8 +540,10 @@ int store_fsck(struct store *st, store_fsck_fn report, store_progress_fn progres
  * - a page a page map names that the index lacks, but whose bytes at the
  *   named location hash to the named hash, indexed again
  *   (res->pages_reindexed), with the references counted (one more if the
- *   references cannot be counted for sure, see the next item); not when
- *   SQLite finds index.db damaged.
+ *   references cannot be counted for sure, see the next item); and an
+ *   index row whose hash disagrees with a page map's, where the page's
+ *   bytes hash to the map's, given the map's (res->hashes_repaired).
+ *   Neither when SQLite finds index.db damaged.
  * - each page's reference count set to the references the page maps
  *   hold.  A count too high keeps a page gc would free (as deleting a
  *   file whose page map failed its checksum leaves them); one too low
@@ -557,6 +561,8 @@ int store_fsck(struct store *st, store_fsck_fn report, store_progress_fn progres
  *   the end of the map's last row), keeping a name an entry still gives
  *   it; the page map of an inode that is not a file moved to such a file
  *   of its own, a new inode named in lost+found (res->maps_moved).
+ * - a symlink whose target is lost removed (res->symlinks_removed), and
+ *   its names with it.
  * - the inodes made to agree with the directory entries, which are what
  *   a mount shows: entries naming missing inodes removed; files and
  *   folders no path reaches (an entry in a missing inode or in a file, a
@@ -571,6 +577,36 @@ int store_fsck(struct store *st, store_fsck_fn report, store_progress_fn progres
  */
 int store_fsck_repair(struct store *st, store_fsck_fn report, store_progress_fn progress,
 		      void *arg, struct store_fsck_result *res, struct err *e);
+
+/* ---- salvage ------------------------------------------------------------- */
+
+#define STORE_SALVAGE_TABLES 7u
+
+/* Of one table of index.db: rows copied, and damaged stretches skipped
+ * (each loses the rows on the pages SQLite could not read). */
+struct store_salvage_table {
+	const char *name;
+	uint64_t rows;
+	uint64_t damaged;
+};
+
+struct store_salvage_result {
+	struct store_salvage_table tables[STORE_SALVAGE_TABLES];
+};
+
+/*
+ * Replace the store's index.db, which SQLite finds damaged, by a new one
+ * holding every row SQLite can still read of it: each table is read in
+ * order of its key, and a scan that fails starts again past the damaged
+ * stretch.  The old file is kept as index.db.damaged.  The store must not
+ * be open (-EBUSY: it takes the store's lock).  What the lost rows leave
+ * inconsistent (reference and link counts, entries without inodes, files
+ * without entries, index rows of pages) is for store_fsck_repair, on the
+ * store opened afterwards.  -EUCLEAN if index.db cannot be read at all or
+ * is of another schema version.
+ */
+int store_salvage(const char *dir, store_progress_fn progress, void *arg,
+		  struct store_salvage_result *res, struct err *e);
 
 struct store_gc_result {
 	uint64_t pages_freed;		/* page index entries without references removed */

@@ -20,6 +20,8 @@ struct fpage {
 	int64_t refs, seen;
 	int bad;		/* 0, FPAGE_MISMATCH, or -errno: unreadable */
 	bool unindexed;		/* intact in its pack, but its index row is lost */
+	bool rehashed;		/* intact in its pack, but its index row's hash
+				 * is damaged: hash holds the right one */
 };
 
 #define FPAGE_MISMATCH 1	/* the bytes do not match the hash */
@@ -89,6 +91,8 @@ struct page_count {
 #define SUBDIRS_OF(of)                                                 \
 	"(SELECT count(*) FROM dentry d JOIN inode c ON c.ino = d.ino" \
 	" WHERE d.parent = " of " AND (c.mode & 61440) = 16384)"
+/* ... a symlink (of table inode) has no target: */
+#define TARGETLESS "(mode & 61440) = 40960 AND ino NOT IN (SELECT ino FROM symlink)"
 /* ... inode i records stored pages (table or alias i) but has no page
  * map left: */
 #define PAGES_WITHOUT_MAP(i) \

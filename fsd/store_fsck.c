@@ -268,16 +268,10 @@ static int fsck_rebuild_row(struct fsck *f, const struct htab *t, uint64_t ino, 
 	return 0;
 }
 
-/*
- * A page-map slot names loc with hash, and the index has no page there:
- * if the page at loc is intact (its bytes hash to hash), the index lost
- * its row, and *fp is a new entry of t for it (refs 0, unindexed), which
- * the repair inserts; 1 then, else 0 (*fp NULL), or -errno.
- */
-static int fsck_unindexed(struct fsck *f, struct htab *t, uint64_t loc, const uint8_t *hash,
-			  struct fpage **fp)
+/* 1 if the page at loc is intact as hash (its bytes hash to it), 0 if
+ * not (or unreadable), or -errno. */
+static int fsck_page_is(struct fsck *f, uint64_t loc, const uint8_t *hash)
 {
-	*fp = NULL;
 	if (!loc)
 		return 0;
 	if (!f->page) {
@@ -288,10 +282,24 @@ static int fsck_unindexed(struct fsck *f, struct htab *t, uint64_t loc, const ui
 	}
 	uint8_t got[STORE_HASH_SIZE];
 	struct store_backend *be = f->st->be;
-	if (be->ops->get(be, hash, loc, f->page) ||
-	    store_hash(f->hasher, f->page, STORE_PAGE_SIZE, got) ||
-	    memcmp(got, hash, STORE_HASH_SIZE))
-		return 0;
+	return !be->ops->get(be, hash, loc, f->page) &&
+	       !store_hash(f->hasher, f->page, STORE_PAGE_SIZE, got) &&
+	       !memcmp(got, hash, STORE_HASH_SIZE);
+}
+
+/*
+ * A page-map slot names loc with hash, and the index has no page there:
+ * if the page at loc is intact as hash, the index lost its row, and *fp
+ * is a new entry of t for it (refs 0, unindexed), which the repair
+ * inserts; 1 then, else 0 (*fp NULL), or -errno.
+ */
+static int fsck_unindexed(struct fsck *f, struct htab *t, uint64_t loc, const uint8_t *hash,
+			  struct fpage **fp)
+{
+	*fp = NULL;
+	int r = fsck_page_is(f, loc, hash);
+	if (r <= 0)
+		return r;
 	*fp = htab_get(t, &loc);
 	if (!*fp)
 		return -ENOMEM;
@@ -425,7 +433,21 @@ static int fsck_maps(struct fsck *f, struct htab *t)
 					fsck_where(f, loc, at, sizeof(at)));
 			}
 			fp->seen++;
-			if (memcmp(fp->hash, hash, STORE_HASH_SIZE))
+			/* The index's hash damaged, the map's proven by
+			 * the page's bytes: the repair rewrites the index's. */
+			if (memcmp(fp->hash, hash, STORE_HASH_SIZE) && fp->bad == FPAGE_MISMATCH &&
+			    (r = fsck_page_is(f, loc, hash)) != 0) {
+				if (r < 0)
+					break;
+				r = 0;
+				memcpy(fp->hash, hash, STORE_HASH_SIZE);
+				fp->bad = 0;
+				fp->rehashed = true;
+				problem(f, ino, pg, hash,
+					"the index's hash of the page at %s is damaged; the page's"
+					" bytes match the page map's (--repair rewrites it)",
+					fsck_where(f, loc, at, sizeof(at)));
+			} else if (memcmp(fp->hash, hash, STORE_HASH_SIZE))
 				map_problem(f, ino, pg, hash,
 					"page map and index disagree on the hash of the page at %s",
 					fsck_where(f, loc, at, sizeof(at)));
@@ -483,8 +505,7 @@ static int fsck_tree(struct fsck *f)
 		" FROM inode i WHERE (i.mode & 61440) = 16384 AND i.nlink > 0 AND i.nlink !="
 		" 2 + " SUBDIRS_OF("i.ino"),
 		/* symlinks without targets */
-		"SELECT i.ino, -1, 'symlink without a target' FROM inode i"
-		" LEFT JOIN symlink s ON s.ino = i.ino WHERE (i.mode & 61440) = 40960 AND s.ino IS NULL",
+		"SELECT ino, -1, 'symlink without a target' FROM inode WHERE " TARGETLESS,
 		/* sizes no file can have (the daemon would refuse to stat it) */
 		"SELECT ino, -1, 'size ' || size || ' is not a file size' FROM inode"
 		" WHERE size < 0 OR size > :max_size",

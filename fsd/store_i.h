@@ -356,6 +356,9 @@ int store_sql_err(struct store *st, sqlite3 *db, int rc, struct err *e, const ch
  * store is: waiting up to 10 s for a lock rather than failing at once,
  * with a large page cache.  An error names the store. */
 int store_db_open(struct store *st, bool rdonly, sqlite3 **out, struct err *e);
+/* Take STORE/lock (st->dir) for writing into st->lock_fd, waiting up to
+ * STORE_LOCK_WAIT_MS if wait; -EBUSY naming the holder if it is taken. */
+int store_take_lock(struct store *st, bool wait, struct err *e);
 int store_commit(struct store *st, struct err *e);
 /* fsync the WAL: make every commit so far survive power loss. */
 int store_sync_wal(struct store *st, struct err *e);

@@ -13,32 +13,43 @@
 #include "store_admin_i.h"
 
 /*
- * Index again the intact pages whose rows the index lost: each with the
+ * Index again the intact pages whose rows the index lost, and give back
+ * their hashes to those whose rows' hashes are damaged: each new row with the
  * references fsck_maps counted, or, if a problem left references
  * uncounted, with one more, so that no gc frees a page a damaged map may
  * still name before an fsck counts its references for sure.
  */
 static int fsck_reindex(struct fsck *f, struct htab *t)
 {
-	sqlite3_stmt *s;
+	sqlite3_stmt *s, *h;
 	if (sqlite3_prepare_v2(f->st->db, "INSERT INTO page(loc, hash, refs) VALUES (?1, ?2, ?3)",
 			       -1, &s, NULL) != SQLITE_OK)
 		return -EIO;
+	if (sqlite3_prepare_v2(f->st->db, "UPDATE page SET hash = ?2 WHERE loc = ?1", -1, &h,
+			       NULL) != SQLITE_OK) {
+		sqlite3_finalize(s);
+		return -EIO;
+	}
 	int r = 0;
 	for (size_t i = 0; i < t->cap && !r; i++) {
 		struct fpage *fp = htab_at(t, i);
-		if (!fp || !fp->unindexed)
+		sqlite3_stmt *q = !fp ? NULL : fp->unindexed ? s : fp->rehashed ? h : NULL;
+		if (!q)
 			continue;
-		sqlite3_bind_int64(s, 1, (int64_t)fp->loc);
-		sqlite3_bind_blob(s, 2, fp->hash, STORE_HASH_SIZE, SQLITE_STATIC);
-		sqlite3_bind_int64(s, 3, fp->seen + (f->uncounted ? 1 : 0));
-		if (sqlite3_step(s) == SQLITE_DONE)
+		sqlite3_bind_int64(q, 1, (int64_t)fp->loc);
+		sqlite3_bind_blob(q, 2, fp->hash, STORE_HASH_SIZE, SQLITE_STATIC);
+		if (q == s)
+			sqlite3_bind_int64(s, 3, fp->seen + (f->uncounted ? 1 : 0));
+		if (sqlite3_step(q) != SQLITE_DONE)
+			r = -EIO;
+		else if (q == s)
 			f->res->pages_reindexed++;
 		else
-			r = -EIO;
-		sqlite3_reset(s);
+			f->res->hashes_repaired++;
+		sqlite3_reset(q);
 	}
 	sqlite3_finalize(s);
+	sqlite3_finalize(h);
 	return r;
 }
 
@@ -368,6 +379,13 @@ int fsck_repair_tree(struct fsck *f)
 	int r = fsck_repair_maps(f);
 	if (r)
 		return r;
+	/* A symlink whose target is lost points nowhere: it goes, with its
+	 * names (below). */
+	if (sqlite3_exec(f->st->db,
+			 "DELETE FROM xattr WHERE ino IN (SELECT ino FROM inode WHERE " TARGETLESS ");"
+			 "DELETE FROM inode WHERE " TARGETLESS, NULL, NULL, NULL) != SQLITE_OK)
+		return -EIO;
+	res->symlinks_removed += (uint64_t)sqlite3_changes(f->st->db);
 	if (sqlite3_exec(f->st->db, "DELETE FROM dentry WHERE ino NOT IN (SELECT ino FROM inode)",
 			 NULL, NULL, NULL) != SQLITE_OK)
 		return -EIO;

@@ -567,9 +567,10 @@ static uint64_t pack_pos(struct store *st, uint64_t ino, int k)
 /*
  * The index loses pages' rows: a page whose bytes are intact where the
  * map names it is indexed again by the repair, one whose bytes are
- * damaged is a dangling reference.  With that and other damage leaving
- * the references uncounted, the page indexed again is held by one more
- * reference than counted, so that no gc can free it meanwhile.
+ * damaged is a dangling reference; a row whose hash is damaged gets the
+ * map's back.  With the dangling reference leaving the references
+ * uncounted, the page indexed again is held by one more reference than
+ * counted, so that no gc can free it meanwhile.
  */
 static void test_store_admin_fsck_dangling(void **state)
 {
@@ -578,7 +579,8 @@ static void test_store_admin_fsck_dangling(void **state)
 	struct store *st = tsu_new_store(&path);
 	uint64_t ino = write_file(st, STORE_ROOT_INO, "f", 6, 8);
 	assert_int_equal(store_sync(st, NULL), 0);
-	uint64_t pos3 = pack_pos(st, ino, 3), pos4 = pack_pos(st, ino, 4);
+	uint64_t pos2 = pack_pos(st, ino, 2), pos3 = pack_pos(st, ino, 3);
+	uint64_t pos4 = pack_pos(st, ino, 4);
 	assert_int_equal(store_close(st, NULL), 0);
 
 	/* Drop pages 3's and 4's index entries behind the store's back,
@@ -593,27 +595,38 @@ static void test_store_admin_fsck_dangling(void **state)
 	assert_int_equal(sqlite3_exec(sq, "UPDATE page SET refs = 7 WHERE loc = (SELECT min(loc) FROM page)",
 				      NULL, NULL, NULL),
 			 SQLITE_OK);
-	/* ...and the index name another page at page 5's location. */
+	/* ...and damage the hash the index records for page 5 (its bytes
+	 * still prove the map's hash right). */
 	assert_int_equal(sqlite3_exec(sq, "UPDATE page SET hash = zeroblob(32) WHERE loc = (SELECT max(loc) FROM page)",
 				      NULL, NULL, NULL),
 			 SQLITE_OK);
+	/* Page 2: both its hash in the index and its bytes damaged, so that
+	 * nothing proves either. */
+	char sql[160];
+	snprintf(sql, sizeof(sql), "UPDATE page SET hash = zeroblob(32) WHERE (loc & %llu) = %llu",
+		 (unsigned long long)((1ull << 36) - 1), (unsigned long long)(pos2 / PG));
+	tsu_exec(sq, sql);
+	assert_int_equal(sqlite3_changes(sq), 1);
 	sqlite3_close(sq);
 	char pack[4700];
 	pack_path(path, pack, sizeof(pack));
 	flip_byte(pack, (off_t)pos4 + 99, 0x10);
+	flip_byte(pack, (off_t)pos2 + 7, 0x01);
 
 	assert_int_equal(store_open(path, 0, &st, NULL), 0);
 	struct store_fsck_result res;
 	struct found f = { 0 };
 	assert_int_equal(store_fsck(st, report, NULL, &f, &res, NULL), 0);
-	assert_int_equal(res.problems, 4);
+	assert_int_equal(res.problems, 5);
+	assert_true(has(&f, "/f", 2, "disagree on the hash"));
 	assert_true(has(&f, "/f", 3, "intact (--repair indexes it again)"));
 	assert_true(has(&f, "/f", 4, "dangling"));
 	assert_true(has(&f, "", -1, "reference count 7, but 1"));
-	assert_true(has(&f, "/f", 5, "disagree on the hash"));
+	assert_true(has(&f, "/f", 5, "the index's hash of the page"));
 	memset(&f, 0, sizeof(f));
 	assert_int_equal(store_fsck_repair(st, report, NULL, &f, &res, NULL), 0);
 	assert_int_equal(res.pages_reindexed, 1);
+	assert_int_equal(res.hashes_repaired, 1);
 	assert_true(res.refs_left);
 	assert_int_equal(store_close(st, NULL), 0);
 	assert_int_equal(page_refs_at(path, pos3), 2);
@@ -670,6 +683,150 @@ static void test_store_admin_fsck_reindex(void **state)
 	tsu_fsck_clean(st);
 	assert_int_equal(store_close(st, NULL), 0);
 	assert_int_equal(page_refs_at(path, pos2), 0);
+	tsu_store_remove(path);
+}
+
+#define SALVAGE_FILES 300
+
+/* Zero page n (from 1) of the file at path, as a failing disk might. */
+static void zero_db_page(const char *path, int64_t n)
+{
+	int fd = open(path, O_RDWR);
+	assert_true(fd >= 0);
+	static const uint8_t zeros[4096];
+	assert_int_equal(pwrite(fd, zeros, sizeof(zeros), (off_t)(n - 1) * 4096), 4096);
+	close(fd);
+}
+
+/* Which of the SALVAGE_FILES files (i, content tsu_fill seed 100 + i) the
+ * 3 pages at buf hold, or -1. */
+static int salvage_file_of(const uint8_t *buf)
+{
+	uint8_t *want = malloc(3 * PG);
+	int found = -1;
+	for (int i = 0; i < SALVAGE_FILES && found < 0; i++) {
+		tsu_fill(want, 3 * PG, 100 + (uint64_t)i);
+		if (!memcmp(buf, want, 3 * PG))
+			found = i;
+	}
+	free(want);
+	return found;
+}
+
+/*
+ * A leaf page of each of four tables of index.db zeroed, as a failing
+ * disk might: SQLite then finds the index malformed.  salvage copies the
+ * rows it can still read into a new index, keeps the old one, and fsck
+ * --repair makes the rest consistent: a second fsck finds nothing.  Each
+ * file still named holds its bytes or, if its page-map row was lost,
+ * only zeros; files whose entry was lost are in lost+found with their
+ * bytes; most keep both; new inode numbers stay above the old ones.
+ */
+static void test_store_admin_salvage(void **state)
+{
+	(void)state;
+	char *path;
+	struct store *st = tsu_new_store(&path);
+	struct store_attr d;
+	assert_int_equal(store_mkdir(st, STORE_ROOT_INO, "d", 0755, 0, 0, &d), 0);
+	uint64_t max_ino = 0;
+	char name[32];
+	for (int i = 0; i < SALVAGE_FILES; i++) {
+		snprintf(name, sizeof(name), "f%03d", i);
+		uint64_t ino = write_file(st, d.ino, name, 3, 100 + (uint64_t)i);
+		max_ino = ino > max_ino ? ino : max_ino;
+	}
+	assert_int_equal(store_close(st, NULL), 0);
+
+	sqlite3 *sq = tsu_index_open(path);
+	tsu_exec(sq, "PRAGMA wal_checkpoint(TRUNCATE)");
+	static const char *const tables[] = { "inode", "dentry", "chunk", "page" };
+	int64_t pages[4];
+	for (int i = 0; i < 4; i++) {
+		char sql[160];
+		snprintf(sql, sizeof(sql), "SELECT pageno FROM dbstat WHERE name = '%s' AND"
+			 " pagetype = 'leaf' ORDER BY pageno LIMIT 1 OFFSET 1", tables[i]);
+		sqlite3_stmt *s;
+		assert_int_equal(sqlite3_prepare_v2(sq, sql, -1, &s, NULL), SQLITE_OK);
+		assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+		pages[i] = sqlite3_column_int64(s, 0);
+		sqlite3_finalize(s);
+	}
+	sqlite3_close(sq);
+	char db[4200];
+	snprintf(db, sizeof(db), "%s/index.db", path);
+	for (int i = 0; i < 4; i++)
+		zero_db_page(db, pages[i]);
+
+	/* fsck cannot count on such an index. */
+	assert_int_equal(store_open(path, STORE_RDONLY, &st, NULL), 0);
+	struct store_fsck_result res;
+	int r = store_fsck(st, NULL, NULL, NULL, &res, NULL);
+	assert_true(r < 0 || res.problems > 0);
+	assert_int_equal(store_close(st, NULL), 0);
+
+	struct store_salvage_result sr;
+	assert_int_equal(store_salvage(path, NULL, NULL, &sr, NULL), 0);
+	for (unsigned i = 0; i < STORE_SALVAGE_TABLES; i++) {
+		bool hit = false;
+		for (int k = 0; k < 4; k++)
+			hit |= !strcmp(sr.tables[i].name, tables[k]);
+		if (hit)
+			assert_true(sr.tables[i].damaged > 0 && sr.tables[i].rows > 0);
+		else if (strcmp(sr.tables[i].name, "xattr") && strcmp(sr.tables[i].name, "symlink"))
+			assert_int_equal(sr.tables[i].damaged, 0);
+	}
+	char kept[4300];
+	snprintf(kept, sizeof(kept), "%s.damaged", db);
+	assert_int_equal(access(kept, F_OK), 0);
+
+	assert_int_equal(store_open(path, 0, &st, NULL), 0);
+	assert_int_equal(store_fsck_repair(st, NULL, NULL, NULL, &res, NULL), 0);
+	assert_true(res.problems > 0);
+	assert_false(res.refs_left);
+	tsu_fsck_clean(st);
+
+	uint8_t *buf = malloc(3 * PG);
+	int intact = 0, zeroed = 0, lost_found = 0;
+	assert_int_equal(store_lookup(st, STORE_ROOT_INO, "d", &d), 0);
+	for (int i = 0; i < SALVAGE_FILES; i++) {
+		struct store_attr a;
+		snprintf(name, sizeof(name), "f%03d", i);
+		if (store_lookup(st, d.ino, name, &a) != 0)
+			continue;
+		ssize_t n = store_read(st, a.ino, buf, 3 * PG, 0);
+		assert_int_equal(n, 3 * PG);
+		static const uint8_t zero[3 * PG];
+		if (salvage_file_of(buf) == i)
+			intact++;
+		else if (!memcmp(buf, zero, sizeof(zero)))
+			zeroed++;
+		else
+			fail_msg("d/%s holds neither its bytes nor zeros", name);
+	}
+	struct store_attr lf;
+	if (store_lookup(st, STORE_ROOT_INO, "lost+found", &lf) == 0) {
+		for (uint64_t ino = 1; ino <= max_ino; ino++) {
+			struct store_attr a;
+			snprintf(name, sizeof(name), "#%llu", (unsigned long long)ino);
+			if (store_lookup(st, lf.ino, name, &a) != 0)
+				continue;
+			assert_int_equal(store_read(st, a.ino, buf, 3 * PG, 0), 3 * PG);
+			static const uint8_t zero[3 * PG];
+			if (salvage_file_of(buf) >= 0)
+				lost_found++;
+			else if (memcmp(buf, zero, sizeof(zero)))
+				fail_msg("lost+found/%s holds neither a file's bytes nor zeros", name);
+		}
+	}
+	free(buf);
+	/* A leaf of each table holds at most a few dozen of the rows. */
+	assert_true(intact >= SALVAGE_FILES * 6 / 10);
+	assert_true(intact + zeroed + lost_found < SALVAGE_FILES);
+	struct store_attr fresh;
+	assert_int_equal(store_mknod(st, STORE_ROOT_INO, "new", S_IFREG | 0644, 0, 0, 0, &fresh), 0);
+	assert_true(fresh.ino > max_ino);
+	assert_int_equal(store_close(st, NULL), 0);
 	tsu_store_remove(path);
 }
 
@@ -1717,6 +1874,7 @@ int main(void)
 		cmocka_unit_test(test_store_admin_fsck_corrupt_byte),
 		cmocka_unit_test(test_store_admin_fsck_dangling),
 		cmocka_unit_test(test_store_admin_fsck_reindex),
+		cmocka_unit_test(test_store_admin_salvage),
 		cmocka_unit_test(test_store_admin_gc_fsck_apart),
 		cmocka_unit_test(test_store_admin_pack_cut_short),
 		cmocka_unit_test(test_store_admin_verify_reads),

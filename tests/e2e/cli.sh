@@ -567,6 +567,28 @@ if fs_mount; then
 		$([ "$(grep -c "^snapfs: store $STORE: index.db is damaged: database disk image is malformed (in: SELECT target FROM symlink WHERE ino = [0-9]*); calls that need that part of it fail; run snapfs-admin fsck$" "$T/daemon.log")" = 1 ] &&
 			[ "$(grep -c "index.db is" "$T/daemon.log")" = 1 ] && echo 0 || echo 1) "$(cat "$T/daemon.log")"
 fi
+# salvage: a new index.db of what SQLite can still read of the damaged one
+# (the old kept beside it), then fsck --repair; fsck points to it.
+out=$("$ADMIN" fsck "$STORE" 2>&1)
+ok "fsck of a malformed index.db points to salvage" \
+	$(echo "$out" | grep -q "^snapfs-admin: 'snapfs-admin salvage $STORE' makes a new index.db of what can still be read$" &&
+		echo 0 || echo 1) "$out"
+out=$("$ADMIN" salvage "$STORE" 2>&1)
+st=$?
+ok "salvage keeps every row it can read, the old index, and repairs what the lost ones left" \
+	$([ $st = 1 ] && [ -f "$STORE/index.db.damaged" ] &&
+		echo "$out" | grep -q "^$STORE: salvaged symlink: 0 rows, 1 damaged stretch skipped$" &&
+		echo "$out" | grep -q "^$STORE: salvaged inode: 3 rows$" &&
+		echo "$out" | grep -q "^$STORE: repaired: removed 1 symlink whose target was lost, and its names$" &&
+		echo 0 || echo 1) "status $st: $out"
+out=$("$ADMIN" fsck "$STORE" 2>&1)
+st=$?
+ok "... after which fsck finds the store clean" $([ $st = 0 ] && echo 0 || echo 1) "status $st: $out"
+if fs_mount; then
+	check "... and the file beside the symlink reads" sh -c '[ "$(cat "$1")" = intact ] && [ ! -e "$2" ]' \
+		sh "$MNT/f" "$MNT/lnk"
+	fs_umount
+fi
 # A page map changed inside its row, which SQLite cannot see (the second
 # 512 KiB of a made a copy of b's first): a's checksum catches it, and
 # reading there fails with EUCLEAN rather than giving b's bytes as a's.
