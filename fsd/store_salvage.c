@@ -273,15 +273,22 @@ static void unlink_db(const char *path)
 	unlink(p);
 }
 
-/* Put the new index in place of the old, which is kept as
- * index.db.damaged (with its WAL, if one is left, beside it). */
+/*
+ * Put the new index in place of the old, which is kept as
+ * index.db.damaged (with its WAL, if one is left, beside it).  The old
+ * gets its second name first and the new one replaces it in one rename,
+ * so that a crash leaves index.db, old or new, there to open; the old
+ * WAL moves away before, as SQLite would apply it to the new file.
+ */
 static int salvage_swap(const char *dir, const char *fresh, struct err *e)
 {
 	char old[4200], kept[4200], p[4224], q[4224];
 	salvage_path(old, sizeof(old), dir, "index.db", NULL);
 	salvage_path(kept, sizeof(kept), dir, "index.db.damaged", NULL);
 	unlink_db(kept);
-	if (rename(old, kept) < 0)
+	/* A filesystem without hard links: the old is renamed instead,
+	 * leaving no index.db until the new one is renamed in. */
+	if (link(old, kept) < 0 && rename(old, kept) < 0)
 		return err_set(e, -errno, "store %s: salvage: keeping index.db as %s: %s", dir, kept,
 			       strerror(errno));
 	snprintf(p, sizeof(p), "%s-wal", old);

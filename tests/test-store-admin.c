@@ -830,6 +830,37 @@ static void test_store_admin_salvage(void **state)
 	tsu_store_remove(path);
 }
 
+/* salvage refuses a store that is open (its lock is taken), and one
+ * whose index.db SQLite cannot read at all, which it leaves as it was. */
+static void test_store_admin_salvage_refused(void **state)
+{
+	(void)state;
+	char *path;
+	struct store *st = tsu_new_store(&path);
+	write_file(st, STORE_ROOT_INO, "f", 2, 3);
+	struct store_salvage_result sr;
+	struct err e = { 0 };
+	assert_int_equal(store_salvage(path, NULL, NULL, &sr, &e), -EBUSY);
+	assert_non_null(strstr(e.msg, "is in use"));
+	assert_int_equal(store_close(st, NULL), 0);
+
+	char db[4200], other[4300];
+	snprintf(db, sizeof(db), "%s/index.db", path);
+	zero_db_page(db, 1);
+	struct stat before, after;
+	assert_int_equal(stat(db, &before), 0);
+	assert_int_equal(store_salvage(path, NULL, NULL, &sr, &e), -EUCLEAN);
+	assert_non_null(strstr(e.msg, "index.db cannot be read at all"));
+	assert_int_equal(stat(db, &after), 0);
+	assert_int_equal(after.st_ino, before.st_ino);
+	assert_int_equal(after.st_size, before.st_size);
+	snprintf(other, sizeof(other), "%s.salvage", db);
+	assert_int_equal(access(other, F_OK), -1);
+	snprintf(other, sizeof(other), "%s.damaged", db);
+	assert_int_equal(access(other, F_OK), -1);
+	tsu_store_remove(path);
+}
+
 /* Is there a problem whose text holds what, whatever its path? */
 static bool has_what(const struct found *f, const char *what)
 {
@@ -1875,6 +1906,7 @@ int main(void)
 		cmocka_unit_test(test_store_admin_fsck_dangling),
 		cmocka_unit_test(test_store_admin_fsck_reindex),
 		cmocka_unit_test(test_store_admin_salvage),
+		cmocka_unit_test(test_store_admin_salvage_refused),
 		cmocka_unit_test(test_store_admin_gc_fsck_apart),
 		cmocka_unit_test(test_store_admin_pack_cut_short),
 		cmocka_unit_test(test_store_admin_verify_reads),
