@@ -35,43 +35,61 @@ static const struct salvage_table {
 	{ "meta", "NULL", "key, value" },
 };
 
-/* A scan of t in old from key at on: 1 if it can start (s positioned at
- * its first step's result, kept in *rc), 0 if its first step fails. */
-static int scan_start(sqlite3_stmt *s, int64_t at, int *rc)
+/* An SQLite result that says the old index is damaged where it was
+ * read (a page that fails SQLite's checks, or that cannot be read from
+ * the disk): what a scan skips.  Anything else (out of memory) ends the
+ * salvage, so that no row is dropped for a reason that is not damage. */
+static bool damage(int rc)
+{
+	rc &= 0xff;
+	return rc == SQLITE_CORRUPT || rc == SQLITE_NOTADB || rc == SQLITE_IOERR;
+}
+
+/* Start a scan of s from key at: its first step's result (SQLITE_ROW or
+ * SQLITE_DONE if it could start). */
+static int scan_start(sqlite3_stmt *s, int64_t at)
 {
 	sqlite3_reset(s);
 	sqlite3_bind_int64(s, 1, at);
-	*rc = sqlite3_step(s);
-	return *rc == SQLITE_ROW || *rc == SQLITE_DONE;
+	return sqlite3_step(s);
 }
 
-/* The smallest key past from from which a scan of s starts, or
- * INT64_MAX if none does (nothing more can be read). */
-static int64_t scan_resume(sqlite3_stmt *s, int64_t from)
+static bool started(int rc)
+{
+	return rc == SQLITE_ROW || rc == SQLITE_DONE;
+}
+
+/* The smallest key past from from which a scan of s starts, in *at
+ * (INT64_MAX if none does: nothing more can be read); 0, or the SQLite
+ * result that is not damage and ended the search. */
+static int scan_resume(sqlite3_stmt *s, int64_t from, int64_t *at)
 {
 	int rc;
 	int64_t bad = from, step = 1, good = INT64_MAX;
 	/* Double the step until a scan starts... */
 	while (bad <= INT64_MAX - step) {
-		if (scan_start(s, bad + step, &rc)) {
+		if (started(rc = scan_start(s, bad + step))) {
 			good = bad + step;
 			break;
 		}
+		if (!damage(rc))
+			return rc;
 		bad += step;
 		if (step < INT64_MAX / 2)
 			step *= 2;
 	}
-	if (good == INT64_MAX)
-		return INT64_MAX;
 	/* ...then narrow (bad, good] down to the first key that starts. */
-	while (good - bad > 1) {
+	while (good != INT64_MAX && good - bad > 1) {
 		int64_t mid = bad + (good - bad) / 2;
-		if (scan_start(s, mid, &rc))
+		if (started(rc = scan_start(s, mid)))
 			good = mid;
-		else
+		else if (damage(rc))
 			bad = mid;
+		else
+			return rc;
 	}
-	return good;
+	*at = good;
+	return 0;
 }
 
 /* Copy table t from the old index (the connection old) into the new one
@@ -94,9 +112,11 @@ static int salvage_table(struct store *st, sqlite3 *old, sqlite3 *db,
 		snprintf(sql, sizeof(sql), "SELECT NULL, %s FROM %s WHERE ?1 ORDER BY 2", t->cols,
 			 t->name);
 	sqlite3_stmt *get, *put;
-	if (sqlite3_prepare_v2(old, sql, -1, &get, NULL) != SQLITE_OK)
-		return err_set(e, -EUCLEAN, "store %s: salvage: table %s of index.db cannot be read: %s",
-			       st->dir, t->name, sqlite3_errmsg(old));
+	int prc = sqlite3_prepare_v2(old, sql, -1, &get, NULL);
+	if (prc != SQLITE_OK)
+		return err_set(e, damage(prc) ? -EUCLEAN : store_sql_errno(prc),
+			       "store %s: salvage: table %s of index.db cannot be read: %s", st->dir,
+			       t->name, sqlite3_errmsg(old));
 	char vals[64] = "?";
 	for (int i = 1; i < ncols; i++)
 		strcat(vals, ",?");
@@ -106,17 +126,23 @@ static int salvage_table(struct store *st, sqlite3 *old, sqlite3 *db,
 		sqlite3_finalize(get);
 		return store_sql_err(st, db, sqlite3_errcode(db), e, "salvage: copying rows");
 	}
-	int r = 0, rc;
+	int r = 0, rc = scan_start(get, INT64_MIN);
 	int64_t at = INT64_MIN;
-	bool started = scan_start(get, at, &rc);
 	while (!r) {
-		if (!started) {
+		if (!started(rc)) {
+			if (!damage(rc))
+				break;
 			/* A damaged stretch: the rest of key at (of a
 			 * table where keys repeat) may be in it too. */
 			out->damaged++;
-			at = keyed && at != INT64_MAX ? scan_resume(get, at) : INT64_MAX;
-			if (at == INT64_MAX || !scan_start(get, at, &rc))
+			if (!keyed || at == INT64_MAX)
 				break;
+			if ((rc = scan_resume(get, at, &at)) != 0)
+				break;
+			if (at == INT64_MAX)
+				break;
+			rc = scan_start(get, at);
+			continue;
 		}
 		while (rc == SQLITE_ROW) {
 			int64_t key = sqlite3_column_int64(get, 0);
@@ -126,9 +152,15 @@ static int salvage_table(struct store *st, sqlite3 *old, sqlite3 *db,
 				rc = SQLITE_CORRUPT;
 				break;
 			}
-			for (int i = 0; i < ncols; i++)
-				sqlite3_bind_value(put, i + 1, sqlite3_column_value(get, i + 1));
-			int prc = sqlite3_step(put);
+			/* A value not bound would go in as NULL, which OR
+			 * IGNORE would then drop without a word. */
+			int prc = SQLITE_OK;
+			for (int i = 0; i < ncols && prc == SQLITE_OK; i++)
+				prc = sqlite3_bind_value(put, i + 1, sqlite3_column_value(get, i + 1));
+			if (prc == SQLITE_OK && sqlite3_errcode(old) == SQLITE_NOMEM)
+				prc = SQLITE_NOMEM;
+			if (prc == SQLITE_OK)
+				prc = sqlite3_step(put);
 			sqlite3_reset(put);
 			if ((prc & 0xff) == SQLITE_CORRUPT) {
 				/* The row's bytes, read only as they are
@@ -150,7 +182,11 @@ static int salvage_table(struct store *st, sqlite3 *old, sqlite3 *db,
 		}
 		if (rc == SQLITE_DONE)
 			break;
-		started = false;
+	}
+	if (!r && !started(rc) && !damage(rc) && rc != 0) {
+		char what[96];
+		snprintf(what, sizeof(what), "salvage: reading table %s of index.db", t->name);
+		r = store_sql_err(st, old, rc, e, what);
 	}
 	sqlite3_finalize(get);
 	sqlite3_finalize(put);
@@ -220,8 +256,9 @@ static int salvage_into(struct store *st, sqlite3 *old, sqlite3 *db,
 		sqlite3_finalize(s);
 	}
 	if (rc != SQLITE_ROW)
-		return err_set(e, -EUCLEAN, "store %s: salvage: index.db cannot be read at all: %s",
-			       st->dir, sqlite3_errmsg(old));
+		return err_set(e, damage(rc) || rc == SQLITE_DONE ? -EUCLEAN : store_sql_errno(rc),
+			       "store %s: salvage: index.db cannot be read at all: %s", st->dir,
+			       sqlite3_errmsg(old));
 	if (v != store_schema_version_current)
 		return err_set(e, -EUCLEAN,
 			       "store %s: salvage: index.db is of schema version %lld, and salvage"

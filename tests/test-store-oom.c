@@ -6,7 +6,7 @@
  * fails with ENOMEM, on whichever of the store's threads makes it (or it
  * and every one after it: memory has run out).  A scenario of store calls (open,
  * read, write, flush, truncate, punch, clone, namespace changes, gc,
- * fsck, close) runs for many N spread over the allocations it makes, each
+ * fsck, close, salvage) runs for many N spread over the allocations it makes, each
  * on a new store holding one committed file.  Each run checks that:
  *   - every call works or fails with -ENOMEM (-EIO for a change made
  *     while the store could not recover from the failure), its message
@@ -226,6 +226,12 @@ static void scenario(const char *path, struct outcome *o)
 	if (OK_OR_FAILED_ERR(store_fsck(st, NULL, NULL, NULL, &f, &e), &e))
 		assert_int_equal(f.problems, 0);
 	OK_OR_FAILED_ERR(store_close(st, &e), &e);
+	/* A salvage of the (whole) index works, keeping every row, or
+	 * fails leaving the index as it was: none is dropped as damaged. */
+	struct store_salvage_result sr;
+	if (OK_OR_FAILED_ERR(store_salvage(path, NULL, NULL, &sr, &e), &e))
+		for (unsigned i = 0; i < STORE_SALVAGE_TABLES; i++)
+			assert_int_equal(sr.tables[i].damaged, 0);
 }
 
 /* ---- checking the store afterwards ----------------------------------------- */
