@@ -154,26 +154,27 @@ static int salvage_table(struct store *st, sqlite3 *old, sqlite3 *db,
 			}
 			/* A value not bound would go in as NULL, which OR
 			 * IGNORE would then drop without a word. */
-			int prc = SQLITE_OK;
-			for (int i = 0; i < ncols && prc == SQLITE_OK; i++)
-				prc = sqlite3_bind_value(put, i + 1, sqlite3_column_value(get, i + 1));
-			if (prc == SQLITE_OK && sqlite3_errcode(old) == SQLITE_NOMEM)
-				prc = SQLITE_NOMEM;
-			if (prc == SQLITE_OK)
-				prc = sqlite3_step(put);
+			int wrc = SQLITE_OK;
+			for (int i = 0; i < ncols && wrc == SQLITE_OK; i++)
+				wrc = sqlite3_bind_value(put, i + 1, sqlite3_column_value(get, i + 1));
+			if (wrc == SQLITE_OK && sqlite3_errcode(old) == SQLITE_NOMEM)
+				wrc = SQLITE_NOMEM;
+			bool bound = wrc == SQLITE_OK;
+			if (bound)
+				wrc = sqlite3_step(put);
 			sqlite3_reset(put);
-			if ((prc & 0xff) == SQLITE_CORRUPT) {
+			if ((wrc & 0xff) == SQLITE_CORRUPT) {
 				/* The row's bytes, read only as they are
 				 * copied, are damaged: a damaged stretch. */
 				at = key;
-				rc = prc;
+				rc = wrc;
 				break;
 			}
-			if (prc != SQLITE_DONE) {
+			if (wrc != SQLITE_DONE) {
 				char what[96];
-				snprintf(what, sizeof(what), "salvage: writing table %s of the new index",
-					 t->name);
-				r = store_sql_err(st, db, prc, e, what);
+				snprintf(what, sizeof(what), "salvage: %s table %s of the new index",
+					 bound ? "writing" : "copying a row into", t->name);
+				r = store_sql_err(st, bound ? db : NULL, wrc, e, what);
 				break;
 			}
 			out->rows++;
