@@ -247,8 +247,8 @@ static int admin_salvage(const char *dir)
 			       t->damaged == 1 ? "" : "es");
 		printf("\n");
 	}
-	printf("%s: the damaged index is kept as %s/index.db.damaged; repairing what the lost"
-	       " rows left:\n", dir, dir);
+	printf("%s: the damaged index is kept as %s/%s; repairing what the lost rows left:\n",
+	       dir, dir, res.kept);
 	fflush(stdout);
 	return admin_fsck(dir, true);
 }

@@ -592,14 +592,16 @@ struct store_salvage_table {
 
 struct store_salvage_result {
 	struct store_salvage_table tables[STORE_SALVAGE_TABLES];
+	char kept[32];		/* the old index's name in the store folder */
 };
 
 /*
  * Replace the store's index.db, which SQLite finds damaged, by a new one
  * holding every row SQLite can still read of it: each table is read in
  * order of its key, and a scan that fails starts again past the damaged
- * stretch.  The old file is kept as index.db.damaged.  The store must not
- * be open (-EBUSY: it takes the store's lock).  What the lost rows leave
+ * stretch.  The old file is kept as index.db.damaged, or, if an earlier
+ * salvage kept one, index.db.damaged.2 (.3 ...): res->kept.  The store
+ * must not be open (-EBUSY: it takes the store's lock).  What the lost rows leave
  * inconsistent (reference and link counts, entries without inodes, files
  * without entries, index rows of pages) is for store_fsck_repair, on the
  * store opened afterwards.  -EUCLEAN if index.db cannot be read at all or

@@ -8,7 +8,7 @@
  * a scan can start again is found by probing (doubling the step, then
  * halving the gap back), so only the rows of the damaged pages are lost.
  * The copy is made beside the old file and swapped in by renames; the old
- * one is kept as index.db.damaged.
+ * one is kept as index.db.damaged (.2, .3... after that).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -313,24 +313,37 @@ static void unlink_db(const char *path)
 
 /*
  * Put the new index in place of the old, which is kept as
- * index.db.damaged (with its WAL, if one is left, beside it).  The old
- * gets its second name first and the new one replaces it in one rename,
- * so that a crash leaves index.db, old or new, there to open; the old
- * WAL moves away before, as SQLite would apply it to the new file.
+ * index.db.damaged, or index.db.damaged.N (N from 2) if that is taken by
+ * an earlier salvage, its name in kept_name (with its WAL, if one is
+ * left, beside it).  The old gets its second name first and the new one
+ * replaces it in one rename, so that a crash leaves index.db, old or
+ * new, there to open; the old WAL moves away before, as SQLite would
+ * apply it to the new file.
  */
-static int salvage_swap(const char *dir, const char *fresh, struct err *e)
+static int salvage_swap(const char *dir, const char *fresh, char *kept_name, size_t size,
+			struct err *e)
 {
 	char old[4200], kept[4200], p[4224], q[4224];
 	salvage_path(old, sizeof(old), dir, "index.db", NULL);
-	salvage_path(kept, sizeof(kept), dir, "index.db.damaged", NULL);
-	unlink_db(kept);
+	for (unsigned n = 1;; n++) {
+		if (n == 1000)
+			return err_set(e, -EEXIST, "store %s: salvage: index.db.damaged and 998 more"
+				       " kept by earlier salvages are there: move them away", dir);
+		if (n == 1)
+			snprintf(kept_name, size, "index.db.damaged");
+		else
+			snprintf(kept_name, size, "index.db.damaged.%u", n);
+		salvage_path(kept, sizeof(kept), dir, kept_name, NULL);
+		snprintf(q, sizeof(q), "%s-wal", kept);
+		if (access(kept, F_OK) < 0 && access(q, F_OK) < 0)
+			break;
+	}
 	/* A filesystem without hard links: the old is renamed instead,
 	 * leaving no index.db until the new one is renamed in. */
 	if (link(old, kept) < 0 && rename(old, kept) < 0)
 		return err_set(e, -errno, "store %s: salvage: keeping index.db as %s: %s", dir, kept,
 			       strerror(errno));
 	snprintf(p, sizeof(p), "%s-wal", old);
-	snprintf(q, sizeof(q), "%s-wal", kept);
 	if (rename(p, q) < 0 && errno != ENOENT)
 		return err_set(e, -errno, "store %s: salvage: keeping %s: %s", dir, p, strerror(errno));
 	snprintf(p, sizeof(p), "%s-shm", old);
@@ -385,7 +398,7 @@ int store_salvage(const char *dir, store_progress_fn progress, void *arg,
 	if (old)
 		sqlite3_close(old);
 	if (!r)
-		r = salvage_swap(dir, fresh, e);
+		r = salvage_swap(dir, fresh, res->kept, sizeof(res->kept), e);
 	else
 		unlink_db(fresh);
 	if (st->lock_fd >= 0)

@@ -830,6 +830,53 @@ static void test_store_admin_salvage(void **state)
 	tsu_store_remove(path);
 }
 
+/* A salvage of a whole index keeps every row: the files, a symlink and
+ * an xattr read back, fsck finds nothing, and inode numbers go on.  A
+ * second salvage keeps its old index beside the first one's. */
+static void test_store_admin_salvage_whole(void **state)
+{
+	(void)state;
+	char *path;
+	struct store *st = tsu_new_store(&path);
+	uint64_t f = write_file(st, STORE_ROOT_INO, "f", 5, 21);
+	struct store_attr l;
+	assert_int_equal(store_symlink(st, STORE_ROOT_INO, "l", "f", 0, 0, &l), 0);
+	assert_int_equal(store_xattr_set(st, f, "user.k", "v", 1, 0), 0);
+	assert_int_equal(store_close(st, NULL), 0);
+
+	struct store_salvage_result sr;
+	for (int round = 1; round <= 2; round++) {
+		assert_int_equal(store_salvage(path, NULL, NULL, &sr, NULL), 0);
+		assert_string_equal(sr.kept, round == 1 ? "index.db.damaged" : "index.db.damaged.2");
+		uint64_t rows = 0;
+		for (unsigned i = 0; i < STORE_SALVAGE_TABLES; i++) {
+			assert_int_equal(sr.tables[i].damaged, 0);
+			rows += sr.tables[i].rows;
+		}
+		/* inodes 3, entries 2, symlink 1, xattr 1, chunk 1, pages 5,
+		 * meta 2; and the inode and entry of the file made after
+		 * the first round */
+		assert_int_equal(rows, round == 1 ? 15 : 17);
+		assert_int_equal(store_open(path, 0, &st, NULL), 0);
+		tsu_fsck_clean(st);
+		check_file(st, f, 5, 21);
+		char target[16];
+		assert_int_equal(store_readlink(st, l.ino, target, sizeof(target)), 1);
+		assert_memory_equal(target, "f", 1);
+		char v[4];
+		assert_int_equal(store_xattr_get(st, f, "user.k", v, sizeof(v)), 1);
+		struct store_attr n;
+		snprintf(target, sizeof(target), "n%d", round);
+		assert_int_equal(store_mknod(st, STORE_ROOT_INO, target, S_IFREG | 0644, 0, 0, 0, &n), 0);
+		assert_true(n.ino > l.ino && n.ino > f);
+		assert_int_equal(store_close(st, NULL), 0);
+	}
+	char kept[4300];
+	snprintf(kept, sizeof(kept), "%s/index.db.damaged", path);
+	assert_int_equal(access(kept, F_OK), 0);
+	tsu_store_remove(path);
+}
+
 /* salvage refuses a store that is open (its lock is taken), and one
  * whose index.db SQLite cannot read at all, which it leaves as it was. */
 static void test_store_admin_salvage_refused(void **state)
@@ -1907,6 +1954,7 @@ int main(void)
 		cmocka_unit_test(test_store_admin_fsck_reindex),
 		cmocka_unit_test(test_store_admin_salvage),
 		cmocka_unit_test(test_store_admin_salvage_refused),
+		cmocka_unit_test(test_store_admin_salvage_whole),
 		cmocka_unit_test(test_store_admin_gc_fsck_apart),
 		cmocka_unit_test(test_store_admin_pack_cut_short),
 		cmocka_unit_test(test_store_admin_verify_reads),
