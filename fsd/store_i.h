@@ -302,6 +302,11 @@ extern int64_t store_migrate_report_ns;
  * read-only open), refuse a newer one or one without a version.
  */
 int store_schema_check(struct store *st, bool fresh, struct err *e);
+/* Into buf (STORE_SCHEMA_ROWS_SQL bytes): the SQL that gives a new index
+ * its version, its figures in meta and its root directory (owned by the
+ * calling user); with keep, rows already there stay (a salvaged index's). */
+#define STORE_SCHEMA_ROWS_SQL 512
+void store_schema_rows_sql(char *buf, size_t size, bool keep);
 
 /* The calling thread is about to wait or work for long (see
  * store_set_block_hint). */
@@ -500,7 +505,6 @@ int store_delete_inode(struct store *st, uint64_t ino);
 int store_delete_inode_if_unlinked(struct store *st, uint64_t ino);
 
 /* store_ns.c */
-int store_ns_init_root(struct store *st, struct err *e);
 /* Attributes of ino as the given connection sees them (its lock held). */
 int ns_attr_get(struct store *st, sqlite3 *db, uint64_t ino, struct store_attr *a);
 /* The same on the main connection (db_lock held) for a change of ino:

@@ -23,6 +23,20 @@ static int user_version(struct store *st, sqlite3 *db, int *out, struct err *e)
 	return r;
 }
 
+void store_schema_rows_sql(char *buf, size_t size, bool keep)
+{
+	const char *insert = keep ? "INSERT OR IGNORE" : "INSERT";
+	long long now = (long long)store_now_ns();
+	snprintf(buf, size,
+		 "PRAGMA user_version = %d;"
+		 "%s INTO meta(key, value) VALUES('page_size', %u), ('created_ns', %lld);"
+		 "%s INTO inode(ino, mode, nlink, uid, gid, atime_ns, mtime_ns, ctime_ns, parent)"
+		 " VALUES(%u, %u, 2, %u, %u, %lld, %lld, %lld, %u);",
+		 store_schema_version_current, insert, STORE_PAGE_SIZE, now, insert, STORE_ROOT_INO,
+		 (unsigned)(S_IFDIR | 0755), (unsigned)getuid(), (unsigned)getgid(), now, now, now,
+		 STORE_ROOT_INO);
+}
+
 /* A new store: the whole schema, its version and the root directory, in
  * one transaction so a crash leaves either nothing or a complete store. */
 static int create_schema(struct store *st, struct err *e)
@@ -32,15 +46,10 @@ static int create_schema(struct store *st, struct err *e)
 		return r;
 	r = store_exec_sql(st, st->db, store_schema_sql, e, "creating the schema");
 	if (!r) {
-		char sql[160];
-		snprintf(sql, sizeof(sql),
-			 "PRAGMA user_version = %d;"
-			 "INSERT INTO meta(key, value) VALUES('page_size', %u), ('created_ns', %lld);",
-			 store_schema_version_current, STORE_PAGE_SIZE, (long long)store_now_ns());
+		char sql[STORE_SCHEMA_ROWS_SQL];
+		store_schema_rows_sql(sql, sizeof(sql), false);
 		r = store_exec_sql(st, st->db, sql, e, "creating the schema");
 	}
-	if (!r)
-		r = store_ns_init_root(st, e);
 	if (!r)
 		r = store_exec_sql(st, st->db, "COMMIT", e, "creating the schema");
 	if (r)

@@ -198,19 +198,6 @@ static int insert_entry(struct store *st, uint64_t parent, const char *name, uin
 	return ns_step(s);
 }
 
-int store_ns_init_root(struct store *st, struct err *e)
-{
-	int64_t now = store_now_ns();
-	char sql[256];
-	snprintf(sql, sizeof(sql),
-		 "INSERT INTO inode(ino, mode, nlink, uid, gid, atime_ns, mtime_ns, ctime_ns, parent)"
-		 " VALUES(%u, %u, 2, %u, %u, %lld, %lld, %lld, %u)",
-		 STORE_ROOT_INO, (unsigned)(S_IFDIR | 0755), (unsigned)getuid(), (unsigned)getgid(),
-		 (long long)now, (long long)now, (long long)now, STORE_ROOT_INO);
-	int rc = sqlite3_exec(st->db, sql, NULL, NULL, NULL);
-	return rc == SQLITE_OK ? 0 : store_sql_err(st, st->db, rc, e, "creating the root directory");
-}
-
 /* ---- reading -------------------------------------------------------------- */
 
 /*

@@ -227,22 +227,6 @@ static int salvage_sequences(struct store *st, sqlite3 *old, sqlite3 *db, struct
 	return rc == SQLITE_OK ? 0 : store_sql_err(st, db, rc, e, "salvage: inode numbers");
 }
 
-/* The root directory, if its row was lost, and the store's figures in
- * meta, if theirs were. */
-static int salvage_defaults(struct store *st, sqlite3 *db, struct err *e)
-{
-	char sql[512];
-	int64_t now = store_now_ns();
-	snprintf(sql, sizeof(sql),
-		 "INSERT OR IGNORE INTO inode(ino, mode, nlink, uid, gid, atime_ns, mtime_ns,"
-		 " ctime_ns, parent) VALUES(%u, %u, 2, 0, 0, %lld, %lld, %lld, %u);"
-		 "INSERT OR IGNORE INTO meta(key, value) VALUES('page_size', %u), ('created_ns', %lld);",
-		 STORE_ROOT_INO, 040755u, (long long)now, (long long)now, (long long)now,
-		 STORE_ROOT_INO, STORE_PAGE_SIZE, (long long)now);
-	int rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
-	return rc == SQLITE_OK ? 0 : store_sql_err(st, db, rc, e, "salvage: the root directory");
-}
-
 /* Make the new index, db, from the old one, old. */
 static int salvage_into(struct store *st, sqlite3 *old, sqlite3 *db,
 			struct store_salvage_result *res, store_progress_fn progress, void *arg,
@@ -265,13 +249,9 @@ static int salvage_into(struct store *st, sqlite3 *old, sqlite3 *db,
 			       "store %s: salvage: index.db is of schema version %lld, and salvage"
 			       " reads only version %d", st->dir, (long long)v,
 			       store_schema_version_current);
-	char sql[64];
-	snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", store_schema_version_current);
 	rc = sqlite3_exec(db, "BEGIN", NULL, NULL, NULL);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_exec(db, store_schema_sql, NULL, NULL, NULL);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
 	if (rc != SQLITE_OK)
 		return store_sql_err(st, db, rc, e, "salvage: creating the new index");
 	int r = 0;
@@ -281,8 +261,12 @@ static int salvage_into(struct store *st, sqlite3 *old, sqlite3 *db,
 		if (progress)
 			progress(arg, "salvaging tables", i + 1, STORE_SALVAGE_TABLES);
 	}
-	if (!r)
-		r = salvage_defaults(st, db, e);
+	/* The version, and the root directory and the store's figures in
+	 * meta if their rows were lost. */
+	char sql[STORE_SCHEMA_ROWS_SQL];
+	store_schema_rows_sql(sql, sizeof(sql), true);
+	if (!r && (rc = sqlite3_exec(db, sql, NULL, NULL, NULL)) != SQLITE_OK)
+		r = store_sql_err(st, db, rc, e, "salvage: the root directory");
 	if (!r)
 		r = salvage_sequences(st, old, db, e);
 	if (!r && (rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL)) != SQLITE_OK)
@@ -292,11 +276,10 @@ static int salvage_into(struct store *st, sqlite3 *old, sqlite3 *db,
 	return r;
 }
 
-/* dir/name, or dir/name followed by suffix. */
-static void salvage_path(char *buf, size_t size, const char *dir, const char *name,
-			 const char *suffix)
+/* dir/name. */
+static void salvage_path(char *buf, size_t size, const char *dir, const char *name)
 {
-	snprintf(buf, size, "%s/%s%s", dir, name, suffix ? suffix : "");
+	snprintf(buf, size, "%s/%s", dir, name);
 }
 
 static void unlink_db(const char *path)
@@ -324,7 +307,7 @@ static int salvage_swap(const char *dir, const char *fresh, char *kept_name, siz
 			struct err *e)
 {
 	char old[4200], kept[4200], p[4224], q[4224];
-	salvage_path(old, sizeof(old), dir, "index.db", NULL);
+	salvage_path(old, sizeof(old), dir, "index.db");
 	for (unsigned n = 1;; n++) {
 		if (n == 1000)
 			return err_set(e, -EEXIST, "store %s: salvage: index.db.damaged and 998 more"
@@ -333,7 +316,7 @@ static int salvage_swap(const char *dir, const char *fresh, char *kept_name, siz
 			snprintf(kept_name, size, "index.db.damaged");
 		else
 			snprintf(kept_name, size, "index.db.damaged.%u", n);
-		salvage_path(kept, sizeof(kept), dir, kept_name, NULL);
+		salvage_path(kept, sizeof(kept), dir, kept_name);
 		snprintf(q, sizeof(q), "%s-wal", kept);
 		if (access(kept, F_OK) < 0 && access(q, F_OK) < 0)
 			break;
@@ -364,8 +347,8 @@ int store_salvage(const char *dir, store_progress_fn progress, void *arg,
 {
 	memset(res, 0, sizeof(*res));
 	char oldpath[4200], fresh[4200];
-	salvage_path(oldpath, sizeof(oldpath), dir, "index.db", NULL);
-	salvage_path(fresh, sizeof(fresh), dir, "index.db.salvage", NULL);
+	salvage_path(oldpath, sizeof(oldpath), dir, "index.db");
+	salvage_path(fresh, sizeof(fresh), dir, "index.db.salvage");
 	if (access(oldpath, F_OK) < 0)
 		return err_set(e, -errno, "store %s: salvage: %s: %s", dir, oldpath, strerror(errno));
 	/* The store's lock, as an open for writing takes it: no daemon or
