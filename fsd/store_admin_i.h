@@ -61,8 +61,8 @@ struct fsck {
 	struct row_fix *rows;
 	size_t nrows, caprows;
 	struct htab by_hash;
-	/* For reading the page a reference names that the index lacks
-	 * (made for the first). */
+	/* For reading pages to hash them (fsck_scratch, made for the
+	 * first). */
 	struct store_hasher *hasher;
 	uint8_t *page;
 };

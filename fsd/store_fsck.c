@@ -84,6 +84,17 @@ static const char *fsck_where(struct fsck *f, uint64_t loc, char *buf, size_t si
 	return buf;
 }
 
+/* f's hasher and page buffer, made for the first page read (0, or
+ * -ENOMEM). */
+static int fsck_scratch(struct fsck *f)
+{
+	if (!f->hasher)
+		f->hasher = store_hasher_get(f->st);
+	if (!f->page)
+		f->page = malloc(STORE_PAGE_SIZE);
+	return f->hasher && f->page ? 0 : -ENOMEM;
+}
+
 /* Every indexed page: readable, and its bytes hash to its name. */
 static int fsck_pages(struct fsck *f, struct htab *t)
 {
@@ -94,9 +105,7 @@ static int fsck_pages(struct fsck *f, struct htab *t)
 	if (sqlite3_prepare_v2(st->db, "SELECT hash, loc, refs FROM page ORDER BY loc", -1, &s, NULL) !=
 	    SQLITE_OK)
 		return -EIO;
-	struct store_hasher *h = store_hasher_get(st);
-	uint8_t *page = malloc(STORE_PAGE_SIZE);
-	int r = h && page ? 0 : -ENOMEM;
+	int r = fsck_scratch(f);
 	int rc = SQLITE_DONE;
 	uint64_t done = 0;
 	while (!r && (rc = sqlite3_step(s)) == SQLITE_ROW) {
@@ -118,11 +127,11 @@ static int fsck_pages(struct fsck *f, struct htab *t)
 		if (refs < 0)
 			problem(f, 0, -1, hash, "page has a negative reference count %lld",
 				(long long)refs);
-		int g = st->be->ops->get(st->be, hash, loc, page);
+		int g = st->be->ops->get(st->be, hash, loc, f->page);
 		uint8_t got[STORE_HASH_SIZE];
 		if (g)
 			fp->bad = g;
-		else if (!(r = store_hash(h, page, STORE_PAGE_SIZE, got)) &&
+		else if (!(r = store_hash(f->hasher, f->page, STORE_PAGE_SIZE, got)) &&
 			 memcmp(got, hash, STORE_HASH_SIZE))
 			fp->bad = FPAGE_MISMATCH;
 		if (fp->bad && refs == 0)
@@ -135,8 +144,6 @@ static int fsck_pages(struct fsck *f, struct htab *t)
 	if (!r && rc != SQLITE_DONE)
 		r = -EIO;
 	sqlite3_finalize(s);
-	store_hasher_put(st, h);
-	free(page);
 	return r;
 }
 
@@ -274,12 +281,9 @@ static int fsck_page_is(struct fsck *f, uint64_t loc, const uint8_t *hash)
 {
 	if (!loc)
 		return 0;
-	if (!f->page) {
-		f->hasher = store_hasher_get(f->st);
-		f->page = malloc(STORE_PAGE_SIZE);
-		if (!f->hasher || !f->page)
-			return -ENOMEM;
-	}
+	int r = fsck_scratch(f);
+	if (r)
+		return r;
 	uint8_t got[STORE_HASH_SIZE];
 	struct store_backend *be = f->st->be;
 	return !be->ops->get(be, hash, loc, f->page) &&
@@ -417,7 +421,8 @@ static int fsck_maps(struct fsck *f, struct htab *t)
 				problem(f, ino, pg, hash, "page beyond the end of the file (size %llu)",
 					(unsigned long long)size);
 			struct fpage *fp = htab_find(t, &loc);
-			if (!fp && (r = fsck_unindexed(f, t, loc, hash, &fp)) < 0)
+			int found = fp ? 0 : fsck_unindexed(f, t, loc, hash, &fp);
+			if ((r = found < 0 ? found : 0))
 				break;
 			if (!fp) {
 				map_problem(f, ino, pg, hash,
@@ -425,21 +430,19 @@ static int fsck_maps(struct fsck *f, struct htab *t)
 					fsck_where(f, loc, at, sizeof(at)));
 				continue;
 			}
-			if (r) {
-				r = 0;
+			if (found)
 				problem(f, ino, pg, hash,
 					"no page in the index at %s, but the page there is intact"
 					" (--repair indexes it again)",
 					fsck_where(f, loc, at, sizeof(at)));
-			}
 			fp->seen++;
 			/* The index's hash damaged, the map's proven by
 			 * the page's bytes: the repair rewrites the index's. */
-			if (memcmp(fp->hash, hash, STORE_HASH_SIZE) && fp->bad == FPAGE_MISMATCH &&
-			    (r = fsck_page_is(f, loc, hash)) != 0) {
-				if (r < 0)
-					break;
-				r = 0;
+			bool differ = memcmp(fp->hash, hash, STORE_HASH_SIZE) != 0;
+			int proven = differ && fp->bad == FPAGE_MISMATCH ? fsck_page_is(f, loc, hash) : 0;
+			if ((r = proven < 0 ? proven : 0))
+				break;
+			if (proven) {
 				memcpy(fp->hash, hash, STORE_HASH_SIZE);
 				fp->bad = 0;
 				fp->rehashed = true;
@@ -447,7 +450,7 @@ static int fsck_maps(struct fsck *f, struct htab *t)
 					"the index's hash of the page at %s is damaged; the page's"
 					" bytes match the page map's (--repair rewrites it)",
 					fsck_where(f, loc, at, sizeof(at)));
-			} else if (memcmp(fp->hash, hash, STORE_HASH_SIZE))
+			} else if (differ)
 				map_problem(f, ino, pg, hash,
 					"page map and index disagree on the hash of the page at %s",
 					fsck_where(f, loc, at, sizeof(at)));
