@@ -152,7 +152,7 @@ static int admin_fsck(const char *dir, bool repair)
 	if (r < 0) {
 		const char *why = err_str(&e, r);
 		fprintf(stderr, "snapfs-admin: fsck %s: %s\n", dir, why);
-		if (strstr(why, "malformed"))
+		if (r == -EUCLEAN)
 			fprintf(stderr, "snapfs-admin: 'snapfs-admin salvage %s' makes a new index.db"
 					" of what can still be read\n", dir);
 		return 2;

@@ -529,7 +529,8 @@ struct store_fsck_result {
  * read-only open beside a live writer (it then checks the last committed
  * state).  Returns 0 when the check ran (problems are counted in res, not
  * an error), -errno if it could not run: -EBUSY while a gc (in any
- * process) moves the store's pages.
+ * process) moves the store's pages, -EUCLEAN where SQLite finds index.db
+ * itself damaged (store_salvage makes a new one of what it can read).
  */
 int store_fsck(struct store *st, store_fsck_fn report, store_progress_fn progress, void *arg,
 	       struct store_fsck_result *res, struct err *e);

@@ -680,8 +680,10 @@ static int fsck_run(struct store *st, bool repair, store_fsck_fn report,
 		 r == -EIO && rc != SQLITE_OK && rc != SQLITE_ROW && rc != SQLITE_DONE
 			 ? sqlite3_errmsg(st->db)
 			 : strerror(-r));
-	if (r == -EIO && store_sql_errno(rc) == -EUCLEAN)
+	if (r == -EIO && store_sql_errno(rc) == -EUCLEAN) {
 		fsck_hit_walk(&f, STORE_ROOT_INO, 0);
+		r = -EUCLEAN;
+	}
 	if (!repair) {
 		sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL);	/* of a read */
 	} else if (!r && sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {

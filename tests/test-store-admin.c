@@ -1422,7 +1422,7 @@ static void test_store_admin_fsck_names_hit_files(void **state)
 	struct store_fsck_result res;
 	struct found found = { .only = "/f" };
 	struct err e = { 0 };
-	assert_int_equal(store_fsck(st, report, NULL, &found, &res, &e), -EIO);
+	assert_int_equal(store_fsck(st, report, NULL, &found, &res, &e), -EUCLEAN);
 	assert_non_null(strstr(e.msg, "fsck could not run: database disk image is malformed"));
 	assert_int_equal(found.n, 1);
 	assert_true(has(&found, "/f", -1, "its page map cannot be read: database disk image is malformed"));
@@ -1430,7 +1430,7 @@ static void test_store_admin_fsck_names_hit_files(void **state)
 	for (unsigned i = 0; i < 2; i++) {
 		memset(&found, 0, sizeof(found));
 		found.only = spared[i];
-		assert_int_equal(store_fsck(st, report, NULL, &found, &res, &e), -EIO);
+		assert_int_equal(store_fsck(st, report, NULL, &found, &res, &e), -EUCLEAN);
 		assert_int_equal(found.n, 0);
 	}
 	assert_int_equal(store_close(st, NULL), 0);
@@ -1495,7 +1495,7 @@ static void test_store_admin_fsck_index_unreadable(void **state)
 	struct store_fsck_result res;
 	struct found found = { 0 };
 	struct err e = { 0 };
-	assert_int_equal(store_fsck(st, report, NULL, &found, &res, &e), -EIO);
+	assert_int_equal(store_fsck(st, report, NULL, &found, &res, &e), -EUCLEAN);
 	assert_non_null(strstr(e.msg, path));
 	assert_non_null(strstr(e.msg, "fsck could not run: database disk image is malformed"));
 	char page[64];
