@@ -110,16 +110,21 @@ int store_sql_errno(int rc)
 /* Map an SQLite result to -errno and describe it.  SQLite cannot open
  * index.db in a folder it may not write, even to read: a WAL database
  * needs its index.db-shm beside it.  Its message does not say so. */
-int store_sql_err(struct store *st, sqlite3 *db, int rc, struct err *e, const char *what)
+int store_sql_err_at(const char *dir, sqlite3 *db, int rc, struct err *e, const char *what)
 {
 	char why[160] = "";
 	bool cannot = (rc & 0xff) == SQLITE_CANTOPEN || (rc & 0xff) == SQLITE_READONLY;
-	if (cannot && st && access(st->dir, W_OK) != 0 && (errno == EROFS || errno == EACCES))
+	if (cannot && dir && access(dir, W_OK) != 0 && (errno == EROFS || errno == EACCES))
 		snprintf(why, sizeof(why), " (the store's folder is %s, and SQLite must make"
 			 " index.db-shm beside index.db even to read it)",
 			 errno == EROFS ? "on a read-only filesystem" : "not writable by this user");
-	return err_set(e, store_sql_errno(rc), "store %s: %s: %s%s", st ? st->dir : "?", what,
+	return err_set(e, store_sql_errno(rc), "store %s: %s: %s%s", dir ? dir : "?", what,
 		       db ? sqlite3_errmsg(db) : sqlite3_errstr(rc), why);
+}
+
+int store_sql_err(struct store *st, sqlite3 *db, int rc, struct err *e, const char *what)
+{
+	return store_sql_err_at(st ? st->dir : NULL, db, rc, e, what);
 }
 
 sqlite3_stmt *store_stmt(struct store *st, sqlite3 *db, const char *sql)
@@ -479,17 +484,17 @@ static pid_t lock_holder(int fd, char comm[16])
 	return pid;
 }
 
-int store_take_lock(struct store *st, bool wait, struct err *e)
+int store_take_lock(const char *dir, bool wait, int *fd, struct err *e)
 {
 	char path[4096];
-	snprintf(path, sizeof(path), "%s/lock", st->dir);
-	st->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (st->lock_fd < 0)
-		return err_set(e, -errno, "store %s: lock file: %s", st->dir, strerror(errno));
+	snprintf(path, sizeof(path), "%s/lock", dir);
+	*fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (*fd < 0)
+		return err_set(e, -errno, "store %s: lock file: %s", dir, strerror(errno));
 	int r;
 	const unsigned step_ms = 20;
 	for (unsigned waited = 0;; waited += step_ms) {
-		r = flock(st->lock_fd, LOCK_EX | LOCK_NB);
+		r = flock(*fd, LOCK_EX | LOCK_NB);
 		if (r == 0 || errno != EWOULDBLOCK || !wait || waited >= STORE_LOCK_WAIT_MS)
 			break;
 		nanosleep(&(struct timespec){ .tv_nsec = step_ms * 1000000L }, NULL);
@@ -497,16 +502,16 @@ int store_take_lock(struct store *st, bool wait, struct err *e)
 	if (r < 0) {
 		if (errno == EWOULDBLOCK) {
 			char comm[16];
-			pid_t pid = lock_holder(st->lock_fd, comm);
+			pid_t pid = lock_holder(*fd, comm);
 			if (pid > 0)
 				return err_set(e, -EBUSY, "store %s is in use by another process "
-					       "(pid %d, %s, has it open for writing)", st->dir,
+					       "(pid %d, %s, has it open for writing)", dir,
 					       (int)pid, comm);
 			return err_set(e, -EBUSY,
 				       "store %s is in use by another process (opened for writing)",
-				       st->dir);
+				       dir);
 		}
-		return err_set(e, -errno, "store %s: lock: %s", st->dir, strerror(errno));
+		return err_set(e, -errno, "store %s: lock: %s", dir, strerror(errno));
 	}
 	return 0;
 }
@@ -627,7 +632,7 @@ int store_open_log(const char *dir, unsigned flags, store_log_fn log, void *log_
 	int kind = probe_dir(dir, create, e);
 	int r = kind < 0 ? kind : 0;
 	if (!r && !rdonly)
-		r = store_take_lock(st, flags & STORE_LOCK_WAIT, e);
+		r = store_take_lock(st->dir, flags & STORE_LOCK_WAIT, &st->lock_fd, e);
 	/* Probe again under the lock: another creator may have won. */
 	if (!r && !rdonly && kind == 0)
 		kind = probe_dir(dir, create, e);

@@ -357,13 +357,16 @@ int store_map_check(struct store *st, uint64_t ino, uint64_t idx, const void *lo
 void store_map_damaged(struct store *st, uint64_t ino, uint64_t idx);
 int store_sql_errno(int rc);
 int store_sql_err(struct store *st, sqlite3 *db, int rc, struct err *e, const char *what);
+/* The same for the store in folder dir, with no struct store open. */
+int store_sql_err_at(const char *dir, sqlite3 *db, int rc, struct err *e, const char *what);
 /* Open a connection to the store's index as every connection of the
  * store is: waiting up to 10 s for a lock rather than failing at once,
  * with a large page cache.  An error names the store. */
 int store_db_open(struct store *st, bool rdonly, sqlite3 **out, struct err *e);
-/* Take STORE/lock (st->dir) for writing into st->lock_fd, waiting up to
- * STORE_LOCK_WAIT_MS if wait; -EBUSY naming the holder if it is taken. */
-int store_take_lock(struct store *st, bool wait, struct err *e);
+/* Take dir/lock for writing, its descriptor into *fd (-1 if it could
+ * not be opened), waiting up to STORE_LOCK_WAIT_MS if wait; -EBUSY naming
+ * the holder if it is taken. */
+int store_take_lock(const char *dir, bool wait, int *fd, struct err *e);
 int store_commit(struct store *st, struct err *e);
 /* fsync the WAL: make every commit so far survive power loss. */
 int store_sync_wal(struct store *st, struct err *e);

@@ -94,7 +94,7 @@ static int scan_resume(sqlite3_stmt *s, int64_t from, int64_t *at)
 
 /* Copy table t from the old index (the connection old) into the new one
  * (db); its counts into *out. */
-static int salvage_table(struct store *st, sqlite3 *old, sqlite3 *db,
+static int salvage_table(const char *dir, sqlite3 *old, sqlite3 *db,
 			 const struct salvage_table *t, struct store_salvage_table *out,
 			 struct err *e)
 {
@@ -115,7 +115,7 @@ static int salvage_table(struct store *st, sqlite3 *old, sqlite3 *db,
 	int prc = sqlite3_prepare_v2(old, sql, -1, &get, NULL);
 	if (prc != SQLITE_OK)
 		return err_set(e, damage(prc) ? -EUCLEAN : store_sql_errno(prc),
-			       "store %s: salvage: table %s of index.db cannot be read: %s", st->dir,
+			       "store %s: salvage: table %s of index.db cannot be read: %s", dir,
 			       t->name, sqlite3_errmsg(old));
 	char vals[64] = "?";
 	for (int i = 1; i < ncols; i++)
@@ -124,7 +124,7 @@ static int salvage_table(struct store *st, sqlite3 *old, sqlite3 *db,
 		 keyed ? "IGNORE" : "REPLACE", t->name, t->cols, vals);
 	if (sqlite3_prepare_v2(db, sql, -1, &put, NULL) != SQLITE_OK) {
 		sqlite3_finalize(get);
-		return store_sql_err(st, db, sqlite3_errcode(db), e, "salvage: copying rows");
+		return store_sql_err_at(dir, db, sqlite3_errcode(db), e, "salvage: copying rows");
 	}
 	int r = 0, rc = scan_start(get, INT64_MIN);
 	int64_t at = INT64_MIN;
@@ -174,7 +174,7 @@ static int salvage_table(struct store *st, sqlite3 *old, sqlite3 *db,
 				char what[96];
 				snprintf(what, sizeof(what), "salvage: %s table %s of the new index",
 					 bound ? "writing" : "copying a row into", t->name);
-				r = store_sql_err(st, bound ? db : NULL, wrc, e, what);
+				r = store_sql_err_at(dir, bound ? db : NULL, wrc, e, what);
 				break;
 			}
 			out->rows++;
@@ -187,7 +187,7 @@ static int salvage_table(struct store *st, sqlite3 *old, sqlite3 *db,
 	if (!r && !started(rc) && !damage(rc) && rc != 0) {
 		char what[96];
 		snprintf(what, sizeof(what), "salvage: reading table %s of index.db", t->name);
-		r = store_sql_err(st, old, rc, e, what);
+		r = store_sql_err_at(dir, old, rc, e, what);
 	}
 	sqlite3_finalize(get);
 	sqlite3_finalize(put);
@@ -211,7 +211,7 @@ static int64_t old_sequence(sqlite3 *old, const char *name)
 
 /* Inode and entry numbers are never reused: the counters go on from the
  * highest the old index (where it can be read) or any salvaged row knew. */
-static int salvage_sequences(struct store *st, sqlite3 *old, sqlite3 *db, struct err *e)
+static int salvage_sequences(const char *dir, sqlite3 *old, sqlite3 *db, struct err *e)
 {
 	char sql[768];
 	snprintf(sql, sizeof(sql),
@@ -224,11 +224,11 @@ static int salvage_sequences(struct store *st, sqlite3 *old, sqlite3 *db, struct
 		 " %lld) FROM dentry;",
 		 (long long)old_sequence(old, "inode"), (long long)old_sequence(old, "dentry"));
 	int rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
-	return rc == SQLITE_OK ? 0 : store_sql_err(st, db, rc, e, "salvage: inode numbers");
+	return rc == SQLITE_OK ? 0 : store_sql_err_at(dir, db, rc, e, "salvage: inode numbers");
 }
 
 /* Make the new index, db, from the old one, old. */
-static int salvage_into(struct store *st, sqlite3 *old, sqlite3 *db,
+static int salvage_into(const char *dir, sqlite3 *old, sqlite3 *db,
 			struct store_salvage_result *res, store_progress_fn progress, void *arg,
 			struct err *e)
 {
@@ -242,22 +242,22 @@ static int salvage_into(struct store *st, sqlite3 *old, sqlite3 *db,
 	}
 	if (rc != SQLITE_ROW)
 		return err_set(e, damage(rc) || rc == SQLITE_DONE ? -EUCLEAN : store_sql_errno(rc),
-			       "store %s: salvage: index.db cannot be read at all: %s", st->dir,
+			       "store %s: salvage: index.db cannot be read at all: %s", dir,
 			       sqlite3_errmsg(old));
 	if (v != store_schema_version_current)
 		return err_set(e, -EUCLEAN,
 			       "store %s: salvage: index.db is of schema version %lld, and salvage"
-			       " reads only version %d", st->dir, (long long)v,
+			       " reads only version %d", dir, (long long)v,
 			       store_schema_version_current);
 	rc = sqlite3_exec(db, "BEGIN", NULL, NULL, NULL);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_exec(db, store_schema_sql, NULL, NULL, NULL);
 	if (rc != SQLITE_OK)
-		return store_sql_err(st, db, rc, e, "salvage: creating the new index");
+		return store_sql_err_at(dir, db, rc, e, "salvage: creating the new index");
 	int r = 0;
 	for (unsigned i = 0; i < STORE_SALVAGE_TABLES && !r; i++) {
 		res->tables[i].name = salvage_tables[i].name;
-		r = salvage_table(st, old, db, &salvage_tables[i], &res->tables[i], e);
+		r = salvage_table(dir, old, db, &salvage_tables[i], &res->tables[i], e);
 		if (progress)
 			progress(arg, "salvaging tables", i + 1, STORE_SALVAGE_TABLES);
 	}
@@ -266,11 +266,11 @@ static int salvage_into(struct store *st, sqlite3 *old, sqlite3 *db,
 	char sql[STORE_SCHEMA_ROWS_SQL];
 	store_schema_rows_sql(sql, sizeof(sql), true);
 	if (!r && (rc = sqlite3_exec(db, sql, NULL, NULL, NULL)) != SQLITE_OK)
-		r = store_sql_err(st, db, rc, e, "salvage: the root directory");
+		r = store_sql_err_at(dir, db, rc, e, "salvage: the root directory");
 	if (!r)
-		r = salvage_sequences(st, old, db, e);
+		r = salvage_sequences(dir, old, db, e);
 	if (!r && (rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL)) != SQLITE_OK)
-		r = store_sql_err(st, db, rc, e, "salvage: writing the new index");
+		r = store_sql_err_at(dir, db, rc, e, "salvage: writing the new index");
 	if (r)
 		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
 	return r;
@@ -353,13 +353,8 @@ int store_salvage(const char *dir, store_progress_fn progress, void *arg,
 		return err_set(e, -errno, "store %s: salvage: %s: %s", dir, oldpath, strerror(errno));
 	/* The store's lock, as an open for writing takes it: no daemon or
 	 * other command may use the store meanwhile. */
-	struct store *st = calloc(1, sizeof(*st));
-	if (!st || !(st->dir = strdup(dir))) {
-		free(st);
-		return err_set(e, -ENOMEM, "store %s: salvage: out of memory", dir);
-	}
-	st->lock_fd = -1;
-	int r = store_take_lock(st, false, e);
+	int lock_fd;
+	int r = store_take_lock(dir, false, &lock_fd, e);
 	sqlite3 *db = NULL, *old = NULL;
 	if (!r) {
 		/* Read and write: SQLite replays the old index's WAL. */
@@ -372,10 +367,10 @@ int store_salvage(const char *dir, store_progress_fn progress, void *arg,
 		unlink_db(fresh);
 		int rc = sqlite3_open_v2(fresh, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
 		if (rc != SQLITE_OK)
-			r = store_sql_err(st, db, rc, e, "salvage: creating index.db.salvage");
+			r = store_sql_err_at(dir, db, rc, e, "salvage: creating index.db.salvage");
 	}
 	if (!r)
-		r = salvage_into(st, old, db, res, progress, arg, e);
+		r = salvage_into(dir, old, db, res, progress, arg, e);
 	if (db && sqlite3_close(db) != SQLITE_OK && !r)
 		r = err_set(e, -EIO, "store %s: salvage: closing the new index", dir);
 	if (old)
@@ -384,9 +379,7 @@ int store_salvage(const char *dir, store_progress_fn progress, void *arg,
 		r = salvage_swap(dir, fresh, res->kept, sizeof(res->kept), e);
 	else
 		unlink_db(fresh);
-	if (st->lock_fd >= 0)
-		close(st->lock_fd);
-	free(st->dir);
-	free(st);
+	if (lock_fd >= 0)
+		close(lock_fd);
 	return r;
 }
