@@ -347,7 +347,7 @@ bool sinode_changed(const struct sinode *si)
 {
 	if (si->dirty || si->tail)
 		return true;
-	for (size_t i = 0; i < si->nchunks; i++)
+	for (size_t i = si->dirty_lo; i < si->dirty_hi; i++)
 		if (si->chunks[i] && si->chunks[i]->base)
 			return true;
 	return false;
@@ -363,6 +363,7 @@ static void sinode_forget_map(struct store *st, struct sinode *si)
 	si->chunks = NULL;
 	si->unread = NULL;
 	si->nchunks = 0;
+	si->dirty_lo = si->dirty_hi = 0;
 }
 
 int sinode_reload(struct store *st, struct sinode *si)
@@ -615,6 +616,12 @@ int slot_set(struct store *st, struct sinode *si, uint64_t pg, const uint8_t *ha
 			return -ENOMEM;
 		memcpy(c->base->hash, c->hash, sizeof(c->hash));
 		memcpy(c->base->loc, c->loc, sizeof(c->loc));
+		if (si->dirty_lo == si->dirty_hi)
+			si->dirty_lo = si->dirty_hi = ci;
+		if (ci < si->dirty_lo)
+			si->dirty_lo = ci;
+		if (ci >= si->dirty_hi)
+			si->dirty_hi = ci + 1;
 	}
 	if (loc)
 		memcpy(c->hash[k], hash, STORE_HASH_SIZE);

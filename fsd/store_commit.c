@@ -297,11 +297,12 @@ static int batch_collect(struct store *st, struct batch *b)
 				sinode_unlist(st, si);
 			continue;
 		}
-		for (size_t ci = 0; ci < si->nchunks && !r; ci++)
+		for (size_t ci = si->dirty_lo; ci < si->dirty_hi && !r; ci++)
 			if (si->chunks[ci] && si->chunks[ci]->base)
 				r = batch_chunk(st, b, si, ci);
 		if (r)
 			break;
+		si->dirty_lo = si->dirty_hi = 0;
 		r = store_grow((void **)&b->inodes, &b->capinodes, b->ninodes, sizeof(*b->inodes));
 		if (r)
 			break;

@@ -105,6 +105,10 @@ struct sinode {
 	uint64_t *unread;		/* bit i: chunk i may have a row not
 					 * read yet (NULL entries only) */
 	size_t nchunks;
+	/* Every chunk with uncommitted changes (base set) lies in chunks
+	 * [dirty_lo, dirty_hi), so that a commit looks at those, not at each
+	 * chunk of a file whose map reaches far (8 million at 4 TiB). */
+	size_t dirty_lo, dirty_hi;
 	/* The file's last page, partial, as a write that reached the end of
 	 * the file left it: held here instead of stored, so that a writer
 	 * appending in pieces that are not whole pages (tar writes 10 KiB)

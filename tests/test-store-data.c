@@ -100,6 +100,44 @@ static void test_store_data_random_writes(void **state)
 	free(chunk);
 }
 
+/*
+ * A commit looks only at the chunks that changed since the last one (the
+ * range the writes touched), not at every chunk of a file whose map
+ * reaches far.  Beside a page at the largest offset, chunks changed
+ * going down (9, 2, 5) and then going up (0, 7) all reach the index.
+ */
+static void test_store_data_commit_changed_chunks(void **state)
+{
+	struct tsu_fixture *f = *state;
+	struct store *st = f->st;
+	uint64_t ino = tsu_file(st, "f");
+	const uint64_t chunk = 128u * PG, last = STORE_MAX_FILE_SIZE - PG;	/* a page-map row: 128 pages */
+	static const unsigned order[] = { 9, 2, 5, 0, 7 };
+	uint8_t page[PG], got[PG];
+	tsu_fill(page, PG, 1);
+	assert_int_equal(store_write(st, ino, page, PG, last), PG);
+	assert_int_equal(store_sync(st, NULL), 0);
+	for (unsigned i = 0; i < 5; i++) {
+		tsu_fill(page, PG, 10 + i);
+		assert_int_equal(store_write(st, ino, page, PG, order[i] * chunk + i * PG), PG);
+		if (i != 2 && i != 4)
+			continue;
+		/* Committed (by the close), then read from the index. */
+		st = tsu_reopen(f);
+		for (unsigned j = 0; j <= i; j++) {
+			tsu_fill(page, PG, 10 + j);
+			assert_int_equal(store_read(st, ino, got, PG, order[j] * chunk + j * PG), PG);
+			assert_memory_equal(got, page, PG);
+		}
+	}
+	tsu_fill(page, PG, 1);
+	assert_int_equal(store_read(st, ino, got, PG, last), PG);
+	assert_memory_equal(got, page, PG);
+	struct store_attr a;
+	assert_int_equal(store_getattr(st, ino, &a), 0);
+	assert_int_equal(a.size, STORE_MAX_FILE_SIZE);
+}
+
 static void test_store_data_holes_not_stored(void **state)
 {
 	struct tsu_fixture *f = *state;
@@ -935,6 +973,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_store_data_random_writes, tsu_setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_data_commit_changed_chunks, tsu_setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_data_holes_not_stored, tsu_setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_data_dedup, tsu_setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_data_delta_runs, tsu_setup, teardown),
