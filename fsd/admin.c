@@ -332,17 +332,47 @@ static int admin_gc(const char *dir)
 	return 0;
 }
 
+/* How many bytes of s (1-4) form one UTF-8 character, or 0 if its first
+ * byte starts none: a stray continuation byte, an overlong form, a
+ * surrogate or past U+10FFFF, or cut short. */
+static unsigned utf8_len(const unsigned char *s)
+{
+	unsigned n;
+	if (s[0] < 0x80)
+		n = 1;
+	else if (s[0] >= 0xc2 && s[0] <= 0xdf)
+		n = 2;
+	else if (s[0] >= 0xe0 && s[0] <= 0xef)
+		n = 3;
+	else if (s[0] >= 0xf0 && s[0] <= 0xf4)
+		n = 4;
+	else
+		return 0;
+	for (unsigned i = 1; i < n; i++)
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+	if ((s[0] == 0xe0 && s[1] < 0xa0) || (s[0] == 0xed && s[1] >= 0xa0) ||
+	    (s[0] == 0xf0 && s[1] < 0x90) || (s[0] == 0xf4 && s[1] >= 0x90))
+		return 0;
+	return n;
+}
+
+/* s as a JSON string.  JSON is UTF-8; a path need not be: a byte that is
+ * not part of a UTF-8 character comes out as U+FFFD. */
 static void admin_json_string(const char *s)
 {
 	putchar('"');
-	for (; *s; s++) {
-		unsigned char c = (unsigned char)*s;
-		if (c == '"' || c == '\\')
-			printf("\\%c", c);
-		else if (c < 0x20)
-			printf("\\u%04x", c);
+	for (const unsigned char *p = (const unsigned char *)s; *p;) {
+		unsigned n = utf8_len(p);
+		if (n == 0)
+			fputs("\\ufffd", stdout);
+		else if (*p == '"' || *p == '\\')
+			printf("\\%c", *p);
+		else if (*p < 0x20)
+			printf("\\u%04x", *p);
 		else
-			putchar(c);
+			fwrite(p, 1, n, stdout);
+		p += n ? n : 1;
 	}
 	putchar('"');
 }

@@ -257,6 +257,18 @@ ok "... and the mount stays writable" $(echo x >"$MNT/remount-new" && echo 0 || 
 check "snapfs-admin stats works on a mounted store" sh -c '"$1" stats "$2" | grep -q "dedup ratio"' sh "$ADMIN" "$STORE"
 check "snapfs-admin stats --json is JSON" sh -c '"$1" stats --json "$2" | python3 -c "import json,sys; d=json.load(sys.stdin); assert d[\"files\"] >= 2"' sh "$ADMIN" "$STORE"
 check "snapfs-admin fsck works on a mounted store" "$ADMIN" fsck "$STORE"
+# JSON is UTF-8: a path byte that is not UTF-8 comes out as U+FFFD, and
+# quotes and backslashes are escaped (the store reached by a symlink).
+ODD="$T/odd-$(printf '\303\251\377"\\x')"
+ln -s "$STORE" "$ODD"
+check "stats --json names a store whose path is not UTF-8 in strict JSON" \
+	sh -c '"$1" stats --json "$2" | python3 -c "
+import json, os, sys
+d = json.loads(sys.stdin.buffer.read())
+assert d[\"store\"] == os.fsencode(sys.argv[1]).decode(\"utf-8\", \"replace\"), d[\"store\"]
+assert d[\"store\"].endswith(\"odd-\u00e9\ufffd\\\"\\\\x\")
+" "$2"' sh "$ADMIN" "$ODD"
+rm "$ODD"
 check "snapfs-admin stats STORE --json: the option may follow STORE" \
 	sh -c '"$1" stats "$2" --json | python3 -c "import json,sys; json.load(sys.stdin)"' sh "$ADMIN" "$STORE"
 # Wrong arguments: exit 2, saying what is wrong before the usage.
