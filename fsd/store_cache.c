@@ -114,8 +114,31 @@ void chunk_drop(struct store *st, struct sinode *si, size_t ci)
 	if (si->chunks[ci]) {
 		chunk_free(si->chunks[ci]);
 		si->chunks[ci] = NULL;
+		si->present[ci / 64] &= ~(1ull << (ci % 64));
 		st->cached_chunks--;
 	}
+}
+
+/* Chunk ci of si is c, in memory (mem_lock held, ci < si->nchunks). */
+static void chunk_put(struct store *st, struct sinode *si, size_t ci, struct chunk *c)
+{
+	si->chunks[ci] = c;
+	si->present[ci / 64] |= 1ull << (ci % 64);
+	st->cached_chunks++;
+}
+
+size_t chunk_next(const struct sinode *si, size_t ci, bool unread)
+{
+	for (size_t w = ci / 64; w * 64 < si->nchunks; w++) {
+		uint64_t bits = si->present[w] | (unread ? si->unread[w] : 0);
+		if (w == ci / 64)
+			bits &= ~0ull << (ci % 64);
+		if (bits) {
+			size_t i = w * 64 + (size_t)__builtin_ctzll(bits);
+			return i < si->nchunks ? i : si->nchunks;
+		}
+	}
+	return si->nchunks;
 }
 
 void sinode_list(struct store *st, struct sinode *si)
@@ -199,17 +222,26 @@ static int chunks_reserve(struct sinode *si, size_t idx)
 	size_t n = si->nchunks ? si->nchunks : 1;
 	while (n <= idx)
 		n *= 2;
-	struct chunk **c = realloc(si->chunks, n * sizeof(*c));
+	/* A first array from calloc: a large one comes as fresh zero pages
+	 * that cost nothing until used, so a file whose map reaches far
+	 * (8 million chunks at 4 TiB) opens without faulting in 64 MiB. */
+	struct chunk **c = si->chunks ? realloc(si->chunks, n * sizeof(*c)) : calloc(n, sizeof(*c));
 	if (!c)
 		return -ENOMEM;
+	if (si->chunks)
+		memset(c + si->nchunks, 0, (n - si->nchunks) * sizeof(*c));
 	si->chunks = c;
-	memset(c + si->nchunks, 0, (n - si->nchunks) * sizeof(*c));
+	/* A bigger array or bitmap kept after a failure is harmless. */
 	size_t w0 = bitmap_words(si->nchunks), w = bitmap_words(n);
-	uint64_t *u = realloc(si->unread, w * sizeof(*u));
-	if (!u)
-		return -ENOMEM;	/* the bigger chunk array is kept: harmless */
-	memset(u + w0, 0, (w - w0) * sizeof(*u));
-	si->unread = u;
+	uint64_t **maps[] = { &si->unread, &si->present };
+	for (unsigned i = 0; i < 2; i++) {
+		uint64_t *u = *maps[i] ? realloc(*maps[i], w * sizeof(*u)) : calloc(w, sizeof(*u));
+		if (!u)
+			return -ENOMEM;
+		if (*maps[i])
+			memset(u + w0, 0, (w - w0) * sizeof(*u));
+		*maps[i] = u;
+	}
 	si->nchunks = n;
 	return 0;
 }
@@ -232,7 +264,8 @@ static int chunks_all_unread(struct sinode *si, size_t n)
 	int r = chunks_reserve(si, n - 1);
 	if (r)
 		return r;
-	for (size_t i = 0; i < n; i++)
+	memset(si->unread, 0xff, n / 64 * sizeof(*si->unread));
+	for (size_t i = n / 64 * 64; i < n; i++)
 		chunk_mark_unread(si, i);
 	return 0;
 }
@@ -286,8 +319,7 @@ int chunk_read(struct store *st, struct sinode *si, size_t ci)
 			for (int i = 0; i < hn / (int)STORE_HASH_SIZE; i++)
 				c->loc[i] = get_le64(lb + 8 * i);
 			c->in_db = true;
-			si->chunks[gap_end] = c;
-			st->cached_chunks++;
+			chunk_put(st, si, gap_end, c);
 			chunk_mark_read(si, gap_end);
 		}
 	} else if (rc != SQLITE_DONE) {
@@ -356,12 +388,14 @@ bool sinode_changed(const struct sinode *si)
 /* Free si's page map (mem_lock held). */
 static void sinode_forget_map(struct store *st, struct sinode *si)
 {
-	for (size_t i = 0; i < si->nchunks; i++)
+	for (size_t i = chunk_next(si, 0, false); i < si->nchunks; i = chunk_next(si, i + 1, false))
 		chunk_drop(st, si, i);
 	free(si->chunks);
 	free(si->unread);
+	free(si->present);
 	si->chunks = NULL;
 	si->unread = NULL;
+	si->present = NULL;
 	si->nchunks = 0;
 	si->dirty_lo = si->dirty_hi = 0;
 }
@@ -456,8 +490,8 @@ void sinode_new_free(struct store *st, struct sinode *si)
  * held, si clean and committed). */
 static void sinode_unread(struct store *st, struct sinode *si)
 {
-	for (size_t i = 0; i < si->nchunks; i++)
-		if (si->chunks[i] && !si->chunks[i]->base) {
+	for (size_t i = chunk_next(si, 0, false); i < si->nchunks; i = chunk_next(si, i + 1, false))
+		if (!si->chunks[i]->base) {
 			chunk_drop(st, si, i);
 			chunk_mark_unread(si, i);
 		}
@@ -602,8 +636,7 @@ int slot_set(struct store *st, struct sinode *si, uint64_t pg, const uint8_t *ha
 		c = calloc(1, sizeof(*c));
 		if (!c)
 			return -ENOMEM;
-		si->chunks[ci] = c;
-		st->cached_chunks++;
+		chunk_put(st, si, ci, c);
 	}
 	bool was = c->loc[k] != 0;
 	/* A location names one page: the same bytes stored twice are two

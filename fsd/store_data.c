@@ -296,9 +296,11 @@ static int holes(struct store *st, struct sinode *si, uint64_t from, uint64_t to
 	if (to > last)
 		to = last;
 	for (uint64_t pg = from; pg < to && !r; pg++) {
-		r = chunk_read(st, si, (size_t)(pg >> CHUNK_SHIFT));
-		if (!r && !si->chunks[pg >> CHUNK_SHIFT]) {
-			pg |= CHUNK_PAGES - 1;	/* skip a chunk of holes */
+		size_t ci = (size_t)(pg >> CHUNK_SHIFT);
+		r = chunk_read(st, si, ci);
+		if (!r && !si->chunks[ci]) {
+			/* skip the chunks of holes up to the next one to look at */
+			pg = ((uint64_t)chunk_next(si, ci + 1, true) << CHUNK_SHIFT) - 1;
 			continue;
 		}
 		if (!r)
@@ -523,7 +525,8 @@ static int64_t seek_slots(struct store *st, struct sinode *si, uint64_t off, boo
 					pg = last + 1;
 					break;
 				}
-				pg |= CHUNK_PAGES - 1;
+				/* on past the chunks of holes */
+				pg = ((uint64_t)chunk_next(si, ci + 1, true) << CHUNK_SHIFT) - 1;
 				continue;
 			}
 			bool is_data = si->chunks[ci]->loc[pg & (CHUNK_PAGES - 1)] != 0;

@@ -246,10 +246,9 @@ static void relocate_cache(struct store *st, struct htab *moved)
 {
 	for (size_t i = 0; i < st->itab_cap; i++)
 		for (struct sinode *si = st->itab[i]; si; si = si->next)
-			for (size_t c = 0; c < si->nchunks; c++) {
+			for (size_t c = chunk_next(si, 0, false); c < si->nchunks;
+			     c = chunk_next(si, c + 1, false)) {
 				struct chunk *ch = si->chunks[c];
-				if (!ch)
-					continue;
 				relocate_locs(moved, ch->loc);
 				if (ch->base)
 					relocate_locs(moved, ch->base->loc);

@@ -104,6 +104,9 @@ struct sinode {
 	struct chunk **chunks;		/* NULL entry: all holes, or unread */
 	uint64_t *unread;		/* bit i: chunk i may have a row not
 					 * read yet (NULL entries only) */
+	uint64_t *present;		/* bit i: chunks[i] is not NULL, so walks
+					 * skip 64 holes a word without touching
+					 * the (lazily zeroed) array */
 	size_t nchunks;
 	/* Every chunk with uncommitted changes (base set) lies in chunks
 	 * [dirty_lo, dirty_hi), so that a commit looks at those, not at each
@@ -426,6 +429,10 @@ struct sinode *sinode_find(struct store *st, uint64_t ino);
 void chunk_free(struct chunk *c);
 /* Free chunk ci of si, which becomes a hole (mem_lock held). */
 void chunk_drop(struct store *st, struct sinode *si, size_t ci);
+/* The first chunk of si from ci on that is in memory, or also one not read
+ * yet if unread; si->nchunks if none: the chunks before it are holes
+ * (mem_lock held). */
+size_t chunk_next(const struct sinode *si, size_t ci, bool unread);
 /* Remove si from the cache and free it (mem_lock held, no users). */
 void sinode_drop(struct store *st, struct sinode *si);
 /* Free cached inodes beyond the cache's size that nobody uses and that

@@ -925,6 +925,15 @@ static void test_store_data_map_sparse_seek(void **state)
 	struct store_file_info fi;
 	assert_int_equal(store_file_info(st, ino, &fi), 0);
 	assert_int_equal(fi.pages, 1);
+
+	/* Past a chunk punched to holes and not yet committed, with the
+	 * chunks after it not read yet, the far data is still found. */
+	assert_int_equal(store_write(st, ino, page, PG, 5 * 128 * PG), PG);
+	assert_int_equal(store_write(st, ino, page, PG, far), PG);
+	st = tsu_reopen(f);
+	assert_int_equal(store_punch(st, ino, 5 * 128 * PG, PG), 0);
+	assert_int_equal(store_seek_data(st, ino, PG), (int64_t)far);
+	assert_int_equal(store_seek_hole(st, ino, far), (int64_t)(far + PG));
 }
 
 /* A file whose map is larger than the cache can be read through while
