@@ -16,8 +16,10 @@
  *               changes off (it copies beside them)
  *   far         committing one changed page at a time of a file with a
  *               page at the largest offset (its map reaches 8 million
- *               chunks) against the same in a file whose map is short:
- *               a commit costs what changed, not how far the file reaches
+ *               chunks) against the same in a file whose map is short,
+ *               then the first read of each after opening the store
+ *               again: a commit costs what changed, and loading a map
+ *               what it holds, not how far the file reaches
  *
  * usage: bench-store [MIB [FOLDER]]   (default 256 MiB under $TMPDIR)
  * Prints pages/s, MB/s and the ratio to sha256 for each case; run it a few
@@ -192,12 +194,13 @@ static int bench_gc(struct store *st, uint64_t ino, uint8_t *buf, size_t len)
 /* Seconds for n rounds of writing page i of file name, then committing,
  * the file having a page at last (its map reaches that far). */
 static int commit_rounds(struct store *st, const char *name, uint64_t last, const uint8_t *buf,
-			 unsigned n, double *secs)
+			 unsigned n, uint64_t *ino, double *secs)
 {
 	struct store_attr a;
 	int r = store_mknod(st, STORE_ROOT_INO, name, 0100644, 0, 0, 0, &a);
 	ssize_t w = r ? r : store_write(st, a.ino, buf, STORE_PAGE_SIZE, last);
 	r = w < 0 ? (int)w : store_sync(st, NULL);
+	*ino = a.ino;
 	double t0 = now();
 	for (unsigned i = 0; i < n && !r; i++) {
 		w = store_write(st, a.ino, buf + (size_t)(i + 1) * STORE_PAGE_SIZE, STORE_PAGE_SIZE,
@@ -208,20 +211,40 @@ static int commit_rounds(struct store *st, const char *name, uint64_t last, cons
 	return r;
 }
 
-static int bench_far(struct store *st, const uint8_t *buf, size_t len)
+/* Seconds for the first read of a page of ino, its map not yet loaded. */
+static int first_read(struct store *st, uint64_t ino, double *secs)
+{
+	uint8_t page[STORE_PAGE_SIZE];
+	double t0 = now();
+	ssize_t n = store_read(st, ino, page, sizeof(page), 0);
+	*secs = now() - t0;
+	return n < 0 ? (int)n : 0;
+}
+
+static int bench_far(struct store **st, const char *dir, const uint8_t *buf, size_t len)
 {
 	unsigned n = 500;
 	if ((size_t)(n + 1) * STORE_PAGE_SIZE > len)
 		n = (unsigned)(len / STORE_PAGE_SIZE) - 1;
+	uint64_t ino_near, ino_far;
 	double near, far;
-	int r = commit_rounds(st, "near", 1 << 20, buf, n, &near);
+	int r = commit_rounds(*st, "near", 1 << 20, buf, n, &ino_near, &near);
 	if (!r)
-		r = commit_rounds(st, "far", STORE_MAX_FILE_SIZE - STORE_PAGE_SIZE, buf, n, &far);
+		r = commit_rounds(*st, "far", STORE_MAX_FILE_SIZE - STORE_PAGE_SIZE, buf, n, &ino_far,
+				  &far);
 	if (r)
 		return die("far", r, NULL);
 	printf("far        %u one-page commits: %.1f us each in a file reaching 4 TiB,"
 	       " %.1f us in one reaching 1 MiB (far/near %.2f)\n",
 	       n, far / n * 1e6, near / n * 1e6, far / near);
+	/* The store opened again: nothing of either map is in memory. */
+	struct err e = { 0 };
+	if ((r = store_close(*st, &e)) || (r = store_open(dir, 0, st, &e)))
+		return die(dir, r, &e);
+	if ((r = first_read(*st, ino_near, &near)) || (r = first_read(*st, ino_far, &far)))
+		return die("far: first read", r, NULL);
+	printf("           first read after opening the store: %.1f us in the far file,"
+	       " %.1f us in the near one\n", far * 1e6, near * 1e6);
 	return 0;
 }
 
@@ -290,7 +313,7 @@ int main(int argc, char **argv)
 
 	if ((r = bench_gc(st, ino_r, zero, len)))	/* zero's buffer: done with */
 		return r;
-	if ((r = bench_far(st, random, len)))
+	if ((r = bench_far(&st, dir, random, len)))
 		return r;
 
 	struct store_stats s;
