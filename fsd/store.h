@@ -89,9 +89,11 @@
 /* The largest file size: writes, truncates, allocations and clones that
  * would reach past it fail with EFBIG.  A cached file's page map is
  * indexed by an array of 8 bytes per 512 KiB of file, up to its last
- * stored page, so one byte written at the end of a sparse 4 TiB file
- * costs the daemon 64 MiB while the file is cached; at 1 PiB it would
- * cost 16 GiB, which is no limit a single write should be able to pass. */
+ * stored page, and two bitmaps: one byte written at the end of a sparse
+ * 4 TiB file costs the daemon 64 MiB of address space (memory only where
+ * used) and 2 MiB of bitmaps while the file is cached; at 1 PiB it would
+ * be 16 GiB and 512 MiB, which is no limit a single write should be able
+ * to pass. */
 #define STORE_MAX_FILE_SIZE (1ull << 42)
 
 struct store;
