@@ -161,8 +161,10 @@ static int admin_fsck(const char *dir, bool repair)
 		fprintf(stderr, "snapfs-admin: closing %s: %s\n", dir, err_str(&ce, rc));
 		return 2;
 	}
-	printf("%s: %" PRIu64 " files, %" PRIu64 " pages checked, %" PRIu64 " problem%s\n", dir,
-	       res.files_checked, res.pages_checked, res.problems, res.problems == 1 ? "" : "s");
+	printf("%s: %" PRIu64 " file%s with stored pages, %" PRIu64 " page%s checked, %" PRIu64
+	       " problem%s\n",
+	       dir, res.files_checked, res.files_checked == 1 ? "" : "s", res.pages_checked,
+	       res.pages_checked == 1 ? "" : "s", res.problems, res.problems == 1 ? "" : "s");
 	if (res.refs_repaired)
 		printf("%s: repaired: the reference counts of %" PRIu64 " page%s (gc frees those"
 		       " no file uses)\n",

@@ -504,8 +504,8 @@ typedef void (*store_fsck_fn)(void *arg, const struct store_fsck_problem *p);
 
 struct store_fsck_result {
 	uint64_t problems;
-	uint64_t pages_checked;
-	uint64_t files_checked;
+	uint64_t pages_checked;		/* stored pages read and hashed */
+	uint64_t files_checked;		/* page maps checked: files with stored pages */
 	/* store_fsck_repair only: */
 	uint64_t refs_repaired;	/* pages whose reference count was set right */
 	bool refs_left;		/* none was: the references could not be counted */

@@ -494,7 +494,7 @@ lost=$(echo "$out" | grep -c "^$T/cut: /g page [0-9]* (page [0-9a-f]*\.\.\.): pa
 ok "fsck names every damaged page by file, page, pack and byte, counts them, and exits 1" \
 	$([ $st = 1 ] && [ "$lost" = 208 ] &&
 		echo "$out" | grep -q "^$T/cut: /g page [0-9]* (page [0-9a-f]*\.\.\.): page damaged at packs/[0-9]*\.pack byte 0x3000: its bytes do not match its hash$" &&
-		echo "$out" | grep -q "^$T/cut: 1 files, 256 pages checked, 209 problems$" &&
+		echo "$out" | grep -q "^$T/cut: 1 file with stored pages, 256 pages checked, 209 problems$" &&
 		echo 0 || echo 1) "status $st, $lost pages named lost: $out"
 # A byte of a pack changed behind the store's back: an ordinary mount
 # serves it as the file's (fsck is what finds it); under -o verify every
