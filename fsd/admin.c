@@ -150,8 +150,7 @@ static int admin_fsck(const char *dir, bool repair)
 	struct err ce = { 0 };
 	int rc = store_close(st, &ce);
 	if (r < 0) {
-		const char *why = err_str(&e, r);
-		fprintf(stderr, "snapfs-admin: fsck %s: %s\n", dir, why);
+		fprintf(stderr, "snapfs-admin: fsck %s: %s\n", dir, err_str(&e, r));
 		if (r == -EUCLEAN)
 			fprintf(stderr, "snapfs-admin: 'snapfs-admin salvage %s' makes a new index.db"
 					" of what can still be read\n", dir);

@@ -604,10 +604,10 @@ struct store_salvage_result {
  * order of its key, and a scan that fails starts again past the damaged
  * stretch.  The old file is kept as index.db.damaged, or, if an earlier
  * salvage kept one, index.db.damaged.2 (.3 ...): res->kept.  The store
- * must not be open (-EBUSY: it takes the store's lock).  What the lost rows leave
- * inconsistent (reference and link counts, entries without inodes, files
- * without entries, index rows of pages) is for store_fsck_repair, on the
- * store opened afterwards.  -EUCLEAN if index.db cannot be read at all or
+ * must not be open (-EBUSY: it takes the store's lock).  What the lost
+ * rows leave inconsistent (reference and link counts, entries without
+ * inodes, files without entries, index rows of pages) is for
+ * store_fsck_repair, on the store opened afterwards.  -EUCLEAN if index.db cannot be read at all or
  * is of another schema version.
  */
 int store_salvage(const char *dir, store_progress_fn progress, void *arg,
