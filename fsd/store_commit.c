@@ -485,6 +485,8 @@ int store_commit(struct store *st, struct err *e)
 			 : 0;
 	}
 
+	/* Tests: memory is clean (dropped chunks gone), the index not yet. */
+	STORE_TEST_HOOK("commit", st, 0);
 	/* The page data first, then the transaction that refers to it. */
 	if (b.nrows >= COMMIT_LONG_CHUNKS || b.ninodes >= COMMIT_LONG_INODES ||
 	    b.deltas.n >= COMMIT_LONG_PAGES)

@@ -270,9 +270,10 @@ struct store {
  * called where a data call has let go of an inode's wlock, or not yet
  * taken it, or ("change") where a change has passed its sealed check
  * but not yet made the change, or ("create") where a new file exists but
- * is not yet open, so that a test can act in just that gap (where names
- * the place).  A migration calls it as it goes
- * ("migrate-run", with the pages of the index read so far, then
+ * is not yet open, or ("commit") where a commit has taken what changed
+ * out of memory but not yet written it to the index, so that a test can
+ * act in just that gap (where names the place).  A migration calls it as
+ * it goes ("migrate-run", with the pages of the index read so far, then
  * "migrate-commit" and "migrate-checkpoint"), so that a test can wait
  * there for its progress lines.  Compiled out otherwise.
  */

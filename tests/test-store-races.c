@@ -11,7 +11,9 @@
  *
  * Through the same hook, the hashing helper is made slow between taking a
  * group of a large write's pages and hashing them, so that the writer
- * finds a batch it is about to store still waiting for the helper.
+ * finds a batch it is about to store still waiting for the helper; and
+ * a file's holes are walked while a commit has dropped a chunk punched
+ * to holes but not yet deleted its row.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -242,6 +244,97 @@ static void test_store_races_slow_hash_helper(void **state)
 	tsu_store_remove(path);
 }
 
+/* What walk_in_commit does (walk a file, or punch it) and finds, in
+ * the commit's gap. */
+static struct {
+	uint64_t ino;
+	bool punch;
+	int ran;
+	int64_t data, hole;
+} walk;
+
+#define CHUNK_BYTES ((uint64_t)CHUNK_PAGES * PG)
+
+static void walk_in_commit(const char *where, struct store *st, uint64_t ino)
+{
+	(void)ino;
+	if (walk.ran || strcmp(where, "commit"))
+		return;
+	walk.ran = 1;
+	/* From chunk 1 on, never read: the first row the read connection
+	 * finds is chunk 5's, dropped from memory already. */
+	if (walk.punch) {
+		assert_int_equal(store_punch(st, walk.ino, CHUNK_BYTES, 9 * CHUNK_BYTES), 0);
+	} else {
+		walk.data = store_seek_data(st, walk.ino, CHUNK_BYTES);
+		walk.hole = store_seek_hole(st, walk.ino, 9 * CHUNK_BYTES);
+	}
+}
+
+/* A store at path whose file ino has page in chunks 0, 5 and 9 and
+ * was opened again since, with only chunk 5 read, then punched to
+ * holes; committed with walk_in_commit armed (punch: as it says). */
+static struct store *commit_walked(const char *path, uint64_t ino, const uint8_t *page,
+				   bool punch)
+{
+	struct store *st;
+	struct err e = { 0 };
+	assert_int_equal(store_open(path, 0, &st, &e), 0);
+	for (uint64_t c = 0; c <= 9; c += c ? 4 : 5)
+		assert_int_equal(store_write(st, ino, page, PG, c * CHUNK_BYTES), PG);
+	assert_int_equal(store_close(st, NULL), 0);
+	assert_int_equal(store_open(path, 0, &st, &e), 0);
+	uint8_t back[PG];
+	assert_int_equal(store_read(st, ino, back, PG, 5 * CHUNK_BYTES), PG);
+	assert_int_equal(store_punch(st, ino, 5 * CHUNK_BYTES, PG), 0);
+	walk = (typeof(walk)){ .ino = ino, .punch = punch };
+	store_test_hook = walk_in_commit;
+	assert_int_equal(store_sync(st, NULL), 0);
+	store_test_hook = NULL;
+	assert_true(walk.ran);
+	return st;
+}
+
+/*
+ * A commit drops a chunk punched to holes from memory before its
+ * transaction deletes the chunk's row.  A walk over the file's holes in
+ * that gap finds the row still there but nothing to load for it: it must
+ * go on to the chunks not read yet rather than take the file to end
+ * there (SEEK_DATA answering ENXIO, a punch leaving data behind).
+ */
+static void test_store_races_walk_beside_commit(void **state)
+{
+	(void)state;
+	char *path;
+	struct store *st = tsu_new_store(&path);
+	uint64_t ino = tsu_file(st, "sparse");
+	assert_int_equal(store_close(st, NULL), 0);
+	uint8_t page[PG], back[PG], zero[PG] = { 0 };
+	tsu_fill(page, PG, 7);
+
+	st = commit_walked(path, ino, page, false);
+	assert_int_equal(walk.data, (int64_t)(9 * CHUNK_BYTES));
+	assert_int_equal(walk.hole, (int64_t)(9 * CHUNK_BYTES + PG));
+	assert_int_equal(store_close(st, NULL), 0);
+
+	st = commit_walked(path, ino, page, true);
+	assert_int_equal(store_seek_data(st, ino, PG), -ENXIO);
+	/* The punch holds after a commit and a reopen: chunk 0 only. */
+	assert_int_equal(store_close(st, NULL), 0);
+	struct err e = { 0 };
+	assert_int_equal(store_open(path, 0, &st, &e), 0);
+	assert_int_equal(store_seek_data(st, ino, PG), -ENXIO);
+	assert_int_equal(store_read(st, ino, back, PG, 9 * CHUNK_BYTES), PG);
+	assert_memory_equal(back, zero, PG);
+	assert_int_equal(store_read(st, ino, back, PG, 0), PG);
+	assert_memory_equal(back, page, PG);
+	struct store_fsck_result res;
+	assert_int_equal(store_fsck(st, NULL, NULL, NULL, &res, NULL), 0);
+	assert_int_equal(res.problems, 0);
+	assert_int_equal(store_close(st, NULL), 0);
+	tsu_store_remove(path);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -250,6 +343,7 @@ int main(void)
 		cmocka_unit_test(test_store_races_clone_beside_append),
 		cmocka_unit_test(test_store_races_seek_beside_append),
 		cmocka_unit_test(test_store_races_slow_hash_helper),
+		cmocka_unit_test(test_store_races_walk_beside_commit),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
