@@ -65,9 +65,16 @@ void fs_set_atime(struct fs *fs, enum fs_atime atime, bool diratime);
 const struct fuse_lowlevel_ops *fs_lowlevel_ops(void);
 
 /* Serve the session's requests in up to max_threads threads until it is
- * unmounted or a signal ends it (fs_loop.c): 0, or -errno if reading
- * the device failed. */
-int fs_loop_run(struct fuse_session *se, unsigned max_threads);
+ * unmounted or a signal ends it (fs_loop.c), polling the device for up
+ * to busy_poll_us between short requests that come one after another
+ * (0: never): 0, or -errno if reading the device failed. */
+int fs_loop_run(struct fuse_session *se, unsigned max_threads, unsigned busy_poll_us);
+
+/* The default of busy_poll_us: FS_BUSY_POLL_US, or 0 where this process
+ * may run on one CPU only. */
+#define FS_BUSY_POLL_US 50u
+#define FS_BUSY_POLL_MAX_US 1000u
+unsigned fs_loop_busy_poll_default(void);
 
 /* The calling thread is about to wait or work for long: if it is serving
  * a request in the listener's turn, another worker takes over listening

@@ -37,6 +37,19 @@
  * removing them 0.8, of when every change woke another worker: a store
  * on tmpfs, 2 vCPUs.)
  *
+ * A listener that has just served a short request, in a stream of them
+ * (the last one came soon after it began to listen), first polls the
+ * device for a while (busy_poll_ns) before it blocks in read(): a
+ * program that makes one call after another (ls -l, rm -r, tar x) sends
+ * its next request within tens of microseconds, and picking it up
+ * without being woken saves a wake-up per request, which on the
+ * virtual machines this was measured on costs more than serving the
+ * request.  (ls -l of 3,000 files: 46 instead of 130 us per file; an
+ * extended attribute that is not there, getxattr: 22-26 instead of
+ * 32-66 us.)  Not after a slow request, whose worker is not the only
+ * one listening, nor on one CPU, where the poll would only hold up the
+ * program it waits for (fs_loop_busy_poll_default).
+ *
  * Stopping: a signal (libfuse's handlers mark the session exited) wakes
  * the main thread from its wait, or, if another thread took it, the main
  * thread sees it within a second; an unmount ends the listeners' reads.
@@ -47,7 +60,9 @@
  */
 #include <errno.h>
 #include <linux/fuse.h>
+#include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <semaphore.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -58,6 +73,10 @@
 #include "fs_i.h"
 
 #define WAKE_SIG SIGRTMIN
+
+/* A listener polls only if its last request came this soon after it
+ * began to listen (or twice busy_poll_ns, if that is longer). */
+#define STREAM_NS 250000
 
 /* Short kinds are served by the listener while their average stays below. */
 #define QUICK_NS 500000
@@ -79,6 +98,7 @@ struct fs_loop {
 	pthread_cond_t turn;	/* the device may be free: an idle worker takes it */
 	sem_t finish;		/* posted when a worker ends the loop */
 	unsigned max_threads, nthreads, idle;
+	int64_t busy_poll_ns, stream_ns;
 	unsigned listening;	/* workers reading the device */
 	bool stop;
 	int error;
@@ -204,11 +224,25 @@ void fs_loop_blocking(void)
 	pthread_mutex_unlock(&w->loop->lock);
 }
 
+/* Poll the device until a request is there or l->busy_poll_ns have
+ * passed (no lock held); an error or a signal ends it too, for the read
+ * that follows to see. */
+static void busy_poll(const struct fs_loop *l)
+{
+	struct pollfd p = { .fd = fuse_session_fd(l->se), .events = POLLIN };
+	int64_t until = now_ns() + l->busy_poll_ns;
+	while (poll(&p, 1, 0) == 0 && now_ns() < until)
+		;
+}
+
 static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
 	struct fs_loop *l = w->loop;
 	bool slow = false;	/* the last request this worker served */
+	/* It served a short one just now, which came soon after it began
+	 * to listen: the next may be about to come. */
+	bool quick = false, soon = false;
 	this_worker = w;
 	pthread_setname_np(pthread_self(), "snapfs-worker");
 	sigset_t wake;
@@ -221,7 +255,7 @@ static void *worker_main(void *arg)
 		 * slow one finds a listener to leave the device to, without
 		 * waking a worker for it. */
 		if (l->listening >= (slow ? 2u : 1u)) {
-			slow = false;
+			slow = quick = false;
 			l->idle++;
 			pthread_cond_wait(&l->turn, &l->lock);
 			l->idle--;
@@ -230,7 +264,11 @@ static void *worker_main(void *arg)
 		l->listening++;
 		w->listening = true;
 		pthread_mutex_unlock(&l->lock);
+		int64_t listen_ns = now_ns();
+		if (quick && soon && l->busy_poll_ns)
+			busy_poll(l);
 		int r = fuse_session_receive_buf(l->se, &w->buf);
+		soon = now_ns() - listen_ns < l->stream_ns;
 		pthread_mutex_lock(&l->lock);
 		w->listening = false;
 		l->listening--;
@@ -261,6 +299,7 @@ static void *worker_main(void *arg)
 			slow = true;
 		else if (kind != KIND_SLOW)	/* a running average over about 8 */
 			*avg += (took - *avg) / 8;
+		quick = !slow;
 	}
 	pthread_mutex_unlock(&l->lock);
 	return NULL;
@@ -271,9 +310,19 @@ static void wake_handler(int sig)
 	(void)sig;
 }
 
-int fs_loop_run(struct fuse_session *se, unsigned max_threads)
+unsigned fs_loop_busy_poll_default(void)
 {
-	struct fs_loop l = { .se = se, .max_threads = max_threads ? max_threads : 1 };
+	cpu_set_t cpus;
+	if (sched_getaffinity(0, sizeof(cpus), &cpus) == 0 && CPU_COUNT(&cpus) < 2)
+		return 0;
+	return FS_BUSY_POLL_US;
+}
+
+int fs_loop_run(struct fuse_session *se, unsigned max_threads, unsigned busy_poll_us)
+{
+	struct fs_loop l = { .se = se, .max_threads = max_threads ? max_threads : 1,
+			     .busy_poll_ns = (int64_t)busy_poll_us * 1000 };
+	l.stream_ns = 2 * l.busy_poll_ns > STREAM_NS ? 2 * l.busy_poll_ns : STREAM_NS;
 	struct sigaction sa = { .sa_handler = wake_handler }, old_sa;
 	sigemptyset(&sa.sa_mask);
 	sigaction(WAKE_SIG, &sa, &old_sa);	/* no SA_RESTART: reads end */

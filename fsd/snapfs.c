@@ -45,14 +45,17 @@ struct snapfs_opts {
 	int remount;		/* -o remount: change the flags of a live mount */
 	double timeout;
 	double sealed_timeout;
+	unsigned busy_poll_us;	/* BUSY_POLL_UNSET: not given */
 };
+
+#define BUSY_POLL_UNSET UINT_MAX
 
 #define READAHEAD_UNSET UINT_MAX
 #define READAHEAD_DEFAULT_KB 4096u
 
 /* Options with a value are parsed here, strictly, rather than by
  * fuse_opt's scanf: "%u" takes -5 for 4294967291. */
-enum { KEY_READAHEAD, KEY_READ_SIZE, KEY_TIMEOUT, KEY_SEALED_TIMEOUT };
+enum { KEY_READAHEAD, KEY_READ_SIZE, KEY_TIMEOUT, KEY_SEALED_TIMEOUT, KEY_BUSY_POLL };
 
 #define SNAPFS_OPT(t, p) { t, offsetof(struct snapfs_opts, p), 1 }
 static const struct fuse_opt snapfs_opt_spec[] = {
@@ -63,19 +66,21 @@ static const struct fuse_opt snapfs_opt_spec[] = {
 	SNAPFS_OPT("remount", remount),
 	FUSE_OPT_KEY("timeout=", KEY_TIMEOUT),
 	FUSE_OPT_KEY("sealed_timeout=", KEY_SEALED_TIMEOUT),
+	FUSE_OPT_KEY("busy_poll=", KEY_BUSY_POLL),
 	FUSE_OPT_END
 };
 
-/* The value of "NAME=VALUE" in arg as a whole number from lo to hi
- * (KiB); 0, or -1 after a message. */
-static int opt_kib(const char *arg, unsigned lo, unsigned hi, unsigned *out)
+/* The value of "NAME=VALUE" in arg as a whole number of unit from lo to
+ * hi; 0, or -1 after a message. */
+static int opt_uint(const char *arg, unsigned lo, unsigned hi, const char *unit, unsigned *out)
 {
 	const char *v = strchr(arg, '=') + 1;
 	char *end;
 	errno = 0;
 	unsigned long long n = strtoull(v, &end, 10);
 	if (*v < '0' || *v > '9' || *end || errno || n < lo || n > hi) {
-		fprintf(stderr, "snapfs: %s: must be a number of KiB from %u to %u\n", arg, lo, hi);
+		fprintf(stderr, "snapfs: %s: must be a number of %s from %u to %u\n", arg, unit, lo,
+			hi);
 		return -1;
 	}
 	*out = (unsigned)n;
@@ -110,13 +115,15 @@ static int snapfs_opt_proc(void *data, const char *arg, int key, struct fuse_arg
 			fprintf(stderr, "snapfs: store %s: out of memory\n", arg);
 		return o->store ? 0 : -1;
 	case KEY_READAHEAD:
-		return opt_kib(arg, 0, 1024 * 1024, &o->readahead_kb);
+		return opt_uint(arg, 0, 1024 * 1024, "KiB", &o->readahead_kb);
 	case KEY_READ_SIZE:
-		return opt_kib(arg, 4, 1004, &o->read_kb);
+		return opt_uint(arg, 4, 1004, "KiB", &o->read_kb);
 	case KEY_TIMEOUT:
 		return opt_seconds(arg, &o->timeout);
 	case KEY_SEALED_TIMEOUT:
 		return opt_seconds(arg, &o->sealed_timeout);
+	case KEY_BUSY_POLL:
+		return opt_uint(arg, 0, FS_BUSY_POLL_MAX_US, "microseconds", &o->busy_poll_us);
 	}
 	return 1;
 }
@@ -134,6 +141,9 @@ static void snapfs_usage(const char *prog)
 	       "                           a damaged page fails with EIO instead of being returned)\n"
 	       "    -o timeout=S           attribute and entry timeout (default 1)\n"
 	       "    -o sealed_timeout=S    the same for sealed content (default 86400)\n"
+	       "    -o busy_poll=US        poll for the next request this long between short\n"
+	       "                           requests that come one after another (default 50,\n"
+	       "                           0 on one CPU; 0 never polls; at most 1000)\n"
 	       "    -o remount             change the flags (ro, rw, noexec, ...) of the live mount\n"
 	       "                           of STORE at MOUNTPOINT, as mount -o remount does\n\n"
 	       "Checking, cleaning and describing a store: snapfs-admin fsck|gc|stats STORE.\n\n",
@@ -329,6 +339,7 @@ int main(int argc, char *argv[])
 		.read_kb = 1004,
 		.timeout = 1.0,
 		.sealed_timeout = 86400.0,
+		.busy_poll_us = BUSY_POLL_UNSET,
 	};
 	struct fuse_cmdline_opts cmd = { 0 };
 	struct fuse_session *se = NULL;
@@ -480,7 +491,9 @@ int main(int argc, char *argv[])
 	if (cmd.singlethread) {
 		ret = fuse_session_loop(se);
 	} else {
-		ret = fs_loop_run(se, cmd.max_threads <= 1000 ? cmd.max_threads : 1000);
+		unsigned poll_us = opts.busy_poll_us != BUSY_POLL_UNSET ? opts.busy_poll_us
+								     : fs_loop_busy_poll_default();
+		ret = fs_loop_run(se, cmd.max_threads <= 1000 ? cmd.max_threads : 1000, poll_us);
 	}
 	/* A signal ends the loop with its number: that is a clean stop. */
 	ret = ret < 0 ? 1 : 0;

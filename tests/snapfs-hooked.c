@@ -40,8 +40,8 @@
 #include "fs.h"
 
 int snapfs_main(int argc, char *argv[]);
-int __real_fs_loop_run(struct fuse_session *se, unsigned max_threads);
-int __wrap_fs_loop_run(struct fuse_session *se, unsigned max_threads);
+int __real_fs_loop_run(struct fuse_session *se, unsigned max_threads, unsigned busy_poll_us);
+int __wrap_fs_loop_run(struct fuse_session *se, unsigned max_threads, unsigned busy_poll_us);
 
 static char pause_where[64], pause_how[16];
 static long pause_ms;
@@ -60,7 +60,7 @@ static void pause_hook(const char *where, struct store *st, uint64_t ino)
 static bool fail_at_start;
 
 /* Called instead of fs_loop_run, when the daemon is ready to serve. */
-int __wrap_fs_loop_run(struct fuse_session *se, unsigned max_threads)
+int __wrap_fs_loop_run(struct fuse_session *se, unsigned max_threads, unsigned busy_poll_us)
 {
 	if (fail_at_start) {
 		uint64_t failed = failalloc_failed();
@@ -68,7 +68,7 @@ int __wrap_fs_loop_run(struct fuse_session *se, unsigned max_threads)
 		fprintf(stderr, "snapfs-hooked: %" PRIu64 " allocations before serving, %" PRIu64
 			" failed\n", counted, failed);
 	}
-	return __real_fs_loop_run(se, max_threads);
+	return __real_fs_loop_run(se, max_threads, busy_poll_us);
 }
 
 /* Not one of the store's helper threads, which name themselves. */

@@ -28,7 +28,7 @@ ok "a missing mount point is refused, naming it, and creates no store" \
 	$([ $st -ne 0 ] && echo "$out" | grep -q "no-such-mountpoint" && [ ! -e "$T/never" ] && echo 0 || echo 1) "$out"
 # Option values out of range or not numbers are refused, quoted as given.
 for o in readahead=-5 readahead=99999999999 read_size=2 read_size=4k timeout=-1 timeout=nan \
-	sealed_timeout=soon; do
+	sealed_timeout=soon busy_poll=-1 busy_poll=1001 busy_poll=50us; do
 	out=$("$SNAPFS" -o "$o" "$T/never" "$MNT" 2>&1)
 	st=$?
 	ok "-o $o is refused, quoting it, and creates no store" \
@@ -153,6 +153,37 @@ fusermount3 -u "$MNT"
 i=0
 while [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
 ok "the daemon exits after fusermount3 -u" $([ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null && echo 0 || echo 1) "pid '$pid'"
+
+# -o busy_poll: between short requests that come one after another the
+# listening worker polls the device instead of sleeping in read(), so a
+# program making one call after another (here getxattr of a name that is
+# not there, a round trip each) no longer costs the daemon a wake-up per
+# call: counted as the daemon's voluntary context switches, all threads.
+echo x >"$T/poll-file"
+daemon_switches() {	# daemon_switches PID: voluntary context switches of all its threads
+	cat /proc/"$1"/task/*/status 2>/dev/null | awk '/^voluntary_ctxt_switches/ { n += $2 } END { print n }'
+}
+for o in busy_poll=0 busy_poll=1000; do
+	"$SNAPFS" -o "$o" "$STORE" "$MNT"
+	cp "$T/poll-file" "$MNT/poll-file"
+	pid=$(pgrep -f "^$SNAPFS -o $o $STORE $MNT\$" | head -n 1)
+	before=$(daemon_switches "$pid")
+	python3 -c 'import errno, os, sys
+for _ in range(1000):
+    try:
+        os.getxattr(sys.argv[1], "user.absent")
+    except OSError as e:
+        assert e.errno == errno.ENODATA' "$MNT/poll-file"
+	got=$?
+	eval "switches_${o%%=*}_${o#*=}=$(($(daemon_switches "$pid") - before))"
+	ok "-o $o: 1000 getxattr calls answered ENODATA" $got
+	rm "$MNT/poll-file"
+	fusermount3 -u "$MNT"
+	i=0
+	while kill -0 "$pid" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+done
+ok "-o busy_poll=1000 takes under half the daemon's wake-ups of busy_poll=0 ($switches_busy_poll_1000 against $switches_busy_poll_0)" \
+	$([ $((2 * switches_busy_poll_1000)) -lt "$switches_busy_poll_0" ] && echo 0 || echo 1)
 
 # A mount point inside the store would hide part of it.
 out=$(timeout 20 "$SNAPFS" "$STORE" "$STORE/packs" -f 2>&1)
