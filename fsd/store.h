@@ -607,8 +607,8 @@ struct store_salvage_result {
  * must not be open (-EBUSY: it takes the store's lock).  What the lost
  * rows leave inconsistent (reference and link counts, entries without
  * inodes, files without entries, index rows of pages) is for
- * store_fsck_repair, on the store opened afterwards.  -EUCLEAN if index.db cannot be read at all or
- * is of another schema version.
+ * store_fsck_repair, on the store opened afterwards.  -EUCLEAN if
+ * index.db cannot be read at all or is of another schema version.
  */
 int store_salvage(const char *dir, store_progress_fn progress, void *arg,
 		  struct store_salvage_result *res, struct err *e);
