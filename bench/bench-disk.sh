@@ -37,7 +37,10 @@ while getopts b:s:n: o; do
 done
 shift $((OPTIND - 1))
 case $size$runs in *[!0-9]*) echo "$0: -s and -n take whole numbers" >&2; exit 2 ;; esac
-[ "$size" -gt 0 ] && [ "$runs" -gt 0 ] || { echo "$0: -s and -n must be above 0" >&2; exit 2; }
+if [ "$size" -eq 0 ] || [ "$runs" -eq 0 ]; then
+	echo "$0: -s and -n must be above 0" >&2
+	exit 2
+fi
 [ -f "$build/build.ninja" ] || meson setup "$build" >/dev/null
 meson compile -C "$build" fsd/snapfs >/dev/null
 snapfs=$(pwd)/$build/fsd/snapfs
@@ -91,7 +94,8 @@ for r in $(seq "$runs"); do
 	fi
 	again_w=$(timed copy "$src" "$mnt/b")
 	sync -f "$work/store"
-	drop "$work/plain" "$mnt/a" $(find "$work/store" -type f)
+	drop "$work/plain" "$mnt/a"
+	find "$work/store" -type f | while read -r f; do drop "$f"; done
 	if [ $((r % 2)) = 1 ]; then
 		plain_r=$(timed read_out "$work/plain")
 		cold_r=$(timed read_out "$mnt/a")
@@ -109,6 +113,7 @@ for r in $(seq "$runs"); do
 done
 
 col() { cut -d' ' -f"$1" "$work/times" | stats; }
+# shellcheck disable=SC2046 # each gives two numbers, split on purpose
 set -- $(col 1) $(col 2) $(col 3) $(col 4) $(col 5)
 line() { # what min median [baseline-min baseline-median]
 	awk -v w="$1" -v mn="$2" -v md="$3" -v b="${4:-}" -v bm="${5:-}" -v mib="$size" 'BEGIN {
