@@ -21,18 +21,21 @@
 # not needed; on a virtual machine the "disk" may itself be cached by the
 # host.
 #
-# usage: bench/bench-disk.sh [-b BUILD] [-s MIB] [-n RUNS] [DIR]
-#        (DIR: where the store and the baseline file go; default BUILD,
-#        so the disk the checkout is on; MIB default 1024, RUNS 3)
+# usage: bench/bench-disk.sh [-b BUILD | -x SNAPFS] [-s MIB] [-n RUNS] [DIR]
+#        (builds snapfs in BUILD, default build; -x: run that snapfs binary
+#        and build nothing; DIR: where the store and the baseline file go,
+#        default BUILD, so the disk the checkout is on; MIB default 1024,
+#        RUNS 3)
 set -eu
 cd "$(dirname "$0")/.."
-build=build size=1024 runs=3
-while getopts b:s:n: o; do
+build=build size=1024 runs=3 snapfs=
+while getopts b:x:s:n: o; do
 	case $o in
 	b) build=$OPTARG ;;
+	x) snapfs=$OPTARG ;;
 	s) size=$OPTARG ;;
 	n) runs=$OPTARG ;;
-	*) echo "usage: $0 [-b BUILD] [-s MIB] [-n RUNS] [DIR]" >&2; exit 2 ;;
+	*) echo "usage: $0 [-b BUILD | -x SNAPFS] [-s MIB] [-n RUNS] [DIR]" >&2; exit 2 ;;
 	esac
 done
 shift $((OPTIND - 1))
@@ -41,9 +44,13 @@ if [ "$size" -eq 0 ] || [ "$runs" -eq 0 ]; then
 	echo "$0: -s and -n must be above 0" >&2
 	exit 2
 fi
-[ -f "$build/build.ninja" ] || meson setup "$build" >/dev/null
-meson compile -C "$build" fsd/snapfs >/dev/null
-snapfs=$(pwd)/$build/fsd/snapfs
+if [ -z "$snapfs" ]; then
+	[ -f "$build/build.ninja" ] || meson setup "$build" >/dev/null
+	meson compile -C "$build" fsd/snapfs >/dev/null
+	snapfs=$build/fsd/snapfs
+fi
+case $snapfs in /*) ;; *) snapfs=$(pwd)/$snapfs ;; esac
+[ -x "$snapfs" ] || { echo "$0: $snapfs: not an executable" >&2; exit 2; }
 dir=${1:-$build}
 [ -d "$dir" ] || { echo "$0: $dir: not a directory" >&2; exit 2; }
 

@@ -73,4 +73,12 @@ check "fsck clean" "$ADMIN" fsck "$STORE"
 fs_mount || exit 1
 check "the ten copies survive gc" sh -c 'for i in 0 9; do cmp "$1/copy$i" "$2" || exit 1; done' sh "$M" "$T/r64"
 fs_umount
+
+# bench/bench-disk.sh, small: it mounts stores of its own, checks the file
+# it reads back (cmp) and reports what the packs hold after copying the
+# same 8 MiB in twice, which must be one copy.
+out=$("$(dirname "$0")/../../bench/bench-disk.sh" -x "$SNAPFS" -s 8 -n 1 "$T" 2>&1)
+ok "bench-disk.sh runs through and stores the twice-copied file once" \
+	$(printf '%s\n' "$out" | grep -qx "stored after both copy-ins: 8 MiB in packs for 8 MiB written twice" &&
+		echo 0 || echo 1) "$out"
 finish
