@@ -453,7 +453,9 @@ void store_path_of(sqlite3 *db, uint64_t ino, char *buf, size_t size)
 		if (sqlite3_step(s) != SQLITE_ROW)
 			break;
 		const char *name = (const char *)sqlite3_column_text(s, 1);
-		size_t n = strlen(name ? name : "");
+		if (!name)
+			name = "";	/* out of memory: the path goes on without it */
+		size_t n = strlen(name);
 		if (len + n + 1 >= sizeof(path))
 			break;
 		memmove(path + n + 1, path, len + 1);

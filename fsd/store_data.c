@@ -387,6 +387,8 @@ static int copy_bytes(struct store *st, struct sinode *src, uint64_t so, struct 
 		      uint64_t doff, uint64_t len)
 {
 	enum { BUF = 1 << 20 };
+	if (!len)
+		return 0;	/* the head or tail of an aligned clone */
 	uint8_t *buf = malloc(len < BUF ? (size_t)len : BUF);
 	if (!buf)
 		return -ENOMEM;
