@@ -203,7 +203,7 @@ for _ in range(1000):
 # Up to three rounds of the pair: a round that another load on the
 # machine upset (a daemon woken for other work, a preempted caller)
 # does not decide it; a busy_poll that does nothing fails all three.
-diag= answered=0 fewer=1 round=0
+diag='' answered=0 fewer=1 round=0
 while [ $round -lt 3 ] && [ $fewer -ne 0 ]; do
 	round=$((round + 1))
 	poll_round busy_poll=0
