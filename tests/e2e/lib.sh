@@ -85,6 +85,13 @@ ok() {	# ok NAME STATUS [DIAGNOSTIC]
 	fi
 }
 
+skip() {	# skip NAME REASON [DIAGNOSTIC]: a check that cannot be made here, and why
+	tap_n=$((tap_n + 1))
+	echo "ok $tap_n - $1 # SKIP $2"
+	[ -n "${3:-}" ] && printf '%s\n' "$3" | sed 's/^/# /'
+	return 0
+}
+
 check() {	# check NAME COMMAND...: ok if COMMAND succeeds; its output goes to diagnostics
 	name=$1
 	shift
