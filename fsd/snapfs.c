@@ -488,13 +488,12 @@ int main(int argc, char *argv[])
 		notify_fd = -1;
 	}
 
-	if (cmd.singlethread) {
-		ret = fuse_session_loop(se);
-	} else {
-		unsigned poll_us = opts.busy_poll_us != BUSY_POLL_UNSET ? opts.busy_poll_us
-								     : fs_loop_busy_poll_default();
-		ret = fs_loop_run(se, cmd.max_threads <= 1000 ? cmd.max_threads : 1000, poll_us);
-	}
+	/* -s: one worker, which serves every request itself (and polls
+	 * between short ones as the pool's listener does). */
+	unsigned threads = cmd.singlethread ? 1 : cmd.max_threads <= 1000 ? cmd.max_threads : 1000;
+	unsigned poll_us = opts.busy_poll_us != BUSY_POLL_UNSET ? opts.busy_poll_us
+							     : fs_loop_busy_poll_default();
+	ret = fs_loop_run(se, threads, poll_us);
 	/* A signal ends the loop with its number: that is a clean stop. */
 	ret = ret < 0 ? 1 : 0;
 	fs_mount_watch_stop(watch);

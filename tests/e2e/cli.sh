@@ -178,14 +178,15 @@ daemon_cpu() {	# daemon_cpu PID: its user and system time, in clock ticks
 steal() {	# the time the host has stolen from this machine's CPUs, in clock ticks
 	awk '/^cpu / { print $9 + 0 }' /proc/stat
 }
-# poll_round OPTION: mount with -o OPTION, make the 1000 calls, and set
-# switches (the daemon's wake-ups meanwhile), got (0 if every call was
-# answered ENODATA by a daemon that was found), workers (its worker
-# threads) and stolen (steal ticks meanwhile); diag says what was seen.
+# poll_round OPTION [-s]: mount with -o OPTION (and -s), make the 1000
+# calls, and set switches (the daemon's wake-ups meanwhile), got (0 if
+# every call was answered ENODATA by a daemon that was found), workers
+# (its worker threads) and stolen (steal ticks meanwhile); diag says
+# what was seen.
 poll_round() {
-	"$SNAPFS" -o "$1" "$STORE" "$MNT"
+	"$SNAPFS" -o "$1" "$STORE" "$MNT" ${2:+"$2"}
 	cp "$T/poll-file" "$MNT/poll-file"
-	pid=$(pgrep -f "^$SNAPFS -o $1 $STORE $MNT\$" | head -n 1)
+	pid=$(pgrep -f "^$SNAPFS -o $1 $STORE $MNT${2:+ $2}\$" | head -n 1)
 	before=$(daemon_switches "$pid")
 	cpu=$(daemon_cpu "$pid")
 	stolen=$(steal)
@@ -205,7 +206,7 @@ for _ in range(1000):
 	switches=$(($(daemon_switches "$pid") - before))
 	workers=$(cat /proc/"$pid"/task/*/comm 2>/dev/null | grep -c '^snapfs-worker$')
 	diag="$diag
--o $1: daemon '$pid', python exit $got, $switches wake-ups, $(($(daemon_cpu "$pid") - cpu)) ticks of CPU, $(ls /proc/"$pid"/task 2>/dev/null | wc -l) threads ($workers workers), $stolen ticks stolen"
+-o $1 ${2:-}: daemon '$pid', python exit $got, $switches wake-ups, $(($(daemon_cpu "$pid") - cpu)) ticks of CPU, $(ls /proc/"$pid"/task 2>/dev/null | wc -l) threads ($workers workers), $stolen ticks stolen"
 	rm "$MNT/poll-file"
 	fusermount3 -u "$MNT"
 	i=0
@@ -234,6 +235,31 @@ if [ $clean -eq 0 ]; then
 else
 	ok "$name; $switches against $unpolled, round $round)" $fewer "$diag"
 fi
+# -s serves on one worker thread, which polls as the pool's listener does.
+polled_s=1 round=0 clean=0
+while [ $round -lt 3 ] && [ $polled_s -ne 0 ]; do
+	round=$((round + 1))
+	diag=''
+	poll_round busy_poll=1000 -s
+	[ "$stolen" -le 5 ] && clean=$((clean + 1)) && [ "$switches" -lt 500 ] && polled_s=0
+done
+ok "-s: one worker thread answered every call" \
+	$([ $got -eq 0 ] && [ "$workers" = 1 ] && echo 0 || echo 1) "$diag"
+name="-s: the worker polled (under 500 wake-ups for the 1000 calls"
+if [ $clean -eq 0 ]; then
+	skip "$name)" "the host stole more than 5 ticks of CPU time in each of $round rounds" "$diag"
+else
+	ok "$name: $switches)" $polled_s "$diag"
+fi
+# ... and serves the slow kinds (a large write, fsync) on that thread too.
+head -c 24M /dev/urandom >"$T/s-data"
+"$SNAPFS" "$T/s-store" "$MNT" -s
+check "-s: a large write with fsync, read back whole, a listing and an unlink" \
+	sh -c 'dd if="$1" of="$2/s-data" bs=1M conv=fsync status=none && cmp "$1" "$2/s-data" &&
+		ls -l "$2" | grep -q " s-data\$" && rm "$2/s-data" && [ ! -e "$2/s-data" ]' sh "$T/s-data" "$MNT"
+fusermount3 -u "$MNT"
+STORE=$T/s-store wait_store_free
+rm -r "$T/s-data" "$T/s-store"
 
 # A mount point inside the store would hide part of it.
 out=$(timeout 20 "$SNAPFS" "$STORE" "$STORE/packs" -f 2>&1)
