@@ -493,9 +493,8 @@ int main(int argc, char *argv[])
 	unsigned threads = cmd.singlethread ? 1 : cmd.max_threads <= 1000 ? cmd.max_threads : 1000;
 	unsigned poll_us = opts.busy_poll_us != BUSY_POLL_UNSET ? opts.busy_poll_us
 							     : fs_loop_busy_poll_default();
-	ret = fs_loop_run(se, threads, poll_us);
-	/* A signal ends the loop with its number: that is a clean stop. */
-	ret = ret < 0 ? 1 : 0;
+	/* An unmount or a signal ends the loop with 0: a clean stop. */
+	ret = fs_loop_run(se, threads, poll_us) < 0 ? 1 : 0;
 	fs_mount_watch_stop(watch);
 
 	fuse_session_unmount(se);
