@@ -17,9 +17,9 @@
 # source (cmp) before the store is unmounted.  Min and median over the runs;
 # ratios are the baseline's best time over snapfs's best, and the same of
 # the medians (above 1: snapfs is faster); a disk's times spread widely
-# from run to run, so read both.  Caches are dropped per file (dd iflag=nocache), so root is
-# not needed; on a virtual machine the "disk" may itself be cached by the
-# host.
+# from run to run, so read both.  Caches are dropped per file (dd
+# iflag=nocache), so root is not needed; on a virtual machine the "disk"
+# may itself be cached by the host.
 #
 # usage: bench/bench-disk.sh [-b BUILD | -x SNAPFS] [-s MIB] [-n RUNS] [DIR]
 #        (builds snapfs in BUILD, default build; -x: run that snapfs binary
