@@ -13,8 +13,8 @@
  *  - caching: sealed inodes get long entry/attribute timeouts (and their
  *    files keep their page cache, see fs_file.c);
  *  - lifetime: the inode table counts lookups so that the store learns
- *    when the kernel forgets an inode, which is when an unlinked file's
- *    pages go (see fs_inode.h);
+ *    when the kernel forgets an inode, after which an unlinked file's
+ *    pages go, in a batch with others (see fs_inode.h, store.h);
  *  - the user.snapfs.* attributes (fs_xattr.c).
  */
 #include <errno.h>
@@ -80,7 +80,7 @@ static void fs_reply_entry(fuse_req_t req, const struct store_attr *a, struct fs
 void fs_forget_ino(struct fs *fs, uint64_t ino, uint64_t n)
 {
 	if (fs_inode_forget(&fs->inodes, ino, n)) {
-		int r = store_inode_release(fs->store, ino);
+		int r = store_inode_forget(fs->store, ino);
 		if (r < 0 && r != -ENOENT)
 			fs_log_err(fs, "release", ino, r);
 	}
@@ -150,7 +150,8 @@ static void fs_op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 
 static void fs_op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
 {
-	/* Each may look the inode up in the index, or delete it. */
+	/* Each may look the inode up in the index (and rarely delete it:
+	 * deletions wait for a batch, see store_inode_forget). */
 	if (count > FORGET_SHORT)
 		fs_loop_blocking();
 	for (size_t i = 0; i < count; i++)

@@ -33,6 +33,13 @@ int64_t store_now_ns(void)
 	return store_ns_of(ts);
 }
 
+int64_t store_mono_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return store_ns_of(ts);
+}
+
 int64_t store_ns_of(struct timespec ts)
 {
 	const int64_t g = 1000000000;
@@ -567,6 +574,7 @@ static void store_free(struct store *st)
 	store_hash_helper_stop(st);
 	store_cache_free(st);
 	htab_free(&st->pending);
+	free(st->forgotten);
 	htab_free(&st->committing);
 	htab_free(&st->deltas);
 	pset_free(&st->known);

@@ -295,6 +295,17 @@ int store_rename(struct store *st, uint64_t parent, const char *name, uint64_t n
  */
 int store_inode_release(struct store *st, uint64_t ino);
 
+/*
+ * store_inode_release for the kernel's FORGET: an inode that has no links
+ * and no handles can never be reached again, so it is deleted a little
+ * later, with others in one transaction (rm -rf pays one transaction per
+ * file, not two): by the store's committer thread, within milliseconds,
+ * and at the latest by the next commit, store_sync, store_statfs or
+ * store_close.  A crash before that leaves an orphan, which the next
+ * store_open reclaims.  Returns what store_inode_release does.
+ */
+int store_inode_forget(struct store *st, uint64_t ino);
+
 enum store_set {
 	STORE_SET_MODE = 1 << 0,	/* permission bits only; type kept */
 	STORE_SET_UID = 1 << 1,

@@ -413,6 +413,9 @@ int store_xattr_remove(struct store *st, uint64_t ino, const char *name)
 int store_statfs(struct store *st, struct store_statfs *out)
 {
 	memset(out, 0, sizeof(*out));
+	/* Deleted files count as gone (a failure leaves orphans). */
+	if (!st->rdonly)
+		store_reclaim_forgotten(st);
 	uint64_t packs;
 	int r = st->be->ops->usage(st->be, &out->stored_bytes, &packs);
 	if (r)

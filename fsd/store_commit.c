@@ -438,6 +438,9 @@ int store_commit(struct store *st, struct err *e)
 	struct err le = { 0 };
 	if (!e)
 		e = &le;
+	/* Forgotten inodes go first, in a transaction of their own (a
+	 * failure leaves orphans, which the next store_open reclaims). */
+	store_reclaim_forgotten(st);
 	/* Tails go in with the rest (a failure sticks in st->failed). */
 	tails_flush_all(st);
 	store_db_lock(st);
@@ -602,7 +605,9 @@ int store_recover(struct store *st)
  * long work. */
 #define DELETE_LONG_CHUNKS 32u
 
-int store_delete_inode(struct store *st, uint64_t ino)
+/* Drop ino from the cache and add the loss of each of its pages to t
+ * (transaction open, db_lock held). */
+static int inode_pages_lost(struct store *st, uint64_t ino, struct htab *t)
 {
 	pthread_mutex_lock(&st->mem_lock);
 	struct sinode *si = sinode_find(st, ino);
@@ -613,61 +618,76 @@ int store_delete_inode(struct store *st, uint64_t ino)
 	}
 	pthread_mutex_unlock(&st->mem_lock);
 
-	struct htab t = HTAB_LOC(struct delta);
-	int r = sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK ? 0 : -EIO;
-	sqlite3_stmt *s = r ? NULL : store_stmt(st, st->db,
-						   "SELECT hashes, locs, idx, sum FROM chunk WHERE ino = ?");
-	if (!r && !s)
-		r = -EIO;
-	if (!r) {
-		sqlite3_bind_int64(s, 1, (int64_t)ino);
-		int rc;
-		unsigned rows = 0;
-		while (!r && (rc = store_step(st, s)) == SQLITE_ROW) {
-			if (++rows == DELETE_LONG_CHUNKS)
-				store_may_block(st);	/* a large file */
-			const uint8_t *h = sqlite3_column_blob(s, 0), *l = sqlite3_column_blob(s, 1);
-			int nh = sqlite3_column_bytes(s, 0), nl = sqlite3_column_bytes(s, 1);
-			uint64_t idx = (uint64_t)sqlite3_column_int64(s, 2);
-			r = store_map_check(st, ino, idx, l, (size_t)nl, h, (size_t)nh,
-					    sqlite3_column_int64(s, 3));
-			if (r == -EUCLEAN) {
-				/* Damaged: its pages keep their references
-				 * (space lost until fsck is acted on), rather
-				 * than other files' pages losing theirs. */
-				store_map_damaged(st, ino, idx);
-				r = 0;
-				continue;
-			}
-			int n = nh / (int)STORE_HASH_SIZE;
-			if (nl < n * 8)
-				n = nl / 8;
-			for (int k = 0; k < n && !r; k++)
-				if (get_le64(l + 8 * k))
-					r = dtab_add(&t, get_le64(l + 8 * k), h + k * STORE_HASH_SIZE, -1);
+	sqlite3_stmt *s =
+		store_stmt(st, st->db, "SELECT hashes, locs, idx, sum FROM chunk WHERE ino = ?");
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, (int64_t)ino);
+	int rc, r = 0;
+	unsigned rows = 0;
+	while (!r && (rc = store_step(st, s)) == SQLITE_ROW) {
+		if (++rows == DELETE_LONG_CHUNKS)
+			store_may_block(st);	/* a large file */
+		const uint8_t *h = sqlite3_column_blob(s, 0), *l = sqlite3_column_blob(s, 1);
+		int nh = sqlite3_column_bytes(s, 0), nl = sqlite3_column_bytes(s, 1);
+		uint64_t idx = (uint64_t)sqlite3_column_int64(s, 2);
+		r = store_map_check(st, ino, idx, l, (size_t)nl, h, (size_t)nh,
+				    sqlite3_column_int64(s, 3));
+		if (r == -EUCLEAN) {
+			/* Damaged: its pages keep their references (space
+			 * lost until fsck is acted on), rather than other
+			 * files' pages losing theirs. */
+			store_map_damaged(st, ino, idx);
+			r = 0;
+			continue;
 		}
-		if (!r && rc != SQLITE_DONE)
-			r = -EIO;
-		sqlite3_reset(s);
+		int n = nh / (int)STORE_HASH_SIZE;
+		if (nl < n * 8)
+			n = nl / 8;
+		for (int k = 0; k < n && !r; k++)
+			if (get_le64(l + 8 * k))
+				r = dtab_add(t, get_le64(l + 8 * k), h + k * STORE_HASH_SIZE, -1);
 	}
-	if (!r)
-		r = apply_deltas(st, &t);
+	if (!r && rc != SQLITE_DONE)
+		r = -EIO;
+	sqlite3_reset(s);
+	return r;
+}
+
+/* Delete ino's rows (transaction open, db_lock held). */
+static int inode_rows_delete(struct store *st, uint64_t ino)
+{
 	static const char *const dels[] = {
 		"DELETE FROM chunk WHERE ino = ?",
 		"DELETE FROM xattr WHERE ino = ?",
 		"DELETE FROM symlink WHERE ino = ?",
 		"DELETE FROM inode WHERE ino = ?",
 	};
-	for (unsigned i = 0; i < sizeof(dels) / sizeof(dels[0]) && !r; i++) {
-		s = store_stmt(st, st->db, dels[i]);
-		if (!s) {
-			r = -EIO;
-			break;
-		}
+	for (unsigned i = 0; i < sizeof(dels) / sizeof(dels[0]); i++) {
+		sqlite3_stmt *s = store_stmt(st, st->db, dels[i]);
+		if (!s)
+			return -EIO;
 		sqlite3_bind_int64(s, 1, (int64_t)ino);
-		r = store_step(st, s) == SQLITE_DONE ? 0 : -EIO;
+		int r = store_step(st, s) == SQLITE_DONE ? 0 : -EIO;
 		sqlite3_reset(s);
+		if (r)
+			return r;
 	}
+	return 0;
+}
+
+/* Delete the n inodes ino with their pages in one transaction (db_lock
+ * held). */
+static int inodes_delete(struct store *st, const uint64_t *ino, size_t n)
+{
+	struct htab t = HTAB_LOC(struct delta);
+	int r = sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK ? 0 : -EIO;
+	for (size_t i = 0; i < n && !r; i++)
+		r = inode_pages_lost(st, ino[i], &t);
+	if (!r)
+		r = apply_deltas(st, &t);
+	for (size_t i = 0; i < n && !r; i++)
+		r = inode_rows_delete(st, ino[i]);
 	if (!r)
 		r = sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK ? 0 : -EIO;
 	if (r)
@@ -676,7 +696,12 @@ int store_delete_inode(struct store *st, uint64_t ino)
 	return r;
 }
 
-int store_delete_inode_if_unlinked(struct store *st, uint64_t ino)
+int store_delete_inode(struct store *st, uint64_t ino)
+{
+	return inodes_delete(st, &ino, 1);
+}
+
+int store_inode_may_go(struct store *st, uint64_t ino)
 {
 	sqlite3_stmt *s = store_stmt(st, st->db, "SELECT nlink FROM inode WHERE ino = ?");
 	if (!s)
@@ -697,5 +722,58 @@ int store_delete_inode_if_unlinked(struct store *st, uint64_t ino)
 	if (si && busy)
 		si->released = true;
 	pthread_mutex_unlock(&st->mem_lock);
-	return busy ? 0 : store_delete_inode(st, ino);
+	return !busy;
+}
+
+int store_delete_inode_if_unlinked(struct store *st, uint64_t ino)
+{
+	int r = store_inode_may_go(st, ino);
+	return r > 0 ? store_delete_inode(st, ino) : r;
+}
+
+static int ino_cmp(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return (x > y) - (x < y);
+}
+
+int store_reclaim_forgotten(struct store *st)
+{
+	pthread_mutex_lock(&st->mem_lock);
+	uint64_t *list = st->forgotten;
+	size_t n = st->nforgotten;
+	st->forgotten = NULL;
+	st->nforgotten = st->forgotten_cap = 0;
+	pthread_mutex_unlock(&st->mem_lock);
+	if (!n)
+		return 0;
+	/* Each inode once (the kernel forgets one once, but a delta
+	 * applied twice would take references from other files). */
+	qsort(list, n, sizeof(*list), ino_cmp);
+	store_db_lock(st);
+	/* The ones to go, compacted in place.  Checked again: cheap, and
+	 * the list holds only inodes nothing can reach any more. */
+	size_t go = 0;
+	int r = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (i && list[i] == list[i - 1])
+			continue;
+		int m = store_inode_may_go(st, list[i]);
+		if (m > 0)
+			list[go++] = list[i];
+		else if (m < 0 && m != -ENOENT && !r)
+			r = m;
+	}
+	if (go > 1 && inodes_delete(st, list, go) == 0)
+		go = 0;
+	/* One, or a batch that failed: each alone, so that one that cannot
+	 * be deleted keeps no other from going. */
+	for (size_t i = 0; i < go; i++) {
+		int d = store_delete_inode(st, list[i]);
+		if (d && !r)
+			r = d;
+	}
+	pthread_mutex_unlock(&st->db_lock);
+	free(list);
+	return r;
 }

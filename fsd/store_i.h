@@ -241,6 +241,16 @@ struct store {
 	pthread_t committer;
 	pthread_cond_t commit_cond;
 	bool committer_running, commit_wanted, committer_stop;
+	/* Inodes the kernel forgot (store_inode_forget), to delete if they
+	 * are unlinked: the committer deletes them in one transaction once
+	 * FORGOTTEN_BATCH are waiting or the first has waited
+	 * FORGOTTEN_WAIT_NS, and so does every commit and statfs (under
+	 * mem_lock). */
+	uint64_t *forgotten;
+	size_t nforgotten, forgotten_cap;
+	int64_t forgotten_since_ns;	/* when the first one came */
+#define FORGOTTEN_BATCH 64u
+#define FORGOTTEN_WAIT_NS 10000000
 
 	/* The hashing helper thread: a large write shares the hashing of its
 	 * pages with it (store_write.c, hash_pages).  Under hash_lock. */
@@ -290,6 +300,8 @@ extern void (*store_test_hook)(const char *where, struct store *st, uint64_t ino
 
 /* store.c */
 int64_t store_now_ns(void);
+/* CLOCK_MONOTONIC in ns, for waits. */
+int64_t store_mono_ns(void);
 /* Run sql (statements without results) on db; what names the step for errors. */
 int store_exec_sql(struct store *st, sqlite3 *db, const char *sql, struct err *e,
 		   const char *what);
@@ -515,6 +527,14 @@ int store_recover(struct store *st);
 /* Drop ino from the cache and delete it with its pages from the database
  * (db_lock held, mem_lock not). */
 int store_delete_inode(struct store *st, uint64_t ino);
+/* Delete the unlinked ones of the inodes store_inode_forget was told of
+ * (db_lock not held): 0, or the first -errno (each other one was still
+ * deleted, if it could be). */
+int store_reclaim_forgotten(struct store *st);
+/* 1 if ino is unlinked and in no use, so that it can go; 0 if it stays
+ * (unlinked but in use: marked to go at its last release), or -errno
+ * (-ENOENT: no such inode) (db_lock held). */
+int store_inode_may_go(struct store *st, uint64_t ino);
 /* Delete ino if it has no links and nobody uses it; if in use, mark it to
  * be deleted at its last release (db_lock held). */
 int store_delete_inode_if_unlinked(struct store *st, uint64_t ino);

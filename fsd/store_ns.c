@@ -634,6 +634,39 @@ int store_inode_release(struct store *st, uint64_t ino)
 	return r;
 }
 
+int store_inode_forget(struct store *st, uint64_t ino)
+{
+	if (st->rdonly)
+		return 0;
+	store_db_lock(st);
+	int r = store_inode_may_go(st, ino);
+	if (r > 0 && !st->committer_running)
+		r = store_delete_inode(st, ino);
+	pthread_mutex_unlock(&st->db_lock);
+	if (r <= 0)
+		return r;
+	pthread_mutex_lock(&st->mem_lock);
+	r = store_grow((void **)&st->forgotten, &st->forgotten_cap, st->nforgotten,
+		       sizeof(*st->forgotten));
+	if (!r) {
+		if (!st->nforgotten)
+			st->forgotten_since_ns = store_mono_ns();
+		st->forgotten[st->nforgotten++] = ino;
+		/* The first starts the committer's clock; a full batch
+		 * wakes it. */
+		if (st->nforgotten == 1 || st->nforgotten == FORGOTTEN_BATCH)
+			pthread_cond_signal(&st->commit_cond);
+	}
+	pthread_mutex_unlock(&st->mem_lock);
+	if (r) {
+		/* No room on the list: now, then. */
+		store_db_lock(st);
+		r = store_delete_inode_if_unlinked(st, ino);
+		pthread_mutex_unlock(&st->db_lock);
+	}
+	return r;
+}
+
 /* Is dir ino at or below directory top?  (transaction open) */
 static int is_under(struct store *st, uint64_t ino, uint64_t top)
 {

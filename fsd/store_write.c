@@ -718,13 +718,28 @@ static void *committer_main(void *arg)
 	pthread_setname_np(pthread_self(), "snapfs-commit");
 	pthread_mutex_lock(&st->mem_lock);
 	for (;;) {
-		while (!st->commit_wanted && !st->committer_stop)
-			pthread_cond_wait(&st->commit_cond, &st->mem_lock);
+		bool forgotten_due = false;
+		while (!st->commit_wanted && !st->committer_stop) {
+			if (!st->nforgotten) {
+				pthread_cond_wait(&st->commit_cond, &st->mem_lock);
+				continue;
+			}
+			int64_t due = st->forgotten_since_ns + FORGOTTEN_WAIT_NS;
+			forgotten_due = st->nforgotten >= FORGOTTEN_BATCH || store_mono_ns() >= due;
+			if (forgotten_due)
+				break;
+			struct timespec ts = { due / 1000000000, due % 1000000000 };
+			pthread_cond_timedwait(&st->commit_cond, &st->mem_lock, &ts);
+		}
 		if (st->committer_stop)
 			break;
+		bool commit = st->commit_wanted;
 		st->commit_wanted = false;
 		pthread_mutex_unlock(&st->mem_lock);
-		store_commit(st, NULL);	/* a failure sticks in st->failed */
+		if (commit)
+			store_commit(st, NULL);	/* a failure sticks in st->failed */
+		else if (forgotten_due)
+			store_reclaim_forgotten(st);	/* a failure leaves orphans */
 		pthread_mutex_lock(&st->mem_lock);
 	}
 	pthread_mutex_unlock(&st->mem_lock);
@@ -733,7 +748,12 @@ static void *committer_main(void *arg)
 
 int store_committer_start(struct store *st, struct err *e)
 {
-	pthread_cond_init(&st->commit_cond, NULL);
+	/* Timed waits (for forgotten inodes) on the clock of store_mono_ns. */
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&st->commit_cond, &ca);
+	pthread_condattr_destroy(&ca);
 	int r = pthread_create(&st->committer, NULL, committer_main, st);
 	if (r)
 		return err_set(e, -r, "store %s: committer thread: %s", st->dir, strerror(r));

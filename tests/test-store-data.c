@@ -212,6 +212,76 @@ static void test_store_data_dedup(void **state)
 	assert_int_equal(s.unreferenced_pages, 1);
 }
 
+/*
+ * Inodes the kernel forgot (store_inode_forget) go later, many to a
+ * transaction: the committer deletes the unlinked ones by itself, each
+ * once even if told twice (a page they share with a file that stays
+ * keeps that file's reference), and one still open stays until its last
+ * release.  A linked one stays.
+ */
+static void test_store_data_forget(void **state)
+{
+	struct tsu_fixture *f = *state;
+	struct store *st = f->st;
+	enum { N = 8 };
+	uint8_t shared[PG], own[PG];
+	tsu_fill(shared, PG, 50);
+	uint64_t keep = tsu_file(st, "keep"), ino[N];
+	assert_int_equal(store_write(st, keep, shared, PG, 0), PG);
+	for (int i = 0; i < N; i++) {
+		char name[16];
+		snprintf(name, sizeof(name), "f%d", i);
+		ino[i] = tsu_file(st, name);
+		tsu_fill(own, PG, 60 + (uint64_t)i);
+		assert_int_equal(store_write(st, ino[i], shared, PG, 0), PG);
+		assert_int_equal(store_write(st, ino[i], own, PG, PG), PG);
+	}
+	uint64_t open_ino = tsu_file(st, "open");
+	assert_int_equal(store_write(st, open_ino, shared, PG, 0), PG);
+	assert_int_equal(store_file_open(st, open_ino), 0);
+	struct store_stats s = stats(st);
+	assert_int_equal(s.referenced_pages, 1 + 2 * N + 1);
+
+	uint64_t gone;
+	for (int i = 0; i < N; i++) {
+		char name[16];
+		snprintf(name, sizeof(name), "f%d", i);
+		assert_int_equal(store_unlink(st, STORE_ROOT_INO, name, &gone), 0);
+		assert_int_equal(gone, ino[i]);
+		assert_int_equal(store_inode_forget(st, ino[i]), 0);
+	}
+	assert_int_equal(store_inode_forget(st, ino[0]), 0);	/* told twice */
+	assert_int_equal(store_unlink(st, STORE_ROOT_INO, "open", &gone), 0);
+	assert_int_equal(store_inode_forget(st, open_ino), 0);
+	assert_int_equal(store_inode_forget(st, keep), 0);	/* linked: stays */
+	assert_int_equal(store_inode_forget(st, 999999), -ENOENT);
+
+	/* The committer deletes them without being asked (no commit here). */
+	struct store_attr a;
+	for (int i = 0; i < N; i++) {
+		int r, tries = 0;
+		while ((r = store_getattr(st, ino[i], &a)) == 0 && tries++ < 1000)
+			usleep(10000);
+		assert_int_equal(r, -ENOENT);
+	}
+	assert_int_equal(store_getattr(st, keep, &a), 0);
+	assert_int_equal(store_getattr(st, open_ino, &a), 0);
+	assert_int_equal(a.nlink, 0);
+	s = stats(st);
+	assert_int_equal(s.referenced_pages, 1 + 1);	/* keep's and open's shared page */
+	assert_int_equal(s.unreferenced_pages, N);
+	struct store_file_info fi;
+	assert_int_equal(store_file_info(st, keep, &fi), 0);
+	assert_int_equal(fi.shared_pages, 1);	/* with open's, no more */
+	check_equal(st, keep, shared, PG);
+
+	/* The open one goes at its last release. */
+	assert_int_equal(store_file_release(st, open_ino), 0);
+	assert_int_equal(store_getattr(st, open_ino, &a), -ENOENT);
+	s = stats(st);
+	assert_int_equal(s.referenced_pages, 1);
+}
+
 /* Reference counts change a run of consecutive locations at a time: a
  * copy of pages stored in a row, a run that starts on a stored page and
  * goes on with pages new to the store, and the losses when files go. */
@@ -986,6 +1056,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_store_data_holes_not_stored, tsu_setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_data_dedup, tsu_setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_data_delta_runs, tsu_setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_data_forget, tsu_setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_data_truncate, tsu_setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_data_punch, tsu_setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_data_clone, tsu_setup, teardown),

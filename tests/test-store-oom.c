@@ -4,10 +4,11 @@
  * Every allocation the store's own code makes (failalloc.h) and every
  * one SQLite makes (through SQLITE_CONFIG_MALLOC) is counted, and the Nth
  * fails with ENOMEM, on whichever of the store's threads makes it (or it
- * and every one after it: memory has run out).  A scenario of store calls (open,
- * read, write, flush, truncate, punch, clone, namespace changes, gc,
- * fsck, close, salvage) runs for many N spread over the allocations it makes, each
- * on a new store holding one committed file.  Each run checks that:
+ * and every one after it: memory has run out).  A scenario of store calls
+ * (open, read, write, flush, truncate, punch, clone, namespace changes,
+ * files deleted at once and later in a batch, gc, fsck, close, salvage)
+ * runs for many N spread over the allocations it makes, each on a new
+ * store holding one committed file.  Each run checks that:
  *   - every call works or fails with -ENOMEM (-EIO for a change made
  *     while the store could not recover from the failure), its message
  *     and the store's log name the store, and no read returns wrong
@@ -183,7 +184,22 @@ static void change_c(struct store *st, uint64_t a)
 	bool moved =
 		OK_OR_FAILED(store_rename(st, STORE_ROOT_INO, "c", STORE_ROOT_INO, "c2", 0, &gone));
 	OK_OR_FAILED(store_unlink(st, STORE_ROOT_INO, moved ? "c2" : "c", &gone));
-	OK_OR_FAILED(store_inode_release(st, c));
+	/* Deleted later, by the committer or the next commit (stats, gc). */
+	OK_OR_FAILED(store_inode_forget(st, c));
+}
+
+/* e: a page of a, removed and deleted at once. */
+static void change_e(struct store *st)
+{
+	struct store_attr at;
+	if (!OK_OR_FAILED(store_mknod(st, STORE_ROOT_INO, "e", 0100644, 0, 0, 0, &at)))
+		return;
+	ssize_t n = store_write(st, at.ino, a_data, PAGE, 0);
+	if (n < 0)
+		failed_ok(n, "store_write(e)");
+	uint64_t gone = 0;
+	OK_OR_FAILED(store_unlink(st, STORE_ROOT_INO, "e", &gone));
+	OK_OR_FAILED(store_inode_release(st, at.ino));
 }
 
 static int count_name(void *arg, const char *name, const struct store_attr *attr,
@@ -216,6 +232,7 @@ static void scenario(const char *path, struct outcome *o)
 	write_b(st, o);
 
 	change_c(st, a);
+	change_e(st);
 	unsigned names = 0;
 	OK_OR_FAILED(store_readdir(st, STORE_ROOT_INO, 0, count_name, &names));
 	struct store_stats ss;
