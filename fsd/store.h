@@ -219,8 +219,9 @@ struct store_attr {
 };
 
 /* Look up name in directory parent.  -ENOENT, -ENOTDIR.  "." is parent
- * itself (whatever its type) and ".." the directory holding it, so that
- * an inode can be found again by its number alone (file handles).  When
+ * itself (whatever its type; -ENOENT if it has no links) and ".." the
+ * directory holding it, so that an inode can be found again by its
+ * number alone (file handles).  When
  * a name is missing (-ENOENT) from a directory that exists, *out holds
  * the directory's attributes (out->ino == parent), so that a caller can
  * tell how long the miss holds without a second lookup. */

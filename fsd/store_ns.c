@@ -273,6 +273,11 @@ int store_lookup(struct store *st, uint64_t parent, const char *name, struct sto
 	}
 	if (!r)
 		r = ns_attr_get(st, db, ino, out);
+	/* "." is how the kernel finds an inode it does not hold from a file
+	 * handle: one without links is gone for handles (ESTALE), even while
+	 * it waits to be deleted (see store_inode_forget). */
+	if (!r && dot && !name[1] && out->nlink == 0)
+		r = -ENOENT;
 	ns_read_end(st, db);
 	if (!r || dir_attrs)
 		store_overlay_attr(st, out);

@@ -1372,8 +1372,11 @@ static void test_fs_file_handles(void **state)
 	assert_int_equal(fstatat(fd, "../f", &st, 0), 0);
 	assert_int_equal(st.st_size, 6);
 	close(fd);
-	/* A handle of a removed file is stale. */
+	/* A handle of a removed file is stale, at once (the daemon deletes
+	 * the file a little later) and after a remount. */
 	assert_int_equal(unlink(P(m, "d/f")), 0);
+	assert_int_equal(open_by_handle_at(root, hf, O_RDONLY), -1);
+	assert_int_equal(errno, ESTALE);
 	close(root);
 	mnt_stop(m);
 	mnt_start(m);
