@@ -643,6 +643,10 @@ int store_inode_forget(struct store *st, uint64_t ino)
 {
 	if (st->rdonly)
 		return 0;
+	/* Checked now, not only when the list is deleted: an inode with links
+	 * now may be looked up again, unlinked and still held by the kernel
+	 * by then; one without links now cannot (store_lookup of "." too
+	 * refuses it). */
 	store_db_lock(st);
 	int r = store_inode_may_go(st, ino);
 	if (r > 0 && !st->committer_running)
