@@ -639,24 +639,13 @@ int store_inode_release(struct store *st, uint64_t ino)
 	return r;
 }
 
-int store_inode_forget(struct store *st, uint64_t ino)
+/* Put ino on the list of forgotten inodes for the committer: 0, or
+ * -ENOMEM (mem_lock not held). */
+static int forgotten_add(struct store *st, uint64_t ino)
 {
-	if (st->rdonly)
-		return 0;
-	/* Checked now, not only when the list is deleted: an inode with links
-	 * now may be looked up again, unlinked and still held by the kernel
-	 * by then; one without links now cannot (store_lookup of "." too
-	 * refuses it). */
-	store_db_lock(st);
-	int r = store_inode_may_go(st, ino);
-	if (r > 0 && !st->committer_running)
-		r = store_delete_inode(st, ino);
-	pthread_mutex_unlock(&st->db_lock);
-	if (r <= 0)
-		return r;
 	pthread_mutex_lock(&st->mem_lock);
-	r = store_grow((void **)&st->forgotten, &st->forgotten_cap, st->nforgotten,
-		       sizeof(*st->forgotten));
+	int r = store_grow((void **)&st->forgotten, &st->forgotten_cap, st->nforgotten,
+			   sizeof(*st->forgotten));
 	if (!r) {
 		if (!st->nforgotten)
 			st->forgotten_since_ns = store_mono_ns();
@@ -667,13 +656,24 @@ int store_inode_forget(struct store *st, uint64_t ino)
 			pthread_cond_signal(&st->commit_cond);
 	}
 	pthread_mutex_unlock(&st->mem_lock);
-	if (r) {
-		/* No room on the list: now, then. */
-		store_db_lock(st);
-		r = store_delete_inode_if_unlinked(st, ino);
-		pthread_mutex_unlock(&st->db_lock);
-	}
 	return r;
+}
+
+int store_inode_forget(struct store *st, uint64_t ino)
+{
+	if (st->rdonly)
+		return 0;
+	/* Checked now, not only when the list is deleted: an inode with links
+	 * now may be looked up again, unlinked and still held by the kernel
+	 * by then; one without links now cannot (store_lookup of "." too
+	 * refuses it). */
+	store_db_lock(st);
+	int r = store_inode_may_go(st, ino);
+	/* Without a committer, or without room on the list: now. */
+	if (r > 0 && (!st->committer_running || forgotten_add(st, ino)))
+		r = store_delete_inode(st, ino);
+	pthread_mutex_unlock(&st->db_lock);
+	return r > 0 ? 0 : r;
 }
 
 /* Is dir ino at or below directory top?  (transaction open) */

@@ -728,7 +728,7 @@ static void *committer_main(void *arg)
 			forgotten_due = st->nforgotten >= FORGOTTEN_BATCH || store_mono_ns() >= due;
 			if (forgotten_due)
 				break;
-			struct timespec ts = { due / 1000000000, due % 1000000000 };
+			struct timespec ts = store_ts_of(due);
 			pthread_cond_timedwait(&st->commit_cond, &st->mem_lock, &ts);
 		}
 		if (st->committer_stop)
