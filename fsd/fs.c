@@ -124,6 +124,20 @@ static void fs_op_init(void *userdata, struct fuse_conn_info *conn)
 	 */
 	if (conn->capable & FUSE_CAP_EXPORT_SUPPORT)
 		conn->want |= FUSE_CAP_EXPORT_SUPPORT;
+	/*
+	 * POSIX ACLs, checked by the kernel, kept by us (fs_acl.c), so that
+	 * cp -a, tar --acls and rsync -A keep a file's ACL.  The kernel then
+	 * leaves the umask to us (DONT_MASK): a folder's default ACL takes
+	 * its place.
+	 */
+	if ((conn->capable & FUSE_CAP_POSIX_ACL) &&
+	    (conn->capable & FUSE_CAP_DONT_MASK)) {
+		conn->want |= FUSE_CAP_POSIX_ACL | FUSE_CAP_DONT_MASK;
+		fs->acl = true;
+		/* The kernel asks for the ACL of every file ls -l shows;
+		 * in a store without any, the answer needs no lookup. */
+		fs->acl_any = store_xattr_any(fs->store, "system.posix_acl_") != 0;
+	}
 	conn->max_write = FS_WRITE_MAX;
 	conn->max_readahead = fs->cfg.max_readahead > FS_READ_MAX ? fs->cfg.max_readahead
 								  : FS_READ_MAX;
@@ -206,7 +220,11 @@ static void fs_op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mod
 	struct fs_inode *spare = fs_inode_spare();
 	if (!spare)
 		return (void)fuse_reply_err(req, ENOMEM);
-	int r = store_mknod(fs_of(req)->store, parent, name, mode, rdev, c->uid, c->gid, &a);
+	struct fs_acl_new acl;
+	uint32_t m = fs_acl_new(fs_of(req), parent, false, mode, c->umask, &acl);
+	int r = store_mknod(fs_of(req)->store, parent, name, m, rdev, c->uid, c->gid, &a);
+	if (r >= 0)
+		fs_acl_new_store(fs_of(req), a.ino, &acl);
 	fs_reply_new_entry(req, r, &a, &spare);
 }
 
@@ -217,7 +235,11 @@ static void fs_op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mod
 	struct fs_inode *spare = fs_inode_spare();
 	if (!spare)
 		return (void)fuse_reply_err(req, ENOMEM);
-	int r = store_mkdir(fs_of(req)->store, parent, name, mode, c->uid, c->gid, &a);
+	struct fs_acl_new acl;
+	uint32_t m = fs_acl_new(fs_of(req), parent, true, mode, c->umask, &acl);
+	int r = store_mkdir(fs_of(req)->store, parent, name, m, c->uid, c->gid, &a);
+	if (r >= 0)
+		fs_acl_new_store(fs_of(req), a.ino, &acl);
 	fs_reply_new_entry(req, r, &a, &spare);
 }
 
@@ -375,6 +397,14 @@ static void fs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int
 		in.ctime = attr->st_ctim;
 		mask |= STORE_SET_CTIME;
 	}
+	/* A file with an access ACL has its bits changed with the ACL. */
+	if ((mask & STORE_SET_MODE) && fs->acl) {
+		int r = fs_acl_chmod_file(fs, ino, in.mode & 07777);
+		if (r < 0 && r != -ENODATA)
+			return (void)fuse_reply_err(req, -r);
+		if (!r)
+			mask &= ~(unsigned)STORE_SET_MODE;
+	}
 	int r = store_setattr(fs->store, ino, &in, mask, &out);
 	if (r < 0)
 		return (void)fuse_reply_err(req, -r);
@@ -526,10 +556,34 @@ static void fs_op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync,
 
 /* ---- extended attributes ------------------------------------------------ */
 
+/* Is the caller of req in group gid (its own or a supplementary one)? */
+static bool fs_caller_in_group(fuse_req_t req, gid_t gid)
+{
+	if (fuse_req_ctx(req)->gid == gid)
+		return true;
+	gid_t groups[64];
+	int n = fuse_req_getgroups(req, 64, groups);
+	for (int i = 0; i < n && i < 64; i++)
+		if (groups[i] == gid)
+			return true;
+	return false;
+}
+
 static void fs_op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
 			   size_t size, int flags)
 {
-	fuse_reply_err(req, -fs_xattr_set(fs_of(req), ino, name, value, size, flags));
+	struct fs *fs = fs_of(req);
+	if (!fs_acl_name(name))
+		return (void)fuse_reply_err(req, -fs_xattr_set(fs, ino, name, value, size, flags));
+	/* As chmod does: an ACL set by someone neither root nor in the
+	 * file's group drops S_ISGID (the kernel leaves this to us). */
+	struct store_attr a;
+	int r = store_getattr(fs->store, ino, &a);
+	bool kill_sgid = !r && (a.mode & S_ISGID) && fuse_req_ctx(req)->uid != 0 &&
+			 !fs_caller_in_group(req, a.gid);
+	if (!r)
+		r = fs_acl_set(fs, ino, name, value, size, kill_sgid);
+	fuse_reply_err(req, -r);
 }
 
 /* Reply to getxattr/listxattr: r is the length or -errno. */

@@ -270,7 +270,11 @@ void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mo
 	/* No seal between the file's making and its open, which would
 	 * then fail and leave the file behind. */
 	fs_seal_keep_out(fs);
-	int r = store_create(fs->store, parent, name, mode, c->uid, c->gid, &a);
+	struct fs_acl_new acl;
+	uint32_t m = fs_acl_new(fs, parent, false, mode, c->umask, &acl);
+	int r = store_create(fs->store, parent, name, m, c->uid, c->gid, &a);
+	if (r >= 0)
+		fs_acl_new_store(fs, a.ino, &acl);
 	if (r < 0) {
 		fs_seal_let_in(fs);
 		free(h);

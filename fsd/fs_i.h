@@ -38,6 +38,12 @@ struct fs {
 	pthread_mutex_t gc_lock;
 	bool gc_ran;
 	struct store_gc_result gc_last;
+	/* POSIX ACLs are on (the kernel takes FUSE_POSIX_ACL and leaves
+	 * the umask to us): set by init, before any other request. */
+	bool acl;
+	/* Some inode may have an ACL (atomic; once set, stays set): until
+	 * then ACL reads and inheritance need no look at the index. */
+	bool acl_any;
 };
 
 static inline struct fs *fs_of(fuse_req_t req)
@@ -121,9 +127,10 @@ void fs_op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
  * and reading it there gives the last run's pages freed and pack bytes
  * before and after, in decimal, separated by spaces.  They can be read by name but
  * are not listed, so tools that copy xattrs (cp -a, rsync -X, tar
- * --xattrs) do not carry them to other files.  Other namespaces are not
- * supported.  All return -errno on failure; get and list return the
- * value's length (size 0: only the length; -ERANGE if size is too small).
+ * --xattrs) do not carry them to other files.  POSIX ACLs are below;
+ * other namespaces are not supported.  All return -errno on failure; get
+ * and list return the value's length (size 0: only the length; -ERANGE
+ * if size is too small).
  */
 ssize_t fs_xattr_get(struct fs *fs, uint64_t ino, const char *name, char *buf, size_t size);
 ssize_t fs_xattr_list(struct fs *fs, uint64_t ino, char *buf, size_t size);
@@ -131,5 +138,54 @@ int fs_xattr_set(struct fs *fs, uint64_t ino, const char *name, const char *valu
 		 int flags);
 /* uid: the user asking (unsealing needs 0). */
 int fs_xattr_remove(struct fs *fs, uint64_t ino, const char *name, uint32_t uid);
+
+/*
+ * POSIX ACLs (fs_acl.c), kept as the xattrs FS_ACL_ACCESS and
+ * FS_ACL_DEFAULT in the kernel's format, at most FS_ACL_MAX bytes.
+ *   fs_acl_check    0 if value is a valid ACL, else -EINVAL
+ *   fs_acl_mode     mode with its rwx bits set from the access ACL value;
+ *                   *equiv: the ACL says no more than those bits
+ *   fs_acl_chmod    rewrite the access ACL value for a chmod to mode
+ *   fs_acl_inherit  turn a copy of a folder's default ACL into the access
+ *                   ACL of a new inode asked to have *mode, which it limits;
+ *                   false if the result says no more than *mode's bits
+ * fs_acl_set and fs_acl_new (fs_xattr.c) apply them to the store.
+ */
+#define FS_ACL_ACCESS "system.posix_acl_access"
+#define FS_ACL_DEFAULT "system.posix_acl_default"
+#define FS_ACL_MAX 4096
+bool fs_acl_name(const char *name);
+int fs_acl_check(const void *value, size_t size);
+uint32_t fs_acl_mode(const void *value, size_t size, uint32_t mode, bool *equiv);
+void fs_acl_chmod(void *value, size_t size, uint32_t mode);
+bool fs_acl_inherit(void *value, size_t size, uint32_t *mode);
+
+/* Set one of the ACL xattrs on ino; kill_sgid: the caller is neither in
+ * the file's group nor root, so an access ACL also drops S_ISGID. */
+int fs_acl_set(struct fs *fs, uint64_t ino, const char *name, const void *value, size_t size,
+	       bool kill_sgid);
+
+/* A chmod of ino to mode (07777 bits) that has an access ACL: both
+ * changed together.  -ENODATA if ino has no access ACL. */
+int fs_acl_chmod_file(struct fs *fs, uint64_t ino, uint32_t mode);
+
+/* The ACLs of a new inode: its access ACL (acl_size 0: none needed) and,
+ * for a folder, its default ACL (def_size 0: none). */
+struct fs_acl_new {
+	uint8_t acl[FS_ACL_MAX], def[FS_ACL_MAX];
+	size_t acl_size, def_size;
+};
+
+/* The mode a new inode in parent (a folder if dir), asked to have mode by
+ * a caller with umask, gets, and in n its ACLs.  With ACLs off the kernel
+ * has applied the umask: mode as it is.  Without a default ACL on parent,
+ * the umask applies; with one, the default ACL limits the mode instead
+ * and is the source of both ACLs. */
+uint32_t fs_acl_new(struct fs *fs, uint64_t parent, bool dir, uint32_t mode, uint32_t umask,
+		    struct fs_acl_new *n);
+
+/* Store n on the new inode ino.  A failure is logged: the inode stays,
+ * with the mode fs_acl_new limited already. */
+void fs_acl_new_store(struct fs *fs, uint64_t ino, const struct fs_acl_new *n);
 
 #endif

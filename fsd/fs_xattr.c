@@ -1,6 +1,8 @@
 /*
  * fsd/fs_xattr.c: extended attributes of the snapfs mount (see fs_i.h):
- * user.* kept in the store, user.snapfs.* computed from the store.
+ * user.* kept in the store, user.snapfs.* computed from the store, and the
+ * POSIX ACLs (system.posix_acl_*) kept in the store beside the
+ * permission bits they go with (fs_acl.c).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -122,6 +124,10 @@ ssize_t fs_xattr_get(struct fs *fs, uint64_t ino, const char *name, char *buf, s
 {
 	if (!strncmp(name, FS_XATTR_OWN, FS_XATTR_OWN_LEN))
 		return fs_xattr_get_own(fs, ino, name + FS_XATTR_OWN_LEN, buf, size);
+	if (fs_acl_name(name))	/* the kernel asks for every file ls -l shows */
+		return fs->acl && __atomic_load_n(&fs->acl_any, __ATOMIC_ACQUIRE)
+			       ? store_xattr_get(fs->store, ino, name, buf, size)
+			       : -ENODATA;
 	if (!fs_xattr_is_user(name))
 		return -ENODATA;
 	return store_xattr_get(fs->store, ino, name, buf, size);
@@ -204,7 +210,85 @@ int fs_xattr_remove(struct fs *fs, uint64_t ino, const char *name, uint32_t uid)
 	}
 	if (!strncmp(name, FS_XATTR_OWN, FS_XATTR_OWN_LEN))
 		return -EPERM;
+	if (fs->acl && fs_acl_name(name)) {
+		/* No ACL left is no error (tar removes a default ACL that
+		 * is not there, as ext4 allows); an access ACL removed
+		 * leaves the permission bits as they are. */
+		int r = store_xattr_remove(fs->store, ino, name);
+		return r == -ENODATA ? 0 : r;
+	}
 	if (!fs_xattr_is_user(name))
 		return -EOPNOTSUPP;
 	return store_xattr_remove(fs->store, ino, name);
+}
+
+/* ---- POSIX ACLs -------------------------------------------------------------- */
+
+int fs_acl_set(struct fs *fs, uint64_t ino, const char *name, const void *value, size_t size,
+	       bool kill_sgid)
+{
+	if (!fs->acl)
+		return -EOPNOTSUPP;
+	int r = fs_acl_check(value, size);
+	struct store_attr a;
+	if (!r)
+		r = store_getattr(fs->store, ino, &a);
+	if (r)
+		return r;
+	__atomic_store_n(&fs->acl_any, true, __ATOMIC_RELEASE);
+	if (!strcmp(name, FS_ACL_DEFAULT))	/* kept as it is, for new inodes */
+		return S_ISDIR(a.mode) ? store_xattr_set(fs->store, ino, name, value, size, 0) : -EACCES;
+	bool equiv;
+	uint32_t mode = fs_acl_mode(value, size, a.mode, &equiv);
+	if (kill_sgid)
+		mode &= ~(uint32_t)S_ISGID;
+	/* An ACL that says no more than the bits is dropped, as ext4 does:
+	 * getfacl then shows the bits, and ls -l no "+". */
+	return store_xattr_set_mode(fs->store, ino, name, equiv ? NULL : value, size, mode);
+}
+
+int fs_acl_chmod_file(struct fs *fs, uint64_t ino, uint32_t mode)
+{
+	if (!__atomic_load_n(&fs->acl_any, __ATOMIC_ACQUIRE))
+		return -ENODATA;
+	uint8_t acl[FS_ACL_MAX];
+	int n = store_xattr_get(fs->store, ino, FS_ACL_ACCESS, acl, sizeof(acl));
+	if (n < 0)
+		return n == -ERANGE ? -EIO : n;
+	if (fs_acl_check(acl, (size_t)n)) {
+		fuse_log(FUSE_LOG_ERR, "snapfs: inode %" PRIu64 ": its access ACL is malformed\n", ino);
+		return -EIO;
+	}
+	fs_acl_chmod(acl, (size_t)n, mode);
+	return store_xattr_set_mode(fs->store, ino, FS_ACL_ACCESS, acl, (size_t)n, mode);
+}
+
+uint32_t fs_acl_new(struct fs *fs, uint64_t parent, bool dir, uint32_t mode, uint32_t umask,
+		    struct fs_acl_new *n)
+{
+	n->acl_size = n->def_size = 0;
+	if (!fs->acl)
+		return mode;	/* the kernel applied the umask */
+	int r = __atomic_load_n(&fs->acl_any, __ATOMIC_ACQUIRE)
+			? store_xattr_get(fs->store, parent, FS_ACL_DEFAULT, n->def, FS_ACL_MAX)
+			: -ENODATA;
+	if (r <= 0 || fs_acl_check(n->def, (size_t)r))
+		return mode & ~(umask & 0777);
+	memcpy(n->acl, n->def, (size_t)r);
+	if (fs_acl_inherit(n->acl, (size_t)r, &mode))
+		n->acl_size = (size_t)r;
+	if (dir)
+		n->def_size = (size_t)r;
+	return mode;
+}
+
+void fs_acl_new_store(struct fs *fs, uint64_t ino, const struct fs_acl_new *n)
+{
+	int r = n->acl_size ? store_xattr_set(fs->store, ino, FS_ACL_ACCESS, n->acl, n->acl_size, 0)
+			    : 0;
+	if (!r && n->def_size)
+		r = store_xattr_set(fs->store, ino, FS_ACL_DEFAULT, n->def, n->def_size, 0);
+	if (r < 0)
+		fuse_log(FUSE_LOG_ERR, "snapfs: inode %" PRIu64 ": inheriting its folder's ACL: %s\n",
+			 ino, strerror(-r));
 }

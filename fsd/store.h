@@ -382,6 +382,16 @@ int store_xattr_list(struct store *st, uint64_t ino, char *buf, size_t size);
 /* -ENODATA if absent. */
 int store_xattr_remove(struct store *st, uint64_t ino, const char *name);
 
+/* 1 if some inode has an xattr whose name begins with prefix, 0 if none
+ * has (a scan of every xattr), or -errno. */
+int store_xattr_any(struct store *st, const char *prefix);
+
+/* Set name on ino to value (remove it if value is NULL; absent is fine)
+ * and ino's permission bits (perm & 07777) in one change: the xattr and
+ * the bits describe the same permissions (a POSIX ACL). */
+int store_xattr_set_mode(struct store *st, uint64_t ino, const char *name, const void *value,
+			 size_t size, uint32_t perm);
+
 /* ---- filesystem figures ------------------------------------------------- */
 
 struct store_statfs {

@@ -314,6 +314,51 @@ static int xattr_list_room(struct store *st, uint64_t ino, size_t n)
 	return (uint64_t)used + n > STORE_XATTR_LIST_MAX ? -ENOSPC : 0;
 }
 
+/* Put name = value on ino (transaction open, ino changeable), with
+ * store_xattr_set's flags. */
+static int xattr_put(struct store *st, uint64_t ino, const char *name, const void *value,
+		     size_t size, int flags)
+{
+	sqlite3_stmt *s = store_stmt(st, st->db, "SELECT 1 FROM xattr WHERE ino = ? AND name = ?");
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, (int64_t)ino);
+	sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
+	int rc = store_step(st, s);
+	sqlite3_reset(s);
+	int r = 0;
+	if (rc == SQLITE_ROW && (flags & XATTR_CREATE))
+		r = -EEXIST;
+	else if (rc == SQLITE_DONE && (flags & XATTR_REPLACE))
+		r = -ENODATA;
+	else if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		r = -EIO;
+	else if (rc == SQLITE_DONE)
+		r = xattr_list_room(st, ino, strlen(name) + 1);
+	if (r)
+		return r;
+	s = store_stmt(st, st->db, "INSERT OR REPLACE INTO xattr(ino, name, value) VALUES(?, ?, ?)");
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, (int64_t)ino);
+	sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
+	sqlite3_bind_blob(s, 3, size ? value : "", (int)size, SQLITE_STATIC);
+	return ns_step(s);
+}
+
+/* Remove name from ino (transaction open, ino changeable): -ENODATA if
+ * absent. */
+static int xattr_delete(struct store *st, uint64_t ino, const char *name)
+{
+	sqlite3_stmt *s = store_stmt(st, st->db, "DELETE FROM xattr WHERE ino = ? AND name = ?");
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, (int64_t)ino);
+	sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
+	int r = ns_step(s);
+	return !r && sqlite3_changes(st->db) == 0 ? -ENODATA : r;
+}
+
 int store_xattr_set(struct store *st, uint64_t ino, const char *name, const void *value, size_t size,
 		    int flags)
 {
@@ -327,37 +372,47 @@ int store_xattr_set(struct store *st, uint64_t ino, const char *name, const void
 	if (r)
 		return r;
 	r = xattr_changeable(st, ino);
-	sqlite3_stmt *s = NULL;
-	if (!r) {
-		s = store_stmt(st, st->db, "SELECT 1 FROM xattr WHERE ino = ? AND name = ?");
-		if (!s)
-			r = -EIO;
-	}
-	if (!r) {
-		sqlite3_bind_int64(s, 1, (int64_t)ino);
-		sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
+	if (!r)
+		r = xattr_put(st, ino, name, value, size, flags);
+	return xattr_change_end(st, ino, r);
+}
+
+int store_xattr_any(struct store *st, const char *prefix)
+{
+	pthread_mutex_lock(&st->rdb_lock);
+	sqlite3_stmt *s = store_stmt(st, st->rdb,
+				     "SELECT 1 FROM xattr WHERE substr(name, 1, ?) = ? LIMIT 1");
+	int r = -EIO;
+	if (s) {
+		sqlite3_bind_int64(s, 1, (int64_t)strlen(prefix));
+		sqlite3_bind_text(s, 2, prefix, -1, SQLITE_STATIC);
 		int rc = store_step(st, s);
+		r = rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -EIO;
 		sqlite3_reset(s);
-		if (rc == SQLITE_ROW && (flags & XATTR_CREATE))
-			r = -EEXIST;
-		else if (rc == SQLITE_DONE && (flags & XATTR_REPLACE))
-			r = -ENODATA;
-		else if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-			r = -EIO;
-		else if (rc == SQLITE_DONE)
-			r = xattr_list_room(st, ino, strlen(name) + 1);
 	}
-	if (!r) {
-		s = store_stmt(st, st->db, "INSERT OR REPLACE INTO xattr(ino, name, value) VALUES(?, ?, ?)");
-		if (!s) {
-			r = -EIO;
-		} else {
-			sqlite3_bind_int64(s, 1, (int64_t)ino);
-			sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
-			sqlite3_bind_blob(s, 3, size ? value : "", (int)size, SQLITE_STATIC);
-			r = ns_step(s);
-		}
+	pthread_mutex_unlock(&st->rdb_lock);
+	return r;
+}
+
+int store_xattr_set_mode(struct store *st, uint64_t ino, const char *name, const void *value,
+			 size_t size, uint32_t perm)
+{
+	if (strlen(name) > STORE_XATTR_NAME_MAX || size > STORE_XATTR_SIZE_MAX)
+		return -ERANGE;
+	int r = ns_tx_begin(st);
+	if (r)
+		return r;
+	r = xattr_changeable(st, ino);
+	if (!r && value) {
+		r = xattr_put(st, ino, name, value, size, 0);
+	} else if (!r) {
+		r = xattr_delete(st, ino, name);
+		if (r == -ENODATA)	/* nothing to remove */
+			r = 0;
 	}
+	if (!r)
+		r = ns_exec4(st, "UPDATE inode SET mode = (mode & ?) | ? WHERE ino = ?", 3, S_IFMT,
+			     perm & 07777, (int64_t)ino, 0);
 	return xattr_change_end(st, ino, r);
 }
 
@@ -393,18 +448,8 @@ int store_xattr_remove(struct store *st, uint64_t ino, const char *name)
 	if (r)
 		return r;
 	r = xattr_changeable(st, ino);
-	if (!r) {
-		sqlite3_stmt *s = store_stmt(st, st->db, "DELETE FROM xattr WHERE ino = ? AND name = ?");
-		if (!s) {
-			r = -EIO;
-		} else {
-			sqlite3_bind_int64(s, 1, (int64_t)ino);
-			sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
-			r = ns_step(s);
-			if (!r && sqlite3_changes(st->db) == 0)
-				r = -ENODATA;
-		}
-	}
+	if (!r)
+		r = xattr_delete(st, ino, name);
 	return xattr_change_end(st, ino, r);
 }
 

@@ -1416,6 +1416,19 @@ static void setid_writer(struct mnt *m)
 	_exit(0);
 }
 
+/* As root, mount m again so that user 65534 can use it: through the test
+ * folder, and past FUSE's rule that only the mounting user may use a
+ * mount.  False (nothing done) when not root. */
+static bool let_nobody_in(struct mnt *m)
+{
+	if (geteuid() != 0)
+		return false;
+	mnt_stop(m);
+	assert_int_equal(chmod(m->dir, 0755), 0);
+	mnt_start_opts(m, "allow_other");
+	return true;
+}
+
 static void make_setid(struct mnt *m, const char *name, mode_t mode)
 {
 	put_file(P(m, "%s", name), "data", 4);
@@ -1571,14 +1584,7 @@ static void test_fs_setgid_dir(void **state)
 static void test_fs_setid(void **state)
 {
 	struct mnt *m = *state;
-	bool root = geteuid() == 0;
-	if (root) {
-		/* Let user 65534 in: through the test folder, and past
-		 * FUSE's rule that only the mounting user may use a mount. */
-		mnt_stop(m);
-		assert_int_equal(chmod(m->dir, 0755), 0);
-		mnt_start_opts(m, "allow_other");
-	}
+	bool root = let_nobody_in(m);
 	make_setid(m, "suid", 04777);
 	make_setid(m, "sgid", 02777);
 	make_setid(m, "sgid-noexec", 02767);
@@ -1614,6 +1620,161 @@ static void test_fs_setid(void **state)
 		assert_int_equal(close(fd), 0);
 		assert_int_equal(mode_of(m, "root"), 06777);
 	}
+}
+
+/* ---- POSIX ACLs ---- */
+
+enum { A_USER_OBJ = 1, A_USER = 2, A_GROUP_OBJ = 4, A_MASK = 0x10, A_OTHER = 0x20 };
+#define A_ANY 0xffffffffu
+
+/* The permissions of the first entry with tag in the ACL xattr name of
+ * path, or -1 if it has none. */
+static int acl_perm(const char *path, const char *name, unsigned tag)
+{
+	uint8_t buf[512];
+	ssize_t n = getxattr(path, name, buf, sizeof(buf));
+	assert_true(n >= 4);
+	for (ssize_t at = 4; at + 8 <= n; at += 8) {
+		uint16_t t, perm;
+		memcpy(&t, buf + at, 2);
+		memcpy(&perm, buf + at + 2, 2);
+		if (t == tag)
+			return perm;
+	}
+	return -1;
+}
+
+/* Can user and group 65534 read path (root only: a child drops to them)? */
+static bool nobody_reads(const char *path)
+{
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		if (setgroups(0, NULL) || setresgid(65534, 65534, 65534) ||
+		    setresuid(65534, 65534, 65534))
+			_exit(2);
+		int fd = open(path, O_RDONLY);
+		_exit(fd >= 0 ? 0 : errno == EACCES ? 1 : 3);
+	}
+	int st;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	assert_true(WEXITSTATUS(st) <= 1);
+	return WEXITSTATUS(st) == 0;
+}
+
+/*
+ * POSIX ACLs: setting one sets the permission bits (the group bits show
+ * the mask) and the kernel grants what it says; chmod rewrites it; an ACL
+ * that says no more than the bits is not kept; a folder's default ACL
+ * replaces the umask for what is made in it, and a new folder keeps it;
+ * without one the umask applies (the kernel leaves it to the daemon);
+ * sealed files refuse ACL changes; malformed ACLs are refused.
+ */
+static void test_fs_acls(void **state)
+{
+	struct mnt *m = *state;
+	bool root = let_nobody_in(m);
+	mode_t old_umask = umask(022);
+	uint8_t acl[256], def[256];
+	char f[PATH_MAX], d[PATH_MAX];	/* P's buffers are reused */
+	snprintf(f, sizeof(f), "%s", P(m, "f"));
+	snprintf(d, sizeof(d), "%s", P(m, "d"));
+	put_file(f, "acl", 3);
+	assert_int_equal(chmod(f, 0600), 0);
+	if (root)
+		assert_false(nobody_reads(f));
+	const uint32_t named[][3] = {
+		{ A_USER_OBJ, 6, A_ANY }, { A_USER, 4, 65534 }, { A_GROUP_OBJ, 0, A_ANY },
+		{ A_MASK, 4, A_ANY }, { A_OTHER, 0, A_ANY },
+	};
+	size_t n = tu_acl_make(acl, named, 5);
+	assert_int_equal(setxattr(f, "system.posix_acl_access", acl, n, 0), 0);
+	assert_int_equal(mode_of(m, "f"), 0640);	/* the mask's bits */
+	uint8_t back[256];
+	assert_int_equal(getxattr(f, "system.posix_acl_access", back, sizeof(back)), (ssize_t)n);
+	assert_memory_equal(back, acl, n);
+	char list[256];
+	ssize_t ln = listxattr(f, list, sizeof(list));
+	assert_non_null(memmem(list, (size_t)ln, "system.posix_acl_access", 24));
+	if (root)
+		assert_true(nobody_reads(f));
+	/* chmod sets the mask (the group bits), the owner's and others'. */
+	assert_int_equal(chmod(f, 0604), 0);
+	assert_int_equal(mode_of(m, "f"), 0604);
+	assert_int_equal(acl_perm(f, "system.posix_acl_access", A_MASK), 0);
+	assert_int_equal(acl_perm(f, "system.posix_acl_access", A_OTHER), 4);
+	assert_int_equal(acl_perm(f, "system.posix_acl_access", A_USER), 4);
+	assert_int_equal(chmod(f, 0600), 0);
+	if (root)
+		assert_false(nobody_reads(f));
+	/* Only the base entries: the bits say it all. */
+	const uint32_t base[][3] = { { A_USER_OBJ, 7, A_ANY }, { A_GROUP_OBJ, 4, A_ANY },
+				     { A_OTHER, 1, A_ANY } };
+	n = tu_acl_make(acl, base, 3);
+	assert_int_equal(setxattr(f, "system.posix_acl_access", acl, n, 0), 0);
+	assert_int_equal(mode_of(m, "f"), 0741);
+	assert_int_equal(getxattr(f, "system.posix_acl_access", back, sizeof(back)), -1);
+	assert_int_equal(errno, ENODATA);
+	/* Removing an ACL that is not there is no error (tar does). */
+	assert_int_equal(removexattr(f, "system.posix_acl_access"), 0);
+	assert_int_equal(mode_of(m, "f"), 0741);
+	/* Malformed: no owner entry; a default ACL on a file. */
+	n = tu_acl_make(acl, base + 1, 2);
+	assert_int_equal(setxattr(f, "system.posix_acl_access", acl, n, 0), -1);
+	assert_int_equal(errno, EINVAL);
+	n = tu_acl_make(acl, base, 3);
+	assert_int_equal(setxattr(f, "system.posix_acl_default", acl, n, 0), -1);
+	assert_int_equal(errno, EACCES);
+
+	/* Inheritance: the default ACL, not the umask (077 here), limited
+	 * by the mode asked for. */
+	assert_int_equal(mkdir(d, 0755), 0);
+	const uint32_t dflt[][3] = {
+		{ A_USER_OBJ, 7, A_ANY }, { A_USER, 7, 65534 }, { A_GROUP_OBJ, 5, A_ANY },
+		{ A_MASK, 7, A_ANY }, { A_OTHER, 0, A_ANY },
+	};
+	size_t dn = tu_acl_make(def, dflt, 5);
+	assert_int_equal(setxattr(d, "system.posix_acl_default", def, dn, 0), 0);
+	umask(077);
+	put_file(P(m, "d/f"), "in", 2);		/* asks for 0644 */
+	assert_int_equal(mode_of(m, "d/f"), 0640);
+	assert_int_equal(acl_perm(P(m, "d/f"), "system.posix_acl_access", A_USER), 7);
+	assert_int_equal(acl_perm(P(m, "d/f"), "system.posix_acl_access", A_MASK), 4);
+	assert_int_equal(mkdir(P(m, "d/sub"), 0777), 0);
+	assert_int_equal(mode_of(m, "d/sub"), 0770);
+	assert_int_equal(getxattr(P(m, "d/sub"), "system.posix_acl_default", back, sizeof(back)),
+			 (ssize_t)dn);
+	assert_memory_equal(back, def, dn);
+	assert_int_equal(mkfifo(P(m, "d/sub/fifo"), 0666), 0);	/* two levels down */
+	assert_int_equal(mode_of(m, "d/sub/fifo"), 0660);
+	if (root)
+		assert_true(nobody_reads(P(m, "d/f")));
+	/* No default ACL: the umask. */
+	umask(027);
+	put_file(P(m, "g"), "g", 1);
+	assert_int_equal(mode_of(m, "g"), 0640);
+	assert_int_equal(mkdir(P(m, "e"), 0777), 0);
+	assert_int_equal(mode_of(m, "e"), 0750);
+	umask(old_umask);
+
+	/* Sealed: no ACL change, no chmod; the ACL stays. */
+	assert_int_equal(setxattr(d, "user.snapfs.sealed", "1", 1, 0), 0);
+	n = tu_acl_make(acl, named, 5);
+	assert_int_equal(setxattr(P(m, "d/f"), "system.posix_acl_access", acl, n, 0), -1);
+	assert_int_equal(errno, EPERM);
+	assert_int_equal(chmod(P(m, "d/f"), 0600), -1);
+	assert_int_equal(errno, EPERM);
+	assert_int_equal(removexattr(P(m, "d/f"), "system.posix_acl_access"), -1);
+	assert_int_equal(errno, EPERM);
+	assert_int_equal(acl_perm(P(m, "d/f"), "system.posix_acl_access", A_USER), 7);
+	/* All of it kept across a remount. */
+	mnt_stop(m);
+	mnt_start_opts(m, root ? "allow_other" : NULL);
+	assert_int_equal(mode_of(m, "d/f"), 0640);
+	assert_int_equal(acl_perm(P(m, "d/f"), "system.posix_acl_access", A_USER), 7);
+	if (root)
+		assert_true(nobody_reads(P(m, "d/f")));
 }
 
 #define BIG_FILES 1500
@@ -2266,6 +2427,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_fs_errors, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fs_seek_data_hole, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fs_xattrs, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fs_acls, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fs_blocks_statfs, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fs_unlinked_keeps_pages, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fs_keep_cache, setup, teardown),

@@ -13,14 +13,32 @@
 
 #include <fcntl.h>
 #include <ftw.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include <linux/kvm.h>
 #include <sched.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
+
+/* A POSIX ACL in the kernel's xattr format (version 2, then tag,
+ * permissions and id per entry, little-endian as on x86) from n
+ * (tag, perm, id) triples, into buf: its length. */
+static inline size_t tu_acl_make(uint8_t *buf, const uint32_t (*e)[3], unsigned n)
+{
+	uint32_t version = 2;
+	memcpy(buf, &version, 4);
+	for (unsigned i = 0; i < n; i++) {
+		uint16_t tag = (uint16_t)e[i][0], perm = (uint16_t)e[i][1];
+		memcpy(buf + 4 + 8 * i, &tag, 2);
+		memcpy(buf + 4 + 8 * i + 2, &perm, 2);
+		memcpy(buf + 4 + 8 * i + 4, &e[i][2], 4);
+	}
+	return 4 + 8 * (size_t)n;
+}
 
 static inline void tu_skip_all(const char *why)
 {

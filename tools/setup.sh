@@ -8,7 +8,7 @@
 set -eu
 
 pkgs="build-essential meson ninja-build pkg-config libfuse3-dev fuse3 libsqlite3-dev
-libssl-dev libelf-dev libcmocka-dev attr rsync python3 clang libclang-rt-14-dev"
+libssl-dev libelf-dev libcmocka-dev attr acl rsync python3 clang libclang-rt-14-dev"
 vmpkgs="qemu-system-x86 linux-image-amd64 busybox-static cpio kmod"
 
 want=$pkgs

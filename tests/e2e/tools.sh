@@ -2,7 +2,8 @@
 # tests/e2e/tools.sh: ordinary tools on a snapfs mount, every result
 # checked byte for byte: cp -a in and out, rsync -a and tar round trips,
 # diff -r, cmp, sha256sum, find, du, df, stat, mv, rm -rf, ln, ln -s,
-# getfattr/setfattr, truncate, fallocate --punch-hole, cp --sparse=always,
+# getfattr/setfattr, setfacl/getfacl with cp -a, tar --acls and rsync -A,
+# truncate, fallocate --punch-hole, cp --sparse=always,
 # SEEK_DATA/SEEK_HOLE, mmap, random writes, parallel readers and writers,
 # a random mix of operations against reference copies (mixops.py), one of
 # namespace operations against reference trees (nsops.py), and a file
@@ -92,6 +93,35 @@ check "user.snapfs.digest equal for equal content, different otherwise" sh -c '
 	c=$(getfattr --only-values -n user.snapfs.digest "$1/rs/d1/f1000000")
 	[ ${#a} = 64 ] && [ "$a" = "$b" ] && [ "$a" != "$c" ]' sh "$M"
 check "user.snapfs.shared_pages sees the copies" sh -c '[ "$(getfattr --only-values -n user.snapfs.shared_pages "$1/cp/d1/f1000000")" = 245 ]' sh "$M"
+
+# POSIX ACLs, through the acl tools and the tools that copy them.
+A=$T/acl
+mkdir -p "$A/shared/sub"
+echo one >"$A/shared/f"
+setfacl -m u:65534:rw,g:65534:r "$A/shared/f" &&
+	setfacl -d -m u:65534:rwx "$A/shared" &&
+	setfacl -m u:65534:rx "$A/shared/sub"
+ok "setfacl on the source tree" $?
+# (Each file's ACLs in name order: getfacl -R follows the directory order.)
+acls_of() { (cd "$1" && find . -print0 | sort -z | xargs -0 getfacl -n); }
+acls_of "$A" >"$T/acl.want"
+acl_same() { acls_of "$1" | diff "$T/acl.want" -; }
+cp -a "$A" "$M/acl-cp"
+ok "cp -a of files with ACLs into the mount" $?
+check "cp -a keeps access and default ACLs" acl_same "$M/acl-cp"
+check "ls -l marks a file with an ACL" sh -c '[ "$(ls -l "$1" | cut -c1-11)" = "-rw-rw-r--+" ]' sh "$M/acl-cp/shared/f"
+(cd "$A" && tar --acls -cf - .) | (mkdir "$M/acl-tar" && cd "$M/acl-tar" && tar --acls -xf -)
+ok "tar --acls into the mount" $?
+check "tar --acls keeps them" acl_same "$M/acl-tar"
+rsync -aA "$A/" "$M/acl-rs/"
+ok "rsync -aA into the mount" $?
+check "rsync -A keeps them" acl_same "$M/acl-rs"
+cp -a "$M/acl-cp" "$T/acl-out"
+ok "cp -a of files with ACLs out of the mount" $?
+check "and out again unchanged" acl_same "$T/acl-out"
+check "a new file takes its folder's default ACL" sh -c 'touch "$1/new" && getfacl -c -n "$1/new" | grep -qx "user:65534:rwx.*"' sh "$M/acl-cp/shared"
+check "chmod moves the mask" sh -c 'chmod 600 "$1" && getfacl -c -n "$1" | grep -qx "mask::---"' sh "$M/acl-cp/shared/f"
+check "setfacl -b leaves only the bits" sh -c 'setfacl -b "$1" && [ "$(ls -l "$1" | cut -c1-11)" = "-rw------- " ] && [ -z "$(getfattr -m - -d "$1" 2>/dev/null)" ]' sh "$M/acl-cp/shared/f"
 
 # Sizes, holes, sparse copies.
 head -c 1000000 /dev/urandom >"$T/r1"
