@@ -493,6 +493,7 @@ int main(int argc, char *argv[])
 	unsigned threads = cmd.singlethread ? 1 : cmd.max_threads <= 1000 ? cmd.max_threads : 1000;
 	unsigned poll_us = opts.busy_poll_us != BUSY_POLL_UNSET ? opts.busy_poll_us
 							     : fs_loop_busy_poll_default();
+	store_set_hash_spin(store, poll_us ? FS_HASH_SPIN_US : 0);
 	/* An unmount or a signal ends the loop with 0: a clean stop. */
 	ret = fs_loop_run(se, threads, poll_us) < 0 ? 1 : 0;
 	fs_mount_watch_stop(watch);

@@ -170,6 +170,16 @@ int store_close(struct store *st, struct err *e);
 typedef void (*store_block_fn)(void);
 void store_set_block_hint(struct store *st, store_block_fn fn);
 
+/* The thread that shares the hashing of large writes sleeps between
+ * them, and on a virtual machine a sleeping CPU takes tens of
+ * microseconds, sometimes milliseconds, to wake: meanwhile the writer
+ * hashes alone.  With us > 0 it waits for the next write by polling
+ * instead, for up to us microseconds, yielding its CPU to any other thread
+ * that can run, as long as writes come in a stream (the last came within
+ * us of the one before).  0 (the default): it sleeps at once.  Worth it
+ * only with two CPUs or more. */
+void store_set_hash_spin(struct store *st, unsigned us);
+
 /* Inodes (about 200 bytes each) kept cached beyond those in use, open or
  * with changes to commit; past a quarter more, the cache is trimmed. */
 #define STORE_CACHE_INODES 32768u

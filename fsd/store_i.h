@@ -258,8 +258,14 @@ struct store {
 	pthread_mutex_t hash_lock;
 	pthread_cond_t hash_cond;	/* a job was posted, or stop */
 	pthread_cond_t hash_done;	/* the helper finished a job */
-	struct hash_job *hash_job;	/* posted, not yet taken */
-	bool hash_running, hash_stop;
+	struct hash_job *hash_job;	/* posted, not yet taken (written atomically) */
+	bool hash_running, hash_stop;	/* hash_stop written atomically */
+	/* Waiting for the next job by polling (see store_set_hash_spin):
+	 * for up to hash_spin_ns (atomic), when the last job was posted no
+	 * longer than that after the one before (hash_gap_ns; hash_post_ns:
+	 * when the last was posted); hash_spin_hits counts jobs found so. */
+	int64_t hash_spin_ns, hash_post_ns, hash_gap_ns;
+	unsigned long hash_spin_hits;
 
 	store_log_fn log;
 	void *log_arg;

@@ -13,10 +13,14 @@
  * A large write hashes its whole pages on two threads, its own and the
  * store's hashing helper, before deduplicating them: a FUSE client such as
  * cp sends one write at a time, so otherwise a single core would do all the
- * hashing while the other one idles.  The committer thread runs the commit
- * when enough is pending, so SQLite work overlaps with hashing.
+ * hashing while the other one idles.  Between the writes of a stream the
+ * helper may poll for the next one rather than sleep (store_set_hash_spin),
+ * so that it is not still waking up while the writer hashes alone.  The
+ * committer thread runs the commit when enough is pending, so SQLite work
+ * overlaps with hashing.
  */
 #include <errno.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
@@ -247,6 +251,24 @@ static void hash_job_run(struct store *st, struct hash_job *j, struct store_hash
 	}
 }
 
+/* The helper is done with a job (hash_lock held): in a stream of jobs,
+ * wait for the next by polling rather than asleep (store_set_hash_spin),
+ * giving the CPU to whatever else can run meanwhile. */
+static void hash_spin(struct store *st)
+{
+	int64_t now = store_mono_ns(), spin = __atomic_load_n(&st->hash_spin_ns, __ATOMIC_RELAXED);
+	if (!spin || st->hash_gap_ns > spin || st->hash_job || st->hash_stop)
+		return;
+	pthread_mutex_unlock(&st->hash_lock);
+	while (!__atomic_load_n(&st->hash_job, __ATOMIC_ACQUIRE) &&
+	       !__atomic_load_n(&st->hash_stop, __ATOMIC_ACQUIRE) &&
+	       store_mono_ns() - now < __atomic_load_n(&st->hash_spin_ns, __ATOMIC_RELAXED))
+		sched_yield();
+	pthread_mutex_lock(&st->hash_lock);
+	if (st->hash_job)
+		st->hash_spin_hits++;
+}
+
 static void *hash_helper_main(void *arg)
 {
 	struct store *st = arg;
@@ -261,7 +283,7 @@ static void *hash_helper_main(void *arg)
 		if (st->hash_stop)
 			break;
 		struct hash_job *j = st->hash_job;
-		st->hash_job = NULL;
+		__atomic_store_n(&st->hash_job, NULL, __ATOMIC_RELAXED);
 		j->taken = true;
 		pthread_mutex_unlock(&st->hash_lock);
 		if (h)
@@ -269,10 +291,16 @@ static void *hash_helper_main(void *arg)
 		pthread_mutex_lock(&st->hash_lock);
 		j->done = true;
 		pthread_cond_broadcast(&st->hash_done);
+		hash_spin(st);
 	}
 	pthread_mutex_unlock(&st->hash_lock);
 	store_hasher_free(h);
 	return NULL;
+}
+
+void store_set_hash_spin(struct store *st, unsigned us)
+{
+	__atomic_store_n(&st->hash_spin_ns, (int64_t)us * 1000, __ATOMIC_RELAXED);
 }
 
 int store_hash_helper_start(struct store *st, struct err *e)
@@ -296,7 +324,7 @@ void store_hash_helper_stop(struct store *st)
 	if (!st->hash_running)
 		return;
 	pthread_mutex_lock(&st->hash_lock);
-	st->hash_stop = true;
+	__atomic_store_n(&st->hash_stop, true, __ATOMIC_RELEASE);
 	pthread_cond_signal(&st->hash_cond);
 	pthread_mutex_unlock(&st->hash_lock);
 	pthread_join(st->hash_thread, NULL);
@@ -318,7 +346,10 @@ static bool hash_post(struct store *st, struct hash_job *j)
 	if (j->n >= SPLIT_MIN && st->hash_running) {
 		pthread_mutex_lock(&st->hash_lock);
 		if (!st->hash_job) {
-			st->hash_job = j;
+			__atomic_store_n(&st->hash_job, j, __ATOMIC_RELEASE);
+			int64_t now = store_mono_ns();
+			st->hash_gap_ns = now - st->hash_post_ns;
+			st->hash_post_ns = now;
 			posted = true;
 			pthread_cond_signal(&st->hash_cond);
 		}
@@ -347,7 +378,7 @@ static void hash_finish(struct store *st, struct hash_job *j, bool posted)
 		return;
 	pthread_mutex_lock(&st->hash_lock);
 	if (!j->taken)
-		st->hash_job = NULL;
+		__atomic_store_n(&st->hash_job, NULL, __ATOMIC_RELAXED);
 	else
 		while (!j->done)
 			pthread_cond_wait(&st->hash_done, &st->hash_lock);

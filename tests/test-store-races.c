@@ -13,9 +13,11 @@
  * group of a large write's pages and hashing them, so that the writer
  * finds a batch it is about to store still waiting for the helper; and
  * a file's holes are walked while a commit has dropped a chunk punched
- * to holes but not yet deleted its row.
+ * to holes but not yet deleted its row.  Last, the helper waiting for a
+ * stream's next large write by polling.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -244,6 +246,49 @@ static void test_store_races_slow_hash_helper(void **state)
 	tsu_store_remove(path);
 }
 
+static unsigned long spin_hits(struct store *st)
+{
+	pthread_mutex_lock(&st->hash_lock);
+	unsigned long n = st->hash_spin_hits;
+	pthread_mutex_unlock(&st->hash_lock);
+	return n;
+}
+
+/* With polling on (store_set_hash_spin), the helper waits for the next
+ * large write of a stream by polling and takes it from there; off, it
+ * never does.  Every byte reads back either way, and a store closed while
+ * the helper polls (for up to a second here) stops it. */
+static void test_store_races_hash_spin(void **state)
+{
+	(void)state;
+	char *path;
+	struct store *st = tsu_new_store(&path);
+	uint64_t ino = tsu_file(st, "stream");
+	const size_t mib = 1u << 20, len = 16 * mib;
+	uint8_t *buf = malloc(len), *back = malloc(len);
+	assert_non_null(buf);
+	assert_non_null(back);
+	tsu_fill(buf, len, 7);
+	store_set_hash_spin(st, 20000);
+	for (size_t off = 0; off < len / 2; off += mib)
+		assert_int_equal(store_write(st, ino, buf + off, mib, off), (ssize_t)mib);
+	unsigned long hits = spin_hits(st);
+	assert_true(hits > 0);
+	store_set_hash_spin(st, 0);
+	for (size_t off = len / 2; off < len; off += mib)
+		assert_int_equal(store_write(st, ino, buf + off, mib, off), (ssize_t)mib);
+	assert_true(spin_hits(st) <= hits + 1);	/* one may be polling still */
+	assert_int_equal(store_read(st, ino, back, len, 0), (ssize_t)len);
+	assert_memory_equal(back, buf, len);
+	store_set_hash_spin(st, 1000000);
+	for (size_t off = 0; off < 2 * mib; off += mib)
+		assert_int_equal(store_write(st, ino, buf + off, mib, off), (ssize_t)mib);
+	free(buf);
+	free(back);
+	assert_int_equal(store_close(st, NULL), 0);
+	tsu_store_remove(path);
+}
+
 /* What walk_in_commit does (walk a file, or punch it) and finds, in
  * the commit's gap. */
 static struct {
@@ -343,6 +388,7 @@ int main(void)
 		cmocka_unit_test(test_store_races_clone_beside_append),
 		cmocka_unit_test(test_store_races_seek_beside_append),
 		cmocka_unit_test(test_store_races_slow_hash_helper),
+		cmocka_unit_test(test_store_races_hash_spin),
 		cmocka_unit_test(test_store_races_walk_beside_commit),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
