@@ -582,7 +582,7 @@ static void fs_op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, con
 	bool kill_sgid = !r && (a.mode & S_ISGID) && fuse_req_ctx(req)->uid != 0 &&
 			 !fs_caller_in_group(req, a.gid);
 	if (!r)
-		r = fs_acl_set(fs, ino, name, value, size, kill_sgid);
+		r = fs_acl_set(fs, &a, name, value, size, kill_sgid);
 	fuse_reply_err(req, -r);
 }
 

@@ -109,36 +109,6 @@ int fs_acl_check(const void *value, size_t size)
 	return 0;
 }
 
-uint32_t fs_acl_mode(const void *value, size_t size, uint32_t mode, bool *equiv)
-{
-	const uint8_t *acl = value;
-	unsigned user = 0, group = 0, other = 0, mask = 8;
-	*equiv = true;
-	for (unsigned i = 0; i < acl_count(size); i++) {
-		unsigned perm = entry_perm(acl, i);
-		switch (entry_tag(acl, i)) {
-		case TAG_USER_OBJ:
-			user = perm;
-			break;
-		case TAG_GROUP_OBJ:
-			group = perm;
-			break;
-		case TAG_OTHER:
-			other = perm;
-			break;
-		case TAG_MASK:
-			mask = perm;
-			*equiv = false;
-			break;
-		default:
-			*equiv = false;
-		}
-	}
-	/* With a mask, the group bits show the mask, as in ls -l. */
-	unsigned g = mask < 8 ? mask : group;
-	return (mode & 07000) | user << 6 | g << 3 | other;
-}
-
 /* The entry that holds the group class's permissions: the mask if there
  * is one, else the owning group's (-1 if neither: a checked ACL has it). */
 static int group_class(const uint8_t *acl, size_t size)
@@ -152,6 +122,26 @@ static int group_class(const uint8_t *acl, size_t size)
 			group_obj = (int)i;
 	}
 	return group_obj;
+}
+
+uint32_t fs_acl_mode(const void *value, size_t size, uint32_t mode, bool *equiv)
+{
+	const uint8_t *acl = value;
+	unsigned user = 0, other = 0;
+	*equiv = true;
+	for (unsigned i = 0; i < acl_count(size); i++) {
+		unsigned tag = entry_tag(acl, i);
+		if (tag == TAG_USER_OBJ)
+			user = entry_perm(acl, i);
+		else if (tag == TAG_OTHER)
+			other = entry_perm(acl, i);
+		else if (tag != TAG_GROUP_OBJ)
+			*equiv = false;	/* a mask or a named entry */
+	}
+	/* With a mask, the group bits show the mask, as in ls -l. */
+	int g = group_class(acl, size);
+	unsigned group = g >= 0 ? entry_perm(acl, (unsigned)g) : 0;
+	return (mode & 07000) | user << 6 | group << 3 | other;
 }
 
 void fs_acl_chmod(void *value, size_t size, uint32_t mode)

@@ -160,10 +160,11 @@ uint32_t fs_acl_mode(const void *value, size_t size, uint32_t mode, bool *equiv)
 void fs_acl_chmod(void *value, size_t size, uint32_t mode);
 bool fs_acl_inherit(void *value, size_t size, uint32_t *mode);
 
-/* Set one of the ACL xattrs on ino; kill_sgid: the caller is neither in
- * the file's group nor root, so an access ACL also drops S_ISGID. */
-int fs_acl_set(struct fs *fs, uint64_t ino, const char *name, const void *value, size_t size,
-	       bool kill_sgid);
+/* Set one of the ACL xattrs on the inode whose attributes are a;
+ * kill_sgid: the caller is neither in the file's group nor root, so an
+ * access ACL also drops S_ISGID. */
+int fs_acl_set(struct fs *fs, const struct store_attr *a, const char *name, const void *value,
+	       size_t size, bool kill_sgid);
 
 /* A chmod of ino to mode (07777 bits) that has an access ACL: both
  * changed together.  -ENODATA if ino has no access ACL. */

@@ -224,27 +224,25 @@ int fs_xattr_remove(struct fs *fs, uint64_t ino, const char *name, uint32_t uid)
 
 /* ---- POSIX ACLs -------------------------------------------------------------- */
 
-int fs_acl_set(struct fs *fs, uint64_t ino, const char *name, const void *value, size_t size,
-	       bool kill_sgid)
+int fs_acl_set(struct fs *fs, const struct store_attr *a, const char *name, const void *value,
+	       size_t size, bool kill_sgid)
 {
 	if (!fs->acl)
 		return -EOPNOTSUPP;
 	int r = fs_acl_check(value, size);
-	struct store_attr a;
-	if (!r)
-		r = store_getattr(fs->store, ino, &a);
 	if (r)
 		return r;
 	__atomic_store_n(&fs->acl_any, true, __ATOMIC_RELEASE);
 	if (!strcmp(name, FS_ACL_DEFAULT))	/* kept as it is, for new inodes */
-		return S_ISDIR(a.mode) ? store_xattr_set(fs->store, ino, name, value, size, 0) : -EACCES;
+		return S_ISDIR(a->mode) ? store_xattr_set(fs->store, a->ino, name, value, size, 0)
+					: -EACCES;
 	bool equiv;
-	uint32_t mode = fs_acl_mode(value, size, a.mode, &equiv);
+	uint32_t mode = fs_acl_mode(value, size, a->mode, &equiv);
 	if (kill_sgid)
 		mode &= ~(uint32_t)S_ISGID;
 	/* An ACL that says no more than the bits is dropped, as ext4 does:
 	 * getfacl then shows the bits, and ls -l no "+". */
-	return store_xattr_set_mode(fs->store, ino, name, equiv ? NULL : value, size, mode);
+	return store_xattr_set_mode(fs->store, a->ino, name, equiv ? NULL : value, size, mode);
 }
 
 int fs_acl_chmod_file(struct fs *fs, uint64_t ino, uint32_t mode)
