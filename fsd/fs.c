@@ -221,10 +221,9 @@ static void fs_op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mod
 	if (!spare)
 		return (void)fuse_reply_err(req, ENOMEM);
 	struct fs_acl_new acl;
-	uint32_t m = fs_acl_new(fs_of(req), parent, false, mode, c->umask, &acl);
-	int r = store_mknod(fs_of(req)->store, parent, name, m, rdev, c->uid, c->gid, &a);
-	if (r >= 0)
-		fs_acl_new_store(fs_of(req), a.ino, &acl);
+	struct store_new n = { .mode = mode, .rdev = rdev, .uid = c->uid, .gid = c->gid };
+	fs_acl_new(fs_of(req), parent, c->umask, &acl, &n);
+	int r = store_make(fs_of(req)->store, parent, name, &n, false, &a);
 	fs_reply_new_entry(req, r, &a, &spare);
 }
 
@@ -236,10 +235,9 @@ static void fs_op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mod
 	if (!spare)
 		return (void)fuse_reply_err(req, ENOMEM);
 	struct fs_acl_new acl;
-	uint32_t m = fs_acl_new(fs_of(req), parent, true, mode, c->umask, &acl);
-	int r = store_mkdir(fs_of(req)->store, parent, name, m, c->uid, c->gid, &a);
-	if (r >= 0)
-		fs_acl_new_store(fs_of(req), a.ino, &acl);
+	struct store_new n = { .mode = S_IFDIR | (mode & 07777), .uid = c->uid, .gid = c->gid };
+	fs_acl_new(fs_of(req), parent, c->umask, &acl, &n);
+	int r = store_make(fs_of(req)->store, parent, name, &n, false, &a);
 	fs_reply_new_entry(req, r, &a, &spare);
 }
 

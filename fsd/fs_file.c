@@ -271,10 +271,9 @@ void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mo
 	 * then fail and leave the file behind. */
 	fs_seal_keep_out(fs);
 	struct fs_acl_new acl;
-	uint32_t m = fs_acl_new(fs, parent, false, mode, c->umask, &acl);
-	int r = store_create(fs->store, parent, name, m, c->uid, c->gid, &a);
-	if (r >= 0)
-		fs_acl_new_store(fs, a.ino, &acl);
+	struct store_new n = { .mode = S_IFREG | (mode & 07777), .uid = c->uid, .gid = c->gid };
+	fs_acl_new(fs, parent, c->umask, &acl, &n);
+	int r = store_make(fs->store, parent, name, &n, true, &a);
 	if (r < 0) {
 		fs_seal_let_in(fs);
 		free(h);

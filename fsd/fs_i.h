@@ -170,23 +170,20 @@ int fs_acl_set(struct fs *fs, const struct store_attr *a, const char *name, cons
  * changed together.  -ENODATA if ino has no access ACL. */
 int fs_acl_chmod_file(struct fs *fs, uint64_t ino, uint32_t mode);
 
-/* The ACLs of a new inode: its access ACL (acl_size 0: none needed) and,
- * for a folder, its default ACL (def_size 0: none). */
+/* The ACLs a new inode inherits, which its struct store_new points to. */
 struct fs_acl_new {
 	uint8_t acl[FS_ACL_MAX], def[FS_ACL_MAX];
-	size_t acl_size, def_size;
+	struct store_xattr xattrs[2];
 };
 
-/* The mode a new inode in parent (a folder if dir), asked to have mode by
- * a caller with umask, gets, and in n its ACLs.  With ACLs off the kernel
- * has applied the umask: mode as it is.  Without a default ACL on parent,
- * the umask applies; with one, the default ACL limits the mode instead
- * and is the source of both ACLs. */
-uint32_t fs_acl_new(struct fs *fs, uint64_t parent, bool dir, uint32_t mode, uint32_t umask,
-		    struct fs_acl_new *n);
-
-/* Store n on the new inode ino.  A failure is logged: the inode stays,
- * with the mode fs_acl_new limited already. */
-void fs_acl_new_store(struct fs *fs, uint64_t ino, const struct fs_acl_new *n);
+/* Ready n (its mode, with S_IFMT, as the caller with umask asked for it)
+ * to be made in parent: its permission bits, and the ACLs it inherits,
+ * kept in acl.  With ACLs off the kernel has applied the umask: the mode
+ * as it is.  Without a default ACL on parent, the umask applies; with
+ * one, the default ACL limits the mode instead and is the source of the
+ * new inode's access ACL (if it says more than the bits) and, for a
+ * folder, of its default ACL. */
+void fs_acl_new(struct fs *fs, uint64_t parent, uint32_t umask, struct fs_acl_new *acl,
+		struct store_new *n);
 
 #endif

@@ -261,32 +261,25 @@ int fs_acl_chmod_file(struct fs *fs, uint64_t ino, uint32_t mode)
 	return store_xattr_set_mode(fs->store, ino, FS_ACL_ACCESS, acl, (size_t)n, mode);
 }
 
-uint32_t fs_acl_new(struct fs *fs, uint64_t parent, bool dir, uint32_t mode, uint32_t umask,
-		    struct fs_acl_new *n)
+void fs_acl_new(struct fs *fs, uint64_t parent, uint32_t umask, struct fs_acl_new *acl,
+		struct store_new *n)
 {
-	n->acl_size = n->def_size = 0;
+	n->xattrs = acl->xattrs;
+	n->n_xattrs = 0;
 	if (!fs->acl)
-		return mode;	/* the kernel applied the umask */
+		return;	/* the kernel applied the umask */
 	int r = __atomic_load_n(&fs->acl_any, __ATOMIC_ACQUIRE)
-			? store_xattr_get(fs->store, parent, FS_ACL_DEFAULT, n->def, FS_ACL_MAX)
+			? store_xattr_get(fs->store, parent, FS_ACL_DEFAULT, acl->def, FS_ACL_MAX)
 			: -ENODATA;
-	if (r <= 0 || fs_acl_check(n->def, (size_t)r))
-		return mode & ~(umask & 0777);
-	memcpy(n->acl, n->def, (size_t)r);
-	if (fs_acl_inherit(n->acl, (size_t)r, &mode))
-		n->acl_size = (size_t)r;
-	if (dir)
-		n->def_size = (size_t)r;
-	return mode;
-}
-
-void fs_acl_new_store(struct fs *fs, uint64_t ino, const struct fs_acl_new *n)
-{
-	int r = n->acl_size ? store_xattr_set(fs->store, ino, FS_ACL_ACCESS, n->acl, n->acl_size, 0)
-			    : 0;
-	if (!r && n->def_size)
-		r = store_xattr_set(fs->store, ino, FS_ACL_DEFAULT, n->def, n->def_size, 0);
-	if (r < 0)
-		fuse_log(FUSE_LOG_ERR, "snapfs: inode %" PRIu64 ": inheriting its folder's ACL: %s\n",
-			 ino, strerror(-r));
+	if (r <= 0 || fs_acl_check(acl->def, (size_t)r)) {
+		n->mode &= ~(umask & 0777);
+		return;
+	}
+	memcpy(acl->acl, acl->def, (size_t)r);
+	if (fs_acl_inherit(acl->acl, (size_t)r, &n->mode))
+		acl->xattrs[n->n_xattrs++] =
+			(struct store_xattr){ FS_ACL_ACCESS, acl->acl, (size_t)r };
+	if (S_ISDIR(n->mode))
+		acl->xattrs[n->n_xattrs++] =
+			(struct store_xattr){ FS_ACL_DEFAULT, acl->def, (size_t)r };
 }

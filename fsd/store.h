@@ -255,6 +255,30 @@ int store_mknod(struct store *st, uint64_t parent, const char *name, uint32_t mo
 int store_mkdir(struct store *st, uint64_t parent, const char *name, uint32_t mode,
 		uint32_t uid, uint32_t gid, struct store_attr *out);
 
+/* An extended attribute, as a new inode is made with it. */
+struct store_xattr {
+	const char *name;
+	const void *value;
+	size_t size;
+};
+
+/* What a new inode is made of, for store_make. */
+struct store_new {
+	uint32_t mode;		/* S_IFMT as store_mknod takes it, and 07777 */
+	uint64_t rdev;		/* devices only */
+	uint32_t uid, gid;
+	/* Extended attributes set in the transaction that makes the inode
+	 * (the ACLs it inherits from its folder): it never exists without
+	 * them.  Checked as store_xattr_set checks them. */
+	const struct store_xattr *xattrs;
+	unsigned n_xattrs;
+};
+
+/* store_mknod of n, and if open (a regular file only) its store_file_open
+ * in one: either all of it is done or, -ENOMEM included, nothing. */
+int store_make(struct store *st, uint64_t parent, const char *name, const struct store_new *n,
+	       bool open, struct store_attr *out);
+
 /* Create a symlink name -> target (1..STORE_SYMLINK_MAX bytes), mode 0777. */
 int store_symlink(struct store *st, uint64_t parent, const char *name, const char *target,
 		  uint32_t uid, uint32_t gid, struct store_attr *out);
@@ -429,9 +453,7 @@ int store_statfs(struct store *st, struct store_statfs *out);
 int store_file_open(struct store *st, uint64_t ino);
 int store_file_release(struct store *st, uint64_t ino);
 
-/* store_mknod of a regular file (out must not be NULL) and its
- * store_file_open in one: either the file is created and open, or,
- * -ENOMEM included, nothing was created. */
+/* store_make of a regular file, open (out must not be NULL). */
 int store_create(struct store *st, uint64_t parent, const char *name, uint32_t mode,
 		 uint32_t uid, uint32_t gid, struct store_attr *out);
 

@@ -314,10 +314,8 @@ static int xattr_list_room(struct store *st, uint64_t ino, size_t n)
 	return (uint64_t)used + n > STORE_XATTR_LIST_MAX ? -ENOSPC : 0;
 }
 
-/* Put name = value on ino (transaction open, ino changeable), with
- * store_xattr_set's flags. */
-static int xattr_put(struct store *st, uint64_t ino, const char *name, const void *value,
-		     size_t size, int flags)
+int ns_xattr_put(struct store *st, uint64_t ino, const char *name, const void *value, size_t size,
+		 int flags)
 {
 	sqlite3_stmt *s = store_stmt(st, st->db, "SELECT 1 FROM xattr WHERE ino = ? AND name = ?");
 	if (!s)
@@ -373,7 +371,7 @@ int store_xattr_set(struct store *st, uint64_t ino, const char *name, const void
 		return r;
 	r = xattr_changeable(st, ino);
 	if (!r)
-		r = xattr_put(st, ino, name, value, size, flags);
+		r = ns_xattr_put(st, ino, name, value, size, flags);
 	return xattr_change_end(st, ino, r);
 }
 
@@ -404,7 +402,7 @@ int store_xattr_set_mode(struct store *st, uint64_t ino, const char *name, const
 		return r;
 	r = xattr_changeable(st, ino);
 	if (!r && value) {
-		r = xattr_put(st, ino, name, value, size, 0);
+		r = ns_xattr_put(st, ino, name, value, size, 0);
 	} else if (!r) {
 		r = xattr_delete(st, ino, name);
 		if (r == -ENODATA)	/* nothing to remove */

@@ -598,13 +598,17 @@ int store_file_open(struct store *st, uint64_t ino)
 	return 0;
 }
 
-int store_create(struct store *st, uint64_t parent, const char *name, uint32_t mode,
-		 uint32_t uid, uint32_t gid, struct store_attr *out)
+int store_make(struct store *st, uint64_t parent, const char *name, const struct store_new *n,
+	       bool open, struct store_attr *out)
 {
+	if (!open)
+		return ns_make(st, parent, name, n, NULL, out);
+	if (!out || ((n->mode & S_IFMT) && !S_ISREG(n->mode)))
+		return -EINVAL;
 	struct sinode *si = sinode_new(st);
 	if (!si)
 		return -ENOMEM;
-	int r = store_mknod(st, parent, name, S_IFREG | (mode & 07777), 0, uid, gid, out);
+	int r = ns_make(st, parent, name, n, NULL, out);
 	if (r) {
 		sinode_new_free(st, si);
 		return r;
@@ -612,6 +616,13 @@ int store_create(struct store *st, uint64_t parent, const char *name, uint32_t m
 	STORE_TEST_HOOK("create", st, out->ino);
 	sinode_open_new(st, si, out);
 	return 0;
+}
+
+int store_create(struct store *st, uint64_t parent, const char *name, uint32_t mode,
+		 uint32_t uid, uint32_t gid, struct store_attr *out)
+{
+	struct store_new n = { .mode = S_IFREG | (mode & 07777), .uid = uid, .gid = gid };
+	return store_make(st, parent, name, &n, true, out);
 }
 
 int store_file_release(struct store *st, uint64_t ino)

@@ -555,6 +555,13 @@ int ns_attr_get_changeable(struct store *st, uint64_t ino, struct store_attr *a)
  * constraint failure is -EEXIST, a full disk -ENOSPC (store_sql_errno). */
 int ns_exec4(struct store *st, const char *sql, int n, int64_t a, int64_t b, int64_t c,
 	     int64_t d);
+/* store_mknod of n, or with target a symlink (n->mode S_IFLNK | 0777). */
+int ns_make(struct store *st, uint64_t parent, const char *name, const struct store_new *n,
+	    const char *target, struct store_attr *out);
+/* store_attr.c: put name = value on ino (transaction open, ino
+ * changeable), with store_xattr_set's flags. */
+int ns_xattr_put(struct store *st, uint64_t ino, const char *name, const void *value, size_t size,
+		 int flags);
 /* Step a prepared change once and reset it: 0 when done, else -errno. */
 int ns_step(sqlite3_stmt *s);
 /* Start a change: db_lock and a write transaction (-EROFS, -EIO after a

@@ -399,14 +399,88 @@ int store_readdir(struct store *st, uint64_t ino, uint64_t cookie, store_readdir
 
 /* ---- creating --------------------------------------------------------------- */
 
-static int create_inode(struct store *st, uint64_t parent, const char *name, uint32_t mode,
-			uint64_t rdev, uint32_t uid, uint32_t gid, const char *target,
-			struct store_attr *out)
+/* A new inode's extended attributes, checked as store_xattr_set checks
+ * them. */
+static int check_new_xattrs(const struct store_new *n)
 {
-	int r = check_name(name);
+	for (unsigned i = 0; i < n->n_xattrs; i++) {
+		const struct store_xattr *x = &n->xattrs[i];
+		if (!x->name || !*x->name)
+			return -EINVAL;
+		if (strlen(x->name) > STORE_XATTR_NAME_MAX || x->size > STORE_XATTR_SIZE_MAX)
+			return -ERANGE;
+	}
+	return 0;
+}
+
+/* Insert the inode n (mode as it is, a symlink if target) with its
+ * extended attributes (transaction open); its number in *ino. */
+static int insert_inode(struct store *st, uint64_t parent, const struct store_new *n,
+			const char *target, uint64_t *ino)
+{
+	bool dir = S_ISDIR(n->mode);
+	int64_t now = store_now_ns();
+	sqlite3_stmt *s = store_stmt(st, st->db,
+				     "INSERT INTO inode(mode, nlink, uid, gid, size, rdev,"
+				     " atime_ns, mtime_ns, ctime_ns, parent)"
+				     " VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, n->mode);
+	sqlite3_bind_int64(s, 2, dir ? 2 : 1);
+	sqlite3_bind_int64(s, 3, n->uid);
+	sqlite3_bind_int64(s, 4, n->gid);
+	sqlite3_bind_int64(s, 5, target ? (int64_t)strlen(target) : 0);
+	sqlite3_bind_int64(s, 6, (S_ISCHR(n->mode) || S_ISBLK(n->mode)) ? (int64_t)n->rdev : 0);
+	sqlite3_bind_int64(s, 7, now);
+	sqlite3_bind_int64(s, 8, now);
+	sqlite3_bind_int64(s, 9, now);
+	if (dir)
+		sqlite3_bind_int64(s, 10, (int64_t)parent);
+	int r = ns_step(s);
 	if (r)
 		return r;
-	r = ns_tx_begin(st);
+	*ino = (uint64_t)sqlite3_last_insert_rowid(st->db);
+	if (target) {
+		s = store_stmt(st, st->db, "INSERT INTO symlink(ino, target) VALUES(?, ?)");
+		if (!s)
+			return -EIO;
+		sqlite3_bind_int64(s, 1, (int64_t)*ino);
+		sqlite3_bind_blob(s, 2, target, (int)strlen(target), SQLITE_STATIC);
+		r = ns_step(s);
+	}
+	for (unsigned i = 0; !r && i < n->n_xattrs; i++)
+		r = ns_xattr_put(st, *ino, n->xattrs[i].name, n->xattrs[i].value,
+				 n->xattrs[i].size, 0);
+	return r;
+}
+
+int ns_make(struct store *st, uint64_t parent, const char *name, const struct store_new *n,
+	    const char *target, struct store_attr *out)
+{
+	struct store_new m = *n;
+	if (!target) {
+		switch (m.mode & S_IFMT) {
+		case S_IFREG:
+		case S_IFDIR:
+		case S_IFCHR:
+		case S_IFBLK:
+		case S_IFIFO:
+		case S_IFSOCK:
+			break;
+		case 0:
+			m.mode |= S_IFREG;
+			break;
+		default:
+			return -EINVAL;
+		}
+		m.mode &= S_IFMT | 07777;
+	}
+	int r = check_name(name);
+	if (!r)
+		r = check_new_xattrs(&m);
+	if (!r)
+		r = ns_tx_begin(st);
 	if (r)
 		return r;
 	struct store_attr pa;
@@ -416,51 +490,19 @@ static int create_inode(struct store *st, uint64_t parent, const char *name, uin
 		r = entry_get(st, st->db, parent, name, &old, NULL);
 		r = r == 0 ? -EEXIST : r == -ENOENT ? 0 : r;
 	}
-	bool dir = S_ISDIR(mode);
+	bool dir = S_ISDIR(m.mode);
 	if (!r && dir && pa.nlink >= MAX_LINKS)
 		r = -EMLINK;
 	/* A setgid directory hands down its group, and to directories its
 	 * setgid bit too (the kernel leaves both to FUSE filesystems). */
 	if (!r && (pa.mode & S_ISGID)) {
-		gid = pa.gid;
+		m.gid = pa.gid;
 		if (dir)
-			mode |= S_ISGID;
+			m.mode |= S_ISGID;
 	}
-	int64_t now = store_now_ns();
 	uint64_t ino = 0;
-	if (!r) {
-		sqlite3_stmt *s = store_stmt(st, st->db,
-					     "INSERT INTO inode(mode, nlink, uid, gid, size, rdev,"
-					     " atime_ns, mtime_ns, ctime_ns, parent)"
-					     " VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
-		if (!s) {
-			r = -EIO;
-		} else {
-			sqlite3_bind_int64(s, 1, mode);
-			sqlite3_bind_int64(s, 2, dir ? 2 : 1);
-			sqlite3_bind_int64(s, 3, uid);
-			sqlite3_bind_int64(s, 4, gid);
-			sqlite3_bind_int64(s, 5, target ? (int64_t)strlen(target) : 0);
-			sqlite3_bind_int64(s, 6, (S_ISCHR(mode) || S_ISBLK(mode)) ? (int64_t)rdev : 0);
-			sqlite3_bind_int64(s, 7, now);
-			sqlite3_bind_int64(s, 8, now);
-			sqlite3_bind_int64(s, 9, now);
-			if (dir)
-				sqlite3_bind_int64(s, 10, (int64_t)parent);
-			r = ns_step(s);
-			ino = (uint64_t)sqlite3_last_insert_rowid(st->db);
-		}
-	}
-	if (!r && target) {
-		sqlite3_stmt *s = store_stmt(st, st->db, "INSERT INTO symlink(ino, target) VALUES(?, ?)");
-		if (!s) {
-			r = -EIO;
-		} else {
-			sqlite3_bind_int64(s, 1, (int64_t)ino);
-			sqlite3_bind_blob(s, 2, target, (int)strlen(target), SQLITE_STATIC);
-			r = ns_step(s);
-		}
-	}
+	if (!r)
+		r = insert_inode(st, parent, &m, target, &ino);
 	if (!r)
 		r = insert_entry(st, parent, name, ino);
 	if (!r)
@@ -473,38 +515,26 @@ static int create_inode(struct store *st, uint64_t parent, const char *name, uin
 int store_mknod(struct store *st, uint64_t parent, const char *name, uint32_t mode, uint64_t rdev,
 		uint32_t uid, uint32_t gid, struct store_attr *out)
 {
-	switch (mode & S_IFMT) {
-	case S_IFREG:
-	case S_IFDIR:
-	case S_IFCHR:
-	case S_IFBLK:
-	case S_IFIFO:
-	case S_IFSOCK:
-		break;
-	case 0:
-		mode |= S_IFREG;
-		break;
-	default:
-		return -EINVAL;
-	}
-	return create_inode(st, parent, name, mode & (S_IFMT | 07777), rdev, uid, gid, NULL, out);
+	struct store_new n = { .mode = mode, .rdev = rdev, .uid = uid, .gid = gid };
+	return ns_make(st, parent, name, &n, NULL, out);
 }
 
 int store_mkdir(struct store *st, uint64_t parent, const char *name, uint32_t mode, uint32_t uid,
 		uint32_t gid, struct store_attr *out)
 {
-	return create_inode(st, parent, name, S_IFDIR | (mode & 07777), 0, uid, gid, NULL, out);
+	return store_mknod(st, parent, name, S_IFDIR | (mode & 07777), 0, uid, gid, out);
 }
 
 int store_symlink(struct store *st, uint64_t parent, const char *name, const char *target,
 		  uint32_t uid, uint32_t gid, struct store_attr *out)
 {
-	size_t n = target ? strlen(target) : 0;
-	if (n == 0)
+	size_t len = target ? strlen(target) : 0;
+	if (len == 0)
 		return -ENOENT;
-	if (n > STORE_SYMLINK_MAX)
+	if (len > STORE_SYMLINK_MAX)
 		return -ENAMETOOLONG;
-	return create_inode(st, parent, name, S_IFLNK | 0777, 0, uid, gid, target, out);
+	struct store_new n = { .mode = S_IFLNK | 0777, .uid = uid, .gid = gid };
+	return ns_make(st, parent, name, &n, target, out);
 }
 
 int store_link(struct store *st, uint64_t ino, uint64_t newparent, const char *newname,

@@ -434,6 +434,93 @@ static void test_store_ns_xattrs(void **state)
 	assert_int_equal(store_xattr_set(st, a.ino + 100, "user.k", "v", 1, 0), -ENOENT);
 }
 
+/* store_make: a new inode with its extended attributes, made in one
+ * transaction, or nothing when one of them is refused; open makes a
+ * regular file only. */
+static void test_store_ns_make(void **state)
+{
+	struct tsu_fixture *f = *state;
+	struct store *st = f->st;
+	static const struct store_xattr xa[] = {
+		{ "system.posix_acl_access", "\2\0\0\0", 4 },
+		{ "user.empty", "", 0 },
+	};
+	struct store_new n = { .mode = S_IFDIR | 02750, .uid = 7, .gid = 8, .xattrs = xa,
+			       .n_xattrs = 2 };
+	struct store_attr a, b;
+	assert_int_equal(store_make(st, ROOT, "d", &n, false, &a), 0);
+	assert_int_equal(a.mode, S_IFDIR | 02750);
+	assert_int_equal(a.uid, 7);
+	assert_int_equal(a.gid, 8);
+	char buf[64];
+	assert_int_equal(store_xattr_get(st, a.ino, xa[0].name, buf, sizeof(buf)), 4);
+	assert_memory_equal(buf, xa[0].value, 4);
+	assert_int_equal(store_xattr_get(st, a.ino, xa[1].name, buf, sizeof(buf)), 0);
+	assert_int_equal(store_xattr_list(st, a.ino, NULL, 0), 35);
+
+	/* A refused attribute, the last one: no inode, no name. */
+	char longname[STORE_XATTR_NAME_MAX + 2];
+	memset(longname, 'x', sizeof(longname) - 1);
+	longname[sizeof(longname) - 1] = 0;
+	static char big[STORE_XATTR_SIZE_MAX + 1];
+	const struct store_xattr bad[][2] = {
+		{ xa[0], { longname, "v", 1 } },
+		{ xa[0], { "user.big", big, sizeof(big) } },
+		{ xa[0], { "", "v", 1 } },
+		{ xa[0], { NULL, "v", 1 } },
+	};
+	const int want[] = { -ERANGE, -ERANGE, -EINVAL, -EINVAL };
+	uint64_t next_ino = 0;
+	for (unsigned i = 0; i < 4; i++) {
+		n = (struct store_new){ .mode = S_IFREG | 0644, .xattrs = bad[i], .n_xattrs = 2 };
+		assert_int_equal(store_make(st, ROOT, "f", &n, i & 1, &b), want[i]);
+		assert_int_equal(store_lookup(st, ROOT, "f", &b), -ENOENT);
+	}
+	/* Nor did a transaction take an inode number: the next file gets
+	 * the one after d's. */
+	n = (struct store_new){ .mode = 0644 };
+	assert_int_equal(store_make(st, ROOT, "f", &n, true, &b), 0);
+	next_ino = b.ino;
+	assert_int_equal(next_ino, a.ino + 1);
+	assert_int_equal(b.mode, S_IFREG | 0644);
+	assert_int_equal(store_xattr_list(st, b.ino, NULL, 0), 0);
+	assert_int_equal(store_file_release(st, b.ino), 0);	/* it was open */
+	assert_int_equal(store_file_release(st, b.ino), -EBADF);
+
+	/* A failure inside the transaction rolls the inode back too: more
+	 * names than a list holds (found only as they are put), the name
+	 * is taken, or the folder is not one. */
+	enum { MANY = STORE_XATTR_LIST_MAX / (STORE_XATTR_NAME_MAX + 1) + 1 };
+	static char names[MANY][STORE_XATTR_NAME_MAX + 1];
+	static struct store_xattr many[MANY];
+	for (unsigned i = 0; i < MANY; i++) {
+		snprintf(names[i], sizeof(names[i]), "user.%0250u", i);
+		many[i] = (struct store_xattr){ names[i], "v", 1 };
+	}
+	n = (struct store_new){ .mode = S_IFREG | 0644, .xattrs = many, .n_xattrs = MANY };
+	assert_int_equal(store_make(st, ROOT, "g", &n, true, &b), -ENOSPC);
+	assert_int_equal(store_lookup(st, ROOT, "g", &b), -ENOENT);
+	n.n_xattrs = MANY - 1;	/* as many as fit */
+	assert_int_equal(store_make(st, ROOT, "g", &n, false, &b), 0);
+	assert_int_equal(b.ino, next_ino + 1);
+	assert_int_equal(store_xattr_list(st, b.ino, NULL, 0),
+			 (MANY - 1) * (STORE_XATTR_NAME_MAX + 1));
+	next_ino = b.ino;
+	n = (struct store_new){ .mode = S_IFREG | 0644, .xattrs = xa, .n_xattrs = 2 };
+	assert_int_equal(store_make(st, ROOT, "f", &n, false, &b), -EEXIST);
+	assert_int_equal(store_make(st, next_ino, "g", &n, false, &b), -ENOTDIR);
+	/* Only a regular file is made open; a kind store_mknod does not
+	 * make is refused. */
+	n = (struct store_new){ .mode = S_IFIFO | 0644 };
+	assert_int_equal(store_make(st, ROOT, "p", &n, true, &b), -EINVAL);
+	n = (struct store_new){ .mode = S_IFLNK | 0777 };
+	assert_int_equal(store_make(st, ROOT, "p", &n, false, &b), -EINVAL);
+	assert_int_equal(store_lookup(st, ROOT, "p", &b), -ENOENT);
+	n = (struct store_new){ .mode = S_IFIFO | 0644 };
+	assert_int_equal(store_make(st, ROOT, "p", &n, false, &b), 0);
+	assert_int_equal(b.ino, next_ino + 1);
+}
+
 /* A file's xattr names fill at most STORE_XATTR_LIST_MAX bytes of list:
  * a new name past that is refused (ENOSPC), a new value for a present
  * one is not, and removing a name makes room again. */
@@ -639,6 +726,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_store_ns_set_atime, tsu_setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_ns_link_ctime, tsu_setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_ns_xattrs, tsu_setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_ns_make, tsu_setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_ns_xattr_list_full, tsu_setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_ns_seal, tsu_setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_ns_unseal, tsu_setup, teardown),
