@@ -130,14 +130,15 @@ static void fs_op_init(void *userdata, struct fuse_conn_info *conn)
 	 * leaves the umask to us (DONT_MASK): a folder's default ACL takes
 	 * its place.
 	 */
-	if ((conn->capable & FUSE_CAP_POSIX_ACL) &&
+	if (fs->cfg.acl && (conn->capable & FUSE_CAP_POSIX_ACL) &&
 	    (conn->capable & FUSE_CAP_DONT_MASK)) {
 		conn->want |= FUSE_CAP_POSIX_ACL | FUSE_CAP_DONT_MASK;
 		fs->acl = true;
-		/* The kernel asks for the ACL of every file ls -l shows;
-		 * in a store without any, the answer needs no lookup. */
-		fs->acl_any = store_xattr_any(fs->store, "system.posix_acl_") != 0;
 	}
+	/* The kernel asks for the ACL of every file ls -l shows; in a
+	 * store without any, the answer needs no lookup.  (Without ACLs,
+	 * listxattr leaves out those a store has.) */
+	fs->acl_any = store_xattr_any(fs->store, "system.posix_acl_") != 0;
 	conn->max_write = FS_WRITE_MAX;
 	conn->max_readahead = fs->cfg.max_readahead > FS_READ_MAX ? fs->cfg.max_readahead
 								  : FS_READ_MAX;

@@ -38,6 +38,7 @@ struct fs_config {
 	bool debug;		/* log store errors through fuse_log */
 	enum fs_atime atime;	/* for files and directories */
 	bool diratime;		/* directories too (no nodiratime) */
+	bool acl;		/* POSIX ACLs where the kernel can check them */
 };
 
 struct fs;

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
@@ -133,9 +134,32 @@ ssize_t fs_xattr_get(struct fs *fs, uint64_t ino, const char *name, char *buf, s
 	return store_xattr_get(fs->store, ino, name, buf, size);
 }
 
+/* Without ACLs, those a store keeps (set on a mount with them) are not
+ * shown, as they are not used: getxattr finds none, listxattr lists
+ * none. */
 ssize_t fs_xattr_list(struct fs *fs, uint64_t ino, char *buf, size_t size)
 {
-	return store_xattr_list(fs->store, ino, buf, size);
+	if (fs->acl || !__atomic_load_n(&fs->acl_any, __ATOMIC_ACQUIRE))
+		return store_xattr_list(fs->store, ino, buf, size);
+	char *all = malloc(STORE_XATTR_LIST_MAX);
+	if (!all)
+		return -ENOMEM;
+	ssize_t n = store_xattr_list(fs->store, ino, all, STORE_XATTR_LIST_MAX);
+	size_t len = 0;
+	for (char *name = all; n > 0 && name < all + n; name += strlen(name) + 1) {
+		size_t k = strlen(name) + 1;
+		if (fs_acl_name(name))
+			continue;
+		if (size && len + k > size) {
+			n = -ERANGE;
+			break;
+		}
+		if (size)
+			memcpy(buf + len, name, k);
+		len += k;
+	}
+	free(all);
+	return n < 0 ? n : (ssize_t)len;
 }
 
 /* Is ino open for writing through this mount? */

@@ -41,6 +41,7 @@ struct snapfs_opts {
 				 * READAHEAD_UNSET: not given (the default) */
 	unsigned read_kb;	/* largest read request, KiB */
 	int nosplice;
+	int noacl;
 	int verify;		/* -o verify: reads check pages against their hashes */
 	int remount;		/* -o remount: change the flags of a live mount */
 	double timeout;
@@ -62,6 +63,7 @@ static const struct fuse_opt snapfs_opt_spec[] = {
 	FUSE_OPT_KEY("readahead=", KEY_READAHEAD),
 	FUSE_OPT_KEY("read_size=", KEY_READ_SIZE),
 	SNAPFS_OPT("nosplice", nosplice),
+	SNAPFS_OPT("noacl", noacl),
 	SNAPFS_OPT("verify", verify),
 	SNAPFS_OPT("remount", remount),
 	FUSE_OPT_KEY("timeout=", KEY_TIMEOUT),
@@ -137,6 +139,7 @@ static void snapfs_usage(const char *prog)
 	       "    -o readahead=KB        read_ahead_kb of the mount (default 4096, 0 keeps the kernel's)\n"
 	       "    -o read_size=KB        largest read request (default 1004, at most 1004 so splice works)\n"
 	       "    -o nosplice            copy read data instead of splicing it from pack files\n"
+	       "    -o noacl               no POSIX ACLs: the permission bits alone decide\n"
 	       "    -o verify              check each page read against its SHA-256 (slower reads;\n"
 	       "                           a damaged page fails with EIO instead of being returned)\n"
 	       "    -o timeout=S           attribute and entry timeout (default 1)\n"
@@ -451,6 +454,7 @@ int main(int argc, char *argv[])
 		.timeout = opts.timeout,
 		.sealed_timeout = opts.sealed_timeout,
 		.splice = !opts.nosplice && !opts.verify,	/* splice skips the check */
+		.acl = !opts.noacl,
 		.max_read = opts.read_kb * 1024,
 		.max_readahead = opts.readahead_kb * 1024,
 		.debug = cmd.debug,

@@ -1775,6 +1775,32 @@ static void test_fs_acls(void **state)
 	assert_int_equal(acl_perm(P(m, "d/f"), "system.posix_acl_access", A_USER), 7);
 	if (root)
 		assert_true(nobody_reads(P(m, "d/f")));
+
+	/* -o noacl: the bits alone decide; the ACLs kept are neither
+	 * shown nor used, and none can be set, until a mount with ACLs. */
+	n = tu_acl_make(acl, named, 5);
+	assert_int_equal(chmod(f, 0600), 0);
+	assert_int_equal(setxattr(f, "system.posix_acl_access", acl, n, 0), 0);
+	assert_int_equal(setxattr(f, "user.k", "v", 1, 0), 0);
+	mnt_stop(m);
+	mnt_start_opts(m, root ? "allow_other,noacl" : "noacl");
+	assert_int_equal(mode_of(m, "f"), 0640);
+	if (root)
+		assert_false(nobody_reads(f));
+	assert_int_equal(getxattr(f, "system.posix_acl_access", back, sizeof(back)), -1);
+	assert_int_equal(listxattr(f, NULL, 0), 7);
+	assert_int_equal(listxattr(f, list, 6), -1);
+	assert_int_equal(errno, ERANGE);
+	assert_int_equal(listxattr(f, list, sizeof(list)), 7);
+	assert_memory_equal(list, "user.k", 7);
+	assert_int_equal(setxattr(f, "system.posix_acl_access", acl, n, 0), -1);
+	assert_int_equal(errno, EOPNOTSUPP);
+	mnt_stop(m);
+	mnt_start_opts(m, root ? "allow_other" : NULL);
+	assert_int_equal(getxattr(f, "system.posix_acl_access", back, sizeof(back)), (ssize_t)n);
+	assert_memory_equal(back, acl, n);
+	if (root)
+		assert_true(nobody_reads(f));
 }
 
 #define BIG_FILES 1500
