@@ -82,6 +82,22 @@ timed() {
 copy() { dd if="$1" of="$2" bs=1M conv=fsync status=none; }
 drop() { for f in "$@"; do dd if="$f" iflag=nocache count=0 status=none; done; }
 read_out() { dd if="$1" of=/dev/null bs=1M status=none; }
+# Seconds commands $2 and $3 take, in t1 and t2: in run $1, the first one
+# first if the run is odd, else the second, so that neither always finds
+# the disk busy with the other's writeback.
+turns() {
+	if [ $(($1 % 2)) = 1 ]; then
+		t1=$(timed "$2")
+		t2=$(timed "$3")
+	else
+		t2=$(timed "$3")
+		t1=$(timed "$2")
+	fi
+}
+write_plain() { copy "$src" "$work/plain"; }
+write_new() { copy "$src" "$mnt/a"; }
+read_plain() { read_out "$work/plain"; }
+read_cold() { read_out "$mnt/a"; }
 # min and median of the numbers on stdin
 stats() { sort -n | awk '{ v[NR] = $1 } END { printf "%s %s\n", v[1], v[int((NR + 1) / 2)] }'; }
 
@@ -90,26 +106,14 @@ echo "bench-disk: $size MiB, $runs runs, store and baseline in $work ($(df --out
 for r in $(seq "$runs"); do
 	mkdir "$work/store"
 	"$snapfs" "$work/store" "$mnt"
-	# Take turns at going first, so neither always finds the disk busy
-	# with the other's writeback.
-	if [ $((r % 2)) = 1 ]; then
-		plain_w=$(timed copy "$src" "$work/plain")
-		new_w=$(timed copy "$src" "$mnt/a")
-	else
-		new_w=$(timed copy "$src" "$mnt/a")
-		plain_w=$(timed copy "$src" "$work/plain")
-	fi
+	turns "$r" write_plain write_new
+	plain_w=$t1 new_w=$t2
 	again_w=$(timed copy "$src" "$mnt/b")
 	sync -f "$work/store"
 	drop "$work/plain" "$mnt/a"
 	find "$work/store" -type f | while read -r f; do drop "$f"; done
-	if [ $((r % 2)) = 1 ]; then
-		plain_r=$(timed read_out "$work/plain")
-		cold_r=$(timed read_out "$mnt/a")
-	else
-		cold_r=$(timed read_out "$mnt/a")
-		plain_r=$(timed read_out "$work/plain")
-	fi
+	turns "$r" read_plain read_cold
+	plain_r=$t1 cold_r=$t2
 	cmp "$src" "$mnt/a"
 	stored=$(du -sk "$work/store/packs" | cut -f1)
 	echo "$plain_w $new_w $again_w $plain_r $cold_r $stored" >>"$work/times"

@@ -212,6 +212,17 @@ for _ in range(1000):
 	i=0
 	while [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
 }
+# ok_measured NAME STATUS LIMIT DETAIL: ok NAME (and DETAIL) with STATUS if
+# some round of the measurement ran with at most LIMIT ticks stolen by the
+# host (clean: how many did), else skip it; $round rounds ran, $diag says
+# what was seen.
+ok_measured() {
+	if [ $clean -eq 0 ]; then
+		skip "$1)" "the host stole more than $3 ticks of CPU time in each of $round rounds" "$diag"
+	else
+		ok "$1$4)" "$2" "$diag"
+	fi
+}
 # Up to five rounds of the pair, until one that the host left alone
 # (at most 10 ticks stolen during the pair's calls: 3 to 25 were seen
 # here in five pairs while the host was busy) shows the difference; a
@@ -229,12 +240,8 @@ while [ $round -lt 5 ] && [ $fewer -ne 0 ]; do
 	[ "$unpolled" -ge 500 ] && [ $((2 * switches)) -lt "$unpolled" ] && fewer=0
 done
 ok "-o busy_poll=0 and =1000: every getxattr call answered ENODATA" $answered "$diag"
-name="-o busy_poll=1000 takes under half the daemon's wake-ups of busy_poll=0 (about one per call"
-if [ $clean -eq 0 ]; then
-	skip "$name)" "the host stole more than 10 ticks of CPU time in each of $round rounds" "$diag"
-else
-	ok "$name; $switches against $unpolled, round $round)" $fewer "$diag"
-fi
+ok_measured "-o busy_poll=1000 takes under half the daemon's wake-ups of busy_poll=0 (about one per call" \
+	$fewer 10 "; $switches against $unpolled, round $round"
 # -s serves on one worker thread, which polls as the pool's listener does.
 diag='' answered=0 one=0 polled_s=1 round=0 clean=0
 while [ $round -lt 3 ] && [ $polled_s -ne 0 ]; do
@@ -245,12 +252,7 @@ while [ $round -lt 3 ] && [ $polled_s -ne 0 ]; do
 	[ "$stolen" -le 5 ] && clean=$((clean + 1)) && [ "$switches" -lt 500 ] && polled_s=0
 done
 ok "-s: one worker thread answered every call" $((answered | one)) "$diag"
-name="-s: the worker polled (under 500 wake-ups for the 1000 calls"
-if [ $clean -eq 0 ]; then
-	skip "$name)" "the host stole more than 5 ticks of CPU time in each of $round rounds" "$diag"
-else
-	ok "$name: $switches)" $polled_s "$diag"
-fi
+ok_measured "-s: the worker polled (under 500 wake-ups for the 1000 calls" $polled_s 5 ": $switches"
 # ... and serves the slow kinds (a large write, fsync) on that thread too.
 head -c 24M /dev/urandom >"$T/s-data"
 "$SNAPFS" "$T/s-store" "$MNT" -s
