@@ -1663,13 +1663,35 @@ static bool nobody_reads(const char *path)
 	return WEXITSTATUS(st) == 0;
 }
 
+/* Set the access ACL acl (n bytes) on path as user 65534, in group
+ * 65534 and, if extra_group is not 65534, in that one as well: 0, or
+ * the errno. */
+static int nobody_sets_acl(const char *path, const void *acl, size_t n, gid_t extra_group)
+{
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		if (setgroups(extra_group != 65534, &extra_group) ||
+		    setresgid(65534, 65534, 65534) || setresuid(65534, 65534, 65534))
+			_exit(100);
+		_exit(setxattr(path, "system.posix_acl_access", acl, n, 0) ? errno : 0);
+	}
+	int st;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	assert_int_not_equal(WEXITSTATUS(st), 100);
+	return WEXITSTATUS(st);
+}
+
 /*
  * POSIX ACLs: setting one sets the permission bits (the group bits show
  * the mask) and the kernel grants what it says; chmod rewrites it; an ACL
  * that says no more than the bits is not kept; a folder's default ACL
  * replaces the umask for what is made in it, and a new folder keeps it;
  * without one the umask applies (the kernel leaves it to the daemon);
- * sealed files refuse ACL changes; malformed ACLs are refused.
+ * sealed files refuse ACL changes; malformed ACLs are refused; an ACL
+ * set by a caller neither root nor in the file's group clears its
+ * set-group-ID bit.
  */
 static void test_fs_acls(void **state)
 {
@@ -1726,6 +1748,27 @@ static void test_fs_acls(void **state)
 	n = tu_acl_make(acl, base, 3);
 	assert_int_equal(setxattr(f, "system.posix_acl_default", acl, n, 0), -1);
 	assert_int_equal(errno, EACCES);
+
+	/* Set-group-ID: kept when root or a member of the file's group
+	 * (0) sets the ACL, cleared when its owner outside the group does
+	 * (as chmod(2) would). */
+	if (root) {
+		char sg[PATH_MAX];
+		snprintf(sg, sizeof(sg), "%s", P(m, "sg"));
+		put_file(sg, "sg", 2);
+		assert_int_equal(chown(sg, 65534, 0), 0);
+		n = tu_acl_make(acl, named, 5);
+		assert_int_equal(chmod(sg, 02770), 0);
+		assert_int_equal(setxattr(sg, "system.posix_acl_access", acl, n, 0), 0);
+		assert_int_equal(mode_of(m, "sg"), 02640);
+		assert_int_equal(chmod(sg, 02770), 0);
+		assert_int_equal(nobody_sets_acl(sg, acl, n, 0), 0);
+		assert_int_equal(mode_of(m, "sg"), 02640);
+		assert_int_equal(chmod(sg, 02770), 0);
+		assert_int_equal(nobody_sets_acl(sg, acl, n, 65534), 0);
+		assert_int_equal(mode_of(m, "sg"), 0640);
+		assert_int_equal(acl_perm(sg, "system.posix_acl_access", A_USER), 4);
+	}
 
 	/* Inheritance: the default ACL, not the umask (077 here), limited
 	 * by the mode asked for. */
