@@ -434,6 +434,20 @@ static void test_fs_xattrs(void **state)
 	/* The filesystem's own figures. */
 	assert_int_equal(xattr_num(f, "user.snapfs.pages"), 4);
 	assert_int_equal(xattr_num(f, "user.snapfs.shared_pages"), 0);
+	assert_int_equal(xattr_num(f, "user.snapfs.zero_pages"), 0);
+	/* Holes: a page of zeros written, one punched, two past the end
+	 * (and its last page partly written: stored). */
+	int fd = open(f, O_WRONLY);
+	assert_true(fd >= 0);
+	static const char zeros[4096];
+	assert_int_equal(pwrite(fd, zeros, sizeof(zeros), 4096), 4096);
+	assert_int_equal(fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 2 * 4096, 4096),
+			 0);
+	assert_int_equal(pwrite(fd, "end", 3, 6 * 4096), 3);
+	assert_int_equal(close(fd), 0);
+	assert_int_equal(xattr_num(f, "user.snapfs.pages"), 3);
+	assert_int_equal(xattr_num(f, "user.snapfs.zero_pages"), 4);
+	put_file(f, data, sizeof(data));
 	assert_int_equal(getxattr(f, "user.snapfs.digest", v, sizeof(v)), 64);
 	assert_int_equal(getxattr(f, "user.snapfs.digest", v, 10), -1);
 	assert_int_equal(errno, ERANGE);
@@ -1161,6 +1175,11 @@ static void test_fs_fallocate_space(void **state)
 	assert_true(fd >= 0);
 	assert_int_equal(fallocate(fd, 0, 0, avail + (1 << 30)), -1);
 	assert_int_equal(errno, ENOSPC);
+	/* Modes that move data are not offered. */
+	assert_int_equal(fallocate(fd, FALLOC_FL_COLLAPSE_RANGE, 0, 4096), -1);
+	assert_int_equal(errno, EOPNOTSUPP);
+	assert_int_equal(fallocate(fd, FALLOC_FL_INSERT_RANGE, 0, 4096), -1);
+	assert_int_equal(errno, EOPNOTSUPP);
 	assert_int_equal(fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, avail + (1 << 30)), -1);
 	assert_int_equal(errno, ENOSPC);
 	struct stat st;
