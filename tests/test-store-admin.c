@@ -1024,6 +1024,56 @@ static void test_store_admin_fsck_index_damage(void **state)
 	tsu_store_remove(path);
 }
 
+/*
+ * Damage to the page index that fsck names: an entry whose hash is not 32
+ * bytes, a negative reference count, a page no file uses whose bytes are
+ * not its hash's (gc would only drop it, but the pack is damaged), and a
+ * file whose size ends before its last stored page.
+ */
+static void test_store_admin_fsck_page_damage(void **state)
+{
+	(void)state;
+	char *path;
+	struct store *st = tsu_new_store(&path);
+	uint64_t f = write_file(st, STORE_ROOT_INO, "f", 3, 41);
+	write_file(st, STORE_ROOT_INO, "g", 2, 42);
+	uint64_t u = write_file(st, STORE_ROOT_INO, "u", 2, 43);
+	assert_int_equal(store_sync(st, NULL), 0);
+	uint64_t gone;
+	assert_int_equal(store_unlink(st, STORE_ROOT_INO, "u", &gone), 0);
+	assert_int_equal(store_inode_release(st, u), 0);
+	assert_int_equal(store_close(st, NULL), 0);
+
+	/* Pages in the order written: f's 3, g's 2, u's 2 (now unused). */
+	char sql[512];
+	snprintf(sql, sizeof(sql),
+		 "UPDATE page SET hash = x'0102' WHERE loc = (SELECT loc FROM page ORDER BY loc"
+		 " LIMIT 1 OFFSET 3);"
+		 "UPDATE page SET refs = -1 WHERE loc = (SELECT loc FROM page ORDER BY loc"
+		 " LIMIT 1 OFFSET 4);"
+		 "UPDATE page SET hash = randomblob(32) WHERE loc = (SELECT loc FROM page"
+		 " ORDER BY loc LIMIT 1 OFFSET 5);"
+		 "UPDATE inode SET size = %d WHERE ino = %llu;",
+		 PG + 10, (unsigned long long)f);
+	tsu_index_exec(path, sql);
+
+	assert_int_equal(store_open(path, STORE_RDONLY, &st, NULL), 0);
+	struct store_fsck_result res;
+	struct found fd = { 0 };
+	assert_int_equal(store_fsck(st, report, NULL, &fd, &res, NULL), 0);
+	assert_true(has_what(&fd, "page index entry with a 2-byte hash"));
+	assert_true(has_what(&fd, "page has a negative reference count -1"));
+	bool unused_bad = false;
+	for (int i = 0; i < fd.n && i < FOUND_MAX; i++)
+		unused_bad |= strstr(fd.what[i], "unreferenced page at ") &&
+			      strstr(fd.what[i], ": its bytes do not match its hash");
+	assert_true(unused_bad);
+	assert_true(has(&fd, "/f", 2, "page beyond the end of the file (size 4106)"));
+	assert_true(res.problems >= 4);
+	assert_int_equal(store_close(st, NULL), 0);
+	tsu_store_remove(path);
+}
+
 /* Inode ino is named #INO in the directory lf. */
 static void in_lost_found(struct store *st, uint64_t lf, uint64_t ino)
 {
@@ -1961,6 +2011,7 @@ int main(void)
 		cmocka_unit_test(test_store_admin_pack_gone_locations_kept),
 		cmocka_unit_test(test_store_admin_fsck_tree_damage),
 		cmocka_unit_test(test_store_admin_fsck_index_damage),
+		cmocka_unit_test(test_store_admin_fsck_page_damage),
 		cmocka_unit_test(test_store_admin_repair_tree),
 		cmocka_unit_test(test_store_admin_repair_sealed_root),
 		cmocka_unit_test(test_store_admin_repair_maps_and_cycles),

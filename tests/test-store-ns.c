@@ -185,9 +185,26 @@ static void test_store_ns_rename(void **state)
 	assert_int_equal(x.nlink, 2);
 	assert_int_equal(store_getattr(st, ROOT, &x), 0);
 	assert_int_equal(x.nlink, 4);
-	/* Renaming onto itself changes nothing. */
+	/* Renaming onto itself changes nothing, exchanging too. */
 	assert_int_equal(store_rename(st, ROOT, "b", ROOT, "b", 0, &gone), 0);
 	assert_int_equal(store_lookup(st, ROOT, "b", &x), 0);
+	assert_int_equal(store_rename(st, ROOT, "b", ROOT, "b", STORE_RENAME_EXCHANGE, &gone), 0);
+	assert_int_equal(store_lookup(st, ROOT, "b", &e), 0);
+	assert_int_equal(e.ino, x.ino);
+	/* A directory is not exchanged with one below it, either way. */
+	assert_int_equal(store_mkdir(st, d.ino, "sub", 0755, 0, 0, &e), 0);
+	assert_int_equal(store_rename(st, ROOT, "d", d.ino, "sub", STORE_RENAME_EXCHANGE, &gone),
+			 -EINVAL);
+	assert_int_equal(store_rename(st, d.ino, "sub", ROOT, "d", STORE_RENAME_EXCHANGE, &gone),
+			 -EINVAL);
+	assert_int_equal(store_lookup(st, d.ino, "sub", &x), 0);
+	assert_int_equal(x.ino, e.ino);
+	/* Nor with a sealed one. */
+	assert_int_equal(store_seal(st, e.ino, NULL, NULL), 0);
+	assert_int_equal(store_rename(st, ROOT, "b", d.ino, "sub", STORE_RENAME_EXCHANGE, &gone),
+			 -EPERM);
+	assert_int_equal(store_lookup(st, d.ino, "sub", &x), 0);
+	assert_int_equal(x.ino, e.ino);
 
 	struct store_fsck_result res;
 	assert_int_equal(store_fsck(st, NULL, NULL, NULL, &res, NULL), 0);
