@@ -390,6 +390,25 @@ for args in ":no command given" "frob $STORE:unknown command 'frob'" \
 		$([ $st -eq 2 ] && echo "$out" | head -n 1 | grep -qF "${args#*:}" &&
 			echo "$out" | grep -q "^usage:" && echo 0 || echo 1) "$out"
 done
+# What is not a store is refused, named, and left as it was (snapfs-admin
+# never makes or mends a store it cannot read).
+N="$T/not-a-store"
+mkdir "$N" "$N/empty" "$N/other" "$N/junk" "$N/junk/packs" "$N/nover" "$N/nover/packs"
+echo notes >"$N/other/notes.txt"
+echo junk >"$N/junk/index.db"
+python3 -c 'import sqlite3, sys; sqlite3.connect(sys.argv[1]).execute("CREATE TABLE t(a)")' \
+	"$N/nover/index.db"
+contents() { (cd "$1" && find . | sort && find . -type f -exec sha256sum {} + | sort); }
+for d in "empty:empty folder, not a store" "other:holds no index.db: not a store" \
+	"junk:reading the schema version: file is not a database" \
+	"nover:index.db has no schema version (not a store?)"; do
+	before=$(contents "$N/${d%%:*}")
+	out=$("$ADMIN" fsck "$N/${d%%:*}" 2>&1)
+	st=$?
+	ok "snapfs-admin fsck of a folder that is no store (${d%%:*}) exits 2, saying \"${d#*:}\" of it, and leaves it" \
+		$([ $st -eq 2 ] && echo "$out" | grep -qF "${d#*:}" && echo "$out" | grep -qF "$N/${d%%:*}" &&
+			[ "$(contents "$N/${d%%:*}")" = "$before" ] && echo 0 || echo 1) "$out"
+done
 # Given the mount point instead of the store, snapfs-admin uses the store
 # mounted there and says so on stderr; stdout is what the store gives.
 out=$("$ADMIN" stats "$MNT" 2>"$T/admin.err")
