@@ -316,6 +316,14 @@ static void test_fs_rename_flags(void **state)
 	assert_int_equal(errno, ENOENT);
 	assert_int_equal(renameat2(AT_FDCWD, P(m, "a"), AT_FDCWD, P(m, "c"), RENAME_NOREPLACE), 0);
 	assert_int_equal(access(P(m, "a"), F_OK), -1);
+	/* A whiteout (overlayfs's) is not made: refused, nothing moves. */
+	if (geteuid() == 0) {
+		assert_int_equal(renameat2(AT_FDCWD, P(m, "c"), AT_FDCWD, P(m, "w"), RENAME_WHITEOUT),
+				 -1);
+		assert_int_equal(errno, EINVAL);
+		assert_int_equal(access(P(m, "w"), F_OK), -1);
+		assert_int_equal(get_file(P(m, "c"), buf, sizeof(buf)), 2);
+	}
 
 	/* Directories: into itself, onto a non-empty one, file onto dir. */
 	assert_int_equal(mkdir(P(m, "d"), 0755), 0);
