@@ -18,10 +18,12 @@
  *  - the user.snapfs.* attributes (fs_xattr.c).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/statvfs.h>
+#include <unistd.h>
 
 #include "fs_i.h"
 
@@ -568,18 +570,35 @@ static bool fs_caller_in_group(fuse_req_t req, gid_t gid)
 	return false;
 }
 
+bool fs_caller_capable(fuse_req_t req, unsigned cap)
+{
+	const struct fuse_ctx *c = fuse_req_ctx(req);
+	char path[64], status[4096];
+	snprintf(path, sizeof(path), "/proc/%ld/status", (long)c->pid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n = fd < 0 ? -1 : read(fd, status, sizeof(status) - 1);
+	if (fd >= 0)
+		close(fd);
+	unsigned long long eff;
+	const char *line = n > 0 ? (status[n] = 0, strstr(status, "\nCapEff:")) : NULL;
+	if (!line || sscanf(line, "\nCapEff: %llx", &eff) != 1)
+		return c->uid == 0;
+	return cap < 64 && (eff >> cap & 1);
+}
+
 static void fs_op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
 			   size_t size, int flags)
 {
 	struct fs *fs = fs_of(req);
 	if (!fs_acl_name(name))
 		return (void)fuse_reply_err(req, -fs_xattr_set(fs, ino, name, value, size, flags));
-	/* As chmod does: an ACL set by someone neither root nor in the
-	 * file's group drops S_ISGID (the kernel leaves this to us). */
+	/* As chmod does: an ACL set by someone neither in the file's group
+	 * nor holding CAP_FSETID drops S_ISGID (the kernel leaves this to
+	 * us). */
 	struct store_attr a;
 	int r = store_getattr(fs->store, ino, &a);
-	bool kill_sgid = !r && (a.mode & S_ISGID) && fuse_req_ctx(req)->uid != 0 &&
-			 !fs_caller_in_group(req, a.gid);
+	bool kill_sgid = !r && (a.mode & S_ISGID) && !fs_caller_in_group(req, a.gid) &&
+			 !fs_caller_capable(req, CAP_FSETID);
 	if (!r)
 		r = fs_acl_set(fs, &a, name, value, size, kill_sgid);
 	fuse_reply_err(req, -r);

@@ -168,8 +168,7 @@ static int fs_open_file(struct fs *fs, const struct store_attr *a, struct fuse_f
  * sends the setattr itself.  Direct writes (write-only handles) and
  * O_TRUNC (done by open here) leave it to the filesystem, and libfuse
  * 3.14 does not pass on the kernel's flag saying whether the writer has
- * the capability, so a caller other than root stands in for one without
- * it.  The kernel refreshes the mode at the next stat, since a write
+ * the capability, so the caller's is read (fs_caller_capable).  The kernel refreshes the mode at the next stat, since a write
  * invalidates the attributes it holds.
  *
  * fs_drops_setid: clear in *mode what req's caller must not keep; false
@@ -178,7 +177,7 @@ static int fs_open_file(struct fs *fs, const struct store_attr *a, struct fuse_f
 static bool fs_drops_setid(fuse_req_t req, uint32_t *mode)
 {
 	uint32_t m = fs_mode_setid_cleared(*mode);
-	if (m == *mode || fuse_req_ctx(req)->uid == 0)
+	if (m == *mode || fs_caller_capable(req, CAP_FSETID))
 		return false;
 	*mode = m;
 	return true;

@@ -5,6 +5,7 @@
 #ifndef SNAPFS_FS_I_H
 #define SNAPFS_FS_I_H
 
+#include <linux/capability.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <sys/stat.h>
@@ -50,6 +51,12 @@ static inline struct fs *fs_of(fuse_req_t req)
 {
 	return fuse_req_userdata(req);
 }
+
+/* Does the caller of req hold capability cap (CAP_FSETID, ...) in its
+ * effective set?  Read from /proc/PID/status, as libfuse reads a caller's
+ * groups; where that cannot be read (the caller is gone, no /proc), root
+ * stands in for a caller that holds it. */
+bool fs_caller_capable(fuse_req_t req, unsigned cap);
 
 /* Log a store failure in debug mode; the kernel only sees the errno. */
 void fs_log_err(struct fs *fs, const char *what, uint64_t ino, int r);

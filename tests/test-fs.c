@@ -19,6 +19,7 @@
 #include <grp.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/capability.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -33,6 +34,7 @@
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
 #include <time.h>
@@ -1608,6 +1610,40 @@ static void test_fs_setgid_dir(void **state)
 	}
 }
 
+/* Run fn(path, arg) in a child as root without CAP_FSETID in its
+ * effective set (only root may run this): its result, or 100 if the
+ * capability could not be dropped. */
+static int without_fsetid(int (*fn)(const char *, const void *), const char *path, const void *arg)
+{
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct __user_cap_header_struct h = { _LINUX_CAPABILITY_VERSION_3, 0 };
+		struct __user_cap_data_struct d[2];
+		if (syscall(SYS_capget, &h, d))
+			_exit(100);
+		d[0].effective &= ~(1u << CAP_FSETID);
+		if (syscall(SYS_capset, &h, d))
+			_exit(100);
+		_exit(fn(path, arg));
+	}
+	int st;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	assert_int_not_equal(WEXITSTATUS(st), 100);
+	return WEXITSTATUS(st);
+}
+
+/* Write a byte at 0 through a write-only handle: 0, or the errno. */
+static int write_a_byte(const char *path, const void *unused)
+{
+	(void)unused;
+	int fd = open(path, O_WRONLY);
+	if (fd < 0 || pwrite(fd, "w", 1, 0) != 1)
+		return errno;
+	return close(fd) ? errno : 0;
+}
+
 static void test_fs_setid(void **state)
 {
 	struct mnt *m = *state;
@@ -1638,14 +1674,14 @@ static void test_fs_setid(void **state)
 	assert_int_equal(get_file(P(m, "suid"), buf, sizeof(buf)), 4097);
 	assert_int_equal(buf[4096], 'w');
 
-	/* Root keeps the bits when it writes. */
+	/* Root keeps the bits when it writes, by CAP_FSETID: without
+	 * it, it does not. */
 	if (root) {
 		make_setid(m, "root", 06777);
-		int fd = open(P(m, "root"), O_WRONLY);
-		assert_true(fd >= 0);
-		assert_int_equal(pwrite(fd, "w", 1, 0), 1);
-		assert_int_equal(close(fd), 0);
+		assert_int_equal(write_a_byte(P(m, "root"), NULL), 0);
 		assert_int_equal(mode_of(m, "root"), 06777);
+		assert_int_equal(without_fsetid(write_a_byte, P(m, "root"), NULL), 0);
+		assert_int_equal(mode_of(m, "root"), 0777);
 	}
 }
 
@@ -1688,6 +1724,18 @@ static bool nobody_reads(const char *path)
 	assert_true(WIFEXITED(st));
 	assert_true(WEXITSTATUS(st) <= 1);
 	return WEXITSTATUS(st) == 0;
+}
+
+/* Set the access ACL arg (a struct acl_arg) on path: 0, or the errno. */
+struct acl_arg {
+	const void *acl;
+	size_t n;
+};
+
+static int set_acl(const char *path, const void *arg)
+{
+	const struct acl_arg *a = arg;
+	return setxattr(path, "system.posix_acl_access", a->acl, a->n, 0) ? errno : 0;
 }
 
 /* Set the access ACL acl (n bytes) on path as user 65534, in group
@@ -1795,6 +1843,16 @@ static void test_fs_acls(void **state)
 		assert_int_equal(nobody_sets_acl(sg, acl, n, 65534), 0);
 		assert_int_equal(mode_of(m, "sg"), 0640);
 		assert_int_equal(acl_perm(sg, "system.posix_acl_access", A_USER), 4);
+		/* Root outside the group (65534) keeps it by CAP_FSETID,
+		 * and without that loses it. */
+		assert_int_equal(chown(sg, 65534, 65534), 0);
+		assert_int_equal(chmod(sg, 02770), 0);
+		assert_int_equal(setxattr(sg, "system.posix_acl_access", acl, n, 0), 0);
+		assert_int_equal(mode_of(m, "sg"), 02640);
+		assert_int_equal(chmod(sg, 02770), 0);
+		struct acl_arg aa = { acl, n };
+		assert_int_equal(without_fsetid(set_acl, sg, &aa), 0);
+		assert_int_equal(mode_of(m, "sg"), 0640);
 	}
 
 	/* Inheritance: the default ACL, not the umask (077 here), limited
