@@ -579,8 +579,12 @@ bool fs_caller_capable(fuse_req_t req, unsigned cap)
 	ssize_t n = fd < 0 ? -1 : read(fd, status, sizeof(status) - 1);
 	if (fd >= 0)
 		close(fd);
+	const char *line = NULL;
+	if (n > 0) {
+		status[n] = 0;
+		line = strstr(status, "\nCapEff:");
+	}
 	unsigned long long eff;
-	const char *line = n > 0 ? (status[n] = 0, strstr(status, "\nCapEff:")) : NULL;
 	if (!line || sscanf(line, "\nCapEff: %llx", &eff) != 1)
 		return c->uid == 0;
 	return cap < 64 && (eff >> cap & 1);
