@@ -168,8 +168,9 @@ static int fs_open_file(struct fs *fs, const struct store_attr *a, struct fuse_f
  * sends the setattr itself.  Direct writes (write-only handles) and
  * O_TRUNC (done by open here) leave it to the filesystem, and libfuse
  * 3.14 does not pass on the kernel's flag saying whether the writer has
- * the capability, so the caller's is read (fs_caller_capable).  The kernel refreshes the mode at the next stat, since a write
- * invalidates the attributes it holds.
+ * the capability, so the caller's is read (fs_caller_capable).  The
+ * kernel refreshes the mode at the next stat, since a write invalidates
+ * the attributes it holds.
  *
  * fs_drops_setid: clear in *mode what req's caller must not keep; false
  * if that leaves it as it was.

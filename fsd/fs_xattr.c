@@ -145,9 +145,9 @@ ssize_t fs_xattr_list(struct fs *fs, uint64_t ino, char *buf, size_t size)
 	if (!all)
 		return -ENOMEM;
 	ssize_t n = store_xattr_list(fs->store, ino, all, STORE_XATTR_LIST_MAX);
-	size_t len = 0;
-	for (char *name = all; n > 0 && name < all + n; name += strlen(name) + 1) {
-		size_t k = strlen(name) + 1;
+	size_t len = 0, k;
+	for (char *name = all; n > 0 && name < all + n; name += k) {
+		k = strlen(name) + 1;
 		if (fs_acl_name(name))
 			continue;
 		if (size && len + k > size) {

@@ -357,16 +357,24 @@ static int xattr_delete(struct store *st, uint64_t ino, const char *name)
 	return !r && sqlite3_changes(st->db) == 0 ? -ENODATA : r;
 }
 
-int store_xattr_set(struct store *st, uint64_t ino, const char *name, const void *value, size_t size,
-		    int flags)
+int ns_xattr_check(const char *name, size_t size)
 {
 	if (!name || !*name)
 		return -EINVAL;
 	if (strlen(name) > STORE_XATTR_NAME_MAX || size > STORE_XATTR_SIZE_MAX)
 		return -ERANGE;
+	return 0;
+}
+
+int store_xattr_set(struct store *st, uint64_t ino, const char *name, const void *value, size_t size,
+		    int flags)
+{
+	int r = ns_xattr_check(name, size);
+	if (r)
+		return r;
 	if (flags & ~(XATTR_CREATE | XATTR_REPLACE))
 		return -EINVAL;
-	int r = ns_tx_begin(st);
+	r = ns_tx_begin(st);
 	if (r)
 		return r;
 	r = xattr_changeable(st, ino);
@@ -395,9 +403,10 @@ int store_xattr_any(struct store *st, const char *prefix)
 int store_xattr_set_mode(struct store *st, uint64_t ino, const char *name, const void *value,
 			 size_t size, uint32_t perm)
 {
-	if (strlen(name) > STORE_XATTR_NAME_MAX || size > STORE_XATTR_SIZE_MAX)
-		return -ERANGE;
-	int r = ns_tx_begin(st);
+	int r = ns_xattr_check(name, size);
+	if (r)
+		return r;
+	r = ns_tx_begin(st);
 	if (r)
 		return r;
 	r = xattr_changeable(st, ino);

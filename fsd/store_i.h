@@ -558,6 +558,9 @@ int ns_exec4(struct store *st, const char *sql, int n, int64_t a, int64_t b, int
 /* store_mknod of n, or with target a symlink (n->mode S_IFLNK | 0777). */
 int ns_make(struct store *st, uint64_t parent, const char *name, const struct store_new *n,
 	    const char *target, struct store_attr *out);
+/* store_attr.c: an extended attribute's name and size as the store takes
+ * them: 0, -EINVAL (no name) or -ERANGE (too long, too large). */
+int ns_xattr_check(const char *name, size_t size);
 /* store_attr.c: put name = value on ino (transaction open, ino
  * changeable), with store_xattr_set's flags. */
 int ns_xattr_put(struct store *st, uint64_t ino, const char *name, const void *value, size_t size,

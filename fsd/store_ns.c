@@ -403,14 +403,10 @@ int store_readdir(struct store *st, uint64_t ino, uint64_t cookie, store_readdir
  * them. */
 static int check_new_xattrs(const struct store_new *n)
 {
-	for (unsigned i = 0; i < n->n_xattrs; i++) {
-		const struct store_xattr *x = &n->xattrs[i];
-		if (!x->name || !*x->name)
-			return -EINVAL;
-		if (strlen(x->name) > STORE_XATTR_NAME_MAX || x->size > STORE_XATTR_SIZE_MAX)
-			return -ERANGE;
-	}
-	return 0;
+	int r = 0;
+	for (unsigned i = 0; !r && i < n->n_xattrs; i++)
+		r = ns_xattr_check(n->xattrs[i].name, n->xattrs[i].size);
+	return r;
 }
 
 /* Insert the inode n (mode as it is, a symlink if target) with its
