@@ -1610,23 +1610,34 @@ static void test_fs_setgid_dir(void **state)
 	}
 }
 
-/* Run fn(path, arg) in a child as root without CAP_FSETID in its
- * effective set (only root may run this): its result, or 100 if the
- * capability could not be dropped. */
-static int without_fsetid(int (*fn)(const char *, const void *), const char *path, const void *arg)
+/* Become root without CAP_FSETID in the effective set (g unused). */
+static bool become_root_without_fsetid(gid_t g)
+{
+	(void)g;
+	struct __user_cap_header_struct h = { _LINUX_CAPABILITY_VERSION_3, 0 };
+	struct __user_cap_data_struct d[2];
+	if (syscall(SYS_capget, &h, d))
+		return false;
+	d[0].effective &= ~(1u << CAP_FSETID);
+	return !syscall(SYS_capset, &h, d);
+}
+
+/* Become user 65534, in group 65534 and, if g is not 65534, in g too. */
+static bool become_nobody(gid_t g)
+{
+	return !setgroups(g != 65534, &g) && !setresgid(65534, 65534, 65534) &&
+	       !setresuid(65534, 65534, 65534);
+}
+
+/* Run fn(path, arg) in a child that became another caller by become(g)
+ * (only root may): fn's result; 100 means become failed. */
+static int in_child(bool (*become)(gid_t), gid_t g, int (*fn)(const char *, const void *),
+		    const char *path, const void *arg)
 {
 	pid_t pid = fork();
 	assert_true(pid >= 0);
-	if (pid == 0) {
-		struct __user_cap_header_struct h = { _LINUX_CAPABILITY_VERSION_3, 0 };
-		struct __user_cap_data_struct d[2];
-		if (syscall(SYS_capget, &h, d))
-			_exit(100);
-		d[0].effective &= ~(1u << CAP_FSETID);
-		if (syscall(SYS_capset, &h, d))
-			_exit(100);
-		_exit(fn(path, arg));
-	}
+	if (pid == 0)
+		_exit(become(g) ? fn(path, arg) : 100);
 	int st;
 	assert_int_equal(waitpid(pid, &st, 0), pid);
 	assert_true(WIFEXITED(st));
@@ -1680,7 +1691,9 @@ static void test_fs_setid(void **state)
 		make_setid(m, "root", 06777);
 		assert_int_equal(write_a_byte(P(m, "root"), NULL), 0);
 		assert_int_equal(mode_of(m, "root"), 06777);
-		assert_int_equal(without_fsetid(write_a_byte, P(m, "root"), NULL), 0);
+		assert_int_equal(in_child(become_root_without_fsetid, 0, write_a_byte, P(m, "root"),
+					  NULL),
+				 0);
 		assert_int_equal(mode_of(m, "root"), 0777);
 	}
 }
@@ -1707,23 +1720,20 @@ static int acl_perm(const char *path, const char *name, unsigned tag)
 	return -1;
 }
 
+/* Open path to read: 0, or the errno. */
+static int open_to_read(const char *path, const void *unused)
+{
+	(void)unused;
+	int fd = open(path, O_RDONLY);
+	return fd < 0 ? errno : close(fd) ? errno : 0;
+}
+
 /* Can user and group 65534 read path (root only: a child drops to them)? */
 static bool nobody_reads(const char *path)
 {
-	pid_t pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		if (setgroups(0, NULL) || setresgid(65534, 65534, 65534) ||
-		    setresuid(65534, 65534, 65534))
-			_exit(2);
-		int fd = open(path, O_RDONLY);
-		_exit(fd >= 0 ? 0 : errno == EACCES ? 1 : 3);
-	}
-	int st;
-	assert_int_equal(waitpid(pid, &st, 0), pid);
-	assert_true(WIFEXITED(st));
-	assert_true(WEXITSTATUS(st) <= 1);
-	return WEXITSTATUS(st) == 0;
+	int r = in_child(become_nobody, 65534, open_to_read, path, NULL);
+	assert_true(r == 0 || r == EACCES);
+	return r == 0;
 }
 
 /* Set the access ACL arg (a struct acl_arg) on path: 0, or the errno. */
@@ -1736,26 +1746,6 @@ static int set_acl(const char *path, const void *arg)
 {
 	const struct acl_arg *a = arg;
 	return setxattr(path, "system.posix_acl_access", a->acl, a->n, 0) ? errno : 0;
-}
-
-/* Set the access ACL acl (n bytes) on path as user 65534, in group
- * 65534 and, if extra_group is not 65534, in that one as well: 0, or
- * the errno. */
-static int nobody_sets_acl(const char *path, const void *acl, size_t n, gid_t extra_group)
-{
-	pid_t pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		if (setgroups(extra_group != 65534, &extra_group) ||
-		    setresgid(65534, 65534, 65534) || setresuid(65534, 65534, 65534))
-			_exit(100);
-		_exit(setxattr(path, "system.posix_acl_access", acl, n, 0) ? errno : 0);
-	}
-	int st;
-	assert_int_equal(waitpid(pid, &st, 0), pid);
-	assert_true(WIFEXITED(st));
-	assert_int_not_equal(WEXITSTATUS(st), 100);
-	return WEXITSTATUS(st);
 }
 
 /*
@@ -1837,10 +1827,11 @@ static void test_fs_acls(void **state)
 		assert_int_equal(setxattr(sg, "system.posix_acl_access", acl, n, 0), 0);
 		assert_int_equal(mode_of(m, "sg"), 02640);
 		assert_int_equal(chmod(sg, 02770), 0);
-		assert_int_equal(nobody_sets_acl(sg, acl, n, 0), 0);
+		struct acl_arg aa = { acl, n };
+		assert_int_equal(in_child(become_nobody, 0, set_acl, sg, &aa), 0);
 		assert_int_equal(mode_of(m, "sg"), 02640);
 		assert_int_equal(chmod(sg, 02770), 0);
-		assert_int_equal(nobody_sets_acl(sg, acl, n, 65534), 0);
+		assert_int_equal(in_child(become_nobody, 65534, set_acl, sg, &aa), 0);
 		assert_int_equal(mode_of(m, "sg"), 0640);
 		assert_int_equal(acl_perm(sg, "system.posix_acl_access", A_USER), 4);
 		/* Root outside the group (65534) keeps it by CAP_FSETID,
@@ -1850,8 +1841,7 @@ static void test_fs_acls(void **state)
 		assert_int_equal(setxattr(sg, "system.posix_acl_access", acl, n, 0), 0);
 		assert_int_equal(mode_of(m, "sg"), 02640);
 		assert_int_equal(chmod(sg, 02770), 0);
-		struct acl_arg aa = { acl, n };
-		assert_int_equal(without_fsetid(set_acl, sg, &aa), 0);
+		assert_int_equal(in_child(become_root_without_fsetid, 0, set_acl, sg, &aa), 0);
 		assert_int_equal(mode_of(m, "sg"), 0640);
 	}
 
