@@ -123,6 +123,15 @@ static void mnt_start(struct mnt *m)
 	mnt_start_opts(m, NULL);
 }
 
+/* Wait for m's daemon to exit with status 0. */
+static void mnt_exited(struct mnt *m)
+{
+	int st;
+	assert_int_equal(waitpid(m->pid, &st, 0), m->pid);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+}
+
 /* Unmount m and wait for its daemon to exit with status 0.  Right after
  * a mount the kernel may still call it busy for a few ms (seen in about
  * one of fifteen immediate unmounts, with nothing open in it), so a busy
@@ -137,10 +146,15 @@ static void mnt_stop(struct mnt *m)
 		r = system(cmd);
 	}
 	assert_int_equal(r, 0);
-	int st;
-	assert_int_equal(waitpid(m->pid, &st, 0), m->pid);
-	assert_true(WIFEXITED(st));
-	assert_int_equal(WEXITSTATUS(st), 0);
+	mnt_exited(m);
+}
+
+/* Stop m's daemon with SIGTERM, files perhaps still open, and wait for
+ * it to exit with status 0. */
+static void mnt_term(struct mnt *m)
+{
+	assert_int_equal(kill(m->pid, SIGTERM), 0);
+	mnt_exited(m);
 }
 
 static struct mnt *mnt_new(void)
@@ -771,9 +785,6 @@ static void test_fs_sealed(void **state)
 	assert_int_equal(rmdir(P(m, "s")), 0);
 }
 
-/* SIGTERM with files still open (the kernel never sends their release):
- * the daemon still exits cleanly (under LeakSanitizer: nothing leaked),
- * and what was written but not yet closed is kept. */
 /*
  * What a seal may be set on, and when: only directories (a sealed file
  * could never be unsealed), with setxattr's XATTR_CREATE and
@@ -1148,6 +1159,9 @@ static void test_fs_slow_reads_side_by_side(void **state)
 	assert_true(s < 1.2);
 }
 
+/* SIGTERM with files still open (the kernel never sends their release):
+ * the daemon still exits cleanly (under LeakSanitizer: nothing leaked),
+ * and what was written but not yet closed is kept. */
 static void test_fs_stop_with_files_open(void **state)
 {
 	struct mnt *m = *state;
@@ -1158,11 +1172,7 @@ static void test_fs_stop_with_files_open(void **state)
 	assert_true(gone >= 0);
 	assert_int_equal(write(gone, "temp", 4), 4);
 	assert_int_equal(unlink(P(m, "gone")), 0);
-	assert_int_equal(kill(m->pid, SIGTERM), 0);
-	int st;
-	assert_int_equal(waitpid(m->pid, &st, 0), m->pid);
-	assert_true(WIFEXITED(st));
-	assert_int_equal(WEXITSTATUS(st), 0);
+	mnt_term(m);
 	close(fd);
 	close(gone);
 	mnt_start(m);
