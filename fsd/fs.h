@@ -17,6 +17,7 @@
 #include <fuse_lowlevel.h>
 
 struct store;
+struct store_lent;
 
 /* When an access updates a file's or directory's atime: the mount's own
  * flag, which the kernel leaves to a FUSE filesystem to carry out. */
@@ -87,5 +88,11 @@ unsigned fs_loop_busy_poll_default(void);
  * a request in the listener's turn, another worker takes over listening
  * first.  For store_set_block_hint; any thread may call it. */
 void fs_loop_blocking(void);
+
+/* The buffer of the write being served, if it may be lent to the store
+ * (store_write_lent): a write of len bytes in a request read by
+ * fs_loop_run, large enough to be worth it, with a spare buffer free to
+ * read the next request into.  NULL: copy. */
+struct store_lent *fs_loop_lend(size_t len);
 
 #endif

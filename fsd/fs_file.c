@@ -424,7 +424,7 @@ void fs_op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, o
 		if (r < 0)
 			return (void)fuse_reply_err(req, -r);
 	}
-	ssize_t n = store_write(fs->store, ino, buf, size, (uint64_t)off);
+	ssize_t n = store_write_lent(fs->store, ino, buf, size, (uint64_t)off, fs_loop_lend(size));
 	if (n < 0)
 		return (void)fuse_reply_err(req, (int)-n);
 	fs_handle_dirty(fi);

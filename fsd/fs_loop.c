@@ -50,6 +50,18 @@
  * one listening, nor on one CPU, where the poll would only hold up the
  * program it waits for (fs_loop_busy_poll_default).
  *
+ * A large write lends its receive buffer to the store (fs_loop_lend,
+ * store_write_lent), which then writes the write's new pages to their
+ * pack file straight from it instead of copying them to a staging
+ * buffer first: a copy of each new page less, which a 1 GiB copy-in
+ * spent about 0.16 s of its 2.8 s of CPU on (and 1 GiB written with dd
+ * into a new store took 1.47 s instead of 1.56, median of 16 runs each,
+ * faster in 15 of the 16 pairs; 2 vCPUs, store on tmpfs).  The worker
+ * reads its next request into a spare buffer meanwhile; the lent one
+ * becomes a spare again once the store has written its pages.  Spares
+ * are made when first needed, at most LEND_SPARES of them: without a
+ * free one (or the memory for it), a write is copied as before.
+ *
  * Stopping: a signal (libfuse's handlers mark the session exited) wakes
  * the main thread from its wait, or, if another thread took it, the main
  * thread sees it within a second; an unmount ends the listeners' reads.
@@ -60,6 +72,7 @@
  */
 #include <errno.h>
 #include <linux/fuse.h>
+#include <malloc.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
@@ -83,12 +96,38 @@
 /* Writes of at most this much data are short (hashed in about 20 us). */
 #define SHORT_WRITE (32u << 10)
 
+/* Writes of at least this much data lend their buffer (fs_loop_lend). */
+#define LEND_MIN (256u << 10)
+/* Receive buffers there may be besides the workers' own. */
+#define LEND_SPARES 16u
+
+/* A receive buffer that can be lent to the store. */
+struct rbuf {
+	struct store_lent lent;	/* first: done() finds the rbuf by it */
+	void *mem;
+	struct lend_pool *pool;
+	struct rbuf *next;	/* in the pool's free list */
+};
+
+/* The spares, and every rbuf until it is freed: the store may hold some
+ * after the loop has ended (closed), until it writes them out. */
+struct lend_pool {
+	pthread_mutex_t lock;
+	struct rbuf *free;
+	size_t size;		/* of each buffer: at least what libfuse reads */
+	unsigned made;		/* spares made, at most LEND_SPARES */
+	unsigned alive;		/* rbufs not freed */
+	bool closed;
+};
+
 struct worker {
 	pthread_t thread;
 	bool listening;
 	bool serving;		/* a short request, in the listener's turn */
 	bool waited;		/* the request being served said it waits */
 	struct fuse_buf buf;
+	struct rbuf *rb;	/* buf.mem's, once it was lent (or NULL) */
+	struct rbuf *spare;	/* taken for the request being served, if it lends */
 	struct fs_loop *loop;
 };
 
@@ -109,6 +148,7 @@ struct fs_loop {
 	 * only slow the loop down, but an allocation there would also take
 	 * a failure meant for the request being served). */
 	struct worker *workers;
+	struct lend_pool *pool;	/* NULL: nothing is lent */
 };
 
 static int64_t now_ns(void)
@@ -224,6 +264,140 @@ void fs_loop_blocking(void)
 	pthread_mutex_unlock(&w->loop->lock);
 }
 
+/* ---- lending receive buffers ---------------------------------------------- */
+
+static void rbuf_free(struct rbuf *rb)
+{
+	free(rb->mem);
+	free(rb);
+}
+
+static void pool_free(struct lend_pool *p)
+{
+	pthread_mutex_destroy(&p->lock);
+	free(p);
+}
+
+/* The store let go of rb (or its worker did, at the end): a spare
+ * again, or freed once the loop has ended. */
+static void rbuf_done(struct store_lent *b)
+{
+	struct rbuf *rb = (struct rbuf *)b;
+	struct lend_pool *p = rb->pool;
+	pthread_mutex_lock(&p->lock);
+	bool last = false;
+	if (p->closed) {
+		rbuf_free(rb);
+		last = --p->alive == 0;
+	} else {
+		rb->next = p->free;
+		p->free = rb;
+	}
+	pthread_mutex_unlock(&p->lock);
+	if (last)
+		pool_free(p);
+}
+
+/* An rbuf for mem (a buffer libfuse allocated, or a new one if NULL),
+ * its one reference the caller's; NULL without memory. */
+static struct rbuf *rbuf_new(struct lend_pool *p, void *mem)
+{
+	struct rbuf *rb = malloc(sizeof(*rb));
+	if (rb && !mem)
+		mem = malloc(p->size);
+	if (!rb || !mem) {
+		free(rb);
+		return NULL;	/* a buffer of libfuse's stays the worker's */
+	}
+	*rb = (struct rbuf){ .lent = { .refs = 1, .done = rbuf_done }, .mem = mem, .pool = p };
+	pthread_mutex_lock(&p->lock);
+	p->alive++;
+	pthread_mutex_unlock(&p->lock);
+	return rb;
+}
+
+/* A free spare, or a new one while there are fewer than LEND_SPARES. */
+static struct rbuf *pool_take(struct lend_pool *p)
+{
+	pthread_mutex_lock(&p->lock);
+	struct rbuf *rb = p->free;
+	if (rb)
+		p->free = rb->next;
+	bool make = !rb && p->made < LEND_SPARES;
+	if (make)
+		p->made++;
+	pthread_mutex_unlock(&p->lock);
+	if (rb) {
+		rb->lent.refs = 1;
+		return rb;
+	}
+	if (!make)
+		return NULL;
+	rb = rbuf_new(p, NULL);
+	if (!rb) {
+		pthread_mutex_lock(&p->lock);
+		p->made--;
+		pthread_mutex_unlock(&p->lock);
+	}
+	return rb;
+}
+
+struct store_lent *fs_loop_lend(size_t len)
+{
+	struct worker *w = this_worker;
+	if (!w || !w->loop->pool || len < LEND_MIN || (w->buf.flags & FUSE_BUF_IS_FD))
+		return NULL;
+	struct lend_pool *p = w->loop->pool;
+	if (!w->rb) {
+		/* All buffers are as large as the first one libfuse made. */
+		pthread_mutex_lock(&p->lock);
+		if (!p->size)
+			p->size = malloc_usable_size(w->buf.mem);
+		bool fits = malloc_usable_size(w->buf.mem) >= p->size;
+		pthread_mutex_unlock(&p->lock);
+		if (!fits || !(w->rb = rbuf_new(p, w->buf.mem)))
+			return NULL;
+	}
+	if (!w->spare)
+		w->spare = pool_take(p);
+	return w->spare ? &w->rb->lent : NULL;
+}
+
+/* After a request that may have lent w's buffer: if the store kept it,
+ * the next request goes into the spare; else the spare goes back. */
+static void lend_settle(struct worker *w)
+{
+	struct rbuf *spare = w->spare;
+	if (!spare)
+		return;
+	w->spare = NULL;
+	if (__atomic_load_n(&w->rb->lent.refs, __ATOMIC_ACQUIRE) == 1) {
+		rbuf_done(&spare->lent);
+		return;
+	}
+	struct rbuf *kept = w->rb;
+	w->rb = spare;
+	w->buf.mem = spare->mem;
+	store_lent_put(&kept->lent);
+}
+
+/* The loop has ended: free the spares, and the rest as the store lets go. */
+static void pool_close(struct lend_pool *p)
+{
+	pthread_mutex_lock(&p->lock);
+	p->closed = true;
+	while (p->free) {
+		struct rbuf *rb = p->free;
+		p->free = rb->next;
+		rbuf_free(rb);
+		p->alive--;
+	}
+	bool last = p->alive == 0;
+	pthread_mutex_unlock(&p->lock);
+	if (last)
+		pool_free(p);
+}
+
 /* Poll the device until a request is there or l->busy_poll_ns have
  * passed (no lock held); an error or a signal ends it too, for the read
  * that follows to see. */
@@ -288,6 +462,7 @@ static void *worker_main(void *arg)
 		w->waited = false;
 		int64_t t0 = now_ns();
 		fuse_session_process_buf(l->se, &w->buf);
+		lend_settle(w);
 		int64_t took = now_ns() - t0;
 		w->serving = false;
 		pthread_mutex_lock(&l->lock);
@@ -330,6 +505,10 @@ int fs_loop_run(struct fuse_session *se, unsigned max_threads, unsigned busy_pol
 	pthread_cond_init(&l.turn, NULL);
 	sem_init(&l.finish, 0, 0);
 	l.workers = calloc(l.max_threads, sizeof(*l.workers));
+	/* Without it, writes are copied. */
+	l.pool = calloc(1, sizeof(*l.pool));
+	if (l.pool)
+		pthread_mutex_init(&l.pool->lock, NULL);
 	pthread_mutex_lock(&l.lock);
 	int r = l.workers ? start_worker(&l) : -ENOMEM;
 	if (r)
@@ -360,9 +539,14 @@ int fs_loop_run(struct fuse_session *se, unsigned max_threads, unsigned busy_pol
 	pthread_mutex_unlock(&l.lock);
 	for (unsigned i = 0; i < l.nthreads; i++) {
 		pthread_join(l.workers[i].thread, NULL);
-		free(l.workers[i].buf.mem);
+		if (l.workers[i].rb)
+			store_lent_put(&l.workers[i].rb->lent);
+		else
+			free(l.workers[i].buf.mem);
 	}
 	free(l.workers);
+	if (l.pool)
+		pool_close(l.pool);
 	sem_destroy(&l.finish);
 	pthread_cond_destroy(&l.turn);
 	pthread_mutex_destroy(&l.lock);

@@ -462,6 +462,36 @@ int store_create(struct store *st, uint64_t parent, const char *name, uint32_t m
  * Returns len or -errno (-EFBIG beyond 2^50 bytes). */
 ssize_t store_write(struct store *st, uint64_t ino, const void *buf, size_t len, uint64_t off);
 
+/*
+ * A caller's buffer whose pages the store may keep instead of copying
+ * them out (store_write_lent): new pages then go from it to their pack
+ * file, saving a copy of each.  The caller sets refs to 1 for its own
+ * use; the store takes another reference for as long as it needs the
+ * bytes.  Whoever drops the last one calls done(b): the store may, from
+ * any of its threads and with its locks held, so done must neither
+ * block nor call the store.  The caller must not change the buffer
+ * while refs is above 1.
+ */
+struct store_lent {
+	unsigned refs;		/* atomic */
+	void (*done)(struct store_lent *b);
+};
+
+static inline void store_lent_get(struct store_lent *b)
+{
+	__atomic_add_fetch(&b->refs, 1, __ATOMIC_RELAXED);
+}
+
+static inline void store_lent_put(struct store_lent *b)
+{
+	if (__atomic_sub_fetch(&b->refs, 1, __ATOMIC_ACQ_REL) == 0)
+		b->done(b);
+}
+
+/* store_write of bytes in the buffer lent (NULL: the same as store_write). */
+ssize_t store_write_lent(struct store *st, uint64_t ino, const void *buf, size_t len,
+			 uint64_t off, struct store_lent *lent);
+
 /* Read up to len bytes at off into buf; holes read as zeros.  Returns the
  * number of bytes read (short only at end of file, 0 past it). */
 ssize_t store_read(struct store *st, uint64_t ino, void *buf, size_t len, uint64_t off);

@@ -96,10 +96,13 @@ struct store_backend_ops {
 	int (*put)(struct store_backend *be, const uint8_t *hash, const void *page, uint64_t *loc);
 
 	/* Store n pages given as iovecs of STORE_PAGE_SIZE each, hashes[i]
-	 * being page i's; locs[i] receives each location.  May be NULL: the
-	 * store then calls put() n times. */
+	 * being page i's; locs[i] receives each location.  If lent is not
+	 * NULL, the pages lie in that buffer, and the backend may keep a
+	 * reference to it (store_lent_get) instead of copying them.  May be
+	 * NULL: the store then calls put() n times. */
 	int (*put_many)(struct store_backend *be, const uint8_t (*hashes)[STORE_HASH_SIZE],
-			const struct iovec *pages, unsigned n, uint64_t *locs);
+			const struct iovec *pages, unsigned n, struct store_lent *lent,
+			uint64_t *locs);
 
 	/* Read the page at loc (whose hash is given) into page.  -ENOENT if
 	 * the backend has nothing there, -EIO on a short or failed read. */

@@ -397,7 +397,7 @@ static int copy_bytes(struct store *st, struct sinode *src, uint64_t so, struct 
 		size_t n = len < BUF ? (size_t)len : BUF;
 		r = read_range(st, src, buf, n, so);
 		if (!r) {
-			ssize_t w = write_locked(st, dst, buf, n, doff);
+			ssize_t w = write_locked(st, dst, buf, n, doff, NULL);
 			r = w < 0 ? (int)w : 0;
 		}
 		so += n;

@@ -291,14 +291,19 @@ struct store {
  * act in just that gap (where names the place).  A migration calls it as
  * it goes ("migrate-run", with the pages of the index read so far, then
  * "migrate-commit" and "migrate-checkpoint"), so that a test can wait
- * there for its progress lines.  Compiled out otherwise.
+ * there for its progress lines.  The pack backend's writer thread calls
+ * it ("pack-write", with no store) before it writes a staging buffer, so
+ * that a test can keep pages staged.  Compiled out otherwise.
  */
 #ifdef STORE_TEST_HOOKS
 extern void (*store_test_hook)(const char *where, struct store *st, uint64_t ino);
-#define STORE_TEST_HOOK(where, st, ino)                  \
-	do {                                             \
-		if (store_test_hook)                     \
-			store_test_hook(where, st, ino); \
+/* (Tests set it with an atomic store: threads of the store call it.) */
+#define STORE_TEST_HOOK(where, st, ino)                                                    \
+	do {                                                                               \
+		void (*hook_)(const char *, struct store *, uint64_t) =                     \
+			__atomic_load_n(&store_test_hook, __ATOMIC_ACQUIRE);                \
+		if (hook_)                                                                 \
+			hook_(where, st, ino);                                             \
 	} while (0)
 #else
 #define STORE_TEST_HOOK(where, st, ino) ((void)0)
@@ -512,9 +517,10 @@ int tail_flush(struct store *st, struct sinode *si);
 int tails_flush_all(struct store *st);
 /* Undo data_begin, and commit if enough is pending. */
 void data_end(struct store *st, struct sinode *si, bool change);
-/* Write len bytes at off into si (si->wlock held). */
+/* Write len bytes at off into si (si->wlock held), buf lying in lent if
+ * that is not NULL (store_write_lent). */
 ssize_t write_locked(struct store *st, struct sinode *si, const uint8_t *buf, size_t len,
-		     uint64_t off);
+		     uint64_t off, struct store_lent *lent);
 /* Patch len bytes at byte in of page pg with src (zeros if NULL), the rest
  * of the page kept (mem_lock held). */
 int patch_page(struct store *st, struct sinode *si, uint64_t pg, unsigned in, const void *src,

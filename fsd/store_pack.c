@@ -20,10 +20,14 @@
  * staging buffers and hands out their locations at once; the store's pack
  * writer thread writes each full buffer with one pwrite.  The caller (the
  * thread that hashed the pages) thus pays a memcpy instead of the page
- * cache's cost, and on two cores hashing and writing overlap.  Staged
- * pages are served from memory by get(); sync, fd_of (of a staged page),
- * release, usage and close first wait until what was staged is
- * in the files, so durability is as before: nothing is durable before
+ * cache's cost, and on two cores hashing and writing overlap.  Pages in
+ * a buffer the caller lends (a FUSE request's, store_write_lent) are not
+ * even copied: the staging buffer points at them and keeps a reference
+ * to the lent one until they are written (up to STAGE_LENT lent buffers
+ * each; pages of more are copied).  Staged pages are served from memory
+ * by get(); sync, fd_of (of a staged page), release, usage and close
+ * first wait until what was staged is in the files (and every lent
+ * buffer let go), so durability is as before: nothing is durable before
  * sync() returns, and sync() returns only once every page put before it is
  * written and fdatasync'ed (the writer thread starts writeback of each
  * buffer at once, so that fdatasync has little left to do).  A failed
@@ -48,6 +52,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "store_i.h"	/* STORE_TEST_HOOK */
 #include "store_pack_i.h"
 
 static int64_t now_ns(void)
@@ -348,8 +353,10 @@ static struct stage *stage_take(struct pack_be *pb, uint32_t id, uint64_t off)
 		for (unsigned i = 0; i < STAGE_BUFS; i++) {
 			sg = &pb->stage[i];
 			if (sg->state == STAGE_FREE) {
-				*sg = (struct stage){ .buf = sg->buf, .id = id, .off = off,
-						      .state = STAGE_FILLING };
+				sg->id = id;
+				sg->off = off;
+				sg->n = sg->nlent = 0;
+				sg->state = STAGE_FILLING;
 				if (pb->filling)
 					stage_submit(pb);	/* another thread's, taken meanwhile */
 				pb->filling = sg;
@@ -385,19 +392,38 @@ static void *writer_main(void *arg)
 		sg->state = STAGE_WRITING;
 		struct pack *p = pack_find(pb, sg->id);
 		int fd = p ? p->fd : -1;
-		struct iovec iov = { .iov_base = sg->buf, .iov_len = (size_t)sg->n * STORE_PAGE_SIZE };
 		uint64_t off = sg->off;
 		pthread_mutex_unlock(&pb->lock);
-		int r = fd < 0 ? -ENOENT : pack_write_all(fd, &iov, 1, off);
+		/* Tests: pages stay staged (and lent buffers held) meanwhile. */
+		STORE_TEST_HOOK("pack-write", NULL, sg->seq);
+		/* Pages that follow each other in memory go in one iovec. */
+		struct iovec iov[STAGE_PAGES];
+		int cnt = 0;
+		for (unsigned i = 0; i < sg->n; i++) {
+			if (cnt && (const uint8_t *)iov[cnt - 1].iov_base + iov[cnt - 1].iov_len ==
+					   sg->at[i]) {
+				iov[cnt - 1].iov_len += STORE_PAGE_SIZE;
+				continue;
+			}
+			iov[cnt++] = (struct iovec){ .iov_base = (void *)sg->at[i],
+						     .iov_len = STORE_PAGE_SIZE };
+		}
+		int r = fd < 0 ? -ENOENT : pack_write_all(fd, iov, cnt, off);
 		/* Start writeback now, so the commit's fdatasync finds little
 		 * left to write (a hint: its result does not matter). */
 		if (!r)
-			sync_file_range(fd, (off_t)off, (off_t)iov.iov_len, SYNC_FILE_RANGE_WRITE);
+			sync_file_range(fd, (off_t)off, (off_t)sg->n * STORE_PAGE_SIZE,
+					SYNC_FILE_RANGE_WRITE);
 		pthread_mutex_lock(&pb->lock);
 		if (r && !pb->werr)
 			pb->werr = r;
-		pb->seq_done = sg->seq;
+		/* Free, no get() reads its pages from the lent buffers any
+		 * more; they go back before a flush waiting for them returns. */
 		sg->state = STAGE_FREE;
+		for (unsigned i = 0; i < sg->nlent; i++)
+			store_lent_put(sg->lent[i]);
+		sg->nlent = 0;
+		pb->seq_done = sg->seq;
 		pthread_cond_broadcast(&pb->cond);
 	}
 	pthread_mutex_unlock(&pb->lock);
@@ -438,8 +464,32 @@ static void stage_stop(struct pack_be *pb)
 
 /* ---- the backend operations ----------------------------------------------- */
 
+/* Stage page at as the next of sg: kept where it is if it lies in lent
+ * and sg holds (or can take) a reference to it, else copied (lock held). */
+static void stage_add(struct stage *sg, const uint8_t *at, struct store_lent *lent)
+{
+	unsigned i = 0;
+	if (lent) {
+		while (i < sg->nlent && sg->lent[i] != lent)
+			i++;
+		if (i == sg->nlent && i < STAGE_LENT) {
+			store_lent_get(lent);
+			sg->lent[sg->nlent++] = lent;
+		}
+	}
+	if (lent && i < sg->nlent) {
+		sg->at[sg->n] = at;
+	} else {
+		uint8_t *copy = sg->buf + (size_t)sg->n * STORE_PAGE_SIZE;
+		memcpy(copy, at, STORE_PAGE_SIZE);
+		sg->at[sg->n] = copy;
+	}
+	sg->n++;
+}
+
 static int pb_put_many(struct store_backend *be, const uint8_t (*hashes)[STORE_HASH_SIZE],
-		       const struct iovec *pages, unsigned n, uint64_t *locs)
+		       const struct iovec *pages, unsigned n, struct store_lent *lent,
+		       uint64_t *locs)
 {
 	(void)hashes;
 	struct pack_be *pb = pb_of(be);
@@ -459,8 +509,7 @@ static int pb_put_many(struct store_backend *be, const uint8_t (*hashes)[STORE_H
 	for (unsigned i = 0; i < n; i++) {
 		uint64_t at = off + (uint64_t)i * STORE_PAGE_SIZE;
 		struct stage *sg = stage_take(pb, id, at);
-		memcpy(sg->buf + (size_t)sg->n * STORE_PAGE_SIZE, pages[i].iov_base, STORE_PAGE_SIZE);
-		sg->n++;
+		stage_add(sg, pages[i].iov_base, lent);
 		locs[i] = ((uint64_t)id << PACK_SHIFT) | (at / STORE_PAGE_SIZE);
 	}
 	/* A full buffer goes to the writer now rather than at the next put. */
@@ -473,7 +522,7 @@ static int pb_put_many(struct store_backend *be, const uint8_t (*hashes)[STORE_H
 static int pb_put(struct store_backend *be, const uint8_t *hash, const void *page, uint64_t *loc)
 {
 	struct iovec iov = { .iov_base = (void *)page, .iov_len = STORE_PAGE_SIZE };
-	return pb_put_many(be, (const uint8_t(*)[STORE_HASH_SIZE])hash, &iov, 1, loc);
+	return pb_put_many(be, (const uint8_t(*)[STORE_HASH_SIZE])hash, &iov, 1, NULL, loc);
 }
 
 static int pb_fd_of(struct store_backend *be, uint64_t loc, int *fd, uint64_t *pos)
@@ -544,7 +593,7 @@ static int pb_get(struct store_backend *be, const uint8_t *hash, uint64_t loc, v
 	pthread_mutex_lock(&pb->lock);
 	struct stage *sg = stage_find(pb, id, pos, STORE_PAGE_SIZE);
 	if (sg) {
-		memcpy(page, sg->buf + (pos - sg->off), STORE_PAGE_SIZE);
+		memcpy(page, sg->at[(pos - sg->off) / STORE_PAGE_SIZE], STORE_PAGE_SIZE);
 		pthread_mutex_unlock(&pb->lock);
 		return 0;
 	}

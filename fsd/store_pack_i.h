@@ -25,12 +25,18 @@
 #define COMPACT_DEAD_PART 4
 #define STAGE_PAGES 256u	/* pages per staging buffer (1 MiB) */
 #define STAGE_BUFS 8u
+#define STAGE_LENT 4u		/* lent buffers one stage may keep pages in */
 
 enum stage_state { STAGE_FREE, STAGE_FILLING, STAGE_FULL, STAGE_WRITING };
 
-/* Pages [off, off + n pages) of pack id, waiting to be written. */
+/* Pages [off, off + n pages) of pack id, waiting to be written: page i
+ * is at[i], which is buf + i pages (a copy) or in one of the buffers
+ * lent[] (store_lent) that the stage holds a reference to. */
 struct stage {
 	uint8_t *buf;
+	const uint8_t *at[STAGE_PAGES];
+	struct store_lent *lent[STAGE_LENT];
+	unsigned nlent;
 	uint32_t id;
 	uint64_t off;
 	unsigned n;

@@ -398,11 +398,12 @@ static void size_covers(struct sinode *si, uint64_t end)
 		si->size = end;
 }
 
-/* n (<= WRITE_BATCH) whole pages from data as slots pg.., their hashes
- * and zero flags already worked out: deduplicated, put and mapped under
- * mem_lock. */
+/* n (<= WRITE_BATCH) whole pages from data (in lent, if not NULL) as
+ * slots pg.., their hashes and zero flags already worked out:
+ * deduplicated, put and mapped under mem_lock. */
 static int write_hashed(struct store *st, struct sinode *si, uint64_t pg, const uint8_t *data,
-			unsigned n, const uint8_t (*hashes)[STORE_HASH_SIZE], const bool *zero)
+			unsigned n, const uint8_t (*hashes)[STORE_HASH_SIZE], const bool *zero,
+			struct store_lent *lent)
 {
 	uint64_t locs[WRITE_BATCH];
 	int r = 0;
@@ -439,7 +440,7 @@ static int write_hashed(struct store *st, struct sinode *si, uint64_t pg, const 
 		const struct store_backend_ops *ops = st->be->ops;
 		if (ops->put_many) {
 			r = ops->put_many(st->be, (const uint8_t(*)[STORE_HASH_SIZE])newh, iov, nnew,
-					  newloc);
+					  lent, newloc);
 		} else {
 			for (unsigned j = 0; j < nnew && !r; j++)
 				r = ops->put(st->be, newh[j], iov[j].iov_base, &newloc[j]);
@@ -481,7 +482,7 @@ static int write_hashed(struct store *st, struct sinode *si, uint64_t pg, const 
  * on.  *pos advances past each batch stored.
  */
 static int write_whole(struct store *st, struct sinode *si, uint64_t pg, const uint8_t *data,
-		       unsigned n, uint64_t *pos)
+		       unsigned n, struct store_lent *lent, uint64_t *pos)
 {
 	uint8_t hashes[SPLIT_MAX][STORE_HASH_SIZE];
 	bool zero[SPLIT_MAX];
@@ -502,7 +503,7 @@ static int write_whole(struct store *st, struct sinode *si, uint64_t pg, const u
 		if ((r = __atomic_load_n(&j.err, __ATOMIC_RELAXED)))
 			break;
 		r = write_hashed(st, si, pg + i, data + (size_t)i * STORE_PAGE_SIZE, b,
-				 (const uint8_t(*)[STORE_HASH_SIZE])hashes + i, zero + i);
+				 (const uint8_t(*)[STORE_HASH_SIZE])hashes + i, zero + i, lent);
 		*pos += (uint64_t)b * STORE_PAGE_SIZE;
 		i += b;
 	}
@@ -590,7 +591,7 @@ static int tail_start(struct store *st, struct sinode *si, uint64_t pg, unsigned
 
 /* The write itself (si->wlock held). */
 ssize_t write_locked(struct store *st, struct sinode *si, const uint8_t *buf, size_t len,
-			    uint64_t off)
+		     uint64_t off, struct store_lent *lent)
 {
 	uint64_t pos = off, end = off + len;
 	int r = 0;
@@ -638,7 +639,7 @@ ssize_t write_locked(struct store *st, struct sinode *si, const uint8_t *buf, si
 		/* Whole pages, up to SPLIT_MAX at a time. */
 		uint64_t whole = (end - pos) >> STORE_PAGE_SHIFT;
 		r = write_whole(st, si, pg, src, whole > SPLIT_MAX ? SPLIT_MAX : (unsigned)whole,
-				&pos);
+				lent, &pos);
 	}
 	pthread_mutex_lock(&st->mem_lock);
 	/* Even a failed write may have changed pages up to pos. */
@@ -807,13 +808,19 @@ void store_committer_stop(struct store *st)
 
 ssize_t store_write(struct store *st, uint64_t ino, const void *buf, size_t len, uint64_t off)
 {
+	return store_write_lent(st, ino, buf, len, off, NULL);
+}
+
+ssize_t store_write_lent(struct store *st, uint64_t ino, const void *buf, size_t len,
+			 uint64_t off, struct store_lent *lent)
+{
 	if (off > STORE_MAX_FILE_SIZE || len > STORE_MAX_FILE_SIZE - off)
 		return -EFBIG;
 	struct sinode *si;
 	int r = data_begin_write(st, ino, &si);
 	if (r)
 		return r;
-	ssize_t n = len ? write_locked(st, si, buf, len, off) : 0;
+	ssize_t n = len ? write_locked(st, si, buf, len, off, lent) : 0;
 	data_end(st, si, true);
 	return n;
 }

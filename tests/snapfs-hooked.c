@@ -155,6 +155,6 @@ int main(int argc, char *argv[])
 	const char *spec = getenv("SNAPFS_TEST_PAUSE");
 	if (spec && sscanf(spec, "%63[^:]:%ld:%15s", pause_where, &pause_ms, pause_how) >= 2 &&
 	    pause_ms > 0)
-		store_test_hook = pause_hook;
+		__atomic_store_n(&store_test_hook, pause_hook, __ATOMIC_RELEASE);
 	return snapfs_main(argc, argv);
 }

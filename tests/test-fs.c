@@ -212,6 +212,20 @@ static int setup_map_pause(void **state)
 	return setup_paused(state, "map:200");
 }
 
+/* 50 ms before the pack writer writes each staging buffer, and reads not
+ * spliced, so that reads of staged pages are served from memory. */
+static int setup_pack_write_pause(void **state)
+{
+	struct mnt *m = mnt_new();
+	if (!m)
+		return -1;
+	setenv("SNAPFS_TEST_PAUSE", "pack-write:50", 1);
+	mnt_start_prog(m, "tests/snapfs-hooked", "nosplice");
+	unsetenv("SNAPFS_TEST_PAUSE");
+	*state = m;
+	return 0;
+}
+
 /* 300 ms before a file's release is handled. */
 static int setup_release_pause(void **state)
 {
@@ -1181,6 +1195,66 @@ static void test_fs_stop_with_files_open(void **state)
 	assert_memory_equal(buf, "kept", 4);
 	assert_int_equal(access(P(m, "gone"), F_OK), -1);
 	assert_int_equal(errno, ENOENT);
+}
+
+/*
+ * Large writes lend their request's buffer to the store, which keeps their
+ * new pages there until its pack writer has written them (here held up
+ * 50 ms a staging buffer, so that many are staged at once).  256 KiB
+ * writes through a write-only (direct) handle: four lent buffers to a
+ * staging buffer, so more are held than there are spares, and later
+ * writes are copied.  Each write reads back at once, all of them again
+ * (the cache dropped) once more writes have come (had a buffer been
+ * read into while lent, they would differ), after a SIGTERM while pages
+ * are still staged (the daemon writes them out as it closes the store,
+ * after its loop and buffers are gone), and on a new mount.
+ */
+#define LENT_CHUNK (256u << 10)
+#define LENT_CHUNKS 96
+
+static void lent_fill(uint8_t *buf, unsigned k)
+{
+	for (size_t i = 0; i < LENT_CHUNK; i += 8) {
+		uint64_t v = ((uint64_t)k << 32 | i) * 0x9e3779b97f4a7c15ull;
+		memcpy(buf + i, &v, 8);
+	}
+}
+
+static void lent_check(int fd, unsigned from, unsigned to)
+{
+	static uint8_t want[LENT_CHUNK], got[LENT_CHUNK];
+	for (unsigned k = from; k < to; k++) {
+		lent_fill(want, k);
+		assert_int_equal(pread(fd, got, LENT_CHUNK, (off_t)k * LENT_CHUNK), LENT_CHUNK);
+		assert_memory_equal(got, want, LENT_CHUNK);
+	}
+}
+
+static void test_fs_write_lent(void **state)
+{
+	struct mnt *m = *state;
+	static uint8_t buf[LENT_CHUNK];
+	int w = open(P(m, "lent"), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	assert_true(w >= 0);
+	int r = open(P(m, "lent"), O_RDONLY);
+	assert_true(r >= 0);
+	for (unsigned k = 0; k < LENT_CHUNKS; k++) {
+		lent_fill(buf, k);
+		assert_int_equal(pwrite(w, buf, LENT_CHUNK, (off_t)k * LENT_CHUNK), LENT_CHUNK);
+		lent_check(r, k, k + 1);
+		if (k % 32 == 31) {
+			assert_int_equal(posix_fadvise(r, 0, 0, POSIX_FADV_DONTNEED), 0);
+			lent_check(r, 0, k + 1);
+		}
+	}
+	mnt_term(m);
+	close(w);
+	close(r);
+	mnt_start(m);
+	r = open(P(m, "lent"), O_RDONLY);
+	assert_true(r >= 0);
+	lent_check(r, 0, LENT_CHUNKS);
+	close(r);
 }
 
 /* fallocate grows the size without storing anything, but refuses a range
@@ -2614,6 +2688,8 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_fs_slow_reads_side_by_side,
 						setup_map_pause, teardown),
+		cmocka_unit_test_setup_teardown(test_fs_write_lent, setup_pack_write_pause,
+						teardown),
 		cmocka_unit_test(test_fs_daemon_start_out_of_memory),
 		cmocka_unit_test_setup_teardown(test_fs_remount_out_of_memory, setup, teardown),
 		cmocka_unit_test(test_fs_daemon_out_of_memory),

@@ -5,7 +5,8 @@
  * dead pages while live ones stay readable; pages read back (get, fd_of)
  * and counted before any sync, across more data than the pack backend
  * keeps staged in memory at once.  The pack backend reads runs of
- * consecutive pages with one call, once none of them is staged.
+ * consecutive pages with one call, once none of them is staged, and
+ * keeps pages of lent buffers in them until it writes them.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -19,6 +20,7 @@
 #include <cmocka.h>
 
 #include "store_backend.h"
+#include "store_pack_i.h"
 #include "test-store-util.h"
 
 struct fixture {
@@ -93,7 +95,7 @@ static void test_store_backend_roundtrip(void **state)
 		for (int i = 0; i < NPAGES / 2; i++)
 			iov[i] = (struct iovec){ pages[NPAGES / 2 + i], STORE_PAGE_SIZE };
 		assert_int_equal(ops->put_many(f->be, (const uint8_t(*)[32])hashes[NPAGES / 2], iov,
-					       NPAGES / 2, &locs[NPAGES / 2]),
+					       NPAGES / 2, NULL, &locs[NPAGES / 2]),
 				 0);
 	} else {
 		for (int i = NPAGES / 2; i < NPAGES; i++)
@@ -183,6 +185,16 @@ static void check_page(struct fixture *f, uint64_t loc, uint64_t seed)
 	}
 }
 
+/* The page at loc reads back by copy (get alone: fd_of would flush). */
+static void check_page_get(struct fixture *f, uint64_t loc, uint64_t seed)
+{
+	static uint8_t want[STORE_PAGE_SIZE], got[STORE_PAGE_SIZE];
+	uint8_t hash[STORE_HASH_SIZE] = { 0 };
+	tsu_fill(want, STORE_PAGE_SIZE, seed);
+	assert_int_equal(f->be->ops->get(f->be, hash, loc, got), 0);
+	assert_memory_equal(got, want, STORE_PAGE_SIZE);
+}
+
 static void test_store_backend_unsynced(void **state)
 {
 	struct fixture *f = *state;
@@ -199,7 +211,7 @@ static void test_store_backend_unsynced(void **state)
 		}
 		if (ops->put_many) {
 			assert_int_equal(ops->put_many(f->be, (const uint8_t(*)[32])hashes, iov,
-						       (unsigned)n, &locs[i]),
+						       (unsigned)n, NULL, &locs[i]),
 					 0);
 		} else {
 			for (int k = 0; k < n; k++)
@@ -232,7 +244,7 @@ static void test_store_backend_runs(void **state)
 		tsu_fill(pages[i], STORE_PAGE_SIZE, 500 + (uint64_t)i);
 		iov[i] = (struct iovec){ pages[i], STORE_PAGE_SIZE };
 	}
-	assert_int_equal(ops->put_many(f->be, (const uint8_t(*)[32])hashes, iov, NPAGES, locs), 0);
+	assert_int_equal(ops->put_many(f->be, (const uint8_t(*)[32])hashes, iov, NPAGES, NULL, locs), 0);
 	for (int i = 1; i < NPAGES; i++)
 		assert_true(locs[i] == locs[i - 1] + 1);
 	/* Staged pages are not read from the file. */
@@ -246,6 +258,87 @@ static void test_store_backend_runs(void **state)
 	assert_int_equal(ops->get_run(f->be, locs[0], 0, got), -EINVAL);
 }
 
+/* Buffers lent to put_many: the pages stay in them (a reference held)
+ * until written, up to STAGE_LENT buffers per staging buffer, the rest
+ * copied; they read back from the buffer while staged and from the pack
+ * after; the reference goes at the write and done comes with the last. */
+struct lender {
+	struct store_lent lent;
+	uint8_t pages[8][STORE_PAGE_SIZE];
+	int done;
+};
+
+static void lender_done(struct store_lent *b)
+{
+	((struct lender *)b)->done++;
+}
+
+#define NLENDERS ((int)STAGE_LENT + 2)
+
+static void test_store_backend_lent(void **state)
+{
+	struct fixture *f = *state;
+	const struct store_backend_ops *ops = f->be->ops;
+	static struct lender l[NLENDERS];
+	uint8_t hashes[8][STORE_HASH_SIZE] = { { 0 } };
+	uint64_t locs[NLENDERS][8];
+	for (int b = 0; b < NLENDERS; b++) {
+		l[b] = (struct lender){ .lent = { .refs = 1, .done = lender_done } };
+		struct iovec iov[8];
+		for (int i = 0; i < 8; i++) {
+			tsu_fill(l[b].pages[i], STORE_PAGE_SIZE, 700 + (uint64_t)(b * 8 + i));
+			iov[i] = (struct iovec){ l[b].pages[i], STORE_PAGE_SIZE };
+		}
+		/* Lender 1 in two calls, every other page: not contiguous. */
+		if (b == 1) {
+			struct iovec odd[4], even[4];
+			for (int i = 0; i < 4; i++) {
+				even[i] = iov[2 * i];
+				odd[i] = iov[2 * i + 1];
+			}
+			assert_int_equal(ops->put_many(f->be, (const uint8_t(*)[32])hashes, even, 4,
+						       &l[b].lent, locs[b]),
+					 0);
+			assert_int_equal(ops->put_many(f->be, (const uint8_t(*)[32])hashes, odd, 4,
+						       &l[b].lent, locs[b] + 4),
+					 0);
+		} else {
+			assert_int_equal(ops->put_many(f->be, (const uint8_t(*)[32])hashes, iov, 8,
+						       &l[b].lent, locs[b]),
+					 0);
+		}
+	}
+	/* One reference each (not one per call) for the first ones, none
+	 * for those that did not fit: their pages were copied. */
+	for (int b = 0; b < NLENDERS; b++)
+		assert_int_equal(l[b].lent.refs, b < (int)STAGE_LENT ? 2 : 1);
+	/* A copy does not change with the caller's buffer. */
+	for (int b = (int)STAGE_LENT; b < NLENDERS; b++)
+		memset(l[b].pages, 0xee, sizeof(l[b].pages));
+	for (int b = 0; b < NLENDERS; b++)
+		for (int i = 0; i < 8; i++) {
+			int page = b == 1 ? (i < 4 ? 2 * i : 2 * (i - 4) + 1) : i;
+			check_page_get(f, locs[b][i], 700 + (uint64_t)(b * 8 + page));
+		}
+	/* Lender 0 lets go first: done comes with the store's put. */
+	store_lent_put(&l[0].lent);
+	assert_int_equal(l[0].done, 0);
+	assert_int_equal(ops->sync(f->be, NULL), 0);
+	assert_int_equal(l[0].done, 1);
+	for (int b = 1; b < NLENDERS; b++) {
+		assert_int_equal(l[b].lent.refs, 1);
+		assert_int_equal(l[b].done, 0);
+	}
+	/* In the pack now, not in the buffers. */
+	for (int b = 0; b < NLENDERS; b++)
+		memset(l[b].pages, 0xdd, sizeof(l[b].pages));
+	for (int b = 0; b < NLENDERS; b++)
+		for (int i = 0; i < 8; i++) {
+			int page = b == 1 ? (i < 4 ? 2 * i : 2 * (i - 4) + 1) : i;
+			check_page(f, locs[b][i], 700 + (uint64_t)(b * 8 + page));
+		}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -254,6 +347,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_store_backend_unsynced, setup_pack, teardown),
 		cmocka_unit_test_setup_teardown(test_store_backend_unsynced, setup_mem, teardown),
 		cmocka_unit_test_setup_teardown(test_store_backend_runs, setup_pack, teardown),
+		cmocka_unit_test_setup_teardown(test_store_backend_lent, setup_pack, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

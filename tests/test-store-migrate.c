@@ -598,14 +598,14 @@ static void test_migrate_progress(void **state)
 
 	int64_t every = store_migrate_report_ns;
 	store_migrate_report_ns = 1000000;
-	store_test_hook = hold_for_line;
+	__atomic_store_n(&store_test_hook, hold_for_line, __ATOMIC_RELEASE);
 	memset(&progress, 0, sizeof(progress));
 	nlogged = 0;
 	struct store *st = NULL;
 	struct err e = { 0 };
 	int r = store_open_log(path, 0, log_progress, path, &st, &e);
 	store_migrate_report_ns = every;
-	store_test_hook = NULL;
+	__atomic_store_n(&store_test_hook, NULL, __ATOMIC_RELEASE);
 	if (r)
 		fail_msg("store_open %s: %s", path, err_str(&e, r));
 	fprintf(stderr, "# progress lines: %u reading (last %.1f of %.1f MiB), %u committing,"

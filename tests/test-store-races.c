@@ -63,7 +63,7 @@ static void arm(const char *where, uint64_t ino, uint64_t off, char byte, size_t
 	pending.byte = byte;
 	pending.len = len;
 	pending.ran = 0;
-	store_test_hook = append_once;
+	__atomic_store_n(&store_test_hook, append_once, __ATOMIC_RELEASE);
 }
 
 /* A file of 5000 bytes of 'A' whose tail page is stored (no tail held). */
@@ -99,7 +99,7 @@ static void test_store_races_read_beside_append(void **state)
 	assert_int_equal(store_read(st, ino, got, sizeof(got), 0), 5100);
 	assert_true(pending.ran);
 	check_appended(got);
-	store_test_hook = NULL;
+	__atomic_store_n(&store_test_hook, NULL, __ATOMIC_RELEASE);
 	assert_int_equal(store_close(st, NULL), 0);
 	tsu_store_remove(path);
 }
@@ -130,7 +130,7 @@ static void test_store_races_map_beside_append(void **state)
 	}
 	store_map_done(st);
 	check_appended(got);
-	store_test_hook = NULL;
+	__atomic_store_n(&store_test_hook, NULL, __ATOMIC_RELEASE);
 	assert_int_equal(store_close(st, NULL), 0);
 	tsu_store_remove(path);
 }
@@ -158,7 +158,7 @@ static void test_store_races_clone_beside_append(void **state)
 	arm("clone", dst, 2 * PG + 100, 'E', 10);
 	assert_int_equal(store_clone(st, src, 0, dst, 0, 4 * PG), 4 * PG);
 	assert_true(pending.ran);
-	store_test_hook = NULL;
+	__atomic_store_n(&store_test_hook, NULL, __ATOMIC_RELEASE);
 	for (int round = 0; round < 2; round++) {
 		char got[4 * PG];
 		assert_int_equal(store_read(st, dst, got, sizeof(got), 0), 4 * PG);
@@ -186,7 +186,7 @@ static void test_store_races_seek_beside_append(void **state)
 	arm("seek", ino, PG, 'B', 100);
 	assert_int_equal(store_seek_data(st, ino, PG), PG);
 	assert_true(pending.ran);
-	store_test_hook = NULL;
+	__atomic_store_n(&store_test_hook, NULL, __ATOMIC_RELEASE);
 	assert_int_equal(store_seek_hole(st, ino, PG), PG + 100);
 	assert_int_equal(store_close(st, NULL), 0);
 	tsu_store_remove(path);
@@ -224,10 +224,10 @@ static void test_store_races_slow_hash_helper(void **state)
 	memset(buf + 5 * PG, 0, PG);		/* a hole */
 	memcpy(buf + 70 * PG, buf, PG);		/* a repeat, in another batch */
 	helper_groups = 0;
-	store_test_hook = slow_helper;
+	__atomic_store_n(&store_test_hook, slow_helper, __ATOMIC_RELEASE);
 	for (size_t off = 0; off < len; off += mib)
 		assert_int_equal(store_write(st, ino, buf + off, mib, off), (ssize_t)mib);
-	store_test_hook = NULL;
+	__atomic_store_n(&store_test_hook, NULL, __ATOMIC_RELEASE);
 	assert_true(helper_groups > 0);
 	assert_int_equal(store_read(st, ino, back, len, 0), (ssize_t)len);
 	assert_memory_equal(back, buf, len);
@@ -333,9 +333,9 @@ static struct store *commit_walked(const char *path, uint64_t ino, const uint8_t
 	assert_int_equal(store_read(st, ino, back, PG, 5 * CHUNK_BYTES), PG);
 	assert_int_equal(store_punch(st, ino, 5 * CHUNK_BYTES, PG), 0);
 	walk = (typeof(walk)){ .ino = ino, .punch = punch };
-	store_test_hook = walk_in_commit;
+	__atomic_store_n(&store_test_hook, walk_in_commit, __ATOMIC_RELEASE);
 	assert_int_equal(store_sync(st, NULL), 0);
-	store_test_hook = NULL;
+	__atomic_store_n(&store_test_hook, NULL, __ATOMIC_RELEASE);
 	assert_true(walk.ran);
 	return st;
 }
