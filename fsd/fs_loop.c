@@ -143,10 +143,12 @@ struct fs_loop {
 	int error;
 	int64_t read_avg_ns;	/* how long short reads take, lately */
 	int64_t change_avg_ns;	/* how long short changes take, lately */
-	/* max_threads of them, allocated up front: serving never allocates
-	 * (a worker that could not be started under memory pressure would
-	 * only slow the loop down, but an allocation there would also take
-	 * a failure meant for the request being served). */
+	/* max_threads of them, allocated up front: starting a worker while
+	 * serving never allocates (a worker that could not be started under
+	 * memory pressure would only slow the loop down, but an allocation
+	 * there would also take a failure meant for the request being
+	 * served; lending may allocate a spare, whose failure only means a
+	 * copy). */
 	struct worker *workers;
 	struct lend_pool *pool;	/* NULL: nothing is lent */
 };
