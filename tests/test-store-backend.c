@@ -167,32 +167,31 @@ static void test_store_backend_roundtrip(void **state)
 #define MANY 5000
 #define MANY_BATCH 77
 
-static void check_page(struct fixture *f, uint64_t loc, uint64_t seed)
-{
-	const struct store_backend_ops *ops = f->be->ops;
-	static uint8_t want[STORE_PAGE_SIZE], got[STORE_PAGE_SIZE + 1];
-	uint8_t hash[STORE_HASH_SIZE] = { 0 };
-	tsu_fill(want, STORE_PAGE_SIZE, seed);
-	/* An unaligned buffer: callers pass any. */
-	assert_int_equal(ops->get(f->be, hash, loc, got + 1), 0);
-	assert_memory_equal(got + 1, want, STORE_PAGE_SIZE);
-	if (ops->fd_of) {
-		int fd;
-		uint64_t pos;
-		assert_int_equal(ops->fd_of(f->be, loc, &fd, &pos), 0);
-		assert_int_equal(pread(fd, got, STORE_PAGE_SIZE, (off_t)pos), STORE_PAGE_SIZE);
-		assert_memory_equal(got, want, STORE_PAGE_SIZE);
-	}
-}
+/* What check_page_get and check_page expect and read. */
+static uint8_t page_want[STORE_PAGE_SIZE], page_got[STORE_PAGE_SIZE + 1];
 
-/* The page at loc reads back by copy (get alone: fd_of would flush). */
+/* The page at loc (tsu_fill's bytes of seed) reads back by copy alone,
+ * which leaves a staged page staged (fd_of would write it out first). */
 static void check_page_get(struct fixture *f, uint64_t loc, uint64_t seed)
 {
-	static uint8_t want[STORE_PAGE_SIZE], got[STORE_PAGE_SIZE];
 	uint8_t hash[STORE_HASH_SIZE] = { 0 };
-	tsu_fill(want, STORE_PAGE_SIZE, seed);
-	assert_int_equal(f->be->ops->get(f->be, hash, loc, got), 0);
-	assert_memory_equal(got, want, STORE_PAGE_SIZE);
+	tsu_fill(page_want, STORE_PAGE_SIZE, seed);
+	/* An unaligned buffer: callers pass any. */
+	assert_int_equal(f->be->ops->get(f->be, hash, loc, page_got + 1), 0);
+	assert_memory_equal(page_got + 1, page_want, STORE_PAGE_SIZE);
+}
+
+/* The same, and by fd where the backend offers it. */
+static void check_page(struct fixture *f, uint64_t loc, uint64_t seed)
+{
+	check_page_get(f, loc, seed);
+	if (f->be->ops->fd_of) {
+		int fd;
+		uint64_t pos;
+		assert_int_equal(f->be->ops->fd_of(f->be, loc, &fd, &pos), 0);
+		assert_int_equal(pread(fd, page_got, STORE_PAGE_SIZE, (off_t)pos), STORE_PAGE_SIZE);
+		assert_memory_equal(page_got, page_want, STORE_PAGE_SIZE);
+	}
 }
 
 static void test_store_backend_unsynced(void **state)
@@ -273,6 +272,13 @@ static void lender_done(struct store_lent *b)
 	((struct lender *)b)->done++;
 }
 
+/* The page of its buffer that lender b's i-th put took: lender 1 put
+ * its even pages, then its odd ones. */
+static int lender_page(int b, int i)
+{
+	return b == 1 ? (i < 4 ? 2 * i : 2 * (i - 4) + 1) : i;
+}
+
 #define NLENDERS ((int)STAGE_LENT + 2)
 
 static void test_store_backend_lent(void **state)
@@ -316,10 +322,8 @@ static void test_store_backend_lent(void **state)
 	for (int b = (int)STAGE_LENT; b < NLENDERS; b++)
 		memset(l[b].pages, 0xee, sizeof(l[b].pages));
 	for (int b = 0; b < NLENDERS; b++)
-		for (int i = 0; i < 8; i++) {
-			int page = b == 1 ? (i < 4 ? 2 * i : 2 * (i - 4) + 1) : i;
-			check_page_get(f, locs[b][i], 700 + (uint64_t)(b * 8 + page));
-		}
+		for (int i = 0; i < 8; i++)
+			check_page_get(f, locs[b][i], 700 + (uint64_t)(b * 8 + lender_page(b, i)));
 	/* Lender 0 lets go first: done comes with the store's put. */
 	store_lent_put(&l[0].lent);
 	assert_int_equal(l[0].done, 0);
@@ -333,10 +337,8 @@ static void test_store_backend_lent(void **state)
 	for (int b = 0; b < NLENDERS; b++)
 		memset(l[b].pages, 0xdd, sizeof(l[b].pages));
 	for (int b = 0; b < NLENDERS; b++)
-		for (int i = 0; i < 8; i++) {
-			int page = b == 1 ? (i < 4 ? 2 * i : 2 * (i - 4) + 1) : i;
-			check_page(f, locs[b][i], 700 + (uint64_t)(b * 8 + page));
-		}
+		for (int i = 0; i < 8; i++)
+			check_page(f, locs[b][i], 700 + (uint64_t)(b * 8 + lender_page(b, i)));
 }
 
 int main(void)
